@@ -1,0 +1,13 @@
+/* volley.h - async Redis and MySQL/MariaDB for C, on one libev loop.
+ *
+ * Include this umbrella header; each concept has its own header under
+ * volley/: common (errors, allocator), loop, future.
+ */
+#ifndef VOLLEY_H
+#define VOLLEY_H
+
+#include "volley/common.h"
+#include "volley/loop.h"
+#include "volley/future.h"
+
+#endif

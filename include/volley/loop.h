@@ -1,0 +1,67 @@
+/* volley/loop.h - the event loop every volley object lives on.
+ *
+ * A vl_loop wraps one libev loop. Bring your own (vl_loop_wrap) when the
+ * service already runs libev, or let volley make one (vl_loop_new).
+ *
+ * Threads: a loop and everything made on it (futures, connections, pools)
+ * belong to the thread that runs the loop. No volley call on those objects is
+ * safe from another thread. The one documented cross-thread path is
+ * vl_loop_run_in_thread() in volley/future.h.
+ */
+#ifndef VOLLEY_LOOP_H
+#define VOLLEY_LOOP_H
+
+#include "common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct ev_loop;
+typedef struct vl_loop vl_loop;
+typedef struct vl_future vl_future;
+
+/* Makes a loop on a new libev loop that volley owns and frees.
+ * Returns NULL when out of memory or when libev cannot make a backend. */
+VL_EXPORT vl_loop *vl_loop_new(void);
+
+/* Makes a loop on the caller's libev loop. volley never frees `ev` and never
+ * calls ev_run on it except from vl_loop_run / vl_loop_run_until; the caller
+ * may run it with ev_run as usual, and volley's callbacks then fire from there.
+ * Returns NULL when out of memory. */
+VL_EXPORT vl_loop *vl_loop_wrap(struct ev_loop *ev);
+
+/* The libev loop underneath (borrowed; valid until vl_loop_free). */
+VL_EXPORT struct ev_loop *vl_loop_ev(vl_loop *loop);
+
+/* Runs the loop until it has nothing left to do: no pending future callback,
+ * no open connection or timer. Returns VL_OK. */
+VL_EXPORT int vl_loop_run(vl_loop *loop);
+
+/* Runs the loop until `f` completes, like asyncio's run_until_complete.
+ * `f` stays owned by the caller, who reads its result and then calls
+ * vl_future_free(). Returns f's status, or VL_EINVAL when f is NULL, already
+ * consumed by vl_future_then, or belongs to another loop. Other futures and
+ * connections keep running while it waits; it must not be called from inside
+ * a volley callback (returns VL_ESTATE). */
+VL_EXPORT int vl_loop_run_until(vl_loop *loop, vl_future *f);
+
+/* Number of volley's watchers that keep the loop running (timers, sockets,
+ * pending callbacks; an idle pooled connection does not count). 0 means volley
+ * has nothing left to do on it; every test ends by checking that. */
+VL_EXPORT unsigned vl_loop_alive(vl_loop *loop);
+
+/* Milliseconds of the loop's clock (monotonic, cached per loop iteration). */
+VL_EXPORT uint64_t vl_loop_now_ms(vl_loop *loop);
+
+/* Frees the loop. Every connection and pool still open on it is freed first,
+ * which completes their pending futures with VL_ECANCELED; those callbacks,
+ * and any already due, run before this returns. The libev loop is destroyed
+ * only if volley made it. Legal from inside a callback: the teardown then
+ * happens once the callback returns to the loop. */
+VL_EXPORT void vl_loop_free(vl_loop *loop);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

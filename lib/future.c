@@ -1,0 +1,655 @@
+/* lib/future.c - futures, combinators, deadlines, sleeps and promises.
+ *
+ * A future is pending, then completed once. Completing it never runs the
+ * callback: the future goes on the loop's ready list (lib/loop.c) and the
+ * callback runs from the loop's check phase. A future that must be freed while
+ * it sits on the ready list becomes a zombie: the dispatcher frees it instead
+ * of calling it, so the list never holds a dangling pointer.
+ */
+#include "internal.h"
+
+#include <string.h>
+
+enum { ST_PENDING = 0, ST_DONE = 1 };
+
+typedef struct group {
+    vl_future **kids;
+    size_t n;
+    size_t remaining;
+    long winner;        /* any: index of the first child, or -1 */
+    long first_error;   /* all: index of the first failed child, or -1 */
+    int is_any;
+} group;
+
+struct vl_future {
+    vl_loop *loop;
+    vl_future *next;               /* the loop's ready list */
+    const vl__source_ops *ops;     /* cancel hook of the pending operation */
+    void *source;
+    vl_future_cb cb;
+    void *ud;
+    void *value;
+    vl_free_fn value_free;
+    char *msg;
+    vl__timer *deadline;
+    group *grp;                    /* all/any */
+    vl_future *parent;             /* a child of all/any */
+    size_t index;                  /* position in the parent */
+    int status;
+    unsigned char state;
+    unsigned char vtype;
+    unsigned consumed : 1;         /* then was called */
+    unsigned queued : 1;           /* on the ready list */
+    unsigned in_cb : 1;            /* its callback is running */
+    unsigned zombie : 1;           /* freed while queued */
+};
+
+static void future_destroy(vl_future *f);
+
+vl_future **vl__future_next_ptr(vl_future *f)
+{
+    return &f->next;
+}
+
+vl_future *vl__future_make(vl_loop *loop, const vl__source_ops *ops, void *source)
+{
+    vl_future *f = vl__calloc(1, sizeof(*f));
+
+    if (f == NULL)
+        return NULL;
+    f->loop = loop;
+    f->ops = ops;
+    f->source = source;
+    return f;
+}
+
+void vl__future_set_source(vl_future *f, const vl__source_ops *ops, void *source)
+{
+    f->ops = ops;
+    f->source = source;
+}
+
+int vl__future_vtype(const vl_future *f)
+{
+    return f->vtype;
+}
+
+vl_loop *vl_future_loop(const vl_future *f)
+{
+    return f->loop;
+}
+
+static void enqueue(vl_future *f)
+{
+    if (f->queued)
+        return;
+    f->queued = 1;
+    vl__loop_ready(f->loop, f);
+}
+
+void vl__future_complete(vl_future *f, int status, void *value, int vtype,
+                         vl_free_fn free_fn, const char *msg)
+{
+    if (f->state != ST_PENDING) {
+        if (value != NULL && free_fn != NULL)
+            free_fn(value);
+        return;
+    }
+    f->state = ST_DONE;
+    f->status = status;
+    f->value = value;
+    f->value_free = free_fn;
+    f->vtype = (unsigned char)(value != NULL ? vtype : VL__VAL_NONE);
+    f->ops = NULL;
+    f->source = NULL;
+    if (msg != NULL && msg[0] != '\0')
+        f->msg = vl__strdup(msg); /* on ENOMEM the status still tells */
+    if (f->deadline != NULL) {
+        vl__timer_stop(f->deadline);
+        vl__free(f->deadline);
+        f->deadline = NULL;
+    }
+    if (f->cb != NULL)
+        enqueue(f);
+}
+
+void vl__future_fail(vl_future *f, int status, const char *fmt, ...)
+{
+    va_list ap;
+    char *msg;
+
+    va_start(ap, fmt);
+    msg = vl__vasprintf(fmt, ap);
+    va_end(ap);
+    vl__future_complete(f, status, NULL, VL__VAL_NONE, NULL, msg != NULL ? msg : vl_strerror(status));
+    vl__free(msg);
+}
+
+vl_future *vl__future_failed(vl_loop *loop, int status, const char *fmt, ...)
+{
+    vl_future *f = vl__future_make(loop, NULL, NULL);
+    va_list ap;
+    char *msg;
+
+    if (f == NULL)
+        return NULL;
+    va_start(ap, fmt);
+    msg = vl__vasprintf(fmt, ap);
+    va_end(ap);
+    vl__future_complete(f, status, NULL, VL__VAL_NONE, NULL, msg != NULL ? msg : vl_strerror(status));
+    vl__free(msg);
+    return f;
+}
+
+/* Tells the source to forget the future, then completes it with `status`. */
+static void abandon(vl_future *f, int status, const char *msg)
+{
+    const vl__source_ops *ops = f->ops;
+    void *source = f->source;
+
+    if (f->state != ST_PENDING)
+        return;
+    f->ops = NULL;
+    f->source = NULL;
+    if (ops != NULL && ops->cancel != NULL)
+        ops->cancel(source, f, status);
+    vl__future_complete(f, status, NULL, VL__VAL_NONE, NULL, msg);
+}
+
+void vl__future_dispatch_one(vl_future *f)
+{
+    f->queued = 0;
+    if (f->zombie) {
+        future_destroy(f);
+        return;
+    }
+    f->in_cb = 1;
+    f->cb(f, f->ud);
+    f->in_cb = 0;
+    /* A child of all/any belongs to its parent, which frees it. */
+    if (f->parent == NULL || f->zombie)
+        future_destroy(f);
+}
+
+int vl_future_then(vl_future *f, vl_future_cb cb, void *ud)
+{
+    if (f == NULL || cb == NULL || f->consumed || f->parent != NULL)
+        return VL_EINVAL;
+    f->consumed = 1;
+    f->cb = cb;
+    f->ud = ud;
+    if (f->state == ST_DONE)
+        enqueue(f);
+    return VL_OK;
+}
+
+int vl_future_done(const vl_future *f)
+{
+    return f != NULL && f->state == ST_DONE;
+}
+
+int vl_future_status(const vl_future *f)
+{
+    if (f == NULL)
+        return VL_EINVAL;
+    return f->state == ST_DONE ? f->status : VL_ESTATE;
+}
+
+const char *vl_future_error(const vl_future *f)
+{
+    if (f == NULL || f->state != ST_DONE || f->status == VL_OK)
+        return "";
+    return f->msg != NULL ? f->msg : vl_strerror(f->status);
+}
+
+void *vl_future_value(const vl_future *f)
+{
+    return f != NULL && f->state == ST_DONE ? f->value : NULL;
+}
+
+void *vl_future_take(vl_future *f)
+{
+    void *v;
+
+    if (f == NULL || f->state != ST_DONE)
+        return NULL;
+    v = f->value;
+    f->value = NULL;
+    f->value_free = NULL;
+    return v;
+}
+
+int vl_future_cancel(vl_future *f)
+{
+    if (f == NULL || f->state != ST_PENDING)
+        return 0;
+    abandon(f, VL_ECANCELED, "cancelled");
+    return 1;
+}
+
+static void future_destroy(vl_future *f)
+{
+    if (f->queued) {
+        /* On the ready list: the dispatcher frees it when it gets there. */
+        f->zombie = 1;
+        return;
+    }
+    if (f->state == ST_PENDING) {
+        f->cb = NULL; /* nobody is left to call */
+        abandon(f, VL_ECANCELED, "cancelled");
+    }
+    if (f->grp != NULL) {
+        size_t i;
+        for (i = 0; i < f->grp->n; i++) {
+            vl_future *k = f->grp->kids[i];
+            if (k == NULL)
+                continue;
+            k->parent = NULL;
+            k->cb = NULL;
+            future_destroy(k);
+        }
+        vl__free(f->grp->kids);
+        vl__free(f->grp);
+    }
+    if (f->value != NULL && f->value_free != NULL)
+        f->value_free(f->value);
+    vl__free(f->msg);
+    vl__free(f);
+}
+
+void vl_future_free(vl_future *f)
+{
+    if (f == NULL || f->parent != NULL || f->zombie)
+        return;
+    if (f->in_cb)
+        return; /* its callback is running: freed when it returns (rule 5) */
+    if (f->consumed) {
+        /* The callback is still owed exactly once: cancel, it runs, then frees. */
+        vl_future_cancel(f);
+        return;
+    }
+    future_destroy(f);
+}
+
+/* ---- deadlines ---- */
+
+static void deadline_cb(vl__timer *t, void *ud)
+{
+    VL__UNUSED(t);
+    abandon(ud, VL_ETIMEDOUT, "timed out");
+}
+
+vl_future *vl_future_timeout(vl_future *f, uint64_t timeout_ms)
+{
+    if (f == NULL || f->state != ST_PENDING)
+        return f;
+    if (timeout_ms == 0) {
+        if (f->deadline != NULL) {
+            vl__timer_stop(f->deadline);
+            vl__free(f->deadline);
+            f->deadline = NULL;
+        }
+        return f;
+    }
+    if (f->deadline == NULL) {
+        f->deadline = vl__malloc(sizeof(*f->deadline));
+        if (f->deadline == NULL) {
+            abandon(f, VL_ENOMEM, "out of memory setting a deadline");
+            return f;
+        }
+        vl__timer_init(f->deadline, f->loop, deadline_cb, f);
+    }
+    vl__timer_start(f->deadline, timeout_ms);
+    return f;
+}
+
+/* ---- all / any ---- */
+
+static void group_cancel(void *source, vl_future *parent, int status)
+{
+    group *g = source;
+    size_t i;
+
+    VL__UNUSED(parent);
+    for (i = 0; i < g->n; i++) {
+        vl_future *k = g->kids[i];
+        if (k->state == ST_PENDING)
+            abandon(k, status, status == VL_ETIMEDOUT ? "timed out" : "cancelled");
+    }
+}
+
+static const vl__source_ops group_ops = {group_cancel};
+
+static void child_done(vl_future *k, void *ud)
+{
+    vl_future *parent = ud;
+    group *g = parent->grp;
+
+    if (parent->state != ST_PENDING)
+        return;
+    g->remaining--;
+    if (g->is_any) {
+        size_t i;
+        g->winner = (long)k->index;
+        parent->ops = NULL;
+        parent->source = NULL;
+        /* The winner's value moves to the parent, so typed accessors work on
+         * the any future itself. */
+        vl__future_complete(parent, k->status, k->value, k->vtype, k->value_free,
+                            k->status == VL_OK ? NULL : vl_future_error(k));
+        k->value = NULL;
+        k->value_free = NULL;
+        for (i = 0; i < g->n; i++)
+            if (g->kids[i] != k)
+                vl_future_cancel(g->kids[i]);
+        return;
+    }
+    if (k->status != VL_OK && g->first_error < 0)
+        g->first_error = (long)k->index;
+    if (g->remaining == 0) {
+        parent->ops = NULL;
+        parent->source = NULL;
+        if (g->first_error < 0) {
+            vl__future_complete(parent, VL_OK, NULL, VL__VAL_NONE, NULL, NULL);
+        } else {
+            vl_future *e = g->kids[g->first_error];
+            vl__future_fail(parent, e->status, "item %ld: %s", g->first_error,
+                            vl_future_error(e));
+        }
+    }
+}
+
+static vl_future *group_make(vl_loop *loop, vl_future **fs, size_t n, int is_any)
+{
+    vl_future *parent;
+    group *g;
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        if (fs[i] == NULL || fs[i]->consumed || fs[i]->parent != NULL || fs[i]->loop != loop) {
+            size_t j;
+            for (j = 0; j < n; j++)
+                if (fs[j] != NULL && !fs[j]->consumed && fs[j]->parent == NULL)
+                    vl_future_free(fs[j]);
+            return vl__future_failed(loop, VL_EINVAL,
+                                     "input %zu is NULL, consumed or on another loop", i);
+        }
+    }
+    parent = vl__future_make(loop, NULL, NULL);
+    g = vl__calloc(1, sizeof(*g));
+    if (g != NULL)
+        g->kids = vl__calloc(n ? n : 1, sizeof(*g->kids));
+    if (parent == NULL || g == NULL || g->kids == NULL) {
+        if (g != NULL)
+            vl__free(g->kids);
+        vl__free(g);
+        vl__free(parent);
+        for (i = 0; i < n; i++)
+            vl_future_free(fs[i]);
+        return NULL;
+    }
+    g->n = g->remaining = n;
+    g->winner = -1;
+    g->first_error = -1;
+    g->is_any = is_any;
+    parent->grp = g;
+    vl__future_set_source(parent, &group_ops, g);
+    for (i = 0; i < n; i++) {
+        vl_future *k = fs[i];
+        g->kids[i] = k;
+        k->parent = parent;
+        k->index = i;
+        k->consumed = 1;
+        k->cb = child_done;
+        k->ud = parent;
+        if (k->state == ST_DONE)
+            enqueue(k);
+    }
+    if (n == 0) {
+        if (is_any)
+            abandon(parent, VL_EINVAL, "any of no futures");
+        else
+            vl__future_complete(parent, VL_OK, NULL, VL__VAL_NONE, NULL, NULL);
+    }
+    return parent;
+}
+
+vl_future *vl_future_all(vl_loop *loop, vl_future **fs, size_t n)
+{
+    if (loop == NULL || (fs == NULL && n > 0))
+        return loop != NULL ? vl__future_failed(loop, VL_EINVAL, "no input array") : NULL;
+    return group_make(loop, fs, n, 0);
+}
+
+vl_future *vl_future_any(vl_loop *loop, vl_future **fs, size_t n)
+{
+    if (loop == NULL || (fs == NULL && n > 0))
+        return loop != NULL ? vl__future_failed(loop, VL_EINVAL, "no input array") : NULL;
+    return group_make(loop, fs, n, 1);
+}
+
+size_t vl_future_count(const vl_future *f)
+{
+    return f != NULL && f->grp != NULL ? f->grp->n : 0;
+}
+
+vl_future *vl_future_child(const vl_future *f, size_t i)
+{
+    if (f == NULL || f->grp == NULL || i >= f->grp->n)
+        return NULL;
+    return f->grp->kids[i];
+}
+
+long vl_future_index(const vl_future *f)
+{
+    if (f == NULL || f->grp == NULL || !f->grp->is_any)
+        return -1;
+    return f->grp->winner;
+}
+
+/* ---- sleep ---- */
+
+typedef struct sleeper {
+    vl__timer timer;
+    vl__handle handle;
+    vl_future *f;
+} sleeper;
+
+static void sleeper_drop(sleeper *s)
+{
+    vl__timer_stop(&s->timer);
+    vl__handle_remove(s->timer.loop, &s->handle);
+    vl__free(s);
+}
+
+static void sleep_fire(vl__timer *t, void *ud)
+{
+    sleeper *s = ud;
+    vl_future *f = s->f;
+
+    VL__UNUSED(t);
+    sleeper_drop(s);
+    vl__future_complete(f, VL_OK, NULL, VL__VAL_NONE, NULL, NULL);
+}
+
+static void sleep_cancel(void *source, vl_future *f, int status)
+{
+    VL__UNUSED(f);
+    VL__UNUSED(status);
+    sleeper_drop(source);
+}
+
+static void sleep_handle_free(vl__handle *h)
+{
+    sleeper *s = (sleeper *)(void *)((char *)h - offsetof(sleeper, handle));
+    vl_future *f = s->f;
+
+    vl__handle_remove(s->timer.loop, &s->handle); /* already off; harmless */
+    vl__timer_stop(&s->timer);
+    vl__free(s);
+    vl__future_set_source(f, NULL, NULL);
+    abandon(f, VL_ECANCELED, "loop freed");
+}
+
+static const vl__source_ops sleep_ops = {sleep_cancel};
+
+vl_future *vl_loop_sleep(vl_loop *loop, uint64_t ms)
+{
+    sleeper *s;
+    vl_future *f;
+
+    if (loop == NULL)
+        return NULL;
+    if (vl__loop_closing(loop))
+        return vl__future_failed(loop, VL_ECLOSED, "loop is closing");
+    s = vl__calloc(1, sizeof(*s));
+    if (s == NULL)
+        return NULL;
+    f = vl__future_make(loop, &sleep_ops, s);
+    if (f == NULL) {
+        vl__free(s);
+        return NULL;
+    }
+    s->f = f;
+    vl__timer_init(&s->timer, loop, sleep_fire, s);
+    vl__timer_start(&s->timer, ms);
+    vl__handle_add(loop, &s->handle, sleep_handle_free);
+    return f;
+}
+
+/* ---- promises ---- */
+
+struct vl_promise {
+    vl_loop *loop;      /* NULL once the loop was freed */
+    vl_future *f;       /* NULL once abandoned or completed */
+    vl__handle handle;
+    int given;          /* vl_promise_future was called */
+};
+
+static void promise_cancel(void *source, vl_future *f, int status)
+{
+    vl_promise *p = source;
+
+    VL__UNUSED(f);
+    VL__UNUSED(status);
+    p->f = NULL;
+}
+
+static const vl__source_ops promise_ops = {promise_cancel};
+
+static void promise_handle_free(vl__handle *h)
+{
+    vl_promise *p = (vl_promise *)(void *)((char *)h - offsetof(vl_promise, handle));
+
+    if (p->f != NULL) {
+        vl_future *f = p->f;
+        p->f = NULL;
+        vl__future_set_source(f, NULL, NULL);
+        if (p->given)
+            abandon(f, VL_ECANCELED, "loop freed");
+        else
+            future_destroy(f);
+    }
+    p->loop = NULL; /* the producer still owns p and ends it later */
+}
+
+vl_promise *vl_promise_new(vl_loop *loop)
+{
+    vl_promise *p;
+
+    if (loop == NULL)
+        return NULL;
+    p = vl__calloc(1, sizeof(*p));
+    if (p == NULL)
+        return NULL;
+    p->f = vl__future_make(loop, &promise_ops, p);
+    if (p->f == NULL) {
+        vl__free(p);
+        return NULL;
+    }
+    p->loop = loop;
+    vl__handle_add(loop, &p->handle, promise_handle_free);
+    if (vl__loop_closing(loop))
+        promise_handle_free(&p->handle);
+    return p;
+}
+
+vl_future *vl_promise_future(vl_promise *p)
+{
+    if (p == NULL || p->given)
+        return NULL;
+    p->given = 1;
+    return p->f;
+}
+
+int vl_promise_abandoned(const vl_promise *p)
+{
+    return p == NULL || p->f == NULL;
+}
+
+static void promise_end(vl_promise *p)
+{
+    if (p->loop != NULL)
+        vl__handle_remove(p->loop, &p->handle);
+    /* A future never handed out has no consumer: free it with the promise. */
+    if (!p->given && p->f != NULL) {
+        vl__future_set_source(p->f, NULL, NULL);
+        future_destroy(p->f);
+    }
+    vl__free(p);
+}
+
+int vl_promise_resolve(vl_promise *p, void *value, vl_free_fn free_fn)
+{
+    vl_future *f;
+
+    if (p == NULL)
+        return VL_EINVAL;
+    f = p->f;
+    if (f == NULL || !p->given) {
+        if (value != NULL && free_fn != NULL)
+            free_fn(value);
+        promise_end(p);
+        return VL_ECANCELED;
+    }
+    p->f = NULL;
+    vl__future_complete(f, VL_OK, value, VL__VAL_USER, free_fn, NULL);
+    promise_end(p);
+    return VL_OK;
+}
+
+int vl_promise_fail(vl_promise *p, int status, const char *msg)
+{
+    vl_future *f;
+    int rc = VL_OK;
+
+    if (p == NULL)
+        return VL_EINVAL;
+    f = p->f;
+    if (f == NULL || !p->given) {
+        promise_end(p);
+        return VL_ECANCELED;
+    }
+    p->f = NULL;
+    if (status >= 0) {
+        rc = VL_EINVAL;
+        status = VL_EINVAL;
+        msg = "promise failed with a non-negative status";
+    }
+    vl__future_complete(f, status, NULL, VL__VAL_NONE, NULL, msg);
+    promise_end(p);
+    return rc;
+}
+
+void vl_promise_free(vl_promise *p)
+{
+    if (p == NULL)
+        return;
+    if (p->f != NULL && p->given) {
+        vl_future *f = p->f;
+        p->f = NULL;
+        vl__future_set_source(f, NULL, NULL);
+        abandon(f, VL_ECANCELED, "promise dropped");
+    }
+    promise_end(p);
+}

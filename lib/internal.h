@@ -1,0 +1,147 @@
+/* lib/internal.h - helpers shared inside libvolley; not installed.
+ *
+ * The seam to libev: only lib/loop.c includes <ev.h>. Other files embed a
+ * vl__timer or vl__io in their own structs; the storage is sized here and
+ * loop.c checks at compile time that libev's watcher fits.
+ *
+ * The seam to futures: an operation that completes a future (a Redis command,
+ * a MySQL query, a timer) is its "source". It completes the future with
+ * vl__future_complete() and gives vl__future_make() a cancel hook. The hook is
+ * called at most once, when the future is cancelled, times out or is freed
+ * while pending; the source must then forget the future (a late reply is
+ * dropped) and never complete it. After vl__future_complete the source must
+ * not touch the future again.
+ */
+#ifndef VOLLEY_INTERNAL_H
+#define VOLLEY_INTERNAL_H
+
+#define VL_BUILDING 1
+#include "volley.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+
+#define VL__UNUSED(x) ((void)(x))
+
+/* ---- allocation (lib/alloc.c) ---- */
+void *vl__malloc(size_t n);
+void *vl__calloc(size_t n, size_t size);
+void *vl__realloc(void *p, size_t n);
+void vl__free(void *p);
+char *vl__strdup(const char *s);
+char *vl__strndup(const char *s, size_t n);
+/* printf into a fresh allocation; NULL when out of memory. */
+char *vl__asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+char *vl__vasprintf(const char *fmt, va_list ap);
+
+/* ---- watchers (lib/loop.c) ---- */
+typedef struct vl__timer vl__timer;
+typedef struct vl__io vl__io;
+typedef void (*vl__timer_cb)(vl__timer *t, void *ud);
+typedef void (*vl__io_cb)(vl__io *io, int events, void *ud);
+
+#define VL__READ 1
+#define VL__WRITE 2
+
+struct vl__timer {
+    _Alignas(16) unsigned char w[64]; /* an ev_timer; first so casts work */
+    vl_loop *loop;
+    vl__timer_cb cb;
+    void *ud;
+};
+
+struct vl__io {
+    _Alignas(16) unsigned char w[64]; /* an ev_io */
+    vl_loop *loop;
+    vl__io_cb cb;
+    void *ud;
+    int fd;
+    int events;
+};
+
+void vl__timer_init(vl__timer *t, vl_loop *loop, vl__timer_cb cb, void *ud);
+void vl__timer_start(vl__timer *t, uint64_t ms); /* (re)arms once, ms from now */
+void vl__timer_stop(vl__timer *t);
+int vl__timer_active(const vl__timer *t);
+
+void vl__io_init(vl__io *io, vl_loop *loop, int fd, vl__io_cb cb, void *ud);
+/* Sets the watched events (VL__READ|VL__WRITE); 0 stops the watcher.
+ * Changing fd is allowed: the watcher is re-armed on the new one. */
+void vl__io_set(vl__io *io, int fd, int events);
+void vl__io_stop(vl__io *io);
+
+typedef struct vl__async vl__async;
+typedef void (*vl__async_cb)(vl__async *a, void *ud);
+struct vl__async {
+    _Alignas(16) unsigned char w[64]; /* an ev_async */
+    vl_loop *loop;
+    vl__async_cb cb;
+    void *ud;
+};
+void vl__async_init(vl__async *a, vl_loop *loop, vl__async_cb cb, void *ud);
+void vl__async_start(vl__async *a);
+void vl__async_stop(vl__async *a);
+void vl__async_send(vl__async *a); /* the one call safe from another thread */
+
+/* Keep a started watcher from holding the loop open, and undo it. */
+void vl__loop_unref(vl_loop *loop);
+void vl__loop_ref(vl_loop *loop);
+
+/* The loop's worker pool for vl_loop_run_in_thread (lib/executor.c). */
+void *vl__loop_executor(vl_loop *loop, unsigned *threads);
+void vl__loop_set_executor(vl_loop *loop, void *executor);
+void vl__executor_free(vl_loop *loop, void *executor);
+
+/* ---- handles that the loop frees on vl_loop_free (lib/loop.c) ---- */
+typedef struct vl__handle vl__handle;
+struct vl__handle {
+    vl__handle *prev, *next;
+    void (*free_fn)(vl__handle *h); /* frees the owner; h is embedded in it */
+};
+void vl__handle_add(vl_loop *loop, vl__handle *h, void (*free_fn)(vl__handle *));
+void vl__handle_remove(vl_loop *loop, vl__handle *h);
+
+/* 1 while the loop is being freed: new operations fail with VL_ECLOSED. */
+int vl__loop_closing(const vl_loop *loop);
+/* 1 while a volley callback is running on this loop (safe-point logic). */
+int vl__loop_in_callback(const vl_loop *loop);
+
+/* ---- futures (lib/future.c) ---- */
+typedef struct vl__source_ops {
+    /* Called once when the future gives up on its source (cancel, timeout,
+     * free while pending). `status` is VL_ECANCELED or VL_ETIMEDOUT. */
+    void (*cancel)(void *source, vl_future *f, int status);
+} vl__source_ops;
+
+/* Value types, so typed accessors can refuse a foreign value. */
+enum { VL__VAL_NONE = 0, VL__VAL_USER, VL__VAL_REDIS, VL__VAL_MYSQL, VL__VAL_FANOUT };
+
+vl_future *vl__future_make(vl_loop *loop, const vl__source_ops *ops, void *source);
+/* Changes the cancel hook's source pointer (for sources that move). */
+void vl__future_set_source(vl_future *f, const vl__source_ops *ops, void *source);
+/* Completes the future. Takes `value` (freed with free_fn unless taken).
+ * `msg` is copied; NULL means none. Does nothing but free the value if the
+ * future already completed. Never runs the callback itself: it is queued on
+ * the loop. */
+void vl__future_complete(vl_future *f, int status, void *value, int vtype,
+                         vl_free_fn free_fn, const char *msg);
+/* The same with a printf message. */
+void vl__future_fail(vl_future *f, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* A new future already failed (for errors known up front, rule 1). */
+vl_future *vl__future_failed(vl_loop *loop, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+int vl__future_vtype(const vl_future *f);
+
+/* Run every queued completion callback (called from the loop's check phase). */
+void vl__loop_dispatch(vl_loop *loop);
+/* Queue a completed future for dispatch (future.c -> loop.c). */
+void vl__loop_ready(vl_loop *loop, vl_future *f);
+vl_future **vl__future_next_ptr(vl_future *f);
+void vl__future_dispatch_one(vl_future *f);
+
+/* ---- small helpers ---- */
+/* Copies "msg" into an owned string with the password hidden. */
+uint64_t vl__rand64(void); /* not for security: jitter only */
+
+#endif

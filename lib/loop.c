@@ -1,0 +1,474 @@
+/* lib/loop.c - the seam to libev. The only file that includes <ev.h>.
+ *
+ * Completion callbacks never run where a future completes. vl__loop_ready()
+ * puts the future on the loop's ready list and arms an ev_check watcher (plus
+ * an ev_idle one, so the next poll does not block); the check callback runs
+ * the callbacks that were ready when it started, in completion order. A
+ * callback that completes more futures queues them for the next iteration, so
+ * a chain of callbacks cannot starve I/O. This is libev's "avoid finishing
+ * before returning", applied to every operation at once.
+ *
+ * Safe points: every watcher callback of volley runs through a trampoline
+ * here that counts its depth. vl_loop_free() inside a callback only marks the
+ * loop; the teardown happens when the outermost callback returns.
+ */
+#include "internal.h"
+
+#include <ev.h>
+#include <pthread.h>
+#include <string.h>
+
+_Static_assert(sizeof(ev_timer) <= sizeof(((vl__timer *)0)->w), "ev_timer does not fit");
+_Static_assert(sizeof(ev_io) <= sizeof(((vl__io *)0)->w), "ev_io does not fit");
+_Static_assert(sizeof(ev_async) <= sizeof(((vl__async *)0)->w), "ev_async does not fit");
+
+struct vl_loop {
+    struct ev_loop *ev;
+    int owned;           /* volley made ev and destroys it */
+    ev_check check;      /* runs the ready list */
+    ev_idle idle;        /* keeps the poll from blocking while work is ready */
+    vl_future *ready_head;
+    vl_future *ready_tail;
+    vl__handle handles;  /* sentinel of the open connections, pools, timers */
+    int closing;         /* vl_loop_free is tearing down */
+    int cb_depth;        /* volley callbacks running right now */
+    int run_depth;       /* inside vl_loop_run / vl_loop_run_until */
+    int free_requested;  /* vl_loop_free was called from a callback */
+    unsigned active;     /* volley's active watchers, less unref'd ones */
+    void *executor;      /* lib/executor.c, made on first use */
+    unsigned threads;
+};
+
+static void loop_destroy(vl_loop *loop);
+
+static void enter(vl_loop *loop)
+{
+    loop->cb_depth++;
+}
+
+/* Leaves a callback; at the outermost level a requested free happens now. */
+static void leave(vl_loop *loop)
+{
+    if (--loop->cb_depth > 0 || !loop->free_requested)
+        return;
+    if (loop->run_depth > 0)
+        ev_break(loop->ev, EVBREAK_ALL); /* vl_loop_run* frees it on return */
+    else if (!loop->owned)
+        loop_destroy(loop); /* the caller's ev_run goes on without us */
+    else
+        ev_break(loop->ev, EVBREAK_ALL);
+}
+
+static void check_cb(struct ev_loop *ev, ev_check *w, int revents)
+{
+    vl_loop *loop = w->data;
+
+    VL__UNUSED(ev);
+    VL__UNUSED(revents);
+    enter(loop);
+    vl__loop_dispatch(loop);
+    leave(loop);
+}
+
+static void idle_cb(struct ev_loop *ev, ev_idle *w, int revents)
+{
+    VL__UNUSED(ev);
+    VL__UNUSED(w);
+    VL__UNUSED(revents);
+}
+
+static vl_loop *loop_make(struct ev_loop *ev, int owned)
+{
+    vl_loop *loop = vl__calloc(1, sizeof(*loop));
+
+    if (loop == NULL)
+        return NULL;
+    loop->ev = ev;
+    loop->owned = owned;
+    loop->handles.prev = loop->handles.next = &loop->handles;
+    loop->threads = 4;
+    ev_check_init(&loop->check, check_cb);
+    loop->check.data = loop;
+    ev_idle_init(&loop->idle, idle_cb);
+    loop->idle.data = loop;
+    return loop;
+}
+
+vl_loop *vl_loop_new(void)
+{
+    struct ev_loop *ev = ev_loop_new(EVFLAG_AUTO);
+    vl_loop *loop;
+
+    if (ev == NULL)
+        return NULL;
+    loop = loop_make(ev, 1);
+    if (loop == NULL)
+        ev_loop_destroy(ev);
+    return loop;
+}
+
+vl_loop *vl_loop_wrap(struct ev_loop *ev)
+{
+    if (ev == NULL)
+        return NULL;
+    return loop_make(ev, 0);
+}
+
+struct ev_loop *vl_loop_ev(vl_loop *loop)
+{
+    return loop->ev;
+}
+
+unsigned vl_loop_alive(vl_loop *loop)
+{
+    return loop->active;
+}
+
+uint64_t vl_loop_now_ms(vl_loop *loop)
+{
+    return (uint64_t)(ev_now(loop->ev) * 1000.0);
+}
+
+int vl__loop_closing(const vl_loop *loop)
+{
+    return loop->closing;
+}
+
+int vl__loop_in_callback(const vl_loop *loop)
+{
+    return loop->cb_depth > 0;
+}
+
+void vl__loop_ready(vl_loop *loop, vl_future *f)
+{
+    *vl__future_next_ptr(f) = NULL;
+    if (loop->ready_tail != NULL)
+        *vl__future_next_ptr(loop->ready_tail) = f;
+    else
+        loop->ready_head = f;
+    loop->ready_tail = f;
+    if (!ev_is_active(&loop->check)) {
+        ev_check_start(loop->ev, &loop->check);
+        ev_idle_start(loop->ev, &loop->idle);
+        loop->active++;
+    }
+}
+
+void vl__loop_dispatch(vl_loop *loop)
+{
+    vl_future *f = loop->ready_head;
+
+    /* Take the whole list: what callbacks queue now waits for the next turn. */
+    loop->ready_head = loop->ready_tail = NULL;
+    while (f != NULL) {
+        vl_future *next = *vl__future_next_ptr(f);
+        vl__future_dispatch_one(f);
+        f = next;
+    }
+    if (loop->ready_head == NULL && ev_is_active(&loop->check)) {
+        ev_check_stop(loop->ev, &loop->check);
+        ev_idle_stop(loop->ev, &loop->idle);
+        loop->active--;
+    }
+}
+
+int vl_loop_run(vl_loop *loop)
+{
+    if (loop == NULL)
+        return VL_EINVAL;
+    if (loop->cb_depth > 0)
+        return VL_ESTATE;
+    loop->run_depth++;
+    while (!loop->free_requested && ev_run(loop->ev, 0))
+        ;
+    loop->run_depth--;
+    if (loop->free_requested) {
+        loop_destroy(loop);
+        return VL_ECLOSED;
+    }
+    return VL_OK;
+}
+
+int vl_loop_run_until(vl_loop *loop, vl_future *f)
+{
+    if (loop == NULL || f == NULL || vl_future_loop(f) != loop)
+        return VL_EINVAL;
+    if (loop->cb_depth > 0)
+        return VL_ESTATE;
+    loop->run_depth++;
+    while (!vl_future_done(f) && !loop->free_requested) {
+        /* ev_run returns 0 when no watcher is left: nothing can complete f
+         * any more, and waiting would spin forever. */
+        if (!ev_run(loop->ev, EVRUN_ONCE) && !vl_future_done(f) && loop->ready_head == NULL) {
+            loop->run_depth--;
+            return VL_ESTATE;
+        }
+    }
+    loop->run_depth--;
+    if (loop->free_requested) {
+        loop_destroy(loop);
+        return VL_ECLOSED;
+    }
+    return vl_future_status(f);
+}
+
+void vl__handle_add(vl_loop *loop, vl__handle *h, void (*free_fn)(vl__handle *))
+{
+    h->free_fn = free_fn;
+    h->next = &loop->handles;
+    h->prev = loop->handles.prev;
+    loop->handles.prev->next = h;
+    loop->handles.prev = h;
+}
+
+void vl__handle_remove(vl_loop *loop, vl__handle *h)
+{
+    VL__UNUSED(loop);
+    if (h->next == NULL)
+        return;
+    h->prev->next = h->next;
+    h->next->prev = h->prev;
+    h->next = h->prev = NULL;
+}
+
+static void loop_destroy(vl_loop *loop)
+{
+    int rounds;
+
+    loop->closing = 1;
+    loop->free_requested = 0;
+    loop->cb_depth++; /* everything below runs as one safe point */
+    /* Free what is still open; each completes its futures with VL_ECANCELED. */
+    while (loop->handles.next != &loop->handles) {
+        vl__handle *h = loop->handles.next;
+        vl__handle_remove(loop, h);
+        h->free_fn(h);
+    }
+    if (loop->executor != NULL)
+        vl__executor_free(loop, loop->executor);
+    loop->executor = NULL;
+    /* Deliver every completion. A callback that keeps making work sees
+     * VL_ECLOSED; the bound stops a pathological one from looping forever. */
+    for (rounds = 0; loop->ready_head != NULL && rounds < 1000; rounds++) {
+        vl__loop_dispatch(loop);
+        while (loop->handles.next != &loop->handles) {
+            vl__handle *h = loop->handles.next;
+            vl__handle_remove(loop, h);
+            h->free_fn(h);
+        }
+    }
+    if (ev_is_active(&loop->check)) {
+        ev_check_stop(loop->ev, &loop->check);
+        ev_idle_stop(loop->ev, &loop->idle);
+    }
+    if (loop->owned)
+        ev_loop_destroy(loop->ev);
+    vl__free(loop);
+}
+
+void vl_loop_free(vl_loop *loop)
+{
+    if (loop == NULL)
+        return;
+    if (loop->cb_depth > 0 || loop->run_depth > 0) {
+        loop->free_requested = 1;
+        if (loop->cb_depth == 0)
+            ev_break(loop->ev, EVBREAK_ALL);
+        return;
+    }
+    loop_destroy(loop);
+}
+
+void *vl__loop_executor(vl_loop *loop, unsigned *threads)
+{
+    *threads = loop->threads;
+    return loop->executor;
+}
+
+void vl__loop_set_executor(vl_loop *loop, void *executor)
+{
+    loop->executor = executor;
+}
+
+int vl_loop_set_threads(vl_loop *loop, unsigned threads)
+{
+    if (loop == NULL || threads == 0 || threads > 256)
+        return VL_EINVAL;
+    if (loop->executor != NULL)
+        return VL_ESTATE;
+    loop->threads = threads;
+    return VL_OK;
+}
+
+/* ---- watchers ---- */
+
+static void timer_cb(struct ev_loop *ev, ev_timer *w, int revents)
+{
+    vl__timer *t = (vl__timer *)(void *)w;
+    vl_loop *loop = t->loop;
+
+    VL__UNUSED(ev);
+    VL__UNUSED(revents);
+    loop->active--; /* libev stopped the one-shot timer before calling us */
+    enter(loop);
+    t->cb(t, t->ud);
+    leave(loop);
+}
+
+void vl__timer_init(vl__timer *t, vl_loop *loop, vl__timer_cb cb, void *ud)
+{
+    memset(t->w, 0, sizeof(t->w));
+    ev_timer_init((ev_timer *)(void *)t->w, timer_cb, 0., 0.);
+    t->loop = loop;
+    t->cb = cb;
+    t->ud = ud;
+}
+
+void vl__timer_start(vl__timer *t, uint64_t ms)
+{
+    ev_timer *w = (ev_timer *)(void *)t->w;
+
+    if (ev_is_active(w))
+        ev_timer_stop(t->loop->ev, w);
+    else
+        t->loop->active++;
+    ev_timer_set(w, (double)ms / 1000.0, 0.);
+    ev_timer_start(t->loop->ev, w);
+}
+
+void vl__timer_stop(vl__timer *t)
+{
+    ev_timer *w = (ev_timer *)(void *)t->w;
+
+    if (ev_is_active(w)) {
+        ev_timer_stop(t->loop->ev, w);
+        t->loop->active--;
+    }
+}
+
+int vl__timer_active(const vl__timer *t)
+{
+    return ev_is_active((const ev_timer *)(const void *)t->w);
+}
+
+static void io_cb(struct ev_loop *ev, ev_io *w, int revents)
+{
+    vl__io *io = (vl__io *)(void *)w;
+    vl_loop *loop = io->loop;
+    int events = 0;
+
+    VL__UNUSED(ev);
+    if (revents & EV_READ)
+        events |= VL__READ;
+    if (revents & EV_WRITE)
+        events |= VL__WRITE;
+    enter(loop);
+    io->cb(io, events, io->ud);
+    leave(loop);
+}
+
+void vl__io_init(vl__io *io, vl_loop *loop, int fd, vl__io_cb cb, void *ud)
+{
+    memset(io->w, 0, sizeof(io->w));
+    ev_io_init((ev_io *)(void *)io->w, io_cb, fd < 0 ? 0 : fd, 0);
+    io->loop = loop;
+    io->cb = cb;
+    io->ud = ud;
+    io->fd = fd;
+    io->events = 0;
+}
+
+void vl__io_set(vl__io *io, int fd, int events)
+{
+    ev_io *w = (ev_io *)(void *)io->w;
+    int evs = 0;
+
+    if (fd == io->fd && events == io->events && (events == 0) == !ev_is_active(w))
+        return;
+    if (ev_is_active(w)) {
+        ev_io_stop(io->loop->ev, w);
+        io->loop->active--;
+    }
+    io->fd = fd;
+    io->events = events;
+    if (events == 0 || fd < 0)
+        return;
+    if (events & VL__READ)
+        evs |= EV_READ;
+    if (events & VL__WRITE)
+        evs |= EV_WRITE;
+    ev_io_set(w, fd, evs);
+    ev_io_start(io->loop->ev, w);
+    io->loop->active++;
+}
+
+void vl__io_stop(vl__io *io)
+{
+    ev_io *w = (ev_io *)(void *)io->w;
+
+    if (ev_is_active(w)) {
+        ev_io_stop(io->loop->ev, w);
+        io->loop->active--;
+    }
+    io->events = 0;
+}
+
+static void async_cb(struct ev_loop *ev, ev_async *w, int revents)
+{
+    vl__async *a = (vl__async *)(void *)w;
+    vl_loop *loop = a->loop;
+
+    VL__UNUSED(ev);
+    VL__UNUSED(revents);
+    enter(loop);
+    a->cb(a, a->ud);
+    leave(loop);
+}
+
+void vl__async_init(vl__async *a, vl_loop *loop, vl__async_cb cb, void *ud)
+{
+    memset(a->w, 0, sizeof(a->w));
+    ev_async_init((ev_async *)(void *)a->w, async_cb);
+    a->loop = loop;
+    a->cb = cb;
+    a->ud = ud;
+}
+
+void vl__async_start(vl__async *a)
+{
+    ev_async *w = (ev_async *)(void *)a->w;
+
+    if (!ev_is_active(w)) {
+        ev_async_start(a->loop->ev, w);
+        a->loop->active++;
+    }
+}
+
+void vl__async_stop(vl__async *a)
+{
+    ev_async *w = (ev_async *)(void *)a->w;
+
+    if (ev_is_active(w)) {
+        ev_async_stop(a->loop->ev, w);
+        a->loop->active--;
+    }
+}
+
+/* The only volley call that is safe from another thread. */
+void vl__async_send(vl__async *a)
+{
+    ev_async_send(a->loop->ev, (ev_async *)(void *)a->w);
+}
+
+/* Keeps a watcher from holding the loop open (idle pool connections). */
+void vl__loop_unref(vl_loop *loop)
+{
+    ev_unref(loop->ev);
+    loop->active--;
+}
+
+void vl__loop_ref(vl_loop *loop)
+{
+    ev_ref(loop->ev);
+    loop->active++;
+}

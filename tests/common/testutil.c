@@ -1,0 +1,137 @@
+/* tests/common/testutil.c - see testutil.h. */
+#include "testutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static long live;
+static long count;
+static long fail_at;
+
+static void *count_malloc(size_t n, void *ud)
+{
+    void *p;
+
+    (void)ud;
+    count++;
+    if (fail_at > 0 && count == fail_at)
+        return NULL;
+    p = malloc(n);
+    if (p != NULL)
+        live++;
+    return p;
+}
+
+static void *count_realloc(void *p, size_t n, void *ud)
+{
+    void *q;
+
+    (void)ud;
+    count++;
+    if (fail_at > 0 && count == fail_at)
+        return NULL;
+    q = realloc(p, n);
+    if (q != NULL && p == NULL)
+        live++;
+    return q;
+}
+
+static void count_free(void *p, void *ud)
+{
+    (void)ud;
+    if (p != NULL)
+        live--;
+    free(p);
+}
+
+void tu_alloc_install(void)
+{
+    static const vl_allocator a = {count_malloc, count_realloc, count_free, NULL};
+
+    vl_allocator_set(&a);
+    count = 0;
+    fail_at = 0;
+}
+
+long tu_alloc_live(void)
+{
+    return live;
+}
+
+void tu_alloc_fail_at(long n)
+{
+    count = 0;
+    fail_at = n;
+}
+
+long tu_alloc_count(void)
+{
+    return count;
+}
+
+void tu_loop_finish(vl_loop *loop)
+{
+    assert_int_equal(vl_loop_alive(loop), 0);
+    vl_loop_free(loop);
+    assert_int_equal(tu_alloc_live(), 0);
+}
+
+const char *tu_env(const char *name)
+{
+    const char *v = getenv(name);
+
+    if (v == NULL || v[0] == '\0') {
+        const char *ci = getenv("CI");
+        if (ci != NULL && strcmp(ci, "true") == 0)
+            fail_msg("%s is not set: the harness did not start its servers", name);
+        skip();
+    }
+    return v;
+}
+
+const char *tu_env_item(const char *name, int i)
+{
+    static char buf[4][512];
+    static int slot;
+    const char *v = tu_env(name);
+    char *out = buf[slot++ % 4];
+    int k = 0;
+
+    while (k < i && (v = strchr(v, ',')) != NULL) {
+        v++;
+        k++;
+    }
+    if (v == NULL)
+        fail_msg("%s has no item %d", name, i);
+    snprintf(out, 512, "%.*s", (int)strcspn(v, ","), v);
+    return out;
+}
+
+int tu_sh(const char *fmt, ...)
+{
+    char cmd[4096];
+    va_list ap;
+    int rc;
+
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof(cmd), fmt, ap);
+    va_end(ap);
+    rc = system(cmd);
+    return rc == -1 ? -1 : (rc >> 8) & 0xff;
+}
+
+void tu_count_cb(vl_future *f, void *ud)
+{
+    (void)f;
+    (*(int *)ud)++;
+}
+
+int tu_run(const char *name, const struct CMUnitTest *tests, size_t n)
+{
+    const char *filter = getenv("VL_TEST_FILTER");
+
+    if (filter != NULL && filter[0] != '\0')
+        cmocka_set_test_filter(filter);
+    return _cmocka_run_group_tests(name, tests, n, NULL, NULL);
+}

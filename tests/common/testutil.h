@@ -1,0 +1,45 @@
+/* tests/common/testutil.h - shared helpers for the cmocka suites.
+ *
+ * Every suite installs the counting allocator, so each test can end by
+ * asserting that volley freed everything it allocated, and that the loop has
+ * no active watchers left.
+ */
+#ifndef VOLLEY_TESTUTIL_H
+#define VOLLEY_TESTUTIL_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <volley.h>
+
+/* Installs the counting allocator (fails the Nth allocation when armed). */
+void tu_alloc_install(void);
+/* Live allocations made through volley's allocator. */
+long tu_alloc_live(void);
+/* Fail the allocation numbered `n` from now on (1 = the next), 0 disarms. */
+void tu_alloc_fail_at(long n);
+/* Allocations counted since the last tu_alloc_fail_at / install. */
+long tu_alloc_count(void);
+
+/* The end of every test: the loop is empty, freed, and nothing leaked. */
+void tu_loop_finish(vl_loop *loop);
+
+/* Environment from tests/servers.sh; a missing variable fails the test
+ * under CI=true and skips it otherwise. */
+const char *tu_env(const char *name);
+/* The i-th comma-separated item of an env list (static buffer). */
+const char *tu_env_item(const char *name, int i);
+
+/* Runs `cmd` with /bin/sh and returns its exit status. */
+int tu_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Counter callback: increments *(int *)ud. */
+void tu_count_cb(vl_future *f, void *ud);
+
+/* Runs cmocka with the name of the suite and an optional VL_TEST_FILTER. */
+int tu_run(const char *name, const struct CMUnitTest *tests, size_t n);
+
+#endif
