@@ -1,0 +1,360 @@
+/* lib/url.c - URL parsing and name resolution off the loop. See url.h. */
+#include "internal.h"
+#include "url.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+static int hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = tolower(c);
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+/* Decodes %XX in [s, s+n) into a new string; NULL on ENOMEM or bad escape
+ * (*bad set). */
+static char *decode(const char *s, size_t n, int *bad)
+{
+    char *d = vl__malloc(n + 1);
+    size_t i, j = 0;
+
+    if (d == NULL)
+        return NULL;
+    for (i = 0; i < n; i++) {
+        if (s[i] == '%') {
+            int hi, lo;
+            hi = i + 1 < n ? hexval((unsigned char)s[i + 1]) : -1;
+            lo = i + 2 < n ? hexval((unsigned char)s[i + 2]) : -1;
+            if (hi < 0 || lo < 0) {
+                *bad = 1;
+                vl__free(d);
+                return NULL;
+            }
+            d[j++] = (char)(hi * 16 + lo);
+            i += 2;
+        } else {
+            d[j++] = s[i];
+        }
+    }
+    d[j] = '\0';
+    return d;
+}
+
+void vl__url_clear(vl__url *u)
+{
+    size_t i;
+
+    vl__free(u->scheme);
+    vl__free(u->user);
+    if (u->password != NULL) {
+        memset(u->password, 0, strlen(u->password));
+        vl__free(u->password);
+    }
+    vl__free(u->host);
+    vl__free(u->path);
+    for (i = 0; i < u->nparams; i++) {
+        vl__free(u->keys[i]);
+        vl__free(u->values[i]);
+    }
+    vl__free(u->keys);
+    vl__free(u->values);
+    vl__free(u->display);
+    memset(u, 0, sizeof(*u));
+}
+
+const char *vl__url_param(const vl__url *u, const char *key)
+{
+    size_t i;
+
+    for (i = 0; i < u->nparams; i++)
+        if (strcmp(u->keys[i], key) == 0)
+            return u->values[i];
+    return NULL;
+}
+
+int vl__host_is_ip(const char *host)
+{
+    unsigned char buf[sizeof(struct in6_addr)];
+
+    return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
+}
+
+#define FAIL(code, ...)                                                                  \
+    do {                                                                                 \
+        snprintf(err, errlen, __VA_ARGS__);                                              \
+        rc = (code);                                                                     \
+        goto fail;                                                                       \
+    } while (0)
+
+static int parse_query(const char *q, vl__url *u, int *bad)
+{
+    while (*q != '\0') {
+        size_t n = strcspn(q, "&");
+        const char *eq = memchr(q, '=', n);
+        char **k, **v;
+
+        if (n == 0) {
+            q++;
+            continue;
+        }
+        k = vl__realloc(u->keys, (u->nparams + 1) * sizeof(char *));
+        if (k == NULL)
+            return VL_ENOMEM;
+        u->keys = k;
+        v = vl__realloc(u->values, (u->nparams + 1) * sizeof(char *));
+        if (v == NULL)
+            return VL_ENOMEM;
+        u->values = v;
+        k[u->nparams] = decode(q, eq != NULL ? (size_t)(eq - q) : n, bad);
+        v[u->nparams] = eq != NULL ? decode(eq + 1, n - (size_t)(eq - q) - 1, bad)
+                                   : vl__strdup("");
+        u->nparams++;
+        if (k[u->nparams - 1] == NULL || v[u->nparams - 1] == NULL)
+            return *bad ? VL_EINVAL : VL_ENOMEM;
+        q += n;
+        if (*q == '&')
+            q++;
+    }
+    return VL_OK;
+}
+
+int vl__url_parse(const char *s, vl__url *u, char *err, size_t errlen)
+{
+    const char *p, *auth_end, *hostport, *hp_end, *at;
+    int rc = VL_EINVAL, bad = 0;
+    size_t i;
+
+    memset(u, 0, sizeof(*u));
+    snprintf(err, errlen, "out of memory");
+    if (s == NULL || *s == '\0')
+        FAIL(VL_EINVAL, "empty URL");
+    p = strstr(s, "://");
+    if (p == NULL || p == s)
+        FAIL(VL_EINVAL, "URL has no scheme (expected scheme://...)");
+    u->scheme = vl__strndup(s, (size_t)(p - s));
+    if (u->scheme == NULL)
+        goto nomem;
+    for (i = 0; u->scheme[i]; i++) {
+        unsigned char c = (unsigned char)u->scheme[i];
+        if (!isalnum(c) && c != '+' && c != '-' && c != '.')
+            FAIL(VL_EINVAL, "bad character in URL scheme");
+        u->scheme[i] = (char)tolower(c);
+    }
+    p += 3;
+    /* Authority ends at the first '/', '?' (or the end). */
+    auth_end = p + strcspn(p, "/?");
+    at = NULL;
+    for (hostport = p; hostport < auth_end; hostport++)
+        if (*hostport == '@')
+            at = hostport; /* the last '@' ends the userinfo */
+    hostport = p;
+    if (at != NULL) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        u->user = decode(p, (size_t)((colon ? colon : at) - p), &bad);
+        if (u->user == NULL)
+            goto dec;
+        if (colon != NULL) {
+            u->password = decode(colon + 1, (size_t)(at - colon - 1), &bad);
+            if (u->password == NULL)
+                goto dec;
+        }
+        if (u->user[0] == '\0') {
+            vl__free(u->user);
+            u->user = NULL;
+        }
+        hostport = at + 1;
+    }
+    hp_end = auth_end;
+    if (*hostport == '[') {
+        const char *rb = memchr(hostport, ']', (size_t)(hp_end - hostport));
+        if (rb == NULL)
+            FAIL(VL_EINVAL, "unclosed '[' in URL host");
+        u->host = vl__strndup(hostport + 1, (size_t)(rb - hostport - 1));
+        hostport = rb + 1;
+        if (hostport < hp_end && *hostport != ':')
+            FAIL(VL_EINVAL, "junk after ']' in URL host");
+    } else {
+        const char *colon = memchr(hostport, ':', (size_t)(hp_end - hostport));
+        u->host = decode(hostport, (size_t)((colon ? colon : hp_end) - hostport), &bad);
+        if (u->host == NULL)
+            goto dec;
+        hostport = colon ? colon : hp_end;
+    }
+    if (u->host == NULL)
+        goto nomem;
+    if (hostport < hp_end && *hostport == ':') {
+        char *end;
+        long port;
+        hostport++;
+        if (hostport == hp_end)
+            FAIL(VL_EINVAL, "empty port in URL");
+        port = strtol(hostport, &end, 10);
+        if (end != hp_end || port < 1 || port > 65535 || !isdigit((unsigned char)*hostport))
+            FAIL(VL_EINVAL, "bad port in URL (1-65535)");
+        u->port = (int)port;
+    }
+    for (i = 0; u->host[i]; i++)
+        if (isspace((unsigned char)u->host[i]) || u->host[i] == '/' || u->host[i] == '@')
+            FAIL(VL_EINVAL, "bad character in URL host");
+    p = auth_end;
+    if (*p == '/') {
+        size_t n = strcspn(p, "?");
+        /* unix:///path keeps its leading '/'; network URLs drop it. */
+        if (u->host[0] == '\0')
+            u->path = decode(p, n, &bad);
+        else
+            u->path = decode(p + 1, n - 1, &bad);
+        if (u->path == NULL)
+            goto dec;
+        p += n;
+    }
+    if (*p == '?') {
+        rc = parse_query(p + 1, u, &bad);
+        if (rc == VL_ENOMEM)
+            goto nomem;
+        if (rc != VL_OK)
+            goto dec;
+    }
+    if (u->host[0] == '\0' && (u->path == NULL || u->path[0] == '\0') &&
+        vl__url_param(u, "socket") == NULL)
+        FAIL(VL_EINVAL, "URL has no host");
+    if (u->host[0] != '\0')
+        u->display = u->port ? vl__asprintf(strchr(u->host, ':') ? "%s://[%s]:%d%s%s" : "%s://%s:%d%s%s",
+                                            u->scheme, u->host, u->port,
+                                            u->path && u->path[0] ? "/" : "",
+                                            u->path ? u->path : "")
+                             : vl__asprintf("%s://%s%s%s", u->scheme, u->host,
+                                            u->path && u->path[0] ? "/" : "",
+                                            u->path ? u->path : "");
+    else
+        u->display = vl__asprintf("%s://%s", u->scheme,
+                                  u->path ? u->path : vl__url_param(u, "socket"));
+    if (u->display == NULL)
+        goto nomem;
+    return VL_OK;
+dec:
+    if (bad) {
+        snprintf(err, errlen, "bad %%-escape in URL");
+        rc = VL_EINVAL;
+        goto fail;
+    }
+nomem:
+    snprintf(err, errlen, "out of memory");
+    rc = VL_ENOMEM;
+fail:
+    vl__url_clear(u);
+    return rc;
+}
+
+/* ---- resolution off the loop ---- */
+
+static void *resolve_work(void *ud)
+{
+    char *host = ud;
+    struct addrinfo hints, *res = NULL;
+    char *out = NULL;
+    char buf[INET6_ADDRSTRLEN + 1];
+
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    /* Prefer IPv4: loopback services often listen on 127.0.0.1 only. */
+    if (getaddrinfo(host, NULL, &hints, &res) == 0) {
+        struct addrinfo *ai, *pick = NULL;
+        for (ai = res; ai != NULL; ai = ai->ai_next)
+            if (ai->ai_family == AF_INET) {
+                pick = ai;
+                break;
+            }
+        if (pick == NULL)
+            pick = res;
+        if (getnameinfo(pick->ai_addr, pick->ai_addrlen, buf, sizeof(buf), NULL, 0,
+                        NI_NUMERICHOST) == 0)
+            out = strdup(buf);
+        freeaddrinfo(res);
+    }
+    free(host);
+    return out; /* NULL: not found */
+}
+
+typedef struct resolve_req {
+    vl_promise *p;
+    char *host;
+} resolve_req;
+
+static void resolve_done(vl_future *f, void *ud)
+{
+    resolve_req *r = ud;
+    char *addr = vl_future_take(f);
+
+    if (vl_future_status(f) != VL_OK) {
+        vl_promise_fail(r->p, vl_future_status(f), vl_future_error(f));
+    } else if (addr == NULL) {
+        char *msg = vl__asprintf("cannot resolve host '%s'", r->host);
+        vl_promise_fail(r->p, VL_ECONN, msg != NULL ? msg : "cannot resolve host");
+        vl__free(msg);
+    } else {
+        char *copy = vl__strdup(addr);
+        free(addr);
+        if (copy == NULL)
+            vl_promise_fail(r->p, VL_ENOMEM, "out of memory");
+        else
+            vl_promise_resolve(r->p, copy, vl__free);
+    }
+    vl__free(r->host);
+    vl__free(r);
+}
+
+vl_future *vl__resolve(vl_loop *loop, const char *host)
+{
+    resolve_req *r;
+    vl_future *out, *work;
+    char *arg;
+
+    if (vl__host_is_ip(host)) {
+        char *copy = vl__strdup(host);
+        vl_promise *p = vl_promise_new(loop);
+        if (copy == NULL || p == NULL) {
+            vl__free(copy);
+            vl_promise_free(p);
+            return NULL;
+        }
+        out = vl_promise_future(p);
+        vl_promise_resolve(p, copy, vl__free);
+        return out;
+    }
+    r = vl__calloc(1, sizeof(*r));
+    arg = strdup(host); /* freed by the worker with free() */
+    if (r == NULL || arg == NULL)
+        goto nomem;
+    r->host = vl__strdup(host);
+    r->p = vl_promise_new(loop);
+    if (r->host == NULL || r->p == NULL)
+        goto nomem;
+    out = vl_promise_future(r->p);
+    work = vl_loop_run_in_thread(loop, resolve_work, arg, free);
+    if (work == NULL) {
+        vl_future_free(out);
+        goto nomem;
+    }
+    arg = NULL;
+    vl_future_then(work, resolve_done, r);
+    return out;
+nomem:
+    free(arg);
+    if (r != NULL) {
+        vl_promise_free(r->p);
+        vl__free(r->host);
+        vl__free(r);
+    }
+    return NULL;
+}
