@@ -72,11 +72,11 @@ tests-build: $(TEST_BIN)
 
 # Tools and bench use the public API only; the link against the static
 # library keeps them runnable from the build tree.
-TOOL_BIN := $(patsubst tools/%.c,$(BUILD)/tools/%,$(TOOL_SRC))
+TOOL_BIN := $(if $(TOOL_SRC),$(BUILD)/tools/volley)
 tools-build: $(TOOL_BIN)
-$(BUILD)/tools/%: tools/%.c $(STATIC)
+$(BUILD)/tools/volley: $(TOOL_SRC) tools/cli.h $(STATIC)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -o $@ $< $(STATIC) $(LDFLAGS) $(TOOL_LIBS) $(DEPLIBS)
+	$(CC) $(ALL_CFLAGS) -o $@ $(TOOL_SRC) $(STATIC) $(LDFLAGS) -ljansson $(DEPLIBS)
 
 BENCH_BIN := $(if $(BENCH_SRC),$(BUILD)/bench/volley-bench)
 bench-build: $(BENCH_BIN)
