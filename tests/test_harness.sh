@@ -1,0 +1,365 @@
+#!/usr/bin/env bash
+#
+# A TAP test of the test harness itself: tests/run.sh runs it like any other
+# test. It proves that the harness leaves nothing behind:
+#   (a) servers.sh start brings up working servers and servers.sh stop ends
+#       every one of them and frees every port;
+#   (b) a run.sh sub-run whose only test fails reports "0 passed, 1 failed",
+#       exits non-zero, stops its servers and removes its directory;
+#   (c) a run.sh sub-run interrupted with SIGINT in the middle of a test exits
+#       promptly with status 130, and no process it started survives.
+# The sub-runs start their own servers on random ports, so they coexist with
+# the servers of the run.sh that runs this test.
+
+set -eu
+
+HERE=$(cd "$(dirname "$0")" && pwd -P)
+readonly SERVERS=$HERE/servers.sh
+readonly RUN=$HERE/run.sh
+
+T=$(mktemp -d /tmp/volley-harness.XXXXXX)
+SUBRUN=""
+
+# Stops whatever a failed or interrupted check may have left behind, so that
+# this test cleans up even when the harness under test does not. When a
+# sub-run removed its directory without stopping its servers, servers.sh can
+# no longer find them, so the pids the sub-run's test recorded are used, and
+# each is checked before it is killed: a server must have its working
+# directory in the sub-run's directory, the test script must name our
+# directory, and the sleep must be the child of that test script.
+reap_recorded() {
+    local rec=$1 dir=$2 pid cwd cmdline stat ppid script=""
+    [ -r "$rec" ] || return 0
+    # The first pass kills stray servers and finds the test script.
+    while read -r pid; do
+        [ -n "$pid" ] || continue
+        ! pid_gone "$pid" || continue
+        cwd=$(readlink "/proc/$pid/cwd" 2>/dev/null) || continue
+        cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || continue
+        case $cmdline in
+            *redis-server* | *mariadbd*)
+                case $cwd in "$dir"/*) kill -KILL "$pid" 2>/dev/null || true ;; esac
+                ;;
+            *"$T"/*)
+                script=$pid
+                ;;
+        esac
+    done <"$rec"
+    [ -n "$script" ] || return 0
+    # The second pass kills the script's children (the sleep), then the
+    # script itself; in that order the parent link is still there to check.
+    while read -r pid; do
+        [ -n "$pid" ] || continue
+        stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+        stat=${stat##*) }
+        ppid=$(echo "$stat" | cut -d' ' -f2)
+        if [ "$ppid" = "$script" ]; then
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    done <"$rec"
+    kill -KILL "$script" 2>/dev/null || true
+}
+
+cleanup() {
+    local sub d
+    if [ -n "$SUBRUN" ]; then
+        kill -TERM "$SUBRUN" 2>/dev/null || true
+        wait "$SUBRUN" 2>/dev/null || true
+    fi
+    "$SERVERS" stop "$T/a" >/dev/null 2>&1 || true
+    for sub in b c; do
+        [ -s "$T/$sub/dir" ] || continue
+        d=$(cat "$T/$sub/dir")
+        case $d in
+            /tmp/volley-test.*) ;;
+            *) continue ;;
+        esac
+        "$SERVERS" stop "$d" >/dev/null 2>&1 || true
+        reap_recorded "$T/$sub/pids" "$d"
+        rm -rf "$d"
+    done
+    rm -rf "$T"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+# ----------------------------------------------------------------- TAP ----
+
+N=0
+FAILED=0
+echo "1..15"
+
+# check DESCRIPTION COMMAND...: runs the command and prints one TAP result.
+check() {
+    local desc=$1
+    shift
+    N=$((N + 1))
+    if "$@"; then
+        echo "ok $N - $desc"
+    else
+        echo "not ok $N - $desc"
+        FAILED=$((FAILED + 1))
+    fi
+}
+
+# Shows a file as TAP diagnostics. The "# " prefix matters: a sub-run's raw
+# output contains "not ok" lines that the outer runner must not count.
+diag_file() {
+    if [ -s "$1" ]; then
+        echo "# ---- $1"
+        sed 's/^/#   /' "$1"
+    fi
+}
+
+# -------------------------------------------------------------- helpers ----
+
+# Succeeds if process $1 no longer exists or is a zombie. Zombies count as
+# gone: they hold no ports or files, and orphans stay zombies forever when
+# PID 1 does not reap them (as in some containers).
+pid_gone() {
+    local stat state
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+    state=${stat##*) }
+    state=${state%% *}
+    [ "$state" = Z ] || [ "$state" = X ]
+}
+
+# Succeeds if every pid listed in file $1 is gone, and the file lists at
+# least $2 of them (an empty list would prove nothing).
+all_gone() {
+    local pid count=0 ok=0
+    [ -r "$1" ] || { echo "# $1 is missing"; return 1; }
+    while read -r pid; do
+        [ -n "$pid" ] || continue
+        count=$((count + 1))
+        if ! pid_gone "$pid"; then
+            echo "# pid $pid is still alive: $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)"
+            ok=1
+        fi
+    done <"$1"
+    if [ "$count" -lt "$2" ]; then
+        echo "# expected at least $2 pids in $1, found $count"
+        return 1
+    fi
+    return "$ok"
+}
+
+# Succeeds if every port listed in file $1 (one a line) refuses connections.
+all_refuse() {
+    local port ok=0 count=0
+    [ -r "$1" ] || { echo "# $1 is missing"; return 1; }
+    while read -r port; do
+        [ -n "$port" ] || continue
+        count=$((count + 1))
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "# port $port still accepts connections"
+            ok=1
+        fi
+    done <"$1"
+    [ "$count" -gt 0 ] || { echo "# no ports listed in $1"; return 1; }
+    return "$ok"
+}
+
+# Writes to file $2 the pid in each pidfile listed in file $1.
+read_pids() {
+    local f
+    while read -r f; do
+        cat "$f" 2>/dev/null || true
+    done <"$1" >"$2"
+}
+
+# The body of a test script, for sub-runs, that records what its run.sh
+# started into directory $1 while the pidfiles still exist: the pid of every
+# server and every port (VL_TEST_* comes from the sub-run's env file).
+record_script() {
+    cat <<EOF
+#!/bin/sh
+for f in \$(cat "\$VL_TEST_DIR/pids"); do cat "\$f"; done >"$1/pids"
+{
+    echo "\$VL_TEST_REDIS_PORTS" | tr ',' '\n'
+    echo "\$VL_TEST_REDIS_AUTH_PORT"
+    echo "\$VL_TEST_MYSQL_PORT"
+} >"$1/ports"
+EOF
+}
+
+# Succeeds if the directory recorded in file $1 existed and is gone now.
+dir_removed() {
+    local d
+    [ -s "$1" ] || { echo "# the sub-run did not record its directory"; return 1; }
+    d=$(cat "$1")
+    if [ -e "$d" ]; then
+        echo "# $d still exists"
+        return 1
+    fi
+}
+
+# ------------------------------------ (a) servers.sh start, then stop ----
+
+A=$T/a
+mkdir -p "$T/a-rec"
+
+a_start() {
+    "$SERVERS" start "$A" 3 >"$T/a-start.log" 2>&1 || { diag_file "$T/a-start.log"; return 1; }
+    read_pids "$A/pids" "$T/a-rec/pids"
+    # shellcheck source=/dev/null # Generated by servers.sh start.
+    (. "$A/env" && {
+        echo "$VL_TEST_REDIS_PORTS" | tr ',' '\n'
+        echo "$VL_TEST_REDIS_AUTH_PORT"
+        echo "$VL_TEST_MYSQL_PORT"
+    }) >"$T/a-rec/ports"
+}
+
+a_ping() {
+    local port answered=0
+    # shellcheck source=/dev/null
+    . "$A/env" || return 1
+    for port in ${VL_TEST_REDIS_PORTS//,/ }; do
+        if [ "$(timeout 5 redis-cli -h 127.0.0.1 -p "$port" ping 2>&1)" = PONG ]; then
+            answered=$((answered + 1))
+        else
+            echo "# redis on port $port does not answer PING"
+        fi
+    done
+    [ "$answered" -eq 3 ] || return 1
+    [ "$(REDISCLI_AUTH=$VL_TEST_REDIS_PASSWORD timeout 5 redis-cli -h 127.0.0.1 \
+        -p "$VL_TEST_REDIS_AUTH_PORT" ping 2>&1)" = PONG ]
+}
+
+a_select() {
+    local out
+    # shellcheck source=/dev/null
+    . "$A/env" || return 1
+    out=$(timeout 10 mariadb --no-defaults -S "$VL_TEST_MYSQL_SOCK" \
+        -u "$VL_TEST_MYSQL_USER" -p"$VL_TEST_MYSQL_PASSWORD" \
+        -N -B -e 'SELECT 1' "$VL_TEST_MYSQL_DB" 2>&1)
+    [ "$out" = 1 ] || { echo "# mariadb said: $out"; return 1; }
+}
+
+a_stop() {
+    "$SERVERS" stop "$A" >"$T/a-stop.log" 2>&1 || { diag_file "$T/a-stop.log"; return 1; }
+}
+
+check "servers.sh start brings up 3 redis, redis-auth and mariadb" a_start
+check "the 3 redis instances and redis-auth answer PING" a_ping
+check "mariadb answers SELECT 1 through its socket" a_select
+check "servers.sh stop succeeds" a_stop
+check "every server process is gone after stop" all_gone "$T/a-rec/pids" 5
+check "every server port refuses connections after stop" all_refuse "$T/a-rec/ports"
+a_stop_again() {
+    "$SERVERS" stop "$A" >"$T/a-stop2.log" 2>&1 || { diag_file "$T/a-stop2.log"; return 1; }
+}
+
+check "a second servers.sh stop is harmless" a_stop_again
+
+# --------------------------------------- (b) a sub-run whose test fails ----
+
+B=$T/b
+mkdir -p "$B"
+{
+    record_script "$B"
+    echo 'echo "1..1"'
+    echo 'echo "not ok 1 - deliberate"'
+} >"$B/fail.sh"
+chmod +x "$B/fail.sh"
+
+B_RC=0
+VL_TEST_DIR_RECORD=$B/dir "$RUN" "$B/fail.sh" </dev/null >"$B/out" 2>"$B/err" || B_RC=$?
+
+b_exit() {
+    [ "$B_RC" -ne 0 ] || { diag_file "$B/out"; return 1; }
+}
+
+b_summary() {
+    local last
+    last=$(tail -n 1 "$B/out")
+    [ "$last" = "0 passed, 1 failed" ] || {
+        echo "# last line: $last"
+        diag_file "$B/out"
+        diag_file "$B/err"
+        return 1
+    }
+}
+
+check "a failing sub-run exits non-zero" b_exit
+check "a failing sub-run ends with '0 passed, 1 failed'" b_summary
+check "a failing sub-run stops all its servers" all_gone "$B/pids" 5
+check "a failing sub-run removes its directory" dir_removed "$B/dir"
+
+# ---------------------------------- (c) a sub-run interrupted by SIGINT ----
+
+C=$T/c
+mkdir -p "$C"
+{
+    record_script "$C"
+    echo "echo \$\$ >>\"$C/pids\""
+    echo 'echo "1..1"'
+    echo "sleep 60 &"
+    echo "echo \$! >>\"$C/pids\""
+    echo "touch \"$C/ready\""
+    echo "wait"
+    echo 'echo "ok 1 - slept"'
+} >"$C/sleep.sh"
+chmod +x "$C/sleep.sh"
+
+# A background job of a non-interactive shell starts with SIGINT ignored,
+# and bash cannot trap a signal that was ignored when it started. Job control
+# (set -m) avoids that, and gives the sub-run its own process group like a
+# job started from an interactive shell.
+set -m
+VL_TEST_DIR_RECORD=$C/dir "$RUN" "$C/sleep.sh" </dev/null >"$C/out" 2>"$C/err" &
+SUBRUN=$!
+set +m
+
+deadline=$((SECONDS + 30))
+while [ ! -e "$C/ready" ] && [ "$SECONDS" -lt "$deadline" ] && kill -0 "$SUBRUN" 2>/dev/null; do
+    sleep 0.05
+done
+
+C_RC=""
+C_TIME=""
+if [ -e "$C/ready" ]; then
+    t0=$EPOCHREALTIME
+    kill -INT "$SUBRUN"
+    # Wait at most 20 s; a sub-run that ignores the signal must not make
+    # this test hang for the full minute of the sleeping test.
+    deadline=$((SECONDS + 20))
+    while kill -0 "$SUBRUN" 2>/dev/null && ! pid_gone "$SUBRUN" && [ "$SECONDS" -lt "$deadline" ]; do
+        sleep 0.05
+    done
+    if pid_gone "$SUBRUN"; then
+        wait "$SUBRUN" && C_RC=0 || C_RC=$?
+        C_TIME=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')
+        SUBRUN=""
+    fi
+else
+    echo "# the sub-run's test never became ready"
+    diag_file "$C/err"
+fi
+
+c_status() {
+    [ "$C_RC" = 130 ] || { echo "# exit status: ${C_RC:-still running}"; diag_file "$C/err"; return 1; }
+}
+
+c_prompt() {
+    [ -n "$C_TIME" ] || return 1
+    echo "# the sub-run exited $C_TIME s after SIGINT"
+    awk -v t="$C_TIME" 'BEGIN { exit !(t < 10) }'
+}
+
+c_gone() {
+    local ok=0
+    all_gone "$C/pids" 7 || ok=1
+    all_refuse "$C/ports" || ok=1
+    return "$ok"
+}
+
+check "an interrupted sub-run exits with status 130" c_status
+check "an interrupted sub-run exits within 10 s" c_prompt
+check "no process of an interrupted sub-run survives, no port stays open" c_gone
+check "an interrupted sub-run removes its directory" dir_removed "$C/dir"
+
+# The TAP lines carry the results; the exit status agrees with them.
+[ "$FAILED" -eq 0 ]
