@@ -407,11 +407,12 @@ mysql_start() {
     if [ "$(id -u)" -eq 0 ]; then
         user_opt=(--user=root)
     fi
-    # --skip-name-resolve stops the installer from needing the machine's
-    # hostname to resolve, which is not a given in a minimal container.
+    # --skip-name-resolve and --force stop the installer from needing the
+    # machine's hostname (or even "localhost") to resolve, which is not a
+    # given in a minimal container or chroot without /etc/hosts.
     if ! mariadb-install-db --no-defaults "${user_opt[@]}" \
         --auth-root-authentication-method=normal \
-        --datadir="$DIR/mysql" --skip-test-db --skip-name-resolve \
+        --datadir="$DIR/mysql" --skip-test-db --skip-name-resolve --force \
         >"$DIR/mysql-install.log" 2>&1; then
         warn "mariadb-install-db failed"
         show_log "$DIR/mysql-install.log"
