@@ -9,5 +9,6 @@
 #include "volley/common.h"
 #include "volley/loop.h"
 #include "volley/future.h"
+#include "volley/mysql.h"
 
 #endif

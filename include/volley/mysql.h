@@ -1,0 +1,500 @@
+/* volley/mysql.h - MySQL/MariaDB on the loop: connections, results,
+ * prepared statements, streaming, transactions and pools.
+ *
+ * Built on MariaDB Connector/C's non-blocking API (the mysql_*_start /
+ * mysql_*_cont pairs). The loop never blocks: host names are resolved on a
+ * worker thread (Connector/C would call getaddrinfo inside connect), and
+ * every network step waits for socket readiness on the loop.
+ *
+ * ---- Endpoint URLs -------------------------------------------------------
+ *
+ *   mysql://user:password@host[:port]/db?param=value&...
+ *   mysql://user:password@localhost/db?socket=/run/mysqld/mysqld.sock
+ *   unix:///run/mysqld/mysqld.sock?user=u&password=p&db=d
+ *
+ * Both unix-socket forms are accepted: `socket=` on a mysql:// URL (the host
+ * is then ignored) and a unix:// URL whose path is the socket. The port
+ * defaults to 3306. User, password and database are percent-decoded. A host
+ * name is resolved off the loop and Connector/C is given the numeric
+ * address; "localhost" therefore means TCP to 127.0.0.1, never a socket,
+ * unless `socket=` says so.
+ *
+ * Parameters (they override vl_mysql_options):
+ *   connect_timeout_ms=N   give up connecting (TCP + handshake) after N ms
+ *   query_timeout_ms=N     default server-side statement limit (see below)
+ *   multi_statements=1     allow "a; b; c" in one vl_mysql_query
+ *   charset=NAME           connection character set (default utf8mb4)
+ *   init_sql=SQL           run once right after every connect
+ *   socket=/path           connect through this unix socket
+ *   user=, password=, db=  for unix:// URLs
+ * An unknown parameter fails the connection with VL_EINVAL.
+ *
+ * TLS IS NOT SUPPORTED. Connector/C 3.3 performs the TLS handshake with
+ * blocking calls even in non-blocking mode, which would stall the whole
+ * loop. Any `ssl*` or `tls*` parameter fails with VL_EUNSUPPORTED rather
+ * than silently connecting in clear text. Use a unix socket or a local
+ * TLS-terminating tunnel.
+ *
+ * ---- Errors --------------------------------------------------------------
+ *
+ * Messages name the endpoint by its display form (the URL without the
+ * password, e.g. "mysql://127.0.0.1:3306/app") and never contain a password.
+ *
+ *   VL_EINVAL        bad URL, bad argument, parameter count mismatch
+ *   VL_EUNSUPPORTED  TLS requested
+ *   VL_ECONN         the connection could not be made or was lost. This
+ *                    covers refused ports, DNS failures AND the server's
+ *                    refusal to log in (bad credentials: errno 1045,
+ *                    unknown database: errno 1049): connecting failed, and
+ *                    vl_mysql_errno() tells which way.
+ *   VL_ESERVER       the server answered a statement with an error packet:
+ *                    syntax (1064), duplicate key (1062)... The connection
+ *                    stays usable.
+ *   VL_ETIMEDOUT     a server-side statement limit expired (errno 1969; the
+ *                    connection stays usable), a client-side deadline
+ *                    passed (the connection is closed), or connecting took
+ *                    longer than connect_timeout_ms.
+ *   VL_ECANCELED     cancelled, or the connection/pool was freed.
+ *   VL_ECLOSED       the connection was closed earlier (after a lost
+ *                    connection or a cancelled in-flight statement).
+ *
+ * Server errors are data. A future that failed because of Connector/C or
+ * the server carries a vl_mysql_result value holding the MySQL errno,
+ * SQLSTATE and message: read them with vl_mysql_errno(f),
+ * vl_mysql_sqlstate(f) and vl_mysql_error(f). For a multi-statement call
+ * the same value also holds the result sets of the statements that
+ * succeeded before the failing one.
+ *
+ * ---- Timeouts ------------------------------------------------------------
+ *
+ * Two kinds, with different effects on the connection:
+ *  - Server-side (preferred): vl_mysql_query_timeout(), or the connection's
+ *    query_timeout_ms, sends "SET STATEMENT max_statement_time=S FOR <sql>".
+ *    MariaDB aborts the statement with errno 1969; the future fails with
+ *    VL_ETIMEDOUT and the connection serves the next statement.
+ *  - Client-side: vl_future_timeout() or vl_future_cancel() on a statement
+ *    already sent. The reply can no longer be matched to anything, so the
+ *    connection is closed (a pool never gets it back) and the future fails
+ *    with VL_ETIMEDOUT / VL_ECANCELED. Later statements on that connection
+ *    fail with VL_ECLOSED. Cancelling a statement still waiting in the
+ *    connection's queue just removes it. Streams are the exception: see
+ *    vl_mysql_query_stream().
+ *
+ * ---- Threads -------------------------------------------------------------
+ *
+ * Everything here belongs to the loop's thread. Callbacks run from the loop
+ * (volley/future.h, rules 1-5): never inside the call that made the future.
+ */
+#ifndef VOLLEY_MYSQL_H
+#define VOLLEY_MYSQL_H
+
+#include "common.h"
+#include "future.h"
+#include "loop.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct vl_mysql vl_mysql;
+typedef struct vl_mysql_result vl_mysql_result;
+typedef struct vl_mysql_pool vl_mysql_pool;
+typedef struct vl_mysql_tx vl_mysql_tx;
+
+/* ======================================================================
+ * Connections
+ * ====================================================================== */
+
+typedef struct vl_mysql_options {
+    uint64_t connect_timeout_ms; /* default 10000; 0 = no limit */
+    uint64_t query_timeout_ms;   /* default server-side limit; 0 = off */
+    int multi_statements;        /* 1 allows "a; b" in vl_mysql_query */
+    const char *charset;         /* NULL = "utf8mb4" (copied) */
+    const char *init_sql;        /* NULL = none (copied) */
+} vl_mysql_options;
+
+/* Fills `o` with the defaults above. */
+VL_EXPORT void vl_mysql_options_init(vl_mysql_options *o);
+
+/* Makes a connection and starts connecting at once (resolve, TCP or unix
+ * socket, handshake, init_sql). Statements may be queued right away: they
+ * run in order once connected, or fail with the connect error.
+ * `url` and `opts` (NULL for the defaults) are copied.
+ * Returns NULL only when out of memory. A bad URL or a TLS request does not
+ * return NULL: the connection is returned failed, and every future made on
+ * it (start with vl_mysql_ready) fails with VL_EINVAL or VL_EUNSUPPORTED.
+ * The caller owns the connection and ends it with vl_mysql_free (or
+ * vl_loop_free does). */
+VL_EXPORT vl_mysql *vl_mysql_new(vl_loop *loop, const char *url, const vl_mysql_options *opts);
+
+/* A future that completes once the connection is established (VL_OK) or
+ * failed (the connect error, with errno/SQLSTATE readable through
+ * vl_mysql_errno). It queues like a statement, so after an earlier failure
+ * it reports VL_ECLOSED. NULL only when out of memory. */
+VL_EXPORT vl_future *vl_mysql_ready(vl_mysql *c);
+
+/* Frees the connection now. Every pending future (queued or in flight)
+ * completes with VL_ECANCELED. The socket is closed without waiting for the
+ * server; a statement in flight may still complete on the server. Legal
+ * from inside any callback, including a stream's batch callback (the close
+ * then happens when that callback returns). NULL is a no-op. */
+VL_EXPORT void vl_mysql_free(vl_mysql *c);
+
+/* The endpoint's display form (no password). Borrowed; valid until free. */
+VL_EXPORT const char *vl_mysql_display(const vl_mysql *c);
+
+/* 1 once connected and not closed, 0 otherwise. */
+VL_EXPORT int vl_mysql_is_open(const vl_mysql *c);
+
+/* ---- Text queries ---- */
+
+/* Runs `sql` (copied) and completes with a buffered vl_mysql_result: every
+ * row of every result set, in one allocation arena.
+ * Statements on a connection run one at a time, in call order (FIFO).
+ * Multiple statements ("a; b") need multi_statements=1; each statement's
+ * result is one link of the vl_mysql_result_next() chain.
+ * Returns NULL only when out of memory. Value: read it with
+ * vl_future_mysql_result(); borrowed inside the callback, kept only with
+ * vl_future_take() and then freed with vl_mysql_result_free(). */
+VL_EXPORT vl_future *vl_mysql_query(vl_mysql *c, const char *sql);
+
+/* The same with a server-side statement limit: timeout_ms is sent as
+ * SET STATEMENT max_statement_time=<seconds> FOR <sql>. On expiry the
+ * future fails with VL_ETIMEDOUT, errno 1969, and the connection stays
+ * usable. timeout_ms == 0 uses the connection's query_timeout_ms. */
+VL_EXPORT vl_future *vl_mysql_query_timeout(vl_mysql *c, const char *sql, uint64_t timeout_ms);
+
+/* Runs a query without buffering its rows: rows arrive in batches of at
+ * most `batch_rows` (0 means 1000) and `cb(batch, ud)` is called for each
+ * batch, from the loop, in order. `batch` is a result (columns and rows,
+ * single result set) borrowed for the duration of the call only; it must
+ * not be taken or freed. The returned future completes after the last
+ * batch with VL_OK and a result that has the columns, no rows, and
+ * vl_mysql_result_affected_rows() = the number of rows streamed; or fails.
+ * The callback never runs after the future completed.
+ * Cancelling (or a deadline): while the server is still executing the
+ * statement the connection is closed, as for any statement; once rows are
+ * flowing the rest is read and dropped (drained) so the connection stays
+ * clean, and the future completes with VL_ECANCELED/VL_ETIMEDOUT at once.
+ * Multi-statement SQL is not streamed: only the first result set is read
+ * and the call fails with VL_EINVAL if more follow. */
+typedef void (*vl_mysql_batch_cb)(vl_mysql_result *batch, void *ud);
+VL_EXPORT vl_future *vl_mysql_query_stream(vl_mysql *c, const char *sql, size_t batch_rows,
+                                           vl_mysql_batch_cb cb, void *ud);
+
+/* A round trip (COM_PING). Completes with VL_OK or VL_ECONN. */
+VL_EXPORT vl_future *vl_mysql_ping(vl_mysql *c);
+
+/* Escapes `src` (len bytes) for use inside a quoted SQL string literal, in
+ * the connection's character set and SQL mode (NO_BACKSLASH_ESCAPES is
+ * honoured). Writes a NUL-terminated string to `dst`, which must hold at
+ * least 2*len+1 bytes. Returns the length written (without the NUL), or
+ * VL_EINVAL (a NULL argument or dstcap too small), or VL_ESTATE (not
+ * connected yet: the character set is only known after the handshake).
+ * Prefer prepared statements (vl_mysql_execute) for user input. */
+VL_EXPORT long vl_mysql_escape(vl_mysql *c, char *dst, size_t dstcap, const char *src,
+                               size_t len);
+
+/* ---- Prepared statements (binary protocol) ----
+ *
+ * THE SAFE WAY TO PASS USER INPUT: values travel separately from the SQL
+ * text and are never parsed as SQL. Never paste user strings into SQL.
+ *
+ * Parameters are an explicit array with a type tag; no variadic setters.
+ * The helpers below build one by value:
+ *   vl_mysql_param ps[] = { vl_mysql_p_int64(42), vl_mysql_p_str("bob") };
+ */
+enum {
+    VL_MYSQL_P_NULL = 0,
+    VL_MYSQL_P_INT64,
+    VL_MYSQL_P_UINT64,
+    VL_MYSQL_P_DOUBLE,
+    VL_MYSQL_P_STRING,   /* text in the connection's character set */
+    VL_MYSQL_P_BLOB,     /* bytes */
+    VL_MYSQL_P_DATE,     /* uses year, month, day */
+    VL_MYSQL_P_TIME,     /* uses negative, hour (may exceed 24), minute, second, usec */
+    VL_MYSQL_P_DATETIME  /* every field but negative */
+};
+
+typedef struct vl_mysql_time {
+    int negative;
+    unsigned year, month, day, hour, minute, second;
+    unsigned long usec;
+} vl_mysql_time;
+
+typedef struct vl_mysql_param {
+    int type; /* VL_MYSQL_P_* */
+    union {
+        int64_t i64;
+        uint64_t u64;
+        double d;
+        struct {
+            const void *ptr; /* need not be NUL-terminated */
+            size_t len;
+        } str;
+        vl_mysql_time t;
+    } v;
+} vl_mysql_param;
+
+static inline vl_mysql_param vl_mysql_p_null(void)
+{
+    vl_mysql_param p;
+    p.type = VL_MYSQL_P_NULL;
+    p.v.i64 = 0;
+    return p;
+}
+static inline vl_mysql_param vl_mysql_p_int64(int64_t x)
+{
+    vl_mysql_param p;
+    p.type = VL_MYSQL_P_INT64;
+    p.v.i64 = x;
+    return p;
+}
+static inline vl_mysql_param vl_mysql_p_uint64(uint64_t x)
+{
+    vl_mysql_param p;
+    p.type = VL_MYSQL_P_UINT64;
+    p.v.u64 = x;
+    return p;
+}
+static inline vl_mysql_param vl_mysql_p_double(double x)
+{
+    vl_mysql_param p;
+    p.type = VL_MYSQL_P_DOUBLE;
+    p.v.d = x;
+    return p;
+}
+/* A NUL-terminated string (NULL gives SQL NULL). */
+static inline vl_mysql_param vl_mysql_p_str(const char *s)
+{
+    vl_mysql_param p;
+    size_t n = 0;
+    if (s == NULL)
+        return vl_mysql_p_null();
+    while (s[n] != '\0')
+        n++;
+    p.type = VL_MYSQL_P_STRING;
+    p.v.str.ptr = s;
+    p.v.str.len = n;
+    return p;
+}
+static inline vl_mysql_param vl_mysql_p_blob(const void *b, size_t len)
+{
+    vl_mysql_param p;
+    p.type = VL_MYSQL_P_BLOB;
+    p.v.str.ptr = b;
+    p.v.str.len = len;
+    return p;
+}
+static inline vl_mysql_param vl_mysql_p_time(int type, vl_mysql_time t)
+{
+    vl_mysql_param p;
+    p.type = type; /* VL_MYSQL_P_DATE, _TIME or _DATETIME */
+    p.v.t = t;
+    return p;
+}
+
+/* Prepares `sql` (or reuses the connection's cached statement for the same
+ * SQL text), binds `params[0..n)` and executes it. The SQL and every
+ * parameter value are copied before the call returns. The statement cache is
+ * per connection, keyed by the exact SQL text, and dies with the
+ * connection (a pool's replacement connection starts with an empty cache;
+ * a reset connection drops it too).
+ * Completes with the same vl_mysql_result as a text query: values of the
+ * binary protocol are converted to the text protocol's forms (integers in
+ * decimal, DATETIME(6) as "YYYY-MM-DD hh:mm:ss.ffffff", FLOAT/DOUBLE in the
+ * shortest form that reads back exactly, strings and blobs as bytes), so
+ * the accessors behave alike. n must equal the number of '?' markers
+ * (VL_EINVAL otherwise, connection unaffected). A statement producing more
+ * than one result set (CALL) returns only the first.
+ * Returns NULL only when out of memory. */
+VL_EXPORT vl_future *vl_mysql_execute(vl_mysql *c, const char *sql, const vl_mysql_param *params,
+                                      size_t n);
+
+/* ======================================================================
+ * Results
+ * ======================================================================
+ * One result per statement; a multi-statement call chains them with
+ * vl_mysql_result_next(). The whole chain is ONE allocation arena: rows,
+ * cells, names and the chained results are never freed one by one. Every
+ * pointer read from a result is borrowed and valid until the first result
+ * of the chain is freed (with the future, or by vl_mysql_result_free after
+ * vl_future_take). */
+
+/* Column types (volley's own numbering, stable). The server reports ENUM
+ * and SET columns as strings with a flag; they are given their own types
+ * here. JSON is a LONGTEXT alias in MariaDB and reads as VL_MYSQL_BLOB
+ * without VL_MYSQL_FLAG_BINARY. */
+enum {
+    VL_MYSQL_NULL = 0,
+    VL_MYSQL_TINY, VL_MYSQL_SHORT, VL_MYSQL_INT24, VL_MYSQL_LONG, VL_MYSQL_LONGLONG,
+    VL_MYSQL_DECIMAL, VL_MYSQL_FLOAT, VL_MYSQL_DOUBLE, VL_MYSQL_BIT,
+    VL_MYSQL_DATE, VL_MYSQL_TIME, VL_MYSQL_DATETIME, VL_MYSQL_TIMESTAMP, VL_MYSQL_YEAR,
+    VL_MYSQL_CHAR,    /* CHAR, BINARY */
+    VL_MYSQL_VARCHAR, /* VARCHAR, VARBINARY */
+    VL_MYSQL_BLOB,    /* TEXT, BLOB and their sizes, JSON */
+    VL_MYSQL_ENUM, VL_MYSQL_SET, VL_MYSQL_GEOMETRY, VL_MYSQL_OTHER
+};
+#define VL_MYSQL_FLAG_UNSIGNED 1u
+#define VL_MYSQL_FLAG_BINARY 2u   /* binary collation: bytes, not text */
+#define VL_MYSQL_FLAG_NOT_NULL 4u
+
+/* The result value of a future (borrowed), or NULL when the future has no
+ * MySQL result (pending, another backend, or a failure before any I/O). */
+VL_EXPORT vl_mysql_result *vl_future_mysql_result(const vl_future *f);
+
+/* Frees a result taken with vl_future_take (the whole chain). NULL is a no-op.
+ * Never call it on a chained (next) result or a stream batch. */
+VL_EXPORT void vl_mysql_result_free(vl_mysql_result *r);
+
+/* The next statement's result of a multi-statement call, or NULL. */
+VL_EXPORT vl_mysql_result *vl_mysql_result_next(const vl_mysql_result *r);
+
+/* 1 when the statement produced a result set (even an empty one), 0 for
+ * statements that only report counts (INSERT, UPDATE, SET...). */
+VL_EXPORT int vl_mysql_result_has_rows(const vl_mysql_result *r);
+
+VL_EXPORT size_t vl_mysql_result_columns(const vl_mysql_result *r);
+VL_EXPORT size_t vl_mysql_result_rows(const vl_mysql_result *r);
+/* Column name (borrowed) or NULL when out of range. */
+VL_EXPORT const char *vl_mysql_result_column_name(const vl_mysql_result *r, size_t col);
+/* VL_MYSQL_* type, or -1 when out of range. */
+VL_EXPORT int vl_mysql_result_column_type(const vl_mysql_result *r, size_t col);
+/* VL_MYSQL_FLAG_* bits. */
+VL_EXPORT unsigned vl_mysql_result_column_flags(const vl_mysql_result *r, size_t col);
+/* Index of the column named `name`, or -1. */
+VL_EXPORT long vl_mysql_result_column_index(const vl_mysql_result *r, const char *name);
+
+/* The cell's bytes (binary-safe; always followed by a NUL for convenience)
+ * and their count in *len (len may be NULL). SQL NULL returns NULL with
+ * *len = 0; an empty string returns "" with *len = 0. Out of range returns
+ * NULL. Borrowed: valid while the result is. */
+VL_EXPORT const char *vl_mysql_result_value(const vl_mysql_result *r, size_t row, size_t col,
+                                            size_t *len);
+/* 1 when the cell is SQL NULL (or out of range), 0 otherwise. */
+VL_EXPORT int vl_mysql_result_is_null(const vl_mysql_result *r, size_t row, size_t col);
+/* Typed reads. Return VL_OK, VL_ESTATE when the cell is NULL, VL_EINVAL when
+ * out of range or the text is not a number of that type (or overflows). */
+VL_EXPORT int vl_mysql_result_int64(const vl_mysql_result *r, size_t row, size_t col,
+                                    int64_t *out);
+VL_EXPORT int vl_mysql_result_uint64(const vl_mysql_result *r, size_t row, size_t col,
+                                     uint64_t *out);
+VL_EXPORT int vl_mysql_result_double(const vl_mysql_result *r, size_t row, size_t col,
+                                     double *out);
+
+/* Counters of the statement. For a SELECT, affected rows is the row count. */
+VL_EXPORT uint64_t vl_mysql_result_affected_rows(const vl_mysql_result *r);
+VL_EXPORT uint64_t vl_mysql_result_insert_id(const vl_mysql_result *r);
+VL_EXPORT unsigned vl_mysql_result_warnings(const vl_mysql_result *r);
+
+/* Error details of a failed future (see "Errors" above): the MySQL errno (0
+ * when the failure did not come from the server or Connector/C), the
+ * 5-character SQLSTATE ("" when none) and the server's message ("" when
+ * none). Borrowed; valid while the future is. */
+VL_EXPORT unsigned vl_mysql_errno(const vl_future *f);
+VL_EXPORT const char *vl_mysql_sqlstate(const vl_future *f);
+VL_EXPORT const char *vl_mysql_error(const vl_future *f);
+
+/* ======================================================================
+ * Pools
+ * ======================================================================
+ * One pool per endpoint, HikariCP's vocabulary, nginx's keepalive mechanics.
+ *
+ * The clean-return rule: after each use a connection goes back to the idle
+ * set only if it is provably clean: no error, nothing in flight, no open
+ * transaction, no changed session state. The pool enables
+ * session_track_state_change on its connections, so the server flags any
+ * change (a user variable, a temporary table, USE, SET SESSION...); a
+ * connection flagged, or left inside a transaction, is reset first with
+ * COM_RESET_CONNECTION (which also rolls back and drops its prepared
+ * statements); if the reset fails it is closed. A connection with an error
+ * (lost, client-side deadline) is always closed.
+ *
+ * Idle connections are reused most-recent-first and watched for read
+ * readiness: a server that hangs up (restart, wait_timeout) evicts them.
+ * A connection that fails with errno 2006/2013 is closed and replaced on
+ * demand; a failing connect puts the pool in backoff: one probe connect at a
+ * time, retried after a growing, jittered delay, never a storm. Nothing that
+ * was already sent to the server is retried automatically.
+ */
+typedef struct vl_mysql_pool_options {
+    size_t max_size;             /* open connections at most; default 10 */
+    size_t min_idle;             /* kept open and idle when possible; default 0 */
+    uint64_t acquire_timeout_ms; /* waiting for a connection; default 30000, 0 = forever */
+    uint64_t connect_timeout_ms; /* default 10000 */
+    uint64_t idle_timeout_ms;    /* close idle beyond min_idle after this; default 600000 */
+    uint64_t max_lifetime_ms;    /* retire after this (minus up to 2.5% jitter); default 1800000 */
+    uint64_t keepalive_ms;       /* ping connections idle this long; default 0 = off */
+    const char *init_sql;        /* run on every new connection; copied */
+    size_t max_waiters;          /* queued requests at most; default 1000; 0 = unbounded */
+} vl_mysql_pool_options;
+
+VL_EXPORT void vl_mysql_pool_options_init(vl_mysql_pool_options *o);
+
+/* Makes a pool for `url` (copied; URL parameters apply to every connection).
+ * It opens min_idle connections in the background. Returns NULL only when
+ * out of memory; a bad URL gives a pool whose every future fails with
+ * VL_EINVAL (or VL_EUNSUPPORTED for TLS). The caller frees it with
+ * vl_mysql_pool_free (or vl_loop_free does). */
+VL_EXPORT vl_mysql_pool *vl_mysql_pool_new(vl_loop *loop, const char *url,
+                                           const vl_mysql_pool_options *opts);
+
+/* Frees the pool at once: waiting and running futures complete with
+ * VL_ECANCELED, connections are closed, open transactions become dead (their
+ * later calls fail with VL_ECLOSED; the caller still frees them). Legal from
+ * a callback. NULL is a no-op. */
+VL_EXPORT void vl_mysql_pool_free(vl_mysql_pool *p);
+
+/* Runs one statement on a pooled connection. When every connection is busy
+ * the request waits in a fair FIFO queue: it fails with VL_EBUSY at once if
+ * max_waiters are already waiting, and with VL_ETIMEDOUT after
+ * acquire_timeout_ms. The result is the same as vl_mysql_query /
+ * vl_mysql_execute. Returns NULL only when out of memory. */
+VL_EXPORT vl_future *vl_mysql_pool_query(vl_mysql_pool *p, const char *sql);
+VL_EXPORT vl_future *vl_mysql_pool_execute(vl_mysql_pool *p, const char *sql,
+                                           const vl_mysql_param *params, size_t n);
+
+typedef struct vl_mysql_pool_stats {
+    size_t open;                  /* connected or connecting */
+    size_t in_use;
+    size_t idle;
+    size_t waiters;
+    uint64_t wait_count;          /* requests that had to wait */
+    uint64_t wait_total_ms;       /* their total waiting time */
+    uint64_t closed_idle;         /* closed by idle_timeout_ms */
+    uint64_t closed_lifetime;     /* closed by max_lifetime_ms */
+    uint64_t closed_error;        /* closed dirty, broken, or hung up */
+    uint64_t connect_failures;
+} vl_mysql_pool_stats;
+
+VL_EXPORT void vl_mysql_pool_stats_get(const vl_mysql_pool *p, vl_mysql_pool_stats *out);
+
+/* ---- Transactions: a lease of one pooled connection ----
+ *
+ * vl_mysql_pool_begin acquires a connection (waiting like a query) and runs
+ * START TRANSACTION. Its future's value is the transaction: read it with
+ * vl_future_mysql_tx and keep it with vl_future_take; a transaction nobody
+ * took is rolled back when its future is freed. Statements inside run in
+ * order on the leased connection. vl_mysql_tx_commit / _rollback end it and
+ * consume the handle (the connection goes back to the pool if clean).
+ * vl_mysql_tx_free releases it without committing: the connection is reset
+ * (rolling the transaction back) or closed. A connection lost mid-transaction
+ * fails the statement with VL_ECONN, and every later call on the transaction
+ * with VL_ECLOSED: it is never silently reconnected. */
+VL_EXPORT vl_future *vl_mysql_pool_begin(vl_mysql_pool *p);
+VL_EXPORT vl_mysql_tx *vl_future_mysql_tx(const vl_future *f);
+VL_EXPORT vl_future *vl_mysql_tx_query(vl_mysql_tx *tx, const char *sql);
+VL_EXPORT vl_future *vl_mysql_tx_execute(vl_mysql_tx *tx, const char *sql,
+                                         const vl_mysql_param *params, size_t n);
+/* COMMIT; consumes tx. The future fails with the server's error (and the
+ * connection is closed) if the commit fails. */
+VL_EXPORT vl_future *vl_mysql_tx_commit(vl_mysql_tx *tx);
+/* ROLLBACK; consumes tx. */
+VL_EXPORT vl_future *vl_mysql_tx_rollback(vl_mysql_tx *tx);
+/* Releases tx without committing (rolls back). NULL is a no-op. */
+VL_EXPORT void vl_mysql_tx_free(vl_mysql_tx *tx);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

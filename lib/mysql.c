@@ -1,0 +1,2078 @@
+/* lib/mysql.c - MySQL/MariaDB connections: the whole Connector/C
+ * non-blocking state machine. No other file calls mysql_* functions.
+ *
+ * Each connection has one vl__io and one vl__timer. An operation advances by
+ * calling a mysql_*_start function; when it returns a MYSQL_WAIT_* mask the
+ * connection arms its watchers for exactly that (re-reading the socket with
+ * mysql_get_socket every time, since Connector/C may change it during
+ * connect) and, once ready, calls the matching mysql_*_cont. The current
+ * position is c->step; drive() loops over it until the operation waits or the
+ * queue is empty.
+ *
+ * The protocol is not multiplexed, so operations queue FIFO on the
+ * connection and only the head one talks to the server.
+ *
+ * Safe points: the only user code that runs inside drive() is a stream's
+ * batch callback. A vl_mysql_free from there sets free_pending, and the
+ * connection is torn down when drive() returns. Everything else that might
+ * free or cancel (future callbacks, deadlines) runs from the loop, outside
+ * drive().
+ *
+ * Closing: mysql_close() on a connection that is mid-operation or lost would
+ * try to write COM_QUIT through the normal (blocking) path. Shutting the
+ * socket down first makes that write fail at once, so closing never blocks.
+ * Prepared statements are freed after mysql_close(), which has detached them
+ * from the connection, so freeing them sends nothing.
+ */
+#include "mysql_internal.h"
+#include "url.h"
+
+#include <errno.h>
+#include <float.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <mysql.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+enum { OP_READY, OP_QUERY, OP_EXEC, OP_PING, OP_RESET };
+
+enum { ST_RESOLVING, ST_CONNECTING, ST_OPEN, ST_CLOSED };
+
+enum {
+    S_IDLE,
+    S_CONNECT, S_CONNECT_CONT,
+    S_NEXT_OP,
+    S_Q_SEND, S_Q_SEND_CONT, S_Q_RESULT, S_Q_FETCH, S_Q_FETCH_CONT, S_Q_MORE, S_Q_NEXT,
+    S_Q_NEXT_CONT,
+    S_X_BEGIN, S_X_PREPARE, S_X_PREPARE_CONT, S_X_BIND, S_X_EXEC, S_X_EXEC_CONT, S_X_STORE,
+    S_X_STORE_CONT, S_X_FETCH, S_X_FETCH_CONT, S_X_FREE, S_X_FREE_CONT,
+    S_PING, S_PING_CONT, S_RESET, S_RESET_CONT
+};
+
+#define STMT_CACHE_MAX 64
+#define DEFAULT_BATCH 1000
+
+typedef struct stmt_entry {
+    struct stmt_entry *next;
+    char *sql;
+    size_t len;
+    MYSQL_STMT *stmt;
+} stmt_entry;
+
+typedef union xval {
+    long long i;
+    double d;
+    float fl;
+    MYSQL_TIME t;
+} xval;
+
+typedef struct op op;
+struct op {
+    op *next;
+    vl_mysql *c;
+    vl_future *f;            /* NULL once abandoned */
+    int kind;
+    char *sql;
+    size_t len;
+    /* prepared statements: copied parameters */
+    vl_mysql_param *params;
+    size_t nparams;
+    char *pdata;
+    /* streams */
+    int stream;
+    size_t batch_rows;
+    vl_mysql_batch_cb cb;
+    void *ud;
+    vl_mysql_result *batch;
+    uint64_t streamed;
+    int rows_started;
+    /* the result being built */
+    vl_mysql_result *res;
+    vl_mysql_result *set;
+    int err;                 /* a failure noted while the reply is drained */
+    const char *err_msg;
+    int discard;             /* read and drop the rest of the reply */
+    /* binary protocol state */
+    stmt_entry *st;
+    MYSQL_BIND *pbind;
+    MYSQL_TIME *ptimes;
+    MYSQL_RES *meta;
+    MYSQL_BIND *rbind;
+    xval *rvals;
+    unsigned long *rlens;
+    my_bool *rnulls;
+    my_bool *rerrs;
+    char **rbufs;
+    size_t nrbufs;
+};
+
+struct vl_mysql {
+    vl_loop *loop;
+    MYSQL *my;
+    vl__io io;
+    vl__timer timer;
+    vl__handle handle;
+    int registered;          /* a handle the loop frees (not pooled) */
+    int pooled;
+    int state;
+    int step;
+    int io_unref;            /* the idle watch does not keep the loop alive */
+    int kick;                /* the timer is a zero-delay start, not a wait */
+    int waiting;             /* the MYSQL_WAIT_* mask being waited for */
+    int in_drive;
+    int free_pending;
+    /* configuration, parsed from the URL and options */
+    char *display;
+    char *host;              /* name from the URL; numeric once resolved */
+    char *addr;
+    char *user;
+    char *password;
+    char *db;
+    char *socket_path;
+    char *charset;
+    char *init_sql;
+    int port;
+    uint64_t connect_timeout_ms;
+    uint64_t query_timeout_ms;
+    int multi;
+    uint64_t deadline_ms;    /* end of the connect phase (loop clock) */
+    /* why the connection is not usable */
+    int fail_status;
+    unsigned fail_errno;
+    char fail_sqlstate[6];
+    char *fail_msg;
+    int ever_open;
+    /* operations */
+    op *cur;
+    op *qhead, *qtail;
+    /* results of the current Connector/C call */
+    int iret;
+    my_bool bret;
+    MYSQL *mret;
+    MYSQL_RES *res;
+    MYSQL_ROW row;
+    /* the name resolution in flight */
+    struct ticket *ticket;
+    stmt_entry *stmts;
+    size_t nstmts;
+    int dirty;
+    vl__mysql_hook hook;
+    void *hook_ud;
+};
+
+typedef struct ticket {
+    vl_mysql *c;             /* NULL once the connection is gone */
+} ticket;
+
+static void drive(vl_mysql *c, int ready);
+static void conn_break(vl_mysql *c, int status, const char *reason);
+static void conn_destroy(vl_mysql *c);
+
+/* ---- small helpers ---- */
+
+static void free_secret(char *s)
+{
+    if (s != NULL) {
+        memset(s, 0, strlen(s));
+        vl__free(s);
+    }
+}
+
+/* Arms the io watcher; `unref` keeps it from holding the loop open. */
+static void io_arm(vl_mysql *c, int fd, int events, int unref)
+{
+    if (c->io_unref) {
+        vl__loop_ref(c->loop);
+        c->io_unref = 0;
+    }
+    vl__io_set(&c->io, fd, events);
+    if (unref && events != 0 && fd >= 0) {
+        vl__loop_unref(c->loop);
+        c->io_unref = 1;
+    }
+}
+
+static void io_off(vl_mysql *c)
+{
+    io_arm(c, c->io.fd, 0, 0);
+    vl__io_stop(&c->io);
+}
+
+static int sock_of(vl_mysql *c)
+{
+    return c->my != NULL ? (int)mysql_get_socket(c->my) : -1;
+}
+
+static void note_status(vl_mysql *c)
+{
+    if (c->my != NULL && (c->my->server_status & SERVER_SESSION_STATE_CHANGED))
+        c->dirty = 1;
+}
+
+/* ---- the statement cache ---- */
+
+static void stmts_free_all(vl_mysql *c)
+{
+    while (c->stmts != NULL) {
+        stmt_entry *e = c->stmts;
+        c->stmts = e->next;
+        mysql_stmt_close(e->stmt);
+        vl__free(e->sql);
+        vl__free(e);
+    }
+    c->nstmts = 0;
+}
+
+static void stmt_evict(vl_mysql *c, stmt_entry *e)
+{
+    stmt_entry **pp;
+
+    for (pp = &c->stmts; *pp != NULL; pp = &(*pp)->next)
+        if (*pp == e) {
+            *pp = e->next;
+            c->nstmts--;
+            break;
+        }
+    /* COM_STMT_CLOSE has no reply: this writes a few bytes and returns. */
+    mysql_stmt_close(e->stmt);
+    vl__free(e->sql);
+    vl__free(e);
+}
+
+static stmt_entry *stmt_find(vl_mysql *c, const char *sql, size_t len)
+{
+    stmt_entry **pp, *e;
+
+    for (pp = &c->stmts; (e = *pp) != NULL; pp = &e->next)
+        if (e->len == len && memcmp(e->sql, sql, len) == 0) {
+            /* Move to the front: the list is kept most-recently-used first. */
+            *pp = e->next;
+            e->next = c->stmts;
+            c->stmts = e;
+            return e;
+        }
+    return NULL;
+}
+
+/* ---- operations ---- */
+
+/* Releases the binary-protocol row buffers of the current statement. */
+static void xbufs_free(op *o)
+{
+    size_t i;
+
+    if (o->rbufs != NULL)
+        for (i = 0; i < o->nrbufs; i++)
+            vl__free(o->rbufs[i]);
+    vl__free(o->rbufs);
+    vl__free(o->rbind);
+    vl__free(o->rvals);
+    vl__free(o->rlens);
+    vl__free(o->rnulls);
+    vl__free(o->rerrs);
+    o->rbufs = NULL;
+    o->nrbufs = 0;
+    o->rbind = NULL;
+    o->rvals = NULL;
+    o->rlens = NULL;
+    o->rnulls = NULL;
+    o->rerrs = NULL;
+    if (o->meta != NULL)
+        mysql_free_result(o->meta);
+    o->meta = NULL;
+}
+
+static void op_free(op *o)
+{
+    if (o->batch != NULL)
+        vl_mysql_result_free(o->batch);
+    if (o->res != NULL)
+        vl_mysql_result_free(o->res);
+    xbufs_free(o);
+    vl__free(o->pbind);
+    vl__free(o->ptimes);
+    vl__free(o->params);
+    vl__free(o->pdata);
+    vl__free(o->sql);
+    vl__free(o);
+}
+
+/* Drops an op that was never submitted (out of memory while copying). */
+static void op_discard(op *o)
+{
+    vl_future *f = o->f;
+
+    o->f = NULL;
+    vl__future_set_source(f, NULL, NULL);
+    vl_future_free(f);
+    op_free(o);
+}
+
+static void result_free_fn(void *v)
+{
+    vl_mysql_result_free(v);
+}
+
+/* Completes the op's future (value taken, freed if nobody waits) and frees
+ * the op. */
+static void op_complete(op *o, int status, vl_mysql_result *value, const char *msg)
+{
+    if (value != NULL && value == o->res)
+        o->res = NULL;
+    if (o->f != NULL) {
+        vl_future *f = o->f;
+        o->f = NULL;
+        vl__future_complete(f, status, value, VL__VAL_MYSQL, value ? result_free_fn : NULL, msg);
+    } else if (value != NULL) {
+        vl_mysql_result_free(value);
+    }
+    op_free(o);
+}
+
+/* A failure value carrying errno/SQLSTATE/message; NULL when out of memory
+ * or when there is nothing to carry. */
+static vl_mysql_result *error_value(op *o, unsigned err, const char *sqlstate, const char *msg)
+{
+    vl_mysql_result *r = o != NULL && o->res != NULL ? o->res : NULL;
+
+    if (err == 0)
+        return r;
+    if (r == NULL)
+        r = vl__mres_new();
+    if (r != NULL)
+        vl__mres_error(r, err, sqlstate, msg);
+    return r;
+}
+
+/* Fails `o` with the connection's stored failure. */
+static void op_fail_closed(vl_mysql *c, op *o)
+{
+    vl_mysql_result *v = error_value(o, c->fail_errno, c->fail_sqlstate, c->fail_msg);
+
+    op_complete(o, c->fail_status, v, c->fail_msg);
+}
+
+static void op_cancel(void *source, vl_future *f, int status)
+{
+    op *o = source;
+    vl_mysql *c = o->c;
+    op **pp;
+
+    VL__UNUSED(f);
+    o->f = NULL;
+    if (c->cur != o) {
+        /* Still queued: nothing was sent, so it just leaves the queue. */
+        for (pp = &c->qhead; *pp != NULL; pp = &(*pp)->next)
+            if (*pp == o) {
+                *pp = o->next;
+                break;
+            }
+        c->qtail = NULL;
+        for (op *q = c->qhead; q != NULL; q = q->next)
+            c->qtail = q;
+        op_free(o);
+        return;
+    }
+    if (o->stream && o->rows_started) {
+        /* Rows are flowing: read and drop the rest, the connection stays
+         * clean. */
+        o->discard = 1;
+        return;
+    }
+    /* The statement was sent and its reply can no longer be matched to
+     * anything: the connection cannot be trusted any more. */
+    conn_break(c, VL_ECLOSED,
+               status == VL_ETIMEDOUT ? "closed after a statement's deadline passed"
+                                      : "closed after an in-flight statement was cancelled");
+}
+
+static const vl__source_ops op_ops = {op_cancel};
+
+static op *op_new(vl_mysql *c, int kind)
+{
+    op *o = vl__calloc(1, sizeof(*o));
+
+    if (o == NULL)
+        return NULL;
+    o->c = c;
+    o->kind = kind;
+    o->f = vl__future_make(c->loop, &op_ops, o);
+    if (o->f == NULL) {
+        vl__free(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* Queues an op, or fails it at once if the connection is unusable. Returns
+ * its future. */
+static vl_future *op_submit(vl_mysql *c, op *o)
+{
+    vl_future *f = o->f;
+
+    if (c->state == ST_CLOSED || vl__loop_closing(c->loop)) {
+        if (vl__loop_closing(c->loop) && c->state != ST_CLOSED) {
+            vl__future_set_source(f, NULL, NULL);
+            o->f = NULL;
+            op_free(o);
+            vl__future_fail(f, VL_ECLOSED, "%s: loop is closing", c->display);
+            return f;
+        }
+        vl__future_set_source(f, NULL, NULL);
+        op_fail_closed(c, o);
+        return f;
+    }
+    if (c->qtail != NULL)
+        c->qtail->next = o;
+    else
+        c->qhead = o;
+    c->qtail = o;
+    if (c->state == ST_OPEN && c->cur == NULL && !c->in_drive) {
+        if (o->stream) {
+            /* A stream's batch callback must not run inside this call: start
+             * from the loop instead. */
+            if (!c->kick && !vl__timer_active(&c->timer)) {
+                c->kick = 1;
+                vl__timer_start(&c->timer, 0);
+            }
+        } else {
+            c->step = S_NEXT_OP;
+            drive(c, 0);
+        }
+    }
+    return f;
+}
+
+/* ---- watchers ---- */
+
+static void arm(vl_mysql *c, int st)
+{
+    int ev = 0;
+    uint64_t ms = 0;
+    int use_timer = 0;
+
+    c->waiting = st;
+    if (st & (MYSQL_WAIT_READ | MYSQL_WAIT_EXCEPT))
+        ev |= VL__READ;
+    if (st & MYSQL_WAIT_WRITE)
+        ev |= VL__WRITE;
+    io_arm(c, sock_of(c), ev, 0);
+    if (st & MYSQL_WAIT_TIMEOUT) {
+        ms = mysql_get_timeout_value_ms(c->my);
+        use_timer = 1;
+    }
+    if (c->state == ST_CONNECTING && c->deadline_ms != 0) {
+        uint64_t now = vl_loop_now_ms(c->loop);
+        uint64_t left = c->deadline_ms > now ? c->deadline_ms - now : 0;
+        if (!use_timer || left < ms)
+            ms = left;
+        use_timer = 1;
+    }
+    c->kick = 0;
+    if (use_timer)
+        vl__timer_start(&c->timer, ms);
+    else
+        vl__timer_stop(&c->timer);
+}
+
+/* 1 when the call is waiting (watchers armed, step set to `cont`). */
+static int wait_on(vl_mysql *c, int st, int cont)
+{
+    if (st == 0)
+        return 0;
+    c->step = cont;
+    arm(c, st);
+    return 1;
+}
+
+static void on_io(vl__io *io, int events, void *ud)
+{
+    vl_mysql *c = ud;
+    int ready = 0;
+
+    VL__UNUSED(io);
+    if (c->state == ST_OPEN && c->cur == NULL && c->step == S_IDLE) {
+        /* An idle connection became readable: the server hung up (EOF) or
+         * sent an error before closing (wait_timeout). Either way it is
+         * gone. */
+        conn_break(c, VL_ECLOSED, "server closed the idle connection");
+        return;
+    }
+    if (events & VL__READ)
+        ready |= MYSQL_WAIT_READ;
+    if (events & VL__WRITE)
+        ready |= MYSQL_WAIT_WRITE;
+    vl__timer_stop(&c->timer);
+    drive(c, ready);
+}
+
+static void fail_connect(vl_mysql *c, int status, unsigned err, const char *sqlstate,
+                         const char *msg);
+
+static void on_timer(vl__timer *t, void *ud)
+{
+    vl_mysql *c = ud;
+
+    VL__UNUSED(t);
+    if (c->kick) {
+        c->kick = 0;
+        if (c->state == ST_OPEN && c->cur == NULL && c->step == S_IDLE) {
+            c->step = S_NEXT_OP;
+            drive(c, 0);
+        }
+        return;
+    }
+    if ((c->state == ST_CONNECTING || c->state == ST_RESOLVING) && c->deadline_ms != 0 &&
+        vl_loop_now_ms(c->loop) >= c->deadline_ms) {
+        char *m = vl__asprintf("connect %s: timed out after %" PRIu64 " ms", c->display,
+                               c->connect_timeout_ms);
+        fail_connect(c, VL_ETIMEDOUT, 0, NULL, m != NULL ? m : "connect timed out");
+        vl__free(m);
+        return;
+    }
+    if (c->waiting & MYSQL_WAIT_TIMEOUT)
+        drive(c, MYSQL_WAIT_TIMEOUT);
+    else if (c->waiting)
+        arm(c, c->waiting); /* the connect deadline was re-checked; wait on */
+}
+
+/* ---- closing ---- */
+
+/* Closes the Connector/C handle without ever blocking (see the top). */
+static void close_handle(vl_mysql *c, int clean)
+{
+    int fd = sock_of(c);
+
+    io_off(c);
+    vl__timer_stop(&c->timer);
+    c->kick = 0;
+    c->waiting = 0;
+    if (c->res != NULL) {
+        /* An unfinished unbuffered result: detach it so freeing it does not
+         * try to read the rest from the socket. */
+        c->res->handle = NULL;
+        mysql_free_result(c->res);
+        c->res = NULL;
+    }
+    if (c->my != NULL) {
+        if (!clean && fd >= 0)
+            shutdown(fd, SHUT_RDWR);
+        mysql_close(c->my);
+        c->my = NULL;
+    }
+    stmts_free_all(c);
+}
+
+static void set_failure(vl_mysql *c, int status, unsigned err, const char *sqlstate,
+                        const char *msg)
+{
+    c->fail_status = status;
+    c->fail_errno = err;
+    snprintf(c->fail_sqlstate, sizeof(c->fail_sqlstate), "%s", sqlstate ? sqlstate : "");
+    vl__free(c->fail_msg);
+    c->fail_msg = vl__strdup(msg != NULL ? msg : vl_strerror(status));
+}
+
+/* Fails every queued op with the stored failure. */
+static void fail_queue(vl_mysql *c)
+{
+    while (c->qhead != NULL) {
+        op *o = c->qhead;
+        c->qhead = o->next;
+        if (c->qhead == NULL)
+            c->qtail = NULL;
+        if (o->f != NULL)
+            vl__future_set_source(o->f, NULL, NULL);
+        op_fail_closed(c, o);
+    }
+}
+
+static void fail_connect(vl_mysql *c, int status, unsigned err, const char *sqlstate,
+                         const char *msg)
+{
+    c->state = ST_CLOSED;
+    c->step = S_IDLE;
+    if (c->ticket != NULL) {
+        c->ticket->c = NULL;
+        c->ticket = NULL;
+    }
+    set_failure(c, status, err, sqlstate, msg);
+    close_handle(c, 0);
+    fail_queue(c);
+    if (c->hook != NULL)
+        c->hook(c, c->hook_ud);
+}
+
+/* The connection cannot be used any more: close it, fail the op in flight
+ * (if still there) with `status` and the queue with VL_ECLOSED. */
+static void conn_break(vl_mysql *c, int status, const char *reason)
+{
+    char *m;
+    op *o = c->cur;
+
+    if (c->state == ST_CLOSED)
+        return;
+    c->state = ST_CLOSED;
+    c->step = S_IDLE;
+    c->cur = NULL;
+    m = vl__asprintf("%s: connection %s", c->display, reason);
+    set_failure(c, VL_ECLOSED, 0, NULL, m != NULL ? m : reason);
+    vl__free(m);
+    close_handle(c, 0);
+    if (o != NULL) {
+        if (o->f != NULL)
+            vl__future_set_source(o->f, NULL, NULL);
+        op_complete(o, status, NULL, c->fail_msg);
+    }
+    fail_queue(c);
+    if (c->hook != NULL)
+        c->hook(c, c->hook_ud);
+}
+
+/* ---- connecting ---- */
+
+static int unknown_param_ok(const char *k)
+{
+    static const char *const known[] = {"connect_timeout_ms", "query_timeout_ms",
+                                        "multi_statements", "charset", "init_sql",
+                                        "socket", "user", "password", "db", NULL};
+    size_t i;
+
+    for (i = 0; known[i] != NULL; i++)
+        if (strcmp(k, known[i]) == 0)
+            return 1;
+    return 0;
+}
+
+static int parse_ms(const char *s, uint64_t *out)
+{
+    char *end;
+    unsigned long long v;
+
+    if (s == NULL || *s < '0' || *s > '9')
+        return -1;
+    errno = 0;
+    v = strtoull(s, &end, 10);
+    if (errno != 0 || *end != '\0')
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* Fills the configuration from the URL and options. VL_OK, VL_ENOMEM, or a
+ * failure recorded on the connection (VL_EINVAL, VL_EUNSUPPORTED). */
+static int configure(vl_mysql *c, const char *url, const vl_mysql_options *opts)
+{
+    vl__url u;
+    char err[256];
+    int rc;
+    size_t i;
+    const char *v;
+    vl_mysql_options defaults;
+
+    if (opts == NULL) {
+        vl_mysql_options_init(&defaults);
+        opts = &defaults;
+    }
+    c->connect_timeout_ms = opts->connect_timeout_ms;
+    c->query_timeout_ms = opts->query_timeout_ms;
+    c->multi = opts->multi_statements != 0;
+    c->charset = vl__strdup(opts->charset != NULL ? opts->charset : "utf8mb4");
+    c->init_sql = opts->init_sql != NULL ? vl__strdup(opts->init_sql) : NULL;
+    if (c->charset == NULL || (opts->init_sql != NULL && c->init_sql == NULL))
+        return VL_ENOMEM;
+    if (url == NULL) {
+        c->display = vl__strdup("mysql://?");
+        if (c->display == NULL)
+            return VL_ENOMEM;
+        set_failure(c, VL_EINVAL, 0, NULL, "no URL given");
+        return VL_EINVAL;
+    }
+    rc = vl__url_parse(url, &u, err, sizeof(err));
+    if (rc == VL_ENOMEM)
+        return VL_ENOMEM;
+    if (rc != VL_OK) {
+        char *m = vl__asprintf("bad MySQL URL: %s", err);
+        c->display = vl__strdup("mysql://?");
+        if (c->display == NULL || m == NULL) {
+            vl__free(m);
+            return VL_ENOMEM;
+        }
+        set_failure(c, VL_EINVAL, 0, NULL, m);
+        vl__free(m);
+        return VL_EINVAL;
+    }
+    c->display = u.display;
+    u.display = NULL;
+    rc = VL_OK;
+    if (strcmp(u.scheme, "mysql") != 0 && strcmp(u.scheme, "mariadb") != 0 &&
+        strcmp(u.scheme, "unix") != 0) {
+        set_failure(c, VL_EINVAL, 0, NULL, "bad MySQL URL: scheme must be mysql:// or unix://");
+        rc = VL_EINVAL;
+        goto out;
+    }
+    for (i = 0; i < u.nparams; i++) {
+        const char *k = u.keys[i];
+        if (strncmp(k, "ssl", 3) == 0 || strncmp(k, "tls", 3) == 0) {
+            char *m = vl__asprintf("%s: TLS ('%s') is not supported: Connector/C 3.3 blocks "
+                                   "the event loop during the TLS handshake",
+                                   c->display, k);
+            set_failure(c, VL_EUNSUPPORTED, 0, NULL, m != NULL ? m : "TLS is not supported");
+            vl__free(m);
+            rc = VL_EUNSUPPORTED;
+            goto out;
+        }
+        if (!unknown_param_ok(k)) {
+            char *m = vl__asprintf("%s: unknown URL parameter '%s'", c->display, k);
+            set_failure(c, VL_EINVAL, 0, NULL, m != NULL ? m : "unknown URL parameter");
+            vl__free(m);
+            rc = VL_EINVAL;
+            goto out;
+        }
+    }
+    if ((v = vl__url_param(&u, "connect_timeout_ms")) != NULL &&
+        parse_ms(v, &c->connect_timeout_ms) != 0) {
+        set_failure(c, VL_EINVAL, 0, NULL, "bad MySQL URL: connect_timeout_ms");
+        rc = VL_EINVAL;
+        goto out;
+    }
+    if ((v = vl__url_param(&u, "query_timeout_ms")) != NULL &&
+        parse_ms(v, &c->query_timeout_ms) != 0) {
+        set_failure(c, VL_EINVAL, 0, NULL, "bad MySQL URL: query_timeout_ms");
+        rc = VL_EINVAL;
+        goto out;
+    }
+    if ((v = vl__url_param(&u, "multi_statements")) != NULL)
+        c->multi = strcmp(v, "1") == 0 || strcmp(v, "true") == 0;
+    if ((v = vl__url_param(&u, "charset")) != NULL) {
+        vl__free(c->charset);
+        c->charset = vl__strdup(v);
+        if (c->charset == NULL)
+            goto nomem;
+    }
+    if ((v = vl__url_param(&u, "init_sql")) != NULL) {
+        vl__free(c->init_sql);
+        c->init_sql = vl__strdup(v);
+        if (c->init_sql == NULL)
+            goto nomem;
+    }
+    if (strcmp(u.scheme, "unix") == 0) {
+        c->socket_path = vl__strdup(u.path);
+        v = vl__url_param(&u, "user");
+        c->user = v != NULL ? vl__strdup(v) : NULL;
+        v = vl__url_param(&u, "password");
+        c->password = v != NULL ? vl__strdup(v) : NULL;
+        v = vl__url_param(&u, "db");
+        c->db = v != NULL ? vl__strdup(v) : NULL;
+        if (c->socket_path == NULL || (vl__url_param(&u, "user") && !c->user) ||
+            (vl__url_param(&u, "password") && !c->password) ||
+            (vl__url_param(&u, "db") && !c->db))
+            goto nomem;
+    } else {
+        c->host = vl__strdup(u.host);
+        c->port = u.port ? u.port : 3306;
+        if (u.user != NULL) {
+            c->user = u.user;
+            u.user = NULL;
+        }
+        if (u.password != NULL) {
+            c->password = u.password;
+            u.password = NULL;
+        }
+        if (u.path != NULL && u.path[0] != '\0') {
+            c->db = u.path;
+            u.path = NULL;
+        }
+        if ((v = vl__url_param(&u, "socket")) != NULL) {
+            c->socket_path = vl__strdup(v);
+            if (c->socket_path == NULL)
+                goto nomem;
+        }
+        if (c->host == NULL)
+            goto nomem;
+        if (c->host[0] == '\0' && c->socket_path == NULL) {
+            set_failure(c, VL_EINVAL, 0, NULL, "bad MySQL URL: no host");
+            rc = VL_EINVAL;
+        }
+    }
+out:
+    vl__url_clear(&u);
+    return rc;
+nomem:
+    vl__url_clear(&u);
+    return VL_ENOMEM;
+}
+
+static void start_connect(vl_mysql *c)
+{
+    unsigned int secs;
+    unsigned long flags = CLIENT_MULTI_RESULTS;
+    my_bool off = 0;
+    int st;
+
+    c->state = ST_CONNECTING;
+    c->my = mysql_init(NULL);
+    if (c->my == NULL) {
+        fail_connect(c, VL_ENOMEM, 0, NULL, "out of memory (mysql_init)");
+        return;
+    }
+    mysql_options(c->my, MYSQL_OPT_NONBLOCK, 0);
+    mysql_options(c->my, MYSQL_SET_CHARSET_NAME, c->charset);
+    mysql_options(c->my, MYSQL_OPT_LOCAL_INFILE, &off);
+    mysql_options(c->my, MYSQL_OPT_RECONNECT, &off);
+    if (c->connect_timeout_ms != 0) {
+        secs = (unsigned int)((c->connect_timeout_ms + 999) / 1000);
+        mysql_options(c->my, MYSQL_OPT_CONNECT_TIMEOUT, &secs);
+    }
+    if (c->pooled)
+        mysql_options(c->my, MYSQL_INIT_COMMAND, "SET SESSION session_track_state_change=1");
+    if (c->init_sql != NULL && c->init_sql[0] != '\0')
+        mysql_options(c->my, MYSQL_INIT_COMMAND, c->init_sql);
+    if (c->multi)
+        flags |= CLIENT_MULTI_STATEMENTS;
+    st = mysql_real_connect_start(&c->mret, c->my, c->socket_path ? NULL : c->addr, c->user,
+                                  c->password, c->db, c->socket_path ? 0 : (unsigned)c->port,
+                                  c->socket_path, flags);
+    c->step = S_CONNECT_CONT;
+    if (st != 0) {
+        arm(c, st);
+        return;
+    }
+    c->step = S_CONNECT;
+    drive(c, 0);
+}
+
+static void resolved(vl_future *f, void *ud)
+{
+    ticket *t = ud;
+    vl_mysql *c = t->c;
+    char *addr;
+
+    vl__free(t);
+    if (c == NULL)
+        return;
+    c->ticket = NULL;
+    if (vl_future_status(f) != VL_OK) {
+        char *m = vl__asprintf("connect %s: %s", c->display, vl_future_error(f));
+        fail_connect(c, vl_future_status(f) == VL_ENOMEM ? VL_ENOMEM : VL_ECONN, 0, NULL,
+                     m != NULL ? m : vl_future_error(f));
+        vl__free(m);
+        return;
+    }
+    addr = vl_future_take(f);
+    vl__free(c->addr);
+    c->addr = addr;
+    start_connect(c);
+}
+
+/* ---- the state machine ---- */
+
+static int map_type(const MYSQL_FIELD *fd, unsigned *flags)
+{
+    *flags = 0;
+    if (fd->flags & UNSIGNED_FLAG)
+        *flags |= VL_MYSQL_FLAG_UNSIGNED;
+    if (fd->charsetnr == 63)
+        *flags |= VL_MYSQL_FLAG_BINARY;
+    if (fd->flags & NOT_NULL_FLAG)
+        *flags |= VL_MYSQL_FLAG_NOT_NULL;
+    if (fd->flags & ENUM_FLAG)
+        return VL_MYSQL_ENUM;
+    if (fd->flags & SET_FLAG)
+        return VL_MYSQL_SET;
+    switch (fd->type) {
+    case MYSQL_TYPE_NULL: return VL_MYSQL_NULL;
+    case MYSQL_TYPE_TINY: return VL_MYSQL_TINY;
+    case MYSQL_TYPE_SHORT: return VL_MYSQL_SHORT;
+    case MYSQL_TYPE_INT24: return VL_MYSQL_INT24;
+    case MYSQL_TYPE_LONG: return VL_MYSQL_LONG;
+    case MYSQL_TYPE_LONGLONG: return VL_MYSQL_LONGLONG;
+    case MYSQL_TYPE_DECIMAL:
+    case MYSQL_TYPE_NEWDECIMAL: return VL_MYSQL_DECIMAL;
+    case MYSQL_TYPE_FLOAT: return VL_MYSQL_FLOAT;
+    case MYSQL_TYPE_DOUBLE: return VL_MYSQL_DOUBLE;
+    case MYSQL_TYPE_BIT: return VL_MYSQL_BIT;
+    case MYSQL_TYPE_DATE:
+    case MYSQL_TYPE_NEWDATE: return VL_MYSQL_DATE;
+    case MYSQL_TYPE_TIME:
+    case MYSQL_TYPE_TIME2: return VL_MYSQL_TIME;
+    case MYSQL_TYPE_DATETIME:
+    case MYSQL_TYPE_DATETIME2: return VL_MYSQL_DATETIME;
+    case MYSQL_TYPE_TIMESTAMP:
+    case MYSQL_TYPE_TIMESTAMP2: return VL_MYSQL_TIMESTAMP;
+    case MYSQL_TYPE_YEAR: return VL_MYSQL_YEAR;
+    case MYSQL_TYPE_STRING: return VL_MYSQL_CHAR;
+    case MYSQL_TYPE_VARCHAR:
+    case MYSQL_TYPE_VAR_STRING: return VL_MYSQL_VARCHAR;
+    case MYSQL_TYPE_TINY_BLOB:
+    case MYSQL_TYPE_MEDIUM_BLOB:
+    case MYSQL_TYPE_LONG_BLOB:
+    case MYSQL_TYPE_BLOB:
+    case MYSQL_TYPE_JSON: return VL_MYSQL_BLOB;
+    case MYSQL_TYPE_ENUM: return VL_MYSQL_ENUM;
+    case MYSQL_TYPE_SET: return VL_MYSQL_SET;
+    case MYSQL_TYPE_GEOMETRY: return VL_MYSQL_GEOMETRY;
+    default: return VL_MYSQL_OTHER;
+    }
+}
+
+static int copy_columns(vl_mysql_result *set, MYSQL_FIELD *fields, unsigned n)
+{
+    unsigned i, flags;
+
+    if (vl__mres_set_columns(set, n) != VL_OK)
+        return VL_ENOMEM;
+    for (i = 0; i < n; i++) {
+        int type = map_type(&fields[i], &flags);
+        if (vl__mres_column(set, i, fields[i].name, fields[i].name_length, type, flags) != VL_OK)
+            return VL_ENOMEM;
+    }
+    return VL_OK;
+}
+
+/* Notes a failure to report once the reply is fully read. */
+static void op_note(op *o, int err, const char *msg)
+{
+    if (o->err == 0) {
+        o->err = err;
+        o->err_msg = msg;
+    }
+    o->discard = 1;
+}
+
+/* Is this error the end of the connection? */
+static int fatal_error(vl_mysql *c, unsigned err)
+{
+    return err >= 2000 || err == 1927 /* killed */ || err == 1053 /* shutdown */ ||
+           sock_of(c) < 0;
+}
+
+/* The statement failed with a Connector/C or server error. */
+static void op_error(vl_mysql *c, op *o, unsigned err, const char *sqlstate, const char *text)
+{
+    int fatal = fatal_error(c, err);
+    int status = fatal ? VL_ECONN : err == 1969 ? VL_ETIMEDOUT : VL_ESERVER;
+    char *m = vl__asprintf("%s: ERROR %u (%s): %s", c->display, err, sqlstate, text);
+    vl_mysql_result *v;
+
+    if (o->res == NULL)
+        o->res = vl__mres_new();
+    v = error_value(o, err, sqlstate, text);
+    c->cur = NULL;
+    c->step = S_NEXT_OP;
+    op_complete(o, status, v, m != NULL ? m : text);
+    if (fatal) {
+        char *why = vl__asprintf("lost (%s)", m != NULL ? m : text);
+        conn_break(c, VL_ECLOSED, why != NULL ? why : "lost");
+        vl__free(why);
+    }
+    vl__free(m);
+}
+
+static void op_error_my(vl_mysql *c, op *o)
+{
+    char text[512];
+    char state[6];
+    unsigned err = mysql_errno(c->my);
+
+    snprintf(text, sizeof(text), "%s", mysql_error(c->my));
+    snprintf(state, sizeof(state), "%s", mysql_sqlstate(c->my));
+    op_error(c, o, err ? err : 2000, state, text);
+}
+
+static void op_error_stmt(vl_mysql *c, op *o, MYSQL_STMT *s)
+{
+    char text[512];
+    char state[6];
+    unsigned err = mysql_stmt_errno(s);
+
+    snprintf(text, sizeof(text), "%s", mysql_stmt_error(s));
+    snprintf(state, sizeof(state), "%s", mysql_stmt_sqlstate(s));
+    if (err == 0) {
+        err = mysql_errno(c->my);
+        snprintf(text, sizeof(text), "%s", mysql_error(c->my));
+        snprintf(state, sizeof(state), "%s", mysql_sqlstate(c->my));
+    }
+    op_error(c, o, err ? err : 2000, state, text);
+}
+
+/* The op finished its reply: complete it with its result or noted error. */
+static void op_finish(vl_mysql *c, op *o)
+{
+    c->cur = NULL;
+    c->step = S_NEXT_OP;
+    if (o->f == NULL) {
+        op_free(o);
+        return;
+    }
+    if (o->err != 0) {
+        char *m = vl__asprintf("%s: %s", c->display, o->err_msg ? o->err_msg : vl_strerror(o->err));
+        vl_mysql_result *r = o->res;
+        o->res = NULL;
+        vl_mysql_result_free(r);
+        op_complete(o, o->err, NULL, m != NULL ? m : vl_strerror(o->err));
+        vl__free(m);
+        return;
+    }
+    if (o->res == NULL) {
+        o->res = vl__mres_new();
+        if (o->res == NULL) {
+            op_complete(o, VL_ENOMEM, NULL, "out of memory");
+            return;
+        }
+    }
+    op_complete(o, VL_OK, o->res, NULL);
+}
+
+/* Delivers the stream batch gathered so far. Returns 0 when the connection
+ * must not be touched any more (freed or closed from the callback). */
+static int stream_deliver(vl_mysql *c, op *o)
+{
+    vl_mysql_result *b = o->batch;
+
+    o->batch = NULL;
+    if (b == NULL)
+        return 1;
+    if (o->f != NULL && !o->discard && vl__mres_finish(b) == VL_OK)
+        o->cb(b, o->ud);
+    vl_mysql_result_free(b);
+    return !c->free_pending && c->state == ST_OPEN;
+}
+
+/* Stores one text-protocol row. */
+static void store_text_row(vl_mysql *c, op *o)
+{
+    unsigned long *lens = mysql_fetch_lengths(c->res);
+    unsigned i, n = mysql_num_fields(c->res);
+    vl_mysql_result *dst;
+    vl__mcell *cells;
+
+    o->rows_started = 1;
+    if (o->discard)
+        return;
+    if (o->stream) {
+        o->streamed++;
+        if (o->batch == NULL) {
+            o->batch = vl__mres_new();
+            if (o->batch == NULL || vl__mres_add(o->batch) == NULL ||
+                vl__mres_copy_columns(o->batch, o->set) != VL_OK) {
+                op_note(o, VL_ENOMEM, "out of memory reading a row");
+                return;
+            }
+        }
+        dst = o->batch;
+    } else {
+        dst = o->set;
+    }
+    cells = vl__mres_row(dst);
+    if (cells == NULL) {
+        op_note(o, VL_ENOMEM, "out of memory reading a row");
+        return;
+    }
+    for (i = 0; i < n; i++) {
+        if (c->row[i] == NULL)
+            continue;
+        if (vl__mres_cell(dst, &cells[i], c->row[i], lens[i]) != VL_OK) {
+            op_note(o, VL_ENOMEM, "out of memory reading a row");
+            return;
+        }
+    }
+}
+
+/* ---- binary protocol helpers ---- */
+
+static int bind_params(vl_mysql *c, op *o)
+{
+    size_t i;
+
+    VL__UNUSED(c);
+    if (o->nparams == 0)
+        return 0;
+    o->pbind = vl__calloc(o->nparams, sizeof(MYSQL_BIND));
+    o->ptimes = vl__calloc(o->nparams, sizeof(MYSQL_TIME));
+    if (o->pbind == NULL || o->ptimes == NULL)
+        return VL_ENOMEM;
+    for (i = 0; i < o->nparams; i++) {
+        vl_mysql_param *p = &o->params[i];
+        MYSQL_BIND *b = &o->pbind[i];
+        MYSQL_TIME *t = &o->ptimes[i];
+        switch (p->type) {
+        case VL_MYSQL_P_NULL:
+            b->buffer_type = MYSQL_TYPE_NULL;
+            break;
+        case VL_MYSQL_P_INT64:
+            b->buffer_type = MYSQL_TYPE_LONGLONG;
+            b->buffer = &p->v.i64;
+            break;
+        case VL_MYSQL_P_UINT64:
+            b->buffer_type = MYSQL_TYPE_LONGLONG;
+            b->buffer = &p->v.u64;
+            b->is_unsigned = 1;
+            break;
+        case VL_MYSQL_P_DOUBLE:
+            b->buffer_type = MYSQL_TYPE_DOUBLE;
+            b->buffer = &p->v.d;
+            break;
+        case VL_MYSQL_P_STRING:
+        case VL_MYSQL_P_BLOB:
+            b->buffer_type = p->type == VL_MYSQL_P_STRING ? MYSQL_TYPE_STRING : MYSQL_TYPE_BLOB;
+            b->buffer = (void *)(uintptr_t)p->v.str.ptr;
+            b->buffer_length = (unsigned long)p->v.str.len;
+            break;
+        case VL_MYSQL_P_DATE:
+        case VL_MYSQL_P_TIME:
+        case VL_MYSQL_P_DATETIME:
+            t->year = p->v.t.year;
+            t->month = p->v.t.month;
+            t->day = p->v.t.day;
+            t->hour = p->v.t.hour;
+            t->minute = p->v.t.minute;
+            t->second = p->v.t.second;
+            t->second_part = p->v.t.usec;
+            t->neg = p->v.t.negative != 0;
+            if (p->type == VL_MYSQL_P_DATE) {
+                b->buffer_type = MYSQL_TYPE_DATE;
+                t->time_type = MYSQL_TIMESTAMP_DATE;
+            } else if (p->type == VL_MYSQL_P_TIME) {
+                b->buffer_type = MYSQL_TYPE_TIME;
+                t->time_type = MYSQL_TIMESTAMP_TIME;
+            } else {
+                b->buffer_type = MYSQL_TYPE_DATETIME;
+                t->time_type = MYSQL_TIMESTAMP_DATETIME;
+            }
+            b->buffer = t;
+            break;
+        default:
+            return VL_EINVAL;
+        }
+    }
+    return 0;
+}
+
+/* Binds result buffers sized from the stored rows' max_length. */
+static int bind_results(op *o)
+{
+    MYSQL_FIELD *fields = mysql_fetch_fields(o->meta);
+    unsigned i, n = mysql_num_fields(o->meta);
+
+    o->rbind = vl__calloc(n ? n : 1, sizeof(MYSQL_BIND));
+    o->rvals = vl__calloc(n ? n : 1, sizeof(xval));
+    o->rlens = vl__calloc(n ? n : 1, sizeof(unsigned long));
+    o->rnulls = vl__calloc(n ? n : 1, sizeof(my_bool));
+    o->rerrs = vl__calloc(n ? n : 1, sizeof(my_bool));
+    o->rbufs = vl__calloc(n ? n : 1, sizeof(char *));
+    if (o->rbind == NULL || o->rvals == NULL || o->rlens == NULL || o->rnulls == NULL ||
+        o->rerrs == NULL || o->rbufs == NULL)
+        return VL_ENOMEM;
+    o->nrbufs = n;
+    for (i = 0; i < n; i++) {
+        MYSQL_BIND *b = &o->rbind[i];
+        b->is_null = &o->rnulls[i];
+        b->length = &o->rlens[i];
+        b->error = &o->rerrs[i];
+        switch (fields[i].type) {
+        case MYSQL_TYPE_TINY:
+        case MYSQL_TYPE_SHORT:
+        case MYSQL_TYPE_INT24:
+        case MYSQL_TYPE_LONG:
+        case MYSQL_TYPE_LONGLONG:
+        case MYSQL_TYPE_YEAR:
+            b->buffer_type = MYSQL_TYPE_LONGLONG;
+            b->buffer = &o->rvals[i].i;
+            b->is_unsigned = (fields[i].flags & UNSIGNED_FLAG) != 0;
+            break;
+        case MYSQL_TYPE_FLOAT:
+            b->buffer_type = MYSQL_TYPE_FLOAT;
+            b->buffer = &o->rvals[i].fl;
+            break;
+        case MYSQL_TYPE_DOUBLE:
+            b->buffer_type = MYSQL_TYPE_DOUBLE;
+            b->buffer = &o->rvals[i].d;
+            break;
+        case MYSQL_TYPE_DATE:
+        case MYSQL_TYPE_NEWDATE:
+        case MYSQL_TYPE_TIME:
+        case MYSQL_TYPE_DATETIME:
+        case MYSQL_TYPE_TIMESTAMP:
+            b->buffer_type = fields[i].type == MYSQL_TYPE_NEWDATE ? MYSQL_TYPE_DATE
+                                                                  : fields[i].type;
+            b->buffer = &o->rvals[i].t;
+            break;
+        default: {
+            size_t cap = (size_t)fields[i].max_length + 1;
+            o->rbufs[i] = vl__malloc(cap);
+            if (o->rbufs[i] == NULL)
+                return VL_ENOMEM;
+            b->buffer_type = MYSQL_TYPE_BLOB;
+            b->buffer = o->rbufs[i];
+            b->buffer_length = (unsigned long)cap;
+            break;
+        }
+        }
+    }
+    return VL_OK;
+}
+
+/* The shortest text that reads back to the same value, like the server's. */
+static int fmt_real(char *buf, size_t cap, double v, int is_float)
+{
+    int p, max = is_float ? 9 : 17;
+
+    for (p = 1; p <= max; p++) {
+        snprintf(buf, cap, "%.*g", p, v);
+        if (is_float ? strtof(buf, NULL) == (float)v : strtod(buf, NULL) == v)
+            break;
+    }
+    return (int)strlen(buf);
+}
+
+static int fmt_time(char *buf, size_t cap, const MYSQL_TIME *t, int type, unsigned decimals)
+{
+    int n;
+    unsigned long frac = t->second_part;
+
+    if (type == MYSQL_TYPE_DATE || type == MYSQL_TYPE_NEWDATE)
+        return snprintf(buf, cap, "%04u-%02u-%02u", t->year, t->month, t->day);
+    if (type == MYSQL_TYPE_TIME)
+        n = snprintf(buf, cap, "%s%02u:%02u:%02u", t->neg ? "-" : "", t->day * 24 + t->hour,
+                     t->minute, t->second);
+    else
+        n = snprintf(buf, cap, "%04u-%02u-%02u %02u:%02u:%02u", t->year, t->month, t->day,
+                     t->hour, t->minute, t->second);
+    if (decimals > 0 && decimals <= 6) {
+        unsigned d;
+        for (d = decimals; d < 6; d++)
+            frac /= 10;
+        n += snprintf(buf + n, cap - (size_t)n, ".%0*lu", (int)decimals, frac);
+    }
+    return n;
+}
+
+/* Converts one fetched binary row into text cells. */
+static int store_binary_row(op *o)
+{
+    MYSQL_FIELD *fields = mysql_fetch_fields(o->meta);
+    unsigned i, n = mysql_num_fields(o->meta);
+    vl__mcell *cells;
+    char buf[64];
+
+    if (o->discard)
+        return VL_OK;
+    cells = vl__mres_row(o->set);
+    if (cells == NULL)
+        return VL_ENOMEM;
+    for (i = 0; i < n; i++) {
+        const char *data = buf;
+        size_t len;
+        if (o->rnulls[i])
+            continue;
+        switch (fields[i].type) {
+        case MYSQL_TYPE_TINY:
+        case MYSQL_TYPE_SHORT:
+        case MYSQL_TYPE_INT24:
+        case MYSQL_TYPE_LONG:
+        case MYSQL_TYPE_LONGLONG:
+            if (fields[i].flags & UNSIGNED_FLAG)
+                len = (size_t)snprintf(buf, sizeof(buf), "%llu",
+                                       (unsigned long long)o->rvals[i].i);
+            else
+                len = (size_t)snprintf(buf, sizeof(buf), "%lld", o->rvals[i].i);
+            break;
+        case MYSQL_TYPE_YEAR:
+            len = (size_t)snprintf(buf, sizeof(buf), "%04lld", o->rvals[i].i);
+            break;
+        case MYSQL_TYPE_FLOAT:
+            len = (size_t)fmt_real(buf, sizeof(buf), o->rvals[i].fl, 1);
+            break;
+        case MYSQL_TYPE_DOUBLE:
+            len = (size_t)fmt_real(buf, sizeof(buf), o->rvals[i].d, 0);
+            break;
+        case MYSQL_TYPE_DATE:
+        case MYSQL_TYPE_NEWDATE:
+        case MYSQL_TYPE_TIME:
+        case MYSQL_TYPE_DATETIME:
+        case MYSQL_TYPE_TIMESTAMP:
+            len = (size_t)fmt_time(buf, sizeof(buf), &o->rvals[i].t, fields[i].type,
+                                   fields[i].decimals);
+            break;
+        default:
+            data = o->rbufs[i];
+            len = o->rlens[i];
+            break;
+        }
+        if (vl__mres_cell(o->set, &cells[i], data, len) != VL_OK)
+            return VL_ENOMEM;
+    }
+    return VL_OK;
+}
+
+/* Which SQL to send: the statement, or the statement under a server-side
+ * time limit. Returns a new string or NULL (ENOMEM). */
+static char *wrap_timeout(const char *sql, size_t len, uint64_t ms, size_t *outlen)
+{
+    char head[96];
+    int hn = snprintf(head, sizeof(head), "SET STATEMENT max_statement_time=%" PRIu64 ".%03u FOR ",
+                      ms / 1000, (unsigned)(ms % 1000));
+    char *s = vl__malloc((size_t)hn + len + 1);
+
+    if (s == NULL)
+        return NULL;
+    memcpy(s, head, (size_t)hn);
+    memcpy(s + hn, sql, len);
+    s[(size_t)hn + len] = '\0';
+    *outlen = (size_t)hn + len;
+    return s;
+}
+
+static void step(vl_mysql *c, int ready)
+{
+    op *o;
+    int st;
+
+    for (;;) {
+        o = c->cur;
+        switch (c->step) {
+        case S_IDLE:
+            return;
+
+        case S_CONNECT_CONT:
+            st = mysql_real_connect_cont(&c->mret, c->my, ready);
+            if (wait_on(c, st, S_CONNECT_CONT))
+                return;
+            /* fallthrough */
+        case S_CONNECT:
+            if (c->mret == NULL) {
+                char text[512], state[6];
+                unsigned err = mysql_errno(c->my);
+                char *m;
+                snprintf(text, sizeof(text), "%s", mysql_error(c->my));
+                snprintf(state, sizeof(state), "%s", mysql_sqlstate(c->my));
+                m = vl__asprintf("connect %s: ERROR %u (%s): %s", c->display, err, state, text);
+                fail_connect(c, VL_ECONN, err, state, m != NULL ? m : text);
+                vl__free(m);
+                return;
+            }
+            c->state = ST_OPEN;
+            c->ever_open = 1;
+            c->dirty = 0;
+            vl__timer_stop(&c->timer);
+            c->step = S_NEXT_OP;
+            break;
+
+        case S_NEXT_OP:
+            if (c->state != ST_OPEN)
+                return;
+            o = c->qhead;
+            if (o == NULL) {
+                /* Idle: watch for a hang-up without keeping the loop alive. */
+                c->step = S_IDLE;
+                c->waiting = 0;
+                vl__timer_stop(&c->timer);
+                io_arm(c, sock_of(c), VL__READ, 1);
+                return;
+            }
+            c->qhead = o->next;
+            if (c->qhead == NULL)
+                c->qtail = NULL;
+            o->next = NULL;
+            c->cur = o;
+            switch (o->kind) {
+            case OP_READY:
+                op_finish(c, o);
+                break;
+            case OP_QUERY:
+                c->step = S_Q_SEND;
+                break;
+            case OP_EXEC:
+                c->step = S_X_BEGIN;
+                break;
+            case OP_PING:
+                c->step = S_PING;
+                break;
+            default:
+                c->step = S_RESET;
+                break;
+            }
+            break;
+
+        /* ---- text protocol ---- */
+        case S_Q_SEND:
+            st = mysql_real_query_start(&c->iret, c->my, o->sql, (unsigned long)o->len);
+            if (wait_on(c, st, S_Q_SEND_CONT))
+                return;
+            goto q_sent;
+        case S_Q_SEND_CONT:
+            st = mysql_real_query_cont(&c->iret, c->my, ready);
+            if (wait_on(c, st, S_Q_SEND_CONT))
+                return;
+        q_sent:
+            if (c->iret != 0) {
+                op_error_my(c, o);
+                break;
+            }
+            c->step = S_Q_RESULT;
+            break;
+
+        case S_Q_RESULT:
+            note_status(c);
+            o->set = NULL;
+            if (!o->discard) {
+                if (o->res == NULL)
+                    o->res = vl__mres_new();
+                o->set = o->res != NULL ? vl__mres_add(o->res) : NULL;
+                if (o->set == NULL)
+                    op_note(o, VL_ENOMEM, "out of memory");
+            }
+            if (mysql_field_count(c->my) == 0) {
+                if (o->set != NULL)
+                    vl__mres_counts(o->set, mysql_affected_rows(c->my), mysql_insert_id(c->my),
+                                    mysql_warning_count(c->my));
+                c->step = S_Q_MORE;
+                break;
+            }
+            c->res = mysql_use_result(c->my);
+            if (c->res == NULL) {
+                op_error_my(c, o);
+                break;
+            }
+            if (o->set != NULL &&
+                copy_columns(o->set, mysql_fetch_fields(c->res), mysql_num_fields(c->res)) !=
+                    VL_OK)
+                op_note(o, VL_ENOMEM, "out of memory");
+            c->step = S_Q_FETCH;
+            break;
+
+        case S_Q_FETCH:
+            st = mysql_fetch_row_start(&c->row, c->res);
+            if (wait_on(c, st, S_Q_FETCH_CONT))
+                return;
+            goto q_fetched;
+        case S_Q_FETCH_CONT:
+            st = mysql_fetch_row_cont(&c->row, c->res, ready);
+            if (wait_on(c, st, S_Q_FETCH_CONT))
+                return;
+        q_fetched:
+            if (c->row != NULL) {
+                store_text_row(c, o);
+                if (o->stream && o->batch != NULL &&
+                    vl_mysql_result_rows(o->batch) >= o->batch_rows) {
+                    if (!stream_deliver(c, o))
+                        return;
+                }
+                c->step = S_Q_FETCH;
+                break;
+            }
+            if (mysql_errno(c->my) != 0) {
+                unsigned err = mysql_errno(c->my);
+                if (c->my->status == MYSQL_STATUS_USE_RESULT && !fatal_error(c, err)) {
+                    /* Connector/C did not finish the result: the connection's
+                     * protocol state is unknown, treat it as lost. */
+                    op_error(c, o, 2013, "HY000", mysql_error(c->my));
+                    break;
+                }
+                c->res->handle = NULL;
+                mysql_free_result(c->res);
+                c->res = NULL;
+                op_error_my(c, o);
+                break;
+            }
+            note_status(c);
+            if (o->set != NULL) {
+                if (vl__mres_finish(o->set) != VL_OK)
+                    op_note(o, VL_ENOMEM, "out of memory");
+                vl__mres_counts(o->set, o->stream ? o->streamed : vl_mysql_result_rows(o->set),
+                                mysql_insert_id(c->my), mysql_warning_count(c->my));
+            }
+            mysql_free_result(c->res); /* every row was read: no I/O */
+            c->res = NULL;
+            if (o->stream && !stream_deliver(c, o))
+                return;
+            c->step = S_Q_MORE;
+            break;
+
+        case S_Q_MORE:
+            if (!mysql_more_results(c->my)) {
+                op_finish(c, o);
+                break;
+            }
+            if (o->stream)
+                op_note(o, VL_EINVAL, "a stream reads one result set; the SQL returned more");
+            c->step = S_Q_NEXT;
+            break;
+        case S_Q_NEXT:
+            st = mysql_next_result_start(&c->iret, c->my);
+            if (wait_on(c, st, S_Q_NEXT_CONT))
+                return;
+            goto q_next;
+        case S_Q_NEXT_CONT:
+            st = mysql_next_result_cont(&c->iret, c->my, ready);
+            if (wait_on(c, st, S_Q_NEXT_CONT))
+                return;
+        q_next:
+            if (c->iret > 0) {
+                op_error_my(c, o);
+                break;
+            }
+            if (c->iret < 0)
+                op_finish(c, o);
+            else
+                c->step = S_Q_RESULT;
+            break;
+
+        /* ---- binary protocol ---- */
+        case S_X_BEGIN:
+            o->st = stmt_find(c, o->sql, o->len);
+            if (o->st != NULL) {
+                c->step = S_X_BIND;
+                break;
+            }
+            o->st = vl__calloc(1, sizeof(*o->st));
+            if (o->st != NULL) {
+                o->st->sql = vl__strndup(o->sql, o->len);
+                o->st->len = o->len;
+                o->st->stmt = o->st->sql != NULL ? mysql_stmt_init(c->my) : NULL;
+            }
+            if (o->st == NULL || o->st->stmt == NULL) {
+                if (o->st != NULL)
+                    vl__free(o->st->sql);
+                vl__free(o->st);
+                o->st = NULL;
+                op_note(o, VL_ENOMEM, "out of memory preparing a statement");
+                op_finish(c, o);
+                break;
+            }
+            {
+                my_bool on = 1;
+                mysql_stmt_attr_set(o->st->stmt, STMT_ATTR_UPDATE_MAX_LENGTH, &on);
+            }
+            c->step = S_X_PREPARE;
+            break;
+        case S_X_PREPARE:
+            st = mysql_stmt_prepare_start(&c->iret, o->st->stmt, o->sql, (unsigned long)o->len);
+            if (wait_on(c, st, S_X_PREPARE_CONT))
+                return;
+            goto x_prepared;
+        case S_X_PREPARE_CONT:
+            st = mysql_stmt_prepare_cont(&c->iret, o->st->stmt, ready);
+            if (wait_on(c, st, S_X_PREPARE_CONT))
+                return;
+        x_prepared:
+            if (c->iret != 0) {
+                stmt_entry *e = o->st;
+                o->st = NULL;
+                op_error_stmt(c, o, e->stmt);
+                mysql_stmt_close(e->stmt);
+                vl__free(e->sql);
+                vl__free(e);
+                break;
+            }
+            while (c->nstmts >= STMT_CACHE_MAX) {
+                stmt_entry *last = c->stmts;
+                while (last->next != NULL)
+                    last = last->next;
+                stmt_evict(c, last);
+            }
+            o->st->next = c->stmts;
+            c->stmts = o->st;
+            c->nstmts++;
+            c->step = S_X_BIND;
+            break;
+        case S_X_BIND: {
+            int rc;
+            if (mysql_stmt_param_count(o->st->stmt) != o->nparams) {
+                char *m = vl__asprintf("the statement has %lu parameter markers, %zu given",
+                                       mysql_stmt_param_count(o->st->stmt), o->nparams);
+                c->cur = NULL;
+                c->step = S_NEXT_OP;
+                op_complete(o, VL_EINVAL, NULL, m != NULL ? m : "parameter count mismatch");
+                vl__free(m);
+                break;
+            }
+            rc = bind_params(c, o);
+            if (rc != 0) {
+                op_note(o, rc, rc == VL_ENOMEM ? "out of memory" : "bad parameter type");
+                op_finish(c, o);
+                break;
+            }
+            if (o->nparams > 0 && mysql_stmt_bind_param(o->st->stmt, o->pbind)) {
+                op_note(o, VL_EINVAL, "cannot bind the parameters");
+                op_finish(c, o);
+                break;
+            }
+            c->step = S_X_EXEC;
+            break;
+        }
+        case S_X_EXEC:
+            st = mysql_stmt_execute_start(&c->iret, o->st->stmt);
+            if (wait_on(c, st, S_X_EXEC_CONT))
+                return;
+            goto x_executed;
+        case S_X_EXEC_CONT:
+            st = mysql_stmt_execute_cont(&c->iret, o->st->stmt, ready);
+            if (wait_on(c, st, S_X_EXEC_CONT))
+                return;
+        x_executed:
+            if (c->iret != 0) {
+                stmt_entry *e = o->st;
+                int fatal;
+                o->st = NULL;
+                op_error_stmt(c, o, e->stmt);
+                fatal = c->state != ST_OPEN;
+                /* A statement that failed to execute is re-prepared next
+                 * time: the error may be ER_NEED_REPREPARE. */
+                if (!fatal)
+                    stmt_evict(c, e);
+                break;
+            }
+            note_status(c);
+            o->res = vl__mres_new();
+            o->set = o->res != NULL ? vl__mres_add(o->res) : NULL;
+            if (o->set == NULL)
+                op_note(o, VL_ENOMEM, "out of memory");
+            if (mysql_stmt_field_count(o->st->stmt) == 0) {
+                if (o->set != NULL)
+                    vl__mres_counts(o->set, mysql_stmt_affected_rows(o->st->stmt),
+                                    mysql_stmt_insert_id(o->st->stmt),
+                                    mysql_warning_count(c->my));
+                op_finish(c, o);
+                break;
+            }
+            c->step = S_X_STORE;
+            break;
+        case S_X_STORE:
+            st = mysql_stmt_store_result_start(&c->iret, o->st->stmt);
+            if (wait_on(c, st, S_X_STORE_CONT))
+                return;
+            goto x_stored;
+        case S_X_STORE_CONT:
+            st = mysql_stmt_store_result_cont(&c->iret, o->st->stmt, ready);
+            if (wait_on(c, st, S_X_STORE_CONT))
+                return;
+        x_stored:
+            if (c->iret != 0) {
+                stmt_entry *e = o->st;
+                o->st = NULL;
+                op_error_stmt(c, o, e->stmt);
+                if (c->state == ST_OPEN)
+                    stmt_evict(c, e);
+                break;
+            }
+            note_status(c);
+            o->meta = mysql_stmt_result_metadata(o->st->stmt);
+            if (o->meta == NULL || bind_results(o) != VL_OK ||
+                mysql_stmt_bind_result(o->st->stmt, o->rbind)) {
+                op_note(o, VL_ENOMEM, "out of memory binding the result");
+                c->step = S_X_FREE;
+                break;
+            }
+            if (o->set != NULL &&
+                copy_columns(o->set, mysql_fetch_fields(o->meta), mysql_num_fields(o->meta)) !=
+                    VL_OK)
+                op_note(o, VL_ENOMEM, "out of memory");
+            c->step = S_X_FETCH;
+            break;
+        case S_X_FETCH:
+            st = mysql_stmt_fetch_start(&c->iret, o->st->stmt);
+            if (wait_on(c, st, S_X_FETCH_CONT))
+                return;
+            goto x_fetched;
+        case S_X_FETCH_CONT:
+            st = mysql_stmt_fetch_cont(&c->iret, o->st->stmt, ready);
+            if (wait_on(c, st, S_X_FETCH_CONT))
+                return;
+        x_fetched:
+            if (c->iret == 0 || c->iret == MYSQL_DATA_TRUNCATED) {
+                if (c->iret == MYSQL_DATA_TRUNCATED)
+                    op_note(o, VL_EPROTO, "a value was truncated");
+                if (!o->discard && store_binary_row(o) != VL_OK)
+                    op_note(o, VL_ENOMEM, "out of memory reading a row");
+                c->step = S_X_FETCH;
+                break;
+            }
+            if (c->iret != MYSQL_NO_DATA) {
+                op_note(o, VL_EPROTO, mysql_stmt_error(o->st->stmt));
+            }
+            c->step = S_X_FREE;
+            break;
+        case S_X_FREE:
+            st = mysql_stmt_free_result_start(&c->bret, o->st->stmt);
+            if (wait_on(c, st, S_X_FREE_CONT))
+                return;
+            goto x_freed;
+        case S_X_FREE_CONT:
+            st = mysql_stmt_free_result_cont(&c->bret, o->st->stmt, ready);
+            if (wait_on(c, st, S_X_FREE_CONT))
+                return;
+        x_freed:
+            xbufs_free(o);
+            if (o->set != NULL) {
+                if (vl__mres_finish(o->set) != VL_OK)
+                    op_note(o, VL_ENOMEM, "out of memory");
+                vl__mres_counts(o->set, vl_mysql_result_rows(o->set), 0,
+                                mysql_warning_count(c->my));
+            }
+            op_finish(c, o);
+            break;
+
+        /* ---- ping and reset ---- */
+        case S_PING:
+            st = mysql_ping_start(&c->iret, c->my);
+            if (wait_on(c, st, S_PING_CONT))
+                return;
+            goto pinged;
+        case S_PING_CONT:
+            st = mysql_ping_cont(&c->iret, c->my, ready);
+            if (wait_on(c, st, S_PING_CONT))
+                return;
+        pinged:
+            if (c->iret != 0) {
+                op_error_my(c, o);
+                break;
+            }
+            op_finish(c, o);
+            break;
+        case S_RESET:
+            /* The server drops prepared statements on reset: close ours first
+             * (COM_STMT_CLOSE has no reply). */
+            stmts_free_all(c);
+            st = mysql_reset_connection_start(&c->iret, c->my);
+            if (wait_on(c, st, S_RESET_CONT))
+                return;
+            goto reset_done;
+        case S_RESET_CONT:
+            st = mysql_reset_connection_cont(&c->iret, c->my, ready);
+            if (wait_on(c, st, S_RESET_CONT))
+                return;
+        reset_done:
+            if (c->iret != 0) {
+                op_error_my(c, o);
+                break;
+            }
+            c->dirty = 0;
+            op_finish(c, o);
+            break;
+        default:
+            return;
+        }
+    }
+}
+
+static void drive(vl_mysql *c, int ready)
+{
+    c->in_drive++;
+    step(c, ready);
+    c->in_drive--;
+    if (c->in_drive == 0 && c->free_pending)
+        conn_destroy(c);
+}
+
+/* ---- public: lifecycle ---- */
+
+void vl_mysql_options_init(vl_mysql_options *o)
+{
+    if (o == NULL)
+        return;
+    memset(o, 0, sizeof(*o));
+    o->connect_timeout_ms = 10000;
+}
+
+static void handle_free(vl__handle *h)
+{
+    vl_mysql *c = (vl_mysql *)(void *)((char *)h - offsetof(vl_mysql, handle));
+
+    c->registered = 0;
+    vl_mysql_free(c);
+}
+
+static vl_mysql *conn_new(vl_loop *loop, const char *url, const vl_mysql_options *opts,
+                          int pooled)
+{
+    vl_mysql *c;
+    int rc;
+
+    if (loop == NULL)
+        return NULL;
+    c = vl__calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->loop = loop;
+    c->pooled = pooled;
+    c->step = S_IDLE;
+    vl__io_init(&c->io, loop, -1, on_io, c);
+    vl__timer_init(&c->timer, loop, on_timer, c);
+    rc = configure(c, url, opts);
+    if (rc == VL_ENOMEM) {
+        conn_destroy(c);
+        return NULL;
+    }
+    if (!pooled) {
+        vl__handle_add(loop, &c->handle, handle_free);
+        c->registered = 1;
+    }
+    if (rc != VL_OK) {
+        c->state = ST_CLOSED;
+        return c;
+    }
+    if (vl__loop_closing(loop)) {
+        c->state = ST_CLOSED;
+        set_failure(c, VL_ECLOSED, 0, NULL, "loop is closing");
+        return c;
+    }
+    if (c->connect_timeout_ms != 0) {
+        c->deadline_ms = vl_loop_now_ms(loop) + c->connect_timeout_ms;
+        vl__timer_start(&c->timer, c->connect_timeout_ms);
+    }
+    if (c->socket_path != NULL) {
+        start_connect(c);
+        return c;
+    }
+    c->state = ST_RESOLVING;
+    {
+        ticket *t = vl__calloc(1, sizeof(*t));
+        vl_future *rf = t != NULL ? vl__resolve(loop, c->host) : NULL;
+        if (rf == NULL) {
+            vl__free(t);
+            c->state = ST_CLOSED;
+            conn_destroy(c);
+            return NULL;
+        }
+        t->c = c;
+        c->ticket = t;
+        vl_future_then(rf, resolved, t);
+    }
+    return c;
+}
+
+vl_mysql *vl_mysql_new(vl_loop *loop, const char *url, const vl_mysql_options *opts)
+{
+    return conn_new(loop, url, opts, 0);
+}
+
+vl_mysql *vl__mysql_new_pooled(vl_loop *loop, const char *url, const vl_mysql_options *opts)
+{
+    return conn_new(loop, url, opts, 1);
+}
+
+static void conn_destroy(vl_mysql *c)
+{
+    op *o;
+
+    if (c->registered) {
+        vl__handle_remove(c->loop, &c->handle);
+        c->registered = 0;
+    }
+    if (c->ticket != NULL) {
+        c->ticket->c = NULL; /* the resolution finishes and is dropped */
+        c->ticket = NULL;
+    }
+    c->hook = NULL;
+    o = c->cur;
+    c->cur = NULL;
+    close_handle(c, c->state == ST_OPEN && o == NULL);
+    c->state = ST_CLOSED;
+    set_failure(c, VL_ECANCELED, 0, NULL, "connection freed");
+    if (o != NULL) {
+        if (o->f != NULL)
+            vl__future_set_source(o->f, NULL, NULL);
+        op_complete(o, VL_ECANCELED, NULL, "connection freed");
+    }
+    fail_queue(c);
+    vl__timer_stop(&c->timer);
+    io_off(c);
+    vl__free(c->display);
+    vl__free(c->host);
+    vl__free(c->addr);
+    vl__free(c->user);
+    free_secret(c->password);
+    vl__free(c->db);
+    vl__free(c->socket_path);
+    vl__free(c->charset);
+    vl__free(c->init_sql);
+    vl__free(c->fail_msg);
+    vl__free(c);
+}
+
+void vl_mysql_free(vl_mysql *c)
+{
+    if (c == NULL)
+        return;
+    if (c->in_drive) {
+        c->free_pending = 1;
+        return;
+    }
+    conn_destroy(c);
+}
+
+const char *vl_mysql_display(const vl_mysql *c)
+{
+    return c != NULL && c->display != NULL ? c->display : "";
+}
+
+int vl_mysql_is_open(const vl_mysql *c)
+{
+    return c != NULL && c->state == ST_OPEN;
+}
+
+/* ---- public: operations ---- */
+
+vl_future *vl_mysql_ready(vl_mysql *c)
+{
+    op *o;
+
+    if (c == NULL)
+        return NULL;
+    o = op_new(c, OP_READY);
+    return o != NULL ? op_submit(c, o) : NULL;
+}
+
+static vl_future *query_op(vl_mysql *c, const char *sql, uint64_t timeout_ms, int stream,
+                           size_t batch_rows, vl_mysql_batch_cb cb, void *ud)
+{
+    op *o;
+    size_t len;
+
+    if (c == NULL)
+        return NULL;
+    if (sql == NULL || (stream && cb == NULL))
+        return vl__future_failed(c->loop, VL_EINVAL, "%s: no SQL or no callback", c->display);
+    o = op_new(c, OP_QUERY);
+    if (o == NULL)
+        return NULL;
+    len = strlen(sql);
+    if (timeout_ms == 0)
+        timeout_ms = c->query_timeout_ms;
+    o->sql = timeout_ms != 0 ? wrap_timeout(sql, len, timeout_ms, &o->len) : vl__strndup(sql, len);
+    if (timeout_ms == 0)
+        o->len = len;
+    if (o->sql == NULL) {
+        op_discard(o);
+        return NULL;
+    }
+    o->stream = stream;
+    o->batch_rows = batch_rows ? batch_rows : DEFAULT_BATCH;
+    o->cb = cb;
+    o->ud = ud;
+    return op_submit(c, o);
+}
+
+vl_future *vl_mysql_query(vl_mysql *c, const char *sql)
+{
+    return query_op(c, sql, 0, 0, 0, NULL, NULL);
+}
+
+vl_future *vl_mysql_query_timeout(vl_mysql *c, const char *sql, uint64_t timeout_ms)
+{
+    return query_op(c, sql, timeout_ms, 0, 0, NULL, NULL);
+}
+
+vl_future *vl_mysql_query_stream(vl_mysql *c, const char *sql, size_t batch_rows,
+                                 vl_mysql_batch_cb cb, void *ud)
+{
+    return query_op(c, sql, 0, 1, batch_rows, cb, ud);
+}
+
+vl_future *vl_mysql_execute(vl_mysql *c, const char *sql, const vl_mysql_param *params, size_t n)
+{
+    op *o;
+    size_t i, total = 0, off = 0;
+
+    if (c == NULL)
+        return NULL;
+    if (sql == NULL || (n > 0 && params == NULL))
+        return vl__future_failed(c->loop, VL_EINVAL, "%s: no SQL or no parameters", c->display);
+    for (i = 0; i < n; i++) {
+        int t = params[i].type;
+        if (t < VL_MYSQL_P_NULL || t > VL_MYSQL_P_DATETIME)
+            return vl__future_failed(c->loop, VL_EINVAL, "%s: parameter %zu has a bad type",
+                                     c->display, i);
+        if ((t == VL_MYSQL_P_STRING || t == VL_MYSQL_P_BLOB) && params[i].v.str.len > 0 &&
+            params[i].v.str.ptr == NULL)
+            return vl__future_failed(c->loop, VL_EINVAL, "%s: parameter %zu has no data",
+                                     c->display, i);
+        if (t == VL_MYSQL_P_STRING || t == VL_MYSQL_P_BLOB)
+            total += params[i].v.str.len;
+    }
+    o = op_new(c, OP_EXEC);
+    if (o == NULL)
+        return NULL;
+    o->len = strlen(sql);
+    o->sql = vl__strndup(sql, o->len);
+    o->params = n > 0 ? vl__calloc(n, sizeof(*o->params)) : NULL;
+    o->pdata = total > 0 ? vl__malloc(total) : NULL;
+    if (o->sql == NULL || (n > 0 && o->params == NULL) || (total > 0 && o->pdata == NULL)) {
+        op_discard(o);
+        return NULL;
+    }
+    o->nparams = n;
+    for (i = 0; i < n; i++) {
+        o->params[i] = params[i];
+        if (params[i].type == VL_MYSQL_P_STRING || params[i].type == VL_MYSQL_P_BLOB) {
+            if (params[i].v.str.len > 0)
+                memcpy(o->pdata + off, params[i].v.str.ptr, params[i].v.str.len);
+            o->params[i].v.str.ptr = o->pdata != NULL ? o->pdata + off : "";
+            off += params[i].v.str.len;
+        }
+    }
+    return op_submit(c, o);
+}
+
+vl_future *vl_mysql_ping(vl_mysql *c)
+{
+    op *o;
+
+    if (c == NULL)
+        return NULL;
+    o = op_new(c, OP_PING);
+    return o != NULL ? op_submit(c, o) : NULL;
+}
+
+vl_future *vl__mysql_reset(vl_mysql *c)
+{
+    op *o = op_new(c, OP_RESET);
+
+    return o != NULL ? op_submit(c, o) : NULL;
+}
+
+long vl_mysql_escape(vl_mysql *c, char *dst, size_t dstcap, const char *src, size_t len)
+{
+    if (c == NULL || dst == NULL || (src == NULL && len > 0))
+        return VL_EINVAL;
+    if (len > (SIZE_MAX - 1) / 2 || dstcap < 2 * len + 1 || len > ULONG_MAX / 2)
+        return VL_EINVAL;
+    if (c->state != ST_OPEN || c->my == NULL)
+        return VL_ESTATE;
+    return (long)mysql_real_escape_string(c->my, dst, src != NULL ? src : "",
+                                          (unsigned long)len);
+}
+
+/* ---- pool hooks ---- */
+
+void vl__mysql_set_hook(vl_mysql *c, vl__mysql_hook fn, void *ud)
+{
+    c->hook = fn;
+    c->hook_ud = ud;
+}
+
+unsigned vl__mysql_state(const vl_mysql *c)
+{
+    unsigned s = 0;
+
+    if (c->state != ST_OPEN)
+        s |= VL__MYSQL_BROKEN;
+    if (c->cur != NULL || c->qhead != NULL)
+        s |= VL__MYSQL_BUSY;
+    if (c->my != NULL && (c->my->server_status & SERVER_STATUS_IN_TRANS))
+        s |= VL__MYSQL_IN_TRANS;
+    if (c->dirty)
+        s |= VL__MYSQL_DIRTY;
+    return s;
+}
+
+int vl__mysql_fail_status(const vl_mysql *c)
+{
+    return c->fail_status;
+}

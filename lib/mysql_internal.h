@@ -1,0 +1,81 @@
+/* lib/mysql_internal.h - what lib/mysql.c, lib/mysql_result.c and
+ * lib/mysql_pool.c share (private, not installed).
+ *
+ * Only lib/mysql.c calls Connector/C. The result arena (mysql_result.c)
+ * stores plain bytes, and the pool (mysql_pool.c) drives connections through
+ * the public API plus the few hooks below.
+ */
+#ifndef VOLLEY_MYSQL_INTERNAL_H
+#define VOLLEY_MYSQL_INTERNAL_H
+
+#include "internal.h"
+#include "volley/mysql.h"
+
+/* Values carried by futures with the VL__VAL_MYSQL tag start with a magic
+ * word, so typed accessors can tell a result from a transaction. */
+#define VL__MYSQL_MAGIC_RESULT 0x4d524553u /* "MRES" */
+#define VL__MYSQL_MAGIC_TX 0x4d545831u     /* "MTX1" */
+
+/* ---- results (lib/mysql_result.c) ---- */
+
+typedef struct vl__mcell {
+    const char *data; /* NULL for SQL NULL */
+    size_t len;
+} vl__mcell;
+
+/* A new, empty result chain: its first link is returned, with no result set
+ * yet (has_rows 0, no columns). NULL when out of memory. */
+vl_mysql_result *vl__mres_new(void);
+/* The link to fill for the next statement: the first link if it is still
+ * unused, otherwise a new one appended to the chain. NULL on ENOMEM. */
+vl_mysql_result *vl__mres_add(vl_mysql_result *root);
+/* Arena allocation tied to the whole chain; NULL on ENOMEM. */
+void *vl__mres_alloc(vl_mysql_result *r, size_t n);
+/* Declares `n` columns (the link then has a result set). VL_OK or VL_ENOMEM. */
+int vl__mres_set_columns(vl_mysql_result *r, size_t n);
+int vl__mres_column(vl_mysql_result *r, size_t i, const char *name, size_t name_len, int type,
+                    unsigned flags);
+/* Copies column metadata from another result (for stream batches). */
+int vl__mres_copy_columns(vl_mysql_result *dst, const vl_mysql_result *src);
+/* A new row of columns() cells, zeroed (every cell NULL); NULL on ENOMEM. */
+vl__mcell *vl__mres_row(vl_mysql_result *r);
+/* Copies `len` bytes (plus a NUL) into the arena and points the cell at
+ * them. VL_OK or VL_ENOMEM. */
+int vl__mres_cell(vl_mysql_result *r, vl__mcell *cell, const char *data, size_t len);
+/* Ends the rows of the link (builds its row index). VL_OK or VL_ENOMEM. */
+int vl__mres_finish(vl_mysql_result *r);
+void vl__mres_counts(vl_mysql_result *r, uint64_t affected, uint64_t insert_id,
+                     unsigned warnings);
+/* Records the error on the chain's first link (message copied). */
+void vl__mres_error(vl_mysql_result *r, unsigned err, const char *sqlstate, const char *msg);
+/* The first link of the chain. */
+vl_mysql_result *vl__mres_root(vl_mysql_result *r);
+
+/* ---- connection hooks for the pool (lib/mysql.c) ---- */
+
+/* Like vl_mysql_new, for a pool: not registered with the loop (the pool
+ * frees it), and session_track_state_change is enabled so a changed session
+ * can be recognised. */
+vl_mysql *vl__mysql_new_pooled(vl_loop *loop, const char *url, const vl_mysql_options *opts);
+
+/* Called when an idle connection's server hangs up or the connection is
+ * closed by an error; the hook may free the connection. */
+typedef void (*vl__mysql_hook)(vl_mysql *c, void *ud);
+void vl__mysql_set_hook(vl_mysql *c, vl__mysql_hook fn, void *ud);
+
+/* State bits for the clean-return rule. */
+#define VL__MYSQL_BROKEN 1   /* closed, failed or never connected */
+#define VL__MYSQL_BUSY 2     /* a statement queued or in flight */
+#define VL__MYSQL_IN_TRANS 4 /* the server reports an open transaction */
+#define VL__MYSQL_DIRTY 8    /* the server reported a session state change */
+unsigned vl__mysql_state(const vl_mysql *c);
+
+/* COM_RESET_CONNECTION (queued like a statement): rolls back, drops session
+ * state and the statement cache. Completes with VL_OK or an error. */
+vl_future *vl__mysql_reset(vl_mysql *c);
+
+/* The failure of a connection that never connected (status and message), to
+ * report to pool waiters. */
+int vl__mysql_fail_status(const vl_mysql *c);
+
+#endif

@@ -1,0 +1,482 @@
+/* lib/mysql_result.c - MySQL results: one allocation arena per chain.
+ *
+ * A result chain (one link per statement of a multi-statement call) lives in
+ * a list of arena chunks owned by its first link, which itself sits at the
+ * start of the first chunk. Rows and cells are bump-allocated and never
+ * freed one by one: vl_mysql_result_free releases the chunks, and that is
+ * all. Rows are linked while they arrive (their count is unknown until the
+ * end) and indexed once, by vl__mres_finish.
+ */
+#include "mysql_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct chunk {
+    struct chunk *next;
+    size_t size;
+} chunk;
+
+typedef struct vl__mcol {
+    const char *name;
+    int type;
+    unsigned flags;
+} vl__mcol;
+
+typedef struct rowlink {
+    struct rowlink *next;
+    vl__mcell cells[];
+} rowlink;
+
+struct vl_mysql_result {
+    uint32_t magic;
+    vl_mysql_result *root;
+    vl_mysql_result *next;
+    vl_mysql_result *last;  /* root: the chain's last link */
+    int used;               /* this link holds a statement's outcome */
+    int has_rows;
+    size_t ncols;
+    vl__mcol *cols;
+    size_t nrows;
+    vl__mcell **rows;       /* built by vl__mres_finish */
+    rowlink *rhead, *rtail;
+    uint64_t affected;
+    uint64_t insert_id;
+    unsigned warnings;
+    /* root only: the arena and the error of a failed future */
+    chunk *chunks;
+    char *cur;
+    size_t left;
+    size_t next_size;
+    unsigned err_no;
+    char sqlstate[6];
+    const char *err_msg;
+};
+
+#define ALIGN 16u
+#define FIRST_CHUNK 4096u
+#define MAX_CHUNK (1u << 20)
+
+static size_t round_up(size_t n)
+{
+    return (n + ALIGN - 1) & ~(size_t)(ALIGN - 1);
+}
+
+static size_t header_size(void)
+{
+    return round_up(sizeof(chunk));
+}
+
+vl_mysql_result *vl__mres_new(void)
+{
+    size_t hs = header_size(), rs = round_up(sizeof(vl_mysql_result));
+    chunk *ch = vl__malloc(FIRST_CHUNK);
+    vl_mysql_result *r;
+
+    if (ch == NULL)
+        return NULL;
+    ch->next = NULL;
+    ch->size = FIRST_CHUNK;
+    r = (vl_mysql_result *)(void *)((char *)ch + hs);
+    memset(r, 0, sizeof(*r));
+    r->magic = VL__MYSQL_MAGIC_RESULT;
+    r->root = r;
+    r->last = r;
+    r->chunks = ch;
+    r->cur = (char *)ch + hs + rs;
+    r->left = FIRST_CHUNK - hs - rs;
+    r->next_size = FIRST_CHUNK * 2;
+    r->sqlstate[0] = '\0';
+    return r;
+}
+
+void *vl__mres_alloc(vl_mysql_result *r, size_t n)
+{
+    vl_mysql_result *root = r->root;
+    size_t need = round_up(n ? n : 1), hs = header_size(), size;
+    chunk *ch;
+    void *p;
+
+    if (need <= root->left) {
+        p = root->cur;
+        root->cur += need;
+        root->left -= need;
+        return p;
+    }
+    if (need > SIZE_MAX - hs)
+        return NULL;
+    if (need > MAX_CHUNK / 4) {
+        /* A big value gets a chunk of its own, so the current chunk's free
+         * space is kept for the small cells that follow. */
+        ch = vl__malloc(hs + need);
+        if (ch == NULL)
+            return NULL;
+        ch->size = hs + need;
+        ch->next = root->chunks->next;
+        root->chunks->next = ch;
+        return (char *)ch + hs;
+    }
+    size = root->next_size;
+    while (size < hs + need)
+        size *= 2;
+    ch = vl__malloc(size);
+    if (ch == NULL)
+        return NULL;
+    if (root->next_size < MAX_CHUNK)
+        root->next_size *= 2;
+    ch->size = size;
+    /* The first chunk holds the root itself and must stay first. */
+    ch->next = root->chunks->next;
+    root->chunks->next = ch;
+    p = (char *)ch + hs;
+    root->cur = (char *)p + need;
+    root->left = size - hs - need;
+    return p;
+}
+
+vl_mysql_result *vl__mres_root(vl_mysql_result *r)
+{
+    return r->root;
+}
+
+vl_mysql_result *vl__mres_add(vl_mysql_result *root)
+{
+    vl_mysql_result *r;
+
+    root = root->root;
+    if (!root->last->used) {
+        root->last->used = 1;
+        return root->last;
+    }
+    r = vl__mres_alloc(root, sizeof(*r));
+    if (r == NULL)
+        return NULL;
+    memset(r, 0, sizeof(*r));
+    r->magic = VL__MYSQL_MAGIC_RESULT;
+    r->root = root;
+    r->used = 1;
+    root->last->next = r;
+    root->last = r;
+    return r;
+}
+
+int vl__mres_set_columns(vl_mysql_result *r, size_t n)
+{
+    r->has_rows = 1;
+    r->ncols = n;
+    r->cols = vl__mres_alloc(r, (n ? n : 1) * sizeof(*r->cols));
+    if (r->cols == NULL) {
+        r->ncols = 0;
+        return VL_ENOMEM;
+    }
+    memset(r->cols, 0, (n ? n : 1) * sizeof(*r->cols));
+    return VL_OK;
+}
+
+int vl__mres_column(vl_mysql_result *r, size_t i, const char *name, size_t name_len, int type,
+                    unsigned flags)
+{
+    char *s = vl__mres_alloc(r, name_len + 1);
+
+    if (s == NULL)
+        return VL_ENOMEM;
+    memcpy(s, name, name_len);
+    s[name_len] = '\0';
+    r->cols[i].name = s;
+    r->cols[i].type = type;
+    r->cols[i].flags = flags;
+    return VL_OK;
+}
+
+int vl__mres_copy_columns(vl_mysql_result *dst, const vl_mysql_result *src)
+{
+    size_t i;
+
+    if (vl__mres_set_columns(dst, src->ncols) != VL_OK)
+        return VL_ENOMEM;
+    for (i = 0; i < src->ncols; i++)
+        if (vl__mres_column(dst, i, src->cols[i].name, strlen(src->cols[i].name),
+                            src->cols[i].type, src->cols[i].flags) != VL_OK)
+            return VL_ENOMEM;
+    return VL_OK;
+}
+
+vl__mcell *vl__mres_row(vl_mysql_result *r)
+{
+    rowlink *l = vl__mres_alloc(r, sizeof(rowlink) + r->ncols * sizeof(vl__mcell));
+
+    if (l == NULL)
+        return NULL;
+    l->next = NULL;
+    memset(l->cells, 0, r->ncols * sizeof(vl__mcell));
+    if (r->rtail != NULL)
+        r->rtail->next = l;
+    else
+        r->rhead = l;
+    r->rtail = l;
+    r->nrows++;
+    return l->cells;
+}
+
+int vl__mres_cell(vl_mysql_result *r, vl__mcell *cell, const char *data, size_t len)
+{
+    char *s = vl__mres_alloc(r, len + 1);
+
+    if (s == NULL)
+        return VL_ENOMEM;
+    if (len > 0)
+        memcpy(s, data, len);
+    s[len] = '\0';
+    cell->data = s;
+    cell->len = len;
+    return VL_OK;
+}
+
+int vl__mres_finish(vl_mysql_result *r)
+{
+    rowlink *l;
+    size_t i = 0;
+
+    r->rows = vl__mres_alloc(r, (r->nrows ? r->nrows : 1) * sizeof(*r->rows));
+    if (r->rows == NULL)
+        return VL_ENOMEM;
+    for (l = r->rhead; l != NULL; l = l->next)
+        r->rows[i++] = l->cells;
+    return VL_OK;
+}
+
+void vl__mres_counts(vl_mysql_result *r, uint64_t affected, uint64_t insert_id, unsigned warnings)
+{
+    r->affected = affected;
+    r->insert_id = insert_id;
+    r->warnings = warnings;
+}
+
+void vl__mres_error(vl_mysql_result *r, unsigned err, const char *sqlstate, const char *msg)
+{
+    vl_mysql_result *root = r->root;
+    size_t n = msg != NULL ? strlen(msg) : 0;
+    char *m;
+
+    root->err_no = err;
+    snprintf(root->sqlstate, sizeof(root->sqlstate), "%s", sqlstate != NULL ? sqlstate : "");
+    m = vl__mres_alloc(root, n + 1);
+    if (m != NULL) {
+        if (n > 0)
+            memcpy(m, msg, n);
+        m[n] = '\0';
+        root->err_msg = m;
+    }
+}
+
+/* ---- public accessors ---- */
+
+void vl_mysql_result_free(vl_mysql_result *r)
+{
+    chunk *ch;
+
+    if (r == NULL || r->root != r)
+        return;
+    ch = r->chunks;
+    while (ch != NULL) {
+        chunk *n = ch->next;
+        vl__free(ch);
+        ch = n;
+    }
+}
+
+static vl_mysql_result *value_result(const vl_future *f)
+{
+    vl_mysql_result *r;
+
+    if (f == NULL || vl__future_vtype(f) != VL__VAL_MYSQL)
+        return NULL;
+    r = vl_future_value(f);
+    if (r == NULL || r->magic != VL__MYSQL_MAGIC_RESULT)
+        return NULL;
+    return r;
+}
+
+vl_mysql_result *vl_future_mysql_result(const vl_future *f)
+{
+    return value_result(f);
+}
+
+vl_mysql_result *vl_mysql_result_next(const vl_mysql_result *r)
+{
+    return r != NULL ? r->next : NULL;
+}
+
+int vl_mysql_result_has_rows(const vl_mysql_result *r)
+{
+    return r != NULL && r->has_rows;
+}
+
+size_t vl_mysql_result_columns(const vl_mysql_result *r)
+{
+    return r != NULL ? r->ncols : 0;
+}
+
+size_t vl_mysql_result_rows(const vl_mysql_result *r)
+{
+    return r != NULL ? r->nrows : 0;
+}
+
+const char *vl_mysql_result_column_name(const vl_mysql_result *r, size_t col)
+{
+    return r != NULL && col < r->ncols ? r->cols[col].name : NULL;
+}
+
+int vl_mysql_result_column_type(const vl_mysql_result *r, size_t col)
+{
+    return r != NULL && col < r->ncols ? r->cols[col].type : -1;
+}
+
+unsigned vl_mysql_result_column_flags(const vl_mysql_result *r, size_t col)
+{
+    return r != NULL && col < r->ncols ? r->cols[col].flags : 0;
+}
+
+long vl_mysql_result_column_index(const vl_mysql_result *r, const char *name)
+{
+    size_t i;
+
+    if (r == NULL || name == NULL)
+        return -1;
+    for (i = 0; i < r->ncols; i++)
+        if (strcmp(r->cols[i].name, name) == 0)
+            return (long)i;
+    return -1;
+}
+
+static const vl__mcell *cell_at(const vl_mysql_result *r, size_t row, size_t col)
+{
+    if (r == NULL || r->rows == NULL || row >= r->nrows || col >= r->ncols)
+        return NULL;
+    return &r->rows[row][col];
+}
+
+const char *vl_mysql_result_value(const vl_mysql_result *r, size_t row, size_t col, size_t *len)
+{
+    const vl__mcell *c = cell_at(r, row, col);
+
+    if (len != NULL)
+        *len = c != NULL ? c->len : 0;
+    return c != NULL ? c->data : NULL;
+}
+
+int vl_mysql_result_is_null(const vl_mysql_result *r, size_t row, size_t col)
+{
+    const vl__mcell *c = cell_at(r, row, col);
+
+    return c == NULL || c->data == NULL;
+}
+
+/* Checks the cell before a numeric read: VL_OK, VL_ESTATE or VL_EINVAL. */
+static int numeric_cell(const vl_mysql_result *r, size_t row, size_t col, const vl__mcell **out)
+{
+    const vl__mcell *c = cell_at(r, row, col);
+
+    if (c == NULL)
+        return VL_EINVAL;
+    if (c->data == NULL)
+        return VL_ESTATE;
+    if (c->len == 0 || strlen(c->data) != c->len)
+        return VL_EINVAL;
+    *out = c;
+    return VL_OK;
+}
+
+int vl_mysql_result_int64(const vl_mysql_result *r, size_t row, size_t col, int64_t *out)
+{
+    const vl__mcell *c;
+    char *end;
+    long long v;
+    int rc = numeric_cell(r, row, col, &c);
+
+    if (rc != VL_OK)
+        return rc;
+    errno = 0;
+    v = strtoll(c->data, &end, 10);
+    if (errno != 0 || *end != '\0')
+        return VL_EINVAL;
+    if (out != NULL)
+        *out = (int64_t)v;
+    return VL_OK;
+}
+
+int vl_mysql_result_uint64(const vl_mysql_result *r, size_t row, size_t col, uint64_t *out)
+{
+    const vl__mcell *c;
+    char *end;
+    unsigned long long v;
+    int rc = numeric_cell(r, row, col, &c);
+
+    if (rc != VL_OK)
+        return rc;
+    if (c->data[0] == '-')
+        return VL_EINVAL;
+    errno = 0;
+    v = strtoull(c->data, &end, 10);
+    if (errno != 0 || *end != '\0')
+        return VL_EINVAL;
+    if (out != NULL)
+        *out = (uint64_t)v;
+    return VL_OK;
+}
+
+int vl_mysql_result_double(const vl_mysql_result *r, size_t row, size_t col, double *out)
+{
+    const vl__mcell *c;
+    char *end;
+    double v;
+    int rc = numeric_cell(r, row, col, &c);
+
+    if (rc != VL_OK)
+        return rc;
+    errno = 0;
+    v = strtod(c->data, &end);
+    if (errno == ERANGE || *end != '\0')
+        return VL_EINVAL;
+    if (out != NULL)
+        *out = v;
+    return VL_OK;
+}
+
+uint64_t vl_mysql_result_affected_rows(const vl_mysql_result *r)
+{
+    return r != NULL ? r->affected : 0;
+}
+
+uint64_t vl_mysql_result_insert_id(const vl_mysql_result *r)
+{
+    return r != NULL ? r->insert_id : 0;
+}
+
+unsigned vl_mysql_result_warnings(const vl_mysql_result *r)
+{
+    return r != NULL ? r->warnings : 0;
+}
+
+unsigned vl_mysql_errno(const vl_future *f)
+{
+    vl_mysql_result *r = value_result(f);
+
+    return r != NULL ? r->err_no : 0;
+}
+
+const char *vl_mysql_sqlstate(const vl_future *f)
+{
+    vl_mysql_result *r = value_result(f);
+
+    return r != NULL ? r->sqlstate : "";
+}
+
+const char *vl_mysql_error(const vl_future *f)
+{
+    vl_mysql_result *r = value_result(f);
+
+    return r != NULL && r->err_msg != NULL ? r->err_msg : "";
+}

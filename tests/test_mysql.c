@@ -1,0 +1,616 @@
+/* tests/test_mysql.c - one MySQL connection against a real mariadbd (started
+ * by tests/servers.sh): connecting, text queries and their results, server
+ * errors as data, escaping, timeouts, teardown and out-of-memory.
+ */
+#include "testutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int setup(void **state)
+{
+    (void)state;
+    tu_alloc_install();
+    return 0;
+}
+
+static char url_buf[512];
+
+/* The TCP URL of the test server, with extra query parameters. */
+static const char *tcp_url(const char *params)
+{
+    snprintf(url_buf, sizeof(url_buf), "mysql://%s:%s@127.0.0.1:%s/%s%s%s",
+             tu_env("VL_TEST_MYSQL_USER"), tu_env("VL_TEST_MYSQL_PASSWORD"),
+             tu_env("VL_TEST_MYSQL_PORT"), tu_env("VL_TEST_MYSQL_DB"), params ? "?" : "",
+             params ? params : "");
+    return url_buf;
+}
+
+/* Runs `f` to completion and returns it (the caller frees it). */
+static vl_future *wait_for(vl_loop *loop, vl_future *f)
+{
+    assert_non_null(f);
+    vl_loop_run_until(loop, f);
+    assert_true(vl_future_done(f));
+    return f;
+}
+
+static vl_mysql *connect_ok(vl_loop *loop, const char *url)
+{
+    vl_mysql *c = vl_mysql_new(loop, url, NULL);
+    vl_future *f;
+
+    assert_non_null(c);
+    f = wait_for(loop, vl_mysql_ready(c));
+    if (vl_future_status(f) != VL_OK)
+        fail_msg("connect: %s", vl_future_error(f));
+    vl_future_free(f);
+    return c;
+}
+
+/* Runs one query and checks it succeeded; the caller frees the future. */
+static vl_future *query_ok(vl_loop *loop, vl_mysql *c, const char *sql)
+{
+    vl_future *f = wait_for(loop, vl_mysql_query(c, sql));
+
+    if (vl_future_status(f) != VL_OK)
+        fail_msg("%s: %s", sql, vl_future_error(f));
+    assert_non_null(vl_future_mysql_result(f));
+    return f;
+}
+
+static void exec_ok(vl_loop *loop, vl_mysql *c, const char *sql)
+{
+    vl_future_free(query_ok(loop, c, sql));
+}
+
+static void select_values(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_mysql *c;
+    vl_future *f;
+    vl_mysql_result *r;
+    size_t len;
+    const char *v;
+    int64_t i;
+
+    (void)state;
+    c = connect_ok(loop, tcp_url(NULL));
+    assert_true(vl_mysql_is_open(c));
+    f = query_ok(loop, c, "SELECT 1 AS one, 'abc' AS s, NULL AS n, '' AS e, X'610062' AS b");
+    r = vl_future_mysql_result(f);
+    assert_true(vl_mysql_result_has_rows(r));
+    assert_int_equal(vl_mysql_result_columns(r), 5);
+    assert_int_equal(vl_mysql_result_rows(r), 1);
+    assert_string_equal(vl_mysql_result_column_name(r, 0), "one");
+    assert_string_equal(vl_mysql_result_column_name(r, 4), "b");
+    assert_int_equal(vl_mysql_result_column_index(r, "n"), 2);
+    assert_int_equal(vl_mysql_result_column_index(r, "zz"), -1);
+    assert_int_equal(vl_mysql_result_int64(r, 0, 0, &i), VL_OK);
+    assert_int_equal(i, 1);
+    v = vl_mysql_result_value(r, 0, 1, &len);
+    assert_int_equal(len, 3);
+    assert_string_equal(v, "abc");
+    /* NULL and the empty string are different things. */
+    assert_null(vl_mysql_result_value(r, 0, 2, &len));
+    assert_true(vl_mysql_result_is_null(r, 0, 2));
+    assert_int_equal(vl_mysql_result_int64(r, 0, 2, &i), VL_ESTATE);
+    v = vl_mysql_result_value(r, 0, 3, &len);
+    assert_non_null(v);
+    assert_int_equal(len, 0);
+    assert_false(vl_mysql_result_is_null(r, 0, 3));
+    /* Binary-safe: an embedded NUL keeps its length. */
+    v = vl_mysql_result_value(r, 0, 4, &len);
+    assert_int_equal(len, 3);
+    assert_memory_equal(v, "a\0b", 3);
+    assert_true(vl_mysql_result_column_flags(r, 4) & VL_MYSQL_FLAG_BINARY);
+    assert_false(vl_mysql_result_column_flags(r, 1) & VL_MYSQL_FLAG_BINARY);
+    assert_null(vl_mysql_result_value(r, 1, 0, &len));
+    assert_null(vl_mysql_result_next(r));
+    vl_future_free(f);
+    vl_mysql_free(c);
+    tu_loop_finish(loop);
+}
+
+/* Both unix-socket URL forms, and a host name resolved off the loop. */
+static void socket_and_hostname(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    char url[600];
+    vl_mysql *c;
+    vl_future *f;
+
+    (void)state;
+    snprintf(url, sizeof(url), "mysql://%s:%s@localhost/%s?socket=%s",
+             tu_env("VL_TEST_MYSQL_USER"), tu_env("VL_TEST_MYSQL_PASSWORD"),
+             tu_env("VL_TEST_MYSQL_DB"), tu_env("VL_TEST_MYSQL_SOCK"));
+    c = connect_ok(loop, url);
+    f = query_ok(loop, c, "SELECT DATABASE()");
+    assert_string_equal(vl_mysql_result_value(vl_future_mysql_result(f), 0, 0, NULL),
+                        tu_env("VL_TEST_MYSQL_DB"));
+    vl_future_free(f);
+    vl_mysql_free(c);
+
+    snprintf(url, sizeof(url), "unix://%s?user=%s&password=%s&db=%s", tu_env("VL_TEST_MYSQL_SOCK"),
+             tu_env("VL_TEST_MYSQL_USER"), tu_env("VL_TEST_MYSQL_PASSWORD"),
+             tu_env("VL_TEST_MYSQL_DB"));
+    c = connect_ok(loop, url);
+    exec_ok(loop, c, "SELECT 1");
+    vl_mysql_free(c);
+
+    snprintf(url, sizeof(url), "mysql://%s:%s@localhost:%s/%s", tu_env("VL_TEST_MYSQL_USER"),
+             tu_env("VL_TEST_MYSQL_PASSWORD"), tu_env("VL_TEST_MYSQL_PORT"),
+             tu_env("VL_TEST_MYSQL_DB"));
+    c = connect_ok(loop, url);
+    /* The display form names the endpoint and never the password. */
+    assert_non_null(strstr(vl_mysql_display(c), "localhost"));
+    assert_null(strstr(vl_mysql_display(c), tu_env("VL_TEST_MYSQL_PASSWORD")));
+    vl_mysql_free(c);
+    tu_loop_finish(loop);
+}
+
+/* A server error is data: errno and SQLSTATE readable, connection usable. */
+static void syntax_error(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_mysql *c;
+    vl_future *f;
+
+    (void)state;
+    c = connect_ok(loop, tcp_url(NULL));
+    f = wait_for(loop, vl_mysql_query(c, "SELEKT 1"));
+    assert_int_equal(vl_future_status(f), VL_ESERVER);
+    assert_int_equal(vl_mysql_errno(f), 1064);
+    assert_string_equal(vl_mysql_sqlstate(f), "42000");
+    assert_non_null(strstr(vl_mysql_error(f), "SQL syntax"));
+    assert_non_null(strstr(vl_future_error(f), "1064"));
+    vl_future_free(f);
+    f = query_ok(loop, c, "SELECT 2");
+    assert_string_equal(vl_mysql_result_value(vl_future_mysql_result(f), 0, 0, NULL), "2");
+    vl_future_free(f);
+    assert_int_equal(vl_mysql_errno(NULL), 0);
+    assert_string_equal(vl_mysql_sqlstate(NULL), "");
+    vl_mysql_free(c);
+    tu_loop_finish(loop);
+}
+
+/* Statements queue FIFO on one connection; gathered futures all complete. */
+static void fifo_queue(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_mysql *c = vl_mysql_new(loop, tcp_url(NULL), NULL);
+    vl_future *fs[20], *all;
+    char sql[64];
+    int i;
+
+    (void)state;
+    /* Queued before the connection is even up. */
+    for (i = 0; i < 20; i++) {
+        snprintf(sql, sizeof(sql), "SELECT %d", i);
+        fs[i] = vl_mysql_query(c, sql);
+        assert_non_null(fs[i]);
+    }
+    all = wait_for(loop, vl_future_all(loop, fs, 20));
+    assert_int_equal(vl_future_status(all), VL_OK);
+    for (i = 0; i < 20; i++) {
+        int64_t v;
+        vl_mysql_result *r = vl_future_mysql_result(vl_future_child(all, (size_t)i));
+        assert_int_equal(vl_mysql_result_int64(r, 0, 0, &v), VL_OK);
+        assert_int_equal(v, i);
+    }
+    vl_future_free(all);
+    vl_mysql_free(c);
+    tu_loop_finish(loop);
+}
+
+static void counts_and_multi(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_mysql *c;
+    vl_future *f;
+    vl_mysql_result *r;
+
+    (void)state;
+    c = connect_ok(loop, tcp_url("multi_statements=1"));
+    exec_ok(loop, c, "DROP TABLE IF EXISTS t_counts");
+    exec_ok(loop, c, "CREATE TABLE t_counts (id INT AUTO_INCREMENT PRIMARY KEY, v TINYINT)");
+    f = query_ok(loop, c, "INSERT INTO t_counts (v) VALUES (1), (2), (3)");
+    r = vl_future_mysql_result(f);
+    assert_false(vl_mysql_result_has_rows(r));
+    assert_int_equal(vl_mysql_result_affected_rows(r), 3);
+    assert_int_equal(vl_mysql_result_insert_id(r), 1);
+    vl_future_free(f);
+    /* 1000 does not fit a TINYINT: clipped, with a warning (non-strict). */
+    f = query_ok(loop, c, "SET STATEMENT sql_mode='' FOR UPDATE t_counts SET v = 1000 WHERE id = 2");
+    r = vl_future_mysql_result(f);
+    assert_int_equal(vl_mysql_result_affected_rows(r), 1);
+    assert_int_equal(vl_mysql_result_warnings(r), 1);
+    vl_future_free(f);
+
+    /* Three statements, three results in one chain. */
+    f = query_ok(loop, c, "SELECT 1; UPDATE t_counts SET v = 5; SELECT id, v FROM t_counts ORDER BY id");
+    r = vl_future_mysql_result(f);
+    assert_true(vl_mysql_result_has_rows(r));
+    assert_int_equal(vl_mysql_result_rows(r), 1);
+    r = vl_mysql_result_next(r);
+    assert_non_null(r);
+    assert_false(vl_mysql_result_has_rows(r));
+    assert_int_equal(vl_mysql_result_affected_rows(r), 3);
+    r = vl_mysql_result_next(r);
+    assert_non_null(r);
+    assert_int_equal(vl_mysql_result_rows(r), 3);
+    assert_string_equal(vl_mysql_result_value(r, 2, 1, NULL), "5");
+    assert_null(vl_mysql_result_next(r));
+    vl_future_free(f);
+
+    /* The second statement fails: the first result stays readable. */
+    f = wait_for(loop, vl_mysql_query(c, "SELECT 7; SELECT * FROM no_such_table; SELECT 8"));
+    assert_int_equal(vl_future_status(f), VL_ESERVER);
+    assert_int_equal(vl_mysql_errno(f), 1146);
+    assert_string_equal(vl_mysql_sqlstate(f), "42S02");
+    r = vl_future_mysql_result(f);
+    assert_non_null(r);
+    assert_string_equal(vl_mysql_result_value(r, 0, 0, NULL), "7");
+    vl_future_free(f);
+    exec_ok(loop, c, "DROP TABLE t_counts");
+    vl_mysql_free(c);
+
+    /* Without the opt-in, "a; b" is a syntax error. */
+    c = connect_ok(loop, tcp_url(NULL));
+    f = wait_for(loop, vl_mysql_query(c, "SELECT 1; SELECT 2"));
+    assert_int_equal(vl_future_status(f), VL_ESERVER);
+    assert_int_equal(vl_mysql_errno(f), 1064);
+    vl_future_free(f);
+    exec_ok(loop, c, "SELECT 3");
+    vl_mysql_free(c);
+    tu_loop_finish(loop);
+}
+
+static void escaping(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_mysql *c = vl_mysql_new(loop, tcp_url("charset=utf8mb4"), NULL);
+    char dst[128], sql[300];
+    const char *in = "it's \"quoted\"\\ \xc3\xa9t\xc3\xa9 \xf0\x9f\x8e\x89";
+    vl_future *f;
+    long n;
+    size_t len;
+    const char *v;
+
+    (void)state;
+    /* The character set is only known once connected. */
+    assert_int_equal(vl_mysql_escape(c, dst, sizeof(dst), in, strlen(in)), VL_ESTATE);
+    f = wait_for(loop, vl_mysql_ready(c));
+    assert_int_equal(vl_future_status(f), VL_OK);
+    vl_future_free(f);
+    assert_int_equal(vl_mysql_escape(c, dst, 4, in, strlen(in)), VL_EINVAL);
+    n = vl_mysql_escape(c, dst, sizeof(dst), in, strlen(in));
+    assert_true(n > (long)strlen(in));
+    assert_int_equal((size_t)n, strlen(dst));
+    snprintf(sql, sizeof(sql), "SELECT '%s', CHARSET('%s')", dst, dst);
+    f = query_ok(loop, c, sql);
+    v = vl_mysql_result_value(vl_future_mysql_result(f), 0, 0, &len);
+    assert_int_equal(len, strlen(in));
+    assert_memory_equal(v, in, len);
+    assert_string_equal(vl_mysql_result_value(vl_future_mysql_result(f), 0, 1, NULL), "utf8mb4");
+    vl_future_free(f);
+    vl_mysql_free(c);
+    tu_loop_finish(loop);
+}
+
+/* Connect failures: clear, no password, no crash, no leak. */
+static void connect_errors(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    char url[600];
+    const char *pw = "s3cr3t-Pa55";
+    vl_mysql *c;
+    vl_future *f, *q;
+
+    (void)state;
+    /* Bad credentials. */
+    snprintf(url, sizeof(url), "mysql://%s:%s@127.0.0.1:%s/%s", tu_env("VL_TEST_MYSQL_USER"), pw,
+             tu_env("VL_TEST_MYSQL_PORT"), tu_env("VL_TEST_MYSQL_DB"));
+    c = vl_mysql_new(loop, url, NULL);
+    f = vl_mysql_ready(c);
+    q = vl_mysql_query(c, "SELECT 1");
+    wait_for(loop, f);
+    wait_for(loop, q);
+    assert_int_equal(vl_future_status(f), VL_ECONN);
+    assert_int_equal(vl_mysql_errno(f), 1045);
+    assert_string_equal(vl_mysql_sqlstate(f), "28000");
+    assert_null(strstr(vl_future_error(f), pw));
+    assert_non_null(strstr(vl_future_error(f), "127.0.0.1"));
+    /* What was queued fails the same way. */
+    assert_int_equal(vl_future_status(q), VL_ECONN);
+    assert_int_equal(vl_mysql_errno(q), 1045);
+    vl_future_free(f);
+    vl_future_free(q);
+    f = wait_for(loop, vl_mysql_query(c, "SELECT 1"));
+    assert_int_equal(vl_future_status(f), VL_ECONN);
+    vl_future_free(f);
+    assert_false(vl_mysql_is_open(c));
+    vl_mysql_free(c);
+
+    /* Unknown database. */
+    snprintf(url, sizeof(url), "mysql://%s:%s@127.0.0.1:%s/no_such_db", tu_env("VL_TEST_MYSQL_USER"),
+             tu_env("VL_TEST_MYSQL_PASSWORD"), tu_env("VL_TEST_MYSQL_PORT"));
+    c = vl_mysql_new(loop, url, NULL);
+    f = wait_for(loop, vl_mysql_ready(c));
+    assert_int_equal(vl_future_status(f), VL_ECONN);
+    assert_int_equal(vl_mysql_errno(f), 1049);
+    assert_null(strstr(vl_future_error(f), tu_env("VL_TEST_MYSQL_PASSWORD")));
+    vl_future_free(f);
+    vl_mysql_free(c);
+
+    /* Refused port (port 1 on loopback has no listener). */
+    snprintf(url, sizeof(url), "mysql://u:%s@127.0.0.1:1/db", pw);
+    c = vl_mysql_new(loop, url, NULL);
+    f = wait_for(loop, vl_mysql_ready(c));
+    assert_int_equal(vl_future_status(f), VL_ECONN);
+    assert_true(vl_mysql_errno(f) == 2002 || vl_mysql_errno(f) == 2003);
+    assert_null(strstr(vl_future_error(f), pw));
+    vl_future_free(f);
+    vl_mysql_free(c);
+
+    /* Bad URLs. */
+    c = vl_mysql_new(loop, "mysql//nope", NULL);
+    assert_non_null(c);
+    f = wait_for(loop, vl_mysql_ready(c));
+    assert_int_equal(vl_future_status(f), VL_EINVAL);
+    vl_future_free(f);
+    vl_mysql_free(c);
+    c = vl_mysql_new(loop, "mysql://u:p@127.0.0.1:99999/db", NULL);
+    f = wait_for(loop, vl_mysql_query(c, "SELECT 1"));
+    assert_int_equal(vl_future_status(f), VL_EINVAL);
+    vl_future_free(f);
+    vl_mysql_free(c);
+    snprintf(url, sizeof(url), "mysql://u:%s@127.0.0.1/db?bogus=1", pw);
+    c = vl_mysql_new(loop, url, NULL);
+    f = wait_for(loop, vl_mysql_ready(c));
+    assert_int_equal(vl_future_status(f), VL_EINVAL);
+    assert_non_null(strstr(vl_future_error(f), "bogus"));
+    assert_null(strstr(vl_future_error(f), pw));
+    vl_future_free(f);
+    vl_mysql_free(c);
+
+    /* TLS is refused, never silently downgraded. */
+    snprintf(url, sizeof(url), "mysql://u:%s@127.0.0.1/db?ssl=1", pw);
+    c = vl_mysql_new(loop, url, NULL);
+    f = wait_for(loop, vl_mysql_ready(c));
+    assert_int_equal(vl_future_status(f), VL_EUNSUPPORTED);
+    assert_non_null(strstr(vl_future_error(f), "TLS"));
+    assert_null(strstr(vl_future_error(f), pw));
+    vl_future_free(f);
+    vl_mysql_free(c);
+    c = vl_mysql_new(loop, "mysql://u:p@127.0.0.1/db?tls=required", NULL);
+    f = wait_for(loop, vl_mysql_ready(c));
+    assert_int_equal(vl_future_status(f), VL_EUNSUPPORTED);
+    vl_future_free(f);
+    vl_mysql_free(c);
+
+    /* An unknown host name fails through the resolver. */
+    c = vl_mysql_new(loop, "mysql://u:p@no-such-host.invalid/db", NULL);
+    f = wait_for(loop, vl_mysql_ready(c));
+    assert_int_equal(vl_future_status(f), VL_ECONN);
+    vl_future_free(f);
+    vl_mysql_free(c);
+    tu_loop_finish(loop);
+}
+
+/* A server-side statement limit keeps the connection; a client-side
+ * deadline closes it. */
+static void timeouts(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_mysql *c;
+    vl_future *f, *q;
+
+    (void)state;
+    c = connect_ok(loop, tcp_url(NULL));
+    f = wait_for(loop, vl_mysql_query_timeout(c, "SELECT SLEEP(5)", 100));
+    /* SLEEP() interrupted by max_statement_time returns 1 in some versions,
+     * or fails with 1969: both leave the connection usable. */
+    if (vl_future_status(f) != VL_OK) {
+        assert_int_equal(vl_future_status(f), VL_ETIMEDOUT);
+        assert_int_equal(vl_mysql_errno(f), 1969);
+    }
+    vl_future_free(f);
+    f = wait_for(loop, vl_mysql_query_timeout(c, "SELECT COUNT(*) FROM information_schema.columns a, information_schema.columns b, information_schema.columns c", 50));
+    assert_int_equal(vl_future_status(f), VL_ETIMEDOUT);
+    assert_int_equal(vl_mysql_errno(f), 1969);
+    assert_string_equal(vl_mysql_sqlstate(f), "70100");
+    vl_future_free(f);
+    exec_ok(loop, c, "SELECT 1");
+    assert_true(vl_mysql_is_open(c));
+
+    /* The client-side deadline: the connection is closed. */
+    f = vl_future_timeout(vl_mysql_query(c, "SELECT SLEEP(5)"), 50);
+    q = vl_mysql_query(c, "SELECT 1");
+    wait_for(loop, f);
+    wait_for(loop, q);
+    assert_int_equal(vl_future_status(f), VL_ETIMEDOUT);
+    assert_int_equal(vl_future_status(q), VL_ECLOSED);
+    assert_false(vl_mysql_is_open(c));
+    vl_future_free(f);
+    vl_future_free(q);
+    f = wait_for(loop, vl_mysql_query(c, "SELECT 1"));
+    assert_int_equal(vl_future_status(f), VL_ECLOSED);
+    vl_future_free(f);
+    vl_mysql_free(c);
+
+    /* Cancelling a statement still in the queue only removes it. */
+    c = connect_ok(loop, tcp_url(NULL));
+    f = vl_mysql_query(c, "SELECT SLEEP(0.05)");
+    q = vl_mysql_query(c, "SELECT 2");
+    assert_int_equal(vl_future_cancel(q), 1);
+    wait_for(loop, f);
+    assert_int_equal(vl_future_status(f), VL_OK);
+    assert_int_equal(vl_future_status(q), VL_ECANCELED);
+    assert_true(vl_mysql_is_open(c));
+    vl_future_free(f);
+    vl_future_free(q);
+    exec_ok(loop, c, "SELECT 3");
+    vl_mysql_free(c);
+    tu_loop_finish(loop);
+}
+
+static void free_cb(vl_future *f, void *ud)
+{
+    int *calls = ud;
+
+    (void)f;
+    calls[0]++;
+    calls[1] = vl_future_status(f);
+}
+
+/* Freeing a connection completes every pending future with VL_ECANCELED,
+ * also from inside a callback. */
+static void free_pending(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_mysql *c;
+    vl_future *a, *b, *r;
+    int ca[2] = {0, 0}, cb[2] = {0, 0};
+
+    (void)state;
+    c = vl_mysql_new(loop, tcp_url(NULL), NULL);
+    /* Freed while still resolving/connecting. */
+    a = vl_mysql_query(c, "SELECT 1");
+    vl_future_then(a, free_cb, ca);
+    vl_mysql_free(c);
+    vl_loop_run(loop);
+    assert_int_equal(ca[0], 1);
+    assert_int_equal(ca[1], VL_ECANCELED);
+
+    c = connect_ok(loop, tcp_url(NULL));
+    a = vl_mysql_query(c, "SELECT SLEEP(1)");
+    b = vl_mysql_query(c, "SELECT 2");
+    vl_future_then(a, free_cb, ca);
+    vl_future_then(b, free_cb, cb);
+    r = vl_loop_sleep(loop, 20);
+    wait_for(loop, r);
+    vl_future_free(r);
+    ca[0] = 0;
+    vl_mysql_free(c);
+    vl_loop_run(loop);
+    assert_int_equal(ca[0], 1);
+    assert_int_equal(ca[1], VL_ECANCELED);
+    assert_int_equal(cb[0], 1);
+    assert_int_equal(cb[1], VL_ECANCELED);
+
+    /* A connection left open is freed with the loop. */
+    c = connect_ok(loop, tcp_url(NULL));
+    a = vl_mysql_query(c, "SELECT SLEEP(1)");
+    ca[0] = 0;
+    vl_future_then(a, free_cb, ca);
+    assert_int_equal(vl_loop_alive(loop) > 0, 1);
+    vl_loop_free(loop);
+    assert_int_equal(ca[0], 1);
+    assert_int_equal(ca[1], VL_ECANCELED);
+    assert_int_equal(tu_alloc_live(), 0);
+}
+
+typedef struct freer {
+    vl_mysql *c;
+    int calls;
+} freer;
+
+static void free_conn_cb(vl_future *f, void *ud)
+{
+    freer *fr = ud;
+
+    (void)f;
+    fr->calls++;
+    vl_mysql_free(fr->c);
+}
+
+static void free_from_callback(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    freer fr = {0};
+    vl_future *a, *b;
+    int cb[2] = {0, 0};
+
+    (void)state;
+    fr.c = connect_ok(loop, tcp_url(NULL));
+    a = vl_mysql_query(fr.c, "SELECT 1");
+    b = vl_mysql_query(fr.c, "SELECT SLEEP(1)");
+    vl_future_then(a, free_conn_cb, &fr);
+    vl_future_then(b, free_cb, cb);
+    vl_loop_run(loop);
+    assert_int_equal(fr.calls, 1);
+    assert_int_equal(cb[0], 1);
+    assert_int_equal(cb[1], VL_ECANCELED);
+    tu_loop_finish(loop);
+}
+
+/* Out of memory at every allocation of connect + query: a clean error or
+ * success, never a crash or a leak. */
+static void out_of_memory(void **state)
+{
+    long n, total;
+    int successes = 0;
+
+    (void)state;
+    tcp_url(NULL);
+    {
+        vl_loop *loop = vl_loop_new();
+        vl_mysql *c;
+        vl_future *f;
+        tu_alloc_fail_at(0);
+        c = vl_mysql_new(loop, url_buf, NULL);
+        f = wait_for(loop, vl_mysql_query(c, "SELECT 1, 'x', NULL"));
+        assert_int_equal(vl_future_status(f), VL_OK);
+        vl_future_free(f);
+        vl_mysql_free(c);
+        total = tu_alloc_count();
+        tu_loop_finish(loop);
+    }
+    for (n = 1; n <= total + 2; n++) {
+        vl_loop *loop;
+        vl_mysql *c;
+        vl_future *f;
+        tu_alloc_fail_at(n);
+        loop = vl_loop_new();
+        if (loop == NULL)
+            continue;
+        c = vl_mysql_new(loop, url_buf, NULL);
+        if (c != NULL) {
+            f = vl_mysql_query(c, "SELECT 1, 'x', NULL");
+            if (f != NULL) {
+                vl_loop_run_until(loop, f);
+                if (vl_future_status(f) == VL_OK)
+                    successes++;
+                else
+                    assert_true(vl_future_status(f) == VL_ENOMEM || vl_future_status(f) == VL_ECONN);
+                vl_future_free(f);
+            }
+            vl_mysql_free(c);
+        }
+        vl_loop_run(loop);
+        tu_alloc_fail_at(0);
+        tu_loop_finish(loop);
+    }
+    assert_true(successes > 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(select_values, setup),
+        cmocka_unit_test_setup(socket_and_hostname, setup),
+        cmocka_unit_test_setup(syntax_error, setup),
+        cmocka_unit_test_setup(fifo_queue, setup),
+        cmocka_unit_test_setup(counts_and_multi, setup),
+        cmocka_unit_test_setup(escaping, setup),
+        cmocka_unit_test_setup(connect_errors, setup),
+        cmocka_unit_test_setup(timeouts, setup),
+        cmocka_unit_test_setup(free_pending, setup),
+        cmocka_unit_test_setup(free_from_callback, setup),
+        cmocka_unit_test_setup(out_of_memory, setup),
+    };
+
+    return tu_run("mysql", tests, sizeof(tests) / sizeof(tests[0]));
+}
