@@ -9,6 +9,7 @@
 #include "volley/common.h"
 #include "volley/loop.h"
 #include "volley/future.h"
+#include "volley/redis.h"
 #include "volley/mysql.h"
 
 #endif

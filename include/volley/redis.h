@@ -1,0 +1,198 @@
+/* volley/redis.h - Redis connections, replies and pools.
+ *
+ * Built on hiredis's asynchronous API (RESP2, no TLS). Every call below
+ * belongs to the loop's thread (see volley/loop.h); every command returns a
+ * vl_future * that follows the rules of volley/future.h: NULL only when out
+ * of memory, and the callback runs exactly once, from the loop.
+ *
+ * ---- Endpoints --------------------------------------------------------------
+ *
+ *   redis://[[user]:password@]host[:port][/db]      port 6379, db 0 by default
+ *   unix:///path/to.sock[?db=N]                       unix:// may carry :pw@ too
+ *
+ * Every part is percent-decoded. A password makes the connection send
+ * "AUTH password" (or "AUTH user password" when a user is given) and a db
+ * other than 0 makes it send "SELECT db", both before any command of yours.
+ * Commands issued meanwhile wait and are written only once the handshake has
+ * succeeded, so a failed SELECT can never send them to the wrong database.
+ * Host names are resolved on a worker thread (vl_loop_run_in_thread), so the
+ * loop never blocks in getaddrinfo. Messages name the endpoint in its
+ * printable form, e.g. "connect redis://127.0.0.1:20001: Connection refused";
+ * no message ever contains the password.
+ *
+ * ---- Errors -----------------------------------------------------------------
+ *
+ *   VL_EINVAL       malformed URL, NULL or empty command, bad format string
+ *   VL_EUNSUPPORTED rediss:// (TLS), and SUBSCRIBE/PSUBSCRIBE/UNSUBSCRIBE/
+ *                   PUNSUBSCRIBE/MONITOR, which change the reply stream and
+ *                   are not offered on a command connection
+ *   VL_ECONN        name resolution, connect, AUTH or SELECT failed, the
+ *                   connect timeout passed, or the connection was lost
+ *   VL_ETIMEDOUT    the command timeout (or a vl_future_timeout) passed
+ *   VL_ESERVER      the server replied with an error ("-ERR ..."). That is
+ *                   data: the message is the server's text and the reply (of
+ *                   type VL_REDIS_ERROR) stays readable in the future
+ *   VL_ECANCELED    the future was cancelled, or its connection/pool freed
+ *   VL_ENOMEM       out of memory (only ever for that one future)
+ *
+ * ---- Reconnection -----------------------------------------------------------
+ *
+ * A connection is opened at once by vl_redis_new and reopened whenever it is
+ * lost, after a backoff that starts at reconnect_min_ms, doubles with each
+ * failed attempt up to reconnect_max_ms, and is drawn at random from the
+ * upper half of that range (jitter) so that many clients do not reconnect in
+ * step. A successful handshake resets the backoff.
+ *
+ *  - Commands issued while a connection attempt is under way (resolving,
+ *    connecting, AUTH/SELECT) wait for it, each within its own command
+ *    timeout; if the attempt fails they fail with VL_ECONN and its message.
+ *  - Commands issued while the connection is down, between two attempts,
+ *    FAIL FAST with VL_ECONN and the message of the last failure. They are
+ *    never queued for a later attempt.
+ *  - When the connection drops, every command in flight fails with VL_ECONN:
+ *    a command that may have reached the server is never retried.
+ *  - After a reconnect the database of the URL is selected again; a SELECT
+ *    you issued yourself is not replayed.
+ *
+ * ---- Cancellation and timeouts ----------------------------------------------
+ *
+ * A command that times out or is cancelled fails alone: the connection stays
+ * up, and the reply that arrives later is read and dropped, never given to
+ * another command. A command that was not written yet is simply not sent.
+ */
+#ifndef VOLLEY_REDIS_H
+#define VOLLEY_REDIS_H
+
+#include <stdarg.h>
+
+#include "common.h"
+#include "future.h"
+#include "loop.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct vl_redis vl_redis;
+typedef struct vl_redis_reply vl_redis_reply;
+
+/* ==== Replies ================================================================
+ *
+ * A reply is one allocation: the element tree and every string live in a
+ * single block. Inside a future's callback the reply is borrowed from the
+ * future (valid until the callback returns, or until the future is freed for
+ * a future you own). Keep it with vl_future_take(f) and free it with
+ * vl_redis_reply_free. Elements are borrowed from their root reply and are
+ * never freed on their own. */
+
+enum {
+    VL_REDIS_STRING = 1,  /* bulk string, binary-safe */
+    VL_REDIS_ARRAY = 2,   /* multi-bulk, may nest */
+    VL_REDIS_INTEGER = 3,
+    VL_REDIS_NIL = 4,     /* null bulk string or null array */
+    VL_REDIS_STATUS = 5,  /* "+OK" */
+    VL_REDIS_ERROR = 6    /* "-ERR ..." */
+};
+
+/* The reply of a completed Redis command future, or NULL (still pending,
+ * failed without a reply, value taken, or not a Redis future). Borrowed. */
+VL_EXPORT const vl_redis_reply *vl_future_redis_reply(const vl_future *f);
+
+/* The type of `r`, one of VL_REDIS_STRING ... VL_REDIS_ERROR (0 when r is NULL). */
+VL_EXPORT int vl_redis_reply_type(const vl_redis_reply *r);
+
+/* The integer of an INTEGER reply; 0 for the other types. */
+VL_EXPORT long long vl_redis_reply_integer(const vl_redis_reply *r);
+
+/* The bytes of a STRING, STATUS or ERROR reply, NUL-terminated for
+ * convenience (but may contain NUL bytes: use `len`). Borrowed from the root
+ * reply. NULL for the other types; *len (if len is not NULL) gets the length,
+ * or 0. */
+VL_EXPORT const char *vl_redis_reply_str(const vl_redis_reply *r, size_t *len);
+
+/* The number of elements of an ARRAY reply; 0 for the other types. */
+VL_EXPORT size_t vl_redis_reply_count(const vl_redis_reply *r);
+
+/* Element i of an ARRAY reply (borrowed from the root), or NULL when out of
+ * range or not an array. */
+VL_EXPORT const vl_redis_reply *vl_redis_reply_element(const vl_redis_reply *r, size_t i);
+
+/* Frees a reply taken with vl_future_take. Only a root may be passed, never
+ * an element. NULL is a no-op. */
+VL_EXPORT void vl_redis_reply_free(vl_redis_reply *r);
+
+/* ==== Connections ============================================================ */
+
+typedef struct vl_redis_options {
+    uint32_t connect_timeout_ms; /* resolve + connect + AUTH/SELECT; 5000. 0: off */
+    uint32_t command_timeout_ms; /* per command, from the call on; 0 (off) */
+    uint32_t reconnect_min_ms;   /* first backoff; 100 */
+    uint32_t reconnect_max_ms;   /* backoff ceiling; 5000 */
+    int reconnect;               /* 1 (default): reopen a lost connection; 0: stay down */
+} vl_redis_options;
+
+/* Fills `o` with the defaults above. Zero-filling an options struct by hand
+ * instead turns every timeout off and disables reconnection. */
+VL_EXPORT void vl_redis_options_init(vl_redis_options *o);
+
+enum {
+    VL_REDIS_CONNECTING = 1, /* resolving, connecting, or in AUTH/SELECT */
+    VL_REDIS_READY = 2,      /* commands are written at once */
+    VL_REDIS_DOWN = 3,       /* between attempts: commands fail fast */
+    VL_REDIS_INVALID = 4     /* bad URL: every command fails with its error */
+};
+
+/* Makes a connection to `url` on `loop` and starts connecting at once. `url`
+ * and `opts` are copied; `opts` may be NULL for the defaults.
+ *
+ * Returns NULL only when out of memory (or loop is NULL). A malformed or
+ * unsupported URL still gives a connection, in state VL_REDIS_INVALID, whose
+ * every command fails with VL_EINVAL (VL_EUNSUPPORTED for rediss://) and a
+ * message saying what is wrong; vl_redis_error() tells the same at once.
+ *
+ * The connection belongs to the loop: vl_loop_free frees it if you have not.
+ * While it is open it keeps vl_loop_run running (like any open handle); use
+ * vl_loop_run_until or free it when done. */
+VL_EXPORT vl_redis *vl_redis_new(vl_loop *loop, const char *url, const vl_redis_options *opts);
+
+/* Sends a command built printf-style by hiredis's formatter: "%s" is a C
+ * string argument, "%b" a binary one (pointer, size_t length), "%d"/"%lld"
+ * etc. are formatted into an argument; spaces separate arguments. Pipelining
+ * is free: issue many commands without waiting; replies come back in order.
+ *
+ * Returns a future whose value is the vl_redis_reply (also on VL_ESERVER),
+ * or NULL when out of memory or c is NULL. Every other failure arrives
+ * through the future. The arguments are copied before the call returns. */
+VL_EXPORT vl_future *vl_redis_command(vl_redis *c, const char *fmt, ...);
+VL_EXPORT vl_future *vl_redis_commandv(vl_redis *c, const char *fmt, va_list ap);
+
+/* Sends argv[0..argc) as one command. argvlen may be NULL when every
+ * argument is a C string; otherwise argvlen[i] is the length of argv[i],
+ * which may contain any bytes (binary-safe). The same future as above. */
+VL_EXPORT vl_future *vl_redis_command_argv(vl_redis *c, int argc, const char **argv,
+                                           const size_t *argvlen);
+
+/* Closes and frees the connection now. Every pending future (in flight or
+ * waiting) completes with VL_ECANCELED; their callbacks run from the loop
+ * later, as always. Legal from inside any volley callback (rule 5): hiredis
+ * is never on the stack when your code runs, and a free requested from
+ * inside volley's own I/O handling is deferred until hiredis has returned.
+ * NULL is a no-op. */
+VL_EXPORT void vl_redis_free(vl_redis *c);
+
+/* The last detailed error of the connection (connect, auth, lost
+ * connection...), "" when there was none. Borrowed: valid until the next
+ * call on c. Never contains the password. */
+VL_EXPORT const char *vl_redis_error(const vl_redis *c);
+
+/* The state of the connection: VL_REDIS_CONNECTING, _READY, _DOWN or _INVALID. */
+VL_EXPORT int vl_redis_state(const vl_redis *c);
+
+/* Commands issued and not yet completed (in flight or waiting), including
+ * the ones cancelled or timed out whose late reply is still due. */
+VL_EXPORT size_t vl_redis_pending(const vl_redis *c);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,1251 @@
+/* lib/redis.c - a Redis connection: hiredis's async API on volley's loop.
+ *
+ * The adapter. hiredis asks for read and write interest through five hooks
+ * (ev.addRead ... ev.cleanup); they drive one vl__io watcher. hiredis's own
+ * libev adapter is not used because only lib/loop.c may include <ev.h>.
+ *
+ * Matching replies. hiredis calls back the reply callbacks in the order the
+ * commands were written; each callback gets its entry as private data, so a
+ * reply always reaches the entry it belongs to. An entry whose future was
+ * cancelled or timed out stays in place with its future pointer cleared:
+ * its late reply is read and dropped, never handed to the next command.
+ *
+ * Safe points. Our hiredis callbacks never run user code: completing a
+ * future only queues it on the loop. So hiredis is never on the stack when
+ * user code runs, and vl_redis_free can call redisAsyncFree directly. The
+ * only teardowns decided while hiredis is on the stack (a failed AUTH or
+ * SELECT, a free requested by a pool from inside an event) are recorded and
+ * carried out when redisAsyncHandleRead/Write has returned, because hiredis
+ * must not free a context from inside its own reply processing.
+ *
+ * Teardown. Whoever starts it (hiredis on EOF or a failed connect, or us),
+ * hiredis first calls every pending reply callback with a NULL reply, then
+ * the cleanup hook, then frees the context. The NULL replies fail their
+ * futures; the cleanup hook moves the connection to DOWN and schedules the
+ * reconnect.
+ *
+ * Command timeouts. All commands of a connection have the same timeout, so
+ * their deadlines grow in the order they were issued, which is also the
+ * order of the lists. One timer serves them all, and a cursor walks the
+ * in-flight list once: no per-command timer, no rescan.
+ */
+#include "redis_internal.h"
+#include "url.h"
+
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+enum { K_USER = 0, K_AUTH, K_SELECT };
+enum { W_NONE = 0, W_WAIT, W_FLIGHT };
+enum { S_CONNECTING = VL_REDIS_CONNECTING, S_READY = VL_REDIS_READY, S_DOWN = VL_REDIS_DOWN,
+       S_INVALID = VL_REDIS_INVALID };
+
+/* What a command does to the connection state a lease must return clean. */
+#define CF_MULTI 1u
+#define CF_EXEC 2u    /* EXEC and DISCARD: end MULTI and WATCH */
+#define CF_WATCH 4u
+#define CF_UNWATCH 8u
+#define CF_SELECT 16u
+
+/* Entries kept for reuse per connection: enough for a deep pipeline without
+ * allocating per command in steady state, bounded so a burst is returned. */
+#define SPARE_MAX 1024
+
+typedef struct rentry rentry;
+struct rentry {
+    rentry *prev, *next;
+    vl_redis *c;
+    vl_future *f;      /* NULL for handshake entries and once abandoned */
+    char *cmd;         /* W_WAIT: the formatted command, not yet written */
+    size_t len;
+    uint64_t deadline; /* loop ms; 0: none */
+    unsigned char kind;
+    unsigned char flags;
+    unsigned char where;
+};
+
+typedef struct rlist {
+    rentry *head, *tail;
+    size_t n;
+} rlist;
+
+/* A resolution in progress. Its callback may run after the connection was
+ * freed (the future's callback is owed once), so it goes through this. */
+typedef struct rtoken {
+    vl_redis *c;
+    vl_future *f;
+} rtoken;
+
+/* A watcher of the connection and whether we unref'd it (pooled idle). */
+typedef struct ctimer {
+    vl__timer t;
+    int unref;
+} ctimer;
+
+struct vl_redis {
+    vl_loop *loop;
+    vl__handle handle;
+    int registered;
+    vl__url url;
+    int has_url;
+    int db;
+    int state;
+    int invalid_status;
+    vl_redis_options opts;
+    redisAsyncContext *ac;
+    vl__io io;
+    int io_events;
+    int io_unref;
+    ctimer connect_timer, retry_timer, cmd_timer;
+    rlist wait;        /* user commands waiting for the handshake */
+    rlist flight;      /* written to hiredis, reply due */
+    rentry *tcur;      /* first in-flight entry the timeout scan has not passed */
+    rentry *spare;
+    size_t nspare;
+    size_t nuser;      /* user entries in wait + flight */
+    int handshake_left;
+    rtoken *resolving;
+    char *err;         /* last error message */
+    char *drop_msg;    /* message for the teardown under way (NULL: no memory) */
+    int drop_status;
+    int drop_set;      /* drop_status is set for the teardown under way */
+    unsigned attempts; /* failed attempts since the last handshake */
+    int ever_ready;
+    int in_hiredis;
+    int tearing;       /* inside our own redisAsyncFree */
+    int drop_requested;
+    int free_requested;
+    int closing;
+    int weak;          /* pooled: idle means unref'd */
+    int in_multi, watching, db_changed;
+    unsigned epoch;
+    uint64_t connects, reconnects, connect_errors;
+    vl__redis_event_fn ev_fn;
+    void *ev_ud;
+};
+
+static void conn_down(vl_redis *c, int status, const char *msg);
+static void start_attempt(vl_redis *c);
+static void hold_settle(vl_redis *c);
+
+/* ---- small helpers ---- */
+
+static void set_str(char **dst, const char *s)
+{
+    char *copy = s != NULL ? vl__strdup(s) : NULL;
+
+    vl__free(*dst);
+    *dst = copy;
+}
+
+static void emit(vl_redis *c, int event)
+{
+    if (c->ev_fn != NULL && !c->closing)
+        c->ev_fn(c, event, c->ev_ud);
+}
+
+static void list_append(rlist *l, rentry *e)
+{
+    e->next = NULL;
+    e->prev = l->tail;
+    if (l->tail != NULL)
+        l->tail->next = e;
+    else
+        l->head = e;
+    l->tail = e;
+    l->n++;
+}
+
+static void list_unlink(rlist *l, rentry *e)
+{
+    if (e->prev != NULL)
+        e->prev->next = e->next;
+    else
+        l->head = e->next;
+    if (e->next != NULL)
+        e->next->prev = e->prev;
+    else
+        l->tail = e->prev;
+    e->prev = e->next = NULL;
+    l->n--;
+}
+
+/* ---- holding the loop ----
+ * A standalone connection keeps the loop running like any open handle. A
+ * pooled one lets go of it while nothing is pending: its watchers are
+ * unref'd, and ref'd again before anything changes them (libev wants a
+ * watcher ref'd again before it is stopped). A one-shot timer that fires
+ * was stopped by libev itself, so its callback re-refs first. */
+
+static void io_ref(vl_redis *c)
+{
+    if (c->io_unref) {
+        vl__loop_ref(c->loop);
+        c->io_unref = 0;
+    }
+}
+
+static void timer_ref(vl_redis *c, ctimer *t)
+{
+    if (t->unref) {
+        vl__loop_ref(c->loop);
+        t->unref = 0;
+    }
+}
+
+static void timer_start(vl_redis *c, ctimer *t, uint64_t ms)
+{
+    timer_ref(c, t);
+    vl__timer_start(&t->t, ms);
+}
+
+static void timer_stop(vl_redis *c, ctimer *t)
+{
+    timer_ref(c, t);
+    vl__timer_stop(&t->t);
+}
+
+static void io_apply(vl_redis *c)
+{
+    int fd = c->ac != NULL ? c->ac->c.fd : -1;
+
+    io_ref(c);
+    vl__io_set(&c->io, fd, fd >= 0 ? c->io_events : 0);
+}
+
+static void hold_settle(vl_redis *c)
+{
+    ctimer *ts[2];
+    int i;
+
+    if (!c->weak || c->closing)
+        return;
+    ts[0] = &c->connect_timer;
+    ts[1] = &c->retry_timer;
+    if (c->nuser > 0) {
+        io_ref(c);
+        for (i = 0; i < 2; i++)
+            timer_ref(c, ts[i]);
+        return;
+    }
+    if (!c->io_unref && c->io.events != 0 && c->io.fd >= 0) {
+        vl__loop_unref(c->loop);
+        c->io_unref = 1;
+    }
+    for (i = 0; i < 2; i++) {
+        if (!ts[i]->unref && vl__timer_active(&ts[i]->t)) {
+            vl__loop_unref(c->loop);
+            ts[i]->unref = 1;
+        }
+    }
+}
+
+/* ---- entries ---- */
+
+static rentry *entry_get(vl_redis *c)
+{
+    rentry *e = c->spare;
+
+    if (e != NULL) {
+        c->spare = e->next;
+        c->nspare--;
+    } else {
+        e = vl__malloc(sizeof(*e));
+        if (e == NULL)
+            return NULL;
+    }
+    memset(e, 0, sizeof(*e));
+    e->c = c;
+    return e;
+}
+
+/* Recycles an entry that has left both lists. */
+static void entry_put(vl_redis *c, rentry *e)
+{
+    int user = e->kind == K_USER && e->where != W_NONE;
+
+    if (e->cmd != NULL)
+        vl__redis_cmd_free(e->cmd);
+    e->cmd = NULL;
+    e->where = W_NONE;
+    if (c->nspare < SPARE_MAX) {
+        e->next = c->spare;
+        c->spare = e;
+        c->nspare++;
+    } else {
+        vl__free(e);
+    }
+    if (user && --c->nuser == 0) {
+        timer_stop(c, &c->cmd_timer);
+        emit(c, VL__REDIS_EV_IDLE);
+    }
+}
+
+static void wait_unlink(vl_redis *c, rentry *e)
+{
+    list_unlink(&c->wait, e);
+}
+
+static void flight_append(vl_redis *c, rentry *e)
+{
+    e->where = W_FLIGHT;
+    list_append(&c->flight, e);
+    if (c->tcur == NULL)
+        c->tcur = e;
+}
+
+static void flight_unlink(vl_redis *c, rentry *e)
+{
+    if (c->tcur == e)
+        c->tcur = e->next;
+    list_unlink(&c->flight, e);
+}
+
+/* Completes the future of `e` (if any) and forgets it. */
+static void entry_fail(vl_redis *c, rentry *e, int status, const char *msg)
+{
+    vl_future *f = e->f;
+
+    if (f == NULL)
+        return;
+    e->f = NULL;
+    vl__future_complete(f, status, NULL, VL__VAL_NONE, NULL, msg);
+    emit(c, VL__REDIS_EV_DONE);
+}
+
+static void free_reply_value(void *v)
+{
+    vl_redis_reply_free(v);
+}
+
+static void entry_deliver(vl_redis *c, rentry *e, const redisReply *r)
+{
+    vl_future *f = e->f;
+    vl_redis_reply *copy;
+
+    if (f == NULL)
+        return;
+    e->f = NULL;
+    copy = vl__redis_reply_copy(r);
+    if (copy == NULL)
+        vl__future_complete(f, VL_ENOMEM, NULL, VL__VAL_NONE, NULL, "out of memory copying a reply");
+    else if (r->type == REDIS_REPLY_ERROR)
+        vl__future_complete(f, VL_ESERVER, copy, VL__VAL_REDIS, free_reply_value,
+                            vl__redis_reply_text(copy));
+    else
+        vl__future_complete(f, VL_OK, copy, VL__VAL_REDIS, free_reply_value, NULL);
+    emit(c, VL__REDIS_EV_DONE);
+}
+
+/* The cancel hook: the future gave up (cancel, timeout, free). A command not
+ * written yet is dropped; one in flight keeps its entry for the late reply. */
+static void entry_cancel(void *source, vl_future *f, int status)
+{
+    rentry *e = source;
+    vl_redis *c = e->c;
+
+    VL__UNUSED(f);
+    VL__UNUSED(status);
+    e->f = NULL;
+    if (e->where == W_WAIT) {
+        wait_unlink(c, e);
+        entry_put(c, e);
+    }
+    emit(c, VL__REDIS_EV_DONE);
+    hold_settle(c);
+}
+
+static const vl__source_ops entry_ops = {entry_cancel};
+
+/* ---- command timeouts ---- */
+
+static void arm_cmd_timer(vl_redis *c)
+{
+    uint64_t next = 0, now = vl_loop_now_ms(c->loop);
+    rentry *e;
+
+    while ((e = c->tcur) != NULL && (e->kind != K_USER || e->f == NULL))
+        c->tcur = e->next;
+    if (e != NULL)
+        next = e->deadline;
+    if (c->wait.head != NULL && (next == 0 || c->wait.head->deadline < next))
+        next = c->wait.head->deadline;
+    if (next == 0)
+        timer_stop(c, &c->cmd_timer);
+    else
+        timer_start(c, &c->cmd_timer, next > now ? next - now : 0);
+}
+
+static void cmd_timer_cb(vl__timer *t, void *ud)
+{
+    vl_redis *c = ud;
+    uint64_t now = vl_loop_now_ms(c->loop);
+    char msg[256];
+    rentry *e;
+
+    VL__UNUSED(t);
+    if (c->cmd_timer.unref) { /* libev stopped it and dropped its count */
+        vl__loop_ref(c->loop);
+        c->cmd_timer.unref = 0;
+    }
+    snprintf(msg, sizeof(msg), "%s: command timed out after %u ms", c->url.display,
+             (unsigned)c->opts.command_timeout_ms);
+    while ((e = c->wait.head) != NULL && e->deadline != 0 && e->deadline <= now) {
+        wait_unlink(c, e);
+        entry_fail(c, e, VL_ETIMEDOUT, msg);
+        entry_put(c, e);
+    }
+    while ((e = c->tcur) != NULL && (e->kind != K_USER || e->f == NULL || e->deadline <= now)) {
+        if (e->kind == K_USER && e->f != NULL)
+            entry_fail(c, e, VL_ETIMEDOUT, msg); /* the reply will be dropped */
+        c->tcur = e->next;
+    }
+    if (c->nuser > 0)
+        arm_cmd_timer(c);
+    hold_settle(c);
+}
+
+/* ---- hiredis callbacks and hooks ---- */
+
+static void reply_cb(redisAsyncContext *ac, void *reply, void *privdata);
+
+/* Text of a teardown hiredis started (EOF, I/O error, failed connect). */
+static char *describe_loss(vl_redis *c, const redisAsyncContext *ac)
+{
+    const char *why = ac->c.errstr[0] != '\0' ? ac->c.errstr : "connection closed";
+
+    if (c->state == S_CONNECTING)
+        return vl__asprintf("connect %s: %s", c->url.display, why);
+    return vl__asprintf("%s: connection lost: %s", c->url.display, why);
+}
+
+static void set_drop(vl_redis *c, int status, const char *msg)
+{
+    c->drop_set = 1;
+    c->drop_status = status;
+    set_str(&c->drop_msg, msg);
+}
+
+/* Writes `e` to hiredis; takes cmd. On failure the entry fails alone. */
+static void submit(vl_redis *c, rentry *e, char *cmd, size_t len)
+{
+    flight_append(c, e);
+    if (redisAsyncFormattedCommand(c->ac, reply_cb, e, cmd, len) != REDIS_OK) {
+        flight_unlink(c, e);
+        entry_fail(c, e, VL_ECONN, "connection is closing");
+        entry_put(c, e);
+    }
+    vl__redis_cmd_free(cmd);
+}
+
+static void become_ready(vl_redis *c)
+{
+    rentry *e;
+
+    c->state = S_READY;
+    c->attempts = 0;
+    c->epoch++;
+    c->connects++;
+    if (c->ever_ready)
+        c->reconnects++;
+    c->ever_ready = 1;
+    c->in_multi = c->watching = c->db_changed = 0;
+    timer_stop(c, &c->connect_timer);
+    /* Write what waited for the handshake, in the order it was issued. */
+    while ((e = c->wait.head) != NULL && c->state == S_READY) {
+        char *cmd = e->cmd;
+        wait_unlink(c, e);
+        e->cmd = NULL;
+        submit(c, e, cmd, e->len);
+    }
+    emit(c, VL__REDIS_EV_READY);
+}
+
+/* A drop decided while hiredis may be on the stack waits for the safe point
+ * at the end of io_cb; elsewhere it happens now. */
+static void request_drop(vl_redis *c, int status, const char *msg)
+{
+    if (c->in_hiredis > 0) {
+        if (!c->drop_requested && !c->drop_set)
+            set_drop(c, status, msg);
+        c->drop_requested = 1;
+        return;
+    }
+    conn_down(c, status, msg);
+}
+
+/* Keeps the lease-cleanliness flags in step with the replies. */
+static void track(vl_redis *c, unsigned flags, const redisReply *r)
+{
+    int ok = r->type != REDIS_REPLY_ERROR;
+
+    if ((flags & CF_MULTI) && ok)
+        c->in_multi = 1;
+    if (flags & CF_EXEC)
+        c->in_multi = c->watching = 0;
+    if ((flags & CF_WATCH) && ok)
+        c->watching = 1;
+    if (flags & CF_UNWATCH)
+        c->watching = 0;
+    if (flags & CF_SELECT)
+        c->db_changed = 1;
+}
+
+static void reply_cb(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    redisReply *r = reply;
+    rentry *e = privdata;
+    vl_redis *c = e->c;
+
+    flight_unlink(c, e);
+    if (r == NULL) {
+        /* The context is going away; our drop message, or hiredis's reason. */
+        if (!c->drop_set) {
+            char *msg = describe_loss(c, ac);
+            set_drop(c, VL_ECONN, msg != NULL ? msg : "connection lost");
+            vl__free(msg);
+        }
+        entry_fail(c, e, c->drop_status, c->drop_msg);
+    } else if (e->kind == K_USER) {
+        if (e->flags != 0)
+            track(c, e->flags, r);
+        entry_deliver(c, e, r);
+    } else if (r->type == REDIS_REPLY_ERROR) {
+        char *msg = vl__asprintf("%s %s: %s", e->kind == K_AUTH ? "auth" : "select",
+                                 c->url.display, r->str);
+        request_drop(c, VL_ECONN, msg != NULL ? msg : "handshake failed");
+        vl__free(msg);
+    } else if (--c->handshake_left == 0 && c->state == S_CONNECTING &&
+               (ac->c.flags & REDIS_CONNECTED) && !c->drop_requested) {
+        become_ready(c);
+    }
+    entry_put(c, e);
+}
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+    vl_redis *c = ac->data;
+
+    /* A failure is handled by the cleanup hook that hiredis calls next. */
+    if (status == REDIS_OK && c->handshake_left == 0 && c->state == S_CONNECTING)
+        become_ready(c);
+}
+
+static void hook_add_read(void *pd)
+{
+    vl_redis *c = pd;
+
+    c->io_events |= VL__READ;
+    io_apply(c);
+}
+
+static void hook_del_read(void *pd)
+{
+    vl_redis *c = pd;
+
+    c->io_events &= ~VL__READ;
+    io_apply(c);
+}
+
+static void hook_add_write(void *pd)
+{
+    vl_redis *c = pd;
+
+    c->io_events |= VL__WRITE;
+    io_apply(c);
+}
+
+static void hook_del_write(void *pd)
+{
+    vl_redis *c = pd;
+
+    c->io_events &= ~VL__WRITE;
+    io_apply(c);
+}
+
+/* Fails what waited and goes DOWN; schedules the next attempt. The context
+ * is gone already (or there never was one). */
+static void after_down(vl_redis *c)
+{
+    int status = c->drop_set ? c->drop_status : VL_ECONN;
+    int was_ready = c->state == S_READY;
+    const char *text;
+    rentry *e;
+
+    /* The teardown's message becomes the connection's last error. */
+    if (c->drop_msg != NULL) {
+        vl__free(c->err);
+        c->err = c->drop_msg;
+        c->drop_msg = NULL;
+    }
+    c->drop_set = 0;
+    text = c->err != NULL ? c->err : vl_strerror(status);
+    c->state = S_DOWN;
+    c->handshake_left = 0;
+    c->in_multi = c->watching = c->db_changed = 0;
+    timer_stop(c, &c->connect_timer);
+    while ((e = c->wait.head) != NULL) {
+        wait_unlink(c, e);
+        entry_fail(c, e, status, text);
+        entry_put(c, e);
+    }
+    if (c->closing)
+        return;
+    if (!was_ready)
+        c->connect_errors++;
+    if (c->opts.reconnect) {
+        uint64_t lo = c->opts.reconnect_min_ms, hi = c->opts.reconnect_max_ms, d;
+        unsigned shift = c->attempts < 20 ? c->attempts : 20;
+        if (hi < lo)
+            hi = lo;
+        d = lo << shift;
+        if (d > hi || d < lo)
+            d = hi;
+        /* Jitter: anywhere in the upper half, so clients spread out. */
+        d = d / 2 + (d > 1 ? vl__rand64() % (d - d / 2 + 1) : d);
+        c->attempts++;
+        timer_start(c, &c->retry_timer, d);
+    }
+    emit(c, VL__REDIS_EV_DOWN);
+}
+
+static void hook_cleanup(void *pd)
+{
+    vl_redis *c = pd;
+    redisAsyncContext *ac = c->ac;
+
+    c->io_events = 0;
+    io_ref(c);
+    vl__io_stop(&c->io);
+    if (!c->drop_set && ac != NULL) {
+        char *msg = describe_loss(c, ac);
+        set_drop(c, VL_ECONN, msg != NULL ? msg : "connection lost");
+        vl__free(msg);
+    }
+    c->ac = NULL;
+    c->drop_requested = 0;
+    after_down(c);
+}
+
+static void io_cb(vl__io *io, int events, void *ud)
+{
+    vl_redis *c = ud;
+    redisAsyncContext *ac = c->ac;
+
+    VL__UNUSED(io);
+    if (ac == NULL)
+        return;
+    c->in_hiredis++;
+    if (events & VL__READ)
+        redisAsyncHandleRead(ac);
+    if ((events & VL__WRITE) && c->ac == ac)
+        redisAsyncHandleWrite(ac);
+    c->in_hiredis--;
+    /* The safe point: hiredis has returned. */
+    if (c->drop_requested && c->ac != NULL) {
+        c->drop_requested = 0;
+        c->tearing = 1;
+        redisAsyncFree(c->ac); /* NULL replies, then hook_cleanup */
+        c->tearing = 0;
+    }
+    if (c->free_requested) {
+        vl_redis_free(c);
+        return;
+    }
+    hold_settle(c);
+}
+
+/* ---- connecting ---- */
+
+static void connect_timer_cb(vl__timer *t, void *ud)
+{
+    vl_redis *c = ud;
+    char *msg;
+
+    VL__UNUSED(t);
+    if (c->connect_timer.unref) {
+        vl__loop_ref(c->loop);
+        c->connect_timer.unref = 0;
+    }
+    msg = vl__asprintf("connect %s: timed out after %u ms", c->url.display,
+                       (unsigned)c->opts.connect_timeout_ms);
+    conn_down(c, VL_ECONN, msg != NULL ? msg : "connect: timed out");
+    vl__free(msg);
+    hold_settle(c);
+}
+
+static void retry_timer_cb(vl__timer *t, void *ud)
+{
+    vl_redis *c = ud;
+
+    VL__UNUSED(t);
+    if (c->retry_timer.unref) {
+        vl__loop_ref(c->loop);
+        c->retry_timer.unref = 0;
+    }
+    start_attempt(c);
+    hold_settle(c);
+}
+
+/* Queues a handshake command (AUTH, SELECT) straight to hiredis. */
+static int handshake_cmd(vl_redis *c, int kind, int argc, const char **argv)
+{
+    rentry *e = entry_get(c);
+    char *cmd = NULL;
+    long long len;
+
+    if (e == NULL)
+        return VL_ENOMEM;
+    len = vl__redis_format_argv(&cmd, argc, argv, NULL);
+    if (len < 0) {
+        entry_put(c, e);
+        return VL_ENOMEM;
+    }
+    e->kind = (unsigned char)kind;
+    c->handshake_left++;
+    flight_append(c, e);
+    if (redisAsyncFormattedCommand(c->ac, reply_cb, e, cmd, (size_t)len) != REDIS_OK) {
+        flight_unlink(c, e);
+        entry_put(c, e);
+        c->handshake_left--;
+        vl__redis_cmd_free(cmd);
+        return VL_ECONN;
+    }
+    vl__redis_cmd_free(cmd);
+    return VL_OK;
+}
+
+static void do_connect(vl_redis *c, const char *addr)
+{
+    redisAsyncContext *ac;
+    char dbbuf[24];
+    int rc = VL_OK;
+
+    if (addr == NULL)
+        ac = redisAsyncConnectUnix(c->url.path);
+    else
+        ac = redisAsyncConnect(addr, c->url.port != 0 ? c->url.port : 6379);
+    if (ac == NULL) {
+        conn_down(c, VL_ENOMEM, "connect: out of memory");
+        return;
+    }
+    if (ac->err) {
+        char *msg = vl__asprintf("connect %s: %s", c->url.display, ac->c.errstr);
+        redisAsyncFree(ac); /* no hooks yet: nothing of ours is called */
+        conn_down(c, VL_ECONN, msg != NULL ? msg : "connect failed");
+        vl__free(msg);
+        return;
+    }
+    c->ac = ac;
+    ac->data = c;
+    ac->ev.data = c;
+    ac->ev.addRead = hook_add_read;
+    ac->ev.delRead = hook_del_read;
+    ac->ev.addWrite = hook_add_write;
+    ac->ev.delWrite = hook_del_write;
+    ac->ev.cleanup = hook_cleanup;
+    /* Setting the connect callback arms the write watcher: the first
+     * writable event is how a non-blocking connect reports its outcome. */
+    redisAsyncSetConnectCallback(ac, on_connect);
+    if (c->url.password != NULL) {
+        const char *argv[3] = {"AUTH", NULL, NULL};
+        if (c->url.user != NULL) {
+            argv[1] = c->url.user;
+            argv[2] = c->url.password;
+            rc = handshake_cmd(c, K_AUTH, 3, argv);
+        } else {
+            argv[1] = c->url.password;
+            rc = handshake_cmd(c, K_AUTH, 2, argv);
+        }
+    }
+    if (rc == VL_OK && c->db != 0) {
+        const char *argv[2] = {"SELECT", dbbuf};
+        snprintf(dbbuf, sizeof(dbbuf), "%d", c->db);
+        rc = handshake_cmd(c, K_SELECT, 2, argv);
+    }
+    if (rc != VL_OK)
+        conn_down(c, rc, rc == VL_ENOMEM ? "connect: out of memory" : "connect: closed");
+}
+
+static void resolved_cb(vl_future *f, void *ud)
+{
+    rtoken *tok = ud;
+    vl_redis *c = tok->c;
+    char *msg;
+
+    vl__free(tok);
+    if (c == NULL)
+        return; /* the connection was freed or gave up meanwhile */
+    c->resolving = NULL;
+    if (vl_future_status(f) == VL_OK) {
+        do_connect(c, vl_future_value(f));
+    } else {
+        msg = vl__asprintf("connect %s: %s", c->url.display, vl_future_error(f));
+        conn_down(c, vl_future_status(f) == VL_ENOMEM ? VL_ENOMEM : VL_ECONN,
+                  msg != NULL ? msg : "connect: cannot resolve host");
+        vl__free(msg);
+    }
+    hold_settle(c);
+}
+
+static void start_attempt(vl_redis *c)
+{
+    rtoken *tok;
+    vl_future *f;
+
+    c->state = S_CONNECTING;
+    c->handshake_left = 0;
+    if (c->opts.connect_timeout_ms > 0)
+        timer_start(c, &c->connect_timer, c->opts.connect_timeout_ms);
+    if (c->url.host[0] == '\0') {
+        do_connect(c, NULL);
+        return;
+    }
+    if (vl__host_is_ip(c->url.host)) {
+        do_connect(c, c->url.host);
+        return;
+    }
+    tok = vl__calloc(1, sizeof(*tok));
+    f = tok != NULL ? vl__resolve(c->loop, c->url.host) : NULL;
+    if (f == NULL) {
+        vl__free(tok);
+        conn_down(c, VL_ENOMEM, "connect: out of memory resolving the host");
+        return;
+    }
+    tok->c = c;
+    tok->f = f;
+    c->resolving = tok;
+    vl_future_then(f, resolved_cb, tok);
+}
+
+/* Ends the connection or the attempt under way, failing what is pending
+ * with `status` and `msg`. Never called with hiredis on the stack. */
+static void conn_down(vl_redis *c, int status, const char *msg)
+{
+    set_drop(c, status, msg);
+    if (c->resolving != NULL) {
+        rtoken *tok = c->resolving;
+        c->resolving = NULL;
+        tok->c = NULL;
+        vl_future_cancel(tok->f); /* its callback frees the token */
+    }
+    if (c->ac != NULL) {
+        c->tearing = 1;
+        redisAsyncFree(c->ac); /* NULL replies, then hook_cleanup -> after_down */
+        c->tearing = 0;
+    } else {
+        after_down(c);
+    }
+}
+
+/* ---- commands ---- */
+
+long long vl__redis_formatv(char **cmd, const char *fmt, va_list ap)
+{
+    return redisvFormatCommand(cmd, fmt, ap);
+}
+
+long long vl__redis_format_argv(char **cmd, int argc, const char **argv, const size_t *argvlen)
+{
+    return redisFormatCommandArgv(cmd, argc, argv, argvlen);
+}
+
+void vl__redis_cmd_free(char *cmd)
+{
+    if (cmd != NULL)
+        redisFreeCommand(cmd);
+}
+
+/* Reads the command name out of "*N\r\n$L\r\nNAME\r\n". Returns VL_OK and
+ * the state flags, VL_EINVAL for an empty command, VL_EUNSUPPORTED for the
+ * commands that would break reply matching (pub/sub, MONITOR). */
+static int classify(const char *cmd, size_t len, unsigned *flags, char *name, size_t namelen)
+{
+    static const struct {
+        const char *name;
+        unsigned flags; /* ~0u: refused */
+    } known[] = {
+        {"MULTI", CF_MULTI},   {"EXEC", CF_EXEC},           {"DISCARD", CF_EXEC},
+        {"WATCH", CF_WATCH},   {"UNWATCH", CF_UNWATCH},     {"SELECT", CF_SELECT},
+        {"SUBSCRIBE", ~0u},    {"PSUBSCRIBE", ~0u},         {"UNSUBSCRIBE", ~0u},
+        {"PUNSUBSCRIBE", ~0u}, {"MONITOR", ~0u},            {"SSUBSCRIBE", ~0u},
+    };
+    const char *p = cmd, *end = cmd + len, *s;
+    size_t n = 0, i;
+
+    *flags = 0;
+    name[0] = '\0';
+    if (len < 4 || *p != '*' || p[1] == '0' || p[1] == '-')
+        return VL_EINVAL;
+    s = memchr(p, '\n', (size_t)(end - p));
+    if (s == NULL || s + 1 >= end || s[1] != '$')
+        return VL_EINVAL;
+    p = s + 2;
+    while (p < end && *p >= '0' && *p <= '9')
+        n = n * 10 + (size_t)(*p++ - '0');
+    p += 2; /* \r\n */
+    if (p > end || n > (size_t)(end - p))
+        return VL_EINVAL;
+    if (n >= namelen)
+        return VL_OK; /* longer than any command we care about */
+    memcpy(name, p, n);
+    name[n] = '\0';
+    for (i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
+        if (strcasecmp(name, known[i].name) == 0) {
+            if (known[i].flags == ~0u)
+                return VL_EUNSUPPORTED;
+            *flags = known[i].flags;
+            break;
+        }
+    }
+    return VL_OK;
+}
+
+/* Fails a command before it got an entry. A future handed in by a pool is
+ * reported done like any other, so the pool's count stays exact. */
+static vl_future *fail_with(vl_redis *c, vl_future *f, int status, const char *msg)
+{
+    if (f == NULL)
+        return vl__future_failed(c->loop, status, "%s", msg);
+    vl__future_set_source(f, NULL, NULL);
+    vl__future_complete(f, status, NULL, VL__VAL_NONE, NULL, msg);
+    emit(c, VL__REDIS_EV_DONE);
+    return f;
+}
+
+vl_future *vl__redis_send(vl_redis *c, vl_future *f, char *cmd, size_t len)
+{
+    unsigned flags;
+    char name[16], msg[96];
+    rentry *e;
+    int rc;
+
+    if (c->state == S_INVALID) {
+        vl__redis_cmd_free(cmd);
+        return fail_with(c, f, c->invalid_status, c->err);
+    }
+    rc = classify(cmd, len, &flags, name, sizeof(name));
+    if (rc != VL_OK) {
+        vl__redis_cmd_free(cmd);
+        if (rc == VL_EINVAL)
+            return fail_with(c, f, rc, "empty command");
+        snprintf(msg, sizeof(msg), "%s is not supported on a command connection", name);
+        return fail_with(c, f, rc, msg);
+    }
+    if (c->closing || c->tearing || vl__loop_closing(c->loop)) {
+        vl__redis_cmd_free(cmd);
+        return fail_with(c, f, c->closing ? VL_ECLOSED : VL_ECONN,
+                         c->closing ? "connection is closed" : "connection is closing");
+    }
+    if (c->state == S_DOWN) {
+        /* Fail fast between attempts: see "Reconnection" in volley/redis.h. */
+        vl__redis_cmd_free(cmd);
+        return fail_with(c, f, VL_ECONN, c->err != NULL ? c->err : "not connected");
+    }
+    e = entry_get(c);
+    if (e == NULL) {
+        vl__redis_cmd_free(cmd);
+        return f != NULL ? fail_with(c, f, VL_ENOMEM, "out of memory") : NULL;
+    }
+    if (f == NULL) {
+        f = vl__future_make(c->loop, &entry_ops, e);
+        if (f == NULL) {
+            entry_put(c, e);
+            vl__redis_cmd_free(cmd);
+            return NULL;
+        }
+    } else {
+        vl__future_set_source(f, &entry_ops, e);
+    }
+    e->f = f;
+    e->kind = K_USER;
+    e->flags = (unsigned char)flags;
+    if (c->opts.command_timeout_ms > 0)
+        e->deadline = vl_loop_now_ms(c->loop) + c->opts.command_timeout_ms;
+    c->nuser++;
+    if (c->state == S_READY) {
+        submit(c, e, cmd, len);
+    } else {
+        e->cmd = cmd;
+        e->len = len;
+        e->where = W_WAIT;
+        list_append(&c->wait, e);
+    }
+    if (e->deadline != 0 && !vl__timer_active(&c->cmd_timer.t))
+        arm_cmd_timer(c);
+    hold_settle(c);
+    return f;
+}
+
+vl_future *vl_redis_commandv(vl_redis *c, const char *fmt, va_list ap)
+{
+    char *cmd = NULL;
+    long long len;
+
+    if (c == NULL)
+        return NULL;
+    if (c->state == S_INVALID)
+        return vl__future_failed(c->loop, c->invalid_status, "%s", c->err);
+    if (fmt == NULL)
+        return vl__future_failed(c->loop, VL_EINVAL, "no command");
+    len = vl__redis_formatv(&cmd, fmt, ap);
+    if (len < 0)
+        return vl__future_failed(c->loop, VL_EINVAL, "cannot format the command (bad format string)");
+    return vl__redis_send(c, NULL, cmd, (size_t)len);
+}
+
+vl_future *vl_redis_command(vl_redis *c, const char *fmt, ...)
+{
+    va_list ap;
+    vl_future *f;
+
+    va_start(ap, fmt);
+    f = vl_redis_commandv(c, fmt, ap);
+    va_end(ap);
+    return f;
+}
+
+vl_future *vl_redis_command_argv(vl_redis *c, int argc, const char **argv, const size_t *argvlen)
+{
+    char *cmd = NULL;
+    long long len;
+    int i;
+
+    if (c == NULL)
+        return NULL;
+    if (c->state == S_INVALID)
+        return vl__future_failed(c->loop, c->invalid_status, "%s", c->err);
+    if (argc <= 0 || argv == NULL)
+        return vl__future_failed(c->loop, VL_EINVAL, "empty command");
+    for (i = 0; i < argc; i++)
+        if (argv[i] == NULL)
+            return vl__future_failed(c->loop, VL_EINVAL, "argument %d is NULL", i);
+    len = vl__redis_format_argv(&cmd, argc, argv, argvlen);
+    if (len < 0)
+        return NULL; /* the only failure of the argv formatter */
+    return vl__redis_send(c, NULL, cmd, (size_t)len);
+}
+
+/* ---- lifecycle ---- */
+
+void vl_redis_options_init(vl_redis_options *o)
+{
+    if (o == NULL)
+        return;
+    memset(o, 0, sizeof(*o));
+    o->connect_timeout_ms = 5000;
+    o->command_timeout_ms = 0;
+    o->reconnect_min_ms = 100;
+    o->reconnect_max_ms = 5000;
+    o->reconnect = 1;
+}
+
+/* Checks the URL; on error fills c->err and c->invalid_status. */
+static int setup_url(vl_redis *c, const char *url)
+{
+    char why[160];
+    const char *dbs = NULL;
+    int rc;
+
+    if (url == NULL) {
+        c->invalid_status = VL_EINVAL;
+        set_str(&c->err, "bad Redis URL: no URL");
+        return c->err != NULL ? VL_EINVAL : VL_ENOMEM;
+    }
+    rc = vl__url_parse(url, &c->url, why, sizeof(why));
+    if (rc == VL_ENOMEM)
+        return VL_ENOMEM;
+    if (rc == VL_OK) {
+        c->has_url = 1;
+        if (strcmp(c->url.scheme, "rediss") == 0) {
+            rc = VL_EUNSUPPORTED;
+            snprintf(why, sizeof(why), "rediss:// (TLS) is not supported by this build");
+        } else if (strcmp(c->url.scheme, "unix") == 0) {
+            if (c->url.host[0] != '\0' || c->url.path == NULL || c->url.path[0] == '\0') {
+                rc = VL_EINVAL;
+                snprintf(why, sizeof(why), "unix URL needs a socket path: unix:///path?db=N");
+            }
+            dbs = vl__url_param(&c->url, "db");
+        } else if (strcmp(c->url.scheme, "redis") == 0) {
+            if (c->url.host[0] == '\0') {
+                rc = VL_EINVAL;
+                snprintf(why, sizeof(why), "URL has no host");
+            }
+            dbs = c->url.path != NULL && c->url.path[0] != '\0' ? c->url.path
+                                                                 : vl__url_param(&c->url, "db");
+        } else {
+            rc = VL_EINVAL;
+            snprintf(why, sizeof(why), "unsupported scheme '%.32s' (expected redis:// or unix://)",
+                     c->url.scheme);
+        }
+        if (rc == VL_OK && dbs != NULL && dbs[0] != '\0') {
+            char *end;
+            long db = strtol(dbs, &end, 10);
+            if (*end != '\0' || db < 0 || db > 1000000 || dbs[0] < '0' || dbs[0] > '9') {
+                rc = VL_EINVAL;
+                snprintf(why, sizeof(why), "bad database number in URL (expected /N)");
+            } else {
+                c->db = (int)db;
+            }
+        }
+    }
+    if (rc == VL_OK)
+        return VL_OK;
+    c->invalid_status = rc;
+    c->err = vl__asprintf("bad Redis URL: %s", why);
+    return c->err != NULL ? rc : VL_ENOMEM;
+}
+
+static void handle_free(vl__handle *h)
+{
+    vl_redis *c = (vl_redis *)(void *)((char *)h - offsetof(vl_redis, handle));
+
+    c->registered = 0;
+    vl_redis_free(c);
+}
+
+static vl_redis *conn_make(vl_loop *loop, const char *url, const vl_redis_options *opts)
+{
+    vl_redis *c;
+    int rc;
+
+    if (loop == NULL)
+        return NULL;
+    c = vl__calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->loop = loop;
+    if (opts != NULL)
+        c->opts = *opts;
+    else
+        vl_redis_options_init(&c->opts);
+    vl__io_init(&c->io, loop, -1, io_cb, c);
+    vl__timer_init(&c->connect_timer.t, loop, connect_timer_cb, c);
+    vl__timer_init(&c->retry_timer.t, loop, retry_timer_cb, c);
+    vl__timer_init(&c->cmd_timer.t, loop, cmd_timer_cb, c);
+    rc = setup_url(c, url);
+    if (rc == VL_ENOMEM) {
+        vl__url_clear(&c->url);
+        vl__free(c->err);
+        vl__free(c);
+        return NULL;
+    }
+    if (rc != VL_OK) {
+        c->state = S_INVALID;
+    } else if (vl__loop_closing(loop)) {
+        c->state = S_INVALID;
+        c->invalid_status = VL_ECLOSED;
+        set_str(&c->err, "loop is closing");
+        if (c->err == NULL) {
+            vl__url_clear(&c->url);
+            vl__free(c);
+            return NULL;
+        }
+    }
+    return c;
+}
+
+vl_redis *vl_redis_new(vl_loop *loop, const char *url, const vl_redis_options *opts)
+{
+    vl_redis *c = conn_make(loop, url, opts);
+
+    if (c == NULL)
+        return NULL;
+    if (!vl__loop_closing(loop)) {
+        vl__handle_add(loop, &c->handle, handle_free);
+        c->registered = 1;
+    }
+    if (c->state != S_INVALID)
+        start_attempt(c);
+    return c;
+}
+
+vl_redis *vl__redis_new_pooled(vl_loop *loop, const char *url, const vl_redis_options *opts,
+                               vl__redis_event_fn fn, void *ud)
+{
+    vl_redis *c = conn_make(loop, url, opts);
+
+    if (c == NULL)
+        return NULL;
+    c->weak = 1;
+    c->ev_fn = fn;
+    c->ev_ud = ud;
+    if (c->state != S_INVALID) {
+        start_attempt(c);
+        hold_settle(c);
+    }
+    return c;
+}
+
+void vl_redis_free(vl_redis *c)
+{
+    rentry *e;
+
+    if (c == NULL)
+        return;
+    if (c->in_hiredis > 0 || c->tearing) {
+        c->free_requested = 1; /* io_cb frees it once hiredis has returned */
+        return;
+    }
+    if (c->closing)
+        return;
+    c->closing = 1;
+    if (c->registered)
+        vl__handle_remove(c->loop, &c->handle);
+    c->registered = 0;
+    io_ref(c);
+    timer_ref(c, &c->connect_timer);
+    timer_ref(c, &c->retry_timer);
+    timer_ref(c, &c->cmd_timer);
+    if (c->state != S_INVALID)
+        conn_down(c, VL_ECANCELED, "connection freed");
+    vl__timer_stop(&c->connect_timer.t);
+    vl__timer_stop(&c->retry_timer.t);
+    vl__timer_stop(&c->cmd_timer.t);
+    vl__io_stop(&c->io);
+    while ((e = c->spare) != NULL) {
+        c->spare = e->next;
+        vl__free(e);
+    }
+    vl__free(c->drop_msg);
+    vl__free(c->err);
+    vl__url_clear(&c->url);
+    vl__free(c);
+}
+
+const char *vl_redis_error(const vl_redis *c)
+{
+    return c != NULL && c->err != NULL ? c->err : "";
+}
+
+int vl_redis_state(const vl_redis *c)
+{
+    return c != NULL ? c->state : VL_REDIS_INVALID;
+}
+
+size_t vl_redis_pending(const vl_redis *c)
+{
+    return c != NULL ? c->nuser : 0;
+}
+
+int vl__redis_clean(const vl_redis *c, unsigned epoch)
+{
+    return c->state == S_READY && c->epoch == epoch && c->nuser == 0 && c->flight.n == 0 &&
+           c->wait.n == 0 && !c->in_multi && !c->watching && !c->db_changed && !c->closing;
+}
+
+unsigned vl__redis_epoch(const vl_redis *c)
+{
+    return c->epoch;
+}
+
+void vl__redis_counters(const vl_redis *c, uint64_t *connects, uint64_t *reconnects,
+                        uint64_t *errors)
+{
+    *connects = c->connects;
+    *reconnects = c->reconnects;
+    *errors = c->connect_errors;
+}

@@ -1,0 +1,61 @@
+/* lib/redis_internal.h - what lib/redis.c shares with lib/redis_reply.c and
+ * lib/redis_pool.c; not installed.
+ *
+ * A pool drives its connections through these calls: it formats a command
+ * once (so a request that has to wait in the pool keeps its own copy of the
+ * arguments), then hands the formatted buffer and an existing future to the
+ * connection it picked. The connection reports what the pool needs to know
+ * through one event callback, which may run while hiredis is on the stack:
+ * the pool must not free the reporting connection from it (vl_redis_free
+ * defers itself there anyway) and must not recurse without bound.
+ */
+#ifndef VOLLEY_REDIS_INTERNAL_H
+#define VOLLEY_REDIS_INTERNAL_H
+
+#include "internal.h"
+
+struct redisReply;
+
+/* Copies a hiredis reply tree into one allocation. NULL when out of memory. */
+vl_redis_reply *vl__redis_reply_copy(const struct redisReply *r);
+/* The reply's text (for VL_ESERVER messages). */
+const char *vl__redis_reply_text(const vl_redis_reply *r);
+
+/* Formats a command into a hiredis buffer (freed with vl__redis_cmd_free).
+ * Returns the length, or -1 (bad format string or hiredis out of memory). */
+long long vl__redis_formatv(char **cmd, const char *fmt, va_list ap);
+long long vl__redis_format_argv(char **cmd, int argc, const char **argv, const size_t *argvlen);
+void vl__redis_cmd_free(char *cmd);
+
+/* Sends a formatted command; takes `cmd` whatever happens. With f NULL a new
+ * future is made (NULL only when out of memory); otherwise `f` (pending, its
+ * source about to move to the connection) is used and returned, and failures
+ * complete it. */
+vl_future *vl__redis_send(vl_redis *c, vl_future *f, char *cmd, size_t len);
+
+/* Events a connection reports to its owner. */
+enum {
+    VL__REDIS_EV_READY = 1, /* the handshake succeeded */
+    VL__REDIS_EV_DOWN,      /* the connection or an attempt failed */
+    VL__REDIS_EV_DONE,      /* a command future completed (any status) */
+    VL__REDIS_EV_IDLE       /* nothing pending any more (no reply due) */
+};
+typedef void (*vl__redis_event_fn)(vl_redis *c, int event, void *ud);
+
+/* Makes a pooled connection: it reports events to `fn` and, while nothing
+ * is pending on it, does not keep the loop running. It is not registered
+ * as a loop handle: the pool frees it. */
+vl_redis *vl__redis_new_pooled(vl_loop *loop, const char *url, const vl_redis_options *opts,
+                               vl__redis_event_fn fn, void *ud);
+
+/* 1 when `c` may go back to a pool: ready, nothing pending, not inside MULTI,
+ * no WATCH, no SELECT by the user, and still the connection of `epoch`. */
+int vl__redis_clean(const vl_redis *c, unsigned epoch);
+/* Changes on every successful handshake. */
+unsigned vl__redis_epoch(const vl_redis *c);
+/* Counters of handshakes that succeeded, of reconnects among them, and of
+ * attempts that failed. */
+void vl__redis_counters(const vl_redis *c, uint64_t *connects, uint64_t *reconnects,
+                        uint64_t *errors);
+
+#endif
