@@ -1138,8 +1138,13 @@ static int bind_params(vl_mysql *c, op *o)
                 b->buffer_type = MYSQL_TYPE_DATE;
                 t->time_type = MYSQL_TIMESTAMP_DATE;
             } else if (p->type == VL_MYSQL_P_TIME) {
+                /* The binary protocol carries a TIME's hours below 24 plus a
+                 * day count; Connector/C would truncate 838 hours to a byte. */
                 b->buffer_type = MYSQL_TYPE_TIME;
                 t->time_type = MYSQL_TIMESTAMP_TIME;
+                t->year = t->month = 0;
+                t->day = p->v.t.hour / 24;
+                t->hour = p->v.t.hour % 24;
             } else {
                 b->buffer_type = MYSQL_TYPE_DATETIME;
                 t->time_type = MYSQL_TIMESTAMP_DATETIME;

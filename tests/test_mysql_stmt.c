@@ -1,0 +1,527 @@
+/* tests/test_mysql_stmt.c - prepared statements (binary protocol), every
+ * column type through both protocols, large values and streaming, against a
+ * real mariadbd started by tests/servers.sh.
+ */
+#include "testutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int setup(void **state)
+{
+    (void)state;
+    tu_alloc_install();
+    return 0;
+}
+
+static char url_buf[512];
+
+static const char *tcp_url(void)
+{
+    snprintf(url_buf, sizeof(url_buf), "mysql://%s:%s@127.0.0.1:%s/%s",
+             tu_env("VL_TEST_MYSQL_USER"), tu_env("VL_TEST_MYSQL_PASSWORD"),
+             tu_env("VL_TEST_MYSQL_PORT"), tu_env("VL_TEST_MYSQL_DB"));
+    return url_buf;
+}
+
+static vl_future *wait_for(vl_loop *loop, vl_future *f)
+{
+    assert_non_null(f);
+    vl_loop_run_until(loop, f);
+    assert_true(vl_future_done(f));
+    return f;
+}
+
+static vl_mysql *connect_ok(vl_loop *loop)
+{
+    vl_mysql *c = vl_mysql_new(loop, tcp_url(), NULL);
+    vl_future *f;
+
+    assert_non_null(c);
+    f = wait_for(loop, vl_mysql_ready(c));
+    if (vl_future_status(f) != VL_OK)
+        fail_msg("connect: %s", vl_future_error(f));
+    vl_future_free(f);
+    return c;
+}
+
+static vl_future *query_ok(vl_loop *loop, vl_mysql *c, const char *sql)
+{
+    vl_future *f = wait_for(loop, vl_mysql_query(c, sql));
+
+    if (vl_future_status(f) != VL_OK)
+        fail_msg("%s: %s", sql, vl_future_error(f));
+    return f;
+}
+
+static void exec_ok(vl_loop *loop, vl_mysql *c, const char *sql)
+{
+    vl_future_free(query_ok(loop, c, sql));
+}
+
+static vl_future *execute_ok(vl_loop *loop, vl_mysql *c, const char *sql, const vl_mysql_param *ps,
+                             size_t n)
+{
+    vl_future *f = wait_for(loop, vl_mysql_execute(c, sql, ps, n));
+
+    if (vl_future_status(f) != VL_OK)
+        fail_msg("%s: %s", sql, vl_future_error(f));
+    assert_non_null(vl_future_mysql_result(f));
+    return f;
+}
+
+static const char *const type_table =
+    "CREATE TABLE t_types ("
+    " id INT PRIMARY KEY,"
+    " ti TINYINT, tiu TINYINT UNSIGNED, si SMALLINT, siu SMALLINT UNSIGNED,"
+    " mi MEDIUMINT, miu MEDIUMINT UNSIGNED, i INT, iu INT UNSIGNED,"
+    " bi BIGINT, biu BIGINT UNSIGNED, de DECIMAL(20,6), fl FLOAT, db DOUBLE,"
+    " bt BIT(10), d DATE, tm TIME, dt DATETIME(6), ts TIMESTAMP NULL DEFAULT NULL, y YEAR,"
+    " ch CHAR(10), vc VARCHAR(50), bn BINARY(4), vb VARBINARY(20), tx TEXT, bl BLOB,"
+    " en ENUM('a','b'), st SET('x','y','z'), js JSON)";
+
+/* Expected text forms of row 1, in column order after id. */
+typedef struct expect {
+    const char *name;
+    int type;
+    const char *text;
+    size_t len; /* 0: strlen(text) */
+} expect;
+
+static const expect row1[] = {
+    {"ti", VL_MYSQL_TINY, "-128", 0},
+    {"tiu", VL_MYSQL_TINY, "255", 0},
+    {"si", VL_MYSQL_SHORT, "-32768", 0},
+    {"siu", VL_MYSQL_SHORT, "65535", 0},
+    {"mi", VL_MYSQL_INT24, "-8388608", 0},
+    {"miu", VL_MYSQL_INT24, "16777215", 0},
+    {"i", VL_MYSQL_LONG, "-2147483648", 0},
+    {"iu", VL_MYSQL_LONG, "4294967295", 0},
+    {"bi", VL_MYSQL_LONGLONG, "-9223372036854775808", 0},
+    {"biu", VL_MYSQL_LONGLONG, "18446744073709551615", 0},
+    {"de", VL_MYSQL_DECIMAL, "-12345678901234.123456", 0},
+    {"fl", VL_MYSQL_FLOAT, "3.25", 0},
+    {"db", VL_MYSQL_DOUBLE, "-1.0000000000000002", 0},
+    {"bt", VL_MYSQL_BIT, "\x02\xaa", 2},
+    {"d", VL_MYSQL_DATE, "2024-02-29", 0},
+    {"tm", VL_MYSQL_TIME, "-838:59:59", 0},
+    {"dt", VL_MYSQL_DATETIME, "2024-01-02 03:04:05.123456", 0},
+    {"ts", VL_MYSQL_TIMESTAMP, "2038-01-19 03:14:07", 0},
+    {"y", VL_MYSQL_YEAR, "2024", 0},
+    {"ch", VL_MYSQL_CHAR, "abc", 0},
+    {"vc", VL_MYSQL_VARCHAR, "h\xc3\xa9llo", 0},
+    {"bn", VL_MYSQL_CHAR, "\x00\x01\x02\x00", 4},
+    {"vb", VL_MYSQL_VARCHAR, "\x00\xff", 2},
+    {"tx", VL_MYSQL_BLOB, "text", 0},
+    {"bl", VL_MYSQL_BLOB, "\x00\x01\x02\xff", 4},
+    {"en", VL_MYSQL_ENUM, "b", 0},
+    {"st", VL_MYSQL_SET, "x,z", 0},
+    {"js", VL_MYSQL_BLOB, "{\"k\": [1, 2]}", 0},
+};
+#define NCOLS (sizeof(row1) / sizeof(row1[0]))
+
+static const char *const insert_row1 =
+    "INSERT INTO t_types VALUES (1, -128, 255, -32768, 65535, -8388608, 16777215,"
+    " -2147483648, 4294967295, -9223372036854775808, 18446744073709551615,"
+    " '-12345678901234.123456', 3.25, -1.0000000000000002, b'1010101010', '2024-02-29',"
+    " '-838:59:59', '2024-01-02 03:04:05.123456', '2038-01-19 03:14:07', 2024, 'abc',"
+    " 'h\xc3\xa9llo', X'00010200', X'00ff', 'text', X'000102ff', 'b', 'x,z', '{\"k\": [1, 2]}')";
+
+static void check_row1(const vl_mysql_result *r, size_t row)
+{
+    size_t k;
+
+    assert_int_equal(vl_mysql_result_columns(r), NCOLS + 1);
+    for (k = 0; k < NCOLS; k++) {
+        size_t len, want = row1[k].len ? row1[k].len : strlen(row1[k].text);
+        const char *v = vl_mysql_result_value(r, row, k + 1, &len);
+        assert_string_equal(vl_mysql_result_column_name(r, k + 1), row1[k].name);
+        if (vl_mysql_result_column_type(r, k + 1) != row1[k].type)
+            fail_msg("column %s: type %d, want %d", row1[k].name,
+                     vl_mysql_result_column_type(r, k + 1), row1[k].type);
+        assert_non_null(v);
+        if (len != want || memcmp(v, row1[k].text, want) != 0)
+            fail_msg("column %s: got '%.*s' (%zu bytes)", row1[k].name, (int)len, v, len);
+    }
+    assert_true(vl_mysql_result_column_flags(r, 2) & VL_MYSQL_FLAG_UNSIGNED);
+    assert_false(vl_mysql_result_column_flags(r, 1) & VL_MYSQL_FLAG_UNSIGNED);
+    assert_true(vl_mysql_result_column_flags(r, 25) & VL_MYSQL_FLAG_BINARY); /* bl */
+    assert_false(vl_mysql_result_column_flags(r, 24) & VL_MYSQL_FLAG_BINARY); /* tx */
+}
+
+/* Text and binary protocols give the same cells. */
+static void same_cells(const vl_mysql_result *a, const vl_mysql_result *b)
+{
+    size_t row, col;
+
+    assert_int_equal(vl_mysql_result_rows(a), vl_mysql_result_rows(b));
+    assert_int_equal(vl_mysql_result_columns(a), vl_mysql_result_columns(b));
+    for (row = 0; row < vl_mysql_result_rows(a); row++)
+        for (col = 0; col < vl_mysql_result_columns(a); col++) {
+            size_t la, lb;
+            const char *va = vl_mysql_result_value(a, row, col, &la);
+            const char *vb = vl_mysql_result_value(b, row, col, &lb);
+            assert_int_equal(vl_mysql_result_column_type(a, col),
+                             vl_mysql_result_column_type(b, col));
+            if (va == NULL || vb == NULL) {
+                if (va != vb)
+                    fail_msg("row %zu col %zu: NULL in one protocol only", row, col);
+                continue;
+            }
+            if (la != lb || memcmp(va, vb, la) != 0)
+                fail_msg("row %zu col %s: text '%.*s' binary '%.*s'", row,
+                         vl_mysql_result_column_name(a, col), (int)la, va, (int)lb, vb);
+        }
+}
+
+static void all_types(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_mysql *c;
+    vl_future *ft, *fb, *f;
+    vl_mysql_result *rt, *rb;
+    size_t k, len;
+    int64_t i64;
+    uint64_t u64;
+    double d;
+    vl_mysql_time t1 = {0, 2024, 2, 29, 0, 0, 0, 0};
+    vl_mysql_time t2 = {1, 0, 0, 0, 838, 59, 59, 0};
+    vl_mysql_time t3 = {0, 2024, 1, 2, 3, 4, 5, 123456};
+    vl_mysql_time t4 = {0, 2038, 1, 19, 3, 14, 7, 0};
+    vl_mysql_param ps[30];
+
+    (void)state;
+    c = connect_ok(loop);
+    exec_ok(loop, c, "DROP TABLE IF EXISTS t_types");
+    exec_ok(loop, c, type_table);
+    exec_ok(loop, c, insert_row1);
+    exec_ok(loop, c, "INSERT INTO t_types (id) VALUES (2)");
+    exec_ok(loop, c, "INSERT INTO t_types (id, ch, vc, vb, tx, bl) VALUES (3, '', '', '', '', '')");
+
+    /* Row 4 through typed parameters: it must read back like row 1. */
+    ps[0] = vl_mysql_p_int64(4);
+    ps[1] = vl_mysql_p_int64(-128);
+    ps[2] = vl_mysql_p_uint64(255);
+    ps[3] = vl_mysql_p_int64(-32768);
+    ps[4] = vl_mysql_p_uint64(65535);
+    ps[5] = vl_mysql_p_int64(-8388608);
+    ps[6] = vl_mysql_p_uint64(16777215);
+    ps[7] = vl_mysql_p_int64(INT32_MIN);
+    ps[8] = vl_mysql_p_uint64(UINT32_MAX);
+    ps[9] = vl_mysql_p_int64(INT64_MIN);
+    ps[10] = vl_mysql_p_uint64(UINT64_MAX);
+    ps[11] = vl_mysql_p_str("-12345678901234.123456");
+    ps[12] = vl_mysql_p_double(3.25);
+    ps[13] = vl_mysql_p_double(-1.0000000000000002);
+    ps[14] = vl_mysql_p_int64(682);
+    ps[15] = vl_mysql_p_time(VL_MYSQL_P_DATE, t1);
+    ps[16] = vl_mysql_p_time(VL_MYSQL_P_TIME, t2);
+    ps[17] = vl_mysql_p_time(VL_MYSQL_P_DATETIME, t3);
+    ps[18] = vl_mysql_p_time(VL_MYSQL_P_DATETIME, t4);
+    ps[19] = vl_mysql_p_int64(2024);
+    ps[20] = vl_mysql_p_str("abc");
+    ps[21] = vl_mysql_p_str("h\xc3\xa9llo");
+    ps[22] = vl_mysql_p_blob("\x00\x01\x02\x00", 4);
+    ps[23] = vl_mysql_p_blob("\x00\xff", 2);
+    ps[24] = vl_mysql_p_str("text");
+    ps[25] = vl_mysql_p_blob("\x00\x01\x02\xff", 4);
+    ps[26] = vl_mysql_p_str("b");
+    ps[27] = vl_mysql_p_str("x,z");
+    ps[28] = vl_mysql_p_str("{\"k\": [1, 2]}");
+    f = execute_ok(loop, c,
+                   "INSERT INTO t_types VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+                   " ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   ps, 29);
+    assert_int_equal(vl_mysql_result_affected_rows(vl_future_mysql_result(f)), 1);
+    vl_future_free(f);
+    /* A row of NULLs through parameters. */
+    ps[0] = vl_mysql_p_int64(5);
+    for (k = 1; k < 29; k++)
+        ps[k] = vl_mysql_p_null();
+    vl_future_free(execute_ok(loop, c,
+                              "INSERT INTO t_types VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+                              " ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                              ps, 29));
+
+    ft = query_ok(loop, c, "SELECT * FROM t_types ORDER BY id");
+    fb = execute_ok(loop, c, "SELECT * FROM t_types WHERE id > ? ORDER BY id",
+                    (vl_mysql_param[]){vl_mysql_p_int64(0)}, 1);
+    rt = vl_future_mysql_result(ft);
+    rb = vl_future_mysql_result(fb);
+    assert_int_equal(vl_mysql_result_rows(rt), 5);
+    check_row1(rt, 0);
+    check_row1(rb, 0);
+    check_row1(rt, 3);
+    check_row1(rb, 3);
+    same_cells(rt, rb);
+    for (k = 1; k <= NCOLS; k++) {
+        /* Row 2: all NULL; row 5 (NULL parameters) too. */
+        assert_true(vl_mysql_result_is_null(rt, 1, k));
+        assert_true(vl_mysql_result_is_null(rb, 4, k));
+    }
+    /* Row 3: empty strings, not NULL. */
+    for (k = 20; k <= 25; k++) {
+        const char *v = vl_mysql_result_value(rb, 2, k, &len);
+        if (k == 22) /* BINARY(4) pads with zero bytes */
+            continue;
+        assert_non_null(v);
+        assert_int_equal(len, 0);
+    }
+    /* Typed accessors read the text forms. */
+    assert_int_equal(vl_mysql_result_int64(rb, 0, 9, &i64), VL_OK);
+    assert_true(i64 == INT64_MIN);
+    assert_int_equal(vl_mysql_result_uint64(rb, 0, 10, &u64), VL_OK);
+    assert_true(u64 == UINT64_MAX);
+    assert_int_equal(vl_mysql_result_int64(rb, 0, 10, &i64), VL_EINVAL);
+    assert_int_equal(vl_mysql_result_uint64(rb, 0, 1, &u64), VL_EINVAL);
+    assert_int_equal(vl_mysql_result_double(rt, 0, 12, &d), VL_OK);
+    assert_true(d == 3.25);
+    assert_int_equal(vl_mysql_result_double(rb, 0, 13, &d), VL_OK);
+    assert_true(d == -1.0000000000000002);
+    assert_int_equal(vl_mysql_result_double(rb, 1, 13, &d), VL_ESTATE);
+    vl_future_free(ft);
+    vl_future_free(fb);
+    exec_ok(loop, c, "DROP TABLE t_types");
+    vl_mysql_free(c);
+    tu_loop_finish(loop);
+}
+
+/* 16 MiB through a parameter, back through both protocols, intact. */
+static void big_blob(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    size_t n = 16u << 20, i, len;
+    unsigned char *blob = malloc(n);
+    vl_mysql *c;
+    vl_mysql_param p[2];
+    vl_future *f;
+    const char *v;
+
+    (void)state;
+    assert_non_null(blob);
+    for (i = 0; i < n; i++)
+        blob[i] = (unsigned char)(i * 7 + (i >> 13));
+    c = connect_ok(loop);
+    exec_ok(loop, c, "DROP TABLE IF EXISTS t_big");
+    exec_ok(loop, c, "CREATE TABLE t_big (id INT PRIMARY KEY, b LONGBLOB)");
+    p[0] = vl_mysql_p_int64(1);
+    p[1] = vl_mysql_p_blob(blob, n);
+    vl_future_free(execute_ok(loop, c, "INSERT INTO t_big VALUES (?, ?)", p, 2));
+    f = query_ok(loop, c, "SELECT b, LENGTH(b) FROM t_big");
+    v = vl_mysql_result_value(vl_future_mysql_result(f), 0, 0, &len);
+    assert_int_equal(len, n);
+    assert_true(memcmp(v, blob, n) == 0);
+    vl_future_free(f);
+    f = execute_ok(loop, c, "SELECT b FROM t_big WHERE id = ?", p, 1);
+    v = vl_mysql_result_value(vl_future_mysql_result(f), 0, 0, &len);
+    assert_int_equal(len, n);
+    assert_true(memcmp(v, blob, n) == 0);
+    vl_future_free(f);
+    exec_ok(loop, c, "DROP TABLE t_big");
+    vl_mysql_free(c);
+    free(blob);
+    tu_loop_finish(loop);
+}
+
+static long long prepare_count(vl_loop *loop, vl_mysql *c)
+{
+    vl_future *f = query_ok(loop, c, "SHOW SESSION STATUS LIKE 'Com_stmt_prepare'");
+    int64_t v;
+
+    assert_int_equal(vl_mysql_result_int64(vl_future_mysql_result(f), 0, 1, &v), VL_OK);
+    vl_future_free(f);
+    return (long long)v;
+}
+
+/* The same SQL is prepared once per connection, then reused. */
+static void statement_cache(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_mysql *c;
+    vl_future *f;
+    long long before, after;
+    int i;
+
+    (void)state;
+    c = connect_ok(loop);
+    before = prepare_count(loop, c);
+    for (i = 0; i < 5; i++) {
+        int64_t v;
+        vl_mysql_param p = vl_mysql_p_int64(i);
+        f = execute_ok(loop, c, "SELECT ? + 1", &p, 1);
+        assert_int_equal(vl_mysql_result_int64(vl_future_mysql_result(f), 0, 0, &v), VL_OK);
+        assert_int_equal(v, i + 1);
+        vl_future_free(f);
+    }
+    after = prepare_count(loop, c);
+    assert_int_equal(after - before, 1);
+
+    /* Wrong parameter count: VL_EINVAL, the connection carries on. */
+    f = wait_for(loop, vl_mysql_execute(c, "SELECT ? + 1", NULL, 0));
+    assert_int_equal(vl_future_status(f), VL_EINVAL);
+    vl_future_free(f);
+    /* A bad statement is a server error with errno and SQLSTATE. */
+    f = wait_for(loop, vl_mysql_execute(c, "SELEKT ?", NULL, 0));
+    assert_int_equal(vl_future_status(f), VL_ESERVER);
+    assert_int_equal(vl_mysql_errno(f), 1064);
+    assert_string_equal(vl_mysql_sqlstate(f), "42000");
+    vl_future_free(f);
+    /* Execution errors too (duplicate key). */
+    exec_ok(loop, c, "DROP TABLE IF EXISTS t_dup");
+    exec_ok(loop, c, "CREATE TABLE t_dup (id INT PRIMARY KEY)");
+    {
+        vl_mysql_param p = vl_mysql_p_int64(1);
+        vl_future_free(execute_ok(loop, c, "INSERT INTO t_dup VALUES (?)", &p, 1));
+        f = wait_for(loop, vl_mysql_execute(c, "INSERT INTO t_dup VALUES (?)", &p, 1));
+        assert_int_equal(vl_future_status(f), VL_ESERVER);
+        assert_int_equal(vl_mysql_errno(f), 1062);
+        assert_string_equal(vl_mysql_sqlstate(f), "23000");
+        vl_future_free(f);
+        f = execute_ok(loop, c, "SELECT COUNT(*) FROM t_dup WHERE id = ?", &p, 1);
+        assert_string_equal(vl_mysql_result_value(vl_future_mysql_result(f), 0, 0, NULL), "1");
+        vl_future_free(f);
+    }
+    exec_ok(loop, c, "DROP TABLE t_dup");
+    /* Bad parameter types are refused before any I/O. */
+    {
+        vl_mysql_param p;
+        p.type = 99;
+        f = wait_for(loop, vl_mysql_execute(c, "SELECT ?", &p, 1));
+        assert_int_equal(vl_future_status(f), VL_EINVAL);
+        vl_future_free(f);
+    }
+    vl_mysql_free(c);
+    tu_loop_finish(loop);
+}
+
+typedef struct streamer {
+    size_t batches;
+    size_t rows;
+    size_t max_batch;
+    int64_t last;
+    int ordered;
+    vl_future *cancel_me; /* cancel after the first batch */
+    vl_mysql *free_me;    /* free the connection after the first batch */
+} streamer;
+
+static void on_batch(vl_mysql_result *b, void *ud)
+{
+    streamer *s = ud;
+    size_t i;
+
+    s->batches++;
+    if (vl_mysql_result_rows(b) > s->max_batch)
+        s->max_batch = vl_mysql_result_rows(b);
+    assert_int_equal(vl_mysql_result_columns(b), 2);
+    assert_string_equal(vl_mysql_result_column_name(b, 0), "seq");
+    for (i = 0; i < vl_mysql_result_rows(b); i++) {
+        int64_t v;
+        assert_int_equal(vl_mysql_result_int64(b, i, 0, &v), VL_OK);
+        if (v != s->last + 1)
+            s->ordered = 0;
+        s->last = v;
+        s->rows++;
+    }
+    if (s->cancel_me != NULL) {
+        vl_future_cancel(s->cancel_me);
+        s->cancel_me = NULL;
+    }
+    if (s->free_me != NULL) {
+        vl_mysql_free(s->free_me);
+        s->free_me = NULL;
+    }
+}
+
+static void streaming(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_mysql *c;
+    vl_future *f, *g;
+    streamer s;
+
+    (void)state;
+    c = connect_ok(loop);
+    memset(&s, 0, sizeof(s));
+    s.ordered = 1;
+    f = wait_for(loop, vl_mysql_query_stream(c, "SELECT seq, REPEAT('x', 100) FROM seq_1_to_2500",
+                                             1000, on_batch, &s));
+    if (vl_future_status(f) != VL_OK)
+        fail_msg("stream: %s", vl_future_error(f));
+    assert_int_equal(s.batches, 3);
+    assert_int_equal(s.rows, 2500);
+    assert_int_equal(s.max_batch, 1000);
+    assert_true(s.ordered);
+    assert_int_equal(vl_mysql_result_affected_rows(vl_future_mysql_result(f)), 2500);
+    assert_int_equal(vl_mysql_result_columns(vl_future_mysql_result(f)), 2);
+    assert_int_equal(vl_mysql_result_rows(vl_future_mysql_result(f)), 0);
+    vl_future_free(f);
+
+    /* Cancel from the first batch: the rest is drained, the connection
+     * stays clean and answers the next query correctly. */
+    memset(&s, 0, sizeof(s));
+    s.ordered = 1;
+    f = vl_mysql_query_stream(c, "SELECT seq, REPEAT('y', 1000) FROM seq_1_to_20000", 100,
+                              on_batch, &s);
+    s.cancel_me = f;
+    g = vl_mysql_query(c, "SELECT 'after'");
+    wait_for(loop, f);
+    assert_int_equal(vl_future_status(f), VL_ECANCELED);
+    wait_for(loop, g);
+    assert_int_equal(vl_future_status(g), VL_OK);
+    assert_string_equal(vl_mysql_result_value(vl_future_mysql_result(g), 0, 0, NULL), "after");
+    assert_int_equal(s.batches, 1);
+    assert_true(vl_mysql_is_open(c));
+    vl_future_free(f);
+    vl_future_free(g);
+
+    /* Multi-statement SQL is not streamed. */
+    vl_mysql_free(c);
+    {
+        char url[600];
+        snprintf(url, sizeof(url), "%s?multi_statements=1", tcp_url());
+        c = vl_mysql_new(loop, url, NULL);
+    }
+    memset(&s, 0, sizeof(s));
+    s.ordered = 1;
+    f = wait_for(loop, vl_mysql_query_stream(c, "SELECT seq, 1 FROM seq_1_to_3; SELECT 2", 0,
+                                             on_batch, &s));
+    assert_int_equal(vl_future_status(f), VL_EINVAL);
+    vl_future_free(f);
+    f = query_ok(loop, c, "SELECT 5");
+    vl_future_free(f);
+
+    /* Freeing the connection from the batch callback. */
+    memset(&s, 0, sizeof(s));
+    s.ordered = 1;
+    s.free_me = c;
+    f = wait_for(loop, vl_mysql_query_stream(c, "SELECT seq, 1 FROM seq_1_to_5000", 10, on_batch,
+                                             &s));
+    assert_int_equal(vl_future_status(f), VL_ECANCELED);
+    assert_int_equal(s.batches, 1);
+    vl_future_free(f);
+
+    /* Cancelled before any row: the connection is closed. */
+    c = connect_ok(loop);
+    memset(&s, 0, sizeof(s));
+    f = vl_future_timeout(vl_mysql_query_stream(c, "SELECT SLEEP(2), 1", 10, on_batch, &s), 50);
+    wait_for(loop, f);
+    assert_int_equal(vl_future_status(f), VL_ETIMEDOUT);
+    assert_int_equal(s.batches, 0);
+    assert_false(vl_mysql_is_open(c));
+    vl_future_free(f);
+    vl_mysql_free(c);
+    tu_loop_finish(loop);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(all_types, setup),
+        cmocka_unit_test_setup(big_blob, setup),
+        cmocka_unit_test_setup(statement_cache, setup),
+        cmocka_unit_test_setup(streaming, setup),
+    };
+
+    return tu_run("mysql_stmt", tests, sizeof(tests) / sizeof(tests[0]));
+}
