@@ -141,10 +141,12 @@ static void set_str(char **dst, const char *s)
     *dst = copy;
 }
 
-static void emit(vl_redis *c, int event)
+/* Reports to the pool. While the connection is being freed only DONE goes
+ * out, so the pool's count of pending commands stays exact. */
+static void emit(vl_redis *c, int event, int status)
 {
-    if (c->ev_fn != NULL && !c->closing)
-        c->ev_fn(c, event, c->ev_ud);
+    if (c->ev_fn != NULL && (!c->closing || event == VL__REDIS_EV_DONE))
+        c->ev_fn(c, event, status, c->ev_ud);
 }
 
 static void list_append(rlist *l, rentry *e)
@@ -280,7 +282,7 @@ static void entry_put(vl_redis *c, rentry *e)
     }
     if (user && --c->nuser == 0) {
         timer_stop(c, &c->cmd_timer);
-        emit(c, VL__REDIS_EV_IDLE);
+        emit(c, VL__REDIS_EV_IDLE, VL_OK);
     }
 }
 
@@ -313,7 +315,7 @@ static void entry_fail(vl_redis *c, rentry *e, int status, const char *msg)
         return;
     e->f = NULL;
     vl__future_complete(f, status, NULL, VL__VAL_NONE, NULL, msg);
-    emit(c, VL__REDIS_EV_DONE);
+    emit(c, VL__REDIS_EV_DONE, status);
 }
 
 static void free_reply_value(void *v)
@@ -330,14 +332,17 @@ static void entry_deliver(vl_redis *c, rentry *e, const redisReply *r)
         return;
     e->f = NULL;
     copy = vl__redis_reply_copy(r);
-    if (copy == NULL)
+    if (copy == NULL) {
         vl__future_complete(f, VL_ENOMEM, NULL, VL__VAL_NONE, NULL, "out of memory copying a reply");
-    else if (r->type == REDIS_REPLY_ERROR)
+        emit(c, VL__REDIS_EV_DONE, VL_ENOMEM);
+    } else if (r->type == REDIS_REPLY_ERROR) {
         vl__future_complete(f, VL_ESERVER, copy, VL__VAL_REDIS, free_reply_value,
                             vl__redis_reply_text(copy));
-    else
+        emit(c, VL__REDIS_EV_DONE, VL_ESERVER);
+    } else {
         vl__future_complete(f, VL_OK, copy, VL__VAL_REDIS, free_reply_value, NULL);
-    emit(c, VL__REDIS_EV_DONE);
+        emit(c, VL__REDIS_EV_DONE, VL_OK);
+    }
 }
 
 /* The cancel hook: the future gave up (cancel, timeout, free). A command not
@@ -348,13 +353,12 @@ static void entry_cancel(void *source, vl_future *f, int status)
     vl_redis *c = e->c;
 
     VL__UNUSED(f);
-    VL__UNUSED(status);
     e->f = NULL;
     if (e->where == W_WAIT) {
         wait_unlink(c, e);
         entry_put(c, e);
     }
-    emit(c, VL__REDIS_EV_DONE);
+    emit(c, VL__REDIS_EV_DONE, status);
     hold_settle(c);
 }
 
@@ -461,7 +465,7 @@ static void become_ready(vl_redis *c)
         e->cmd = NULL;
         submit(c, e, cmd, e->len);
     }
-    emit(c, VL__REDIS_EV_READY);
+    emit(c, VL__REDIS_EV_READY, VL_OK);
 }
 
 /* A drop decided while hiredis may be on the stack waits for the safe point
@@ -609,7 +613,7 @@ static void after_down(vl_redis *c)
         c->attempts++;
         timer_start(c, &c->retry_timer, d);
     }
-    emit(c, VL__REDIS_EV_DOWN);
+    emit(c, VL__REDIS_EV_DOWN, status);
 }
 
 static void hook_cleanup(void *pd)
@@ -912,7 +916,7 @@ static vl_future *fail_with(vl_redis *c, vl_future *f, int status, const char *m
         return vl__future_failed(c->loop, status, "%s", msg);
     vl__future_set_source(f, NULL, NULL);
     vl__future_complete(f, status, NULL, VL__VAL_NONE, NULL, msg);
-    emit(c, VL__REDIS_EV_DONE);
+    emit(c, VL__REDIS_EV_DONE, status);
     return f;
 }
 
@@ -1248,4 +1252,27 @@ void vl__redis_counters(const vl_redis *c, uint64_t *connects, uint64_t *reconne
     *connects = c->connects;
     *reconnects = c->reconnects;
     *errors = c->connect_errors;
+}
+
+void vl__redis_detach(vl_redis *c)
+{
+    c->ev_fn = NULL;
+    c->ev_ud = NULL;
+}
+
+int vl__redis_url_error(vl_loop *loop, const char *url, char **msg)
+{
+    vl_redis *c = conn_make(loop, url, NULL);
+    int rc;
+
+    *msg = NULL;
+    if (c == NULL)
+        return VL_ENOMEM;
+    rc = c->state == S_INVALID ? c->invalid_status : VL_OK;
+    if (rc != VL_OK) {
+        *msg = c->err;
+        c->err = NULL;
+    }
+    vl_redis_free(c);
+    return rc;
 }

@@ -37,16 +37,22 @@ vl_future *vl__redis_send(vl_redis *c, vl_future *f, char *cmd, size_t len);
 enum {
     VL__REDIS_EV_READY = 1, /* the handshake succeeded */
     VL__REDIS_EV_DOWN,      /* the connection or an attempt failed */
-    VL__REDIS_EV_DONE,      /* a command future completed (any status) */
+    VL__REDIS_EV_DONE,      /* a command future completed with `status` */
     VL__REDIS_EV_IDLE       /* nothing pending any more (no reply due) */
 };
-typedef void (*vl__redis_event_fn)(vl_redis *c, int event, void *ud);
+typedef void (*vl__redis_event_fn)(vl_redis *c, int event, int status, void *ud);
 
 /* Makes a pooled connection: it reports events to `fn` and, while nothing
  * is pending on it, does not keep the loop running. It is not registered
  * as a loop handle: the pool frees it. */
 vl_redis *vl__redis_new_pooled(vl_loop *loop, const char *url, const vl_redis_options *opts,
                                vl__redis_event_fn fn, void *ud);
+
+/* Stops reporting events (before the owner goes away). */
+void vl__redis_detach(vl_redis *c);
+/* VL_OK when `url` is a usable Redis URL; otherwise the status a command
+ * would fail with, and the message in *msg (vl__free it). */
+int vl__redis_url_error(vl_loop *loop, const char *url, char **msg);
 
 /* 1 when `c` may go back to a pool: ready, nothing pending, not inside MULTI,
  * no WATCH, no SELECT by the user, and still the connection of `epoch`. */

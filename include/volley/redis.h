@@ -75,6 +75,8 @@ extern "C" {
 
 typedef struct vl_redis vl_redis;
 typedef struct vl_redis_reply vl_redis_reply;
+typedef struct vl_redis_pool vl_redis_pool;
+typedef struct vl_redis_lease vl_redis_lease;
 
 /* ==== Replies ================================================================
  *
@@ -191,6 +193,123 @@ VL_EXPORT int vl_redis_state(const vl_redis *c);
 /* Commands issued and not yet completed (in flight or waiting), including
  * the ones cancelled or timed out whose late reply is still due. */
 VL_EXPORT size_t vl_redis_pending(const vl_redis *c);
+
+/* ==== Pools ==================================================================
+ *
+ * A pool keeps up to max_size connections to one endpoint and spreads
+ * commands over them, each to the ready connection with the fewest commands
+ * in flight (pipelining on each). It opens min_idle connections at once and
+ * more when every connection is busy. A lost connection reconnects by
+ * itself, with the policy above, while the pool routes around it; when no
+ * connection is up, commands fail fast with VL_ECONN, and when every
+ * connection is leased out (and max_size reached) with VL_EBUSY.
+ *
+ * Idle pooled connections do not keep vl_loop_run running; pending commands,
+ * waiting requests and connection attempts with work waiting do. */
+
+enum {
+    VL_REDIS_POOL_FAIL = 0, /* past max_pending, fail at once with VL_EBUSY */
+    VL_REDIS_POOL_WAIT = 1  /* wait up to acquire_timeout_ms, then VL_ETIMEDOUT */
+};
+
+typedef struct vl_redis_pool_options {
+    unsigned max_size;           /* connections at most; 8 */
+    unsigned min_idle;           /* connections opened at once and kept; 1 */
+    uint32_t acquire_timeout_ms; /* wait for room or for a lease; 5000. 0: forever */
+    uint32_t connect_timeout_ms; /* as in vl_redis_options; 5000 */
+    uint32_t command_timeout_ms; /* as in vl_redis_options; 0 (off) */
+    uint32_t reconnect_min_ms;   /* as in vl_redis_options; 100 */
+    uint32_t reconnect_max_ms;   /* as in vl_redis_options; 5000 */
+    size_t max_pending;          /* cap on pool + lease commands pending on the
+                                  * connections (in flight or waiting for a
+                                  * handshake); 0: no cap */
+    int on_full;                 /* VL_REDIS_POOL_FAIL (default) or VL_REDIS_POOL_WAIT */
+} vl_redis_pool_options;
+
+/* Fills `o` with the defaults above. */
+VL_EXPORT void vl_redis_pool_options_init(vl_redis_pool_options *o);
+
+/* Makes a pool for `url` (copied) and opens min_idle connections. `opts`
+ * may be NULL for the defaults. Returns NULL only when out of memory; a bad
+ * URL makes a pool whose every command fails with VL_EINVAL. The pool
+ * belongs to the loop, which frees it if you have not. */
+VL_EXPORT vl_redis_pool *vl_redis_pool_new(vl_loop *loop, const char *url,
+                                           const vl_redis_pool_options *opts);
+
+/* A command on some connection of the pool; the future is the one of
+ * vl_redis_command. Past max_pending it fails with VL_EBUSY, or waits (in
+ * order) up to acquire_timeout_ms and then fails with VL_ETIMEDOUT,
+ * depending on on_full. Returns NULL only when out of memory. */
+VL_EXPORT vl_future *vl_redis_pool_command(vl_redis_pool *p, const char *fmt, ...);
+VL_EXPORT vl_future *vl_redis_pool_commandv(vl_redis_pool *p, const char *fmt, va_list ap);
+VL_EXPORT vl_future *vl_redis_pool_command_argv(vl_redis_pool *p, int argc, const char **argv,
+                                                const size_t *argvlen);
+
+/* ---- Leases: one connection for you alone ---------------------------------
+ *
+ * For MULTI/EXEC, WATCH and blocking commands (BLPOP...), which need every
+ * command on the same connection with nobody else's in between.
+ *
+ * vl_redis_pool_lease returns a future whose value is a vl_redis_lease *. It
+ * completes when a connection is ready with nothing pending (the pool opens
+ * one if it may), or fails with VL_ETIMEDOUT after acquire_timeout_ms, or
+ * at once with VL_ECONN when all max_size connections are down. Take the
+ * lease with vl_future_take; a lease left in the future is released when
+ * the future is freed.
+ *
+ * Release rule: vl_redis_lease_release gives the connection back to the pool
+ * only if it is provably clean: no command pending (not even a cancelled
+ * one whose reply is still due), not inside MULTI, no WATCH outstanding
+ * (EXEC, DISCARD or UNWATCH clear it), no SELECT issued through the lease,
+ * and the connection was not lost and reopened meanwhile. Otherwise the
+ * connection is closed (its pending futures complete with VL_ECANCELED) and
+ * the pool opens a fresh one when needed. Pub/sub is refused on leases, so a
+ * lease never holds a subscription. */
+
+VL_EXPORT vl_future *vl_redis_pool_lease(vl_redis_pool *p);
+
+/* Commands on the lease's connection, as vl_redis_command. Once the pool was
+ * freed they fail with VL_ECLOSED. NULL only when out of memory or l is
+ * NULL. (After vl_redis_lease_release, `l` no longer exists.) */
+VL_EXPORT vl_future *vl_redis_lease_command(vl_redis_lease *l, const char *fmt, ...);
+VL_EXPORT vl_future *vl_redis_lease_commandv(vl_redis_lease *l, const char *fmt, va_list ap);
+VL_EXPORT vl_future *vl_redis_lease_command_argv(vl_redis_lease *l, int argc,
+                                                 const char **argv, const size_t *argvlen);
+
+/* Ends the lease and frees `l` (the pointer is invalid afterwards). Returns
+ * 1 when the connection went back to the pool, 0 when it was closed as
+ * dirty (or the pool is gone). NULL is a no-op returning 0. */
+VL_EXPORT int vl_redis_lease_release(vl_redis_lease *l);
+
+/* ---- Stats and teardown ---------------------------------------------------- */
+
+typedef struct vl_redis_stats {
+    unsigned open;          /* connections the pool holds, whatever their state */
+    unsigned ready;         /* of those, connected and past AUTH/SELECT */
+    unsigned busy;          /* ready with commands pending, or leased */
+    unsigned idle;          /* ready, nothing pending, not leased */
+    unsigned leased;        /* leased out right now */
+    size_t pending;         /* pool commands in flight or waiting on a connection */
+    size_t queued;          /* requests waiting in the pool (room or a lease) */
+    uint64_t commands;      /* pool and lease commands issued */
+    uint64_t errors;        /* of those, failed with anything but VL_ESERVER */
+    uint64_t rejected;      /* failed with VL_EBUSY past max_pending */
+    uint64_t timeouts;      /* failed with VL_ETIMEDOUT (command or wait) */
+    uint64_t connects;      /* connection handshakes that succeeded */
+    uint64_t reconnects;    /* of those, on a connection that had been up before */
+    uint64_t connect_errors; /* connection attempts that failed */
+    uint64_t dirty_closes;  /* leases whose connection was closed on release */
+} vl_redis_stats;
+
+/* Fills `out` with a snapshot of the pool. Returns VL_OK, or VL_EINVAL when
+ * p or out is NULL. */
+VL_EXPORT int vl_redis_pool_stats(const vl_redis_pool *p, vl_redis_stats *out);
+
+/* Frees the pool now: requests waiting in the pool, commands pending on its
+ * connections and lease requests complete with VL_ECANCELED. Leases you
+ * hold stay valid until you release them, but their commands fail with
+ * VL_ECLOSED. Legal from inside a callback. NULL is a no-op. */
+VL_EXPORT void vl_redis_pool_free(vl_redis_pool *p);
 
 #ifdef __cplusplus
 }
