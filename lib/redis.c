@@ -610,6 +610,8 @@ static void after_down(vl_redis *c)
             d = hi;
         /* Jitter: anywhere in the upper half, so clients spread out. */
         d = d / 2 + (d > 1 ? vl__rand64() % (d - d / 2 + 1) : d);
+        if (d == 0)
+            d = 1; /* reconnect_min_ms 0 must not spin on a dead server */
         c->attempts++;
         timer_start(c, &c->retry_timer, d);
     }
