@@ -1,7 +1,7 @@
 /* volley.h - async Redis and MySQL/MariaDB for C, on one libev loop.
  *
  * Include this umbrella header; each concept has its own header under
- * volley/: common (errors, allocator), loop, future.
+ * volley/: common (errors, allocator), loop, future, redis, mysql, fanout.
  */
 #ifndef VOLLEY_H
 #define VOLLEY_H
@@ -11,5 +11,6 @@
 #include "volley/future.h"
 #include "volley/redis.h"
 #include "volley/mysql.h"
+#include "volley/fanout.h"
 
 #endif

@@ -21,6 +21,7 @@ PACKAGES=(
     mariadb-server
     mariadb-client
     gnuplot-nox
+    jq
 )
 
 # dpkg-query reports "install ok installed" only for a fully installed

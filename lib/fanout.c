@@ -1,0 +1,476 @@
+/* lib/fanout.c - one command or query on many endpoints at once.
+ *
+ * Each host gets its own one-shot connection (no reconnect) and its own
+ * deadline, started when the host starts, so a stopped or dead host costs
+ * only its own timeout. At most `concurrency` hosts run at once; as one
+ * finishes the next starts. The fan-out object outlives its future when it is
+ * cancelled: the hosts still running are cancelled and their callbacks (which
+ * always come, rule 2) find the object and free it once the last one is back.
+ */
+#include "internal.h"
+#include "url.h"
+#include "volley/fanout.h"
+#include "volley/mysql.h"
+#include "volley/redis.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+enum { KIND_REDIS = 1, KIND_MYSQL = 2 };
+
+typedef struct fo_host {
+    char *url;        /* with the password filled in; wiped when freed */
+    char *display;    /* printable: no password */
+    int status;
+    char *msg;
+    double start_ms;
+    double latency_ms;
+    void *value;      /* a vl_redis_reply or vl_mysql_result */
+    vl_free_fn value_free;
+    unsigned my_errno;
+    char sqlstate[6];
+    int done;
+    void *conn;       /* vl_redis / vl_mysql while running */
+    struct fanout *fo;
+} fo_host;
+
+struct vl_fanout_result {
+    size_t n;
+    int kind;
+    fo_host *h;
+};
+
+typedef struct fanout {
+    vl_loop *loop;
+    vl_future *f;        /* NULL once cancelled or completed */
+    vl_fanout_result *r; /* owned until handed to the future */
+    int kind;
+    int argc;
+    char **argv;
+    size_t *argvlen;
+    char *sql;
+    vl_fanout_options o;
+    size_t next;         /* next host to start */
+    size_t running;
+    size_t remaining;
+} fanout;
+
+static double mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+void vl_fanout_options_init(vl_fanout_options *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->connect_timeout_ms = 5000;
+    o->timeout_ms = 10000;
+    o->concurrency = 64;
+}
+
+void vl_fanout_result_free(vl_fanout_result *r)
+{
+    size_t i;
+
+    if (r == NULL)
+        return;
+    for (i = 0; i < r->n; i++) {
+        fo_host *h = &r->h[i];
+        if (h->url != NULL) {
+            memset(h->url, 0, strlen(h->url));
+            vl__free(h->url);
+        }
+        vl__free(h->display);
+        vl__free(h->msg);
+        if (h->value != NULL && h->value_free != NULL)
+            h->value_free(h->value);
+    }
+    vl__free(r->h);
+    vl__free(r);
+}
+
+static void fanout_free(fanout *fo)
+{
+    int i;
+
+    vl_fanout_result_free(fo->r);
+    for (i = 0; i < fo->argc; i++)
+        vl__free(fo->argv[i]);
+    vl__free(fo->argv);
+    vl__free(fo->argvlen);
+    vl__free(fo->sql);
+    vl__free(fo);
+}
+
+static void start_hosts(fanout *fo);
+
+static void redis_reply_free(void *p)
+{
+    vl_redis_reply_free(p);
+}
+
+static void mysql_result_free(void *p)
+{
+    vl_mysql_result_free(p);
+}
+
+static void conn_free(int kind, void *conn)
+{
+    if (kind == KIND_REDIS)
+        vl_redis_free(conn);
+    else
+        vl_mysql_free(conn);
+}
+
+static void finish(fanout *fo)
+{
+    vl_future *f = fo->f;
+    vl_fanout_result *r = fo->r;
+
+    fo->f = NULL;
+    fo->r = NULL;
+    vl__future_complete(f, VL_OK, r, VL__VAL_FANOUT, (vl_free_fn)vl_fanout_result_free, NULL);
+}
+
+static void host_done(vl_future *f, void *ud)
+{
+    fo_host *h = ud;
+    fanout *fo = h->fo;
+    int st = vl_future_status(f);
+
+    conn_free(fo->kind, h->conn); /* legal inside a callback (rule 5) */
+    h->conn = NULL;
+    fo->running--;
+    if (fo->f == NULL) {
+        /* Cancelled: the result is gone; free the fan-out with the last host. */
+        if (fo->running == 0)
+            fanout_free(fo);
+        return;
+    }
+    h->done = 1;
+    h->status = st;
+    h->latency_ms = mono_ms() - h->start_ms;
+    if (st != VL_OK) {
+        const char *m = vl_future_error(f);
+        h->msg = vl__strdup(m[0] ? m : vl_strerror(st));
+    }
+    if (fo->kind == KIND_MYSQL) {
+        if (st != VL_OK) {
+            const char *ss = vl_mysql_sqlstate(f);
+            h->my_errno = vl_mysql_errno(f);
+            snprintf(h->sqlstate, sizeof(h->sqlstate), "%s", ss ? ss : "");
+        }
+        if (vl_future_mysql_result(f) != NULL) {
+            h->value = vl_future_take(f);
+            h->value_free = mysql_result_free;
+        }
+    } else if (vl_future_redis_reply(f) != NULL) {
+        h->value = vl_future_take(f);
+        h->value_free = redis_reply_free;
+    }
+    fo->remaining--;
+    if (fo->o.on_host != NULL)
+        fo->o.on_host(fo->r, (size_t)(h - fo->r->h), fo->o.ud);
+    if (fo->f == NULL) /* the on_host callback cancelled or freed the future */
+        return;
+    if (fo->remaining == 0) {
+        finish(fo);
+        if (fo->running == 0)
+            fanout_free(fo);
+        return;
+    }
+    start_hosts(fo);
+}
+
+static void start_one(fanout *fo, fo_host *h)
+{
+    vl_future *op = NULL;
+
+    h->start_ms = mono_ms();
+    if (fo->kind == KIND_REDIS) {
+        vl_redis_options ro;
+        vl_redis_options_init(&ro);
+        ro.reconnect = 0;
+        ro.connect_timeout_ms = (uint32_t)(fo->o.connect_timeout_ms > UINT32_MAX
+                                               ? UINT32_MAX : fo->o.connect_timeout_ms);
+        h->conn = vl_redis_new(fo->loop, h->url, &ro);
+        if (h->conn != NULL)
+            op = vl_redis_command_argv(h->conn, fo->argc, (const char **)fo->argv, fo->argvlen);
+    } else {
+        vl_mysql_options mo;
+        vl_mysql_options_init(&mo);
+        mo.connect_timeout_ms = fo->o.connect_timeout_ms;
+        h->conn = vl_mysql_new(fo->loop, h->url, &mo);
+        if (h->conn != NULL)
+            op = vl_mysql_query(h->conn, fo->sql);
+    }
+    if (op == NULL) {
+        /* Out of memory for this host: it fails alone, from the loop. */
+        if (h->conn != NULL)
+            conn_free(fo->kind, h->conn);
+        h->conn = NULL;
+        op = vl__future_failed(fo->loop, VL_ENOMEM, "out of memory");
+        if (op == NULL) {
+            h->done = 1;
+            h->status = VL_ENOMEM;
+            fo->remaining--;
+            return;
+        }
+    }
+    fo->running++;
+    vl_future_then(vl_future_timeout(op, fo->o.timeout_ms), host_done, h);
+}
+
+static void start_hosts(fanout *fo)
+{
+    size_t cap = fo->o.concurrency ? fo->o.concurrency : fo->r->n;
+
+    while (fo->next < fo->r->n && fo->running < cap)
+        start_one(fo, &fo->r->h[fo->next++]);
+    if (fo->remaining == 0 && fo->f != NULL) /* every start failed at once */
+        finish(fo);
+}
+
+static void fanout_cancel(void *source, vl_future *f, int status)
+{
+    fanout *fo = source;
+    size_t i;
+
+    VL__UNUSED(f);
+    VL__UNUSED(status);
+    fo->f = NULL;
+    if (fo->running == 0) {
+        fanout_free(fo);
+        return;
+    }
+    /* Their callbacks still come and free the fan-out with the last one. */
+    for (i = 0; i < fo->next; i++) {
+        fo_host *h = &fo->r->h[i];
+        if (h->conn != NULL)
+            conn_free(fo->kind, h->conn), h->conn = NULL;
+    }
+}
+
+static const vl__source_ops fanout_ops = {fanout_cancel};
+
+/* Percent-encodes into a new string (for a password put into a URL). */
+static char *pct_encode(const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    char *d = vl__malloc(strlen(s) * 3 + 1), *p = d;
+
+    if (d == NULL)
+        return NULL;
+    for (; *s != '\0'; s++) {
+        unsigned char c = (unsigned char)*s;
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+            c == '-' || c == '_' || c == '.' || c == '~') {
+            *p++ = (char)c;
+        } else {
+            *p++ = '%';
+            *p++ = hex[c >> 4];
+            *p++ = hex[c & 15];
+        }
+    }
+    *p = '\0';
+    return d;
+}
+
+/* Checks one URL and gives it the default password when it has none. */
+static int prepare_host(fanout *fo, size_t i, const char *url, const char *password,
+                        char *err, size_t errlen)
+{
+    fo_host *h = &fo->r->h[i];
+    vl__url u;
+    int rc = vl__url_parse(url, &u, err, errlen);
+    int ok_scheme;
+
+    if (rc != VL_OK)
+        return rc;
+    if (fo->kind == KIND_REDIS)
+        ok_scheme = strcmp(u.scheme, "redis") == 0 || strcmp(u.scheme, "unix") == 0;
+    else
+        ok_scheme = strcmp(u.scheme, "mysql") == 0 || strcmp(u.scheme, "mariadb") == 0 ||
+                    strcmp(u.scheme, "unix") == 0;
+    if (!ok_scheme) {
+        snprintf(err, errlen, "%s URL expected, got %s://", fo->kind == KIND_REDIS ? "a Redis"
+                 : "a MySQL", u.scheme);
+        vl__url_clear(&u);
+        return VL_EINVAL;
+    }
+    h->display = vl__strdup(u.display);
+    if (password != NULL && u.password == NULL) {
+        /* scheme://[user]:pw@rest, where rest follows the old userinfo. */
+        const char *rest = strstr(url, "://") + 3;
+        const char *at = strchr(rest, '@');
+        const char *slash = rest + strcspn(rest, "/?");
+        char *enc = pct_encode(password);
+        if (at != NULL && at < slash) {
+            h->url = enc ? vl__asprintf("%.*s:%s%s", (int)(at - url), url, enc, at) : NULL;
+        } else {
+            h->url = enc ? vl__asprintf("%.*s:%s@%s", (int)(rest - url), url, enc, rest) : NULL;
+        }
+        if (enc != NULL) {
+            memset(enc, 0, strlen(enc));
+            vl__free(enc);
+        }
+    } else {
+        h->url = vl__strdup(url);
+    }
+    vl__url_clear(&u);
+    if (h->display == NULL || h->url == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return VL_ENOMEM;
+    }
+    h->fo = fo;
+    h->status = VL_ESTATE;
+    return VL_OK;
+}
+
+static vl_future *fanout_start(vl_loop *loop, int kind, const char *const *urls, size_t n,
+                               int argc, const char *const *argv, const size_t *argvlen,
+                               const char *sql, const vl_fanout_options *o)
+{
+    fanout *fo;
+    vl_future *f;
+    size_t i;
+    int k;
+    char err[256];
+
+    if (loop == NULL)
+        return NULL;
+    if (urls == NULL || n == 0)
+        return vl__future_failed(loop, VL_EINVAL, "fan-out: no endpoints");
+    if (kind == KIND_REDIS && (argc <= 0 || argv == NULL))
+        return vl__future_failed(loop, VL_EINVAL, "fan-out: no command");
+    if (kind == KIND_MYSQL && (sql == NULL || sql[0] == '\0'))
+        return vl__future_failed(loop, VL_EINVAL, "fan-out: no SQL");
+    fo = vl__calloc(1, sizeof(*fo));
+    if (fo == NULL)
+        return NULL;
+    fo->loop = loop;
+    fo->kind = kind;
+    if (o != NULL)
+        fo->o = *o;
+    else
+        vl_fanout_options_init(&fo->o);
+    fo->o.password = NULL; /* copied into the URLs below, never kept */
+    fo->r = vl__calloc(1, sizeof(*fo->r));
+    if (fo->r == NULL)
+        goto nomem;
+    fo->r->kind = kind;
+    fo->r->h = vl__calloc(n, sizeof(fo_host));
+    if (fo->r->h == NULL)
+        goto nomem;
+    fo->r->n = n;
+    for (i = 0; i < n; i++) {
+        int rc = urls[i] != NULL ? prepare_host(fo, i, urls[i], o ? o->password : NULL, err,
+                                                sizeof(err))
+                                 : (snprintf(err, sizeof(err), "NULL URL"), VL_EINVAL);
+        if (rc == VL_ENOMEM)
+            goto nomem;
+        if (rc != VL_OK) {
+            fanout_free(fo);
+            return vl__future_failed(loop, rc, "host %zu: %s", i + 1, err);
+        }
+    }
+    if (kind == KIND_REDIS) {
+        fo->argc = argc;
+        fo->argv = vl__calloc((size_t)argc, sizeof(char *));
+        fo->argvlen = vl__calloc((size_t)argc, sizeof(size_t));
+        if (fo->argv == NULL || fo->argvlen == NULL)
+            goto nomem;
+        for (k = 0; k < argc; k++) {
+            size_t len = argvlen != NULL ? argvlen[k] : strlen(argv[k]);
+            fo->argv[k] = vl__strndup(argv[k], len);
+            if (fo->argv[k] == NULL)
+                goto nomem;
+            fo->argvlen[k] = len;
+        }
+    } else {
+        fo->sql = vl__strdup(sql);
+        if (fo->sql == NULL)
+            goto nomem;
+    }
+    f = vl__future_make(loop, &fanout_ops, fo);
+    if (f == NULL)
+        goto nomem;
+    fo->f = f;
+    fo->remaining = n;
+    start_hosts(fo);
+    return f;
+nomem:
+    fanout_free(fo);
+    return NULL;
+}
+
+vl_future *vl_fanout_redis(vl_loop *loop, const char *const *urls, size_t n, int argc,
+                           const char *const *argv, const size_t *argvlen,
+                           const vl_fanout_options *o)
+{
+    return fanout_start(loop, KIND_REDIS, urls, n, argc, argv, argvlen, NULL, o);
+}
+
+vl_future *vl_fanout_mysql(vl_loop *loop, const char *const *urls, size_t n, const char *sql,
+                           const vl_fanout_options *o)
+{
+    return fanout_start(loop, KIND_MYSQL, urls, n, 0, NULL, NULL, sql, o);
+}
+
+const vl_fanout_result *vl_future_fanout(const vl_future *f)
+{
+    if (f == NULL || vl__future_vtype(f) != VL__VAL_FANOUT)
+        return NULL;
+    return vl_future_value(f);
+}
+
+size_t vl_fanout_count(const vl_fanout_result *r)
+{
+    return r != NULL ? r->n : 0;
+}
+
+const char *vl_fanout_host(const vl_fanout_result *r, size_t i)
+{
+    return r != NULL && i < r->n ? r->h[i].display : NULL;
+}
+
+int vl_fanout_status(const vl_fanout_result *r, size_t i)
+{
+    return r != NULL && i < r->n ? r->h[i].status : VL_EINVAL;
+}
+
+const char *vl_fanout_error(const vl_fanout_result *r, size_t i)
+{
+    if (r == NULL || i >= r->n || r->h[i].status == VL_OK)
+        return "";
+    return r->h[i].msg != NULL ? r->h[i].msg : vl_strerror(r->h[i].status);
+}
+
+double vl_fanout_latency_ms(const vl_fanout_result *r, size_t i)
+{
+    return r != NULL && i < r->n ? r->h[i].latency_ms : 0.0;
+}
+
+const vl_redis_reply *vl_fanout_redis_reply(const vl_fanout_result *r, size_t i)
+{
+    return r != NULL && i < r->n && r->kind == KIND_REDIS ? r->h[i].value : NULL;
+}
+
+const vl_mysql_result *vl_fanout_mysql_result(const vl_fanout_result *r, size_t i)
+{
+    return r != NULL && i < r->n && r->kind == KIND_MYSQL ? r->h[i].value : NULL;
+}
+
+unsigned vl_fanout_mysql_errno(const vl_fanout_result *r, size_t i)
+{
+    return r != NULL && i < r->n ? r->h[i].my_errno : 0;
+}
+
+const char *vl_fanout_mysql_sqlstate(const vl_fanout_result *r, size_t i)
+{
+    return r != NULL && i < r->n ? r->h[i].sqlstate : "";
+}

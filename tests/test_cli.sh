@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# tests/test_cli.sh - the volley CLI against the harness's real servers.
+# Prints TAP. Needs the env from tests/servers.sh (tests/run.sh provides it).
+set -u
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+VOLLEY=${VOLLEY_BIN:-$ROOT/build/tools/volley}
+T=$(mktemp -d /tmp/volley-cli.XXXXXX)
+STOPPED_PID=""
+cleanup() {
+    # Never leave a server stopped, whatever happened above.
+    [ -n "$STOPPED_PID" ] && kill -CONT "$STOPPED_PID" 2>/dev/null
+    rm -rf "$T"
+}
+trap cleanup EXIT
+
+n=0
+fails=0
+ok() { n=$((n + 1)); echo "ok $n - $1"; }
+not_ok() { n=$((n + 1)); fails=$((fails + 1)); echo "not ok $n - $1"; shift; for l in "$@"; do echo "# $l"; done; }
+check() { # check DESC CONDITION...
+    local desc=$1; shift
+    if "$@"; then ok "$desc"; else not_ok "$desc" "failed: $*"; fi
+}
+# run: runs volley, stdout to $T/out, stderr to $T/err, exit code in $rc
+run() { "$VOLLEY" "$@" >"$T/out" 2>"$T/err"; rc=$?; }
+has() { grep -qF -- "$1" "$2"; }
+lines() { wc -l <"$1" | tr -d ' '; }
+
+echo "1..33"
+if [ -z "${VL_TEST_REDIS_PORTS:-}" ] || [ ! -x "$VOLLEY" ]; then
+    echo "# the harness env or $VOLLEY is missing"
+    for _ in $(seq 33); do not_ok "setup"; done
+    exit 1
+fi
+IFS=, read -r P1 P2 P3 _ <<<"$VL_TEST_REDIS_PORTS"
+PA=$VL_TEST_REDIS_AUTH_PORT
+PW=$VL_TEST_REDIS_PASSWORD
+MY="mysql://$VL_TEST_MYSQL_USER:$VL_TEST_MYSQL_PASSWORD@127.0.0.1:$VL_TEST_MYSQL_PORT/$VL_TEST_MYSQL_DB"
+MYH="mysql://$VL_TEST_MYSQL_USER:$VL_TEST_MYSQL_PASSWORD@localhost:$VL_TEST_MYSQL_PORT/$VL_TEST_MYSQL_DB"
+# A port nobody listens on: bind-test a few until one refuses.
+CLOSED=1
+for p in 1 9 13 17 19; do
+    if ! (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; then CLOSED=$p; break; fi
+done
+
+# --- 5 hosts: one stopped with SIGSTOP, one closed port ---
+"$VOLLEY" -H 127.0.0.1:$P1,127.0.0.1:$P2,127.0.0.1:$P3 SET cli:k v1 >/dev/null 2>&1
+redis-cli -p "$PA" -a "$PW" --no-auth-warning SET cli:k v1 >/dev/null
+STOPPED_PID=$(cat "$VL_TEST_DIR/redis-3.pid")
+kill -STOP "$STOPPED_PID"
+start=$(date +%s%N)
+run -t 1000 -H "127.0.0.1:$P1,127.0.0.1:$P2,127.0.0.1:$P3,127.0.0.1:$CLOSED" \
+    -H "redis://:$PW@127.0.0.1:$PA" GET cli:k
+elapsed_ms=$(( ($(date +%s%N) - start) / 1000000 ))
+kill -CONT "$STOPPED_PID"; STOPPED_PID=""
+check "a stopped host and a closed port give exit status 2" [ "$rc" -eq 2 ]
+check "the three healthy hosts print their reply" [ "$(grep -c ': v1$' "$T/out")" -eq 3 ]
+check "the stopped host is reported as a timeout" has "127.0.0.1:$P3: (timeout)" "$T/out"
+check "the closed port is reported as a connect error" has "127.0.0.1:$CLOSED: (connect)" "$T/out"
+check "the summary counts every outcome" has "5 hosts: 3 ok, 1 timeout (127.0.0.1:$P3), 1 connect (127.0.0.1:$CLOSED)" "$T/err"
+echo "# 5 hosts with a 1000 ms timeout took $elapsed_ms ms"
+check "the run ends within the timeout plus a margin (took ${elapsed_ms} ms)" [ "$elapsed_ms" -lt 4000 ]
+check "the password in a URL appears nowhere" bash -c "! grep -qF -- '$PW' '$T/out' '$T/err'"
+
+# --- a server error ---
+"$VOLLEY" -H 127.0.0.1:$P1 RPUSH cli:list a >/dev/null 2>&1
+run -H 127.0.0.1:$P1,127.0.0.1:$P2 GET cli:list
+check "a WRONGTYPE gives exit status 1" [ "$rc" -eq 1 ]
+check "the server's message is printed" has "127.0.0.1:$P1: (error) WRONGTYPE" "$T/out"
+check "the other host still answers" has "127.0.0.1:$P2: " "$T/out"
+
+# --- grouping and JSON ---
+run -g -H "127.0.0.1:[$P1,$P2,$P3]" PING
+check "-g merges identical replies under one host list" \
+    bash -c "grep -q '(3)\$' '$T/out' && [ \$(grep -c '^PONG\$' '$T/out') -eq 1 ]"
+run --json -H "127.0.0.1:$P1,127.0.0.1:$P2,127.0.0.1:$CLOSED" HGETALL cli:nohash
+check "--json prints one object per host" [ "$(lines "$T/out")" -eq 3 ]
+check "--json output parses, with host/status/latency_ms" \
+    bash -c "jq -e 'has(\"host\") and has(\"status\") and has(\"latency_ms\")' '$T/out' >/dev/null"
+check "--json reports the dead host as connect with an error" \
+    bash -c "jq -e 'select(.status==\"connect\") | .error | length > 0' '$T/out' >/dev/null"
+run --json -H 127.0.0.1:$P1 EVAL "return {1, 'two', {3}}" 0
+check "--json keeps reply types (integer, string, nested array)" \
+    bash -c "jq -e '.reply == [1, \"two\", [3]]' '$T/out' >/dev/null"
+
+# --- SQL ---
+run -H "$MY,$MYH" -e "SELECT 41 + 1 AS answer, NULL AS nothing"
+check "-e over two MariaDB endpoints succeeds" [ "$rc" -eq 0 ]
+check "both endpoints print a table" [ "$(grep -c '| 42     | NULL    |' "$T/out")" -eq 2 ]
+run -H "$MY,$MYH" -e "SELEC 1"
+check "a bad query gives exit status 1" [ "$rc" -eq 1 ]
+check "a bad query reports errno and SQLSTATE per host" \
+    [ "$(grep -c 'ERROR 1064 (42000)' "$T/out")" -eq 2 ]
+run --json -H "$MY" -e "SELEC 1"
+check "--json carries errno and sqlstate" \
+    bash -c "jq -e '.errno == 1064 and .sqlstate == \"42000\"' '$T/out' >/dev/null"
+check "no MySQL password in any output" \
+    bash -c "! grep -qF -- '$VL_TEST_MYSQL_PASSWORD' '$T/out' '$T/err'"
+
+# --- bad input: one line on stderr, exit 64 ---
+bad_input() { # DESC ARGS...
+    local desc=$1; shift
+    run "$@"
+    if [ "$rc" -eq 64 ] && [ "$(lines "$T/err")" -eq 1 ] && [ ! -s "$T/out" ]; then
+        ok "$desc"
+    else
+        not_ok "$desc" "rc=$rc" "$(head -3 "$T/err")"
+    fi
+}
+bad_input "an unknown option is a usage error" --frobnicate -H 127.0.0.1:$P1 PING
+bad_input "an empty host list is a usage error" -H "" PING
+bad_input "no hosts at all is a usage error" PING
+bad_input "a malformed URL is a usage error" -H "redis://:$PW@127.0.0.1:99999" PING
+bad_input "a malformed range is a usage error" -H "127.0.0.1:[7005-7000]" PING
+bad_input "a missing command is a usage error" -H 127.0.0.1:$P1
+bad_input "mixing Redis and MySQL hosts is a usage error" -H "127.0.0.1:$P1,$MY" PING
+check "a usage error never prints the password" bash -c "! grep -qF -- '$PW' '$T/err'"
+
+# --- a hosts file with 1,000 entries ---
+{
+    echo "# 1,000 entries over the three instances"
+    for i in $(seq 1000); do
+        case $((i % 3)) in 0) echo "127.0.0.1:$P1";; 1) echo "127.0.0.1:$P2  # two";; 2) echo "127.0.0.1:$P3";; esac
+    done
+} >"$T/hosts"
+run -c 100 -f "$T/hosts" PING
+check "a hosts file with 1,000 entries works" \
+    bash -c "[ $rc -eq 0 ] && [ \$(grep -c ': PONG\$' '$T/out') -eq 1000 ] && grep -q '^1000 hosts: 1000 ok' '$T/err'"
+
+# --- wrong password: a connect error without the password ---
+run -H "redis://:wrong-$PW@127.0.0.1:$PA" PING
+check "a wrong password is a connect error (exit 2) without the password" \
+    bash -c "[ $rc -eq 2 ] && grep -q '(connect)' '$T/out' && ! grep -qF -- 'wrong-$PW' '$T/out' '$T/err'"
+REDISCLI_AUTH=$PW "$VOLLEY" -H 127.0.0.1:$PA PING >"$T/out" 2>"$T/err"
+check "REDISCLI_AUTH supplies the password" has "127.0.0.1:$PA: PONG" "$T/out"
+run --version
+check "--version prints the version" grep -q '^volley [0-9]' "$T/out"
+
+[ "$fails" -eq 0 ]

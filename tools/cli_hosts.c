@@ -1,0 +1,319 @@
+/* tools/cli_hosts.c - host lists for the volley CLI: ranges, files, and the
+ * compressed form used when grouping ("127.0.0.1:[7000-7002,7005]").
+ *
+ * Uses only the C library: the CLI talks to volley through its public API.
+ */
+#include "cli.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void cli_hosts_free(cli_hosts *h)
+{
+    size_t i;
+
+    for (i = 0; i < h->n; i++)
+        free(h->v[i]);
+    free(h->v);
+    h->v = NULL;
+    h->n = h->cap = 0;
+}
+
+static int push(cli_hosts *h, const char *s, size_t len)
+{
+    char *copy;
+
+    if (h->n == h->cap) {
+        size_t cap = h->cap ? h->cap * 2 : 16;
+        char **v = realloc(h->v, cap * sizeof(*v));
+        if (v == NULL)
+            return -1;
+        h->v = v;
+        h->cap = cap;
+    }
+    copy = malloc(len + 1);
+    if (copy == NULL)
+        return -1;
+    memcpy(copy, s, len);
+    copy[len] = '\0';
+    h->v[h->n++] = copy;
+    return 0;
+}
+
+/* A bracket holds a range list when it is only digits, ',' and '-'
+ * ("[7000-7005]", "[1,3,5-7]"); "[::1]" is an IPv6 literal and stays. */
+static int is_range(const char *s, size_t n)
+{
+    size_t i;
+    int digit = 0;
+
+    for (i = 0; i < n; i++) {
+        if (isdigit((unsigned char)s[i]))
+            digit = 1;
+        else if (s[i] != ',' && s[i] != '-')
+            return 0;
+    }
+    return digit;
+}
+
+#define CLI_MAX_HOSTS 100000
+
+/* Expands the first range in `s` (recursively for the rest). */
+static int expand(cli_hosts *h, const char *s, char *err, size_t errlen)
+{
+    const char *lb = s, *rb;
+
+    while ((lb = strchr(lb, '[')) != NULL) {
+        rb = strchr(lb, ']');
+        if (rb == NULL) {
+            snprintf(err, errlen, "unclosed '[' in host '%s'", s);
+            return -1;
+        }
+        if (is_range(lb + 1, (size_t)(rb - lb - 1)))
+            break;
+        lb = rb + 1;
+    }
+    if (lb == NULL)
+        return push(h, s, strlen(s)) == 0 ? 0 : (snprintf(err, errlen, "out of memory"), -1);
+    {
+        const char *p = lb + 1;
+        size_t pre = (size_t)(lb - s);
+        while (p < rb) {
+            char *end;
+            unsigned long a, b, v;
+            int width = 0;
+            const char *q = p;
+            while (q < rb && isdigit((unsigned char)*q)) {
+                q++;
+                width++;
+            }
+            errno = 0;
+            a = strtoul(p, &end, 10);
+            if (end == p || errno != 0) {
+                snprintf(err, errlen, "bad range in host '%s'", s);
+                return -1;
+            }
+            b = a;
+            if (*end == '-') {
+                const char *bs = end + 1;
+                b = strtoul(bs, &end, 10);
+                if (end == bs || b < a) {
+                    snprintf(err, errlen, "bad range in host '%s'", s);
+                    return -1;
+                }
+            }
+            if (end != rb && *end != ',') {
+                snprintf(err, errlen, "bad range in host '%s'", s);
+                return -1;
+            }
+            if (b - a >= CLI_MAX_HOSTS || h->n + (b - a) >= CLI_MAX_HOSTS) {
+                snprintf(err, errlen, "range in host '%s' is too large", s);
+                return -1;
+            }
+            for (v = a; v <= b; v++) {
+                char buf[4096];
+                /* Keep zero padding: "[01-03]" gives 01, 02, 03. */
+                int pad = (p[0] == '0' && width > 1) ? width : 0;
+                int len = snprintf(buf, sizeof(buf), "%.*s%0*lu%s", (int)pre, s, pad, v, rb + 1);
+                if (len < 0 || (size_t)len >= sizeof(buf)) {
+                    snprintf(err, errlen, "host too long");
+                    return -1;
+                }
+                if (expand(h, buf, err, errlen) != 0)
+                    return -1;
+            }
+            p = *end == ',' ? end + 1 : end;
+        }
+    }
+    return 0;
+}
+
+int cli_hosts_add_list(cli_hosts *h, const char *list, char *err, size_t errlen)
+{
+    const char *p = list;
+
+    /* Commas split hosts, except inside brackets where they list numbers. */
+    while (*p != '\0') {
+        const char *q = p;
+        int depth = 0;
+        char item[4096];
+        size_t n;
+
+        while (*q != '\0' && (depth > 0 || *q != ',')) {
+            if (*q == '[')
+                depth++;
+            else if (*q == ']' && depth > 0)
+                depth--;
+            q++;
+        }
+        n = (size_t)(q - p);
+        while (n > 0 && isspace((unsigned char)p[n - 1]))
+            n--;
+        while (n > 0 && isspace((unsigned char)*p)) {
+            p++;
+            n--;
+        }
+        if (n >= sizeof(item)) {
+            snprintf(err, errlen, "host too long");
+            return -1;
+        }
+        if (n > 0) {
+            memcpy(item, p, n);
+            item[n] = '\0';
+            if (expand(h, item, err, errlen) != 0)
+                return -1;
+        }
+        p = *q == ',' ? q + 1 : q;
+    }
+    return 0;
+}
+
+int cli_hosts_add_file(cli_hosts *h, const char *path, char *err, size_t errlen)
+{
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
+    char line[8192];
+    int lineno = 0;
+
+    if (f == NULL) {
+        snprintf(err, errlen, "cannot open hosts file '%s': %s", path, strerror(errno));
+        return -1;
+    }
+    while (fgets(line, sizeof(line), f) != NULL) {
+        char *hash = strchr(line, '#');
+        lineno++;
+        if (hash != NULL)
+            *hash = '\0';
+        if (cli_hosts_add_list(h, line, err, errlen) != 0) {
+            char tmp[256];
+            snprintf(tmp, sizeof(tmp), "%s", err);
+            snprintf(err, errlen, "%s:%d: %s", path, lineno, tmp);
+            if (f != stdin)
+                fclose(f);
+            return -1;
+        }
+    }
+    if (f != stdin)
+        fclose(f);
+    return 0;
+}
+
+/* ---- compression for --group ---- */
+
+/* Splits "prefix<digits>suffix" at the LAST run of digits. */
+static int split_num(const char *s, size_t *pre, size_t *dlen)
+{
+    size_t n = strlen(s), end = n, start;
+
+    while (end > 0 && !isdigit((unsigned char)s[end - 1]))
+        end--;
+    if (end == 0)
+        return 0;
+    start = end;
+    while (start > 0 && isdigit((unsigned char)s[start - 1]))
+        start--;
+    if (end - start > 9)
+        return 0;
+    *pre = start;
+    *dlen = end - start;
+    return 1;
+}
+
+static int cmp_ul(const void *a, const void *b)
+{
+    unsigned long x = *(const unsigned long *)a, y = *(const unsigned long *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Appends to a growing string. */
+static int app(char **buf, size_t *len, size_t *cap, const char *s, size_t n)
+{
+    if (*len + n + 1 > *cap) {
+        size_t c = (*cap ? *cap : 64);
+        char *b;
+        while (c < *len + n + 1)
+            c *= 2;
+        b = realloc(*buf, c);
+        if (b == NULL)
+            return -1;
+        *buf = b;
+        *cap = c;
+    }
+    memcpy(*buf + *len, s, n);
+    *len += n;
+    (*buf)[*len] = '\0';
+    return 0;
+}
+
+char *cli_hosts_compress(const char *const *hosts, size_t n)
+{
+    char *out = NULL;
+    size_t len = 0, cap = 0, i, j;
+    char *used = calloc(n ? n : 1, 1);
+    unsigned long *nums = malloc((n ? n : 1) * sizeof(*nums));
+
+    if (used == NULL || nums == NULL)
+        goto fail;
+    if (app(&out, &len, &cap, "", 0) != 0)
+        goto fail;
+    for (i = 0; i < n; i++) {
+        size_t pre, dl, k = 0;
+        if (used[i])
+            continue;
+        if (len > 0 && app(&out, &len, &cap, ",", 1) != 0)
+            goto fail;
+        if (!split_num(hosts[i], &pre, &dl) || hosts[i][pre] == '0') {
+            used[i] = 1;
+            if (app(&out, &len, &cap, hosts[i], strlen(hosts[i])) != 0)
+                goto fail;
+            continue;
+        }
+        /* Gather every host with the same prefix and suffix. */
+        for (j = i; j < n; j++) {
+            size_t p2, d2;
+            if (used[j] || !split_num(hosts[j], &p2, &d2) || p2 != pre || hosts[j][p2] == '0')
+                continue;
+            if (strncmp(hosts[j], hosts[i], pre) != 0 ||
+                strcmp(hosts[j] + p2 + d2, hosts[i] + pre + dl) != 0)
+                continue;
+            used[j] = 1;
+            nums[k++] = strtoul(hosts[j] + p2, NULL, 10);
+        }
+        if (k == 1) {
+            if (app(&out, &len, &cap, hosts[i], strlen(hosts[i])) != 0)
+                goto fail;
+            continue;
+        }
+        qsort(nums, k, sizeof(*nums), cmp_ul);
+        if (app(&out, &len, &cap, hosts[i], pre) != 0 || app(&out, &len, &cap, "[", 1) != 0)
+            goto fail;
+        for (j = 0; j < k;) {
+            size_t e = j;
+            char buf[48];
+            int m;
+            while (e + 1 < k && nums[e + 1] <= nums[e] + 1)
+                e++;
+            if (e == j)
+                m = snprintf(buf, sizeof(buf), "%s%lu", j ? "," : "", nums[j]);
+            else
+                m = snprintf(buf, sizeof(buf), "%s%lu-%lu", j ? "," : "", nums[j], nums[e]);
+            if (app(&out, &len, &cap, buf, (size_t)m) != 0)
+                goto fail;
+            j = e + 1;
+        }
+        if (app(&out, &len, &cap, "]", 1) != 0)
+            goto fail;
+        if (app(&out, &len, &cap, hosts[i] + pre + dl, strlen(hosts[i] + pre + dl)) != 0)
+            goto fail;
+    }
+    free(used);
+    free(nums);
+    return out;
+fail:
+    free(used);
+    free(nums);
+    free(out);
+    return NULL;
+}

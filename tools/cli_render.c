@@ -1,0 +1,386 @@
+/* tools/cli_render.c - how the volley CLI shows one host's outcome.
+ *
+ * Text: Redis replies look like redis-cli's ("(integer) 5", "(nil)",
+ * "1) ..."), except that a printable bulk string is shown raw so that
+ * multi-line replies such as INFO read line by line; a string with
+ * unprintable bytes is quoted with escapes. SQL results are aligned tables
+ * like the mysql client's. JSON: one object per host, typed values, built
+ * with jansson so escaping is never hand-written.
+ */
+#include "cli.h"
+
+#include <ctype.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct buf {
+    char *s;
+    size_t len, cap;
+    int oom;
+} buf;
+
+static void put(buf *b, const char *s, size_t n)
+{
+    if (b->oom)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        char *p;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        p = realloc(b->s, cap);
+        if (p == NULL) {
+            b->oom = 1;
+            return;
+        }
+        b->s = p;
+        b->cap = cap;
+    }
+    memcpy(b->s + b->len, s, n);
+    b->len += n;
+    b->s[b->len] = '\0';
+}
+
+static void putf(buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void putf(buf *b, const char *fmt, ...)
+{
+    char tmp[512];
+    va_list ap;
+    int n;
+
+    va_start(ap, fmt);
+    n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    put(b, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
+}
+
+static int printable(const char *s, size_t n)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 && c != '\n' && c != '\r' && c != '\t')
+            return 0;
+        if (c == 0x7f)
+            return 0;
+    }
+    return 1;
+}
+
+static void put_quoted(buf *b, const char *s, size_t n)
+{
+    size_t i;
+
+    put(b, "\"", 1);
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        switch (c) {
+        case '\\': put(b, "\\\\", 2); break;
+        case '"': put(b, "\\\"", 2); break;
+        case '\n': put(b, "\\n", 2); break;
+        case '\r': put(b, "\\r", 2); break;
+        case '\t': put(b, "\\t", 2); break;
+        default:
+            if (c < 0x20 || c >= 0x7f)
+                putf(b, "\\x%02x", c);
+            else
+                put(b, (const char *)&c, 1);
+        }
+    }
+    put(b, "\"", 1);
+}
+
+/* Raw text without carriage returns (INFO ends its lines with \r\n). */
+static void put_raw(buf *b, const char *s, size_t n)
+{
+    size_t i, start = 0;
+
+    for (i = 0; i < n; i++) {
+        if (s[i] == '\r') {
+            put(b, s + start, i - start);
+            start = i + 1;
+        }
+    }
+    put(b, s + start, n - start);
+    while (b->len > 0 && b->s[b->len - 1] == '\n')
+        b->s[--b->len] = '\0';
+}
+
+static void render_reply(buf *b, const vl_redis_reply *r, int indent)
+{
+    size_t n, i;
+    const char *s;
+
+    switch (vl_redis_reply_type(r)) {
+    case VL_REDIS_STRING:
+        s = vl_redis_reply_str(r, &n);
+        if (printable(s, n) && indent == 0)
+            put_raw(b, s, n);
+        else
+            put_quoted(b, s, n);
+        break;
+    case VL_REDIS_STATUS:
+        s = vl_redis_reply_str(r, &n);
+        put(b, s, n);
+        break;
+    case VL_REDIS_ERROR:
+        s = vl_redis_reply_str(r, &n);
+        put(b, "(error) ", 8);
+        put(b, s, n);
+        break;
+    case VL_REDIS_INTEGER:
+        putf(b, "(integer) %lld", vl_redis_reply_integer(r));
+        break;
+    case VL_REDIS_NIL:
+        put(b, "(nil)", 5);
+        break;
+    case VL_REDIS_ARRAY:
+        n = vl_redis_reply_count(r);
+        if (n == 0) {
+            put(b, "(empty array)", 13);
+            break;
+        }
+        for (i = 0; i < n; i++) {
+            int w;
+            char num[32];
+            if (i > 0) {
+                put(b, "\n", 1);
+                putf(b, "%*s", indent, "");
+            }
+            w = snprintf(num, sizeof(num), "%zu) ", i + 1);
+            put(b, num, (size_t)w);
+            render_reply(b, vl_redis_reply_element(r, i), indent + w);
+        }
+        break;
+    default:
+        put(b, "(unknown reply)", 15);
+    }
+}
+
+static void render_table(buf *b, const vl_mysql_result *res)
+{
+    size_t cols = vl_mysql_result_columns(res), rows = vl_mysql_result_rows(res), c, r;
+    size_t *w;
+
+    if (!vl_mysql_result_has_rows(res)) {
+        putf(b, "Query OK, %llu row%s affected", (unsigned long long)vl_mysql_result_affected_rows(res),
+             vl_mysql_result_affected_rows(res) == 1 ? "" : "s");
+        if (vl_mysql_result_warnings(res) > 0)
+            putf(b, ", %u warning%s", vl_mysql_result_warnings(res),
+                 vl_mysql_result_warnings(res) == 1 ? "" : "s");
+        put(b, "\n", 1);
+        return;
+    }
+    w = calloc(cols ? cols : 1, sizeof(*w));
+    if (w == NULL) {
+        b->oom = 1;
+        return;
+    }
+    for (c = 0; c < cols; c++) {
+        w[c] = strlen(vl_mysql_result_column_name(res, c));
+        for (r = 0; r < rows; r++) {
+            size_t len = 4; /* NULL */
+            if (!vl_mysql_result_is_null(res, r, c))
+                vl_mysql_result_value(res, r, c, &len);
+            if (len > w[c])
+                w[c] = len;
+        }
+    }
+#define RULE()                                                                           \
+    do {                                                                                 \
+        put(b, "+", 1);                                                                  \
+        for (c = 0; c < cols; c++) {                                                     \
+            size_t k;                                                                    \
+            for (k = 0; k < w[c] + 2; k++)                                               \
+                put(b, "-", 1);                                                          \
+            put(b, "+", 1);                                                              \
+        }                                                                                \
+        put(b, "\n", 1);                                                                 \
+    } while (0)
+    RULE();
+    put(b, "|", 1);
+    for (c = 0; c < cols; c++)
+        putf(b, " %-*s |", (int)w[c], vl_mysql_result_column_name(res, c));
+    put(b, "\n", 1);
+    RULE();
+    for (r = 0; r < rows; r++) {
+        put(b, "|", 1);
+        for (c = 0; c < cols; c++) {
+            size_t len;
+            const char *v = vl_mysql_result_value(res, r, c, &len);
+            put(b, " ", 1);
+            if (v == NULL) {
+                put(b, "NULL", 4);
+                len = 4;
+            } else {
+                put(b, v, len);
+            }
+            putf(b, "%*s |", (int)(w[c] - len), "");
+        }
+        put(b, "\n", 1);
+    }
+    RULE();
+#undef RULE
+    putf(b, "%zu row%s in set\n", rows, rows == 1 ? "" : "s");
+    free(w);
+}
+
+static const char *status_word(int st)
+{
+    switch (st) {
+    case VL_OK: return "ok";
+    case VL_ESERVER: return "error";
+    case VL_ETIMEDOUT: return "timeout";
+    default: return "connect";
+    }
+}
+
+char *cli_render_text(const vl_fanout_result *r, size_t i)
+{
+    buf b = {0};
+    int st = vl_fanout_status(r, i);
+    const vl_redis_reply *reply = vl_fanout_redis_reply(r, i);
+    const vl_mysql_result *res = vl_fanout_mysql_result(r, i);
+
+    put(&b, "", 0);
+    if (reply != NULL) {
+        render_reply(&b, reply, 0);
+        put(&b, "\n", 1);
+    } else if (st == VL_OK && res != NULL) {
+        const vl_mysql_result *cur;
+        for (cur = res; cur != NULL; cur = vl_mysql_result_next(cur))
+            render_table(&b, cur);
+    } else if (st != VL_OK) {
+        putf(&b, "(%s) %s\n", status_word(st), vl_fanout_error(r, i));
+    }
+    if (b.oom) {
+        free(b.s);
+        return NULL;
+    }
+    return b.s;
+}
+
+static json_t *reply_json(const vl_redis_reply *r)
+{
+    size_t n, i;
+    const char *s;
+    json_t *a, *v;
+
+    switch (vl_redis_reply_type(r)) {
+    case VL_REDIS_STRING:
+    case VL_REDIS_STATUS:
+    case VL_REDIS_ERROR:
+        s = vl_redis_reply_str(r, &n);
+        v = json_stringn(s, n);
+        if (v == NULL) {
+            /* Not UTF-8: show the bytes escaped rather than lose them. */
+            buf b = {0};
+            put_quoted(&b, s, n);
+            v = json_string(b.s != NULL ? b.s : "");
+            free(b.s);
+        }
+        return v;
+    case VL_REDIS_INTEGER:
+        return json_integer(vl_redis_reply_integer(r));
+    case VL_REDIS_NIL:
+        return json_null();
+    case VL_REDIS_ARRAY:
+        a = json_array();
+        n = vl_redis_reply_count(r);
+        for (i = 0; i < n && a != NULL; i++)
+            json_array_append_new(a, reply_json(vl_redis_reply_element(r, i)));
+        return a;
+    }
+    return json_null();
+}
+
+static json_t *cell_json(const vl_mysql_result *res, size_t row, size_t col)
+{
+    size_t len;
+    const char *v = vl_mysql_result_value(res, row, col, &len);
+    int type = vl_mysql_result_column_type(res, col);
+    json_t *j;
+
+    if (v == NULL)
+        return json_null();
+    switch (type) {
+    case VL_MYSQL_TINY: case VL_MYSQL_SHORT: case VL_MYSQL_INT24: case VL_MYSQL_LONG:
+    case VL_MYSQL_LONGLONG: case VL_MYSQL_YEAR: {
+        int64_t i64;
+        if (vl_mysql_result_int64(res, row, col, &i64) == VL_OK)
+            return json_integer((json_int_t)i64);
+        break; /* a uint64 above INT64_MAX stays a string */
+    }
+    case VL_MYSQL_FLOAT: case VL_MYSQL_DOUBLE: {
+        double d;
+        if (vl_mysql_result_double(res, row, col, &d) == VL_OK)
+            return json_real(d);
+        break;
+    }
+    default:
+        break;
+    }
+    j = json_stringn(v, len);
+    if (j == NULL) {
+        buf b = {0};
+        put_quoted(&b, v, len);
+        j = json_string(b.s != NULL ? b.s : "");
+        free(b.s);
+    }
+    return j;
+}
+
+int cli_render_json(FILE *out, const vl_fanout_result *r, size_t i)
+{
+    json_t *o = json_object();
+    int st = vl_fanout_status(r, i);
+    const vl_redis_reply *reply = vl_fanout_redis_reply(r, i);
+    const vl_mysql_result *res = vl_fanout_mysql_result(r, i);
+    char *text;
+
+    if (o == NULL)
+        return -1;
+    json_object_set_new(o, "host", json_string(vl_fanout_host(r, i)));
+    json_object_set_new(o, "status", json_string(status_word(st)));
+    /* Microsecond precision is all a latency can claim. */
+    json_object_set_new(o, "latency_ms",
+                        json_real((double)(long long)(vl_fanout_latency_ms(r, i) * 1000.0) / 1000.0));
+    if (reply != NULL) {
+        json_object_set_new(o, "reply", reply_json(reply));
+    } else if (res != NULL && st == VL_OK) {
+        json_t *cols = json_array(), *rows = json_array();
+        size_t c, row, nc = vl_mysql_result_columns(res), nr = vl_mysql_result_rows(res);
+        for (c = 0; c < nc; c++)
+            json_array_append_new(cols, json_string(vl_mysql_result_column_name(res, c)));
+        for (row = 0; row < nr; row++) {
+            json_t *jr = json_array();
+            for (c = 0; c < nc; c++)
+                json_array_append_new(jr, cell_json(res, row, c));
+            json_array_append_new(rows, jr);
+        }
+        json_object_set_new(o, "columns", cols);
+        json_object_set_new(o, "rows", rows);
+        if (!vl_mysql_result_has_rows(res))
+            json_object_set_new(o, "affected_rows",
+                                json_integer((json_int_t)vl_mysql_result_affected_rows(res)));
+    }
+    if (st != VL_OK) {
+        json_object_set_new(o, "error", json_string(vl_fanout_error(r, i)));
+        if (vl_fanout_mysql_errno(r, i) != 0) {
+            json_object_set_new(o, "errno", json_integer(vl_fanout_mysql_errno(r, i)));
+            json_object_set_new(o, "sqlstate", json_string(vl_fanout_mysql_sqlstate(r, i)));
+        }
+    }
+    text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(o);
+    if (text == NULL)
+        return -1;
+    fprintf(out, "%s\n", text);
+    free(text);
+    return 0;
+}

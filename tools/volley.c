@@ -1,0 +1,524 @@
+/* tools/volley.c - run one Redis command or SQL query on many hosts at once.
+ *
+ *   volley -H 127.0.0.1:[7000-7005] INFO replication
+ *   volley -H mysql://app@db1,mysql://app@db2 -e 'SELECT @@version'
+ *
+ * Hosts run in parallel (up to --concurrency); a host that does not answer
+ * within --timeout is reported as a timeout and never holds up the others.
+ * Exit status: 0 all ok, 1 a host replied with an error, 2 a host was
+ * unreachable or timed out, 64 usage error. Passwords never reach the output.
+ */
+#include "cli.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <termios.h>
+#include <unistd.h>
+
+#define CLI_NAME "volley"
+
+typedef struct cli {
+    cli_hosts hosts;
+    char **urls;         /* what the library gets */
+    char **shown;        /* what we print: as typed, or the URL sans password */
+    const char *sql;
+    const char *user;
+    const char *database;
+    long concurrency;
+    long connect_timeout_ms;
+    long timeout_ms;
+    int stream;
+    int group;
+    int json;
+    int askpass;
+    char password[512];
+    int have_password;
+    int is_mysql;
+    size_t printed;      /* --stream: hosts printed so far */
+} cli;
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: " CLI_NAME " [OPTIONS] -H HOSTS COMMAND [ARG...]\n"
+            "       " CLI_NAME " [OPTIONS] -H HOSTS -e SQL\n"
+            "Run one Redis command or SQL query on many hosts at once.\n"
+            "\n"
+            "Hosts:\n"
+            "  -H, --hosts LIST         comma-separated hosts (repeatable): URLs\n"
+            "                           (redis://, mysql://, unix://) or host:port\n"
+            "                           (Redis, or MySQL with -e); numeric ranges\n"
+            "                           like 127.0.0.1:[7000-7005] or db[01-03]:3306\n"
+            "  -f, --hosts-file FILE    one host list per line, '#' comments; - = stdin\n"
+            "Command:\n"
+            "  COMMAND [ARG...]         a Redis command, sent as binary-safe argv\n"
+            "  -e, --execute SQL        run SQL on MySQL/MariaDB hosts instead\n"
+            "  -u, --user NAME          MySQL user for hosts given as host:port\n"
+            "  -D, --database NAME      MySQL database for hosts given as host:port\n"
+            "Timing:\n"
+            "  -c, --concurrency N      hosts in flight at once (default 64)\n"
+            "      --connect-timeout MS per-host connect timeout (default 5000)\n"
+            "  -t, --timeout MS         per-host timeout, connect plus reply\n"
+            "                           (default 10000); a late host is a 'timeout'\n"
+            "Output (in host order unless --stream):\n"
+            "      --stream             print each host as soon as it finishes\n"
+            "  -g, --group              merge identical outputs under one host list\n"
+            "      --json               one JSON object per host per line\n"
+            "Passwords (never printed): in the URL, or REDISCLI_AUTH (Redis),\n"
+            "MYSQL_PWD (MySQL), or --askpass to be prompted without echo.\n"
+            "      --askpass            prompt for a password on the terminal\n"
+            "  -V, --version            print the version and exit\n"
+            "  -h, --help               print this help and exit\n"
+            "\n"
+            "Exit status: 0 all ok, 1 a host replied with an error, 2 a host was\n"
+            "unreachable or timed out, 64 usage error.\n");
+}
+
+static int usage_error(const char *fmt, const char *arg)
+{
+    fprintf(stderr, CLI_NAME ": ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, " (see --help)\n");
+    return CLI_EXIT_USAGE;
+}
+
+static int parse_num(const char *s, long min, long max, long *out)
+{
+    char *end;
+    long v;
+
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (end == s || *end != '\0' || errno != 0 || v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int read_password(cli *c)
+{
+    FILE *tty = fopen("/dev/tty", "r+");
+    struct termios old, quiet;
+    size_t n;
+
+    if (tty == NULL) {
+        fprintf(stderr, CLI_NAME ": --askpass needs a terminal\n");
+        return -1;
+    }
+    fputs("Password: ", tty);
+    fflush(tty);
+    if (tcgetattr(fileno(tty), &old) == 0) {
+        quiet = old;
+        quiet.c_lflag &= ~(tcflag_t)ECHO;
+        tcsetattr(fileno(tty), TCSAFLUSH, &quiet);
+    }
+    if (fgets(c->password, sizeof(c->password), tty) == NULL)
+        c->password[0] = '\0';
+    tcsetattr(fileno(tty), TCSAFLUSH, &old);
+    fputs("\n", tty);
+    fclose(tty);
+    n = strlen(c->password);
+    while (n > 0 && (c->password[n - 1] == '\n' || c->password[n - 1] == '\r'))
+        c->password[--n] = '\0';
+    c->have_password = 1;
+    return 0;
+}
+
+/* Percent-encodes `s` for the userinfo or path part of a URL. */
+static void url_encode(char *dst, size_t cap, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t j = 0;
+
+    for (; *s != '\0' && j + 4 < cap; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+            ch == '-' || ch == '_' || ch == '.' || ch == '~') {
+            dst[j++] = (char)ch;
+        } else {
+            dst[j++] = '%';
+            dst[j++] = hex[ch >> 4];
+            dst[j++] = hex[ch & 15];
+        }
+    }
+    dst[j] = '\0';
+}
+
+/* Turns each typed host into a URL and decides the kind of the run. */
+static int build_urls(cli *c)
+{
+    size_t i;
+    int saw_redis = 0, saw_mysql = 0;
+
+    c->urls = calloc(c->hosts.n, sizeof(char *));
+    c->shown = calloc(c->hosts.n, sizeof(char *));
+    if (c->urls == NULL || c->shown == NULL)
+        return -1;
+    for (i = 0; i < c->hosts.n; i++) {
+        const char *h = c->hosts.v[i];
+        char buf[4096];
+        const char *sep = strstr(h, "://");
+
+        if (sep != NULL) {
+            size_t slen = (size_t)(sep - h);
+            if ((slen == 5 && strncmp(h, "mysql", 5) == 0) ||
+                (slen == 7 && strncmp(h, "mariadb", 7) == 0))
+                saw_mysql = 1;
+            else if (slen == 5 && strncmp(h, "redis", 5) == 0)
+                saw_redis = 1;
+            else if (slen == 4 && strncmp(h, "unix", 4) == 0)
+                *(c->sql != NULL ? &saw_mysql : &saw_redis) = 1;
+            else {
+                fprintf(stderr, CLI_NAME ": unknown URL scheme in host '%.*s://...'\n", (int)slen, h);
+                return CLI_EXIT_USAGE;
+            }
+            snprintf(buf, sizeof(buf), "%s", h);
+        } else if (c->sql != NULL) {
+            char user[256] = "", db[256] = "";
+            if (c->user != NULL)
+                url_encode(user, sizeof(user), c->user);
+            if (c->database != NULL)
+                url_encode(db, sizeof(db), c->database);
+            snprintf(buf, sizeof(buf), "mysql://%s%s%s%s%s", user, user[0] ? "@" : "", h,
+                     db[0] ? "/" : "", db);
+            saw_mysql = 1;
+        } else {
+            snprintf(buf, sizeof(buf), "redis://%s", h);
+            saw_redis = 1;
+        }
+        c->urls[i] = strdup(buf);
+        /* A typed URL may hold a password: print the library's display. */
+        c->shown[i] = sep != NULL ? NULL : strdup(h);
+        if (c->urls[i] == NULL)
+            return -1;
+    }
+    if (saw_redis && saw_mysql) {
+        fprintf(stderr, CLI_NAME ": the host list mixes Redis and MySQL hosts; one command "
+                        "runs on one kind (see --help)\n");
+        return CLI_EXIT_USAGE;
+    }
+    if (c->sql != NULL && saw_redis) {
+        fprintf(stderr, CLI_NAME ": -e runs SQL, but the hosts are Redis (see --help)\n");
+        return CLI_EXIT_USAGE;
+    }
+    if (c->sql == NULL && saw_mysql) {
+        fprintf(stderr, CLI_NAME ": MySQL hosts need -e SQL (see --help)\n");
+        return CLI_EXIT_USAGE;
+    }
+    c->is_mysql = saw_mysql;
+    return 0;
+}
+
+static const char *shown(const cli *c, const vl_fanout_result *r, size_t i)
+{
+    return c->shown[i] != NULL ? c->shown[i] : vl_fanout_host(r, i);
+}
+
+static void print_host(cli *c, const vl_fanout_result *r, size_t i)
+{
+    char *text;
+
+    if (c->json) {
+        cli_render_json(stdout, r, i);
+        return;
+    }
+    text = cli_render_text(r, i);
+    if (text == NULL)
+        return;
+    /* Every line carries its host, like pdsh, so output can be grepped. */
+    {
+        const char *p = text;
+        const char *h = shown(c, r, i);
+        if (*p == '\0')
+            printf("%s: \n", h);
+        while (*p != '\0') {
+            const char *nl = strchr(p, '\n');
+            size_t n = nl ? (size_t)(nl - p) : strlen(p);
+            printf("%s: %.*s\n", h, (int)n, p);
+            p += n + (nl ? 1 : 0);
+        }
+    }
+    free(text);
+}
+
+static void on_host(const vl_fanout_result *r, size_t i, void *ud)
+{
+    cli *c = ud;
+
+    if (c->stream) {
+        print_host(c, r, i);
+        fflush(stdout);
+    }
+}
+
+static void print_groups(cli *c, const vl_fanout_result *r)
+{
+    size_t n = vl_fanout_count(r), i, j;
+    char **texts = calloc(n ? n : 1, sizeof(char *));
+    char *done = calloc(n ? n : 1, 1);
+    const char **members = calloc(n ? n : 1, sizeof(char *));
+
+    if (texts == NULL || done == NULL || members == NULL)
+        goto out;
+    for (i = 0; i < n; i++)
+        texts[i] = cli_render_text(r, i);
+    for (i = 0; i < n; i++) {
+        size_t k = 0;
+        char *list;
+        if (done[i] || texts[i] == NULL)
+            continue;
+        for (j = i; j < n; j++) {
+            if (!done[j] && texts[j] != NULL && strcmp(texts[i], texts[j]) == 0) {
+                done[j] = 1;
+                members[k++] = shown(c, r, j);
+            }
+        }
+        list = cli_hosts_compress(members, k);
+        printf("----------------\n%s (%zu)\n----------------\n%s", list ? list : "?", k, texts[i]);
+        if (texts[i][0] == '\0' || texts[i][strlen(texts[i]) - 1] != '\n')
+            printf("\n");
+        free(list);
+    }
+out:
+    if (texts != NULL)
+        for (i = 0; i < n; i++)
+            free(texts[i]);
+    free(texts);
+    free(done);
+    free(members);
+}
+
+/* "6 hosts: 4 ok, 1 error (h), 1 timeout (h)" on stderr; returns the exit code. */
+static int summarize(cli *c, const vl_fanout_result *r)
+{
+    static const struct {
+        const char *name;
+        int kind;
+    } cats[] = {{"error", 1}, {"timeout", 2}, {"connect", 3}};
+    size_t n = vl_fanout_count(r), i, k, ok = 0, count[4] = {0};
+    const char **members = calloc(n ? n : 1, sizeof(char *));
+    int code = CLI_EXIT_OK;
+
+    for (i = 0; i < n; i++) {
+        int st = vl_fanout_status(r, i);
+        int kind = st == VL_OK ? 0 : st == VL_ESERVER ? 1 : st == VL_ETIMEDOUT ? 2 : 3;
+        count[kind]++;
+    }
+    ok = count[0];
+    fprintf(stderr, "%zu host%s: %zu ok", n, n == 1 ? "" : "s", ok);
+    for (k = 0; k < 3; k++) {
+        size_t m = 0;
+        char *list;
+        if (count[cats[k].kind] == 0)
+            continue;
+        for (i = 0; i < n && members != NULL; i++) {
+            int st = vl_fanout_status(r, i);
+            int kind = st == VL_OK ? 0 : st == VL_ESERVER ? 1 : st == VL_ETIMEDOUT ? 2 : 3;
+            if (kind == cats[k].kind)
+                members[m++] = shown(c, r, i);
+        }
+        list = members != NULL ? cli_hosts_compress(members, m) : NULL;
+        fprintf(stderr, ", %zu %s (%s)", count[cats[k].kind], cats[k].name, list ? list : "?");
+        free(list);
+    }
+    fprintf(stderr, "\n");
+    free(members);
+    if (count[1] > 0)
+        code = CLI_EXIT_SERVER_ERROR;
+    if (count[2] + count[3] > 0)
+        code = CLI_EXIT_UNREACHABLE;
+    return code;
+}
+
+static void cli_free(cli *c)
+{
+    size_t i;
+
+    for (i = 0; i < c->hosts.n; i++) {
+        if (c->urls != NULL)
+            free(c->urls[i]);
+        if (c->shown != NULL)
+            free(c->shown[i]);
+    }
+    free(c->urls);
+    free(c->shown);
+    cli_hosts_free(&c->hosts);
+    memset(c->password, 0, sizeof(c->password));
+}
+
+int main(int argc, char **argv)
+{
+    enum { OPT_CONNECT_TIMEOUT = 1000, OPT_STREAM, OPT_JSON, OPT_ASKPASS };
+    static const struct option longopts[] = {
+        {"hosts", required_argument, NULL, 'H'},
+        {"hosts-file", required_argument, NULL, 'f'},
+        {"execute", required_argument, NULL, 'e'},
+        {"user", required_argument, NULL, 'u'},
+        {"database", required_argument, NULL, 'D'},
+        {"concurrency", required_argument, NULL, 'c'},
+        {"connect-timeout", required_argument, NULL, OPT_CONNECT_TIMEOUT},
+        {"timeout", required_argument, NULL, 't'},
+        {"stream", no_argument, NULL, OPT_STREAM},
+        {"group", no_argument, NULL, 'g'},
+        {"json", no_argument, NULL, OPT_JSON},
+        {"askpass", no_argument, NULL, OPT_ASKPASS},
+        {"version", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    cli c;
+    char err[512];
+    int opt, rc;
+    vl_loop *loop;
+    vl_future *f;
+    vl_fanout_options fo;
+    const vl_fanout_result *r;
+
+    memset(&c, 0, sizeof(c));
+    c.concurrency = 64;
+    c.connect_timeout_ms = 5000;
+    c.timeout_ms = 10000;
+    opterr = 0;
+    /* '+': stop at the first non-option, so command arguments like "-1" or
+     * "--foo" pass through to Redis unchanged. */
+    while ((opt = getopt_long(argc, argv, "+H:f:e:u:D:c:t:gVh", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'H':
+            if (cli_hosts_add_list(&c.hosts, optarg, err, sizeof(err)) != 0) {
+                cli_free(&c);
+                return usage_error("%s", err);
+            }
+            break;
+        case 'f':
+            if (cli_hosts_add_file(&c.hosts, optarg, err, sizeof(err)) != 0) {
+                cli_free(&c);
+                return usage_error("%s", err);
+            }
+            break;
+        case 'e':
+            c.sql = optarg;
+            break;
+        case 'u':
+            c.user = optarg;
+            break;
+        case 'D':
+            c.database = optarg;
+            break;
+        case 'c':
+            if (parse_num(optarg, 1, 100000, &c.concurrency) != 0)
+                return cli_free(&c), usage_error("bad --concurrency '%s' (1-100000)", optarg);
+            break;
+        case OPT_CONNECT_TIMEOUT:
+            if (parse_num(optarg, 1, 86400000, &c.connect_timeout_ms) != 0)
+                return cli_free(&c), usage_error("bad --connect-timeout '%s' (ms)", optarg);
+            break;
+        case 't':
+            if (parse_num(optarg, 1, 86400000, &c.timeout_ms) != 0)
+                return cli_free(&c), usage_error("bad --timeout '%s' (ms)", optarg);
+            break;
+        case OPT_STREAM:
+            c.stream = 1;
+            break;
+        case 'g':
+            c.group = 1;
+            break;
+        case OPT_JSON:
+            c.json = 1;
+            break;
+        case OPT_ASKPASS:
+            c.askpass = 1;
+            break;
+        case 'V':
+            printf(CLI_NAME " %s (libvolley %s)\n", VL_VERSION_STRING, vl_version());
+            cli_free(&c);
+            return CLI_EXIT_OK;
+        case 'h':
+            usage(stdout);
+            cli_free(&c);
+            return CLI_EXIT_OK;
+        default:
+            cli_free(&c);
+            if (optopt != 0 && optopt < 1000)
+                snprintf(err, sizeof(err), "-%c", optopt);
+            else
+                snprintf(err, sizeof(err), "%s", argv[optind - 1]);
+            return usage_error(opt == ':' || (optopt && strchr("HfeuDct", optopt))
+                                   ? "option '%s' needs a value"
+                                   : "unknown option '%s'",
+                               err);
+        }
+    }
+    if (c.hosts.n == 0)
+        return cli_free(&c), usage_error("%s", "no hosts: give -H LIST or -f FILE");
+    if (c.sql == NULL && optind >= argc)
+        return cli_free(&c), usage_error("%s", "no command: give a Redis command or -e SQL");
+    if (c.sql != NULL && optind < argc)
+        return cli_free(&c), usage_error("unexpected argument '%s' after -e SQL", argv[optind]);
+    if (c.sql != NULL && c.sql[0] == '\0')
+        return cli_free(&c), usage_error("%s", "empty SQL");
+    if (c.group && c.json)
+        return cli_free(&c), usage_error("%s", "--group and --json do not mix");
+    rc = build_urls(&c);
+    if (rc != 0) {
+        cli_free(&c);
+        if (rc < 0) {
+            fprintf(stderr, CLI_NAME ": out of memory\n");
+            return CLI_EXIT_UNREACHABLE;
+        }
+        return rc;
+    }
+    if (c.askpass && read_password(&c) != 0)
+        return cli_free(&c), CLI_EXIT_USAGE;
+    if (!c.have_password) {
+        const char *env = getenv(c.is_mysql ? "MYSQL_PWD" : "REDISCLI_AUTH");
+        if (env != NULL && env[0] != '\0') {
+            snprintf(c.password, sizeof(c.password), "%s", env);
+            c.have_password = 1;
+        }
+    }
+
+    loop = vl_loop_new();
+    if (loop == NULL) {
+        fprintf(stderr, CLI_NAME ": cannot make an event loop\n");
+        cli_free(&c);
+        return CLI_EXIT_UNREACHABLE;
+    }
+    vl_fanout_options_init(&fo);
+    fo.connect_timeout_ms = (uint64_t)c.connect_timeout_ms;
+    fo.timeout_ms = (uint64_t)c.timeout_ms;
+    fo.concurrency = (size_t)c.concurrency;
+    fo.password = c.have_password ? c.password : NULL;
+    fo.on_host = on_host;
+    fo.ud = &c;
+    if (c.is_mysql)
+        f = vl_fanout_mysql(loop, (const char *const *)c.urls, c.hosts.n, c.sql, &fo);
+    else
+        f = vl_fanout_redis(loop, (const char *const *)c.urls, c.hosts.n, argc - optind,
+                            (const char *const *)argv + optind, NULL, &fo);
+    rc = f != NULL ? vl_loop_run_until(loop, f) : VL_ENOMEM;
+    if (rc != VL_OK) {
+        fprintf(stderr, CLI_NAME ": %s\n", f ? vl_future_error(f) : "out of memory");
+        vl_future_free(f);
+        vl_loop_free(loop);
+        cli_free(&c);
+        return rc == VL_EINVAL ? CLI_EXIT_USAGE : CLI_EXIT_UNREACHABLE;
+    }
+    r = vl_future_fanout(f);
+    if (!c.stream) {
+        size_t i;
+        if (c.group)
+            print_groups(&c, r);
+        else
+            for (i = 0; i < vl_fanout_count(r); i++)
+                print_host(&c, r, i);
+    }
+    fflush(stdout);
+    rc = summarize(&c, r);
+    vl_future_free(f);
+    vl_loop_free(loop);
+    cli_free(&c);
+    return rc;
+}
