@@ -98,7 +98,7 @@ static void fanout_free(fanout *fo)
     int i;
 
     vl_fanout_result_free(fo->r);
-    for (i = 0; i < fo->argc; i++)
+    for (i = 0; fo->argv != NULL && i < fo->argc; i++)
         vl__free(fo->argv[i]);
     vl__free(fo->argv);
     vl__free(fo->argvlen);

@@ -1,0 +1,227 @@
+/* tests/test_fanout.c - one command on many endpoints, against the harness's
+ * redis-server instances and mariadbd. */
+#include "testutil.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+
+static int setup(void **state)
+{
+    (void)state;
+    tu_alloc_install();
+    return 0;
+}
+
+typedef struct seen {
+    int calls[8];
+} seen;
+
+static void on_host(const vl_fanout_result *r, size_t i, void *ud)
+{
+    seen *s = ud;
+
+    assert_true(i < 8);
+    assert_int_not_equal(vl_fanout_status(r, i), VL_ESTATE);
+    s->calls[i]++;
+}
+
+static void redis_hosts_with_a_dead_one(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    char u[4][128];
+    const char *urls[4];
+    const char *argv[] = {"ECHO", "hi\0there"};
+    const size_t lens[] = {4, 8};
+    vl_fanout_options o;
+    seen s;
+    vl_future *f;
+    const vl_fanout_result *r;
+    int i;
+
+    (void)state;
+    memset(&s, 0, sizeof(s));
+    for (i = 0; i < 3; i++)
+        snprintf(u[i], sizeof(u[i]), "redis://127.0.0.1:%s", tu_env_item("VL_TEST_REDIS_PORTS", i));
+    snprintf(u[3], sizeof(u[3]), "redis://127.0.0.1:1");
+    for (i = 0; i < 4; i++)
+        urls[i] = u[i];
+    vl_fanout_options_init(&o);
+    o.concurrency = 2; /* the hosts queue behind each other */
+    o.on_host = on_host;
+    o.ud = &s;
+    f = vl_fanout_redis(loop, urls, 4, 2, argv, lens, &o);
+    assert_non_null(f);
+    assert_int_equal(vl_loop_run_until(loop, f), VL_OK);
+    r = vl_future_fanout(f);
+    assert_non_null(r);
+    assert_int_equal(vl_fanout_count(r), 4);
+    for (i = 0; i < 3; i++) {
+        size_t len;
+        const char *v;
+        assert_int_equal(vl_fanout_status(r, (size_t)i), VL_OK);
+        v = vl_redis_reply_str(vl_fanout_redis_reply(r, (size_t)i), &len);
+        assert_int_equal(len, 8);
+        assert_memory_equal(v, "hi\0there", 8);
+        assert_int_equal(s.calls[i], 1);
+        assert_string_equal(vl_fanout_host(r, (size_t)i), u[i]);
+    }
+    assert_int_equal(vl_fanout_status(r, 3), VL_ECONN);
+    assert_non_null(strstr(vl_fanout_error(r, 3), "127.0.0.1:1"));
+    assert_int_equal(s.calls[3], 1);
+    vl_future_free(f);
+    tu_loop_finish(loop);
+}
+
+static void default_password_and_bad_url(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    char u[128];
+    const char *urls[2];
+    const char *argv[] = {"PING"};
+    vl_fanout_options o;
+    vl_future *f;
+    const vl_fanout_result *r;
+    const char *pw = tu_env("VL_TEST_REDIS_PASSWORD");
+
+    (void)state;
+    snprintf(u, sizeof(u), "redis://127.0.0.1:%s", tu_env("VL_TEST_REDIS_AUTH_PORT"));
+    urls[0] = u;
+    vl_fanout_options_init(&o);
+    o.password = pw;
+    f = vl_fanout_redis(loop, urls, 1, 1, argv, NULL, &o);
+    assert_int_equal(vl_loop_run_until(loop, f), VL_OK);
+    r = vl_future_fanout(f);
+    assert_int_equal(vl_fanout_status(r, 0), VL_OK);
+    assert_null(strstr(vl_fanout_host(r, 0), pw));
+    vl_future_free(f);
+    /* A malformed URL fails the whole call, naming its position only. */
+    urls[1] = "redis://:sekret-pw@127.0.0.1:99999";
+    f = vl_fanout_redis(loop, urls, 2, 1, argv, NULL, NULL);
+    assert_int_equal(vl_loop_run_until(loop, f), VL_EINVAL);
+    assert_non_null(strstr(vl_future_error(f), "host 2"));
+    assert_null(strstr(vl_future_error(f), "sekret"));
+    vl_future_free(f);
+    tu_loop_finish(loop);
+}
+
+static void cancel_with_a_stopped_host(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    char u[2][128], path[512];
+    const char *urls[2];
+    const char *argv[] = {"PING"};
+    vl_fanout_options o;
+    vl_future *f, *guard;
+    FILE *pf;
+    long pid = 0;
+    int rc;
+
+    (void)state;
+    snprintf(path, sizeof(path), "%s/redis-3.pid", tu_env("VL_TEST_DIR"));
+    pf = fopen(path, "r");
+    assert_non_null(pf);
+    assert_int_equal(fscanf(pf, "%ld", &pid), 1);
+    fclose(pf);
+    snprintf(u[0], sizeof(u[0]), "redis://127.0.0.1:%s", tu_env_item("VL_TEST_REDIS_PORTS", 0));
+    snprintf(u[1], sizeof(u[1]), "redis://127.0.0.1:%s", tu_env_item("VL_TEST_REDIS_PORTS", 2));
+    urls[0] = u[0];
+    urls[1] = u[1];
+    vl_fanout_options_init(&o);
+    o.timeout_ms = 60000;
+    kill((pid_t)pid, SIGSTOP);
+    f = vl_fanout_redis(loop, urls, 2, 1, argv, NULL, &o);
+    guard = vl_loop_sleep(loop, 100);
+    rc = vl_loop_run_until(loop, guard);
+    assert_int_equal(rc, VL_OK);
+    vl_future_free(guard);
+    assert_false(vl_future_done(f));
+    assert_int_equal(vl_future_cancel(f), 1);
+    kill((pid_t)pid, SIGCONT);
+    assert_int_equal(vl_future_status(f), VL_ECANCELED);
+    vl_future_free(f);
+    vl_loop_run(loop); /* the hosts' own callbacks come back and free the rest */
+    tu_loop_finish(loop);
+}
+
+static void mysql_hosts(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    char u[2][256];
+    const char *urls[2];
+    vl_future *f;
+    const vl_fanout_result *r;
+    int64_t v;
+    int i;
+
+    (void)state;
+    snprintf(u[0], sizeof(u[0]), "mysql://%s:%s@127.0.0.1:%s/%s", tu_env("VL_TEST_MYSQL_USER"),
+             tu_env("VL_TEST_MYSQL_PASSWORD"), tu_env("VL_TEST_MYSQL_PORT"),
+             tu_env("VL_TEST_MYSQL_DB"));
+    snprintf(u[1], sizeof(u[1]), "mysql://%s:wrong@127.0.0.1:%s/%s", tu_env("VL_TEST_MYSQL_USER"),
+             tu_env("VL_TEST_MYSQL_PORT"), tu_env("VL_TEST_MYSQL_DB"));
+    for (i = 0; i < 2; i++)
+        urls[i] = u[i];
+    f = vl_fanout_mysql(loop, urls, 2, "SELECT 6 * 7", NULL);
+    assert_int_equal(vl_loop_run_until(loop, f), VL_OK);
+    r = vl_future_fanout(f);
+    assert_int_equal(vl_fanout_status(r, 0), VL_OK);
+    assert_int_equal(vl_mysql_result_int64(vl_fanout_mysql_result(r, 0), 0, 0, &v), VL_OK);
+    assert_int_equal(v, 42);
+    assert_int_equal(vl_fanout_status(r, 1), VL_ECONN);
+    assert_int_equal(vl_fanout_mysql_errno(r, 1), 1045);
+    assert_null(strstr(vl_fanout_error(r, 1), "wrong"));
+    vl_future_free(f);
+    tu_loop_finish(loop);
+}
+
+static void out_of_memory(void **state)
+{
+    long n;
+    int completed = 0;
+    char u[128];
+    const char *urls[1];
+    const char *argv[] = {"PING"};
+
+    (void)state;
+    snprintf(u, sizeof(u), "redis://127.0.0.1:%s", tu_env_item("VL_TEST_REDIS_PORTS", 0));
+    urls[0] = u;
+    for (n = 1; n < 300 && !completed; n++) {
+        vl_loop *loop;
+        vl_future *f;
+        tu_alloc_fail_at(n);
+        loop = vl_loop_new();
+        if (loop == NULL)
+            continue;
+        f = vl_fanout_redis(loop, urls, 1, 1, argv, NULL, NULL);
+        if (f != NULL) {
+            int rc = vl_loop_run_until(loop, f);
+            if (rc == VL_OK) {
+                int st = vl_fanout_status(vl_future_fanout(f), 0);
+                assert_true(st == VL_OK || st == VL_ENOMEM || st == VL_ECONN);
+                completed = st == VL_OK;
+            } else {
+                assert_true(rc == VL_ENOMEM || rc == VL_ESTATE);
+            }
+            vl_future_free(f);
+        }
+        vl_loop_free(loop);
+        assert_int_equal(tu_alloc_live(), 0);
+    }
+    tu_alloc_fail_at(0);
+    assert_true(completed);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(redis_hosts_with_a_dead_one, setup),
+        cmocka_unit_test_setup(default_password_and_bad_url, setup),
+        cmocka_unit_test_setup(cancel_with_a_stopped_host, setup),
+        cmocka_unit_test_setup(mysql_hosts, setup),
+        cmocka_unit_test_setup(out_of_memory, setup),
+    };
+
+    return tu_run("fanout", tests, sizeof(tests) / sizeof(tests[0]));
+}
