@@ -1,0 +1,430 @@
+/* async.c - the `async` mode: volley futures on one loop, through volley's
+ * public API only. `window` requests are kept in flight: each completion
+ * callback checks its reply and issues the next request, and a promise
+ * resolved by the last completion ends vl_loop_run_until.
+ *
+ * Redis: one vl_redis_pool per host (max_size = min_idle = connections per
+ * host, so every connection is open before the clock starts) or, with one
+ * connection per host or --no-pool, plain vl_redis connections with
+ * request i on connection i % connections. MySQL: one vl_mysql_pool of
+ * `connections`; requests past the pool size wait in the pool's FIFO queue,
+ * their latency counting from the call. With --no-pool, plain vl_mysql
+ * connections, each given a statement only when idle.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <volley.h>
+#include <volley/mysql.h>
+
+#include "bench.h"
+
+int bench_async_no_pool;
+
+typedef struct bench_async bench_async;
+
+typedef struct bench_slot {
+    bench_async *x;
+    uint64_t i, t0;
+    int conn; /* MySQL without pool: the connection it runs on */
+} bench_slot;
+
+struct bench_async {
+    vl_loop *loop;
+    const bench_env *e;
+    const bench_case *c;
+    bench_run *r;
+    uint64_t next, done;
+    vl_promise *finish;
+    char *store;
+    /* Redis */
+    vl_redis **rc;
+    vl_redis_pool **rp;
+    int nrc, nrp;
+    /* MySQL */
+    vl_mysql_pool *mp;
+    vl_mysql **mc;
+    int nmc;
+    int *idle;
+    int nidle;
+    bench_slot **queue; /* issued, waiting for an idle connection */
+    size_t qcap, qhead, qlen;
+};
+
+/* Percent-encodes s for a URL's user or password part. */
+static void bench_url_part(char *out, size_t cap, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t o = 0;
+    for (; s && *s && o + 4 < cap; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+            ch == '-' || ch == '_' || ch == '.' || ch == '~') {
+            out[o++] = (char)ch;
+        } else {
+            out[o++] = '%';
+            out[o++] = hex[ch >> 4];
+            out[o++] = hex[ch & 15];
+        }
+    }
+    out[o] = '\0';
+}
+
+static void bench_mysql_url(const bench_env *e, char *url, size_t cap)
+{
+    char user[256], pass[256];
+    bench_url_part(user, sizeof user, e->mysql_user);
+    bench_url_part(pass, sizeof pass, e->mysql_password ? e->mysql_password : "");
+    if (e->mysql_sock)
+        snprintf(url, cap, "mysql://%s:%s@localhost/%s?socket=%s", user, pass, e->mysql_db,
+                 e->mysql_sock);
+    else
+        snprintf(url, cap, "mysql://%s:%s@127.0.0.1:%d/%s", user, pass, e->mysql_port,
+                 e->mysql_db);
+}
+
+/* Counts a finished request and ends the run after the last one. */
+static void bench_async_count(bench_async *x, bench_slot *s)
+{
+    bench_hist_add(&x->r->hist, bench_now_us() - s->t0);
+    x->done++;
+    x->r->done = x->done;
+    if (x->done == 1000000)
+        x->r->rss_1m_kb = bench_rss_kb();
+    if ((x->done & 1023) == 0)
+        bench_progress(x->c, x->done);
+    if (x->done == x->c->requests && x->finish) {
+        vl_promise_resolve(x->finish, NULL, NULL);
+        x->finish = NULL;
+    }
+}
+
+/* ---- Redis ---- */
+
+static void bench_async_redis_issue(bench_slot *s);
+
+static void bench_async_redis_cb(vl_future *f, void *ud)
+{
+    bench_slot *s = ud;
+    bench_async *x = s->x;
+    const vl_redis_reply *rep = vl_future_redis_reply(f);
+    if (rep == NULL) {
+        bench_fail("async", s->i, vl_strerror(vl_future_status(f)), vl_future_error(f));
+        x->r->errors++;
+    } else {
+        bench_rreply br;
+        memset(&br, 0, sizeof br);
+        switch (vl_redis_reply_type(rep)) {
+        case VL_REDIS_STRING: br.type = BENCH_R_STRING; break;
+        case VL_REDIS_ARRAY: br.type = BENCH_R_ARRAY; break;
+        case VL_REDIS_INTEGER: br.type = BENCH_R_INTEGER; break;
+        case VL_REDIS_NIL: br.type = BENCH_R_NIL; break;
+        case VL_REDIS_STATUS: br.type = BENCH_R_STATUS; break;
+        case VL_REDIS_ERROR: br.type = BENCH_R_ERROR; break;
+        default: br.type = 0;
+        }
+        br.str = vl_redis_reply_str(rep, &br.len);
+        br.integer = vl_redis_reply_integer(rep);
+        br.count = vl_redis_reply_count(rep);
+        for (size_t j = 0; j < br.count && j < 2 * BENCH_MAX_HASH_FIELDS; j++)
+            br.el[j] = vl_redis_reply_str(vl_redis_reply_element(rep, j), &br.el_len[j]);
+        if (bench_redis_check(x->e, x->c->op, s->i, &br, "async") != 0)
+            x->r->errors++;
+    }
+    bench_async_count(x, s);
+    if (x->next < x->c->requests)
+        bench_async_redis_issue(s);
+    else
+        free(s);
+}
+
+static void bench_async_redis_issue(bench_slot *s)
+{
+    bench_async *x = s->x;
+    const char *argv[BENCH_MAX_ARGS];
+    size_t lens[BENCH_MAX_ARGS];
+    s->i = x->next++;
+    int argc = bench_redis_argv(x->e, x->c->op, s->i, argv, lens, x->store);
+    s->t0 = bench_now_us();
+    vl_future *f;
+    if (x->rp)
+        f = vl_redis_pool_command_argv(x->rp[s->i % (uint64_t)x->nrp], argc, argv, lens);
+    else
+        f = vl_redis_command_argv(x->rc[s->i % (uint64_t)x->nrc], argc, argv, lens);
+    if (f == NULL || vl_future_then(f, bench_async_redis_cb, s) != VL_OK) {
+        fprintf(stderr, "volley-bench: async: out of memory\n");
+        abort();
+    }
+}
+
+/* Waits until every connection answers a PING, so that connecting is not
+ * part of the measure. */
+static int bench_async_redis_warm(bench_async *x)
+{
+    int n = x->rp ? x->nrp : x->nrc;
+    vl_future **fs = calloc((size_t)n, sizeof *fs);
+    if (fs == NULL)
+        return -1;
+    if (x->rp) {
+        /* A pool opens min_idle connections at once; wait until all are up. */
+        uint64_t deadline = bench_now_us() + 10000000;
+        for (;;) {
+            int ready = 1;
+            for (int h = 0; h < x->nrp; h++) {
+                vl_redis_stats st;
+                vl_redis_pool_stats(x->rp[h], &st);
+                if (st.ready < (unsigned)(x->c->conns / x->nrp))
+                    ready = 0;
+            }
+            if (ready)
+                break;
+            if (bench_now_us() > deadline) {
+                fprintf(stderr, "volley-bench: async: the pools did not connect in 10 s\n");
+                free(fs);
+                return -1;
+            }
+            vl_future *sl = vl_loop_sleep(x->loop, 2);
+            vl_loop_run_until(x->loop, sl);
+            vl_future_free(sl);
+        }
+    }
+    for (int k = 0; k < n; k++)
+        fs[k] = x->rp ? vl_redis_pool_command(x->rp[k], "PING") : vl_redis_command(x->rc[k], "PING");
+    vl_future *all = vl_future_all(x->loop, fs, (size_t)n);
+    free(fs);
+    if (all == NULL)
+        return -1;
+    int st = vl_loop_run_until(x->loop, all);
+    if (st != VL_OK)
+        fprintf(stderr, "volley-bench: async: %s\n", vl_future_error(all));
+    vl_future_free(all);
+    return st == VL_OK ? 0 : -1;
+}
+
+static int bench_async_redis_open(bench_async *x)
+{
+    const bench_case *c = x->c;
+    char url[128];
+    int per_host = c->conns / c->hosts;
+    if (per_host < 1)
+        per_host = 1;
+    if (per_host > 1 && !bench_async_no_pool) {
+        x->nrp = c->hosts;
+        x->rp = calloc((size_t)x->nrp, sizeof *x->rp);
+        if (x->rp == NULL)
+            return -1;
+        for (int h = 0; h < c->hosts; h++) {
+            vl_redis_pool_options o;
+            vl_redis_pool_options_init(&o);
+            o.max_size = (unsigned)per_host;
+            o.min_idle = (unsigned)per_host;
+            snprintf(url, sizeof url, "redis://127.0.0.1:%d", bench_redis_port(x->e, c, h));
+            x->rp[h] = vl_redis_pool_new(x->loop, url, &o);
+            if (x->rp[h] == NULL)
+                return -1;
+        }
+        return 0;
+    }
+    x->nrc = c->conns > 0 ? c->conns : 1;
+    x->rc = calloc((size_t)x->nrc, sizeof *x->rc);
+    if (x->rc == NULL)
+        return -1;
+    for (int j = 0; j < x->nrc; j++) {
+        snprintf(url, sizeof url, "redis://127.0.0.1:%d", bench_redis_port(x->e, c, j % c->hosts));
+        x->rc[j] = vl_redis_new(x->loop, url, NULL);
+        if (x->rc[j] == NULL)
+            return -1;
+    }
+    return 0;
+}
+
+/* ---- MySQL ---- */
+
+static void bench_async_mysql_issue(bench_async *x, bench_slot *s);
+static void bench_async_mysql_dispatch(bench_async *x);
+
+static void bench_async_mysql_cb(vl_future *f, void *ud)
+{
+    bench_slot *s = ud;
+    bench_async *x = s->x;
+    if (vl_future_status(f) != VL_OK) {
+        bench_fail("async", s->i, vl_strerror(vl_future_status(f)), vl_future_error(f));
+        x->r->errors++;
+    } else {
+        const vl_mysql_result *res = vl_future_mysql_result(f);
+        size_t rows = res && vl_mysql_result_has_rows(res) ? vl_mysql_result_rows(res) : 0;
+        size_t cols = res ? vl_mysql_result_columns(res) : 0;
+        const char *cells[4] = {NULL, NULL, NULL, NULL};
+        for (size_t k = 0; rows > 0 && k < cols && k < 4; k++)
+            cells[k] = vl_mysql_result_value(res, 0, k, NULL);
+        if (bench_mysql_check(x->e, x->c->op, s->i, rows, cols, cells,
+                              res ? vl_mysql_result_affected_rows(res) : 0, "async") != 0)
+            x->r->errors++;
+    }
+    if (x->mc)
+        x->idle[x->nidle++] = s->conn;
+    bench_async_count(x, s);
+    if (x->next < x->c->requests)
+        bench_async_mysql_issue(x, s);
+    else
+        free(s);
+    if (x->mc)
+        bench_async_mysql_dispatch(x);
+}
+
+static void bench_async_mysql_send(bench_async *x, bench_slot *s)
+{
+    char sql[256];
+    bench_mysql_sql(x->e, x->c->op, s->i, sql);
+    vl_future *f = x->mp ? vl_mysql_pool_query(x->mp, sql) : vl_mysql_query(x->mc[s->conn], sql);
+    if (f == NULL || vl_future_then(f, bench_async_mysql_cb, s) != VL_OK) {
+        fprintf(stderr, "volley-bench: async: out of memory\n");
+        abort();
+    }
+}
+
+static void bench_async_mysql_dispatch(bench_async *x)
+{
+    while (x->nidle > 0 && x->qlen > 0) {
+        bench_slot *s = x->queue[x->qhead];
+        x->qhead = (x->qhead + 1) % x->qcap;
+        x->qlen--;
+        s->conn = x->idle[--x->nidle];
+        bench_async_mysql_send(x, s);
+    }
+}
+
+static void bench_async_mysql_issue(bench_async *x, bench_slot *s)
+{
+    s->i = x->next++;
+    s->t0 = bench_now_us();
+    if (x->mp) {
+        bench_async_mysql_send(x, s);
+        return;
+    }
+    x->queue[(x->qhead + x->qlen) % x->qcap] = s;
+    x->qlen++;
+}
+
+static int bench_async_mysql_open(bench_async *x)
+{
+    const bench_case *c = x->c;
+    char url[2048];
+    int n = c->conns > 0 ? c->conns : 1;
+    bench_mysql_url(x->e, url, sizeof url);
+    if (!bench_async_no_pool) {
+        vl_mysql_pool_options o;
+        vl_mysql_pool_options_init(&o);
+        o.max_size = (size_t)n;
+        o.min_idle = (size_t)n;
+        o.max_waiters = 0; /* the window bounds the queue */
+        x->mp = vl_mysql_pool_new(x->loop, url, &o);
+        if (x->mp == NULL)
+            return -1;
+        /* Warm up: n statements at once make the pool open n connections. */
+        vl_future **fs = calloc((size_t)n, sizeof *fs);
+        if (fs == NULL)
+            return -1;
+        for (int k = 0; k < n; k++)
+            fs[k] = vl_mysql_pool_query(x->mp, "SELECT 1");
+        vl_future *all = vl_future_all(x->loop, fs, (size_t)n);
+        free(fs);
+        int st = all ? vl_loop_run_until(x->loop, all) : VL_ENOMEM;
+        if (st != VL_OK)
+            fprintf(stderr, "volley-bench: async: mysql pool: %s\n",
+                    all ? vl_future_error(all) : "out of memory");
+        vl_future_free(all);
+        return st == VL_OK ? 0 : -1;
+    }
+    x->nmc = n;
+    x->mc = calloc((size_t)n, sizeof *x->mc);
+    x->idle = calloc((size_t)n, sizeof *x->idle);
+    x->qcap = (size_t)(c->window > 0 ? c->window : 1) + 1;
+    x->queue = calloc(x->qcap, sizeof *x->queue);
+    vl_future **fs = calloc((size_t)n, sizeof *fs);
+    if (!x->mc || !x->idle || !x->queue || !fs) {
+        free(fs);
+        return -1;
+    }
+    for (int k = 0; k < n; k++) {
+        x->mc[k] = vl_mysql_new(x->loop, url, NULL);
+        if (x->mc[k] == NULL) {
+            free(fs);
+            return -1;
+        }
+        fs[k] = vl_mysql_ready(x->mc[k]);
+        x->idle[x->nidle++] = k;
+    }
+    vl_future *all = vl_future_all(x->loop, fs, (size_t)n);
+    free(fs);
+    int st = all ? vl_loop_run_until(x->loop, all) : VL_ENOMEM;
+    if (st != VL_OK)
+        fprintf(stderr, "volley-bench: async: mysql connect: %s\n",
+                all ? vl_future_error(all) : "out of memory");
+    vl_future_free(all);
+    return st == VL_OK ? 0 : -1;
+}
+
+int bench_async_run(const bench_env *e, const bench_case *c, bench_run *r)
+{
+    bench_async x;
+    int rc = -1;
+    memset(&x, 0, sizeof x);
+    x.e = e;
+    x.c = c;
+    x.r = r;
+    x.loop = vl_loop_new();
+    x.store = malloc(bench_redis_store_size(e));
+    if (x.loop == NULL || x.store == NULL)
+        goto out;
+    if (c->backend == BENCH_REDIS) {
+        if (bench_async_redis_open(&x) != 0 || bench_async_redis_warm(&x) != 0)
+            goto out;
+    } else if (bench_async_mysql_open(&x) != 0) {
+        goto out;
+    }
+    x.finish = vl_promise_new(x.loop);
+    vl_future *finished = x.finish ? vl_promise_future(x.finish) : NULL;
+    if (finished == NULL)
+        goto out;
+    bench_run_begin(r);
+    uint64_t w = c->window > 0 ? (uint64_t)c->window : 1;
+    for (uint64_t k = 0; k < w && x.next < c->requests; k++) {
+        bench_slot *s = calloc(1, sizeof *s);
+        if (s == NULL)
+            break;
+        s->x = &x;
+        if (c->backend == BENCH_REDIS)
+            bench_async_redis_issue(s);
+        else
+            bench_async_mysql_issue(&x, s);
+    }
+    if (c->backend == BENCH_MYSQL && x.mc)
+        bench_async_mysql_dispatch(&x);
+    vl_loop_run_until(x.loop, finished);
+    bench_run_end(r);
+    bench_progress(c, c->requests);
+    vl_future_free(finished);
+    rc = 0;
+out:
+    if (x.finish)
+        vl_promise_free(x.finish);
+    for (int k = 0; x.rp && k < x.nrp; k++)
+        vl_redis_pool_free(x.rp[k]);
+    for (int k = 0; x.rc && k < x.nrc; k++)
+        vl_redis_free(x.rc[k]);
+    if (x.mp)
+        vl_mysql_pool_free(x.mp);
+    for (int k = 0; x.mc && k < x.nmc; k++)
+        vl_mysql_free(x.mc[k]);
+    if (x.loop)
+        vl_loop_free(x.loop);
+    free(x.rp);
+    free(x.rc);
+    free(x.mc);
+    free(x.idle);
+    free(x.queue);
+    free(x.store);
+    return rc;
+}

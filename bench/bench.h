@@ -1,0 +1,227 @@
+/* bench.h - shared types of volley-bench.
+ *
+ * volley-bench drives the same requests against the same servers in four
+ * ways (modes) so that the cost of each layer shows:
+ *   sync     one blocking connection per host, requests one after another
+ *   threads  N threads, each with its own blocking connections
+ *   async    volley futures on one loop, `window` requests in flight
+ *   raw      the same async load on hiredis async / Connector/C non-blocking
+ *            and libev directly, without volley
+ * Every reply is checked against the value the request must return.
+ */
+#ifndef BENCH_H
+#define BENCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define BENCH_MAX_HOSTS 64
+#define BENCH_MAX_HASH_FIELDS 4
+
+enum bench_mode { BENCH_SYNC, BENCH_THREADS, BENCH_ASYNC, BENCH_RAW, BENCH_REF, BENCH_NMODES };
+enum bench_backend { BENCH_REDIS, BENCH_MYSQL };
+enum bench_kind { BENCH_KIND_CPU, BENCH_KIND_LATENCY, BENCH_KIND_SCALE, BENCH_KIND_MEMORY };
+
+/* What one request does. Redis requests touch key (i % keys); MySQL point
+ * selects read row (i % rows) + 1. */
+enum bench_op {
+    BENCH_OP_GET,     /* GET key, expect the value written at setup */
+    BENCH_OP_SET,     /* SET key value (the same value again), expect +OK */
+    BENCH_OP_HASH,    /* even i: HSET key f0 v0 (same value, expect 0);
+                       * odd i: HGETALL key, expect every field and value */
+    BENCH_OP_SELECT1, /* SELECT 1, expect one row "1" */
+    BENCH_OP_POINT,   /* SELECT id, v FROM bench_kv WHERE id = N */
+    BENCH_OP_INSERT,  /* INSERT INTO bench_ins (k, v) VALUES (i, '...') */
+    BENCH_OP_SLEEP    /* SELECT SLEEP(s), expect one row "0" */
+};
+
+/* The servers and the data shape, from flags and the environment. */
+typedef struct bench_env {
+    int redis_ports[BENCH_MAX_HOSTS];
+    int nredis;
+    int mysql_port;
+    const char *mysql_sock; /* NULL: TCP */
+    const char *mysql_user;
+    const char *mysql_password; /* never printed */
+    const char *mysql_db;
+    size_t keys;      /* Redis keyspace */
+    size_t rows;      /* rows of bench_kv */
+    size_t data_size; /* bytes per Redis value */
+    unsigned sleep_ms; /* SELECT SLEEP */
+    unsigned delay_ms; /* added round trip through the delaying proxy */
+    int proxy_ports[BENCH_MAX_HOSTS]; /* 0 when no proxy runs */
+    int verbose;
+} bench_env;
+
+/* One run: a scenario in one mode. */
+typedef struct bench_case {
+    char name[48];      /* scenario name, e.g. "redis-get" */
+    int kind;           /* enum bench_kind */
+    int backend;        /* enum bench_backend */
+    int op;             /* enum bench_op */
+    int mode;           /* enum bench_mode */
+    int hosts;          /* Redis hosts used (MySQL: 1) */
+    int conns;          /* connections in total over all hosts */
+    int window;         /* requests in flight at most */
+    int threads;        /* threads mode: thread count */
+    int via_proxy;      /* connect through the delaying proxy */
+    int group;          /* scenario index, for the chart */
+    uint64_t requests;
+    char label[48];     /* mode label for reference tools */
+} bench_case;
+
+/* A log-bucket histogram of latencies in microseconds: exact below 128 us,
+ * then 64 sub-buckets per power of two (under 1.6% error). */
+#define BENCH_HIST_SUB 64
+#define BENCH_HIST_BUCKETS (128 + 40 * BENCH_HIST_SUB)
+typedef struct bench_hist {
+    uint64_t count;
+    uint64_t max;
+    uint64_t sum;
+    uint64_t b[BENCH_HIST_BUCKETS];
+} bench_hist;
+
+void bench_hist_init(bench_hist *h);
+void bench_hist_add(bench_hist *h, uint64_t us);
+void bench_hist_merge(bench_hist *into, const bench_hist *from);
+/* The latency (us) at quantile q in [0, 1]. */
+uint64_t bench_hist_quantile(const bench_hist *h, double q);
+
+typedef struct bench_result {
+    bench_case c;
+    double seconds;
+    double ops_per_sec;
+    uint64_t p50, p90, p99, p999, max; /* us */
+    double cpu_us_per_op;
+    long peak_rss_kb;
+    uint64_t errors;
+    double speedup; /* over the sync run of the same scenario; 0 if none */
+    long rss_1m_kb; /* soak: RSS after the first million requests */
+    long rss_end_kb;
+    char note[96];
+} bench_result;
+
+/* What a mode function fills in; the driver adds timing and resources. */
+typedef struct bench_run {
+    bench_hist hist;
+    uint64_t done;
+    uint64_t errors;
+    long rss_1m_kb;
+    uint64_t t0, t1;   /* wall clock of the timed part, us */
+    double cpu0, cpu1; /* user + system CPU of the process, us */
+} bench_run;
+
+/* Mode functions bracket the timed part (after connecting, before closing)
+ * with these two. */
+void bench_run_begin(bench_run *r);
+void bench_run_end(bench_run *r);
+
+/* Monotonic clock in microseconds. */
+uint64_t bench_now_us(void);
+
+/* Progress on stderr (only when it is a terminal). */
+void bench_progress(const bench_case *c, uint64_t done);
+
+/* Resident set size now and its peak since the last reset, in KiB. */
+long bench_rss_kb(void);
+long bench_peak_rss_kb(void);
+void bench_peak_rss_reset(void);
+
+/* ---- Requests and expected replies (workload.c) ---- */
+
+/* The value stored under key k (and the value of hash field f of key k when
+ * f >= 0) into buf (at least data_size + 32 bytes). Returns its length. */
+size_t bench_value(const bench_env *e, size_t k, int f, char *buf);
+
+/* Builds the Redis command of request i. The strings live in `store`
+ * (at least 4 * (data_size + 64) bytes). Returns argc. */
+#define BENCH_MAX_ARGS 4
+int bench_redis_argv(const bench_env *e, int op, uint64_t i, const char **argv,
+                     size_t *lens, char *store);
+size_t bench_redis_store_size(const bench_env *e);
+
+/* A reply in a form both hiredis and volley replies convert to. */
+enum { BENCH_R_STRING = 1, BENCH_R_ARRAY, BENCH_R_INTEGER, BENCH_R_NIL, BENCH_R_STATUS,
+       BENCH_R_ERROR };
+typedef struct bench_rreply {
+    int type;
+    const char *str;
+    size_t len;
+    long long integer;
+    size_t count;
+    /* Array elements (strings only are checked): */
+    const char *el[2 * BENCH_MAX_HASH_FIELDS];
+    size_t el_len[2 * BENCH_MAX_HASH_FIELDS];
+} bench_rreply;
+
+/* Converts a hiredis reply (sync, threads and raw modes). */
+struct redisReply;
+void bench_rreply_hiredis(const struct redisReply *r, bench_rreply *out);
+
+/* Checks the reply of request i. Returns 0, or -1 after printing why (for
+ * the first few failures only). */
+int bench_redis_check(const bench_env *e, int op, uint64_t i, const bench_rreply *r,
+                      const char *mode);
+
+/* The SQL of request i into buf (256 bytes). Returns its length. */
+size_t bench_mysql_sql(const bench_env *e, int op, uint64_t i, char *buf);
+
+/* Checks a MySQL result: `cells` holds row 0 (NULL cells as NULL). Returns
+ * 0, or -1 after printing why. */
+int bench_mysql_check(const bench_env *e, int op, uint64_t i, size_t nrows, size_t ncols,
+                      const char *const *cells, uint64_t affected, const char *mode);
+
+/* Reports a transport or server failure (rate-limited). */
+void bench_fail(const char *mode, uint64_t i, const char *what, const char *msg);
+
+/* Setup: writes keys and hashes to every host, creates and fills tables. */
+int bench_redis_setup(const bench_env *e, int port);
+int bench_mysql_setup(const bench_env *e);
+int bench_mysql_truncate_insert(const bench_env *e);
+/* Rows of bench_ins, or -1. */
+long bench_mysql_count_insert(const bench_env *e);
+
+/* ---- Modes ---- */
+
+/* The port to reach Redis host h through (the proxy when c->via_proxy). */
+int bench_redis_port(const bench_env *e, const bench_case *c, int h);
+
+int bench_sync_run(const bench_env *e, const bench_case *c, bench_run *r);
+int bench_threads_run(const bench_env *e, const bench_case *c, bench_run *r);
+/* --no-pool: async uses plain connections instead of volley's pools. */
+extern int bench_async_no_pool;
+int bench_async_run(const bench_env *e, const bench_case *c, bench_run *r);
+int bench_raw_run(const bench_env *e, const bench_case *c, bench_run *r);
+
+/* Blocking MySQL connection helper shared by setup, sync and threads. */
+struct st_mysql;
+struct st_mysql *bench_mysql_connect(const bench_env *e, int nonblock);
+
+/* ---- The delaying proxy (proxy.c) ---- */
+
+/* Starts one child process that listens on a new loopback port for each of
+ * the n upstream ports and forwards both directions, each chunk delayed by
+ * delay_us / 2 (so the round trip grows by delay_us). Chunks are timed one
+ * by one: the proxy never serialises requests. Fills out_ports. Returns the
+ * child's pid, or -1. */
+int bench_proxy_start(const int *ports, int n, unsigned delay_us, int *out_ports);
+void bench_proxy_stop(int pid);
+
+/* ---- Reference tools (ref.c) ---- */
+
+/* Runs redis-benchmark / mariadb-slap and returns ops/s (0 on failure). */
+double bench_ref_redis_benchmark(int port, int clients, int pipeline, uint64_t requests,
+                                 size_t data_size);
+double bench_ref_mariadb_slap(const bench_env *e, int concurrency, uint64_t queries);
+
+/* ---- Output (output.c) ---- */
+
+extern const char *const bench_mode_names[BENCH_NMODES];
+const char *bench_kind_name(int kind);
+void bench_table_header(FILE *f, const char *title);
+void bench_table_row(FILE *f, const bench_result *r);
+int bench_write_csv(const char *path, const bench_result *rs, size_t n);
+int bench_write_json(const char *path, const bench_result *rs, size_t n, const bench_env *e);
+
+#endif

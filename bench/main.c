@@ -1,0 +1,677 @@
+/* main.c - volley-bench: flags, the suite, the driver and the summary. */
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bench.h"
+
+static const char *const bench_usage =
+    "usage: volley-bench [options]\n"
+    "\n"
+    "Runs the same requests against the same servers in several modes and\n"
+    "prints one table per scenario (redis-benchmark style), every reply checked.\n"
+    "Servers come from the environment written by tests/servers.sh\n"
+    "(VL_TEST_REDIS_PORTS, VL_TEST_MYSQL_PORT or VL_TEST_MYSQL_SOCK,\n"
+    "VL_TEST_MYSQL_USER, VL_TEST_MYSQL_PASSWORD, VL_TEST_MYSQL_DB);\n"
+    "bench/run.sh starts them and runs the default suite.\n"
+    "\n"
+    "Modes (-m):\n"
+    "  sync      one blocking connection per host, one request after another\n"
+    "  threads   N threads, each with its own blocking connections\n"
+    "  async     volley futures on one loop, `window` requests in flight\n"
+    "  raw       the same async load on hiredis async / Connector/C\n"
+    "            non-blocking + libev, without volley\n"
+    "\n"
+    "Scenarios (-t, comma separated; default: all but soak, small scale sweep):\n"
+    "  redis-get, redis-set, redis-hash (HSET + HGETALL)       kind cpu\n"
+    "  mysql-select1, mysql-point (primary key), mysql-insert  kind cpu\n"
+    "  mysql-sleep   SELECT SLEEP(s) over many connections     kind latency\n"
+    "  redis-delay   GET over K hosts behind a delaying proxy  kind latency\n"
+    "  scale         async GET: requests, connections, hosts   kind scale\n"
+    "  soak          memory per request in flight, RSS after 1M vs 10M\n"
+    "\n"
+    "Options:\n"
+    "  -t, --tests LIST        scenarios to run (see above)\n"
+    "  -m, --modes LIST        modes to run (default sync,threads,async,raw)\n"
+    "  -n, --requests N        requests per run (default: per scenario)\n"
+    "  -x, --multiply F        multiply every default request count by F\n"
+    "                          (e.g. -x 10 for a run ten times longer)\n"
+    "  -c, --connections N     total connections of threads/async/raw\n"
+    "  -w, --window N          requests in flight in async/raw\n"
+    "      --threads N         threads of the threads mode\n"
+    "  -H, --hosts N           Redis hosts for redis-delay (default: all)\n"
+    "  -D, --delay-ms D        round trip added by the proxy (default 10)\n"
+    "      --sleep-ms S        SELECT SLEEP duration (default 10)\n"
+    "  -d, --data-size N       bytes per Redis value (default 3)\n"
+    "      --keys N            Redis keyspace (default 10000)\n"
+    "      --rows N            rows of the point-select table (default 10000)\n"
+    "      --scale             the full scale sweep: requests 10k..1M,\n"
+    "                          connections 1..1000, hosts 1..all servers\n"
+    "      --soak              add the memory scenario (10M requests)\n"
+    "      --no-ref            skip redis-benchmark and mariadb-slap\n"
+    "      --no-pool           async: plain vl_redis / vl_mysql connections\n"
+    "                          instead of vl_redis_pool / vl_mysql_pool\n"
+    "      --json FILE         write the results as JSON\n"
+    "      --csv FILE          write the results as CSV (one row per run)\n"
+    "  -q, --quiet             only the tables\n"
+    "  -h, --help              this text\n"
+    "\n"
+    "More hosts than servers: start more with VL_BENCH_HOSTS=64 bench/run.sh.\n"
+    "Exit status: 0 when every reply was right, 1 otherwise, 2 for bad usage.\n";
+
+enum {
+    OPT_THREADS = 256, OPT_SLEEP, OPT_KEYS, OPT_ROWS, OPT_SCALE, OPT_SOAK, OPT_NOREF,
+    OPT_JSON, OPT_CSV, OPT_NOPOOL
+};
+
+static const struct option bench_options[] = {
+    {"tests", required_argument, NULL, 't'},
+    {"modes", required_argument, NULL, 'm'},
+    {"requests", required_argument, NULL, 'n'},
+    {"multiply", required_argument, NULL, 'x'},
+    {"connections", required_argument, NULL, 'c'},
+    {"window", required_argument, NULL, 'w'},
+    {"threads", required_argument, NULL, OPT_THREADS},
+    {"hosts", required_argument, NULL, 'H'},
+    {"delay-ms", required_argument, NULL, 'D'},
+    {"sleep-ms", required_argument, NULL, OPT_SLEEP},
+    {"data-size", required_argument, NULL, 'd'},
+    {"keys", required_argument, NULL, OPT_KEYS},
+    {"rows", required_argument, NULL, OPT_ROWS},
+    {"scale", no_argument, NULL, OPT_SCALE},
+    {"soak", no_argument, NULL, OPT_SOAK},
+    {"no-ref", no_argument, NULL, OPT_NOREF},
+    {"no-pool", no_argument, NULL, OPT_NOPOOL},
+    {"json", required_argument, NULL, OPT_JSON},
+    {"csv", required_argument, NULL, OPT_CSV},
+    {"quiet", no_argument, NULL, 'q'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+/* Flags; -1 means "the scenario's own default". */
+typedef struct bench_opts {
+    char tests[512];
+    int modes[BENCH_NMODES];
+    long long requests;
+    double multiply;
+    int conns, window, threads, hosts;
+    int scale, soak, ref, quiet;
+    const char *json, *csv;
+} bench_opts;
+
+/* The plan and its results. */
+typedef struct bench_plan {
+    bench_result *rs;
+    size_t n, cap;
+    int group;
+} bench_plan;
+
+static bench_env E;
+static bench_opts O;
+static volatile sig_atomic_t bench_proxy_pid;
+
+static void bench_on_signal(int sig)
+{
+    /* Only async-signal-safe calls: stop the proxy and leave. */
+    if (bench_proxy_pid > 0)
+        kill(bench_proxy_pid, SIGTERM);
+    _exit(128 + sig);
+}
+
+static int bench_has_test(const char *name)
+{
+    char buf[sizeof O.tests];
+    strcpy(buf, O.tests);
+    for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save))
+        if (strcmp(t, name) == 0)
+            return 1;
+    return 0;
+}
+
+static uint64_t bench_count(uint64_t dflt)
+{
+    if (O.requests > 0)
+        return (uint64_t)O.requests;
+    double n = (double)dflt * O.multiply;
+    return n < 1 ? 1 : (uint64_t)n;
+}
+
+static int bench_pick(int flag, int dflt)
+{
+    return flag > 0 ? flag : dflt;
+}
+
+static bench_result *bench_add(bench_plan *p, const char *name, int kind, int backend, int op,
+                               int mode)
+{
+    if (p->n == p->cap) {
+        size_t cap = p->cap ? p->cap * 2 : 64;
+        bench_result *rs = realloc(p->rs, cap * sizeof *rs);
+        if (rs == NULL) {
+            fprintf(stderr, "volley-bench: out of memory\n");
+            exit(1);
+        }
+        p->rs = rs;
+        p->cap = cap;
+    }
+    bench_result *r = &p->rs[p->n++];
+    memset(r, 0, sizeof *r);
+    snprintf(r->c.name, sizeof r->c.name, "%s", name);
+    r->c.kind = kind;
+    r->c.backend = backend;
+    r->c.op = op;
+    r->c.mode = mode;
+    r->c.hosts = 1;
+    r->c.group = p->group;
+    return r;
+}
+
+/* A cpu or latency scenario in every selected mode. `threads` threads each
+ * have one connection per host; async and raw have `conns` connections in
+ * total and `window` requests in flight; sync has one connection per host. */
+static void bench_plan_scenario(bench_plan *p, const char *name, int kind, int backend, int op,
+                                int hosts, int threads, int conns, int window, uint64_t n,
+                                int via_proxy)
+{
+    for (int m = 0; m < BENCH_REF; m++) {
+        if (!O.modes[m])
+            continue;
+        bench_result *r = bench_add(p, name, kind, backend, op, m);
+        r->c.hosts = hosts;
+        r->c.requests = n;
+        r->c.via_proxy = via_proxy;
+        switch (m) {
+        case BENCH_SYNC:
+            r->c.conns = hosts;
+            r->c.window = 1;
+            break;
+        case BENCH_THREADS:
+            r->c.threads = bench_pick(O.threads, threads);
+            r->c.conns = r->c.threads * hosts;
+            r->c.window = r->c.threads;
+            break;
+        default:
+            r->c.conns = bench_pick(O.conns, conns);
+            r->c.window = bench_pick(O.window, window);
+            break;
+        }
+    }
+    p->group++;
+}
+
+static void bench_plan_ref(bench_plan *p, const char *name, int backend, const char *label,
+                           int clients, int pipeline, uint64_t n)
+{
+    bench_result *r = bench_add(p, name, BENCH_KIND_CPU, backend, 0, BENCH_REF);
+    snprintf(r->c.label, sizeof r->c.label, "%s", label);
+    r->c.conns = clients;
+    r->c.window = clients * pipeline;
+    r->c.requests = n;
+    r->c.group = p->group - 1;
+}
+
+/* One async run of the scale sweep. */
+static void bench_plan_scale(bench_plan *p, const char *name, int hosts, int conns, int window,
+                             uint64_t n)
+{
+    bench_result *r = bench_add(p, name, BENCH_KIND_SCALE, BENCH_REDIS, BENCH_OP_GET, BENCH_ASYNC);
+    r->c.hosts = hosts;
+    r->c.conns = conns;
+    r->c.window = window;
+    r->c.requests = n;
+}
+
+static void bench_build_plan(bench_plan *p)
+{
+    int hosts = O.hosts > 0 ? O.hosts : E.nredis;
+    if (bench_has_test("redis-get")) {
+        bench_plan_scenario(p, "redis-get", BENCH_KIND_CPU, BENCH_REDIS, BENCH_OP_GET, 1, 4, 4, 64,
+                            bench_count(100000), 0);
+        if (O.ref && O.requests <= 0) {
+            bench_plan_ref(p, "redis-get", BENCH_REDIS, "redis-benchmark -c 50", 50, 1,
+                           bench_count(100000));
+            bench_plan_ref(p, "redis-get", BENCH_REDIS, "redis-benchmark -c 50 -P 16", 50, 16,
+                           bench_count(1000000));
+        }
+    }
+    if (bench_has_test("redis-set"))
+        bench_plan_scenario(p, "redis-set", BENCH_KIND_CPU, BENCH_REDIS, BENCH_OP_SET, 1, 4, 4, 64,
+                            bench_count(100000), 0);
+    if (bench_has_test("redis-hash"))
+        bench_plan_scenario(p, "redis-hash", BENCH_KIND_CPU, BENCH_REDIS, BENCH_OP_HASH, 1, 4, 4,
+                            64, bench_count(100000), 0);
+    if (bench_has_test("mysql-select1")) {
+        bench_plan_scenario(p, "mysql-select1", BENCH_KIND_CPU, BENCH_MYSQL, BENCH_OP_SELECT1, 1,
+                            8, 8, 8, bench_count(50000), 0);
+        if (O.ref && O.requests <= 0)
+            bench_plan_ref(p, "mysql-select1", BENCH_MYSQL, "mariadb-slap -c 8", 8, 1,
+                           bench_count(50000));
+    }
+    if (bench_has_test("mysql-point"))
+        bench_plan_scenario(p, "mysql-point", BENCH_KIND_CPU, BENCH_MYSQL, BENCH_OP_POINT, 1, 8, 8,
+                            8, bench_count(50000), 0);
+    if (bench_has_test("mysql-insert"))
+        bench_plan_scenario(p, "mysql-insert", BENCH_KIND_CPU, BENCH_MYSQL, BENCH_OP_INSERT, 1, 8,
+                            8, 8, bench_count(10000), 0);
+    if (bench_has_test("mysql-sleep")) {
+        /* The sync run is cut short: at one statement per sleep it would
+         * take `conns` times longer than the others for the same count. */
+        bench_plan_scenario(p, "mysql-sleep", BENCH_KIND_LATENCY, BENCH_MYSQL, BENCH_OP_SLEEP, 1,
+                            32, 32, 32, bench_count(3200), 0);
+        for (size_t k = p->n; k-- > 0 && strcmp(p->rs[k].c.name, "mysql-sleep") == 0;)
+            if (p->rs[k].c.mode == BENCH_SYNC && O.requests <= 0)
+                p->rs[k].c.requests = bench_count(100);
+    }
+    if (bench_has_test("redis-delay"))
+        bench_plan_scenario(p, "redis-delay", BENCH_KIND_LATENCY, BENCH_REDIS, BENCH_OP_GET, hosts,
+                            hosts, hosts, hosts, bench_count(400), 1);
+    if (bench_has_test("scale")) {
+        static const uint64_t small_n[] = {10000, 100000};
+        static const uint64_t big_n[] = {10000, 100000, 1000000};
+        static const int small_c[] = {1, 10, 100};
+        static const int big_c[] = {1, 10, 100, 1000};
+        const uint64_t *ns = O.scale ? big_n : small_n;
+        const int *cs = O.scale ? big_c : small_c;
+        size_t nn = O.scale ? 3 : 2, nc = O.scale ? 4 : 3;
+        for (size_t k = 0; k < nn; k++)
+            bench_plan_scale(p, "scale-requests", 1, 4, 64, O.requests > 0 ? (uint64_t)O.requests
+                                                                           : ns[k]);
+        p->group++;
+        for (size_t k = 0; k < nc; k++)
+            bench_plan_scale(p, "scale-connections", 1, cs[k], cs[k] > 64 ? cs[k] : 64,
+                             bench_count(50000));
+        p->group++;
+        int cap = O.scale ? E.nredis : (E.nredis < 4 ? E.nredis : 4);
+        for (int h = 1; h <= cap; h *= 2)
+            bench_plan_scale(p, "scale-hosts", h, h, 64, bench_count(50000));
+        if (cap > 0 && (cap & (cap - 1)) != 0)
+            bench_plan_scale(p, "scale-hosts", cap, cap, 64, bench_count(50000));
+        p->group++;
+    }
+    if (bench_has_test("soak") || O.soak) {
+        /* Memory per request in flight: the same run with a small and a big
+         * window; RSS after 1M and after 10M requests. */
+        bench_result *r = bench_add(p, "soak-window", BENCH_KIND_MEMORY, BENCH_REDIS, BENCH_OP_GET,
+                                    BENCH_ASYNC);
+        r->c.conns = 4;
+        r->c.window = 16;
+        r->c.requests = bench_count(200000);
+        r = bench_add(p, "soak-window", BENCH_KIND_MEMORY, BENCH_REDIS, BENCH_OP_GET, BENCH_ASYNC);
+        r->c.conns = 4;
+        r->c.window = 16384;
+        r->c.requests = bench_count(200000);
+        p->group++;
+        r = bench_add(p, "soak-10m", BENCH_KIND_MEMORY, BENCH_REDIS, BENCH_OP_GET, BENCH_ASYNC);
+        r->c.conns = 4;
+        r->c.window = 64;
+        r->c.requests = bench_count(10000000);
+        p->group++;
+    }
+}
+
+/* Runs one case and fills its result. */
+static int bench_execute(bench_result *res)
+{
+    bench_case *c = &res->c;
+    bench_run run;
+    int rc;
+    memset(&run, 0, sizeof run);
+    bench_hist_init(&run.hist);
+    if (c->mode == BENCH_REF) {
+        double ops = 0;
+        uint64_t t0 = bench_now_us();
+        if (c->backend == BENCH_REDIS)
+            ops = bench_ref_redis_benchmark(E.redis_ports[0], c->conns, c->window / c->conns,
+                                            c->requests, E.data_size);
+        else
+            ops = bench_ref_mariadb_slap(&E, c->conns, c->requests);
+        res->seconds = (double)(bench_now_us() - t0) / 1e6;
+        res->ops_per_sec = ops;
+        if (ops <= 0)
+            snprintf(res->note, sizeof res->note, "failed to run");
+        return 0;
+    }
+    if (c->op == BENCH_OP_INSERT && bench_mysql_truncate_insert(&E) != 0)
+        return -1;
+    bench_peak_rss_reset();
+    switch (c->mode) {
+    case BENCH_SYNC: rc = bench_sync_run(&E, c, &run); break;
+    case BENCH_THREADS: rc = bench_threads_run(&E, c, &run); break;
+    case BENCH_ASYNC: rc = bench_async_run(&E, c, &run); break;
+    default: rc = bench_raw_run(&E, c, &run); break;
+    }
+    if (rc != 0) {
+        res->errors = c->requests;
+        snprintf(res->note, sizeof res->note, "did not run");
+        return -1;
+    }
+    res->seconds = (double)(run.t1 - run.t0) / 1e6;
+    res->ops_per_sec = res->seconds > 0 ? (double)run.done / res->seconds : 0;
+    res->p50 = bench_hist_quantile(&run.hist, 0.50);
+    res->p90 = bench_hist_quantile(&run.hist, 0.90);
+    res->p99 = bench_hist_quantile(&run.hist, 0.99);
+    res->p999 = bench_hist_quantile(&run.hist, 0.999);
+    res->max = run.hist.max;
+    res->cpu_us_per_op = run.done ? (run.cpu1 - run.cpu0) / (double)run.done : 0;
+    res->peak_rss_kb = bench_peak_rss_kb();
+    res->rss_end_kb = bench_rss_kb();
+    res->rss_1m_kb = run.rss_1m_kb;
+    res->errors = run.errors + (c->requests - run.done);
+    if (c->op == BENCH_OP_INSERT && res->errors == 0) {
+        long rows = bench_mysql_count_insert(&E);
+        if (rows != (long)c->requests) {
+            fprintf(stderr, "volley-bench: %s: bench_ins has %ld rows after %" PRIu64
+                            " inserts\n", bench_mode_names[c->mode], rows, c->requests);
+            res->errors++;
+        }
+    }
+    return 0;
+}
+
+static int bench_split_ports(const char *s, int *out, int max)
+{
+    int n = 0;
+    while (s && *s && n < max) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s || v <= 0 || v > 65535)
+            return -1;
+        out[n++] = (int)v;
+        s = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',')
+            return -1;
+    }
+    return n;
+}
+
+static void bench_env_init(void)
+{
+    const char *s = getenv("VL_TEST_REDIS_PORTS");
+    E.nredis = s ? bench_split_ports(s, E.redis_ports, BENCH_MAX_HOSTS) : 0;
+    s = getenv("VL_TEST_MYSQL_PORT");
+    E.mysql_port = s ? atoi(s) : 0;
+    /* TCP when there is a port, like a remote server; the socket otherwise. */
+    E.mysql_sock = E.mysql_port ? NULL : getenv("VL_TEST_MYSQL_SOCK");
+    if (E.mysql_sock && !*E.mysql_sock)
+        E.mysql_sock = NULL;
+    E.mysql_user = getenv("VL_TEST_MYSQL_USER");
+    E.mysql_password = getenv("VL_TEST_MYSQL_PASSWORD");
+    E.mysql_db = getenv("VL_TEST_MYSQL_DB");
+    if (!E.mysql_user)
+        E.mysql_user = "volley";
+    if (!E.mysql_db)
+        E.mysql_db = "volley_test";
+    E.keys = 10000;
+    E.rows = 10000;
+    E.data_size = 3;
+    E.sleep_ms = 10;
+    E.delay_ms = 10;
+}
+
+static int bench_parse_modes(const char *s)
+{
+    char buf[128];
+    memset(O.modes, 0, sizeof O.modes);
+    snprintf(buf, sizeof buf, "%s", s);
+    for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        int found = 0;
+        for (int m = 0; m < BENCH_REF; m++)
+            if (strcmp(t, bench_mode_names[m]) == 0)
+                O.modes[m] = found = 1;
+        if (!found) {
+            fprintf(stderr, "volley-bench: unknown mode '%s'\n", t);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int bench_check_tests(void)
+{
+    static const char *const known[] = {"redis-get", "redis-set", "redis-hash", "mysql-select1",
+                                        "mysql-point", "mysql-insert", "mysql-sleep",
+                                        "redis-delay", "scale", "soak"};
+    char buf[sizeof O.tests];
+    strcpy(buf, O.tests);
+    for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        size_t k;
+        for (k = 0; k < sizeof known / sizeof known[0]; k++)
+            if (strcmp(t, known[k]) == 0)
+                break;
+        if (k == sizeof known / sizeof known[0]) {
+            fprintf(stderr, "volley-bench: unknown scenario '%s' (see --help)\n", t);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static long long bench_num(const char *s, const char *flag)
+{
+    char *end;
+    long long v = strtoll(s, &end, 10);
+    if (*end == 'k' || *end == 'K')
+        v *= 1000, end++;
+    else if (*end == 'M' || *end == 'm')
+        v *= 1000000, end++;
+    if (*end || v <= 0) {
+        fprintf(stderr, "volley-bench: %s wants a positive number, got '%s'\n", flag, s);
+        exit(2);
+    }
+    return v;
+}
+
+static void bench_parse(int argc, char **argv)
+{
+    int ch;
+    snprintf(O.tests, sizeof O.tests, "redis-get,redis-set,redis-hash,mysql-select1,"
+                                      "mysql-point,mysql-insert,mysql-sleep,redis-delay,scale");
+    bench_parse_modes("sync,threads,async,raw");
+    O.requests = O.conns = O.window = O.threads = O.hosts = -1;
+    O.multiply = 1.0;
+    O.ref = 1;
+    while ((ch = getopt_long(argc, argv, "t:m:n:x:c:w:H:D:d:qh", bench_options, NULL)) != -1) {
+        switch (ch) {
+        case 't': snprintf(O.tests, sizeof O.tests, "%s", optarg); break;
+        case 'm':
+            if (bench_parse_modes(optarg) != 0)
+                exit(2);
+            break;
+        case 'n': O.requests = bench_num(optarg, "-n"); break;
+        case 'x':
+            O.multiply = strtod(optarg, NULL);
+            if (O.multiply <= 0) {
+                fprintf(stderr, "volley-bench: -x wants a positive factor\n");
+                exit(2);
+            }
+            break;
+        case 'c': O.conns = (int)bench_num(optarg, "-c"); break;
+        case 'w': O.window = (int)bench_num(optarg, "-w"); break;
+        case OPT_THREADS: O.threads = (int)bench_num(optarg, "--threads"); break;
+        case 'H': O.hosts = (int)bench_num(optarg, "-H"); break;
+        case 'D': E.delay_ms = (unsigned)bench_num(optarg, "-D"); break;
+        case OPT_SLEEP: E.sleep_ms = (unsigned)bench_num(optarg, "--sleep-ms"); break;
+        case 'd': E.data_size = (size_t)bench_num(optarg, "-d"); break;
+        case OPT_KEYS: E.keys = (size_t)bench_num(optarg, "--keys"); break;
+        case OPT_ROWS: E.rows = (size_t)bench_num(optarg, "--rows"); break;
+        case OPT_SCALE: O.scale = 1; break;
+        case OPT_SOAK: O.soak = 1; break;
+        case OPT_NOREF: O.ref = 0; break;
+        case OPT_NOPOOL: bench_async_no_pool = 1; break;
+        case OPT_JSON: O.json = optarg; break;
+        case OPT_CSV: O.csv = optarg; break;
+        case 'q': O.quiet = 1; break;
+        case 'h': fputs(bench_usage, stdout); exit(0);
+        default: fputs(bench_usage, stderr); exit(2);
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "volley-bench: unexpected argument '%s'\n", argv[optind]);
+        exit(2);
+    }
+    if (bench_check_tests() != 0)
+        exit(2);
+    if (E.data_size > 1000 && bench_has_test("redis-hash")) {
+        fprintf(stderr, "volley-bench: redis-hash needs --data-size <= 1000\n");
+        exit(2);
+    }
+    if (O.conns > 100000 || O.window > 10000000) {
+        fprintf(stderr, "volley-bench: -c or -w is too big\n");
+        exit(2);
+    }
+}
+
+static int bench_needs(const bench_plan *p, int backend, int proxy)
+{
+    for (size_t k = 0; k < p->n; k++)
+        if (p->rs[k].c.backend == backend && (!proxy || p->rs[k].c.via_proxy))
+            return 1;
+    return 0;
+}
+
+static void bench_speedups(bench_plan *p)
+{
+    for (size_t k = 0; k < p->n; k++) {
+        bench_result *r = &p->rs[k];
+        for (size_t j = 0; j < p->n; j++) {
+            const bench_result *s = &p->rs[j];
+            if (s->c.mode == BENCH_SYNC && s->c.group == r->c.group && s->ops_per_sec > 0 &&
+                strcmp(s->c.name, r->c.name) == 0)
+                r->speedup = r->ops_per_sec / s->ops_per_sec;
+        }
+    }
+}
+
+int main(int argc, char **argv)
+{
+    bench_plan plan;
+    int status = 0;
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    bench_env_init();
+    bench_parse(argc, argv);
+    memset(&plan, 0, sizeof plan);
+    bench_build_plan(&plan);
+    if (plan.n == 0) {
+        fprintf(stderr, "volley-bench: nothing to run\n");
+        return 2;
+    }
+    int max_hosts = 0;
+    for (size_t k = 0; k < plan.n; k++)
+        if (plan.rs[k].c.backend == BENCH_REDIS && plan.rs[k].c.hosts > max_hosts)
+            max_hosts = plan.rs[k].c.hosts;
+    if (bench_needs(&plan, BENCH_REDIS, 0) && max_hosts > E.nredis) {
+        fprintf(stderr, "volley-bench: %d Redis hosts wanted, %d in VL_TEST_REDIS_PORTS "
+                        "(start more: VL_BENCH_HOSTS=%d bench/run.sh)\n",
+                max_hosts, E.nredis, max_hosts);
+        return 2;
+    }
+    if (bench_needs(&plan, BENCH_REDIS, 0) && E.nredis == 0) {
+        fprintf(stderr, "volley-bench: no Redis server: set VL_TEST_REDIS_PORTS "
+                        "(bench/run.sh does)\n");
+        return 2;
+    }
+    if (bench_needs(&plan, BENCH_MYSQL, 0) && E.mysql_port == 0 && E.mysql_sock == NULL) {
+        fprintf(stderr, "volley-bench: no MySQL server: set VL_TEST_MYSQL_PORT "
+                        "(bench/run.sh does)\n");
+        return 2;
+    }
+    signal(SIGINT, bench_on_signal);
+    signal(SIGTERM, bench_on_signal);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (!O.quiet)
+        fprintf(stderr, "volley-bench: writing the data (%zu keys on %d Redis hosts, %zu rows)\n",
+                E.keys, E.nredis, E.rows);
+    if (bench_needs(&plan, BENCH_REDIS, 0))
+        for (int h = 0; h < E.nredis; h++)
+            if (bench_redis_setup(&E, E.redis_ports[h]) != 0)
+                return 1;
+    if (bench_needs(&plan, BENCH_MYSQL, 0) && bench_mysql_setup(&E) != 0)
+        return 1;
+    if (bench_needs(&plan, BENCH_REDIS, 1)) {
+        int pid = bench_proxy_start(E.redis_ports, E.nredis, E.delay_ms * 1000u, E.proxy_ports);
+        if (pid < 0) {
+            fprintf(stderr, "volley-bench: cannot start the delaying proxy\n");
+            return 1;
+        }
+        bench_proxy_pid = pid;
+    }
+
+    uint64_t t0 = bench_now_us();
+    int last_group = -1;
+    for (size_t k = 0; k < plan.n; k++) {
+        bench_result *r = &plan.rs[k];
+        if (bench_execute(r) != 0)
+            status = 1;
+        if (r->errors)
+            status = 1;
+        /* Speedups are known once the group's sync run is done, which is
+         * its first run; print each row as it completes. */
+        bench_speedups(&plan);
+        if (r->c.group != last_group || (k > 0 && strcmp(plan.rs[k - 1].c.name, r->c.name) != 0)) {
+            char title[160];
+            if (r->c.via_proxy)
+                snprintf(title, sizeof title, "%s (%s, %s; +%u ms round trip per request, "
+                         "added by a user-space delaying proxy: no netem here)", r->c.name,
+                         bench_kind_name(r->c.kind), r->c.backend == BENCH_REDIS ? "redis" : "mysql",
+                         E.delay_ms);
+            else if (r->c.op == BENCH_OP_SLEEP)
+                snprintf(title, sizeof title, "%s (%s, mysql; SELECT SLEEP(%u ms))", r->c.name,
+                         bench_kind_name(r->c.kind), E.sleep_ms);
+            else
+                snprintf(title, sizeof title, "%s (%s, %s)", r->c.name, bench_kind_name(r->c.kind),
+                         r->c.backend == BENCH_REDIS ? "redis" : "mysql");
+            bench_table_header(stdout, title);
+            last_group = r->c.group;
+        }
+        bench_table_row(stdout, r);
+    }
+    bench_proxy_stop(bench_proxy_pid);
+    bench_proxy_pid = 0;
+
+    /* The latency target: over K hosts, async must be K times sync. */
+    for (size_t k = 0; k < plan.n; k++) {
+        const bench_result *r = &plan.rs[k];
+        if (r->c.via_proxy && r->c.mode == BENCH_ASYNC && r->speedup > 0)
+            printf("\nredis-delay: async over sync on %d hosts: %.2fx (target >= %.2fx): %s\n",
+                   r->c.hosts, r->speedup, 0.95 * r->c.hosts,
+                   r->speedup >= 0.95 * r->c.hosts ? "met" : "NOT met");
+    }
+    /* Soak: memory per request in flight and growth over time. */
+    const bench_result *w0 = NULL, *w1 = NULL;
+    for (size_t k = 0; k < plan.n; k++) {
+        const bench_result *r = &plan.rs[k];
+        if (strcmp(r->c.name, "soak-window") == 0) {
+            if (w0 == NULL)
+                w0 = r;
+            else
+                w1 = r;
+        }
+        if (strcmp(r->c.name, "soak-10m") == 0)
+            printf("soak: RSS %ld KiB after 1M requests, %ld KiB after %" PRIu64 " (%+ld KiB)\n",
+                   r->rss_1m_kb, r->rss_end_kb, r->c.requests, r->rss_end_kb - r->rss_1m_kb);
+    }
+    if (w0 && w1 && w1->c.window > w0->c.window)
+        printf("soak: %.0f bytes per request in flight (peak RSS %ld KiB at window %d, "
+               "%ld KiB at window %d)\n",
+               (double)(w1->peak_rss_kb - w0->peak_rss_kb) * 1024.0 /
+                   (double)(w1->c.window - w0->c.window),
+               w0->peak_rss_kb, w0->c.window, w1->peak_rss_kb, w1->c.window);
+
+    uint64_t errors = 0;
+    for (size_t k = 0; k < plan.n; k++)
+        errors += plan.rs[k].errors;
+    printf("\n%zu runs in %.1f s, %" PRIu64 " errors\n", plan.n,
+           (double)(bench_now_us() - t0) / 1e6, errors);
+    if (O.csv && bench_write_csv(O.csv, plan.rs, plan.n) != 0)
+        status = 1;
+    if (O.json && bench_write_json(O.json, plan.rs, plan.n, &E) != 0)
+        status = 1;
+    free(plan.rs);
+    return status;
+}

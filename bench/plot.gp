@@ -1,0 +1,83 @@
+# plot.gp - draws the benchmark chart from volley-bench's CSV.
+#
+#   gnuplot -e "csv='bench/results/latest.csv'; svg='bench/results/latest.svg'" bench/plot.gp
+#
+# Top: throughput of every mode per scenario (log scale). Middle: client
+# CPU time per request. Bottom: the scale sweep, CPU time per request of
+# the async mode as requests, connections and hosts grow (flat is good).
+
+if (!exists("csv")) csv = 'bench/results/latest.csv'
+if (!exists("svg")) svg = 'bench/results/latest.svg'
+
+set datafile separator comma
+set terminal svg size 1200,1300 dynamic font "sans,11" background rgb "white"
+set output svg
+
+# CSV columns: 1 group, 2 name, 3 kind, 4 backend, 5 mode, 6 hosts,
+# 7 connections, 8 window, 9 requests, 10 ops_per_sec, 11 p50_us, 12 p90_us,
+# 13 p99_us, 14 p999_us, 15 max_us, 16 cpu_us_per_op, 17 peak_rss_kb,
+# 18 speedup, 19 errors.
+
+# Scenarios of kind cpu and latency, one cluster per scenario group.
+isbar(k) = (k eq "cpu" || k eq "latency")
+slot(m) = (m eq "sync") ? -0.30 : (m eq "threads") ? -0.18 : (m eq "async") ? -0.06 : \
+          (m eq "raw") ? 0.06 : (m eq "redis-benchmark -c 50 -P 16") ? 0.30 : 0.18
+w = 0.11
+set style fill solid 0.85 border -1
+set boxwidth w absolute
+set grid ytics
+set key outside right top vertical
+
+# Tic labels are collected first: xtic() in a filtered plot would also be
+# evaluated for the rows it filters out.
+stats csv every ::1 using 1 nooutput
+nrows = STATS_records
+stats csv every ::1 using (isbar(strcol(3)) ? $1 : NaN) nooutput
+gmax = int(STATS_max)
+array names[gmax + 1]
+do for [g = 1:gmax + 1] { names[g] = "" }
+stats csv every ::1 using (isbar(strcol(3)) ? (names[int($1) + 1] = strcol(2), $1) : NaN) nooutput
+scalelabel(n, r, c, h) = (n eq "scale-requests") ? sprintf("n=%d", r) : \
+                         (n eq "scale-connections") ? sprintf("c=%d", c) : sprintf("hosts=%d", h)
+array slabels[nrows]
+do for [k = 1:nrows] { slabels[k] = "" }
+stats csv every ::1 using ((strcol(3) eq "scale") ? \
+      (slabels[int($0) + 1] = scalelabel(strcol(2), $9, $7, $6), $0) : NaN) nooutput
+
+set multiplot layout 3,1 title "volley-bench: sync vs threads vs async vs raw (same hosts, same requests, every reply checked)"
+
+set xrange [-0.6:gmax + 0.6]
+set xtics norotate nomirror ()
+do for [g = 1:gmax + 1] { set xtics add (names[g] g - 1) }
+set logscale y
+set ylabel "requests per second (log)"
+set title "Throughput"
+modes = "sync threads async raw"
+plot for [m in modes] csv every ::1 using (isbar(strcol(3)) && strcol(5) eq m ? $1 + slot(m) : NaN):10 \
+         with boxes title m, \
+     csv every ::1 using (isbar(strcol(3)) && (strcol(5) eq "redis-benchmark -c 50") ? $1 + slot(strcol(5)) : NaN):10 \
+         with boxes title "redis-benchmark -c 50", \
+     csv every ::1 using (isbar(strcol(3)) && (strcol(5) eq "redis-benchmark -c 50 -P 16") ? $1 + slot(strcol(5)) : NaN):10 \
+         with boxes title "redis-benchmark -c 50 -P 16", \
+     csv every ::1 using (isbar(strcol(3)) && (strcol(5) eq "mariadb-slap -c 8") ? $1 + slot(strcol(5)) : NaN):10 \
+         with boxes title "mariadb-slap -c 8"
+
+set title "Client CPU time per request (user + system)"
+set ylabel "microseconds per request (log)"
+plot for [m in modes] csv every ::1 using (isbar(strcol(3)) && strcol(5) eq m ? $1 + slot(m) : NaN):16 \
+         with boxes title m
+
+# The scale sweep: one point per run, labelled with what grew.
+unset logscale y
+set title "Scale sweep (async, Redis GET): CPU time per request should stay flat"
+set ylabel "microseconds per request"
+set xrange [*:*]
+set yrange [0:*]
+set xtics norotate nomirror ()
+do for [k = 1:nrows] { if (slabels[k] ne "") { set xtics add (slabels[k] k - 1) } }
+plot csv every ::1 using ((strcol(3) eq "scale") ? $0 : NaN):16 \
+         with linespoints pt 7 lw 2 title "cpu us/request", \
+     csv every ::1 using ((strcol(3) eq "scale") ? $0 : NaN):(1e6 / $10) \
+         with linespoints pt 5 lw 1 title "wall us/request (1 / throughput)"
+
+unset multiplot

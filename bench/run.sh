@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+#
+# Runs volley-bench against throwaway servers: `make bench` calls this.
+#
+# Starts K redis-server instances (separate hosts, K=4 by default) and one
+# mariadbd with tests/servers.sh, runs build/bench/volley-bench (the default
+# suite, or whatever arguments are given here), writes
+# bench/results/latest.{json,csv,svg} and always stops the servers, also on
+# failure or Ctrl-C.
+#
+#   bench/run.sh                       the default suite (about a minute)
+#   bench/run.sh -x 10                 every run ten times longer
+#   VL_BENCH_HOSTS=64 bench/run.sh --scale
+#                                      the full scale sweep up to 64 hosts
+#   bench/run.sh -t redis-get -m async,raw -n 1M -c 100 -w 1000
+#
+# Environment: VL_BENCH_HOSTS (Redis servers to start, default 4),
+# VL_BENCH_RESULTS (output directory, default bench/results),
+# VL_BENCH_TIMEOUT (seconds before volley-bench is stopped, default 900).
+
+set -eu
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd -P)
+BIN=$ROOT/build/bench/volley-bench
+SERVERS=$ROOT/tests/servers.sh
+RESULTS=${VL_BENCH_RESULTS:-$ROOT/bench/results}
+HOSTS=${VL_BENCH_HOSTS:-4}
+LIMIT=${VL_BENCH_TIMEOUT:-900}
+
+if [ ! -x "$BIN" ]; then
+    echo "run.sh: $BIN is not built; run 'make all' first" >&2
+    exit 1
+fi
+mkdir -p "$RESULTS"
+# Results of an earlier run must not pass for this one's.
+rm -f "$RESULTS/latest.json" "$RESULTS/latest.csv" "$RESULTS/latest.svg"
+
+# A short directory name: unix socket paths are limited to 107 bytes.
+DIR=$(mktemp -d /tmp/volley-bench.XXXXXX)
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM HUP
+    "$SERVERS" stop "$DIR" || true
+    rm -rf "$DIR"
+    exit "$rc"
+}
+trap cleanup EXIT
+# Turning signals into a normal exit makes the EXIT trap stop the servers.
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+t0=$SECONDS
+if ! "$SERVERS" start "$DIR" "$HOSTS" >"$DIR/start.log" 2>&1; then
+    cat "$DIR/start.log" >&2
+    echo "run.sh: the servers did not start" >&2
+    exit 1
+fi
+tail -n 1 "$DIR/start.log"
+# shellcheck disable=SC1091
+. "$DIR/env"
+
+status=0
+timeout --foreground -k 10 "$LIMIT" "$BIN" \
+    --json "$RESULTS/latest.json" --csv "$RESULTS/latest.csv" "$@" || status=$?
+
+if [ -s "$RESULTS/latest.csv" ] && command -v gnuplot >/dev/null; then
+    if gnuplot -e "csv='$RESULTS/latest.csv'; svg='$RESULTS/latest.svg'" \
+        "$ROOT/bench/plot.gp"; then
+        echo "run.sh: wrote $RESULTS/latest.json, latest.csv and latest.svg"
+    else
+        echo "run.sh: gnuplot failed; the chart is missing" >&2
+        [ "$status" -ne 0 ] || status=1
+    fi
+fi
+echo "run.sh: done in $((SECONDS - t0)) s (exit $status)"
+exit "$status"

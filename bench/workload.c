@@ -1,0 +1,441 @@
+/* workload.c - what each request sends and what its reply must be, and the
+ * data every scenario reads, written before any timed run. */
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <hiredis.h>
+#include <mysql.h>
+
+#include "bench.h"
+
+/* The value of key k, or of field f of hash k: a readable prefix padded to
+ * data_size with a letter that depends on k, so a reply for the wrong key
+ * never passes. */
+size_t bench_value(const bench_env *e, size_t k, int f, char *buf)
+{
+    int n = f < 0 ? snprintf(buf, 32, "v%zu", k) : snprintf(buf, 32, "h%zuf%d", k, f);
+    size_t len = (size_t)n;
+    char pad = (char)('a' + k % 26);
+    while (len < e->data_size)
+        buf[len++] = pad;
+    buf[len] = '\0';
+    return len;
+}
+
+size_t bench_redis_store_size(const bench_env *e)
+{
+    return BENCH_MAX_ARGS * (e->data_size + 64);
+}
+
+static size_t bench_key(char *buf, const char *prefix, size_t k)
+{
+    return (size_t)snprintf(buf, 48, "bench:%s:%zu", prefix, k);
+}
+
+int bench_redis_argv(const bench_env *e, int op, uint64_t i, const char **argv, size_t *lens,
+                     char *store)
+{
+    size_t slot = e->data_size + 64;
+    size_t k;
+    switch (op) {
+    case BENCH_OP_GET:
+        k = (size_t)(i % e->keys);
+        argv[0] = "GET";
+        lens[0] = 3;
+        argv[1] = store;
+        lens[1] = bench_key(store, "k", k);
+        return 2;
+    case BENCH_OP_SET:
+        k = (size_t)(i % e->keys);
+        argv[0] = "SET";
+        lens[0] = 3;
+        argv[1] = store;
+        lens[1] = bench_key(store, "k", k);
+        argv[2] = store + slot;
+        lens[2] = bench_value(e, k, -1, store + slot);
+        return 3;
+    case BENCH_OP_HASH:
+        k = (size_t)((i / 2) % e->keys);
+        argv[1] = store;
+        lens[1] = bench_key(store, "h", k);
+        if (i % 2 == 0) {
+            argv[0] = "HSET";
+            lens[0] = 4;
+            argv[2] = "f0";
+            lens[2] = 2;
+            argv[3] = store + slot;
+            lens[3] = bench_value(e, k, 0, store + slot);
+            return 4;
+        }
+        argv[0] = "HGETALL";
+        lens[0] = 7;
+        return 2;
+    default:
+        return 0;
+    }
+}
+
+static atomic_uint bench_reported;
+
+/* Only the first few failures are printed: a broken server would otherwise
+ * print a million lines. */
+static int bench_may_report(void)
+{
+    return atomic_fetch_add(&bench_reported, 1) < 10;
+}
+
+void bench_fail(const char *mode, uint64_t i, const char *what, const char *msg)
+{
+    if (bench_may_report())
+        fprintf(stderr, "volley-bench: %s: request %" PRIu64 ": %s: %s\n", mode, i, what,
+                msg ? msg : "");
+}
+
+static int bench_mismatch(const char *mode, uint64_t i, const char *expected, const char *got,
+                          size_t got_len)
+{
+    if (bench_may_report())
+        fprintf(stderr,
+                "volley-bench: %s: request %" PRIu64 ": wrong reply: expected \"%s\", got \"%.*s\"\n",
+                mode, i, expected, (int)(got_len > 80 ? 80 : got_len), got ? got : "(none)");
+    return -1;
+}
+
+static const char *bench_rtype(int t)
+{
+    static const char *const names[] = {"?", "string", "array", "integer", "nil", "status",
+                                        "error"};
+    return t >= 0 && t <= BENCH_R_ERROR ? names[t] : "?";
+}
+
+static int bench_type_mismatch(const char *mode, uint64_t i, int want, const bench_rreply *r)
+{
+    if (bench_may_report())
+        fprintf(stderr, "volley-bench: %s: request %" PRIu64 ": expected a %s reply, got %s%s%.*s\n",
+                mode, i, bench_rtype(want), bench_rtype(r->type), r->str ? " " : "",
+                (int)(r->len > 120 ? 120 : r->len), r->str ? r->str : "");
+    return -1;
+}
+
+int bench_redis_check(const bench_env *e, int op, uint64_t i, const bench_rreply *r,
+                      const char *mode)
+{
+    char want[1024 + 64];
+    char *big = want;
+    size_t k, n;
+    int rc = 0;
+    if (e->data_size + 64 > sizeof want) {
+        big = malloc(e->data_size + 64);
+        if (big == NULL)
+            return -1;
+    }
+    switch (op) {
+    case BENCH_OP_GET:
+        k = (size_t)(i % e->keys);
+        n = bench_value(e, k, -1, big);
+        if (r->type != BENCH_R_STRING)
+            rc = bench_type_mismatch(mode, i, BENCH_R_STRING, r);
+        else if (r->len != n || memcmp(r->str, big, n) != 0)
+            rc = bench_mismatch(mode, i, big, r->str, r->len);
+        break;
+    case BENCH_OP_SET:
+        if (r->type != BENCH_R_STATUS)
+            rc = bench_type_mismatch(mode, i, BENCH_R_STATUS, r);
+        else if (r->len != 2 || memcmp(r->str, "OK", 2) != 0)
+            rc = bench_mismatch(mode, i, "OK", r->str, r->len);
+        break;
+    case BENCH_OP_HASH:
+        k = (size_t)((i / 2) % e->keys);
+        if (i % 2 == 0) {
+            /* The field exists already with this value: HSET adds nothing. */
+            if (r->type != BENCH_R_INTEGER)
+                rc = bench_type_mismatch(mode, i, BENCH_R_INTEGER, r);
+            else if (r->integer != 0)
+                rc = bench_mismatch(mode, i, "0", "nonzero", 7);
+            break;
+        }
+        if (r->type != BENCH_R_ARRAY) {
+            rc = bench_type_mismatch(mode, i, BENCH_R_ARRAY, r);
+            break;
+        }
+        if (r->count != 2 * BENCH_MAX_HASH_FIELDS) {
+            rc = bench_mismatch(mode, i, "8 elements", "another count", 13);
+            break;
+        }
+        /* Redis returns a small hash in insertion order, but the check does
+         * not rely on it: each field is looked up by name. */
+        for (int f = 0; f < BENCH_MAX_HASH_FIELDS && rc == 0; f++) {
+            char field[8];
+            size_t fl = (size_t)snprintf(field, sizeof field, "f%d", f);
+            n = bench_value(e, k, f, big);
+            int found = 0;
+            for (size_t j = 0; j + 1 < r->count; j += 2) {
+                if (r->el[j] && r->el_len[j] == fl && memcmp(r->el[j], field, fl) == 0) {
+                    found = 1;
+                    if (r->el[j + 1] == NULL || r->el_len[j + 1] != n ||
+                        memcmp(r->el[j + 1], big, n) != 0)
+                        rc = bench_mismatch(mode, i, big, r->el[j + 1], r->el_len[j + 1]);
+                }
+            }
+            if (!found)
+                rc = bench_mismatch(mode, i, field, "(missing field)", 15);
+        }
+        break;
+    default:
+        rc = -1;
+    }
+    if (big != want)
+        free(big);
+    return rc;
+}
+
+size_t bench_mysql_sql(const bench_env *e, int op, uint64_t i, char *buf)
+{
+    int n = 0;
+    switch (op) {
+    case BENCH_OP_SELECT1:
+        n = snprintf(buf, 256, "SELECT 1");
+        break;
+    case BENCH_OP_POINT:
+        n = snprintf(buf, 256, "SELECT id, v FROM bench_kv WHERE id = %" PRIu64,
+                     (uint64_t)(i % e->rows) + 1);
+        break;
+    case BENCH_OP_INSERT:
+        n = snprintf(buf, 256, "INSERT INTO bench_ins (k, v) VALUES (%" PRIu64 ", 'i%" PRIu64 "')",
+                     i, i);
+        break;
+    case BENCH_OP_SLEEP:
+        n = snprintf(buf, 256, "SELECT SLEEP(%u.%03u)", e->sleep_ms / 1000, e->sleep_ms % 1000);
+        break;
+    default:
+        buf[0] = '\0';
+    }
+    return (size_t)n;
+}
+
+static void bench_row_value(const bench_env *e, uint64_t id, char *buf)
+{
+    snprintf(buf, 64, "row%" PRIu64 "-%c", id, (char)('a' + (id * 7) % 26));
+    (void)e;
+}
+
+int bench_mysql_check(const bench_env *e, int op, uint64_t i, size_t nrows, size_t ncols,
+                      const char *const *cells, uint64_t affected, const char *mode)
+{
+    char want[64];
+    uint64_t id;
+    switch (op) {
+    case BENCH_OP_SELECT1:
+    case BENCH_OP_SLEEP:
+        if (nrows != 1 || ncols != 1 || cells[0] == NULL)
+            return bench_mismatch(mode, i, "one row, one column", "another shape", 13);
+        if (strcmp(cells[0], op == BENCH_OP_SLEEP ? "0" : "1") != 0)
+            return bench_mismatch(mode, i, op == BENCH_OP_SLEEP ? "0" : "1", cells[0],
+                                  strlen(cells[0]));
+        return 0;
+    case BENCH_OP_POINT:
+        id = i % e->rows + 1;
+        if (nrows != 1 || ncols != 2 || cells[0] == NULL || cells[1] == NULL)
+            return bench_mismatch(mode, i, "one row, two columns", "another shape", 13);
+        snprintf(want, sizeof want, "%" PRIu64, id);
+        if (strcmp(cells[0], want) != 0)
+            return bench_mismatch(mode, i, want, cells[0], strlen(cells[0]));
+        bench_row_value(e, id, want);
+        if (strcmp(cells[1], want) != 0)
+            return bench_mismatch(mode, i, want, cells[1], strlen(cells[1]));
+        return 0;
+    case BENCH_OP_INSERT:
+        if (nrows != 0 || affected != 1)
+            return bench_mismatch(mode, i, "1 affected row", "another count", 13);
+        return 0;
+    default:
+        return -1;
+    }
+}
+
+/* ---- Setup ---- */
+
+int bench_redis_setup(const bench_env *e, int port)
+{
+    redisContext *c = redisConnect("127.0.0.1", port);
+    char key[48], val[1024 + 64];
+    char *v = val;
+    int rc = 0;
+    if (c == NULL || c->err) {
+        fprintf(stderr, "volley-bench: setup: connect 127.0.0.1:%d: %s\n", port,
+                c ? c->errstr : "out of memory");
+        if (c)
+            redisFree(c);
+        return -1;
+    }
+    if (e->data_size + 64 > sizeof val && (v = malloc(e->data_size + 64)) == NULL) {
+        redisFree(c);
+        return -1;
+    }
+    /* Pipelined in batches: setup must be quick even for a big keyspace. */
+    size_t batch = 1000;
+    for (size_t k0 = 0; k0 < e->keys && rc == 0; k0 += batch) {
+        size_t end = k0 + batch < e->keys ? k0 + batch : e->keys;
+        size_t sent = 0;
+        for (size_t k = k0; k < end; k++) {
+            const char *argv[2 + 2 * BENCH_MAX_HASH_FIELDS];
+            size_t lens[2 + 2 * BENCH_MAX_HASH_FIELDS];
+            char vals[BENCH_MAX_HASH_FIELDS][1024 + 64];
+            char fields[BENCH_MAX_HASH_FIELDS][8];
+            argv[0] = "SET";
+            lens[0] = 3;
+            argv[1] = key;
+            lens[1] = bench_key(key, "k", k);
+            argv[2] = v;
+            lens[2] = bench_value(e, k, -1, v);
+            redisAppendCommandArgv(c, 3, argv, lens);
+            sent++;
+            if (e->data_size + 64 <= sizeof vals[0]) {
+                char hkey[48];
+                argv[0] = "HSET";
+                lens[0] = 4;
+                argv[1] = hkey;
+                lens[1] = bench_key(hkey, "h", k);
+                for (int f = 0; f < BENCH_MAX_HASH_FIELDS; f++) {
+                    lens[2 + 2 * f] = (size_t)snprintf(fields[f], sizeof fields[f], "f%d", f);
+                    argv[2 + 2 * f] = fields[f];
+                    lens[3 + 2 * f] = bench_value(e, k, f, vals[f]);
+                    argv[3 + 2 * f] = vals[f];
+                }
+                /* DEL first so that a hash left over from another data size
+                 * has no stale field. */
+                redisAppendCommand(c, "DEL %s", hkey);
+                redisAppendCommandArgv(c, 2 + 2 * BENCH_MAX_HASH_FIELDS, argv, lens);
+                sent += 2;
+            }
+        }
+        for (size_t j = 0; j < sent; j++) {
+            redisReply *r = NULL;
+            if (redisGetReply(c, (void **)&r) != REDIS_OK || r == NULL ||
+                r->type == REDIS_REPLY_ERROR) {
+                fprintf(stderr, "volley-bench: setup on port %d: %s\n", port,
+                        r ? r->str : c->errstr);
+                rc = -1;
+                if (r)
+                    freeReplyObject(r);
+                break;
+            }
+            freeReplyObject(r);
+        }
+    }
+    if (v != val)
+        free(v);
+    redisFree(c);
+    return rc;
+}
+
+MYSQL *bench_mysql_connect(const bench_env *e, int nonblock)
+{
+    MYSQL *m = mysql_init(NULL);
+    if (m == NULL)
+        return NULL;
+    if (nonblock)
+        mysql_options(m, MYSQL_OPT_NONBLOCK, 0);
+    if (mysql_real_connect(m, "127.0.0.1", e->mysql_user, e->mysql_password, e->mysql_db,
+                           e->mysql_sock ? 0 : (unsigned)e->mysql_port, e->mysql_sock, 0) ==
+        NULL) {
+        fprintf(stderr, "volley-bench: mysql connect: %s\n", mysql_error(m));
+        mysql_close(m);
+        return NULL;
+    }
+    return m;
+}
+
+static int bench_sql(MYSQL *m, const char *sql)
+{
+    if (mysql_query(m, sql) != 0) {
+        fprintf(stderr, "volley-bench: setup: %s: %s\n", sql, mysql_error(m));
+        return -1;
+    }
+    MYSQL_RES *res = mysql_store_result(m);
+    if (res)
+        mysql_free_result(res);
+    return 0;
+}
+
+int bench_mysql_setup(const bench_env *e)
+{
+    MYSQL *m = bench_mysql_connect(e, 0);
+    char sql[256];
+    int rc = -1;
+    if (m == NULL)
+        return -1;
+    if (bench_sql(m, "CREATE TABLE IF NOT EXISTS bench_kv (id INT PRIMARY KEY, "
+                     "v VARCHAR(64) NOT NULL) ENGINE=InnoDB") != 0 ||
+        bench_sql(m, "CREATE TABLE IF NOT EXISTS bench_ins (id BIGINT AUTO_INCREMENT "
+                     "PRIMARY KEY, k BIGINT NOT NULL, v VARCHAR(32) NOT NULL) ENGINE=InnoDB") != 0)
+        goto out;
+    /* The table is filled once; a count that does not match is refilled. */
+    if (mysql_query(m, "SELECT COUNT(*), COALESCE(MAX(id), 0) FROM bench_kv") != 0)
+        goto out;
+    MYSQL_RES *res = mysql_store_result(m);
+    MYSQL_ROW row = res ? mysql_fetch_row(res) : NULL;
+    int filled = row && strtoull(row[0], NULL, 10) == e->rows && strtoull(row[1], NULL, 10) == e->rows;
+    if (res)
+        mysql_free_result(res);
+    if (!filled) {
+        if (bench_sql(m, "TRUNCATE TABLE bench_kv") != 0 || bench_sql(m, "BEGIN") != 0)
+            goto out;
+        size_t cap = 64 + 1000 * 48, len;
+        char *big = malloc(cap);
+        if (big == NULL)
+            goto out;
+        for (size_t id0 = 1; id0 <= e->rows; id0 += 1000) {
+            len = (size_t)snprintf(big, cap, "INSERT INTO bench_kv (id, v) VALUES ");
+            for (size_t id = id0; id < id0 + 1000 && id <= e->rows; id++) {
+                char v[64];
+                bench_row_value(e, id, v);
+                len += (size_t)snprintf(big + len, cap - len, "%s(%zu,'%s')", id == id0 ? "" : ",",
+                                        id, v);
+            }
+            if (bench_sql(m, big) != 0) {
+                free(big);
+                goto out;
+            }
+        }
+        free(big);
+        if (bench_sql(m, "COMMIT") != 0)
+            goto out;
+    }
+    snprintf(sql, sizeof sql, "ANALYZE TABLE bench_kv");
+    rc = bench_sql(m, sql);
+out:
+    mysql_close(m);
+    return rc;
+}
+
+int bench_mysql_truncate_insert(const bench_env *e)
+{
+    MYSQL *m = bench_mysql_connect(e, 0);
+    if (m == NULL)
+        return -1;
+    int rc = bench_sql(m, "TRUNCATE TABLE bench_ins");
+    mysql_close(m);
+    return rc;
+}
+
+long bench_mysql_count_insert(const bench_env *e)
+{
+    MYSQL *m = bench_mysql_connect(e, 0);
+    long n = -1;
+    if (m == NULL)
+        return -1;
+    if (mysql_query(m, "SELECT COUNT(*) FROM bench_ins") == 0) {
+        MYSQL_RES *res = mysql_store_result(m);
+        MYSQL_ROW row = res ? mysql_fetch_row(res) : NULL;
+        if (row && row[0])
+            n = strtol(row[0], NULL, 10);
+        if (res)
+            mysql_free_result(res);
+    }
+    mysql_close(m);
+    return n;
+}
