@@ -1,10 +1,12 @@
 /* main.c - volley-bench: flags, the suite, the driver and the summary. */
+#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "bench.h"
@@ -215,15 +217,23 @@ static void bench_plan_ref(bench_plan *p, const char *name, int backend, const c
     r->c.group = p->group - 1;
 }
 
-/* One async run of the scale sweep. */
+/* One point of the scale sweep, in async and raw (the raw run shows how
+ * much of any growth is the I/O pattern itself rather than volley). Each
+ * point is a group of its own, so the chart can place it. */
 static void bench_plan_scale(bench_plan *p, const char *name, int hosts, int conns, int window,
                              uint64_t n)
 {
-    bench_result *r = bench_add(p, name, BENCH_KIND_SCALE, BENCH_REDIS, BENCH_OP_GET, BENCH_ASYNC);
-    r->c.hosts = hosts;
-    r->c.conns = conns;
-    r->c.window = window;
-    r->c.requests = n;
+    static const int modes[] = {BENCH_ASYNC, BENCH_RAW};
+    for (size_t k = 0; k < 2; k++) {
+        if (!O.modes[modes[k]])
+            continue;
+        bench_result *r = bench_add(p, name, BENCH_KIND_SCALE, BENCH_REDIS, BENCH_OP_GET, modes[k]);
+        r->c.hosts = hosts;
+        r->c.conns = conns;
+        r->c.window = window;
+        r->c.requests = n;
+    }
+    p->group++;
 }
 
 static void bench_build_plan(bench_plan *p)
@@ -281,32 +291,32 @@ static void bench_build_plan(bench_plan *p)
         for (size_t k = 0; k < nn; k++)
             bench_plan_scale(p, "scale-requests", 1, 4, 64, O.requests > 0 ? (uint64_t)O.requests
                                                                            : ns[k]);
-        p->group++;
         for (size_t k = 0; k < nc; k++)
             bench_plan_scale(p, "scale-connections", 1, cs[k], cs[k] > 64 ? cs[k] : 64,
                              bench_count(50000));
-        p->group++;
         int cap = O.scale ? E.nredis : (E.nredis < 4 ? E.nredis : 4);
         for (int h = 1; h <= cap; h *= 2)
             bench_plan_scale(p, "scale-hosts", h, h, 64, bench_count(50000));
         if (cap > 0 && (cap & (cap - 1)) != 0)
             bench_plan_scale(p, "scale-hosts", cap, cap, 64, bench_count(50000));
-        p->group++;
     }
     if (bench_has_test("soak") || O.soak) {
         /* Memory per request in flight: the same run with a small and a big
-         * window; RSS after 1M and after 10M requests. */
-        bench_result *r = bench_add(p, "soak-window", BENCH_KIND_MEMORY, BENCH_REDIS, BENCH_OP_GET,
-                                    BENCH_ASYNC);
-        r->c.conns = 4;
-        r->c.window = 16;
-        r->c.requests = bench_count(200000);
-        r = bench_add(p, "soak-window", BENCH_KIND_MEMORY, BENCH_REDIS, BENCH_OP_GET, BENCH_ASYNC);
-        r->c.conns = 4;
-        r->c.window = 16384;
-        r->c.requests = bench_count(200000);
+         * window, in async and raw; then RSS after 1M and after 10M. */
+        static const int modes[] = {BENCH_ASYNC, BENCH_RAW};
+        static const int windows[] = {16, 16384};
+        for (size_t m = 0; m < 2; m++) {
+            for (size_t k = 0; k < 2 && O.modes[modes[m]]; k++) {
+                bench_result *r = bench_add(p, "soak-window", BENCH_KIND_MEMORY, BENCH_REDIS,
+                                            BENCH_OP_GET, modes[m]);
+                r->c.conns = 4;
+                r->c.window = windows[k];
+                r->c.requests = bench_count(200000);
+            }
+        }
         p->group++;
-        r = bench_add(p, "soak-10m", BENCH_KIND_MEMORY, BENCH_REDIS, BENCH_OP_GET, BENCH_ASYNC);
+        bench_result *r = bench_add(p, "soak-10m", BENCH_KIND_MEMORY, BENCH_REDIS, BENCH_OP_GET,
+                                    BENCH_ASYNC);
         r->c.conns = 4;
         r->c.window = 64;
         r->c.requests = bench_count(10000000);
@@ -315,7 +325,7 @@ static void bench_build_plan(bench_plan *p)
 }
 
 /* Runs one case and fills its result. */
-static int bench_execute(bench_result *res)
+static int bench_execute_here(bench_result *res)
 {
     bench_case *c = &res->c;
     bench_run run;
@@ -371,6 +381,61 @@ static int bench_execute(bench_result *res)
         }
     }
     return 0;
+}
+
+/* Each run happens in a child process of its own, so that its peak RSS and
+ * CPU time are its own and not what earlier runs left behind (freed memory
+ * stays resident). The result comes back through a pipe. */
+static int bench_execute(bench_result *res)
+{
+    int p[2];
+    if (pipe(p) != 0)
+        return bench_execute_here(res);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(p[0]);
+        close(p[1]);
+        return bench_execute_here(res);
+    }
+    if (pid == 0) {
+        close(p[0]);
+        int rc = bench_execute_here(res);
+        const char *b = (const char *)res;
+        size_t left = sizeof *res;
+        while (left > 0) {
+            ssize_t w = write(p[1], b, left);
+            if (w <= 0)
+                _exit(3);
+            b += w;
+            left -= (size_t)w;
+        }
+        _exit(rc == 0 ? 0 : 1);
+    }
+    close(p[1]);
+    bench_result got;
+    size_t have = 0;
+    while (have < sizeof got) {
+        ssize_t r = read(p[0], (char *)&got + have, sizeof got - have);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        have += (size_t)r;
+    }
+    close(p[0]);
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    if (have < sizeof got) {
+        res->errors = res->c.requests ? res->c.requests : 1;
+        snprintf(res->note, sizeof res->note, "the run died (%s %d)",
+                 WIFSIGNALED(st) ? "signal" : "status",
+                 WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+        return -1;
+    }
+    *res = got;
+    return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
 }
 
 static int bench_split_ports(const char *s, int *out, int max)
@@ -603,7 +668,6 @@ int main(int argc, char **argv)
     }
 
     uint64_t t0 = bench_now_us();
-    int last_group = -1;
     for (size_t k = 0; k < plan.n; k++) {
         bench_result *r = &plan.rs[k];
         if (bench_execute(r) != 0)
@@ -613,7 +677,7 @@ int main(int argc, char **argv)
         /* Speedups are known once the group's sync run is done, which is
          * its first run; print each row as it completes. */
         bench_speedups(&plan);
-        if (r->c.group != last_group || (k > 0 && strcmp(plan.rs[k - 1].c.name, r->c.name) != 0)) {
+        if (k == 0 || strcmp(plan.rs[k - 1].c.name, r->c.name) != 0) {
             char title[160];
             if (r->c.via_proxy)
                 snprintf(title, sizeof title, "%s (%s, %s; +%u ms round trip per request, "
@@ -627,7 +691,6 @@ int main(int argc, char **argv)
                 snprintf(title, sizeof title, "%s (%s, %s)", r->c.name, bench_kind_name(r->c.kind),
                          r->c.backend == BENCH_REDIS ? "redis" : "mysql");
             bench_table_header(stdout, title);
-            last_group = r->c.group;
         }
         bench_table_row(stdout, r);
     }
@@ -643,25 +706,30 @@ int main(int argc, char **argv)
                    r->speedup >= 0.95 * r->c.hosts ? "met" : "NOT met");
     }
     /* Soak: memory per request in flight and growth over time. */
-    const bench_result *w0 = NULL, *w1 = NULL;
-    for (size_t k = 0; k < plan.n; k++) {
-        const bench_result *r = &plan.rs[k];
-        if (strcmp(r->c.name, "soak-window") == 0) {
+    for (int m = BENCH_ASYNC; m <= BENCH_RAW; m++) {
+        const bench_result *w0 = NULL, *w1 = NULL;
+        for (size_t k = 0; k < plan.n; k++) {
+            const bench_result *r = &plan.rs[k];
+            if (strcmp(r->c.name, "soak-window") != 0 || r->c.mode != m)
+                continue;
             if (w0 == NULL)
                 w0 = r;
             else
                 w1 = r;
         }
+        if (w0 && w1 && w1->c.window > w0->c.window)
+            printf("soak: %s: %.0f bytes per request in flight (peak RSS %ld KiB at window %d, "
+                   "%ld KiB at window %d)\n", bench_mode_names[m],
+                   (double)(w1->peak_rss_kb - w0->peak_rss_kb) * 1024.0 /
+                       (double)(w1->c.window - w0->c.window),
+                   w0->peak_rss_kb, w0->c.window, w1->peak_rss_kb, w1->c.window);
+    }
+    for (size_t k = 0; k < plan.n; k++) {
+        const bench_result *r = &plan.rs[k];
         if (strcmp(r->c.name, "soak-10m") == 0)
             printf("soak: RSS %ld KiB after 1M requests, %ld KiB after %" PRIu64 " (%+ld KiB)\n",
                    r->rss_1m_kb, r->rss_end_kb, r->c.requests, r->rss_end_kb - r->rss_1m_kb);
     }
-    if (w0 && w1 && w1->c.window > w0->c.window)
-        printf("soak: %.0f bytes per request in flight (peak RSS %ld KiB at window %d, "
-               "%ld KiB at window %d)\n",
-               (double)(w1->peak_rss_kb - w0->peak_rss_kb) * 1024.0 /
-                   (double)(w1->c.window - w0->c.window),
-               w0->peak_rss_kb, w0->c.window, w1->peak_rss_kb, w1->c.window);
 
     uint64_t errors = 0;
     for (size_t k = 0; k < plan.n; k++)
