@@ -33,6 +33,7 @@
 #include <limits.h>
 #include <math.h>
 #include <mysql.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,6 +83,7 @@ struct op {
     vl_mysql_param *params;
     size_t nparams;
     char *pdata;
+    int internal;            /* restores session setup after a reset */
     /* streams */
     int stream;
     size_t batch_rows;
@@ -146,6 +148,7 @@ struct vl_mysql {
     char fail_sqlstate[6];
     char *fail_msg;
     int ever_open;
+    int lost_unreported;     /* lost while idle: the next statement says so */
     /* operations */
     op *cur;
     op *qhead, *qtail;
@@ -209,6 +212,8 @@ static int sock_of(vl_mysql *c)
 
 static void note_status(vl_mysql *c)
 {
+    if (c->cur != NULL && c->cur->internal)
+        return;
     if (c->my != NULL && (c->my->server_status & SERVER_SESSION_STATE_CHANGED))
         c->dirty = 1;
 }
@@ -352,8 +357,15 @@ static vl_mysql_result *error_value(op *o, unsigned err, const char *sqlstate, c
 static void op_fail_closed(vl_mysql *c, op *o)
 {
     vl_mysql_result *v = error_value(o, c->fail_errno, c->fail_sqlstate, c->fail_msg);
+    int status = c->fail_status;
 
-    op_complete(o, c->fail_status, v, c->fail_msg);
+    if (c->lost_unreported && status == VL_ECLOSED) {
+        /* The first statement after a loss noticed while idle reports the
+         * loss itself; later ones only that the connection is closed. */
+        c->lost_unreported = 0;
+        status = VL_ECONN;
+    }
+    op_complete(o, status, v, c->fail_msg);
 }
 
 static void op_cancel(void *source, vl_future *f, int status)
@@ -499,7 +511,8 @@ static void on_io(vl__io *io, int events, void *ud)
         /* An idle connection became readable: the server hung up (EOF) or
          * sent an error before closing (wait_timeout). Either way it is
          * gone. */
-        conn_break(c, VL_ECLOSED, "server closed the idle connection");
+        c->lost_unreported = 1;
+        conn_break(c, VL_ECLOSED, "lost: the server closed it while idle");
         return;
     }
     if (events & VL__READ)
@@ -829,7 +842,9 @@ static void start_connect(vl_mysql *c)
         mysql_options(c->my, MYSQL_OPT_CONNECT_TIMEOUT, &secs);
     }
     if (c->pooled)
-        mysql_options(c->my, MYSQL_INIT_COMMAND, "SET SESSION session_track_state_change=1");
+        mysql_options(c->my, MYSQL_INIT_COMMAND,
+                      "SET SESSION session_track_state_change=1,"
+                      " session_track_system_variables='*'");
     if (c->init_sql != NULL && c->init_sql[0] != '\0')
         mysql_options(c->my, MYSQL_INIT_COMMAND, c->init_sql);
     if (c->multi)
@@ -964,6 +979,8 @@ static void op_error(vl_mysql *c, op *o, unsigned err, const char *sqlstate, con
     v = error_value(o, err, sqlstate, text);
     c->cur = NULL;
     c->step = S_NEXT_OP;
+    if (o->internal)
+        fatal = 1; /* the session could not be set up again */
     op_complete(o, status, v, m != NULL ? m : text);
     if (fatal) {
         char *why = vl__asprintf("lost (%s)", m != NULL ? m : text);
@@ -1331,6 +1348,40 @@ static char *wrap_timeout(const char *sql, size_t len, uint64_t ms, size_t *outl
     s[(size_t)hn + len] = '\0';
     *outlen = (size_t)hn + len;
     return s;
+}
+
+/* COM_RESET_CONNECTION also undoes what the connect's init commands set:
+ * run them again, ahead of anything queued. */
+static int restore_session(vl_mysql *c)
+{
+    const char *sqls[2];
+    size_t i, n = 0;
+
+    if (c->pooled)
+        sqls[n++] = "SET SESSION session_track_state_change=1, session_track_system_variables='*'";
+    if (c->init_sql != NULL && c->init_sql[0] != '\0')
+        sqls[n++] = c->init_sql;
+    for (i = n; i-- > 0;) {
+        op *o = vl__calloc(1, sizeof(*o));
+        if (o == NULL)
+            return VL_ENOMEM;
+        o->c = c;
+        o->kind = OP_QUERY;
+        o->internal = 1;
+        o->discard = 1;
+        o->batch_rows = DEFAULT_BATCH;
+        o->len = strlen(sqls[i]);
+        o->sql = vl__strndup(sqls[i], o->len);
+        if (o->sql == NULL) {
+            op_free(o);
+            return VL_ENOMEM;
+        }
+        o->next = c->qhead;
+        c->qhead = o;
+        if (c->qtail == NULL)
+            c->qtail = o;
+    }
+    return VL_OK;
 }
 
 static void step(vl_mysql *c, int ready)
@@ -1758,6 +1809,12 @@ static void step(vl_mysql *c, int ready)
                 break;
             }
             c->dirty = 0;
+            if (restore_session(c) != VL_OK) {
+                op_note(o, VL_ENOMEM, "out of memory restoring the session");
+                op_finish(c, o);
+                conn_break(c, VL_ECLOSED, "closed: its session could not be restored");
+                return;
+            }
             op_finish(c, o);
             break;
         default:
@@ -2065,11 +2122,15 @@ void vl__mysql_set_hook(vl_mysql *c, vl__mysql_hook fn, void *ud)
 unsigned vl__mysql_state(const vl_mysql *c)
 {
     unsigned s = 0;
+    const op *o;
 
     if (c->state != ST_OPEN)
         s |= VL__MYSQL_BROKEN;
-    if (c->cur != NULL || c->qhead != NULL)
+    if (c->cur != NULL && !c->cur->internal)
         s |= VL__MYSQL_BUSY;
+    for (o = c->qhead; o != NULL; o = o->next)
+        if (!o->internal)
+            s |= VL__MYSQL_BUSY;
     if (c->my != NULL && (c->my->server_status & SERVER_STATUS_IN_TRANS))
         s |= VL__MYSQL_IN_TRANS;
     if (c->dirty)
@@ -2080,4 +2141,52 @@ unsigned vl__mysql_state(const vl_mysql *c)
 int vl__mysql_fail_status(const vl_mysql *c)
 {
     return c->fail_status;
+}
+
+int vl__mysql_probe_idle(vl_mysql *c)
+{
+    struct pollfd pfd;
+    vl__mysql_hook hook;
+
+    if (c->state != ST_OPEN)
+        return 0;
+    if (c->cur != NULL || c->qhead != NULL)
+        return 1; /* restoring its session after a reset: in use, not idle */
+    pfd.fd = sock_of(c);
+    pfd.events = POLLIN;
+    pfd.revents = 0;
+    if (pfd.fd < 0)
+        return 0;
+    if (poll(&pfd, 1, 0) == 0)
+        return 1;
+    /* Readable while idle: the server hung up and the loop has not noticed
+     * yet. The caller closes it; no hook call. */
+    hook = c->hook;
+    c->hook = NULL;
+    c->lost_unreported = 1;
+    conn_break(c, VL_ECLOSED, "lost: the server closed it while idle");
+    c->hook = hook;
+    return 0;
+}
+
+int vl__mysql_check_url(vl_loop *loop, const char *url, const vl_mysql_options *opts, char **msg)
+{
+    vl_mysql *c = vl__calloc(1, sizeof(*c));
+    int rc;
+
+    *msg = NULL;
+    if (c == NULL)
+        return VL_ENOMEM;
+    c->loop = loop;
+    c->state = ST_CLOSED;
+    vl__io_init(&c->io, loop, -1, on_io, c);
+    vl__timer_init(&c->timer, loop, on_timer, c);
+    rc = configure(c, url, opts);
+    if (rc != VL_OK && rc != VL_ENOMEM) {
+        *msg = vl__strdup(c->fail_msg != NULL ? c->fail_msg : vl_strerror(rc));
+        if (*msg == NULL)
+            rc = VL_ENOMEM;
+    }
+    conn_destroy(c);
+    return rc;
 }

@@ -74,6 +74,16 @@ unsigned vl__mysql_state(const vl_mysql *c);
  * state and the statement cache. Completes with VL_OK or an error. */
 vl_future *vl__mysql_reset(vl_mysql *c);
 
+/* Checks an idle connection without blocking (poll with no timeout) just
+ * before it is handed out: 1 when usable, 0 when the server hung up (the
+ * connection is then closed, without calling the hook) or is not open. */
+int vl__mysql_probe_idle(vl_mysql *c);
+
+/* Checks a URL and options as vl_mysql_new would, without connecting:
+ * VL_OK, VL_ENOMEM, or the failure (VL_EINVAL, VL_EUNSUPPORTED) with its
+ * message in *msg (the caller frees it with vl__free). */
+int vl__mysql_check_url(vl_loop *loop, const char *url, const vl_mysql_options *opts, char **msg);
+
 /* The failure of a connection that never connected (status and message), to
  * report to pool waiters. */
 int vl__mysql_fail_status(const vl_mysql *c);

@@ -1,0 +1,955 @@
+/* lib/mysql_pool.c - a pool of MySQL connections per endpoint, and
+ * transactions as leases of one pooled connection.
+ *
+ * HikariCP's vocabulary, nginx's keepalive mechanics:
+ *  - Requests wait in one FIFO queue. A connection that becomes free goes
+ *    straight to the oldest waiter (direct hand-off), never back through the
+ *    idle set where a newcomer could take it first.
+ *  - Idle connections form a stack: the most recently used is reused first,
+ *    so the others age out by idle_timeout_ms. lib/mysql.c watches idle
+ *    sockets for read readiness, and the hook below evicts a connection
+ *    whose server hung up; a zero-timeout poll just before hand-out catches a
+ *    hang-up the loop has not seen yet.
+ *  - A connection comes back only if clean (see volley/mysql.h); a dirty one
+ *    is reset first, a broken one closed.
+ *  - A failed connect puts the pool in backoff: while failing, at most one
+ *    connect (the probe) is in flight, retried after a jittered, doubling
+ *    delay. Nothing already sent is retried.
+ *
+ * Lifetimes: a pooled connection (pconn) may have callbacks pending on its
+ * futures (connect, reset, ping, a running request) when the pool lets go of
+ * it. `refs` counts those callbacks; the pconn is freed when it is dead and
+ * the last one has run. The same holds for requests: a running request is
+ * freed by its own completion callback, after the pool is gone if need be.
+ */
+#include "mysql_internal.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+enum { PC_CONNECTING, PC_IDLE, PC_BUSY, PC_RESETTING, PC_DEAD };
+enum { RQ_QUERY, RQ_EXEC, RQ_BEGIN, RQ_END };
+
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 2000
+#define TICK_MS 1000
+
+typedef struct pconn pconn;
+typedef struct request request;
+
+struct pconn {
+    pconn *prev, *next;      /* the pool's idle stack or its other list */
+    vl_mysql_pool *pool;     /* NULL once the pool let go */
+    vl_mysql *c;
+    int state;
+    int refs;                /* pending callbacks that will touch this */
+    uint64_t created_ms;
+    uint64_t expires_ms;     /* 0: no lifetime limit */
+    uint64_t idle_since_ms;
+    vl_mysql_tx *tx;         /* the transaction leasing it */
+};
+
+struct request {
+    request *prev, *next;    /* waiters or running */
+    vl_mysql_pool *pool;     /* NULL once the pool is gone */
+    vl_future *f;            /* the caller's future; NULL once abandoned */
+    int kind;
+    int waiting;
+    char *sql;
+    vl_mysql_param *params;
+    size_t nparams;
+    char *pdata;
+    uint64_t enq_ms;
+    vl__timer timer;         /* acquire_timeout_ms */
+    pconn *pc;
+    vl_future *inner;        /* the connection's future while running */
+};
+
+struct vl_mysql_tx {
+    uint32_t magic;
+    vl_loop *loop;
+    vl_mysql_pool *pool;     /* NULL once the pool is gone */
+    pconn *pc;               /* NULL once dead */
+};
+
+typedef struct list {
+    pconn *head;
+    size_t n;
+} list;
+
+struct vl_mysql_pool {
+    vl_loop *loop;
+    vl__handle handle;
+    char *url;
+    vl_mysql_options copts;
+    char *init_sql;
+    vl_mysql_pool_options o;
+    int fail_status;         /* a bad URL: every request fails with it */
+    char *fail_msg;
+    list idle;               /* a stack: head is the most recently used */
+    list others;             /* connecting, busy, resetting */
+    size_t connecting;
+    size_t busy;
+    request *wait_head, *wait_tail;
+    size_t nwaiters;
+    request *running;
+    /* backoff */
+    int failing;
+    uint64_t backoff_ms;
+    uint64_t next_attempt_ms;
+    char *last_error;
+    /* maintenance */
+    vl__timer timer;
+    int timer_unref;
+    vl_mysql_pool_stats st;
+};
+
+static void dispatch(vl_mysql_pool *p);
+static void pc_release(pconn *pc);
+
+/* ---- lists ---- */
+
+static void list_push(list *l, pconn *pc)
+{
+    pc->prev = NULL;
+    pc->next = l->head;
+    if (l->head != NULL)
+        l->head->prev = pc;
+    l->head = pc;
+    l->n++;
+}
+
+static void list_remove(list *l, pconn *pc)
+{
+    if (pc->prev != NULL)
+        pc->prev->next = pc->next;
+    else
+        l->head = pc->next;
+    if (pc->next != NULL)
+        pc->next->prev = pc->prev;
+    pc->prev = pc->next = NULL;
+    l->n--;
+}
+
+static void wait_remove(vl_mysql_pool *p, request *r)
+{
+    if (r->prev != NULL)
+        r->prev->next = r->next;
+    else
+        p->wait_head = r->next;
+    if (r->next != NULL)
+        r->next->prev = r->prev;
+    else
+        p->wait_tail = r->prev;
+    r->prev = r->next = NULL;
+    r->waiting = 0;
+    p->nwaiters--;
+}
+
+static void running_add(vl_mysql_pool *p, request *r)
+{
+    r->prev = NULL;
+    r->next = p->running;
+    if (p->running != NULL)
+        p->running->prev = r;
+    p->running = r;
+}
+
+static void running_remove(vl_mysql_pool *p, request *r)
+{
+    if (r->prev != NULL)
+        r->prev->next = r->next;
+    else if (p->running == r)
+        p->running = r->next;
+    if (r->next != NULL)
+        r->next->prev = r->prev;
+    r->prev = r->next = NULL;
+}
+
+/* ---- the maintenance timer ----
+ * It never keeps the loop alive by itself, except while requests wait for a
+ * connection that only a future backoff probe can bring. */
+
+static void timer_set(vl_mysql_pool *p, uint64_t ms)
+{
+    if (p->timer_unref) {
+        vl__loop_ref(p->loop);
+        p->timer_unref = 0;
+    }
+    vl__timer_start(&p->timer, ms);
+    if (p->nwaiters == 0) {
+        vl__loop_unref(p->loop);
+        p->timer_unref = 1;
+    }
+}
+
+static void timer_stop(vl_mysql_pool *p)
+{
+    if (p->timer_unref) {
+        vl__loop_ref(p->loop);
+        p->timer_unref = 0;
+    }
+    vl__timer_stop(&p->timer);
+}
+
+/* ---- connections ---- */
+
+static void pc_unref(pconn *pc)
+{
+    if (--pc->refs == 0 && pc->state == PC_DEAD)
+        vl__free(pc);
+}
+
+/* Closes a connection and forgets it. `why` counts it in the stats. */
+static void pc_close(pconn *pc, uint64_t *why)
+{
+    vl_mysql_pool *p = pc->pool;
+    vl_mysql *c = pc->c;
+
+    if (pc->state == PC_DEAD)
+        return;
+    if (p != NULL) {
+        if (pc->state == PC_IDLE)
+            list_remove(&p->idle, pc);
+        else
+            list_remove(&p->others, pc);
+        if (pc->state == PC_CONNECTING)
+            p->connecting--;
+        if (pc->state == PC_BUSY || pc->state == PC_RESETTING)
+            p->busy--;
+        if (why != NULL)
+            (*why)++;
+    }
+    pc->state = PC_DEAD;
+    pc->c = NULL;
+    pc->pool = NULL;
+    if (pc->tx != NULL) {
+        pc->tx->pc = NULL;
+        pc->tx = NULL;
+    }
+    if (c != NULL) {
+        vl__mysql_set_hook(c, NULL, NULL);
+        vl_mysql_free(c);
+    }
+    pc->refs++;
+    pc_unref(pc);
+}
+
+/* The connection broke or its server hung up. Idle ones go at once; busy
+ * ones are closed when released, since their request is still owed its
+ * completion. */
+static void pc_hook(vl_mysql *c, void *ud)
+{
+    pconn *pc = ud;
+
+    VL__UNUSED(c);
+    if (pc->pool != NULL && pc->state == PC_IDLE)
+        pc_close(pc, &pc->pool->st.closed_error);
+}
+
+static void connect_done(vl_future *f, void *ud);
+
+static uint64_t jitter(uint64_t ms)
+{
+    return ms / 2 + vl__rand64() % (ms / 2 + 1);
+}
+
+/* Opens one connection if the pool may (size, backoff). */
+static int pc_open(vl_mysql_pool *p)
+{
+    pconn *pc;
+    vl_future *f;
+    uint64_t now = vl_loop_now_ms(p->loop);
+
+    if (p->idle.n + p->others.n >= p->o.max_size)
+        return 0;
+    if (p->failing && (p->connecting > 0 || now < p->next_attempt_ms))
+        return 0; /* one probe at a time, after the backoff */
+    pc = vl__calloc(1, sizeof(*pc));
+    if (pc == NULL)
+        return 0;
+    pc->pool = p;
+    pc->c = vl__mysql_new_pooled(p->loop, p->url, &p->copts);
+    f = pc->c != NULL ? vl_mysql_ready(pc->c) : NULL;
+    if (f == NULL) {
+        vl_mysql_free(pc->c);
+        vl__free(pc);
+        return 0;
+    }
+    vl__mysql_set_hook(pc->c, pc_hook, pc);
+    pc->state = PC_CONNECTING;
+    pc->created_ms = now;
+    if (p->o.max_lifetime_ms != 0) {
+        /* Up to 2.5% earlier, so connections made together do not all
+         * expire together. */
+        uint64_t span = p->o.max_lifetime_ms / 40;
+        pc->expires_ms = now + p->o.max_lifetime_ms - (span ? vl__rand64() % (span + 1) : 0);
+    }
+    list_push(&p->others, pc);
+    p->connecting++;
+    pc->refs++;
+    vl_future_then(f, connect_done, pc);
+    return 1;
+}
+
+static void connect_done(vl_future *f, void *ud)
+{
+    pconn *pc = ud;
+    vl_mysql_pool *p = pc->pool;
+
+    if (p == NULL || pc->state != PC_CONNECTING) {
+        pc_unref(pc);
+        return;
+    }
+    if (vl_future_status(f) != VL_OK) {
+        uint64_t now = vl_loop_now_ms(p->loop);
+        p->st.connect_failures++;
+        vl__free(p->last_error);
+        p->last_error = vl__strdup(vl_future_error(f));
+        p->failing = 1;
+        p->backoff_ms = p->backoff_ms == 0 ? BACKOFF_MIN_MS : p->backoff_ms * 2;
+        if (p->backoff_ms > BACKOFF_MAX_MS)
+            p->backoff_ms = BACKOFF_MAX_MS;
+        p->next_attempt_ms = now + jitter(p->backoff_ms);
+        pc_close(pc, NULL);
+        pc_unref(pc);
+        timer_set(p, p->next_attempt_ms - now);
+        return;
+    }
+    p->failing = 0;
+    p->backoff_ms = 0;
+    p->connecting--;
+    list_remove(&p->others, pc);
+    pc->state = PC_IDLE;
+    pc->idle_since_ms = vl_loop_now_ms(p->loop);
+    list_push(&p->idle, pc);
+    pc_unref(pc);
+    dispatch(p);
+}
+
+static void reset_done(vl_future *f, void *ud)
+{
+    pconn *pc = ud;
+
+    if (pc->pool != NULL && pc->state == PC_RESETTING) {
+        if (vl_future_status(f) == VL_OK) {
+            pc->state = PC_BUSY;
+            pc_release(pc);
+        } else {
+            pc_close(pc, &pc->pool->st.closed_error);
+        }
+    }
+    pc_unref(pc);
+}
+
+/* A connection comes back from use: idle (or straight to a waiter) if
+ * clean, reset if its session changed, closed otherwise. */
+static void pc_release(pconn *pc)
+{
+    vl_mysql_pool *p = pc->pool;
+    unsigned s;
+    uint64_t now;
+
+    if (p == NULL || pc->state != PC_BUSY) {
+        return;
+    }
+    pc->tx = NULL;
+    s = vl__mysql_state(pc->c);
+    now = vl_loop_now_ms(p->loop);
+    if (s & (VL__MYSQL_BROKEN | VL__MYSQL_BUSY)) {
+        pc_close(pc, &p->st.closed_error);
+    } else if (pc->expires_ms != 0 && now >= pc->expires_ms) {
+        pc_close(pc, &p->st.closed_lifetime);
+    } else if (s & (VL__MYSQL_IN_TRANS | VL__MYSQL_DIRTY)) {
+        vl_future *f = vl__mysql_reset(pc->c);
+        if (f == NULL) {
+            pc_close(pc, &p->st.closed_error);
+        } else {
+            pc->state = PC_RESETTING;
+            pc->refs++;
+            vl_future_then(f, reset_done, pc);
+        }
+        return;
+    } else {
+        p->busy--;
+        list_remove(&p->others, pc);
+        pc->state = PC_IDLE;
+        pc->idle_since_ms = now;
+        list_push(&p->idle, pc);
+    }
+    dispatch(p);
+}
+
+/* ---- requests ---- */
+
+static void request_free(request *r)
+{
+    vl__timer_stop(&r->timer);
+    vl__free(r->sql);
+    vl__free(r->params);
+    vl__free(r->pdata);
+    vl__free(r);
+}
+
+static void tx_value_free(void *v)
+{
+    vl_mysql_tx_free(v);
+}
+
+static void result_free_fn(void *v)
+{
+    vl_mysql_result_free(v);
+}
+
+/* Frees a future that was never handed out. */
+static void future_drop(vl_future *f)
+{
+    if (f != NULL) {
+        vl__future_set_source(f, NULL, NULL);
+        vl_future_free(f);
+    }
+}
+
+static void request_done(vl_future *inner, void *ud);
+
+static void request_cancel(void *source, vl_future *f, int status)
+{
+    request *r = source;
+
+    VL__UNUSED(f);
+    VL__UNUSED(status);
+    r->f = NULL;
+    if (r->waiting) {
+        wait_remove(r->pool, r);
+        request_free(r);
+        return;
+    }
+    /* Running: cancelling the statement closes its connection (a reply can
+     * no longer be matched); request_done then releases it, dead. */
+    if (r->inner != NULL)
+        vl_future_cancel(r->inner);
+}
+
+static const vl__source_ops request_ops = {request_cancel};
+
+/* Starts a request on a connection it now holds. */
+static void request_run(request *r, pconn *pc)
+{
+    vl_mysql_pool *p = r->pool;
+    vl_future *inner = NULL;
+
+    pc->state = PC_BUSY;
+    list_push(&p->others, pc);
+    p->busy++;
+    r->pc = pc;
+    switch (r->kind) {
+    case RQ_QUERY:
+        inner = vl_mysql_query(pc->c, r->sql);
+        break;
+    case RQ_EXEC:
+        inner = vl_mysql_execute(pc->c, r->sql, r->params, r->nparams);
+        break;
+    default:
+        inner = vl_mysql_query(pc->c, "START TRANSACTION");
+        break;
+    }
+    if (inner == NULL) {
+        if (r->f != NULL)
+            vl__future_fail(r->f, VL_ENOMEM, "out of memory");
+        r->f = NULL;
+        pc_release(pc);
+        request_free(r);
+        return;
+    }
+    r->inner = inner;
+    running_add(p, r);
+    pc->refs++;
+    vl_future_then(inner, request_done, r);
+}
+
+static void request_done(vl_future *inner, void *ud)
+{
+    request *r = ud;
+    vl_mysql_pool *p = r->pool;
+    pconn *pc = r->pc;
+    int status = vl_future_status(inner);
+    void *value = vl_future_take(inner);
+
+    r->inner = NULL;
+    if (p != NULL)
+        running_remove(p, r);
+    if (r->kind == RQ_BEGIN && status == VL_OK && r->f != NULL && p != NULL &&
+        pc->state == PC_BUSY) {
+        vl_mysql_tx *tx = vl__calloc(1, sizeof(*tx));
+        vl_mysql_result_free(value);
+        if (tx == NULL) {
+            vl__future_fail(r->f, VL_ENOMEM, "out of memory");
+            pc_release(pc);
+        } else {
+            tx->magic = VL__MYSQL_MAGIC_TX;
+            tx->loop = p->loop;
+            tx->pool = p;
+            tx->pc = pc;
+            pc->tx = tx;
+            vl__future_complete(r->f, VL_OK, tx, VL__VAL_MYSQL, tx_value_free, NULL);
+        }
+    } else {
+        if (r->f != NULL)
+            vl__future_complete(r->f, status, value, VL__VAL_MYSQL,
+                                result_free_fn,
+                                status == VL_OK ? NULL : vl_future_error(inner));
+        else
+            vl_mysql_result_free(value);
+        if (p != NULL)
+            pc_release(pc);
+    }
+    r->f = NULL;
+    pc_unref(pc);
+    request_free(r);
+}
+
+static void request_timeout(vl__timer *t, void *ud)
+{
+    request *r = ud;
+    vl_mysql_pool *p = r->pool;
+    vl_future *f = r->f;
+    uint64_t waited = vl_loop_now_ms(p->loop) - r->enq_ms;
+
+    VL__UNUSED(t);
+    wait_remove(p, r);
+    p->st.wait_count++;
+    p->st.wait_total_ms += waited;
+    r->f = NULL;
+    vl__future_set_source(f, NULL, NULL);
+    if (p->last_error != NULL && p->failing)
+        vl__future_fail(f, VL_ETIMEDOUT,
+                        "no connection available after %" PRIu64 " ms (last connect error: %s)",
+                        waited, p->last_error);
+    else
+        vl__future_fail(f, VL_ETIMEDOUT, "no connection available after %" PRIu64 " ms",
+                        waited);
+    request_free(r);
+}
+
+/* Hands free connections to waiters, oldest first; opens more if needed. */
+static void dispatch(vl_mysql_pool *p)
+{
+    while (p->wait_head != NULL && p->idle.head != NULL) {
+        request *r = p->wait_head;
+        pconn *pc = p->idle.head;
+        list_remove(&p->idle, pc);
+        pc->state = PC_BUSY;
+        if (!vl__mysql_probe_idle(pc->c)) {
+            /* Hung up while idle: replace it. */
+            pc->state = PC_IDLE;
+            list_push(&p->idle, pc);
+            pc_close(pc, &p->st.closed_error);
+            continue;
+        }
+        wait_remove(p, r);
+        vl__timer_stop(&r->timer);
+        p->st.wait_count++;
+        p->st.wait_total_ms += vl_loop_now_ms(p->loop) - r->enq_ms;
+        request_run(r, pc);
+    }
+    while (p->nwaiters > p->connecting && pc_open(p))
+        ;
+    if (p->nwaiters > 0 && p->failing && p->connecting == 0) {
+        uint64_t now = vl_loop_now_ms(p->loop);
+        timer_set(p, p->next_attempt_ms > now ? p->next_attempt_ms - now : 0);
+    }
+}
+
+/* Takes a free connection now, or queues the request. */
+static void request_submit(vl_mysql_pool *p, request *r)
+{
+    while (p->idle.head != NULL) {
+        pconn *pc = p->idle.head;
+        list_remove(&p->idle, pc);
+        if (vl__mysql_probe_idle(pc->c)) {
+            request_run(r, pc);
+            return;
+        }
+        pc->state = PC_IDLE;
+        list_push(&p->idle, pc);
+        pc_close(pc, &p->st.closed_error);
+    }
+    if (p->o.max_waiters != 0 && p->nwaiters >= p->o.max_waiters) {
+        vl_future *f = r->f;
+        r->f = NULL;
+        vl__future_set_source(f, NULL, NULL);
+        vl__future_fail(f, VL_EBUSY, "pool queue is full (%zu waiting)", p->nwaiters);
+        request_free(r);
+        return;
+    }
+    r->waiting = 1;
+    r->enq_ms = vl_loop_now_ms(p->loop);
+    r->prev = p->wait_tail;
+    r->next = NULL;
+    if (p->wait_tail != NULL)
+        p->wait_tail->next = r;
+    else
+        p->wait_head = r;
+    p->wait_tail = r;
+    p->nwaiters++;
+    if (p->o.acquire_timeout_ms != 0)
+        vl__timer_start(&r->timer, p->o.acquire_timeout_ms);
+    dispatch(p);
+}
+
+static vl_future *request_new(vl_mysql_pool *p, int kind, const char *sql,
+                              const vl_mysql_param *params, size_t n)
+{
+    request *r;
+    size_t i, total = 0, off = 0;
+
+    if (p == NULL)
+        return NULL;
+    if (p->fail_status != VL_OK)
+        return vl__future_failed(p->loop, p->fail_status, "%s", p->fail_msg);
+    if (vl__loop_closing(p->loop))
+        return vl__future_failed(p->loop, VL_ECLOSED, "loop is closing");
+    if ((kind != RQ_BEGIN && sql == NULL) || (n > 0 && params == NULL))
+        return vl__future_failed(p->loop, VL_EINVAL, "no SQL or no parameters");
+    for (i = 0; i < n; i++)
+        if (params[i].type == VL_MYSQL_P_STRING || params[i].type == VL_MYSQL_P_BLOB)
+            total += params[i].v.str.len;
+    r = vl__calloc(1, sizeof(*r));
+    if (r == NULL)
+        return NULL;
+    r->pool = p;
+    r->kind = kind;
+    vl__timer_init(&r->timer, p->loop, request_timeout, r);
+    r->sql = sql != NULL ? vl__strdup(sql) : NULL;
+    r->params = n > 0 ? vl__calloc(n, sizeof(*params)) : NULL;
+    r->pdata = total > 0 ? vl__malloc(total) : NULL;
+    r->f = vl__future_make(p->loop, &request_ops, r);
+    if ((sql != NULL && r->sql == NULL) || (n > 0 && r->params == NULL) ||
+        (total > 0 && r->pdata == NULL) || r->f == NULL) {
+        future_drop(r->f);
+        r->f = NULL;
+        request_free(r);
+        return NULL;
+    }
+    /* The parameters are copied now (the caller's buffers may go away). */
+    r->nparams = n;
+    for (i = 0; i < n; i++) {
+        r->params[i] = params[i];
+        if (params[i].type == VL_MYSQL_P_STRING || params[i].type == VL_MYSQL_P_BLOB) {
+            if (params[i].v.str.len > 0 && params[i].v.str.ptr != NULL)
+                memcpy(r->pdata + off, params[i].v.str.ptr, params[i].v.str.len);
+            r->params[i].v.str.ptr = r->pdata != NULL ? r->pdata + off : "";
+            off += params[i].v.str.len;
+        }
+    }
+    {
+        vl_future *f = r->f;
+        request_submit(p, r);
+        return f;
+    }
+}
+
+vl_future *vl_mysql_pool_query(vl_mysql_pool *p, const char *sql)
+{
+    return request_new(p, RQ_QUERY, sql, NULL, 0);
+}
+
+vl_future *vl_mysql_pool_execute(vl_mysql_pool *p, const char *sql,
+                                 const vl_mysql_param *params, size_t n)
+{
+    return request_new(p, RQ_EXEC, sql, params, n);
+}
+
+vl_future *vl_mysql_pool_begin(vl_mysql_pool *p)
+{
+    return request_new(p, RQ_BEGIN, NULL, NULL, 0);
+}
+
+/* ---- maintenance ---- */
+
+static void tick(vl__timer *t, void *ud)
+{
+    vl_mysql_pool *p = ud;
+    uint64_t now = vl_loop_now_ms(p->loop), next = TICK_MS;
+    pconn *pc, *nx;
+
+    VL__UNUSED(t);
+    if (p->timer_unref) {
+        /* libev already stopped the one-shot timer: undo the unref. */
+        vl__loop_ref(p->loop);
+        p->timer_unref = 0;
+    }
+    for (pc = p->idle.head; pc != NULL; pc = nx) {
+        size_t open = p->idle.n + p->others.n;
+        nx = pc->next;
+        if (pc->expires_ms != 0 && now >= pc->expires_ms)
+            pc_close(pc, &p->st.closed_lifetime);
+        else if (p->o.idle_timeout_ms != 0 && now - pc->idle_since_ms >= p->o.idle_timeout_ms &&
+                 open > p->o.min_idle)
+            pc_close(pc, &p->st.closed_idle);
+        else if (p->o.keepalive_ms != 0 && now - pc->idle_since_ms >= p->o.keepalive_ms) {
+            vl_future *f = vl_mysql_ping(pc->c);
+            if (f != NULL) {
+                /* A ping is a short lease by the pool itself. */
+                list_remove(&p->idle, pc);
+                pc->state = PC_BUSY;
+                list_push(&p->others, pc);
+                p->busy++;
+                pc->refs++;
+                vl_future_then(f, reset_done, pc);
+                pc->state = PC_RESETTING;
+            }
+        }
+    }
+    while (p->idle.n + p->others.n < p->o.min_idle && pc_open(p))
+        ;
+    dispatch(p);
+    if (p->failing && p->next_attempt_ms > now && p->next_attempt_ms - now < next)
+        next = p->next_attempt_ms - now;
+    if (p->o.keepalive_ms != 0 && p->o.keepalive_ms / 2 < next)
+        next = p->o.keepalive_ms / 2 ? p->o.keepalive_ms / 2 : 1;
+    if (p->o.idle_timeout_ms != 0 && p->o.idle_timeout_ms / 2 < next)
+        next = p->o.idle_timeout_ms / 2 ? p->o.idle_timeout_ms / 2 : 1;
+    timer_set(p, next);
+}
+
+/* ---- lifecycle ---- */
+
+void vl_mysql_pool_options_init(vl_mysql_pool_options *o)
+{
+    if (o == NULL)
+        return;
+    memset(o, 0, sizeof(*o));
+    o->max_size = 10;
+    o->acquire_timeout_ms = 30000;
+    o->connect_timeout_ms = 10000;
+    o->idle_timeout_ms = 600000;
+    o->max_lifetime_ms = 1800000;
+    o->max_waiters = 1000;
+}
+
+static void pool_handle_free(vl__handle *h)
+{
+    vl_mysql_pool *p = (vl_mysql_pool *)(void *)((char *)h - offsetof(vl_mysql_pool, handle));
+
+    vl_mysql_pool_free(p);
+}
+
+vl_mysql_pool *vl_mysql_pool_new(vl_loop *loop, const char *url, const vl_mysql_pool_options *opts)
+{
+    vl_mysql_pool *p;
+
+    if (loop == NULL)
+        return NULL;
+    p = vl__calloc(1, sizeof(*p));
+    if (p == NULL)
+        return NULL;
+    p->loop = loop;
+    if (opts != NULL)
+        p->o = *opts;
+    else
+        vl_mysql_pool_options_init(&p->o);
+    if (p->o.max_size == 0)
+        p->o.max_size = 1;
+    if (p->o.min_idle > p->o.max_size)
+        p->o.min_idle = p->o.max_size;
+    vl__timer_init(&p->timer, loop, tick, p);
+    vl_mysql_options_init(&p->copts);
+    p->copts.connect_timeout_ms = p->o.connect_timeout_ms;
+    if (p->o.init_sql != NULL) {
+        p->init_sql = vl__strdup(p->o.init_sql);
+        if (p->init_sql == NULL) {
+            vl__free(p);
+            return NULL;
+        }
+    }
+    p->copts.init_sql = p->init_sql;
+    p->o.init_sql = p->init_sql;
+    p->url = url != NULL ? vl__strdup(url) : NULL;
+    if (url != NULL && p->url == NULL) {
+        vl__free(p->init_sql);
+        vl__free(p);
+        return NULL;
+    }
+    /* Check the URL once: a bad URL is reported by every request instead
+     * of by every connect. */
+    {
+        int rc = vl__mysql_check_url(loop, url, &p->copts, &p->fail_msg);
+        if (rc == VL_ENOMEM || (rc != VL_OK && p->fail_msg == NULL)) {
+            vl__free(p->url);
+            vl__free(p->init_sql);
+            vl__free(p);
+            return NULL;
+        }
+        p->fail_status = rc;
+    }
+    vl__handle_add(loop, &p->handle, pool_handle_free);
+    if (p->fail_status == VL_OK)
+        tick(&p->timer, p); /* opens min_idle and arms the maintenance timer */
+    return p;
+}
+
+void vl_mysql_pool_free(vl_mysql_pool *p)
+{
+    request *r;
+    pconn *pc;
+
+    if (p == NULL)
+        return;
+    vl__handle_remove(p->loop, &p->handle);
+    timer_stop(p);
+    while ((r = p->wait_head) != NULL) {
+        vl_future *f = r->f;
+        wait_remove(p, r);
+        r->f = NULL;
+        if (f != NULL) {
+            vl__future_set_source(f, NULL, NULL);
+            vl__future_fail(f, VL_ECANCELED, "pool freed");
+        }
+        request_free(r);
+    }
+    /* Running requests finish through their own callbacks, with ECANCELED
+     * from their connection; they must not touch the pool any more. */
+    while ((r = p->running) != NULL) {
+        running_remove(p, r);
+        r->pool = NULL;
+        if (r->f != NULL) {
+            vl_future *f = r->f;
+            r->f = NULL;
+            vl__future_set_source(f, NULL, NULL);
+            vl__future_fail(f, VL_ECANCELED, "pool freed");
+        }
+    }
+    while ((pc = p->idle.head) != NULL)
+        pc_close(pc, NULL);
+    while ((pc = p->others.head) != NULL) {
+        if (pc->tx != NULL)
+            pc->tx->pool = NULL;
+        pc_close(pc, NULL);
+    }
+    vl__free(p->url);
+    vl__free(p->init_sql);
+    vl__free(p->fail_msg);
+    vl__free(p->last_error);
+    vl__free(p);
+}
+
+void vl_mysql_pool_stats_get(const vl_mysql_pool *p, vl_mysql_pool_stats *out)
+{
+    if (out == NULL)
+        return;
+    memset(out, 0, sizeof(*out));
+    if (p == NULL)
+        return;
+    *out = p->st;
+    out->open = p->idle.n + p->others.n;
+    out->idle = p->idle.n;
+    out->in_use = p->busy;
+    out->waiters = p->nwaiters;
+}
+
+/* ---- transactions ---- */
+
+vl_mysql_tx *vl_future_mysql_tx(const vl_future *f)
+{
+    vl_mysql_tx *tx;
+
+    if (f == NULL || vl__future_vtype(f) != VL__VAL_MYSQL)
+        return NULL;
+    tx = vl_future_value(f);
+    return tx != NULL && tx->magic == VL__MYSQL_MAGIC_TX ? tx : NULL;
+}
+
+vl_future *vl_mysql_tx_query(vl_mysql_tx *tx, const char *sql)
+{
+    if (tx == NULL)
+        return NULL;
+    if (tx->pc == NULL || tx->pool == NULL)
+        return vl__future_failed(tx->loop, VL_ECLOSED, "the transaction's connection is gone");
+    return vl_mysql_query(tx->pc->c, sql);
+}
+
+vl_future *vl_mysql_tx_execute(vl_mysql_tx *tx, const char *sql, const vl_mysql_param *params,
+                               size_t n)
+{
+    if (tx == NULL)
+        return NULL;
+    if (tx->pc == NULL || tx->pool == NULL)
+        return vl__future_failed(tx->loop, VL_ECLOSED, "the transaction's connection is gone");
+    return vl_mysql_execute(tx->pc->c, sql, params, n);
+}
+
+/* COMMIT or ROLLBACK as a request of its own that already holds the
+ * connection: request_done releases it afterwards. */
+static vl_future *tx_end(vl_mysql_tx *tx, const char *sql)
+{
+    vl_mysql_pool *p;
+    pconn *pc;
+    request *r;
+    vl_future *f;
+
+    if (tx == NULL)
+        return NULL;
+    p = tx->pool;
+    pc = tx->pc;
+    if (p == NULL || pc == NULL || pc->state != PC_BUSY) {
+        /* The connection was lost (or the pool freed): nothing to end. */
+        vl_loop *loop = tx->loop;
+        vl_mysql_tx_free(tx);
+        return vl__future_failed(loop, VL_ECLOSED, "the transaction's connection is gone");
+    }
+    r = vl__calloc(1, sizeof(*r));
+    if (r == NULL)
+        return NULL;
+    r->pool = p;
+    r->kind = RQ_END;
+    vl__timer_init(&r->timer, p->loop, request_timeout, r);
+    r->f = vl__future_make(p->loop, &request_ops, r);
+    if (r->f == NULL) {
+        vl__free(r);
+        return NULL;
+    }
+    r->inner = vl_mysql_query(pc->c, sql);
+    if (r->inner == NULL) {
+        future_drop(r->f);
+        vl__free(r);
+        return NULL;
+    }
+    f = r->f;
+    pc->tx = NULL;
+    tx->pc = NULL;
+    vl_mysql_tx_free(tx);
+    r->pc = pc;
+    running_add(p, r);
+    pc->refs++;
+    vl_future_then(r->inner, request_done, r);
+    return f;
+}
+
+vl_future *vl_mysql_tx_commit(vl_mysql_tx *tx)
+{
+    return tx_end(tx, "COMMIT");
+}
+
+vl_future *vl_mysql_tx_rollback(vl_mysql_tx *tx)
+{
+    return tx_end(tx, "ROLLBACK");
+}
+
+void vl_mysql_tx_free(vl_mysql_tx *tx)
+{
+    pconn *pc;
+
+    if (tx == NULL)
+        return;
+    pc = tx->pc;
+    tx->magic = 0;
+    if (pc != NULL) {
+        pc->tx = NULL;
+        /* Release: the open transaction makes the pool reset the
+         * connection, which rolls it back (or close it if busy). */
+        pc_release(pc);
+    }
+    vl__free(tx);
+}

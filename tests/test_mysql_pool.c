@@ -1,0 +1,510 @@
+/* tests/test_mysql_pool.c - MySQL pools and transactions against a real
+ * mariadbd (tests/servers.sh): gathering, the clean-return rule, bounded
+ * waiting, deadlines, transactions, and recovery after the server is killed.
+ */
+#include "testutil.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+
+static int setup(void **state)
+{
+    (void)state;
+    tu_alloc_install();
+    return 0;
+}
+
+static char url_buf[512];
+
+static const char *tcp_url(void)
+{
+    snprintf(url_buf, sizeof(url_buf), "mysql://%s:%s@127.0.0.1:%s/%s",
+             tu_env("VL_TEST_MYSQL_USER"), tu_env("VL_TEST_MYSQL_PASSWORD"),
+             tu_env("VL_TEST_MYSQL_PORT"), tu_env("VL_TEST_MYSQL_DB"));
+    return url_buf;
+}
+
+static vl_future *wait_for(vl_loop *loop, vl_future *f)
+{
+    assert_non_null(f);
+    vl_loop_run_until(loop, f);
+    assert_true(vl_future_done(f));
+    return f;
+}
+
+static vl_mysql_pool *pool_new(vl_loop *loop, size_t max_size)
+{
+    vl_mysql_pool_options o;
+    vl_mysql_pool *p;
+
+    vl_mysql_pool_options_init(&o);
+    o.max_size = max_size;
+    o.acquire_timeout_ms = 20000;
+    p = vl_mysql_pool_new(loop, tcp_url(), &o);
+    assert_non_null(p);
+    return p;
+}
+
+static vl_future *pool_ok(vl_loop *loop, vl_mysql_pool *p, const char *sql)
+{
+    vl_future *f = wait_for(loop, vl_mysql_pool_query(p, sql));
+
+    if (vl_future_status(f) != VL_OK)
+        fail_msg("%s: %s", sql, vl_future_error(f));
+    return f;
+}
+
+static void pool_exec(vl_loop *loop, vl_mysql_pool *p, const char *sql)
+{
+    vl_future_free(pool_ok(loop, p, sql));
+}
+
+static int64_t pool_int(vl_loop *loop, vl_mysql_pool *p, const char *sql)
+{
+    vl_future *f = pool_ok(loop, p, sql);
+    int64_t v = -1;
+
+    if (vl_mysql_result_int64(vl_future_mysql_result(f), 0, 0, &v) != VL_OK)
+        v = -1;
+    vl_future_free(f);
+    return v;
+}
+
+/* The loop must be empty at the end even with idle pooled connections, and
+ * freeing the pool leaves nothing behind. */
+static void finish(vl_loop *loop, vl_mysql_pool *p)
+{
+    vl_loop_run(loop);
+    assert_int_equal(vl_loop_alive(loop), 0);
+    vl_mysql_pool_free(p);
+    vl_loop_run(loop);
+    tu_loop_finish(loop);
+}
+
+/* 32 sleeps gathered over 32 connections: correctness only, no timing. */
+static void gather_32(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_mysql_pool *p = pool_new(loop, 32);
+    vl_future *fs[32], *all;
+    vl_mysql_pool_stats st;
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < 32; i++)
+        fs[i] = vl_mysql_pool_query(p, "SELECT SLEEP(0.05)");
+    all = wait_for(loop, vl_future_all(loop, fs, 32));
+    assert_int_equal(vl_future_status(all), VL_OK);
+    for (i = 0; i < 32; i++) {
+        vl_mysql_result *r = vl_future_mysql_result(vl_future_child(all, i));
+        assert_int_equal(vl_mysql_result_rows(r), 1);
+        assert_string_equal(vl_mysql_result_value(r, 0, 0, NULL), "0");
+    }
+    vl_future_free(all);
+    vl_mysql_pool_stats_get(p, &st);
+    assert_true(st.open <= 32);
+    assert_int_equal(st.in_use, 0);
+    assert_int_equal(st.waiters, 0);
+    assert_int_equal(st.idle, st.open);
+    finish(loop, p);
+}
+
+/* A clean connection is reused (most recent first); a session change is
+ * reset away before the next user sees it. */
+static void clean_return(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_mysql_pool *p = pool_new(loop, 1);
+    vl_mysql_pool_stats st;
+    int64_t id1, id2;
+    vl_future *f;
+
+    (void)state;
+    id1 = pool_int(loop, p, "SELECT CONNECTION_ID()");
+    id2 = pool_int(loop, p, "SELECT CONNECTION_ID()");
+    assert_int_equal(id1, id2);
+    pool_exec(loop, p, "SET @leak = 42");
+    f = pool_ok(loop, p, "SELECT @leak, CONNECTION_ID()");
+    assert_true(vl_mysql_result_is_null(vl_future_mysql_result(f), 0, 0));
+    vl_future_free(f);
+    pool_exec(loop, p, "SET SESSION sql_mode = 'ANSI_QUOTES'");
+    f = pool_ok(loop, p, "SELECT @@SESSION.sql_mode LIKE '%ANSI_QUOTES%'");
+    assert_string_equal(vl_mysql_result_value(vl_future_mysql_result(f), 0, 0, NULL), "0");
+    vl_future_free(f);
+    /* Reset, not closed: the same connection carries on. */
+    assert_int_equal(pool_int(loop, p, "SELECT CONNECTION_ID()"), id1);
+    vl_mysql_pool_stats_get(p, &st);
+    assert_int_equal(st.closed_error, 0);
+    assert_int_equal(st.open, 1);
+    /* Prepared statements work across a reset (the cache was dropped). */
+    {
+        vl_mysql_param prm = vl_mysql_p_int64(41);
+        f = wait_for(loop, vl_mysql_pool_execute(p, "SELECT ? + 1", &prm, 1));
+        assert_int_equal(vl_future_status(f), VL_OK);
+        assert_string_equal(vl_mysql_result_value(vl_future_mysql_result(f), 0, 0, NULL), "42");
+        vl_future_free(f);
+        pool_exec(loop, p, "SET @x = 1");
+        f = wait_for(loop, vl_mysql_pool_execute(p, "SELECT ? + 1", &prm, 1));
+        assert_int_equal(vl_future_status(f), VL_OK);
+        vl_future_free(f);
+    }
+    finish(loop, p);
+}
+
+/* Bounded, fair waiting: VL_EBUSY past max_waiters, VL_ETIMEDOUT past the
+ * acquire deadline, FIFO order otherwise. */
+static void bounded_waiting(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_mysql_pool_options o;
+    vl_mysql_pool *p;
+    vl_future *a, *b, *c, *d, *all;
+    vl_future *fs[4];
+    vl_mysql_pool_stats st;
+    size_t i;
+
+    (void)state;
+    vl_mysql_pool_options_init(&o);
+    o.max_size = 1;
+    o.max_waiters = 2;
+    o.acquire_timeout_ms = 20000;
+    p = vl_mysql_pool_new(loop, tcp_url(), &o);
+    /* With the one connection open and idle, `a` takes it at once. */
+    pool_exec(loop, p, "SELECT 1");
+    a = vl_mysql_pool_query(p, "SELECT SLEEP(0.1), 'a'");
+    b = vl_mysql_pool_query(p, "SELECT 'b'");
+    c = vl_mysql_pool_query(p, "SELECT 'c'");
+    d = wait_for(loop, vl_mysql_pool_query(p, "SELECT 'd'"));
+    assert_int_equal(vl_future_status(d), VL_EBUSY);
+    vl_future_free(d);
+    fs[0] = a;
+    fs[1] = b;
+    fs[2] = c;
+    all = wait_for(loop, vl_future_all(loop, fs, 3));
+    assert_int_equal(vl_future_status(all), VL_OK);
+    vl_future_free(all);
+    vl_mysql_pool_stats_get(p, &st);
+    assert_true(st.wait_count >= 2);
+    vl_mysql_pool_free(p);
+
+    /* Acquire deadline. */
+    o.max_waiters = 0;
+    o.acquire_timeout_ms = 50;
+    p = vl_mysql_pool_new(loop, tcp_url(), &o);
+    fs[0] = vl_mysql_pool_query(p, "SELECT SLEEP(0.5)");
+    for (i = 1; i < 4; i++)
+        fs[i] = vl_mysql_pool_query(p, "SELECT 1");
+    all = wait_for(loop, vl_future_all(loop, fs, 4));
+    assert_int_equal(vl_future_status(vl_future_child(all, 0)), VL_OK);
+    for (i = 1; i < 4; i++)
+        assert_int_equal(vl_future_status(vl_future_child(all, i)), VL_ETIMEDOUT);
+    vl_future_free(all);
+    finish(loop, p);
+}
+
+/* A client-side deadline closes the connection; the pool replaces it. A
+ * server-side limit keeps it. */
+static void deadlines(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_mysql_pool *p = pool_new(loop, 1);
+    vl_mysql_pool_stats st;
+    vl_future *f;
+    int64_t id1;
+
+    (void)state;
+    id1 = pool_int(loop, p, "SELECT CONNECTION_ID()");
+    f = wait_for(loop, vl_future_timeout(vl_mysql_pool_query(p, "SELECT SLEEP(5)"), 50));
+    assert_int_equal(vl_future_status(f), VL_ETIMEDOUT);
+    vl_future_free(f);
+    assert_true(pool_int(loop, p, "SELECT CONNECTION_ID()") != id1);
+    vl_mysql_pool_stats_get(p, &st);
+    assert_int_equal(st.closed_error, 1);
+    assert_int_equal(st.open, 1);
+
+    /* Cancel while waiting for a connection: it just leaves the queue. */
+    {
+        vl_future *busy = vl_mysql_pool_query(p, "SELECT SLEEP(0.1)");
+        vl_future *w = vl_mysql_pool_query(p, "SELECT 1");
+        assert_int_equal(vl_future_cancel(w), 1);
+        wait_for(loop, busy);
+        assert_int_equal(vl_future_status(busy), VL_OK);
+        assert_int_equal(vl_future_status(w), VL_ECANCELED);
+        vl_future_free(busy);
+        vl_future_free(w);
+    }
+    vl_mysql_pool_stats_get(p, &st);
+    assert_int_equal(st.closed_error, 1);
+    finish(loop, p);
+}
+
+static void transactions(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_mysql_pool *p = pool_new(loop, 2);
+    vl_mysql_tx *tx;
+    vl_future *f;
+    vl_mysql_param prm[1];
+
+    (void)state;
+    pool_exec(loop, p, "DROP TABLE IF EXISTS t_tx");
+    pool_exec(loop, p, "CREATE TABLE t_tx (id INT PRIMARY KEY) ENGINE=InnoDB");
+
+    /* Released without commit: rolled back. */
+    f = wait_for(loop, vl_mysql_pool_begin(p));
+    assert_int_equal(vl_future_status(f), VL_OK);
+    tx = vl_future_take(f);
+    assert_non_null(tx);
+    vl_future_free(f);
+    f = wait_for(loop, vl_mysql_tx_query(tx, "INSERT INTO t_tx VALUES (1)"));
+    assert_int_equal(vl_future_status(f), VL_OK);
+    vl_future_free(f);
+    prm[0] = vl_mysql_p_int64(2);
+    f = wait_for(loop, vl_mysql_tx_execute(tx, "INSERT INTO t_tx VALUES (?)", prm, 1));
+    assert_int_equal(vl_future_status(f), VL_OK);
+    vl_future_free(f);
+    /* Another connection does not see the uncommitted rows. */
+    assert_int_equal(pool_int(loop, p, "SELECT COUNT(*) FROM t_tx"), 0);
+    vl_mysql_tx_free(tx);
+    vl_loop_run(loop);
+    assert_int_equal(pool_int(loop, p, "SELECT COUNT(*) FROM t_tx"), 0);
+    {
+        /* Checked from a separate, unpooled connection too. */
+        vl_mysql *c = vl_mysql_new(loop, tcp_url(), NULL);
+        f = wait_for(loop, vl_mysql_query(c, "SELECT COUNT(*) FROM t_tx"));
+        assert_string_equal(vl_mysql_result_value(vl_future_mysql_result(f), 0, 0, NULL), "0");
+        vl_future_free(f);
+        vl_mysql_free(c);
+    }
+
+    /* Committed. */
+    f = wait_for(loop, vl_mysql_pool_begin(p));
+    tx = vl_future_take(f);
+    vl_future_free(f);
+    f = wait_for(loop, vl_mysql_tx_query(tx, "INSERT INTO t_tx VALUES (3)"));
+    assert_int_equal(vl_future_status(f), VL_OK);
+    vl_future_free(f);
+    f = wait_for(loop, vl_mysql_tx_commit(tx));
+    assert_int_equal(vl_future_status(f), VL_OK);
+    vl_future_free(f);
+    assert_int_equal(pool_int(loop, p, "SELECT COUNT(*) FROM t_tx"), 1);
+
+    /* Explicit rollback. */
+    f = wait_for(loop, vl_mysql_pool_begin(p));
+    tx = vl_future_take(f);
+    vl_future_free(f);
+    vl_future_free(wait_for(loop, vl_mysql_tx_query(tx, "INSERT INTO t_tx VALUES (4)")));
+    f = wait_for(loop, vl_mysql_tx_rollback(tx));
+    assert_int_equal(vl_future_status(f), VL_OK);
+    vl_future_free(f);
+    assert_int_equal(pool_int(loop, p, "SELECT COUNT(*) FROM t_tx"), 1);
+
+    /* A transaction nobody took is rolled back with its future. */
+    f = wait_for(loop, vl_mysql_pool_begin(p));
+    assert_non_null(vl_future_mysql_tx(f));
+    assert_null(vl_future_mysql_result(f));
+    vl_future_free(wait_for(loop, vl_mysql_tx_query(vl_future_mysql_tx(f), "INSERT INTO t_tx VALUES (5)")));
+    vl_future_free(f);
+    assert_int_equal(pool_int(loop, p, "SELECT COUNT(*) FROM t_tx"), 1);
+
+    /* The connection is killed mid-transaction: an error, then VL_ECLOSED,
+     * never a silent reconnect. */
+    f = wait_for(loop, vl_mysql_pool_begin(p));
+    tx = vl_future_take(f);
+    vl_future_free(f);
+    f = wait_for(loop, vl_mysql_tx_query(tx, "SELECT CONNECTION_ID()"));
+    {
+        char sql[64];
+        snprintf(sql, sizeof(sql), "KILL CONNECTION %s",
+                 vl_mysql_result_value(vl_future_mysql_result(f), 0, 0, NULL));
+        vl_future_free(f);
+        f = wait_for(loop, vl_mysql_tx_query(tx, "INSERT INTO t_tx VALUES (6)"));
+        assert_int_equal(vl_future_status(f), VL_OK);
+        vl_future_free(f);
+        pool_exec(loop, p, sql);
+    }
+    f = wait_for(loop, vl_mysql_tx_query(tx, "INSERT INTO t_tx VALUES (7)"));
+    assert_int_equal(vl_future_status(f), VL_ECONN);
+    vl_future_free(f);
+    f = wait_for(loop, vl_mysql_tx_query(tx, "INSERT INTO t_tx VALUES (8)"));
+    assert_int_equal(vl_future_status(f), VL_ECLOSED);
+    vl_future_free(f);
+    f = wait_for(loop, vl_mysql_tx_commit(tx));
+    assert_int_equal(vl_future_status(f), VL_ECLOSED);
+    vl_future_free(f);
+    assert_int_equal(pool_int(loop, p, "SELECT COUNT(*) FROM t_tx"), 1);
+    pool_exec(loop, p, "DROP TABLE t_tx");
+    finish(loop, p);
+}
+
+static void free_cb(vl_future *f, void *ud)
+{
+    int *calls = ud;
+
+    calls[0]++;
+    calls[1] = vl_future_status(f);
+}
+
+/* Freeing the pool completes running and waiting requests with
+ * VL_ECANCELED; a leased transaction becomes dead. */
+static void free_with_pending(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_mysql_pool *p = pool_new(loop, 1);
+    int ca[2] = {0, 0}, cb[2] = {0, 0};
+    vl_future *f, *r;
+
+    (void)state;
+    f = vl_mysql_pool_query(p, "SELECT SLEEP(1)");
+    vl_future_then(f, free_cb, ca);
+    f = vl_mysql_pool_query(p, "SELECT 2");
+    vl_future_then(f, free_cb, cb);
+    r = wait_for(loop, vl_loop_sleep(loop, 30));
+    vl_future_free(r);
+    vl_mysql_pool_free(p);
+    vl_loop_run(loop);
+    assert_int_equal(ca[0], 1);
+    assert_int_equal(ca[1], VL_ECANCELED);
+    assert_int_equal(cb[0], 1);
+    assert_int_equal(cb[1], VL_ECANCELED);
+
+    /* A pool with a leased transaction, freed with the loop. */
+    p = pool_new(loop, 1);
+    f = wait_for(loop, vl_mysql_pool_begin(p));
+    {
+        vl_mysql_tx *tx = vl_future_take(f);
+        vl_future_free(f);
+        vl_mysql_pool_free(p);
+        f = wait_for(loop, vl_mysql_tx_query(tx, "SELECT 1"));
+        assert_int_equal(vl_future_status(f), VL_ECLOSED);
+        vl_future_free(f);
+        vl_mysql_tx_free(tx);
+    }
+    p = pool_new(loop, 2);
+    pool_exec(loop, p, "SELECT 1");
+    f = vl_mysql_pool_query(p, "SELECT SLEEP(1)");
+    ca[0] = 0;
+    vl_future_then(f, free_cb, ca);
+    vl_loop_free(loop);
+    assert_int_equal(ca[0], 1);
+    assert_int_equal(ca[1], VL_ECANCELED);
+    assert_int_equal(tu_alloc_live(), 0);
+}
+
+static void bad_url(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_mysql_pool *p = vl_mysql_pool_new(loop, "mysql://u:secret@127.0.0.1/db?ssl_ca=x", NULL);
+    vl_future *f;
+
+    (void)state;
+    assert_non_null(p);
+    f = wait_for(loop, vl_mysql_pool_query(p, "SELECT 1"));
+    assert_int_equal(vl_future_status(f), VL_EUNSUPPORTED);
+    assert_null(strstr(vl_future_error(f), "secret"));
+    vl_future_free(f);
+    vl_mysql_pool_free(p);
+    p = vl_mysql_pool_new(loop, "nope", NULL);
+    f = wait_for(loop, vl_mysql_pool_begin(p));
+    assert_int_equal(vl_future_status(f), VL_EINVAL);
+    vl_future_free(f);
+    vl_mysql_pool_free(p);
+    tu_loop_finish(loop);
+}
+
+static void kill_mysqld(void)
+{
+    char path[512];
+    FILE *fp;
+    long pid = 0;
+
+    snprintf(path, sizeof(path), "%s/mysql.pid", tu_env("VL_TEST_DIR"));
+    fp = fopen(path, "r");
+    assert_non_null(fp);
+    assert_int_equal(fscanf(fp, "%ld", &pid), 1);
+    fclose(fp);
+    assert_true(pid > 1);
+    assert_int_equal(kill((pid_t)pid, SIGKILL), 0);
+}
+
+/* mariadbd killed with statements in flight: each completes once with an
+ * error; after a restart the pool recovers with fresh connections. */
+static void server_killed(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_mysql_pool_options o;
+    vl_mysql_pool *p;
+    vl_future *fs[6], *r;
+    int calls[6][2];
+    vl_mysql_pool_stats st;
+    size_t i;
+
+    (void)state;
+    vl_mysql_pool_options_init(&o);
+    o.max_size = 6;
+    o.min_idle = 2;
+    o.acquire_timeout_ms = 30000;
+    p = vl_mysql_pool_new(loop, tcp_url(), &o);
+    /* Two idle connections and four busy ones when the server dies. */
+    pool_exec(loop, p, "SELECT 1");
+    memset(calls, 0, sizeof(calls));
+    for (i = 0; i < 4; i++) {
+        fs[i] = vl_mysql_pool_query(p, "SELECT SLEEP(10)");
+        vl_future_then(fs[i], free_cb, calls[i]);
+    }
+    r = wait_for(loop, vl_loop_sleep(loop, 200));
+    vl_future_free(r);
+    kill_mysqld();
+    r = wait_for(loop, vl_loop_sleep(loop, 300));
+    vl_future_free(r);
+    for (i = 0; i < 4; i++) {
+        assert_int_equal(calls[i][0], 1);
+        assert_int_equal(calls[i][1], VL_ECONN);
+    }
+    /* While the server is down requests fail after the acquire deadline, and
+     * the pool probes rather than storms. */
+    {
+        vl_mysql_pool_stats before;
+        vl_mysql_pool_stats_get(p, &before);
+        fs[4] = vl_future_timeout(vl_mysql_pool_query(p, "SELECT 1"), 400);
+        wait_for(loop, fs[4]);
+        assert_true(vl_future_status(fs[4]) == VL_ETIMEDOUT || vl_future_status(fs[4]) == VL_ECONN);
+        vl_future_free(fs[4]);
+        vl_mysql_pool_stats_get(p, &st);
+        assert_true(st.connect_failures - before.connect_failures <= 4);
+    }
+    assert_int_equal(tu_sh("%s restart-mysql %s >/dev/null", tu_env("VL_TEST_SERVERS"),
+                           tu_env("VL_TEST_DIR")),
+                     0);
+    for (i = 0; i < 3; i++) {
+        fs[i] = vl_mysql_pool_query(p, "SELECT 'back'");
+    }
+    r = wait_for(loop, vl_future_all(loop, fs, 3));
+    assert_int_equal(vl_future_status(r), VL_OK);
+    for (i = 0; i < 3; i++)
+        assert_string_equal(
+            vl_mysql_result_value(vl_future_mysql_result(vl_future_child(r, i)), 0, 0, NULL), "back");
+    vl_future_free(r);
+    vl_mysql_pool_stats_get(p, &st);
+    assert_true(st.closed_error >= 4);
+    finish(loop, p);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(gather_32, setup),
+        cmocka_unit_test_setup(clean_return, setup),
+        cmocka_unit_test_setup(bounded_waiting, setup),
+        cmocka_unit_test_setup(deadlines, setup),
+        cmocka_unit_test_setup(transactions, setup),
+        cmocka_unit_test_setup(free_with_pending, setup),
+        cmocka_unit_test_setup(bad_url, setup),
+        cmocka_unit_test_setup(server_killed, setup),
+    };
+
+    return tu_run("mysql_pool", tests, sizeof(tests) / sizeof(tests[0]));
+}
