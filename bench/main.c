@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -57,6 +58,8 @@ static const char *const bench_usage =
     "      --no-ref            skip redis-benchmark and mariadb-slap\n"
     "      --no-pool           async: plain vl_redis / vl_mysql connections\n"
     "                          instead of vl_redis_pool / vl_mysql_pool\n"
+    "      --no-fork           run everything in this process (for profilers;\n"
+    "                          peak RSS then includes earlier runs)\n"
     "      --json FILE         write the results as JSON\n"
     "      --csv FILE          write the results as CSV (one row per run)\n"
     "  -q, --quiet             only the tables\n"
@@ -67,7 +70,7 @@ static const char *const bench_usage =
 
 enum {
     OPT_THREADS = 256, OPT_SLEEP, OPT_KEYS, OPT_ROWS, OPT_SCALE, OPT_SOAK, OPT_NOREF,
-    OPT_JSON, OPT_CSV, OPT_NOPOOL
+    OPT_JSON, OPT_CSV, OPT_NOPOOL, OPT_NOFORK
 };
 
 static const struct option bench_options[] = {
@@ -88,6 +91,7 @@ static const struct option bench_options[] = {
     {"soak", no_argument, NULL, OPT_SOAK},
     {"no-ref", no_argument, NULL, OPT_NOREF},
     {"no-pool", no_argument, NULL, OPT_NOPOOL},
+    {"no-fork", no_argument, NULL, OPT_NOFORK},
     {"json", required_argument, NULL, OPT_JSON},
     {"csv", required_argument, NULL, OPT_CSV},
     {"quiet", no_argument, NULL, 'q'},
@@ -116,10 +120,14 @@ typedef struct bench_plan {
 static bench_env E;
 static bench_opts O;
 static volatile sig_atomic_t bench_proxy_pid;
+static volatile sig_atomic_t bench_child_pid;
 
 static void bench_on_signal(int sig)
 {
-    /* Only async-signal-safe calls: stop the proxy and leave. */
+    /* Only async-signal-safe calls: stop the proxy and the run under way,
+     * then leave. */
+    if (bench_child_pid > 0)
+        kill(bench_child_pid, SIGTERM);
     if (bench_proxy_pid > 0)
         kill(bench_proxy_pid, SIGTERM);
     _exit(128 + sig);
@@ -386,10 +394,12 @@ static int bench_execute_here(bench_result *res)
 /* Each run happens in a child process of its own, so that its peak RSS and
  * CPU time are its own and not what earlier runs left behind (freed memory
  * stays resident). The result comes back through a pipe. */
+static int bench_no_fork;
+
 static int bench_execute(bench_result *res)
 {
     int p[2];
-    if (pipe(p) != 0)
+    if (bench_no_fork || pipe(p) != 0)
         return bench_execute_here(res);
     fflush(NULL);
     pid_t pid = fork();
@@ -400,6 +410,12 @@ static int bench_execute(bench_result *res)
     }
     if (pid == 0) {
         close(p[0]);
+        /* The run must not outlive the bench, however the bench ends. */
+        bench_child_pid = 0;
+        bench_proxy_pid = 0;
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() == 1)
+            _exit(1);
         int rc = bench_execute_here(res);
         const char *b = (const char *)res;
         size_t left = sizeof *res;
@@ -412,6 +428,7 @@ static int bench_execute(bench_result *res)
         }
         _exit(rc == 0 ? 0 : 1);
     }
+    bench_child_pid = pid;
     close(p[1]);
     bench_result got;
     size_t have = 0;
@@ -427,6 +444,7 @@ static int bench_execute(bench_result *res)
     int st = 0;
     while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
         ;
+    bench_child_pid = 0;
     if (have < sizeof got) {
         res->errors = res->c.requests ? res->c.requests : 1;
         snprintf(res->note, sizeof res->note, "the run died (%s %d)",
@@ -568,6 +586,7 @@ static void bench_parse(int argc, char **argv)
         case OPT_SOAK: O.soak = 1; break;
         case OPT_NOREF: O.ref = 0; break;
         case OPT_NOPOOL: bench_async_no_pool = 1; break;
+        case OPT_NOFORK: bench_no_fork = 1; break;
         case OPT_JSON: O.json = optarg; break;
         case OPT_CSV: O.csv = optarg; break;
         case 'q': O.quiet = 1; break;

@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -35,6 +37,7 @@ static int bench_capture(char *const argv[], const char *password, char *buf, si
         dup2(p[1], STDERR_FILENO);
         close(p[0]);
         close(p[1]);
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
         if (password)
             setenv("MYSQL_PWD", password, 1);
         execvp(argv[0], argv);

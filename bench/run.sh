@@ -38,6 +38,7 @@ rm -f "$RESULTS/latest.json" "$RESULTS/latest.csv" "$RESULTS/latest.svg"
 # A short directory name: unix socket paths are limited to 107 bytes.
 DIR=$(mktemp -d /tmp/volley-bench.XXXXXX)
 
+BENCH_PID=
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM HUP
@@ -45,11 +46,19 @@ cleanup() {
     rm -rf "$DIR"
     exit "$rc"
 }
+# On a signal, stop volley-bench first (it stops its proxy and its current
+# run), then exit, which makes the EXIT trap stop the servers.
+on_signal() {
+    if [ -n "$BENCH_PID" ]; then
+        kill -TERM "$BENCH_PID" 2>/dev/null || true
+        wait "$BENCH_PID" 2>/dev/null || true
+    fi
+    exit "$1"
+}
 trap cleanup EXIT
-# Turning signals into a normal exit makes the EXIT trap stop the servers.
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
+trap 'on_signal 130' INT
+trap 'on_signal 143' TERM
+trap 'on_signal 129' HUP
 
 t0=$SECONDS
 if ! "$SERVERS" start "$DIR" "$HOSTS" >"$DIR/start.log" 2>&1; then
@@ -61,9 +70,16 @@ tail -n 1 "$DIR/start.log"
 # shellcheck disable=SC1091
 . "$DIR/env"
 
+# In the background so that `wait` returns as soon as a signal arrives.
 status=0
-timeout --foreground -k 10 "$LIMIT" "$BIN" \
-    --json "$RESULTS/latest.json" --csv "$RESULTS/latest.csv" "$@" || status=$?
+timeout -k 10 "$LIMIT" "$BIN" \
+    --json "$RESULTS/latest.json" --csv "$RESULTS/latest.csv" "$@" &
+BENCH_PID=$!
+wait "$BENCH_PID" || status=$?
+BENCH_PID=
+if [ "$status" -eq 124 ]; then
+    echo "run.sh: volley-bench did not finish in $LIMIT s" >&2
+fi
 
 if [ -s "$RESULTS/latest.csv" ] && command -v gnuplot >/dev/null; then
     if gnuplot -e "csv='$RESULTS/latest.csv'; svg='$RESULTS/latest.svg'" \
