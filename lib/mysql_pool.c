@@ -709,6 +709,8 @@ static void tick(vl__timer *t, void *ud)
         next = p->next_attempt_ms - now;
     if (p->o.keepalive_ms != 0 && p->o.keepalive_ms / 2 < next)
         next = p->o.keepalive_ms / 2 ? p->o.keepalive_ms / 2 : 1;
+    if (p->o.max_lifetime_ms != 0 && p->o.max_lifetime_ms / 2 < next)
+        next = p->o.max_lifetime_ms / 2 ? p->o.max_lifetime_ms / 2 : 1;
     if (p->o.idle_timeout_ms != 0 && p->o.idle_timeout_ms / 2 < next)
         next = p->o.idle_timeout_ms / 2 ? p->o.idle_timeout_ms / 2 : 1;
     timer_set(p, next);

@@ -415,6 +415,147 @@ static void bad_url(void **state)
     tu_loop_finish(loop);
 }
 
+
+static void nap(vl_loop *loop, uint64_t ms)
+{
+    vl_future_free(wait_for(loop, vl_loop_sleep(loop, ms)));
+}
+
+static void kill_connection(vl_loop *loop, int64_t id)
+{
+    vl_mysql *c = vl_mysql_new(loop, tcp_url(), NULL);
+    char sql[64];
+    vl_future *f;
+
+    snprintf(sql, sizeof(sql), "KILL CONNECTION %lld", (long long)id);
+    f = wait_for(loop, vl_mysql_query(c, sql));
+    assert_int_equal(vl_future_status(f), VL_OK);
+    vl_future_free(f);
+    vl_mysql_free(c);
+}
+
+/* An idle connection whose server side goes away is evicted and replaced;
+ * the next request never sees it. */
+static void idle_eviction(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_mysql_pool *p = pool_new(loop, 2);
+    vl_mysql_pool_stats st;
+    int64_t id, id2;
+
+    (void)state;
+    id = pool_int(loop, p, "SELECT CONNECTION_ID()");
+    kill_connection(loop, id);
+    nap(loop, 100);
+    vl_mysql_pool_stats_get(p, &st);
+    assert_int_equal(st.closed_error, 1);
+    assert_int_equal(st.open, 0);
+    id2 = pool_int(loop, p, "SELECT CONNECTION_ID()");
+    assert_true(id2 > 0 && id2 != id);
+    /* Killed and asked for at once: still a fresh connection. */
+    kill_connection(loop, id2);
+    assert_true(pool_int(loop, p, "SELECT CONNECTION_ID()") != id2);
+    vl_mysql_pool_stats_get(p, &st);
+    assert_int_equal(st.closed_error, 2);
+    finish(loop, p);
+}
+
+/* idle_timeout_ms, max_lifetime_ms, keepalive_ms and min_idle. */
+static void housekeeping(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_mysql_pool_options o;
+    vl_mysql_pool *p;
+    vl_mysql_pool_stats st;
+    int64_t id;
+
+    (void)state;
+    vl_mysql_pool_options_init(&o);
+    o.max_size = 2;
+    o.idle_timeout_ms = 100;
+    p = vl_mysql_pool_new(loop, tcp_url(), &o);
+    pool_exec(loop, p, "SELECT 1");
+    nap(loop, 400);
+    vl_mysql_pool_stats_get(p, &st);
+    assert_int_equal(st.open, 0);
+    assert_int_equal(st.closed_idle, 1);
+    vl_mysql_pool_free(p);
+
+    vl_mysql_pool_options_init(&o);
+    o.max_lifetime_ms = 100;
+    p = vl_mysql_pool_new(loop, tcp_url(), &o);
+    id = pool_int(loop, p, "SELECT CONNECTION_ID()");
+    nap(loop, 400);
+    vl_mysql_pool_stats_get(p, &st);
+    assert_int_equal(st.closed_lifetime, 1);
+    assert_true(pool_int(loop, p, "SELECT CONNECTION_ID()") != id);
+    vl_mysql_pool_free(p);
+
+    vl_mysql_pool_options_init(&o);
+    o.keepalive_ms = 50;
+    o.min_idle = 2;
+    o.max_size = 3;
+    p = vl_mysql_pool_new(loop, tcp_url(), &o);
+    nap(loop, 300);
+    vl_mysql_pool_stats_get(p, &st);
+    assert_int_equal(st.open, 2);
+    assert_int_equal(st.idle, 2);
+    assert_int_equal(st.closed_error + st.closed_idle + st.closed_lifetime, 0);
+    pool_exec(loop, p, "SELECT 1");
+    finish(loop, p);
+}
+
+/* Out of memory at each allocation of pool + query: clean errors, no leak. */
+static void pool_out_of_memory(void **state)
+{
+    long n, total;
+    int ok = 0;
+
+    (void)state;
+    tcp_url();
+    {
+        vl_loop *loop = vl_loop_new();
+        vl_mysql_pool *p;
+        vl_future *f;
+        tu_alloc_fail_at(0);
+        p = vl_mysql_pool_new(loop, url_buf, NULL);
+        f = wait_for(loop, vl_mysql_pool_query(p, "SELECT 1"));
+        assert_int_equal(vl_future_status(f), VL_OK);
+        vl_future_free(f);
+        vl_mysql_pool_free(p);
+        total = tu_alloc_count();
+        vl_loop_run(loop);
+        tu_loop_finish(loop);
+    }
+    for (n = 1; n <= total + 2; n++) {
+        vl_loop *loop;
+        vl_mysql_pool_options o;
+        vl_mysql_pool *p;
+        vl_future *f;
+        tu_alloc_fail_at(n);
+        loop = vl_loop_new();
+        if (loop == NULL)
+            continue;
+        vl_mysql_pool_options_init(&o);
+        o.acquire_timeout_ms = 2000;
+        p = vl_mysql_pool_new(loop, url_buf, &o);
+        if (p != NULL) {
+            f = vl_mysql_pool_query(p, "SELECT 1");
+            if (f != NULL) {
+                vl_loop_run_until(loop, f);
+                if (vl_future_status(f) == VL_OK)
+                    ok++;
+                vl_future_free(f);
+            }
+            vl_mysql_pool_free(p);
+        }
+        vl_loop_run(loop);
+        tu_alloc_fail_at(0);
+        tu_loop_finish(loop);
+    }
+    assert_true(ok > 0);
+}
+
 static void kill_mysqld(void)
 {
     char path[512];
@@ -503,6 +644,9 @@ int main(void)
         cmocka_unit_test_setup(transactions, setup),
         cmocka_unit_test_setup(free_with_pending, setup),
         cmocka_unit_test_setup(bad_url, setup),
+        cmocka_unit_test_setup(idle_eviction, setup),
+        cmocka_unit_test_setup(housekeeping, setup),
+        cmocka_unit_test_setup(pool_out_of_memory, setup),
         cmocka_unit_test_setup(server_killed, setup),
     };
 
