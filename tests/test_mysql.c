@@ -596,6 +596,77 @@ static void out_of_memory(void **state)
     assert_true(successes > 0);
 }
 
+
+typedef struct rule_rec {
+    int calls;
+    int inside;
+    int ran_inside;
+    int status;
+    vl_mysql_result *kept;
+} rule_rec;
+
+static void rule_cb(vl_future *f, void *ud)
+{
+    rule_rec *r = ud;
+
+    r->calls++;
+    r->status = vl_future_status(f);
+    if (r->inside)
+        r->ran_inside = 1;
+    if (vl_future_status(f) == VL_OK)
+        r->kept = vl_future_take(f); /* rule 3: keep it past the callback */
+}
+
+/* The numbered future rules, on MySQL futures. */
+static void future_rules(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_mysql *bad = vl_mysql_new(loop, "mysql://u:p@127.0.0.1/db?tls=1", NULL);
+    vl_mysql *c;
+    rule_rec r1 = {0}, r2 = {0}, r3 = {0};
+    vl_future *f;
+
+    (void)state;
+    /* Rule 1: an error known before any I/O still comes as a future. */
+    f = vl_mysql_query(bad, "SELECT 1");
+    assert_non_null(f);
+    /* Rule 2: already complete, yet the callback waits for the loop. */
+    assert_true(vl_future_done(f));
+    r1.inside = 1;
+    assert_int_equal(vl_future_then(f, rule_cb, &r1), VL_OK);
+    r1.inside = 0;
+    assert_int_equal(r1.calls, 0);
+    /* Rule 3: a second then is refused. */
+    assert_int_equal(vl_future_then(f, rule_cb, &r1), VL_EINVAL);
+    vl_loop_run(loop);
+    assert_int_equal(r1.calls, 1);
+    assert_int_equal(r1.ran_inside, 0);
+    assert_int_equal(r1.status, VL_EUNSUPPORTED);
+    vl_mysql_free(bad);
+
+    c = connect_ok(loop, tcp_url(NULL));
+    r2.inside = 1;
+    vl_future_then(vl_mysql_query(c, "SELECT 'kept'"), rule_cb, &r2);
+    r2.inside = 0;
+    /* Rule 4: cancelling delivers VL_ECANCELED once; a second cancel of a
+     * completed future does nothing. */
+    f = vl_mysql_query(c, "SELECT 2");
+    vl_future_then(f, rule_cb, &r3);
+    assert_int_equal(vl_future_cancel(f), 1);
+    vl_loop_run(loop);
+    assert_int_equal(r2.calls, 1);
+    assert_int_equal(r2.ran_inside, 0);
+    assert_non_null(r2.kept);
+    assert_string_equal(vl_mysql_result_value(r2.kept, 0, 0, NULL), "kept");
+    vl_mysql_result_free(r2.kept);
+    assert_int_equal(r3.calls, 1);
+    assert_int_equal(r3.status, VL_ECANCELED);
+    /* The connection served both in order and is still usable. */
+    exec_ok(loop, c, "SELECT 3");
+    vl_mysql_free(c);
+    tu_loop_finish(loop);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -609,6 +680,7 @@ int main(void)
         cmocka_unit_test_setup(timeouts, setup),
         cmocka_unit_test_setup(free_pending, setup),
         cmocka_unit_test_setup(free_from_callback, setup),
+        cmocka_unit_test_setup(future_rules, setup),
         cmocka_unit_test_setup(out_of_memory, setup),
     };
 

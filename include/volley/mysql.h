@@ -46,7 +46,10 @@
  *                    covers refused ports, DNS failures AND the server's
  *                    refusal to log in (bad credentials: errno 1045,
  *                    unknown database: errno 1049): connecting failed, and
- *                    vl_mysql_errno() tells which way.
+ *                    vl_mysql_errno() tells which way. A connection lost
+ *                    under a statement (errno 2006/2013, or killed) fails
+ *                    that statement with VL_ECONN and is closed; one lost
+ *                    while idle fails the next statement with VL_ECONN.
  *   VL_ESERVER       the server answered a statement with an error packet:
  *                    syntax (1064), duplicate key (1062)... The connection
  *                    stays usable.
@@ -129,15 +132,19 @@ VL_EXPORT vl_mysql *vl_mysql_new(vl_loop *loop, const char *url, const vl_mysql_
 
 /* A future that completes once the connection is established (VL_OK) or
  * failed (the connect error, with errno/SQLSTATE readable through
- * vl_mysql_errno). It queues like a statement, so after an earlier failure
- * it reports VL_ECLOSED. NULL only when out of memory. */
+ * vl_mysql_errno). It queues like a statement. A connection that never
+ * connected fails every future made on it with its connect error; one that
+ * was open and then closed fails them with VL_ECLOSED. A connection never
+ * reconnects by itself. NULL only when out of memory. */
 VL_EXPORT vl_future *vl_mysql_ready(vl_mysql *c);
 
 /* Frees the connection now. Every pending future (queued or in flight)
- * completes with VL_ECANCELED. The socket is closed without waiting for the
- * server; a statement in flight may still complete on the server. Legal
- * from inside any callback, including a stream's batch callback (the close
- * then happens when that callback returns). NULL is a no-op. */
+ * completes with VL_ECANCELED. It never blocks: an idle connection says
+ * COM_QUIT (a few bytes into an empty socket buffer); a busy or broken one
+ * has its socket shut down first, and a statement in flight may still
+ * complete on the server. Legal from inside any callback, including a
+ * stream's batch callback (the close then happens when that callback
+ * returns). NULL is a no-op. */
 VL_EXPORT void vl_mysql_free(vl_mysql *c);
 
 /* The endpoint's display form (no password). Borrowed; valid until free. */
@@ -171,7 +178,8 @@ VL_EXPORT vl_future *vl_mysql_query_timeout(vl_mysql *c, const char *sql, uint64
  * not be taken or freed. The returned future completes after the last
  * batch with VL_OK and a result that has the columns, no rows, and
  * vl_mysql_result_affected_rows() = the number of rows streamed; or fails.
- * The callback never runs after the future completed.
+ * The callback never runs after the future completed. It may cancel the
+ * stream, queue statements or free the connection.
  * Cancelling (or a deadline): while the server is still executing the
  * statement the connection is closed, as for any statement; once rows are
  * flowing the rest is read and dropped (drained) so the connection stays
@@ -297,9 +305,11 @@ static inline vl_mysql_param vl_mysql_p_time(int type, vl_mysql_time t)
 /* Prepares `sql` (or reuses the connection's cached statement for the same
  * SQL text), binds `params[0..n)` and executes it. The SQL and every
  * parameter value are copied before the call returns. The statement cache is
- * per connection, keyed by the exact SQL text, and dies with the
- * connection (a pool's replacement connection starts with an empty cache;
- * a reset connection drops it too).
+ * per connection, keyed by the exact SQL text, holds the 64 most recently
+ * used statements, and dies with the connection (a pool's replacement
+ * connection starts with an empty cache; a reset connection drops it too).
+ * A statement whose execution failed is dropped from the cache and
+ * prepared again next time.
  * Completes with the same vl_mysql_result as a text query: values of the
  * binary protocol are converted to the text protocol's forms (integers in
  * decimal, DATETIME(6) as "YYYY-MM-DD hh:mm:ss.ffffff", FLOAT/DOUBLE in the
@@ -403,12 +413,15 @@ VL_EXPORT const char *vl_mysql_error(const vl_future *f);
  * The clean-return rule: after each use a connection goes back to the idle
  * set only if it is provably clean: no error, nothing in flight, no open
  * transaction, no changed session state. The pool enables
- * session_track_state_change on its connections, so the server flags any
- * change (a user variable, a temporary table, USE, SET SESSION...); a
- * connection flagged, or left inside a transaction, is reset first with
- * COM_RESET_CONNECTION (which also rolls back and drops its prepared
- * statements); if the reset fails it is closed. A connection with an error
- * (lost, client-side deadline) is always closed.
+ * session_track_state_change and session_track_system_variables='*' on its
+ * connections, so the server flags any change (a user variable, a
+ * temporary table, USE, SET SESSION...); a connection flagged, or left
+ * inside a transaction, is reset first with COM_RESET_CONNECTION (which
+ * also rolls back and drops its prepared statements), then gets its
+ * connect-time setup (the tracking and init_sql) again before anything
+ * else runs on it; if any of that fails it is closed. A connection with an
+ * error (lost, client-side deadline, statement still in flight) is always
+ * closed.
  *
  * Idle connections are reused most-recent-first and watched for read
  * readiness: a server that hangs up (restart, wait_timeout) evicts them.
