@@ -250,7 +250,7 @@ static void bench_build_plan(bench_plan *p)
     if (bench_has_test("redis-get")) {
         bench_plan_scenario(p, "redis-get", BENCH_KIND_CPU, BENCH_REDIS, BENCH_OP_GET, 1, 4, 4, 64,
                             bench_count(100000), 0);
-        if (O.ref && O.requests <= 0) {
+        if (O.ref) {
             bench_plan_ref(p, "redis-get", BENCH_REDIS, "redis-benchmark -c 50", 50, 1,
                            bench_count(100000));
             bench_plan_ref(p, "redis-get", BENCH_REDIS, "redis-benchmark -c 50 -P 16", 50, 16,
@@ -266,7 +266,7 @@ static void bench_build_plan(bench_plan *p)
     if (bench_has_test("mysql-select1")) {
         bench_plan_scenario(p, "mysql-select1", BENCH_KIND_CPU, BENCH_MYSQL, BENCH_OP_SELECT1, 1,
                             8, 8, 8, bench_count(50000), 0);
-        if (O.ref && O.requests <= 0)
+        if (O.ref)
             bench_plan_ref(p, "mysql-select1", BENCH_MYSQL, "mariadb-slap -c 8", 8, 1,
                            bench_count(50000));
     }
