@@ -30,61 +30,92 @@ set boxwidth w absolute
 set grid ytics
 set key outside right top vertical
 
+# Which panels have data: a run of some scenarios only (say -t soak, or
+# -m async) must still give a chart, and no empty series.
+has(cond) = cond ? 1 : 0
+stats csv every ::1 using (has(isbar(strcol(3)))) nooutput
+nbar = int(STATS_sum)
+stats csv every ::1 using (has(strcol(3) eq "scale")) nooutput
+nscale = int(STATS_sum)
+npanels = (nbar > 0 ? 2 : 0) + (nscale > 0 ? 1 : 0)
+
 # Tic labels are collected first: xtic() in a filtered plot would also be
-# evaluated for the rows it filters out.
-stats csv every ::1 using 1 nooutput
-nrows = STATS_records
-stats csv every ::1 using (isbar(strcol(3)) ? $1 : NaN) nooutput
-gmax = int(STATS_max)
-array names[gmax + 1]
-do for [g = 1:gmax + 1] { names[g] = "" }
-stats csv every ::1 using (isbar(strcol(3)) ? (names[int($1) + 1] = strcol(2), $1) : NaN) nooutput
-scalelabel(n, r, c, h) = (n eq "scale-requests") ? sprintf("n=%d", r) : \
-                         (n eq "scale-connections") ? sprintf("c=%d", c) : sprintf("hosts=%d", h)
+# evaluated for the rows it filters out. Arrays are indexed by group + 1.
 stats csv every ::1 using 1 nooutput
 amax = int(STATS_max)
+array names[amax + 1]
 array slabels[amax + 1]
-do for [k = 1:amax + 1] { slabels[k] = "" }
+do for [k = 1:amax + 1] { names[k] = ""; slabels[k] = "" }
+stats csv every ::1 using (isbar(strcol(3)) ? (names[int($1) + 1] = strcol(2), $1) : 0) nooutput
+stats csv every ::1 using (isbar(strcol(3)) ? $1 : -1) nooutput
+gmax = int(STATS_max)
+scalelabel(n, r, c, h) = (n eq "scale-requests") ? sprintf("n=%d", r) : \
+                         (n eq "scale-connections") ? sprintf("c=%d", c) : sprintf("hosts=%d", h)
 stats csv every ::1 using ((strcol(3) eq "scale") ? \
-      (slabels[int($1) + 1] = scalelabel(strcol(2), $9, $7, $6), $1) : NaN) nooutput
+      (slabels[int($1) + 1] = scalelabel(strcol(2), $9, $7, $6), $1) : 0) nooutput
 
-set multiplot layout 3,1 title "volley-bench: sync vs threads vs async vs raw (same hosts, same requests, every reply checked)"
-
-set xrange [-0.6:gmax + 0.6]
-set xtics norotate nomirror ()
-do for [g = 1:gmax + 1] { set xtics add (names[g] g - 1) }
-set logscale y
-set ylabel "requests per second (log)"
-set title "Throughput"
+# A series for each mode (and reference tool) that has rows of that kind.
 modes = "sync threads async raw"
-# The reference tools get a series only when the CSV has their rows, so a
-# run without them draws no empty series (and prints no warning).
-cmd = 'plot for [m in modes] csv every ::1 using (isbar(strcol(3)) && strcol(5) eq m ? $1 + slot(m) : NaN):10 with boxes title m'
-do for [k = 1:3] {
-    ref = (k == 1) ? "redis-benchmark -c 50" : (k == 2) ? "redis-benchmark -c 50 -P 16" : "mariadb-slap -c 8"
-    stats csv every ::1 using ((strcol(5) eq ref) ? 1 : 0) nooutput
-    if (STATS_sum > 0) {
-        cmd = cmd . sprintf(', csv every ::1 using ((strcol(5) eq "%s") ? $1 + slot("%s") : NaN):10 with boxes title "%s"', ref, ref, ref)
+refs = 3
+ref(k) = (k == 1) ? "redis-benchmark -c 50" : (k == 2) ? "redis-benchmark -c 50 -P 16" : "mariadb-slap -c 8"
+
+if (npanels == 0) {
+    set label 1 "no cpu, latency or scale runs in this CSV" at screen 0.5, 0.5 center
+    unset border
+    unset tics
+    plot [0:1][0:1] NaN notitle
+    exit
+}
+
+set multiplot layout npanels,1 title "volley-bench: sync vs threads vs async vs raw (same hosts, same requests, every reply checked)"
+
+if (nbar > 0) {
+    set xrange [-0.6:gmax + 0.6]
+    set xtics norotate nomirror ()
+    do for [g = 1:gmax + 1] { if (names[g] ne "") { set xtics add (names[g] g - 1) } }
+    set logscale y
+    do for [panel = 1:2] {
+        col = (panel == 1) ? 10 : 16
+        set title (panel == 1) ? "Throughput" : "Client CPU time per request (user + system)"
+        set ylabel (panel == 1) ? "requests per second (log)" : "microseconds per request (log)"
+        cmd = ''
+        do for [m in modes] {
+            stats csv every ::1 using (has(isbar(strcol(3)) && strcol(5) eq m)) nooutput
+            if (STATS_sum > 0) {
+                cmd = cmd . (cmd eq '' ? 'plot ' : ', ') . \
+                      sprintf('csv every ::1 using ((isbar(strcol(3)) && strcol(5) eq "%s") ? $1 + slot("%s") : NaN):%d with boxes title "%s"', m, m, col, m)
+            }
+        }
+        do for [k = 1:refs] {
+            stats csv every ::1 using (has(strcol(5) eq ref(k))) nooutput
+            if (panel == 1 && STATS_sum > 0) {
+                cmd = cmd . (cmd eq '' ? 'plot ' : ', ') . \
+                      sprintf('csv every ::1 using ((strcol(5) eq "%s") ? $1 + slot("%s") : NaN):10 with boxes title "%s"', ref(k), ref(k), ref(k))
+            }
+        }
+        eval cmd
     }
 }
-eval cmd
-
-set title "Client CPU time per request (user + system)"
-set ylabel "microseconds per request (log)"
-plot for [m in modes] csv every ::1 using (isbar(strcol(3)) && strcol(5) eq m ? $1 + slot(m) : NaN):16 \
-         with boxes title m
 
 # The scale sweep: one point per run, labelled with what grew.
-unset logscale y
-set title "Scale sweep (Redis GET): CPU time per request should stay flat"
-set ylabel "microseconds per request"
-set xrange [*:*]
-set yrange [0:*]
-set xtics norotate nomirror ()
-do for [k = 1:amax + 1] { if (slabels[k] ne "") { set xtics add (slabels[k] k - 1) } }
-plot for [m in "async raw"] csv every ::1 using ((strcol(3) eq "scale" && strcol(5) eq m) ? $1 : NaN):16 \
-         with linespoints pt 7 lw 2 title m." cpu us/request", \
-     for [m in "async raw"] csv every ::1 using ((strcol(3) eq "scale" && strcol(5) eq m) ? $1 : NaN):(1e6 / $10) \
-         with linespoints pt 5 lw 1 title m." wall us/request (1 / throughput)"
+if (nscale > 0) {
+    unset logscale y
+    set title "Scale sweep (Redis GET): CPU time per request should stay flat"
+    set ylabel "microseconds per request"
+    set xrange [*:*]
+    set yrange [0:*]
+    set xtics norotate nomirror ()
+    do for [k = 1:amax + 1] { if (slabels[k] ne "") { set xtics add (slabels[k] k - 1) } }
+    cmd = ''
+    do for [m in "async raw"] {
+        stats csv every ::1 using (has(strcol(3) eq "scale" && strcol(5) eq m)) nooutput
+        if (STATS_sum > 0) {
+            cmd = cmd . (cmd eq '' ? 'plot ' : ', ') . \
+                  sprintf('csv every ::1 using ((strcol(3) eq "scale" && strcol(5) eq "%s") ? $1 : NaN):16 with linespoints pt 7 lw 2 title "%s cpu us/request"', m, m) . \
+                  sprintf(', csv every ::1 using ((strcol(3) eq "scale" && strcol(5) eq "%s") ? $1 : NaN):(1e6 / $10) with linespoints pt 5 lw 1 title "%s wall us/request (1 / throughput)"', m, m)
+        }
+    }
+    eval cmd
+}
 
 unset multiplot
