@@ -4,9 +4,13 @@
  */
 #include "testutil.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 static int setup(void **state)
 {
@@ -646,7 +650,10 @@ static void future_rules(void **state)
 
     c = connect_ok(loop, tcp_url(NULL));
     r2.inside = 1;
-    vl_future_then(vl_mysql_query(c, "SELECT 'kept'"), rule_cb, &r2);
+    /* The sleep keeps the next statement queued behind it (a fast reply can
+     * otherwise complete a statement inside the call that sent it; the
+     * callback still waits for the loop). */
+    vl_future_then(vl_mysql_query(c, "SELECT 'kept', SLEEP(0.05)"), rule_cb, &r2);
     r2.inside = 0;
     /* Rule 4: cancelling delivers VL_ECANCELED once; a second cancel of a
      * completed future does nothing. */
@@ -667,6 +674,39 @@ static void future_rules(void **state)
     tu_loop_finish(loop);
 }
 
+
+/* A server that accepts TCP but never says hello: the connect deadline
+ * covers the handshake, not just the TCP connect. */
+static void connect_timeout(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    struct sockaddr_in sa;
+    socklen_t len = sizeof(sa);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    char url[256];
+    vl_mysql *c;
+    vl_future *f;
+
+    (void)state;
+    assert_true(fd >= 0);
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(fd, 8), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    snprintf(url, sizeof(url), "mysql://u:pw@127.0.0.1:%d/db?connect_timeout_ms=200",
+             ntohs(sa.sin_port));
+    c = vl_mysql_new(loop, url, NULL);
+    f = wait_for(loop, vl_mysql_ready(c));
+    assert_int_equal(vl_future_status(f), VL_ETIMEDOUT);
+    assert_non_null(strstr(vl_future_error(f), "timed out"));
+    vl_future_free(f);
+    vl_mysql_free(c);
+    close(fd);
+    tu_loop_finish(loop);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -681,6 +721,7 @@ int main(void)
         cmocka_unit_test_setup(free_pending, setup),
         cmocka_unit_test_setup(free_from_callback, setup),
         cmocka_unit_test_setup(future_rules, setup),
+        cmocka_unit_test_setup(connect_timeout, setup),
         cmocka_unit_test_setup(out_of_memory, setup),
     };
 

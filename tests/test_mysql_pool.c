@@ -556,6 +556,28 @@ static void pool_out_of_memory(void **state)
     assert_true(ok > 0);
 }
 
+
+/* init_sql runs on every connection, and again after a reset. */
+static void init_sql_survives_reset(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_mysql_pool_options o;
+    vl_mysql_pool *p;
+    int64_t id;
+
+    (void)state;
+    vl_mysql_pool_options_init(&o);
+    o.max_size = 1;
+    o.init_sql = "SET @init = 7";
+    p = vl_mysql_pool_new(loop, tcp_url(), &o);
+    assert_int_equal(pool_int(loop, p, "SELECT @init"), 7);
+    id = pool_int(loop, p, "SELECT CONNECTION_ID()");
+    pool_exec(loop, p, "SET @init = 8");
+    assert_int_equal(pool_int(loop, p, "SELECT @init"), 7);
+    assert_int_equal(pool_int(loop, p, "SELECT CONNECTION_ID()"), id);
+    finish(loop, p);
+}
+
 static void kill_mysqld(void)
 {
     char path[512];
@@ -645,6 +667,7 @@ int main(void)
         cmocka_unit_test_setup(free_with_pending, setup),
         cmocka_unit_test_setup(bad_url, setup),
         cmocka_unit_test_setup(idle_eviction, setup),
+        cmocka_unit_test_setup(init_sql_survives_reset, setup),
         cmocka_unit_test_setup(housekeeping, setup),
         cmocka_unit_test_setup(pool_out_of_memory, setup),
         cmocka_unit_test_setup(server_killed, setup),
