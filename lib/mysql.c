@@ -443,7 +443,9 @@ static vl_future *op_submit(vl_mysql *c, op *o)
     else
         c->qhead = o;
     c->qtail = o;
-    if (c->state == ST_OPEN && c->cur == NULL && !c->in_drive) {
+    /* With a start already scheduled on the timer (a stream is queued), the
+     * timer starts this one too, in order. */
+    if (c->state == ST_OPEN && c->cur == NULL && !c->in_drive && !c->kick) {
         if (o->stream) {
             /* A stream's batch callback must not run inside this call: start
              * from the loop instead. */

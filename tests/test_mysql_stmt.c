@@ -444,8 +444,15 @@ static void streaming(void **state)
     c = connect_ok(loop);
     memset(&s, 0, sizeof(s));
     s.ordered = 1;
-    f = wait_for(loop, vl_mysql_query_stream(c, "SELECT seq, REPEAT('x', 100) FROM seq_1_to_2500",
-                                             1000, on_batch, &s));
+    f = vl_mysql_query_stream(c, "SELECT seq, REPEAT('x', 100) FROM seq_1_to_2500", 1000,
+                              on_batch, &s);
+    g = vl_mysql_query(c, "SELECT 'next'");
+    /* No batch runs inside either call, even with the second started at once. */
+    assert_int_equal(s.batches, 0);
+    wait_for(loop, f);
+    wait_for(loop, g);
+    assert_int_equal(vl_future_status(g), VL_OK);
+    vl_future_free(g);
     if (vl_future_status(f) != VL_OK)
         fail_msg("stream: %s", vl_future_error(f));
     assert_int_equal(s.batches, 3);

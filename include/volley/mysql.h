@@ -168,7 +168,10 @@ VL_EXPORT vl_future *vl_mysql_query(vl_mysql *c, const char *sql);
 /* The same with a server-side statement limit: timeout_ms is sent as
  * SET STATEMENT max_statement_time=<seconds> FOR <sql>. On expiry the
  * future fails with VL_ETIMEDOUT, errno 1969, and the connection stays
- * usable. timeout_ms == 0 uses the connection's query_timeout_ms. */
+ * usable. timeout_ms == 0 uses the connection's query_timeout_ms. In a
+ * multi-statement call the limit applies to the first statement only (that
+ * is how SET STATEMENT works); the server rejects it for statements it does
+ * not support, such as SET STATEMENT itself. */
 VL_EXPORT vl_future *vl_mysql_query_timeout(vl_mysql *c, const char *sql, uint64_t timeout_ms);
 
 /* Runs a query without buffering its rows: rows arrive in batches of at
