@@ -28,10 +28,8 @@
 #include "url.h"
 
 #include <errno.h>
-#include <float.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <math.h>
 #include <mysql.h>
 #include <poll.h>
 #include <stdio.h>

@@ -430,8 +430,13 @@ VL_EXPORT const char *vl_mysql_error(const vl_future *f);
  * readiness: a server that hangs up (restart, wait_timeout) evicts them.
  * A connection that fails with errno 2006/2013 is closed and replaced on
  * demand; a failing connect puts the pool in backoff: one probe connect at a
- * time, retried after a growing, jittered delay, never a storm. Nothing that
- * was already sent to the server is retried automatically.
+ * time, retried after a growing, jittered delay (100 ms doubling to 2 s),
+ * never a storm. Requests keep waiting meanwhile, up to acquire_timeout_ms;
+ * their VL_ETIMEDOUT message then quotes the last connect error. Nothing
+ * that was already sent to the server is retried automatically.
+ *
+ * Idle pooled connections and the pool's maintenance timer do not keep the
+ * loop alive (vl_loop_run returns once no request is pending).
  */
 typedef struct vl_mysql_pool_options {
     size_t max_size;             /* open connections at most; default 10 */
