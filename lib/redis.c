@@ -849,20 +849,91 @@ static void conn_down(vl_redis *c, int status, const char *msg)
 
 /* ---- commands ---- */
 
+/* Commands are built in volley's own allocation. The printf form goes
+ * through hiredis's formatter (it owns the format language) and is copied
+ * once; the argv form, the hot path, is written here directly: hiredis
+ * 0.14's redisFormatCommandArgv spends most of its time in sprintf. */
 long long vl__redis_formatv(char **cmd, const char *fmt, va_list ap)
 {
-    return redisvFormatCommand(cmd, fmt, ap);
+    char *tmp = NULL;
+    long long len = redisvFormatCommand(&tmp, fmt, ap);
+
+    if (len < 0)
+        return -1;
+    *cmd = vl__malloc((size_t)len + 1);
+    if (*cmd != NULL)
+        memcpy(*cmd, tmp, (size_t)len + 1);
+    redisFreeCommand(tmp);
+    return *cmd != NULL ? len : -2;
+}
+
+/* Writes the decimal form of v ending just before `end`; returns its start. */
+static char *put_uint(char *end, size_t v)
+{
+    do {
+        *--end = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    return end;
+}
+
+static size_t digits(size_t v)
+{
+    size_t n = 1;
+
+    while (v >= 10) {
+        v /= 10;
+        n++;
+    }
+    return n;
 }
 
 long long vl__redis_format_argv(char **cmd, int argc, const char **argv, const size_t *argvlen)
 {
-    return redisFormatCommandArgv(cmd, argc, argv, argvlen);
+    size_t total, i, len;
+    char *p, num[24];
+
+    /* "*N\r\n" then "$L\r\n<arg>\r\n" per argument. */
+    total = 1 + digits((size_t)argc) + 2;
+    for (i = 0; i < (size_t)argc; i++) {
+        len = argvlen != NULL ? argvlen[i] : strlen(argv[i]);
+        total += 1 + digits(len) + 2 + len + 2;
+    }
+    p = *cmd = vl__malloc(total + 1);
+    if (p == NULL)
+        return -1;
+    *p++ = '*';
+    {
+        char *s = put_uint(num + sizeof(num), (size_t)argc);
+        size_t n = (size_t)(num + sizeof(num) - s);
+        memcpy(p, s, n);
+        p += n;
+    }
+    *p++ = '\r';
+    *p++ = '\n';
+    for (i = 0; i < (size_t)argc; i++) {
+        char *s;
+        size_t n;
+        len = argvlen != NULL ? argvlen[i] : strlen(argv[i]);
+        *p++ = '$';
+        s = put_uint(num + sizeof(num), len);
+        n = (size_t)(num + sizeof(num) - s);
+        memcpy(p, s, n);
+        p += n;
+        *p++ = '\r';
+        *p++ = '\n';
+        memcpy(p, argv[i], len);
+        p += len;
+        *p++ = '\r';
+        *p++ = '\n';
+    }
+    *p = '\0';
+    return (long long)total;
 }
 
 void vl__redis_cmd_free(char *cmd)
 {
-    if (cmd != NULL)
-        redisFreeCommand(cmd);
+    vl__free(cmd);
 }
 
 /* Reads the command name out of "*N\r\n$L\r\nNAME\r\n". Returns VL_OK and
@@ -899,7 +970,11 @@ static int classify(const char *cmd, size_t len, unsigned *flags, char *name, si
         return VL_OK; /* longer than any command we care about */
     memcpy(name, p, n);
     name[n] = '\0';
+    /* Most commands (GET, SET...) match no entry: compare the length and
+     * the first letter before paying for strcasecmp. */
     for (i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
+        if ((name[0] & ~0x20) != known[i].name[0] || strlen(known[i].name) != n)
+            continue;
         if (strcasecmp(name, known[i].name) == 0) {
             if (known[i].flags == ~0u)
                 return VL_EUNSUPPORTED;
@@ -998,6 +1073,8 @@ vl_future *vl_redis_commandv(vl_redis *c, const char *fmt, va_list ap)
     if (fmt == NULL)
         return vl__future_failed(c->loop, VL_EINVAL, "no command");
     len = vl__redis_formatv(&cmd, fmt, ap);
+    if (len == -2)
+        return NULL; /* out of memory copying the command */
     if (len < 0)
         return vl__future_failed(c->loop, VL_EINVAL, "cannot format the command (bad format string)");
     return vl__redis_send(c, NULL, cmd, (size_t)len);

@@ -21,8 +21,10 @@ vl_redis_reply *vl__redis_reply_copy(const struct redisReply *r);
 /* The reply's text (for VL_ESERVER messages). */
 const char *vl__redis_reply_text(const vl_redis_reply *r);
 
-/* Formats a command into a hiredis buffer (freed with vl__redis_cmd_free).
- * Returns the length, or -1 (bad format string or hiredis out of memory). */
+/* Formats a command into a buffer from volley's allocator (freed with
+ * vl__redis_cmd_free). Returns the length; formatv returns -1 for a bad
+ * format string (or hiredis out of memory) and -2 when our copy failed;
+ * format_argv returns -1 when out of memory. */
 long long vl__redis_formatv(char **cmd, const char *fmt, va_list ap);
 long long vl__redis_format_argv(char **cmd, int argc, const char **argv, const size_t *argvlen);
 void vl__redis_cmd_free(char *cmd);
