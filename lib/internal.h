@@ -83,6 +83,20 @@ void vl__async_start(vl__async *a);
 void vl__async_stop(vl__async *a);
 void vl__async_send(vl__async *a); /* the one call safe from another thread */
 
+/* Work to do once before the loop next waits for I/O (libev's prepare
+ * phase): the Redis adapter writes every command issued during an iteration
+ * in one write() per connection here, instead of arming a write watcher and
+ * paying a poll round trip and two epoll_ctl calls per batch. A queued defer
+ * keeps the loop alive. */
+typedef struct vl__defer vl__defer;
+struct vl__defer {
+    vl__defer *next;
+    void (*cb)(vl__defer *d);
+    int queued;
+};
+void vl__defer_queue(vl_loop *loop, vl__defer *d);
+void vl__defer_cancel(vl_loop *loop, vl__defer *d);
+
 /* Keep a started watcher from holding the loop open, and undo it. */
 void vl__loop_unref(vl_loop *loop);
 void vl__loop_ref(vl_loop *loop);

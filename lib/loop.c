@@ -3,7 +3,9 @@
  * Completion callbacks never run where a future completes. vl__loop_ready()
  * puts the future on the loop's ready list and arms an ev_check watcher (plus
  * an ev_idle one, so the next poll does not block); the check callback runs
- * the callbacks that were ready when it started, in completion order. A
+ * the callbacks that were ready when it started, in completion order. When
+ * the completion came from one of volley's own I/O or timer callbacks, the
+ * list runs as that callback returns to libev instead (see leave_watcher). A
  * callback that completes more futures queues them for the next iteration, so
  * a chain of callbacks cannot starve I/O. This is libev's "avoid finishing
  * before returning", applied to every operation at once.
@@ -27,6 +29,8 @@ struct vl_loop {
     int owned;           /* volley made ev and destroys it */
     ev_check check;      /* runs the ready list */
     ev_idle idle;        /* keeps the poll from blocking while work is ready */
+    ev_prepare prepare;  /* runs the defer list before the loop blocks */
+    vl__defer *defer_head;
     vl_future *ready_head;
     vl_future *ready_tail;
     vl__handle handles;  /* sentinel of the open connections, pools, timers */
@@ -59,6 +63,19 @@ static void leave(vl_loop *loop)
         ev_break(loop->ev, EVBREAK_ALL);
 }
 
+/* Leaves an I/O, timer or async callback. When it was the outermost one,
+ * the futures it completed run now, in the same loop iteration: the library
+ * code that completed them (hiredis, Connector/C) has returned, so this is a
+ * safe point, and waiting for the check phase would cost one more poll per
+ * batch of replies. Futures completed by these callbacks wait for the next
+ * turn as usual. */
+static void leave_watcher(vl_loop *loop)
+{
+    if (loop->cb_depth == 1 && loop->ready_head != NULL && !loop->free_requested)
+        vl__loop_dispatch(loop);
+    leave(loop);
+}
+
 static void check_cb(struct ev_loop *ev, ev_check *w, int revents)
 {
     vl_loop *loop = w->data;
@@ -77,6 +94,60 @@ static void idle_cb(struct ev_loop *ev, ev_idle *w, int revents)
     VL__UNUSED(revents);
 }
 
+static void prepare_cb(struct ev_loop *ev, ev_prepare *w, int revents)
+{
+    vl_loop *loop = w->data;
+    vl__defer *d = loop->defer_head;
+
+    VL__UNUSED(ev);
+    VL__UNUSED(revents);
+    loop->defer_head = NULL;
+    ev_prepare_stop(loop->ev, &loop->prepare);
+    loop->active--;
+    enter(loop);
+    while (d != NULL) {
+        vl__defer *next = d->next;
+        d->queued = 0;
+        d->next = NULL;
+        d->cb(d);
+        d = next;
+    }
+    leave_watcher(loop);
+}
+
+void vl__defer_queue(vl_loop *loop, vl__defer *d)
+{
+    if (d->queued)
+        return;
+    d->queued = 1;
+    d->next = loop->defer_head;
+    loop->defer_head = d;
+    if (!ev_is_active(&loop->prepare)) {
+        ev_prepare_start(loop->ev, &loop->prepare);
+        loop->active++;
+    }
+}
+
+void vl__defer_cancel(vl_loop *loop, vl__defer *d)
+{
+    vl__defer **pp;
+
+    if (!d->queued)
+        return;
+    for (pp = &loop->defer_head; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == d) {
+            *pp = d->next;
+            break;
+        }
+    }
+    d->queued = 0;
+    d->next = NULL;
+    if (loop->defer_head == NULL && ev_is_active(&loop->prepare)) {
+        ev_prepare_stop(loop->ev, &loop->prepare);
+        loop->active--;
+    }
+}
+
 static vl_loop *loop_make(struct ev_loop *ev, int owned)
 {
     vl_loop *loop = vl__calloc(1, sizeof(*loop));
@@ -91,6 +162,8 @@ static vl_loop *loop_make(struct ev_loop *ev, int owned)
     loop->check.data = loop;
     ev_idle_init(&loop->idle, idle_cb);
     loop->idle.data = loop;
+    ev_prepare_init(&loop->prepare, prepare_cb);
+    loop->prepare.data = loop;
     return loop;
 }
 
@@ -261,6 +334,8 @@ static void loop_destroy(vl_loop *loop)
         ev_check_stop(loop->ev, &loop->check);
         ev_idle_stop(loop->ev, &loop->idle);
     }
+    if (ev_is_active(&loop->prepare))
+        ev_prepare_stop(loop->ev, &loop->prepare);
     if (loop->owned)
         ev_loop_destroy(loop->ev);
     vl__free(loop);
@@ -312,7 +387,7 @@ static void timer_cb(struct ev_loop *ev, ev_timer *w, int revents)
     loop->active--; /* libev stopped the one-shot timer before calling us */
     enter(loop);
     t->cb(t, t->ud);
-    leave(loop);
+    leave_watcher(loop);
 }
 
 void vl__timer_init(vl__timer *t, vl_loop *loop, vl__timer_cb cb, void *ud)
@@ -364,7 +439,7 @@ static void io_cb(struct ev_loop *ev, ev_io *w, int revents)
         events |= VL__WRITE;
     enter(loop);
     io->cb(io, events, io->ud);
-    leave(loop);
+    leave_watcher(loop);
 }
 
 void vl__io_init(vl__io *io, vl_loop *loop, int fd, vl__io_cb cb, void *ud)
@@ -422,7 +497,7 @@ static void async_cb(struct ev_loop *ev, ev_async *w, int revents)
     VL__UNUSED(revents);
     enter(loop);
     a->cb(a, a->ud);
-    leave(loop);
+    leave_watcher(loop);
 }
 
 void vl__async_init(vl__async *a, vl_loop *loop, vl__async_cb cb, void *ud)

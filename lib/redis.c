@@ -97,6 +97,8 @@ struct vl_redis {
     vl_redis_options opts;
     redisAsyncContext *ac;
     vl__io io;
+    vl__defer flush;   /* writes the commands of this iteration before the poll */
+    int flushing;      /* inside that write: a partial write arms the watcher */
     int io_events;
     int io_unref;
     ctimer connect_timer, retry_timer, cmd_timer;
@@ -558,6 +560,14 @@ static void hook_add_write(void *pd)
 {
     vl_redis *c = pd;
 
+    /* hiredis asks for writability after every command. On an established
+     * connection, write once before the next poll instead (see flush_cb);
+     * only a partial write, or the connect handshake, arms the watcher. */
+    if (!c->flushing && !(c->io_events & VL__WRITE) && c->ac != NULL &&
+        (c->ac->c.flags & REDIS_CONNECTED)) {
+        vl__defer_queue(c->loop, &c->flush);
+        return;
+    }
     c->io_events |= VL__WRITE;
     io_apply(c);
 }
@@ -636,6 +646,8 @@ static void hook_cleanup(void *pd)
     after_down(c);
 }
 
+static void after_hiredis(vl_redis *c);
+
 static void io_cb(vl__io *io, int events, void *ud)
 {
     vl_redis *c = ud;
@@ -650,7 +662,26 @@ static void io_cb(vl__io *io, int events, void *ud)
     if ((events & VL__WRITE) && c->ac == ac)
         redisAsyncHandleWrite(ac);
     c->in_hiredis--;
-    /* The safe point: hiredis has returned. */
+    after_hiredis(c);
+}
+
+static void flush_cb(vl__defer *d)
+{
+    vl_redis *c = (vl_redis *)(void *)((char *)d - offsetof(vl_redis, flush));
+
+    if (c->ac == NULL || !(c->ac->c.flags & REDIS_CONNECTED))
+        return;
+    c->in_hiredis++;
+    c->flushing = 1;
+    redisAsyncHandleWrite(c->ac);
+    c->flushing = 0;
+    c->in_hiredis--;
+    after_hiredis(c);
+}
+
+/* The safe point after any call into hiredis. */
+static void after_hiredis(vl_redis *c)
+{
     if (c->drop_requested && c->ac != NULL) {
         c->drop_requested = 0;
         c->tearing = 1;
@@ -1206,6 +1237,7 @@ static vl_redis *conn_make(vl_loop *loop, const char *url, const vl_redis_option
     else
         vl_redis_options_init(&c->opts);
     vl__io_init(&c->io, loop, -1, io_cb, c);
+    c->flush.cb = flush_cb;
     vl__timer_init(&c->connect_timer.t, loop, connect_timer_cb, c);
     vl__timer_init(&c->retry_timer.t, loop, retry_timer_cb, c);
     vl__timer_init(&c->cmd_timer.t, loop, cmd_timer_cb, c);
@@ -1289,6 +1321,7 @@ void vl_redis_free(vl_redis *c)
     vl__timer_stop(&c->retry_timer.t);
     vl__timer_stop(&c->cmd_timer.t);
     vl__io_stop(&c->io);
+    vl__defer_cancel(c->loop, &c->flush);
     while ((e = c->spare) != NULL) {
         c->spare = e->next;
         vl__free(e);
