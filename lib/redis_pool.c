@@ -1,9 +1,12 @@
 /* lib/redis_pool.c - a pool of Redis connections to one endpoint.
  *
- * Routing. A command goes to the ready, unleased connection with the fewest
- * commands pending; the scan is over the pool's connections (max_size of
- * them), never over commands. When even that connection is busy the pool
- * opens one more, one at a time, up to max_size. A connection that is down
+ * Routing. Once the pool has all its connections, a command goes to the
+ * less busy of two connections taken in turn (the "power of two choices"):
+ * O(1) per command, and a slow connection, whose pending count grows, is
+ * chosen less. A scan over every connection, picking the one with the fewest
+ * commands pending, is the fallback while the pool grows or when a candidate
+ * is down or leased. When even the best connection is busy the pool opens
+ * one more, one at a time, up to max_size. A connection that is down
  * reconnects by itself (lib/redis.c) and is skipped meanwhile.
  *
  * Counting. Every pool and lease command that reaches a connection counts
@@ -69,6 +72,7 @@ struct vl_redis_pool {
     char *invalid_msg;
     pslot **slots;      /* max_size entries */
     unsigned nslots;
+    unsigned cursor;    /* where the next two routing candidates start */
     pqueue cmds;        /* commands waiting for room */
     pqueue leases;      /* lease requests */
     vl__timer timer;
@@ -299,6 +303,14 @@ static pslot *pick(vl_redis_pool *p)
     size_t rp = 0, cp = 0;
     unsigned i;
 
+    if (p->nslots >= 2 && p->nslots == p->o.max_size) {
+        pslot *a = p->slots[p->cursor % p->nslots];
+        pslot *b = p->slots[(p->cursor + 1) % p->nslots];
+        p->cursor++;
+        if (a->lease == NULL && b->lease == NULL && vl_redis_state(a->c) == VL_REDIS_READY &&
+            vl_redis_state(b->c) == VL_REDIS_READY)
+            return vl_redis_pending(b->c) < vl_redis_pending(a->c) ? b : a;
+    }
     for (i = 0; i < p->nslots; i++) {
         pslot *s = p->slots[i];
         size_t n;
