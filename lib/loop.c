@@ -3,7 +3,8 @@
  * Completion callbacks never run where a future completes. vl__loop_ready()
  * puts the future on the loop's ready list and arms an ev_check watcher (plus
  * an ev_idle one, so the next poll does not block); the check callback runs
- * the callbacks that were ready when it started, in completion order. When
+ * the callbacks that were ready when it started, in completion order, then
+ * (for a few rounds) those they completed. When
  * the completion came from one of volley's own I/O or timer callbacks, the
  * list runs as that callback returns to libev instead (see leave_watcher). A
  * callback that completes more futures queues them for the next iteration, so
@@ -67,8 +68,7 @@ static void leave(vl_loop *loop)
  * the futures it completed run now, in the same loop iteration: the library
  * code that completed them (hiredis, Connector/C) has returned, so this is a
  * safe point, and waiting for the check phase would cost one more poll per
- * batch of replies. Futures completed by these callbacks wait for the next
- * turn as usual. */
+ * batch of replies. */
 static void leave_watcher(vl_loop *loop)
 {
     if (loop->cb_depth == 1 && loop->ready_head != NULL && !loop->free_requested)
@@ -227,16 +227,28 @@ void vl__loop_ready(vl_loop *loop, vl_future *f)
     }
 }
 
+/* Rounds of the ready list per dispatch. A round takes the whole list;
+ * what its callbacks complete runs in the next round. Internal hand-offs (a
+ * pool forwarding a connection's result, a gather counting a child) take a
+ * round each, so a few rounds keep them out of an extra poll, while the
+ * bound stops a callback that keeps completing futures from starving I/O. */
+#define VL_DISPATCH_ROUNDS 4
+
 void vl__loop_dispatch(vl_loop *loop)
 {
-    vl_future *f = loop->ready_head;
+    int round;
 
-    /* Take the whole list: what callbacks queue now waits for the next turn. */
-    loop->ready_head = loop->ready_tail = NULL;
-    while (f != NULL) {
-        vl_future *next = *vl__future_next_ptr(f);
-        vl__future_dispatch_one(f);
-        f = next;
+    for (round = 0; round < VL_DISPATCH_ROUNDS && loop->ready_head != NULL; round++) {
+        vl_future *f = loop->ready_head;
+
+        loop->ready_head = loop->ready_tail = NULL;
+        while (f != NULL) {
+            vl_future *next = *vl__future_next_ptr(f);
+            vl__future_dispatch_one(f);
+            f = next;
+        }
+        if (loop->free_requested)
+            break;
     }
     if (loop->ready_head == NULL && ev_is_active(&loop->check)) {
         ev_check_stop(loop->ev, &loop->check);
