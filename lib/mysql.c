@@ -2143,14 +2143,14 @@ int vl__mysql_fail_status(const vl_mysql *c)
     return c->fail_status;
 }
 
-int vl__mysql_probe_idle(vl_mysql *c)
+int vl__mysql_probe_idle(vl_mysql *c, int poll_socket)
 {
     struct pollfd pfd;
     vl__mysql_hook hook;
 
     if (c->state != ST_OPEN)
         return 0;
-    if (c->cur != NULL || c->qhead != NULL)
+    if (c->cur != NULL || c->qhead != NULL || !poll_socket)
         return 1; /* restoring its session after a reset: in use, not idle */
     pfd.fd = sock_of(c);
     pfd.events = POLLIN;

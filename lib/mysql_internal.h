@@ -77,7 +77,7 @@ vl_future *vl__mysql_reset(vl_mysql *c);
 /* Checks an idle connection without blocking (poll with no timeout) just
  * before it is handed out: 1 when usable, 0 when the server hung up (the
  * connection is then closed, without calling the hook) or is not open. */
-int vl__mysql_probe_idle(vl_mysql *c);
+int vl__mysql_probe_idle(vl_mysql *c, int poll_socket);
 
 /* Checks a URL and options as vl_mysql_new would, without connecting:
  * VL_OK, VL_ENOMEM, or the failure (VL_EINVAL, VL_EUNSUPPORTED) with its

@@ -9,7 +9,10 @@
  *    so the others age out by idle_timeout_ms. lib/mysql.c watches idle
  *    sockets for read readiness, and the hook below evicts a connection
  *    whose server hung up; a zero-timeout poll just before hand-out catches a
- *    hang-up the loop has not seen yet.
+ *    hang-up the loop has not seen yet. Like HikariCP's alive-bypass window,
+ *    a connection used within the last PROBE_AFTER_MS skips that poll: it
+ *    would cost a system call per statement on a busy pool, and a hang-up
+ *    that recent is reported by the statement itself (nothing is retried).
  *  - A connection comes back only if clean (see volley/mysql.h); a dirty one
  *    is reset first, a broken one closed.
  *  - A failed connect puts the pool in backoff: while failing, at most one
@@ -34,6 +37,7 @@ enum { RQ_QUERY, RQ_EXEC, RQ_BEGIN, RQ_END };
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 2000
 #define TICK_MS 1000
+#define PROBE_AFTER_MS 500
 
 typedef struct pconn pconn;
 typedef struct request request;
@@ -532,6 +536,14 @@ static void request_timeout(vl__timer *t, void *ud)
     request_free(r);
 }
 
+/* 1 when an idle connection may be handed out (see the header comment). */
+static int pc_usable(vl_mysql_pool *p, pconn *pc)
+{
+    int stale = vl_loop_now_ms(p->loop) - pc->idle_since_ms >= PROBE_AFTER_MS;
+
+    return vl__mysql_probe_idle(pc->c, stale);
+}
+
 /* Hands free connections to waiters, oldest first; opens more if needed. */
 static void dispatch(vl_mysql_pool *p)
 {
@@ -540,7 +552,7 @@ static void dispatch(vl_mysql_pool *p)
         pconn *pc = p->idle.head;
         list_remove(&p->idle, pc);
         pc->state = PC_BUSY;
-        if (!vl__mysql_probe_idle(pc->c)) {
+        if (!pc_usable(p, pc)) {
             /* Hung up while idle: replace it. */
             pc->state = PC_IDLE;
             list_push(&p->idle, pc);
@@ -567,7 +579,7 @@ static void request_submit(vl_mysql_pool *p, request *r)
     while (p->idle.head != NULL) {
         pconn *pc = p->idle.head;
         list_remove(&p->idle, pc);
-        if (vl__mysql_probe_idle(pc->c)) {
+        if (pc_usable(p, pc)) {
             request_run(r, pc);
             return;
         }
