@@ -213,7 +213,7 @@ void bench_proxy_stop(int pid);
 /* Runs redis-benchmark / mariadb-slap and returns ops/s (0 on failure). */
 double bench_ref_redis_benchmark(int port, int clients, int pipeline, uint64_t requests,
                                  size_t data_size);
-double bench_ref_mariadb_slap(const bench_env *e, int concurrency, uint64_t queries);
+double bench_ref_mariadb_slap(const bench_env *e, int concurrency, uint64_t queries, int point);
 
 /* ---- Output (output.c) ---- */
 

@@ -31,6 +31,8 @@ static const char *const bench_usage =
     "\n"
     "Scenarios (-t, comma separated; default: all but soak, small scale sweep):\n"
     "  redis-get, redis-set, redis-hash (HSET + HGETALL)       kind cpu\n"
+    "  redis-get-c50, redis-get-p16: GET on 50 connections, 1 or 16 in\n"
+    "                flight each, beside redis-benchmark -c 50 [-P 16]\n"
     "  mysql-select1, mysql-point (primary key), mysql-insert  kind cpu\n"
     "  mysql-sleep   SELECT SLEEP(s) over many connections     kind latency\n"
     "  redis-delay   GET over K hosts behind a delaying proxy  kind latency\n"
@@ -247,15 +249,24 @@ static void bench_plan_scale(bench_plan *p, const char *name, int hosts, int con
 static void bench_build_plan(bench_plan *p)
 {
     int hosts = O.hosts > 0 ? O.hosts : E.nredis;
-    if (bench_has_test("redis-get")) {
+    if (bench_has_test("redis-get"))
         bench_plan_scenario(p, "redis-get", BENCH_KIND_CPU, BENCH_REDIS, BENCH_OP_GET, 1, 4, 4, 64,
                             bench_count(100000), 0);
-        if (O.ref) {
-            bench_plan_ref(p, "redis-get", BENCH_REDIS, "redis-benchmark -c 50", 50, 1,
-                           bench_count(100000));
-            bench_plan_ref(p, "redis-get", BENCH_REDIS, "redis-benchmark -c 50 -P 16", 50, 16,
+    /* The same load as redis-benchmark: 50 connections with one request in
+     * flight on each, then 16 on each (its -P 16), side by side with it. */
+    if (bench_has_test("redis-get-c50")) {
+        bench_plan_scenario(p, "redis-get-c50", BENCH_KIND_CPU, BENCH_REDIS, BENCH_OP_GET, 1, 8,
+                            50, 50, bench_count(200000), 0);
+        if (O.ref)
+            bench_plan_ref(p, "redis-get-c50", BENCH_REDIS, "redis-benchmark -c 50", 50, 1,
+                           bench_count(200000));
+    }
+    if (bench_has_test("redis-get-p16")) {
+        bench_plan_scenario(p, "redis-get-p16", BENCH_KIND_CPU, BENCH_REDIS, BENCH_OP_GET, 1, 8,
+                            50, 800, bench_count(500000), 0);
+        if (O.ref)
+            bench_plan_ref(p, "redis-get-p16", BENCH_REDIS, "redis-benchmark -c 50 -P 16", 50, 16,
                            bench_count(1000000));
-        }
     }
     if (bench_has_test("redis-set"))
         bench_plan_scenario(p, "redis-set", BENCH_KIND_CPU, BENCH_REDIS, BENCH_OP_SET, 1, 4, 4, 64,
@@ -270,9 +281,13 @@ static void bench_build_plan(bench_plan *p)
             bench_plan_ref(p, "mysql-select1", BENCH_MYSQL, "mariadb-slap -c 8", 8, 1,
                            bench_count(50000));
     }
-    if (bench_has_test("mysql-point"))
+    if (bench_has_test("mysql-point")) {
         bench_plan_scenario(p, "mysql-point", BENCH_KIND_CPU, BENCH_MYSQL, BENCH_OP_POINT, 1, 8, 8,
                             8, bench_count(50000), 0);
+        if (O.ref)
+            bench_plan_ref(p, "mysql-point", BENCH_MYSQL, "mariadb-slap -c 8", 8, 1,
+                           bench_count(50000));
+    }
     if (bench_has_test("mysql-insert"))
         bench_plan_scenario(p, "mysql-insert", BENCH_KIND_CPU, BENCH_MYSQL, BENCH_OP_INSERT, 1, 8,
                             8, 8, bench_count(10000), 0);
@@ -347,7 +362,8 @@ static int bench_execute_here(bench_result *res)
             ops = bench_ref_redis_benchmark(E.redis_ports[0], c->conns, c->window / c->conns,
                                             c->requests, E.data_size);
         else
-            ops = bench_ref_mariadb_slap(&E, c->conns, c->requests);
+            ops = bench_ref_mariadb_slap(&E, c->conns, c->requests,
+                                         c->op == BENCH_OP_POINT);
         res->seconds = (double)(bench_now_us() - t0) / 1e6;
         res->ops_per_sec = ops;
         if (ops <= 0)
@@ -516,7 +532,8 @@ static int bench_parse_modes(const char *s)
 
 static int bench_check_tests(void)
 {
-    static const char *const known[] = {"redis-get", "redis-set", "redis-hash", "mysql-select1",
+    static const char *const known[] = {"redis-get", "redis-get-c50", "redis-get-p16",
+                                        "redis-set", "redis-hash", "mysql-select1",
                                         "mysql-point", "mysql-insert", "mysql-sleep",
                                         "redis-delay", "scale", "soak"};
     char buf[sizeof O.tests];
@@ -552,7 +569,8 @@ static long long bench_num(const char *s, const char *flag)
 static void bench_parse(int argc, char **argv)
 {
     int ch;
-    snprintf(O.tests, sizeof O.tests, "redis-get,redis-set,redis-hash,mysql-select1,"
+    snprintf(O.tests, sizeof O.tests, "redis-get,redis-get-c50,redis-get-p16,redis-set,"
+                                      "redis-hash,mysql-select1,"
                                       "mysql-point,mysql-insert,mysql-sleep,redis-delay,scale");
     bench_parse_modes("sync,threads,async,raw");
     O.requests = O.conns = O.window = O.threads = O.hosts = -1;

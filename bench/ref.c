@@ -83,9 +83,9 @@ double bench_ref_redis_benchmark(int port, int clients, int pipeline, uint64_t r
     return row ? strtod(row + 7, NULL) : 0;
 }
 
-double bench_ref_mariadb_slap(const bench_env *e, int concurrency, uint64_t queries)
+double bench_ref_mariadb_slap(const bench_env *e, int concurrency, uint64_t queries, int point)
 {
-    char conc[48], nq[64], port[32], sock[300], user[128], out[8192];
+    char conc[48], nq[64], port[32], sock[300], user[128], out[8192], query[300];
     char *argv[16];
     int a = 0;
     /* mariadb-slap needs a schema to log in to and may drop it afterwards,
@@ -115,7 +115,14 @@ double bench_ref_mariadb_slap(const bench_env *e, int concurrency, uint64_t quer
     argv[a++] = "--create-schema=volley_bench_slap";
     argv[a++] = "--iterations=1";
     argv[a++] = nq;
-    argv[a++] = "--query=SELECT 1";
+    /* The point select reads one row of the bench table by primary key,
+     * like the other modes (mariadb-slap repeats one text, so one id). */
+    if (point)
+        snprintf(query, sizeof query, "--query=SELECT id, v FROM %s.bench_kv WHERE id = 4242",
+                 e->mysql_db);
+    else
+        snprintf(query, sizeof query, "--query=SELECT 1");
+    argv[a++] = query;
     argv[a] = NULL;
     /* It exits with 0 even when its clients could not connect. */
     if (bench_capture(argv, e->mysql_password, out, sizeof out) != 0 || strstr(out, "Error")) {
