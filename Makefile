@@ -38,7 +38,7 @@ TEST_COMMON := $(wildcard tests/common/*.c)
 TOOL_SRC := $(wildcard tools/*.c)
 BENCH_SRC := $(wildcard bench/*.c)
 
-.PHONY: all lib test asan bench install uninstall clean deps check-servers format
+.PHONY: all lib test asan bench install uninstall clean deps format tests-build tools-build bench-build
 
 all: lib $(BUILD)/volley.pc tools-build bench-build
 
@@ -95,7 +95,8 @@ asan: deps
 	$(MAKE) BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
 	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" all tests-build
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
-	    tests/run.sh $(patsubst $(BUILD)/%,build-asan/%,$(TEST_BIN))
+	    VOLLEY_BIN=$(CURDIR)/build-asan/tools/volley \
+	    tests/run.sh $(patsubst $(BUILD)/%,build-asan/%,$(TEST_BIN)) tests/test_cli.sh
 
 bench: deps
 	$(MAKE) all
