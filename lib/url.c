@@ -255,7 +255,13 @@ fail:
     return rc;
 }
 
-/* ---- resolution off the loop ---- */
+/* ---- resolution off the loop ----
+ *
+ * resolve_work runs on a worker thread, so it uses the C library's malloc
+ * and free, never volley's allocator: a caller's allocator need not be
+ * thread-safe (the one in the tests is not). The loop side copies the answer
+ * into volley's allocator before anyone else sees it.
+ */
 
 static void *resolve_work(void *ud)
 {
