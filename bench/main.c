@@ -216,8 +216,8 @@ static void bench_plan_scenario(bench_plan *p, const char *name, int kind, int b
     p->group++;
 }
 
-static void bench_plan_ref(bench_plan *p, const char *name, int backend, const char *label,
-                           int clients, int pipeline, uint64_t n)
+static bench_result *bench_plan_ref(bench_plan *p, const char *name, int backend,
+                                    const char *label, int clients, int pipeline, uint64_t n)
 {
     bench_result *r = bench_add(p, name, BENCH_KIND_CPU, backend, 0, BENCH_REF);
     snprintf(r->c.label, sizeof r->c.label, "%s", label);
@@ -225,6 +225,7 @@ static void bench_plan_ref(bench_plan *p, const char *name, int backend, const c
     r->c.window = clients * pipeline;
     r->c.requests = n;
     r->c.group = p->group - 1;
+    return r;
 }
 
 /* One point of the scale sweep, in async and raw (the raw run shows how
@@ -284,9 +285,12 @@ static void bench_build_plan(bench_plan *p)
     if (bench_has_test("mysql-point")) {
         bench_plan_scenario(p, "mysql-point", BENCH_KIND_CPU, BENCH_MYSQL, BENCH_OP_POINT, 1, 8, 8,
                             8, bench_count(50000), 0);
-        if (O.ref)
-            bench_plan_ref(p, "mysql-point", BENCH_MYSQL, "mariadb-slap -c 8", 8, 1,
-                           bench_count(50000));
+        /* The op tells bench_ref_mariadb_slap to run the point select. */
+        if (O.ref) {
+            bench_result *r = bench_plan_ref(p, "mysql-point", BENCH_MYSQL, "mariadb-slap -c 8",
+                                             8, 1, bench_count(50000));
+            r->c.op = BENCH_OP_POINT;
+        }
     }
     if (bench_has_test("mysql-insert"))
         bench_plan_scenario(p, "mysql-insert", BENCH_KIND_CPU, BENCH_MYSQL, BENCH_OP_INSERT, 1, 8,
