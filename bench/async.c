@@ -9,7 +9,9 @@
  * request i on connection i % connections. MySQL: one vl_mysql_pool of
  * `connections`; requests past the pool size wait in the pool's FIFO queue,
  * their latency counting from the call. With --no-pool, plain vl_mysql
- * connections, each given a statement only when idle.
+ * connections, each given a statement only when idle. Point selects and
+ * inserts bind their values (vl_mysql_pool_execute / vl_mysql_execute);
+ * SELECT 1 and SLEEP are text queries.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -253,13 +255,19 @@ static void bench_async_mysql_cb(vl_future *f, void *ud)
         x->r->errors++;
     } else {
         const vl_mysql_result *res = vl_future_mysql_result(f);
-        size_t rows = res && vl_mysql_result_has_rows(res) ? vl_mysql_result_rows(res) : 0;
-        size_t cols = res ? vl_mysql_result_columns(res) : 0;
-        const char *cells[4] = {NULL, NULL, NULL, NULL};
-        for (size_t k = 0; rows > 0 && k < cols && k < 4; k++)
-            cells[k] = vl_mysql_result_value(res, 0, k, NULL);
-        if (bench_mysql_check(x->e, x->c->op, s->i, rows, cols, cells,
-                              res ? vl_mysql_result_affected_rows(res) : 0, "async") != 0)
+        bench_mreply rep;
+        memset(&rep, 0, sizeof rep);
+        if (res && vl_mysql_result_has_rows(res)) {
+            rep.rows = vl_mysql_result_rows(res);
+            rep.cols = vl_mysql_result_columns(res);
+        }
+        if (res)
+            rep.affected = vl_mysql_result_affected_rows(res);
+        if (rep.rows > 0 && rep.cols > 0)
+            rep.has_c0 = vl_mysql_result_int64(res, 0, 0, &rep.c0) == VL_OK;
+        if (rep.rows > 0 && rep.cols > 1)
+            rep.c1 = vl_mysql_result_value(res, 0, 1, &rep.c1_len);
+        if (bench_mysql_check(x->e, x->c->op, s->i, &rep, "async") != 0)
             x->r->errors++;
     }
     if (x->mc)
@@ -275,9 +283,21 @@ static void bench_async_mysql_cb(vl_future *f, void *ud)
 
 static void bench_async_mysql_send(bench_async *x, bench_slot *s)
 {
-    char sql[256];
-    bench_mysql_sql(x->e, x->c->op, s->i, sql);
-    vl_future *f = x->mp ? vl_mysql_pool_query(x->mp, sql) : vl_mysql_query(x->mc[s->conn], sql);
+    bench_mreq q;
+    vl_mysql_param ps[2];
+    vl_future *f;
+    bench_mysql_req(x->e, x->c->op, s->i, &q);
+    if (q.nparams > 0) {
+        /* Bound values over the binary protocol; volley prepares the
+         * statement once per connection and reuses it from its cache. */
+        ps[0] = vl_mysql_p_int64(q.id);
+        ps[1] = vl_mysql_p_str(q.v);
+        size_t n = (size_t)q.nparams;
+        f = x->mp ? vl_mysql_pool_execute(x->mp, q.sql, ps, n)
+                  : vl_mysql_execute(x->mc[s->conn], q.sql, ps, n);
+    } else {
+        f = x->mp ? vl_mysql_pool_query(x->mp, q.sql) : vl_mysql_query(x->mc[s->conn], q.sql);
+    }
     if (f == NULL || vl_future_then(f, bench_async_mysql_cb, s) != VL_OK) {
         fprintf(stderr, "volley-bench: async: out of memory\n");
         abort();

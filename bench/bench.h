@@ -31,8 +31,8 @@ enum bench_op {
     BENCH_OP_HASH,    /* even i: HSET key f0 v0 (same value, expect 0);
                        * odd i: HGETALL key, expect every field and value */
     BENCH_OP_SELECT1, /* SELECT 1, expect one row "1" */
-    BENCH_OP_POINT,   /* SELECT id, v FROM bench_kv WHERE id = N */
-    BENCH_OP_INSERT,  /* INSERT INTO bench_ins (k, v) VALUES (i, '...') */
+    BENCH_OP_POINT,   /* SELECT id, v FROM bench_kv WHERE id = ?, id bound */
+    BENCH_OP_INSERT,  /* INSERT INTO bench_ins (k, v) VALUES (?, ?), both bound */
     BENCH_OP_SLEEP    /* SELECT SLEEP(s), expect one row "0" */
 };
 
@@ -49,6 +49,7 @@ typedef struct bench_env {
     size_t rows;      /* rows of bench_kv */
     size_t data_size; /* bytes per Redis value */
     unsigned sleep_ms; /* SELECT SLEEP */
+    char sleep_sql[48]; /* its text, made once from sleep_ms (bench_env_sleep) */
     unsigned delay_ms; /* added round trip through the delaying proxy */
     int proxy_ports[BENCH_MAX_HOSTS]; /* 0 when no proxy runs */
     int verbose;
@@ -164,13 +165,45 @@ void bench_rreply_hiredis(const struct redisReply *r, bench_rreply *out);
 int bench_redis_check(const bench_env *e, int op, uint64_t i, const bench_rreply *r,
                       const char *mode);
 
-/* The SQL of request i into buf (256 bytes). Returns its length. */
-size_t bench_mysql_sql(const bench_env *e, int op, uint64_t i, char *buf);
+/* A MySQL request: the SQL text and, for the point select and the insert,
+ * the values to bind to its '?' markers. Values are never pasted into SQL:
+ * every mode sends them bound, over the binary protocol (prepared
+ * statements). SELECT 1 and SLEEP carry no value and stay text queries. */
+#define BENCH_SQL_POINT "SELECT id, v FROM bench_kv WHERE id = ?"
+#define BENCH_SQL_INSERT "INSERT INTO bench_ins (k, v) VALUES (?, ?)"
+typedef struct bench_mreq {
+    const char *sql; /* static, or e->sleep_sql */
+    int nparams;     /* 0 (text query), 1 (id) or 2 (k, v) */
+    int64_t id;      /* point: the id; insert: k */
+    char v[24];      /* insert: v, NUL-terminated */
+    size_t v_len;
+} bench_mreq;
 
-/* Checks a MySQL result: `cells` holds row 0 (NULL cells as NULL). Returns
- * 0, or -1 after printing why. */
-int bench_mysql_check(const bench_env *e, int op, uint64_t i, size_t nrows, size_t ncols,
-                      const char *const *cells, uint64_t affected, const char *mode);
+/* Fills q for request i. */
+void bench_mysql_req(const bench_env *e, int op, uint64_t i, bench_mreq *q);
+
+/* Whether op goes through a prepared statement. */
+int bench_mysql_prepared(int op);
+
+/* A MySQL reply in a form every mode converts to: the shape, column 0 of
+ * row 0 as an integer and column 1 of row 0 as bytes (each only when
+ * present and not NULL), and the affected rows. Borrowed pointers. */
+typedef struct bench_mreply {
+    size_t rows, cols;
+    int has_c0;
+    int64_t c0;
+    const char *c1; /* NULL when absent */
+    size_t c1_len;
+    uint64_t affected;
+} bench_mreply;
+
+/* The integer in the decimal text s[0..len), for text results. Returns 0,
+ * or -1 when s is not one. */
+int bench_mysql_int(const char *s, size_t len, int64_t *out);
+
+/* Checks the reply of request i. Returns 0, or -1 after printing why. */
+int bench_mysql_check(const bench_env *e, int op, uint64_t i, const bench_mreply *r,
+                      const char *mode);
 
 /* Reports a transport or server failure (rate-limited). */
 void bench_fail(const char *mode, uint64_t i, const char *what, const char *msg);
@@ -197,6 +230,9 @@ int bench_raw_run(const bench_env *e, const bench_case *c, bench_run *r);
 /* Blocking MySQL connection helper shared by setup, sync and threads. */
 struct st_mysql;
 struct st_mysql *bench_mysql_connect(const bench_env *e, int nonblock);
+
+/* Writes e->sleep_sql from e->sleep_ms. */
+void bench_env_sleep(bench_env *e);
 
 /* ---- The delaying proxy (proxy.c) ---- */
 

@@ -7,7 +7,16 @@
  * i % connections for Redis (pipelined), and to the next idle connection
  * for MySQL (one statement at a time per connection, the rest wait in a
  * FIFO queue, as they do in a volley pool).
+ *
+ * MySQL point selects and inserts use Connector/C's non-blocking prepared
+ * statements: each connection prepares its statement once before the
+ * clock starts, then each request binds its values and runs
+ * mysql_stmt_execute_start/_cont and mysql_stmt_store_result_start/_cont
+ * on the loop; the fetch reads the stored rows without I/O. SELECT 1 and
+ * SLEEP stay text queries (mysql_real_query_start/_cont).
  */
+#include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,6 +27,7 @@
 #include <mysql.h>
 
 #include "bench.h"
+#include "mysqlc.h"
 
 typedef struct bench_raw {
     struct ev_loop *loop;
@@ -182,7 +192,8 @@ out:
 
 /* ---- MySQL ---- */
 
-enum { BENCH_RAW_IDLE, BENCH_RAW_QUERY, BENCH_RAW_STORE };
+/* Text: QUERY then STORE. Prepared: EXEC then (with columns) SSTORE. */
+enum { BENCH_RAW_IDLE, BENCH_RAW_QUERY, BENCH_RAW_STORE, BENCH_RAW_EXEC, BENCH_RAW_SSTORE };
 
 struct bench_raw_mysql;
 
@@ -193,7 +204,7 @@ typedef struct bench_raw_conn {
     int phase;
     uint64_t i, t0;
     struct bench_raw_mysql *rm;
-    char sql[256];
+    bench_stmt stmt; /* stmt.q is the request; stmt.st NULL for text */
 } bench_raw_conn;
 
 typedef struct bench_raw_mysql {
@@ -265,9 +276,9 @@ static void bench_raw_mysql_finish(bench_raw_conn *k)
         bench_raw_mysql_dispatch(rm);
 }
 
-static void bench_raw_conn_fail(bench_raw_conn *k)
+static void bench_raw_conn_fail(bench_raw_conn *k, const char *msg)
 {
-    bench_fail("raw", k->i, "mysql", mysql_error(k->m));
+    bench_fail("raw", k->i, "mysql", msg);
     k->rm->x.r->errors++;
     bench_raw_mysql_finish(k);
 }
@@ -275,19 +286,30 @@ static void bench_raw_conn_fail(bench_raw_conn *k)
 static void bench_raw_conn_stored(bench_raw_conn *k, MYSQL_RES *res)
 {
     bench_raw *x = &k->rm->x;
+    bench_mreply rep;
     if (res == NULL && mysql_field_count(k->m) != 0) {
-        bench_raw_conn_fail(k);
+        bench_raw_conn_fail(k, mysql_error(k->m));
         return;
     }
-    MYSQL_ROW row = res ? mysql_fetch_row(res) : NULL;
-    const char *none[1] = {NULL};
-    if (bench_mysql_check(x->e, x->c->op, k->i, res ? (size_t)mysql_num_rows(res) : 0,
-                          res ? mysql_num_fields(res) : 0,
-                          row ? (const char *const *)row : none,
-                          (uint64_t)mysql_affected_rows(k->m), "raw") != 0)
+    bench_text_reply(k->m, res, &rep);
+    if (bench_mysql_check(x->e, x->c->op, k->i, &rep, "raw") != 0)
         x->r->errors++;
     if (res)
         mysql_free_result(res);
+    bench_raw_mysql_finish(k);
+}
+
+/* The prepared statement ran and its rows (if any) are stored. */
+static void bench_raw_conn_executed(bench_raw_conn *k)
+{
+    bench_raw *x = &k->rm->x;
+    bench_mreply rep;
+    if (bench_stmt_read(&k->stmt, &rep) != 0) {
+        bench_raw_conn_fail(k, mysql_stmt_error(k->stmt.st));
+        return;
+    }
+    if (bench_mysql_check(x->e, x->c->op, k->i, &rep, "raw") != 0)
+        x->r->errors++;
     bench_raw_mysql_finish(k);
 }
 
@@ -297,15 +319,49 @@ static void bench_raw_conn_step(bench_raw_conn *k, int status)
 {
     int err = 0;
     MYSQL_RES *res = NULL;
-    if (k->phase == BENCH_RAW_QUERY) {
-        status = status ? mysql_real_query_cont(&err, k->m, status)
-                        : mysql_real_query_start(&err, k->m, k->sql, (unsigned long)strlen(k->sql));
+    MYSQL_STMT *st = k->stmt.st;
+    if (k->phase == BENCH_RAW_EXEC) {
+        status = status ? mysql_stmt_execute_cont(&err, st, status)
+                        : mysql_stmt_execute_start(&err, st);
         if (status) {
             bench_raw_conn_wait(k, status);
             return;
         }
         if (err) {
-            bench_raw_conn_fail(k);
+            bench_raw_conn_fail(k, mysql_stmt_error(st));
+            return;
+        }
+        if (mysql_stmt_field_count(st) == 0) {
+            bench_raw_conn_executed(k);
+            return;
+        }
+        k->phase = BENCH_RAW_SSTORE;
+        status = 0;
+    }
+    if (k->phase == BENCH_RAW_SSTORE) {
+        status = status ? mysql_stmt_store_result_cont(&err, st, status)
+                        : mysql_stmt_store_result_start(&err, st);
+        if (status) {
+            bench_raw_conn_wait(k, status);
+            return;
+        }
+        if (err) {
+            bench_raw_conn_fail(k, mysql_stmt_error(st));
+            return;
+        }
+        bench_raw_conn_executed(k);
+        return;
+    }
+    if (k->phase == BENCH_RAW_QUERY) {
+        const char *sql = k->stmt.q.sql;
+        status = status ? mysql_real_query_cont(&err, k->m, status)
+                        : mysql_real_query_start(&err, k->m, sql, (unsigned long)strlen(sql));
+        if (status) {
+            bench_raw_conn_wait(k, status);
+            return;
+        }
+        if (err) {
+            bench_raw_conn_fail(k, mysql_error(k->m));
             return;
         }
         k->phase = BENCH_RAW_STORE;
@@ -341,6 +397,43 @@ static void bench_raw_conn_timeout(struct ev_loop *loop, ev_timer *w, int revent
     bench_raw_conn_step(w->data, MYSQL_WAIT_TIMEOUT);
 }
 
+/* Prepares op's statement on k's non-blocking connection with
+ * mysql_stmt_prepare_start/_cont, waiting with poll() between steps: the
+ * setup is not timed, so it may block. Returns 0, or -1 after printing
+ * why. */
+static int bench_raw_prepare(bench_raw_conn *k, int op)
+{
+    const char *sql = op == BENCH_OP_POINT ? BENCH_SQL_POINT : BENCH_SQL_INSERT;
+    int err = 0;
+    if (bench_stmt_init(&k->stmt, k->m) != 0)
+        return -1;
+    int status = mysql_stmt_prepare_start(&err, k->stmt.st, sql, (unsigned long)strlen(sql));
+    while (status) {
+        struct pollfd p = {.fd = mysql_get_socket(k->m), .events = 0, .revents = 0};
+        int ms = status & MYSQL_WAIT_TIMEOUT ? (int)mysql_get_timeout_value_ms(k->m) : -1;
+        if (status & MYSQL_WAIT_READ)
+            p.events |= POLLIN;
+        if (status & MYSQL_WAIT_WRITE)
+            p.events |= POLLOUT;
+        int n = poll(&p, 1, ms);
+        if (n < 0 && errno == EINTR)
+            continue;
+        int got = 0;
+        if (n == 0)
+            got = MYSQL_WAIT_TIMEOUT;
+        if (p.revents & (POLLIN | POLLERR | POLLHUP))
+            got |= MYSQL_WAIT_READ;
+        if (p.revents & POLLOUT)
+            got |= MYSQL_WAIT_WRITE;
+        status = mysql_stmt_prepare_cont(&err, k->stmt.st, got);
+    }
+    if (err) {
+        fprintf(stderr, "volley-bench: raw: prepare %s: %s\n", sql, mysql_stmt_error(k->stmt.st));
+        return -1;
+    }
+    return 0;
+}
+
 static void bench_raw_mysql_dispatch(bench_raw_mysql *rm)
 {
     while (rm->nidle > 0 && rm->qlen > 0) {
@@ -349,8 +442,15 @@ static void bench_raw_mysql_dispatch(bench_raw_mysql *rm)
         k->t0 = rm->qt[rm->qhead];
         rm->qhead = (rm->qhead + 1) % rm->qcap;
         rm->qlen--;
-        bench_mysql_sql(rm->x.e, rm->x.c->op, k->i, k->sql);
-        k->phase = BENCH_RAW_QUERY;
+        bench_mysql_req(rm->x.e, rm->x.c->op, k->i, &k->stmt.q);
+        if (k->stmt.st == NULL) {
+            k->phase = BENCH_RAW_QUERY;
+        } else if (bench_stmt_bind(&k->stmt) == 0) {
+            k->phase = BENCH_RAW_EXEC;
+        } else {
+            bench_raw_conn_fail(k, mysql_stmt_error(k->stmt.st));
+            continue;
+        }
         bench_raw_conn_step(k, 0);
     }
 }
@@ -380,7 +480,7 @@ static int bench_raw_mysql_run(const bench_env *e, const bench_case *c, bench_ru
         bench_raw_conn *k = &rm.conns[j];
         k->rm = &rm;
         k->m = bench_mysql_connect(e, 1);
-        if (k->m == NULL) {
+        if (k->m == NULL || (bench_mysql_prepared(c->op) && bench_raw_prepare(k, c->op) != 0)) {
             rc = -1;
             goto out;
         }
@@ -406,6 +506,10 @@ out:
         if (rm.conns[j].m) {
             ev_io_stop(x->loop, &rm.conns[j].io);
             ev_timer_stop(x->loop, &rm.conns[j].tm);
+            /* Outside the timed part: the statement's blocking close
+             * (COM_STMT_CLOSE) is fine here. */
+            if (rm.conns[j].stmt.st)
+                mysql_stmt_close(rm.conns[j].stmt.st);
             mysql_close(rm.conns[j].m);
         }
     }

@@ -7,9 +7,9 @@
 #include <string.h>
 
 #include <hiredis.h>
-#include <mysql.h>
 
 #include "bench.h"
+#include "mysqlc.h"
 
 void bench_rreply_hiredis(const redisReply *r, bench_rreply *out)
 {
@@ -40,10 +40,13 @@ int bench_redis_port(const bench_env *e, const bench_case *c, int h)
     return c->via_proxy ? e->proxy_ports[k] : e->redis_ports[k];
 }
 
-/* One client's blocking connections: one per Redis host, or one MySQL. */
+/* One client's blocking connections: one per Redis host, or one MySQL
+ * with the scenario's statement prepared on it once (point select and
+ * insert; SELECT 1 and SLEEP are text queries). */
 typedef struct bench_blocking {
     redisContext *rc[BENCH_MAX_HOSTS];
     MYSQL *m;
+    bench_stmt stmt; /* stmt.st is NULL for a text query */
     int hosts;
     char *store;
 } bench_blocking;
@@ -53,6 +56,7 @@ static void bench_blocking_close(bench_blocking *b)
     for (int h = 0; h < b->hosts; h++)
         if (b->rc[h])
             redisFree(b->rc[h]);
+    bench_stmt_close(&b->stmt);
     if (b->m)
         mysql_close(b->m);
     free(b->store);
@@ -64,7 +68,13 @@ static int bench_blocking_open(const bench_env *e, const bench_case *c, bench_bl
     memset(b, 0, sizeof *b);
     if (c->backend == BENCH_MYSQL) {
         b->m = bench_mysql_connect(e, 0);
-        return b->m ? 0 : -1;
+        if (b->m == NULL)
+            return -1;
+        if (bench_mysql_prepared(c->op) && bench_stmt_open(&b->stmt, b->m, c->op) != 0) {
+            bench_blocking_close(b);
+            return -1;
+        }
+        return 0;
     }
     b->hosts = c->hosts;
     b->store = malloc(bench_redis_store_size(e));
@@ -103,9 +113,22 @@ static int bench_blocking_do(const bench_env *e, const bench_case *c, bench_bloc
         freeReplyObject(r);
         return ok;
     }
-    char sql[256];
-    size_t len = bench_mysql_sql(e, c->op, i, sql);
-    if (mysql_real_query(b->m, sql, (unsigned long)len) != 0) {
+    bench_mreply rep;
+    if (b->stmt.st) {
+        /* Binary protocol: the values travel bound, never in the SQL. */
+        MYSQL_STMT *st = b->stmt.st;
+        bench_mysql_req(e, c->op, i, &b->stmt.q);
+        if (bench_stmt_bind(&b->stmt) != 0 || mysql_stmt_execute(st) != 0 ||
+            (mysql_stmt_field_count(st) > 0 && mysql_stmt_store_result(st) != 0) ||
+            bench_stmt_read(&b->stmt, &rep) != 0) {
+            bench_fail(mode, i, "mysql", mysql_stmt_error(st));
+            return -1;
+        }
+        return bench_mysql_check(e, c->op, i, &rep, mode);
+    }
+    bench_mreq q;
+    bench_mysql_req(e, c->op, i, &q);
+    if (mysql_real_query(b->m, q.sql, (unsigned long)strlen(q.sql)) != 0) {
         bench_fail(mode, i, "mysql", mysql_error(b->m));
         return -1;
     }
@@ -114,12 +137,8 @@ static int bench_blocking_do(const bench_env *e, const bench_case *c, bench_bloc
         bench_fail(mode, i, "mysql", mysql_error(b->m));
         return -1;
     }
-    MYSQL_ROW row = res ? mysql_fetch_row(res) : NULL;
-    const char *none[1] = {NULL};
-    int ok = bench_mysql_check(e, c->op, i, res ? (size_t)mysql_num_rows(res) : 0,
-                               res ? mysql_num_fields(res) : 0,
-                               row ? (const char *const *)row : none,
-                               (uint64_t)mysql_affected_rows(b->m), mode);
+    bench_text_reply(b->m, res, &rep);
+    int ok = bench_mysql_check(e, c->op, i, &rep, mode);
     if (res)
         mysql_free_result(res);
     return ok;
