@@ -450,10 +450,73 @@ static int bench_sql(MYSQL *m, const char *sql)
     return 0;
 }
 
+/* Fills bench_kv with rows 1..e->rows, 1000 rows a statement, every value
+ * bound to a marker of a prepared multi-row INSERT. Returns 0 or -1. */
+static int bench_fill_kv(const bench_env *e, MYSQL *m)
+{
+    enum { BATCH = 1000 };
+    static const char head[] = "INSERT INTO bench_kv (id, v) VALUES (?, ?)";
+    char *sql = malloc(sizeof head + BATCH * 8);
+    MYSQL_BIND *b = calloc(2 * BATCH, sizeof *b);
+    int64_t *ids = calloc(BATCH, sizeof *ids);
+    char(*vals)[32] = calloc(BATCH, sizeof *vals);
+    unsigned long *lens = calloc(BATCH, sizeof *lens);
+    MYSQL_STMT *st = NULL;
+    size_t prepared = 0;
+    int rc = -1;
+    if (!sql || !b || !ids || !vals || !lens)
+        goto out;
+    for (size_t id0 = 1; id0 <= e->rows; id0 += BATCH) {
+        size_t cnt = e->rows - id0 + 1 < BATCH ? e->rows - id0 + 1 : BATCH;
+        if (cnt != prepared) {
+            /* The markers of cnt rows; the last batch may be shorter. */
+            size_t len = sizeof head - 1;
+            memcpy(sql, head, len);
+            for (size_t j = 1; j < cnt; j++) {
+                memcpy(sql + len, ", (?, ?)", 8);
+                len += 8;
+            }
+            if (st)
+                mysql_stmt_close(st);
+            st = mysql_stmt_init(m);
+            if (st == NULL || mysql_stmt_prepare(st, sql, (unsigned long)len) != 0) {
+                fprintf(stderr, "volley-bench: setup: prepare the fill: %s\n",
+                        st ? mysql_stmt_error(st) : mysql_error(m));
+                goto out;
+            }
+            prepared = cnt;
+        }
+        memset(b, 0, 2 * cnt * sizeof *b);
+        for (size_t j = 0; j < cnt; j++) {
+            ids[j] = (int64_t)(id0 + j);
+            lens[j] = (unsigned long)bench_row_value((uint64_t)ids[j], vals[j]);
+            b[2 * j].buffer_type = MYSQL_TYPE_LONGLONG;
+            b[2 * j].buffer = &ids[j];
+            b[2 * j + 1].buffer_type = MYSQL_TYPE_STRING;
+            b[2 * j + 1].buffer = vals[j];
+            b[2 * j + 1].buffer_length = lens[j];
+            b[2 * j + 1].length = &lens[j];
+        }
+        if (mysql_stmt_bind_param(st, b) != 0 || mysql_stmt_execute(st) != 0) {
+            fprintf(stderr, "volley-bench: setup: fill bench_kv: %s\n", mysql_stmt_error(st));
+            goto out;
+        }
+    }
+    rc = 0;
+out:
+    if (st)
+        mysql_stmt_close(st);
+    free(sql);
+    free(b);
+    free(ids);
+    free(vals);
+    free(lens);
+    return rc;
+}
+
 int bench_mysql_setup(const bench_env *e)
 {
     MYSQL *m = bench_mysql_connect(e, 0);
-    char sql[256];
     int rc = -1;
     if (m == NULL)
         return -1;
@@ -471,31 +534,13 @@ int bench_mysql_setup(const bench_env *e)
     if (res)
         mysql_free_result(res);
     if (!filled) {
-        if (bench_sql(m, "TRUNCATE TABLE bench_kv") != 0 || bench_sql(m, "BEGIN") != 0)
+        if (bench_sql(m, "TRUNCATE TABLE bench_kv") != 0 || bench_sql(m, "BEGIN") != 0 ||
+            bench_fill_kv(e, m) != 0)
             goto out;
-        size_t cap = 64 + 1000 * 48, len;
-        char *big = malloc(cap);
-        if (big == NULL)
-            goto out;
-        for (size_t id0 = 1; id0 <= e->rows; id0 += 1000) {
-            len = (size_t)snprintf(big, cap, "INSERT INTO bench_kv (id, v) VALUES ");
-            for (size_t id = id0; id < id0 + 1000 && id <= e->rows; id++) {
-                char v[64];
-                bench_row_value(id, v);
-                len += (size_t)snprintf(big + len, cap - len, "%s(%zu,'%s')", id == id0 ? "" : ",",
-                                        id, v);
-            }
-            if (bench_sql(m, big) != 0) {
-                free(big);
-                goto out;
-            }
-        }
-        free(big);
         if (bench_sql(m, "COMMIT") != 0)
             goto out;
     }
-    snprintf(sql, sizeof sql, "ANALYZE TABLE bench_kv");
-    rc = bench_sql(m, sql);
+    rc = bench_sql(m, "ANALYZE TABLE bench_kv");
 out:
     mysql_close(m);
     return rc;
