@@ -6,14 +6,20 @@
  * are completed on the loop thread, in the async callback. The async watcher
  * is started only while jobs are outstanding, so an idle executor does not
  * keep the loop alive.
+ *
+ * Jobs and the executor itself use the C library's malloc, not volley's
+ * allocator: a worker stuck in a long call may outlive the loop and free
+ * them on its own thread, and a caller's allocator need not be thread-safe.
  */
 #include "internal.h"
 
 #include <pthread.h>
+#include <stdlib.h>
 
 typedef struct job job;
 struct job {
     job *next;
+    job *aprev, *anext;  /* the loop's list of undelivered jobs */
     vl_work_fn fn;
     void *ud;
     vl_free_fn free_fn;
@@ -33,13 +39,18 @@ typedef struct executor {
     unsigned idle;                /* workers waiting on cv (guarded by mu) */
     unsigned outstanding;         /* jobs not yet delivered (loop thread) */
     int stopping;                 /* guarded by mu */
+    unsigned refs;                /* workers alive, plus one for the loop (mu) */
+    job *all;                     /* jobs not yet delivered (loop thread) */
     vl__async async;
 } executor;
+
+static void executor_release(executor *ex);
 
 static void *worker(void *arg)
 {
     executor *ex = arg;
     job *j;
+    int last;
 
     pthread_mutex_lock(&ex->mu);
     for (;;) {
@@ -57,21 +68,46 @@ static void *worker(void *arg)
         pthread_mutex_unlock(&ex->mu);
         j->result = j->fn(j->ud);
         pthread_mutex_lock(&ex->mu);
+        if (ex->stopping) {
+            /* The loop is gone: nobody will take the result. */
+            pthread_mutex_unlock(&ex->mu);
+            if (j->result != NULL && j->free_fn != NULL)
+                j->free_fn(j->result);
+            pthread_mutex_lock(&ex->mu);
+            j->next = ex->done; /* its memory goes with the executor */
+            ex->done = j;
+            break;
+        }
         j->next = ex->done;
         ex->done = j;
         vl__async_send(&ex->async);
     }
+    last = --ex->refs == 0;
     pthread_mutex_unlock(&ex->mu);
+    if (last)
+        executor_release(ex);
     return NULL;
 }
 
-static void deliver(job *j)
+static void all_remove(executor *ex, job *j)
 {
+    if (j->aprev != NULL)
+        j->aprev->anext = j->anext;
+    else
+        ex->all = j->anext;
+    if (j->anext != NULL)
+        j->anext->aprev = j->aprev;
+    j->aprev = j->anext = NULL;
+}
+
+static void deliver(executor *ex, job *j)
+{
+    all_remove(ex, j);
     if (j->f != NULL)
         vl__future_complete(j->f, VL_OK, j->result, VL__VAL_USER, j->free_fn, NULL);
     else if (j->result != NULL && j->free_fn != NULL)
         j->free_fn(j->result);
-    vl__free(j);
+    free(j);
 }
 
 static void async_cb(vl__async *a, void *ud)
@@ -92,7 +128,7 @@ static void async_cb(vl__async *a, void *ud)
     }
     while (rev != NULL) {
         job *n = rev->next;
-        deliver(rev);
+        deliver(ex, rev);
         ex->outstanding--;
         rev = n;
     }
@@ -118,16 +154,17 @@ static executor *executor_get(vl_loop *loop)
 
     if (ex != NULL)
         return ex;
-    ex = vl__calloc(1, sizeof(*ex));
+    ex = calloc(1, sizeof(*ex));
     if (ex == NULL)
         return NULL;
-    ex->threads = vl__calloc(threads, sizeof(*ex->threads));
+    ex->threads = calloc(threads, sizeof(*ex->threads));
     if (ex->threads == NULL) {
-        vl__free(ex);
+        free(ex);
         return NULL;
     }
     ex->loop = loop;
     ex->max_threads = threads;
+    ex->refs = 1; /* the loop's */
     pthread_mutex_init(&ex->mu, NULL);
     pthread_cond_init(&ex->cv, NULL);
     vl__async_init(&ex->async, loop, async_cb, ex);
@@ -149,20 +186,24 @@ vl_future *vl_loop_run_in_thread(vl_loop *loop, vl_work_fn fn, void *ud, vl_free
     if (vl__loop_closing(loop))
         return vl__future_failed(loop, VL_ECLOSED, "loop is closing");
     ex = executor_get(loop);
-    j = vl__calloc(1, sizeof(*j));
+    j = calloc(1, sizeof(*j));
     if (ex == NULL || j == NULL) {
-        vl__free(j);
+        free(j);
         return NULL;
     }
     f = vl__future_make(loop, &job_ops, j);
     if (f == NULL) {
-        vl__free(j);
+        free(j);
         return NULL;
     }
     j->fn = fn;
     j->ud = ud;
     j->free_fn = free_fn;
     j->f = f;
+    j->anext = ex->all;
+    if (ex->all != NULL)
+        ex->all->aprev = j;
+    ex->all = j;
     if (ex->outstanding++ == 0)
         vl__async_start(&ex->async);
     pthread_mutex_lock(&ex->mu);
@@ -174,14 +215,25 @@ vl_future *vl_loop_run_in_thread(vl_loop *loop, vl_work_fn fn, void *ud, vl_free
     spawn = ex->idle == 0 && ex->nthreads < ex->max_threads;
     pthread_cond_signal(&ex->cv);
     pthread_mutex_unlock(&ex->mu);
-    if (spawn && pthread_create(&ex->threads[ex->nthreads], NULL, worker, ex) == 0)
-        ex->nthreads++;
+    if (spawn) {
+        pthread_mutex_lock(&ex->mu);
+        ex->refs++;
+        pthread_mutex_unlock(&ex->mu);
+        if (pthread_create(&ex->threads[ex->nthreads], NULL, worker, ex) == 0) {
+            ex->nthreads++;
+        } else {
+            pthread_mutex_lock(&ex->mu);
+            ex->refs--;
+            pthread_mutex_unlock(&ex->mu);
+        }
+    }
     if (ex->nthreads == 0) {
         /* No worker could start: fail this job rather than let it wait forever. */
         pthread_mutex_lock(&ex->mu);
         ex->queue_head = ex->queue_tail = NULL;
         pthread_mutex_unlock(&ex->mu);
-        vl__free(j);
+        all_remove(ex, j);
+        free(j);
         vl__future_set_source(f, NULL, NULL);
         vl__future_fail(f, VL_ENOMEM, "run_in_thread: cannot start a worker thread");
         if (--ex->outstanding == 0)
@@ -190,32 +242,74 @@ vl_future *vl_loop_run_in_thread(vl_loop *loop, vl_work_fn fn, void *ud, vl_free
     return f;
 }
 
-/* Called by vl_loop_free: waits for running jobs, cancels queued ones. */
+/* Frees what the loop side and the workers shared; the last one out calls it. */
+static void executor_release(executor *ex)
+{
+    job *j;
+
+    while ((j = ex->done) != NULL) {
+        ex->done = j->next;
+        free(j);
+    }
+    pthread_mutex_destroy(&ex->mu);
+    pthread_cond_destroy(&ex->cv);
+    free(ex->threads);
+    free(ex);
+}
+
+/* Called by vl_loop_free. It never waits for a running job (a worker may be
+ * stuck in a DNS lookup for seconds): finished results are delivered,
+ * queued jobs cancelled, and workers still busy are detached; the last of
+ * them frees the executor and drops its result. */
 void vl__executor_free(vl_loop *loop, void *arg)
 {
     executor *ex = arg;
     unsigned i;
-    job *j;
+    job *j, *done;
+    int last;
 
     VL__UNUSED(loop);
     pthread_mutex_lock(&ex->mu);
     ex->stopping = 1;
     pthread_cond_broadcast(&ex->cv);
+    done = ex->done;
+    ex->done = NULL;
+    j = ex->queue_head;
+    ex->queue_head = ex->queue_tail = NULL;
     pthread_mutex_unlock(&ex->mu);
-    for (i = 0; i < ex->nthreads; i++)
-        pthread_join(ex->threads[i], NULL);
-    async_cb(&ex->async, ex); /* deliver what finished */
-    while ((j = ex->queue_head) != NULL) {
-        ex->queue_head = j->next;
+    /* Deliver what finished, cancel what never started. */
+    while (done != NULL) {
+        job *n = done->next;
+        deliver(ex, done);
+        done = n;
+    }
+    while (j != NULL) {
+        job *n = j->next;
+        all_remove(ex, j);
         if (j->f != NULL) {
             vl__future_set_source(j->f, NULL, NULL);
             vl__future_fail(j->f, VL_ECANCELED, "loop freed before the job ran");
         }
-        vl__free(j);
+        free(j);
+        j = n;
+    }
+    /* What is left is running on a worker: its future completes now, and
+     * the worker frees its result when it returns. */
+    while ((j = ex->all) != NULL) {
+        all_remove(ex, j);
+        if (j->f != NULL) {
+            vl_future *f = j->f;
+            j->f = NULL;
+            vl__future_set_source(f, NULL, NULL);
+            vl__future_fail(f, VL_ECANCELED, "loop freed while the job ran");
+        }
     }
     vl__async_stop(&ex->async);
-    pthread_mutex_destroy(&ex->mu);
-    pthread_cond_destroy(&ex->cv);
-    vl__free(ex->threads);
-    vl__free(ex);
+    for (i = 0; i < ex->nthreads; i++)
+        pthread_detach(ex->threads[i]);
+    pthread_mutex_lock(&ex->mu);
+    last = --ex->refs == 0;
+    pthread_mutex_unlock(&ex->mu);
+    if (last)
+        executor_release(ex);
 }

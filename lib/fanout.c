@@ -51,6 +51,7 @@ typedef struct fanout {
     size_t *argvlen;
     char *sql;
     vl_fanout_options o;
+    int in_host_cb;      /* on_host is running: a cancel must not free us */
     size_t next;         /* next host to start */
     size_t running;
     size_t remaining;
@@ -173,10 +174,17 @@ static void host_done(vl_future *f, void *ud)
         h->value_free = redis_reply_free;
     }
     fo->remaining--;
-    if (fo->o.on_host != NULL)
+    if (fo->o.on_host != NULL) {
+        fo->in_host_cb = 1;
         fo->o.on_host(fo->r, (size_t)(h - fo->r->h), fo->o.ud);
-    if (fo->f == NULL) /* the on_host callback cancelled or freed the future */
+        fo->in_host_cb = 0;
+    }
+    if (fo->f == NULL) {
+        /* on_host cancelled the fan-out: the last host back frees it. */
+        if (fo->running == 0)
+            fanout_free(fo);
         return;
+    }
     if (fo->remaining == 0) {
         finish(fo);
         if (fo->running == 0)
@@ -243,7 +251,7 @@ static void fanout_cancel(void *source, vl_future *f, int status)
     VL__UNUSED(f);
     VL__UNUSED(status);
     fo->f = NULL;
-    if (fo->running == 0) {
+    if (fo->running == 0 && !fo->in_host_cb) {
         fanout_free(fo);
         return;
     }

@@ -74,6 +74,11 @@ int vl__future_vtype(const vl_future *f)
     return f->vtype;
 }
 
+int vl__future_owned(const vl_future *f)
+{
+    return f->consumed || f->parent != NULL;
+}
+
 vl_loop *vl_future_loop(const vl_future *f)
 {
     return f->loop;
@@ -359,21 +364,44 @@ static void child_done(vl_future *k, void *ud)
     }
 }
 
+/* Frees the inputs a failed combinator owns: each distinct one that is not
+ * consumed elsewhere. The repeat test compares pointers before anything is
+ * read through them, since an earlier copy may be freed already. */
+static void free_inputs(vl_loop *loop, vl_future **fs, size_t n)
+{
+    size_t j, k;
+
+    for (j = 0; j < n; j++) {
+        vl_future *f = fs[j];
+        if (f == NULL)
+            continue;
+        for (k = 0; k < j && fs[k] != f; k++)
+            ;
+        if (k < j || f->consumed || f->parent != NULL || f->loop != loop)
+            continue;
+        vl_future_free(f);
+    }
+}
+
 static vl_future *group_make(vl_loop *loop, vl_future **fs, size_t n, int is_any)
 {
     vl_future *parent;
     group *g;
     size_t i;
 
+    /* Each input is marked consumed as it is checked, so one given twice is
+     * caught as consumed the second time. */
     for (i = 0; i < n; i++) {
         if (fs[i] == NULL || fs[i]->consumed || fs[i]->parent != NULL || fs[i]->loop != loop) {
             size_t j;
-            for (j = 0; j < n; j++)
-                if (fs[j] != NULL && !fs[j]->consumed && fs[j]->parent == NULL)
-                    vl_future_free(fs[j]);
+            for (j = 0; j < i; j++)
+                fs[j]->consumed = 0; /* distinct: a repeat would have stopped earlier */
+            free_inputs(loop, fs, n);
             return vl__future_failed(loop, VL_EINVAL,
-                                     "input %zu is NULL, consumed or on another loop", i);
+                                     "input %zu is NULL, given twice, consumed or on another loop",
+                                     i);
         }
+        fs[i]->consumed = 1;
     }
     parent = vl__future_make(loop, NULL, NULL);
     g = vl__calloc(1, sizeof(*g));
@@ -385,7 +413,8 @@ static vl_future *group_make(vl_loop *loop, vl_future **fs, size_t n, int is_any
         vl__free(g);
         vl__free(parent);
         for (i = 0; i < n; i++)
-            vl_future_free(fs[i]);
+            fs[i]->consumed = 0;
+        free_inputs(loop, fs, n);
         return NULL;
     }
     g->n = g->remaining = n;
@@ -568,9 +597,12 @@ vl_promise *vl_promise_new(vl_loop *loop)
         return NULL;
     }
     p->loop = loop;
-    vl__handle_add(loop, &p->handle, promise_handle_free);
-    if (vl__loop_closing(loop))
+    if (vl__loop_closing(loop)) {
+        /* Nothing can wait on it any more: born abandoned, never registered. */
         promise_handle_free(&p->handle);
+        return p;
+    }
+    vl__handle_add(loop, &p->handle, promise_handle_free);
     return p;
 }
 

@@ -114,6 +114,11 @@ struct vl__handle {
 };
 void vl__handle_add(vl_loop *loop, vl__handle *h, void (*free_fn)(vl__handle *));
 void vl__handle_remove(vl_loop *loop, vl__handle *h);
+/* How an object with a handle releases its memory at the end of its _free:
+ * at once normally, but while the loop is being freed only after every
+ * callback has run (the callbacks may still hold the object; its _free must
+ * then be a no-op). `release` frees the owner of h. */
+void vl__handle_bury(vl_loop *loop, vl__handle *h, void (*release)(vl__handle *h));
 
 /* 1 while the loop is being freed: new operations fail with VL_ECLOSED. */
 int vl__loop_closing(const vl_loop *loop);
@@ -123,7 +128,9 @@ int vl__loop_in_callback(const vl_loop *loop);
 /* ---- futures (lib/future.c) ---- */
 typedef struct vl__source_ops {
     /* Called once when the future gives up on its source (cancel, timeout,
-     * free while pending). `status` is VL_ECANCELED or VL_ETIMEDOUT. */
+     * free while pending). `status` is the future's final status: usually
+     * VL_ECANCELED or VL_ETIMEDOUT, VL_ENOMEM when a deadline could not be
+     * set. */
     void (*cancel)(void *source, vl_future *f, int status);
 } vl__source_ops;
 
@@ -146,6 +153,8 @@ void vl__future_fail(vl_future *f, int status, const char *fmt, ...)
 vl_future *vl__future_failed(vl_loop *loop, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 int vl__future_vtype(const vl_future *f);
+/* 1 when the future was given to vl_future_then or a combinator. */
+int vl__future_owned(const vl_future *f);
 
 /* Run every queued completion callback (called from the loop's check phase). */
 void vl__loop_dispatch(vl_loop *loop);

@@ -20,6 +20,7 @@
 #include <ev.h>
 #include <pthread.h>
 #include <string.h>
+#include <time.h>
 
 _Static_assert(sizeof(ev_timer) <= sizeof(((vl__timer *)0)->w), "ev_timer does not fit");
 _Static_assert(sizeof(ev_io) <= sizeof(((vl__io *)0)->w), "ev_io does not fit");
@@ -35,6 +36,7 @@ struct vl_loop {
     vl_future *ready_head;
     vl_future *ready_tail;
     vl__handle handles;  /* sentinel of the open connections, pools, timers */
+    vl__handle *graveyard; /* freed during vl_loop_free, released at its end */
     int closing;         /* vl_loop_free is tearing down */
     int cb_depth;        /* volley callbacks running right now */
     int run_depth;       /* inside vl_loop_run / vl_loop_run_until */
@@ -197,9 +199,15 @@ unsigned vl_loop_alive(vl_loop *loop)
     return loop->active;
 }
 
+/* libev's ev_now() follows the wall clock, which can step back; deadlines
+ * and idle ages need a clock that cannot. */
 uint64_t vl_loop_now_ms(vl_loop *loop)
 {
-    return (uint64_t)(ev_now(loop->ev) * 1000.0);
+    struct timespec ts;
+
+    VL__UNUSED(loop);
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 int vl__loop_closing(const vl_loop *loop)
@@ -276,7 +284,7 @@ int vl_loop_run(vl_loop *loop)
 
 int vl_loop_run_until(vl_loop *loop, vl_future *f)
 {
-    if (loop == NULL || f == NULL || vl_future_loop(f) != loop)
+    if (loop == NULL || f == NULL || vl_future_loop(f) != loop || vl__future_owned(f))
         return VL_EINVAL;
     if (loop->cb_depth > 0)
         return VL_ESTATE;
@@ -316,6 +324,32 @@ void vl__handle_remove(vl_loop *loop, vl__handle *h)
     h->next = h->prev = NULL;
 }
 
+void vl__handle_bury(vl_loop *loop, vl__handle *h, void (*release)(vl__handle *h))
+{
+    if (!loop->closing) {
+        release(h);
+        return;
+    }
+    h->free_fn = release;
+    h->prev = NULL;
+    h->next = loop->graveyard;
+    loop->graveyard = h;
+}
+
+static void free_open_handles(vl_loop *loop)
+{
+    while (loop->handles.next != &loop->handles) {
+        vl__handle *h = loop->handles.next;
+        vl__handle_remove(loop, h);
+        h->free_fn(h);
+    }
+}
+
+/* Teardown in two phases. First every open object is freed, which completes
+ * its futures with VL_ECANCELED; objects bury their memory (vl__handle_bury)
+ * instead of releasing it, so the callbacks that run next may still pass
+ * them to their _free (a no-op by then) without touching freed memory. Only
+ * when every callback has run is the graveyard released. */
 static void loop_destroy(vl_loop *loop)
 {
     int rounds;
@@ -323,12 +357,7 @@ static void loop_destroy(vl_loop *loop)
     loop->closing = 1;
     loop->free_requested = 0;
     loop->cb_depth++; /* everything below runs as one safe point */
-    /* Free what is still open; each completes its futures with VL_ECANCELED. */
-    while (loop->handles.next != &loop->handles) {
-        vl__handle *h = loop->handles.next;
-        vl__handle_remove(loop, h);
-        h->free_fn(h);
-    }
+    free_open_handles(loop);
     if (loop->executor != NULL)
         vl__executor_free(loop, loop->executor);
     loop->executor = NULL;
@@ -336,11 +365,13 @@ static void loop_destroy(vl_loop *loop)
      * VL_ECLOSED; the bound stops a pathological one from looping forever. */
     for (rounds = 0; loop->ready_head != NULL && rounds < 1000; rounds++) {
         vl__loop_dispatch(loop);
-        while (loop->handles.next != &loop->handles) {
-            vl__handle *h = loop->handles.next;
-            vl__handle_remove(loop, h);
-            h->free_fn(h);
-        }
+        free_open_handles(loop);
+    }
+    while (loop->graveyard != NULL) {
+        vl__handle *h = loop->graveyard;
+        loop->graveyard = h->next;
+        h->next = NULL;
+        h->free_fn(h);
     }
     if (ev_is_active(&loop->check)) {
         ev_check_stop(loop->ev, &loop->check);

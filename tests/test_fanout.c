@@ -145,6 +145,48 @@ static void cancel_with_a_stopped_host(void **state)
     tu_loop_finish(loop);
 }
 
+typedef struct canceller {
+    vl_future *f;
+    int calls;
+} canceller;
+
+static void cancel_on_first_host(const vl_fanout_result *r, size_t i, void *ud)
+{
+    canceller *c = ud;
+
+    (void)r;
+    (void)i;
+    if (c->calls++ == 0)
+        assert_int_equal(vl_future_cancel(c->f), 1);
+}
+
+/* The on_host callback may cancel the fan-out it reports on. */
+static void cancel_from_on_host(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    char u[2][128];
+    const char *urls[2];
+    const char *argv[] = {"PING"};
+    vl_fanout_options o;
+    canceller c = {NULL, 0};
+
+    (void)state;
+    snprintf(u[0], sizeof(u[0]), "redis://127.0.0.1:%s", tu_env_item("VL_TEST_REDIS_PORTS", 0));
+    snprintf(u[1], sizeof(u[1]), "redis://127.0.0.1:%s", tu_env_item("VL_TEST_REDIS_PORTS", 1));
+    urls[0] = u[0];
+    urls[1] = u[1];
+    vl_fanout_options_init(&o);
+    o.concurrency = 1;
+    o.on_host = cancel_on_first_host;
+    o.ud = &c;
+    c.f = vl_fanout_redis(loop, urls, 2, 1, argv, NULL, &o);
+    assert_int_equal(vl_loop_run_until(loop, c.f), VL_ECANCELED);
+    assert_int_equal(c.calls, 1);
+    vl_future_free(c.f);
+    vl_loop_run(loop);
+    tu_loop_finish(loop);
+}
+
 static void mysql_hosts(void **state)
 {
     vl_loop *loop = vl_loop_new();
@@ -219,6 +261,7 @@ int main(void)
         cmocka_unit_test_setup(redis_hosts_with_a_dead_one, setup),
         cmocka_unit_test_setup(default_password_and_bad_url, setup),
         cmocka_unit_test_setup(cancel_with_a_stopped_host, setup),
+        cmocka_unit_test_setup(cancel_from_on_host, setup),
         cmocka_unit_test_setup(mysql_hosts, setup),
         cmocka_unit_test_setup(out_of_memory, setup),
     };

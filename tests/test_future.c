@@ -458,6 +458,89 @@ static void byo_ev_loop(void **state)
     ev_loop_destroy(ev); /* volley never frees the caller's loop */
 }
 
+/* run_until refuses a future it does not own: one given to then. */
+static void run_until_consumed(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_future *f = vl_loop_sleep(loop, 1);
+    rec r = {0};
+
+    (void)state;
+    vl_future_then(f, rec_cb, &r);
+    assert_int_equal(vl_loop_run_until(loop, f), VL_EINVAL);
+    vl_loop_run(loop);
+    assert_int_equal(r.calls, 1);
+    tu_loop_finish(loop);
+}
+
+/* The same future twice in one gather is refused, and freed once. */
+static void duplicate_inputs(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_future *a = vl_loop_sleep(loop, 60000);
+    vl_future *b = vl_loop_sleep(loop, 60000);
+    vl_future *fs[3];
+    vl_future *all;
+
+    (void)state;
+    fs[0] = a;
+    fs[1] = b;
+    fs[2] = a;
+    all = vl_future_all(loop, fs, 3);
+    assert_int_equal(vl_loop_run_until(loop, all), VL_EINVAL);
+    assert_non_null(strstr(vl_future_error(all), "input 2"));
+    vl_future_free(all);
+    tu_loop_finish(loop); /* both sleeps were freed: no watcher left */
+}
+
+static void promise_in_teardown_cb(vl_future *f, void *ud)
+{
+    vl_promise *p = vl_promise_new(vl_future_loop(f));
+
+    (void)ud;
+    assert_non_null(p);
+    assert_true(vl_promise_abandoned(p)); /* the loop is closing */
+    vl_promise_free(p);
+}
+
+/* A promise made and dropped by a callback that the loop's teardown runs. */
+static void promise_during_teardown(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+
+    (void)state;
+    vl_future_then(vl_loop_sleep(loop, 60000), promise_in_teardown_cb, NULL);
+    vl_loop_free(loop);
+    assert_int_equal(tu_alloc_live(), 0);
+}
+
+static void *work_slow(void *ud)
+{
+    (void)ud;
+    usleep(200000);
+    return malloc(16);
+}
+
+/* Freeing the loop while a job runs does not wait for it: its future
+ * completes with VL_ECANCELED and the worker drops the result later. */
+static void loop_free_with_running_job(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    rec r = {0};
+    vl_future *guard;
+
+    (void)state;
+    vl_future_then(vl_loop_run_in_thread(loop, work_slow, NULL, free), rec_cb, &r);
+    guard = vl_loop_sleep(loop, 20); /* let the worker pick the job up */
+    vl_loop_run_until(loop, guard);
+    vl_future_free(guard);
+    vl_loop_free(loop);
+    assert_int_equal(r.calls, 1);
+    assert_int_equal(r.status, VL_ECANCELED);
+    assert_int_equal(tu_alloc_live(), 0);
+    usleep(300000); /* the detached worker finishes and cleans up */
+}
+
 /* Every allocation failure is reported, never a crash or a leak. */
 static void out_of_memory_everywhere(void **state)
 {
@@ -522,6 +605,10 @@ int main(void)
         cmocka_unit_test_setup(run_in_thread_results, setup),
         cmocka_unit_test_setup(byo_ev_loop, setup),
         cmocka_unit_test_setup(out_of_memory_everywhere, setup),
+        cmocka_unit_test_setup(run_until_consumed, setup),
+        cmocka_unit_test_setup(duplicate_inputs, setup),
+        cmocka_unit_test_setup(promise_during_teardown, setup),
+        cmocka_unit_test_setup(loop_free_with_running_job, setup),
     };
 
     return tu_run("future", tests, sizeof(tests) / sizeof(tests[0]));

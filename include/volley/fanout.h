@@ -14,7 +14,7 @@
  * URL"), checked before any host starts, or out of memory.
  *
  * Cancelling the future (or a deadline on it) cancels the hosts still
- * running. The on_host callback may not free the fan-out future itself. 
+ * running; so does freeing it, from anywhere, the on_host callback included.
  */
 #ifndef VOLLEY_FANOUT_H
 #define VOLLEY_FANOUT_H

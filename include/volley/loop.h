@@ -35,15 +35,18 @@ VL_EXPORT vl_loop *vl_loop_wrap(struct ev_loop *ev);
 VL_EXPORT struct ev_loop *vl_loop_ev(vl_loop *loop);
 
 /* Runs the loop until it has nothing left to do: no pending future callback,
- * no open connection or timer. Returns VL_OK. */
+ * no open connection or timer. Returns VL_OK, or VL_ECLOSED when a callback
+ * freed the loop (it is gone when this returns). */
 VL_EXPORT int vl_loop_run(vl_loop *loop);
 
 /* Runs the loop until `f` completes, like asyncio's run_until_complete.
  * `f` stays owned by the caller, who reads its result and then calls
- * vl_future_free(). Returns f's status, or VL_EINVAL when f is NULL, already
- * consumed by vl_future_then, or belongs to another loop. Other futures and
- * connections keep running while it waits; it must not be called from inside
- * a volley callback (returns VL_ESTATE). */
+ * vl_future_free(). Returns f's status; VL_EINVAL when f is NULL, was given
+ * to vl_future_then or a combinator, or belongs to another loop; VL_ESTATE
+ * when nothing is left that could complete f (no watcher, nothing queued:
+ * f stays pending) or when called from inside a volley callback; VL_ECLOSED
+ * when a callback freed the loop. Other futures and connections keep
+ * running while it waits. */
 VL_EXPORT int vl_loop_run_until(vl_loop *loop, vl_future *f);
 
 /* Number of volley's watchers that keep the loop running (timers, sockets,
@@ -51,14 +54,16 @@ VL_EXPORT int vl_loop_run_until(vl_loop *loop, vl_future *f);
  * has nothing left to do on it; every test ends by checking that. */
 VL_EXPORT unsigned vl_loop_alive(vl_loop *loop);
 
-/* Milliseconds of the loop's clock (monotonic, cached per loop iteration). */
+/* Milliseconds of a monotonic clock (never steps back with the wall clock). */
 VL_EXPORT uint64_t vl_loop_now_ms(vl_loop *loop);
 
 /* Frees the loop. Every connection and pool still open on it is freed first,
  * which completes their pending futures with VL_ECANCELED; those callbacks,
  * and any already due, run before this returns. The libev loop is destroyed
  * only if volley made it. Legal from inside a callback: the teardown then
- * happens once the callback returns to the loop. */
+ * happens once the callback returns to the loop. When volley made the libev
+ * loop, run it with vl_loop_run / vl_loop_run_until, not your own ev_run:
+ * a free from a callback needs them to destroy it. */
 VL_EXPORT void vl_loop_free(vl_loop *loop);
 
 #ifdef __cplusplus
