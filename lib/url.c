@@ -150,12 +150,20 @@ int vl__url_parse(const char *s, vl__url *u, char *err, size_t errlen)
         u->scheme[i] = (char)tolower(c);
     }
     p += 3;
-    /* Authority ends at the first '/', '?' (or the end). */
-    auth_end = p + strcspn(p, "/?");
+    /* The userinfo ends at the last '@' before the query: people paste
+     * passwords with '/', ':' or '@' unescaped, and reading such a password
+     * as host, port or path would print it in every message. '?' and '#'
+     * in a password must be percent-encoded. A URL without authority
+     * (unix:///path) has no userinfo. The authority then ends at the first
+     * '/' or '?' after the userinfo. */
     at = NULL;
-    for (hostport = p; hostport < auth_end; hostport++)
-        if (*hostport == '@')
-            at = hostport; /* the last '@' ends the userinfo */
+    if (*p != '/') {
+        const char *q = p + strcspn(p, "?");
+        for (hostport = p; hostport < q; hostport++)
+            if (*hostport == '@')
+                at = hostport;
+    }
+    auth_end = (at != NULL ? at + 1 : p) + strcspn(at != NULL ? at + 1 : p, "/?");
     hostport = p;
     if (at != NULL) {
         const char *colon = memchr(p, ':', (size_t)(at - p));

@@ -5,8 +5,10 @@
  *   unix:///path/to.sock?db=2          (host is empty, path is the socket)
  *   mysql://user:pw@localhost/db?socket=/run/mysqld.sock
  *
- * Every part is percent-decoded. `display` is what may be printed: the URL
- * without the password, e.g. "redis://127.0.0.1:6390/2".
+ * Every part is percent-decoded. The userinfo ends at the last '@' before
+ * the query, so a password may hold '/', ':' and '@' as typed; '?' and '#'
+ * must be percent-encoded (%3F, %23). `display` is what may be printed: the
+ * URL without user and password, e.g. "redis://127.0.0.1:6390/2".
  */
 #ifndef VOLLEY_URL_H
 #define VOLLEY_URL_H

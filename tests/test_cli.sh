@@ -26,10 +26,10 @@ run() { "$VOLLEY" "$@" >"$T/out" 2>"$T/err"; rc=$?; }
 has() { grep -qF -- "$1" "$2"; }
 lines() { wc -l <"$1" | tr -d ' '; }
 
-echo "1..33"
+echo "1..37"
 if [ -z "${VL_TEST_REDIS_PORTS:-}" ] || [ ! -x "$VOLLEY" ]; then
     echo "# the harness env or $VOLLEY is missing"
-    for _ in $(seq 33); do not_ok "setup"; done
+    for _ in $(seq 37); do not_ok "setup"; done
     exit 1
 fi
 IFS=, read -r P1 P2 P3 _ <<<"$VL_TEST_REDIS_PORTS"
@@ -113,8 +113,18 @@ bad_input "no hosts at all is a usage error" PING
 bad_input "a malformed URL is a usage error" -H "redis://:$PW@127.0.0.1:99999" PING
 bad_input "a malformed range is a usage error" -H "127.0.0.1:[7005-7000]" PING
 bad_input "a missing command is a usage error" -H 127.0.0.1:$P1
+bad_input "a negative range is a usage error" -H "127.0.0.1:[-1]" PING
+bad_input "a huge range is a usage error" -H "127.0.0.1:[0-18446744073709551615]" PING
 bad_input "mixing Redis and MySQL hosts is a usage error" -H "127.0.0.1:$P1,$MY" PING
 check "a usage error never prints the password" bash -c "! grep -qF -- '$PW' '$T/err'"
+
+# --- a password typed without a scheme, or with '/' in it, is never shown ---
+run -t 2000 -H "default:S3cret/PW@127.0.0.1:$CLOSED" PING
+check "user:password@host without a scheme does not print the password" \
+    bash -c "[ $rc -eq 2 ] && ! grep -qF 'S3cret' '$T/out' '$T/err'"
+run -t 2000 -H "mysql://volley:4321/x@Secret@127.0.0.1:$CLOSED/db" -e "SELECT 1"
+check "a password with '/' and '@' in a MySQL URL is never shown" \
+    bash -c "[ $rc -eq 2 ] && ! grep -qF 'Secret' '$T/out' '$T/err' && ! grep -qF '4321' '$T/out' '$T/err'"
 
 # --- a hosts file with 1,000 entries ---
 {

@@ -64,6 +64,36 @@ static void password_only_ipv6_unix(void **state)
     assert_int_equal(tu_alloc_live(), 0);
 }
 
+/* Unescaped '/', ':' and '@' in a password stay in the password, never in
+ * the host, port or path that messages print. */
+static void raw_passwords(void **state)
+{
+    vl__url u;
+    char err[128];
+
+    (void)state;
+    assert_int_equal(vl__url_parse("mysql://app:4321/xyz@Secret@127.0.0.1/db?init_sql=SET @a=1", &u,
+                                   err, sizeof(err)), VL_OK);
+    assert_string_equal(u.user, "app");
+    assert_string_equal(u.password, "4321/xyz@Secret");
+    assert_string_equal(u.host, "127.0.0.1");
+    assert_string_equal(u.path, "db");
+    assert_string_equal(vl__url_param(&u, "init_sql"), "SET @a=1");
+    assert_string_equal(u.display, "mysql://127.0.0.1/db");
+    vl__url_clear(&u);
+    /* No userinfo: an '@' in the query stays there. */
+    assert_int_equal(vl__url_parse("unix:///run/m.sock?user=a@b", &u, err, sizeof(err)), VL_OK);
+    assert_null(u.user);
+    assert_string_equal(vl__url_param(&u, "user"), "a@b");
+    vl__url_clear(&u);
+    assert_int_equal(vl__url_parse("mysql://localhost/db?init_sql=SELECT @@version", &u, err,
+                                   sizeof(err)), VL_OK);
+    assert_null(u.user);
+    assert_string_equal(u.host, "localhost");
+    vl__url_clear(&u);
+    assert_int_equal(tu_alloc_live(), 0);
+}
+
 static void malformed_urls(void **state)
 {
     static const char *bad[] = {
@@ -150,6 +180,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(full_redis_url, setup),
         cmocka_unit_test_setup(password_only_ipv6_unix, setup),
+        cmocka_unit_test_setup(raw_passwords, setup),
         cmocka_unit_test_setup(malformed_urls, setup),
         cmocka_unit_test_setup(oom_while_parsing, setup),
         cmocka_unit_test_setup(resolve_off_loop, setup),

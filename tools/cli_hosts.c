@@ -60,6 +60,7 @@ static int is_range(const char *s, size_t n)
 }
 
 #define CLI_MAX_HOSTS 100000
+#define CLI_MAX_RANGE_VALUE 999999999ul
 
 /* Expands the first range in `s` (recursively for the rest). */
 static int expand(cli_hosts *h, const char *s, char *err, size_t errlen)
@@ -90,17 +91,18 @@ static int expand(cli_hosts *h, const char *s, char *err, size_t errlen)
                 q++;
                 width++;
             }
+            /* strtoul would take "-1" and wrap: only digits are allowed. */
             errno = 0;
-            a = strtoul(p, &end, 10);
-            if (end == p || errno != 0) {
+            a = isdigit((unsigned char)*p) ? strtoul(p, &end, 10) : (end = (char *)p, 0);
+            if (end == p || errno != 0 || a > CLI_MAX_RANGE_VALUE) {
                 snprintf(err, errlen, "bad range in host '%s'", s);
                 return -1;
             }
             b = a;
             if (*end == '-') {
                 const char *bs = end + 1;
-                b = strtoul(bs, &end, 10);
-                if (end == bs || b < a) {
+                b = isdigit((unsigned char)*bs) ? strtoul(bs, &end, 10) : (end = (char *)bs, 0);
+                if (end == bs || errno != 0 || b < a || b > CLI_MAX_RANGE_VALUE) {
                     snprintf(err, errlen, "bad range in host '%s'", s);
                     return -1;
                 }
@@ -124,6 +126,10 @@ static int expand(cli_hosts *h, const char *s, char *err, size_t errlen)
                 }
                 if (expand(h, buf, err, errlen) != 0)
                     return -1;
+                if (h->n > CLI_MAX_HOSTS) {
+                    snprintf(err, errlen, "more than %d hosts", CLI_MAX_HOSTS);
+                    return -1;
+                }
             }
             p = *end == ',' ? end + 1 : end;
         }
@@ -182,10 +188,17 @@ int cli_hosts_add_file(cli_hosts *h, const char *path, char *err, size_t errlen)
         return -1;
     }
     while (fgets(line, sizeof(line), f) != NULL) {
-        char *hash = strchr(line, '#');
+        char *hash = line;
         lineno++;
-        if (hash != NULL)
-            *hash = '\0';
+        /* '#' starts a comment at the start of a line or after white space;
+         * elsewhere it may be part of a URL (an escaped password). */
+        while ((hash = strchr(hash, '#')) != NULL) {
+            if (hash == line || isspace((unsigned char)hash[-1])) {
+                *hash = '\0';
+                break;
+            }
+            hash++;
+        }
         if (cli_hosts_add_list(h, line, err, errlen) != 0) {
             char tmp[256];
             snprintf(tmp, sizeof(tmp), "%s", err);

@@ -190,8 +190,9 @@ static int build_urls(cli *c)
             saw_redis = 1;
         }
         c->urls[i] = strdup(buf);
-        /* A typed URL may hold a password: print the library's display. */
-        c->shown[i] = sep != NULL ? NULL : strdup(h);
+        /* A typed URL, or user:password@host, may hold a password: print
+         * the library's display form for those. */
+        c->shown[i] = sep != NULL || strchr(h, '@') != NULL ? NULL : strdup(h);
         if (c->urls[i] == NULL)
             return -1;
     }
