@@ -46,7 +46,7 @@ static void put(buf *b, const char *s, size_t n)
 static void putf(buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void putf(buf *b, const char *fmt, ...)
 {
-    char tmp[512];
+    char tmp[256];
     va_list ap;
     int n;
 
@@ -55,7 +55,23 @@ static void putf(buf *b, const char *fmt, ...)
     va_end(ap);
     if (n < 0)
         return;
-    put(b, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
+    if ((size_t)n < sizeof(tmp)) {
+        put(b, tmp, (size_t)n);
+        return;
+    }
+    /* Longer than the scratch buffer (a wide table cell's padding). */
+    {
+        char *big = malloc((size_t)n + 1);
+        if (big == NULL) {
+            b->oom = 1;
+            return;
+        }
+        va_start(ap, fmt);
+        vsnprintf(big, (size_t)n + 1, fmt, ap);
+        va_end(ap);
+        put(b, big, (size_t)n);
+        free(big);
+    }
 }
 
 static int printable(const char *s, size_t n)
