@@ -38,7 +38,7 @@
 #include <string.h>
 #include <strings.h>
 
-enum { K_USER = 0, K_AUTH, K_SELECT };
+enum { K_USER = 0, K_AUTH, K_SELECT, K_PING };
 enum { W_NONE = 0, W_WAIT, W_FLIGHT };
 enum { S_CONNECTING = VL_REDIS_CONNECTING, S_READY = VL_REDIS_READY, S_DOWN = VL_REDIS_DOWN,
        S_INVALID = VL_REDIS_INVALID };
@@ -122,6 +122,7 @@ struct vl_redis {
     int free_requested;
     int closing;
     int weak;          /* pooled: idle means unref'd */
+    int held;          /* pooled, but its owner has work waiting on it */
     int in_multi, watching, db_changed;
     unsigned epoch;
     uint64_t connects, reconnects, connect_errors;
@@ -179,8 +180,8 @@ static void list_unlink(rlist *l, rentry *e)
 
 /* ---- holding the loop ----
  * A standalone connection keeps the loop running like any open handle. A
- * pooled one lets go of it while nothing is pending: its watchers are
- * unref'd, and ref'd again before anything changes them (libev wants a
+ * pooled one lets go of it while nothing is pending and its pool has nobody
+ * waiting (`held`): its watchers are unref'd, and ref'd again before anything changes them (libev wants a
  * watcher ref'd again before it is stopped). A one-shot timer that fires
  * was stopped by libev itself, so its callback re-refs first. */
 
@@ -229,7 +230,7 @@ static void hold_settle(vl_redis *c)
         return;
     ts[0] = &c->connect_timer;
     ts[1] = &c->retry_timer;
-    if (c->nuser > 0) {
+    if (c->nuser > 0 || c->held) {
         io_ref(c);
         for (i = 0; i < 2; i++)
             timer_ref(c, ts[i]);
@@ -519,6 +520,8 @@ static void reply_cb(redisAsyncContext *ac, void *reply, void *privdata)
         if (e->flags != 0)
             track(c, e->flags, r);
         entry_deliver(c, e, r);
+    } else if (e->kind == K_PING) {
+        emit(c, VL__REDIS_EV_PONG, r->type == REDIS_REPLY_ERROR ? VL_ESERVER : VL_OK);
     } else if (r->type == REDIS_REPLY_ERROR) {
         char *msg = vl__asprintf("%s %s: %s", e->kind == K_AUTH ? "auth" : "select",
                                  c->url.display, r->str);
@@ -727,8 +730,10 @@ static void retry_timer_cb(vl__timer *t, void *ud)
     hold_settle(c);
 }
 
-/* Queues a handshake command (AUTH, SELECT) straight to hiredis. */
-static int handshake_cmd(vl_redis *c, int kind, int argc, const char **argv)
+/* Queues a command of our own (AUTH, SELECT, a keepalive PING) straight to
+ * hiredis. It has no future and is not a user command: it neither counts in
+ * vl_redis_pending nor holds the loop. */
+static int internal_cmd(vl_redis *c, int kind, int argc, const char **argv)
 {
     rentry *e = entry_get(c);
     char *cmd = NULL;
@@ -742,17 +747,24 @@ static int handshake_cmd(vl_redis *c, int kind, int argc, const char **argv)
         return VL_ENOMEM;
     }
     e->kind = (unsigned char)kind;
-    c->handshake_left++;
     flight_append(c, e);
     if (redisAsyncFormattedCommand(c->ac, reply_cb, e, cmd, (size_t)len) != REDIS_OK) {
         flight_unlink(c, e);
         entry_put(c, e);
-        c->handshake_left--;
         vl__redis_cmd_free(cmd);
         return VL_ECONN;
     }
     vl__redis_cmd_free(cmd);
     return VL_OK;
+}
+
+static int handshake_cmd(vl_redis *c, int kind, int argc, const char **argv)
+{
+    int rc = internal_cmd(c, kind, argc, argv);
+
+    if (rc == VL_OK)
+        c->handshake_left++;
+    return rc;
 }
 
 static void do_connect(vl_redis *c, const char *addr)
@@ -1364,6 +1376,33 @@ void vl__redis_counters(const vl_redis *c, uint64_t *connects, uint64_t *reconne
     *connects = c->connects;
     *reconnects = c->reconnects;
     *errors = c->connect_errors;
+}
+
+void vl__redis_hold(vl_redis *c, int on)
+{
+    c->held = on != 0;
+    hold_settle(c);
+}
+
+int vl__redis_ping(vl_redis *c)
+{
+    static const char *argv[1] = {"PING"};
+    int rc;
+
+    if (c->state != S_READY || c->ac == NULL || c->closing || c->tearing)
+        return VL_ECONN;
+    rc = internal_cmd(c, K_PING, 1, argv);
+    hold_settle(c);
+    return rc;
+}
+
+void vl__redis_drop(vl_redis *c, const char *msg)
+{
+    if (c->closing || c->tearing || (c->state != S_READY && c->state != S_CONNECTING))
+        return;
+    request_drop(c, VL_ECONN, msg);
+    if (c->in_hiredis == 0)
+        hold_settle(c);
 }
 
 void vl__redis_detach(vl_redis *c)

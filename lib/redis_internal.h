@@ -40,7 +40,10 @@ enum {
     VL__REDIS_EV_READY = 1, /* the handshake succeeded */
     VL__REDIS_EV_DOWN,      /* the connection or an attempt failed */
     VL__REDIS_EV_DONE,      /* a command future completed with `status` */
-    VL__REDIS_EV_IDLE       /* nothing pending any more (no reply due) */
+    VL__REDIS_EV_IDLE,      /* no user command pending any more */
+    VL__REDIS_EV_PONG       /* a vl__redis_ping was answered: status VL_OK
+                             * or VL_ESERVER (a lost connection reports DOWN
+                             * instead) */
 };
 typedef void (*vl__redis_event_fn)(vl_redis *c, int event, int status, void *ud);
 
@@ -49,6 +52,20 @@ typedef void (*vl__redis_event_fn)(vl_redis *c, int event, int status, void *ud)
  * as a loop handle: the pool frees it. */
 vl_redis *vl__redis_new_pooled(vl_loop *loop, const char *url, const vl_redis_options *opts,
                                vl__redis_event_fn fn, void *ud);
+
+/* Keeps the loop running on behalf of the owner (on != 0), whether or not
+ * anything is pending: its pool has a request waiting that this connection
+ * may serve once it connects or drains. */
+void vl__redis_hold(vl_redis *c, int on);
+/* Writes a PING of the connection's own (keepalive): not a user command, so
+ * it neither counts in vl_redis_pending nor holds the loop. The answer is
+ * reported as VL__REDIS_EV_PONG. VL_OK, or VL_ECONN when the connection is
+ * not ready, VL_ENOMEM. */
+int vl__redis_ping(vl_redis *c);
+/* Ends the connection as if the server had hung up (its commands fail with
+ * VL_ECONN and `msg`); it reconnects by itself. Safe from inside an event:
+ * the teardown then waits for hiredis to return. */
+void vl__redis_drop(vl_redis *c, const char *msg);
 
 /* Stops reporting events (before the owner goes away). */
 void vl__redis_detach(vl_redis *c);

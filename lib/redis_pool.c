@@ -3,9 +3,10 @@
  * Routing. Once the pool has all its connections, a command goes to the
  * less busy of two connections taken in turn (the "power of two choices"):
  * O(1) per command, and a slow connection, whose pending count grows, is
- * chosen less. A scan over every connection, picking the one with the fewest
- * commands pending, is the fallback while the pool grows or when a candidate
- * is down or leased. When even the best connection is busy the pool opens
+ * chosen less. When one of the two is down or out of routing (leased,
+ * draining for a lease, retiring) the other one takes it. A scan over every
+ * connection, picking the one with the fewest commands pending, is the
+ * fallback while the pool grows or when neither candidate will do. When even the best connection is busy the pool opens
  * one more, one at a time, up to max_size. A connection that is down
  * reconnects by itself (lib/redis.c) and is skipped meanwhile.
  *
@@ -19,6 +20,31 @@
  * share acquire_timeout_ms, so their deadlines grow in queue order and one
  * timer, armed for the head, serves both queues.
  *
+ * Fairness. Regular commands would keep every connection busy forever, so
+ * a lease could wait behind them without end. While a lease waits and no
+ * connection can be opened for it, one connection (the one with the fewest
+ * commands pending) is "draining": routing skips it, and once its last
+ * reply is in it goes straight to the oldest lease request. Routing only
+ * ever reads a flag of the two candidates; the number of lease requests is
+ * a counter of the queue.
+ *
+ * Holding the loop. Pooled connections do not keep the loop running while
+ * idle. A lease or readiness request, though, may wait on a connection that
+ * is connecting or draining without a command of its own on it, so while
+ * such a request waits the pool holds its connections (vl__redis_hold).
+ *
+ * Housekeeping. One timer per pool, armed only when idle_timeout_ms,
+ * max_lifetime_ms or keepalive_ms is set, walks the connections every
+ * quarter of the smallest of them: it closes connections idle too long
+ * (never below min_idle), retires the ones past their lifetime, pings the
+ * quiet ones and drops those whose ping went unanswered, then opens
+ * connections up to min_idle again. It is unref'd, like idle connections,
+ * so it never keeps vl_loop_run running. A retiring connection takes no new
+ * commands; the timer closes it once nothing is pending on it (the
+ * connection's IDLE event only asks for an early tick, because the pool
+ * must not free a connection from inside its event). A retiring connection
+ * does not count against max_size, so its replacement can open at once.
+ *
  * Re-entrancy. Connection events can arrive while hiredis is on the stack,
  * and admitting a waiting request can itself complete a future and report
  * another event. pump() therefore never recurses: a nested call only asks
@@ -27,6 +53,7 @@
 #include "redis_internal.h"
 #include "url.h"
 
+#include <stdio.h>
 #include <string.h>
 
 typedef struct pslot pslot;
@@ -36,16 +63,27 @@ struct pslot {
     vl_redis_pool *p;
     vl_redis *c;
     vl_redis_lease *lease; /* non-NULL while leased out */
+    int off;               /* routing skips it: leased, draining or retiring */
+    int draining;          /* reserved for the oldest lease request */
+    int retiring;          /* past max_lifetime_ms: closed once drained */
+    int up;                /* ready since its last handshake */
+    int touched;           /* a command completed since the last IDLE event */
+    uint64_t expires;      /* loop ms when it retires; 0: never */
+    uint64_t idle_since;   /* loop ms of its last IDLE event (or handshake) */
+    uint64_t alive_at;     /* loop ms it was last known alive (idle or pong) */
+    uint64_t ping_at;      /* loop ms a keepalive PING went out; 0: none due */
 };
+
+enum { W_CMD = 0, W_LEASE, W_READY };
 
 struct pwait {
     pwait *prev, *next;
     vl_redis_pool *p;
     vl_future *f;
-    char *cmd;          /* a command waiting for room; NULL for a lease */
+    char *cmd;          /* a command waiting for room; NULL otherwise */
     size_t len;
     uint64_t deadline;  /* loop ms; 0: no deadline */
-    int is_lease;
+    int kind;           /* W_CMD, W_LEASE or W_READY */
 };
 
 typedef struct pqueue {
@@ -70,12 +108,20 @@ struct vl_redis_pool {
     char *display;      /* printable, without the password */
     int invalid_status; /* VL_OK, or what every command fails with */
     char *invalid_msg;
-    pslot **slots;      /* max_size entries */
+    pslot **slots;      /* 2 * max_size entries: retiring ones come on top */
     unsigned nslots;
+    unsigned nretiring; /* of nslots */
+    size_t cap;         /* entries of slots */
+    pslot *draining;    /* the connection reserved for a lease request */
     unsigned cursor;    /* where the next two routing candidates start */
     pqueue cmds;        /* commands waiting for room */
     pqueue leases;      /* lease requests */
+    pqueue readies;     /* vl_redis_pool_ready requests */
+    int holding;        /* the connections hold the loop for a waiter */
     vl__timer timer;
+    vl__timer hk;       /* housekeeping; unref'd while armed (hk_unref) */
+    int hk_unref;
+    uint64_t hk_period; /* ms; 0: no housekeeping */
     size_t pending;
     int pumping, pump_again;
     int closing;
@@ -84,6 +130,7 @@ struct vl_redis_pool {
 };
 
 static void pump(vl_redis_pool *p);
+static void hk_arm(vl_redis_pool *p, uint64_t ms);
 
 void vl_redis_pool_options_init(vl_redis_pool_options *o)
 {
@@ -99,6 +146,9 @@ void vl_redis_pool_options_init(vl_redis_pool_options *o)
     o->reconnect_max_ms = 5000;
     o->max_pending = 0;
     o->on_full = VL_REDIS_POOL_FAIL;
+    o->idle_timeout_ms = 0;
+    o->max_lifetime_ms = 0;
+    o->keepalive_ms = 0;
 }
 
 static void count_result(vl_redis_pool *p, int status)
@@ -138,11 +188,54 @@ static void q_unlink(pqueue *q, pwait *w)
     q->n--;
 }
 
+static pqueue *q_of(vl_redis_pool *p, int kind)
+{
+    return kind == W_LEASE ? &p->leases : kind == W_READY ? &p->readies : &p->cmds;
+}
+
+/* The routing flag of a slot, from its reasons. */
+static void slot_route(pslot *s)
+{
+    s->off = s->lease != NULL || s->draining || s->retiring;
+}
+
+static void undrain(vl_redis_pool *p)
+{
+    pslot *s = p->draining;
+
+    if (s == NULL)
+        return;
+    p->draining = NULL;
+    s->draining = 0;
+    slot_route(s);
+}
+
+/* After the lease or readiness queue changed: hold the loop through the
+ * connections while somebody waits on them, and stop reserving a connection
+ * nobody waits for. O(connections), and only when the answer changes. */
+static void waiters_changed(vl_redis_pool *p)
+{
+    int want = !p->closing && (p->leases.n > 0 || p->readies.n > 0);
+    unsigned i;
+
+    if (p->leases.n == 0)
+        undrain(p);
+    if (want == p->holding)
+        return;
+    p->holding = want;
+    for (i = 0; i < p->nslots; i++)
+        vl__redis_hold(p->slots[i]->c, want);
+}
+
 static void wait_drop(vl_redis_pool *p, pwait *w)
 {
-    q_unlink(w->is_lease ? &p->leases : &p->cmds, w);
+    int kind = w->kind;
+
+    q_unlink(q_of(p, kind), w);
     vl__redis_cmd_free(w->cmd);
     vl__free(w);
+    if (kind != W_CMD)
+        waiters_changed(p);
 }
 
 static void arm_timer(vl_redis_pool *p)
@@ -192,14 +285,15 @@ static void wait_cancel(void *source, vl_future *f, int status)
     vl_redis_pool *p = w->p;
 
     VL__UNUSED(f);
-    count_result(p, status);
+    if (w->kind != W_READY)
+        count_result(p, status);
     wait_drop(p, w);
     arm_timer(p);
 }
 
 static const vl__source_ops wait_ops = {wait_cancel};
 
-static vl_future *wait_add(vl_redis_pool *p, char *cmd, size_t len, int is_lease)
+static vl_future *wait_add(vl_redis_pool *p, char *cmd, size_t len, int kind)
 {
     pwait *w = vl__calloc(1, sizeof(*w));
     vl_future *f;
@@ -218,10 +312,12 @@ static vl_future *wait_add(vl_redis_pool *p, char *cmd, size_t len, int is_lease
     w->f = f;
     w->cmd = cmd;
     w->len = len;
-    w->is_lease = is_lease;
-    if (p->o.acquire_timeout_ms > 0)
+    w->kind = kind;
+    if (p->o.acquire_timeout_ms > 0 && kind != W_READY)
         w->deadline = vl_loop_now_ms(p->loop) + p->o.acquire_timeout_ms;
-    q_append(is_lease ? &p->leases : &p->cmds, w);
+    q_append(q_of(p, kind), w);
+    if (kind != W_CMD)
+        waiters_changed(p);
     if (w->deadline != 0 && !vl__timer_active(&p->timer))
         arm_timer(p);
     return f;
@@ -229,18 +325,55 @@ static vl_future *wait_add(vl_redis_pool *p, char *cmd, size_t len, int is_lease
 
 /* ---- connections ---- */
 
+static void check_ready(vl_redis_pool *p);
+
 static void pool_event(vl_redis *c, int event, int status, void *ud)
 {
     pslot *s = ud;
     vl_redis_pool *p = s->p;
+    char msg[256];
 
-    VL__UNUSED(c);
+    if (s->c == NULL)
+        s->c = c; /* an event from inside vl__redis_new_pooled (slot_open) */
     switch (event) {
     case VL__REDIS_EV_DONE:
         p->pending--;
+        s->touched = 1;
         count_result(p, status);
         break;
+    case VL__REDIS_EV_READY:
+        s->up = 1;
+        s->ping_at = 0;
+        s->idle_since = s->alive_at = vl_loop_now_ms(p->loop);
+        if (p->readies.n > 0)
+            check_ready(p);
+        break;
     case VL__REDIS_EV_DOWN:
+        if (s->up)
+            p->st.error_closes++;
+        s->up = 0;
+        s->ping_at = 0;
+        if (p->readies.n > 0)
+            check_ready(p);
+        break;
+    case VL__REDIS_EV_IDLE:
+        if (s->touched) {
+            s->touched = 0;
+            s->idle_since = s->alive_at = vl_loop_now_ms(p->loop);
+        }
+        /* A retiring connection is closed by the housekeeping timer: not
+         * from here, where its own code is still on the stack. */
+        if (s->retiring && s->lease == NULL && !p->closing)
+            hk_arm(p, 0);
+        break;
+    case VL__REDIS_EV_PONG:
+        s->ping_at = 0;
+        if (status == VL_OK) {
+            s->alive_at = vl_loop_now_ms(p->loop);
+        } else {
+            snprintf(msg, sizeof(msg), "%s: keepalive ping failed", p->display);
+            vl__redis_drop(c, msg); /* it reconnects by itself */
+        }
         break;
     default:
         break;
@@ -249,16 +382,31 @@ static void pool_event(vl_redis *c, int event, int status, void *ud)
         pump(p);
 }
 
+/* Connections that count against max_size: all but the retiring ones. */
+static unsigned live_slots(const vl_redis_pool *p)
+{
+    return p->nslots - p->nretiring;
+}
+
 static pslot *slot_open(vl_redis_pool *p)
 {
     pslot *s;
+    uint64_t now;
 
-    if (p->nslots >= p->o.max_size || p->closing)
+    if (live_slots(p) >= p->o.max_size || p->nslots >= p->cap || p->closing)
         return NULL;
     s = vl__calloc(1, sizeof(*s));
     if (s == NULL)
         return NULL;
     s->p = p;
+    now = vl_loop_now_ms(p->loop);
+    s->idle_since = s->alive_at = now;
+    if (p->o.max_lifetime_ms > 0) {
+        /* Up to 2.5% early, so connections opened together (min_idle at
+         * start, a burst of growth) do not all retire in the same tick. */
+        uint64_t life = p->o.max_lifetime_ms, spread = life / 40;
+        s->expires = now + life - (spread > 0 ? vl__rand64() % (spread + 1) : 0);
+    }
     p->slots[p->nslots++] = s;
     s->c = vl__redis_new_pooled(p->loop, p->url, &p->copts, pool_event, s);
     if (s->c == NULL) {
@@ -266,6 +414,8 @@ static pslot *slot_open(vl_redis_pool *p)
         vl__free(s);
         return NULL;
     }
+    if (p->holding)
+        vl__redis_hold(s->c, 1);
     return s;
 }
 
@@ -282,6 +432,10 @@ static void slot_close(vl_redis_pool *p, pslot *s)
             break;
         }
     }
+    if (s->retiring)
+        p->nretiring--;
+    if (p->draining == s)
+        p->draining = NULL;
     vl__redis_counters(s->c, &a, &b, &e);
     p->gone_connects += a;
     p->gone_reconnects += b;
@@ -296,6 +450,16 @@ static void slot_close(vl_redis_pool *p, pslot *s)
     vl__free(s);
 }
 
+/* Opens connections until min_idle count against max_size again. */
+static int top_up(vl_redis_pool *p)
+{
+    int opened = 0;
+
+    while (p->invalid_status == VL_OK && live_slots(p) < p->o.min_idle && slot_open(p) != NULL)
+        opened = 1;
+    return opened;
+}
+
 /* The connection for the next command, or NULL when every one is down. */
 static pslot *pick(vl_redis_pool *p)
 {
@@ -303,19 +467,24 @@ static pslot *pick(vl_redis_pool *p)
     size_t rp = 0, cp = 0;
     unsigned i;
 
-    if (p->nslots >= 2 && p->nslots == p->o.max_size) {
+    if (p->nslots >= 2 && live_slots(p) >= p->o.max_size) {
         pslot *a = p->slots[p->cursor % p->nslots];
         pslot *b = p->slots[(p->cursor + 1) % p->nslots];
+        int ua = !a->off && vl_redis_state(a->c) == VL_REDIS_READY;
+        int ub = !b->off && vl_redis_state(b->c) == VL_REDIS_READY;
         p->cursor++;
-        if (a->lease == NULL && b->lease == NULL && vl_redis_state(a->c) == VL_REDIS_READY &&
-            vl_redis_state(b->c) == VL_REDIS_READY)
+        if (ua && ub)
             return vl_redis_pending(b->c) < vl_redis_pending(a->c) ? b : a;
+        /* One is leased, reserved for a lease, retiring or down: the other
+         * one then, still at a constant cost. */
+        if (ua || ub)
+            return ua ? a : b;
     }
     for (i = 0; i < p->nslots; i++) {
         pslot *s = p->slots[i];
         size_t n;
         int st;
-        if (s->lease != NULL)
+        if (s->off)
             continue;
         st = vl_redis_state(s->c);
         n = vl_redis_pending(s->c);
@@ -328,7 +497,7 @@ static pslot *pick(vl_redis_pool *p)
         }
     }
     /* Grow one connection at a time while the best one is busy. */
-    if (connecting == NULL && (ready == NULL || rp > 0) && p->nslots < p->o.max_size) {
+    if (connecting == NULL && (ready == NULL || rp > 0) && live_slots(p) < p->o.max_size) {
         pslot *s = slot_open(p);
         if (ready == NULL && s != NULL && vl_redis_state(s->c) == VL_REDIS_CONNECTING)
             return s;
@@ -354,14 +523,16 @@ static vl_future *route(vl_redis_pool *p, vl_future *f, char *cmd, size_t len)
     vl_future *out;
 
     if (s == NULL) {
-        unsigned i, leased = 0;
+        unsigned i, off = 0;
         int status = VL_ECONN;
         char *why;
         for (i = 0; i < p->nslots; i++)
-            leased += p->slots[i]->lease != NULL;
-        if (leased == p->nslots && leased > 0) {
+            off += p->slots[i]->off != 0;
+        if (off == p->nslots && off > 0) {
             status = VL_EBUSY;
-            why = vl__asprintf("pool %s: all %u connections are leased", p->display, leased);
+            why = vl__asprintf("pool %s: all %u connections are leased, reserved for a "
+                               "waiting lease or retiring",
+                               p->display, off);
         } else {
             why = vl__strdup(last_error(p));
         }
@@ -388,14 +559,15 @@ static void lease_value_free(void *v)
     vl_redis_lease_release(v);
 }
 
-/* A ready connection with nothing pending and no lease, or NULL. */
+/* A ready connection with nothing pending, no lease and not retiring, or
+ * NULL. */
 static pslot *idle_slot(vl_redis_pool *p)
 {
     unsigned i;
 
     for (i = 0; i < p->nslots; i++) {
         pslot *s = p->slots[i];
-        if (s->lease == NULL && vl__redis_clean(s->c, vl__redis_epoch(s->c)))
+        if (s->lease == NULL && !s->retiring && vl__redis_clean(s->c, vl__redis_epoch(s->c)))
             return s;
     }
     return NULL;
@@ -405,10 +577,37 @@ static int any_connecting(vl_redis_pool *p)
 {
     unsigned i;
 
-    for (i = 0; i < p->nslots; i++)
-        if (p->slots[i]->lease == NULL && vl_redis_state(p->slots[i]->c) == VL_REDIS_CONNECTING)
+    for (i = 0; i < p->nslots; i++) {
+        pslot *s = p->slots[i];
+        if (s->lease == NULL && !s->retiring && vl_redis_state(s->c) == VL_REDIS_CONNECTING)
             return 1;
+    }
     return 0;
+}
+
+/* Reserves the ready connection with the fewest commands pending for the
+ * oldest lease request: routing skips it from now on, so it drains. */
+static void drain_one(vl_redis_pool *p)
+{
+    pslot *best = NULL;
+    size_t bp = 0;
+    unsigned i;
+
+    for (i = 0; i < p->nslots; i++) {
+        pslot *s = p->slots[i];
+        size_t n = vl_redis_pending(s->c);
+        if (s->off || vl_redis_state(s->c) != VL_REDIS_READY)
+            continue;
+        if (best == NULL || n < bp) {
+            best = s;
+            bp = n;
+        }
+    }
+    if (best == NULL)
+        return;
+    best->draining = 1;
+    slot_route(best);
+    p->draining = best;
 }
 
 static void lease_give(vl_redis_pool *p, pwait *w, pslot *s)
@@ -423,11 +622,14 @@ static void lease_give(vl_redis_pool *p, pwait *w, pslot *s)
         vl__future_fail(f, VL_ENOMEM, "out of memory making a lease");
         return;
     }
+    if (p->draining == s)
+        undrain(p);
     l->loop = p->loop;
     l->p = p;
     l->s = s;
     l->epoch = vl__redis_epoch(s->c);
     s->lease = l;
+    slot_route(s);
     vl__future_complete(f, VL_OK, l, VL__VAL_USER, lease_value_free, NULL);
 }
 
@@ -454,8 +656,10 @@ static void pump(vl_redis_pool *p)
         while (p->leases.head != NULL && !p->closing) {
             pslot *s = idle_slot(p);
             if (s == NULL) {
-                if (!any_connecting(p))
-                    slot_open(p);
+                /* Wait for a connection being opened; open one if there is
+                 * room; otherwise take one out of routing (see Fairness). */
+                if (!any_connecting(p) && slot_open(p) == NULL && p->draining == NULL)
+                    drain_one(p);
                 break;
             }
             lease_give(p, p->leases.head, s);
@@ -464,6 +668,148 @@ static void pump(vl_redis_pool *p)
     p->pumping = 0;
     if (!p->closing)
         arm_timer(p);
+}
+
+/* ---- readiness ---- */
+
+/* 1 once min_idle connections are up, -1 when the first attempt of every
+ * connection failed (and none has been up since), 0 meanwhile. */
+static int ready_state(vl_redis_pool *p)
+{
+    unsigned i, up = 0, live = 0, failed = 0;
+
+    for (i = 0; i < p->nslots; i++) {
+        pslot *s = p->slots[i];
+        uint64_t a, b, e;
+        if (s->retiring)
+            continue;
+        live++;
+        if (vl_redis_state(s->c) == VL_REDIS_READY) {
+            up++;
+            continue;
+        }
+        vl__redis_counters(s->c, &a, &b, &e);
+        if (a == 0 && e > 0)
+            failed++;
+    }
+    if (up >= p->o.min_idle)
+        return 1;
+    return live > 0 && failed == live ? -1 : 0;
+}
+
+static void check_ready(vl_redis_pool *p)
+{
+    int st = ready_state(p);
+    const char *why;
+    pwait *w;
+
+    if (st == 0)
+        return;
+    why = st > 0 ? NULL : last_error(p);
+    while ((w = p->readies.head) != NULL) {
+        vl_future *f = w->f;
+        wait_drop(p, w);
+        vl__future_set_source(f, NULL, NULL);
+        vl__future_complete(f, st > 0 ? VL_OK : VL_ECONN, NULL, VL__VAL_NONE, NULL, why);
+    }
+}
+
+/* ---- housekeeping ---- */
+
+/* (Re)arms the housekeeping timer `ms` from now. It stays unref'd while
+ * armed: an idle pool must not keep vl_loop_run running. */
+static void hk_arm(vl_redis_pool *p, uint64_t ms)
+{
+    if (p->hk_period == 0 || p->closing)
+        return;
+    vl__timer_start(&p->hk, ms);
+    if (!p->hk_unref) {
+        vl__loop_unref(p->loop);
+        p->hk_unref = 1;
+    }
+}
+
+/* Retires a connection past max_lifetime_ms: no new commands from now on. */
+static void retire(vl_redis_pool *p, pslot *s)
+{
+    if (p->draining == s)
+        undrain(p);
+    s->retiring = 1;
+    p->nretiring++;
+    slot_route(s);
+}
+
+static void housekeep(vl_redis_pool *p)
+{
+    uint64_t now = vl_loop_now_ms(p->loop);
+    unsigned i = 0;
+    int changed = 0;
+    char msg[256];
+
+    while (i < p->nslots) {
+        pslot *s = p->slots[i];
+        vl_redis *c = s->c;
+        size_t n = vl_redis_pending(c);
+
+        if (s->expires != 0 && now >= s->expires && !s->retiring) {
+            retire(p, s);
+            changed = 1;
+        }
+        if (s->retiring) {
+            /* Closed once drained; a leased one when it is released. */
+            if (s->lease == NULL && n == 0) {
+                p->st.lifetime_closes++;
+                slot_close(p, s);
+                changed = 1;
+                continue;
+            }
+            i++;
+            continue;
+        }
+        if (s->lease != NULL || s->draining || n > 0 || vl_redis_state(c) != VL_REDIS_READY) {
+            i++;
+            continue;
+        }
+        /* Idle: ready, nothing of ours pending, nobody's lease. */
+        if (p->o.idle_timeout_ms > 0 && now - s->idle_since >= p->o.idle_timeout_ms &&
+            live_slots(p) > p->o.min_idle) {
+            p->st.idle_closes++;
+            slot_close(p, s);
+            changed = 1;
+            continue;
+        }
+        if (p->o.keepalive_ms > 0) {
+            if (s->ping_at != 0 && now - s->ping_at >= p->o.keepalive_ms) {
+                snprintf(msg, sizeof(msg), "%s: keepalive ping unanswered after %u ms",
+                         p->display, (unsigned)p->o.keepalive_ms);
+                s->ping_at = 0;
+                vl__redis_drop(c, msg); /* reports DOWN; it reconnects by itself */
+                changed = 1;
+            } else if (s->ping_at == 0 && now - s->alive_at >= p->o.keepalive_ms &&
+                       vl__redis_ping(c) == VL_OK) {
+                s->ping_at = now;
+                p->st.keepalives++;
+            }
+        }
+        i++;
+    }
+    if (top_up(p))
+        changed = 1;
+    if (changed)
+        pump(p);
+}
+
+static void hk_cb(vl__timer *t, void *ud)
+{
+    vl_redis_pool *p = ud;
+
+    VL__UNUSED(t);
+    if (p->hk_unref) { /* libev stopped it and dropped its count */
+        vl__loop_ref(p->loop);
+        p->hk_unref = 0;
+    }
+    housekeep(p);
+    hk_arm(p, p->hk_period);
 }
 
 /* ---- public API ---- */
@@ -501,7 +847,9 @@ vl_redis_pool *vl_redis_pool_new(vl_loop *loop, const char *url, const vl_redis_
     p->copts.reconnect_min_ms = p->o.reconnect_min_ms;
     p->copts.reconnect_max_ms = p->o.reconnect_max_ms;
     vl__timer_init(&p->timer, loop, timer_cb, p);
-    p->slots = vl__calloc(p->o.max_size, sizeof(*p->slots));
+    vl__timer_init(&p->hk, loop, hk_cb, p);
+    p->cap = (size_t)p->o.max_size * 2;
+    p->slots = vl__calloc(p->cap, sizeof(*p->slots));
     p->url = vl__strdup(url != NULL ? url : "");
     if (p->slots == NULL || p->url == NULL)
         goto nomem;
@@ -522,9 +870,24 @@ vl_redis_pool *vl_redis_pool_new(vl_loop *loop, const char *url, const vl_redis_
         goto nomem;
     vl__handle_add(loop, &p->handle, pool_handle_free);
     p->registered = 1;
-    if (p->invalid_status == VL_OK)
+    if (p->invalid_status == VL_OK) {
+        uint32_t period = 0, v[3];
+        v[0] = p->o.idle_timeout_ms;
+        v[1] = p->o.max_lifetime_ms;
+        v[2] = p->o.keepalive_ms;
+        for (i = 0; i < 3; i++)
+            if (v[i] > 0 && (period == 0 || v[i] < period))
+                period = v[i];
+        /* A quarter of the shortest: each is enforced within 25% of its
+         * value, at most 30 s late. */
+        if (period > 0) {
+            period /= 4;
+            p->hk_period = period < 1 ? 1 : period > 30000 ? 30000 : period;
+        }
         for (i = 0; i < p->o.min_idle; i++)
             slot_open(p);
+        hk_arm(p, p->hk_period);
+    }
     return p;
 nomem:
     vl__free(p->slots);
@@ -556,7 +919,7 @@ static vl_future *pool_submit(vl_redis_pool *p, char *cmd, size_t len)
                                      "pool %s is full: %zu commands pending (max_pending %zu)",
                                      p->display, p->pending, p->o.max_pending);
         }
-        return wait_add(p, cmd, len, 0);
+        return wait_add(p, cmd, len, W_CMD);
     }
     return route(p, NULL, cmd, len);
 }
@@ -637,9 +1000,31 @@ vl_future *vl_redis_pool_lease(vl_redis_pool *p)
             down++;
     if (p->nslots == p->o.max_size && down == p->nslots)
         return vl__future_failed(p->loop, VL_ECONN, "%s", last_error(p));
-    f = wait_add(p, NULL, 0, 1);
+    f = wait_add(p, NULL, 0, W_LEASE);
     if (f != NULL)
         pump(p);
+    return f;
+}
+
+vl_future *vl_redis_pool_ready(vl_redis_pool *p)
+{
+    vl_future *f;
+    int st;
+
+    if (p == NULL)
+        return NULL;
+    if (p->invalid_status != VL_OK || p->closing)
+        return vl__future_failed(p->loop, p->closing ? VL_ECLOSED : p->invalid_status, "%s",
+                                 p->closing ? "pool is closed" : p->invalid_msg);
+    st = ready_state(p);
+    if (st < 0)
+        return vl__future_failed(p->loop, VL_ECONN, "%s", last_error(p));
+    if (st == 0)
+        return wait_add(p, NULL, 0, W_READY);
+    /* Already up: completed now, its callback still runs from the loop. */
+    f = vl__future_make(p->loop, NULL, NULL);
+    if (f != NULL)
+        vl__future_complete(f, VL_OK, NULL, VL__VAL_NONE, NULL, NULL);
     return f;
 }
 
@@ -716,6 +1101,7 @@ int vl_redis_lease_release(vl_redis_lease *l)
 {
     vl_redis_pool *p;
     pslot *s;
+    int clean;
 
     if (l == NULL)
         return 0;
@@ -726,19 +1112,25 @@ int vl_redis_lease_release(vl_redis_lease *l)
         return 0;
     }
     s->lease = NULL;
-    if (vl__redis_clean(s->c, l->epoch)) {
-        vl__free(l);
+    slot_route(s);
+    clean = vl__redis_clean(s->c, l->epoch);
+    vl__free(l);
+    if (clean && !s->retiring) {
+        s->idle_since = s->alive_at = vl_loop_now_ms(p->loop);
+        s->touched = 0;
         pump(p);
         return 1;
     }
-    vl__free(l);
-    /* Not provably clean: close it rather than hand its state to someone. */
-    p->st.dirty_closes++;
+    if (clean) {
+        p->st.lifetime_closes++; /* it outlived max_lifetime_ms while leased */
+    } else {
+        /* Not provably clean: close it rather than hand its state to someone. */
+        p->st.dirty_closes++;
+    }
     slot_close(p, s);
-    while (p->nslots < p->o.min_idle && slot_open(p) != NULL)
-        ;
+    top_up(p);
     pump(p);
-    return 0;
+    return clean;
 }
 
 int vl_redis_pool_stats(const vl_redis_pool *p, vl_redis_stats *out)
@@ -786,7 +1178,13 @@ void vl_redis_pool_free(vl_redis_pool *p)
         vl__handle_remove(p->loop, &p->handle);
     p->registered = 0;
     vl__timer_stop(&p->timer);
-    while ((w = p->cmds.head) != NULL || (w = p->leases.head) != NULL) {
+    if (p->hk_unref) { /* libev wants an unref'd watcher ref'd before it stops */
+        vl__loop_ref(p->loop);
+        p->hk_unref = 0;
+    }
+    vl__timer_stop(&p->hk);
+    while ((w = p->cmds.head) != NULL || (w = p->leases.head) != NULL ||
+           (w = p->readies.head) != NULL) {
         vl_future *f = w->f;
         wait_drop(p, w);
         vl__future_set_source(f, NULL, NULL);

@@ -1,10 +1,14 @@
 /* tests/test_redis_pool.c - the Redis pool against real redis-server
  * instances: spreading, back-pressure, leases and their release rule, a
- * server killed under load, teardown with work pending, stats.
+ * server killed under load, teardown with work pending, stats, readiness,
+ * lifetimes (idle timeout, max lifetime, keepalive) and lease fairness.
  */
 #include "testutil.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -455,6 +459,388 @@ static void lease_wait_and_timeout(void **state)
     finish(loop);
 }
 
+
+/* ---- readiness ---- */
+
+/* A barrier for warm-up: done once min_idle connections are up. */
+static void pool_ready_barrier(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_redis_pool_options o;
+    vl_redis_pool *p;
+    vl_future *f;
+    int n = 0;
+
+    (void)state;
+    vl_redis_pool_options_init(&o);
+    o.max_size = 4;
+    o.min_idle = 3;
+    p = vl_redis_pool_new(loop, redis_url(0), &o);
+    f = vl_redis_pool_ready(p);
+    assert_non_null(f);
+    assert_false(vl_future_done(f)); /* connecting takes a loop turn at least */
+    assert_int_equal(await(loop, f), VL_OK);
+    assert_int_equal(stats(p).ready, 3);
+    assert_int_equal(stats(p).queued, 0);
+    vl_future_free(f);
+    /* Up already: completed on return, and the callback still runs from
+     * the loop (rule 2). */
+    f = vl_redis_pool_ready(p);
+    assert_true(vl_future_done(f));
+    assert_int_equal(vl_future_status(f), VL_OK);
+    assert_int_equal(vl_future_then(f, tu_count_cb, &n), VL_OK);
+    assert_int_equal(n, 0);
+    vl_loop_run(loop);
+    assert_int_equal(n, 1);
+    vl_redis_pool_free(p);
+    /* Freeing the pool cancels a waiting barrier (rule 4). */
+    p = vl_redis_pool_new(loop, redis_url(0), &o);
+    f = vl_redis_pool_ready(p);
+    assert_false(vl_future_done(f));
+    vl_redis_pool_free(p);
+    assert_int_equal(await(loop, f), VL_ECANCELED);
+    vl_future_free(f);
+    /* min_idle 0 is ready at once. */
+    o.min_idle = 0;
+    p = vl_redis_pool_new(loop, redis_url(0), &o);
+    vl_future_free(run_cmd(loop, vl_redis_pool_ready(p), VL_OK));
+    vl_redis_pool_free(p);
+    finish(loop);
+}
+
+/* A loopback port bound but not listening: every connect is refused. */
+static int refusing_port(int *fd)
+{
+    struct sockaddr_in a;
+    socklen_t len = sizeof(a);
+
+    *fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(*fd >= 0);
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(*fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(getsockname(*fd, (struct sockaddr *)&a, &len), 0);
+    return ntohs(a.sin_port);
+}
+
+static void pool_ready_fails(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_redis_pool_options o;
+    vl_redis_pool *p;
+    vl_future *f;
+    char url[64];
+    int fd, port = refusing_port(&fd);
+
+    (void)state;
+    vl_redis_pool_options_init(&o);
+    o.min_idle = 2;
+    o.reconnect_min_ms = 50;
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d", port);
+    p = vl_redis_pool_new(loop, url, &o);
+    f = vl_redis_pool_ready(p);
+    assert_int_equal(await(loop, f), VL_ECONN);
+    assert_non_null(strstr(vl_future_error(f), "connect redis://127.0.0.1:"));
+    assert_true(stats(p).connect_errors >= 2); /* the first attempt of each */
+    vl_future_free(f);
+    /* Asked again while still down: fails at once. */
+    f = vl_redis_pool_ready(p);
+    assert_true(vl_future_done(f));
+    assert_int_equal(vl_future_status(f), VL_ECONN);
+    vl_future_free(f);
+    vl_redis_pool_free(p);
+    /* A bad URL fails with its own status. */
+    p = vl_redis_pool_new(loop, "redis://127.0.0.1:notaport", NULL);
+    vl_future_free(run_cmd(loop, vl_redis_pool_ready(p), VL_EINVAL));
+    vl_redis_pool_free(p);
+    close(fd);
+    finish(loop);
+}
+
+/* With acquire_timeout_ms 0, a lease (or a barrier) waiting on a
+ * connection still in its handshake keeps vl_loop_run_until going: nothing
+ * else is left to hold the loop. The paused server holds the SELECT. */
+static void waiting_holds_the_loop(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_redis_pool_options o;
+    vl_redis_pool *p;
+    vl_redis_lease *l;
+    vl_future *f;
+    char url[160];
+    int round;
+
+    (void)state;
+    snprintf(url, sizeof(url), "%s/1", redis_url(1));
+    vl_redis_pool_options_init(&o);
+    o.max_size = 1;
+    o.acquire_timeout_ms = 0;
+    for (round = 0; round < 2; round++) {
+        vl_redis *pauser = vl_redis_new(loop, redis_url(1), NULL);
+        vl_future_free(run_cmd(loop, vl_redis_command(pauser, "CLIENT PAUSE 200"), VL_OK));
+        vl_redis_free(pauser); /* it must not be what keeps the loop running */
+        p = vl_redis_pool_new(loop, url, &o);
+        assert_int_equal(stats(p).ready, 0);
+        f = round == 0 ? vl_redis_pool_ready(p) : vl_redis_pool_lease(p);
+        assert_int_equal(await(loop, f), VL_OK);
+        assert_int_equal(stats(p).ready, 1);
+        if (round == 1) {
+            l = vl_future_take(f);
+            assert_non_null(l);
+            vl_future_free(run_cmd(loop, vl_redis_lease_command(l, "PING"), VL_OK));
+            assert_int_equal(vl_redis_lease_release(l), 1);
+        }
+        vl_future_free(f);
+        /* Nobody waits any more: the idle pool lets the loop go. */
+        vl_loop_run(loop);
+        assert_int_equal(vl_loop_alive(loop), 0);
+        vl_redis_pool_free(p);
+    }
+    finish(loop);
+}
+
+/* ---- lifetimes ---- */
+
+static void idle_timeout_shrinks_to_min_idle(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_redis_pool_options o;
+    vl_redis_pool *p;
+    vl_future *fs[1000], *all;
+    vl_redis_stats st;
+    unsigned grown;
+    int i;
+
+    (void)state;
+    vl_redis_pool_options_init(&o);
+    o.max_size = 4;
+    o.min_idle = 1;
+    o.idle_timeout_ms = 100;
+    o.keepalive_ms = 30; /* its PINGs must not reset the idle clock */
+    p = vl_redis_pool_new(loop, redis_url(1), &o);
+    vl_future_free(run_cmd(loop, vl_redis_pool_ready(p), VL_OK));
+    for (i = 0; i < 1000; i++)
+        fs[i] = vl_redis_pool_command(p, "PING");
+    all = vl_future_all(loop, fs, 1000);
+    assert_int_equal(await(loop, all), VL_OK);
+    vl_future_free(all);
+    grown = stats(p).open;
+    assert_true(grown > 1);
+    sleep_ms(loop, 400);
+    st = stats(p);
+    assert_int_equal(st.open, 1); /* never below min_idle */
+    assert_int_equal(st.idle_closes, grown - 1);
+    assert_true(st.keepalives >= 1);
+    assert_int_equal(st.error_closes, 0);
+    assert_int_equal(st.commands, 1000); /* PINGs of its own are not commands */
+    vl_future_free(run_cmd(loop, vl_redis_pool_command(p, "PING"), VL_OK));
+    /* The housekeeping timer does not keep vl_loop_run running. */
+    vl_loop_run(loop);
+    assert_int_equal(vl_loop_alive(loop), 0);
+    vl_redis_pool_free(p);
+    finish(loop);
+}
+
+/* Keeps `want` commands in flight, issued from their own callbacks while
+ * `running`. With `big`, each is a GET of a 64 KB value: the replies come
+ * in over several reads, so a connection that has some due always gets new
+ * commands before the last one is in, and never empties by itself. */
+typedef struct stream {
+    vl_redis_pool *p;
+    int running, inflight, ok, busy, bad, want, big;
+} stream;
+
+
+static void stream_issue(stream *s);
+
+static void stream_cb(vl_future *f, void *ud)
+{
+    stream *s = ud;
+
+    s->inflight--;
+    if (vl_future_status(f) == VL_OK)
+        s->ok++;
+    else if (vl_future_status(f) == VL_EBUSY)
+        s->busy++;
+    else
+        s->bad++;
+    while (s->running && s->inflight < s->want)
+        stream_issue(s);
+}
+
+static void stream_issue(stream *s)
+{
+    vl_future *f = s->big ? vl_redis_pool_command(s->p, "GET stream:big")
+                           : vl_redis_pool_command(s->p, "INCR stream:n");
+
+    assert_non_null(f);
+    s->inflight++;
+    assert_int_equal(vl_future_then(f, stream_cb, s), VL_OK);
+}
+
+static void stream_start(stream *s, vl_redis_pool *p, int want, int big)
+{
+    memset(s, 0, sizeof(*s));
+    s->p = p;
+    s->want = want;
+    s->big = big;
+    s->running = 1;
+    while (s->inflight < want)
+        stream_issue(s);
+}
+
+static void stream_stop(vl_loop *loop, stream *s)
+{
+    s->running = 0;
+    while (s->inflight > 0)
+        sleep_ms(loop, 5);
+}
+
+/* Connections past max_lifetime_ms retire under load without failing a
+ * command, are replaced, and a leased one is closed on release. */
+static void max_lifetime_retires_gracefully(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_redis_pool_options o;
+    vl_redis_pool *p;
+    vl_redis_lease *l;
+    vl_redis_stats st;
+    stream s;
+    uint64_t closes;
+
+    (void)state;
+    vl_redis_pool_options_init(&o);
+    o.max_size = 2;
+    o.min_idle = 2;
+    o.max_lifetime_ms = 150;
+    p = vl_redis_pool_new(loop, redis_url(2), &o);
+    vl_future_free(run_cmd(loop, vl_redis_pool_ready(p), VL_OK));
+    stream_start(&s, p, 20, 0);
+    sleep_ms(loop, 500);
+    stream_stop(loop, &s);
+    assert_true(s.ok > 0);
+    assert_int_equal(s.bad + s.busy, 0); /* retired gracefully: nothing failed */
+    st = stats(p);
+    assert_int_equal(st.errors, 0);
+    assert_true(st.lifetime_closes >= 2);
+    assert_true(st.connects >= 4);
+    assert_int_equal(st.error_closes, 0);
+    vl_future_free(run_cmd(loop, vl_redis_pool_ready(p), VL_OK)); /* replaced */
+    /* A lease outliving max_lifetime_ms is closed when released, clean. */
+    l = take_lease(loop, p);
+    closes = stats(p).lifetime_closes;
+    sleep_ms(loop, 250);
+    vl_future_free(run_cmd(loop, vl_redis_lease_command(l, "PING"), VL_OK));
+    assert_int_equal(vl_redis_lease_release(l), 1);
+    st = stats(p);
+    assert_true(st.lifetime_closes >= closes + 1);
+    assert_int_equal(st.dirty_closes, 0);
+    assert_int_equal(st.leased, 0);
+    vl_future_free(run_cmd(loop, vl_redis_pool_ready(p), VL_OK));
+    vl_redis_pool_free(p);
+    finish(loop);
+}
+
+/* Idle connections are pinged; a server that stops answering gets its
+ * connection dropped and reopened. */
+static void keepalive_notices_a_silent_server(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_redis_pool_options o;
+    vl_redis_pool *p;
+    vl_redis *pauser;
+    vl_redis_stats st;
+
+    (void)state;
+    vl_redis_pool_options_init(&o);
+    o.max_size = 1;
+    o.min_idle = 1;
+    o.keepalive_ms = 50;
+    o.reconnect_min_ms = 20;
+    o.reconnect_max_ms = 50;
+    p = vl_redis_pool_new(loop, redis_url(0), &o);
+    vl_future_free(run_cmd(loop, vl_redis_pool_ready(p), VL_OK));
+    sleep_ms(loop, 250);
+    st = stats(p);
+    assert_true(st.keepalives >= 2);
+    assert_int_equal(st.error_closes, 0);
+    assert_int_equal(st.connects, 1);
+    assert_int_equal(st.commands, 0);
+    pauser = vl_redis_new(loop, redis_url(0), NULL);
+    vl_future_free(run_cmd(loop, vl_redis_command(pauser, "CLIENT PAUSE 300"), VL_OK));
+    vl_redis_free(pauser);
+    sleep_ms(loop, 500);
+    st = stats(p);
+    assert_true(st.error_closes >= 1);
+    assert_true(st.reconnects >= 1);
+    vl_future_free(run_cmd(loop, vl_redis_pool_command(p, "PING"), VL_OK));
+    vl_loop_run(loop);
+    assert_int_equal(vl_loop_alive(loop), 0);
+    vl_redis_pool_free(p);
+    finish(loop);
+}
+
+/* ---- fairness ---- */
+
+/* A steady stream keeps both connections busy, so neither ever empties by
+ * itself; a lease still gets one within its acquire timeout, while the
+ * stream goes on over the other. Lease requests are served in order. */
+static void lease_fair_under_load(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_redis_pool_options o;
+    vl_redis_pool *p;
+    vl_redis_lease *l;
+    vl_future *f, *b, *c;
+    stream s;
+    int before;
+    static char big[65536];
+
+    (void)state;
+    vl_redis_pool_options_init(&o);
+    o.max_size = 2;
+    o.min_idle = 2;
+    o.acquire_timeout_ms = 1000;
+    p = vl_redis_pool_new(loop, redis_url(1), &o);
+    vl_future_free(run_cmd(loop, vl_redis_pool_ready(p), VL_OK));
+    memset(big, 'x', sizeof(big));
+    vl_future_free(
+        run_cmd(loop, vl_redis_pool_command(p, "SET stream:big %b", big, sizeof(big)), VL_OK));
+    stream_start(&s, p, 50, 1);
+    sleep_ms(loop, 100);
+    assert_true(s.ok > 0);
+    f = vl_redis_pool_lease(p);
+    assert_int_equal(await(loop, f), VL_OK);
+    l = vl_future_take(f);
+    vl_future_free(f);
+    assert_non_null(l);
+    vl_future_free(run_cmd(loop, vl_redis_lease_command(l, "PING"), VL_OK));
+    before = s.ok;
+    sleep_ms(loop, 50);
+    assert_true(s.ok > before); /* the other connection carries the stream */
+    assert_int_equal(s.busy + s.bad, 0);
+    /* Two more requests: the first gets the other connection once it has
+     * drained (pool commands fail fast with VL_EBUSY from then on: every
+     * connection is leased or reserved), the second the first one back. */
+    b = vl_redis_pool_lease(p);
+    c = vl_redis_pool_lease(p);
+    assert_int_equal(await(loop, b), VL_OK);
+    assert_false(vl_future_done(c));
+    vl_future_free(b); /* releases its lease */
+    assert_int_equal(await(loop, c), VL_OK);
+    vl_future_free(c);
+    assert_int_equal(vl_redis_lease_release(l), 1);
+    before = s.ok;
+    sleep_ms(loop, 50);
+    assert_true(s.ok > before); /* routing resumed on both */
+    stream_stop(loop, &s);
+    assert_int_equal(s.bad, 0);
+    assert_int_equal(stats(p).timeouts, 0);
+    vl_redis_pool_free(p);
+    finish(loop);
+}
+
 /* ---- failures ---- */
 
 static long server_pid(int n)
@@ -675,6 +1061,13 @@ int main(void)
         cmocka_unit_test_setup(lease_multi_exec, setup),
         cmocka_unit_test_setup(dirty_lease_is_closed, setup),
         cmocka_unit_test_setup(lease_wait_and_timeout, setup),
+        cmocka_unit_test_setup(pool_ready_barrier, setup),
+        cmocka_unit_test_setup(pool_ready_fails, setup),
+        cmocka_unit_test_setup(waiting_holds_the_loop, setup),
+        cmocka_unit_test_setup(idle_timeout_shrinks_to_min_idle, setup),
+        cmocka_unit_test_setup(max_lifetime_retires_gracefully, setup),
+        cmocka_unit_test_setup(keepalive_notices_a_silent_server, setup),
+        cmocka_unit_test_setup(lease_fair_under_load, setup),
         cmocka_unit_test_setup(server_killed_under_load, setup),
         cmocka_unit_test_setup(pool_free_cancels_everything, setup),
         cmocka_unit_test_setup(pool_bad_url, setup),

@@ -207,7 +207,49 @@ VL_EXPORT size_t vl_redis_pending(const vl_redis *c);
  * connection is leased out (and max_size reached) with VL_EBUSY.
  *
  * Idle pooled connections do not keep vl_loop_run running; pending commands,
- * waiting requests and connection attempts with work waiting do. */
+ * waiting requests (for room, a lease or vl_redis_pool_ready) and connection
+ * attempts with work waiting do. A lease or readiness request waiting with
+ * no deadline (acquire_timeout_ms 0) keeps it running through the pool's
+ * connections, connecting or not, until it completes.
+ *
+ * ---- Lifetimes (HikariCP's) ------------------------------------------------
+ *
+ * Three options, each 0 (off) by default, are enforced by one housekeeping
+ * timer per pool that ticks every quarter of the smallest of them (at most
+ * every 30 s), so each is kept to within a quarter of its value. The timer
+ * never keeps vl_loop_run running: an idle pool still lets it return, and
+ * housekeeping happens while the loop runs.
+ *
+ *  - idle_timeout_ms: a connection that has been ready with nothing pending
+ *    and no lease for that long is closed, as long as more than min_idle
+ *    connections stay open. Counted in idle_closes.
+ *  - max_lifetime_ms: a connection that has lived that long (less a random
+ *    0-2.5%, so connections opened together do not expire together) retires
+ *    gracefully: no new command is routed to it and no lease handed out on
+ *    it, it is closed once every command pending on it has completed (a
+ *    leased one when the lease is released), and a replacement is opened
+ *    when fewer than min_idle connections would be left. A retiring
+ *    connection does not count against max_size. Counted in lifetime_closes.
+ *  - keepalive_ms: a connection idle for that long (and every keepalive_ms
+ *    while it stays idle) is sent a PING of the pool's own, so that a dead
+ *    peer is noticed. The PING is not a pool command: it is not counted in
+ *    `commands` or `pending` and does not keep the loop running. If it fails,
+ *    or is still unanswered keepalive_ms later, the connection is dropped as
+ *    lost (whatever was sent after the PING fails with VL_ECONN) and
+ *    reconnects by itself, with the policy above. Counted in error_closes,
+ *    with every other loss of a ready connection; keepalives counts the
+ *    PINGs sent. Keepalive PINGs do not reset the idle_timeout_ms clock.
+ *
+ * ---- Fairness --------------------------------------------------------------
+ *
+ * A lease needs a connection with nothing pending, which a steady stream of
+ * pool commands would never leave. So when a lease request waits and no
+ * connection can be opened for it, the pool stops routing pool commands to
+ * one connection (the one with the fewest pending), lets it drain and hands
+ * it straight to the oldest lease request; lease requests are served in
+ * order. Pool commands go to the other connections meanwhile; with
+ * max_size 1 they fail with VL_EBUSY until the lease is released, as they do
+ * while every connection is leased. */
 
 enum {
     VL_REDIS_POOL_FAIL = 0, /* past max_pending, fail at once with VL_EBUSY */
@@ -226,6 +268,10 @@ typedef struct vl_redis_pool_options {
                                   * connections (in flight or waiting for a
                                   * handshake); 0: no cap */
     int on_full;                 /* VL_REDIS_POOL_FAIL (default) or VL_REDIS_POOL_WAIT */
+    uint32_t idle_timeout_ms;    /* close a connection idle that long, down to
+                                  * min_idle; 0 (off). See "Lifetimes" */
+    uint32_t max_lifetime_ms;    /* retire a connection that old; 0 (off) */
+    uint32_t keepalive_ms;       /* PING a connection idle that long; 0 (off) */
 } vl_redis_pool_options;
 
 /* Fills `o` with the defaults above. */
@@ -237,6 +283,20 @@ VL_EXPORT void vl_redis_pool_options_init(vl_redis_pool_options *o);
  * belongs to the loop, which frees it if you have not. */
 VL_EXPORT vl_redis_pool *vl_redis_pool_new(vl_loop *loop, const char *url,
                                            const vl_redis_pool_options *opts);
+
+/* Readiness (a warm-up barrier): returns a future that completes with VL_OK
+ * once min_idle connections of the pool are up (connected and past
+ * AUTH/SELECT), or with VL_ECONN and the message of the last connection
+ * error once the first attempt of every one of them has failed (and none
+ * has been up since). While some are up and the others failed, it waits for
+ * their reconnects: bound it with vl_future_timeout if you must. If the
+ * connections are up already, it is completed on return, and its callback
+ * still runs from the loop (rule 2); min_idle 0 is up at once. A pool with
+ * a bad URL fails it at once with the URL's status (VL_EINVAL...). Freeing
+ * the pool completes it with VL_ECANCELED. Waiting keeps vl_loop_run
+ * running. It has no value; the caller owns the future (rule 3). Returns
+ * NULL only when out of memory or p is NULL. */
+VL_EXPORT vl_future *vl_redis_pool_ready(vl_redis_pool *p);
 
 /* A command on some connection of the pool; the future is the one of
  * vl_redis_command. Past max_pending it fails with VL_EBUSY, or waits (in
@@ -254,8 +314,10 @@ VL_EXPORT vl_future *vl_redis_pool_command_argv(vl_redis_pool *p, int argc, cons
  *
  * vl_redis_pool_lease returns a future whose value is a vl_redis_lease *. It
  * completes when a connection is ready with nothing pending (the pool opens
- * one if it may), or fails with VL_ETIMEDOUT after acquire_timeout_ms, or
- * at once with VL_ECONN when all max_size connections are down. Take the
+ * one if it may, or else drains one: see "Fairness" above), or fails with
+ * VL_ETIMEDOUT after acquire_timeout_ms (never with 0: it waits, and keeps
+ * vl_loop_run running, until it gets one), or at once with VL_ECONN when
+ * all max_size connections are down. Requests are served in order. Take the
  * lease with vl_future_take; a lease left in the future is released when
  * the future is freed.
  *
@@ -279,8 +341,9 @@ VL_EXPORT vl_future *vl_redis_lease_command_argv(vl_redis_lease *l, int argc,
                                                  const char **argv, const size_t *argvlen);
 
 /* Ends the lease and frees `l` (the pointer is invalid afterwards). Returns
- * 1 when the connection went back to the pool, 0 when it was closed as
- * dirty (or the pool is gone). NULL is a no-op returning 0. */
+ * 1 when the connection was clean: it went back to the pool, or, if it
+ * outlived max_lifetime_ms meanwhile, was closed as retired. Returns 0 when
+ * it was closed as dirty (or the pool is gone). NULL is a no-op returning 0. */
 VL_EXPORT int vl_redis_lease_release(vl_redis_lease *l);
 
 /* ---- Stats and teardown ---------------------------------------------------- */
@@ -301,6 +364,11 @@ typedef struct vl_redis_stats {
     uint64_t reconnects;    /* of those, on a connection that had been up before */
     uint64_t connect_errors; /* connection attempts that failed */
     uint64_t dirty_closes;  /* leases whose connection was closed on release */
+    uint64_t idle_closes;   /* connections closed after idle_timeout_ms */
+    uint64_t lifetime_closes; /* connections retired after max_lifetime_ms */
+    uint64_t error_closes;  /* ready connections lost: server hang-up, I/O
+                             * error, failed or unanswered keepalive PING */
+    uint64_t keepalives;    /* keepalive PINGs sent */
 } vl_redis_stats;
 
 /* Fills `out` with a snapshot of the pool. Returns VL_OK, or VL_EINVAL when
