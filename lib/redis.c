@@ -1225,6 +1225,16 @@ static int setup_url(vl_redis *c, const char *url)
     return c->err != NULL ? rc : VL_ENOMEM;
 }
 
+static void conn_release(vl__handle *h)
+{
+    vl_redis *c = (vl_redis *)(void *)((char *)h - offsetof(vl_redis, handle));
+
+    vl__free(c->drop_msg);
+    vl__free(c->err);
+    vl__url_clear(&c->url);
+    vl__free(c);
+}
+
 static void handle_free(vl__handle *h)
 {
     vl_redis *c = (vl_redis *)(void *)((char *)h - offsetof(vl_redis, handle));
@@ -1338,10 +1348,9 @@ void vl_redis_free(vl_redis *c)
         c->spare = e->next;
         vl__free(e);
     }
-    vl__free(c->drop_msg);
-    vl__free(c->err);
-    vl__url_clear(&c->url);
-    vl__free(c);
+    /* While the loop is being freed, callbacks may still pass c to
+     * vl_redis_free (a no-op now): keep the memory until they ran. */
+    vl__handle_bury(c->loop, &c->handle, conn_release);
 }
 
 const char *vl_redis_error(const vl_redis *c)

@@ -814,6 +814,17 @@ static void hk_cb(vl__timer *t, void *ud)
 
 /* ---- public API ---- */
 
+static void pool_release(vl__handle *h)
+{
+    vl_redis_pool *p = (vl_redis_pool *)(void *)((char *)h - offsetof(vl_redis_pool, handle));
+
+    vl__free(p->slots);
+    vl__free(p->url);
+    vl__free(p->display);
+    vl__free(p->invalid_msg);
+    vl__free(p);
+}
+
 static void pool_handle_free(vl__handle *h)
 {
     vl_redis_pool *p = (vl_redis_pool *)(void *)((char *)h - offsetof(vl_redis_pool, handle));
@@ -1192,10 +1203,8 @@ void vl_redis_pool_free(vl_redis_pool *p)
     }
     while (p->nslots > 0)
         slot_close(p, p->slots[p->nslots - 1]);
-    vl__free(p->slots);
     memset(p->url, 0, strlen(p->url));
-    vl__free(p->url);
-    vl__free(p->display);
-    vl__free(p->invalid_msg);
-    vl__free(p);
+    /* While the loop is being freed, callbacks may still pass p to
+     * vl_redis_pool_free (a no-op now): keep the memory until they ran. */
+    vl__handle_bury(p->loop, &p->handle, pool_release);
 }

@@ -512,6 +512,47 @@ static void loop_free_cancels(void **state)
     assert_int_equal(tu_alloc_live(), 0);
 }
 
+typedef struct owner {
+    vl_redis *c;
+    vl_redis_pool *p;
+    int calls;
+    int status;
+} owner;
+
+static void free_owner_cb(vl_future *f, void *ud)
+{
+    owner *o = ud;
+
+    o->calls++;
+    o->status = vl_future_status(f);
+    vl_redis_free(o->c);      /* the usual pattern; a no-op during teardown */
+    vl_redis_pool_free(o->p);
+    /* Using them is refused cleanly, through the future. */
+    if (o->c != NULL)
+        vl_future_free(vl_redis_command(o->c, "PING"));
+}
+
+/* A callback that vl_loop_free runs may still free its own connection and
+ * pool: their memory outlives the callbacks. */
+static void loop_free_callbacks_free_owner(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    owner a = {NULL, NULL, 0, 0}, b = {NULL, NULL, 0, 0};
+
+    (void)state;
+    a.c = vl_redis_new(loop, redis_url(0), NULL);
+    b.p = vl_redis_pool_new(loop, redis_url(1), NULL);
+    vl_future_then(vl_redis_command(a.c, "BLPOP loop_free_owner:none 5"), free_owner_cb, &a);
+    vl_future_then(vl_redis_pool_command(b.p, "BLPOP loop_free_owner:none 5"), free_owner_cb, &b);
+    sleep_ms(loop, 30);
+    vl_loop_free(loop);
+    assert_int_equal(a.calls, 1);
+    assert_int_equal(a.status, VL_ECANCELED);
+    assert_int_equal(b.calls, 1);
+    assert_int_equal(b.status, VL_ECANCELED);
+    assert_int_equal(tu_alloc_live(), 0);
+}
+
 /* ---- endpoints ---- */
 
 static void refused_port(void **state)
@@ -875,6 +916,7 @@ int main(void)
         cmocka_unit_test_setup(free_with_pending, setup),
         cmocka_unit_test_setup(free_from_callback, setup),
         cmocka_unit_test_setup(loop_free_cancels, setup),
+        cmocka_unit_test_setup(loop_free_callbacks_free_owner, setup),
         cmocka_unit_test_setup(refused_port, setup),
         cmocka_unit_test_setup(unknown_host, setup),
         cmocka_unit_test_setup(wrong_password, setup),
