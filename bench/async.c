@@ -169,27 +169,20 @@ static int bench_async_redis_warm(bench_async *x)
     if (fs == NULL)
         return -1;
     if (x->rp) {
-        /* A pool opens min_idle connections at once; wait until all are up. */
-        uint64_t deadline = bench_now_us() + 10000000;
-        for (;;) {
-            int ready = 1;
-            for (int h = 0; h < x->nrp; h++) {
-                vl_redis_stats st;
-                vl_redis_pool_stats(x->rp[h], &st);
-                if (st.ready < (unsigned)(x->c->conns / x->nrp))
-                    ready = 0;
-            }
-            if (ready)
-                break;
-            if (bench_now_us() > deadline) {
-                fprintf(stderr, "volley-bench: async: the pools did not connect in 10 s\n");
-                free(fs);
-                return -1;
-            }
-            vl_future *sl = vl_loop_sleep(x->loop, 2);
-            vl_loop_run_until(x->loop, sl);
-            vl_future_free(sl);
+        /* A pool opens min_idle connections at once; wait until all are up,
+         * within 10 s. */
+        for (int h = 0; h < x->nrp; h++)
+            fs[h] = vl_future_timeout(vl_redis_pool_ready(x->rp[h]), 10000);
+        vl_future *up = vl_future_all(x->loop, fs, (size_t)x->nrp);
+        int st = up != NULL ? vl_loop_run_until(x->loop, up) : VL_ENOMEM;
+        if (st != VL_OK) {
+            fprintf(stderr, "volley-bench: async: the pools did not connect: %s\n",
+                    up != NULL ? vl_future_error(up) : "out of memory");
+            vl_future_free(up);
+            free(fs);
+            return -1;
         }
+        vl_future_free(up);
     }
     for (int k = 0; k < n; k++)
         fs[k] = x->rp ? vl_redis_pool_command(x->rp[k], "PING") : vl_redis_command(x->rc[k], "PING");
