@@ -125,6 +125,7 @@ struct vl_mysql {
     int waiting;             /* the MYSQL_WAIT_* mask being waited for */
     int in_drive;
     int free_pending;
+    int freed;               /* vl_mysql_free ran; the memory may be buried */
     /* configuration, parsed from the URL and options */
     char *display;
     char *host;              /* name from the URL; numeric once resolved */
@@ -424,6 +425,15 @@ static vl_future *op_submit(vl_mysql *c, op *o)
 {
     vl_future *f = o->f;
 
+    if (c->freed) {
+        /* Only reachable while the loop is being freed: the memory is kept
+         * until every callback has run (vl__handle_bury). */
+        vl__future_set_source(f, NULL, NULL);
+        o->f = NULL;
+        op_free(o);
+        vl__future_fail(f, VL_ECLOSED, "connection freed");
+        return f;
+    }
     if (c->state == ST_CLOSED || vl__loop_closing(c->loop)) {
         if (vl__loop_closing(c->loop) && c->state != ST_CLOSED) {
             vl__future_set_source(f, NULL, NULL);
@@ -1850,6 +1860,11 @@ static void handle_free(vl__handle *h)
     vl_mysql_free(c);
 }
 
+static void conn_release(vl__handle *h)
+{
+    vl__free((char *)h - offsetof(vl_mysql, handle));
+}
+
 static vl_mysql *conn_new(vl_loop *loop, const char *url, const vl_mysql_options *opts,
                           int pooled)
 {
@@ -1955,12 +1970,18 @@ static void conn_destroy(vl_mysql *c)
     vl__free(c->charset);
     vl__free(c->init_sql);
     vl__free(c->fail_msg);
-    vl__free(c);
+    c->display = c->host = c->addr = c->user = c->password = c->db = NULL;
+    c->socket_path = c->charset = c->init_sql = c->fail_msg = NULL;
+    c->freed = 1;
+    /* While the loop is being freed, callbacks that still hold `c` run after
+     * this: keep the memory until they have (a later vl_mysql_free is then a
+     * no-op and every call fails with VL_ECLOSED). */
+    vl__handle_bury(c->loop, &c->handle, conn_release);
 }
 
 void vl_mysql_free(vl_mysql *c)
 {
-    if (c == NULL)
+    if (c == NULL || c->freed)
         return;
     if (c->in_drive) {
         c->free_pending = 1;
@@ -1999,6 +2020,8 @@ static vl_future *query_op(vl_mysql *c, const char *sql, uint64_t timeout_ms, in
 
     if (c == NULL)
         return NULL;
+    if (c->freed)
+        return vl__future_failed(c->loop, VL_ECLOSED, "connection freed");
     if (sql == NULL || (stream && cb == NULL))
         return vl__future_failed(c->loop, VL_EINVAL, "%s: no SQL or no callback", c->display);
     o = op_new(c, OP_QUERY);
@@ -2044,6 +2067,8 @@ vl_future *vl_mysql_execute(vl_mysql *c, const char *sql, const vl_mysql_param *
 
     if (c == NULL)
         return NULL;
+    if (c->freed)
+        return vl__future_failed(c->loop, VL_ECLOSED, "connection freed");
     if (sql == NULL || (n > 0 && params == NULL))
         return vl__future_failed(c->loop, VL_EINVAL, "%s: no SQL or no parameters", c->display);
     for (i = 0; i < n; i++) {

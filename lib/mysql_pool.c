@@ -85,6 +85,7 @@ typedef struct list {
 struct vl_mysql_pool {
     vl_loop *loop;
     vl__handle handle;
+    int freed;               /* vl_mysql_pool_free ran; the memory may be buried */
     char *url;
     vl_mysql_options copts;
     char *init_sql;
@@ -618,6 +619,8 @@ static vl_future *request_new(vl_mysql_pool *p, int kind, const char *sql,
 
     if (p == NULL)
         return NULL;
+    if (p->freed) /* only while the loop is being freed (vl__handle_bury) */
+        return vl__future_failed(p->loop, VL_ECLOSED, "pool freed");
     if (p->fail_status != VL_OK)
         return vl__future_failed(p->loop, p->fail_status, "%s", p->fail_msg);
     if (vl__loop_closing(p->loop))
@@ -743,6 +746,11 @@ void vl_mysql_pool_options_init(vl_mysql_pool_options *o)
     o->max_waiters = 1000;
 }
 
+static void pool_release(vl__handle *h)
+{
+    vl__free((char *)h - offsetof(vl_mysql_pool, handle));
+}
+
 static void pool_handle_free(vl__handle *h)
 {
     vl_mysql_pool *p = (vl_mysql_pool *)(void *)((char *)h - offsetof(vl_mysql_pool, handle));
@@ -809,8 +817,9 @@ void vl_mysql_pool_free(vl_mysql_pool *p)
     request *r;
     pconn *pc;
 
-    if (p == NULL)
+    if (p == NULL || p->freed)
         return;
+    p->freed = 1;
     vl__handle_remove(p->loop, &p->handle);
     timer_stop(p);
     while ((r = p->wait_head) != NULL) {
@@ -846,7 +855,11 @@ void vl_mysql_pool_free(vl_mysql_pool *p)
     vl__free(p->init_sql);
     vl__free(p->fail_msg);
     vl__free(p->last_error);
-    vl__free(p);
+    p->url = p->init_sql = p->fail_msg = p->last_error = NULL;
+    p->copts.init_sql = p->o.init_sql = NULL;
+    /* While the loop is being freed, callbacks that still hold `p` run after
+     * this: keep the memory until they have (vl__handle_bury). */
+    vl__handle_bury(p->loop, &p->handle, pool_release);
 }
 
 void vl_mysql_pool_stats_get(const vl_mysql_pool *p, vl_mysql_pool_stats *out)

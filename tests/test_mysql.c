@@ -550,6 +550,65 @@ static void free_from_callback(void **state)
     tu_loop_finish(loop);
 }
 
+typedef struct self_freer {
+    vl_mysql *c;
+    int calls;
+    int status;
+    int again_calls;
+    int again_status;
+} self_freer;
+
+static void again_cb(vl_future *f, void *ud)
+{
+    self_freer *sf = ud;
+
+    sf->again_calls++;
+    sf->again_status = vl_future_status(f);
+}
+
+/* The usual "done with this connection" callback: it frees the connection,
+ * frees it again, and even tries to use it. */
+static void free_self_cb(vl_future *f, void *ud)
+{
+    self_freer *sf = ud;
+    vl_future *g;
+
+    sf->calls++;
+    sf->status = vl_future_status(f);
+    vl_mysql_free(sf->c);
+    vl_mysql_free(sf->c); /* a no-op */
+    assert_int_equal(vl_mysql_is_open(sf->c), 0);
+    g = vl_mysql_query(sf->c, "SELECT 1");
+    assert_non_null(g);
+    vl_future_then(g, again_cb, sf);
+}
+
+/* vl_loop_free with statements pending: the loop frees the connections
+ * first, then runs their callbacks, which may still hand the connection to
+ * vl_mysql_free (a no-op by then) and see every call on it fail with
+ * VL_ECLOSED. */
+static void free_self_in_loop_teardown(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    self_freer open = {0}, connecting = {0};
+
+    (void)state;
+    open.c = connect_ok(loop, tcp_url(NULL));
+    vl_future_then(vl_mysql_query(open.c, "SELECT SLEEP(1)"), free_self_cb, &open);
+    connecting.c = vl_mysql_new(loop, tcp_url(NULL), NULL);
+    vl_future_then(vl_mysql_query(connecting.c, "SELECT 1"), free_self_cb, &connecting);
+    vl_loop_free(loop);
+    assert_int_equal(open.calls, 1);
+    assert_int_equal(open.status, VL_ECANCELED);
+    assert_int_equal(open.again_calls, 1);
+    assert_int_equal(open.again_status, VL_ECLOSED);
+    assert_int_equal(connecting.calls, 1);
+    assert_int_equal(connecting.status, VL_ECANCELED);
+    assert_int_equal(connecting.again_calls, 1);
+    assert_int_equal(connecting.again_status, VL_ECLOSED);
+    assert_int_equal(tu_alloc_live(), 0);
+}
+
 /* Out of memory at every allocation of connect + query: a clean error or
  * success, never a crash or a leak. */
 static void out_of_memory(void **state)
@@ -599,7 +658,6 @@ static void out_of_memory(void **state)
     }
     assert_true(successes > 0);
 }
-
 
 typedef struct rule_rec {
     int calls;
@@ -720,6 +778,7 @@ int main(void)
         cmocka_unit_test_setup(timeouts, setup),
         cmocka_unit_test_setup(free_pending, setup),
         cmocka_unit_test_setup(free_from_callback, setup),
+        cmocka_unit_test_setup(free_self_in_loop_teardown, setup),
         cmocka_unit_test_setup(future_rules, setup),
         cmocka_unit_test_setup(connect_timeout, setup),
         cmocka_unit_test_setup(out_of_memory, setup),

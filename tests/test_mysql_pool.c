@@ -394,6 +394,65 @@ static void free_with_pending(void **state)
     assert_int_equal(tu_alloc_live(), 0);
 }
 
+typedef struct pool_freer {
+    vl_mysql_pool *p;
+    int calls;
+    int status;
+    int again_calls;
+    int again_status;
+} pool_freer;
+
+static void pool_again_cb(vl_future *f, void *ud)
+{
+    pool_freer *pf = ud;
+
+    pf->again_calls++;
+    pf->again_status = vl_future_status(f);
+}
+
+/* A request's callback that frees its pool (twice: the second is a no-op),
+ * reads its stats and asks it for more work. */
+static void pool_free_self_cb(vl_future *f, void *ud)
+{
+    pool_freer *pf = ud;
+    vl_mysql_pool_stats st;
+
+    pf->calls++;
+    pf->status = vl_future_status(f);
+    vl_mysql_pool_free(pf->p);
+    vl_mysql_pool_free(pf->p);
+    vl_mysql_pool_stats_get(pf->p, &st);
+    assert_int_equal(st.open, 0);
+    vl_future_then(vl_mysql_pool_query(pf->p, "SELECT 1"), pool_again_cb, pf);
+    vl_future_then(vl_mysql_pool_begin(pf->p), pool_again_cb, pf);
+}
+
+/* vl_loop_free with a running and a waiting request whose callbacks free
+ * the pool: the loop frees the pool first and runs the callbacks after, so
+ * the pool must still be there for them (and refuse new work). */
+static void free_self_in_loop_teardown(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    pool_freer running = {0}, waiting = {0};
+
+    (void)state;
+    running.p = waiting.p = pool_new(loop, 1);
+    pool_exec(loop, running.p, "SELECT 1");
+    vl_future_then(vl_mysql_pool_query(running.p, "SELECT SLEEP(1)"), pool_free_self_cb,
+                   &running);
+    vl_future_then(vl_mysql_pool_query(waiting.p, "SELECT 2"), pool_free_self_cb, &waiting);
+    vl_loop_free(loop);
+    assert_int_equal(running.calls, 1);
+    assert_int_equal(running.status, VL_ECANCELED);
+    assert_int_equal(running.again_calls, 2);
+    assert_int_equal(running.again_status, VL_ECLOSED);
+    assert_int_equal(waiting.calls, 1);
+    assert_int_equal(waiting.status, VL_ECANCELED);
+    assert_int_equal(waiting.again_calls, 2);
+    assert_int_equal(waiting.again_status, VL_ECLOSED);
+    assert_int_equal(tu_alloc_live(), 0);
+}
+
 static void bad_url(void **state)
 {
     vl_loop *loop = vl_loop_new();
@@ -666,6 +725,7 @@ int main(void)
         cmocka_unit_test_setup(transactions, setup),
         cmocka_unit_test_setup(free_with_pending, setup),
         cmocka_unit_test_setup(bad_url, setup),
+        cmocka_unit_test_setup(free_self_in_loop_teardown, setup),
         cmocka_unit_test_setup(idle_eviction, setup),
         cmocka_unit_test_setup(init_sql_survives_reset, setup),
         cmocka_unit_test_setup(housekeeping, setup),

@@ -144,7 +144,10 @@ VL_EXPORT vl_future *vl_mysql_ready(vl_mysql *c);
  * has its socket shut down first, and a statement in flight may still
  * complete on the server. Legal from inside any callback, including a
  * stream's batch callback (the close then happens when that callback
- * returns). NULL is a no-op. */
+ * returns). NULL is a no-op. vl_loop_free frees open connections before it
+ * runs their cancelled callbacks; inside those callbacks the connection's
+ * memory is still there: vl_mysql_free on it is a no-op and every call on it
+ * fails with VL_ECLOSED (through its future). */
 VL_EXPORT void vl_mysql_free(vl_mysql *c);
 
 /* The endpoint's display form (no password). Borrowed; valid until free. */
@@ -463,7 +466,9 @@ VL_EXPORT vl_mysql_pool *vl_mysql_pool_new(vl_loop *loop, const char *url,
 /* Frees the pool at once: waiting and running futures complete with
  * VL_ECANCELED, connections are closed, open transactions become dead (their
  * later calls fail with VL_ECLOSED; the caller still frees them). Legal from
- * a callback. NULL is a no-op. */
+ * a callback. NULL is a no-op. As with vl_mysql_free, inside the callbacks
+ * that vl_loop_free runs after freeing the pool, a second free is a no-op and
+ * every request fails with VL_ECLOSED. */
 VL_EXPORT void vl_mysql_pool_free(vl_mysql_pool *p);
 
 /* Runs one statement on a pooled connection. When every connection is busy
