@@ -704,16 +704,23 @@ static void tick(vl__timer *t, void *ud)
                  open > p->o.min_idle)
             pc_close(pc, &p->st.closed_idle);
         else if (p->o.keepalive_ms != 0 && now - pc->idle_since_ms >= p->o.keepalive_ms) {
-            vl_future *f = vl_mysql_ping(pc->c);
-            if (f != NULL) {
-                /* A ping is a short lease by the pool itself. */
-                list_remove(&p->idle, pc);
-                pc->state = PC_BUSY;
-                list_push(&p->others, pc);
-                p->busy++;
-                pc->refs++;
+            vl_future *f;
+            /* A ping is a short lease by the pool itself. Lease first: the
+             * ping fails inside vl_mysql_ping when the server hung up in
+             * this very loop pass, and the hook must then find a connection
+             * in use (closed by reset_done), not an idle one to free under
+             * us. */
+            list_remove(&p->idle, pc);
+            pc->state = PC_RESETTING;
+            list_push(&p->others, pc);
+            p->busy++;
+            pc->refs++;
+            f = vl_mysql_ping(pc->c);
+            if (f == NULL) {
+                pc_close(pc, &p->st.closed_error); /* out of memory */
+                pc_unref(pc);
+            } else {
                 vl_future_then(f, reset_done, pc);
-                pc->state = PC_RESETTING;
             }
         }
     }

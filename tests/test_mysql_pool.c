@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 static int setup(void **state)
 {
@@ -564,6 +565,70 @@ static void housekeeping(void **state)
     finish(loop, p);
 }
 
+typedef struct killer {
+    vl_mysql *k;
+    const char *sql;
+    int killed;
+} killer;
+
+static void killed_cb(vl_future *f, void *ud)
+{
+    killer *kl = ud;
+
+    assert_int_equal(vl_future_status(f), VL_OK);
+    kl->killed++;
+}
+
+/* Sends the KILL (the statement is written inside vl_mysql_query), then
+ * blocks the loop: the hang-up of the killed connection and the pool's due
+ * timer are then seen in one loop pass. */
+static void kill_and_stall_cb(vl_future *f, void *ud)
+{
+    killer *kl = ud;
+
+    (void)f;
+    vl_future_then(vl_mysql_query(kl->k, kl->sql), killed_cb, kl);
+    usleep(200 * 1000);
+}
+
+/* keepalive_ms: an idle connection killed on the server, whose hang-up and
+ * the keepalive tick arrive in the same loop pass. The ping fails inside the
+ * call that sends it; the pool must survive that and serve the next query on
+ * a fresh connection. */
+static void keepalive_killed(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_mysql_pool_options o;
+    vl_mysql_pool *p;
+    vl_mysql_pool_stats st;
+    killer kl = {0};
+    char sql[64];
+    int64_t id;
+    vl_future *f;
+
+    (void)state;
+    vl_mysql_pool_options_init(&o);
+    o.max_size = 1;
+    o.keepalive_ms = 50;
+    p = vl_mysql_pool_new(loop, tcp_url(), &o);
+    id = pool_int(loop, p, "SELECT CONNECTION_ID()");
+    kl.k = vl_mysql_new(loop, tcp_url(), NULL);
+    f = wait_for(loop, vl_mysql_ready(kl.k));
+    assert_int_equal(vl_future_status(f), VL_OK);
+    vl_future_free(f);
+    snprintf(sql, sizeof(sql), "KILL CONNECTION %lld", (long long)id);
+    kl.sql = sql;
+    vl_future_then(vl_loop_sleep(loop, 1), kill_and_stall_cb, &kl);
+    nap(loop, 300);
+    assert_int_equal(kl.killed, 1);
+    vl_mysql_free(kl.k);
+    vl_mysql_pool_stats_get(p, &st);
+    assert_int_equal(st.closed_error, 1);
+    assert_int_equal(st.in_use, 0);
+    assert_true(pool_int(loop, p, "SELECT CONNECTION_ID()") != id);
+    finish(loop, p);
+}
+
 /* Out of memory at each allocation of pool + query: clean errors, no leak. */
 static void pool_out_of_memory(void **state)
 {
@@ -729,6 +794,7 @@ int main(void)
         cmocka_unit_test_setup(idle_eviction, setup),
         cmocka_unit_test_setup(init_sql_survives_reset, setup),
         cmocka_unit_test_setup(housekeeping, setup),
+        cmocka_unit_test_setup(keepalive_killed, setup),
         cmocka_unit_test_setup(pool_out_of_memory, setup),
         cmocka_unit_test_setup(server_killed, setup),
     };
