@@ -2060,10 +2060,39 @@ vl_future *vl_mysql_query_stream(vl_mysql *c, const char *sql, size_t batch_rows
     return query_op(c, sql, 0, 1, batch_rows, cb, ud);
 }
 
+int vl__mysql_check_params(const vl_mysql_param *params, size_t n, size_t *total, size_t *bad,
+                           const char **why)
+{
+    size_t i;
+
+    *total = 0;
+    for (i = 0; i < n; i++) {
+        int t = params[i].type;
+        *bad = i;
+        if (t < VL_MYSQL_P_NULL || t > VL_MYSQL_P_DATETIME) {
+            *why = "has a bad type";
+            return VL_EINVAL;
+        }
+        if (t != VL_MYSQL_P_STRING && t != VL_MYSQL_P_BLOB)
+            continue;
+        if (params[i].v.str.len > 0 && params[i].v.str.ptr == NULL) {
+            *why = "has no data";
+            return VL_EINVAL;
+        }
+        if (params[i].v.str.len > SIZE_MAX - *total) {
+            *why = "is too long";
+            return VL_EINVAL;
+        }
+        *total += params[i].v.str.len;
+    }
+    return VL_OK;
+}
+
 vl_future *vl_mysql_execute(vl_mysql *c, const char *sql, const vl_mysql_param *params, size_t n)
 {
     op *o;
-    size_t i, total = 0, off = 0;
+    size_t i, total = 0, off = 0, bad = 0;
+    const char *why = NULL;
 
     if (c == NULL)
         return NULL;
@@ -2071,18 +2100,9 @@ vl_future *vl_mysql_execute(vl_mysql *c, const char *sql, const vl_mysql_param *
         return vl__future_failed(c->loop, VL_ECLOSED, "connection freed");
     if (sql == NULL || (n > 0 && params == NULL))
         return vl__future_failed(c->loop, VL_EINVAL, "%s: no SQL or no parameters", c->display);
-    for (i = 0; i < n; i++) {
-        int t = params[i].type;
-        if (t < VL_MYSQL_P_NULL || t > VL_MYSQL_P_DATETIME)
-            return vl__future_failed(c->loop, VL_EINVAL, "%s: parameter %zu has a bad type",
-                                     c->display, i);
-        if ((t == VL_MYSQL_P_STRING || t == VL_MYSQL_P_BLOB) && params[i].v.str.len > 0 &&
-            params[i].v.str.ptr == NULL)
-            return vl__future_failed(c->loop, VL_EINVAL, "%s: parameter %zu has no data",
-                                     c->display, i);
-        if (t == VL_MYSQL_P_STRING || t == VL_MYSQL_P_BLOB)
-            total += params[i].v.str.len;
-    }
+    if (vl__mysql_check_params(params, n, &total, &bad, &why) != VL_OK)
+        return vl__future_failed(c->loop, VL_EINVAL, "%s: parameter %zu %s", c->display, bad,
+                                 why);
     o = op_new(c, OP_EXEC);
     if (o == NULL)
         return NULL;

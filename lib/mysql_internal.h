@@ -84,6 +84,12 @@ int vl__mysql_probe_idle(vl_mysql *c, int poll_socket);
  * message in *msg (the caller frees it with vl__free). */
 int vl__mysql_check_url(vl_loop *loop, const char *url, const vl_mysql_options *opts, char **msg);
 
+/* Checks prepared-statement parameters as vl_mysql_execute does, before
+ * anything is copied: VL_OK with the bytes their values need in *total, or
+ * VL_EINVAL with the index in *bad and the reason (static text) in *why. */
+int vl__mysql_check_params(const vl_mysql_param *params, size_t n, size_t *total, size_t *bad,
+                           const char **why);
+
 /* The failure of a connection that never connected (status and message), to
  * report to pool waiters. */
 int vl__mysql_fail_status(const vl_mysql *c);

@@ -615,7 +615,8 @@ static vl_future *request_new(vl_mysql_pool *p, int kind, const char *sql,
                               const vl_mysql_param *params, size_t n)
 {
     request *r;
-    size_t i, total = 0, off = 0;
+    size_t i, total = 0, off = 0, bad = 0;
+    const char *why = NULL;
 
     if (p == NULL)
         return NULL;
@@ -627,9 +628,10 @@ static vl_future *request_new(vl_mysql_pool *p, int kind, const char *sql,
         return vl__future_failed(p->loop, VL_ECLOSED, "loop is closing");
     if ((kind != RQ_BEGIN && sql == NULL) || (n > 0 && params == NULL))
         return vl__future_failed(p->loop, VL_EINVAL, "no SQL or no parameters");
-    for (i = 0; i < n; i++)
-        if (params[i].type == VL_MYSQL_P_STRING || params[i].type == VL_MYSQL_P_BLOB)
-            total += params[i].v.str.len;
+    /* Checked now, as vl_mysql_execute does: the copy below must not read
+     * bytes the caller never gave. */
+    if (vl__mysql_check_params(params, n, &total, &bad, &why) != VL_OK)
+        return vl__future_failed(p->loop, VL_EINVAL, "parameter %zu %s", bad, why);
     r = vl__calloc(1, sizeof(*r));
     if (r == NULL)
         return NULL;
@@ -652,7 +654,7 @@ static vl_future *request_new(vl_mysql_pool *p, int kind, const char *sql,
     for (i = 0; i < n; i++) {
         r->params[i] = params[i];
         if (params[i].type == VL_MYSQL_P_STRING || params[i].type == VL_MYSQL_P_BLOB) {
-            if (params[i].v.str.len > 0 && params[i].v.str.ptr != NULL)
+            if (params[i].v.str.len > 0)
                 memcpy(r->pdata + off, params[i].v.str.ptr, params[i].v.str.len);
             r->params[i].v.str.ptr = r->pdata != NULL ? r->pdata + off : "";
             off += params[i].v.str.len;

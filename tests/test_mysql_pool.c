@@ -454,6 +454,41 @@ static void free_self_in_loop_teardown(void **state)
     assert_int_equal(tu_alloc_live(), 0);
 }
 
+/* Parameters are checked up front, as vl_mysql_execute checks them: bytes
+ * announced without a pointer must not send uninitialised memory. */
+static void pool_bad_params(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_mysql_pool *p = pool_new(loop, 1);
+    vl_mysql_param prm[2];
+    vl_future *f;
+
+    (void)state;
+    prm[0] = vl_mysql_p_int64(1);
+    prm[1].type = VL_MYSQL_P_BLOB;
+    prm[1].v.str.ptr = NULL;
+    prm[1].v.str.len = 16;
+    f = wait_for(loop, vl_mysql_pool_execute(p, "SELECT ?, HEX(?)", prm, 2));
+    assert_int_equal(vl_future_status(f), VL_EINVAL);
+    vl_future_free(f);
+    prm[1].type = VL_MYSQL_P_STRING;
+    f = wait_for(loop, vl_mysql_pool_execute(p, "SELECT ?, HEX(?)", prm, 2));
+    assert_int_equal(vl_future_status(f), VL_EINVAL);
+    vl_future_free(f);
+    prm[1].type = 99;
+    f = wait_for(loop, vl_mysql_pool_execute(p, "SELECT ?, HEX(?)", prm, 2));
+    assert_int_equal(vl_future_status(f), VL_EINVAL);
+    vl_future_free(f);
+    /* A NULL pointer with no bytes is an empty value. */
+    prm[1].type = VL_MYSQL_P_BLOB;
+    prm[1].v.str.len = 0;
+    f = wait_for(loop, vl_mysql_pool_execute(p, "SELECT ?, HEX(?)", prm, 2));
+    assert_int_equal(vl_future_status(f), VL_OK);
+    assert_string_equal(vl_mysql_result_value(vl_future_mysql_result(f), 0, 1, NULL), "");
+    vl_future_free(f);
+    finish(loop, p);
+}
+
 static void bad_url(void **state)
 {
     vl_loop *loop = vl_loop_new();
@@ -791,6 +826,7 @@ int main(void)
         cmocka_unit_test_setup(free_with_pending, setup),
         cmocka_unit_test_setup(bad_url, setup),
         cmocka_unit_test_setup(free_self_in_loop_teardown, setup),
+        cmocka_unit_test_setup(pool_bad_params, setup),
         cmocka_unit_test_setup(idle_eviction, setup),
         cmocka_unit_test_setup(init_sql_survives_reset, setup),
         cmocka_unit_test_setup(housekeeping, setup),

@@ -475,7 +475,9 @@ VL_EXPORT void vl_mysql_pool_free(vl_mysql_pool *p);
  * the request waits in a fair FIFO queue: it fails with VL_EBUSY at once if
  * max_waiters are already waiting, and with VL_ETIMEDOUT after
  * acquire_timeout_ms. The result is the same as vl_mysql_query /
- * vl_mysql_execute. Returns NULL only when out of memory. */
+ * vl_mysql_execute; the parameters are checked up front the same way (a bad
+ * type, or a STRING/BLOB with len > 0 and a NULL ptr, fails with VL_EINVAL
+ * before anything is sent). Returns NULL only when out of memory. */
 VL_EXPORT vl_future *vl_mysql_pool_query(vl_mysql_pool *p, const char *sql);
 VL_EXPORT vl_future *vl_mysql_pool_execute(vl_mysql_pool *p, const char *sql,
                                            const vl_mysql_param *params, size_t n);
