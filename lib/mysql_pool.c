@@ -506,7 +506,9 @@ static void request_done(vl_future *inner, void *ud)
                                 status == VL_OK ? NULL : vl_future_error(inner));
         else
             vl_mysql_result_free(value);
-        if (p != NULL)
+        if (p != NULL && r->kind == RQ_END && status != VL_OK)
+            pc_close(pc, &p->st.closed_error); /* the outcome is unknown: never reuse */
+        else if (p != NULL)
             pc_release(pc);
     }
     r->f = NULL;

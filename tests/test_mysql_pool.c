@@ -489,6 +489,61 @@ static void pool_bad_params(void **state)
     finish(loop, p);
 }
 
+/* A COMMIT that fails leaves the transaction's outcome unknown to the
+ * caller: the connection is closed, never reset and reused. */
+static void failed_commit(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_mysql_pool *p = pool_new(loop, 2);
+    vl_mysql_pool_stats st;
+    vl_mysql_tx *tx;
+    vl_future *f;
+    int64_t id;
+
+    (void)state;
+    /* The server refuses COMMIT while an XA transaction is active (1399):
+     * an error on a connection that is still open. */
+    f = wait_for(loop, vl_mysql_pool_begin(p));
+    tx = vl_future_take(f);
+    vl_future_free(f);
+    f = wait_for(loop, vl_mysql_tx_query(tx, "SELECT CONNECTION_ID()"));
+    assert_int_equal(vl_mysql_result_int64(vl_future_mysql_result(f), 0, 0, &id), VL_OK);
+    vl_future_free(f);
+    vl_future_free(wait_for(loop, vl_mysql_tx_query(tx, "COMMIT")));
+    f = wait_for(loop, vl_mysql_tx_query(tx, "XA START 'vl_failed_commit'"));
+    assert_int_equal(vl_future_status(f), VL_OK);
+    vl_future_free(f);
+    f = wait_for(loop, vl_mysql_tx_commit(tx));
+    assert_int_equal(vl_future_status(f), VL_ESERVER);
+    assert_int_equal(vl_mysql_errno(f), 1399);
+    vl_future_free(f);
+    vl_mysql_pool_stats_get(p, &st);
+    assert_int_equal(st.closed_error, 1);
+    assert_int_equal(st.open, 0);
+    assert_true(pool_int(loop, p, "SELECT CONNECTION_ID()") != id);
+
+    /* The connection killed under the transaction: COMMIT fails and the
+     * connection is not reused either. */
+    f = wait_for(loop, vl_mysql_pool_begin(p));
+    tx = vl_future_take(f);
+    vl_future_free(f);
+    f = wait_for(loop, vl_mysql_tx_query(tx, "SELECT CONNECTION_ID()"));
+    assert_int_equal(vl_mysql_result_int64(vl_future_mysql_result(f), 0, 0, &id), VL_OK);
+    vl_future_free(f);
+    {
+        char sql[64];
+        snprintf(sql, sizeof(sql), "KILL CONNECTION %lld", (long long)id);
+        pool_exec(loop, p, sql);
+    }
+    f = wait_for(loop, vl_mysql_tx_commit(tx));
+    assert_int_equal(vl_future_status(f), VL_ECONN);
+    vl_future_free(f);
+    vl_mysql_pool_stats_get(p, &st);
+    assert_int_equal(st.closed_error, 2);
+    assert_true(pool_int(loop, p, "SELECT CONNECTION_ID()") != id);
+    finish(loop, p);
+}
+
 static void bad_url(void **state)
 {
     vl_loop *loop = vl_loop_new();
@@ -827,6 +882,7 @@ int main(void)
         cmocka_unit_test_setup(bad_url, setup),
         cmocka_unit_test_setup(free_self_in_loop_teardown, setup),
         cmocka_unit_test_setup(pool_bad_params, setup),
+        cmocka_unit_test_setup(failed_commit, setup),
         cmocka_unit_test_setup(idle_eviction, setup),
         cmocka_unit_test_setup(init_sql_survives_reset, setup),
         cmocka_unit_test_setup(housekeeping, setup),

@@ -514,10 +514,11 @@ VL_EXPORT vl_mysql_tx *vl_future_mysql_tx(const vl_future *f);
 VL_EXPORT vl_future *vl_mysql_tx_query(vl_mysql_tx *tx, const char *sql);
 VL_EXPORT vl_future *vl_mysql_tx_execute(vl_mysql_tx *tx, const char *sql,
                                          const vl_mysql_param *params, size_t n);
-/* COMMIT; consumes tx. The future fails with the server's error (and the
- * connection is closed) if the commit fails. */
+/* COMMIT; consumes tx. If the commit fails the future fails with the error
+ * (the server's, or VL_ECONN) and the connection is closed, never reused:
+ * the transaction's outcome is then unknown to the caller. */
 VL_EXPORT vl_future *vl_mysql_tx_commit(vl_mysql_tx *tx);
-/* ROLLBACK; consumes tx. */
+/* ROLLBACK; consumes tx. A failed rollback closes the connection too. */
 VL_EXPORT vl_future *vl_mysql_tx_rollback(vl_mysql_tx *tx);
 /* Releases tx without committing (rolls back). NULL is a no-op. */
 VL_EXPORT void vl_mysql_tx_free(vl_mysql_tx *tx);
