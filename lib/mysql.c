@@ -835,7 +835,7 @@ static void start_connect(vl_mysql *c)
     unsigned int secs;
     unsigned long flags = CLIENT_MULTI_RESULTS;
     my_bool off = 0;
-    int st;
+    int st, bad = 0;
 
     c->state = ST_CONNECTING;
     c->my = mysql_init(NULL);
@@ -843,20 +843,27 @@ static void start_connect(vl_mysql *c)
         fail_connect(c, VL_ENOMEM, 0, NULL, "out of memory (mysql_init)");
         return;
     }
-    mysql_options(c->my, MYSQL_OPT_NONBLOCK, 0);
-    mysql_options(c->my, MYSQL_SET_CHARSET_NAME, c->charset);
-    mysql_options(c->my, MYSQL_OPT_LOCAL_INFILE, &off);
-    mysql_options(c->my, MYSQL_OPT_RECONNECT, &off);
+    /* Each of these can fail only for want of memory. Without the
+     * non-blocking context mysql_real_connect_start would dereference NULL;
+     * without the init commands a pooled session could not be tracked. */
+    bad |= mysql_options(c->my, MYSQL_OPT_NONBLOCK, 0);
+    bad |= mysql_options(c->my, MYSQL_SET_CHARSET_NAME, c->charset);
+    bad |= mysql_options(c->my, MYSQL_OPT_LOCAL_INFILE, &off);
+    bad |= mysql_options(c->my, MYSQL_OPT_RECONNECT, &off);
     if (c->connect_timeout_ms != 0) {
         secs = (unsigned int)((c->connect_timeout_ms + 999) / 1000);
-        mysql_options(c->my, MYSQL_OPT_CONNECT_TIMEOUT, &secs);
+        bad |= mysql_options(c->my, MYSQL_OPT_CONNECT_TIMEOUT, &secs);
     }
     if (c->pooled)
-        mysql_options(c->my, MYSQL_INIT_COMMAND,
-                      "SET SESSION session_track_state_change=1,"
-                      " session_track_system_variables='*'");
+        bad |= mysql_options(c->my, MYSQL_INIT_COMMAND,
+                             "SET SESSION session_track_state_change=1,"
+                             " session_track_system_variables='*'");
     if (c->init_sql != NULL && c->init_sql[0] != '\0')
-        mysql_options(c->my, MYSQL_INIT_COMMAND, c->init_sql);
+        bad |= mysql_options(c->my, MYSQL_INIT_COMMAND, c->init_sql);
+    if (bad) {
+        fail_connect(c, VL_ENOMEM, 0, NULL, "out of memory (mysql_options)");
+        return;
+    }
     if (c->multi)
         flags |= CLIENT_MULTI_STATEMENTS;
     st = mysql_real_connect_start(&c->mret, c->my, c->socket_path ? NULL : c->addr, c->user,

@@ -5,6 +5,7 @@
 #include "testutil.h"
 
 #include <arpa/inet.h>
+#include <dlfcn.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,55 @@ static int setup(void **state)
     (void)state;
     tu_alloc_install();
     return 0;
+}
+
+/* Fault injection below Connector/C: while armed, the Nth calloc called by
+ * mysql_init or mysql_options(v) fails (the handle, its extension, the
+ * non-blocking context). Every other caller, and every call while disarmed,
+ * goes to the real calloc. Later allocations of Connector/C's connect are
+ * left alone: how it copes with those is its own business. */
+static void *(*real_calloc)(size_t, size_t);
+static int calloc_resolving;
+static unsigned char calloc_boot[4096];
+static size_t calloc_boot_used;
+static long my_calloc_fail_at;
+static long my_calloc_seen;
+
+static int called_from_connector_setup(void *ret)
+{
+    Dl_info info;
+
+    if (dladdr(ret, &info) == 0 || info.dli_fname == NULL || info.dli_sname == NULL ||
+        strstr(info.dli_fname, "libmariadb") == NULL)
+        return 0;
+    return strcmp(info.dli_sname, "mysql_init") == 0 ||
+           strncmp(info.dli_sname, "mysql_options", 13) == 0;
+}
+
+void *calloc(size_t n, size_t size)
+{
+    if (real_calloc == NULL) {
+        void *sym;
+        if (calloc_resolving) {
+            /* dlsym may allocate while looking calloc up: serve it from a
+             * static pool (never freed). */
+            size_t need = (n * size + 15) & ~(size_t)15;
+            void *p;
+            if (need > sizeof(calloc_boot) - calloc_boot_used)
+                return NULL;
+            p = calloc_boot + calloc_boot_used;
+            calloc_boot_used += need;
+            return p;
+        }
+        calloc_resolving = 1;
+        sym = dlsym(RTLD_NEXT, "calloc");
+        calloc_resolving = 0;
+        memcpy(&real_calloc, &sym, sizeof(sym));
+    }
+    if (my_calloc_fail_at > 0 && called_from_connector_setup(__builtin_return_address(0)) &&
+        ++my_calloc_seen == my_calloc_fail_at)
+        return NULL;
+    return real_calloc(n, size);
 }
 
 static char url_buf[512];
@@ -659,6 +709,45 @@ static void out_of_memory(void **state)
     assert_true(successes > 0);
 }
 
+/* Connector/C running out of memory while a connection is configured (its
+ * handle, its options, the non-blocking context without which the connect
+ * would dereference NULL): the connection fails with a clean error, never a
+ * crash or a leak. */
+static void connector_out_of_memory(void **state)
+{
+    long n;
+    int failed = 0, covered = 0;
+
+    (void)state;
+    for (n = 1; n <= 64 && !covered; n++) {
+        vl_loop *loop = vl_loop_new();
+        vl_mysql *c;
+        vl_future *f;
+        int status;
+
+        snprintf(url_buf, sizeof(url_buf), "unix://%s?user=%s&password=%s&db=%s",
+                 tu_env("VL_TEST_MYSQL_SOCK"), tu_env("VL_TEST_MYSQL_USER"),
+                 tu_env("VL_TEST_MYSQL_PASSWORD"), tu_env("VL_TEST_MYSQL_DB"));
+        my_calloc_seen = 0;
+        my_calloc_fail_at = n;
+        c = vl_mysql_new(loop, url_buf, NULL); /* a socket: set up inside the call */
+        my_calloc_fail_at = 0;
+        covered = my_calloc_seen < n; /* no calloc left to fail */
+        assert_non_null(c);
+        f = wait_for(loop, vl_mysql_query(c, "SELECT 1"));
+        status = vl_future_status(f);
+        if (status != VL_OK) {
+            assert_true(status == VL_ENOMEM || status == VL_ECONN);
+            failed++;
+        }
+        vl_future_free(f);
+        vl_mysql_free(c);
+        tu_loop_finish(loop);
+    }
+    assert_true(covered);
+    assert_true(failed > 0);
+}
+
 typedef struct rule_rec {
     int calls;
     int inside;
@@ -782,6 +871,7 @@ int main(void)
         cmocka_unit_test_setup(future_rules, setup),
         cmocka_unit_test_setup(connect_timeout, setup),
         cmocka_unit_test_setup(out_of_memory, setup),
+        cmocka_unit_test_setup(connector_out_of_memory, setup),
     };
 
     return tu_run("mysql", tests, sizeof(tests) / sizeof(tests[0]));
