@@ -27,6 +27,7 @@
 #include "mysql_internal.h"
 #include "url.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -37,7 +38,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
-enum { OP_READY, OP_QUERY, OP_EXEC, OP_PING, OP_RESET };
+enum { OP_READY, OP_QUERY, OP_EXEC, OP_PING, OP_RESET, OP_INITDB };
 
 enum { ST_RESOLVING, ST_CONNECTING, ST_OPEN, ST_CLOSED };
 
@@ -49,10 +50,17 @@ enum {
     S_Q_NEXT_CONT,
     S_X_BEGIN, S_X_PREPARE, S_X_PREPARE_CONT, S_X_BIND, S_X_EXEC, S_X_EXEC_CONT, S_X_STORE,
     S_X_STORE_CONT, S_X_FETCH, S_X_FETCH_CONT, S_X_FREE, S_X_FREE_CONT,
-    S_PING, S_PING_CONT, S_RESET, S_RESET_CONT
+    S_PING, S_PING_CONT, S_RESET, S_RESET_CONT, S_INITDB, S_INITDB_CONT
 };
 
 #define STMT_CACHE_MAX 64
+
+/* What a pooled connection runs first, at connect and after every reset: the
+ * server then flags any session change (the clean-return rule), and reports
+ * the current database, which Connector/C keeps in MYSQL.db. */
+#define POOLED_SESSION_SQL                                                                     \
+    "SET SESSION session_track_state_change=1, session_track_system_variables='*',"          \
+    " session_track_schema=1"
 #define DEFAULT_BATCH 1000
 
 typedef struct stmt_entry {
@@ -82,6 +90,7 @@ struct op {
     size_t nparams;
     char *pdata;
     int internal;            /* restores session setup after a reset */
+    int locks;               /* may take a named lock (GET_LOCK) */
     /* streams */
     int stream;
     size_t batch_rows;
@@ -855,9 +864,7 @@ static void start_connect(vl_mysql *c)
         bad |= mysql_options(c->my, MYSQL_OPT_CONNECT_TIMEOUT, &secs);
     }
     if (c->pooled)
-        bad |= mysql_options(c->my, MYSQL_INIT_COMMAND,
-                             "SET SESSION session_track_state_change=1,"
-                             " session_track_system_variables='*'");
+        bad |= mysql_options(c->my, MYSQL_INIT_COMMAND, POOLED_SESSION_SQL);
     if (c->init_sql != NULL && c->init_sql[0] != '\0')
         bad |= mysql_options(c->my, MYSQL_INIT_COMMAND, c->init_sql);
     if (bad) {
@@ -1367,37 +1374,63 @@ static char *wrap_timeout(const char *sql, size_t len, uint64_t ms, size_t *outl
     return s;
 }
 
-/* COM_RESET_CONNECTION also undoes what the connect's init commands set:
- * run them again, ahead of anything queued. */
+/* 1 when the session's current database is not the URL's: USE ran.
+ * Connector/C keeps MYSQL.db up to date from the server's session tracking
+ * (session_track_schema, which pooled connections turn on). */
+static int schema_changed(const vl_mysql *c)
+{
+    const char *now = c->my != NULL ? c->my->db : NULL;
+
+    if (c->db == NULL || c->db[0] == '\0')
+        return now != NULL && now[0] != '\0';
+    return now == NULL || strcmp(now, c->db) != 0;
+}
+
+/* Queues an internal op (no future) at the head of the queue. */
+static int push_internal(vl_mysql *c, int kind, const char *sql)
+{
+    op *o = vl__calloc(1, sizeof(*o));
+
+    if (o == NULL)
+        return VL_ENOMEM;
+    o->c = c;
+    o->kind = kind;
+    o->internal = 1;
+    o->discard = 1;
+    o->batch_rows = DEFAULT_BATCH;
+    if (sql != NULL) {
+        o->len = strlen(sql);
+        o->sql = vl__strndup(sql, o->len);
+        if (o->sql == NULL) {
+            op_free(o);
+            return VL_ENOMEM;
+        }
+    }
+    o->next = c->qhead;
+    c->qhead = o;
+    if (c->qtail == NULL)
+        c->qtail = o;
+    return VL_OK;
+}
+
+/* COM_RESET_CONNECTION also undoes what the connect's init commands set, and
+ * keeps the current database: select the URL's database again (COM_INIT_DB,
+ * the name never pasted into SQL), then run the init commands, ahead of
+ * anything queued. */
 static int restore_session(vl_mysql *c)
 {
     const char *sqls[2];
     size_t i, n = 0;
 
     if (c->pooled)
-        sqls[n++] = "SET SESSION session_track_state_change=1, session_track_system_variables='*'";
+        sqls[n++] = POOLED_SESSION_SQL;
     if (c->init_sql != NULL && c->init_sql[0] != '\0')
         sqls[n++] = c->init_sql;
-    for (i = n; i-- > 0;) {
-        op *o = vl__calloc(1, sizeof(*o));
-        if (o == NULL)
+    for (i = n; i-- > 0;)
+        if (push_internal(c, OP_QUERY, sqls[i]) != VL_OK)
             return VL_ENOMEM;
-        o->c = c;
-        o->kind = OP_QUERY;
-        o->internal = 1;
-        o->discard = 1;
-        o->batch_rows = DEFAULT_BATCH;
-        o->len = strlen(sqls[i]);
-        o->sql = vl__strndup(sqls[i], o->len);
-        if (o->sql == NULL) {
-            op_free(o);
-            return VL_ENOMEM;
-        }
-        o->next = c->qhead;
-        c->qhead = o;
-        if (c->qtail == NULL)
-            c->qtail = o;
-    }
+    if (schema_changed(c) && push_internal(c, OP_INITDB, NULL) != VL_OK)
+        return VL_ENOMEM;
     return VL_OK;
 }
 
@@ -1453,6 +1486,8 @@ static void step(vl_mysql *c, int ready)
                 c->qtail = NULL;
             o->next = NULL;
             c->cur = o;
+            if (o->locks)
+                c->dirty = 1; /* only a reset releases a named lock */
             switch (o->kind) {
             case OP_READY:
                 op_finish(c, o);
@@ -1465,6 +1500,9 @@ static void step(vl_mysql *c, int ready)
                 break;
             case OP_PING:
                 c->step = S_PING;
+                break;
+            case OP_INITDB:
+                c->step = S_INITDB;
                 break;
             default:
                 c->step = S_RESET;
@@ -1826,11 +1864,34 @@ static void step(vl_mysql *c, int ready)
                 break;
             }
             c->dirty = 0;
+            if (schema_changed(c) && (c->db == NULL || c->db[0] == '\0')) {
+                /* USE ran, and there is no database to go back to. */
+                op_note(o, VL_ECLOSED, "its database changed and cannot be unset");
+                op_finish(c, o);
+                conn_break(c, VL_ECLOSED, "closed: its database changed and cannot be unset");
+                return;
+            }
             if (restore_session(c) != VL_OK) {
                 op_note(o, VL_ENOMEM, "out of memory restoring the session");
                 op_finish(c, o);
                 conn_break(c, VL_ECLOSED, "closed: its session could not be restored");
                 return;
+            }
+            op_finish(c, o);
+            break;
+        case S_INITDB:
+            st = mysql_select_db_start(&c->iret, c->my, c->db);
+            if (wait_on(c, st, S_INITDB_CONT))
+                return;
+            goto initdb_done;
+        case S_INITDB_CONT:
+            st = mysql_select_db_cont(&c->iret, c->my, ready);
+            if (wait_on(c, st, S_INITDB_CONT))
+                return;
+        initdb_done:
+            if (c->iret != 0) {
+                op_error_my(c, o); /* internal: the connection is closed */
+                break;
             }
             op_finish(c, o);
             break;
@@ -2019,6 +2080,27 @@ vl_future *vl_mysql_ready(vl_mysql *c)
     return o != NULL ? op_submit(c, o) : NULL;
 }
 
+/* Whether SQL text may take a named lock. GET_LOCK sets no session-state
+ * flag, so a pooled connection that ran it is reset (which releases every
+ * named lock) before reuse. A mention in a comment or a string costs one
+ * needless reset; a lock taken out of sight (a stored routine, a trigger,
+ * PREPARE of built SQL) is not seen: see the clean-return rule in
+ * volley/mysql.h. */
+static int mentions_get_lock(const char *sql, size_t len)
+{
+    static const char word[] = "get_lock";
+    const size_t wn = sizeof(word) - 1;
+    size_t i, j;
+
+    for (i = 0; i + wn <= len; i++) {
+        for (j = 0; j < wn && tolower((unsigned char)sql[i + j]) == word[j]; j++)
+            ;
+        if (j == wn)
+            return 1;
+    }
+    return 0;
+}
+
 static vl_future *query_op(vl_mysql *c, const char *sql, uint64_t timeout_ms, int stream,
                            size_t batch_rows, vl_mysql_batch_cb cb, void *ud)
 {
@@ -2044,6 +2126,7 @@ static vl_future *query_op(vl_mysql *c, const char *sql, uint64_t timeout_ms, in
         op_discard(o);
         return NULL;
     }
+    o->locks = c->pooled && mentions_get_lock(sql, len);
     o->stream = stream;
     o->batch_rows = batch_rows ? batch_rows : DEFAULT_BATCH;
     o->cb = cb;
@@ -2115,6 +2198,7 @@ vl_future *vl_mysql_execute(vl_mysql *c, const char *sql, const vl_mysql_param *
         return NULL;
     o->len = strlen(sql);
     o->sql = vl__strndup(sql, o->len);
+    o->locks = c->pooled && o->sql != NULL && mentions_get_lock(o->sql, o->len);
     o->params = n > 0 ? vl__calloc(n, sizeof(*o->params)) : NULL;
     o->pdata = total > 0 ? vl__malloc(total) : NULL;
     if (o->sql == NULL || (n > 0 && o->params == NULL) || (total > 0 && o->pdata == NULL)) {
@@ -2185,7 +2269,7 @@ unsigned vl__mysql_state(const vl_mysql *c)
             s |= VL__MYSQL_BUSY;
     if (c->my != NULL && (c->my->server_status & SERVER_STATUS_IN_TRANS))
         s |= VL__MYSQL_IN_TRANS;
-    if (c->dirty)
+    if (c->dirty || (c->my != NULL && schema_changed(c)))
         s |= VL__MYSQL_DIRTY;
     return s;
 }

@@ -28,6 +28,14 @@ static const char *tcp_url(void)
     return url_buf;
 }
 
+/* The same server with no default database in the URL. */
+static const char *tcp_url_nodb(void)
+{
+    snprintf(url_buf, sizeof(url_buf), "mysql://%s:%s@127.0.0.1:%s/", tu_env("VL_TEST_MYSQL_USER"),
+             tu_env("VL_TEST_MYSQL_PASSWORD"), tu_env("VL_TEST_MYSQL_PORT"));
+    return url_buf;
+}
+
 static vl_future *wait_for(vl_loop *loop, vl_future *f)
 {
     assert_non_null(f);
@@ -489,6 +497,98 @@ static void pool_bad_params(void **state)
     finish(loop, p);
 }
 
+/* USE changes the connection's database and a reset keeps it: the next
+ * user must still find the pool's own database. */
+static void schema_restored(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_mysql_pool *p = pool_new(loop, 1);
+    vl_mysql_pool_stats st;
+    vl_future *f;
+    int64_t id;
+
+    (void)state;
+    id = pool_int(loop, p, "SELECT CONNECTION_ID()");
+    pool_exec(loop, p, "USE mysql");
+    f = pool_ok(loop, p, "SELECT DATABASE(), CONNECTION_ID()");
+    assert_string_equal(vl_mysql_result_value(vl_future_mysql_result(f), 0, 0, NULL),
+                        tu_env("VL_TEST_MYSQL_DB"));
+    vl_future_free(f);
+    /* Restored, not replaced. */
+    assert_int_equal(pool_int(loop, p, "SELECT CONNECTION_ID()"), id);
+    /* The same through a prepared statement and inside a transaction. */
+    {
+        vl_future *g = wait_for(loop, vl_mysql_pool_execute(p, "USE mysql", NULL, 0));
+        assert_int_equal(vl_future_status(g), VL_OK);
+        vl_future_free(g);
+    }
+    f = pool_ok(loop, p, "SELECT DATABASE()");
+    assert_string_equal(vl_mysql_result_value(vl_future_mysql_result(f), 0, 0, NULL),
+                        tu_env("VL_TEST_MYSQL_DB"));
+    vl_future_free(f);
+    {
+        vl_mysql_tx *tx;
+        f = wait_for(loop, vl_mysql_pool_begin(p));
+        tx = vl_future_take(f);
+        vl_future_free(f);
+        vl_future_free(wait_for(loop, vl_mysql_tx_query(tx, "USE mysql")));
+        f = wait_for(loop, vl_mysql_tx_commit(tx));
+        assert_int_equal(vl_future_status(f), VL_OK);
+        vl_future_free(f);
+    }
+    f = pool_ok(loop, p, "SELECT DATABASE()");
+    assert_string_equal(vl_mysql_result_value(vl_future_mysql_result(f), 0, 0, NULL),
+                        tu_env("VL_TEST_MYSQL_DB"));
+    vl_future_free(f);
+    vl_mysql_pool_stats_get(p, &st);
+    assert_int_equal(st.closed_error, 0);
+    vl_mysql_pool_free(p);
+
+    /* Without a database in the URL there is none to go back to: the
+     * connection is closed instead. */
+    p = pool_new(loop, 1);
+    vl_mysql_pool_free(p);
+    p = vl_mysql_pool_new(loop, tcp_url_nodb(), NULL);
+    assert_non_null(p);
+    id = pool_int(loop, p, "SELECT CONNECTION_ID()");
+    pool_exec(loop, p, "USE mysql");
+    f = pool_ok(loop, p, "SELECT DATABASE() IS NULL, CONNECTION_ID()");
+    assert_string_equal(vl_mysql_result_value(vl_future_mysql_result(f), 0, 0, NULL), "1");
+    vl_future_free(f);
+    vl_mysql_pool_stats_get(p, &st);
+    assert_int_equal(st.closed_error, 1);
+    finish(loop, p);
+}
+
+/* A named lock (GET_LOCK) sets no session-state flag, yet it belongs to the
+ * session: the next user of the connection must not hold it. */
+static void named_locks(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_mysql_pool *p = pool_new(loop, 1);
+    vl_mysql_tx *tx;
+    vl_future *f;
+    vl_mysql_param prm = vl_mysql_p_str("vl_pool_lock");
+
+    (void)state;
+    assert_int_equal(pool_int(loop, p, "SELECT GET_LOCK('vl_pool_lock', 0)"), 1);
+    assert_int_equal(pool_int(loop, p, "SELECT IS_USED_LOCK('vl_pool_lock') IS NULL"), 1);
+    f = wait_for(loop, vl_mysql_pool_execute(p, "SELECT get_lock(?, 0)", &prm, 1));
+    assert_int_equal(vl_future_status(f), VL_OK);
+    vl_future_free(f);
+    assert_int_equal(pool_int(loop, p, "SELECT IS_USED_LOCK('vl_pool_lock') IS NULL"), 1);
+    /* Taken inside a transaction: COMMIT does not release it, the pool must. */
+    f = wait_for(loop, vl_mysql_pool_begin(p));
+    tx = vl_future_take(f);
+    vl_future_free(f);
+    vl_future_free(wait_for(loop, vl_mysql_tx_query(tx, "SELECT Get_Lock('vl_pool_lock', 0)")));
+    f = wait_for(loop, vl_mysql_tx_commit(tx));
+    assert_int_equal(vl_future_status(f), VL_OK);
+    vl_future_free(f);
+    assert_int_equal(pool_int(loop, p, "SELECT IS_USED_LOCK('vl_pool_lock') IS NULL"), 1);
+    finish(loop, p);
+}
+
 /* A COMMIT that fails leaves the transaction's outcome unknown to the
  * caller: the connection is closed, never reset and reused. */
 static void failed_commit(void **state)
@@ -882,6 +982,8 @@ int main(void)
         cmocka_unit_test_setup(bad_url, setup),
         cmocka_unit_test_setup(free_self_in_loop_teardown, setup),
         cmocka_unit_test_setup(pool_bad_params, setup),
+        cmocka_unit_test_setup(schema_restored, setup),
+        cmocka_unit_test_setup(named_locks, setup),
         cmocka_unit_test_setup(failed_commit, setup),
         cmocka_unit_test_setup(idle_eviction, setup),
         cmocka_unit_test_setup(init_sql_survives_reset, setup),

@@ -419,15 +419,25 @@ VL_EXPORT const char *vl_mysql_error(const vl_future *f);
  * The clean-return rule: after each use a connection goes back to the idle
  * set only if it is provably clean: no error, nothing in flight, no open
  * transaction, no changed session state. The pool enables
- * session_track_state_change and session_track_system_variables='*' on its
- * connections, so the server flags any change (a user variable, a
- * temporary table, USE, SET SESSION...); a connection flagged, or left
- * inside a transaction, is reset first with COM_RESET_CONNECTION (which
- * also rolls back and drops its prepared statements), then gets its
- * connect-time setup (the tracking and init_sql) again before anything
- * else runs on it; if any of that fails it is closed. A connection with an
- * error (lost, client-side deadline, statement still in flight) is always
+ * session_track_state_change, session_track_system_variables='*' and
+ * session_track_schema on its connections, so the server flags any change
+ * (a user variable, a temporary table, USE, SET SESSION...); a connection
+ * flagged, or left inside a transaction, is reset first with
+ * COM_RESET_CONNECTION (which also rolls back, releases named locks and
+ * drops its prepared statements), then gets the URL's database back
+ * (COM_INIT_DB; a USE on a URL without a database closes the connection
+ * instead, as there is none to go back to) and its connect-time setup (the
+ * tracking and init_sql) again before anything else runs on it; if any of
+ * that fails it is closed. A connection with an error (lost, client-side
+ * deadline, statement still in flight, failed COMMIT or ROLLBACK) is always
  * closed.
+ *
+ * Named locks (GET_LOCK) set no flag. A statement whose SQL text mentions
+ * GET_LOCK marks its connection for a reset, which releases them. A lock
+ * taken out of the pool's sight (inside a stored routine or trigger, or
+ * through PREPARE of built SQL) is NOT detected: release it
+ * (RELEASE_LOCK, RELEASE_ALL_LOCKS) before the statement or transaction that
+ * took it ends.
  *
  * Idle connections are reused most-recent-first and watched for read
  * readiness: a server that hangs up (restart, wait_timeout) evicts them.
