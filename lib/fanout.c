@@ -134,7 +134,14 @@ static void finish(fanout *fo)
 
     fo->f = NULL;
     fo->r = NULL;
-    vl__future_complete(f, VL_OK, r, VL__VAL_FANOUT, (vl_free_fn)vl_fanout_result_free, NULL);
+    /* Freeing the loop cancelled every host: the fan-out itself reports it
+     * too (rule 4), with the per-host results still readable. */
+    if (vl__loop_closing(fo->loop))
+        vl__future_complete(f, VL_ECANCELED, r, VL__VAL_FANOUT,
+                            (vl_free_fn)vl_fanout_result_free, "loop freed");
+    else
+        vl__future_complete(f, VL_OK, r, VL__VAL_FANOUT, (vl_free_fn)vl_fanout_result_free,
+                            NULL);
 }
 
 static void host_done(vl_future *f, void *ud)

@@ -187,6 +187,33 @@ static void cancel_from_on_host(void **state)
     tu_loop_finish(loop);
 }
 
+static void fanout_done(vl_future *f, void *ud)
+{
+    int *st = ud;
+
+    *st = vl_future_status(f);
+    assert_non_null(vl_future_fanout(f));
+}
+
+/* Freeing the loop with a fan-out running completes it with VL_ECANCELED. */
+static void loop_free_cancels_fanout(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    char u[256];
+    const char *urls[1];
+    int st = 1;
+
+    (void)state;
+    snprintf(u, sizeof(u), "mysql://%s:%s@127.0.0.1:%s/%s", tu_env("VL_TEST_MYSQL_USER"),
+             tu_env("VL_TEST_MYSQL_PASSWORD"), tu_env("VL_TEST_MYSQL_PORT"),
+             tu_env("VL_TEST_MYSQL_DB"));
+    urls[0] = u;
+    vl_future_then(vl_fanout_mysql(loop, urls, 1, "SELECT SLEEP(5)", NULL), fanout_done, &st);
+    vl_loop_free(loop);
+    assert_int_equal(st, VL_ECANCELED);
+    assert_int_equal(tu_alloc_live(), 0);
+}
+
 static void mysql_hosts(void **state)
 {
     vl_loop *loop = vl_loop_new();
@@ -263,6 +290,7 @@ int main(void)
         cmocka_unit_test_setup(cancel_with_a_stopped_host, setup),
         cmocka_unit_test_setup(cancel_from_on_host, setup),
         cmocka_unit_test_setup(mysql_hosts, setup),
+        cmocka_unit_test_setup(loop_free_cancels_fanout, setup),
         cmocka_unit_test_setup(out_of_memory, setup),
     };
 
