@@ -281,12 +281,7 @@ static void xbufs_free(op *o)
     if (o->rbufs != NULL)
         for (i = 0; i < o->nrbufs; i++)
             vl__free(o->rbufs[i]);
-    vl__free(o->rbufs);
-    vl__free(o->rbind);
-    vl__free(o->rvals);
-    vl__free(o->rlens);
-    vl__free(o->rnulls);
-    vl__free(o->rerrs);
+    vl__free(o->rbind); /* the other arrays live in the same block */
     o->rbufs = NULL;
     o->nrbufs = 0;
     o->rbind = NULL;
@@ -1205,15 +1200,33 @@ static int bind_results(op *o)
     MYSQL_FIELD *fields = mysql_fetch_fields(o->meta);
     unsigned i, n = mysql_num_fields(o->meta);
 
-    o->rbind = vl__calloc(n ? n : 1, sizeof(MYSQL_BIND));
-    o->rvals = vl__calloc(n ? n : 1, sizeof(xval));
-    o->rlens = vl__calloc(n ? n : 1, sizeof(unsigned long));
-    o->rnulls = vl__calloc(n ? n : 1, sizeof(my_bool));
-    o->rerrs = vl__calloc(n ? n : 1, sizeof(my_bool));
-    o->rbufs = vl__calloc(n ? n : 1, sizeof(char *));
-    if (o->rbind == NULL || o->rvals == NULL || o->rlens == NULL || o->rnulls == NULL ||
-        o->rerrs == NULL || o->rbufs == NULL)
-        return VL_ENOMEM;
+    /* One allocation for the per-column arrays; each part starts on a
+     * boundary that suits every member type. */
+    {
+        size_t m = n ? n : 1, a = sizeof(max_align_t), off = 0, o_vals, o_lens, o_nulls, o_errs,
+               o_bufs;
+#define VL__ALIGN_UP(x) (((x) + a - 1) / a * a)
+        off = VL__ALIGN_UP(m * sizeof(MYSQL_BIND));
+        o_vals = off;
+        off = VL__ALIGN_UP(off + m * sizeof(xval));
+        o_lens = off;
+        off = VL__ALIGN_UP(off + m * sizeof(unsigned long));
+        o_bufs = off;
+        off = VL__ALIGN_UP(off + m * sizeof(char *));
+        o_nulls = off;
+        off += m * sizeof(my_bool);
+        o_errs = off;
+        off += m * sizeof(my_bool);
+#undef VL__ALIGN_UP
+        o->rbind = vl__calloc(1, off);
+        if (o->rbind == NULL)
+            return VL_ENOMEM;
+        o->rvals = (xval *)(void *)((char *)o->rbind + o_vals);
+        o->rlens = (unsigned long *)(void *)((char *)o->rbind + o_lens);
+        o->rbufs = (char **)(void *)((char *)o->rbind + o_bufs);
+        o->rnulls = (my_bool *)(void *)((char *)o->rbind + o_nulls);
+        o->rerrs = (my_bool *)(void *)((char *)o->rbind + o_errs);
+    }
     o->nrbufs = n;
     for (i = 0; i < n; i++) {
         MYSQL_BIND *b = &o->rbind[i];
@@ -1264,6 +1277,23 @@ static int bind_results(op *o)
 }
 
 /* The shortest text that reads back to the same value, like the server's. */
+/* Decimal digits of v at buf (no NUL); returns their count. Binary results
+ * carry integers that become text for the one result type; snprintf cost
+ * more than the rest of the row. */
+static size_t fmt_u64(char *buf, uint64_t v)
+{
+    char tmp[24];
+    size_t n = 0, i;
+
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    for (i = 0; i < n; i++)
+        buf[i] = tmp[n - 1 - i];
+    return n;
+}
+
 static int fmt_real(char *buf, size_t cap, double v, int is_float)
 {
     int p, max = is_float ? 9 : 17;
@@ -1323,10 +1353,12 @@ static int store_binary_row(op *o)
         case MYSQL_TYPE_LONG:
         case MYSQL_TYPE_LONGLONG:
             if (fields[i].flags & UNSIGNED_FLAG)
-                len = (size_t)snprintf(buf, sizeof(buf), "%llu",
-                                       (unsigned long long)o->rvals[i].i);
-            else
-                len = (size_t)snprintf(buf, sizeof(buf), "%lld", o->rvals[i].i);
+                len = fmt_u64(buf, (uint64_t)o->rvals[i].i);
+            else if (o->rvals[i].i < 0) {
+                buf[0] = '-';
+                len = 1 + fmt_u64(buf + 1, 0 - (uint64_t)o->rvals[i].i);
+            } else
+                len = fmt_u64(buf, (uint64_t)o->rvals[i].i);
             break;
         case MYSQL_TYPE_YEAR:
             len = (size_t)snprintf(buf, sizeof(buf), "%04lld", o->rvals[i].i);
@@ -2088,15 +2120,16 @@ vl_future *vl_mysql_ready(vl_mysql *c)
  * volley/mysql.h. */
 static int mentions_get_lock(const char *sql, size_t len)
 {
-    static const char word[] = "get_lock";
-    const size_t wn = sizeof(word) - 1;
-    size_t i, j;
+    const char *p = sql, *end = sql + len, *u;
 
-    for (i = 0; i + wn <= len; i++) {
-        for (j = 0; j < wn && tolower((unsigned char)sql[i + j]) == word[j]; j++)
-            ;
-        if (j == wn)
+    /* Runs on every pooled statement: jump from '_' to '_' (rare in SQL)
+     * and compare the letters around it, ASCII-case-insensitively. */
+    while ((u = memchr(p, '_', (size_t)(end - p))) != NULL) {
+        if (u - sql >= 3 && end - u >= 5 && (u[-3] | 0x20) == 'g' && (u[-2] | 0x20) == 'e' &&
+            (u[-1] | 0x20) == 't' && (u[1] | 0x20) == 'l' && (u[2] | 0x20) == 'o' &&
+            (u[3] | 0x20) == 'c' && (u[4] | 0x20) == 'k')
             return 1;
+        p = u + 1;
     }
     return 0;
 }
