@@ -95,6 +95,7 @@ asan: deps
 	$(MAKE) BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
 	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" all tests-build
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+	    LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
 	    VOLLEY_BIN=$(CURDIR)/build-asan/tools/volley \
 	    tests/run.sh $(patsubst $(BUILD)/%,build-asan/%,$(TEST_BIN)) tests/test_cli.sh
 
