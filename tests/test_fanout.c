@@ -7,13 +7,6 @@
 #include <string.h>
 #include <sys/types.h>
 
-static int setup(void **state)
-{
-    (void)state;
-    tu_alloc_install();
-    return 0;
-}
-
 typedef struct seen {
     int calls[8];
 } seen;
@@ -285,13 +278,13 @@ static void out_of_memory(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup(redis_hosts_with_a_dead_one, setup),
-        cmocka_unit_test_setup(default_password_and_bad_url, setup),
-        cmocka_unit_test_setup(cancel_with_a_stopped_host, setup),
-        cmocka_unit_test_setup(cancel_from_on_host, setup),
-        cmocka_unit_test_setup(mysql_hosts, setup),
-        cmocka_unit_test_setup(loop_free_cancels_fanout, setup),
-        cmocka_unit_test_setup(out_of_memory, setup),
+        cmocka_unit_test_setup(redis_hosts_with_a_dead_one, tu_setup),
+        cmocka_unit_test_setup(default_password_and_bad_url, tu_setup),
+        cmocka_unit_test_setup(cancel_with_a_stopped_host, tu_setup),
+        cmocka_unit_test_setup(cancel_from_on_host, tu_setup),
+        cmocka_unit_test_setup(mysql_hosts, tu_setup),
+        cmocka_unit_test_setup(loop_free_cancels_fanout, tu_setup),
+        cmocka_unit_test_setup(out_of_memory, tu_setup),
     };
 
     return tu_run("fanout", tests, sizeof(tests) / sizeof(tests[0]));

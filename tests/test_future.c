@@ -10,13 +10,6 @@
 #include <string.h>
 #include <unistd.h>
 
-static int setup(void **state)
-{
-    (void)state;
-    tu_alloc_install();
-    return 0;
-}
-
 typedef struct rec {
     int calls;
     int status;
@@ -589,26 +582,26 @@ static void out_of_memory_everywhere(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup(rule1_errors_through_future, setup),
-        cmocka_unit_test_setup(rule2_callback_from_loop_once, setup),
-        cmocka_unit_test_setup(rule3_then_consumes, setup),
-        cmocka_unit_test_setup(rule4_cancel_before_and_after, setup),
-        cmocka_unit_test_setup(rule4_free_owner_cancels, setup),
-        cmocka_unit_test_setup(rule5_free_inside_callback, setup),
-        cmocka_unit_test_setup(gather_ten_thousand, setup),
-        cmocka_unit_test_setup(any_first_completed, setup),
-        cmocka_unit_test_setup(timeout_fires_and_not, setup),
-        cmocka_unit_test_setup(timeout_on_gather, setup),
-        cmocka_unit_test_setup(nested_combinators, setup),
-        cmocka_unit_test_setup(free_pending_future, setup),
-        cmocka_unit_test_setup(run_until_deadlock, setup),
-        cmocka_unit_test_setup(run_in_thread_results, setup),
-        cmocka_unit_test_setup(byo_ev_loop, setup),
-        cmocka_unit_test_setup(out_of_memory_everywhere, setup),
-        cmocka_unit_test_setup(run_until_consumed, setup),
-        cmocka_unit_test_setup(duplicate_inputs, setup),
-        cmocka_unit_test_setup(promise_during_teardown, setup),
-        cmocka_unit_test_setup(loop_free_with_running_job, setup),
+        cmocka_unit_test_setup(rule1_errors_through_future, tu_setup),
+        cmocka_unit_test_setup(rule2_callback_from_loop_once, tu_setup),
+        cmocka_unit_test_setup(rule3_then_consumes, tu_setup),
+        cmocka_unit_test_setup(rule4_cancel_before_and_after, tu_setup),
+        cmocka_unit_test_setup(rule4_free_owner_cancels, tu_setup),
+        cmocka_unit_test_setup(rule5_free_inside_callback, tu_setup),
+        cmocka_unit_test_setup(gather_ten_thousand, tu_setup),
+        cmocka_unit_test_setup(any_first_completed, tu_setup),
+        cmocka_unit_test_setup(timeout_fires_and_not, tu_setup),
+        cmocka_unit_test_setup(timeout_on_gather, tu_setup),
+        cmocka_unit_test_setup(nested_combinators, tu_setup),
+        cmocka_unit_test_setup(free_pending_future, tu_setup),
+        cmocka_unit_test_setup(run_until_deadlock, tu_setup),
+        cmocka_unit_test_setup(run_in_thread_results, tu_setup),
+        cmocka_unit_test_setup(byo_ev_loop, tu_setup),
+        cmocka_unit_test_setup(out_of_memory_everywhere, tu_setup),
+        cmocka_unit_test_setup(run_until_consumed, tu_setup),
+        cmocka_unit_test_setup(duplicate_inputs, tu_setup),
+        cmocka_unit_test_setup(promise_during_teardown, tu_setup),
+        cmocka_unit_test_setup(loop_free_with_running_job, tu_setup),
     };
 
     return tu_run("future", tests, sizeof(tests) / sizeof(tests[0]));

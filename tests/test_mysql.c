@@ -13,13 +13,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-static int setup(void **state)
-{
-    (void)state;
-    tu_alloc_install();
-    return 0;
-}
-
 /* Fault injection below Connector/C: while armed, the Nth calloc called by
  * mysql_init or mysql_options(v) fails (the handle, its extension, the
  * non-blocking context). Every other caller, and every call while disarmed,
@@ -81,22 +74,13 @@ static const char *tcp_url(const char *params)
     return url_buf;
 }
 
-/* Runs `f` to completion and returns it (the caller frees it). */
-static vl_future *wait_for(vl_loop *loop, vl_future *f)
-{
-    assert_non_null(f);
-    vl_loop_run_until(loop, f);
-    assert_true(vl_future_done(f));
-    return f;
-}
-
 static vl_mysql *connect_ok(vl_loop *loop, const char *url)
 {
     vl_mysql *c = vl_mysql_new(loop, url, NULL);
     vl_future *f;
 
     assert_non_null(c);
-    f = wait_for(loop, vl_mysql_ready(c));
+    f = tu_wait_for(loop, vl_mysql_ready(c));
     if (vl_future_status(f) != VL_OK)
         fail_msg("connect: %s", vl_future_error(f));
     vl_future_free(f);
@@ -106,7 +90,7 @@ static vl_mysql *connect_ok(vl_loop *loop, const char *url)
 /* Runs one query and checks it succeeded; the caller frees the future. */
 static vl_future *query_ok(vl_loop *loop, vl_mysql *c, const char *sql)
 {
-    vl_future *f = wait_for(loop, vl_mysql_query(c, sql));
+    vl_future *f = tu_wait_for(loop, vl_mysql_query(c, sql));
 
     if (vl_future_status(f) != VL_OK)
         fail_msg("%s: %s", sql, vl_future_error(f));
@@ -213,7 +197,7 @@ static void syntax_error(void **state)
 
     (void)state;
     c = connect_ok(loop, tcp_url(NULL));
-    f = wait_for(loop, vl_mysql_query(c, "SELEKT 1"));
+    f = tu_wait_for(loop, vl_mysql_query(c, "SELEKT 1"));
     assert_int_equal(vl_future_status(f), VL_ESERVER);
     assert_int_equal(vl_mysql_errno(f), 1064);
     assert_string_equal(vl_mysql_sqlstate(f), "42000");
@@ -245,7 +229,7 @@ static void fifo_queue(void **state)
         fs[i] = vl_mysql_query(c, sql);
         assert_non_null(fs[i]);
     }
-    all = wait_for(loop, vl_future_all(loop, fs, 20));
+    all = tu_wait_for(loop, vl_future_all(loop, fs, 20));
     assert_int_equal(vl_future_status(all), VL_OK);
     for (i = 0; i < 20; i++) {
         int64_t v;
@@ -299,7 +283,7 @@ static void counts_and_multi(void **state)
     vl_future_free(f);
 
     /* The second statement fails: the first result stays readable. */
-    f = wait_for(loop, vl_mysql_query(c, "SELECT 7; SELECT * FROM no_such_table; SELECT 8"));
+    f = tu_wait_for(loop, vl_mysql_query(c, "SELECT 7; SELECT * FROM no_such_table; SELECT 8"));
     assert_int_equal(vl_future_status(f), VL_ESERVER);
     assert_int_equal(vl_mysql_errno(f), 1146);
     assert_string_equal(vl_mysql_sqlstate(f), "42S02");
@@ -312,7 +296,7 @@ static void counts_and_multi(void **state)
 
     /* Without the opt-in, "a; b" is a syntax error. */
     c = connect_ok(loop, tcp_url(NULL));
-    f = wait_for(loop, vl_mysql_query(c, "SELECT 1; SELECT 2"));
+    f = tu_wait_for(loop, vl_mysql_query(c, "SELECT 1; SELECT 2"));
     assert_int_equal(vl_future_status(f), VL_ESERVER);
     assert_int_equal(vl_mysql_errno(f), 1064);
     vl_future_free(f);
@@ -335,7 +319,7 @@ static void escaping(void **state)
     (void)state;
     /* The character set is only known once connected. */
     assert_int_equal(vl_mysql_escape(c, dst, sizeof(dst), in, strlen(in)), VL_ESTATE);
-    f = wait_for(loop, vl_mysql_ready(c));
+    f = tu_wait_for(loop, vl_mysql_ready(c));
     assert_int_equal(vl_future_status(f), VL_OK);
     vl_future_free(f);
     assert_int_equal(vl_mysql_escape(c, dst, 4, in, strlen(in)), VL_EINVAL);
@@ -369,8 +353,8 @@ static void connect_errors(void **state)
     c = vl_mysql_new(loop, url, NULL);
     f = vl_mysql_ready(c);
     q = vl_mysql_query(c, "SELECT 1");
-    wait_for(loop, f);
-    wait_for(loop, q);
+    tu_wait_for(loop, f);
+    tu_wait_for(loop, q);
     assert_int_equal(vl_future_status(f), VL_ECONN);
     assert_int_equal(vl_mysql_errno(f), 1045);
     assert_string_equal(vl_mysql_sqlstate(f), "28000");
@@ -381,7 +365,7 @@ static void connect_errors(void **state)
     assert_int_equal(vl_mysql_errno(q), 1045);
     vl_future_free(f);
     vl_future_free(q);
-    f = wait_for(loop, vl_mysql_query(c, "SELECT 1"));
+    f = tu_wait_for(loop, vl_mysql_query(c, "SELECT 1"));
     assert_int_equal(vl_future_status(f), VL_ECONN);
     vl_future_free(f);
     assert_false(vl_mysql_is_open(c));
@@ -391,7 +375,7 @@ static void connect_errors(void **state)
     snprintf(url, sizeof(url), "mysql://%s:%s@127.0.0.1:%s/no_such_db", tu_env("VL_TEST_MYSQL_USER"),
              tu_env("VL_TEST_MYSQL_PASSWORD"), tu_env("VL_TEST_MYSQL_PORT"));
     c = vl_mysql_new(loop, url, NULL);
-    f = wait_for(loop, vl_mysql_ready(c));
+    f = tu_wait_for(loop, vl_mysql_ready(c));
     assert_int_equal(vl_future_status(f), VL_ECONN);
     assert_int_equal(vl_mysql_errno(f), 1049);
     assert_null(strstr(vl_future_error(f), tu_env("VL_TEST_MYSQL_PASSWORD")));
@@ -401,7 +385,7 @@ static void connect_errors(void **state)
     /* Refused port (port 1 on loopback has no listener). */
     snprintf(url, sizeof(url), "mysql://u:%s@127.0.0.1:1/db", pw);
     c = vl_mysql_new(loop, url, NULL);
-    f = wait_for(loop, vl_mysql_ready(c));
+    f = tu_wait_for(loop, vl_mysql_ready(c));
     assert_int_equal(vl_future_status(f), VL_ECONN);
     assert_true(vl_mysql_errno(f) == 2002 || vl_mysql_errno(f) == 2003);
     assert_null(strstr(vl_future_error(f), pw));
@@ -411,18 +395,18 @@ static void connect_errors(void **state)
     /* Bad URLs. */
     c = vl_mysql_new(loop, "mysql//nope", NULL);
     assert_non_null(c);
-    f = wait_for(loop, vl_mysql_ready(c));
+    f = tu_wait_for(loop, vl_mysql_ready(c));
     assert_int_equal(vl_future_status(f), VL_EINVAL);
     vl_future_free(f);
     vl_mysql_free(c);
     c = vl_mysql_new(loop, "mysql://u:p@127.0.0.1:99999/db", NULL);
-    f = wait_for(loop, vl_mysql_query(c, "SELECT 1"));
+    f = tu_wait_for(loop, vl_mysql_query(c, "SELECT 1"));
     assert_int_equal(vl_future_status(f), VL_EINVAL);
     vl_future_free(f);
     vl_mysql_free(c);
     snprintf(url, sizeof(url), "mysql://u:%s@127.0.0.1/db?bogus=1", pw);
     c = vl_mysql_new(loop, url, NULL);
-    f = wait_for(loop, vl_mysql_ready(c));
+    f = tu_wait_for(loop, vl_mysql_ready(c));
     assert_int_equal(vl_future_status(f), VL_EINVAL);
     assert_non_null(strstr(vl_future_error(f), "bogus"));
     assert_null(strstr(vl_future_error(f), pw));
@@ -432,21 +416,21 @@ static void connect_errors(void **state)
     /* TLS is refused, never silently downgraded. */
     snprintf(url, sizeof(url), "mysql://u:%s@127.0.0.1/db?ssl=1", pw);
     c = vl_mysql_new(loop, url, NULL);
-    f = wait_for(loop, vl_mysql_ready(c));
+    f = tu_wait_for(loop, vl_mysql_ready(c));
     assert_int_equal(vl_future_status(f), VL_EUNSUPPORTED);
     assert_non_null(strstr(vl_future_error(f), "TLS"));
     assert_null(strstr(vl_future_error(f), pw));
     vl_future_free(f);
     vl_mysql_free(c);
     c = vl_mysql_new(loop, "mysql://u:p@127.0.0.1/db?tls=required", NULL);
-    f = wait_for(loop, vl_mysql_ready(c));
+    f = tu_wait_for(loop, vl_mysql_ready(c));
     assert_int_equal(vl_future_status(f), VL_EUNSUPPORTED);
     vl_future_free(f);
     vl_mysql_free(c);
 
     /* An unknown host name fails through the resolver. */
     c = vl_mysql_new(loop, "mysql://u:p@no-such-host.invalid/db", NULL);
-    f = wait_for(loop, vl_mysql_ready(c));
+    f = tu_wait_for(loop, vl_mysql_ready(c));
     assert_int_equal(vl_future_status(f), VL_ECONN);
     vl_future_free(f);
     vl_mysql_free(c);
@@ -463,7 +447,7 @@ static void timeouts(void **state)
 
     (void)state;
     c = connect_ok(loop, tcp_url(NULL));
-    f = wait_for(loop, vl_mysql_query_timeout(c, "SELECT SLEEP(5)", 100));
+    f = tu_wait_for(loop, vl_mysql_query_timeout(c, "SELECT SLEEP(5)", 100));
     /* SLEEP() interrupted by max_statement_time returns 1 in some versions,
      * or fails with 1969: both leave the connection usable. */
     if (vl_future_status(f) != VL_OK) {
@@ -471,7 +455,7 @@ static void timeouts(void **state)
         assert_int_equal(vl_mysql_errno(f), 1969);
     }
     vl_future_free(f);
-    f = wait_for(loop, vl_mysql_query_timeout(c, "SELECT COUNT(*) FROM information_schema.columns a, information_schema.columns b, information_schema.columns c", 50));
+    f = tu_wait_for(loop, vl_mysql_query_timeout(c, "SELECT COUNT(*) FROM information_schema.columns a, information_schema.columns b, information_schema.columns c", 50));
     assert_int_equal(vl_future_status(f), VL_ETIMEDOUT);
     assert_int_equal(vl_mysql_errno(f), 1969);
     assert_string_equal(vl_mysql_sqlstate(f), "70100");
@@ -482,14 +466,14 @@ static void timeouts(void **state)
     /* The client-side deadline: the connection is closed. */
     f = vl_future_timeout(vl_mysql_query(c, "SELECT SLEEP(5)"), 50);
     q = vl_mysql_query(c, "SELECT 1");
-    wait_for(loop, f);
-    wait_for(loop, q);
+    tu_wait_for(loop, f);
+    tu_wait_for(loop, q);
     assert_int_equal(vl_future_status(f), VL_ETIMEDOUT);
     assert_int_equal(vl_future_status(q), VL_ECLOSED);
     assert_false(vl_mysql_is_open(c));
     vl_future_free(f);
     vl_future_free(q);
-    f = wait_for(loop, vl_mysql_query(c, "SELECT 1"));
+    f = tu_wait_for(loop, vl_mysql_query(c, "SELECT 1"));
     assert_int_equal(vl_future_status(f), VL_ECLOSED);
     vl_future_free(f);
     vl_mysql_free(c);
@@ -499,7 +483,7 @@ static void timeouts(void **state)
     f = vl_mysql_query(c, "SELECT SLEEP(0.05)");
     q = vl_mysql_query(c, "SELECT 2");
     assert_int_equal(vl_future_cancel(q), 1);
-    wait_for(loop, f);
+    tu_wait_for(loop, f);
     assert_int_equal(vl_future_status(f), VL_OK);
     assert_int_equal(vl_future_status(q), VL_ECANCELED);
     assert_true(vl_mysql_is_open(c));
@@ -544,7 +528,7 @@ static void free_pending(void **state)
     vl_future_then(a, free_cb, ca);
     vl_future_then(b, free_cb, cb);
     r = vl_loop_sleep(loop, 20);
-    wait_for(loop, r);
+    tu_wait_for(loop, r);
     vl_future_free(r);
     ca[0] = 0;
     vl_mysql_free(c);
@@ -674,7 +658,7 @@ static void out_of_memory(void **state)
         vl_future *f;
         tu_alloc_fail_at(0);
         c = vl_mysql_new(loop, url_buf, NULL);
-        f = wait_for(loop, vl_mysql_query(c, "SELECT 1, 'x', NULL"));
+        f = tu_wait_for(loop, vl_mysql_query(c, "SELECT 1, 'x', NULL"));
         assert_int_equal(vl_future_status(f), VL_OK);
         vl_future_free(f);
         vl_mysql_free(c);
@@ -734,7 +718,7 @@ static void connector_out_of_memory(void **state)
         my_calloc_fail_at = 0;
         covered = my_calloc_seen < n; /* no calloc left to fail */
         assert_non_null(c);
-        f = wait_for(loop, vl_mysql_query(c, "SELECT 1"));
+        f = tu_wait_for(loop, vl_mysql_query(c, "SELECT 1"));
         status = vl_future_status(f);
         if (status != VL_OK) {
             assert_true(status == VL_ENOMEM || status == VL_ECONN);
@@ -845,7 +829,7 @@ static void connect_timeout(void **state)
     snprintf(url, sizeof(url), "mysql://u:pw@127.0.0.1:%d/db?connect_timeout_ms=200",
              ntohs(sa.sin_port));
     c = vl_mysql_new(loop, url, NULL);
-    f = wait_for(loop, vl_mysql_ready(c));
+    f = tu_wait_for(loop, vl_mysql_ready(c));
     assert_int_equal(vl_future_status(f), VL_ETIMEDOUT);
     assert_non_null(strstr(vl_future_error(f), "timed out"));
     vl_future_free(f);
@@ -857,21 +841,21 @@ static void connect_timeout(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup(select_values, setup),
-        cmocka_unit_test_setup(socket_and_hostname, setup),
-        cmocka_unit_test_setup(syntax_error, setup),
-        cmocka_unit_test_setup(fifo_queue, setup),
-        cmocka_unit_test_setup(counts_and_multi, setup),
-        cmocka_unit_test_setup(escaping, setup),
-        cmocka_unit_test_setup(connect_errors, setup),
-        cmocka_unit_test_setup(timeouts, setup),
-        cmocka_unit_test_setup(free_pending, setup),
-        cmocka_unit_test_setup(free_from_callback, setup),
-        cmocka_unit_test_setup(free_self_in_loop_teardown, setup),
-        cmocka_unit_test_setup(future_rules, setup),
-        cmocka_unit_test_setup(connect_timeout, setup),
-        cmocka_unit_test_setup(out_of_memory, setup),
-        cmocka_unit_test_setup(connector_out_of_memory, setup),
+        cmocka_unit_test_setup(select_values, tu_setup),
+        cmocka_unit_test_setup(socket_and_hostname, tu_setup),
+        cmocka_unit_test_setup(syntax_error, tu_setup),
+        cmocka_unit_test_setup(fifo_queue, tu_setup),
+        cmocka_unit_test_setup(counts_and_multi, tu_setup),
+        cmocka_unit_test_setup(escaping, tu_setup),
+        cmocka_unit_test_setup(connect_errors, tu_setup),
+        cmocka_unit_test_setup(timeouts, tu_setup),
+        cmocka_unit_test_setup(free_pending, tu_setup),
+        cmocka_unit_test_setup(free_from_callback, tu_setup),
+        cmocka_unit_test_setup(free_self_in_loop_teardown, tu_setup),
+        cmocka_unit_test_setup(future_rules, tu_setup),
+        cmocka_unit_test_setup(connect_timeout, tu_setup),
+        cmocka_unit_test_setup(out_of_memory, tu_setup),
+        cmocka_unit_test_setup(connector_out_of_memory, tu_setup),
     };
 
     return tu_run("mysql", tests, sizeof(tests) / sizeof(tests[0]));

@@ -11,13 +11,6 @@
 #include <sys/types.h>
 #include <unistd.h>
 
-static int setup(void **state)
-{
-    (void)state;
-    tu_alloc_install();
-    return 0;
-}
-
 static char url_buf[512];
 
 static const char *tcp_url(void)
@@ -36,14 +29,6 @@ static const char *tcp_url_nodb(void)
     return url_buf;
 }
 
-static vl_future *wait_for(vl_loop *loop, vl_future *f)
-{
-    assert_non_null(f);
-    vl_loop_run_until(loop, f);
-    assert_true(vl_future_done(f));
-    return f;
-}
-
 static vl_mysql_pool *pool_new(vl_loop *loop, size_t max_size)
 {
     vl_mysql_pool_options o;
@@ -59,7 +44,7 @@ static vl_mysql_pool *pool_new(vl_loop *loop, size_t max_size)
 
 static vl_future *pool_ok(vl_loop *loop, vl_mysql_pool *p, const char *sql)
 {
-    vl_future *f = wait_for(loop, vl_mysql_pool_query(p, sql));
+    vl_future *f = tu_wait_for(loop, vl_mysql_pool_query(p, sql));
 
     if (vl_future_status(f) != VL_OK)
         fail_msg("%s: %s", sql, vl_future_error(f));
@@ -105,7 +90,7 @@ static void gather_32(void **state)
     (void)state;
     for (i = 0; i < 32; i++)
         fs[i] = vl_mysql_pool_query(p, "SELECT SLEEP(0.05)");
-    all = wait_for(loop, vl_future_all(loop, fs, 32));
+    all = tu_wait_for(loop, vl_future_all(loop, fs, 32));
     assert_int_equal(vl_future_status(all), VL_OK);
     for (i = 0; i < 32; i++) {
         vl_mysql_result *r = vl_future_mysql_result(vl_future_child(all, i));
@@ -151,12 +136,12 @@ static void clean_return(void **state)
     /* Prepared statements work across a reset (the cache was dropped). */
     {
         vl_mysql_param prm = vl_mysql_p_int64(41);
-        f = wait_for(loop, vl_mysql_pool_execute(p, "SELECT ? + 1", &prm, 1));
+        f = tu_wait_for(loop, vl_mysql_pool_execute(p, "SELECT ? + 1", &prm, 1));
         assert_int_equal(vl_future_status(f), VL_OK);
         assert_string_equal(vl_mysql_result_value(vl_future_mysql_result(f), 0, 0, NULL), "42");
         vl_future_free(f);
         pool_exec(loop, p, "SET @x = 1");
-        f = wait_for(loop, vl_mysql_pool_execute(p, "SELECT ? + 1", &prm, 1));
+        f = tu_wait_for(loop, vl_mysql_pool_execute(p, "SELECT ? + 1", &prm, 1));
         assert_int_equal(vl_future_status(f), VL_OK);
         vl_future_free(f);
     }
@@ -186,13 +171,13 @@ static void bounded_waiting(void **state)
     a = vl_mysql_pool_query(p, "SELECT SLEEP(0.1), 'a'");
     b = vl_mysql_pool_query(p, "SELECT 'b'");
     c = vl_mysql_pool_query(p, "SELECT 'c'");
-    d = wait_for(loop, vl_mysql_pool_query(p, "SELECT 'd'"));
+    d = tu_wait_for(loop, vl_mysql_pool_query(p, "SELECT 'd'"));
     assert_int_equal(vl_future_status(d), VL_EBUSY);
     vl_future_free(d);
     fs[0] = a;
     fs[1] = b;
     fs[2] = c;
-    all = wait_for(loop, vl_future_all(loop, fs, 3));
+    all = tu_wait_for(loop, vl_future_all(loop, fs, 3));
     assert_int_equal(vl_future_status(all), VL_OK);
     vl_future_free(all);
     vl_mysql_pool_stats_get(p, &st);
@@ -206,7 +191,7 @@ static void bounded_waiting(void **state)
     fs[0] = vl_mysql_pool_query(p, "SELECT SLEEP(0.5)");
     for (i = 1; i < 4; i++)
         fs[i] = vl_mysql_pool_query(p, "SELECT 1");
-    all = wait_for(loop, vl_future_all(loop, fs, 4));
+    all = tu_wait_for(loop, vl_future_all(loop, fs, 4));
     assert_int_equal(vl_future_status(vl_future_child(all, 0)), VL_OK);
     for (i = 1; i < 4; i++)
         assert_int_equal(vl_future_status(vl_future_child(all, i)), VL_ETIMEDOUT);
@@ -226,7 +211,7 @@ static void deadlines(void **state)
 
     (void)state;
     id1 = pool_int(loop, p, "SELECT CONNECTION_ID()");
-    f = wait_for(loop, vl_future_timeout(vl_mysql_pool_query(p, "SELECT SLEEP(5)"), 50));
+    f = tu_wait_for(loop, vl_future_timeout(vl_mysql_pool_query(p, "SELECT SLEEP(5)"), 50));
     assert_int_equal(vl_future_status(f), VL_ETIMEDOUT);
     vl_future_free(f);
     assert_true(pool_int(loop, p, "SELECT CONNECTION_ID()") != id1);
@@ -239,7 +224,7 @@ static void deadlines(void **state)
         vl_future *busy = vl_mysql_pool_query(p, "SELECT SLEEP(0.1)");
         vl_future *w = vl_mysql_pool_query(p, "SELECT 1");
         assert_int_equal(vl_future_cancel(w), 1);
-        wait_for(loop, busy);
+        tu_wait_for(loop, busy);
         assert_int_equal(vl_future_status(busy), VL_OK);
         assert_int_equal(vl_future_status(w), VL_ECANCELED);
         vl_future_free(busy);
@@ -263,16 +248,16 @@ static void transactions(void **state)
     pool_exec(loop, p, "CREATE TABLE t_tx (id INT PRIMARY KEY) ENGINE=InnoDB");
 
     /* Released without commit: rolled back. */
-    f = wait_for(loop, vl_mysql_pool_begin(p));
+    f = tu_wait_for(loop, vl_mysql_pool_begin(p));
     assert_int_equal(vl_future_status(f), VL_OK);
     tx = vl_future_take(f);
     assert_non_null(tx);
     vl_future_free(f);
-    f = wait_for(loop, vl_mysql_tx_query(tx, "INSERT INTO t_tx VALUES (1)"));
+    f = tu_wait_for(loop, vl_mysql_tx_query(tx, "INSERT INTO t_tx VALUES (1)"));
     assert_int_equal(vl_future_status(f), VL_OK);
     vl_future_free(f);
     prm[0] = vl_mysql_p_int64(2);
-    f = wait_for(loop, vl_mysql_tx_execute(tx, "INSERT INTO t_tx VALUES (?)", prm, 1));
+    f = tu_wait_for(loop, vl_mysql_tx_execute(tx, "INSERT INTO t_tx VALUES (?)", prm, 1));
     assert_int_equal(vl_future_status(f), VL_OK);
     vl_future_free(f);
     /* Another connection does not see the uncommitted rows. */
@@ -283,65 +268,65 @@ static void transactions(void **state)
     {
         /* Checked from a separate, unpooled connection too. */
         vl_mysql *c = vl_mysql_new(loop, tcp_url(), NULL);
-        f = wait_for(loop, vl_mysql_query(c, "SELECT COUNT(*) FROM t_tx"));
+        f = tu_wait_for(loop, vl_mysql_query(c, "SELECT COUNT(*) FROM t_tx"));
         assert_string_equal(vl_mysql_result_value(vl_future_mysql_result(f), 0, 0, NULL), "0");
         vl_future_free(f);
         vl_mysql_free(c);
     }
 
     /* Committed. */
-    f = wait_for(loop, vl_mysql_pool_begin(p));
+    f = tu_wait_for(loop, vl_mysql_pool_begin(p));
     tx = vl_future_take(f);
     vl_future_free(f);
-    f = wait_for(loop, vl_mysql_tx_query(tx, "INSERT INTO t_tx VALUES (3)"));
+    f = tu_wait_for(loop, vl_mysql_tx_query(tx, "INSERT INTO t_tx VALUES (3)"));
     assert_int_equal(vl_future_status(f), VL_OK);
     vl_future_free(f);
-    f = wait_for(loop, vl_mysql_tx_commit(tx));
+    f = tu_wait_for(loop, vl_mysql_tx_commit(tx));
     assert_int_equal(vl_future_status(f), VL_OK);
     vl_future_free(f);
     assert_int_equal(pool_int(loop, p, "SELECT COUNT(*) FROM t_tx"), 1);
 
     /* Explicit rollback. */
-    f = wait_for(loop, vl_mysql_pool_begin(p));
+    f = tu_wait_for(loop, vl_mysql_pool_begin(p));
     tx = vl_future_take(f);
     vl_future_free(f);
-    vl_future_free(wait_for(loop, vl_mysql_tx_query(tx, "INSERT INTO t_tx VALUES (4)")));
-    f = wait_for(loop, vl_mysql_tx_rollback(tx));
+    vl_future_free(tu_wait_for(loop, vl_mysql_tx_query(tx, "INSERT INTO t_tx VALUES (4)")));
+    f = tu_wait_for(loop, vl_mysql_tx_rollback(tx));
     assert_int_equal(vl_future_status(f), VL_OK);
     vl_future_free(f);
     assert_int_equal(pool_int(loop, p, "SELECT COUNT(*) FROM t_tx"), 1);
 
     /* A transaction nobody took is rolled back with its future. */
-    f = wait_for(loop, vl_mysql_pool_begin(p));
+    f = tu_wait_for(loop, vl_mysql_pool_begin(p));
     assert_non_null(vl_future_mysql_tx(f));
     assert_null(vl_future_mysql_result(f));
-    vl_future_free(wait_for(loop, vl_mysql_tx_query(vl_future_mysql_tx(f), "INSERT INTO t_tx VALUES (5)")));
+    vl_future_free(tu_wait_for(loop, vl_mysql_tx_query(vl_future_mysql_tx(f), "INSERT INTO t_tx VALUES (5)")));
     vl_future_free(f);
     assert_int_equal(pool_int(loop, p, "SELECT COUNT(*) FROM t_tx"), 1);
 
     /* The connection is killed mid-transaction: an error, then VL_ECLOSED,
      * never a silent reconnect. */
-    f = wait_for(loop, vl_mysql_pool_begin(p));
+    f = tu_wait_for(loop, vl_mysql_pool_begin(p));
     tx = vl_future_take(f);
     vl_future_free(f);
-    f = wait_for(loop, vl_mysql_tx_query(tx, "SELECT CONNECTION_ID()"));
+    f = tu_wait_for(loop, vl_mysql_tx_query(tx, "SELECT CONNECTION_ID()"));
     {
         char sql[64];
         snprintf(sql, sizeof(sql), "KILL CONNECTION %s",
                  vl_mysql_result_value(vl_future_mysql_result(f), 0, 0, NULL));
         vl_future_free(f);
-        f = wait_for(loop, vl_mysql_tx_query(tx, "INSERT INTO t_tx VALUES (6)"));
+        f = tu_wait_for(loop, vl_mysql_tx_query(tx, "INSERT INTO t_tx VALUES (6)"));
         assert_int_equal(vl_future_status(f), VL_OK);
         vl_future_free(f);
         pool_exec(loop, p, sql);
     }
-    f = wait_for(loop, vl_mysql_tx_query(tx, "INSERT INTO t_tx VALUES (7)"));
+    f = tu_wait_for(loop, vl_mysql_tx_query(tx, "INSERT INTO t_tx VALUES (7)"));
     assert_int_equal(vl_future_status(f), VL_ECONN);
     vl_future_free(f);
-    f = wait_for(loop, vl_mysql_tx_query(tx, "INSERT INTO t_tx VALUES (8)"));
+    f = tu_wait_for(loop, vl_mysql_tx_query(tx, "INSERT INTO t_tx VALUES (8)"));
     assert_int_equal(vl_future_status(f), VL_ECLOSED);
     vl_future_free(f);
-    f = wait_for(loop, vl_mysql_tx_commit(tx));
+    f = tu_wait_for(loop, vl_mysql_tx_commit(tx));
     assert_int_equal(vl_future_status(f), VL_ECLOSED);
     vl_future_free(f);
     assert_int_equal(pool_int(loop, p, "SELECT COUNT(*) FROM t_tx"), 1);
@@ -371,7 +356,7 @@ static void free_with_pending(void **state)
     vl_future_then(f, free_cb, ca);
     f = vl_mysql_pool_query(p, "SELECT 2");
     vl_future_then(f, free_cb, cb);
-    r = wait_for(loop, vl_loop_sleep(loop, 30));
+    r = tu_wait_for(loop, vl_loop_sleep(loop, 30));
     vl_future_free(r);
     vl_mysql_pool_free(p);
     vl_loop_run(loop);
@@ -382,12 +367,12 @@ static void free_with_pending(void **state)
 
     /* A pool with a leased transaction, freed with the loop. */
     p = pool_new(loop, 1);
-    f = wait_for(loop, vl_mysql_pool_begin(p));
+    f = tu_wait_for(loop, vl_mysql_pool_begin(p));
     {
         vl_mysql_tx *tx = vl_future_take(f);
         vl_future_free(f);
         vl_mysql_pool_free(p);
-        f = wait_for(loop, vl_mysql_tx_query(tx, "SELECT 1"));
+        f = tu_wait_for(loop, vl_mysql_tx_query(tx, "SELECT 1"));
         assert_int_equal(vl_future_status(f), VL_ECLOSED);
         vl_future_free(f);
         vl_mysql_tx_free(tx);
@@ -476,21 +461,21 @@ static void pool_bad_params(void **state)
     prm[1].type = VL_MYSQL_P_BLOB;
     prm[1].v.str.ptr = NULL;
     prm[1].v.str.len = 16;
-    f = wait_for(loop, vl_mysql_pool_execute(p, "SELECT ?, HEX(?)", prm, 2));
+    f = tu_wait_for(loop, vl_mysql_pool_execute(p, "SELECT ?, HEX(?)", prm, 2));
     assert_int_equal(vl_future_status(f), VL_EINVAL);
     vl_future_free(f);
     prm[1].type = VL_MYSQL_P_STRING;
-    f = wait_for(loop, vl_mysql_pool_execute(p, "SELECT ?, HEX(?)", prm, 2));
+    f = tu_wait_for(loop, vl_mysql_pool_execute(p, "SELECT ?, HEX(?)", prm, 2));
     assert_int_equal(vl_future_status(f), VL_EINVAL);
     vl_future_free(f);
     prm[1].type = 99;
-    f = wait_for(loop, vl_mysql_pool_execute(p, "SELECT ?, HEX(?)", prm, 2));
+    f = tu_wait_for(loop, vl_mysql_pool_execute(p, "SELECT ?, HEX(?)", prm, 2));
     assert_int_equal(vl_future_status(f), VL_EINVAL);
     vl_future_free(f);
     /* A NULL pointer with no bytes is an empty value. */
     prm[1].type = VL_MYSQL_P_BLOB;
     prm[1].v.str.len = 0;
-    f = wait_for(loop, vl_mysql_pool_execute(p, "SELECT ?, HEX(?)", prm, 2));
+    f = tu_wait_for(loop, vl_mysql_pool_execute(p, "SELECT ?, HEX(?)", prm, 2));
     assert_int_equal(vl_future_status(f), VL_OK);
     assert_string_equal(vl_mysql_result_value(vl_future_mysql_result(f), 0, 1, NULL), "");
     vl_future_free(f);
@@ -518,7 +503,7 @@ static void schema_restored(void **state)
     assert_int_equal(pool_int(loop, p, "SELECT CONNECTION_ID()"), id);
     /* The same through a prepared statement and inside a transaction. */
     {
-        vl_future *g = wait_for(loop, vl_mysql_pool_execute(p, "USE mysql", NULL, 0));
+        vl_future *g = tu_wait_for(loop, vl_mysql_pool_execute(p, "USE mysql", NULL, 0));
         assert_int_equal(vl_future_status(g), VL_OK);
         vl_future_free(g);
     }
@@ -528,11 +513,11 @@ static void schema_restored(void **state)
     vl_future_free(f);
     {
         vl_mysql_tx *tx;
-        f = wait_for(loop, vl_mysql_pool_begin(p));
+        f = tu_wait_for(loop, vl_mysql_pool_begin(p));
         tx = vl_future_take(f);
         vl_future_free(f);
-        vl_future_free(wait_for(loop, vl_mysql_tx_query(tx, "USE mysql")));
-        f = wait_for(loop, vl_mysql_tx_commit(tx));
+        vl_future_free(tu_wait_for(loop, vl_mysql_tx_query(tx, "USE mysql")));
+        f = tu_wait_for(loop, vl_mysql_tx_commit(tx));
         assert_int_equal(vl_future_status(f), VL_OK);
         vl_future_free(f);
     }
@@ -573,16 +558,16 @@ static void named_locks(void **state)
     (void)state;
     assert_int_equal(pool_int(loop, p, "SELECT GET_LOCK('vl_pool_lock', 0)"), 1);
     assert_int_equal(pool_int(loop, p, "SELECT IS_USED_LOCK('vl_pool_lock') IS NULL"), 1);
-    f = wait_for(loop, vl_mysql_pool_execute(p, "SELECT get_lock(?, 0)", &prm, 1));
+    f = tu_wait_for(loop, vl_mysql_pool_execute(p, "SELECT get_lock(?, 0)", &prm, 1));
     assert_int_equal(vl_future_status(f), VL_OK);
     vl_future_free(f);
     assert_int_equal(pool_int(loop, p, "SELECT IS_USED_LOCK('vl_pool_lock') IS NULL"), 1);
     /* Taken inside a transaction: COMMIT does not release it, the pool must. */
-    f = wait_for(loop, vl_mysql_pool_begin(p));
+    f = tu_wait_for(loop, vl_mysql_pool_begin(p));
     tx = vl_future_take(f);
     vl_future_free(f);
-    vl_future_free(wait_for(loop, vl_mysql_tx_query(tx, "SELECT Get_Lock('vl_pool_lock', 0)")));
-    f = wait_for(loop, vl_mysql_tx_commit(tx));
+    vl_future_free(tu_wait_for(loop, vl_mysql_tx_query(tx, "SELECT Get_Lock('vl_pool_lock', 0)")));
+    f = tu_wait_for(loop, vl_mysql_tx_commit(tx));
     assert_int_equal(vl_future_status(f), VL_OK);
     vl_future_free(f);
     assert_int_equal(pool_int(loop, p, "SELECT IS_USED_LOCK('vl_pool_lock') IS NULL"), 1);
@@ -603,17 +588,17 @@ static void failed_commit(void **state)
     (void)state;
     /* The server refuses COMMIT while an XA transaction is active (1399):
      * an error on a connection that is still open. */
-    f = wait_for(loop, vl_mysql_pool_begin(p));
+    f = tu_wait_for(loop, vl_mysql_pool_begin(p));
     tx = vl_future_take(f);
     vl_future_free(f);
-    f = wait_for(loop, vl_mysql_tx_query(tx, "SELECT CONNECTION_ID()"));
+    f = tu_wait_for(loop, vl_mysql_tx_query(tx, "SELECT CONNECTION_ID()"));
     assert_int_equal(vl_mysql_result_int64(vl_future_mysql_result(f), 0, 0, &id), VL_OK);
     vl_future_free(f);
-    vl_future_free(wait_for(loop, vl_mysql_tx_query(tx, "COMMIT")));
-    f = wait_for(loop, vl_mysql_tx_query(tx, "XA START 'vl_failed_commit'"));
+    vl_future_free(tu_wait_for(loop, vl_mysql_tx_query(tx, "COMMIT")));
+    f = tu_wait_for(loop, vl_mysql_tx_query(tx, "XA START 'vl_failed_commit'"));
     assert_int_equal(vl_future_status(f), VL_OK);
     vl_future_free(f);
-    f = wait_for(loop, vl_mysql_tx_commit(tx));
+    f = tu_wait_for(loop, vl_mysql_tx_commit(tx));
     assert_int_equal(vl_future_status(f), VL_ESERVER);
     assert_int_equal(vl_mysql_errno(f), 1399);
     vl_future_free(f);
@@ -624,10 +609,10 @@ static void failed_commit(void **state)
 
     /* The connection killed under the transaction: COMMIT fails and the
      * connection is not reused either. */
-    f = wait_for(loop, vl_mysql_pool_begin(p));
+    f = tu_wait_for(loop, vl_mysql_pool_begin(p));
     tx = vl_future_take(f);
     vl_future_free(f);
-    f = wait_for(loop, vl_mysql_tx_query(tx, "SELECT CONNECTION_ID()"));
+    f = tu_wait_for(loop, vl_mysql_tx_query(tx, "SELECT CONNECTION_ID()"));
     assert_int_equal(vl_mysql_result_int64(vl_future_mysql_result(f), 0, 0, &id), VL_OK);
     vl_future_free(f);
     {
@@ -635,7 +620,7 @@ static void failed_commit(void **state)
         snprintf(sql, sizeof(sql), "KILL CONNECTION %lld", (long long)id);
         pool_exec(loop, p, sql);
     }
-    f = wait_for(loop, vl_mysql_tx_commit(tx));
+    f = tu_wait_for(loop, vl_mysql_tx_commit(tx));
     assert_int_equal(vl_future_status(f), VL_ECONN);
     vl_future_free(f);
     vl_mysql_pool_stats_get(p, &st);
@@ -652,13 +637,13 @@ static void bad_url(void **state)
 
     (void)state;
     assert_non_null(p);
-    f = wait_for(loop, vl_mysql_pool_query(p, "SELECT 1"));
+    f = tu_wait_for(loop, vl_mysql_pool_query(p, "SELECT 1"));
     assert_int_equal(vl_future_status(f), VL_EUNSUPPORTED);
     assert_null(strstr(vl_future_error(f), "secret"));
     vl_future_free(f);
     vl_mysql_pool_free(p);
     p = vl_mysql_pool_new(loop, "nope", NULL);
-    f = wait_for(loop, vl_mysql_pool_begin(p));
+    f = tu_wait_for(loop, vl_mysql_pool_begin(p));
     assert_int_equal(vl_future_status(f), VL_EINVAL);
     vl_future_free(f);
     vl_mysql_pool_free(p);
@@ -668,7 +653,7 @@ static void bad_url(void **state)
 
 static void nap(vl_loop *loop, uint64_t ms)
 {
-    vl_future_free(wait_for(loop, vl_loop_sleep(loop, ms)));
+    vl_future_free(tu_wait_for(loop, vl_loop_sleep(loop, ms)));
 }
 
 static void kill_connection(vl_loop *loop, int64_t id)
@@ -678,7 +663,7 @@ static void kill_connection(vl_loop *loop, int64_t id)
     vl_future *f;
 
     snprintf(sql, sizeof(sql), "KILL CONNECTION %lld", (long long)id);
-    f = wait_for(loop, vl_mysql_query(c, sql));
+    f = tu_wait_for(loop, vl_mysql_query(c, sql));
     assert_int_equal(vl_future_status(f), VL_OK);
     vl_future_free(f);
     vl_mysql_free(c);
@@ -806,7 +791,7 @@ static void keepalive_killed(void **state)
     p = vl_mysql_pool_new(loop, tcp_url(), &o);
     id = pool_int(loop, p, "SELECT CONNECTION_ID()");
     kl.k = vl_mysql_new(loop, tcp_url(), NULL);
-    f = wait_for(loop, vl_mysql_ready(kl.k));
+    f = tu_wait_for(loop, vl_mysql_ready(kl.k));
     assert_int_equal(vl_future_status(f), VL_OK);
     vl_future_free(f);
     snprintf(sql, sizeof(sql), "KILL CONNECTION %lld", (long long)id);
@@ -836,7 +821,7 @@ static void pool_out_of_memory(void **state)
         vl_future *f;
         tu_alloc_fail_at(0);
         p = vl_mysql_pool_new(loop, url_buf, NULL);
-        f = wait_for(loop, vl_mysql_pool_query(p, "SELECT 1"));
+        f = tu_wait_for(loop, vl_mysql_pool_query(p, "SELECT 1"));
         assert_int_equal(vl_future_status(f), VL_OK);
         vl_future_free(f);
         vl_mysql_pool_free(p);
@@ -935,10 +920,10 @@ static void server_killed(void **state)
         fs[i] = vl_mysql_pool_query(p, "SELECT SLEEP(10)");
         vl_future_then(fs[i], free_cb, calls[i]);
     }
-    r = wait_for(loop, vl_loop_sleep(loop, 200));
+    r = tu_wait_for(loop, vl_loop_sleep(loop, 200));
     vl_future_free(r);
     kill_mysqld();
-    r = wait_for(loop, vl_loop_sleep(loop, 300));
+    r = tu_wait_for(loop, vl_loop_sleep(loop, 300));
     vl_future_free(r);
     for (i = 0; i < 4; i++) {
         assert_int_equal(calls[i][0], 1);
@@ -950,7 +935,7 @@ static void server_killed(void **state)
         vl_mysql_pool_stats before;
         vl_mysql_pool_stats_get(p, &before);
         fs[4] = vl_future_timeout(vl_mysql_pool_query(p, "SELECT 1"), 400);
-        wait_for(loop, fs[4]);
+        tu_wait_for(loop, fs[4]);
         assert_true(vl_future_status(fs[4]) == VL_ETIMEDOUT || vl_future_status(fs[4]) == VL_ECONN);
         vl_future_free(fs[4]);
         vl_mysql_pool_stats_get(p, &st);
@@ -962,7 +947,7 @@ static void server_killed(void **state)
     for (i = 0; i < 3; i++) {
         fs[i] = vl_mysql_pool_query(p, "SELECT 'back'");
     }
-    r = wait_for(loop, vl_future_all(loop, fs, 3));
+    r = tu_wait_for(loop, vl_future_all(loop, fs, 3));
     assert_int_equal(vl_future_status(r), VL_OK);
     for (i = 0; i < 3; i++)
         assert_string_equal(
@@ -976,24 +961,24 @@ static void server_killed(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup(gather_32, setup),
-        cmocka_unit_test_setup(clean_return, setup),
-        cmocka_unit_test_setup(bounded_waiting, setup),
-        cmocka_unit_test_setup(deadlines, setup),
-        cmocka_unit_test_setup(transactions, setup),
-        cmocka_unit_test_setup(free_with_pending, setup),
-        cmocka_unit_test_setup(bad_url, setup),
-        cmocka_unit_test_setup(free_self_in_loop_teardown, setup),
-        cmocka_unit_test_setup(pool_bad_params, setup),
-        cmocka_unit_test_setup(schema_restored, setup),
-        cmocka_unit_test_setup(named_locks, setup),
-        cmocka_unit_test_setup(failed_commit, setup),
-        cmocka_unit_test_setup(idle_eviction, setup),
-        cmocka_unit_test_setup(init_sql_survives_reset, setup),
-        cmocka_unit_test_setup(housekeeping, setup),
-        cmocka_unit_test_setup(keepalive_killed, setup),
-        cmocka_unit_test_setup(pool_out_of_memory, setup),
-        cmocka_unit_test_setup(server_killed, setup),
+        cmocka_unit_test_setup(gather_32, tu_setup),
+        cmocka_unit_test_setup(clean_return, tu_setup),
+        cmocka_unit_test_setup(bounded_waiting, tu_setup),
+        cmocka_unit_test_setup(deadlines, tu_setup),
+        cmocka_unit_test_setup(transactions, tu_setup),
+        cmocka_unit_test_setup(free_with_pending, tu_setup),
+        cmocka_unit_test_setup(bad_url, tu_setup),
+        cmocka_unit_test_setup(free_self_in_loop_teardown, tu_setup),
+        cmocka_unit_test_setup(pool_bad_params, tu_setup),
+        cmocka_unit_test_setup(schema_restored, tu_setup),
+        cmocka_unit_test_setup(named_locks, tu_setup),
+        cmocka_unit_test_setup(failed_commit, tu_setup),
+        cmocka_unit_test_setup(idle_eviction, tu_setup),
+        cmocka_unit_test_setup(init_sql_survives_reset, tu_setup),
+        cmocka_unit_test_setup(housekeeping, tu_setup),
+        cmocka_unit_test_setup(keepalive_killed, tu_setup),
+        cmocka_unit_test_setup(pool_out_of_memory, tu_setup),
+        cmocka_unit_test_setup(server_killed, tu_setup),
     };
 
     return tu_run("mysql_pool", tests, sizeof(tests) / sizeof(tests[0]));

@@ -8,13 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int setup(void **state)
-{
-    (void)state;
-    tu_alloc_install();
-    return 0;
-}
-
 static char url_buf[512];
 
 static const char *tcp_url(void)
@@ -25,21 +18,13 @@ static const char *tcp_url(void)
     return url_buf;
 }
 
-static vl_future *wait_for(vl_loop *loop, vl_future *f)
-{
-    assert_non_null(f);
-    vl_loop_run_until(loop, f);
-    assert_true(vl_future_done(f));
-    return f;
-}
-
 static vl_mysql *connect_ok(vl_loop *loop)
 {
     vl_mysql *c = vl_mysql_new(loop, tcp_url(), NULL);
     vl_future *f;
 
     assert_non_null(c);
-    f = wait_for(loop, vl_mysql_ready(c));
+    f = tu_wait_for(loop, vl_mysql_ready(c));
     if (vl_future_status(f) != VL_OK)
         fail_msg("connect: %s", vl_future_error(f));
     vl_future_free(f);
@@ -48,7 +33,7 @@ static vl_mysql *connect_ok(vl_loop *loop)
 
 static vl_future *query_ok(vl_loop *loop, vl_mysql *c, const char *sql)
 {
-    vl_future *f = wait_for(loop, vl_mysql_query(c, sql));
+    vl_future *f = tu_wait_for(loop, vl_mysql_query(c, sql));
 
     if (vl_future_status(f) != VL_OK)
         fail_msg("%s: %s", sql, vl_future_error(f));
@@ -63,7 +48,7 @@ static void exec_ok(vl_loop *loop, vl_mysql *c, const char *sql)
 static vl_future *execute_ok(vl_loop *loop, vl_mysql *c, const char *sql, const vl_mysql_param *ps,
                              size_t n)
 {
-    vl_future *f = wait_for(loop, vl_mysql_execute(c, sql, ps, n));
+    vl_future *f = tu_wait_for(loop, vl_mysql_execute(c, sql, ps, n));
 
     if (vl_future_status(f) != VL_OK)
         fail_msg("%s: %s", sql, vl_future_error(f));
@@ -358,11 +343,11 @@ static void statement_cache(void **state)
     assert_int_equal(after - before, 1);
 
     /* Wrong parameter count: VL_EINVAL, the connection carries on. */
-    f = wait_for(loop, vl_mysql_execute(c, "SELECT ? + 1", NULL, 0));
+    f = tu_wait_for(loop, vl_mysql_execute(c, "SELECT ? + 1", NULL, 0));
     assert_int_equal(vl_future_status(f), VL_EINVAL);
     vl_future_free(f);
     /* A bad statement is a server error with errno and SQLSTATE. */
-    f = wait_for(loop, vl_mysql_execute(c, "SELEKT ?", NULL, 0));
+    f = tu_wait_for(loop, vl_mysql_execute(c, "SELEKT ?", NULL, 0));
     assert_int_equal(vl_future_status(f), VL_ESERVER);
     assert_int_equal(vl_mysql_errno(f), 1064);
     assert_string_equal(vl_mysql_sqlstate(f), "42000");
@@ -373,7 +358,7 @@ static void statement_cache(void **state)
     {
         vl_mysql_param p = vl_mysql_p_int64(1);
         vl_future_free(execute_ok(loop, c, "INSERT INTO t_dup VALUES (?)", &p, 1));
-        f = wait_for(loop, vl_mysql_execute(c, "INSERT INTO t_dup VALUES (?)", &p, 1));
+        f = tu_wait_for(loop, vl_mysql_execute(c, "INSERT INTO t_dup VALUES (?)", &p, 1));
         assert_int_equal(vl_future_status(f), VL_ESERVER);
         assert_int_equal(vl_mysql_errno(f), 1062);
         assert_string_equal(vl_mysql_sqlstate(f), "23000");
@@ -387,7 +372,7 @@ static void statement_cache(void **state)
     {
         vl_mysql_param p;
         p.type = 99;
-        f = wait_for(loop, vl_mysql_execute(c, "SELECT ?", &p, 1));
+        f = tu_wait_for(loop, vl_mysql_execute(c, "SELECT ?", &p, 1));
         assert_int_equal(vl_future_status(f), VL_EINVAL);
         vl_future_free(f);
     }
@@ -449,8 +434,8 @@ static void streaming(void **state)
     g = vl_mysql_query(c, "SELECT 'next'");
     /* No batch runs inside either call, even with the second started at once. */
     assert_int_equal(s.batches, 0);
-    wait_for(loop, f);
-    wait_for(loop, g);
+    tu_wait_for(loop, f);
+    tu_wait_for(loop, g);
     assert_int_equal(vl_future_status(g), VL_OK);
     vl_future_free(g);
     if (vl_future_status(f) != VL_OK)
@@ -472,9 +457,9 @@ static void streaming(void **state)
                               on_batch, &s);
     s.cancel_me = f;
     g = vl_mysql_query(c, "SELECT 'after'");
-    wait_for(loop, f);
+    tu_wait_for(loop, f);
     assert_int_equal(vl_future_status(f), VL_ECANCELED);
-    wait_for(loop, g);
+    tu_wait_for(loop, g);
     assert_int_equal(vl_future_status(g), VL_OK);
     assert_string_equal(vl_mysql_result_value(vl_future_mysql_result(g), 0, 0, NULL), "after");
     assert_int_equal(s.batches, 1);
@@ -491,7 +476,7 @@ static void streaming(void **state)
     }
     memset(&s, 0, sizeof(s));
     s.ordered = 1;
-    f = wait_for(loop, vl_mysql_query_stream(c, "SELECT seq, 1 FROM seq_1_to_3; SELECT 2", 0,
+    f = tu_wait_for(loop, vl_mysql_query_stream(c, "SELECT seq, 1 FROM seq_1_to_3; SELECT 2", 0,
                                              on_batch, &s));
     assert_int_equal(vl_future_status(f), VL_EINVAL);
     vl_future_free(f);
@@ -502,7 +487,7 @@ static void streaming(void **state)
     memset(&s, 0, sizeof(s));
     s.ordered = 1;
     s.free_me = c;
-    f = wait_for(loop, vl_mysql_query_stream(c, "SELECT seq, 1 FROM seq_1_to_5000", 10, on_batch,
+    f = tu_wait_for(loop, vl_mysql_query_stream(c, "SELECT seq, 1 FROM seq_1_to_5000", 10, on_batch,
                                              &s));
     assert_int_equal(vl_future_status(f), VL_ECANCELED);
     assert_int_equal(s.batches, 1);
@@ -512,7 +497,7 @@ static void streaming(void **state)
     c = connect_ok(loop);
     memset(&s, 0, sizeof(s));
     f = vl_future_timeout(vl_mysql_query_stream(c, "SELECT SLEEP(2), 1", 10, on_batch, &s), 50);
-    wait_for(loop, f);
+    tu_wait_for(loop, f);
     assert_int_equal(vl_future_status(f), VL_ETIMEDOUT);
     assert_int_equal(s.batches, 0);
     assert_false(vl_mysql_is_open(c));
@@ -524,10 +509,10 @@ static void streaming(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup(all_types, setup),
-        cmocka_unit_test_setup(big_blob, setup),
-        cmocka_unit_test_setup(statement_cache, setup),
-        cmocka_unit_test_setup(streaming, setup),
+        cmocka_unit_test_setup(all_types, tu_setup),
+        cmocka_unit_test_setup(big_blob, tu_setup),
+        cmocka_unit_test_setup(statement_cache, tu_setup),
+        cmocka_unit_test_setup(streaming, tu_setup),
     };
 
     return tu_run("mysql_stmt", tests, sizeof(tests) / sizeof(tests[0]));

@@ -13,67 +13,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-static int setup(void **state)
-{
-    (void)state;
-    tu_alloc_install();
-    return 0;
-}
-
-static const char *redis_url(int i)
-{
-    static char buf[4][128];
-    static int slot;
-    char *out = buf[slot++ % 4];
-
-    snprintf(out, 128, "redis://127.0.0.1:%s", tu_env_item("VL_TEST_REDIS_PORTS", i));
-    return out;
-}
-
-/* Runs the loop until nothing is left, then checks it is empty and clean. */
-static void finish(vl_loop *loop)
-{
-    vl_loop_run(loop);
-    tu_loop_finish(loop);
-}
-
-/* Runs until f completes and returns its status (f stays the caller's). */
-static int await(vl_loop *loop, vl_future *f)
-{
-    assert_non_null(f);
-    return vl_loop_run_until(loop, f);
-}
-
-/* Runs a command to completion, checks the status, returns the future. */
-static vl_future *run_cmd(vl_loop *loop, vl_future *f, int want)
-{
-    int rc = await(loop, f);
-
-    if (rc != want) {
-        fprintf(stderr, "status %d (%s), wanted %d\n", rc, vl_future_error(f), want);
-        fail();
-    }
-    return f;
-}
-
-static void check_str(const vl_redis_reply *r, const char *want)
-{
-    size_t len;
-    const char *s = vl_redis_reply_str(r, &len);
-
-    assert_non_null(s);
-    assert_int_equal(len, strlen(want));
-    assert_memory_equal(s, want, len);
-}
-
-static void sleep_ms(vl_loop *loop, uint64_t ms)
-{
-    vl_future *s = vl_loop_sleep(loop, ms);
-
-    assert_int_equal(await(loop, s), VL_OK);
-    vl_future_free(s);
-}
-
 /* A loopback port nothing listens on: bound, then closed. */
 static int closed_port(void)
 {
@@ -96,35 +35,35 @@ static int closed_port(void)
 static void basic_replies(void **state)
 {
     vl_loop *loop = vl_loop_new();
-    vl_redis *c = vl_redis_new(loop, redis_url(0), NULL);
+    vl_redis *c = vl_redis_new(loop, tu_redis_url(0), NULL);
     vl_future *f;
     const vl_redis_reply *r;
 
     (void)state;
     assert_non_null(c);
-    f = run_cmd(loop, vl_redis_command(c, "SET %s %s", "basic:k", "hello"), VL_OK);
+    f = tu_run_cmd(loop, vl_redis_command(c, "SET %s %s", "basic:k", "hello"), VL_OK);
     r = vl_future_redis_reply(f);
     assert_int_equal(vl_redis_reply_type(r), VL_REDIS_STATUS);
-    check_str(r, "OK");
+    tu_check_str(r, "OK");
     vl_future_free(f);
     assert_int_equal(vl_redis_state(c), VL_REDIS_READY);
 
-    f = run_cmd(loop, vl_redis_command(c, "GET basic:k"), VL_OK);
+    f = tu_run_cmd(loop, vl_redis_command(c, "GET basic:k"), VL_OK);
     r = vl_future_redis_reply(f);
     assert_int_equal(vl_redis_reply_type(r), VL_REDIS_STRING);
-    check_str(r, "hello");
+    tu_check_str(r, "hello");
     vl_future_free(f);
 
-    f = run_cmd(loop, vl_redis_command(c, "DEL basic:n"), VL_OK);
+    f = tu_run_cmd(loop, vl_redis_command(c, "DEL basic:n"), VL_OK);
     vl_future_free(f);
-    f = run_cmd(loop, vl_redis_command(c, "INCRBY basic:n %d", 41), VL_OK);
+    f = tu_run_cmd(loop, vl_redis_command(c, "INCRBY basic:n %d", 41), VL_OK);
     r = vl_future_redis_reply(f);
     assert_int_equal(vl_redis_reply_type(r), VL_REDIS_INTEGER);
     assert_int_equal(vl_redis_reply_integer(r), 41);
     assert_null(vl_redis_reply_str(r, NULL));
     vl_future_free(f);
 
-    f = run_cmd(loop, vl_redis_command(c, "GET basic:missing"), VL_OK);
+    f = tu_run_cmd(loop, vl_redis_command(c, "GET basic:missing"), VL_OK);
     r = vl_future_redis_reply(f);
     assert_int_equal(vl_redis_reply_type(r), VL_REDIS_NIL);
     assert_int_equal(vl_redis_reply_count(r), 0);
@@ -134,7 +73,7 @@ static void basic_replies(void **state)
     assert_int_equal(vl_redis_pending(c), 0);
     assert_string_equal(vl_redis_error(c), "");
     vl_redis_free(c);
-    finish(loop);
+    tu_finish(loop);
 }
 
 /* A -ERR reply is data: VL_ESERVER with the server's text, reply readable,
@@ -142,14 +81,14 @@ static void basic_replies(void **state)
 static void server_error_is_data(void **state)
 {
     vl_loop *loop = vl_loop_new();
-    vl_redis *c = vl_redis_new(loop, redis_url(0), NULL);
+    vl_redis *c = vl_redis_new(loop, tu_redis_url(0), NULL);
     vl_future *f;
     vl_redis_reply *taken;
     size_t len;
 
     (void)state;
-    vl_future_free(run_cmd(loop, vl_redis_command(c, "SET err:k v"), VL_OK));
-    f = run_cmd(loop, vl_redis_command(c, "LPUSH err:k x"), VL_ESERVER);
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(c, "SET err:k v"), VL_OK));
+    f = tu_run_cmd(loop, vl_redis_command(c, "LPUSH err:k x"), VL_ESERVER);
     assert_non_null(strstr(vl_future_error(f), "WRONGTYPE"));
     assert_int_equal(vl_redis_reply_type(vl_future_redis_reply(f)), VL_REDIS_ERROR);
     taken = vl_future_take(f);
@@ -160,20 +99,20 @@ static void server_error_is_data(void **state)
     vl_future_free(f);
     vl_redis_reply_free(taken);
     /* The connection is fine afterwards. */
-    vl_future_free(run_cmd(loop, vl_redis_command(c, "PING"), VL_OK));
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(c, "PING"), VL_OK));
     vl_redis_free(c);
-    finish(loop);
+    tu_finish(loop);
 }
 
 static void nested_arrays(void **state)
 {
     vl_loop *loop = vl_loop_new();
-    vl_redis *c = vl_redis_new(loop, redis_url(1), NULL);
+    vl_redis *c = vl_redis_new(loop, tu_redis_url(1), NULL);
     const vl_redis_reply *r, *e1, *e11;
     vl_future *f;
 
     (void)state;
-    f = run_cmd(loop,
+    f = tu_run_cmd(loop,
                 vl_redis_command(c, "EVAL %s 0", "return {1, {2, {'a', 'bc'}}, 'x', {}}"),
                 VL_OK);
     r = vl_future_redis_reply(f);
@@ -185,32 +124,32 @@ static void nested_arrays(void **state)
     assert_int_equal(vl_redis_reply_integer(vl_redis_reply_element(e1, 0)), 2);
     e11 = vl_redis_reply_element(e1, 1);
     assert_int_equal(vl_redis_reply_count(e11), 2);
-    check_str(vl_redis_reply_element(e11, 0), "a");
-    check_str(vl_redis_reply_element(e11, 1), "bc");
-    check_str(vl_redis_reply_element(r, 2), "x");
+    tu_check_str(vl_redis_reply_element(e11, 0), "a");
+    tu_check_str(vl_redis_reply_element(e11, 1), "bc");
+    tu_check_str(vl_redis_reply_element(r, 2), "x");
     assert_int_equal(vl_redis_reply_type(vl_redis_reply_element(r, 3)), VL_REDIS_ARRAY);
     assert_int_equal(vl_redis_reply_count(vl_redis_reply_element(r, 3)), 0);
     assert_null(vl_redis_reply_element(r, 4));
     vl_future_free(f);
 
     /* COMMAND INFO get: [[ "get", 2, [flags...], 1, 1, 1, ... ]] */
-    f = run_cmd(loop, vl_redis_command(c, "COMMAND INFO get"), VL_OK);
+    f = tu_run_cmd(loop, vl_redis_command(c, "COMMAND INFO get"), VL_OK);
     r = vl_future_redis_reply(f);
     assert_int_equal(vl_redis_reply_count(r), 1);
     e1 = vl_redis_reply_element(r, 0);
     assert_true(vl_redis_reply_count(e1) >= 6);
-    check_str(vl_redis_reply_element(e1, 0), "get");
+    tu_check_str(vl_redis_reply_element(e1, 0), "get");
     assert_int_equal(vl_redis_reply_integer(vl_redis_reply_element(e1, 1)), 2);
     assert_int_equal(vl_redis_reply_type(vl_redis_reply_element(e1, 2)), VL_REDIS_ARRAY);
     vl_future_free(f);
     vl_redis_free(c);
-    finish(loop);
+    tu_finish(loop);
 }
 
 static void binary_safe_argv(void **state)
 {
     vl_loop *loop = vl_loop_new();
-    vl_redis *c = vl_redis_new(loop, redis_url(2), NULL);
+    vl_redis *c = vl_redis_new(loop, tu_redis_url(2), NULL);
     const char key[] = "bin\0key";
     const char val[] = "a\0b\r\n\0c";
     const char *argv[3] = {"SET", key, val};
@@ -223,15 +162,15 @@ static void binary_safe_argv(void **state)
     const char *s;
 
     (void)state;
-    vl_future_free(run_cmd(loop, vl_redis_command_argv(c, 3, argv, lens), VL_OK));
-    f = run_cmd(loop, vl_redis_command_argv(c, 2, gargv, glens), VL_OK);
+    vl_future_free(tu_run_cmd(loop, vl_redis_command_argv(c, 3, argv, lens), VL_OK));
+    f = tu_run_cmd(loop, vl_redis_command_argv(c, 2, gargv, glens), VL_OK);
     r = vl_future_redis_reply(f);
     s = vl_redis_reply_str(r, &len);
     assert_int_equal(len, sizeof(val) - 1);
     assert_memory_equal(s, val, len);
     vl_future_free(f);
     /* The same through %b. */
-    f = run_cmd(loop, vl_redis_command(c, "GET %b", key, sizeof(key) - 1), VL_OK);
+    f = tu_run_cmd(loop, vl_redis_command(c, "GET %b", key, sizeof(key) - 1), VL_OK);
     s = vl_redis_reply_str(vl_future_redis_reply(f), &len);
     assert_int_equal(len, sizeof(val) - 1);
     assert_memory_equal(s, val, len);
@@ -239,18 +178,18 @@ static void binary_safe_argv(void **state)
     /* Arguments that are C strings need no lengths. */
     argv[1] = "bin:plain";
     argv[2] = "plain";
-    vl_future_free(run_cmd(loop, vl_redis_command_argv(c, 3, argv, NULL), VL_OK));
+    vl_future_free(tu_run_cmd(loop, vl_redis_command_argv(c, 3, argv, NULL), VL_OK));
     /* Empty and NULL commands fail through the future. */
-    vl_future_free(run_cmd(loop, vl_redis_command_argv(c, 0, argv, NULL), VL_EINVAL));
-    vl_future_free(run_cmd(loop, vl_redis_command(c, ""), VL_EINVAL));
-    vl_future_free(run_cmd(loop, vl_redis_command(c, NULL), VL_EINVAL));
-    f = run_cmd(loop, vl_redis_command(c, "SUBSCRIBE chan"), VL_EUNSUPPORTED);
+    vl_future_free(tu_run_cmd(loop, vl_redis_command_argv(c, 0, argv, NULL), VL_EINVAL));
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(c, ""), VL_EINVAL));
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(c, NULL), VL_EINVAL));
+    f = tu_run_cmd(loop, vl_redis_command(c, "SUBSCRIBE chan"), VL_EUNSUPPORTED);
     assert_non_null(strstr(vl_future_error(f), "SUBSCRIBE"));
     vl_future_free(f);
-    vl_future_free(run_cmd(loop, vl_redis_command(c, "monitor"), VL_EUNSUPPORTED));
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(c, "monitor"), VL_EUNSUPPORTED));
     assert_null(vl_redis_command(NULL, "PING"));
     vl_redis_free(c);
-    finish(loop);
+    tu_finish(loop);
 }
 
 /* ---- pipelining and gather ---- */
@@ -274,23 +213,23 @@ static void seq_cb(vl_future *f, void *ud)
 static void pipelining_in_order(void **state)
 {
     vl_loop *loop = vl_loop_new();
-    vl_redis *c = vl_redis_new(loop, redis_url(0), NULL);
+    vl_redis *c = vl_redis_new(loop, tu_redis_url(0), NULL);
     seq s = {0, 0, 0};
     int i, n = 20000;
 
     (void)state;
-    vl_future_free(run_cmd(loop, vl_redis_command(c, "DEL pipe:n"), VL_OK));
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(c, "DEL pipe:n"), VL_OK));
     for (i = 0; i < n; i++)
         assert_int_equal(vl_future_then(vl_redis_command(c, "INCR pipe:n"), seq_cb, &s), VL_OK);
     assert_int_equal(vl_redis_pending(c), (size_t)n);
     assert_int_equal(s.calls, 0);
     while (s.calls < n)
-        sleep_ms(loop, 1);
+        tu_sleep_ms(loop, 1);
     assert_int_equal(s.bad, 0);
     assert_int_equal(s.next, n);
     assert_int_equal(vl_redis_pending(c), 0);
     vl_redis_free(c);
-    finish(loop);
+    tu_finish(loop);
 }
 
 /* asyncio.gather of 1,000 SET/GET over the three instances. */
@@ -304,7 +243,7 @@ static void gather_1000_across_three(void **state)
 
     (void)state;
     for (i = 0; i < 3; i++)
-        c[i] = vl_redis_new(loop, redis_url(i), NULL);
+        c[i] = vl_redis_new(loop, tu_redis_url(i), NULL);
     /* Issued before any connection is up: they wait for their handshake. */
     for (i = 0; i < 500; i++) {
         snprintf(key, sizeof(key), "gather:%d", i);
@@ -318,19 +257,19 @@ static void gather_1000_across_three(void **state)
         assert_non_null(fs[500 + i]);
     }
     all = vl_future_all(loop, fs, 1000);
-    assert_int_equal(await(loop, all), VL_OK);
+    assert_int_equal(tu_await(loop, all), VL_OK);
     assert_int_equal(vl_future_count(all), 1000);
     for (i = 0; i < 500; i++) {
         const vl_redis_reply *r = vl_future_redis_reply(vl_future_child(all, (size_t)i));
         assert_int_equal(vl_redis_reply_type(r), VL_REDIS_STATUS);
-        check_str(r, "OK");
+        tu_check_str(r, "OK");
         snprintf(val, sizeof(val), "value-%d", i * 7);
-        check_str(vl_future_redis_reply(vl_future_child(all, (size_t)(500 + i))), val);
+        tu_check_str(vl_future_redis_reply(vl_future_child(all, (size_t)(500 + i))), val);
     }
     vl_future_free(all);
     for (i = 0; i < 3; i++)
         vl_redis_free(c[i]);
-    finish(loop);
+    tu_finish(loop);
 }
 
 /* ---- timeouts and cancellation ---- */
@@ -347,12 +286,12 @@ static void command_timeout_late_reply_dropped(void **state)
     (void)state;
     vl_redis_options_init(&o);
     o.command_timeout_ms = 100;
-    a = vl_redis_new(loop, redis_url(1), &o);
-    b = vl_redis_new(loop, redis_url(1), NULL);
-    vl_future_free(run_cmd(loop, vl_redis_command(a, "SET late:1 one"), VL_OK));
-    vl_future_free(run_cmd(loop, vl_redis_command(a, "SET late:2 two"), VL_OK));
-    vl_future_free(run_cmd(loop, vl_redis_command(b, "CLIENT PAUSE 400"), VL_OK));
-    f = run_cmd(loop, vl_redis_command(a, "GET late:1"), VL_ETIMEDOUT);
+    a = vl_redis_new(loop, tu_redis_url(1), &o);
+    b = vl_redis_new(loop, tu_redis_url(1), NULL);
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(a, "SET late:1 one"), VL_OK));
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(a, "SET late:2 two"), VL_OK));
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(b, "CLIENT PAUSE 400"), VL_OK));
+    f = tu_run_cmd(loop, vl_redis_command(a, "GET late:1"), VL_ETIMEDOUT);
     assert_non_null(strstr(vl_future_error(f), "timed out after 100 ms"));
     assert_null(vl_future_redis_reply(f));
     vl_future_free(f);
@@ -362,14 +301,14 @@ static void command_timeout_late_reply_dropped(void **state)
     /* Issued while paused, no timeout in the way (deadline 0 off via
      * vl_future_timeout removal is not needed: 100 ms would expire), so wait
      * for the pause to end first. */
-    sleep_ms(loop, 450);
-    f = run_cmd(loop, vl_redis_command(a, "GET late:2"), VL_OK);
-    check_str(vl_future_redis_reply(f), "two");
+    tu_sleep_ms(loop, 450);
+    f = tu_run_cmd(loop, vl_redis_command(a, "GET late:2"), VL_OK);
+    tu_check_str(vl_future_redis_reply(f), "two");
     vl_future_free(f);
     assert_int_equal(vl_redis_pending(a), 0);
     vl_redis_free(a);
     vl_redis_free(b);
-    finish(loop);
+    tu_finish(loop);
 }
 
 /* vl_future_timeout and vl_future_cancel work on any command future through
@@ -377,34 +316,34 @@ static void command_timeout_late_reply_dropped(void **state)
 static void cancel_and_wait_for(void **state)
 {
     vl_loop *loop = vl_loop_new();
-    vl_redis *a = vl_redis_new(loop, redis_url(2), NULL);
-    vl_redis *b = vl_redis_new(loop, redis_url(2), NULL);
+    vl_redis *a = vl_redis_new(loop, tu_redis_url(2), NULL);
+    vl_redis *b = vl_redis_new(loop, tu_redis_url(2), NULL);
     vl_future *t, *x, *y;
 
     (void)state;
-    vl_future_free(run_cmd(loop, vl_redis_command(a, "SET cw:1 one"), VL_OK));
-    vl_future_free(run_cmd(loop, vl_redis_command(a, "SET cw:2 two"), VL_OK));
-    vl_future_free(run_cmd(loop, vl_redis_command(b, "CLIENT PAUSE 300"), VL_OK));
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(a, "SET cw:1 one"), VL_OK));
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(a, "SET cw:2 two"), VL_OK));
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(b, "CLIENT PAUSE 300"), VL_OK));
     t = vl_future_timeout(vl_redis_command(a, "GET cw:1"), 50);
     x = vl_redis_command(a, "GET cw:1");
     y = vl_redis_command(a, "GET cw:2");
     assert_int_equal(vl_future_cancel(x), 1);
     assert_int_equal(vl_future_status(x), VL_ECANCELED);
     assert_int_equal(vl_future_cancel(x), 0);
-    assert_int_equal(await(loop, t), VL_ETIMEDOUT);
-    assert_int_equal(await(loop, y), VL_OK);
-    check_str(vl_future_redis_reply(y), "two");
+    assert_int_equal(tu_await(loop, t), VL_ETIMEDOUT);
+    assert_int_equal(tu_await(loop, y), VL_OK);
+    tu_check_str(vl_future_redis_reply(y), "two");
     vl_future_free(t);
     vl_future_free(x);
     vl_future_free(y);
     /* Freeing a pending command future cancels it too. */
     vl_future_free(vl_redis_command(a, "GET cw:1"));
-    y = run_cmd(loop, vl_redis_command(a, "GET cw:2"), VL_OK);
-    check_str(vl_future_redis_reply(y), "two");
+    y = tu_run_cmd(loop, vl_redis_command(a, "GET cw:2"), VL_OK);
+    tu_check_str(vl_future_redis_reply(y), "two");
     vl_future_free(y);
     vl_redis_free(a);
     vl_redis_free(b);
-    finish(loop);
+    tu_finish(loop);
 }
 
 typedef struct tally {
@@ -426,7 +365,7 @@ static void tally_cb(vl_future *f, void *ud)
 static void free_with_pending(void **state)
 {
     vl_loop *loop = vl_loop_new();
-    vl_redis *c = vl_redis_new(loop, redis_url(0), NULL);
+    vl_redis *c = vl_redis_new(loop, tu_redis_url(0), NULL);
     tally t = {0, 0, 0, 0};
     int i;
 
@@ -440,19 +379,19 @@ static void free_with_pending(void **state)
     assert_int_equal(t.canceled, 50);
 
     memset(&t, 0, sizeof(t));
-    c = vl_redis_new(loop, redis_url(0), NULL);
-    vl_future_free(run_cmd(loop, vl_redis_command(c, "PING"), VL_OK));
+    c = vl_redis_new(loop, tu_redis_url(0), NULL);
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(c, "PING"), VL_OK));
     /* A BLPOP on an empty key holds the replies of everything behind it,
      * so the PINGs are written and still in flight when the free comes. */
     vl_future_then(vl_redis_command(c, "BLPOP free_with_pending:none 5"), tally_cb, &t);
     for (i = 0; i < 200; i++)
         vl_future_then(vl_redis_command(c, "PING"), tally_cb, &t);
-    sleep_ms(loop, 20);
+    tu_sleep_ms(loop, 20);
     vl_redis_free(c);
     vl_loop_run(loop);
     assert_int_equal(t.calls, 201);
     assert_int_equal(t.canceled, 201);
-    finish(loop);
+    tu_finish(loop);
 }
 
 typedef struct freer {
@@ -480,7 +419,7 @@ static void free_from_callback(void **state)
 
     (void)state;
     memset(&fr, 0, sizeof(fr));
-    fr.c = vl_redis_new(loop, redis_url(1), NULL);
+    fr.c = vl_redis_new(loop, tu_redis_url(1), NULL);
     vl_future_then(vl_redis_command(fr.c, "PING"), free_conn_cb, &fr);
     for (i = 0; i < 100; i++)
         vl_future_then(vl_redis_command(fr.c, "PING"), tally_cb, &fr.t);
@@ -489,20 +428,20 @@ static void free_from_callback(void **state)
     assert_int_equal(fr.t.calls, 101);
     assert_int_equal(fr.t.ok + fr.t.canceled, 101);
     assert_int_equal(fr.t.other, 0);
-    finish(loop);
+    tu_finish(loop);
 }
 
 /* vl_loop_free frees an open connection; its futures complete cancelled. */
 static void loop_free_cancels(void **state)
 {
     vl_loop *loop = vl_loop_new();
-    vl_redis *c = vl_redis_new(loop, redis_url(1), NULL);
+    vl_redis *c = vl_redis_new(loop, tu_redis_url(1), NULL);
     vl_redis *bad = vl_redis_new(loop, "nonsense", NULL);
     tally t = {0, 0, 0, 0};
     int i;
 
     (void)state;
-    vl_future_free(run_cmd(loop, vl_redis_command(c, "PING"), VL_OK));
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(c, "PING"), VL_OK));
     for (i = 0; i < 10; i++)
         vl_future_then(vl_redis_command(c, "PING"), tally_cb, &t);
     assert_non_null(bad);
@@ -540,11 +479,11 @@ static void loop_free_callbacks_free_owner(void **state)
     owner a = {NULL, NULL, 0, 0}, b = {NULL, NULL, 0, 0};
 
     (void)state;
-    a.c = vl_redis_new(loop, redis_url(0), NULL);
-    b.p = vl_redis_pool_new(loop, redis_url(1), NULL);
+    a.c = vl_redis_new(loop, tu_redis_url(0), NULL);
+    b.p = vl_redis_pool_new(loop, tu_redis_url(1), NULL);
     vl_future_then(vl_redis_command(a.c, "BLPOP loop_free_owner:none 5"), free_owner_cb, &a);
     vl_future_then(vl_redis_pool_command(b.p, "BLPOP loop_free_owner:none 5"), free_owner_cb, &b);
-    sleep_ms(loop, 30);
+    tu_sleep_ms(loop, 30);
     vl_loop_free(loop);
     assert_int_equal(a.calls, 1);
     assert_int_equal(a.status, VL_ECANCELED);
@@ -570,7 +509,7 @@ static void refused_port(void **state)
     snprintf(url, sizeof(url), "redis://127.0.0.1:%d", port);
     snprintf(want, sizeof(want), "connect redis://127.0.0.1:%d: Connection refused", port);
     c = vl_redis_new(loop, url, &o);
-    f = run_cmd(loop, vl_redis_command(c, "PING"), VL_ECONN);
+    f = tu_run_cmd(loop, vl_redis_command(c, "PING"), VL_ECONN);
     assert_string_equal(vl_future_error(f), want);
     assert_string_equal(vl_redis_error(c), want);
     vl_future_free(f);
@@ -582,7 +521,7 @@ static void refused_port(void **state)
     assert_string_equal(vl_future_error(f), want);
     vl_future_free(f);
     vl_redis_free(c);
-    finish(loop);
+    tu_finish(loop);
 }
 
 static void unknown_host(void **state)
@@ -592,12 +531,12 @@ static void unknown_host(void **state)
     vl_future *f;
 
     (void)state;
-    f = run_cmd(loop, vl_redis_command(c, "PING"), VL_ECONN);
+    f = tu_run_cmd(loop, vl_redis_command(c, "PING"), VL_ECONN);
     assert_non_null(strstr(vl_future_error(f), "connect redis://no-such-host.invalid:1: "));
     assert_non_null(strstr(vl_future_error(f), "resolve"));
     vl_future_free(f);
     vl_redis_free(c);
-    finish(loop);
+    tu_finish(loop);
 }
 
 static void wrong_password(void **state)
@@ -616,7 +555,7 @@ static void wrong_password(void **state)
     for (i = 0; i < 2; i++) {
         snprintf(url, sizeof(url), forms[i], port);
         c = vl_redis_new(loop, url, NULL);
-        f = run_cmd(loop, vl_redis_command(c, "PING"), VL_ECONN);
+        f = tu_run_cmd(loop, vl_redis_command(c, "PING"), VL_ECONN);
         assert_non_null(strstr(vl_future_error(f), "auth redis://127.0.0.1:"));
         assert_null(strstr(vl_future_error(f), "s3cr"));
         assert_null(strstr(vl_redis_error(c), "s3cr"));
@@ -627,7 +566,7 @@ static void wrong_password(void **state)
     /* No password at all: the server's NOAUTH is data. */
     snprintf(url, sizeof(url), "redis://127.0.0.1:%s", port);
     c = vl_redis_new(loop, url, NULL);
-    f = run_cmd(loop, vl_redis_command(c, "GET k"), VL_ESERVER);
+    f = tu_run_cmd(loop, vl_redis_command(c, "GET k"), VL_ESERVER);
     assert_non_null(strstr(vl_future_error(f), "NOAUTH"));
     vl_future_free(f);
     vl_redis_free(c);
@@ -636,22 +575,22 @@ static void wrong_password(void **state)
     c = vl_redis_new(loop, url, NULL);
     {
         vl_future *set = vl_redis_command(c, "SET auth:k %s", "db2");
-        f = run_cmd(loop, vl_redis_command(c, "GET auth:k"), VL_OK);
-        check_str(vl_future_redis_reply(f), "db2");
+        f = tu_run_cmd(loop, vl_redis_command(c, "GET auth:k"), VL_OK);
+        tu_check_str(vl_future_redis_reply(f), "db2");
         assert_int_equal(vl_future_status(set), VL_OK);
         vl_future_free(set);
         vl_future_free(f);
     }
-    f = run_cmd(loop, vl_redis_command(c, "CLIENT INFO"), VL_OK);
+    f = tu_run_cmd(loop, vl_redis_command(c, "CLIENT INFO"), VL_OK);
     assert_non_null(strstr(vl_redis_reply_str(vl_future_redis_reply(f), NULL), " db=2 "));
     vl_future_free(f);
     /* AUTH user pass with the default user. */
     vl_redis_free(c);
     snprintf(url, sizeof(url), "redis://default:%s@127.0.0.1:%s", pass, port);
     c = vl_redis_new(loop, url, NULL);
-    vl_future_free(run_cmd(loop, vl_redis_command(c, "PING"), VL_OK));
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(c, "PING"), VL_OK));
     vl_redis_free(c);
-    finish(loop);
+    tu_finish(loop);
 }
 
 static void malformed_urls(void **state)
@@ -683,7 +622,7 @@ static void malformed_urls(void **state)
         vl_future *f;
         assert_non_null(c);
         assert_int_equal(vl_redis_state(c), VL_REDIS_INVALID);
-        f = run_cmd(loop, vl_redis_command(c, "PING"), cases[i].status);
+        f = tu_run_cmd(loop, vl_redis_command(c, "PING"), cases[i].status);
         assert_non_null(strstr(vl_future_error(f), "URL"));
         assert_string_equal(vl_future_error(f), vl_redis_error(c));
         assert_null(strstr(vl_future_error(f), "hunter"));
@@ -692,12 +631,12 @@ static void malformed_urls(void **state)
     }
     {
         vl_redis *c = vl_redis_new(loop, NULL, NULL);
-        vl_future *f = run_cmd(loop, vl_redis_command(c, "PING"), VL_EINVAL);
+        vl_future *f = tu_run_cmd(loop, vl_redis_command(c, "PING"), VL_EINVAL);
         vl_future_free(f);
         vl_redis_free(c);
     }
     assert_null(vl_redis_new(NULL, "redis://127.0.0.1", NULL));
-    finish(loop);
+    tu_finish(loop);
 }
 
 static void localhost_unix_and_db(void **state)
@@ -712,13 +651,13 @@ static void localhost_unix_and_db(void **state)
     tcp = vl_redis_new(loop, url, NULL);
     snprintf(url, sizeof(url), "unix://%s?db=3", tu_env_item("VL_TEST_REDIS_SOCKS", 2));
     sock = vl_redis_new(loop, url, NULL);
-    db0 = vl_redis_new(loop, redis_url(2), NULL);
-    vl_future_free(run_cmd(loop, vl_redis_command(tcp, "SET db3:key in-three"), VL_OK));
-    vl_future_free(run_cmd(loop, vl_redis_command(db0, "DEL db3:key"), VL_OK));
-    f = run_cmd(loop, vl_redis_command(sock, "GET db3:key"), VL_OK);
-    check_str(vl_future_redis_reply(f), "in-three");
+    db0 = vl_redis_new(loop, tu_redis_url(2), NULL);
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(tcp, "SET db3:key in-three"), VL_OK));
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(db0, "DEL db3:key"), VL_OK));
+    f = tu_run_cmd(loop, vl_redis_command(sock, "GET db3:key"), VL_OK);
+    tu_check_str(vl_future_redis_reply(f), "in-three");
     vl_future_free(f);
-    f = run_cmd(loop, vl_redis_command(db0, "GET db3:key"), VL_OK);
+    f = tu_run_cmd(loop, vl_redis_command(db0, "GET db3:key"), VL_OK);
     assert_int_equal(vl_redis_reply_type(vl_future_redis_reply(f)), VL_REDIS_NIL);
     vl_future_free(f);
     vl_redis_free(tcp);
@@ -726,11 +665,11 @@ static void localhost_unix_and_db(void **state)
     vl_redis_free(db0);
     /* A socket that does not exist fails at once, naming the path. */
     sock = vl_redis_new(loop, "unix:///nonexistent/volley.sock", NULL);
-    f = run_cmd(loop, vl_redis_command(sock, "PING"), VL_ECONN);
+    f = tu_run_cmd(loop, vl_redis_command(sock, "PING"), VL_ECONN);
     assert_non_null(strstr(vl_future_error(f), "connect unix:///nonexistent/volley.sock: "));
     vl_future_free(f);
     vl_redis_free(sock);
-    finish(loop);
+    tu_finish(loop);
 }
 
 /* ---- reconnection ---- */
@@ -794,14 +733,14 @@ static void reconnect_after_restart(void **state)
     vl_redis_options_init(&o);
     o.reconnect_min_ms = 20;
     o.reconnect_max_ms = 200;
-    c = vl_redis_new(loop, redis_url(2), &o);
-    vl_future_free(run_cmd(loop, vl_redis_command(c, "SET rc:k before"), VL_OK));
+    c = vl_redis_new(loop, tu_redis_url(2), &o);
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(c, "SET rc:k before"), VL_OK));
     for (i = 0; i < 300; i++)
         vl_future_then(vl_redis_command(c, "GET rc:k"), tally_cb, &t);
     kill_server(3);
     while (t.calls < 300) {
         f = vl_loop_sleep(loop, 10);
-        await(loop, f);
+        tu_await(loop, f);
         vl_future_free(f);
     }
     /* Every one completed once: those answered before the kill with OK,
@@ -811,17 +750,17 @@ static void reconnect_after_restart(void **state)
     restart_server(3);
     for (i = 0; i < 300 && !ok; i++) {
         f = vl_redis_command(c, "PING");
-        ok = await(loop, f) == VL_OK;
+        ok = tu_await(loop, f) == VL_OK;
         if (!ok)
             assert_int_equal(vl_future_status(f), VL_ECONN);
         vl_future_free(f);
         if (!ok)
-            sleep_ms(loop, 20);
+            tu_sleep_ms(loop, 20);
     }
     assert_true(ok);
     assert_int_equal(vl_redis_state(c), VL_REDIS_READY);
     vl_redis_free(c);
-    finish(loop);
+    tu_finish(loop);
 }
 
 /* With reconnection off the connection stays down and says why. */
@@ -838,14 +777,14 @@ static void no_reconnect_stays_down(void **state)
     o.reconnect = 0;
     snprintf(url, sizeof(url), "redis://127.0.0.1:%d", closed_port());
     c = vl_redis_new(loop, url, &o);
-    vl_future_free(run_cmd(loop, vl_redis_command(c, "PING"), VL_ECONN));
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(c, "PING"), VL_ECONN));
     assert_int_equal(vl_loop_alive(loop), 0); /* no retry timer */
     assert_int_equal(vl_redis_state(c), VL_REDIS_DOWN);
     f = vl_redis_command(c, "PING");
     assert_int_equal(vl_future_status(f), VL_ECONN);
     vl_future_free(f);
     vl_redis_free(c);
-    finish(loop);
+    tu_finish(loop);
 }
 
 /* ---- out of memory ---- */
@@ -859,7 +798,7 @@ static void out_of_memory_everywhere(void **state)
     int u;
 
     (void)state;
-    urls[0] = redis_url(0);
+    urls[0] = tu_redis_url(0);
     {
         static char lh[128];
         snprintf(lh, sizeof(lh), "redis://localhost:%s/1", tu_env_item("VL_TEST_REDIS_PORTS", 0));
@@ -905,26 +844,26 @@ static void out_of_memory_everywhere(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup(basic_replies, setup),
-        cmocka_unit_test_setup(server_error_is_data, setup),
-        cmocka_unit_test_setup(nested_arrays, setup),
-        cmocka_unit_test_setup(binary_safe_argv, setup),
-        cmocka_unit_test_setup(pipelining_in_order, setup),
-        cmocka_unit_test_setup(gather_1000_across_three, setup),
-        cmocka_unit_test_setup(command_timeout_late_reply_dropped, setup),
-        cmocka_unit_test_setup(cancel_and_wait_for, setup),
-        cmocka_unit_test_setup(free_with_pending, setup),
-        cmocka_unit_test_setup(free_from_callback, setup),
-        cmocka_unit_test_setup(loop_free_cancels, setup),
-        cmocka_unit_test_setup(loop_free_callbacks_free_owner, setup),
-        cmocka_unit_test_setup(refused_port, setup),
-        cmocka_unit_test_setup(unknown_host, setup),
-        cmocka_unit_test_setup(wrong_password, setup),
-        cmocka_unit_test_setup(malformed_urls, setup),
-        cmocka_unit_test_setup(localhost_unix_and_db, setup),
-        cmocka_unit_test_setup(reconnect_after_restart, setup),
-        cmocka_unit_test_setup(no_reconnect_stays_down, setup),
-        cmocka_unit_test_setup(out_of_memory_everywhere, setup),
+        cmocka_unit_test_setup(basic_replies, tu_setup),
+        cmocka_unit_test_setup(server_error_is_data, tu_setup),
+        cmocka_unit_test_setup(nested_arrays, tu_setup),
+        cmocka_unit_test_setup(binary_safe_argv, tu_setup),
+        cmocka_unit_test_setup(pipelining_in_order, tu_setup),
+        cmocka_unit_test_setup(gather_1000_across_three, tu_setup),
+        cmocka_unit_test_setup(command_timeout_late_reply_dropped, tu_setup),
+        cmocka_unit_test_setup(cancel_and_wait_for, tu_setup),
+        cmocka_unit_test_setup(free_with_pending, tu_setup),
+        cmocka_unit_test_setup(free_from_callback, tu_setup),
+        cmocka_unit_test_setup(loop_free_cancels, tu_setup),
+        cmocka_unit_test_setup(loop_free_callbacks_free_owner, tu_setup),
+        cmocka_unit_test_setup(refused_port, tu_setup),
+        cmocka_unit_test_setup(unknown_host, tu_setup),
+        cmocka_unit_test_setup(wrong_password, tu_setup),
+        cmocka_unit_test_setup(malformed_urls, tu_setup),
+        cmocka_unit_test_setup(localhost_unix_and_db, tu_setup),
+        cmocka_unit_test_setup(reconnect_after_restart, tu_setup),
+        cmocka_unit_test_setup(no_reconnect_stays_down, tu_setup),
+        cmocka_unit_test_setup(out_of_memory_everywhere, tu_setup),
     };
 
     return tu_run("redis", tests, sizeof(tests) / sizeof(tests[0]));

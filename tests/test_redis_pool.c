@@ -14,64 +14,6 @@
 #include <string.h>
 #include <unistd.h>
 
-static int setup(void **state)
-{
-    (void)state;
-    tu_alloc_install();
-    return 0;
-}
-
-static const char *redis_url(int i)
-{
-    static char buf[4][128];
-    static int slot;
-    char *out = buf[slot++ % 4];
-
-    snprintf(out, 128, "redis://127.0.0.1:%s", tu_env_item("VL_TEST_REDIS_PORTS", i));
-    return out;
-}
-
-static void finish(vl_loop *loop)
-{
-    vl_loop_run(loop);
-    tu_loop_finish(loop);
-}
-
-static int await(vl_loop *loop, vl_future *f)
-{
-    assert_non_null(f);
-    return vl_loop_run_until(loop, f);
-}
-
-static vl_future *run_cmd(vl_loop *loop, vl_future *f, int want)
-{
-    int rc = await(loop, f);
-
-    if (rc != want) {
-        fprintf(stderr, "status %d (%s), wanted %d\n", rc, vl_future_error(f), want);
-        fail();
-    }
-    return f;
-}
-
-static void check_str(const vl_redis_reply *r, const char *want)
-{
-    size_t len;
-    const char *s = vl_redis_reply_str(r, &len);
-
-    assert_non_null(s);
-    assert_int_equal(len, strlen(want));
-    assert_memory_equal(s, want, len);
-}
-
-static void sleep_ms(vl_loop *loop, uint64_t ms)
-{
-    vl_future *s = vl_loop_sleep(loop, ms);
-
-    assert_int_equal(await(loop, s), VL_OK);
-    vl_future_free(s);
-}
-
 static vl_redis_stats stats(vl_redis_pool *p)
 {
     vl_redis_stats st;
@@ -86,7 +28,7 @@ static void wait_ready(vl_loop *loop, vl_redis_pool *p, unsigned n)
     int i;
 
     for (i = 0; i < 500 && stats(p).ready < n; i++)
-        sleep_ms(loop, 5);
+        tu_sleep_ms(loop, 5);
     assert_true(stats(p).ready >= n);
 }
 
@@ -95,7 +37,7 @@ static vl_redis_lease *take_lease(vl_loop *loop, vl_redis_pool *p)
     vl_future *f = vl_redis_pool_lease(p);
     vl_redis_lease *l;
 
-    assert_int_equal(await(loop, f), VL_OK);
+    assert_int_equal(tu_await(loop, f), VL_OK);
     l = vl_future_take(f);
     assert_non_null(l);
     vl_future_free(f);
@@ -104,7 +46,7 @@ static vl_redis_lease *take_lease(vl_loop *loop, vl_redis_pool *p)
 
 static long long lease_client_id(vl_loop *loop, vl_redis_lease *l)
 {
-    vl_future *f = run_cmd(loop, vl_redis_lease_command(l, "CLIENT ID"), VL_OK);
+    vl_future *f = tu_run_cmd(loop, vl_redis_lease_command(l, "CLIENT ID"), VL_OK);
     long long id = vl_redis_reply_integer(vl_future_redis_reply(f));
 
     vl_future_free(f);
@@ -144,7 +86,7 @@ static void gather_over_pool(void **state)
     vl_redis_pool_options_init(&o);
     o.max_size = 4;
     o.min_idle = 2;
-    p = vl_redis_pool_new(loop, redis_url(0), &o);
+    p = vl_redis_pool_new(loop, tu_redis_url(0), &o);
     assert_non_null(p);
     st = stats(p);
     assert_int_equal(st.open, 2); /* min_idle opened at once */
@@ -162,21 +104,21 @@ static void gather_over_pool(void **state)
     assert_int_equal(st.pending, 1000);
     assert_true(st.open >= 2 && st.open <= 4);
     all = vl_future_all(loop, fs, 1000);
-    assert_int_equal(await(loop, all), VL_OK);
+    assert_int_equal(tu_await(loop, all), VL_OK);
     /* A GET may overtake its SET on another connection: check the SETs,
      * then read every value again in order. */
     for (i = 0; i < 500; i++)
-        check_str(vl_future_redis_reply(vl_future_child(all, (size_t)i)), "OK");
+        tu_check_str(vl_future_redis_reply(vl_future_child(all, (size_t)i)), "OK");
     vl_future_free(all);
     for (i = 0; i < 500; i++) {
         snprintf(key, sizeof(key), "pool:%d", i);
         fs[i] = vl_redis_pool_command(p, "GET %s", key);
     }
     all = vl_future_all(loop, fs, 500);
-    assert_int_equal(await(loop, all), VL_OK);
+    assert_int_equal(tu_await(loop, all), VL_OK);
     for (i = 0; i < 500; i++) {
         snprintf(key, sizeof(key), "%d", i);
-        check_str(vl_future_redis_reply(vl_future_child(all, (size_t)i)), key);
+        tu_check_str(vl_future_redis_reply(vl_future_child(all, (size_t)i)), key);
     }
     vl_future_free(all);
     st = stats(p);
@@ -193,25 +135,25 @@ static void gather_over_pool(void **state)
     vl_loop_run(loop);
     assert_int_equal(vl_loop_alive(loop), 0);
     vl_redis_pool_free(p);
-    finish(loop);
+    tu_finish(loop);
 }
 
 static void server_error_through_pool(void **state)
 {
     vl_loop *loop = vl_loop_new();
-    vl_redis_pool *p = vl_redis_pool_new(loop, redis_url(1), NULL);
+    vl_redis_pool *p = vl_redis_pool_new(loop, tu_redis_url(1), NULL);
     vl_future *f;
 
     (void)state;
-    f = run_cmd(loop, vl_redis_pool_command(p, "NOSUCHCOMMAND x"), VL_ESERVER);
+    f = tu_run_cmd(loop, vl_redis_pool_command(p, "NOSUCHCOMMAND x"), VL_ESERVER);
     assert_non_null(strstr(vl_future_error(f), "unknown command"));
     assert_int_equal(vl_redis_reply_type(vl_future_redis_reply(f)), VL_REDIS_ERROR);
     vl_future_free(f);
     assert_int_equal(stats(p).errors, 0); /* data, not a failure of the pool */
-    vl_future_free(run_cmd(loop, vl_redis_pool_command(p, "SUBSCRIBE x"), VL_EUNSUPPORTED));
-    vl_future_free(run_cmd(loop, vl_redis_pool_command(p, ""), VL_EINVAL));
+    vl_future_free(tu_run_cmd(loop, vl_redis_pool_command(p, "SUBSCRIBE x"), VL_EUNSUPPORTED));
+    vl_future_free(tu_run_cmd(loop, vl_redis_pool_command(p, ""), VL_EINVAL));
     vl_redis_pool_free(p);
-    finish(loop);
+    tu_finish(loop);
 }
 
 /* ---- back-pressure ---- */
@@ -229,7 +171,7 @@ static void backpressure_fail_fast(void **state)
     vl_redis_pool_options_init(&o);
     o.max_size = 2;
     o.max_pending = 10;
-    p = vl_redis_pool_new(loop, redis_url(1), &o);
+    p = vl_redis_pool_new(loop, tu_redis_url(1), &o);
     for (i = 0; i < 10; i++)
         vl_future_then(vl_redis_pool_command(p, "PING"), tally_cb, &t);
     for (i = 0; i < 5; i++) {
@@ -243,13 +185,13 @@ static void backpressure_fail_fast(void **state)
     assert_int_equal(stats(p).rejected, 5);
     assert_int_equal(stats(p).pending, 10);
     while (t.calls < 10)
-        sleep_ms(loop, 1);
+        tu_sleep_ms(loop, 1);
     assert_int_equal(t.ok, 10);
     /* Room again. */
-    vl_future_free(run_cmd(loop, vl_redis_pool_command(p, "PING"), VL_OK));
+    vl_future_free(tu_run_cmd(loop, vl_redis_pool_command(p, "PING"), VL_OK));
     assert_int_equal(busy, 5);
     vl_redis_pool_free(p);
-    finish(loop);
+    tu_finish(loop);
 }
 
 static void backpressure_wait_and_timeout(void **state)
@@ -257,7 +199,7 @@ static void backpressure_wait_and_timeout(void **state)
     vl_loop *loop = vl_loop_new();
     vl_redis_pool_options o;
     vl_redis_pool *p;
-    vl_redis *pauser = vl_redis_new(loop, redis_url(2), NULL);
+    vl_redis *pauser = vl_redis_new(loop, tu_redis_url(2), NULL);
     vl_future *a, *b, *c, *d;
 
     (void)state;
@@ -266,19 +208,19 @@ static void backpressure_wait_and_timeout(void **state)
     o.max_pending = 1;
     o.on_full = VL_REDIS_POOL_WAIT;
     o.acquire_timeout_ms = 100;
-    p = vl_redis_pool_new(loop, redis_url(2), &o);
+    p = vl_redis_pool_new(loop, tu_redis_url(2), &o);
     wait_ready(loop, p, 1);
-    vl_future_free(run_cmd(loop, vl_redis_command(pauser, "CLIENT PAUSE 400"), VL_OK));
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(pauser, "CLIENT PAUSE 400"), VL_OK));
     a = vl_redis_pool_command(p, "PING");
     b = vl_redis_pool_command(p, "PING");
     c = vl_redis_pool_command(p, "PING");
     assert_false(vl_future_done(b));
     assert_int_equal(stats(p).queued, 2);
-    assert_int_equal(await(loop, b), VL_ETIMEDOUT);
-    assert_int_equal(await(loop, c), VL_ETIMEDOUT);
+    assert_int_equal(tu_await(loop, b), VL_ETIMEDOUT);
+    assert_int_equal(tu_await(loop, c), VL_ETIMEDOUT);
     assert_non_null(strstr(vl_future_error(c), "no room within 100 ms"));
     assert_int_equal(stats(p).queued, 0);
-    assert_int_equal(await(loop, a), VL_OK);
+    assert_int_equal(tu_await(loop, a), VL_OK);
     vl_future_free(a);
     vl_future_free(b);
     vl_future_free(c);
@@ -287,9 +229,9 @@ static void backpressure_wait_and_timeout(void **state)
     /* A waiting request is admitted, in order, when room comes back. */
     vl_redis_pool_free(p);
     o.acquire_timeout_ms = 5000;
-    p = vl_redis_pool_new(loop, redis_url(2), &o);
+    p = vl_redis_pool_new(loop, tu_redis_url(2), &o);
     wait_ready(loop, p, 1);
-    vl_future_free(run_cmd(loop, vl_redis_command(pauser, "CLIENT PAUSE 200"), VL_OK));
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(pauser, "CLIENT PAUSE 200"), VL_OK));
     a = vl_redis_pool_command(p, "ECHO first");
     b = vl_redis_pool_command(p, "ECHO second");
     c = vl_redis_pool_command(p, "ECHO third");
@@ -297,10 +239,10 @@ static void backpressure_wait_and_timeout(void **state)
     d = vl_redis_pool_command(p, "ECHO fourth");
     vl_future_cancel(c); /* leaves the queue without a trace */
     assert_int_equal(stats(p).queued, 2);
-    assert_int_equal(await(loop, d), VL_OK);
-    check_str(vl_future_redis_reply(a), "first");
-    check_str(vl_future_redis_reply(b), "second");
-    check_str(vl_future_redis_reply(d), "fourth");
+    assert_int_equal(tu_await(loop, d), VL_OK);
+    tu_check_str(vl_future_redis_reply(a), "first");
+    tu_check_str(vl_future_redis_reply(b), "second");
+    tu_check_str(vl_future_redis_reply(d), "fourth");
     assert_int_equal(vl_future_status(c), VL_ECANCELED);
     vl_future_free(a);
     vl_future_free(b);
@@ -308,7 +250,7 @@ static void backpressure_wait_and_timeout(void **state)
     vl_future_free(d);
     vl_redis_pool_free(p);
     vl_redis_free(pauser);
-    finish(loop);
+    tu_finish(loop);
 }
 
 /* ---- leases ---- */
@@ -326,18 +268,18 @@ static void lease_multi_exec(void **state)
     (void)state;
     vl_redis_pool_options_init(&o);
     o.max_size = 1;
-    p = vl_redis_pool_new(loop, redis_url(0), &o);
+    p = vl_redis_pool_new(loop, tu_redis_url(0), &o);
     l = take_lease(loop, p);
     assert_int_equal(stats(p).leased, 1);
     id1 = lease_client_id(loop, l);
-    vl_future_free(run_cmd(loop, vl_redis_lease_command(l, "DEL tx:n"), VL_OK));
-    vl_future_free(run_cmd(loop, vl_redis_lease_command(l, "WATCH tx:n"), VL_OK));
-    vl_future_free(run_cmd(loop, vl_redis_lease_command(l, "MULTI"), VL_OK));
+    vl_future_free(tu_run_cmd(loop, vl_redis_lease_command(l, "DEL tx:n"), VL_OK));
+    vl_future_free(tu_run_cmd(loop, vl_redis_lease_command(l, "WATCH tx:n"), VL_OK));
+    vl_future_free(tu_run_cmd(loop, vl_redis_lease_command(l, "MULTI"), VL_OK));
     q1 = vl_redis_lease_command(l, "INCR tx:n");
     q2 = vl_redis_lease_command(l, "INCRBY tx:n 10");
-    f = run_cmd(loop, vl_redis_lease_command(l, "EXEC"), VL_OK);
-    assert_int_equal(await(loop, q1), VL_OK);
-    check_str(vl_future_redis_reply(q1), "QUEUED");
+    f = tu_run_cmd(loop, vl_redis_lease_command(l, "EXEC"), VL_OK);
+    assert_int_equal(tu_await(loop, q1), VL_OK);
+    tu_check_str(vl_future_redis_reply(q1), "QUEUED");
     r = vl_future_redis_reply(f);
     assert_int_equal(vl_redis_reply_count(r), 2);
     assert_int_equal(vl_redis_reply_integer(vl_redis_reply_element(r, 0)), 1);
@@ -356,14 +298,14 @@ static void lease_multi_exec(void **state)
     /* A lease left in its future is released with the future. */
     assert_int_equal(vl_redis_lease_release(l), 1);
     f = vl_redis_pool_lease(p);
-    assert_int_equal(await(loop, f), VL_OK);
+    assert_int_equal(tu_await(loop, f), VL_OK);
     assert_int_equal(stats(p).leased, 1);
     vl_future_free(f);
     assert_int_equal(stats(p).leased, 0);
     /* Pool commands still flow. */
-    vl_future_free(run_cmd(loop, vl_redis_pool_command(p, "PING"), VL_OK));
+    vl_future_free(tu_run_cmd(loop, vl_redis_pool_command(p, "PING"), VL_OK));
     vl_redis_pool_free(p);
-    finish(loop);
+    tu_finish(loop);
 }
 
 /* Released inside MULTI, with a WATCH, after SELECT, or with a reply still
@@ -386,19 +328,19 @@ static void dirty_lease_is_closed(void **state)
     (void)state;
     vl_redis_pool_options_init(&o);
     o.max_size = 1;
-    p = vl_redis_pool_new(loop, redis_url(1), &o);
+    p = vl_redis_pool_new(loop, tu_redis_url(1), &o);
     for (i = 0; i < sizeof(dirty) / sizeof(dirty[0]); i++) {
         vl_future *late = NULL;
         l = take_lease(loop, p);
         id = lease_client_id(loop, l);
-        vl_future_free(run_cmd(loop, vl_redis_lease_command(l, dirty[i][0]), VL_OK));
+        vl_future_free(tu_run_cmd(loop, vl_redis_lease_command(l, dirty[i][0]), VL_OK));
         if (dirty[i][1] != NULL)
             late = vl_redis_lease_command(l, dirty[i][1]);
         assert_int_equal(vl_redis_lease_release(l), 0);
         if (late != NULL) {
-            assert_int_equal(await(loop, late), VL_ECANCELED);
+            assert_int_equal(tu_await(loop, late), VL_ECANCELED);
             vl_future_free(late);
-            sleep_ms(loop, 120);
+            tu_sleep_ms(loop, 120);
         }
         assert_int_equal(stats(p).dirty_closes, i + 1);
         l = take_lease(loop, p);
@@ -409,17 +351,17 @@ static void dirty_lease_is_closed(void **state)
     /* DISCARD and UNWATCH make it clean again. */
     l = take_lease(loop, p);
     id = lease_client_id(loop, l);
-    vl_future_free(run_cmd(loop, vl_redis_lease_command(l, "WATCH dirty:k"), VL_OK));
-    vl_future_free(run_cmd(loop, vl_redis_lease_command(l, "UNWATCH"), VL_OK));
-    vl_future_free(run_cmd(loop, vl_redis_lease_command(l, "MULTI"), VL_OK));
-    vl_future_free(run_cmd(loop, vl_redis_lease_command(l, "DISCARD"), VL_OK));
+    vl_future_free(tu_run_cmd(loop, vl_redis_lease_command(l, "WATCH dirty:k"), VL_OK));
+    vl_future_free(tu_run_cmd(loop, vl_redis_lease_command(l, "UNWATCH"), VL_OK));
+    vl_future_free(tu_run_cmd(loop, vl_redis_lease_command(l, "MULTI"), VL_OK));
+    vl_future_free(tu_run_cmd(loop, vl_redis_lease_command(l, "DISCARD"), VL_OK));
     assert_int_equal(vl_redis_lease_release(l), 1);
     l = take_lease(loop, p);
     assert_true(lease_client_id(loop, l) == id);
     vl_redis_lease_release(l);
     assert_int_equal(stats(p).dirty_closes, 4);
     vl_redis_pool_free(p);
-    finish(loop);
+    tu_finish(loop);
 }
 
 /* Every connection leased: the next lease waits, then times out; a release
@@ -437,26 +379,26 @@ static void lease_wait_and_timeout(void **state)
     vl_redis_pool_options_init(&o);
     o.max_size = 1;
     o.acquire_timeout_ms = 80;
-    p = vl_redis_pool_new(loop, redis_url(0), &o);
+    p = vl_redis_pool_new(loop, tu_redis_url(0), &o);
     l = take_lease(loop, p);
-    f = run_cmd(loop, vl_redis_pool_command(p, "PING"), VL_EBUSY);
+    f = tu_run_cmd(loop, vl_redis_pool_command(p, "PING"), VL_EBUSY);
     assert_non_null(strstr(vl_future_error(f), "leased"));
     vl_future_free(f);
     f = vl_redis_pool_lease(p);
-    assert_int_equal(await(loop, f), VL_ETIMEDOUT);
+    assert_int_equal(tu_await(loop, f), VL_ETIMEDOUT);
     assert_non_null(strstr(vl_future_error(f), "lease"));
     vl_future_free(f);
     f = vl_redis_pool_lease(p);
-    sleep_ms(loop, 10);
+    tu_sleep_ms(loop, 10);
     assert_false(vl_future_done(f));
     assert_int_equal(vl_redis_lease_release(l), 1);
-    assert_int_equal(await(loop, f), VL_OK);
+    assert_int_equal(tu_await(loop, f), VL_OK);
     l2 = vl_future_take(f);
     vl_future_free(f);
-    vl_future_free(run_cmd(loop, vl_redis_lease_command(l2, "PING"), VL_OK));
+    vl_future_free(tu_run_cmd(loop, vl_redis_lease_command(l2, "PING"), VL_OK));
     vl_redis_lease_release(l2);
     vl_redis_pool_free(p);
-    finish(loop);
+    tu_finish(loop);
 }
 
 
@@ -475,11 +417,11 @@ static void pool_ready_barrier(void **state)
     vl_redis_pool_options_init(&o);
     o.max_size = 4;
     o.min_idle = 3;
-    p = vl_redis_pool_new(loop, redis_url(0), &o);
+    p = vl_redis_pool_new(loop, tu_redis_url(0), &o);
     f = vl_redis_pool_ready(p);
     assert_non_null(f);
     assert_false(vl_future_done(f)); /* connecting takes a loop turn at least */
-    assert_int_equal(await(loop, f), VL_OK);
+    assert_int_equal(tu_await(loop, f), VL_OK);
     assert_int_equal(stats(p).ready, 3);
     assert_int_equal(stats(p).queued, 0);
     vl_future_free(f);
@@ -494,18 +436,18 @@ static void pool_ready_barrier(void **state)
     assert_int_equal(n, 1);
     vl_redis_pool_free(p);
     /* Freeing the pool cancels a waiting barrier (rule 4). */
-    p = vl_redis_pool_new(loop, redis_url(0), &o);
+    p = vl_redis_pool_new(loop, tu_redis_url(0), &o);
     f = vl_redis_pool_ready(p);
     assert_false(vl_future_done(f));
     vl_redis_pool_free(p);
-    assert_int_equal(await(loop, f), VL_ECANCELED);
+    assert_int_equal(tu_await(loop, f), VL_ECANCELED);
     vl_future_free(f);
     /* min_idle 0 is ready at once. */
     o.min_idle = 0;
-    p = vl_redis_pool_new(loop, redis_url(0), &o);
-    vl_future_free(run_cmd(loop, vl_redis_pool_ready(p), VL_OK));
+    p = vl_redis_pool_new(loop, tu_redis_url(0), &o);
+    vl_future_free(tu_run_cmd(loop, vl_redis_pool_ready(p), VL_OK));
     vl_redis_pool_free(p);
-    finish(loop);
+    tu_finish(loop);
 }
 
 /* A loopback port bound but not listening: every connect is refused. */
@@ -540,7 +482,7 @@ static void pool_ready_fails(void **state)
     snprintf(url, sizeof(url), "redis://127.0.0.1:%d", port);
     p = vl_redis_pool_new(loop, url, &o);
     f = vl_redis_pool_ready(p);
-    assert_int_equal(await(loop, f), VL_ECONN);
+    assert_int_equal(tu_await(loop, f), VL_ECONN);
     assert_non_null(strstr(vl_future_error(f), "connect redis://127.0.0.1:"));
     assert_true(stats(p).connect_errors >= 2); /* the first attempt of each */
     vl_future_free(f);
@@ -552,10 +494,10 @@ static void pool_ready_fails(void **state)
     vl_redis_pool_free(p);
     /* A bad URL fails with its own status. */
     p = vl_redis_pool_new(loop, "redis://127.0.0.1:notaport", NULL);
-    vl_future_free(run_cmd(loop, vl_redis_pool_ready(p), VL_EINVAL));
+    vl_future_free(tu_run_cmd(loop, vl_redis_pool_ready(p), VL_EINVAL));
     vl_redis_pool_free(p);
     close(fd);
-    finish(loop);
+    tu_finish(loop);
 }
 
 /* With acquire_timeout_ms 0, a lease (or a barrier) waiting on a
@@ -572,23 +514,23 @@ static void waiting_holds_the_loop(void **state)
     int round;
 
     (void)state;
-    snprintf(url, sizeof(url), "%s/1", redis_url(1));
+    snprintf(url, sizeof(url), "%s/1", tu_redis_url(1));
     vl_redis_pool_options_init(&o);
     o.max_size = 1;
     o.acquire_timeout_ms = 0;
     for (round = 0; round < 2; round++) {
-        vl_redis *pauser = vl_redis_new(loop, redis_url(1), NULL);
-        vl_future_free(run_cmd(loop, vl_redis_command(pauser, "CLIENT PAUSE 200"), VL_OK));
+        vl_redis *pauser = vl_redis_new(loop, tu_redis_url(1), NULL);
+        vl_future_free(tu_run_cmd(loop, vl_redis_command(pauser, "CLIENT PAUSE 200"), VL_OK));
         vl_redis_free(pauser); /* it must not be what keeps the loop running */
         p = vl_redis_pool_new(loop, url, &o);
         assert_int_equal(stats(p).ready, 0);
         f = round == 0 ? vl_redis_pool_ready(p) : vl_redis_pool_lease(p);
-        assert_int_equal(await(loop, f), VL_OK);
+        assert_int_equal(tu_await(loop, f), VL_OK);
         assert_int_equal(stats(p).ready, 1);
         if (round == 1) {
             l = vl_future_take(f);
             assert_non_null(l);
-            vl_future_free(run_cmd(loop, vl_redis_lease_command(l, "PING"), VL_OK));
+            vl_future_free(tu_run_cmd(loop, vl_redis_lease_command(l, "PING"), VL_OK));
             assert_int_equal(vl_redis_lease_release(l), 1);
         }
         vl_future_free(f);
@@ -597,7 +539,7 @@ static void waiting_holds_the_loop(void **state)
         assert_int_equal(vl_loop_alive(loop), 0);
         vl_redis_pool_free(p);
     }
-    finish(loop);
+    tu_finish(loop);
 }
 
 /* ---- lifetimes ---- */
@@ -618,28 +560,28 @@ static void idle_timeout_shrinks_to_min_idle(void **state)
     o.min_idle = 1;
     o.idle_timeout_ms = 100;
     o.keepalive_ms = 30; /* its PINGs must not reset the idle clock */
-    p = vl_redis_pool_new(loop, redis_url(1), &o);
-    vl_future_free(run_cmd(loop, vl_redis_pool_ready(p), VL_OK));
+    p = vl_redis_pool_new(loop, tu_redis_url(1), &o);
+    vl_future_free(tu_run_cmd(loop, vl_redis_pool_ready(p), VL_OK));
     for (i = 0; i < 1000; i++)
         fs[i] = vl_redis_pool_command(p, "PING");
     all = vl_future_all(loop, fs, 1000);
-    assert_int_equal(await(loop, all), VL_OK);
+    assert_int_equal(tu_await(loop, all), VL_OK);
     vl_future_free(all);
     grown = stats(p).open;
     assert_true(grown > 1);
-    sleep_ms(loop, 400);
+    tu_sleep_ms(loop, 400);
     st = stats(p);
     assert_int_equal(st.open, 1); /* never below min_idle */
     assert_int_equal(st.idle_closes, grown - 1);
     assert_true(st.keepalives >= 1);
     assert_int_equal(st.error_closes, 0);
     assert_int_equal(st.commands, 1000); /* PINGs of its own are not commands */
-    vl_future_free(run_cmd(loop, vl_redis_pool_command(p, "PING"), VL_OK));
+    vl_future_free(tu_run_cmd(loop, vl_redis_pool_command(p, "PING"), VL_OK));
     /* The housekeeping timer does not keep vl_loop_run running. */
     vl_loop_run(loop);
     assert_int_equal(vl_loop_alive(loop), 0);
     vl_redis_pool_free(p);
-    finish(loop);
+    tu_finish(loop);
 }
 
 /* Keeps `want` commands in flight, issued from their own callbacks while
@@ -694,7 +636,7 @@ static void stream_stop(vl_loop *loop, stream *s)
 {
     s->running = 0;
     while (s->inflight > 0)
-        sleep_ms(loop, 5);
+        tu_sleep_ms(loop, 5);
 }
 
 /* Connections past max_lifetime_ms retire under load without failing a
@@ -714,10 +656,10 @@ static void max_lifetime_retires_gracefully(void **state)
     o.max_size = 2;
     o.min_idle = 2;
     o.max_lifetime_ms = 150;
-    p = vl_redis_pool_new(loop, redis_url(2), &o);
-    vl_future_free(run_cmd(loop, vl_redis_pool_ready(p), VL_OK));
+    p = vl_redis_pool_new(loop, tu_redis_url(2), &o);
+    vl_future_free(tu_run_cmd(loop, vl_redis_pool_ready(p), VL_OK));
     stream_start(&s, p, 20, 0);
-    sleep_ms(loop, 500);
+    tu_sleep_ms(loop, 500);
     stream_stop(loop, &s);
     assert_true(s.ok > 0);
     assert_int_equal(s.bad + s.busy, 0); /* retired gracefully: nothing failed */
@@ -726,20 +668,20 @@ static void max_lifetime_retires_gracefully(void **state)
     assert_true(st.lifetime_closes >= 2);
     assert_true(st.connects >= 4);
     assert_int_equal(st.error_closes, 0);
-    vl_future_free(run_cmd(loop, vl_redis_pool_ready(p), VL_OK)); /* replaced */
+    vl_future_free(tu_run_cmd(loop, vl_redis_pool_ready(p), VL_OK)); /* replaced */
     /* A lease outliving max_lifetime_ms is closed when released, clean. */
     l = take_lease(loop, p);
     closes = stats(p).lifetime_closes;
-    sleep_ms(loop, 250);
-    vl_future_free(run_cmd(loop, vl_redis_lease_command(l, "PING"), VL_OK));
+    tu_sleep_ms(loop, 250);
+    vl_future_free(tu_run_cmd(loop, vl_redis_lease_command(l, "PING"), VL_OK));
     assert_int_equal(vl_redis_lease_release(l), 1);
     st = stats(p);
     assert_true(st.lifetime_closes >= closes + 1);
     assert_int_equal(st.dirty_closes, 0);
     assert_int_equal(st.leased, 0);
-    vl_future_free(run_cmd(loop, vl_redis_pool_ready(p), VL_OK));
+    vl_future_free(tu_run_cmd(loop, vl_redis_pool_ready(p), VL_OK));
     vl_redis_pool_free(p);
-    finish(loop);
+    tu_finish(loop);
 }
 
 /* Idle connections are pinged; a server that stops answering gets its
@@ -759,26 +701,26 @@ static void keepalive_notices_a_silent_server(void **state)
     o.keepalive_ms = 50;
     o.reconnect_min_ms = 20;
     o.reconnect_max_ms = 50;
-    p = vl_redis_pool_new(loop, redis_url(0), &o);
-    vl_future_free(run_cmd(loop, vl_redis_pool_ready(p), VL_OK));
-    sleep_ms(loop, 250);
+    p = vl_redis_pool_new(loop, tu_redis_url(0), &o);
+    vl_future_free(tu_run_cmd(loop, vl_redis_pool_ready(p), VL_OK));
+    tu_sleep_ms(loop, 250);
     st = stats(p);
     assert_true(st.keepalives >= 2);
     assert_int_equal(st.error_closes, 0);
     assert_int_equal(st.connects, 1);
     assert_int_equal(st.commands, 0);
-    pauser = vl_redis_new(loop, redis_url(0), NULL);
-    vl_future_free(run_cmd(loop, vl_redis_command(pauser, "CLIENT PAUSE 300"), VL_OK));
+    pauser = vl_redis_new(loop, tu_redis_url(0), NULL);
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(pauser, "CLIENT PAUSE 300"), VL_OK));
     vl_redis_free(pauser);
-    sleep_ms(loop, 500);
+    tu_sleep_ms(loop, 500);
     st = stats(p);
     assert_true(st.error_closes >= 1);
     assert_true(st.reconnects >= 1);
-    vl_future_free(run_cmd(loop, vl_redis_pool_command(p, "PING"), VL_OK));
+    vl_future_free(tu_run_cmd(loop, vl_redis_pool_command(p, "PING"), VL_OK));
     vl_loop_run(loop);
     assert_int_equal(vl_loop_alive(loop), 0);
     vl_redis_pool_free(p);
-    finish(loop);
+    tu_finish(loop);
 }
 
 /* ---- fairness ---- */
@@ -802,22 +744,22 @@ static void lease_fair_under_load(void **state)
     o.max_size = 2;
     o.min_idle = 2;
     o.acquire_timeout_ms = 1000;
-    p = vl_redis_pool_new(loop, redis_url(1), &o);
-    vl_future_free(run_cmd(loop, vl_redis_pool_ready(p), VL_OK));
+    p = vl_redis_pool_new(loop, tu_redis_url(1), &o);
+    vl_future_free(tu_run_cmd(loop, vl_redis_pool_ready(p), VL_OK));
     memset(big, 'x', sizeof(big));
     vl_future_free(
-        run_cmd(loop, vl_redis_pool_command(p, "SET stream:big %b", big, sizeof(big)), VL_OK));
+        tu_run_cmd(loop, vl_redis_pool_command(p, "SET stream:big %b", big, sizeof(big)), VL_OK));
     stream_start(&s, p, 50, 1);
-    sleep_ms(loop, 100);
+    tu_sleep_ms(loop, 100);
     assert_true(s.ok > 0);
     f = vl_redis_pool_lease(p);
-    assert_int_equal(await(loop, f), VL_OK);
+    assert_int_equal(tu_await(loop, f), VL_OK);
     l = vl_future_take(f);
     vl_future_free(f);
     assert_non_null(l);
-    vl_future_free(run_cmd(loop, vl_redis_lease_command(l, "PING"), VL_OK));
+    vl_future_free(tu_run_cmd(loop, vl_redis_lease_command(l, "PING"), VL_OK));
     before = s.ok;
-    sleep_ms(loop, 50);
+    tu_sleep_ms(loop, 50);
     assert_true(s.ok > before); /* the other connection carries the stream */
     assert_int_equal(s.busy + s.bad, 0);
     /* Two more requests: the first gets the other connection once it has
@@ -825,20 +767,20 @@ static void lease_fair_under_load(void **state)
      * connection is leased or reserved), the second the first one back. */
     b = vl_redis_pool_lease(p);
     c = vl_redis_pool_lease(p);
-    assert_int_equal(await(loop, b), VL_OK);
+    assert_int_equal(tu_await(loop, b), VL_OK);
     assert_false(vl_future_done(c));
     vl_future_free(b); /* releases its lease */
-    assert_int_equal(await(loop, c), VL_OK);
+    assert_int_equal(tu_await(loop, c), VL_OK);
     vl_future_free(c);
     assert_int_equal(vl_redis_lease_release(l), 1);
     before = s.ok;
-    sleep_ms(loop, 50);
+    tu_sleep_ms(loop, 50);
     assert_true(s.ok > before); /* routing resumed on both */
     stream_stop(loop, &s);
     assert_int_equal(s.bad, 0);
     assert_int_equal(stats(p).timeouts, 0);
     vl_redis_pool_free(p);
-    finish(loop);
+    tu_finish(loop);
 }
 
 /* ---- failures ---- */
@@ -899,21 +841,21 @@ static void server_killed_under_load(void **state)
     o.min_idle = 4;
     o.reconnect_min_ms = 20;
     o.reconnect_max_ms = 200;
-    p = vl_redis_pool_new(loop, redis_url(2), &o);
-    pauser = vl_redis_new(loop, redis_url(2), NULL);
+    p = vl_redis_pool_new(loop, tu_redis_url(2), &o);
+    pauser = vl_redis_new(loop, tu_redis_url(2), NULL);
     wait_ready(loop, p, 4);
     /* Paused, the server holds every command unanswered: all are in flight. */
-    vl_future_free(run_cmd(loop, vl_redis_command(pauser, "CLIENT PAUSE 10000"), VL_OK));
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(pauser, "CLIENT PAUSE 10000"), VL_OK));
     for (i = 0; i < 1000; i++)
         assert_int_equal(vl_future_then(vl_redis_pool_command(p, "INCR killed:n"), tally_cb, &t),
                          VL_OK);
-    sleep_ms(loop, 100); /* written */
+    tu_sleep_ms(loop, 100); /* written */
     assert_int_equal(t.calls, 0);
     assert_int_equal(stats(p).pending, 1000);
     kill_server(3);
     while (t.calls < 1000)
-        sleep_ms(loop, 5);
-    sleep_ms(loop, 50);
+        tu_sleep_ms(loop, 5);
+    tu_sleep_ms(loop, 50);
     assert_int_equal(t.calls, 1000); /* exactly once each */
     assert_int_equal(t.econn, 1000);
     st = stats(p);
@@ -923,7 +865,7 @@ static void server_killed_under_load(void **state)
     /* While it is down: fail fast, naming the endpoint. */
     {
         vl_future *f = vl_redis_pool_command(p, "PING");
-        assert_int_equal(await(loop, f), VL_ECONN);
+        assert_int_equal(tu_await(loop, f), VL_ECONN);
         assert_non_null(strstr(vl_future_error(f), "redis://127.0.0.1:"));
         vl_future_free(f);
     }
@@ -932,10 +874,10 @@ static void server_killed_under_load(void **state)
                      0);
     for (i = 0; i < 300 && !ok; i++) {
         vl_future *f = vl_redis_pool_command(p, "PING");
-        ok = await(loop, f) == VL_OK;
+        ok = tu_await(loop, f) == VL_OK;
         vl_future_free(f);
         if (!ok)
-            sleep_ms(loop, 20);
+            tu_sleep_ms(loop, 20);
     }
     assert_true(ok);
     st = stats(p);
@@ -943,7 +885,7 @@ static void server_killed_under_load(void **state)
     assert_true(st.connect_errors >= 1);
     vl_redis_free(pauser);
     vl_redis_pool_free(p);
-    finish(loop);
+    tu_finish(loop);
 }
 
 static void pool_free_cancels_everything(void **state)
@@ -961,7 +903,7 @@ static void pool_free_cancels_everything(void **state)
     o.max_size = 2;
     o.max_pending = 20;
     o.on_full = VL_REDIS_POOL_WAIT;
-    p = vl_redis_pool_new(loop, redis_url(0), &o);
+    p = vl_redis_pool_new(loop, tu_redis_url(0), &o);
     l = take_lease(loop, p);
     for (i = 0; i < 30; i++) /* 20 on connections, 10 waiting for room */
         vl_future_then(vl_redis_pool_command(p, "PING"), tally_cb, &t);
@@ -979,7 +921,7 @@ static void pool_free_cancels_everything(void **state)
     assert_int_equal(vl_redis_lease_release(l), 0);
     /* And the loop frees a pool left open, cancelling what it holds. */
     memset(&t, 0, sizeof(t));
-    p = vl_redis_pool_new(loop, redis_url(0), NULL);
+    p = vl_redis_pool_new(loop, tu_redis_url(0), NULL);
     for (i = 0; i < 5; i++)
         vl_future_then(vl_redis_pool_command(p, "PING"), tally_cb, &t);
     vl_loop_free(loop);
@@ -996,14 +938,14 @@ static void pool_bad_url(void **state)
 
     (void)state;
     assert_non_null(p);
-    f = run_cmd(loop, vl_redis_pool_command(p, "PING"), VL_EINVAL);
+    f = tu_run_cmd(loop, vl_redis_pool_command(p, "PING"), VL_EINVAL);
     assert_non_null(strstr(vl_future_error(f), "URL"));
     assert_null(strstr(vl_future_error(f), "hunter2"));
     vl_future_free(f);
-    vl_future_free(run_cmd(loop, vl_redis_pool_lease(p), VL_EINVAL));
+    vl_future_free(tu_run_cmd(loop, vl_redis_pool_lease(p), VL_EINVAL));
     assert_int_equal(stats(p).open, 0);
     vl_redis_pool_free(p);
-    finish(loop);
+    tu_finish(loop);
 }
 
 /* Fails each allocation in turn across pool creation, a command and a
@@ -1022,7 +964,7 @@ static void pool_out_of_memory(void **state)
         loop = vl_loop_new();
         if (loop == NULL)
             continue;
-        p = vl_redis_pool_new(loop, redis_url(0), NULL);
+        p = vl_redis_pool_new(loop, tu_redis_url(0), NULL);
         if (p != NULL) {
             vl_future *f = vl_redis_pool_command(p, "SET oom:p %ld", n);
             vl_future *g = vl_redis_pool_lease(p);
@@ -1054,24 +996,24 @@ static void pool_out_of_memory(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup(gather_over_pool, setup),
-        cmocka_unit_test_setup(server_error_through_pool, setup),
-        cmocka_unit_test_setup(backpressure_fail_fast, setup),
-        cmocka_unit_test_setup(backpressure_wait_and_timeout, setup),
-        cmocka_unit_test_setup(lease_multi_exec, setup),
-        cmocka_unit_test_setup(dirty_lease_is_closed, setup),
-        cmocka_unit_test_setup(lease_wait_and_timeout, setup),
-        cmocka_unit_test_setup(pool_ready_barrier, setup),
-        cmocka_unit_test_setup(pool_ready_fails, setup),
-        cmocka_unit_test_setup(waiting_holds_the_loop, setup),
-        cmocka_unit_test_setup(idle_timeout_shrinks_to_min_idle, setup),
-        cmocka_unit_test_setup(max_lifetime_retires_gracefully, setup),
-        cmocka_unit_test_setup(keepalive_notices_a_silent_server, setup),
-        cmocka_unit_test_setup(lease_fair_under_load, setup),
-        cmocka_unit_test_setup(server_killed_under_load, setup),
-        cmocka_unit_test_setup(pool_free_cancels_everything, setup),
-        cmocka_unit_test_setup(pool_bad_url, setup),
-        cmocka_unit_test_setup(pool_out_of_memory, setup),
+        cmocka_unit_test_setup(gather_over_pool, tu_setup),
+        cmocka_unit_test_setup(server_error_through_pool, tu_setup),
+        cmocka_unit_test_setup(backpressure_fail_fast, tu_setup),
+        cmocka_unit_test_setup(backpressure_wait_and_timeout, tu_setup),
+        cmocka_unit_test_setup(lease_multi_exec, tu_setup),
+        cmocka_unit_test_setup(dirty_lease_is_closed, tu_setup),
+        cmocka_unit_test_setup(lease_wait_and_timeout, tu_setup),
+        cmocka_unit_test_setup(pool_ready_barrier, tu_setup),
+        cmocka_unit_test_setup(pool_ready_fails, tu_setup),
+        cmocka_unit_test_setup(waiting_holds_the_loop, tu_setup),
+        cmocka_unit_test_setup(idle_timeout_shrinks_to_min_idle, tu_setup),
+        cmocka_unit_test_setup(max_lifetime_retires_gracefully, tu_setup),
+        cmocka_unit_test_setup(keepalive_notices_a_silent_server, tu_setup),
+        cmocka_unit_test_setup(lease_fair_under_load, tu_setup),
+        cmocka_unit_test_setup(server_killed_under_load, tu_setup),
+        cmocka_unit_test_setup(pool_free_cancels_everything, tu_setup),
+        cmocka_unit_test_setup(pool_bad_url, tu_setup),
+        cmocka_unit_test_setup(pool_out_of_memory, tu_setup),
     };
 
     return tu_run("redis_pool", tests, sizeof(tests) / sizeof(tests[0]));

@@ -6,13 +6,6 @@
 
 #include <string.h>
 
-static int setup(void **state)
-{
-    (void)state;
-    tu_alloc_install();
-    return 0;
-}
-
 static void full_redis_url(void **state)
 {
     vl__url u;
@@ -178,12 +171,12 @@ static void resolve_off_loop(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup(full_redis_url, setup),
-        cmocka_unit_test_setup(password_only_ipv6_unix, setup),
-        cmocka_unit_test_setup(raw_passwords, setup),
-        cmocka_unit_test_setup(malformed_urls, setup),
-        cmocka_unit_test_setup(oom_while_parsing, setup),
-        cmocka_unit_test_setup(resolve_off_loop, setup),
+        cmocka_unit_test_setup(full_redis_url, tu_setup),
+        cmocka_unit_test_setup(password_only_ipv6_unix, tu_setup),
+        cmocka_unit_test_setup(raw_passwords, tu_setup),
+        cmocka_unit_test_setup(malformed_urls, tu_setup),
+        cmocka_unit_test_setup(oom_while_parsing, tu_setup),
+        cmocka_unit_test_setup(resolve_off_loop, tu_setup),
     };
 
     return tu_run("url", tests, sizeof(tests) / sizeof(tests[0]));

@@ -127,6 +127,72 @@ void tu_count_cb(vl_future *f, void *ud)
     (*(int *)ud)++;
 }
 
+int tu_setup(void **state)
+{
+    (void)state;
+    tu_alloc_install();
+    return 0;
+}
+
+vl_future *tu_wait_for(vl_loop *loop, vl_future *f)
+{
+    assert_non_null(f);
+    vl_loop_run_until(loop, f);
+    assert_true(vl_future_done(f));
+    return f;
+}
+
+int tu_await(vl_loop *loop, vl_future *f)
+{
+    assert_non_null(f);
+    return vl_loop_run_until(loop, f);
+}
+
+vl_future *tu_run_cmd(vl_loop *loop, vl_future *f, int want)
+{
+    int rc = tu_await(loop, f);
+
+    if (rc != want) {
+        fprintf(stderr, "status %d (%s), wanted %d\n", rc, vl_future_error(f), want);
+        fail();
+    }
+    return f;
+}
+
+void tu_sleep_ms(vl_loop *loop, uint64_t ms)
+{
+    vl_future *s = vl_loop_sleep(loop, ms);
+
+    assert_int_equal(tu_await(loop, s), VL_OK);
+    vl_future_free(s);
+}
+
+void tu_finish(vl_loop *loop)
+{
+    vl_loop_run(loop);
+    tu_loop_finish(loop);
+}
+
+const char *tu_redis_url(int i)
+{
+    static char buf[4][128];
+    static int slot;
+    char *out = buf[slot++ % 4];
+
+    snprintf(out, 128, "redis://127.0.0.1:%s", tu_env_item("VL_TEST_REDIS_PORTS", i));
+    return out;
+}
+
+void tu_check_str(const vl_redis_reply *r, const char *want)
+{
+    size_t len;
+    const char *s = vl_redis_reply_str(r, &len);
+
+    assert_non_null(s);
+    assert_int_equal(len, strlen(want));
+    assert_memory_equal(s, want, len);
+}
+
 int tu_run(const char *name, const struct CMUnitTest *tests, size_t n)
 {
     const char *filter = getenv("VL_TEST_FILTER");

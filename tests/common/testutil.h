@@ -40,6 +40,25 @@ int tu_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Counter callback: increments *(int *)ud. */
 void tu_count_cb(vl_future *f, void *ud);
 
+/* cmocka setup for every test: installs the counting allocator. */
+int tu_setup(void **state);
+
+/* Runs until f completes; asserts it did and returns it (still the caller's). */
+vl_future *tu_wait_for(vl_loop *loop, vl_future *f);
+/* Runs until f completes and returns its status. */
+int tu_await(vl_loop *loop, vl_future *f);
+/* tu_await, failing the test unless the status is `want`; returns f. */
+vl_future *tu_run_cmd(vl_loop *loop, vl_future *f, int want);
+/* Lets `ms` milliseconds of loop time pass. */
+void tu_sleep_ms(vl_loop *loop, uint64_t ms);
+/* Runs the loop until it has nothing left, then tu_loop_finish. */
+void tu_finish(vl_loop *loop);
+
+/* "redis://127.0.0.1:PORT" of harness instance i (rotating static buffers). */
+const char *tu_redis_url(int i);
+/* Asserts that a Redis reply is the string `want`. */
+void tu_check_str(const vl_redis_reply *r, const char *want);
+
 /* Runs cmocka with the name of the suite and an optional VL_TEST_FILTER. */
 int tu_run(const char *name, const struct CMUnitTest *tests, size_t n);
 
