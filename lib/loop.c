@@ -32,6 +32,7 @@ struct vl_loop {
     ev_check check;      /* runs the ready list */
     ev_idle idle;        /* keeps the poll from blocking while work is ready */
     ev_prepare prepare;  /* runs the defer list before the loop blocks */
+    ev_idle nudge;       /* keeps a poll from blocking while defers wait */
     vl__defer *defer_head;
     vl_future *ready_head;
     vl_future *ready_tail;
@@ -96,25 +97,47 @@ static void idle_cb(struct ev_loop *ev, ev_idle *w, int revents)
     VL__UNUSED(revents);
 }
 
+/* Runs the defer list, then the callbacks it completed, and again while
+ * either produced more: libev does not run a prepare watcher started during
+ * the prepare phase before it polls, so a write queued by a callback here
+ * would otherwise wait for some other event, perhaps forever. If work is
+ * still queued after the bound, the nudge watcher keeps that poll from
+ * blocking. */
+#define VL_PREPARE_PASSES 16
+
 static void prepare_cb(struct ev_loop *ev, ev_prepare *w, int revents)
 {
     vl_loop *loop = w->data;
-    vl__defer *d = loop->defer_head;
+    int pass;
 
     VL__UNUSED(ev);
     VL__UNUSED(revents);
-    loop->defer_head = NULL;
-    ev_prepare_stop(loop->ev, &loop->prepare);
-    loop->active--;
+    if (ev_is_active(&loop->nudge))
+        ev_idle_stop(loop->ev, &loop->nudge);
     enter(loop);
-    while (d != NULL) {
-        vl__defer *next = d->next;
-        d->queued = 0;
-        d->next = NULL;
-        d->cb(d);
-        d = next;
+    for (pass = 0; pass < VL_PREPARE_PASSES && !loop->free_requested; pass++) {
+        vl__defer *d = loop->defer_head;
+
+        if (d == NULL && loop->ready_head == NULL)
+            break;
+        loop->defer_head = NULL;
+        if (d != NULL && ev_is_active(&loop->prepare)) {
+            ev_prepare_stop(loop->ev, &loop->prepare);
+            loop->active--;
+        }
+        while (d != NULL) {
+            vl__defer *next = d->next;
+            d->queued = 0;
+            d->next = NULL;
+            d->cb(d);
+            d = next;
+        }
+        if (loop->ready_head != NULL)
+            vl__loop_dispatch(loop);
     }
-    leave_watcher(loop);
+    if (loop->defer_head != NULL && !ev_is_active(&loop->nudge))
+        ev_idle_start(loop->ev, &loop->nudge);
+    leave(loop);
 }
 
 void vl__defer_queue(vl_loop *loop, vl__defer *d)
@@ -166,6 +189,8 @@ static vl_loop *loop_make(struct ev_loop *ev, int owned)
     loop->idle.data = loop;
     ev_prepare_init(&loop->prepare, prepare_cb);
     loop->prepare.data = loop;
+    ev_idle_init(&loop->nudge, idle_cb);
+    loop->nudge.data = loop;
     return loop;
 }
 
@@ -379,6 +404,8 @@ static void loop_destroy(vl_loop *loop)
     }
     if (ev_is_active(&loop->prepare))
         ev_prepare_stop(loop->ev, &loop->prepare);
+    if (ev_is_active(&loop->nudge))
+        ev_idle_stop(loop->ev, &loop->nudge);
     if (loop->owned)
         ev_loop_destroy(loop->ev);
     vl__free(loop);
