@@ -1028,14 +1028,21 @@ static int classify(const char *cmd, size_t len, unsigned *flags, char *name, si
     return VL_OK;
 }
 
-/* Fails a command before it got an entry. A future handed in by a pool is
- * reported done like any other, so the pool's count stays exact. */
+/* Fails a command before it got an entry. The failure is reported done like
+ * any other, whether the future was handed in or made here: a pool counts
+ * the command as pending before it calls vl__redis_send, and DONE is what
+ * counts it out. Only when no future could be made (out of memory) is
+ * nothing reported: NULL tells the caller to undo its count itself. */
 static vl_future *fail_with(vl_redis *c, vl_future *f, int status, const char *msg)
 {
-    if (f == NULL)
-        return vl__future_failed(c->loop, status, "%s", msg);
-    vl__future_set_source(f, NULL, NULL);
-    vl__future_complete(f, status, NULL, VL__VAL_NONE, NULL, msg);
+    if (f == NULL) {
+        f = vl__future_failed(c->loop, status, "%s", msg);
+        if (f == NULL)
+            return NULL;
+    } else {
+        vl__future_set_source(f, NULL, NULL);
+        vl__future_complete(f, status, NULL, VL__VAL_NONE, NULL, msg);
+    }
     emit(c, VL__REDIS_EV_DONE, status);
     return f;
 }

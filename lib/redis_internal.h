@@ -32,7 +32,10 @@ void vl__redis_cmd_free(char *cmd);
 /* Sends a formatted command; takes `cmd` whatever happens. With f NULL a new
  * future is made (NULL only when out of memory); otherwise `f` (pending, its
  * source about to move to the connection) is used and returned, and failures
- * complete it. */
+ * complete it. Whenever a future is returned, the connection reports
+ * VL__REDIS_EV_DONE for it exactly once, even when it failed before anything
+ * was sent (a refused command, a closing connection); when NULL is returned
+ * it reports nothing. */
 vl_future *vl__redis_send(vl_redis *c, vl_future *f, char *cmd, size_t len);
 
 /* Events a connection reports to its owner. */

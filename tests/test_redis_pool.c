@@ -156,6 +156,42 @@ static void server_error_through_pool(void **state)
     tu_finish(loop);
 }
 
+/* A command refused before it reaches the server (SUBSCRIBE, an empty
+ * command) is counted out of `pending` like any other, so with max_pending 1
+ * the next command still finds room; the same through a lease. */
+static void refused_commands_leave_no_pending(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_redis_pool_options o;
+    vl_redis_pool *p;
+    vl_redis_lease *l;
+    vl_redis_stats st;
+
+    (void)state;
+    vl_redis_pool_options_init(&o);
+    o.max_size = 1;
+    o.max_pending = 1;
+    p = vl_redis_pool_new(loop, tu_redis_url(0), &o);
+    vl_future_free(tu_run_cmd(loop, vl_redis_pool_ready(p), VL_OK));
+    vl_future_free(tu_run_cmd(loop, vl_redis_pool_command(p, "SUBSCRIBE ch"), VL_EUNSUPPORTED));
+    st = stats(p);
+    assert_int_equal(st.pending, 0);
+    assert_int_equal(st.errors, 1);
+    vl_future_free(tu_run_cmd(loop, vl_redis_pool_command(p, "PING"), VL_OK));
+    l = take_lease(loop, p);
+    vl_future_free(tu_run_cmd(loop, vl_redis_lease_command(l, "SUBSCRIBE ch"), VL_EUNSUPPORTED));
+    vl_future_free(tu_run_cmd(loop, vl_redis_lease_command(l, ""), VL_EINVAL));
+    st = stats(p);
+    assert_int_equal(st.pending, 0);
+    assert_int_equal(st.errors, 3);
+    vl_future_free(tu_run_cmd(loop, vl_redis_lease_command(l, "PING"), VL_OK));
+    assert_int_equal(vl_redis_lease_release(l), 1);
+    vl_future_free(tu_run_cmd(loop, vl_redis_pool_command(p, "PING"), VL_OK));
+    assert_int_equal(stats(p).pending, 0);
+    vl_redis_pool_free(p);
+    tu_finish(loop);
+}
+
 /* ---- back-pressure ---- */
 
 static void backpressure_fail_fast(void **state)
@@ -998,6 +1034,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(gather_over_pool, tu_setup),
         cmocka_unit_test_setup(server_error_through_pool, tu_setup),
+        cmocka_unit_test_setup(refused_commands_leave_no_pending, tu_setup),
         cmocka_unit_test_setup(backpressure_fail_fast, tu_setup),
         cmocka_unit_test_setup(backpressure_wait_and_timeout, tu_setup),
         cmocka_unit_test_setup(lease_multi_exec, tu_setup),
