@@ -26,8 +26,9 @@ typedef struct fo_host {
     char *msg;
     double start_ms;
     double latency_ms;
-    void *value;      /* a vl_redis_reply or vl_mysql_result */
+    void *value;      /* the vl_mysql_result */
     vl_free_fn value_free;
+    vl_redis_reply **replies; /* one per command of a Redis batch */
     unsigned my_errno;
     char sqlstate[6];
     int done;
@@ -38,17 +39,23 @@ typedef struct fo_host {
 struct vl_fanout_result {
     size_t n;
     int kind;
+    size_t ncmds;     /* commands per host (Redis) */
     fo_host *h;
 };
+
+typedef struct fo_cmd {
+    int argc;
+    char **argv;
+    size_t *argvlen;
+} fo_cmd;
 
 typedef struct fanout {
     vl_loop *loop;
     vl_future *f;        /* NULL once cancelled or completed */
     vl_fanout_result *r; /* owned until handed to the future */
     int kind;
-    int argc;
-    char **argv;
-    size_t *argvlen;
+    fo_cmd *cmds;        /* Redis: the batch, copied */
+    size_t ncmds;
     char *sql;
     vl_fanout_options o;
     int in_host_cb;      /* on_host is running: a cancel must not free us */
@@ -89,6 +96,12 @@ void vl_fanout_result_free(vl_fanout_result *r)
         vl__free(h->msg);
         if (h->value != NULL && h->value_free != NULL)
             h->value_free(h->value);
+        if (h->replies != NULL) {
+            size_t k;
+            for (k = 0; k < r->ncmds; k++)
+                vl_redis_reply_free(h->replies[k]);
+            vl__free(h->replies);
+        }
     }
     vl__free(r->h);
     vl__free(r);
@@ -99,20 +112,20 @@ static void fanout_free(fanout *fo)
     int i;
 
     vl_fanout_result_free(fo->r);
-    for (i = 0; fo->argv != NULL && i < fo->argc; i++)
-        vl__free(fo->argv[i]);
-    vl__free(fo->argv);
-    vl__free(fo->argvlen);
+    size_t k;
+
+    for (k = 0; fo->cmds != NULL && k < fo->ncmds; k++) {
+        for (i = 0; fo->cmds[k].argv != NULL && i < fo->cmds[k].argc; i++)
+            vl__free(fo->cmds[k].argv[i]);
+        vl__free(fo->cmds[k].argv);
+        vl__free(fo->cmds[k].argvlen);
+    }
+    vl__free(fo->cmds);
     vl__free(fo->sql);
     vl__free(fo);
 }
 
 static void start_hosts(fanout *fo);
-
-static void redis_reply_free(void *p)
-{
-    vl_redis_reply_free(p);
-}
 
 static void mysql_result_free(void *p)
 {
@@ -162,7 +175,30 @@ static void host_done(vl_future *f, void *ud)
     h->done = 1;
     h->status = st;
     h->latency_ms = mono_ms() - h->start_ms;
-    if (st != VL_OK) {
+    if (fo->kind == KIND_REDIS) {
+        /* Every reply that came back stays readable. */
+        size_t k, n = vl_future_count(f);
+        h->replies = vl__calloc(fo->ncmds, sizeof(*h->replies));
+        for (k = 0; k < n; k++) {
+            vl_future *kf = vl_future_child(f, k);
+            if (h->replies != NULL && vl_future_redis_reply(kf) != NULL)
+                h->replies[k] = vl_future_take(kf);
+        }
+        /* The gather's status says what happened (a timeout or a lost
+         * connection wins over a server error that came first in time);
+         * the message is that of the first command, in batch order, that
+         * failed that way. */
+        for (k = 0; k < n && st != VL_OK; k++) {
+            vl_future *kf = vl_future_child(f, k);
+            if (vl_future_status(kf) == st) {
+                const char *m = vl_future_error(kf);
+                h->msg = fo->ncmds > 1 ? vl__asprintf("command %zu: %s", k + 1, m)
+                                       : vl__strdup(m);
+                break;
+            }
+        }
+    }
+    if (st != VL_OK && h->msg == NULL) {
         const char *m = vl_future_error(f);
         h->msg = vl__strdup(m[0] ? m : vl_strerror(st));
     }
@@ -176,9 +212,6 @@ static void host_done(vl_future *f, void *ud)
             h->value = vl_future_take(f);
             h->value_free = mysql_result_free;
         }
-    } else if (vl_future_redis_reply(f) != NULL) {
-        h->value = vl_future_take(f);
-        h->value_free = redis_reply_free;
     }
     fo->remaining--;
     if (fo->o.on_host != NULL) {
@@ -213,8 +246,24 @@ static void start_one(fanout *fo, fo_host *h)
         ro.connect_timeout_ms = (uint32_t)(fo->o.connect_timeout_ms > UINT32_MAX
                                                ? UINT32_MAX : fo->o.connect_timeout_ms);
         h->conn = vl_redis_new(fo->loop, h->url, &ro);
-        if (h->conn != NULL)
-            op = vl_redis_command_argv(h->conn, fo->argc, (const char **)fo->argv, fo->argvlen);
+        if (h->conn != NULL) {
+            /* The batch is pipelined on the host's one connection and
+             * gathered, so the host's deadline covers all of it. */
+            vl_future *ops[VL_FANOUT_MAX_BATCH];
+            size_t k;
+            for (k = 0; k < fo->ncmds; k++) {
+                ops[k] = vl_redis_command_argv(h->conn, fo->cmds[k].argc,
+                                               (const char **)fo->cmds[k].argv,
+                                               fo->cmds[k].argvlen);
+                if (ops[k] == NULL) {
+                    while (k-- > 0)
+                        vl_future_free(ops[k]);
+                    break;
+                }
+            }
+            if (k == fo->ncmds)
+                op = vl_future_all(fo->loop, ops, fo->ncmds);
+        }
     } else {
         vl_mysql_options mo;
         vl_mysql_options_init(&mo);
@@ -346,22 +395,54 @@ static int prepare_host(fanout *fo, size_t i, const char *url, const char *passw
     return VL_OK;
 }
 
+static int copy_cmd(fo_cmd *d, const vl_redis_cmd *c)
+{
+    int k;
+
+    d->argc = c->argc;
+    d->argv = vl__calloc((size_t)c->argc, sizeof(char *));
+    d->argvlen = vl__calloc((size_t)c->argc, sizeof(size_t));
+    if (d->argv == NULL || d->argvlen == NULL)
+        return VL_ENOMEM;
+    for (k = 0; k < c->argc; k++) {
+        size_t len = c->argvlen != NULL ? c->argvlen[k] : strlen(c->argv[k]);
+        d->argv[k] = vl__strndup(c->argv[k], len);
+        if (d->argv[k] == NULL)
+            return VL_ENOMEM;
+        d->argvlen[k] = len;
+    }
+    return VL_OK;
+}
+
 static vl_future *fanout_start(vl_loop *loop, int kind, const char *const *urls, size_t n,
-                               int argc, const char *const *argv, const size_t *argvlen,
-                               const char *sql, const vl_fanout_options *o)
+                               const vl_redis_cmd *cmds, size_t ncmds, const char *sql,
+                               const vl_fanout_options *o)
 {
     fanout *fo;
     vl_future *f;
     size_t i;
-    int k;
     char err[256];
 
     if (loop == NULL)
         return NULL;
     if (urls == NULL || n == 0)
         return vl__future_failed(loop, VL_EINVAL, "fan-out: no endpoints");
-    if (kind == KIND_REDIS && (argc <= 0 || argv == NULL))
-        return vl__future_failed(loop, VL_EINVAL, "fan-out: no command");
+    if (kind == KIND_REDIS) {
+        if (cmds == NULL || ncmds == 0)
+            return vl__future_failed(loop, VL_EINVAL, "fan-out: no command");
+        if (ncmds > VL_FANOUT_MAX_BATCH)
+            return vl__future_failed(loop, VL_EINVAL, "fan-out: more than %d commands in a batch",
+                                     VL_FANOUT_MAX_BATCH);
+        for (i = 0; i < ncmds; i++) {
+            int k;
+            if (cmds[i].argc <= 0 || cmds[i].argv == NULL)
+                return vl__future_failed(loop, VL_EINVAL, "fan-out: command %zu is empty", i + 1);
+            for (k = 0; k < cmds[i].argc; k++)
+                if (cmds[i].argv[k] == NULL)
+                    return vl__future_failed(loop, VL_EINVAL,
+                                             "fan-out: command %zu: argument %d is NULL", i + 1, k);
+        }
+    }
     if (kind == KIND_MYSQL && (sql == NULL || sql[0] == '\0'))
         return vl__future_failed(loop, VL_EINVAL, "fan-out: no SQL");
     fo = vl__calloc(1, sizeof(*fo));
@@ -378,6 +459,7 @@ static vl_future *fanout_start(vl_loop *loop, int kind, const char *const *urls,
     if (fo->r == NULL)
         goto nomem;
     fo->r->kind = kind;
+    fo->r->ncmds = kind == KIND_REDIS ? ncmds : 0;
     fo->r->h = vl__calloc(n, sizeof(fo_host));
     if (fo->r->h == NULL)
         goto nomem;
@@ -394,18 +476,13 @@ static vl_future *fanout_start(vl_loop *loop, int kind, const char *const *urls,
         }
     }
     if (kind == KIND_REDIS) {
-        fo->argc = argc;
-        fo->argv = vl__calloc((size_t)argc, sizeof(char *));
-        fo->argvlen = vl__calloc((size_t)argc, sizeof(size_t));
-        if (fo->argv == NULL || fo->argvlen == NULL)
+        fo->cmds = vl__calloc(ncmds, sizeof(*fo->cmds));
+        if (fo->cmds == NULL)
             goto nomem;
-        for (k = 0; k < argc; k++) {
-            size_t len = argvlen != NULL ? argvlen[k] : strlen(argv[k]);
-            fo->argv[k] = vl__strndup(argv[k], len);
-            if (fo->argv[k] == NULL)
+        fo->ncmds = ncmds;
+        for (i = 0; i < ncmds; i++)
+            if (copy_cmd(&fo->cmds[i], &cmds[i]) != VL_OK)
                 goto nomem;
-            fo->argvlen[k] = len;
-        }
     } else {
         fo->sql = vl__strdup(sql);
         if (fo->sql == NULL)
@@ -427,13 +504,25 @@ vl_future *vl_fanout_redis(vl_loop *loop, const char *const *urls, size_t n, int
                            const char *const *argv, const size_t *argvlen,
                            const vl_fanout_options *o)
 {
-    return fanout_start(loop, KIND_REDIS, urls, n, argc, argv, argvlen, NULL, o);
+    vl_redis_cmd cmd;
+
+    cmd.argc = argc;
+    cmd.argv = argv;
+    cmd.argvlen = argvlen;
+    return fanout_start(loop, KIND_REDIS, urls, n, &cmd, 1, NULL, o);
+}
+
+vl_future *vl_fanout_redis_batch(vl_loop *loop, const char *const *urls, size_t n,
+                                 const vl_redis_cmd *cmds, size_t ncmds,
+                                 const vl_fanout_options *o)
+{
+    return fanout_start(loop, KIND_REDIS, urls, n, cmds, ncmds, NULL, o);
 }
 
 vl_future *vl_fanout_mysql(vl_loop *loop, const char *const *urls, size_t n, const char *sql,
                            const vl_fanout_options *o)
 {
-    return fanout_start(loop, KIND_MYSQL, urls, n, 0, NULL, NULL, sql, o);
+    return fanout_start(loop, KIND_MYSQL, urls, n, NULL, 0, sql, o);
 }
 
 const vl_fanout_result *vl_future_fanout(const vl_future *f)
@@ -472,7 +561,20 @@ double vl_fanout_latency_ms(const vl_fanout_result *r, size_t i)
 
 const vl_redis_reply *vl_fanout_redis_reply(const vl_fanout_result *r, size_t i)
 {
-    return r != NULL && i < r->n && r->kind == KIND_REDIS ? r->h[i].value : NULL;
+    return vl_fanout_redis_reply_at(r, i, 0);
+}
+
+const vl_redis_reply *vl_fanout_redis_reply_at(const vl_fanout_result *r, size_t i, size_t cmd)
+{
+    if (r == NULL || i >= r->n || r->kind != KIND_REDIS || cmd >= r->ncmds ||
+        r->h[i].replies == NULL)
+        return NULL;
+    return r->h[i].replies[cmd];
+}
+
+size_t vl_fanout_batch_size(const vl_fanout_result *r)
+{
+    return r != NULL ? r->ncmds : 0;
 }
 
 const vl_mysql_result *vl_fanout_mysql_result(const vl_fanout_result *r, size_t i)

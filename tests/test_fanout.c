@@ -138,6 +138,52 @@ static void cancel_with_a_stopped_host(void **state)
     tu_loop_finish(loop);
 }
 
+/* A batch is pipelined per host; the first failing command decides the
+ * host's status, and every reply stays readable. */
+static void redis_batch(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    char u[2][128];
+    const char *urls[2];
+    const char *set[] = {"SET", "fanout:batch", "v1"};
+    const char *get[] = {"GET", "fanout:batch"};
+    const char *push[] = {"LPUSH", "fanout:batch", "x"};
+    vl_redis_cmd cmds[3];
+    vl_future *f;
+    const vl_fanout_result *r;
+    size_t i;
+
+    (void)state;
+    cmds[0].argc = 3, cmds[0].argv = set, cmds[0].argvlen = NULL;
+    cmds[1].argc = 2, cmds[1].argv = get, cmds[1].argvlen = NULL;
+    cmds[2].argc = 3, cmds[2].argv = push, cmds[2].argvlen = NULL;
+    for (i = 0; i < 2; i++) {
+        snprintf(u[i], sizeof(u[i]), "redis://127.0.0.1:%s",
+                 tu_env_item("VL_TEST_REDIS_PORTS", (int)i));
+        urls[i] = u[i];
+    }
+    f = vl_fanout_redis_batch(loop, urls, 2, cmds, 3, NULL);
+    assert_int_equal(vl_loop_run_until(loop, f), VL_OK);
+    r = vl_future_fanout(f);
+    assert_int_equal(vl_fanout_batch_size(r), 3);
+    for (i = 0; i < 2; i++) {
+        assert_int_equal(vl_fanout_status(r, i), VL_ESERVER);
+        assert_non_null(strstr(vl_fanout_error(r, i), "command 3: WRONGTYPE"));
+        tu_check_str(vl_fanout_redis_reply_at(r, i, 0), "OK");
+        tu_check_str(vl_fanout_redis_reply_at(r, i, 1), "v1");
+        assert_int_equal(vl_redis_reply_type(vl_fanout_redis_reply_at(r, i, 2)), VL_REDIS_ERROR);
+        assert_null(vl_fanout_redis_reply_at(r, i, 3));
+    }
+    vl_future_free(f);
+    /* An empty command in a batch is a bad argument, before any I/O. */
+    cmds[1].argc = 0;
+    f = vl_fanout_redis_batch(loop, urls, 2, cmds, 3, NULL);
+    assert_int_equal(vl_loop_run_until(loop, f), VL_EINVAL);
+    assert_non_null(strstr(vl_future_error(f), "command 2"));
+    vl_future_free(f);
+    tu_loop_finish(loop);
+}
+
 typedef struct canceller {
     vl_future *f;
     int calls;
@@ -282,6 +328,7 @@ int main(void)
         cmocka_unit_test_setup(default_password_and_bad_url, tu_setup),
         cmocka_unit_test_setup(cancel_with_a_stopped_host, tu_setup),
         cmocka_unit_test_setup(cancel_from_on_host, tu_setup),
+        cmocka_unit_test_setup(redis_batch, tu_setup),
         cmocka_unit_test_setup(mysql_hosts, tu_setup),
         cmocka_unit_test_setup(loop_free_cancels_fanout, tu_setup),
         cmocka_unit_test_setup(out_of_memory, tu_setup),

@@ -53,6 +53,24 @@ VL_EXPORT vl_future *vl_fanout_redis(vl_loop *loop, const char *const *urls, siz
                                      int argc, const char *const *argv,
                                      const size_t *argvlen, const vl_fanout_options *o);
 
+/* One Redis command of a batch: argv[0..argc), argvlen NULL for C strings. */
+typedef struct vl_redis_cmd {
+    int argc;
+    const char *const *argv;
+    const size_t *argvlen;
+} vl_redis_cmd;
+
+#define VL_FANOUT_MAX_BATCH 64
+
+/* Sends a batch of up to VL_FANOUT_MAX_BATCH commands, pipelined in order on
+ * one connection per host, under the host's one deadline. A host's status is
+ * that of its first failing command in batch order (message "command K:
+ * ..."); every reply that came back stays readable with
+ * vl_fanout_redis_reply_at. Commands and URLs are copied. */
+VL_EXPORT vl_future *vl_fanout_redis_batch(vl_loop *loop, const char *const *urls, size_t n,
+                                           const vl_redis_cmd *cmds, size_t ncmds,
+                                           const vl_fanout_options *o);
+
 /* Runs one SQL text on every mysql:// URL. */
 VL_EXPORT vl_future *vl_fanout_mysql(vl_loop *loop, const char *const *urls, size_t n,
                                      const char *sql, const vl_fanout_options *o);
@@ -75,6 +93,12 @@ VL_EXPORT double vl_fanout_latency_ms(const vl_fanout_result *r, size_t i);
  * server error keeps its reply/result readable. */
 VL_EXPORT const vl_redis_reply *vl_fanout_redis_reply(const vl_fanout_result *r, size_t i);
 VL_EXPORT const vl_mysql_result *vl_fanout_mysql_result(const vl_fanout_result *r, size_t i);
+/* Reply of command `cmd` of a batch on host i (borrowed from r; NULL when
+ * it has none), and the number of commands per host (0 for MySQL). The
+ * plain vl_fanout_redis_reply is the first command's. */
+VL_EXPORT const vl_redis_reply *vl_fanout_redis_reply_at(const vl_fanout_result *r, size_t i,
+                                                         size_t cmd);
+VL_EXPORT size_t vl_fanout_batch_size(const vl_fanout_result *r);
 
 /* For MySQL hosts that failed: the MySQL errno (0 when the failure did not
  * come from the server) and SQLSTATE ("" when none). */
