@@ -49,6 +49,7 @@ enum { S_CONNECTING = VL_REDIS_CONNECTING, S_READY = VL_REDIS_READY, S_DOWN = VL
 #define CF_WATCH 4u
 #define CF_UNWATCH 8u
 #define CF_SELECT 16u
+#define CF_CLIENT 32u /* look at the subcommand */
 
 /* Entries kept for reuse per connection: enough for a deep pipeline without
  * allocating per command in steady state, bounded so a burst is returned. */
@@ -979,9 +980,41 @@ void vl__redis_cmd_free(char *cmd)
     vl__free(cmd);
 }
 
-/* Reads the command name out of "*N\r\n$L\r\nNAME\r\n". Returns VL_OK and
+/* Reads the bulk string at *p ("$L\r\n<bytes>\r\n") and moves *p past
+ * it. Returns its bytes (not NUL-terminated), NULL when malformed. */
+static const char *next_arg(const char **p, const char *end, size_t *n)
+{
+    const char *q = *p, *arg;
+    size_t len = 0;
+
+    if (q >= end || *q != '$')
+        return NULL;
+    q++;
+    while (q < end && *q >= '0' && *q <= '9')
+        len = len * 10 + (size_t)(*q++ - '0');
+    if ((size_t)(end - q) < 2)
+        return NULL;
+    q += 2; /* \r\n */
+    if (len > (size_t)(end - q))
+        return NULL;
+    arg = q;
+    q += len;
+    *p = (size_t)(end - q) >= 2 ? q + 2 : end;
+    *n = len;
+    return arg;
+}
+
+static int arg_is(const char *arg, size_t n, const char *word)
+{
+    return arg != NULL && strlen(word) == n && strncasecmp(arg, word, n) == 0;
+}
+
+/* Reads the command out of "*N\r\n$L\r\nNAME\r\n...". Returns VL_OK and
  * the state flags, VL_EINVAL for an empty command, VL_EUNSUPPORTED for the
- * commands that would break reply matching (pub/sub, MONITOR). */
+ * commands that would break reply matching: pub/sub and MONITOR change the
+ * reply stream, CLIENT REPLY OFF|SKIP suppresses replies, and HELLO can
+ * switch to RESP3, which hiredis 0.14 cannot parse. `name` gets the command
+ * name (with its subcommand for CLIENT REPLY) for messages. */
 static int classify(const char *cmd, size_t len, unsigned *flags, char *name, size_t namelen)
 {
     static const struct {
@@ -992,26 +1025,27 @@ static int classify(const char *cmd, size_t len, unsigned *flags, char *name, si
         {"WATCH", CF_WATCH},   {"UNWATCH", CF_UNWATCH},     {"SELECT", CF_SELECT},
         {"SUBSCRIBE", ~0u},    {"PSUBSCRIBE", ~0u},         {"UNSUBSCRIBE", ~0u},
         {"PUNSUBSCRIBE", ~0u}, {"MONITOR", ~0u},            {"SSUBSCRIBE", ~0u},
+        {"HELLO", ~0u},        {"CLIENT", CF_CLIENT},
     };
-    const char *p = cmd, *end = cmd + len, *s;
-    size_t n = 0, i;
+    const char *p = cmd, *end = cmd + len, *s, *arg;
+    size_t n = 0, i, argc = 0;
 
     *flags = 0;
     name[0] = '\0';
     if (len < 4 || *p != '*' || p[1] == '0' || p[1] == '-')
         return VL_EINVAL;
-    s = memchr(p, '\n', (size_t)(end - p));
-    if (s == NULL || s + 1 >= end || s[1] != '$')
+    for (p++; p < end && *p >= '0' && *p <= '9'; p++)
+        argc = argc * 10 + (size_t)(*p - '0');
+    s = memchr(cmd, '\n', len);
+    if (s == NULL)
         return VL_EINVAL;
-    p = s + 2;
-    while (p < end && *p >= '0' && *p <= '9')
-        n = n * 10 + (size_t)(*p++ - '0');
-    p += 2; /* \r\n */
-    if (p > end || n > (size_t)(end - p))
+    p = s + 1;
+    arg = next_arg(&p, end, &n);
+    if (arg == NULL)
         return VL_EINVAL;
     if (n >= namelen)
         return VL_OK; /* longer than any command we care about */
-    memcpy(name, p, n);
+    memcpy(name, arg, n);
     name[n] = '\0';
     /* Most commands (GET, SET...) match no entry: compare the length and
      * the first letter before paying for strcasecmp. */
@@ -1023,6 +1057,18 @@ static int classify(const char *cmd, size_t len, unsigned *flags, char *name, si
                 return VL_EUNSUPPORTED;
             *flags = known[i].flags;
             break;
+        }
+    }
+    if (*flags & CF_CLIENT) {
+        /* Only some subcommands matter; CLIENT itself is no state. */
+        *flags &= ~CF_CLIENT;
+        arg = argc >= 2 ? next_arg(&p, end, &n) : NULL;
+        if (arg_is(arg, n, "REPLY")) {
+            arg = argc >= 3 ? next_arg(&p, end, &n) : NULL;
+            if (!arg_is(arg, n, "ON")) {
+                snprintf(name, namelen, "CLIENT REPLY");
+                return VL_EUNSUPPORTED;
+            }
         }
     }
     return VL_OK;
@@ -1050,7 +1096,7 @@ static vl_future *fail_with(vl_redis *c, vl_future *f, int status, const char *m
 vl_future *vl__redis_send(vl_redis *c, vl_future *f, char *cmd, size_t len)
 {
     unsigned flags;
-    char name[16], msg[96];
+    char name[24], msg[96];
     rentry *e;
     int rc;
 

@@ -192,6 +192,43 @@ static void binary_safe_argv(void **state)
     tu_finish(loop);
 }
 
+/* CLIENT REPLY OFF|SKIP would leave later commands without their replies,
+ * and HELLO may switch to RESP3: refused, so replies keep matching their
+ * commands. CLIENT REPLY ON and other CLIENT subcommands go through. */
+static void reply_stream_changers_refused(void **state)
+{
+    static const char *skip[] = {"client", "reply", "skip"};
+    vl_loop *loop = vl_loop_new();
+    vl_redis *c = vl_redis_new(loop, tu_redis_url(0), NULL);
+    vl_future *f, *get;
+
+    (void)state;
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(c, "SET rs:k v1"), VL_OK));
+    f = tu_run_cmd(loop, vl_redis_command(c, "CLIENT REPLY OFF"), VL_EUNSUPPORTED);
+    assert_non_null(strstr(vl_future_error(f), "CLIENT REPLY"));
+    vl_future_free(f);
+    /* Pipelined, the refused command must not shift the next reply. */
+    f = vl_redis_command_argv(c, 3, skip, NULL);
+    get = vl_redis_command(c, "GET rs:k");
+    assert_int_equal(tu_await(loop, f), VL_EUNSUPPORTED);
+    tu_check_str(vl_future_redis_reply(tu_run_cmd(loop, get, VL_OK)), "v1");
+    vl_future_free(f);
+    vl_future_free(get);
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(c, "HELLO 3"), VL_EUNSUPPORTED));
+    f = tu_run_cmd(loop, vl_redis_command(c, "hello"), VL_EUNSUPPORTED);
+    assert_non_null(strstr(vl_future_error(f), "hello"));
+    vl_future_free(f);
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(c, "CLIENT REPLY ON"), VL_OK));
+    f = tu_run_cmd(loop, vl_redis_command(c, "CLIENT ID"), VL_OK);
+    assert_true(vl_redis_reply_integer(vl_future_redis_reply(f)) > 0);
+    vl_future_free(f);
+    tu_check_str(vl_future_redis_reply(f = tu_run_cmd(loop, vl_redis_command(c, "GET rs:k"), VL_OK)),
+                 "v1");
+    vl_future_free(f);
+    vl_redis_free(c);
+    tu_finish(loop);
+}
+
 /* ---- pipelining and gather ---- */
 
 typedef struct seq {
@@ -848,6 +885,7 @@ int main(void)
         cmocka_unit_test_setup(server_error_is_data, tu_setup),
         cmocka_unit_test_setup(nested_arrays, tu_setup),
         cmocka_unit_test_setup(binary_safe_argv, tu_setup),
+        cmocka_unit_test_setup(reply_stream_changers_refused, tu_setup),
         cmocka_unit_test_setup(pipelining_in_order, tu_setup),
         cmocka_unit_test_setup(gather_1000_across_three, tu_setup),
         cmocka_unit_test_setup(command_timeout_late_reply_dropped, tu_setup),

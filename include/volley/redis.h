@@ -23,9 +23,12 @@
  * ---- Errors -----------------------------------------------------------------
  *
  *   VL_EINVAL       malformed URL, NULL or empty command, bad format string
- *   VL_EUNSUPPORTED rediss:// (TLS), and SUBSCRIBE/PSUBSCRIBE/UNSUBSCRIBE/
- *                   PUNSUBSCRIBE/MONITOR, which change the reply stream and
- *                   are not offered on a command connection
+ *   VL_EUNSUPPORTED rediss:// (TLS), and the commands that change the reply
+ *                   stream, which are not offered on a command connection:
+ *                   SUBSCRIBE/PSUBSCRIBE/SSUBSCRIBE/UNSUBSCRIBE/PUNSUBSCRIBE/
+ *                   MONITOR, CLIENT REPLY OFF|SKIP (replies go missing) and
+ *                   HELLO (RESP3 is not spoken here); CLIENT REPLY ON is
+ *                   accepted
  *   VL_ECONN        name resolution, connect, AUTH or SELECT failed, the
  *                   connect timeout passed, or the connection was lost
  *   VL_ETIMEDOUT    the command timeout (or a vl_future_timeout) passed
