@@ -1427,6 +1427,11 @@ int vl__redis_clean(const vl_redis *c, unsigned epoch)
            c->wait.n == 0 && !c->in_multi && !c->watching && !c->db_changed && !c->closing;
 }
 
+int vl__redis_live(const vl_redis *c, unsigned epoch)
+{
+    return c->state == S_READY && c->epoch == epoch && !c->closing;
+}
+
 unsigned vl__redis_epoch(const vl_redis *c)
 {
     return c->epoch;

@@ -1050,6 +1050,15 @@ static vl_future *lease_send(vl_redis_lease *l, char *cmd, size_t len)
     vl_future *f;
 
     p->st.commands++;
+    /* Once the connection was lost, even if it is back already, the server
+     * forgot the lease's WATCH, MULTI or SELECT: carrying on would run the
+     * next commands outside the transaction the caller set up. */
+    if (!vl__redis_live(l->s->c, l->epoch)) {
+        vl__redis_cmd_free(cmd);
+        count_result(p, VL_ECONN);
+        return vl__future_failed(p->loop, VL_ECONN, "pool %s: the lease's connection was lost",
+                                 p->display);
+    }
     p->pending++;
     f = vl__redis_send(l->s->c, NULL, cmd, len);
     if (f == NULL)

@@ -400,6 +400,48 @@ static void dirty_lease_is_closed(void **state)
     tu_finish(loop);
 }
 
+/* The lease's connection is killed and reconnects by itself: its WATCH is
+ * gone, so the lease's next command fails with VL_ECONN instead of running
+ * on the new connection, and the release closes it. */
+static void lease_fails_after_reconnect(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_redis_pool_options o;
+    vl_redis_pool *p;
+    vl_redis *other;
+    vl_redis_lease *l;
+    vl_future *f;
+    long long id;
+    int i;
+
+    (void)state;
+    vl_redis_pool_options_init(&o);
+    o.max_size = 1;
+    o.reconnect_min_ms = 10;
+    o.reconnect_max_ms = 20;
+    p = vl_redis_pool_new(loop, tu_redis_url(0), &o);
+    other = vl_redis_new(loop, tu_redis_url(0), NULL);
+    l = take_lease(loop, p);
+    id = lease_client_id(loop, l);
+    vl_future_free(tu_run_cmd(loop, vl_redis_lease_command(l, "WATCH lost:k"), VL_OK));
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(other, "CLIENT KILL ID %lld", id), VL_OK));
+    for (i = 0; i < 400 && (stats(p).reconnects < 1 || stats(p).ready < 1); i++)
+        tu_sleep_ms(loop, 5);
+    assert_int_equal(stats(p).reconnects, 1);
+    assert_int_equal(stats(p).ready, 1);
+    f = tu_run_cmd(loop, vl_redis_lease_command(l, "MULTI"), VL_ECONN);
+    assert_non_null(strstr(vl_future_error(f), "lease's connection was lost"));
+    vl_future_free(f);
+    assert_int_equal(vl_redis_lease_release(l), 0);
+    assert_int_equal(stats(p).dirty_closes, 1);
+    l = take_lease(loop, p);
+    assert_true(lease_client_id(loop, l) != id);
+    assert_int_equal(vl_redis_lease_release(l), 1);
+    vl_redis_free(other);
+    vl_redis_pool_free(p);
+    tu_finish(loop);
+}
+
 /* Every connection leased: the next lease waits, then times out; a release
  * hands the connection to a waiting lease. Pool commands meanwhile fail fast
  * with VL_EBUSY: no connection is left to route them to. */
@@ -1040,6 +1082,7 @@ int main(void)
         cmocka_unit_test_setup(lease_multi_exec, tu_setup),
         cmocka_unit_test_setup(dirty_lease_is_closed, tu_setup),
         cmocka_unit_test_setup(lease_wait_and_timeout, tu_setup),
+        cmocka_unit_test_setup(lease_fails_after_reconnect, tu_setup),
         cmocka_unit_test_setup(pool_ready_barrier, tu_setup),
         cmocka_unit_test_setup(pool_ready_fails, tu_setup),
         cmocka_unit_test_setup(waiting_holds_the_loop, tu_setup),

@@ -336,8 +336,12 @@ VL_EXPORT vl_future *vl_redis_pool_command_argv(vl_redis_pool *p, int argc, cons
 VL_EXPORT vl_future *vl_redis_pool_lease(vl_redis_pool *p);
 
 /* Commands on the lease's connection, as vl_redis_command. Once the pool was
- * freed they fail with VL_ECLOSED. NULL only when out of memory or l is
- * NULL. (After vl_redis_lease_release, `l` no longer exists.) */
+ * freed they fail with VL_ECLOSED. Once the connection was lost they fail
+ * with VL_ECONN ("the lease's connection was lost"), even after it has
+ * reconnected by itself: the server forgot the lease's WATCH, MULTI and
+ * SELECT, so the lease never carries on over a new connection. Release it
+ * and take a new one. NULL only when out of memory or l is NULL. (After
+ * vl_redis_lease_release, `l` no longer exists.) */
 VL_EXPORT vl_future *vl_redis_lease_command(vl_redis_lease *l, const char *fmt, ...);
 VL_EXPORT vl_future *vl_redis_lease_commandv(vl_redis_lease *l, const char *fmt, va_list ap);
 VL_EXPORT vl_future *vl_redis_lease_command_argv(vl_redis_lease *l, int argc,
