@@ -125,6 +125,7 @@ struct vl_redis {
     int weak;          /* pooled: idle means unref'd */
     int held;          /* pooled, but its owner has work waiting on it */
     int in_multi, watching, db_changed;
+    int dying;         /* a teardown is decided or under way: not ready any more */
     unsigned epoch;
     uint64_t connects, reconnects, connect_errors;
     vl__redis_event_fn ev_fn;
@@ -476,6 +477,7 @@ static void become_ready(vl_redis *c)
  * at the end of io_cb; elsewhere it happens now. */
 static void request_drop(vl_redis *c, int status, const char *msg)
 {
+    c->dying = 1;
     if (c->in_hiredis > 0) {
         if (!c->drop_requested && !c->drop_set)
             set_drop(c, status, msg);
@@ -510,7 +512,10 @@ static void reply_cb(redisAsyncContext *ac, void *reply, void *privdata)
 
     flight_unlink(c, e);
     if (r == NULL) {
-        /* The context is going away; our drop message, or hiredis's reason. */
+        /* The context is going away; our drop message, or hiredis's reason.
+         * Failing the entry reports DONE, and the pool may look for a
+         * connection from there: this one must no longer pass for ready. */
+        c->dying = 1;
         if (!c->drop_set) {
             char *msg = describe_loss(c, ac);
             set_drop(c, VL_ECONN, msg != NULL ? msg : "connection lost");
@@ -602,6 +607,7 @@ static void after_down(vl_redis *c)
     c->drop_set = 0;
     text = c->err != NULL ? c->err : vl_strerror(status);
     c->state = S_DOWN;
+    c->dying = 0;
     c->handshake_left = 0;
     c->in_multi = c->watching = c->db_changed = 0;
     timer_stop(c, &c->connect_timer);
@@ -875,6 +881,7 @@ static void start_attempt(vl_redis *c)
  * with `status` and `msg`. Never called with hiredis on the stack. */
 static void conn_down(vl_redis *c, int status, const char *msg)
 {
+    c->dying = 1;
     set_drop(c, status, msg);
     if (c->resolving != NULL) {
         rtoken *tok = c->resolving;
@@ -1112,7 +1119,7 @@ vl_future *vl__redis_send(vl_redis *c, vl_future *f, char *cmd, size_t len)
         snprintf(msg, sizeof(msg), "%s is not supported on a command connection", name);
         return fail_with(c, f, rc, msg);
     }
-    if (c->closing || c->tearing || vl__loop_closing(c->loop)) {
+    if (c->closing || c->tearing || c->dying || vl__loop_closing(c->loop)) {
         vl__redis_cmd_free(cmd);
         return fail_with(c, f, c->closing ? VL_ECLOSED : VL_ECONN,
                          c->closing ? "connection is closed" : "connection is closing");
@@ -1413,7 +1420,12 @@ const char *vl_redis_error(const vl_redis *c)
 
 int vl_redis_state(const vl_redis *c)
 {
-    return c != NULL ? c->state : VL_REDIS_INVALID;
+    if (c == NULL)
+        return VL_REDIS_INVALID;
+    /* A connection being torn down is not ready any more, although its
+     * state changes only once hiredis has failed every pending reply: a
+     * pool asking from inside that teardown must not pick it. */
+    return c->dying ? VL_REDIS_DOWN : c->state;
 }
 
 size_t vl_redis_pending(const vl_redis *c)
@@ -1424,12 +1436,13 @@ size_t vl_redis_pending(const vl_redis *c)
 int vl__redis_clean(const vl_redis *c, unsigned epoch)
 {
     return c->state == S_READY && c->epoch == epoch && c->nuser == 0 && c->flight.n == 0 &&
-           c->wait.n == 0 && !c->in_multi && !c->watching && !c->db_changed && !c->closing;
+           c->wait.n == 0 && !c->in_multi && !c->watching && !c->db_changed && !c->closing &&
+           !c->dying;
 }
 
 int vl__redis_live(const vl_redis *c, unsigned epoch)
 {
-    return c->state == S_READY && c->epoch == epoch && !c->closing;
+    return c->state == S_READY && c->epoch == epoch && !c->closing && !c->dying;
 }
 
 unsigned vl__redis_epoch(const vl_redis *c)
@@ -1456,7 +1469,7 @@ int vl__redis_ping(vl_redis *c)
     static const char *argv[1] = {"PING"};
     int rc;
 
-    if (c->state != S_READY || c->ac == NULL || c->closing || c->tearing)
+    if (c->state != S_READY || c->ac == NULL || c->closing || c->tearing || c->dying)
         return VL_ECONN;
     rc = internal_cmd(c, K_PING, 1, argv);
     hold_settle(c);
@@ -1465,7 +1478,7 @@ int vl__redis_ping(vl_redis *c)
 
 void vl__redis_drop(vl_redis *c, const char *msg)
 {
-    if (c->closing || c->tearing || (c->state != S_READY && c->state != S_CONNECTING))
+    if (c->closing || c->tearing || c->dying || (c->state != S_READY && c->state != S_CONNECTING))
         return;
     request_drop(c, VL_ECONN, msg);
     if (c->in_hiredis == 0)

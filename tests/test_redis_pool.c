@@ -442,6 +442,49 @@ static void lease_fails_after_reconnect(void **state)
     tu_finish(loop);
 }
 
+/* max_size 1: a lease waits for the connection, which a BLPOP keeps busy,
+ * and the connection is killed. While hiredis fails the BLPOP the connection
+ * is going down: the lease must not be handed out on it, but on the
+ * connection that comes back, where its first command succeeds. */
+static void lease_not_given_on_a_dying_connection(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_redis_pool_options o;
+    vl_redis_pool *p;
+    vl_redis *other;
+    vl_redis_lease *l;
+    vl_future *f, *bl, *lf;
+    long long id;
+
+    (void)state;
+    vl_redis_pool_options_init(&o);
+    o.max_size = 1;
+    o.acquire_timeout_ms = 3000;
+    o.reconnect_min_ms = 10;
+    o.reconnect_max_ms = 20;
+    p = vl_redis_pool_new(loop, tu_redis_url(0), &o);
+    other = vl_redis_new(loop, tu_redis_url(0), NULL);
+    f = tu_run_cmd(loop, vl_redis_pool_command(p, "CLIENT ID"), VL_OK);
+    id = vl_redis_reply_integer(vl_future_redis_reply(f));
+    vl_future_free(f);
+    bl = vl_redis_pool_command(p, "BLPOP dying:nolist 0");
+    lf = vl_redis_pool_lease(p);
+    tu_sleep_ms(loop, 50);
+    assert_false(vl_future_done(lf));
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(other, "CLIENT KILL ID %lld", id), VL_OK));
+    assert_int_equal(tu_await(loop, lf), VL_OK);
+    assert_int_equal(tu_await(loop, bl), VL_ECONN);
+    l = vl_future_take(lf);
+    vl_future_free(lf);
+    vl_future_free(bl);
+    assert_true(lease_client_id(loop, l) != id);
+    vl_future_free(tu_run_cmd(loop, vl_redis_lease_command(l, "PING"), VL_OK));
+    assert_int_equal(vl_redis_lease_release(l), 1);
+    vl_redis_free(other);
+    vl_redis_pool_free(p);
+    tu_finish(loop);
+}
+
 /* Every connection leased: the next lease waits, then times out; a release
  * hands the connection to a waiting lease. Pool commands meanwhile fail fast
  * with VL_EBUSY: no connection is left to route them to. */
@@ -1083,6 +1126,7 @@ int main(void)
         cmocka_unit_test_setup(dirty_lease_is_closed, tu_setup),
         cmocka_unit_test_setup(lease_wait_and_timeout, tu_setup),
         cmocka_unit_test_setup(lease_fails_after_reconnect, tu_setup),
+        cmocka_unit_test_setup(lease_not_given_on_a_dying_connection, tu_setup),
         cmocka_unit_test_setup(pool_ready_barrier, tu_setup),
         cmocka_unit_test_setup(pool_ready_fails, tu_setup),
         cmocka_unit_test_setup(waiting_holds_the_loop, tu_setup),

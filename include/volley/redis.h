@@ -143,7 +143,7 @@ VL_EXPORT void vl_redis_options_init(vl_redis_options *o);
 enum {
     VL_REDIS_CONNECTING = 1, /* resolving, connecting, or in AUTH/SELECT */
     VL_REDIS_READY = 2,      /* commands are written at once */
-    VL_REDIS_DOWN = 3,       /* between attempts: commands fail fast */
+    VL_REDIS_DOWN = 3,       /* between attempts (or going down): commands fail fast */
     VL_REDIS_INVALID = 4     /* bad URL: every command fails with its error */
 };
 
