@@ -50,6 +50,8 @@ enum { S_CONNECTING = VL_REDIS_CONNECTING, S_READY = VL_REDIS_READY, S_DOWN = VL
 #define CF_UNWATCH 8u
 #define CF_SELECT 16u
 #define CF_CLIENT 32u /* look at the subcommand */
+#define CF_DIRTY 64u  /* RESET, AUTH, CLIENT TRACKING, SWAPDB: state no
+                       * reply tells us how to undo */
 
 /* Entries kept for reuse per connection: enough for a deep pipeline without
  * allocating per command in steady state, bounded so a burst is returned. */
@@ -124,7 +126,7 @@ struct vl_redis {
     int closing;
     int weak;          /* pooled: idle means unref'd */
     int held;          /* pooled, but its owner has work waiting on it */
-    int in_multi, watching, db_changed;
+    int in_multi, watching, db_changed, dirty;
     int dying;         /* a teardown is decided or under way: not ready any more */
     unsigned epoch;
     uint64_t connects, reconnects, connect_errors;
@@ -461,7 +463,7 @@ static void become_ready(vl_redis *c)
     if (c->ever_ready)
         c->reconnects++;
     c->ever_ready = 1;
-    c->in_multi = c->watching = c->db_changed = 0;
+    c->in_multi = c->watching = c->db_changed = c->dirty = 0;
     timer_stop(c, &c->connect_timer);
     /* Write what waited for the handshake, in the order it was issued. */
     while ((e = c->wait.head) != NULL && c->state == S_READY) {
@@ -609,7 +611,7 @@ static void after_down(vl_redis *c)
     c->state = S_DOWN;
     c->dying = 0;
     c->handshake_left = 0;
-    c->in_multi = c->watching = c->db_changed = 0;
+    c->in_multi = c->watching = c->db_changed = c->dirty = 0;
     timer_stop(c, &c->connect_timer);
     while ((e = c->wait.head) != NULL) {
         wait_unlink(c, e);
@@ -1032,7 +1034,8 @@ static int classify(const char *cmd, size_t len, unsigned *flags, char *name, si
         {"WATCH", CF_WATCH},   {"UNWATCH", CF_UNWATCH},     {"SELECT", CF_SELECT},
         {"SUBSCRIBE", ~0u},    {"PSUBSCRIBE", ~0u},         {"UNSUBSCRIBE", ~0u},
         {"PUNSUBSCRIBE", ~0u}, {"MONITOR", ~0u},            {"SSUBSCRIBE", ~0u},
-        {"HELLO", ~0u},        {"CLIENT", CF_CLIENT},
+        {"HELLO", ~0u},        {"CLIENT", CF_CLIENT},       {"RESET", CF_DIRTY},
+        {"AUTH", CF_DIRTY},    {"SWAPDB", CF_DIRTY},
     };
     const char *p = cmd, *end = cmd + len, *s, *arg;
     size_t n = 0, i, argc = 0;
@@ -1076,6 +1079,8 @@ static int classify(const char *cmd, size_t len, unsigned *flags, char *name, si
                 snprintf(name, namelen, "CLIENT REPLY");
                 return VL_EUNSUPPORTED;
             }
+        } else if (arg_is(arg, n, "TRACKING")) {
+            *flags |= CF_DIRTY;
         }
     }
     return VL_OK;
@@ -1147,6 +1152,11 @@ vl_future *vl__redis_send(vl_redis *c, vl_future *f, char *cmd, size_t len)
     e->f = f;
     e->kind = K_USER;
     e->flags = (unsigned char)flags;
+    /* Dirty from the moment it is issued, whatever the reply: RESET drops
+     * the URL's database, AUTH may switch the user, and neither can be
+     * undone from here. */
+    if (flags & CF_DIRTY)
+        c->dirty = 1;
     if (c->opts.command_timeout_ms > 0)
         e->deadline = vl_loop_now_ms(c->loop) + c->opts.command_timeout_ms;
     c->nuser++;
@@ -1436,8 +1446,8 @@ size_t vl_redis_pending(const vl_redis *c)
 int vl__redis_clean(const vl_redis *c, unsigned epoch)
 {
     return c->state == S_READY && c->epoch == epoch && c->nuser == 0 && c->flight.n == 0 &&
-           c->wait.n == 0 && !c->in_multi && !c->watching && !c->db_changed && !c->closing &&
-           !c->dying;
+           c->wait.n == 0 && !c->in_multi && !c->watching && !c->db_changed && !c->dirty &&
+           !c->closing && !c->dying;
 }
 
 int vl__redis_live(const vl_redis *c, unsigned epoch)

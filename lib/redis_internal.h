@@ -77,7 +77,8 @@ void vl__redis_detach(vl_redis *c);
 int vl__redis_url_error(vl_loop *loop, const char *url, char **msg);
 
 /* 1 when `c` may go back to a pool: ready, nothing pending, not inside MULTI,
- * no WATCH, no SELECT by the user, and still the connection of `epoch`. */
+ * no WATCH, no SELECT, RESET, AUTH, CLIENT TRACKING or SWAPDB by the user,
+ * and still the connection of `epoch`. */
 int vl__redis_clean(const vl_redis *c, unsigned epoch);
 /* 1 while `c` is still the connection of `epoch` and ready: a lease's
  * commands need that, since a reconnect lost its WATCH, MULTI or SELECT. */

@@ -485,6 +485,51 @@ static void lease_not_given_on_a_dying_connection(void **state)
     tu_finish(loop);
 }
 
+/* Commands whose effect on the connection cannot be undone make a lease
+ * dirty whatever their reply: after RESET the next user would land in db 0
+ * instead of the URL's db 3. */
+static void lease_reset_auth_tracking_are_dirty(void **state)
+{
+    static const struct {
+        const char *cmd;
+        int status;
+    } dirty[] = {
+        {"RESET", VL_OK},
+        {"AUTH nosuchpassword", VL_ESERVER},
+        {"CLIENT TRACKING on", VL_OK},
+        {"SWAPDB 5 6", VL_OK},
+    };
+    vl_loop *loop = vl_loop_new();
+    vl_redis_pool_options o;
+    vl_redis_pool *p;
+    vl_redis_lease *l;
+    vl_future *f;
+    char url[160];
+    long long id;
+    size_t i;
+
+    (void)state;
+    snprintf(url, sizeof(url), "%s/3", tu_redis_url(1));
+    vl_redis_pool_options_init(&o);
+    o.max_size = 1;
+    p = vl_redis_pool_new(loop, url, &o);
+    for (i = 0; i < sizeof(dirty) / sizeof(dirty[0]); i++) {
+        l = take_lease(loop, p);
+        id = lease_client_id(loop, l);
+        vl_future_free(tu_run_cmd(loop, vl_redis_lease_command(l, dirty[i].cmd), dirty[i].status));
+        assert_int_equal(vl_redis_lease_release(l), 0);
+        assert_int_equal(stats(p).dirty_closes, i + 1);
+        f = tu_run_cmd(loop, vl_redis_pool_command(p, "CLIENT INFO"), VL_OK);
+        assert_non_null(strstr(vl_redis_reply_str(vl_future_redis_reply(f), NULL), " db=3 "));
+        vl_future_free(f);
+        l = take_lease(loop, p);
+        assert_true(lease_client_id(loop, l) != id);
+        assert_int_equal(vl_redis_lease_release(l), 1);
+    }
+    vl_redis_pool_free(p);
+    tu_finish(loop);
+}
+
 /* Every connection leased: the next lease waits, then times out; a release
  * hands the connection to a waiting lease. Pool commands meanwhile fail fast
  * with VL_EBUSY: no connection is left to route them to. */
@@ -1127,6 +1172,7 @@ int main(void)
         cmocka_unit_test_setup(lease_wait_and_timeout, tu_setup),
         cmocka_unit_test_setup(lease_fails_after_reconnect, tu_setup),
         cmocka_unit_test_setup(lease_not_given_on_a_dying_connection, tu_setup),
+        cmocka_unit_test_setup(lease_reset_auth_tracking_are_dirty, tu_setup),
         cmocka_unit_test_setup(pool_ready_barrier, tu_setup),
         cmocka_unit_test_setup(pool_ready_fails, tu_setup),
         cmocka_unit_test_setup(waiting_holds_the_loop, tu_setup),

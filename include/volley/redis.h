@@ -327,8 +327,9 @@ VL_EXPORT vl_future *vl_redis_pool_command_argv(vl_redis_pool *p, int argc, cons
  * Release rule: vl_redis_lease_release gives the connection back to the pool
  * only if it is provably clean: no command pending (not even a cancelled
  * one whose reply is still due), not inside MULTI, no WATCH outstanding
- * (EXEC, DISCARD or UNWATCH clear it), no SELECT issued through the lease,
- * and the connection was not lost and reopened meanwhile. Otherwise the
+ * (EXEC, DISCARD or UNWATCH clear it), no SELECT, RESET, AUTH, CLIENT
+ * TRACKING or SWAPDB issued through the lease (whatever their reply), and
+ * the connection was not lost and reopened meanwhile. Otherwise the
  * connection is closed (its pending futures complete with VL_ECANCELED) and
  * the pool opens a fresh one when needed. Pub/sub is refused on leases, so a
  * lease never holds a subscription. */
