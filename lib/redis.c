@@ -1081,6 +1081,7 @@ static int classify(const char *cmd, size_t len, unsigned *flags, char *name, si
             }
         } else if (arg_is(arg, n, "TRACKING")) {
             *flags |= CF_DIRTY;
+            snprintf(name, namelen, "CLIENT TRACKING");
         }
     }
     return VL_OK;
@@ -1105,7 +1106,7 @@ static vl_future *fail_with(vl_redis *c, vl_future *f, int status, const char *m
     return f;
 }
 
-vl_future *vl__redis_send(vl_redis *c, vl_future *f, char *cmd, size_t len)
+vl_future *vl__redis_send(vl_redis *c, vl_future *f, char *cmd, size_t len, int shared)
 {
     unsigned flags;
     char name[24], msg[96];
@@ -1123,6 +1124,13 @@ vl_future *vl__redis_send(vl_redis *c, vl_future *f, char *cmd, size_t len)
             return fail_with(c, f, rc, "empty command");
         snprintf(msg, sizeof(msg), "%s is not supported on a command connection", name);
         return fail_with(c, f, rc, msg);
+    }
+    if (shared && flags != 0) {
+        /* MULTI, WATCH, SELECT... would change the connection for every
+         * other caller of the pool; they need a connection of their own. */
+        vl__redis_cmd_free(cmd);
+        snprintf(msg, sizeof(msg), "%s needs a lease (vl_redis_pool_lease)", name);
+        return fail_with(c, f, VL_EUNSUPPORTED, msg);
     }
     if (c->closing || c->tearing || c->dying || vl__loop_closing(c->loop)) {
         vl__redis_cmd_free(cmd);
@@ -1190,7 +1198,7 @@ vl_future *vl_redis_commandv(vl_redis *c, const char *fmt, va_list ap)
         return NULL; /* out of memory copying the command */
     if (len < 0)
         return vl__future_failed(c->loop, VL_EINVAL, "cannot format the command (bad format string)");
-    return vl__redis_send(c, NULL, cmd, (size_t)len);
+    return vl__redis_send(c, NULL, cmd, (size_t)len, 0);
 }
 
 vl_future *vl_redis_command(vl_redis *c, const char *fmt, ...)
@@ -1222,7 +1230,7 @@ vl_future *vl_redis_command_argv(vl_redis *c, int argc, const char **argv, const
     len = vl__redis_format_argv(&cmd, argc, argv, argvlen);
     if (len < 0)
         return NULL; /* the only failure of the argv formatter */
-    return vl__redis_send(c, NULL, cmd, (size_t)len);
+    return vl__redis_send(c, NULL, cmd, (size_t)len, 0);
 }
 
 /* ---- lifecycle ---- */

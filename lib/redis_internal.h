@@ -35,8 +35,11 @@ void vl__redis_cmd_free(char *cmd);
  * complete it. Whenever a future is returned, the connection reports
  * VL__REDIS_EV_DONE for it exactly once, even when it failed before anything
  * was sent (a refused command, a closing connection); when NULL is returned
- * it reports nothing. */
-vl_future *vl__redis_send(vl_redis *c, vl_future *f, char *cmd, size_t len);
+ * it reports nothing. `shared` (a pool command, on a connection other
+ * callers share) refuses with VL_EUNSUPPORTED the commands that change the
+ * connection's state: MULTI, EXEC, DISCARD, WATCH, UNWATCH, SELECT, RESET,
+ * AUTH, CLIENT TRACKING, SWAPDB. */
+vl_future *vl__redis_send(vl_redis *c, vl_future *f, char *cmd, size_t len, int shared);
 
 /* Events a connection reports to its owner. */
 enum {

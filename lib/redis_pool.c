@@ -548,7 +548,7 @@ static vl_future *route(vl_redis_pool *p, vl_future *f, char *cmd, size_t len)
         return f;
     }
     p->pending++;
-    out = vl__redis_send(s->c, f, cmd, len);
+    out = vl__redis_send(s->c, f, cmd, len, 1);
     if (out == NULL)
         p->pending--; /* out of memory before anything was counted out */
     return out;
@@ -1060,7 +1060,7 @@ static vl_future *lease_send(vl_redis_lease *l, char *cmd, size_t len)
                                  p->display);
     }
     p->pending++;
-    f = vl__redis_send(l->s->c, NULL, cmd, len);
+    f = vl__redis_send(l->s->c, NULL, cmd, len, 0);
     if (f == NULL)
         p->pending--;
     return f;

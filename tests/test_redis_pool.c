@@ -192,6 +192,55 @@ static void refused_commands_leave_no_pending(void **state)
     tu_finish(loop);
 }
 
+/* A pool command runs on a connection other callers share: MULTI, WATCH,
+ * SELECT and the like would change it for all of them, so they are refused
+ * and need a lease. A plain connection still takes them. */
+static void state_commands_need_a_lease(void **state)
+{
+    static const char *refused[] = {
+        "MULTI", "exec", "DISCARD", "WATCH k", "UNWATCH", "SELECT 1",
+        "RESET", "AUTH pw", "CLIENT TRACKING on", "SWAPDB 5 6",
+    };
+    vl_loop *loop = vl_loop_new();
+    vl_redis_pool_options o;
+    vl_redis_pool *p;
+    vl_redis *c;
+    vl_future *f;
+    size_t i;
+
+    (void)state;
+    vl_redis_pool_options_init(&o);
+    o.max_size = 1;
+    p = vl_redis_pool_new(loop, tu_redis_url(0), &o);
+    for (i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        char buf[64], *save = NULL, *w;
+        const char *argv[4];
+        int argc = 0;
+        snprintf(buf, sizeof(buf), "%s", refused[i]);
+        for (w = strtok_r(buf, " ", &save); w != NULL && argc < 4; w = strtok_r(NULL, " ", &save))
+            argv[argc++] = w;
+        f = tu_run_cmd(loop, vl_redis_pool_command_argv(p, argc, argv, NULL), VL_EUNSUPPORTED);
+        assert_non_null(strstr(vl_future_error(f), "needs a lease"));
+        vl_future_free(f);
+    }
+    f = tu_run_cmd(loop, vl_redis_pool_command(p, "MULTI"), VL_EUNSUPPORTED);
+    assert_string_equal(vl_future_error(f), "MULTI needs a lease (vl_redis_pool_lease)");
+    vl_future_free(f);
+    assert_int_equal(stats(p).pending, 0);
+    /* The shared connection is untouched: no transaction swallows this. */
+    tu_check_str(vl_future_redis_reply(f = tu_run_cmd(loop, vl_redis_pool_command(p, "PING"),
+                                                       VL_OK)),
+                 "PONG");
+    vl_future_free(f);
+    c = vl_redis_new(loop, tu_redis_url(0), NULL);
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(c, "MULTI"), VL_OK));
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(c, "DISCARD"), VL_OK));
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(c, "SELECT 1"), VL_OK));
+    vl_redis_free(c);
+    vl_redis_pool_free(p);
+    tu_finish(loop);
+}
+
 /* ---- back-pressure ---- */
 
 static void backpressure_fail_fast(void **state)
@@ -1165,6 +1214,7 @@ int main(void)
         cmocka_unit_test_setup(gather_over_pool, tu_setup),
         cmocka_unit_test_setup(server_error_through_pool, tu_setup),
         cmocka_unit_test_setup(refused_commands_leave_no_pending, tu_setup),
+        cmocka_unit_test_setup(state_commands_need_a_lease, tu_setup),
         cmocka_unit_test_setup(backpressure_fail_fast, tu_setup),
         cmocka_unit_test_setup(backpressure_wait_and_timeout, tu_setup),
         cmocka_unit_test_setup(lease_multi_exec, tu_setup),

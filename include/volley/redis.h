@@ -304,7 +304,11 @@ VL_EXPORT vl_future *vl_redis_pool_ready(vl_redis_pool *p);
 /* A command on some connection of the pool; the future is the one of
  * vl_redis_command. Past max_pending it fails with VL_EBUSY, or waits (in
  * order) up to acquire_timeout_ms and then fails with VL_ETIMEDOUT,
- * depending on on_full. Returns NULL only when out of memory. */
+ * depending on on_full. The commands that change the state of the
+ * connection they run on (MULTI, EXEC, DISCARD, WATCH, UNWATCH, SELECT,
+ * RESET, AUTH, CLIENT TRACKING, SWAPDB) would change it for every other
+ * caller of the pool: they fail with VL_EUNSUPPORTED ("MULTI needs a
+ * lease"); run them on a lease. Returns NULL only when out of memory. */
 VL_EXPORT vl_future *vl_redis_pool_command(vl_redis_pool *p, const char *fmt, ...);
 VL_EXPORT vl_future *vl_redis_pool_commandv(vl_redis_pool *p, const char *fmt, va_list ap);
 VL_EXPORT vl_future *vl_redis_pool_command_argv(vl_redis_pool *p, int argc, const char **argv,
