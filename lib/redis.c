@@ -352,8 +352,9 @@ static void entry_deliver(vl_redis *c, rentry *e, const redisReply *r)
     }
 }
 
-/* The cancel hook: the future gave up (cancel, timeout, free). A command not
- * written yet is dropped; one in flight keeps its entry for the late reply. */
+/* The cancel hook: the future gave up (cancel, timeout, free). A command
+ * still waiting for the handshake is dropped unsent; one handed to hiredis
+ * (in its output buffer or on the wire) keeps its entry for the late reply. */
 static void entry_cancel(void *source, vl_future *f, int status)
 {
     rentry *e = source;

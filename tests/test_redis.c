@@ -348,6 +348,36 @@ static void command_timeout_late_reply_dropped(void **state)
     tu_finish(loop);
 }
 
+/* What volley/redis.h promises about a cancelled write: issued while the
+ * connection is still connecting, it is never sent; issued on a ready
+ * connection, it is already in hiredis's buffer and runs anyway, only its
+ * reply is dropped. */
+static void cancelled_write_sent_only_once_ready(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_redis *c = vl_redis_new(loop, tu_redis_url(2), NULL);
+    vl_future *f;
+
+    (void)state;
+    assert_int_equal(vl_redis_state(c), VL_REDIS_CONNECTING);
+    f = vl_redis_command(c, "SET cancel:early written");
+    assert_int_equal(vl_future_cancel(f), 1);
+    vl_future_free(f);
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(c, "DEL cancel:ready"), VL_OK));
+    assert_int_equal(vl_redis_state(c), VL_REDIS_READY);
+    f = vl_redis_command(c, "SET cancel:ready written");
+    assert_int_equal(vl_future_cancel(f), 1);
+    vl_future_free(f);
+    f = tu_run_cmd(loop, vl_redis_command(c, "GET cancel:early"), VL_OK);
+    assert_int_equal(vl_redis_reply_type(vl_future_redis_reply(f)), VL_REDIS_NIL);
+    vl_future_free(f);
+    f = tu_run_cmd(loop, vl_redis_command(c, "GET cancel:ready"), VL_OK);
+    tu_check_str(vl_future_redis_reply(f), "written");
+    vl_future_free(f);
+    vl_redis_free(c);
+    tu_finish(loop);
+}
+
 /* vl_future_timeout and vl_future_cancel work on any command future through
  * the cancel hook; the connection stays usable and replies stay matched. */
 static void cancel_and_wait_for(void **state)
@@ -890,6 +920,7 @@ int main(void)
         cmocka_unit_test_setup(gather_1000_across_three, tu_setup),
         cmocka_unit_test_setup(command_timeout_late_reply_dropped, tu_setup),
         cmocka_unit_test_setup(cancel_and_wait_for, tu_setup),
+        cmocka_unit_test_setup(cancelled_write_sent_only_once_ready, tu_setup),
         cmocka_unit_test_setup(free_with_pending, tu_setup),
         cmocka_unit_test_setup(free_from_callback, tu_setup),
         cmocka_unit_test_setup(loop_free_cancels, tu_setup),

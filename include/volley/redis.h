@@ -61,7 +61,12 @@
  *
  * A command that times out or is cancelled fails alone: the connection stays
  * up, and the reply that arrives later is read and dropped, never given to
- * another command. A command that was not written yet is simply not sent.
+ * another command. Only a command still waiting for the handshake (issued
+ * while the connection was connecting, or in AUTH/SELECT) is not sent at
+ * all when cancelled. A command issued on a ready connection is handed to
+ * hiredis at once and written before the loop next polls, so cancelling it,
+ * even before the loop ran, does not stop it: the server still runs it, and
+ * only its reply is dropped. Do not count on a cancel to undo a write.
  */
 #ifndef VOLLEY_REDIS_H
 #define VOLLEY_REDIS_H
