@@ -102,21 +102,16 @@ static void default_password_and_bad_url(void **state)
 static void cancel_with_a_stopped_host(void **state)
 {
     vl_loop *loop = vl_loop_new();
-    char u[2][128], path[512];
+    char u[2][128];
     const char *urls[2];
     const char *argv[] = {"PING"};
     vl_fanout_options o;
     vl_future *f, *guard;
-    FILE *pf;
-    long pid = 0;
+    long pid;
     int rc;
 
     (void)state;
-    snprintf(path, sizeof(path), "%s/redis-3.pid", tu_env("VL_TEST_DIR"));
-    pf = fopen(path, "r");
-    assert_non_null(pf);
-    assert_int_equal(fscanf(pf, "%ld", &pid), 1);
-    fclose(pf);
+    pid = tu_server_pid("redis-3");
     snprintf(u[0], sizeof(u[0]), "redis://127.0.0.1:%s", tu_env_item("VL_TEST_REDIS_PORTS", 0));
     snprintf(u[1], sizeof(u[1]), "redis://127.0.0.1:%s", tu_env_item("VL_TEST_REDIS_PORTS", 2));
     urls[0] = u[0];

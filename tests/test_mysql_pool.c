@@ -880,21 +880,6 @@ static void init_sql_survives_reset(void **state)
     finish(loop, p);
 }
 
-static void kill_mysqld(void)
-{
-    char path[512];
-    FILE *fp;
-    long pid = 0;
-
-    snprintf(path, sizeof(path), "%s/mysql.pid", tu_env("VL_TEST_DIR"));
-    fp = fopen(path, "r");
-    assert_non_null(fp);
-    assert_int_equal(fscanf(fp, "%ld", &pid), 1);
-    fclose(fp);
-    assert_true(pid > 1);
-    assert_int_equal(kill((pid_t)pid, SIGKILL), 0);
-}
-
 /* mariadbd killed with statements in flight: each completes once with an
  * error; after a restart the pool recovers with fresh connections. */
 static void server_killed(void **state)
@@ -922,7 +907,7 @@ static void server_killed(void **state)
     }
     r = tu_wait_for(loop, vl_loop_sleep(loop, 200));
     vl_future_free(r);
-    kill_mysqld();
+    tu_kill_server("mysql");
     r = tu_wait_for(loop, vl_loop_sleep(loop, 300));
     vl_future_free(r);
     for (i = 0; i < 4; i++) {

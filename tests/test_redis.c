@@ -741,45 +741,6 @@ static void localhost_unix_and_db(void **state)
 
 /* ---- reconnection ---- */
 
-static long server_pid(int n)
-{
-    char path[512];
-    FILE *fp;
-    long pid = -1;
-
-    snprintf(path, sizeof(path), "%s/redis-%d.pid", tu_env("VL_TEST_DIR"), n);
-    fp = fopen(path, "r");
-    assert_non_null(fp);
-    assert_int_equal(fscanf(fp, "%ld", &pid), 1);
-    fclose(fp);
-    return pid;
-}
-
-/* Kills instance n (1-based) and waits until it is really gone. */
-static void kill_server(int n)
-{
-    long pid = server_pid(n);
-    char path[64];
-    int i;
-
-    assert_int_equal(kill((pid_t)pid, SIGKILL), 0);
-    snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
-    for (i = 0; i < 500; i++) {
-        FILE *fp = fopen(path, "r");
-        char buf[512];
-        char *st;
-        if (fp == NULL)
-            return;
-        st = fgets(buf, sizeof(buf), fp);
-        fclose(fp);
-        st = st != NULL ? strrchr(buf, ')') : NULL;
-        if (st == NULL || st[2] == 'Z' || st[2] == 'X')
-            return;
-        usleep(10000);
-    }
-    fail_msg("redis-%d did not die", n);
-}
-
 static void restart_server(int n)
 {
     assert_int_equal(tu_sh("%s restart-redis %s %d >/dev/null 2>&1", tu_env("VL_TEST_SERVERS"),
@@ -804,7 +765,7 @@ static void reconnect_after_restart(void **state)
     vl_future_free(tu_run_cmd(loop, vl_redis_command(c, "SET rc:k before"), VL_OK));
     for (i = 0; i < 300; i++)
         vl_future_then(vl_redis_command(c, "GET rc:k"), tally_cb, &t);
-    kill_server(3);
+    tu_kill_server("redis-3");
     while (t.calls < 300) {
         f = vl_loop_sleep(loop, 10);
         tu_await(loop, f);

@@ -1000,44 +1000,6 @@ static void lease_fair_under_load(void **state)
 
 /* ---- failures ---- */
 
-static long server_pid(int n)
-{
-    char path[512];
-    FILE *fp;
-    long pid = -1;
-
-    snprintf(path, sizeof(path), "%s/redis-%d.pid", tu_env("VL_TEST_DIR"), n);
-    fp = fopen(path, "r");
-    assert_non_null(fp);
-    assert_int_equal(fscanf(fp, "%ld", &pid), 1);
-    fclose(fp);
-    return pid;
-}
-
-static void kill_server(int n)
-{
-    long pid = server_pid(n);
-    char path[64];
-    int i;
-
-    assert_int_equal(kill((pid_t)pid, SIGKILL), 0);
-    snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
-    for (i = 0; i < 500; i++) {
-        FILE *fp = fopen(path, "r");
-        char buf[512];
-        char *st;
-        if (fp == NULL)
-            return;
-        st = fgets(buf, sizeof(buf), fp);
-        fclose(fp);
-        st = st != NULL ? strrchr(buf, ')') : NULL;
-        if (st == NULL || st[2] == 'Z' || st[2] == 'X')
-            return;
-        usleep(10000);
-    }
-    fail_msg("redis-%d did not die", n);
-}
-
 /* kill -9 with 1,000 commands in flight: each completes exactly once with
  * VL_ECONN (none retried), and after a restart the pool serves again. */
 static void server_killed_under_load(void **state)
@@ -1067,7 +1029,7 @@ static void server_killed_under_load(void **state)
     tu_sleep_ms(loop, 100); /* written */
     assert_int_equal(t.calls, 0);
     assert_int_equal(stats(p).pending, 1000);
-    kill_server(3);
+    tu_kill_server("redis-3");
     while (t.calls < 1000)
         tu_sleep_ms(loop, 5);
     tu_sleep_ms(loop, 50);

@@ -3,7 +3,10 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/types.h>
+#include <unistd.h>
 
 static long live;
 static long count;
@@ -191,6 +194,46 @@ void tu_check_str(const vl_redis_reply *r, const char *want)
     assert_non_null(s);
     assert_int_equal(len, strlen(want));
     assert_memory_equal(s, want, len);
+}
+
+long tu_server_pid(const char *name)
+{
+    char path[512];
+    FILE *fp;
+    long pid = -1;
+
+    snprintf(path, sizeof(path), "%s/%s.pid", tu_env("VL_TEST_DIR"), name);
+    fp = fopen(path, "r");
+    assert_non_null(fp);
+    assert_int_equal(fscanf(fp, "%ld", &pid), 1);
+    fclose(fp);
+    assert_true(pid > 1);
+    return pid;
+}
+
+void tu_kill_server(const char *name)
+{
+    long pid = tu_server_pid(name);
+    char path[64];
+    int i;
+
+    assert_int_equal(kill((pid_t)pid, SIGKILL), 0);
+    snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+    for (i = 0; i < 500; i++) {
+        FILE *fp = fopen(path, "r");
+        char buf[512];
+        char *st;
+        if (fp == NULL)
+            return;
+        st = fgets(buf, sizeof(buf), fp);
+        fclose(fp);
+        /* Nobody may reap it here: a zombie counts as gone. */
+        st = st != NULL ? strrchr(buf, ')') : NULL;
+        if (st == NULL || st[2] == 'Z' || st[2] == 'X')
+            return;
+        usleep(10000);
+    }
+    fail_msg("%s did not die", name);
 }
 
 int tu_run(const char *name, const struct CMUnitTest *tests, size_t n)

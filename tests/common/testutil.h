@@ -59,6 +59,12 @@ const char *tu_redis_url(int i);
 /* Asserts that a Redis reply is the string `want`. */
 void tu_check_str(const vl_redis_reply *r, const char *want);
 
+/* The pid of a harness server by its name ("redis-1", "redis-auth", "mysql"),
+ * read from its pidfile in VL_TEST_DIR. */
+long tu_server_pid(const char *name);
+/* kill -9 that server and wait until it is really gone (or a zombie). */
+void tu_kill_server(const char *name);
+
 /* Runs cmocka with the name of the suite and an optional VL_TEST_FILTER. */
 int tu_run(const char *name, const struct CMUnitTest *tests, size_t n);
 
