@@ -985,6 +985,13 @@ long long vl__redis_format_argv(char **cmd, int argc, const char **argv, const s
     return (long long)total;
 }
 
+vl_future *vl__redis_format_failed(vl_loop *loop, long long len)
+{
+    if (len == -2)
+        return NULL; /* out of memory copying the command */
+    return vl__future_failed(loop, VL_EINVAL, "cannot format the command (bad format string)");
+}
+
 void vl__redis_cmd_free(char *cmd)
 {
     vl__free(cmd);
@@ -1195,10 +1202,8 @@ vl_future *vl_redis_commandv(vl_redis *c, const char *fmt, va_list ap)
     if (fmt == NULL)
         return vl__future_failed(c->loop, VL_EINVAL, "no command");
     len = vl__redis_formatv(&cmd, fmt, ap);
-    if (len == -2)
-        return NULL; /* out of memory copying the command */
     if (len < 0)
-        return vl__future_failed(c->loop, VL_EINVAL, "cannot format the command (bad format string)");
+        return vl__redis_format_failed(c->loop, len);
     return vl__redis_send(c, NULL, cmd, (size_t)len, 0);
 }
 

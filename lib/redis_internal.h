@@ -28,6 +28,9 @@ const char *vl__redis_reply_text(const vl_redis_reply *r);
 long long vl__redis_formatv(char **cmd, const char *fmt, va_list ap);
 long long vl__redis_format_argv(char **cmd, int argc, const char **argv, const size_t *argvlen);
 void vl__redis_cmd_free(char *cmd);
+/* What a printf-style call returns when vl__redis_formatv failed with
+ * `len`: NULL when out of memory, else a future failed with VL_EINVAL. */
+vl_future *vl__redis_format_failed(vl_loop *loop, long long len);
 
 /* Sends a formatted command; takes `cmd` whatever happens. With f NULL a new
  * future is made (NULL only when out of memory); otherwise `f` (pending, its

@@ -945,10 +945,8 @@ vl_future *vl_redis_pool_commandv(vl_redis_pool *p, const char *fmt, va_list ap)
     if (fmt == NULL)
         return vl__future_failed(p->loop, VL_EINVAL, "no command");
     len = vl__redis_formatv(&cmd, fmt, ap);
-    if (len == -2)
-        return NULL; /* out of memory copying the command */
     if (len < 0)
-        return vl__future_failed(p->loop, VL_EINVAL, "cannot format the command (bad format string)");
+        return vl__redis_format_failed(p->loop, len);
     return pool_submit(p, cmd, (size_t)len);
 }
 
@@ -1079,11 +1077,8 @@ vl_future *vl_redis_lease_commandv(vl_redis_lease *l, const char *fmt, va_list a
     if (fmt == NULL)
         return vl__future_failed(l->p->loop, VL_EINVAL, "no command");
     len = vl__redis_formatv(&cmd, fmt, ap);
-    if (len == -2)
-        return NULL; /* out of memory copying the command */
     if (len < 0)
-        return vl__future_failed(l->p->loop, VL_EINVAL,
-                                 "cannot format the command (bad format string)");
+        return vl__redis_format_failed(l->p->loop, len);
     return lease_send(l, cmd, (size_t)len);
 }
 
