@@ -22,6 +22,7 @@ PACKAGES=(
     mariadb-client
     gnuplot-nox
     jq
+    python3
 )
 
 # dpkg-query reports "install ok installed" only for a fully installed

@@ -144,6 +144,7 @@ fi
 . "$DIR/env"
 
 export CMOCKA_MESSAGE_OUTPUT=TAP
+export VL_TEST_FIXTURES=$HERE/fixtures
 if [ -n "${VL_TEST_FILTER+set}" ]; then
     export VL_TEST_FILTER
 fi
