@@ -48,6 +48,7 @@ struct vl__timer {
     vl_loop *loop;
     vl__timer_cb cb;
     void *ud;
+    int armed; /* started and its callback not yet run: active or pending */
 };
 
 struct vl__io {
@@ -60,9 +61,13 @@ struct vl__io {
 };
 
 void vl__timer_init(vl__timer *t, vl_loop *loop, vl__timer_cb cb, void *ud);
-void vl__timer_start(vl__timer *t, uint64_t ms); /* (re)arms once, ms from now */
+/* (Re)arms once, ms from now: from the clock's present, not from the time
+ * libev cached when it last polled, so a deadline never fires early. */
+void vl__timer_start(vl__timer *t, uint64_t ms);
+/* Stops the timer, also when it expired and its callback has not run yet:
+ * after this the callback never runs and the memory may be freed. */
 void vl__timer_stop(vl__timer *t);
-int vl__timer_active(const vl__timer *t);
+int vl__timer_active(const vl__timer *t); /* armed: started, callback owed */
 
 void vl__io_init(vl__io *io, vl_loop *loop, int fd, vl__io_cb cb, void *ud);
 /* Sets the watched events (VL__READ|VL__WRITE); 0 stops the watcher.

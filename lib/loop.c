@@ -398,14 +398,12 @@ static void loop_destroy(vl_loop *loop)
         h->next = NULL;
         h->free_fn(h);
     }
-    if (ev_is_active(&loop->check)) {
-        ev_check_stop(loop->ev, &loop->check);
-        ev_idle_stop(loop->ev, &loop->idle);
-    }
-    if (ev_is_active(&loop->prepare))
-        ev_prepare_stop(loop->ev, &loop->prepare);
-    if (ev_is_active(&loop->nudge))
-        ev_idle_stop(loop->ev, &loop->nudge);
+    /* Unconditional: a wrapped ev_loop lives on, and a watcher of ours left
+     * pending in it would be called on freed memory. */
+    ev_check_stop(loop->ev, &loop->check);
+    ev_idle_stop(loop->ev, &loop->idle);
+    ev_prepare_stop(loop->ev, &loop->prepare);
+    ev_idle_stop(loop->ev, &loop->nudge);
     if (loop->owned)
         ev_loop_destroy(loop->ev);
     vl__free(loop);
@@ -447,6 +445,15 @@ int vl_loop_set_threads(vl_loop *loop, unsigned threads)
 
 /* ---- watchers ---- */
 
+/* Watcher states. libev stops a one-shot timer before it calls it, and any
+ * watcher can be inactive but pending: its event was collected in this
+ * iteration and its callback has not run yet. A watcher freed in that state
+ * is still called later, on freed memory. So every stop below calls libev's
+ * stop function, which also clears a pending event, whether or not the
+ * watcher is active; and a timer keeps its own `armed` flag, because
+ * ev_is_active says nothing about an expiry still to be delivered. The loop's
+ * `active` count follows `armed` for timers and ev_is_active for the others. */
+
 static void timer_cb(struct ev_loop *ev, ev_timer *w, int revents)
 {
     vl__timer *t = (vl__timer *)(void *)w;
@@ -454,7 +461,8 @@ static void timer_cb(struct ev_loop *ev, ev_timer *w, int revents)
 
     VL__UNUSED(ev);
     VL__UNUSED(revents);
-    loop->active--; /* libev stopped the one-shot timer before calling us */
+    t->armed = 0;
+    loop->active--;
     enter(loop);
     t->cb(t, t->ud);
     leave_watcher(loop);
@@ -467,33 +475,39 @@ void vl__timer_init(vl__timer *t, vl_loop *loop, vl__timer_cb cb, void *ud)
     t->loop = loop;
     t->cb = cb;
     t->ud = ud;
+    t->armed = 0;
 }
 
 void vl__timer_start(vl__timer *t, uint64_t ms)
 {
     ev_timer *w = (ev_timer *)(void *)t->w;
 
-    if (ev_is_active(w))
-        ev_timer_stop(t->loop->ev, w);
-    else
+    if (t->armed) {
+        ev_timer_stop(t->loop->ev, w); /* also drops an expiry not yet run */
+    } else {
+        t->armed = 1;
         t->loop->active++;
+    }
+    /* libev measures the interval from the time it cached at its last
+     * poll; time spent since, in callbacks or outside the loop, would be
+     * taken off the deadline. */
+    ev_now_update(t->loop->ev);
     ev_timer_set(w, (double)ms / 1000.0, 0.);
     ev_timer_start(t->loop->ev, w);
 }
 
 void vl__timer_stop(vl__timer *t)
 {
-    ev_timer *w = (ev_timer *)(void *)t->w;
-
-    if (ev_is_active(w)) {
-        ev_timer_stop(t->loop->ev, w);
-        t->loop->active--;
-    }
+    if (!t->armed)
+        return;
+    ev_timer_stop(t->loop->ev, (ev_timer *)(void *)t->w);
+    t->armed = 0;
+    t->loop->active--;
 }
 
 int vl__timer_active(const vl__timer *t)
 {
-    return ev_is_active((const ev_timer *)(const void *)t->w);
+    return t->armed;
 }
 
 static void io_cb(struct ev_loop *ev, ev_io *w, int revents)
@@ -530,10 +544,9 @@ void vl__io_set(vl__io *io, int fd, int events)
 
     if (fd == io->fd && events == io->events && (events == 0) == !ev_is_active(w))
         return;
-    if (ev_is_active(w)) {
-        ev_io_stop(io->loop->ev, w);
+    if (ev_is_active(w))
         io->loop->active--;
-    }
+    ev_io_stop(io->loop->ev, w); /* also drops a pending event */
     io->fd = fd;
     io->events = events;
     if (events == 0 || fd < 0)
@@ -551,10 +564,9 @@ void vl__io_stop(vl__io *io)
 {
     ev_io *w = (ev_io *)(void *)io->w;
 
-    if (ev_is_active(w)) {
-        ev_io_stop(io->loop->ev, w);
+    if (ev_is_active(w))
         io->loop->active--;
-    }
+    ev_io_stop(io->loop->ev, w); /* also drops a pending event */
     io->events = 0;
 }
 
@@ -593,10 +605,9 @@ void vl__async_stop(vl__async *a)
 {
     ev_async *w = (ev_async *)(void *)a->w;
 
-    if (ev_is_active(w)) {
-        ev_async_stop(a->loop->ev, w);
+    if (ev_is_active(w))
         a->loop->active--;
-    }
+    ev_async_stop(a->loop->ev, w); /* also drops a pending wake-up */
 }
 
 /* The only volley call that is safe from another thread. */

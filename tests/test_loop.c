@@ -1,9 +1,167 @@
-/* tests/test_loop.c - the loop's scheduling seams against a real server:
- * writes deferred to the prepare phase must go out even when the callbacks
+/* tests/test_loop.c - the loop's seams: timers that expire together, deadlines
+ * armed after time spent outside the loop, and (against a real server) writes
+ * deferred to the prepare phase, which must go out even when the callbacks
  * that queue them run in that phase. */
 #include "testutil.h"
 
 #include <string.h>
+#include <time.h>
+
+/* Blocks the thread, as a slow callback or work between two runs of the
+ * loop would. */
+static void block_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+}
+
+typedef struct tally {
+    int calls, ok, timedout, other;
+} tally;
+
+static void tally_cb(vl_future *f, void *ud)
+{
+    tally *t = ud;
+    int st = vl_future_status(f);
+
+    t->calls++;
+    if (st == VL_OK)
+        t->ok++;
+    else if (st == VL_ETIMEDOUT)
+        t->timedout++;
+    else
+        t->other++;
+}
+
+/* A sleep and its deadline expire in the same loop iteration: whichever runs
+ * first frees the other's timer while libev still holds it as pending. The
+ * freed timer must never be called (it was a heap use-after-free), and every
+ * callback runs exactly once. */
+static void timers_expiring_together(void **state)
+{
+    enum { N = 200 };
+    vl_loop *loop = vl_loop_new();
+    tally t;
+    int i;
+
+    (void)state;
+    memset(&t, 0, sizeof(t));
+    for (i = 0; i < N; i++)
+        assert_int_equal(vl_future_then(vl_future_timeout(vl_loop_sleep(loop, 20), 20),
+                                        tally_cb, &t),
+                         VL_OK);
+    /* Past both deadlines before the loop looks: they expire together. */
+    block_ms(40);
+    assert_int_equal(vl_loop_run(loop), VL_OK);
+    assert_int_equal(t.calls, N);
+    assert_int_equal(t.ok + t.timedout, N);
+    assert_int_equal(t.other, 0);
+    tu_finish(loop);
+}
+
+typedef struct rearm {
+    vl_future *g;
+    uint64_t rearmed_at, done_at;
+} rearm;
+
+static void rearm_cb(vl_future *f, void *ud)
+{
+    rearm *r = ud;
+
+    (void)f;
+    r->rearmed_at = vl_loop_now_ms(vl_future_loop(r->g));
+    assert_ptr_equal(vl_future_timeout(r->g, 300), r->g);
+}
+
+/* A deadline that expired but has not run yet is moved by another callback
+ * of the same iteration: the stale expiry must not fire it early. */
+static void deadline_rearmed_while_pending(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_promise *p = vl_promise_new(loop);
+    rearm r;
+
+    (void)state;
+    memset(&r, 0, sizeof(r));
+    r.g = vl_future_timeout(vl_promise_future(p), 21);
+    assert_int_equal(vl_future_then(vl_loop_sleep(loop, 20), rearm_cb, &r), VL_OK);
+    block_ms(40); /* both expire in the first iteration; the sleep runs first */
+    assert_int_equal(vl_loop_run_until(loop, r.g), VL_ETIMEDOUT);
+    r.done_at = vl_loop_now_ms(loop);
+    assert_true(r.rearmed_at != 0);
+    if (r.done_at < r.rearmed_at + 300)
+        fail_msg("the moved deadline fired %llu ms after it was set to 300 ms",
+                 (unsigned long long)(r.done_at - r.rearmed_at));
+    vl_future_free(r.g);
+    vl_promise_free(p);
+    tu_finish(loop);
+}
+
+/* Time spent outside the loop (here 250 ms between two runs) must not be
+ * taken off a deadline armed afterwards: libev's cached time is stale. */
+static void deadline_after_time_outside_loop(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_promise *p = vl_promise_new(loop);
+    vl_future *f;
+    uint64_t t0, t1;
+
+    (void)state;
+    tu_sleep_ms(loop, 5); /* the loop has run and cached its time */
+    block_ms(250);
+    t0 = vl_loop_now_ms(loop);
+    f = vl_future_timeout(vl_promise_future(p), 300);
+    assert_int_equal(vl_loop_run_until(loop, f), VL_ETIMEDOUT);
+    t1 = vl_loop_now_ms(loop);
+    if (t1 < t0 + 300)
+        fail_msg("a 300 ms deadline fired after %llu ms", (unsigned long long)(t1 - t0));
+    vl_future_free(f);
+    vl_promise_free(p);
+    tu_finish(loop);
+}
+
+typedef struct slow {
+    uint64_t armed_at, done_at;
+    int calls;
+} slow;
+
+static void slept(vl_future *f, void *ud)
+{
+    slow *s = ud;
+
+    assert_int_equal(vl_future_status(f), VL_OK);
+    s->calls++;
+    s->done_at = vl_loop_now_ms(vl_future_loop(f));
+}
+
+static void slow_cb(vl_future *f, void *ud)
+{
+    slow *s = ud;
+    vl_loop *loop = vl_future_loop(f);
+
+    block_ms(250); /* a long callback */
+    s->armed_at = vl_loop_now_ms(loop);
+    assert_int_equal(vl_future_then(vl_loop_sleep(loop, 20), slept, s), VL_OK);
+}
+
+/* The same inside a long callback: a 20 ms sleep armed after it lasts 20 ms,
+ * as vl_loop_now_ms measures it. */
+static void sleep_after_long_callback(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    slow s;
+
+    (void)state;
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(vl_future_then(vl_loop_sleep(loop, 1), slow_cb, &s), VL_OK);
+    assert_int_equal(vl_loop_run(loop), VL_OK);
+    assert_int_equal(s.calls, 1);
+    if (s.done_at < s.armed_at + 20)
+        fail_msg("a 20 ms sleep ended after %llu ms", (unsigned long long)(s.done_at - s.armed_at));
+    tu_finish(loop);
+}
 
 typedef struct chain {
     vl_redis *a, *b;
@@ -80,9 +238,72 @@ static void deferred_write_after_callback_chain(void **state)
     }
 }
 
+typedef struct pair {
+    vl_redis *c[2];
+    int calls, ok, canceled, other;
+} pair;
+
+/* The first reply's callback frees the other connection, whose socket may
+ * be readable in the same iteration: its watcher is pending when it goes. */
+static void free_other(vl_future *f, void *ud)
+{
+    pair *p = ud;
+    int st = vl_future_status(f), i;
+
+    p->calls++;
+    if (st == VL_OK)
+        p->ok++;
+    else if (st == VL_ECANCELED)
+        p->canceled++;
+    else
+        p->other++;
+    for (i = 0; i < 2; i++) {
+        if (p->c[i] != NULL) {
+            vl_redis_free(p->c[i]);
+            p->c[i] = NULL;
+            break;
+        }
+    }
+}
+
+/* io watchers: a connection freed while its socket's event is pending is
+ * never called again, and each command completes exactly once. */
+static void connection_freed_while_readable(void **state)
+{
+    int round;
+
+    (void)state;
+    for (round = 0; round < 100; round++) {
+        vl_loop *loop = vl_loop_new();
+        pair p;
+        int i;
+
+        memset(&p, 0, sizeof(p));
+        for (i = 0; i < 2; i++) {
+            p.c[i] = vl_redis_new(loop, tu_redis_url(i), NULL);
+            vl_future_free(tu_run_cmd(loop, vl_redis_command(p.c[i], "PING"), VL_OK));
+        }
+        for (i = 0; i < 2; i++)
+            assert_int_equal(vl_future_then(vl_redis_command(p.c[i], "PING"), free_other, &p),
+                             VL_OK);
+        assert_int_equal(vl_loop_run(loop), VL_OK);
+        assert_int_equal(p.calls, 2);
+        assert_int_equal(p.other, 0);
+        assert_int_equal(p.ok + p.canceled, 2);
+        assert_null(p.c[0]);
+        assert_null(p.c[1]);
+        tu_finish(loop);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(timers_expiring_together, tu_setup),
+        cmocka_unit_test_setup(deadline_rearmed_while_pending, tu_setup),
+        cmocka_unit_test_setup(deadline_after_time_outside_loop, tu_setup),
+        cmocka_unit_test_setup(sleep_after_long_callback, tu_setup),
+        cmocka_unit_test_setup(connection_freed_while_readable, tu_setup),
         cmocka_unit_test_setup(deferred_write_after_callback_chain, tu_setup),
     };
 
