@@ -296,6 +296,56 @@ static void connection_freed_while_readable(void **state)
     }
 }
 
+static void *work_answer(void *ud)
+{
+    (void)ud;
+    return NULL;
+}
+
+/* Allocation failure at every step of the loop's own operations: making the
+ * loop, a sleep, a deadline, a job on a worker thread, and the callbacks
+ * attached to them. Each call fails cleanly (NULL, or a future failed with
+ * VL_ENOMEM) and every callback that was attached runs exactly once. */
+static void loop_out_of_memory(void **state)
+{
+    long n;
+    int complete = 0;
+
+    (void)state;
+    for (n = 1; n < 400 && !complete; n++) {
+        vl_loop *loop;
+        vl_future *fs[3];
+        tally t;
+        int i, attached = 0;
+
+        memset(&t, 0, sizeof(t));
+        tu_alloc_fail_at(n);
+        loop = vl_loop_new();
+        if (loop == NULL) {
+            assert_int_equal(tu_alloc_live(), 0);
+            continue;
+        }
+        fs[0] = vl_loop_sleep(loop, 2);
+        fs[1] = vl_future_timeout(vl_loop_sleep(loop, 500), 5);
+        fs[2] = vl_future_timeout(vl_loop_run_in_thread(loop, work_answer, NULL, NULL), 2000);
+        for (i = 0; i < 3; i++) {
+            if (fs[i] == NULL)
+                continue;
+            if (vl_future_then(fs[i], tally_cb, &t) == VL_OK)
+                attached++;
+            else
+                vl_future_free(fs[i]);
+        }
+        assert_int_equal(vl_loop_run(loop), VL_OK);
+        assert_int_equal(t.calls, attached);
+        assert_int_equal(t.other + t.ok + t.timedout, attached);
+        complete = attached == 3 && t.ok == 2 && t.timedout == 1;
+        tu_alloc_fail_at(0);
+        tu_loop_finish(loop);
+    }
+    assert_true(complete);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -303,6 +353,7 @@ int main(void)
         cmocka_unit_test_setup(deadline_rearmed_while_pending, tu_setup),
         cmocka_unit_test_setup(deadline_after_time_outside_loop, tu_setup),
         cmocka_unit_test_setup(sleep_after_long_callback, tu_setup),
+        cmocka_unit_test_setup(loop_out_of_memory, tu_setup),
         cmocka_unit_test_setup(connection_freed_while_readable, tu_setup),
         cmocka_unit_test_setup(deferred_write_after_callback_chain, tu_setup),
     };
