@@ -1,12 +1,20 @@
 /* tests/common/testutil.c - see testutil.h. */
 #include "testutil.h"
 
+#include <errno.h>
+#include <fnmatch.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <signal.h>
 #include <string.h>
 #include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 
 static long live;
 static long count;
@@ -236,11 +244,292 @@ void tu_kill_server(const char *name)
     fail_msg("%s did not die", name);
 }
 
+/* The per-test runner (libuv's test/runner.c is the model). Each test runs
+ * in a child process of its own, so that a failed assertion, a crash or a
+ * hang stays in that test: the allocation counter, the loop and everything
+ * else start fresh for the next one. The parent owns the TAP stream on
+ * stdout: one plan for the selected tests, then one result line per test,
+ * with the child's own output passed through as "# " diagnostics. */
+
+/* Seconds a test may run before its process group is killed. */
+#define TU_CASE_TIMEOUT_S 120
+
+/* The running child's process group, for the parent's signal handler. */
+static volatile sig_atomic_t tu_child_pgid;
+
+/* The parent passes an interruption on to the running test's process group
+ * (which is not in the terminal's foreground group), then dies of the same
+ * signal. Only async-signal-safe calls. */
+static void tu_on_signal(int sig)
+{
+    pid_t pg = (pid_t)tu_child_pgid;
+
+    if (pg > 0)
+        kill(-pg, SIGKILL);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static uint64_t tu_mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* What the child reported on its result line. */
+enum tu_verdict { TU_NONE, TU_PASS, TU_FAIL, TU_SKIP };
+
+/* Reassembles the child's stdout into lines. */
+typedef struct tu_lines {
+    char buf[4096];
+    size_t len;
+    int plan_seen;
+    const char *name; /* the test's, to recognise cmocka's result line */
+    enum tu_verdict verdict;
+} tu_lines;
+
+/* Whether `line` is `prefix` followed by exactly `name`. */
+static int tu_is(const char *line, const char *prefix, const char *name)
+{
+    size_t n = strlen(prefix);
+
+    return strncmp(line, prefix, n) == 0 && strcmp(line + n, name) == 0;
+}
+
+/* One line of the child's cmocka TAP: its result line is kept for the
+ * parent's own, its plan (the first line) and group summary are dropped, and
+ * everything else is printed as a diagnostic, so nothing a test prints can
+ * be counted. */
+static void tu_line(tu_lines *l, const char *line)
+{
+    int first = !l->plan_seen;
+
+    l->plan_seen = 1;
+    if (first && strcmp(line, "1..1") == 0) {
+        return;
+    } else if (l->verdict == TU_NONE && tu_is(line, "ok 1 - ", l->name)) {
+        l->verdict = TU_PASS;
+    } else if (l->verdict == TU_NONE && tu_is(line, "not ok 1 - ", l->name)) {
+        l->verdict = TU_FAIL;
+    } else if (l->verdict == TU_NONE && tu_is(line, "not ok 1 # SKIP ", l->name)) {
+        l->verdict = TU_SKIP;
+    } else if (l->verdict != TU_NONE && (strncmp(line, "# ok - ", 7) == 0 ||
+                                         strncmp(line, "# not ok - ", 11) == 0)) {
+        return;
+    } else {
+        printf("%s%s\n", line[0] == '#' ? "" : "# ", line);
+        fflush(stdout);
+    }
+}
+
+static void tu_feed(tu_lines *l, const char *data, size_t n)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        if (data[i] == '\n' || l->len == sizeof(l->buf) - 1) {
+            l->buf[l->len] = '\0';
+            tu_line(l, l->buf);
+            l->len = 0;
+            if (data[i] == '\n')
+                continue;
+        }
+        l->buf[l->len++] = data[i];
+    }
+}
+
+/* Reads what the child wrote; returns 0 at end of file. */
+static int tu_drain(int fd, tu_lines *l)
+{
+    char chunk[4096];
+    ssize_t n = read(fd, chunk, sizeof(chunk));
+
+    if (n < 0)
+        return errno == EINTR || errno == EAGAIN ? 1 : 0;
+    if (n > 0)
+        tu_feed(l, chunk, (size_t)n);
+    return n > 0;
+}
+
+/* The child: its own process group (so a timeout can kill whatever it
+ * started), unbuffered stdout into the pipe (so a crash loses nothing that
+ * was printed), and cmocka running this one test. */
+static void tu_child(const char *name, const struct CMUnitTest *test, int fd, pid_t parent)
+{
+    int rc;
+
+    setpgid(0, 0);
+#ifdef __linux__
+    /* A parent killed outright must not leave a test running forever. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent)
+        _exit(1);
+#else
+    (void)parent;
+#endif
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGHUP, SIG_DFL);
+    if (dup2(fd, STDOUT_FILENO) < 0)
+        _exit(1);
+    close(fd);
+    setvbuf(stdout, NULL, _IONBF, 0);
+    cmocka_set_message_output(CM_OUTPUT_TAP);
+    rc = _cmocka_run_group_tests(name, test, 1, NULL, NULL);
+    /* exit, not _exit: LeakSanitizer and valgrind report at exit, and their
+     * exit status then fails the test. */
+    exit(rc == 0 ? 0 : 1);
+}
+
+/* Describes why a test failed although (or before) it reported a result. */
+static void tu_reason(char *out, size_t cap, int timed_out, unsigned timeout_s, int status)
+{
+    if (timed_out)
+        snprintf(out, cap, "timed out after %u s (VL_TEST_CASE_TIMEOUT); its process group "
+                 "was killed", timeout_s);
+    else if (WIFSIGNALED(status))
+        snprintf(out, cap, "killed by SIG%s (%s)", sigabbrev_np(WTERMSIG(status)) != NULL
+                 ? sigabbrev_np(WTERMSIG(status)) : "?", strsignal(WTERMSIG(status)));
+    else if (WIFEXITED(status))
+        snprintf(out, cap, "exit status %d", WEXITSTATUS(status));
+    else
+        snprintf(out, cap, "wait status 0x%x", (unsigned)status);
+}
+
+/* Runs tests[i] in a child and prints its TAP line number `num`; returns 1
+ * when it failed. */
+static int tu_run_one(const char *name, const struct CMUnitTest *test, size_t num,
+                      unsigned timeout_s)
+{
+    tu_lines lines;
+    char why[160];
+    uint64_t deadline;
+    int fds[2], status = 0, timed_out = 0, open_fd = 1, failed;
+    pid_t pid, parent = getpid();
+
+    memset(&lines, 0, sizeof(lines));
+    lines.name = test->name;
+    if (pipe(fds) != 0) {
+        printf("not ok %zu - %s\n# pipe: %s\n", num, test->name, strerror(errno));
+        return 1;
+    }
+    fflush(stdout);
+    fflush(stderr);
+    pid = fork();
+    if (pid < 0) {
+        printf("not ok %zu - %s\n# fork: %s\n", num, test->name, strerror(errno));
+        close(fds[0]);
+        close(fds[1]);
+        return 1;
+    }
+    if (pid == 0) {
+        close(fds[0]);
+        tu_child(name, test, fds[1], parent);
+    }
+    /* Both sides set the group, so that it exists before either relies on
+     * it; the parent's call fails harmlessly once the child has done it. */
+    setpgid(pid, pid);
+    tu_child_pgid = pid;
+    close(fds[1]);
+    deadline = tu_mono_ms() + (uint64_t)timeout_s * 1000;
+    for (;;) {
+        siginfo_t si;
+        uint64_t now = tu_mono_ms();
+
+        if (open_fd) {
+            struct pollfd p = {fds[0], POLLIN, 0};
+            if (poll(&p, 1, 50) > 0)
+                open_fd = tu_drain(fds[0], &lines);
+        } else {
+            usleep(10000);
+        }
+        /* WNOWAIT leaves the child a zombie, so its pid (our process group
+         * id) cannot be reused before the group is killed below. */
+        memset(&si, 0, sizeof(si));
+        if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == pid)
+            break;
+        if (now >= deadline) {
+            timed_out = 1;
+            kill(-pid, SIGKILL);
+            break;
+        }
+    }
+    /* Whatever the child wrote before it ended is still in the pipe; a
+     * process it left behind may hold the pipe open, so read only what is
+     * there, then kill the rest of its group. */
+    while (open_fd) {
+        struct pollfd p = {fds[0], POLLIN, 0};
+        if (poll(&p, 1, 0) <= 0)
+            break;
+        open_fd = tu_drain(fds[0], &lines);
+    }
+    if (lines.len > 0)
+        tu_feed(&lines, "\n", 1);
+    kill(-pid, SIGKILL);
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    tu_child_pgid = 0;
+    close(fds[0]);
+
+    /* A test passes only if it said so and its process then exited cleanly:
+     * a sanitizer's or valgrind's report at exit fails it too. */
+    failed = timed_out || !WIFEXITED(status) || WEXITSTATUS(status) != 0 ||
+             lines.verdict == TU_FAIL || lines.verdict == TU_NONE;
+    if (!failed && lines.verdict == TU_SKIP) {
+        printf("ok %zu - %s # SKIP\n", num, test->name);
+    } else if (!failed) {
+        printf("ok %zu - %s\n", num, test->name);
+    } else {
+        printf("not ok %zu - %s\n", num, test->name);
+        /* cmocka explains its own failures, which exit with status 1. */
+        if (lines.verdict != TU_FAIL || timed_out || !WIFEXITED(status) ||
+            WEXITSTATUS(status) != 1) {
+            tu_reason(why, sizeof(why), timed_out, timeout_s, status);
+            printf("# %s%s\n", why,
+                   lines.verdict == TU_PASS   ? ", after the test itself had passed"
+                   : lines.verdict == TU_NONE ? ", before the test reported a result"
+                                              : "");
+        }
+    }
+    fflush(stdout);
+    return failed;
+}
+
 int tu_run(const char *name, const struct CMUnitTest *tests, size_t n)
 {
     const char *filter = getenv("VL_TEST_FILTER");
+    const char *tmo = getenv("VL_TEST_CASE_TIMEOUT");
+    unsigned timeout_s = TU_CASE_TIMEOUT_S;
+    size_t i, selected = 0, num = 0;
+    int failed = 0;
 
-    if (filter != NULL && filter[0] != '\0')
-        cmocka_set_test_filter(filter);
-    return _cmocka_run_group_tests(name, tests, n, NULL, NULL);
+    if (filter != NULL && filter[0] == '\0')
+        filter = NULL;
+    if (tmo != NULL && tmo[0] != '\0') {
+        char *end;
+        unsigned long v = strtoul(tmo, &end, 10);
+        if (*end != '\0' || v == 0 || v > 86400) {
+            fprintf(stderr, "VL_TEST_CASE_TIMEOUT=%s is not a number of seconds\n", tmo);
+            return 1;
+        }
+        timeout_s = (unsigned)v;
+    }
+    signal(SIGINT, tu_on_signal);
+    signal(SIGTERM, tu_on_signal);
+    signal(SIGHUP, tu_on_signal);
+    /* cmocka's filter syntax: shell wildcards on the test's name. */
+    for (i = 0; i < n; i++)
+        selected += filter == NULL || fnmatch(filter, tests[i].name, 0) == 0;
+    printf("1..%zu\n", selected);
+    for (i = 0; i < n; i++) {
+        if (filter != NULL && fnmatch(filter, tests[i].name, 0) != 0)
+            continue;
+        failed += tu_run_one(name, &tests[i], ++num, timeout_s);
+    }
+    printf("# %s - %s: %zu test(s), %d failed\n", failed ? "not ok" : "ok", name, selected,
+           failed);
+    fflush(stdout);
+    return failed;
 }

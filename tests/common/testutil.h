@@ -65,7 +65,19 @@ long tu_server_pid(const char *name);
 /* kill -9 that server and wait until it is really gone (or a zombie). */
 void tu_kill_server(const char *name);
 
-/* Runs cmocka with the name of the suite and an optional VL_TEST_FILTER. */
+/* Runs the suite `name`, each test in a child process of its own (libuv's
+ * runner is the model), so that nothing one test does (a failed assertion
+ * that skipped its cleanup, a leak, a crash, a hang) reaches the next: every
+ * test starts with the allocation counter at zero and a fresh process.
+ * Prints TAP on stdout: one plan, one result per test, and the child's own
+ * output as "# " diagnostics (its stdout is unbuffered, so a crash loses
+ * nothing it printed). A test fails when cmocka fails it, when its process
+ * dies of a signal or exits non-zero (so a sanitizer's or valgrind's report
+ * at exit fails it too), or when it runs longer than VL_TEST_CASE_TIMEOUT
+ * seconds (default 120); its process group is then killed, and the result
+ * line is followed by the reason. VL_TEST_FILTER selects tests by name with
+ * shell wildcards, as cmocka_set_test_filter does. Returns the number of
+ * failed tests. */
 int tu_run(const char *name, const struct CMUnitTest *tests, size_t n);
 
 #endif
