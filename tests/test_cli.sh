@@ -26,10 +26,11 @@ run() { "$VOLLEY" "$@" >"$T/out" 2>"$T/err"; rc=$?; }
 has() { grep -qF -- "$1" "$2"; }
 lines() { wc -l <"$1" | tr -d ' '; }
 
-echo "1..37"
+PLAN=39
+echo "1..$PLAN"
 if [ -z "${VL_TEST_REDIS_PORTS:-}" ] || [ ! -x "$VOLLEY" ]; then
     echo "# the harness env or $VOLLEY is missing"
-    for _ in $(seq 37); do not_ok "setup"; done
+    for _ in $(seq "$PLAN"); do not_ok "setup"; done
     exit 1
 fi
 IFS=, read -r P1 P2 P3 _ <<<"$VL_TEST_REDIS_PORTS"
@@ -145,5 +146,17 @@ REDISCLI_AUTH=$PW "$VOLLEY" -H 127.0.0.1:$PA PING >"$T/out" 2>"$T/err"
 check "REDISCLI_AUTH supplies the password" has "127.0.0.1:$PA: PONG" "$T/out"
 run --version
 check "--version prints the version" grep -q '^volley [0-9]' "$T/out"
+
+# --- host lists compress the same as ever (the summary and -g use it) ---
+U="unix://$T"
+run -t 2000 -H "$U/r[1-3].sock,127.0.0.1:$CLOSED,$U/r07.sock,127.0.0.1:$CLOSED,$U/rx.sock,$U/r5.sock" \
+    -H "$U/r[9-10].sock,127.0.0.2:$CLOSED,$U/s2.sock,$U/r4.sock,$U/r2.sock" PING
+check "the summary compresses ranges, duplicates, padding and order as before" \
+    has "14 hosts: 0 ok, 14 connect ($U/r[1-5,9-10].sock,127.0.0.1:[$CLOSED-$CLOSED],$U/r07.sock,$U/rx.sock,127.0.0.2:$CLOSED,$U/s2.sock)" "$T/err"
+run -g -t 2000 -H "127.0.0.1:$CLOSED,$U/r1.sock,127.0.0.1:$CLOSED" PING
+check "-g folds two identical hosts into one range with a count of 2" \
+    bash -c "[ \$(grep -c '^----------------\$' '$T/out') -eq 4 ] && sed -n 2p '$T/out' | grep -qxF '127.0.0.1:[$CLOSED-$CLOSED] (2)' && sed -n 6p '$T/out' | grep -qxF '$U/r1.sock (1)'"
+
+[ "$fails" -eq 0 ]
 
 [ "$fails" -eq 0 ]

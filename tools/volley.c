@@ -255,40 +255,70 @@ static void on_host(const vl_fanout_result *r, size_t i, void *ud)
     }
 }
 
+/* One host's rendered output, sorted to find the hosts that print the same. */
+typedef struct cli_text {
+    char *text;
+    size_t idx;
+} cli_text;
+
+static int cmp_text(const void *a, const void *b)
+{
+    const cli_text *x = a, *y = b;
+    int c = strcmp(x->text, y->text);
+
+    return c != 0 ? c : x->idx < y->idx ? -1 : x->idx > y->idx;
+}
+
+/* Prints each distinct output once, under the hosts that gave it, in the
+ * order of each output's first host. Sorting makes this O(n log n): with
+ * 65,000 hosts that all fail differently, comparing every pair is slow. */
 static void print_groups(cli *c, const vl_fanout_result *r)
 {
-    size_t n = vl_fanout_count(r), i, j;
-    char **texts = calloc(n ? n : 1, sizeof(char *));
-    char *done = calloc(n ? n : 1, 1);
+    size_t n = vl_fanout_count(r), i, j, k = 0, m;
+    cli_text *t = calloc(n ? n : 1, sizeof(*t));
+    size_t *first = calloc(n ? n : 1, sizeof(*first)); /* host -> its group in t[], or n */
+    size_t *size = calloc(n ? n : 1, sizeof(*size));
     const char **members = calloc(n ? n : 1, sizeof(char *));
 
-    if (texts == NULL || done == NULL || members == NULL)
+    if (t == NULL || first == NULL || size == NULL || members == NULL)
         goto out;
-    for (i = 0; i < n; i++)
-        texts[i] = cli_render_text(r, i);
     for (i = 0; i < n; i++) {
-        size_t k = 0;
-        char *list;
-        if (done[i] || texts[i] == NULL)
-            continue;
-        for (j = i; j < n; j++) {
-            if (!done[j] && texts[j] != NULL && strcmp(texts[i], texts[j]) == 0) {
-                done[j] = 1;
-                members[k++] = shown(c, r, j);
-            }
+        char *text = cli_render_text(r, i);
+        first[i] = n;
+        if (text != NULL) {
+            t[k].text = text;
+            t[k].idx = i;
+            k++;
         }
-        list = cli_hosts_compress(members, k);
-        printf("----------------\n%s (%zu)\n----------------\n%s", list ? list : "?", k, texts[i]);
-        if (texts[i][0] == '\0' || texts[i][strlen(texts[i]) - 1] != '\n')
+    }
+    qsort(t, k, sizeof(*t), cmp_text);
+    for (i = 0; i < k; i = j) {
+        for (j = i + 1; j < k && strcmp(t[i].text, t[j].text) == 0; j++)
+            ;
+        first[t[i].idx] = i;
+        size[t[i].idx] = j - i;
+    }
+    for (i = 0; i < n; i++) {
+        const char *text;
+        char *list;
+        if (first[i] == n)
+            continue;
+        text = t[first[i]].text;
+        for (m = 0; m < size[i]; m++)
+            members[m] = shown(c, r, t[first[i] + m].idx);
+        list = cli_hosts_compress(members, size[i]);
+        printf("----------------\n%s (%zu)\n----------------\n%s", list ? list : "?", size[i], text);
+        if (text[0] == '\0' || text[strlen(text) - 1] != '\n')
             printf("\n");
         free(list);
     }
 out:
-    if (texts != NULL)
-        for (i = 0; i < n; i++)
-            free(texts[i]);
-    free(texts);
-    free(done);
+    if (t != NULL)
+        for (i = 0; i < k; i++)
+            free(t[i].text);
+    free(t);
+    free(first);
+    free(size);
     free(members);
 }
 
