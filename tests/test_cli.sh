@@ -26,7 +26,7 @@ run() { "$VOLLEY" "$@" >"$T/out" 2>"$T/err"; rc=$?; }
 has() { grep -qF -- "$1" "$2"; }
 lines() { wc -l <"$1" | tr -d ' '; }
 
-PLAN=39
+PLAN=47
 echo "1..$PLAN"
 if [ -z "${VL_TEST_REDIS_PORTS:-}" ] || [ ! -x "$VOLLEY" ]; then
     echo "# the harness env or $VOLLEY is missing"
@@ -151,6 +151,57 @@ check "REDISCLI_AUTH supplies the password" has "127.0.0.1:$PA: PONG" "$T/out"
 run --version
 check "--version prints the version" grep -q '^volley [0-9]' "$T/out"
 
+# --- '[' in a password: never printed, never a range ---
+run -t 2000 -H "redis://:Wr0ng[P@ss@127.0.0.1:$PA" PING
+check "a wrong password with '[' is one host's connect error, not a usage error" \
+    bash -c "[ $rc -eq 2 ] && grep -q '^1 host: 0 ok, 1 connect' '$T/err'"
+check "a password with '[' is never printed" bash -c "! grep -qF 'Wr0ng' '$T/out' '$T/err'"
+run -H "redis://:Wr0ng[P@ss@127.0.0.1:[7000-" PING
+check "a bad range after a password with '[' is a usage error without the password" \
+    bash -c "[ $rc -eq 64 ] && grep -qF \"unclosed '[' in host 'redis://127.0.0.1:[7000-'\" '$T/err' && ! grep -qF 'Wr0ng' '$T/err'"
+run -H "unix:///tmp/r[1-.sock?password=Qu3ry[PW&x=a@b" PING
+check "a bad range before a password in the query is a usage error without it" \
+    bash -c "[ $rc -eq 64 ] && ! grep -qF 'Qu3ry' '$T/err'"
+ACLUSER=volley-cli-range
+redis-cli -p "$PA" -a "$PW" --no-auth-warning ACL SETUSER "$ACLUSER" on '>Rng[1-2]@pw' '+ping' >/dev/null
+run -H "redis://$ACLUSER:Rng[1-2]@pw@127.0.0.1:[$PA]" PING
+redis-cli -p "$PA" -a "$PW" --no-auth-warning ACL DELUSER "$ACLUSER" >/dev/null
+check "'[1-2]' in a password is sent as typed, not expanded into two hosts" \
+    bash -c "[ $rc -eq 0 ] && grep -q '^1 host: 1 ok' '$T/err' && [ \"\$(cat '$T/out')\" = 'redis://127.0.0.1:$PA: PONG' ]"
+check "that password is never printed" bash -c "! grep -qF 'Rng[' '$T/out' '$T/err'"
+
+# --- passwords leave argv (ps, /proc/PID/cmdline) at start-up ---
+STOPPED_PID=$(cat "$VL_TEST_DIR/redis-3.pid")
+kill -STOP "$STOPPED_PID"
+"$VOLLEY" -t 3000 -H "redis://:Cmdl1nePW@127.0.0.1:$P3" \
+    --hosts="unix:///nonexistent/r.sock?db=0&password=Qu3ryPW,default:N0Sch3me@127.0.0.1:$P3" \
+    PING >"$T/out" 2>"$T/err" &
+VPID=$!
+seen=""
+for _ in $(seq 50); do
+    cmdline=$( (tr '\0' ' ' <"/proc/$VPID/cmdline") 2>/dev/null)
+    # Until exec, the child is still this shell: wait for volley's own argv.
+    case $cmdline in
+    *"127.0.0.1:$P3"*PING*) seen=$cmdline; break;;
+    esac
+    sleep 0.1
+done
+sleep 0.2
+cmdline=$( (tr '\0' ' ' <"/proc/$VPID/cmdline") 2>/dev/null)
+alive=0; kill -0 "$VPID" 2>/dev/null && alive=1
+wait "$VPID"; vrc=$?
+kill -CONT "$STOPPED_PID"; STOPPED_PID=""
+echo "# cmdline of the running volley: $cmdline"
+clean=0
+case $cmdline in
+*"127.0.0.1:$P3"*PING*)
+    printf '%s' "$cmdline" | grep -qE 'Cmdl1nePW|Qu3ryPW|N0Sch3me' || clean=1;;
+esac
+[ -n "$seen" ] || clean=0
+check "/proc/PID/cmdline of a running volley holds no password" [ "$alive$clean" = 11 ]
+check "the scrubbed run still used the passwords (a timeout, not a usage error)" \
+    bash -c "[ $vrc -eq 2 ] && grep -q '^3 hosts: 0 ok, 2 timeout' '$T/err'"
+
 # --- host lists compress the same as ever (the summary and -g use it) ---
 U="unix://$T"
 run -t 2000 -H "$U/r[1-3].sock,127.0.0.1:$CLOSED,$U/r07.sock,127.0.0.1:$CLOSED,$U/rx.sock,$U/r5.sock" \
@@ -160,7 +211,5 @@ check "the summary compresses ranges, duplicates, padding and order as before" \
 run -g -t 2000 -H "127.0.0.1:$CLOSED,$U/r1.sock,127.0.0.1:$CLOSED" PING
 check "-g folds two identical hosts into one range with a count of 2" \
     bash -c "[ \$(grep -c '^----------------\$' '$T/out') -eq 4 ] && sed -n 2p '$T/out' | grep -qxF '127.0.0.1:[$CLOSED-$CLOSED] (2)' && sed -n 6p '$T/out' | grep -qxF '$U/r1.sock (1)'"
-
-[ "$fails" -eq 0 ]
 
 [ "$fails" -eq 0 ]

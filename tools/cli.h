@@ -16,8 +16,15 @@ typedef struct cli_hosts {
     size_t n, cap;
 } cli_hosts;
 
-/* Adds a comma-separated list; expands numeric ranges "h:[7000-7005]". */
+/* Adds a comma-separated list; expands numeric ranges "h:[7000-7005]" in
+ * the host, port and path, never in a URL's userinfo or query, which may
+ * hold a password. Returns 0, or -1 with a message in err that never quotes
+ * the userinfo or the query. */
 int cli_hosts_add_list(cli_hosts *h, const char *list, char *err, size_t errlen);
+/* Overwrites, in place, the passwords in a host list as cli_hosts_add_list
+ * reads it ("redis://:pw@h", "user:pw@h", "unix:///s?password=pw"), with
+ * 'x', so that a list given in argv no longer shows them in ps. */
+void cli_hosts_scrub(char *list);
 /* Adds one host list per line; '#' starts a comment; "-" is stdin. */
 int cli_hosts_add_file(cli_hosts *h, const char *path, char *err, size_t errlen);
 void cli_hosts_free(cli_hosts *h);

@@ -63,15 +63,62 @@ static int is_range(const char *s, size_t n)
 #define CLI_MAX_HOSTS 100000
 #define CLI_MAX_RANGE_VALUE 999999999ul
 
-/* Expands the first range in `s` (recursively for the rest). */
-static int expand(cli_hosts *h, const char *s, char *err, size_t errlen)
+/* Where the secret-free part of host item s[0, n) lies. The userinfo ends
+ * at the last '@' before the query, as in the library's URL parser, and the
+ * query may hold "password=": ranges expand only in between (host, port,
+ * path), and messages quote only that. `*head` is where the part starts
+ * (after "scheme://" and "user:password@"), `*scheme` the length of
+ * "scheme://" (0 without one), `*tail` the length of "?query". */
+static void host_part(const char *s, size_t n, size_t *scheme, size_t *head, size_t *tail)
 {
-    const char *lb = s, *rb;
+    const char *end = s + n, *sep = NULL, *auth = s, *q, *at = NULL, *p;
 
-    while ((lb = strchr(lb, '[')) != NULL) {
-        rb = strchr(lb, ']');
+    for (p = s; p + 3 <= end; p++)
+        if (memcmp(p, "://", 3) == 0) {
+            sep = p;
+            break;
+        }
+    if (sep != NULL)
+        auth = sep + 3;
+    q = memchr(auth, '?', (size_t)(end - auth));
+    if (q == NULL)
+        q = end;
+    if (auth < q && *auth != '/')
+        for (p = auth; p < q; p++)
+            if (*p == '@')
+                at = p;
+    *scheme = (size_t)(auth - s);
+    *head = at != NULL ? (size_t)(at + 1 - s) : *scheme;
+    *tail = (size_t)(end - q);
+}
+
+/* "<what> in host 'redis://h:[1-'": the scheme and the host part only,
+ * never the userinfo or the query. A '@' in the query means the userinfo
+ * may have been cut short at a raw '?', so nothing is quoted then. */
+static void host_error(char *err, size_t errlen, const char *what, const char *s)
+{
+    size_t n = strlen(s), scheme, head, tail;
+
+    host_part(s, n, &scheme, &head, &tail);
+    if (memchr(s + n - tail, '@', tail) != NULL)
+        snprintf(err, errlen, "%s in a host (not shown: it may hold a password)", what);
+    else
+        snprintf(err, errlen, "%s in host '%.*s%.*s'", what, (int)scheme, s,
+                 (int)(n - tail - head), s + head);
+}
+
+/* Expands the first range in the host part of `s`, s[head, strlen(s) -
+ * tail), and recursively the rest; the userinfo and query are never
+ * expanded, so "[1-2]" in a password stays as typed. */
+static int expand(cli_hosts *h, const char *s, size_t head, size_t tail, char *err,
+                  size_t errlen)
+{
+    const char *lb = s + head, *rb = NULL, *end = s + strlen(s) - tail;
+
+    while ((lb = memchr(lb, '[', (size_t)(end - lb))) != NULL) {
+        rb = memchr(lb, ']', (size_t)(end - lb));
         if (rb == NULL) {
-            snprintf(err, errlen, "unclosed '[' in host '%s'", s);
+            host_error(err, errlen, "unclosed '['", s);
             return -1;
         }
         if (is_range(lb + 1, (size_t)(rb - lb - 1)))
@@ -84,7 +131,7 @@ static int expand(cli_hosts *h, const char *s, char *err, size_t errlen)
         const char *p = lb + 1;
         size_t pre = (size_t)(lb - s);
         while (p < rb) {
-            char *end;
+            char *endp;
             unsigned long a, b, v;
             int width = 0;
             const char *q = p;
@@ -94,26 +141,26 @@ static int expand(cli_hosts *h, const char *s, char *err, size_t errlen)
             }
             /* strtoul would take "-1" and wrap: only digits are allowed. */
             errno = 0;
-            a = isdigit((unsigned char)*p) ? strtoul(p, &end, 10) : (end = (char *)p, 0);
-            if (end == p || errno != 0 || a > CLI_MAX_RANGE_VALUE) {
-                snprintf(err, errlen, "bad range in host '%s'", s);
+            a = isdigit((unsigned char)*p) ? strtoul(p, &endp, 10) : (endp = (char *)p, 0);
+            if (endp == p || errno != 0 || a > CLI_MAX_RANGE_VALUE) {
+                host_error(err, errlen, "bad range", s);
                 return -1;
             }
             b = a;
-            if (*end == '-') {
-                const char *bs = end + 1;
-                b = isdigit((unsigned char)*bs) ? strtoul(bs, &end, 10) : (end = (char *)bs, 0);
-                if (end == bs || errno != 0 || b < a || b > CLI_MAX_RANGE_VALUE) {
-                    snprintf(err, errlen, "bad range in host '%s'", s);
+            if (*endp == '-') {
+                const char *bs = endp + 1;
+                b = isdigit((unsigned char)*bs) ? strtoul(bs, &endp, 10) : (endp = (char *)bs, 0);
+                if (endp == bs || errno != 0 || b < a || b > CLI_MAX_RANGE_VALUE) {
+                    host_error(err, errlen, "bad range", s);
                     return -1;
                 }
             }
-            if (end != rb && *end != ',') {
-                snprintf(err, errlen, "bad range in host '%s'", s);
+            if (endp != rb && *endp != ',') {
+                host_error(err, errlen, "bad range", s);
                 return -1;
             }
             if (b - a >= CLI_MAX_HOSTS || h->n + (b - a) >= CLI_MAX_HOSTS) {
-                snprintf(err, errlen, "range in host '%s' is too large", s);
+                host_error(err, errlen, "too large a range", s);
                 return -1;
             }
             for (v = a; v <= b; v++) {
@@ -125,38 +172,46 @@ static int expand(cli_hosts *h, const char *s, char *err, size_t errlen)
                     snprintf(err, errlen, "host too long");
                     return -1;
                 }
-                if (expand(h, buf, err, errlen) != 0)
+                if (expand(h, buf, head, tail, err, errlen) != 0)
                     return -1;
                 if (h->n > CLI_MAX_HOSTS) {
                     snprintf(err, errlen, "more than %d hosts", CLI_MAX_HOSTS);
                     return -1;
                 }
             }
-            p = *end == ',' ? end + 1 : end;
+            p = *endp == ',' ? endp + 1 : endp;
         }
     }
     return 0;
+}
+
+/* The end of the host item that starts at p: the next ',' that is not
+ * inside a range ("h:[1,3]"). A '[' that opens no range (IPv6, or one
+ * typed in a password) does not hide the commas after it. */
+static const char *item_end(const char *p)
+{
+    while (*p != '\0' && *p != ',') {
+        if (*p == '[') {
+            const char *rb = strchr(p, ']');
+            if (rb != NULL && is_range(p + 1, (size_t)(rb - p - 1))) {
+                p = rb + 1;
+                continue;
+            }
+        }
+        p++;
+    }
+    return p;
 }
 
 int cli_hosts_add_list(cli_hosts *h, const char *list, char *err, size_t errlen)
 {
     const char *p = list;
 
-    /* Commas split hosts, except inside brackets where they list numbers. */
     while (*p != '\0') {
-        const char *q = p;
-        int depth = 0;
+        const char *q = item_end(p);
         char item[4096];
-        size_t n;
+        size_t n = (size_t)(q - p);
 
-        while (*q != '\0' && (depth > 0 || *q != ',')) {
-            if (*q == '[')
-                depth++;
-            else if (*q == ']' && depth > 0)
-                depth--;
-            q++;
-        }
-        n = (size_t)(q - p);
         while (n > 0 && isspace((unsigned char)p[n - 1]))
             n--;
         while (n > 0 && isspace((unsigned char)*p)) {
@@ -168,14 +223,46 @@ int cli_hosts_add_list(cli_hosts *h, const char *list, char *err, size_t errlen)
             return -1;
         }
         if (n > 0) {
+            size_t scheme, head, tail;
             memcpy(item, p, n);
             item[n] = '\0';
-            if (expand(h, item, err, errlen) != 0)
+            host_part(item, n, &scheme, &head, &tail);
+            if (expand(h, item, head, tail, err, errlen) != 0)
                 return -1;
         }
         p = *q == ',' ? q + 1 : q;
     }
     return 0;
+}
+
+void cli_hosts_scrub(char *list)
+{
+    char *p = list;
+
+    while (*p != '\0') {
+        char *q = (char *)item_end(p);
+        size_t n = (size_t)(q - p), scheme, head, tail;
+
+        host_part(p, n, &scheme, &head, &tail);
+        if (head > scheme) {
+            /* "user:password@": the password runs from the first ':'. */
+            char *colon = memchr(p + scheme, ':', head - 1 - scheme);
+            if (colon != NULL)
+                memset(colon + 1, 'x', (size_t)(p + head - 1 - (colon + 1)));
+        }
+        if (tail > 0) {
+            /* "?k=v&password=secret&k2=v2" */
+            char *k = p + n - tail + 1, *end = p + n;
+            while (k < end) {
+                char *amp = memchr(k, '&', (size_t)(end - k));
+                char *kend = amp != NULL ? amp : end;
+                if ((size_t)(kend - k) > 9 && strncmp(k, "password=", 9) == 0)
+                    memset(k + 9, 'x', (size_t)(kend - k - 9));
+                k = kend + (amp != NULL);
+            }
+        }
+        p = *q == ',' ? q + 1 : q;
+    }
 }
 
 int cli_hosts_add_file(cli_hosts *h, const char *path, char *err, size_t errlen)

@@ -67,8 +67,11 @@ static void usage(FILE *out)
             "      --stream             print each host as soon as it finishes\n"
             "  -g, --group              merge identical outputs under one host list\n"
             "      --json               one JSON object per host per line\n"
-            "Passwords (never printed): in the URL, or REDISCLI_AUTH (Redis),\n"
-            "MYSQL_PWD (MySQL), or --askpass to be prompted without echo.\n"
+            "Passwords (never printed): in the URL (a ',' written as %%2C), or\n"
+            "REDISCLI_AUTH (Redis), MYSQL_PWD (MySQL), or --askpass to be prompted\n"
+            "without echo. Those last three are safer: a password on the command line\n"
+            "stays in the shell's history, and other users can read it with ps until\n"
+            "volley blots it out of its arguments at start-up.\n"
             "      --askpass            prompt for a password on the terminal\n"
             "  -V, --version            print the version and exit\n"
             "  -h, --help               print this help and exit\n"
@@ -418,7 +421,12 @@ int main(int argc, char **argv)
     while ((opt = getopt_long(argc, argv, "+H:f:e:u:D:c:t:gVh", longopts, NULL)) != -1) {
         switch (opt) {
         case 'H':
-            if (cli_hosts_add_list(&c.hosts, optarg, err, sizeof(err)) != 0) {
+            rc = cli_hosts_add_list(&c.hosts, optarg, err, sizeof(err));
+            /* The list is copied now: blot its passwords out of argv, where
+             * ps and /proc/PID/cmdline show them to every local user. The
+             * environment and --askpass never expose them like this. */
+            cli_hosts_scrub(optarg);
+            if (rc != 0) {
                 cli_free(&c);
                 return usage_error("%s", err);
             }
@@ -474,8 +482,9 @@ int main(int argc, char **argv)
             cli_free(&c);
             if (optopt != 0 && optopt < 1000)
                 snprintf(err, sizeof(err), "-%c", optopt);
-            else
-                snprintf(err, sizeof(err), "%s", argv[optind - 1]);
+            else /* "--name=value": the value could be a secret. */
+                snprintf(err, sizeof(err), "%.*s", (int)strcspn(argv[optind - 1], "="),
+                         argv[optind - 1]);
             return usage_error(opt == ':' || (optopt && strchr("HfeuDct", optopt))
                                    ? "option '%s' needs a value"
                                    : "unknown option '%s'",
