@@ -32,6 +32,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <mysql.h>
+#include <errmsg.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -838,7 +839,13 @@ static void start_connect(vl_mysql *c)
 {
     unsigned int secs;
     unsigned long flags = CLIENT_MULTI_RESULTS;
-    my_bool off = 0;
+    /* Each option reads its argument with its own type (Connector/C 3.3,
+     * mysql_optionsv): LOCAL_INFILE an unsigned int, RECONNECT a my_bool,
+     * CONNECT_TIMEOUT an unsigned int. A my_bool given for an unsigned int
+     * leaves three bytes of stack to decide whether the server may read the
+     * client's files. */
+    unsigned int no_local_infile = 0;
+    my_bool no_reconnect = 0;
     int st, bad = 0;
 
     c->state = ST_CONNECTING;
@@ -852,8 +859,8 @@ static void start_connect(vl_mysql *c)
      * without the init commands a pooled session could not be tracked. */
     bad |= mysql_options(c->my, MYSQL_OPT_NONBLOCK, 0);
     bad |= mysql_options(c->my, MYSQL_SET_CHARSET_NAME, c->charset);
-    bad |= mysql_options(c->my, MYSQL_OPT_LOCAL_INFILE, &off);
-    bad |= mysql_options(c->my, MYSQL_OPT_RECONNECT, &off);
+    bad |= mysql_options(c->my, MYSQL_OPT_LOCAL_INFILE, &no_local_infile);
+    bad |= mysql_options(c->my, MYSQL_OPT_RECONNECT, &no_reconnect);
     if (c->connect_timeout_ms != 0) {
         secs = (unsigned int)((c->connect_timeout_ms + 999) / 1000);
         bad |= mysql_options(c->my, MYSQL_OPT_CONNECT_TIMEOUT, &secs);
@@ -978,6 +985,24 @@ static void op_note(op *o, int err, const char *msg)
     o->discard = 1;
 }
 
+/* Connector/C errors that mean the server broke the protocol: garbage, a
+ * wrong version byte, a malformed or oversized packet, an unexpected reply
+ * (among them a LOAD DATA LOCAL INFILE request, which is always refused). */
+static int protocol_error(unsigned err)
+{
+    switch (err) {
+    case CR_UNKNOWN_ERROR:
+    case CR_VERSION_ERROR:
+    case CR_SERVER_HANDSHAKE_ERR:
+    case CR_COMMANDS_OUT_OF_SYNC:
+    case CR_NET_PACKET_TOO_LARGE:
+    case CR_MALFORMED_PACKET:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 /* Is this error the end of the connection? */
 static int fatal_error(vl_mysql *c, unsigned err)
 {
@@ -989,8 +1014,10 @@ static int fatal_error(vl_mysql *c, unsigned err)
 static void op_error(vl_mysql *c, op *o, unsigned err, const char *sqlstate, const char *text)
 {
     int fatal = fatal_error(c, err);
-    int status = fatal ? VL_ECONN : err == 1969 ? VL_ETIMEDOUT : VL_ESERVER;
-    char *m = vl__asprintf("%s: ERROR %u (%s): %s", c->display, err, sqlstate, text);
+    int proto = protocol_error(err);
+    int status = proto ? VL_EPROTO : fatal ? VL_ECONN : err == 1969 ? VL_ETIMEDOUT : VL_ESERVER;
+    char *m = vl__asprintf("%s: %sERROR %u (%s): %s", c->display,
+                           proto ? "the server broke the protocol: " : "", err, sqlstate, text);
     vl_mysql_result *v;
 
     if (o->res == NULL)

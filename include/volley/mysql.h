@@ -57,6 +57,12 @@
  *                    connection stays usable), a client-side deadline
  *                    passed (the connection is closed), or connecting took
  *                    longer than connect_timeout_ms.
+ *   VL_EPROTO        the server broke the protocol: a malformed packet, an
+ *                    unexpected reply such as a LOAD DATA LOCAL INFILE
+ *                    request (volley never offers CLIENT_LOCAL_FILES and
+ *                    never sends a file). The connection is closed;
+ *                    vl_mysql_errno() gives Connector/C's code (e.g. 2000,
+ *                    2027).
  *   VL_ECANCELED     cancelled, or the connection/pool was freed.
  *   VL_ECLOSED       the connection was closed earlier (after a lost
  *                    connection or a cancelled in-flight statement).
