@@ -32,13 +32,28 @@
 #include "redis_internal.h"
 #include "url.h"
 
+#include <errno.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
+#include <hiredis/sds.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
 
-enum { K_USER = 0, K_AUTH, K_SELECT, K_PING };
+/* hiredis 0.14 exports redisProcessCallbacks (it is what redisAsyncHandleRead
+ * calls once it has fed the reader) but does not declare it in async.h. We
+ * feed the reader ourselves, through the framer, and then need exactly it. */
+void redisProcessCallbacks(redisAsyncContext *ac);
+
+/* K_HELLO is the handshake's "PING <token>": its echo makes a connection
+ * READY. K_PING is a keepalive PING of the pool's. */
+enum { K_USER = 0, K_AUTH, K_SELECT, K_HELLO, K_PING };
 enum { W_NONE = 0, W_WAIT, W_FLIGHT };
 enum { S_CONNECTING = VL_REDIS_CONNECTING, S_READY = VL_REDIS_READY, S_DOWN = VL_REDIS_DOWN,
        S_INVALID = VL_REDIS_INVALID };
@@ -68,6 +83,7 @@ struct rentry {
     unsigned char kind;
     unsigned char flags;
     unsigned char where;
+    unsigned char block; /* a blocking command (BLPOP...): its deadline is its own */
 };
 
 typedef struct rlist {
@@ -101,13 +117,18 @@ struct vl_redis {
     redisAsyncContext *ac;
     vl__io io;
     vl__defer flush;   /* writes the commands of this iteration before the poll */
-    int flushing;      /* inside that write: a partial write arms the watcher */
     int io_events;
     int io_unref;
     ctimer connect_timer, retry_timer, cmd_timer;
     rlist wait;        /* user commands waiting for the handshake */
     rlist flight;      /* written to hiredis, reply due */
     rentry *tcur;      /* first in-flight entry the timeout scan has not passed */
+    rentry *wcur;      /* first in-flight entry not yet written in full */
+    size_t wleft;      /* bytes of wcur still to write */
+    size_t nwritten;   /* in-flight entries written in full: replies owed */
+    vl__resp resp;     /* the framer of this connection's reply stream */
+    char token[24];    /* the handshake PING's argument, echoed by the server */
+    int hs_started;    /* the handshake commands are queued */
     rentry *spare;
     size_t nspare;
     size_t nuser;      /* user entries in wait + flight */
@@ -135,6 +156,7 @@ struct vl_redis {
 };
 
 static void conn_down(vl_redis *c, int status, const char *msg);
+static void request_drop(vl_redis *c, int status, const char *msg);
 static void start_attempt(vl_redis *c);
 static void hold_settle(vl_redis *c);
 
@@ -298,19 +320,45 @@ static void wait_unlink(vl_redis *c, rentry *e)
     list_unlink(&c->wait, e);
 }
 
+/* `e->len` is the length of its command, which goes to the end of hiredis's
+ * output buffer: the write cursor knows when it has left in full. */
 static void flight_append(vl_redis *c, rentry *e)
 {
     e->where = W_FLIGHT;
     list_append(&c->flight, e);
     if (c->tcur == NULL)
         c->tcur = e;
+    if (c->wcur == NULL) {
+        c->wcur = e;
+        c->wleft = e->len;
+    }
 }
 
 static void flight_unlink(vl_redis *c, rentry *e)
 {
     if (c->tcur == e)
         c->tcur = e->next;
+    if (c->wcur == e) {
+        c->wcur = e->next;
+        c->wleft = e->next != NULL ? e->next->len : 0;
+    }
     list_unlink(&c->flight, e);
+}
+
+/* `n` more bytes of the output buffer reached the socket: the commands they
+ * complete are owed a reply from now on, and not before. */
+static void flight_written(vl_redis *c, size_t n)
+{
+    while (n > 0 && c->wcur != NULL) {
+        if (n < c->wleft) {
+            c->wleft -= n;
+            return;
+        }
+        n -= c->wleft;
+        c->nwritten++;
+        c->wcur = c->wcur->next;
+        c->wleft = c->wcur != NULL ? c->wcur->len : 0;
+    }
 }
 
 /* Completes the future of `e` (if any) and forgets it. */
@@ -377,13 +425,19 @@ static const vl__source_ops entry_ops = {entry_cancel};
 static void arm_cmd_timer(vl_redis *c)
 {
     uint64_t next = 0, now = vl_loop_now_ms(c->loop);
-    rentry *e;
+    rentry *e, *h = c->flight.head;
 
-    while ((e = c->tcur) != NULL && (e->kind != K_USER || e->f == NULL))
+    /* The cursor skips what cannot time out alone; blocking commands have
+     * deadlines out of order and count only once they are the oldest. */
+    while ((e = c->tcur) != NULL &&
+           (e->kind != K_USER || e->f == NULL || e->block || e->deadline == 0))
         c->tcur = e->next;
     if (e != NULL)
         next = e->deadline;
-    if (c->wait.head != NULL && (next == 0 || c->wait.head->deadline < next))
+    if (h != NULL && h->kind == K_USER && h->deadline != 0 && (next == 0 || h->deadline < next))
+        next = h->deadline;
+    if (c->wait.head != NULL && c->wait.head->deadline != 0 &&
+        (next == 0 || c->wait.head->deadline < next))
         next = c->wait.head->deadline;
     if (next == 0)
         timer_stop(c, &c->cmd_timer);
@@ -410,9 +464,27 @@ static void cmd_timer_cb(vl__timer *t, void *ud)
         entry_fail(c, e, VL_ETIMEDOUT, msg);
         entry_put(c, e);
     }
-    while ((e = c->tcur) != NULL && (e->kind != K_USER || e->f == NULL || e->deadline <= now)) {
-        if (e->kind == K_USER && e->f != NULL)
+    /* The oldest reply is overdue: nothing behind it can arrive first, so
+     * the connection is stuck. Close it rather than let everything queued
+     * behind it time out too. */
+    e = c->flight.head;
+    if (e != NULL && e->kind == K_USER && e->deadline != 0 && e->deadline <= now &&
+        c->ac != NULL && !c->dying && !c->closing) {
+        char *why = vl__asprintf("%s: connection closed: a reply was overdue (command "
+                                 "timeout %u ms)",
+                                 c->url.display, (unsigned)c->opts.command_timeout_ms);
+        entry_fail(c, e, VL_ETIMEDOUT, msg);
+        request_drop(c, VL_ECONN, why != NULL ? why : "connection closed: a reply was overdue");
+        vl__free(why);
+        hold_settle(c);
+        return;
+    }
+    while ((e = c->tcur) != NULL) {
+        if (e->kind == K_USER && e->f != NULL && !e->block && e->deadline != 0) {
+            if (e->deadline > now)
+                break;
             entry_fail(c, e, VL_ETIMEDOUT, msg); /* the reply will be dropped */
+        }
         c->tcur = e->next;
     }
     if (c->nuser > 0)
@@ -444,6 +516,7 @@ static void set_drop(vl_redis *c, int status, const char *msg)
 /* Writes `e` to hiredis; takes cmd. On failure the entry fails alone. */
 static void submit(vl_redis *c, rentry *e, char *cmd, size_t len)
 {
+    e->len = len;
     flight_append(c, e);
     if (redisAsyncFormattedCommand(c->ac, reply_cb, e, cmd, len) != REDIS_OK) {
         flight_unlink(c, e);
@@ -514,6 +587,8 @@ static void reply_cb(redisAsyncContext *ac, void *reply, void *privdata)
     vl_redis *c = e->c;
 
     flight_unlink(c, e);
+    if (r != NULL && c->nwritten > 0)
+        c->nwritten--;
     if (r == NULL) {
         /* The context is going away; our drop message, or hiredis's reason.
          * Failing the entry reports DONE, and the pool may look for a
@@ -531,10 +606,27 @@ static void reply_cb(redisAsyncContext *ac, void *reply, void *privdata)
         entry_deliver(c, e, r);
     } else if (e->kind == K_PING) {
         emit(c, VL__REDIS_EV_PONG, r->type == REDIS_REPLY_ERROR ? VL_ESERVER : VL_OK);
+    } else if (c->drop_requested) {
+        /* An earlier handshake step failed: this attempt is over. */
     } else if (r->type == REDIS_REPLY_ERROR) {
-        char *msg = vl__asprintf("%s %s: %s", e->kind == K_AUTH ? "auth" : "select",
+        /* A server refusing the connection (maxclients, LOADING, NOAUTH)
+         * says so in reply to the handshake: a failed connect. */
+        char *msg = vl__asprintf("%s %s: %s",
+                                 e->kind == K_AUTH     ? "auth"
+                                 : e->kind == K_SELECT ? "select"
+                                                       : "connect",
                                  c->url.display, r->str);
         request_drop(c, VL_ECONN, msg != NULL ? msg : "handshake failed");
+        vl__free(msg);
+    } else if (e->kind == K_HELLO &&
+               (r->type != REDIS_REPLY_STRING || r->len != strlen(c->token) ||
+                memcmp(r->str, c->token, r->len) != 0)) {
+        /* Not our token: a reply sent before it was asked for, or a server
+         * that does not speak RESP the way Redis does. */
+        char *msg = vl__asprintf("connect %s: protocol error: unexpected reply to the "
+                                 "handshake PING (replies do not match commands)",
+                                 c->url.display);
+        request_drop(c, VL_EPROTO, msg != NULL ? msg : "handshake: unexpected reply");
         vl__free(msg);
     } else if (--c->handshake_left == 0 && c->state == S_CONNECTING &&
                (ac->c.flags & REDIS_CONNECTED) && !c->drop_requested) {
@@ -545,11 +637,11 @@ static void reply_cb(redisAsyncContext *ac, void *reply, void *privdata)
 
 static void on_connect(const redisAsyncContext *ac, int status)
 {
-    vl_redis *c = ac->data;
-
-    /* A failure is handled by the cleanup hook that hiredis calls next. */
-    if (status == REDIS_OK && c->handshake_left == 0 && c->state == S_CONNECTING)
-        become_ready(c);
+    /* A failure is handled by the cleanup hook that hiredis calls next; on
+     * success io_cb queues the handshake once hiredis has returned, so that
+     * volley, not hiredis's write(), writes it. */
+    VL__UNUSED(ac);
+    VL__UNUSED(status);
 }
 
 static void hook_add_read(void *pd)
@@ -575,8 +667,7 @@ static void hook_add_write(void *pd)
     /* hiredis asks for writability after every command. On an established
      * connection, write once before the next poll instead (see flush_cb);
      * only a partial write, or the connect handshake, arms the watcher. */
-    if (!c->flushing && !(c->io_events & VL__WRITE) && c->ac != NULL &&
-        (c->ac->c.flags & REDIS_CONNECTED)) {
+    if (!(c->io_events & VL__WRITE) && c->ac != NULL && (c->ac->c.flags & REDIS_CONNECTED)) {
         vl__defer_queue(c->loop, &c->flush);
         return;
     }
@@ -661,6 +752,217 @@ static void hook_cleanup(void *pd)
 
 static void after_hiredis(vl_redis *c);
 
+/* ---- reading and writing ----
+ *
+ * Once connected, volley does the socket I/O itself and hiredis only parses
+ * and matches: reads go through the framer (lib/redis_resp.c), which feeds
+ * hiredis's reader no more complete replies than commands are owed
+ * (written in full and not yet answered), and writes drain hiredis's output
+ * buffer with send(MSG_NOSIGNAL). Everything here runs with in_hiredis
+ * raised, so a teardown decided meanwhile waits for after_hiredis. */
+
+/* The message for a connection or attempt that ends because of `why`. */
+static char *end_text(vl_redis *c, const char *what, const char *why)
+{
+    if (c->state == S_CONNECTING)
+        return vl__asprintf("connect %s: %s%s", c->url.display, what, why);
+    return vl__asprintf("%s: %s%s", c->url.display, what, why);
+}
+
+static void drop_with(vl_redis *c, int status, const char *what, const char *why)
+{
+    char *msg = end_text(c, what, why);
+
+    request_drop(c, status, msg != NULL ? msg : why);
+    vl__free(msg);
+}
+
+/* Bytes arrived that no command is owed: show the start of them. */
+static void refuse_unexpected(vl_redis *c, const char *buf, size_t len)
+{
+    char text[80];
+    size_t i, o = 0;
+
+    for (i = 0; i < len && o + 5 < sizeof(text) - 1; i++) {
+        unsigned char ch = (unsigned char)buf[i];
+        if (ch == '\r' || ch == '\n')
+            o += (size_t)snprintf(text + o, sizeof(text) - o, "\\%c", ch == '\r' ? 'r' : 'n');
+        else if (ch < 0x20 || ch >= 0x7f || ch == '"')
+            o += (size_t)snprintf(text + o, sizeof(text) - o, "\\x%02x", ch);
+        else
+            text[o++] = (char)ch;
+    }
+    text[o] = '\0';
+    {
+        char *why = vl__asprintf("unexpected reply, no command is waiting for one: \"%s%s\"",
+                                 text, i < len ? "..." : "");
+        drop_with(c, VL_EPROTO, "protocol error: ", why != NULL ? why : "unexpected reply");
+        vl__free(why);
+    }
+}
+
+/* The framer refused the reply being read: the command it answers fails
+ * with VL_EPROTO, the connection is closed. */
+static void refuse_reply(vl_redis *c)
+{
+    rentry *e = c->flight.head;
+    char *msg;
+
+    if (e == NULL || e->kind != K_USER || c->state != S_READY) {
+        drop_with(c, VL_EPROTO, "protocol error: ", c->resp.msg);
+        return;
+    }
+    msg = end_text(c, "protocol error: ", c->resp.msg);
+    entry_fail(c, e, VL_EPROTO, msg != NULL ? msg : c->resp.msg);
+    vl__free(msg);
+    drop_with(c, VL_ECONN, "connection closed after a protocol error: ", c->resp.msg);
+}
+
+static const char *errno_text(int err, char *buf, size_t len)
+{
+    return strerror_r(err, buf, len);
+}
+
+/* One read of the socket (one chunk per event, as hiredis does). Returns 1
+ * when bytes were read, 0 otherwise (nothing there, or the end). */
+static int conn_read(vl_redis *c)
+{
+    redisAsyncContext *ac = c->ac;
+    char buf[16384], ebuf[96];
+    size_t pos = 0, used, replies;
+    ssize_t n;
+
+    n = recv(ac->c.fd, buf, sizeof(buf), 0);
+    if (n < 0) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+            drop_with(c, VL_ECONN, c->state == S_CONNECTING ? "" : "connection lost: ",
+                      errno_text(errno, ebuf, sizeof(ebuf)));
+        return 0;
+    }
+    if (n == 0) {
+        drop_with(c, VL_ECONN, c->state == S_CONNECTING ? "" : "connection lost: ",
+                  vl__resp_mid_reply(&c->resp)
+                      ? "server closed the connection in the middle of a reply"
+                      : "server closed the connection");
+        return 0;
+    }
+    while (pos < (size_t)n && !c->drop_requested && c->ac == ac) {
+        if (c->nwritten == 0) {
+            refuse_unexpected(c, buf + pos, (size_t)n - pos);
+            break;
+        }
+        used = vl__resp_scan(&c->resp, buf + pos, (size_t)n - pos, c->nwritten, &replies);
+        if (used > 0 && redisReaderFeed(ac->c.reader, buf + pos, used) != REDIS_OK) {
+            drop_with(c, VL_ENOMEM, "", "out of memory reading a reply");
+            break;
+        }
+        pos += used;
+        if (replies > 0) {
+            /* Exactly `replies` complete replies are in the reader, each
+             * with its callback queued: hiredis cannot run out of them. */
+            redisProcessCallbacks(ac);
+            if (c->ac != ac)
+                break; /* hiredis gave up the context (out of memory) */
+        }
+        if (c->resp.error) {
+            refuse_reply(c);
+            break;
+        }
+        if (replies == 0)
+            break; /* all of it is the start of a reply */
+    }
+    return 1;
+}
+
+static void conn_write_failed(vl_redis *c, int err)
+{
+    redisAsyncContext *ac = c->ac;
+    char ebuf[96];
+    int i;
+
+    /* A server that closed on us may have said why first ("-ERR max number
+     * of clients reached"): read what it sent before giving up. */
+    for (i = 0; i < 16 && !c->drop_requested && c->ac == ac; i++)
+        if (!conn_read(c))
+            break;
+    if (!c->drop_requested && c->ac == ac)
+        drop_with(c, VL_ECONN, c->state == S_CONNECTING ? "" : "connection lost: ",
+                  errno_text(err, ebuf, sizeof(ebuf)));
+}
+
+/* Writes what hiredis's output buffer holds, as redisBufferWrite would,
+ * but with MSG_NOSIGNAL: a peer that closed never raises SIGPIPE. */
+static void conn_write(vl_redis *c)
+{
+    redisAsyncContext *ac = c->ac;
+    sds ob = ac->c.obuf;
+    size_t len = sdslen(ob);
+    ssize_t n = 0;
+
+    if (len > 0) {
+        n = send(ac->c.fd, ob, len, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+                conn_write_failed(c, errno);
+                return;
+            }
+            n = 0;
+        }
+        flight_written(c, (size_t)n);
+        if ((size_t)n < len) {
+            sdsrange(ob, n, -1);
+        } else if (sdsalloc(ob) > (1u << 20)) {
+            /* Give a burst's buffer back; keep it if no memory for a new one. */
+            sds fresh = sdsempty();
+            if (fresh != NULL) {
+                sdsfree(ob);
+                ac->c.obuf = fresh;
+            } else {
+                sdsclear(ob);
+            }
+        } else {
+            sdsclear(ob);
+        }
+    }
+    if (sdslen(ac->c.obuf) > 0)
+        c->io_events |= VL__WRITE;
+    else
+        c->io_events &= ~VL__WRITE;
+    c->io_events |= VL__READ;
+    io_apply(c);
+}
+
+/* hiredis's connect step. It writes with plain write(), which raises SIGPIPE
+ * on a peer that closed; its output buffer is empty here (the handshake is
+ * queued only afterwards), but should it ever write, SIGPIPE is blocked for
+ * the call and one it raised is consumed before the mask is restored. The
+ * process's disposition is never changed, and a SIGPIPE that was already
+ * pending is left alone. */
+static void connect_step(redisAsyncContext *ac)
+{
+    static const struct timespec zero = {0, 0};
+    sigset_t pipe_set, old, pending;
+    int was_pending;
+
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    sigemptyset(&pending);
+    sigpending(&pending);
+    was_pending = sigismember(&pending, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+    redisAsyncHandleWrite(ac);
+    if (!was_pending) {
+        sigemptyset(&pending);
+        sigpending(&pending);
+        if (sigismember(&pending, SIGPIPE))
+            while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR)
+                ;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+static void start_handshake(vl_redis *c);
+
 static void io_cb(vl__io *io, int events, void *ud)
 {
     vl_redis *c = ud;
@@ -670,10 +972,16 @@ static void io_cb(vl__io *io, int events, void *ud)
     if (ac == NULL)
         return;
     c->in_hiredis++;
-    if (events & VL__READ)
-        redisAsyncHandleRead(ac);
-    if ((events & VL__WRITE) && c->ac == ac)
-        redisAsyncHandleWrite(ac);
+    if (!(ac->c.flags & REDIS_CONNECTED)) {
+        connect_step(ac);
+        if (c->ac == ac && (ac->c.flags & REDIS_CONNECTED) && !c->hs_started)
+            start_handshake(c);
+    } else {
+        if (events & VL__READ)
+            conn_read(c);
+        if ((events & VL__WRITE) && c->ac == ac && !c->drop_requested)
+            conn_write(c);
+    }
     c->in_hiredis--;
     after_hiredis(c);
 }
@@ -682,12 +990,10 @@ static void flush_cb(vl__defer *d)
 {
     vl_redis *c = (vl_redis *)(void *)((char *)d - offsetof(vl_redis, flush));
 
-    if (c->ac == NULL || !(c->ac->c.flags & REDIS_CONNECTED))
+    if (c->ac == NULL || !(c->ac->c.flags & REDIS_CONNECTED) || c->drop_requested)
         return;
     c->in_hiredis++;
-    c->flushing = 1;
-    redisAsyncHandleWrite(c->ac);
-    c->flushing = 0;
+    conn_write(c);
     c->in_hiredis--;
     after_hiredis(c);
 }
@@ -757,6 +1063,7 @@ static int internal_cmd(vl_redis *c, int kind, int argc, const char **argv)
         return VL_ENOMEM;
     }
     e->kind = (unsigned char)kind;
+    e->len = (size_t)len;
     flight_append(c, e);
     if (redisAsyncFormattedCommand(c->ac, reply_cb, e, cmd, (size_t)len) != REDIS_OK) {
         flight_unlink(c, e);
@@ -777,38 +1084,37 @@ static int handshake_cmd(vl_redis *c, int kind, int argc, const char **argv)
     return rc;
 }
 
-static void do_connect(vl_redis *c, const char *addr)
+/* Keepalive and TCP_USER_TIMEOUT on a TCP socket, so that a peer that
+ * vanished without a reset is noticed (see "Dead peers" in volley/redis.h).
+ * Best effort: a kernel without one of them still gets the others. */
+static void set_tcp_options(vl_redis *c, int fd)
 {
-    redisAsyncContext *ac;
+    int on = 1;
+
+    if (c->opts.tcp_keepalive_ms > 0) {
+        int idle = (int)((c->opts.tcp_keepalive_ms + 999) / 1000), intvl, cnt = 3;
+        if (idle < 1)
+            idle = 1;
+        intvl = idle / 3 > 0 ? idle / 3 : 1;
+        (void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+    }
+    if (c->opts.tcp_user_timeout_ms > 0) {
+        unsigned ut = c->opts.tcp_user_timeout_ms;
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ut, sizeof(ut));
+    }
+}
+
+/* Queues AUTH, SELECT and the PING whose echo completes the handshake, once
+ * the TCP connect has succeeded. */
+static void start_handshake(vl_redis *c)
+{
     char dbbuf[24];
     int rc = VL_OK;
 
-    if (addr == NULL)
-        ac = redisAsyncConnectUnix(c->url.path);
-    else
-        ac = redisAsyncConnect(addr, c->url.port != 0 ? c->url.port : 6379);
-    if (ac == NULL) {
-        conn_down(c, VL_ENOMEM, "connect: out of memory");
-        return;
-    }
-    if (ac->err) {
-        char *msg = vl__asprintf("connect %s: %s", c->url.display, ac->c.errstr);
-        redisAsyncFree(ac); /* no hooks yet: nothing of ours is called */
-        conn_down(c, VL_ECONN, msg != NULL ? msg : "connect failed");
-        vl__free(msg);
-        return;
-    }
-    c->ac = ac;
-    ac->data = c;
-    ac->ev.data = c;
-    ac->ev.addRead = hook_add_read;
-    ac->ev.delRead = hook_del_read;
-    ac->ev.addWrite = hook_add_write;
-    ac->ev.delWrite = hook_del_write;
-    ac->ev.cleanup = hook_cleanup;
-    /* Setting the connect callback arms the write watcher: the first
-     * writable event is how a non-blocking connect reports its outcome. */
-    redisAsyncSetConnectCallback(ac, on_connect);
+    c->hs_started = 1;
     if (c->url.password != NULL) {
         const char *argv[3] = {"AUTH", NULL, NULL};
         if (c->url.user != NULL) {
@@ -825,8 +1131,58 @@ static void do_connect(vl_redis *c, const char *addr)
         snprintf(dbbuf, sizeof(dbbuf), "%d", c->db);
         rc = handshake_cmd(c, K_SELECT, 2, argv);
     }
+    if (rc == VL_OK) {
+        const char *argv[2] = {"PING", c->token};
+        snprintf(c->token, sizeof(c->token), "volley-%016llx",
+                 (unsigned long long)vl__rand64());
+        rc = handshake_cmd(c, K_HELLO, 2, argv);
+    }
     if (rc != VL_OK)
-        conn_down(c, rc, rc == VL_ENOMEM ? "connect: out of memory" : "connect: closed");
+        request_drop(c, rc, rc == VL_ENOMEM ? "connect: out of memory" : "connect: closed");
+}
+
+static void do_connect(vl_redis *c, const char *addr)
+{
+    redisAsyncContext *ac;
+    vl__resp_limits lim;
+
+    if (addr == NULL)
+        ac = redisAsyncConnectUnix(c->url.path);
+    else
+        ac = redisAsyncConnect(addr, c->url.port != 0 ? c->url.port : 6379);
+    if (ac == NULL) {
+        conn_down(c, VL_ENOMEM, "connect: out of memory");
+        return;
+    }
+    if (ac->err) {
+        char *msg = vl__asprintf("connect %s: %s", c->url.display, ac->c.errstr);
+        redisAsyncFree(ac); /* no hooks yet: nothing of ours is called */
+        conn_down(c, VL_ECONN, msg != NULL ? msg : "connect failed");
+        vl__free(msg);
+        return;
+    }
+    if (addr != NULL)
+        set_tcp_options(c, ac->c.fd);
+    lim.max_bulk_len = c->opts.max_bulk_len;
+    lim.max_elements = c->opts.max_elements;
+    lim.max_reply_bytes = c->opts.max_reply_bytes;
+    lim.max_depth = c->opts.max_depth;
+    vl__resp_init(&c->resp, &lim);
+    c->wcur = NULL;
+    c->wleft = 0;
+    c->nwritten = 0;
+    c->hs_started = 0;
+    c->ac = ac;
+    ac->data = c;
+    ac->ev.data = c;
+    ac->ev.addRead = hook_add_read;
+    ac->ev.delRead = hook_del_read;
+    ac->ev.addWrite = hook_add_write;
+    ac->ev.delWrite = hook_del_write;
+    ac->ev.cleanup = hook_cleanup;
+    /* Setting the connect callback arms the write watcher: the first
+     * writable event is how a non-blocking connect reports its outcome. */
+    redisAsyncSetConnectCallback(ac, on_connect);
 }
 
 static void resolved_cb(vl_future *f, void *ud)
@@ -1032,23 +1388,88 @@ static int arg_is(const char *arg, size_t n, const char *word)
  * reply stream, CLIENT REPLY OFF|SKIP suppresses replies, and HELLO can
  * switch to RESP3, which hiredis 0.14 cannot parse. `name` gets the command
  * name (with its subcommand for CLIENT REPLY) for messages. */
-static int classify(const char *cmd, size_t len, unsigned *flags, char *name, size_t namelen)
+/* How a blocking command says how long it may block. */
+enum { B_NONE = 0, B_LAST_S, B_FIRST_S, B_LAST_MS, B_OPTION_MS };
+
+/* A timeout argument in seconds (may have a fraction) or ms, as ms; 0 or
+ * anything unreadable (the server refuses it at once) counts as 0. */
+static uint64_t timeout_arg(const char *arg, size_t n, int ms)
+{
+    uint64_t whole = 0, frac = 0, scale = 1;
+    size_t i = 0;
+
+    if (arg == NULL)
+        return 0;
+    for (; i < n && arg[i] >= '0' && arg[i] <= '9' && whole < 1000000000000ull; i++)
+        whole = whole * 10 + (uint64_t)(arg[i] - '0');
+    if (i < n && arg[i] == '.' && !ms)
+        for (i++; i < n && arg[i] >= '0' && arg[i] <= '9'; i++)
+            if (scale < 1000) {
+                frac = frac * 10 + (uint64_t)(arg[i] - '0');
+                scale *= 10;
+            }
+    if (i != n)
+        return 0;
+    return ms ? whole : whole * 1000 + frac * (1000 / scale);
+}
+
+/* The time a blocking command may block, in ms: 0 when it does not block,
+ * UINT64_MAX when it may block forever (a timeout of 0). `p` is just past
+ * the command name, `argc` counts it. */
+static uint64_t block_time(int how, const char *p, const char *end, size_t argc)
+{
+    const char *arg = NULL, *a;
+    size_t n = 0, an, i;
+    uint64_t t;
+
+    if (how == B_FIRST_S) {
+        arg = argc >= 2 ? next_arg(&p, end, &n) : NULL;
+    } else if (how == B_OPTION_MS) {
+        /* XREAD [COUNT n] [BLOCK ms] ... STREAMS ...; absent: no blocking. */
+        for (i = 1; i < argc && (a = next_arg(&p, end, &an)) != NULL; i++) {
+            if (arg_is(a, an, "STREAMS"))
+                return 0;
+            if (arg_is(a, an, "BLOCK")) {
+                arg = i + 1 < argc ? next_arg(&p, end, &n) : NULL;
+                break;
+            }
+        }
+        if (arg == NULL)
+            return 0;
+    } else {
+        for (i = 1; i < argc && (a = next_arg(&p, end, &an)) != NULL; i++) {
+            arg = a;
+            n = an;
+        }
+    }
+    t = timeout_arg(arg, n, how == B_LAST_MS || how == B_OPTION_MS);
+    return t == 0 ? UINT64_MAX : t;
+}
+
+static int classify(const char *cmd, size_t len, unsigned *flags, uint64_t *block, char *name,
+                    size_t namelen)
 {
     static const struct {
         const char *name;
         unsigned flags; /* ~0u: refused */
+        int block;
     } known[] = {
-        {"MULTI", CF_MULTI},   {"EXEC", CF_EXEC},           {"DISCARD", CF_EXEC},
-        {"WATCH", CF_WATCH},   {"UNWATCH", CF_UNWATCH},     {"SELECT", CF_SELECT},
-        {"SUBSCRIBE", ~0u},    {"PSUBSCRIBE", ~0u},         {"UNSUBSCRIBE", ~0u},
-        {"PUNSUBSCRIBE", ~0u}, {"MONITOR", ~0u},            {"SSUBSCRIBE", ~0u},
-        {"HELLO", ~0u},        {"CLIENT", CF_CLIENT},       {"RESET", CF_DIRTY},
-        {"AUTH", CF_DIRTY},    {"SWAPDB", CF_DIRTY},
+        {"MULTI", CF_MULTI, B_NONE}, {"EXEC", CF_EXEC, B_NONE}, {"DISCARD", CF_EXEC, B_NONE},
+        {"WATCH", CF_WATCH, B_NONE}, {"UNWATCH", CF_UNWATCH, B_NONE}, {"SELECT", CF_SELECT, B_NONE},
+        {"SUBSCRIBE", ~0u, B_NONE}, {"PSUBSCRIBE", ~0u, B_NONE}, {"UNSUBSCRIBE", ~0u, B_NONE},
+        {"PUNSUBSCRIBE", ~0u, B_NONE}, {"MONITOR", ~0u, B_NONE}, {"SSUBSCRIBE", ~0u, B_NONE},
+        {"HELLO", ~0u, B_NONE}, {"CLIENT", CF_CLIENT, B_NONE}, {"RESET", CF_DIRTY, B_NONE},
+        {"AUTH", CF_DIRTY, B_NONE}, {"SWAPDB", CF_DIRTY, B_NONE}, {"BLPOP", 0, B_LAST_S},
+        {"BRPOP", 0, B_LAST_S}, {"BRPOPLPUSH", 0, B_LAST_S}, {"BLMOVE", 0, B_LAST_S},
+        {"BZPOPMIN", 0, B_LAST_S}, {"BZPOPMAX", 0, B_LAST_S}, {"BLMPOP", 0, B_FIRST_S},
+        {"BZMPOP", 0, B_FIRST_S}, {"WAIT", 0, B_LAST_MS}, {"WAITAOF", 0, B_LAST_MS},
+        {"XREAD", 0, B_OPTION_MS}, {"XREADGROUP", 0, B_OPTION_MS},
     };
     const char *p = cmd, *end = cmd + len, *s, *arg;
     size_t n = 0, i, argc = 0;
 
     *flags = 0;
+    *block = 0;
     name[0] = '\0';
     if (len < 4 || *p != '*' || p[1] == '0' || p[1] == '-')
         return VL_EINVAL;
@@ -1074,6 +1495,8 @@ static int classify(const char *cmd, size_t len, unsigned *flags, char *name, si
             if (known[i].flags == ~0u)
                 return VL_EUNSUPPORTED;
             *flags = known[i].flags;
+            if (known[i].block != B_NONE)
+                *block = block_time(known[i].block, p, end, argc);
             break;
         }
     }
@@ -1117,6 +1540,7 @@ static vl_future *fail_with(vl_redis *c, vl_future *f, int status, const char *m
 vl_future *vl__redis_send(vl_redis *c, vl_future *f, char *cmd, size_t len, int shared)
 {
     unsigned flags;
+    uint64_t block;
     char name[24], msg[96];
     rentry *e;
     int rc;
@@ -1125,7 +1549,7 @@ vl_future *vl__redis_send(vl_redis *c, vl_future *f, char *cmd, size_t len, int 
         vl__redis_cmd_free(cmd);
         return fail_with(c, f, c->invalid_status, c->err);
     }
-    rc = classify(cmd, len, &flags, name, sizeof(name));
+    rc = classify(cmd, len, &flags, &block, name, sizeof(name));
     if (rc != VL_OK) {
         vl__redis_cmd_free(cmd);
         if (rc == VL_EINVAL)
@@ -1173,8 +1597,11 @@ vl_future *vl__redis_send(vl_redis *c, vl_future *f, char *cmd, size_t len, int 
      * undone from here. */
     if (flags & CF_DIRTY)
         c->dirty = 1;
-    if (c->opts.command_timeout_ms > 0)
-        e->deadline = vl_loop_now_ms(c->loop) + c->opts.command_timeout_ms;
+    /* A blocking command's own timeout is added; blocking forever is
+     * exempt (see "Command timeouts" in volley/redis.h). */
+    e->block = block != 0;
+    if (c->opts.command_timeout_ms > 0 && block != UINT64_MAX)
+        e->deadline = vl_loop_now_ms(c->loop) + c->opts.command_timeout_ms + block;
     c->nuser++;
     if (c->state == S_READY) {
         submit(c, e, cmd, len);
@@ -1247,10 +1674,16 @@ void vl_redis_options_init(vl_redis_options *o)
         return;
     memset(o, 0, sizeof(*o));
     o->connect_timeout_ms = 5000;
-    o->command_timeout_ms = 0;
+    o->command_timeout_ms = 10000;
     o->reconnect_min_ms = 100;
     o->reconnect_max_ms = 5000;
     o->reconnect = 1;
+    o->max_bulk_len = 512u * 1024 * 1024;
+    o->max_elements = 16u * 1024 * 1024;
+    o->max_reply_bytes = 1024u * 1024 * 1024;
+    o->max_depth = VL__RESP_DEPTH_MAX;
+    o->tcp_keepalive_ms = 15000;
+    o->tcp_user_timeout_ms = 30000;
 }
 
 /* Checks the URL; on error fills c->err and c->invalid_status. */

@@ -16,6 +16,47 @@
 
 struct redisReply;
 
+/* ---- the RESP framer (lib/redis_resp.c) ----
+ * Scans reply bytes before hiredis's reader gets them: where each top-level
+ * reply ends, and whether it stays within the limits. Allocates nothing. */
+
+/* hiredis 0.14's reader parses at most eight nested arrays. */
+#define VL__RESP_DEPTH_MAX 8
+
+typedef struct vl__resp_limits {
+    uint64_t max_bulk_len;    /* bytes of one bulk string; 0: no limit */
+    uint64_t max_elements;    /* elements of one array; 0: hiredis's INT_MAX */
+    uint64_t max_reply_bytes; /* bytes of one top-level reply; 0: no limit */
+    unsigned max_depth;       /* nested arrays; 0 or above 8: 8 */
+} vl__resp_limits;
+
+typedef struct vl__resp {
+    vl__resp_limits lim;
+    int state;
+    int type;               /* type byte of the item being read */
+    int neg;                /* its number had a '-' */
+    unsigned ndig;          /* digits of it so far */
+    unsigned depth;         /* arrays open around the next item */
+    uint64_t num;
+    uint64_t bulk_left;     /* payload bytes of the bulk still to come */
+    uint64_t reply_bytes;   /* bytes of the reply being read, so far */
+    uint64_t left[VL__RESP_DEPTH_MAX]; /* elements still due per open array */
+    int error;              /* sticky: the stream is broken */
+    char msg[128];          /* what broke it, for messages */
+} vl__resp;
+
+void vl__resp_init(vl__resp *p, const vl__resp_limits *lim);
+/* Scans buf[0..len) and stops after `max_replies` complete top-level
+ * replies, or at the end. Returns the bytes that may be given to hiredis and
+ * sets *replies to the complete replies among them. On a malformed stream or
+ * a limit broken, p->error and p->msg are set: the bytes and replies returned
+ * are then those before the reply that broke it (still good); every later
+ * call returns 0. */
+size_t vl__resp_scan(vl__resp *p, const char *buf, size_t len, size_t max_replies,
+                     size_t *replies);
+/* 1 while a reply has been started and not finished. */
+int vl__resp_mid_reply(const vl__resp *p);
+
 /* Copies a hiredis reply tree into one allocation. NULL when out of memory. */
 vl_redis_reply *vl__redis_reply_copy(const struct redisReply *r);
 /* The reply's text (for VL_ESERVER messages). */

@@ -141,7 +141,7 @@ void vl_redis_pool_options_init(vl_redis_pool_options *o)
     o->min_idle = 1;
     o->acquire_timeout_ms = 5000;
     o->connect_timeout_ms = 5000;
-    o->command_timeout_ms = 0;
+    o->command_timeout_ms = 10000;
     o->reconnect_min_ms = 100;
     o->reconnect_max_ms = 5000;
     o->max_pending = 0;
@@ -149,6 +149,17 @@ void vl_redis_pool_options_init(vl_redis_pool_options *o)
     o->idle_timeout_ms = 0;
     o->max_lifetime_ms = 0;
     o->keepalive_ms = 0;
+    {
+        /* The connection's own defaults, so the two cannot drift apart. */
+        vl_redis_options c;
+        vl_redis_options_init(&c);
+        o->max_bulk_len = c.max_bulk_len;
+        o->max_elements = c.max_elements;
+        o->max_reply_bytes = c.max_reply_bytes;
+        o->max_depth = c.max_depth;
+        o->tcp_keepalive_ms = c.tcp_keepalive_ms;
+        o->tcp_user_timeout_ms = c.tcp_user_timeout_ms;
+    }
 }
 
 static void count_result(vl_redis_pool *p, int status)
@@ -857,6 +868,12 @@ vl_redis_pool *vl_redis_pool_new(vl_loop *loop, const char *url, const vl_redis_
     p->copts.command_timeout_ms = p->o.command_timeout_ms;
     p->copts.reconnect_min_ms = p->o.reconnect_min_ms;
     p->copts.reconnect_max_ms = p->o.reconnect_max_ms;
+    p->copts.max_bulk_len = p->o.max_bulk_len;
+    p->copts.max_elements = p->o.max_elements;
+    p->copts.max_reply_bytes = p->o.max_reply_bytes;
+    p->copts.max_depth = p->o.max_depth;
+    p->copts.tcp_keepalive_ms = p->o.tcp_keepalive_ms;
+    p->copts.tcp_user_timeout_ms = p->o.tcp_user_timeout_ms;
     vl__timer_init(&p->timer, loop, timer_cb, p);
     vl__timer_init(&p->hk, loop, hk_cb, p);
     p->cap = (size_t)p->o.max_size * 2;

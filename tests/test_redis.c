@@ -311,8 +311,10 @@ static void gather_1000_across_three(void **state)
 
 /* ---- timeouts and cancellation ---- */
 
-/* The server is paused by CLIENT PAUSE from another connection: the command
- * times out alone, and its late reply is not given to the next command. */
+/* The server is paused by CLIENT PAUSE from another connection: the oldest
+ * reply is overdue, so the command times out and the connection is closed
+ * (what was behind it fails with VL_ECONN); it reconnects, and the late
+ * reply never reaches another command. */
 static void command_timeout_late_reply_dropped(void **state)
 {
     vl_loop *loop = vl_loop_new();
@@ -328,16 +330,25 @@ static void command_timeout_late_reply_dropped(void **state)
     vl_future_free(tu_run_cmd(loop, vl_redis_command(a, "SET late:1 one"), VL_OK));
     vl_future_free(tu_run_cmd(loop, vl_redis_command(a, "SET late:2 two"), VL_OK));
     vl_future_free(tu_run_cmd(loop, vl_redis_command(b, "CLIENT PAUSE 400"), VL_OK));
-    f = tu_run_cmd(loop, vl_redis_command(a, "GET late:1"), VL_ETIMEDOUT);
-    assert_non_null(strstr(vl_future_error(f), "timed out after 100 ms"));
-    assert_null(vl_future_redis_reply(f));
-    vl_future_free(f);
-    /* Its reply is still due: the entry waits for it. */
-    assert_int_equal(vl_redis_pending(a), 1);
-    assert_int_equal(vl_redis_state(a), VL_REDIS_READY);
-    /* Issued while paused, no timeout in the way (deadline 0 off via
-     * vl_future_timeout removal is not needed: 100 ms would expire), so wait
-     * for the pause to end first. */
+    {
+        vl_future *first = vl_redis_command(a, "GET late:1");
+        vl_future *behind;
+
+        tu_sleep_ms(loop, 30);
+        behind = vl_redis_command(a, "GET late:2");
+        assert_int_equal(tu_await(loop, first), VL_ETIMEDOUT);
+        assert_non_null(strstr(vl_future_error(first), "timed out after 100 ms"));
+        assert_null(vl_future_redis_reply(first));
+        /* Closed with the first, not 30 ms later with its own deadline. */
+        assert_true(vl_future_done(behind));
+        assert_int_equal(vl_future_status(behind), VL_ECONN);
+        assert_non_null(strstr(vl_future_error(behind), "a reply was overdue"));
+        vl_future_free(first);
+        vl_future_free(behind);
+    }
+    assert_int_equal(vl_redis_pending(a), 0);
+    assert_int_not_equal(vl_redis_state(a), VL_REDIS_READY);
+    /* Let the pause end; the reconnected connection answers correctly. */
     tu_sleep_ms(loop, 450);
     f = tu_run_cmd(loop, vl_redis_command(a, "GET late:2"), VL_OK);
     tu_check_str(vl_future_redis_reply(f), "two");
@@ -630,11 +641,13 @@ static void wrong_password(void **state)
         vl_future_free(f);
         vl_redis_free(c);
     }
-    /* No password at all: the server's NOAUTH is data. */
+    /* No password at all: the server refuses the handshake PING with
+     * NOAUTH, a failed connect that names the endpoint. */
     snprintf(url, sizeof(url), "redis://127.0.0.1:%s", port);
     c = vl_redis_new(loop, url, NULL);
-    f = tu_run_cmd(loop, vl_redis_command(c, "GET k"), VL_ESERVER);
+    f = tu_run_cmd(loop, vl_redis_command(c, "GET k"), VL_ECONN);
     assert_non_null(strstr(vl_future_error(f), "NOAUTH"));
+    assert_non_null(strstr(vl_future_error(f), "connect redis://127.0.0.1:"));
     vl_future_free(f);
     vl_redis_free(c);
     /* The right one, with a db, commands issued before the handshake. */

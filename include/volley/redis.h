@@ -13,6 +13,20 @@
  * Every part is percent-decoded. A password makes the connection send
  * "AUTH password" (or "AUTH user password" when a user is given) and a db
  * other than 0 makes it send "SELECT db", both before any command of yours.
+ * Every handshake ends with "PING <token>", whose echo proves that the
+ * server accepted the connection and that its replies line up with our
+ * commands: a server that refuses the connection with an error reply (at
+ * maxclients, still loading, AUTH required) fails the connect instead of
+ * your first command, and the connection is READY only after the echo.
+ *
+ * Signals. A server that closes the connection while volley writes to it
+ * must not kill the process with SIGPIPE, and a library must not change
+ * the process's signal disposition either. volley writes every command
+ * itself with send(MSG_NOSIGNAL); hiredis's own write() is never reached
+ * with bytes to write (its output buffer is empty while it handles the
+ * connect), and where hiredis is called in that phase SIGPIPE is blocked
+ * for the call (pthread_sigmask) and a SIGPIPE it raised is consumed with
+ * sigtimedwait before the mask is restored, as libcurl does.
  * Commands issued meanwhile wait and are written only once the handshake has
  * succeeded, so a failed SELECT can never send them to the wrong database.
  * Host names are resolved on a worker thread (vl_loop_run_in_thread), so the
@@ -29,9 +43,16 @@
  *                   MONITOR, CLIENT REPLY OFF|SKIP (replies go missing) and
  *                   HELLO (RESP3 is not spoken here); CLIENT REPLY ON is
  *                   accepted
- *   VL_ECONN        name resolution, connect, AUTH or SELECT failed, the
- *                   connect timeout passed, or the connection was lost
+ *   VL_ECONN        name resolution, connect, AUTH, SELECT or the handshake
+ *                   PING failed (an error reply there, such as "-ERR max
+ *                   number of clients reached", "-NOAUTH" or "-LOADING", is
+ *                   a failed connect with the server's text), the connect
+ *                   timeout passed, or the connection was lost or closed
+ *                   (after a protocol error or an overdue reply)
  *   VL_ETIMEDOUT    the command timeout (or a vl_future_timeout) passed
+ *   VL_EPROTO       the server broke the protocol or a reply limit (see
+ *                   "Reply limits"): malformed reply, reply nobody asked
+ *                   for, wrong answer to the handshake PING
  *   VL_ESERVER      the server replied with an error ("-ERR ..."). That is
  *                   data: the message is the server's text and the reply (of
  *                   type VL_REDIS_ERROR) stays readable in the future
@@ -59,9 +80,11 @@
  *
  * ---- Cancellation and timeouts ----------------------------------------------
  *
- * A command that times out or is cancelled fails alone: the connection stays
- * up, and the reply that arrives later is read and dropped, never given to
- * another command. Only a command still waiting for the handshake (issued
+ * A command that is cancelled, or given up by a vl_future_timeout of yours,
+ * fails alone: the connection stays up, and the reply that arrives later is
+ * read and dropped, never given to another command. (The connection's own
+ * command_timeout_ms closes the connection when the oldest reply is
+ * overdue: see "Command timeouts".) Only a command still waiting for the handshake (issued
  * while the connection was connecting, or in AUTH/SELECT) is not sent at
  * all when cancelled. A command issued on a ready connection is handed to
  * hiredis at once and written before the loop next polls, so cancelling it,
@@ -134,12 +157,77 @@ VL_EXPORT void vl_redis_reply_free(vl_redis_reply *r);
 /* ==== Connections ============================================================ */
 
 typedef struct vl_redis_options {
-    uint32_t connect_timeout_ms; /* resolve + connect + AUTH/SELECT; 5000. 0: off */
-    uint32_t command_timeout_ms; /* per command, from the call on; 0 (off) */
+    uint32_t connect_timeout_ms; /* resolve + connect + AUTH/SELECT/PING; 5000. 0: off */
+    uint32_t command_timeout_ms; /* per command, from the call on; 10000. 0: off.
+                                  * See "Command timeouts" below */
     uint32_t reconnect_min_ms;   /* first backoff; 100 */
     uint32_t reconnect_max_ms;   /* backoff ceiling; 5000 */
     int reconnect;               /* 1 (default): reopen a lost connection; 0: stay down */
+    /* Reply limits, see "Reply limits" below. 0: no limit. */
+    uint64_t max_bulk_len;       /* bytes of one bulk string; 512 MiB */
+    uint64_t max_elements;       /* elements of one array; 16777216 (16 Mi) */
+    uint64_t max_reply_bytes;    /* bytes of one whole reply on the wire; 1 GiB */
+    uint32_t max_depth;          /* nested arrays (1: flat); 8, also the most
+                                  * that hiredis 0.14 parses (0: 8) */
+    /* TCP only (not unix://), see "Dead peers" below. */
+    uint32_t tcp_keepalive_ms;   /* idle time before keepalive probes; 15000. 0: off */
+    uint32_t tcp_user_timeout_ms; /* TCP_USER_TIMEOUT; 30000. 0: the kernel's */
 } vl_redis_options;
+
+/* ---- Command timeouts -------------------------------------------------------
+ *
+ * The default of 10 s is far above what any command takes on a healthy
+ * server (Redis runs one command at a time: one that took 10 s would stall
+ * every client of that server), and short enough that a stalled or vanished
+ * server never hangs its callers. A command's deadline starts when it is
+ * issued, also while it waits for the handshake.
+ *
+ * Replies come back in order, so when the OLDEST reply due on a connection
+ * is overdue, nothing behind it can arrive first: the connection is closed
+ * at once. That command fails with VL_ETIMEDOUT ("command timed out after N
+ * ms"), every other command in flight on it with VL_ECONN ("connection
+ * closed: a reply was overdue"), and it reconnects by itself (see
+ * "Reconnection"). A command that times out while older ones are still
+ * unanswered fails alone, and its late reply is dropped.
+ *
+ * Blocking commands wait on purpose: BLPOP, BRPOP, BRPOPLPUSH, BLMOVE,
+ * BZPOPMIN, BZPOPMAX, BLMPOP and BZMPOP get their own timeout argument
+ * (seconds) added to the deadline, WAIT and WAITAOF theirs (ms), XREAD and
+ * XREADGROUP their BLOCK ms. A timeout of 0 there ("block forever") exempts
+ * the command from the deadline: it waits as long as you asked. Commands
+ * pipelined behind a blocking one on the same connection keep their own
+ * deadlines and fail alone, except that the connection is only closed for
+ * the oldest reply.
+ *
+ * ---- Reply limits -----------------------------------------------------------
+ *
+ * Replies are checked as they are read, before hiredis buffers or allocates
+ * anything for them: a bulk header longer than max_bulk_len (Redis's own
+ * proto-max-bulk-len, so no real server stores a longer string), an array
+ * header with more than max_elements elements, arrays nested deeper than
+ * max_depth, or a reply passing max_reply_bytes, is refused as soon as the
+ * header (or byte) that breaks the limit arrives: "*777777770\r\n" never
+ * allocates. Malformed replies (a bad type byte, a bad number) are refused
+ * the same way. The command whose reply it is fails with VL_EPROTO and a
+ * message naming the endpoint, the limit and its value (e.g. "redis://h:1:
+ * protocol error: bulk string of 2000000000+ bytes exceeds max_bulk_len
+ * 536870912"); that connection is closed (the other commands in flight on
+ * it fail with VL_ECONN) and reconnects; other connections are unaffected.
+ * A reply that arrives when no command is waiting for one (before the
+ * first, or one more than were sent) is refused likewise with VL_EPROTO
+ * ("unexpected reply") and never reaches a command. (RESP has no request
+ * ids: a server that answers one command twice while a second is pipelined
+ * behind it cannot be told from a correct one.)
+ *
+ * ---- Dead peers ---------------------------------------------------------------
+ *
+ * A server host that vanishes without a reset leaves nothing to read: the
+ * command timeout notices it while commands are pending, and TCP notices it
+ * otherwise: SO_KEEPALIVE with TCP_KEEPIDLE tcp_keepalive_ms, TCP_KEEPINTVL
+ * a third of it and TCP_KEEPCNT 3 (an idle dead peer is noticed after about
+ * twice tcp_keepalive_ms), and TCP_USER_TIMEOUT tcp_user_timeout_ms (data
+ * unacknowledged that long ends the connection). A lost connection fails its
+ * commands with VL_ECONN and reconnects. */
 
 /* Fills `o` with the defaults above. Zero-filling an options struct by hand
  * instead turns every timeout off and disables reconnection. */
@@ -269,7 +357,7 @@ typedef struct vl_redis_pool_options {
     unsigned min_idle;           /* connections opened at once and kept; 1 */
     uint32_t acquire_timeout_ms; /* wait for room or for a lease; 5000. 0: forever */
     uint32_t connect_timeout_ms; /* as in vl_redis_options; 5000 */
-    uint32_t command_timeout_ms; /* as in vl_redis_options; 0 (off) */
+    uint32_t command_timeout_ms; /* as in vl_redis_options; 10000 */
     uint32_t reconnect_min_ms;   /* as in vl_redis_options; 100 */
     uint32_t reconnect_max_ms;   /* as in vl_redis_options; 5000 */
     size_t max_pending;          /* cap on pool + lease commands pending on the
@@ -280,6 +368,12 @@ typedef struct vl_redis_pool_options {
                                   * min_idle; 0 (off). See "Lifetimes" */
     uint32_t max_lifetime_ms;    /* retire a connection that old; 0 (off) */
     uint32_t keepalive_ms;       /* PING a connection idle that long; 0 (off) */
+    uint64_t max_bulk_len;       /* as in vl_redis_options; 512 MiB */
+    uint64_t max_elements;       /* as in vl_redis_options; 16777216 */
+    uint64_t max_reply_bytes;    /* as in vl_redis_options; 1 GiB */
+    uint32_t max_depth;          /* as in vl_redis_options; 8 */
+    uint32_t tcp_keepalive_ms;   /* as in vl_redis_options; 15000 */
+    uint32_t tcp_user_timeout_ms; /* as in vl_redis_options; 30000 */
 } vl_redis_pool_options;
 
 /* Fills `o` with the defaults above. */

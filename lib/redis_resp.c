@@ -1,0 +1,289 @@
+/* lib/redis_resp.c - volley's own RESP2 framer: where each reply ends, and
+ * whether it stays within the limits, before hiredis sees a byte of it.
+ *
+ * Why. hiredis 0.14's reader trusts the server: "*777777770\r\n" makes it
+ * calloc 6 GB for the element pointers, a bulk header lets it buffer any
+ * length, and a reply nobody asked for reaches an assert in
+ * redisProcessCallbacks. So the connection reads the socket itself and runs
+ * every byte through this framer first. It knows where each top-level reply
+ * ends, which lets the connection hand hiredis exactly the replies that
+ * commands are owed and no more, and it refuses a reply over a limit as soon
+ * as the header that breaks it has been read.
+ *
+ * Strictness. Whatever the framer accepts, hiredis's reader must parse to
+ * the same replies without an error (tests/fuzz/fuzz_redis_reply.c checks
+ * that): numbers follow hiredis's string2ll (no '+', no leading zero, no
+ * "-0", in range), lengths below -1 are refused, arrays nest at most
+ * VL__RESP_DEPTH_MAX deep (hiredis refuses an array inside eight others,
+ * even an empty one). The framer is stricter in one place: a bulk string
+ * must end in "\r\n", where hiredis skips any two bytes.
+ *
+ * Cost. Each byte is looked at once; a bulk string's payload is skipped by
+ * arithmetic and a status line is searched with memchr. Nothing allocates.
+ */
+#include "redis_internal.h"
+
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+enum {
+    ST_TYPE = 0, /* the type byte of the next item */
+    ST_LINE,     /* status or error text, up to "\r\n" */
+    ST_LINE_CR,  /* in that text, just after a '\r' */
+    ST_NUM,      /* the digits of an integer, bulk length or element count */
+    ST_NUM_LF,   /* the '\n' after those digits */
+    ST_BULK,     /* bulk payload bytes */
+    ST_BULK_CR,  /* the '\r' after the payload */
+    ST_BULK_LF   /* the '\n' after it */
+};
+
+void vl__resp_init(vl__resp *p, const vl__resp_limits *lim)
+{
+    memset(p, 0, sizeof(*p));
+    if (lim != NULL)
+        p->lim = *lim;
+    if (p->lim.max_depth == 0 || p->lim.max_depth > VL__RESP_DEPTH_MAX)
+        p->lim.max_depth = VL__RESP_DEPTH_MAX;
+}
+
+static int fail(vl__resp *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int fail(vl__resp *p, const char *fmt, ...)
+{
+    va_list ap;
+
+    p->error = 1;
+    va_start(ap, fmt);
+    vsnprintf(p->msg, sizeof(p->msg), fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static const char *type_name(int type)
+{
+    return type == ':' ? "integer" : type == '$' ? "bulk length" : "array length";
+}
+
+/* One more byte of a number, with hiredis's rules. Returns 0, -1 when
+ * malformed, -2 when over a limit (the caller says which). */
+static int num_byte(vl__resp *p, unsigned char ch)
+{
+    uint64_t d, cap;
+
+    if (ch == '-' && p->ndig == 0 && !p->neg) {
+        p->neg = 1;
+        return 0;
+    }
+    if (ch < '0' || ch > '9')
+        return fail(p, "malformed %s (byte 0x%02x)", type_name(p->type), ch);
+    if (p->ndig > 0 && p->num == 0)
+        return fail(p, "malformed %s (leading zero)", type_name(p->type));
+    d = (uint64_t)(ch - '0');
+    if (p->neg && p->ndig == 0 && d == 0)
+        return fail(p, "malformed %s (-0)", type_name(p->type));
+    /* Negative lengths other than -1 are refused at the '\n'; the cap keeps
+     * the digits from overflowing meanwhile. */
+    cap = p->type == ':' ? (p->neg ? (uint64_t)LLONG_MAX + 1 : (uint64_t)LLONG_MAX)
+          : p->neg       ? 1
+                         : (uint64_t)LLONG_MAX;
+    if (p->num > (cap - d) / 10)
+        return fail(p, "%s out of range", type_name(p->type));
+    p->num = p->num * 10 + d;
+    p->ndig++;
+    if (p->neg)
+        return 0;
+    /* Refuse a huge length while its digits arrive: "$2000000000" is
+     * refused before its "\r\n", and a runaway number stops early. */
+    if (p->type == '$' && p->lim.max_bulk_len != 0 && p->num > p->lim.max_bulk_len)
+        return -2;
+    if (p->type == '*' &&
+        ((p->lim.max_elements != 0 && p->num > p->lim.max_elements) || p->num > INT_MAX))
+        return -2;
+    return 0;
+}
+
+static int limit_hit(vl__resp *p)
+{
+    if (p->type == '$')
+        return fail(p, "bulk string of %llu+ bytes exceeds max_bulk_len %llu",
+                    (unsigned long long)p->num, (unsigned long long)p->lim.max_bulk_len);
+    if (p->lim.max_elements != 0 && p->num > p->lim.max_elements)
+        return fail(p, "array of %llu+ elements exceeds max_elements %llu",
+                    (unsigned long long)p->num, (unsigned long long)p->lim.max_elements);
+    return fail(p, "array of %llu+ elements exceeds hiredis's limit of %d",
+                (unsigned long long)p->num, INT_MAX);
+}
+
+/* An item (a scalar or a whole array) is complete: pop finished arrays.
+ * Returns 1 when that completed the top-level reply. */
+static int item_done(vl__resp *p)
+{
+    p->state = ST_TYPE;
+    while (p->depth > 0) {
+        if (--p->left[p->depth - 1] > 0)
+            return 0;
+        p->depth--;
+    }
+    return 1;
+}
+
+/* The number in p->num is complete (its "\r\n" was read). Returns 1 when the
+ * top-level reply is complete, 0 to go on, -1 on error. */
+static int num_done(vl__resp *p)
+{
+    if (p->ndig == 0)
+        return fail(p, "malformed %s (no digits)", type_name(p->type));
+    if (p->type == ':')
+        return item_done(p);
+    if (p->neg) {
+        if (p->num != 1)
+            return fail(p, "malformed %s (negative)", type_name(p->type));
+        return item_done(p); /* $-1 and *-1: nil */
+    }
+    if (p->type == '$') {
+        if (p->lim.max_reply_bytes != 0 && p->reply_bytes + p->num > p->lim.max_reply_bytes)
+            return fail(p, "bulk string of %llu bytes takes the reply past max_reply_bytes %llu",
+                        (unsigned long long)p->num, (unsigned long long)p->lim.max_reply_bytes);
+        p->bulk_left = p->num;
+        p->state = p->num > 0 ? ST_BULK : ST_BULK_CR;
+        return 0;
+    }
+    if (p->num == 0)
+        return item_done(p);
+    p->left[p->depth++] = p->num;
+    p->state = ST_TYPE;
+    return 0;
+}
+
+size_t vl__resp_scan(vl__resp *p, const char *buf, size_t len, size_t max_replies,
+                     size_t *replies)
+{
+    const unsigned char *s = (const unsigned char *)buf, *end = s + len, *start = s;
+    const unsigned char *q, *last = s; /* the end of the last complete reply */
+    size_t done = 0;
+    int rc;
+
+    *replies = 0;
+    if (p->error)
+        return 0;
+    while (s < end && done < max_replies) {
+        switch (p->state) {
+        case ST_TYPE:
+            if (*s == '*' && p->depth >= p->lim.max_depth) {
+                fail(p, "arrays nested deeper than max_depth %u", p->lim.max_depth);
+                goto out;
+            }
+            p->type = *s++;
+            p->num = 0;
+            p->ndig = 0;
+            p->neg = 0;
+            if (p->type == '+' || p->type == '-') {
+                p->state = ST_LINE;
+            } else if (p->type == ':' || p->type == '$' || p->type == '*') {
+                p->state = ST_NUM;
+            } else {
+                fail(p, "bad reply type byte 0x%02x", p->type);
+                goto out;
+            }
+            break;
+        case ST_LINE:
+            q = memchr(s, '\r', (size_t)(end - s));
+            if (q == NULL) {
+                s = end;
+            } else {
+                s = q + 1;
+                p->state = ST_LINE_CR;
+            }
+            break;
+        case ST_LINE_CR:
+            if (*s == '\n') {
+                s++;
+                if (item_done(p))
+                    goto reply;
+            } else if (*s == '\r') {
+                s++;
+            } else {
+                p->state = ST_LINE; /* a lone '\r' is text, as in hiredis */
+            }
+            break;
+        case ST_NUM:
+            if (*s == '\r') {
+                s++;
+                p->state = ST_NUM_LF;
+                break;
+            }
+            rc = num_byte(p, *s++);
+            if (rc == -2)
+                limit_hit(p);
+            if (rc < 0)
+                goto out;
+            break;
+        case ST_NUM_LF:
+            if (*s++ != '\n') {
+                fail(p, "malformed %s (\\r without \\n)", type_name(p->type));
+                goto out;
+            }
+            p->reply_bytes += (uint64_t)(s - start); /* num_done checks it */
+            start = s;
+            rc = num_done(p);
+            if (rc < 0)
+                goto out;
+            if (rc == 1)
+                goto reply;
+            break;
+        case ST_BULK: {
+            size_t n = (size_t)(end - s);
+            if ((uint64_t)n > p->bulk_left)
+                n = (size_t)p->bulk_left;
+            s += n;
+            p->bulk_left -= n;
+            if (p->bulk_left == 0)
+                p->state = ST_BULK_CR;
+            break;
+        }
+        case ST_BULK_CR:
+            if (*s++ != '\r') {
+                fail(p, "bulk string longer than its length");
+                goto out;
+            }
+            p->state = ST_BULK_LF;
+            break;
+        case ST_BULK_LF:
+            if (*s++ != '\n') {
+                fail(p, "bulk string not ended by \\r\\n");
+                goto out;
+            }
+            if (item_done(p))
+                goto reply;
+            break;
+        }
+        continue;
+    reply:
+        p->reply_bytes += (uint64_t)(s - start);
+        if (p->lim.max_reply_bytes != 0 && p->reply_bytes > p->lim.max_reply_bytes)
+            goto too_big;
+        done++;
+        p->reply_bytes = 0;
+        start = last = s;
+    }
+    p->reply_bytes += (uint64_t)(s - start);
+    start = s;
+    if (p->lim.max_reply_bytes != 0 && p->reply_bytes > p->lim.max_reply_bytes)
+        goto too_big;
+    *replies = done;
+    return (size_t)(s - (const unsigned char *)buf);
+too_big:
+    fail(p, "reply of %llu+ bytes exceeds max_reply_bytes %llu",
+         (unsigned long long)p->reply_bytes, (unsigned long long)p->lim.max_reply_bytes);
+out:
+    /* The replies completed before the error are good: hand those over. */
+    *replies = done;
+    return (size_t)(last - (const unsigned char *)buf);
+}
+
+int vl__resp_mid_reply(const vl__resp *p)
+{
+    return p->state != ST_TYPE || p->depth > 0;
+}
