@@ -64,6 +64,14 @@ enum {
     " session_track_schema=1"
 #define DEFAULT_BATCH 1000
 
+/* Connector/C's packet limit while connecting. A greeting is about 100
+ * bytes; what a server that is not MySQL sends first ("HTTP/1.1", "-ERR",
+ * "SSH-", a TLS alert) reads as a length prefix of 64 KiB or more, which
+ * Connector/C would otherwise wait for until the connect deadline. */
+#define HANDSHAKE_MAX_PACKET ((size_t)64 * 1024)
+/* The protocol's own packet maximum, Connector/C's limit once connected. */
+#define PROTOCOL_MAX_PACKET (1ul << 30)
+
 typedef struct stmt_entry {
     struct stmt_entry *next;
     char *sql;
@@ -149,8 +157,12 @@ struct vl_mysql {
     int port;
     uint64_t connect_timeout_ms;
     uint64_t query_timeout_ms;
+    uint64_t read_timeout_ms;
     int multi;
     uint64_t deadline_ms;    /* end of the connect phase (loop clock) */
+    uint64_t io_deadline_ms; /* a statement's reply overdue from then on; 0 = none */
+    unsigned char greet[5];  /* the first bytes the server sent, peeked */
+    int greet_n;
     /* why the connection is not usable */
     int fail_status;
     unsigned fail_errno;
@@ -499,6 +511,13 @@ static void arm(vl_mysql *c, int st)
             ms = left;
         use_timer = 1;
     }
+    if (c->io_deadline_ms != 0) {
+        uint64_t now = vl_loop_now_ms(c->loop);
+        uint64_t left = c->io_deadline_ms > now ? c->io_deadline_ms - now : 0;
+        if (!use_timer || left < ms)
+            ms = left;
+        use_timer = 1;
+    }
     c->kick = 0;
     if (use_timer)
         vl__timer_start(&c->timer, ms);
@@ -506,12 +525,18 @@ static void arm(vl_mysql *c, int st)
         vl__timer_stop(&c->timer);
 }
 
-/* 1 when the call is waiting (watchers armed, step set to `cont`). */
+/* 1 when the call is waiting (watchers armed, step set to `cont`). Each
+ * wait of a statement on the server restarts its read timeout: the limit is
+ * on silence, not on the length of a result. A re-arm from the timer keeps
+ * the deadline (see on_timer). */
 static int wait_on(vl_mysql *c, int st, int cont)
 {
     if (st == 0)
         return 0;
     c->step = cont;
+    c->io_deadline_ms = c->state == ST_OPEN && c->cur != NULL && c->read_timeout_ms != 0
+                            ? vl_loop_now_ms(c->loop) + c->read_timeout_ms
+                            : 0;
     arm(c, st);
     return 1;
 }
@@ -562,6 +587,17 @@ static void on_timer(vl__timer *t, void *ud)
         vl__free(m);
         return;
     }
+    if (c->state == ST_OPEN && c->io_deadline_ms != 0 &&
+        vl_loop_now_ms(c->loop) >= c->io_deadline_ms) {
+        /* The server owes a reply and has sent nothing for read_timeout_ms:
+         * stalled mid-result, stopped, or gone without a reset. */
+        char *m = vl__asprintf("timed out: nothing from the server for %" PRIu64
+                               " ms (read_timeout_ms)",
+                               c->read_timeout_ms);
+        conn_break(c, VL_ETIMEDOUT, m != NULL ? m : "timed out (read_timeout_ms)");
+        vl__free(m);
+        return;
+    }
     if (c->waiting & MYSQL_WAIT_TIMEOUT)
         drive(c, MYSQL_WAIT_TIMEOUT);
     else if (c->waiting)
@@ -579,6 +615,7 @@ static void close_handle(vl_mysql *c, int clean)
     vl__timer_stop(&c->timer);
     c->kick = 0;
     c->waiting = 0;
+    c->io_deadline_ms = 0;
     if (c->res != NULL) {
         /* An unfinished unbuffered result: detach it so freeing it does not
          * try to read the rest from the socket. */
@@ -666,8 +703,9 @@ static void conn_break(vl_mysql *c, int status, const char *reason)
 static int unknown_param_ok(const char *k)
 {
     static const char *const known[] = {"connect_timeout_ms", "query_timeout_ms",
-                                        "multi_statements", "charset", "init_sql",
-                                        "socket", "user", "password", "db", NULL};
+                                        "read_timeout_ms", "multi_statements", "charset",
+                                        "init_sql", "socket", "user", "password", "db",
+                                        NULL};
     size_t i;
 
     for (i = 0; known[i] != NULL; i++)
@@ -708,6 +746,7 @@ static int configure(vl_mysql *c, const char *url, const vl_mysql_options *opts)
     }
     c->connect_timeout_ms = opts->connect_timeout_ms;
     c->query_timeout_ms = opts->query_timeout_ms;
+    c->read_timeout_ms = opts->read_timeout_ms;
     c->multi = opts->multi_statements != 0;
     c->charset = vl__strdup(opts->charset != NULL ? opts->charset : "utf8mb4");
     c->init_sql = opts->init_sql != NULL ? vl__strdup(opts->init_sql) : NULL;
@@ -771,6 +810,12 @@ static int configure(vl_mysql *c, const char *url, const vl_mysql_options *opts)
     if ((v = vl__url_param(&u, "query_timeout_ms")) != NULL &&
         parse_ms(v, &c->query_timeout_ms) != 0) {
         set_failure(c, VL_EINVAL, 0, NULL, "bad MySQL URL: query_timeout_ms");
+        rc = VL_EINVAL;
+        goto out;
+    }
+    if ((v = vl__url_param(&u, "read_timeout_ms")) != NULL &&
+        parse_ms(v, &c->read_timeout_ms) != 0) {
+        set_failure(c, VL_EINVAL, 0, NULL, "bad MySQL URL: read_timeout_ms");
         rc = VL_EINVAL;
         goto out;
     }
@@ -841,11 +886,12 @@ static void start_connect(vl_mysql *c)
     unsigned long flags = CLIENT_MULTI_RESULTS;
     /* Each option reads its argument with its own type (Connector/C 3.3,
      * mysql_optionsv): LOCAL_INFILE an unsigned int, RECONNECT a my_bool,
-     * CONNECT_TIMEOUT an unsigned int. A my_bool given for an unsigned int
-     * leaves three bytes of stack to decide whether the server may read the
-     * client's files. */
+     * CONNECT_TIMEOUT an unsigned int, MAX_ALLOWED_PACKET a size_t. A
+     * my_bool given for an unsigned int leaves three bytes of stack to
+     * decide whether the server may read the client's files. */
     unsigned int no_local_infile = 0;
     my_bool no_reconnect = 0;
+    size_t handshake_packet = HANDSHAKE_MAX_PACKET;
     int st, bad = 0;
 
     c->state = ST_CONNECTING;
@@ -861,6 +907,7 @@ static void start_connect(vl_mysql *c)
     bad |= mysql_options(c->my, MYSQL_SET_CHARSET_NAME, c->charset);
     bad |= mysql_options(c->my, MYSQL_OPT_LOCAL_INFILE, &no_local_infile);
     bad |= mysql_options(c->my, MYSQL_OPT_RECONNECT, &no_reconnect);
+    bad |= mysql_options(c->my, MYSQL_OPT_MAX_ALLOWED_PACKET, &handshake_packet);
     if (c->connect_timeout_ms != 0) {
         secs = (unsigned int)((c->connect_timeout_ms + 999) / 1000);
         bad |= mysql_options(c->my, MYSQL_OPT_CONNECT_TIMEOUT, &secs);
@@ -1001,6 +1048,46 @@ static int protocol_error(unsigned err)
     default:
         return 0;
     }
+}
+
+/* Remembers the first bytes the server sends, without consuming them, as
+ * long as Connector/C has not parsed a greeting. If the connect then fails,
+ * they tell a peer that does not speak MySQL (a protocol error) from a
+ * MySQL server that hung up (a lost connection): Connector/C reports both as
+ * error 2013. */
+static void greet_peek(vl_mysql *c)
+{
+    ssize_t n;
+    int fd = sock_of(c);
+
+    struct sockaddr_storage peer;
+    socklen_t plen = sizeof(peer);
+
+    if (c->greet_n > 0 || fd < 0 || c->my->server_version != NULL)
+        return;
+    /* Only once connected: a recv on a socket whose connect failed would
+     * consume the pending error that Connector/C is about to read. */
+    if (getpeername(fd, (struct sockaddr *)&peer, &plen) != 0)
+        return;
+    n = recv(fd, c->greet, sizeof(c->greet), MSG_PEEK | MSG_DONTWAIT);
+    if (n > 0)
+        c->greet_n = (int)n;
+}
+
+/* 1 when the peeked bytes cannot start a handshake packet: sequence 0, a
+ * length below HANDSHAKE_MAX_PACKET, protocol version 10 (or an error
+ * packet, 0xff, as a server refusing the host sends). */
+static int greet_bad(const vl_mysql *c)
+{
+    const unsigned char *b = c->greet;
+    size_t len;
+
+    if (c->greet_n < 4)
+        return 0;
+    len = (size_t)b[0] | (size_t)b[1] << 8 | (size_t)b[2] << 16;
+    if (b[3] != 0 || len == 0 || len >= HANDSHAKE_MAX_PACKET)
+        return 1;
+    return c->greet_n >= 5 && b[4] != 10 && b[4] != 0xff;
 }
 
 /* Is this error the end of the connection? */
@@ -1505,6 +1592,7 @@ static void step(vl_mysql *c, int ready)
             return;
 
         case S_CONNECT_CONT:
+            greet_peek(c);
             st = mysql_real_connect_cont(&c->mret, c->my, ready);
             if (wait_on(c, st, S_CONNECT_CONT))
                 return;
@@ -1513,14 +1601,21 @@ static void step(vl_mysql *c, int ready)
             if (c->mret == NULL) {
                 char text[512], state[6];
                 unsigned err = mysql_errno(c->my);
+                int proto = protocol_error(err) || greet_bad(c);
                 char *m;
                 snprintf(text, sizeof(text), "%s", mysql_error(c->my));
                 snprintf(state, sizeof(state), "%s", mysql_sqlstate(c->my));
-                m = vl__asprintf("connect %s: ERROR %u (%s): %s", c->display, err, state, text);
-                fail_connect(c, VL_ECONN, err, state, m != NULL ? m : text);
+                m = vl__asprintf("connect %s: %sERROR %u (%s): %s", c->display,
+                                 proto ? "the server's greeting is not a MySQL handshake: " : "",
+                                 err, state, text);
+                fail_connect(c, proto ? VL_EPROTO : VL_ECONN, err, state, m != NULL ? m : text);
                 vl__free(m);
                 return;
             }
+            /* Past the handshake, packets up to the protocol's maximum
+             * (MYSQL_OPT_MAX_ALLOWED_PACKET only takes effect at connect). */
+            c->my->net.max_packet_size = PROTOCOL_MAX_PACKET;
+            c->my->options.max_allowed_packet = PROTOCOL_MAX_PACKET;
             c->state = ST_OPEN;
             c->ever_open = 1;
             c->dirty = 0;
@@ -1536,6 +1631,7 @@ static void step(vl_mysql *c, int ready)
                 /* Idle: watch for a hang-up without keeping the loop alive. */
                 c->step = S_IDLE;
                 c->waiting = 0;
+                c->io_deadline_ms = 0;
                 vl__timer_stop(&c->timer);
                 io_arm(c, sock_of(c), VL__READ, 1);
                 return;
@@ -1977,6 +2073,7 @@ void vl_mysql_options_init(vl_mysql_options *o)
         return;
     memset(o, 0, sizeof(*o));
     o->connect_timeout_ms = 10000;
+    o->read_timeout_ms = VL_MYSQL_DEFAULT_READ_TIMEOUT_MS;
 }
 
 static void handle_free(vl__handle *h)

@@ -171,10 +171,58 @@ static void local_infile_refused(void **state)
     assert_int_equal(sent, 0);
 }
 
+/* Garbage where the handshake should be: a protocol error at once, not a
+ * connect timeout. */
+static void garbage_handshake(void **state)
+{
+    hostile_case hc = {"garbage", "connect_timeout_ms=20000", 1, VL_EPROTO, "handshake"};
+
+    (void)state;
+    run_case(&hc);
+}
+
+static void truncated_handshake(void **state)
+{
+    hostile_case hc = {"truncated", NULL, 1, VL_ECONN, "connect"};
+
+    (void)state;
+    run_case(&hc);
+}
+
+static void stalled_handshake(void **state)
+{
+    hostile_case hc = {"stall_handshake", "connect_timeout_ms=300", 1, VL_ETIMEDOUT, "timed out"};
+
+    (void)state;
+    run_case(&hc);
+}
+
+/* A result that stops mid-row: volley's own read timeout ends it. */
+static void stalled_row(void **state)
+{
+    hostile_case hc = {"stall_row", "read_timeout_ms=300", 0, VL_ETIMEDOUT, "read_timeout_ms"};
+
+    (void)state;
+    run_case(&hc);
+}
+
+static void garbage_column_count(void **state)
+{
+    hostile_case hc = {"garbage_columns", "read_timeout_ms=2000", 0, VL_EPROTO, "ERROR"};
+
+    (void)state;
+    run_case(&hc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(local_infile_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(garbage_handshake, setup, teardown),
+        cmocka_unit_test_setup_teardown(truncated_handshake, setup, teardown),
+        cmocka_unit_test_setup_teardown(stalled_handshake, setup, teardown),
+        cmocka_unit_test_setup_teardown(stalled_row, setup, teardown),
+        cmocka_unit_test_setup_teardown(garbage_column_count, setup, teardown),
     };
 
     return tu_run("mysql_hostile", tests, sizeof(tests) / sizeof(tests[0]));

@@ -22,6 +22,8 @@
  * Parameters (they override vl_mysql_options):
  *   connect_timeout_ms=N   give up connecting (TCP + handshake) after N ms
  *   query_timeout_ms=N     default server-side statement limit (see below)
+ *   read_timeout_ms=N      close a connection whose server is silent that long
+ *                          while it owes a reply (see "Timeouts"; 0 = off)
  *   multi_statements=1     allow "a; b; c" in one vl_mysql_query
  *   charset=NAME           connection character set (default utf8mb4)
  *   init_sql=SQL           run once right after every connect
@@ -57,7 +59,11 @@
  *                    connection stays usable), a client-side deadline
  *                    passed (the connection is closed), or connecting took
  *                    longer than connect_timeout_ms.
- *   VL_EPROTO        the server broke the protocol: a malformed packet, an
+ *   VL_EPROTO        the server broke the protocol: a greeting that is not
+ *                    MySQL's (while connecting, Connector/C accepts packets
+ *                    of at most 64 KiB, so garbage fails at once rather than
+ *                    at the connect deadline; init_sql must not return rows
+ *                    larger than that), a malformed packet, an
  *                    unexpected reply such as a LOAD DATA LOCAL INFILE
  *                    request (volley never offers CLIENT_LOCAL_FILES and
  *                    never sends a file). The connection is closed;
@@ -76,7 +82,7 @@
  *
  * ---- Timeouts ------------------------------------------------------------
  *
- * Two kinds, with different effects on the connection:
+ * Three kinds, with different effects on the connection:
  *  - Server-side (preferred): vl_mysql_query_timeout(), or the connection's
  *    query_timeout_ms, sends "SET STATEMENT max_statement_time=S FOR <sql>".
  *    MariaDB aborts the statement with errno 1969; the future fails with
@@ -88,6 +94,16 @@
  *    fail with VL_ECLOSED. Cancelling a statement still waiting in the
  *    connection's queue just removes it. Streams are the exception: see
  *    vl_mysql_query_stream().
+ *  - volley's own read timeout, read_timeout_ms (default 60000 ms): from
+ *    the moment a statement is sent until its last row, the server may stay
+ *    silent at most that long (each byte received starts the count again).
+ *    Past it the statement fails with VL_ETIMEDOUT, the connection is closed
+ *    and what was queued behind it fails with VL_ECLOSED. It covers a server
+ *    that stalls mid-result, is stopped (SIGSTOP), or vanished without a
+ *    reset, which no other limit does when the caller set no deadline. A
+ *    statement that legitimately computes for longer before its first row
+ *    needs a larger value (or 0 = off); prefer query_timeout_ms to bound
+ *    statements themselves.
  *
  * ---- Threads -------------------------------------------------------------
  *
@@ -114,12 +130,16 @@ typedef struct vl_mysql_tx vl_mysql_tx;
  * Connections
  * ====================================================================== */
 
+#define VL_MYSQL_DEFAULT_READ_TIMEOUT_MS 60000u
+
+/* New fields are only ever appended; vl_mysql_options_init fills them all. */
 typedef struct vl_mysql_options {
     uint64_t connect_timeout_ms; /* default 10000; 0 = no limit */
     uint64_t query_timeout_ms;   /* default server-side limit; 0 = off */
     int multi_statements;        /* 1 allows "a; b" in vl_mysql_query */
     const char *charset;         /* NULL = "utf8mb4" (copied) */
     const char *init_sql;        /* NULL = none (copied) */
+    uint64_t read_timeout_ms;    /* server silence while a reply is owed; 60000; 0 = off */
 } vl_mysql_options;
 
 /* Fills `o` with the defaults above. */
