@@ -783,6 +783,17 @@ static void refuse_unexpected(vl_redis *c, const char *buf, size_t len)
     char text[80];
     size_t i, o = 0;
 
+    if (c->state == S_CONNECTING && len > 1 && buf[0] == '-') {
+        /* An error line before the handshake was even written is a server
+         * refusing the connection (maxclients, LOADING), as hiredis also
+         * reads it: a failed connect with the server's text. */
+        const char *eol = memchr(buf, '\r', len);
+        size_t n = (eol != NULL ? (size_t)(eol - buf) : len) - 1;
+        char *why = vl__asprintf("%.*s", (int)(n < 200 ? n : 200), buf + 1);
+        drop_with(c, VL_ECONN, "", why != NULL ? why : "the server refused the connection");
+        vl__free(why);
+        return;
+    }
     for (i = 0; i < len && o + 5 < sizeof(text) - 1; i++) {
         unsigned char ch = (unsigned char)buf[i];
         if (ch == '\r' || ch == '\n')

@@ -1,0 +1,387 @@
+/* tests/test_redis_hostile.c - Redis connections against a server that lies
+ * (tests/fixtures/redis_hostile.py): garbage, truncated replies, huge length
+ * prefixes, deep nesting, replies nobody asked for, a stall mid-reply, a
+ * refusal at maxclients, and a peer that hangs up while we write.
+ *
+ * Each case asserts a clear error (status, message naming the endpoint and
+ * what went wrong), that the hostile connection was closed, and that a
+ * healthy connection to a real harness redis-server on the same loop got
+ * every one of its replies right meanwhile. Every wait is bounded, and every
+ * test ends with the loop empty and nothing leaked.
+ */
+#include "testutil.h"
+#include "fixture.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* The longest a hostile case may wait for its outcome. */
+#define WAIT_MS 5000
+/* Commands the healthy connection runs during each case. */
+#define HEALTHY_N 200
+
+/* ---- the healthy neighbour ---- */
+
+typedef struct healthy {
+    vl_redis *c;
+    char key[64];
+    vl_future *f[HEALTHY_N];
+} healthy;
+
+static void healthy_start(vl_loop *loop, healthy *h, const char *tag)
+{
+    h->c = vl_redis_new(loop, tu_redis_url(0), NULL);
+    snprintf(h->key, sizeof(h->key), "hostile:%s:%ld", tag, (long)getpid());
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(h->c, "SET %s 0", h->key), VL_OK));
+}
+
+/* Pipelines INCRs, to be answered while the hostile connection misbehaves. */
+static void healthy_burst(healthy *h)
+{
+    int i;
+
+    for (i = 0; i < HEALTHY_N; i++)
+        h->f[i] = vl_redis_command(h->c, "INCR %s", h->key);
+}
+
+/* Every INCR got its own reply: 1, 2, 3... in order. */
+static void healthy_check(vl_loop *loop, healthy *h)
+{
+    int i;
+
+    for (i = 0; i < HEALTHY_N; i++) {
+        assert_int_equal(tu_await(loop, vl_future_timeout(h->f[i], WAIT_MS)), VL_OK);
+        assert_int_equal(vl_redis_reply_integer(vl_future_redis_reply(h->f[i])), i + 1);
+        vl_future_free(h->f[i]);
+    }
+    assert_int_equal(vl_redis_state(h->c), VL_REDIS_READY);
+    vl_redis_free(h->c);
+}
+
+/* ---- helpers ---- */
+
+static vl_redis *hostile_new(vl_loop *loop, const tu_fixture *fx, uint32_t timeout_ms)
+{
+    vl_redis_options o;
+    char url[96];
+
+    vl_redis_options_init(&o);
+    o.reconnect = 0; /* once closed it stays down, so "closed" is observable */
+    if (timeout_ms != 0)
+        o.command_timeout_ms = timeout_ms;
+    snprintf(url, sizeof(url), "redis://%s", fx->url);
+    return vl_redis_new(loop, url, &o);
+}
+
+/* Waits (bounded) until `c` is down: its connection was closed. */
+static void wait_down(vl_loop *loop, vl_redis *c)
+{
+    int i;
+
+    for (i = 0; i < WAIT_MS / 10 && vl_redis_state(c) != VL_REDIS_DOWN; i++)
+        tu_sleep_ms(loop, 10);
+    assert_int_equal(vl_redis_state(c), VL_REDIS_DOWN);
+}
+
+static void expect_text(const char *got, const char *want)
+{
+    if (strstr(got, want) == NULL)
+        fail_msg("message '%s' does not contain '%s'", got, want);
+}
+
+/* One request to the fixture's `scenario`: it must fail with `status` and a
+ * message containing `what` and the endpoint; the connection ends up closed,
+ * the healthy one unaffected. */
+static void refused_request(const char *scenario, int status, const char *what,
+                            uint32_t timeout_ms)
+{
+    vl_loop *loop = vl_loop_new();
+    tu_fixture fx;
+    healthy h;
+    vl_redis *x;
+    vl_future *f;
+    int rc;
+
+    tu_fixture_start(&fx, "redis_hostile.py", scenario);
+    healthy_start(loop, &h, scenario);
+    x = hostile_new(loop, &fx, timeout_ms);
+    healthy_burst(&h);
+    f = vl_redis_command(x, "GET hostile:k");
+    rc = tu_await(loop, vl_future_timeout(f, timeout_ms > WAIT_MS ? timeout_ms + WAIT_MS : WAIT_MS));
+    if (rc != status)
+        fail_msg("%s: status %d (%s), wanted %d", scenario, rc, vl_future_error(f), status);
+    expect_text(vl_future_error(f), what);
+    expect_text(vl_future_error(f), fx.url);
+    assert_null(vl_future_redis_reply(f));
+    vl_future_free(f);
+    wait_down(loop, x);
+    expect_text(vl_redis_error(x), fx.url);
+    healthy_check(loop, &h);
+    vl_redis_free(x);
+    tu_fixture_stop(&fx);
+    tu_finish(loop);
+}
+
+/* ---- the cases ---- */
+
+static void garbage(void **state)
+{
+    (void)state;
+    refused_request("garbage", VL_EPROTO, "bad reply type byte 0x21", 0);
+}
+
+static void truncated_then_close(void **state)
+{
+    (void)state;
+    refused_request("truncated", VL_ECONN, "closed the connection in the middle of a reply", 0);
+}
+
+/* 12 bytes that made hiredis allocate 6 GB: refused at the header. */
+static void huge_array_header(void **state)
+{
+    (void)state;
+    refused_request("huge_array", VL_EPROTO, "exceeds max_elements 16777216", 0);
+}
+
+static void huge_bulk_header(void **state)
+{
+    (void)state;
+    refused_request("huge_bulk", VL_EPROTO, "exceeds max_bulk_len 536870912", 0);
+}
+
+static void deep_nesting(void **state)
+{
+    (void)state;
+    refused_request("deep", VL_EPROTO, "nested deeper than max_depth 8", 0);
+}
+
+/* A reply stalls half-way: the command times out and, its reply being the
+ * oldest due, the connection is closed instead of left stuck. */
+static void stall_mid_reply(void **state)
+{
+    (void)state;
+    refused_request("stall", VL_ETIMEDOUT, "command timed out after 300 ms", 300);
+}
+
+/* The same with the default options: a stalled server never hangs a caller
+ * forever, the default command timeout ends the wait. */
+static void stall_with_defaults(void **state)
+{
+    vl_redis_options o;
+    char want[64];
+
+    (void)state;
+    vl_redis_options_init(&o);
+    assert_true(o.command_timeout_ms > 0);
+    snprintf(want, sizeof(want), "command timed out after %u ms", (unsigned)o.command_timeout_ms);
+    refused_request("stall", VL_ETIMEDOUT, want, o.command_timeout_ms);
+}
+
+/* "-ERR max number of clients reached" on connect is a failed connect, not
+ * the answer to the first command. */
+static void maxclients_on_connect(void **state)
+{
+    (void)state;
+    refused_request("maxclients", VL_ECONN, "max number of clients reached", 0);
+}
+
+/* A reply before any request fails the handshake; it never becomes the
+ * answer to the request. */
+static void reply_before_request(void **state)
+{
+    (void)state;
+    refused_request("early", VL_EPROTO, "unexpected reply", 0);
+}
+
+/* One reply too many: the request got the first one, the second closes the
+ * connection with a protocol error and reaches nobody. */
+static void more_replies_than_requests(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    tu_fixture fx;
+    healthy h;
+    vl_redis *x;
+    vl_future *f;
+
+    (void)state;
+    tu_fixture_start(&fx, "redis_hostile.py", "extra");
+    healthy_start(loop, &h, "extra");
+    x = hostile_new(loop, &fx, 0);
+    healthy_burst(&h);
+    f = vl_redis_command(x, "GET hostile:k");
+    assert_int_equal(tu_await(loop, vl_future_timeout(f, WAIT_MS)), VL_OK);
+    tu_check_str(vl_future_redis_reply(f), "v1");
+    vl_future_free(f);
+    wait_down(loop, x);
+    expect_text(vl_redis_error(x), "unexpected reply");
+    expect_text(vl_redis_error(x), fx.url);
+    /* Closed: a later command fails fast instead of getting the extra. */
+    f = vl_redis_command(x, "GET hostile:k");
+    assert_int_equal(tu_await(loop, f), VL_ECONN);
+    vl_future_free(f);
+    healthy_check(loop, &h);
+    vl_redis_free(x);
+    tu_fixture_stop(&fx);
+    tu_finish(loop);
+}
+
+/* ---- SIGPIPE ---- */
+
+typedef struct load {
+    vl_redis *c;
+    long issued, done, ok, conn, other, wrong;
+    long cap;
+} load;
+
+static void load_cb(vl_future *f, void *ud);
+
+static void load_issue(load *l)
+{
+    l->issued++;
+    assert_int_equal(vl_future_then(vl_redis_command(l->c, "PING"), load_cb, l), VL_OK);
+}
+
+static void load_cb(vl_future *f, void *ud)
+{
+    load *l = ud;
+    int rc = vl_future_status(f);
+
+    l->done++;
+    if (rc == VL_OK) {
+        size_t len;
+        const char *s = vl_redis_reply_str(vl_future_redis_reply(f), &len);
+        if (s == NULL || len != 4 || memcmp(s, "PONG", 4) != 0)
+            l->wrong++;
+        l->ok++;
+        /* Keep writing while the replies the peer sent before hanging up
+         * are still being read: the moment SIGPIPE used to strike. */
+        if (l->issued < l->cap)
+            load_issue(l);
+    } else if (rc == VL_ECONN) {
+        l->conn++;
+    } else {
+        l->other++;
+    }
+}
+
+/* The peer hangs up while thousands of commands are pipelined and more are
+ * being written: with SIGPIPE at its default disposition (which volley must
+ * neither need changed nor change), the process survives, every future
+ * completes exactly once, and the disposition and mask are as they were. */
+static void peer_hangs_up_while_writing(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    struct sigaction sa;
+    sigset_t mask, pending;
+    tu_fixture fx;
+    load l;
+    int i;
+
+    (void)state;
+    assert_int_equal(sigaction(SIGPIPE, NULL, &sa), 0);
+    assert_true(sa.sa_handler == SIG_DFL);
+    assert_int_equal(sigprocmask(SIG_SETMASK, NULL, &mask), 0);
+    assert_false(sigismember(&mask, SIGPIPE));
+    tu_fixture_start(&fx, "redis_hostile.py", "flood_close");
+    memset(&l, 0, sizeof(l));
+    l.c = hostile_new(loop, &fx, 0);
+    l.cap = 50000;
+    for (i = 0; i < 3000; i++)
+        load_issue(&l);
+    for (i = 0; i < WAIT_MS / 10 && l.done < l.issued; i++)
+        tu_sleep_ms(loop, 10);
+    fprintf(stdout, "# hangup: requests %ld completions %ld ok %ld conn %ld other %ld wrong %ld\n",
+            l.issued, l.done, l.ok, l.conn, l.other, l.wrong);
+    assert_int_equal(l.done, l.issued);
+    assert_int_equal(l.ok + l.conn, l.done);
+    assert_true(l.ok >= 3000);
+    assert_true(l.conn > 0);
+    assert_int_equal(l.wrong, 0);
+    wait_down(loop, l.c);
+    assert_int_equal(sigaction(SIGPIPE, NULL, &sa), 0);
+    assert_true(sa.sa_handler == SIG_DFL);
+    assert_int_equal(sigprocmask(SIG_SETMASK, NULL, &mask), 0);
+    assert_false(sigismember(&mask, SIGPIPE));
+    assert_int_equal(sigpending(&pending), 0);
+    assert_false(sigismember(&pending, SIGPIPE));
+    vl_redis_free(l.c);
+    tu_fixture_stop(&fx);
+    tu_finish(loop);
+}
+
+/* ---- dead peers ---- */
+
+/* The socket connected to `port`, or -1. */
+static int socket_to(int port)
+{
+    int fd;
+
+    for (fd = 3; fd < 4096; fd++) {
+        struct sockaddr_in a;
+        socklen_t len = sizeof(a);
+        if (getpeername(fd, (struct sockaddr *)&a, &len) == 0 && a.sin_family == AF_INET &&
+            ntohs(a.sin_port) == port)
+            return fd;
+    }
+    return -1;
+}
+
+/* Keepalive and TCP_USER_TIMEOUT are set with the documented defaults, so a
+ * peer that vanishes without a reset is noticed. */
+static void tcp_keepalive_and_user_timeout(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    tu_fixture fx;
+    vl_redis *x;
+    int fd, v;
+    unsigned ut;
+    socklen_t len;
+
+    (void)state;
+    tu_fixture_start(&fx, "redis_hostile.py", "echo");
+    x = hostile_new(loop, &fx, 0);
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(x, "GET k"), VL_OK));
+    fd = socket_to(fx.port);
+    assert_true(fd >= 0);
+    len = sizeof(v);
+    assert_int_equal(getsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &v, &len), 0);
+    assert_int_equal(v, 1);
+    assert_int_equal(getsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &v, &len), 0);
+    assert_int_equal(v, 15);
+    assert_int_equal(getsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &v, &len), 0);
+    assert_int_equal(v, 5);
+    assert_int_equal(getsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &v, &len), 0);
+    assert_int_equal(v, 3);
+    len = sizeof(ut);
+    assert_int_equal(getsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ut, &len), 0);
+    assert_int_equal(ut, 30000);
+    vl_redis_free(x);
+    tu_fixture_stop(&fx);
+    tu_finish(loop);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(garbage, tu_setup),
+        cmocka_unit_test_setup(truncated_then_close, tu_setup),
+        cmocka_unit_test_setup(huge_array_header, tu_setup),
+        cmocka_unit_test_setup(huge_bulk_header, tu_setup),
+        cmocka_unit_test_setup(deep_nesting, tu_setup),
+        cmocka_unit_test_setup(stall_mid_reply, tu_setup),
+        cmocka_unit_test_setup(stall_with_defaults, tu_setup),
+        cmocka_unit_test_setup(maxclients_on_connect, tu_setup),
+        cmocka_unit_test_setup(reply_before_request, tu_setup),
+        cmocka_unit_test_setup(more_replies_than_requests, tu_setup),
+        cmocka_unit_test_setup(peer_hangs_up_while_writing, tu_setup),
+        cmocka_unit_test_setup(tcp_keepalive_and_user_timeout, tu_setup),
+    };
+
+    return tu_run("redis_hostile", tests, sizeof(tests) / sizeof(tests[0]));
+}
