@@ -69,8 +69,11 @@ enum {
  * "SSH-", a TLS alert) reads as a length prefix of 64 KiB or more, which
  * Connector/C would otherwise wait for until the connect deadline. */
 #define HANDSHAKE_MAX_PACKET ((size_t)64 * 1024)
-/* The protocol's own packet maximum, Connector/C's limit once connected. */
+/* The protocol's own packet maximum. */
 #define PROTOCOL_MAX_PACKET (1ul << 30)
+/* Slack over max_row_bytes for Connector/C's packet limit: the length
+ * prefixes of a row's cells (at most 9 bytes each). */
+#define ROW_PACKET_SLACK ((size_t)64 * 1024)
 
 typedef struct stmt_entry {
     struct stmt_entry *next;
@@ -114,6 +117,7 @@ struct op {
     int err;                 /* a failure noted while the reply is drained */
     const char *err_msg;
     int discard;             /* read and drop the rest of the reply */
+    uint64_t bytes;          /* cell bytes of the result (or stream batch) so far */
     /* binary protocol state */
     stmt_entry *st;
     MYSQL_BIND *pbind;
@@ -158,6 +162,8 @@ struct vl_mysql {
     uint64_t connect_timeout_ms;
     uint64_t query_timeout_ms;
     uint64_t read_timeout_ms;
+    uint64_t max_result_bytes;
+    uint64_t max_row_bytes;
     int multi;
     uint64_t deadline_ms;    /* end of the connect phase (loop clock) */
     uint64_t io_deadline_ms; /* a statement's reply overdue from then on; 0 = none */
@@ -703,7 +709,8 @@ static void conn_break(vl_mysql *c, int status, const char *reason)
 static int unknown_param_ok(const char *k)
 {
     static const char *const known[] = {"connect_timeout_ms", "query_timeout_ms",
-                                        "read_timeout_ms", "multi_statements", "charset",
+                                        "read_timeout_ms", "max_result_bytes",
+                                        "max_row_bytes", "multi_statements", "charset",
                                         "init_sql", "socket", "user", "password", "db",
                                         NULL};
     size_t i;
@@ -747,6 +754,8 @@ static int configure(vl_mysql *c, const char *url, const vl_mysql_options *opts)
     c->connect_timeout_ms = opts->connect_timeout_ms;
     c->query_timeout_ms = opts->query_timeout_ms;
     c->read_timeout_ms = opts->read_timeout_ms;
+    c->max_result_bytes = opts->max_result_bytes;
+    c->max_row_bytes = opts->max_row_bytes;
     c->multi = opts->multi_statements != 0;
     c->charset = vl__strdup(opts->charset != NULL ? opts->charset : "utf8mb4");
     c->init_sql = opts->init_sql != NULL ? vl__strdup(opts->init_sql) : NULL;
@@ -813,11 +822,19 @@ static int configure(vl_mysql *c, const char *url, const vl_mysql_options *opts)
         rc = VL_EINVAL;
         goto out;
     }
-    if ((v = vl__url_param(&u, "read_timeout_ms")) != NULL &&
-        parse_ms(v, &c->read_timeout_ms) != 0) {
-        set_failure(c, VL_EINVAL, 0, NULL, "bad MySQL URL: read_timeout_ms");
-        rc = VL_EINVAL;
-        goto out;
+    {
+        static const char *const names[] = {"read_timeout_ms", "max_result_bytes",
+                                            "max_row_bytes"};
+        uint64_t *fields[] = {&c->read_timeout_ms, &c->max_result_bytes, &c->max_row_bytes};
+        for (i = 0; i < 3; i++) {
+            if ((v = vl__url_param(&u, names[i])) != NULL && parse_ms(v, fields[i]) != 0) {
+                char *m = vl__asprintf("bad MySQL URL: %s", names[i]);
+                set_failure(c, VL_EINVAL, 0, NULL, m != NULL ? m : "bad MySQL URL");
+                vl__free(m);
+                rc = VL_EINVAL;
+                goto out;
+            }
+        }
     }
     if ((v = vl__url_param(&u, "multi_statements")) != NULL)
         c->multi = strcmp(v, "1") == 0 || strcmp(v, "true") == 0;
@@ -1090,6 +1107,17 @@ static int greet_bad(const vl_mysql *c)
     return c->greet_n >= 5 && b[4] != 10 && b[4] != 0xff;
 }
 
+/* Connector/C's packet limit once connected: a row packet is the row's
+ * cells plus their length prefixes. */
+static unsigned long row_packet_limit(const vl_mysql *c)
+{
+    uint64_t lim = c->max_row_bytes;
+
+    if (lim == 0 || lim >= PROTOCOL_MAX_PACKET - ROW_PACKET_SLACK)
+        return PROTOCOL_MAX_PACKET;
+    return (unsigned long)(lim + ROW_PACKET_SLACK);
+}
+
 /* Is this error the end of the connection? */
 static int fatal_error(vl_mysql *c, unsigned err)
 {
@@ -1104,7 +1132,10 @@ static void op_error(vl_mysql *c, op *o, unsigned err, const char *sqlstate, con
     int proto = protocol_error(err);
     int status = proto ? VL_EPROTO : fatal ? VL_ECONN : err == 1969 ? VL_ETIMEDOUT : VL_ESERVER;
     char *m = vl__asprintf("%s: %sERROR %u (%s): %s", c->display,
-                           proto ? "the server broke the protocol: " : "", err, sqlstate, text);
+                           err == CR_NET_PACKET_TOO_LARGE
+                               ? "a packet from the server exceeds max_row_bytes: "
+                               : proto ? "the server broke the protocol: " : "",
+                           err, sqlstate, text);
     vl_mysql_result *v;
 
     if (o->res == NULL)
@@ -1178,6 +1209,41 @@ static void op_finish(vl_mysql *c, op *o)
     op_complete(o, VL_OK, o->res, NULL);
 }
 
+/* Counts a row of `row` cell bytes against the connection's limits. 0 when
+ * within them; otherwise 1 with the reason written to why. */
+static int over_limit(vl_mysql *c, op *o, uint64_t row, char *why, size_t cap)
+{
+    if (c->max_row_bytes != 0 && row > c->max_row_bytes) {
+        snprintf(why, cap,
+                 "closed: a result row of %" PRIu64 " bytes exceeds max_row_bytes (%" PRIu64 ")",
+                 row, c->max_row_bytes);
+        return 1;
+    }
+    o->bytes += row;
+    if (c->max_result_bytes != 0 && o->bytes > c->max_result_bytes) {
+        snprintf(why, cap, "closed: the result exceeds max_result_bytes (%" PRIu64 ")",
+                 c->max_result_bytes);
+        return 1;
+    }
+    return 0;
+}
+
+/* What Connector/C holds for a prepared statement's stored result so far:
+ * mysql_stmt_store_result buffers every row before volley sees one, so the
+ * limit is checked on its arena between reads. Its blocks grow linearly, so
+ * there are only about sqrt(n) of them to walk. */
+static uint64_t stored_bytes(MYSQL_STMT *s)
+{
+    const MA_USED_MEM *b;
+    uint64_t n = 0;
+
+    for (b = s->result.alloc.used; b != NULL; b = b->next)
+        n += b->size;
+    for (b = s->result.alloc.free; b != NULL; b = b->next)
+        n += b->size;
+    return n;
+}
+
 /* Delivers the stream batch gathered so far. Returns 0 when the connection
  * must not be touched any more (freed or closed from the callback). */
 static int stream_deliver(vl_mysql *c, op *o)
@@ -1190,20 +1256,27 @@ static int stream_deliver(vl_mysql *c, op *o)
     if (o->f != NULL && !o->discard && vl__mres_finish(b) == VL_OK)
         o->cb(b, o->ud);
     vl_mysql_result_free(b);
+    o->bytes = 0; /* the result limit bounds each batch of a stream */
     return !c->free_pending && c->state == ST_OPEN;
 }
 
-/* Stores one text-protocol row. */
-static void store_text_row(vl_mysql *c, op *o)
+/* Stores one text-protocol row. Returns 1 when it breaks a limit (the
+ * reason in why), 0 otherwise. */
+static int store_text_row(vl_mysql *c, op *o, char *why, size_t cap)
 {
     unsigned long *lens = mysql_fetch_lengths(c->res);
     unsigned i, n = mysql_num_fields(c->res);
     vl_mysql_result *dst;
     vl__mcell *cells;
+    uint64_t row = 0;
 
     o->rows_started = 1;
     if (o->discard)
-        return;
+        return 0;
+    for (i = 0; i < n; i++)
+        row += lens[i];
+    if (over_limit(c, o, row, why, cap))
+        return 1;
     if (o->stream) {
         o->streamed++;
         if (o->batch == NULL) {
@@ -1211,7 +1284,7 @@ static void store_text_row(vl_mysql *c, op *o)
             if (o->batch == NULL || vl__mres_add(o->batch) == NULL ||
                 vl__mres_copy_columns(o->batch, o->set) != VL_OK) {
                 op_note(o, VL_ENOMEM, "out of memory reading a row");
-                return;
+                return 0;
             }
         }
         dst = o->batch;
@@ -1221,16 +1294,17 @@ static void store_text_row(vl_mysql *c, op *o)
     cells = vl__mres_row(dst);
     if (cells == NULL) {
         op_note(o, VL_ENOMEM, "out of memory reading a row");
-        return;
+        return 0;
     }
     for (i = 0; i < n; i++) {
         if (c->row[i] == NULL)
             continue;
         if (vl__mres_cell(dst, &cells[i], c->row[i], lens[i]) != VL_OK) {
             op_note(o, VL_ENOMEM, "out of memory reading a row");
-            return;
+            return 0;
         }
     }
+    return 0;
 }
 
 /* ---- binary protocol helpers ---- */
@@ -1442,16 +1516,23 @@ static int fmt_time(char *buf, size_t cap, const MYSQL_TIME *t, int type, unsign
     return n;
 }
 
-/* Converts one fetched binary row into text cells. */
-static int store_binary_row(op *o)
+/* Converts one fetched binary row into text cells. VL_OK, VL_ENOMEM, or
+ * VL_EPROTO when the row breaks a limit (the reason in why). */
+static int store_binary_row(vl_mysql *c, op *o, char *why, size_t cap)
 {
     MYSQL_FIELD *fields = mysql_fetch_fields(o->meta);
     unsigned i, n = mysql_num_fields(o->meta);
     vl__mcell *cells;
     char buf[64];
+    uint64_t row = 0;
 
     if (o->discard)
         return VL_OK;
+    for (i = 0; i < n; i++)
+        if (!o->rnulls[i])
+            row += o->rlens[i];
+    if (over_limit(c, o, row, why, cap))
+        return VL_EPROTO;
     cells = vl__mres_row(o->set);
     if (cells == NULL)
         return VL_ENOMEM;
@@ -1612,10 +1693,10 @@ static void step(vl_mysql *c, int ready)
                 vl__free(m);
                 return;
             }
-            /* Past the handshake, packets up to the protocol's maximum
+            /* From now on Connector/C accepts packets up to the row limit
              * (MYSQL_OPT_MAX_ALLOWED_PACKET only takes effect at connect). */
-            c->my->net.max_packet_size = PROTOCOL_MAX_PACKET;
-            c->my->options.max_allowed_packet = PROTOCOL_MAX_PACKET;
+            c->my->net.max_packet_size = row_packet_limit(c);
+            c->my->options.max_allowed_packet = c->my->net.max_packet_size;
             c->state = ST_OPEN;
             c->ever_open = 1;
             c->dirty = 0;
@@ -1723,7 +1804,11 @@ static void step(vl_mysql *c, int ready)
                 return;
         q_fetched:
             if (c->row != NULL) {
-                store_text_row(c, o);
+                char why[160];
+                if (store_text_row(c, o, why, sizeof(why))) {
+                    conn_break(c, VL_EPROTO, why);
+                    return;
+                }
                 if (o->stream && o->batch != NULL &&
                     vl_mysql_result_rows(o->batch) >= o->batch_rows) {
                     if (!stream_deliver(c, o))
@@ -1911,14 +1996,21 @@ static void step(vl_mysql *c, int ready)
             break;
         case S_X_STORE:
             st = mysql_stmt_store_result_start(&c->iret, o->st->stmt);
-            if (wait_on(c, st, S_X_STORE_CONT))
-                return;
-            goto x_stored;
+            goto x_storing;
         case S_X_STORE_CONT:
             st = mysql_stmt_store_result_cont(&c->iret, o->st->stmt, ready);
+        x_storing:
+            if (st != 0 && c->max_result_bytes != 0 &&
+                stored_bytes(o->st->stmt) > c->max_result_bytes) {
+                char why[160];
+                snprintf(why, sizeof(why),
+                         "closed: the result exceeds max_result_bytes (%" PRIu64 ")",
+                         c->max_result_bytes);
+                conn_break(c, VL_EPROTO, why);
+                return;
+            }
             if (wait_on(c, st, S_X_STORE_CONT))
                 return;
-        x_stored:
             if (c->iret != 0) {
                 stmt_entry *e = o->st;
                 o->st = NULL;
@@ -1952,9 +2044,16 @@ static void step(vl_mysql *c, int ready)
                 return;
         x_fetched:
             if (c->iret == 0 || c->iret == MYSQL_DATA_TRUNCATED) {
+                char why[160];
+                int rc;
                 if (c->iret == MYSQL_DATA_TRUNCATED)
                     op_note(o, VL_EPROTO, "a value was truncated");
-                if (!o->discard && store_binary_row(o) != VL_OK)
+                rc = o->discard ? VL_OK : store_binary_row(c, o, why, sizeof(why));
+                if (rc == VL_EPROTO) {
+                    conn_break(c, VL_EPROTO, why);
+                    return;
+                }
+                if (rc != VL_OK)
                     op_note(o, VL_ENOMEM, "out of memory reading a row");
                 c->step = S_X_FETCH;
                 break;
@@ -2074,6 +2173,8 @@ void vl_mysql_options_init(vl_mysql_options *o)
     memset(o, 0, sizeof(*o));
     o->connect_timeout_ms = 10000;
     o->read_timeout_ms = VL_MYSQL_DEFAULT_READ_TIMEOUT_MS;
+    o->max_result_bytes = VL_MYSQL_DEFAULT_MAX_RESULT_BYTES;
+    o->max_row_bytes = VL_MYSQL_DEFAULT_MAX_ROW_BYTES;
 }
 
 static void handle_free(vl__handle *h)

@@ -206,6 +206,22 @@ static void stalled_row(void **state)
     run_case(&hc);
 }
 
+static void row_too_big(void **state)
+{
+    hostile_case hc = {"big_row", "max_row_bytes=1000", 0, VL_EPROTO, "max_row_bytes"};
+
+    (void)state;
+    run_case(&hc);
+}
+
+static void result_too_big(void **state)
+{
+    hostile_case hc = {"big_result", "max_result_bytes=10000", 0, VL_EPROTO, "max_result_bytes"};
+
+    (void)state;
+    run_case(&hc);
+}
+
 static void garbage_column_count(void **state)
 {
     hostile_case hc = {"garbage_columns", "read_timeout_ms=2000", 0, VL_EPROTO, "ERROR"};
@@ -222,6 +238,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(truncated_handshake, setup, teardown),
         cmocka_unit_test_setup_teardown(stalled_handshake, setup, teardown),
         cmocka_unit_test_setup_teardown(stalled_row, setup, teardown),
+        cmocka_unit_test_setup_teardown(row_too_big, setup, teardown),
+        cmocka_unit_test_setup_teardown(result_too_big, setup, teardown),
         cmocka_unit_test_setup_teardown(garbage_column_count, setup, teardown),
     };
 

@@ -506,6 +506,73 @@ static void streaming(void **state)
     tu_loop_finish(loop);
 }
 
+/* Limits against the real server, through both protocols and a stream: a
+ * row or a result over the connection's limit fails that statement with
+ * VL_EPROTO naming the limit and closes that connection only. */
+static void limits(void **state)
+{
+    static const char *const big_rows =
+        "WITH RECURSIVE t(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM t WHERE n < 200)"
+        " SELECT n, REPEAT('x', 1000) FROM t";
+    static const struct {
+        const char *params;
+        const char *sql;
+        int binary;
+        const char *limit;
+    } cases[] = {
+        {"max_row_bytes=500", "SELECT REPEAT('x', 1000)", 0, "max_row_bytes"},
+        {"max_row_bytes=500", "SELECT REPEAT('x', 1000)", 1, "max_row_bytes"},
+        {"max_result_bytes=50000", NULL, 0, "max_result_bytes"},
+        {"max_result_bytes=50000", NULL, 1, "max_result_bytes"},
+    };
+    vl_loop *loop = vl_loop_new();
+    vl_mysql *good;
+    size_t i;
+
+    (void)state;
+    good = connect_ok(loop);
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char url[600];
+        const char *sql = cases[i].sql != NULL ? cases[i].sql : big_rows;
+        vl_mysql *c;
+        vl_future *f, *g;
+
+        snprintf(url, sizeof(url), "%s?%s", tcp_url(), cases[i].params);
+        c = vl_mysql_new(loop, url, NULL);
+        assert_non_null(c);
+        g = vl_mysql_query(good, "SELECT 'fine'");
+        f = tu_wait_for(loop, cases[i].binary ? vl_mysql_execute(c, sql, NULL, 0)
+                                              : vl_mysql_query(c, sql));
+        if (vl_future_status(f) != VL_EPROTO || strstr(vl_future_error(f), cases[i].limit) == NULL)
+            fail_msg("case %zu: status %d: %s", i, vl_future_status(f), vl_future_error(f));
+        vl_future_free(f);
+        assert_false(vl_mysql_is_open(c));
+        vl_mysql_free(c);
+        tu_wait_for(loop, g);
+        assert_int_equal(vl_future_status(g), VL_OK);
+        assert_string_equal(vl_mysql_result_value(vl_future_mysql_result(g), 0, 0, NULL), "fine");
+        vl_future_free(g);
+    }
+    /* The same statements within the limits, and with the defaults. */
+    {
+        char url[600];
+        vl_mysql *c;
+        vl_future *f;
+
+        snprintf(url, sizeof(url), "%s?max_row_bytes=2000&max_result_bytes=1000000", tcp_url());
+        c = vl_mysql_new(loop, url, NULL);
+        f = execute_ok(loop, c, big_rows, NULL, 0);
+        assert_int_equal(vl_mysql_result_rows(vl_future_mysql_result(f)), 200);
+        vl_future_free(f);
+        f = query_ok(loop, c, big_rows);
+        assert_int_equal(vl_mysql_result_rows(vl_future_mysql_result(f)), 200);
+        vl_future_free(f);
+        vl_mysql_free(c);
+    }
+    vl_mysql_free(good);
+    tu_finish(loop);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -513,6 +580,7 @@ int main(void)
         cmocka_unit_test_setup(big_blob, tu_setup),
         cmocka_unit_test_setup(statement_cache, tu_setup),
         cmocka_unit_test_setup(streaming, tu_setup),
+        cmocka_unit_test_setup(limits, tu_setup),
     };
 
     return tu_run("mysql_stmt", tests, sizeof(tests) / sizeof(tests[0]));

@@ -24,6 +24,8 @@
  *   query_timeout_ms=N     default server-side statement limit (see below)
  *   read_timeout_ms=N      close a connection whose server is silent that long
  *                          while it owes a reply (see "Timeouts"; 0 = off)
+ *   max_result_bytes=N     limits on what a server may send (see "Limits")
+ *   max_row_bytes=N
  *   multi_statements=1     allow "a; b; c" in one vl_mysql_query
  *   charset=NAME           connection character set (default utf8mb4)
  *   init_sql=SQL           run once right after every connect
@@ -59,16 +61,13 @@
  *                    connection stays usable), a client-side deadline
  *                    passed (the connection is closed), or connecting took
  *                    longer than connect_timeout_ms.
- *   VL_EPROTO        the server broke the protocol: a greeting that is not
- *                    MySQL's (while connecting, Connector/C accepts packets
- *                    of at most 64 KiB, so garbage fails at once rather than
- *                    at the connect deadline; init_sql must not return rows
- *                    larger than that), a malformed packet, an
- *                    unexpected reply such as a LOAD DATA LOCAL INFILE
- *                    request (volley never offers CLIENT_LOCAL_FILES and
- *                    never sends a file). The connection is closed;
- *                    vl_mysql_errno() gives Connector/C's code (e.g. 2000,
- *                    2027).
+ *   VL_EPROTO        the server broke the protocol or volley's limits: a
+ *                    greeting that is not MySQL's, a malformed packet, a
+ *                    LOAD DATA LOCAL INFILE request (volley never offers
+ *                    CLIENT_LOCAL_FILES and never sends a file), a row or
+ *                    result over max_row_bytes / max_result_bytes. The
+ *                    connection is closed; vl_mysql_errno() gives
+ *                    Connector/C's code when it noticed (e.g. 2020, 2027).
  *   VL_ECANCELED     cancelled, or the connection/pool was freed.
  *   VL_ECLOSED       the connection was closed earlier (after a lost
  *                    connection or a cancelled in-flight statement).
@@ -105,6 +104,27 @@
  *    needs a larger value (or 0 = off); prefer query_timeout_ms to bound
  *    statements themselves.
  *
+ * ---- Limits --------------------------------------------------------------
+ *
+ * What a server can make volley hold in memory is bounded:
+ *   max_row_bytes     (default 64 MiB) the cells of one row, in bytes.
+ *                     Connector/C is also told to refuse any packet larger
+ *                     than this plus 64 KiB, so a hostile length prefix
+ *                     costs nothing. While connecting the packet limit is
+ *                     64 KiB (a greeting is about 100 bytes), so a peer that
+ *                     is not a MySQL server fails at once with VL_EPROTO
+ *                     rather than at the connect deadline; init_sql must
+ *                     not return rows larger than that.
+ *   max_result_bytes  (default 256 MiB) the cells of one call's results
+ *                     together (every result set of a multi-statement call);
+ *                     for a stream, of each batch. For prepared statements
+ *                     it also bounds Connector/C's buffer of the result,
+ *                     which is slightly larger than the cells.
+ * 0 means no limit of volley's own (the protocol's 1 GiB packet maximum
+ * still applies). Exceeding one fails that statement with VL_EPROTO and a
+ * message naming the limit, and closes that connection (the rest of the
+ * reply is not read); other connections are unaffected.
+ *
  * ---- Threads -------------------------------------------------------------
  *
  * Everything here belongs to the loop's thread. Callbacks run from the loop
@@ -131,6 +151,8 @@ typedef struct vl_mysql_tx vl_mysql_tx;
  * ====================================================================== */
 
 #define VL_MYSQL_DEFAULT_READ_TIMEOUT_MS 60000u
+#define VL_MYSQL_DEFAULT_MAX_RESULT_BYTES ((uint64_t)256 << 20)
+#define VL_MYSQL_DEFAULT_MAX_ROW_BYTES ((uint64_t)64 << 20)
 
 /* New fields are only ever appended; vl_mysql_options_init fills them all. */
 typedef struct vl_mysql_options {
@@ -140,6 +162,8 @@ typedef struct vl_mysql_options {
     const char *charset;         /* NULL = "utf8mb4" (copied) */
     const char *init_sql;        /* NULL = none (copied) */
     uint64_t read_timeout_ms;    /* server silence while a reply is owed; 60000; 0 = off */
+    uint64_t max_result_bytes;   /* see "Limits"; 256 MiB; 0 = no limit */
+    uint64_t max_row_bytes;      /* see "Limits"; 64 MiB; 0 = no limit */
 } vl_mysql_options;
 
 /* Fills `o` with the defaults above. */
