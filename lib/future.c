@@ -276,6 +276,114 @@ void vl_future_free(vl_future *f)
     future_destroy(f);
 }
 
+/* ---- chains ---- */
+
+/* One link: `g` is the chain's future, `inner` the step pending under it
+ * (first the input, then the future the step returned). The inner future's
+ * callback is what moves the chain on, so the link is freed there, and only
+ * there: a cancelled chain forgets `g` and cancels `inner`, whose callback
+ * then runs and frees the link. */
+typedef struct chainlink {
+    vl_future *g;
+    vl_future *inner;
+    vl_future_step_fn step; /* NULL once it ran: inner is the last step */
+    void *ud;
+} chainlink;
+
+static void link_cancel(void *source, vl_future *g, int status)
+{
+    chainlink *l = source;
+
+    VL__UNUSED(g);
+    VL__UNUSED(status);
+    l->g = NULL;
+    if (l->inner != NULL)
+        vl_future_cancel(l->inner);
+}
+
+static const vl__source_ops link_ops = {link_cancel};
+
+/* Completes g with what `from` holds, moving its value. */
+static void forward(vl_future *g, vl_future *from)
+{
+    void *value = from->value;
+    vl_free_fn free_fn = from->value_free;
+
+    from->value = NULL;
+    from->value_free = NULL;
+    vl__future_complete(g, from->status, value, from->vtype, free_fn, from->msg);
+}
+
+static void link_cb(vl_future *inner, void *ud)
+{
+    chainlink *l = ud;
+    vl_future *g = l->g, *next;
+    vl_future_step_fn step = l->step;
+
+    l->inner = NULL;
+    if (g == NULL) {
+        vl__free(l); /* the chain was cancelled: its result is dropped */
+        return;
+    }
+    if (step == NULL || inner->status != VL_OK) {
+        vl__future_set_source(g, NULL, NULL);
+        forward(g, inner);
+        vl__free(l);
+        return;
+    }
+    l->step = NULL;
+    next = step(inner, l->ud);
+    if (l->g == NULL) {
+        /* The step cancelled or freed the chain's future: what it started
+         * is cancelled with it. */
+        if (next != NULL && !vl__future_owned(next))
+            vl_future_free(next);
+        vl__free(l);
+        return;
+    }
+    if (next == NULL || vl_future_then(next, link_cb, l) != VL_OK) {
+        vl__future_set_source(g, NULL, NULL);
+        if (next == NULL)
+            vl__future_complete(g, VL_ENOMEM, NULL, VL__VAL_NONE, NULL,
+                                "chain: a step returned no future (out of memory)");
+        else
+            vl__future_complete(g, VL_EINVAL, NULL, VL__VAL_NONE, NULL,
+                                "chain: a step returned a future that is already consumed");
+        vl__free(l);
+        return;
+    }
+    l->inner = next;
+}
+
+vl_future *vl_future_chain(vl_future *f, vl_future_step_fn step, void *ud)
+{
+    chainlink *l;
+    vl_future *g;
+
+    if (f == NULL)
+        return NULL;
+    if (vl__future_owned(f))
+        return vl__future_failed(f->loop, VL_EINVAL, "chain: future already consumed");
+    if (step == NULL) {
+        vl_loop *loop = f->loop;
+        vl_future_free(f); /* ours now, as with every combinator */
+        return vl__future_failed(loop, VL_EINVAL, "chain: no step");
+    }
+    l = vl__calloc(1, sizeof(*l));
+    g = l != NULL ? vl__future_make(f->loop, &link_ops, l) : NULL;
+    if (g == NULL) {
+        vl__free(l);
+        vl_future_free(f);
+        return NULL;
+    }
+    l->g = g;
+    l->inner = f;
+    l->step = step;
+    l->ud = ud;
+    vl_future_then(f, link_cb, l); /* cannot fail: f is ours and unconsumed */
+    return g;
+}
+
 /* ---- deadlines ---- */
 
 static void deadline_cb(vl__timer *t, void *ud)

@@ -47,6 +47,31 @@ typedef void (*vl_free_fn)(void *value);
  * nothing changes and `cb` is never called. */
 VL_EXPORT int vl_future_then(vl_future *f, vl_future_cb cb, void *ud);
 
+/* A step of a chain: runs once `done` succeeded and returns the next step's
+ * future (which the chain consumes), or NULL when out of memory. */
+typedef vl_future *(*vl_future_step_fn)(vl_future *done, void *ud);
+
+/* Sequencing (asyncio's `await` one after another, folly's thenValue):
+ * consumes `f` and returns a future for the whole chain. When `f` succeeds,
+ * `step(f, ud)` runs from the loop (rule 2; `f` is borrowed there: read it,
+ * take its value) and returns the next future; the chain's future then
+ * completes with that future's status, message and value. When `f` fails,
+ * `step` never runs and the chain's future fails with f's status, message
+ * and value (a MySQL or Redis server error stays readable). Chains compose:
+ *
+ *     vl_future_chain(vl_future_chain(take_job(q), run_query, ctx), write_ack, ctx)
+ *
+ * runs the three steps in order and completes with the ack's result.
+ * Cancelling the chain's future, its deadline or freeing it cancels the step
+ * that is pending at that moment (f, or the future `step` returned), so
+ * cancellation flows down the chain; a step that has not started never runs.
+ * A step that returns NULL fails the chain with VL_ENOMEM; one that returns a
+ * future already consumed fails it with VL_EINVAL (that future is not
+ * touched). Returns NULL only when out of memory, or when `f` is NULL (the
+ * call that made it ran out of memory); `f` is freed then. `step` NULL or `f`
+ * already consumed gives a future failed with VL_EINVAL. */
+VL_EXPORT vl_future *vl_future_chain(vl_future *f, vl_future_step_fn step, void *ud);
+
 /* Status: 1 when completed, 0 while pending. */
 VL_EXPORT int vl_future_done(const vl_future *f);
 
