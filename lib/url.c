@@ -235,15 +235,17 @@ int vl__url_parse(const char *s, vl__url *u, char *err, size_t errlen)
     if (u->host[0] == '\0' && (u->path == NULL || u->path[0] == '\0') &&
         vl__url_param(u, "socket") == NULL)
         FAIL(VL_EINVAL, "URL has no host");
-    if (u->host[0] != '\0')
-        u->display = u->port ? vl__asprintf(strchr(u->host, ':') ? "%s://[%s]:%d%s%s" : "%s://%s:%d%s%s",
-                                            u->scheme, u->host, u->port,
-                                            u->path && u->path[0] ? "/" : "",
-                                            u->path ? u->path : "")
-                             : vl__asprintf("%s://%s%s%s", u->scheme, u->host,
-                                            u->path && u->path[0] ? "/" : "",
-                                            u->path ? u->path : "");
-    else
+    if (u->host[0] != '\0') {
+        /* An IPv6 host keeps its brackets, with or without a port, so that
+         * the display form reads back as the same endpoint. */
+        int v6 = strchr(u->host, ':') != NULL;
+        char port[16] = "";
+        if (u->port)
+            snprintf(port, sizeof(port), ":%d", u->port);
+        u->display = vl__asprintf("%s://%s%s%s%s%s%s", u->scheme, v6 ? "[" : "", u->host,
+                                  v6 ? "]" : "", port, u->path && u->path[0] ? "/" : "",
+                                  u->path ? u->path : "");
+    } else
         u->display = vl__asprintf("%s://%s", u->scheme,
                                   u->path ? u->path : vl__url_param(u, "socket"));
     if (u->display == NULL)
