@@ -26,7 +26,7 @@ run() { "$VOLLEY" "$@" >"$T/out" 2>"$T/err"; rc=$?; }
 has() { grep -qF -- "$1" "$2"; }
 lines() { wc -l <"$1" | tr -d ' '; }
 
-PLAN=47
+PLAN=48
 echo "1..$PLAN"
 if [ -z "${VL_TEST_REDIS_PORTS:-}" ] || [ ! -x "$VOLLEY" ]; then
     echo "# the harness env or $VOLLEY is missing"
@@ -208,6 +208,10 @@ run -t 2000 -H "$U/r[1-3].sock,127.0.0.1:$CLOSED,$U/r07.sock,127.0.0.1:$CLOSED,$
     -H "$U/r[9-10].sock,127.0.0.2:$CLOSED,$U/s2.sock,$U/r4.sock,$U/r2.sock" PING
 check "the summary compresses ranges, duplicates, padding and order as before" \
     has "14 hosts: 0 ok, 14 connect ($U/r[1-5,9-10].sock,127.0.0.1:[$CLOSED-$CLOSED],$U/r07.sock,$U/rx.sock,127.0.0.2:$CLOSED,$U/s2.sock)" "$T/err"
+# A number inside a literal '[' is left alone: "a[x[1-2]]" would not read back.
+run -t 2000 -H "$U/a[x1].sock,$U/a[x2].sock" PING
+check "no range is made inside a literal '['" \
+    has "2 hosts: 0 ok, 2 connect ($U/a[x1].sock,$U/a[x2].sock)" "$T/err"
 run -g -t 2000 -H "127.0.0.1:$CLOSED,$U/r1.sock,127.0.0.1:$CLOSED" PING
 check "-g folds two identical hosts into one range with a count of 2" \
     bash -c "[ \$(grep -c '^----------------\$' '$T/out') -eq 4 ] && sed -n 2p '$T/out' | grep -qxF '127.0.0.1:[$CLOSED-$CLOSED] (2)' && sed -n 6p '$T/out' | grep -qxF '$U/r1.sock (1)'"

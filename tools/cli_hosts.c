@@ -203,56 +203,69 @@ static const char *item_end(const char *p)
     return p;
 }
 
+/* Finds the next host item at or after *p: sets *start and *n to it without
+ * the white space around it, and *p past it and its comma. Returns 0 at
+ * the end of the list. */
+static int next_item(const char **p, const char **start, size_t *n)
+{
+    const char *s = *p, *q;
+
+    if (*s == '\0')
+        return 0;
+    q = item_end(s);
+    *p = *q == ',' ? q + 1 : q;
+    while (s < q && isspace((unsigned char)*s))
+        s++;
+    while (q > s && isspace((unsigned char)q[-1]))
+        q--;
+    *start = s;
+    *n = (size_t)(q - s);
+    return 1;
+}
+
 int cli_hosts_add_list(cli_hosts *h, const char *list, char *err, size_t errlen)
 {
-    const char *p = list;
+    const char *p = list, *s;
+    size_t n;
 
-    while (*p != '\0') {
-        const char *q = item_end(p);
+    while (next_item(&p, &s, &n)) {
         char item[4096];
-        size_t n = (size_t)(q - p);
+        size_t scheme, head, tail;
 
-        while (n > 0 && isspace((unsigned char)p[n - 1]))
-            n--;
-        while (n > 0 && isspace((unsigned char)*p)) {
-            p++;
-            n--;
-        }
         if (n >= sizeof(item)) {
             snprintf(err, errlen, "host too long");
             return -1;
         }
-        if (n > 0) {
-            size_t scheme, head, tail;
-            memcpy(item, p, n);
-            item[n] = '\0';
-            host_part(item, n, &scheme, &head, &tail);
-            if (expand(h, item, head, tail, err, errlen) != 0)
-                return -1;
-        }
-        p = *q == ',' ? q + 1 : q;
+        if (n == 0)
+            continue;
+        memcpy(item, s, n);
+        item[n] = '\0';
+        host_part(item, n, &scheme, &head, &tail);
+        if (expand(h, item, head, tail, err, errlen) != 0)
+            return -1;
     }
     return 0;
 }
 
 void cli_hosts_scrub(char *list)
 {
-    char *p = list;
+    const char *p = list, *s;
+    size_t n;
 
-    while (*p != '\0') {
-        char *q = (char *)item_end(p);
-        size_t n = (size_t)(q - p), scheme, head, tail;
+    while (next_item(&p, &s, &n)) {
+        char *item = list + (s - list), *end = item + n;
+        size_t scheme, head, tail;
 
-        host_part(p, n, &scheme, &head, &tail);
+        host_part(item, n, &scheme, &head, &tail);
         if (head > scheme) {
             /* "user:password@": the password runs from the first ':'. */
-            char *colon = memchr(p + scheme, ':', head - 1 - scheme);
+            char *colon = memchr(item + scheme, ':', head - 1 - scheme);
             if (colon != NULL)
-                memset(colon + 1, 'x', (size_t)(p + head - 1 - (colon + 1)));
+                memset(colon + 1, 'x', (size_t)(item + head - 1 - (colon + 1)));
         }
         if (tail > 0) {
             /* "?k=v&password=secret&k2=v2" */
-            char *k = p + n - tail + 1, *end = p + n;
+            char *k = end - tail + 1;
             while (k < end) {
                 char *amp = memchr(k, '&', (size_t)(end - k));
                 char *kend = amp != NULL ? amp : end;
@@ -261,7 +274,6 @@ void cli_hosts_scrub(char *list)
                 k = kend + (amp != NULL);
             }
         }
-        p = *q == ',' ? q + 1 : q;
     }
 }
 
@@ -348,6 +360,20 @@ static int app(char **buf, size_t *len, size_t *cap, const char *s, size_t n)
     return 0;
 }
 
+/* 1 when s[0, n) leaves a '[' open. */
+static int open_bracket(const char *s, size_t n)
+{
+    size_t i;
+    int open = 0;
+
+    for (i = 0; i < n; i++)
+        if (s[i] == '[')
+            open = 1;
+        else if (s[i] == ']')
+            open = 0;
+    return open;
+}
+
 /* One host that may fold into a range: "prefix<num>suffix". */
 typedef struct foldable {
     const char *s;
@@ -431,8 +457,10 @@ char *cli_hosts_compress(const char *const *hosts, size_t n)
     for (i = 0; i < n; i++) {
         size_t pre, dl;
         lead[i] = SIZE_MAX;
-        /* A leading zero ("db01") would lose its padding in a range. */
-        if (split_num(hosts[i], &pre, &dl) && hosts[i][pre] != '0') {
+        /* A leading zero ("db01") would lose its padding in a range, and
+         * a range inside an open '[' ("a[x1]") would not read back. */
+        if (split_num(hosts[i], &pre, &dl) && hosts[i][pre] != '0' &&
+            !open_bracket(hosts[i], pre)) {
             f[nf].s = hosts[i];
             f[nf].pre = pre;
             f[nf].dl = dl;
