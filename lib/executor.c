@@ -42,9 +42,11 @@ typedef struct executor {
     unsigned refs;                /* workers alive, plus one for the loop (mu) */
     job *all;                     /* jobs not yet delivered (loop thread) */
     vl__async async;
+    vl__handle handle;            /* the loop frees us with its objects */
 } executor;
 
 static void executor_release(executor *ex);
+static void executor_handle_free(vl__handle *h);
 
 static void *worker(void *arg)
 {
@@ -169,6 +171,7 @@ static executor *executor_get(vl_loop *loop)
     pthread_cond_init(&ex->cv, NULL);
     vl__async_init(&ex->async, loop, async_cb, ex);
     vl__loop_set_executor(loop, ex);
+    vl__handle_add(loop, &ex->handle, executor_handle_free);
     return ex;
 }
 
@@ -257,18 +260,18 @@ static void executor_release(executor *ex)
     free(ex);
 }
 
-/* Called by vl_loop_free. It never waits for a running job (a worker may be
- * stuck in a DNS lookup for seconds): finished results are delivered,
- * queued jobs cancelled, and workers still busy are detached; the last of
- * them frees the executor and drops its result. */
-void vl__executor_free(vl_loop *loop, void *arg)
+/* The loop frees its handles with it. This never waits for a running job (a
+ * worker may be stuck in a DNS lookup for seconds): finished results are
+ * delivered, queued jobs cancelled, and workers still busy are detached; the
+ * last of them frees the executor and drops its result. */
+static void executor_handle_free(vl__handle *h)
 {
-    executor *ex = arg;
+    executor *ex = (executor *)(void *)((char *)h - offsetof(executor, handle));
     unsigned i;
     job *j, *done;
     int last;
 
-    VL__UNUSED(loop);
+    vl__loop_set_executor(ex->loop, NULL);
     pthread_mutex_lock(&ex->mu);
     ex->stopping = 1;
     pthread_cond_broadcast(&ex->cv);

@@ -22,8 +22,8 @@ typedef struct group {
 } group;
 
 struct vl_future {
+    vl__ready ready;               /* the loop's ready list; first member */
     vl_loop *loop;
-    vl_future *next;               /* the loop's ready list */
     const vl__source_ops *ops;     /* cancel hook of the pending operation */
     void *source;
     vl_future_cb cb;
@@ -45,11 +45,7 @@ struct vl_future {
 };
 
 static void future_destroy(vl_future *f);
-
-vl_future **vl__future_next_ptr(vl_future *f)
-{
-    return &f->next;
-}
+static void future_run(vl__ready *r);
 
 vl_future *vl__future_make(vl_loop *loop, const vl__source_ops *ops, void *source)
 {
@@ -57,6 +53,7 @@ vl_future *vl__future_make(vl_loop *loop, const vl__source_ops *ops, void *sourc
 
     if (f == NULL)
         return NULL;
+    f->ready.run = future_run;
     f->loop = loop;
     f->ops = ops;
     f->source = source;
@@ -89,7 +86,7 @@ static void enqueue(vl_future *f)
     if (f->queued)
         return;
     f->queued = 1;
-    vl__loop_ready(f->loop, f);
+    vl__loop_ready(f->loop, &f->ready);
 }
 
 void vl__future_complete(vl_future *f, int status, void *value, int vtype,
@@ -161,8 +158,11 @@ static void abandon(vl_future *f, int status, const char *msg)
     vl__future_complete(f, status, NULL, VL__VAL_NONE, NULL, msg);
 }
 
-void vl__future_dispatch_one(vl_future *f)
+/* The loop calls this for a queued future: its callback runs now. */
+static void future_run(vl__ready *r)
 {
+    vl_future *f = (vl_future *)(void *)r;
+
     f->queued = 0;
     if (f->zombie) {
         future_destroy(f);
@@ -274,6 +274,23 @@ void vl_future_free(vl_future *f)
         return;
     }
     future_destroy(f);
+}
+
+/* ---- run until complete ---- */
+
+static int still_pending(void *arg)
+{
+    return ((vl_future *)arg)->state == ST_PENDING;
+}
+
+int vl_loop_run_until(vl_loop *loop, vl_future *f)
+{
+    int rc;
+
+    if (loop == NULL || f == NULL || f->loop != loop || vl__future_owned(f))
+        return VL_EINVAL;
+    rc = vl__loop_run_while(loop, still_pending, f);
+    return rc == VL_OK ? f->status : rc;
 }
 
 /* ---- chains ---- */

@@ -106,10 +106,12 @@ void vl__defer_cancel(vl_loop *loop, vl__defer *d);
 void vl__loop_unref(vl_loop *loop);
 void vl__loop_ref(vl_loop *loop);
 
-/* The loop's worker pool for vl_loop_run_in_thread (lib/executor.c). */
+/* The slot where lib/executor.c keeps the loop's worker pool, made on first
+ * use; the pool registers itself as a handle, so the loop frees it like any
+ * other object and never calls into executor.c. `threads` is the most
+ * workers it may start (vl_loop_set_threads). */
 void *vl__loop_executor(vl_loop *loop, unsigned *threads);
 void vl__loop_set_executor(vl_loop *loop, void *executor);
-void vl__executor_free(vl_loop *loop, void *executor);
 
 /* ---- handles that the loop frees on vl_loop_free (lib/loop.c) ---- */
 typedef struct vl__handle vl__handle;
@@ -127,8 +129,24 @@ void vl__handle_bury(vl_loop *loop, vl__handle *h, void (*release)(vl__handle *h
 
 /* 1 while the loop is being freed: new operations fail with VL_ECLOSED. */
 int vl__loop_closing(const vl_loop *loop);
-/* 1 while a volley callback is running on this loop (safe-point logic). */
-int vl__loop_in_callback(const vl_loop *loop);
+
+/* ---- the ready queue (lib/loop.c) ----
+ * Work that must run from the loop, never inside the call that produced it
+ * (rule 2): a completed future's callback. The loop knows only this node;
+ * what `run` does is its owner's business. A node is queued at most once at
+ * a time; `run` is called once per queueing, in queueing order. */
+typedef struct vl__ready vl__ready;
+struct vl__ready {
+    vl__ready *next;
+    void (*run)(vl__ready *r);
+};
+void vl__loop_ready(vl_loop *loop, vl__ready *r);
+
+/* Runs the loop while more(arg) says so. Returns VL_OK once it says no,
+ * VL_ESTATE when it still says yes but nothing is left that could change
+ * that (no watcher, nothing queued), VL_ESTATE from inside a callback, and
+ * VL_ECLOSED when a callback freed the loop (it is gone then). */
+int vl__loop_run_while(vl_loop *loop, int (*more)(void *arg), void *arg);
 
 /* ---- futures (lib/future.c) ---- */
 typedef struct vl__source_ops {
@@ -161,12 +179,6 @@ int vl__future_vtype(const vl_future *f);
 /* 1 when the future was given to vl_future_then or a combinator. */
 int vl__future_owned(const vl_future *f);
 
-/* Run every queued completion callback (called from the loop's check phase). */
-void vl__loop_dispatch(vl_loop *loop);
-/* Queue a completed future for dispatch (future.c -> loop.c). */
-void vl__loop_ready(vl_loop *loop, vl_future *f);
-vl_future **vl__future_next_ptr(vl_future *f);
-void vl__future_dispatch_one(vl_future *f);
 
 /* ---- small helpers ---- */
 /* Copies "msg" into an owned string with the password hidden. */

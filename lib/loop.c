@@ -1,7 +1,13 @@
 /* lib/loop.c - the seam to libev. The only file that includes <ev.h>.
  *
+ * Layers: this file knows libev and nothing of futures, connections or the
+ * executor. What runs from the loop reaches it as a vl__ready node (a
+ * completed future's callback) or a vl__handle (an object to free with the
+ * loop); future.c, executor.c and the backends call down into it, never the
+ * other way.
+ *
  * Completion callbacks never run where a future completes. vl__loop_ready()
- * puts the future on the loop's ready list and arms an ev_check watcher (plus
+ * puts the node on the loop's ready list and arms an ev_check watcher (plus
  * an ev_idle one, so the next poll does not block); the check callback runs
  * the callbacks that were ready when it started, in completion order, then
  * (for a few rounds) those they completed. When
@@ -34,8 +40,8 @@ struct vl_loop {
     ev_prepare prepare;  /* runs the defer list before the loop blocks */
     ev_idle nudge;       /* keeps a poll from blocking while defers wait */
     vl__defer *defer_head;
-    vl_future *ready_head;
-    vl_future *ready_tail;
+    vl__ready *ready_head;
+    vl__ready *ready_tail;
     vl__handle handles;  /* sentinel of the open connections, pools, timers */
     vl__handle *graveyard; /* freed during vl_loop_free, released at its end */
     int closing;         /* vl_loop_free is tearing down */
@@ -43,11 +49,12 @@ struct vl_loop {
     int run_depth;       /* inside vl_loop_run / vl_loop_run_until */
     int free_requested;  /* vl_loop_free was called from a callback */
     unsigned active;     /* volley's active watchers, less unref'd ones */
-    void *executor;      /* lib/executor.c, made on first use */
+    void *executor;      /* lib/executor.c's slot: made on first use, a handle */
     unsigned threads;
 };
 
 static void loop_destroy(vl_loop *loop);
+static void dispatch(vl_loop *loop);
 
 static void enter(vl_loop *loop)
 {
@@ -75,7 +82,7 @@ static void leave(vl_loop *loop)
 static void leave_watcher(vl_loop *loop)
 {
     if (loop->cb_depth == 1 && loop->ready_head != NULL && !loop->free_requested)
-        vl__loop_dispatch(loop);
+        dispatch(loop);
     leave(loop);
 }
 
@@ -86,7 +93,7 @@ static void check_cb(struct ev_loop *ev, ev_check *w, int revents)
     VL__UNUSED(ev);
     VL__UNUSED(revents);
     enter(loop);
-    vl__loop_dispatch(loop);
+    dispatch(loop);
     leave(loop);
 }
 
@@ -133,7 +140,7 @@ static void prepare_cb(struct ev_loop *ev, ev_prepare *w, int revents)
             d = next;
         }
         if (loop->ready_head != NULL)
-            vl__loop_dispatch(loop);
+            dispatch(loop);
     }
     if (loop->defer_head != NULL && !ev_is_active(&loop->nudge))
         ev_idle_start(loop->ev, &loop->nudge);
@@ -240,19 +247,14 @@ int vl__loop_closing(const vl_loop *loop)
     return loop->closing;
 }
 
-int vl__loop_in_callback(const vl_loop *loop)
+void vl__loop_ready(vl_loop *loop, vl__ready *r)
 {
-    return loop->cb_depth > 0;
-}
-
-void vl__loop_ready(vl_loop *loop, vl_future *f)
-{
-    *vl__future_next_ptr(f) = NULL;
+    r->next = NULL;
     if (loop->ready_tail != NULL)
-        *vl__future_next_ptr(loop->ready_tail) = f;
+        loop->ready_tail->next = r;
     else
-        loop->ready_head = f;
-    loop->ready_tail = f;
+        loop->ready_head = r;
+    loop->ready_tail = r;
     if (!ev_is_active(&loop->check)) {
         ev_check_start(loop->ev, &loop->check);
         ev_idle_start(loop->ev, &loop->idle);
@@ -267,18 +269,18 @@ void vl__loop_ready(vl_loop *loop, vl_future *f)
  * bound stops a callback that keeps completing futures from starving I/O. */
 #define VL_DISPATCH_ROUNDS 4
 
-void vl__loop_dispatch(vl_loop *loop)
+static void dispatch(vl_loop *loop)
 {
     int round;
 
     for (round = 0; round < VL_DISPATCH_ROUNDS && loop->ready_head != NULL; round++) {
-        vl_future *f = loop->ready_head;
+        vl__ready *r = loop->ready_head;
 
         loop->ready_head = loop->ready_tail = NULL;
-        while (f != NULL) {
-            vl_future *next = *vl__future_next_ptr(f);
-            vl__future_dispatch_one(f);
-            f = next;
+        while (r != NULL) {
+            vl__ready *next = r->next; /* run may free r */
+            r->run(r);
+            r = next;
         }
         if (loop->free_requested)
             break;
@@ -307,17 +309,15 @@ int vl_loop_run(vl_loop *loop)
     return VL_OK;
 }
 
-int vl_loop_run_until(vl_loop *loop, vl_future *f)
+int vl__loop_run_while(vl_loop *loop, int (*more)(void *arg), void *arg)
 {
-    if (loop == NULL || f == NULL || vl_future_loop(f) != loop || vl__future_owned(f))
-        return VL_EINVAL;
     if (loop->cb_depth > 0)
         return VL_ESTATE;
     loop->run_depth++;
-    while (!vl_future_done(f) && !loop->free_requested) {
-        /* ev_run returns 0 when no watcher is left: nothing can complete f
-         * any more, and waiting would spin forever. */
-        if (!ev_run(loop->ev, EVRUN_ONCE) && !vl_future_done(f) && loop->ready_head == NULL) {
+    while (more(arg) && !loop->free_requested) {
+        /* ev_run returns 0 when no watcher is left: nothing can change
+         * more()'s answer any more, and waiting would spin forever. */
+        if (!ev_run(loop->ev, EVRUN_ONCE) && more(arg) && loop->ready_head == NULL) {
             loop->run_depth--;
             return VL_ESTATE;
         }
@@ -327,7 +327,7 @@ int vl_loop_run_until(vl_loop *loop, vl_future *f)
         loop_destroy(loop);
         return VL_ECLOSED;
     }
-    return vl_future_status(f);
+    return VL_OK;
 }
 
 void vl__handle_add(vl_loop *loop, vl__handle *h, void (*free_fn)(vl__handle *))
@@ -383,13 +383,10 @@ static void loop_destroy(vl_loop *loop)
     loop->free_requested = 0;
     loop->cb_depth++; /* everything below runs as one safe point */
     free_open_handles(loop);
-    if (loop->executor != NULL)
-        vl__executor_free(loop, loop->executor);
-    loop->executor = NULL;
     /* Deliver every completion. A callback that keeps making work sees
      * VL_ECLOSED; the bound stops a pathological one from looping forever. */
     for (rounds = 0; loop->ready_head != NULL && rounds < 1000; rounds++) {
-        vl__loop_dispatch(loop);
+        dispatch(loop);
         free_open_handles(loop);
     }
     while (loop->graveyard != NULL) {

@@ -42,6 +42,10 @@ enum {
     VL_EUNSUPPORTED = -11 /* the feature is not available in this build */
 };
 
+/* Frees a value a future or promise carries (a Redis reply, a MySQL result,
+ * a user value). */
+typedef void (*vl_free_fn)(void *value);
+
 /* Returns a static, never-NULL description of an error code. */
 VL_EXPORT const char *vl_strerror(int code);
 

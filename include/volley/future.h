@@ -25,6 +25,9 @@
  *
  * Callbacks run in the order their futures completed. Inside the callback,
  * the value is borrowed: keep it only by vl_future_take.
+ *
+ * The futures the loop itself makes (vl_loop_sleep, vl_loop_run_in_thread)
+ * and vl_loop_run_until are declared with the loop, in volley/loop.h.
  */
 #ifndef VOLLEY_FUTURE_H
 #define VOLLEY_FUTURE_H
@@ -37,7 +40,6 @@ extern "C" {
 #endif
 
 typedef void (*vl_future_cb)(vl_future *f, void *ud);
-typedef void (*vl_free_fn)(void *value);
 
 /* Attaches the one continuation and consumes `f` (rule 3). `cb` runs once,
  * from the loop, after `f` completes, even if it already has (rule 2).
@@ -141,10 +143,6 @@ VL_EXPORT vl_future *vl_future_timeout(vl_future *f, uint64_t timeout_ms);
 
 /* ---- Futures made by hand ----------------------------------------------- */
 
-/* A sleep (asyncio.sleep): completes with VL_OK after `ms` milliseconds.
- * Cancelling it stops the timer. */
-VL_EXPORT vl_future *vl_loop_sleep(vl_loop *loop, uint64_t ms);
-
 /* A promise is the producer side of a future (asyncio's loop.create_future,
  * set_result, set_exception). The producer owns the promise and must end it
  * with exactly one of vl_promise_resolve, vl_promise_fail or vl_promise_free;
@@ -172,18 +170,6 @@ VL_EXPORT int vl_promise_fail(vl_promise *p, int status, const char *msg);
 
 /* Drops the promise; a still pending future completes with VL_ECANCELED. */
 VL_EXPORT void vl_promise_free(vl_promise *p);
-
-/* ---- Work on a thread ----------------------------------------------------
- * The one cross-thread path (asyncio's run_in_executor): `fn(ud)` runs on a
- * worker thread owned by the loop; its return value becomes the future's
- * value, freed with `free_fn` if nobody takes it. `fn` must not touch volley
- * objects. Cancelling the future does not stop a running `fn`: its result is
- * then freed when it returns. Workers start on first use (at most `threads`
- * of them, set by vl_loop_set_threads, default 4) and stop with the loop. */
-typedef void *(*vl_work_fn)(void *ud);
-VL_EXPORT vl_future *vl_loop_run_in_thread(vl_loop *loop, vl_work_fn fn, void *ud,
-                                           vl_free_fn free_fn);
-VL_EXPORT int vl_loop_set_threads(vl_loop *loop, unsigned threads);
 
 #ifdef __cplusplus
 }

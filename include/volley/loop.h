@@ -57,6 +57,27 @@ VL_EXPORT unsigned vl_loop_alive(vl_loop *loop);
 /* Milliseconds of a monotonic clock (never steps back with the wall clock). */
 VL_EXPORT uint64_t vl_loop_now_ms(vl_loop *loop);
 
+/* ---- Futures the loop makes -------------------------------------------- */
+
+/* A sleep (asyncio.sleep): completes with VL_OK after `ms` milliseconds,
+ * counted from this call (never less). Cancelling it stops the timer.
+ * Returns NULL when out of memory. */
+VL_EXPORT vl_future *vl_loop_sleep(vl_loop *loop, uint64_t ms);
+
+/* ---- Work on a thread ----------------------------------------------------
+ * The one cross-thread path (asyncio's run_in_executor): `fn(ud)` runs on a
+ * worker thread owned by the loop; its return value becomes the future's
+ * value, freed with `free_fn` if nobody takes it. `fn` must not touch volley
+ * objects. Cancelling the future does not stop a running `fn`: its result is
+ * then freed when it returns. Workers start on first use (at most `threads`
+ * of them, set by vl_loop_set_threads, default 4) and stop with the loop. */
+typedef void *(*vl_work_fn)(void *ud);
+VL_EXPORT vl_future *vl_loop_run_in_thread(vl_loop *loop, vl_work_fn fn, void *ud,
+                                           vl_free_fn free_fn);
+/* Sets the most worker threads vl_loop_run_in_thread may start (1..256).
+ * Returns VL_OK, VL_EINVAL out of range, VL_ESTATE once a worker started. */
+VL_EXPORT int vl_loop_set_threads(vl_loop *loop, unsigned threads);
+
 /* Frees the loop. Every connection and pool still open on it is freed first,
  * which completes their pending futures with VL_ECANCELED; those callbacks,
  * and any already due, run before this returns. The libev loop is destroyed
