@@ -4,6 +4,24 @@
  * (ev.addRead ... ev.cleanup); they drive one vl__io watcher. hiredis's own
  * libev adapter is not used because only lib/loop.c may include <ev.h>.
  *
+ * The I/O is ours. hiredis connects (redisAsyncConnect and its connect
+ * step) and keeps the reply callbacks, the output buffer and the reader;
+ * once connected, volley reads and writes the socket itself ("reading and
+ * writing" below). Reads go through volley's RESP framer, which hands the
+ * reader only as many complete replies as commands are owed, so a reply
+ * nobody asked for never reaches hiredis's assert in redisProcessCallbacks,
+ * and refuses a reply over a limit before hiredis allocates for it.
+ *
+ * SIGPIPE. A write to a peer that has closed raises SIGPIPE, whose default
+ * action kills the process; a library must neither allow that nor change
+ * the process's disposition. Every write of ours is send(MSG_NOSIGNAL).
+ * hiredis writes with plain write() only from redisAsyncHandleWrite, which
+ * we call only for the connect step, while its output buffer is still empty
+ * (the handshake is queued once it returns); should it write there after
+ * all, connect_step blocks SIGPIPE in the calling thread for the call and,
+ * if a SIGPIPE became pending that was not pending before, consumes it with
+ * a zero-timeout sigtimedwait before restoring the mask (as libcurl does).
+ *
  * Matching replies. hiredis calls back the reply callbacks in the order the
  * commands were written; each callback gets its entry as private data, so a
  * reply always reaches the entry it belongs to. An entry whose future was
@@ -13,12 +31,13 @@
  * Safe points. Our hiredis callbacks never run user code: completing a
  * future only queues it on the loop. So hiredis is never on the stack when
  * user code runs, and vl_redis_free can call redisAsyncFree directly. The
- * only teardowns decided while hiredis is on the stack (a failed AUTH or
- * SELECT, a free requested by a pool from inside an event) are recorded and
- * carried out when redisAsyncHandleRead/Write has returned, because hiredis
- * must not free a context from inside its own reply processing.
+ * teardowns decided inside io_cb or flush_cb (a failed handshake step, a
+ * protocol error, EOF, a free requested by a pool from inside an event) are
+ * recorded and carried out at the end of them (after_hiredis), because
+ * hiredis must not free a context from inside its own reply processing.
  *
- * Teardown. Whoever starts it (hiredis on EOF or a failed connect, or us),
+ * Teardown. Whoever starts it (hiredis on a failed connect, or us on EOF,
+ * an I/O error, a protocol error or an overdue reply),
  * hiredis first calls every pending reply callback with a NULL reply, then
  * the cleanup hook, then frees the context. The NULL replies fail their
  * futures; the cleanup hook moves the connection to DOWN and schedules the
@@ -27,7 +46,11 @@
  * Command timeouts. All commands of a connection have the same timeout, so
  * their deadlines grow in the order they were issued, which is also the
  * order of the lists. One timer serves them all, and a cursor walks the
- * in-flight list once: no per-command timer, no rescan.
+ * in-flight list once: no per-command timer, no rescan. Blocking commands
+ * (BLPOP...) add their own timeout and so break that order: the cursor
+ * passes them, and they count only once they are the oldest. When the
+ * oldest reply is overdue the connection is closed (nothing behind it can
+ * arrive first).
  */
 #include "redis_internal.h"
 #include "url.h"

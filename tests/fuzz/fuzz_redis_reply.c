@@ -1,0 +1,222 @@
+/* tests/fuzz/fuzz_redis_reply.c - libFuzzer target for the Redis reply path:
+ * the RESP framer (lib/redis_resp.c), hiredis's reader behind it, and the
+ * conversion into volley's one-allocation replies (lib/redis_reply.c), fed
+ * the way a connection feeds them.
+ *
+ * Input: byte 0 picks the limits (the defaults, or small ones so that every
+ * limit is reached), byte 1 the chunk size the bytes arrive in and how many
+ * replies are "owed" at a time; the rest is what the server sends.
+ * Checked for every input:
+ * - chunking never changes the outcome: the framer accepts the same replies
+ *   and refuses the same streams whether the bytes come at once or in
+ *   pieces;
+ * - whatever the framer accepts, hiredis's reader parses without an error
+ *   into exactly as many replies, and none beyond: the reader must never see
+ *   a reply the framer did not count (that is what keeps a reply nobody
+ *   asked for away from hiredis's assert);
+ * - no accepted reply breaks a limit (bulk length, elements per array,
+ *   nesting depth);
+ * - the copy into one allocation equals hiredis's tree, node by node, and
+ *   nothing leaks (a counting allocator); an allocation failure gives NULL.
+ */
+#include "redis_internal.h"
+
+#include <hiredis/hiredis.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static long fz_calls, fz_fail_at, fz_live;
+
+static void *fz_malloc(size_t n, void *ud)
+{
+    void *p;
+
+    (void)ud;
+    if (++fz_calls == fz_fail_at)
+        return NULL;
+    p = malloc(n ? n : 1);
+    if (p != NULL)
+        fz_live++;
+    return p;
+}
+
+static void *fz_realloc(void *ptr, size_t n, void *ud)
+{
+    if (ptr == NULL)
+        return fz_malloc(n, ud);
+    if (++fz_calls == fz_fail_at)
+        return NULL;
+    return realloc(ptr, n ? n : 1);
+}
+
+static void fz_free(void *ptr, void *ud)
+{
+    (void)ud;
+    if (ptr != NULL) {
+        fz_live--;
+        free(ptr);
+    }
+}
+
+static void check(int ok, const char *what)
+{
+    if (!ok) {
+        fprintf(stderr, "fuzz_redis_reply: %s\n", what);
+        abort();
+    }
+}
+
+/* The copy `v` is the hiredis reply `r`, within the limits at `depth`. */
+static void same(const vl_redis_reply *v, const redisReply *r, const vl__resp_limits *lim,
+                 unsigned depth)
+{
+    size_t i, len;
+    const char *s;
+
+    switch (r->type) {
+    case REDIS_REPLY_STRING:
+    case REDIS_REPLY_STATUS:
+    case REDIS_REPLY_ERROR:
+        check(vl_redis_reply_type(v) == (r->type == REDIS_REPLY_STRING   ? VL_REDIS_STRING
+                                         : r->type == REDIS_REPLY_STATUS ? VL_REDIS_STATUS
+                                                                         : VL_REDIS_ERROR),
+              "string type");
+        s = vl_redis_reply_str(v, &len);
+        check(s != NULL && len == r->len && memcmp(s, r->str, len) == 0 && s[len] == '\0',
+              "string bytes");
+        if (r->type == REDIS_REPLY_STRING && lim->max_bulk_len != 0)
+            check(r->len <= lim->max_bulk_len, "bulk over max_bulk_len accepted");
+        break;
+    case REDIS_REPLY_INTEGER:
+        check(vl_redis_reply_type(v) == VL_REDIS_INTEGER &&
+                  vl_redis_reply_integer(v) == r->integer,
+              "integer");
+        break;
+    case REDIS_REPLY_NIL:
+        check(vl_redis_reply_type(v) == VL_REDIS_NIL, "nil");
+        break;
+    case REDIS_REPLY_ARRAY:
+        check(depth < lim->max_depth, "array deeper than max_depth accepted");
+        if (lim->max_elements != 0)
+            check(r->elements <= lim->max_elements, "array over max_elements accepted");
+        check(vl_redis_reply_type(v) == VL_REDIS_ARRAY && vl_redis_reply_count(v) == r->elements,
+              "array count");
+        check(vl_redis_reply_element(v, r->elements) == NULL, "element past the end");
+        for (i = 0; i < r->elements; i++)
+            same(vl_redis_reply_element(v, i), r->element[i], lim, depth + 1);
+        break;
+    default:
+        check(0, "unknown hiredis type");
+    }
+}
+
+/* Scans `in` in pieces of `chunk` bytes, `owed` replies at a time (0: no
+ * bound), as a connection does. Returns the bytes accepted, the replies in
+ * *n, and leaves the framer in *p. */
+static size_t frame(vl__resp *p, const vl__resp_limits *lim, const char *in, size_t len,
+                    size_t chunk, size_t owed, size_t *n)
+{
+    size_t pos = 0, got, used, total = 0;
+
+    vl__resp_init(p, lim);
+    *n = 0;
+    while (pos < len && !p->error) {
+        size_t piece = len - pos < chunk ? len - pos : chunk;
+        size_t off = 0;
+        while (off < piece && !p->error) {
+            used = vl__resp_scan(p, in + pos + off, piece - off, owed != 0 ? owed : (size_t)-1,
+                                 &got);
+            off += used;
+            total += used;
+            *n += got;
+            if (got == 0)
+                break;
+        }
+        if (p->error || off < piece)
+            break;
+        pos += piece;
+    }
+    return total;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static const vl_allocator a = {fz_malloc, fz_realloc, fz_free, NULL};
+    vl__resp_limits lim;
+    vl__resp whole, pieces;
+    size_t nwhole, npieces, used, used2, chunk, owed, count = 0;
+    const char *in;
+    redisReader *reader;
+    void *reply;
+
+    if (size < 2)
+        return 0;
+    vl_allocator_set(&a);
+    if (data[0] & 1) {
+        lim.max_bulk_len = 1u + (data[0] >> 1 & 7) * 3;
+        lim.max_elements = 1u + (data[0] >> 4 & 3) * 2;
+        lim.max_depth = 1u + (data[0] >> 6);
+        lim.max_reply_bytes = 8u + (unsigned)(data[0] >> 1) * 4;
+    } else {
+        vl_redis_options o;
+        vl_redis_options_init(&o);
+        lim.max_bulk_len = o.max_bulk_len;
+        lim.max_elements = o.max_elements;
+        lim.max_depth = o.max_depth;
+        lim.max_reply_bytes = o.max_reply_bytes;
+    }
+    chunk = 1u + (data[1] & 15);
+    owed = data[1] >> 4;
+    in = (const char *)data + 2;
+    size -= 2;
+
+    used = frame(&whole, &lim, in, size, size > 0 ? size : 1, 0, &nwhole);
+    used2 = frame(&pieces, &lim, in, size, chunk, owed, &npieces);
+    if (owed == 0) {
+        /* On an error the bytes of the broken reply that came in earlier
+         * pieces were accepted (the connection is closed anyway); the
+         * replies before it and the verdict must not change. */
+        check(nwhole == npieces && whole.error == pieces.error, "chunking changed the outcome");
+        check(whole.error || used == used2, "chunking changed the bytes accepted");
+    } else {
+        /* Stopping at owed replies is a prefix of the whole answer. */
+        check(used2 <= used || whole.error, "owed scan went further");
+    }
+    if (whole.error)
+        check(whole.msg[0] != '\0', "an error without a message");
+
+    reader = redisReaderCreate();
+    check(reader != NULL, "no reader");
+    check(redisReaderFeed(reader, in, used) == REDIS_OK, "feed");
+    while (redisReaderGetReply(reader, &reply) == REDIS_OK && reply != NULL) {
+        vl_redis_reply *copy;
+        long calls;
+
+        count++;
+        check(count <= nwhole, "hiredis found a reply the framer did not count");
+        fz_calls = 0;
+        fz_fail_at = 0;
+        copy = vl__redis_reply_copy(reply);
+        check(copy != NULL, "copy failed");
+        same(copy, reply, &lim, 0);
+        vl_redis_reply_free(copy);
+        calls = fz_calls;
+        /* Every allocation of the copy may fail, cleanly. */
+        for (fz_fail_at = 1; fz_fail_at <= calls; fz_fail_at++) {
+            fz_calls = 0;
+            copy = vl__redis_reply_copy(reply);
+            check(copy == NULL, "a failed allocation still gave a copy");
+        }
+        fz_fail_at = 0;
+        freeReplyObject(reply);
+    }
+    check(reader->err == 0, "hiredis refused what the framer accepted");
+    check(count == nwhole, "hiredis found fewer replies than the framer");
+    redisReaderFree(reader);
+    check(fz_live == 0, "leak");
+    return 0;
+}
