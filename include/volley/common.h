@@ -26,6 +26,9 @@ extern "C" {
 #define VL_VERSION_MINOR 1
 #define VL_VERSION_PATCH 0
 #define VL_VERSION_STRING "0.1.0"
+/* One number for #if checks: VL_VERSION_NUM >= VL_VERSION_AT(0, 2, 0). */
+#define VL_VERSION_AT(major, minor, patch) (((major) << 16) | ((minor) << 8) | (patch))
+#define VL_VERSION_NUM VL_VERSION_AT(VL_VERSION_MAJOR, VL_VERSION_MINOR, VL_VERSION_PATCH)
 
 enum {
     VL_OK = 0,

@@ -20,14 +20,14 @@
 #define VOLLEY_FANOUT_H
 
 #include "future.h"
+#include "mysql.h"
+#include "redis.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
 typedef struct vl_fanout_result vl_fanout_result;
-typedef struct vl_redis_reply vl_redis_reply;
-typedef struct vl_mysql_result vl_mysql_result;
 
 /* Called from the loop as each host finishes (for streaming output), with
  * the result so far and the host's index. Optional. */
