@@ -807,11 +807,30 @@ static void keepalive_killed(void **state)
     finish(loop, p);
 }
 
+/* A request made while an allocation was set to fail either succeeded,
+ * with the right value when `want` is given, or failed with VL_ENOMEM:
+ * never another status, which would mean an out-of-memory path that
+ * reports the wrong thing. */
+static void check_oom_status(vl_future *f, long n, const char *want)
+{
+    int st = vl_future_status(f);
+
+    if (st == VL_OK) {
+        if (want != NULL)
+            assert_string_equal(vl_mysql_result_value(vl_future_mysql_result(f), 0, 0, NULL),
+                                want);
+        return;
+    }
+    if (st != VL_ENOMEM)
+        fail_msg("allocation %ld failed: status %d (%s), wanted VL_OK or VL_ENOMEM", n, st,
+                 vl_future_error(f));
+}
+
 /* Out of memory at each allocation of pool + query: clean errors, no leak. */
 static void pool_out_of_memory(void **state)
 {
     long n, total;
-    int ok = 0;
+    int ok = 0, failed = 0;
 
     (void)state;
     tcp_url();
@@ -845,8 +864,11 @@ static void pool_out_of_memory(void **state)
             f = vl_mysql_pool_query(p, "SELECT 1");
             if (f != NULL) {
                 vl_loop_run_until(loop, f);
+                check_oom_status(f, n, "1");
                 if (vl_future_status(f) == VL_OK)
                     ok++;
+                else
+                    failed++;
                 vl_future_free(f);
             }
             vl_mysql_pool_free(p);
@@ -856,6 +878,76 @@ static void pool_out_of_memory(void **state)
         tu_loop_finish(loop);
     }
     assert_true(ok > 0);
+    assert_true(failed > 0);
+}
+
+/* Out of memory at each allocation of a transaction (begin, a prepared
+ * statement inside, commit): each step either succeeds with the right
+ * result or fails with VL_ENOMEM, and nothing leaks. */
+static void tx_out_of_memory(void **state)
+{
+    long n, total = 0;
+    int ok = 0, failed = 0;
+
+    (void)state;
+    tcp_url();
+    for (n = 0; n == 0 || n <= total + 2; n++) {
+        vl_loop *loop = vl_loop_new();
+        vl_mysql_pool_options o;
+        vl_mysql_pool *p;
+        vl_future *f;
+        vl_mysql_tx *tx;
+        vl_mysql_param prm = vl_mysql_p_int64(42);
+        int done = 0;
+
+        assert_non_null(loop);
+        vl_mysql_pool_options_init(&o);
+        o.acquire_timeout_ms = 5000;
+        p = vl_mysql_pool_new(loop, url_buf, &o);
+        assert_non_null(p);
+        /* The pool's connection is set up before the failure is armed, so
+         * the count covers the transaction alone. */
+        pool_exec(loop, p, "SELECT 1");
+        tu_alloc_fail_at(n);
+        f = vl_mysql_pool_begin(p);
+        if (f != NULL) {
+            vl_loop_run_until(loop, f);
+            check_oom_status(f, n, NULL);
+            tx = vl_future_status(f) == VL_OK ? vl_future_take(f) : NULL;
+            vl_future_free(f);
+            if (tx != NULL) {
+                f = vl_mysql_tx_execute(tx, "SELECT ?", &prm, 1);
+                if (f != NULL) {
+                    vl_loop_run_until(loop, f);
+                    check_oom_status(f, n, "42");
+                    vl_future_free(f);
+                }
+                f = vl_mysql_tx_commit(tx);
+                if (f == NULL) {
+                    vl_mysql_tx_free(tx);
+                } else {
+                    vl_loop_run_until(loop, f);
+                    check_oom_status(f, n, NULL);
+                    done = vl_future_status(f) == VL_OK;
+                    vl_future_free(f);
+                }
+            }
+        }
+        if (n == 0) {
+            total = tu_alloc_count();
+            assert_true(done);
+        }
+        if (done)
+            ok++;
+        else
+            failed++;
+        tu_alloc_fail_at(0);
+        vl_mysql_pool_free(p);
+        vl_loop_run(loop);
+        tu_loop_finish(loop);
+    }
+    assert_true(ok > 1);
+    assert_true(failed > 0);
 }
 
 
@@ -963,6 +1055,7 @@ int main(void)
         cmocka_unit_test_setup(housekeeping, tu_setup),
         cmocka_unit_test_setup(keepalive_killed, tu_setup),
         cmocka_unit_test_setup(pool_out_of_memory, tu_setup),
+        cmocka_unit_test_setup(tx_out_of_memory, tu_setup),
         cmocka_unit_test_setup(server_killed, tu_setup),
     };
 

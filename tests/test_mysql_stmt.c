@@ -573,6 +573,128 @@ static void limits(void **state)
     tu_finish(loop);
 }
 
+/* A statement's status under an allocation failure: VL_OK or VL_ENOMEM,
+ * nothing else. */
+static void check_oom_status(vl_future *f, long n)
+{
+    int st = vl_future_status(f);
+
+    if (st != VL_OK && st != VL_ENOMEM)
+        fail_msg("allocation %ld failed: status %d (%s), wanted VL_OK or VL_ENOMEM", n, st,
+                 vl_future_error(f));
+}
+
+/* After an allocation failure the connection still serves, or (only if the
+ * failure hit its connect) reports why it cannot. */
+static void still_serves(vl_loop *loop, vl_mysql *c, long n)
+{
+    vl_future *f = tu_wait_for(loop, vl_mysql_query(c, "SELECT 'after'"));
+
+    if (vl_future_status(f) == VL_OK)
+        assert_string_equal(vl_mysql_result_value(vl_future_mysql_result(f), 0, 0, NULL), "after");
+    else if (vl_mysql_is_open(c) || vl_future_status(f) != VL_ENOMEM)
+        fail_msg("allocation %ld: the connection then failed with %d (%s)", n,
+                 vl_future_status(f), vl_future_error(f));
+    vl_future_free(f);
+}
+
+typedef struct oom_case {
+    int stream;  /* vl_mysql_query_stream instead of vl_mysql_execute */
+    int fresh;   /* connect under the armed failure too */
+} oom_case;
+
+/* One pass: returns 1 when the statement succeeded (and was checked). */
+static int oom_pass(const oom_case *oc, long n, long *count)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_mysql *c;
+    vl_future *f;
+    vl_mysql_param ps[3];
+    streamer s;
+    int ok = 0;
+
+    assert_non_null(loop);
+    memset(&s, 0, sizeof(s));
+    s.ordered = 1;
+    ps[0] = vl_mysql_p_str("volley");
+    ps[1] = vl_mysql_p_double(2.5);
+    ps[2] = vl_mysql_p_time(VL_MYSQL_P_DATETIME, (vl_mysql_time){0, 2024, 2, 29, 23, 59, 58, 5});
+    if (oc->fresh) {
+        tu_alloc_fail_at(n);
+        c = vl_mysql_new(loop, tcp_url(), NULL);
+    } else {
+        c = connect_ok(loop);
+        tu_alloc_fail_at(n);
+    }
+    if (c == NULL) {
+        tu_alloc_fail_at(0);
+        tu_loop_finish(loop);
+        return 0;
+    }
+    f = oc->stream ? vl_mysql_query_stream(c, "SELECT seq, REPEAT('y', 50) FROM seq_1_to_3000",
+                                           1000, on_batch, &s)
+                   : vl_mysql_execute(c, "SELECT seq, ?, ?, ? FROM seq_1_to_50", ps, 3);
+    if (f != NULL) {
+        vl_loop_run_until(loop, f);
+        assert_true(vl_future_done(f));
+        check_oom_status(f, n);
+        if (vl_future_status(f) == VL_OK) {
+            vl_mysql_result *r = vl_future_mysql_result(f);
+            ok = 1;
+            if (oc->stream) {
+                assert_int_equal(s.rows, 3000);
+                assert_true(s.ordered);
+                assert_int_equal(vl_mysql_result_affected_rows(r), 3000);
+            } else {
+                assert_int_equal(vl_mysql_result_rows(r), 50);
+                assert_string_equal(vl_mysql_result_value(r, 49, 0, NULL), "50");
+                assert_string_equal(vl_mysql_result_value(r, 49, 1, NULL), "volley");
+                assert_string_equal(vl_mysql_result_value(r, 0, 2, NULL), "2.5");
+                assert_string_equal(vl_mysql_result_value(r, 0, 3, NULL),
+                                    "2024-02-29 23:59:58.000005");
+            }
+        }
+        vl_future_free(f);
+    }
+    if (count != NULL)
+        *count = tu_alloc_count();
+    tu_alloc_fail_at(0);
+    still_serves(loop, c, n);
+    vl_mysql_free(c);
+    tu_finish(loop);
+    return ok;
+}
+
+/* Out of memory at every allocation of a prepared statement (prepare,
+ * bind, execute, the binary rows' conversion) and of a stream (its
+ * batches), on an open connection and on a fresh one: a clean VL_ENOMEM
+ * or a correct result, the connection still usable, nothing leaked. */
+static void stmt_stream_out_of_memory(void **state)
+{
+    static const oom_case cases[] = {{0, 0}, {0, 1}, {1, 0}, {1, 1}};
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        long n, total = 0;
+        int ok = 0, failed = 0;
+
+        assert_int_equal(oom_pass(&cases[i], 0, &total), 1);
+        for (n = 1; n <= total + 2; n++) {
+            if (oom_pass(&cases[i], n, NULL))
+                ok++;
+            else
+                failed++;
+        }
+        printf("# oom %s%s: %ld allocations, %d passes succeeded, %d failed cleanly\n",
+               cases[i].stream ? "stream" : "execute", cases[i].fresh ? " (fresh connection)" : "",
+               total, ok, failed);
+        /* Past the last allocation it succeeds; before, it fails. */
+        assert_true(ok > 0);
+        assert_true(failed > 0);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -581,6 +703,7 @@ int main(void)
         cmocka_unit_test_setup(statement_cache, tu_setup),
         cmocka_unit_test_setup(streaming, tu_setup),
         cmocka_unit_test_setup(limits, tu_setup),
+        cmocka_unit_test_setup(stmt_stream_out_of_memory, tu_setup),
     };
 
     return tu_run("mysql_stmt", tests, sizeof(tests) / sizeof(tests[0]));
