@@ -359,6 +359,51 @@ static void command_timeout_late_reply_dropped(void **state)
     tu_finish(loop);
 }
 
+/* Blocking commands wait as long as they asked: their own timeout is added
+ * to the command timeout, a timeout of 0 (forever) is exempt, and neither
+ * closes the connection. */
+static void blocking_commands_keep_their_timeout(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_redis_options o;
+    vl_redis *c, *pusher;
+    const vl_redis_reply *r;
+    vl_future *f, *g;
+
+    (void)state;
+    vl_redis_options_init(&o);
+    o.command_timeout_ms = 200;
+    c = vl_redis_new(loop, tu_redis_url(1), &o);
+    pusher = vl_redis_new(loop, tu_redis_url(1), NULL);
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(c, "DEL bl:a bl:b bl:s"), VL_OK));
+    f = tu_run_cmd(loop, vl_redis_command(c, "BLPOP bl:a 0.6"), VL_OK);
+    assert_int_equal(vl_redis_reply_type(vl_future_redis_reply(f)), VL_REDIS_NIL);
+    vl_future_free(f);
+    f = tu_run_cmd(loop, vl_redis_command(c, "XREAD BLOCK 400 STREAMS bl:s $"), VL_OK);
+    assert_int_equal(vl_redis_reply_type(vl_future_redis_reply(f)), VL_REDIS_NIL);
+    vl_future_free(f);
+    f = tu_run_cmd(loop, vl_redis_command(c, "WAIT 1 300"), VL_OK);
+    assert_int_equal(vl_redis_reply_integer(vl_future_redis_reply(f)), 0);
+    vl_future_free(f);
+    /* Forever: still waiting well past the command timeout. */
+    g = vl_redis_command(c, "BLPOP bl:b 0");
+    tu_sleep_ms(loop, 500);
+    assert_false(vl_future_done(g));
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(pusher, "RPUSH bl:b x"), VL_OK));
+    assert_int_equal(tu_await(loop, g), VL_OK);
+    r = vl_future_redis_reply(g);
+    assert_int_equal(vl_redis_reply_count(r), 2);
+    tu_check_str(vl_redis_reply_element(r, 1), "x");
+    vl_future_free(g);
+    /* A plain command still gets the 200 ms. */
+    f = tu_run_cmd(loop, vl_redis_command(c, "PING"), VL_OK);
+    vl_future_free(f);
+    assert_int_equal(vl_redis_state(c), VL_REDIS_READY);
+    vl_redis_free(c);
+    vl_redis_free(pusher);
+    tu_finish(loop);
+}
+
 /* What volley/redis.h promises about a cancelled write: issued while the
  * connection is still connecting, it is never sent; issued on a ready
  * connection, it is already in hiredis's buffer and runs anyway, only its
@@ -893,6 +938,7 @@ int main(void)
         cmocka_unit_test_setup(pipelining_in_order, tu_setup),
         cmocka_unit_test_setup(gather_1000_across_three, tu_setup),
         cmocka_unit_test_setup(command_timeout_late_reply_dropped, tu_setup),
+        cmocka_unit_test_setup(blocking_commands_keep_their_timeout, tu_setup),
         cmocka_unit_test_setup(cancel_and_wait_for, tu_setup),
         cmocka_unit_test_setup(cancelled_write_sent_only_once_ready, tu_setup),
         cmocka_unit_test_setup(free_with_pending, tu_setup),
