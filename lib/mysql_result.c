@@ -10,6 +10,7 @@
 #include "mysql_internal.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -438,7 +439,10 @@ int vl_mysql_result_double(const vl_mysql_result *r, size_t row, size_t col, dou
         return rc;
     errno = 0;
     v = strtod(c->data, &end);
-    if (errno == ERANGE || *end != '\0')
+    /* ERANGE also flags a subnormal result, which is a value a DOUBLE
+     * column holds (the server sends 5e-324 as is): only an overflow is
+     * out of range. */
+    if ((errno == ERANGE && isinf(v)) || *end != '\0')
         return VL_EINVAL;
     if (out != NULL)
         *out = v;

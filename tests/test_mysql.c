@@ -643,6 +643,30 @@ static void free_self_in_loop_teardown(void **state)
     assert_int_equal(tu_alloc_live(), 0);
 }
 
+/* A subnormal DOUBLE is a value like any other: it reads back, through
+ * vl_mysql_result_double, as itself; only an overflow is out of range. */
+static void subnormal_double(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_mysql *c;
+    vl_future *f;
+    vl_mysql_result *r;
+    double d = 0;
+
+    (void)state;
+    c = connect_ok(loop, tcp_url(NULL));
+    f = query_ok(loop, c, "SELECT 5e-324, 2.5e-310, '1e999'");
+    r = vl_future_mysql_result(f);
+    assert_int_equal(vl_mysql_result_double(r, 0, 0, &d), VL_OK);
+    assert_true(d > 0 && d < 1e-323);
+    assert_int_equal(vl_mysql_result_double(r, 0, 1, &d), VL_OK);
+    assert_true(d > 2.4e-310 && d < 2.6e-310);
+    assert_int_equal(vl_mysql_result_double(r, 0, 2, &d), VL_EINVAL);
+    vl_future_free(f);
+    vl_mysql_free(c);
+    tu_finish(loop);
+}
+
 /* Out of memory at every allocation of connect + query: a clean error or
  * success, never a crash or a leak. */
 static void out_of_memory(void **state)
@@ -842,6 +866,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(select_values, tu_setup),
+        cmocka_unit_test_setup(subnormal_double, tu_setup),
         cmocka_unit_test_setup(socket_and_hostname, tu_setup),
         cmocka_unit_test_setup(syntax_error, tu_setup),
         cmocka_unit_test_setup(fifo_queue, tu_setup),
