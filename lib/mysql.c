@@ -976,55 +976,6 @@ static void resolved(vl_future *f, void *ud)
 
 /* ---- the state machine ---- */
 
-static int map_type(const MYSQL_FIELD *fd, unsigned *flags)
-{
-    *flags = 0;
-    if (fd->flags & UNSIGNED_FLAG)
-        *flags |= VL_MYSQL_FLAG_UNSIGNED;
-    if (fd->charsetnr == 63)
-        *flags |= VL_MYSQL_FLAG_BINARY;
-    if (fd->flags & NOT_NULL_FLAG)
-        *flags |= VL_MYSQL_FLAG_NOT_NULL;
-    if (fd->flags & ENUM_FLAG)
-        return VL_MYSQL_ENUM;
-    if (fd->flags & SET_FLAG)
-        return VL_MYSQL_SET;
-    switch (fd->type) {
-    case MYSQL_TYPE_NULL: return VL_MYSQL_NULL;
-    case MYSQL_TYPE_TINY: return VL_MYSQL_TINY;
-    case MYSQL_TYPE_SHORT: return VL_MYSQL_SHORT;
-    case MYSQL_TYPE_INT24: return VL_MYSQL_INT24;
-    case MYSQL_TYPE_LONG: return VL_MYSQL_LONG;
-    case MYSQL_TYPE_LONGLONG: return VL_MYSQL_LONGLONG;
-    case MYSQL_TYPE_DECIMAL:
-    case MYSQL_TYPE_NEWDECIMAL: return VL_MYSQL_DECIMAL;
-    case MYSQL_TYPE_FLOAT: return VL_MYSQL_FLOAT;
-    case MYSQL_TYPE_DOUBLE: return VL_MYSQL_DOUBLE;
-    case MYSQL_TYPE_BIT: return VL_MYSQL_BIT;
-    case MYSQL_TYPE_DATE:
-    case MYSQL_TYPE_NEWDATE: return VL_MYSQL_DATE;
-    case MYSQL_TYPE_TIME:
-    case MYSQL_TYPE_TIME2: return VL_MYSQL_TIME;
-    case MYSQL_TYPE_DATETIME:
-    case MYSQL_TYPE_DATETIME2: return VL_MYSQL_DATETIME;
-    case MYSQL_TYPE_TIMESTAMP:
-    case MYSQL_TYPE_TIMESTAMP2: return VL_MYSQL_TIMESTAMP;
-    case MYSQL_TYPE_YEAR: return VL_MYSQL_YEAR;
-    case MYSQL_TYPE_STRING: return VL_MYSQL_CHAR;
-    case MYSQL_TYPE_VARCHAR:
-    case MYSQL_TYPE_VAR_STRING: return VL_MYSQL_VARCHAR;
-    case MYSQL_TYPE_TINY_BLOB:
-    case MYSQL_TYPE_MEDIUM_BLOB:
-    case MYSQL_TYPE_LONG_BLOB:
-    case MYSQL_TYPE_BLOB:
-    case MYSQL_TYPE_JSON: return VL_MYSQL_BLOB;
-    case MYSQL_TYPE_ENUM: return VL_MYSQL_ENUM;
-    case MYSQL_TYPE_SET: return VL_MYSQL_SET;
-    case MYSQL_TYPE_GEOMETRY: return VL_MYSQL_GEOMETRY;
-    default: return VL_MYSQL_OTHER;
-    }
-}
-
 static int copy_columns(vl_mysql_result *set, MYSQL_FIELD *fields, unsigned n)
 {
     unsigned i, flags;
@@ -1032,7 +983,7 @@ static int copy_columns(vl_mysql_result *set, MYSQL_FIELD *fields, unsigned n)
     if (vl__mres_set_columns(set, n) != VL_OK)
         return VL_ENOMEM;
     for (i = 0; i < n; i++) {
-        int type = map_type(&fields[i], &flags);
+        int type = vl__mconv_type(fields[i].type, fields[i].flags, fields[i].charsetnr, &flags);
         if (vl__mres_column(set, i, fields[i].name, fields[i].name_length, type, flags) != VL_OK)
             return VL_ENOMEM;
     }
@@ -1421,30 +1372,21 @@ static int bind_results(op *o)
         b->is_null = &o->rnulls[i];
         b->length = &o->rlens[i];
         b->error = &o->rerrs[i];
-        switch (fields[i].type) {
-        case MYSQL_TYPE_TINY:
-        case MYSQL_TYPE_SHORT:
-        case MYSQL_TYPE_INT24:
-        case MYSQL_TYPE_LONG:
-        case MYSQL_TYPE_LONGLONG:
-        case MYSQL_TYPE_YEAR:
+        switch (vl__mconv_bind_kind(fields[i].type)) {
+        case VL__MBIN_INT:
             b->buffer_type = MYSQL_TYPE_LONGLONG;
             b->buffer = &o->rvals[i].i;
             b->is_unsigned = (fields[i].flags & UNSIGNED_FLAG) != 0;
             break;
-        case MYSQL_TYPE_FLOAT:
+        case VL__MBIN_FLOAT:
             b->buffer_type = MYSQL_TYPE_FLOAT;
             b->buffer = &o->rvals[i].fl;
             break;
-        case MYSQL_TYPE_DOUBLE:
+        case VL__MBIN_DOUBLE:
             b->buffer_type = MYSQL_TYPE_DOUBLE;
             b->buffer = &o->rvals[i].d;
             break;
-        case MYSQL_TYPE_DATE:
-        case MYSQL_TYPE_NEWDATE:
-        case MYSQL_TYPE_TIME:
-        case MYSQL_TYPE_DATETIME:
-        case MYSQL_TYPE_TIMESTAMP:
+        case VL__MBIN_TIME:
             b->buffer_type = fields[i].type == MYSQL_TYPE_NEWDATE ? MYSQL_TYPE_DATE
                                                                   : fields[i].type;
             b->buffer = &o->rvals[i].t;
@@ -1464,58 +1406,6 @@ static int bind_results(op *o)
     return VL_OK;
 }
 
-/* The shortest text that reads back to the same value, like the server's. */
-/* Decimal digits of v at buf (no NUL); returns their count. Binary results
- * carry integers that become text for the one result type; snprintf cost
- * more than the rest of the row. */
-static size_t fmt_u64(char *buf, uint64_t v)
-{
-    char tmp[24];
-    size_t n = 0, i;
-
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    for (i = 0; i < n; i++)
-        buf[i] = tmp[n - 1 - i];
-    return n;
-}
-
-static int fmt_real(char *buf, size_t cap, double v, int is_float)
-{
-    int p, max = is_float ? 9 : 17;
-
-    for (p = 1; p <= max; p++) {
-        snprintf(buf, cap, "%.*g", p, v);
-        if (is_float ? strtof(buf, NULL) == (float)v : strtod(buf, NULL) == v)
-            break;
-    }
-    return (int)strlen(buf);
-}
-
-static int fmt_time(char *buf, size_t cap, const MYSQL_TIME *t, int type, unsigned decimals)
-{
-    int n;
-    unsigned long frac = t->second_part;
-
-    if (type == MYSQL_TYPE_DATE || type == MYSQL_TYPE_NEWDATE)
-        return snprintf(buf, cap, "%04u-%02u-%02u", t->year, t->month, t->day);
-    if (type == MYSQL_TYPE_TIME)
-        n = snprintf(buf, cap, "%s%02u:%02u:%02u", t->neg ? "-" : "", t->day * 24 + t->hour,
-                     t->minute, t->second);
-    else
-        n = snprintf(buf, cap, "%04u-%02u-%02u %02u:%02u:%02u", t->year, t->month, t->day,
-                     t->hour, t->minute, t->second);
-    if (decimals > 0 && decimals <= 6) {
-        unsigned d;
-        for (d = decimals; d < 6; d++)
-            frac /= 10;
-        n += snprintf(buf + n, cap - (size_t)n, ".%0*lu", (int)decimals, frac);
-    }
-    return n;
-}
-
 /* Converts one fetched binary row into text cells. VL_OK, VL_ENOMEM, or
  * VL_EPROTO when the row breaks a limit (the reason in why). */
 static int store_binary_row(vl_mysql *c, op *o, char *why, size_t cap)
@@ -1523,7 +1413,7 @@ static int store_binary_row(vl_mysql *c, op *o, char *why, size_t cap)
     MYSQL_FIELD *fields = mysql_fetch_fields(o->meta);
     unsigned i, n = mysql_num_fields(o->meta);
     vl__mcell *cells;
-    char buf[64];
+    char buf[VL__MCONV_BUF];
     uint64_t row = 0;
 
     if (o->discard)
@@ -1537,46 +1427,20 @@ static int store_binary_row(vl_mysql *c, op *o, char *why, size_t cap)
     if (cells == NULL)
         return VL_ENOMEM;
     for (i = 0; i < n; i++) {
-        const char *data = buf;
+        const char *data;
         size_t len;
+        vl__mbin v;
         if (o->rnulls[i])
             continue;
-        switch (fields[i].type) {
-        case MYSQL_TYPE_TINY:
-        case MYSQL_TYPE_SHORT:
-        case MYSQL_TYPE_INT24:
-        case MYSQL_TYPE_LONG:
-        case MYSQL_TYPE_LONGLONG:
-            if (fields[i].flags & UNSIGNED_FLAG)
-                len = fmt_u64(buf, (uint64_t)o->rvals[i].i);
-            else if (o->rvals[i].i < 0) {
-                buf[0] = '-';
-                len = 1 + fmt_u64(buf + 1, 0 - (uint64_t)o->rvals[i].i);
-            } else
-                len = fmt_u64(buf, (uint64_t)o->rvals[i].i);
-            break;
-        case MYSQL_TYPE_YEAR:
-            len = (size_t)snprintf(buf, sizeof(buf), "%04lld", o->rvals[i].i);
-            break;
-        case MYSQL_TYPE_FLOAT:
-            len = (size_t)fmt_real(buf, sizeof(buf), o->rvals[i].fl, 1);
-            break;
-        case MYSQL_TYPE_DOUBLE:
-            len = (size_t)fmt_real(buf, sizeof(buf), o->rvals[i].d, 0);
-            break;
-        case MYSQL_TYPE_DATE:
-        case MYSQL_TYPE_NEWDATE:
-        case MYSQL_TYPE_TIME:
-        case MYSQL_TYPE_DATETIME:
-        case MYSQL_TYPE_TIMESTAMP:
-            len = (size_t)fmt_time(buf, sizeof(buf), &o->rvals[i].t, fields[i].type,
-                                   fields[i].decimals);
-            break;
-        default:
-            data = o->rbufs[i];
-            len = o->rlens[i];
-            break;
-        }
+        v.i = o->rvals[i].i;
+        v.fl = o->rvals[i].fl;
+        v.d = o->rvals[i].d;
+        v.t = &o->rvals[i].t;
+        v.bytes = o->rbufs[i];
+        v.len = o->rlens[i];
+        v.cap = o->rbind[i].buffer_length;
+        vl__mconv_value(fields[i].type, fields[i].flags, fields[i].decimals, &v, buf, &data,
+                        &len);
         if (vl__mres_cell(o->set, &cells[i], data, len) != VL_OK)
             return VL_ENOMEM;
     }

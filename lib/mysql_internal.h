@@ -1,5 +1,5 @@
-/* lib/mysql_internal.h - what lib/mysql.c, lib/mysql_result.c and
- * lib/mysql_pool.c share (private, not installed).
+/* lib/mysql_internal.h - what lib/mysql.c, lib/mysql_result.c,
+ * lib/mysql_convert.c and lib/mysql_pool.c share (private, not installed).
  *
  * Only lib/mysql.c calls Connector/C. The result arena (mysql_result.c)
  * stores plain bytes, and the pool (mysql_pool.c) drives connections through
@@ -50,6 +50,42 @@ void vl__mres_counts(vl_mysql_result *r, uint64_t affected, uint64_t insert_id,
 void vl__mres_error(vl_mysql_result *r, unsigned err, const char *sqlstate, const char *msg);
 /* The first link of the chain. */
 vl_mysql_result *vl__mres_root(vl_mysql_result *r);
+
+/* ---- conversion (lib/mysql_convert.c) ---- */
+
+struct st_mysql_time; /* Connector/C's MYSQL_TIME */
+
+/* volley's column type (VL_MYSQL_*) and flags (VL_MYSQL_FLAG_* in *flags)
+ * for a column Connector/C describes by field type, field flags and
+ * character set number. */
+int vl__mconv_type(int field_type, unsigned field_flags, unsigned charsetnr, unsigned *flags);
+
+/* How lib/mysql.c binds a result column of this field type: which member
+ * of vl__mbin Connector/C fills. */
+enum { VL__MBIN_INT, VL__MBIN_FLOAT, VL__MBIN_DOUBLE, VL__MBIN_TIME, VL__MBIN_BYTES };
+int vl__mconv_bind_kind(int field_type);
+
+/* One fetched binary-protocol value; the member that counts is the one
+ * vl__mconv_bind_kind names. */
+typedef struct vl__mbin {
+    long long i;                    /* integers and YEAR (unsigned ones cast) */
+    float fl;
+    double d;
+    const struct st_mysql_time *t;  /* DATE, TIME, DATETIME, TIMESTAMP */
+    const char *bytes;              /* everything else, as sent */
+    size_t len;                     /* the value's length as reported */
+    size_t cap;                     /* the bytes held (the bound buffer's size) */
+} vl__mbin;
+
+/* The size of the scratch buffer vl__mconv_value formats into. */
+#define VL__MCONV_BUF 64
+
+/* The text the text protocol would send for a binary value of a column of
+ * that field type, flags and decimals: *data and *len point either into
+ * `buf` (VL__MCONV_BUF bytes, NUL-terminated) or into v->bytes (at most
+ * v->cap bytes). */
+void vl__mconv_value(int field_type, unsigned field_flags, unsigned decimals, const vl__mbin *v,
+                     char *buf, const char **data, size_t *len);
 
 /* ---- connection hooks for the pool (lib/mysql.c) ---- */
 
