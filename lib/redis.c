@@ -551,10 +551,18 @@ static void submit(vl_redis *c, rentry *e, char *cmd, size_t len)
 
 static void become_ready(vl_redis *c)
 {
+    vl__resp_limits lim;
     rentry *e;
 
     c->state = S_READY;
     c->attempts = 0;
+    /* From here on replies are the user's: their limits apply. Nothing of
+     * theirs can be in the framer yet (none of their commands was written). */
+    lim.max_bulk_len = c->opts.max_bulk_len;
+    lim.max_elements = c->opts.max_elements;
+    lim.max_reply_bytes = c->opts.max_reply_bytes;
+    lim.max_depth = c->opts.max_depth;
+    vl__resp_set_limits(&c->resp, &lim);
     c->epoch++;
     c->connects++;
     if (c->ever_ready)
@@ -1197,10 +1205,13 @@ static void do_connect(vl_redis *c, const char *addr)
     }
     if (addr != NULL)
         set_tcp_options(c, ac->c.fd);
-    lim.max_bulk_len = c->opts.max_bulk_len;
-    lim.max_elements = c->opts.max_elements;
-    lim.max_reply_bytes = c->opts.max_reply_bytes;
-    lim.max_depth = c->opts.max_depth;
+    /* The handshake's replies are small (+OK, an error line, our token),
+     * whatever the limits for commands are: tight limits of their own keep
+     * a hostile server small and never refuse a real one's. */
+    lim.max_bulk_len = 512;
+    lim.max_elements = 8;
+    lim.max_reply_bytes = 4096;
+    lim.max_depth = 1;
     vl__resp_init(&c->resp, &lim);
     c->wcur = NULL;
     c->wleft = 0;

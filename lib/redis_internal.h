@@ -46,6 +46,8 @@ typedef struct vl__resp {
 } vl__resp;
 
 void vl__resp_init(vl__resp *p, const vl__resp_limits *lim);
+/* Changes the limits from the next byte on (`lim` NULL: none). */
+void vl__resp_set_limits(vl__resp *p, const vl__resp_limits *lim);
 /* Scans buf[0..len) and stops after `max_replies` complete top-level
  * replies, or at the end. Returns the bytes that may be given to hiredis and
  * sets *replies to the complete replies among them. On a malformed stream or

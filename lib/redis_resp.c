@@ -39,13 +39,19 @@ enum {
     ST_BULK_LF   /* the '\n' after it */
 };
 
-void vl__resp_init(vl__resp *p, const vl__resp_limits *lim)
+void vl__resp_set_limits(vl__resp *p, const vl__resp_limits *lim)
 {
-    memset(p, 0, sizeof(*p));
+    memset(&p->lim, 0, sizeof(p->lim));
     if (lim != NULL)
         p->lim = *lim;
     if (p->lim.max_depth == 0 || p->lim.max_depth > VL__RESP_DEPTH_MAX)
         p->lim.max_depth = VL__RESP_DEPTH_MAX;
+}
+
+void vl__resp_init(vl__resp *p, const vl__resp_limits *lim)
+{
+    memset(p, 0, sizeof(*p));
+    vl__resp_set_limits(p, lim);
 }
 
 static int fail(vl__resp *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -404,6 +404,63 @@ static void blocking_commands_keep_their_timeout(void **state)
     tu_finish(loop);
 }
 
+/* Waits (bounded) until a PING on `c` succeeds again. */
+static void wait_ping(vl_loop *loop, vl_redis *c)
+{
+    int i, ok = 0;
+
+    for (i = 0; i < 300 && !ok; i++) {
+        vl_future *f = vl_redis_command(c, "PING");
+        ok = tu_await(loop, f) == VL_OK;
+        vl_future_free(f);
+        if (!ok)
+            tu_sleep_ms(loop, 10);
+    }
+    assert_true(ok);
+}
+
+/* The reply limits are options: a real server's reply over one fails its
+ * command with VL_EPROTO naming the limit, closes the connection, and the
+ * reconnected connection serves replies within the limits. */
+static void reply_limits_are_configurable(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_redis_options o;
+    vl_redis *c, *setup;
+    vl_future *f;
+
+    (void)state;
+    setup = vl_redis_new(loop, tu_redis_url(1), NULL);
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(setup, "DEL lim:list"), VL_OK));
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(setup, "SET lim:big 0123456789"), VL_OK));
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(setup, "RPUSH lim:list a b c d"), VL_OK));
+    vl_redis_options_init(&o);
+    o.max_bulk_len = 8;
+    o.max_elements = 3;
+    o.reconnect_min_ms = 10;
+    o.reconnect_max_ms = 20;
+    c = vl_redis_new(loop, tu_redis_url(1), &o);
+    f = tu_run_cmd(loop, vl_redis_command(c, "GET lim:big"), VL_EPROTO);
+    assert_non_null(strstr(vl_future_error(f), "exceeds max_bulk_len 8"));
+    assert_non_null(strstr(vl_future_error(f), "redis://127.0.0.1:"));
+    vl_future_free(f);
+    assert_int_not_equal(vl_redis_state(c), VL_REDIS_READY);
+    wait_ping(loop, c);
+    f = tu_run_cmd(loop, vl_redis_command(c, "LRANGE lim:list 0 -1"), VL_EPROTO);
+    assert_non_null(strstr(vl_future_error(f), "exceeds max_elements 3"));
+    vl_future_free(f);
+    wait_ping(loop, c);
+    f = tu_run_cmd(loop, vl_redis_command(c, "LRANGE lim:list 0 2"), VL_OK);
+    assert_int_equal(vl_redis_reply_count(vl_future_redis_reply(f)), 3);
+    vl_future_free(f);
+    f = tu_run_cmd(loop, vl_redis_command(c, "GETRANGE lim:big 0 7"), VL_OK);
+    tu_check_str(vl_future_redis_reply(f), "01234567");
+    vl_future_free(f);
+    vl_redis_free(c);
+    vl_redis_free(setup);
+    tu_finish(loop);
+}
+
 /* What volley/redis.h promises about a cancelled write: issued while the
  * connection is still connecting, it is never sent; issued on a ready
  * connection, it is already in hiredis's buffer and runs anyway, only its
@@ -939,6 +996,7 @@ int main(void)
         cmocka_unit_test_setup(gather_1000_across_three, tu_setup),
         cmocka_unit_test_setup(command_timeout_late_reply_dropped, tu_setup),
         cmocka_unit_test_setup(blocking_commands_keep_their_timeout, tu_setup),
+        cmocka_unit_test_setup(reply_limits_are_configurable, tu_setup),
         cmocka_unit_test_setup(cancel_and_wait_for, tu_setup),
         cmocka_unit_test_setup(cancelled_write_sent_only_once_ready, tu_setup),
         cmocka_unit_test_setup(free_with_pending, tu_setup),
