@@ -17,7 +17,11 @@
 #
 # Environment:
 #   VL_TEST_FILTER       passed through to the tests unchanged
-#   VL_TEST_TIMEOUT      seconds each test may run (default 600)
+#   VL_TEST_TIMEOUT      seconds each test may run (default 600); the cmocka
+#                        binaries also time out each of their tests on their
+#                        own (VL_TEST_CASE_TIMEOUT, tests/common/testutil.h)
+#   VL_TEST_WRAPPER      a command line that runs each compiled test (not the
+#                        shell scripts), such as "valgrind --error-exitcode=99"
 #   VL_TEST_DIR_RECORD   if set, the path of the run's temporary directory is
 #                        written to this file as soon as it exists, so that a
 #                        caller (tests/test_harness.sh) can check afterwards
@@ -42,8 +46,11 @@ readonly TEST_TIMEOUT=${VL_TEST_TIMEOUT:-600}
 #   # ok - group   /   # not ok - group
 # A binary with several groups prints several plans, each numbered from 1,
 # so plans are summed rather than taken from the last one. All of it goes to
-# stdout; a test killed by a signal can lose output still in stdio buffers,
-# which the plan check below turns into failures.
+# stdout. The volley suites run cmocka through tu_run (testutil.c), which
+# runs each test in a process of its own and prints the TAP itself: one plan,
+# then "ok N - name", "not ok N - name" followed by the reason, or
+# "ok N - name # SKIP". A test program that dies anyway can lose output
+# still in stdio buffers, which the plan check below turns into failures.
 
 say() {
     echo "run.sh: $*" >&2
@@ -149,6 +156,11 @@ if [ -n "${VL_TEST_FILTER+set}" ]; then
     export VL_TEST_FILTER
 fi
 
+WRAPPER=()
+if [ -n "${VL_TEST_WRAPPER:-}" ]; then
+    read -r -a WRAPPER <<<"$VL_TEST_WRAPPER"
+fi
+
 PASSED=0
 FAILED=0
 SKIPPED=0
@@ -172,7 +184,8 @@ describe_status() {
 
 # Runs one test and adds its TAP results to the totals.
 run_test() {
-    local test=$1 n=$2 out fifo rc=0 counts plan has_plan pass fail skip missing
+    local test=$1 n=$2 out fifo rc=0 counts plan has_plan pass fail skip missing magic
+    local wrap=()
 
     # A bare name would be looked up in PATH by timeout(1); the tests are
     # files given relative to the current directory.
@@ -180,6 +193,14 @@ run_test() {
         */*) ;;
         *) test=./$test ;;
     esac
+
+    # The wrapper is for compiled tests; a script runs as it is.
+    if [ "${#WRAPPER[@]}" -gt 0 ]; then
+        magic=$(head -c 2 "$test" 2>/dev/null || true)
+        if [ "$magic" != "#!" ]; then
+            wrap=("${WRAPPER[@]}")
+        fi
+    fi
 
     out=$DIR/test-$n.out
     fifo=$DIR/test-$n.fifo
@@ -190,7 +211,7 @@ run_test() {
     # reads from a FIFO so that timeout's pid can be waited for directly.
     tee "$out" <"$fifo" &
     TEE=$!
-    run_child timeout -k 10 "$TEST_TIMEOUT" "$test" >"$fifo" || rc=$?
+    run_child timeout -k 10 "$TEST_TIMEOUT" ${wrap[@]+"${wrap[@]}"} "$test" >"$fifo" || rc=$?
     # Processes the test left behind in its process group (which timeout(1)
     # created) would keep the FIFO open and tee waiting forever. Servers
     # restarted through servers.sh are not affected: they run in their own
