@@ -1,7 +1,13 @@
 # volley - plain Makefile. `make` builds the libraries and tools, `make test`
-# installs what is missing, starts throwaway servers and runs every test,
-# `make asan` does the same under AddressSanitizer and UBSan, `make bench`
-# runs the sync-vs-async comparison.
+# installs what is missing, starts throwaway servers and runs every test
+# (the fuzz targets' smoke included), `make asan` does the same under
+# AddressSanitizer and UBSan, `make valgrind` runs the C tests under
+# memcheck, `make fuzz` runs each libFuzzer target for FUZZ_SECONDS, and
+# `make bench` runs the sync-vs-async comparison.
+#
+# BUILD names the build directory; the sanitizer builds go next to it
+# ($(BUILD)-asan, $(BUILD)-fuzz), so that people sharing a tree never build
+# into each other's directories.
 
 PREFIX ?= /usr/local
 DESTDIR ?=
@@ -38,7 +44,37 @@ TEST_COMMON := $(wildcard tests/common/*.c)
 TOOL_SRC := $(wildcard tools/*.c)
 BENCH_SRC := $(wildcard bench/*.c)
 
-.PHONY: all lib test asan bench install uninstall clean deps format tests-build tools-build bench-build
+ASAN_BUILD ?= $(BUILD)-asan
+ASAN_OPT := -O1 -g -fno-omit-frame-pointer
+ASAN_SAN := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+
+# libFuzzer targets: tests/fuzz/fuzz_NAME.c, with its committed seeds in
+# tests/fuzz/corpus/NAME/. They are built with clang-14 into FUZZ_BUILD,
+# from libvolley's objects compiled with fuzzer-no-link, ASan and UBSan;
+# targets named fuzz_cli_* also get the CLI's objects (every tools/*.c but
+# the one with main) and jansson.
+FUZZ_CC ?= clang-14
+FUZZ_BUILD ?= $(BUILD)-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
+FUZZ_CLI_BIN := $(filter $(BUILD)/fuzz/fuzz_cli_%,$(FUZZ_BIN))
+FUZZ_LIB_BIN := $(filter-out $(FUZZ_CLI_BIN),$(FUZZ_BIN))
+CLI_OBJ := $(patsubst tools/%.c,$(BUILD)/tools/%.o,$(filter-out tools/volley.c,$(TOOL_SRC)))
+
+# memcheck for `make valgrind`: any error, or a definite or possible leak,
+# makes the test's process exit with 99, which fails the test. The suites'
+# own allocator interposers (tests/test_mysql.c replaces calloc to fail
+# Connector/C's allocations) keep working: nouserintercepts leaves the
+# program's own allocation functions alone and replaces only the C
+# library's.
+VALGRIND := valgrind --quiet --error-exitcode=99 --num-callers=30 --track-origins=yes \
+    --leak-check=full --show-leak-kinds=definite,possible \
+    --errors-for-leak-kinds=definite,possible --soname-synonyms=somalloc=nouserintercepts \
+    --suppressions=$(CURDIR)/tests/valgrind.supp
+
+.PHONY: all lib test asan valgrind fuzz fuzz-build fuzz-bins bench install uninstall clean deps \
+    format tests-build tools-build bench-build
 
 all: lib $(BUILD)/volley.pc tools-build bench-build
 
@@ -84,20 +120,60 @@ $(BUILD)/bench/volley-bench: $(BENCH_SRC) $(wildcard bench/*.h) $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $(BENCH_SRC) $(STATIC) $(LDFLAGS) $(DEPLIBS) -lm
 
+# The fuzz targets, built in FUZZ_BUILD by a make of its own with clang-14.
+fuzz-build:
+	$(MAKE) BUILD=$(FUZZ_BUILD) CC=$(FUZZ_CC) OPT="$(ASAN_OPT)" \
+	    SAN="-fsanitize=fuzzer-no-link $(ASAN_SAN)" fuzz-bins
+
+fuzz-bins: $(FUZZ_BIN)
+
+$(BUILD)/tools/%.o: tools/%.c tools/cli.h $(wildcard include/*.h include/volley/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+# Static pattern rules, so that the choice between the two never depends on
+# which objects happen to exist.
+$(FUZZ_CLI_BIN): $(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_OBJ) $(CLI_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -fsanitize=fuzzer -Ilib -Itools -o $@ $< $(LIB_OBJ) $(CLI_OBJ) \
+	    $(LDFLAGS) -ljansson $(DEPLIBS)
+
+$(FUZZ_LIB_BIN): $(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -fsanitize=fuzzer -Ilib -Itools -o $@ $< $(LIB_OBJ) $(LDFLAGS) $(DEPLIBS)
+
 deps:
 	@tests/deps.sh
 
 test: deps
 	$(MAKE) all tests-build
-	tests/run.sh $(TEST_BIN) $(TEST_SH)
+	$(MAKE) fuzz-build
+	VL_FUZZ_BUILD=$(FUZZ_BUILD) tests/run.sh $(TEST_BIN) $(TEST_SH)
 
+# The whole suite under ASan and UBSan: every C test, every shell test
+# (the CLI's with the sanitized binary) and the fuzz smoke, whose targets
+# carry both sanitizers anyway.
 asan: deps
-	$(MAKE) BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
-	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" all tests-build
+	$(MAKE) BUILD=$(ASAN_BUILD) OPT="$(ASAN_OPT)" SAN="$(ASAN_SAN)" all tests-build
+	$(MAKE) fuzz-build
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	    LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
-	    VOLLEY_BIN=$(CURDIR)/build-asan/tools/volley \
-	    tests/run.sh $(patsubst $(BUILD)/%,build-asan/%,$(TEST_BIN)) tests/test_cli.sh
+	    VOLLEY_BIN=$(CURDIR)/$(ASAN_BUILD)/tools/volley VL_FUZZ_BUILD=$(FUZZ_BUILD) \
+	    tests/run.sh $(patsubst $(BUILD)/%,$(ASAN_BUILD)/%,$(TEST_BIN)) $(TEST_SH)
+
+# The C tests under memcheck, against the harness's servers; an error in any
+# test's process fails that test. The tests' timeouts are stretched for
+# valgrind's slowdown.
+valgrind: deps
+	$(MAKE) all tests-build
+	VL_TEST_WRAPPER="$(VALGRIND)" VL_TEST_CASE_TIMEOUT=600 VL_TEST_TIMEOUT=3600 \
+	    tests/run.sh $(TEST_BIN)
+
+# Each fuzz target for FUZZ_SECONDS on its seeds; new inputs go to a
+# temporary directory, never into the tree.
+fuzz: deps
+	$(MAKE) fuzz-build
+	VL_FUZZ_BUILD=$(FUZZ_BUILD) VL_FUZZ_SECONDS=$(FUZZ_SECONDS) tests/test_fuzz.sh
 
 bench: deps
 	$(MAKE) all
@@ -126,4 +202,4 @@ format:
 	clang-format -i lib/*.c lib/*.h include/*.h include/volley/*.h tests/*.c
 
 clean:
-	rm -rf build build-asan
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

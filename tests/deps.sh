@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 #
-# Installs the Debian packages needed to build volley and run its tests.
+# Installs the Debian packages needed to build volley and run its tests
+# (make test, make asan, make valgrind, make fuzz). Plain `make` needs only
+# the compiler and the -dev packages.
 #
 # When everything is installed already it only queries dpkg and exits, so it
 # is cheap enough to run before every build. Otherwise it needs root, runs
@@ -23,6 +25,14 @@ PACKAGES=(
     gnuplot-nox
     jq
     python3
+    # make fuzz and the fuzz smoke in make test: clang-14 builds the
+    # libFuzzer targets, libclang-rt-14-dev has libFuzzer's runtime and the
+    # sanitizers' for clang, llvm-14 the symbolizer for readable reports.
+    clang-14
+    libclang-rt-14-dev
+    llvm-14
+    # make valgrind.
+    valgrind
 )
 
 # dpkg-query reports "install ok installed" only for a fully installed
