@@ -1105,6 +1105,16 @@ static void op_error(vl_mysql *c, op *o, unsigned err, const char *sqlstate, con
     vl__free(m);
 }
 
+/* Connector/C 3.3 refuses a packet beyond its limit without buffering it,
+ * but then reports a lost connection (2013): ma_net_safe_read compares the
+ * code with ER_ rather than CR_NET_PACKET_TOO_LARGE. Its NET says which it
+ * was: error 1 comes only from a packet buffer that could not grow, a read
+ * failure is error 2. */
+static int packet_refused(const vl_mysql *c, unsigned err)
+{
+    return err == CR_SERVER_LOST && c->my != NULL && c->my->net.error == 1;
+}
+
 static void op_error_my(vl_mysql *c, op *o)
 {
     char text[512];
@@ -1113,6 +1123,11 @@ static void op_error_my(vl_mysql *c, op *o)
 
     snprintf(text, sizeof(text), "%s", mysql_error(c->my));
     snprintf(state, sizeof(state), "%s", mysql_sqlstate(c->my));
+    if (packet_refused(c, err)) {
+        err = CR_NET_PACKET_TOO_LARGE;
+        snprintf(text, sizeof(text), "a packet of more than %lu bytes was refused",
+                 c->my->net.max_packet_size);
+    }
     op_error(c, o, err ? err : 2000, state, text);
 }
 
@@ -1128,6 +1143,11 @@ static void op_error_stmt(vl_mysql *c, op *o, MYSQL_STMT *s)
         err = mysql_errno(c->my);
         snprintf(text, sizeof(text), "%s", mysql_error(c->my));
         snprintf(state, sizeof(state), "%s", mysql_sqlstate(c->my));
+    }
+    if (packet_refused(c, err)) {
+        err = CR_NET_PACKET_TOO_LARGE;
+        snprintf(text, sizeof(text), "a packet of more than %lu bytes was refused",
+                 c->my->net.max_packet_size);
     }
     op_error(c, o, err ? err : 2000, state, text);
 }
@@ -1546,7 +1566,7 @@ static void step(vl_mysql *c, int ready)
             if (c->mret == NULL) {
                 char text[512], state[6];
                 unsigned err = mysql_errno(c->my);
-                int proto = protocol_error(err) || greet_bad(c);
+                int proto = protocol_error(err) || packet_refused(c, err) || greet_bad(c);
                 char *m;
                 snprintf(text, sizeof(text), "%s", mysql_error(c->my));
                 snprintf(state, sizeof(state), "%s", mysql_sqlstate(c->my));

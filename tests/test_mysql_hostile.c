@@ -222,6 +222,17 @@ static void result_too_big(void **state)
     run_case(&hc);
 }
 
+/* A row's length prefix far beyond the limit: refused at once, before a
+ * byte of it is buffered, not after waiting for 16 MiB that never come. */
+static void huge_length_prefix(void **state)
+{
+    hostile_case hc = {"huge_prefix", "max_row_bytes=1000&read_timeout_ms=30000", 0, VL_EPROTO,
+                       "max_row_bytes"};
+
+    (void)state;
+    run_case(&hc);
+}
+
 static void garbage_column_count(void **state)
 {
     hostile_case hc = {"garbage_columns", "read_timeout_ms=2000", 0, VL_EPROTO, "ERROR"};
@@ -240,6 +251,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(stalled_row, setup, teardown),
         cmocka_unit_test_setup_teardown(row_too_big, setup, teardown),
         cmocka_unit_test_setup_teardown(result_too_big, setup, teardown),
+        cmocka_unit_test_setup_teardown(huge_length_prefix, setup, teardown),
         cmocka_unit_test_setup_teardown(garbage_column_count, setup, teardown),
     };
 

@@ -522,6 +522,9 @@ static void limits(void **state)
     } cases[] = {
         {"max_row_bytes=500", "SELECT REPEAT('x', 1000)", 0, "max_row_bytes"},
         {"max_row_bytes=500", "SELECT REPEAT('x', 1000)", 1, "max_row_bytes"},
+        /* Beyond the packet limit too: Connector/C refuses the packet. */
+        {"max_row_bytes=500", "SELECT REPEAT('x', 200000)", 0, "max_row_bytes"},
+        {"max_row_bytes=500", "SELECT REPEAT('x', 200000)", 1, "max_row_bytes"},
         {"max_result_bytes=50000", NULL, 0, "max_result_bytes"},
         {"max_result_bytes=50000", NULL, 1, "max_result_bytes"},
     };

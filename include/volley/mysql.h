@@ -515,7 +515,10 @@ typedef struct vl_mysql_pool_options {
 
 VL_EXPORT void vl_mysql_pool_options_init(vl_mysql_pool_options *o);
 
-/* Makes a pool for `url` (copied; URL parameters apply to every connection).
+/* Makes a pool for `url` (copied; URL parameters apply to every connection,
+ * among them read_timeout_ms and the limits, which otherwise have their
+ * vl_mysql_options_init defaults; a connection closed by one of them counts
+ * in closed_error).
  * It opens min_idle connections in the background. Returns NULL only when
  * out of memory; a bad URL gives a pool whose every future fails with
  * VL_EINVAL (or VL_EUNSUPPORTED for TLS). The caller frees it with
