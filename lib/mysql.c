@@ -1128,7 +1128,14 @@ static void op_error_my(vl_mysql *c, op *o)
         snprintf(text, sizeof(text), "a packet of more than %lu bytes was refused",
                  c->my->net.max_packet_size);
     }
-    op_error(c, o, err ? err : 2000, state, text);
+    if (err == 0) {
+        /* Connector/C failed on a reply it could not make sense of (a
+         * garbage column count, for one) without saying why. */
+        err = CR_UNKNOWN_ERROR;
+        snprintf(text, sizeof(text), "a malformed reply (Connector/C gave no reason)");
+        snprintf(state, sizeof(state), "HY000");
+    }
+    op_error(c, o, err, state, text);
 }
 
 static void op_error_stmt(vl_mysql *c, op *o, MYSQL_STMT *s)
@@ -1149,7 +1156,14 @@ static void op_error_stmt(vl_mysql *c, op *o, MYSQL_STMT *s)
         snprintf(text, sizeof(text), "a packet of more than %lu bytes was refused",
                  c->my->net.max_packet_size);
     }
-    op_error(c, o, err ? err : 2000, state, text);
+    if (err == 0) {
+        /* Connector/C failed on a reply it could not make sense of (a
+         * garbage column count, for one) without saying why. */
+        err = CR_UNKNOWN_ERROR;
+        snprintf(text, sizeof(text), "a malformed reply (Connector/C gave no reason)");
+        snprintf(state, sizeof(state), "HY000");
+    }
+    op_error(c, o, err, state, text);
 }
 
 /* The op finished its reply: complete it with its result or noted error. */
