@@ -572,6 +572,35 @@ static void limits(void **state)
         vl_future_free(f);
         vl_mysql_free(c);
     }
+    /* A stream: the result limit bounds each batch, not the whole stream. */
+    {
+        static const char *const stream_sql = "SELECT seq, REPEAT('x', 1000) FROM seq_1_to_200";
+        char url[600];
+        size_t batch;
+
+        snprintf(url, sizeof(url), "%s?max_result_bytes=50000", tcp_url());
+        for (batch = 10; batch <= 100; batch += 90) {
+            vl_mysql *c = vl_mysql_new(loop, url, NULL);
+            vl_future *f;
+            streamer s;
+
+            memset(&s, 0, sizeof(s));
+            s.ordered = 1;
+            f = tu_wait_for(loop, vl_mysql_query_stream(c, stream_sql, batch, on_batch, &s));
+            if (batch == 10) {
+                assert_int_equal(vl_future_status(f), VL_OK);
+                assert_int_equal(s.rows, 200);
+                assert_true(s.ordered);
+            } else {
+                assert_int_equal(vl_future_status(f), VL_EPROTO);
+                assert_non_null(strstr(vl_future_error(f), "max_result_bytes"));
+                assert_false(vl_mysql_is_open(c));
+                assert_true(s.rows < 100);
+            }
+            vl_future_free(f);
+            vl_mysql_free(c);
+        }
+    }
     vl_mysql_free(good);
     tu_finish(loop);
 }
