@@ -58,9 +58,9 @@
  *                    syntax (1064), duplicate key (1062)... The connection
  *                    stays usable.
  *   VL_ETIMEDOUT     a server-side statement limit expired (errno 1969; the
- *                    connection stays usable), a client-side deadline
- *                    passed (the connection is closed), or connecting took
- *                    longer than connect_timeout_ms.
+ *                    connection stays usable), a client-side deadline or
+ *                    read_timeout_ms passed (the connection is closed), or
+ *                    connecting took longer than connect_timeout_ms.
  *   VL_EPROTO        the server broke the protocol or volley's limits: a
  *                    greeting that is not MySQL's, a malformed packet, a
  *                    LOAD DATA LOCAL INFILE request (volley never offers
