@@ -150,6 +150,7 @@ struct vl_redis {
     size_t wleft;      /* bytes of wcur still to write */
     size_t nwritten;   /* in-flight entries written in full: replies owed */
     vl__resp resp;     /* the framer of this connection's reply stream */
+    vl__reply_build build; /* builds the replies hiredis's reader parses */
     char token[24];    /* the handshake PING's argument, echoed by the server */
     int hs_started;    /* the handshake commands are queued */
     rentry *spare;
@@ -401,7 +402,9 @@ static void free_reply_value(void *v)
     vl_redis_reply_free(v);
 }
 
-static void entry_deliver(vl_redis *c, rentry *e, const redisReply *r)
+/* Hands the reply hiredis just parsed (built in one block by our object
+ * functions) to the future of `e`, which takes it over. */
+static void entry_deliver(vl_redis *c, rentry *e, void *reply)
 {
     vl_future *f = e->f;
     vl_redis_reply *copy;
@@ -409,11 +412,11 @@ static void entry_deliver(vl_redis *c, rentry *e, const redisReply *r)
     if (f == NULL)
         return;
     e->f = NULL;
-    copy = vl__redis_reply_copy(r);
+    copy = vl__redis_reply_take(reply);
     if (copy == NULL) {
-        vl__future_complete(f, VL_ENOMEM, NULL, VL__VAL_NONE, NULL, "out of memory copying a reply");
+        vl__future_complete(f, VL_ENOMEM, NULL, VL__VAL_NONE, NULL, "out of memory for a reply");
         emit(c, VL__REDIS_EV_DONE, VL_ENOMEM);
-    } else if (r->type == REDIS_REPLY_ERROR) {
+    } else if (vl__redis_reply_is_error(copy)) {
         vl__future_complete(f, VL_ESERVER, copy, VL__VAL_REDIS, free_reply_value,
                             vl__redis_reply_text(copy));
         emit(c, VL__REDIS_EV_DONE, VL_ESERVER);
@@ -595,9 +598,9 @@ static void request_drop(vl_redis *c, int status, const char *msg)
 }
 
 /* Keeps the lease-cleanliness flags in step with the replies. */
-static void track(vl_redis *c, unsigned flags, const redisReply *r)
+static void track(vl_redis *c, unsigned flags, const vl_redis_reply *r)
 {
-    int ok = r->type != REDIS_REPLY_ERROR;
+    int ok = r != NULL && !vl__redis_reply_is_error(r);
 
     if ((flags & CF_MULTI) && ok)
         c->in_multi = 1;
@@ -613,9 +616,11 @@ static void track(vl_redis *c, unsigned flags, const redisReply *r)
 
 static void reply_cb(redisAsyncContext *ac, void *reply, void *privdata)
 {
-    redisReply *r = reply;
+    const vl_redis_reply *r = reply; /* our object functions made it */
     rentry *e = privdata;
     vl_redis *c = e->c;
+    const char *str;
+    size_t len;
 
     flight_unlink(c, e);
     if (r != NULL && c->nwritten > 0)
@@ -634,24 +639,28 @@ static void reply_cb(redisAsyncContext *ac, void *reply, void *privdata)
     } else if (e->kind == K_USER) {
         if (e->flags != 0)
             track(c, e->flags, r);
-        entry_deliver(c, e, r);
+        entry_deliver(c, e, reply);
     } else if (e->kind == K_PING) {
-        emit(c, VL__REDIS_EV_PONG, r->type == REDIS_REPLY_ERROR ? VL_ESERVER : VL_OK);
+        emit(c, VL__REDIS_EV_PONG, vl__redis_reply_is_error(r) ? VL_ESERVER : VL_OK);
     } else if (c->drop_requested) {
         /* An earlier handshake step failed: this attempt is over. */
-    } else if (r->type == REDIS_REPLY_ERROR) {
+    } else if (vl__redis_reply_nomem(r)) {
+        /* No memory for the reply: this attempt cannot tell how it went. */
+        request_drop(c, VL_ENOMEM, "connect: out of memory");
+    } else if (vl__redis_reply_is_error(r)) {
         /* A server refusing the connection (maxclients, LOADING, NOAUTH)
          * says so in reply to the handshake: a failed connect. */
         char *msg = vl__asprintf("%s %s: %s",
                                  e->kind == K_AUTH     ? "auth"
                                  : e->kind == K_SELECT ? "select"
                                                        : "connect",
-                                 c->url.display, r->str);
+                                 c->url.display, vl__redis_reply_text(r));
         request_drop(c, VL_ECONN, msg != NULL ? msg : "handshake failed");
         vl__free(msg);
     } else if (e->kind == K_HELLO &&
-               (r->type != REDIS_REPLY_STRING || r->len != strlen(c->token) ||
-                memcmp(r->str, c->token, r->len) != 0)) {
+               (vl_redis_reply_type(r) != VL_REDIS_STRING ||
+                (str = vl_redis_reply_str(r, &len)) == NULL || len != strlen(c->token) ||
+                memcmp(str, c->token, len) != 0)) {
         /* Not our token: a reply sent before it was asked for, or a server
          * that does not speak RESP the way Redis does. */
         char *msg = vl__asprintf("connect %s: protocol error: unexpected reply to the "
@@ -893,15 +902,19 @@ static int conn_read(vl_redis *c)
             refuse_unexpected(c, buf + pos, (size_t)n - pos);
             break;
         }
-        used = vl__resp_scan(&c->resp, buf + pos, (size_t)n - pos, c->nwritten, &replies);
+        /* One reply at a time: the reader holds nothing after it when it
+         * parses, so the reply is built in one block of the size the
+         * framer measured, and the start of the next waits its turn. */
+        used = vl__resp_scan(&c->resp, buf + pos, (size_t)n - pos, 1, &replies);
         if (used > 0 && redisReaderFeed(ac->c.reader, buf + pos, used) != REDIS_OK) {
             drop_with(c, VL_ENOMEM, "", "out of memory reading a reply");
             break;
         }
         pos += used;
         if (replies > 0) {
-            /* Exactly `replies` complete replies are in the reader, each
-             * with its callback queued: hiredis cannot run out of them. */
+            /* One complete reply is in the reader, its callback queued:
+             * hiredis cannot run out of callbacks. */
+            vl__reply_build_next(&c->build, c->resp.done_nodes, c->resp.done_text);
             redisProcessCallbacks(ac);
             if (c->ac != ac)
                 break; /* hiredis gave up the context (out of memory) */
@@ -1217,6 +1230,7 @@ static void do_connect(vl_redis *c, const char *addr)
     c->wleft = 0;
     c->nwritten = 0;
     c->hs_started = 0;
+    vl__redis_reader_setup(ac->c.reader, &c->build);
     c->ac = ac;
     ac->data = c;
     ac->ev.data = c;

@@ -41,6 +41,8 @@ typedef struct vl__resp {
     uint64_t bulk_left;     /* payload bytes of the bulk still to come */
     uint64_t reply_bytes;   /* bytes of the reply being read, so far */
     uint64_t left[VL__RESP_DEPTH_MAX]; /* elements still due per open array */
+    uint64_t nodes, text;   /* the reply being read: items, string bytes + NULs */
+    uint64_t done_nodes, done_text; /* the same for the last complete reply */
     int error;              /* sticky: the stream is broken */
     char msg[128];          /* what broke it, for messages */
 } vl__resp;
@@ -59,8 +61,31 @@ size_t vl__resp_scan(vl__resp *p, const char *buf, size_t len, size_t max_replie
 /* 1 while a reply has been started and not finished. */
 int vl__resp_mid_reply(const vl__resp *p);
 
-/* Copies a hiredis reply tree into one allocation. NULL when out of memory. */
-vl_redis_reply *vl__redis_reply_copy(const struct redisReply *r);
+/* ---- building replies (lib/redis_reply.c) ----
+ * hiredis's reader is given volley's object functions, which build each
+ * reply as a vl_redis_reply in one allocation whose size the framer
+ * measured: vl__reply_build_next before each complete reply is parsed. */
+typedef struct vl__reply_build {
+    size_t nodes, text;          /* measure of the next reply */
+    vl_redis_reply *node, *node_end; /* free nodes of the block being filled */
+    char *text_at, *text_end;    /* free string bytes of it */
+} vl__reply_build;
+
+struct redisReader;
+/* Makes `reader` build vl_redis_reply objects, with `b` (which must outlive
+ * it) as its state. */
+void vl__redis_reader_setup(struct redisReader *reader, vl__reply_build *b);
+/* The next reply hiredis parses has `nodes` items and `text` string bytes
+ * (with a NUL each): vl__resp's done_nodes and done_text. */
+void vl__reply_build_next(vl__reply_build *b, uint64_t nodes, uint64_t text);
+/* Takes a reply that hiredis passed to a reply callback away from it (its
+ * freeObject then leaves it alone); the caller frees it with
+ * vl_redis_reply_free. NULL when there was no memory for the reply. */
+vl_redis_reply *vl__redis_reply_take(void *reply);
+/* 1 when there was no memory for this reply (its command gets VL_ENOMEM). */
+int vl__redis_reply_nomem(const vl_redis_reply *r);
+/* 1 for an ERROR reply. */
+int vl__redis_reply_is_error(const vl_redis_reply *r);
 /* The reply's text (for VL_ESERVER messages). */
 const char *vl__redis_reply_text(const vl_redis_reply *r);
 

@@ -1,102 +1,172 @@
 /* lib/redis_reply.c - Redis replies: one allocation per reply.
  *
- * hiredis builds a tree of small allocations for every reply and frees it
- * as soon as the reply callback returns. We copy the tree into one block of
- * our own (nodes first, then every string), so that a reply can outlive the
- * callback, be taken out of its future, and be freed with one vl__free.
- * Measuring first and copying second costs two walks of the tree, which is
- * cheap next to the allocations it saves the caller.
+ * hiredis's reader builds a tree of small allocations per reply through a
+ * table of object functions. We give it our own table instead, which builds
+ * a vl_redis_reply in one block (nodes first, then every string) so that a
+ * reply can outlive the callback, be taken out of its future, and be freed
+ * with one vl__free, and hiredis allocates nothing per reply. The block's
+ * size is known before hiredis parses the reply: the connection hands the
+ * reader only complete replies, and the framer (lib/redis_resp.c) has
+ * counted the items and string bytes of each one (vl__reply_build).
  */
 #include "redis_internal.h"
 
 #include <hiredis/hiredis.h>
 #include <string.h>
 
+#define RF_HIREDIS 1 /* root still belongs to hiredis: its freeObject frees it */
+
 struct vl_redis_reply {
     int type;
+    unsigned char flags;     /* root only: RF_HIREDIS */
     long long integer;
     size_t len;              /* bytes of str, or number of elements */
     char *str;               /* STRING, STATUS, ERROR: NUL-terminated */
     vl_redis_reply *element; /* ARRAY: `len` nodes, contiguous */
 };
 
-/* Adds the nodes and string bytes below `r` (not `r` itself). */
-static void measure(const redisReply *r, size_t *nodes, size_t *bytes)
-{
-    size_t i;
+/* What a reply's objects are made of when there was no memory for its
+ * block: hiredis is given this node for the root and every element, the
+ * connection fails that one command with VL_ENOMEM. Never written. */
+static vl_redis_reply nomem_node = {VL_REDIS_NIL, 0, 0, 0, NULL, NULL};
 
-    switch (r->type) {
-    case REDIS_REPLY_STRING:
-    case REDIS_REPLY_STATUS:
-    case REDIS_REPLY_ERROR:
-        *bytes += r->len + 1;
-        break;
-    case REDIS_REPLY_ARRAY:
-        *nodes += r->elements;
-        for (i = 0; i < r->elements; i++)
-            measure(r->element[i], nodes, bytes);
-        break;
-    default:
-        break;
+/* The node for `t`: the root's block is allocated here, an element is the
+ * parent's next slot. NULL only when hiredis would overrun the measure,
+ * which the framer rules out (hiredis then fails the stream). */
+static vl_redis_reply *node_for(const redisReadTask *t)
+{
+    vl__reply_build *b = t->privdata;
+    vl_redis_reply *parent, *d;
+
+    if (t->parent == NULL) {
+        size_t n = b->nodes > 0 ? b->nodes : 1;
+        if (b->nodes == 0 || n > (SIZE_MAX - b->text) / sizeof(*d))
+            return NULL;
+        d = vl__malloc(n * sizeof(*d) + b->text);
+        if (d == NULL)
+            return &nomem_node;
+        b->node = d + 1;
+        b->node_end = d + n;
+        b->text_at = (char *)(d + n);
+        b->text_end = b->text_at + b->text;
+        b->nodes = b->text = 0; /* used up */
+        memset(d, 0, sizeof(*d));
+        d->flags = RF_HIREDIS;
+        return d;
     }
-}
-
-typedef struct cursor {
-    vl_redis_reply *node; /* next free node */
-    char *text;           /* next free string byte */
-} cursor;
-
-static void fill(vl_redis_reply *d, const redisReply *r, cursor *cur)
-{
-    size_t i;
-
-    memset(d, 0, sizeof(*d));
-    switch (r->type) {
-    case REDIS_REPLY_STRING:
-    case REDIS_REPLY_STATUS:
-    case REDIS_REPLY_ERROR:
-        d->type = r->type == REDIS_REPLY_STRING   ? VL_REDIS_STRING
-                  : r->type == REDIS_REPLY_STATUS ? VL_REDIS_STATUS
-                                                  : VL_REDIS_ERROR;
-        d->str = cur->text;
-        d->len = r->len;
-        if (r->len > 0)
-            memcpy(d->str, r->str, r->len);
-        d->str[r->len] = '\0';
-        cur->text += r->len + 1;
-        break;
-    case REDIS_REPLY_INTEGER:
-        d->type = VL_REDIS_INTEGER;
-        d->integer = r->integer;
-        break;
-    case REDIS_REPLY_ARRAY:
-        d->type = VL_REDIS_ARRAY;
-        d->len = r->elements;
-        d->element = cur->node;
-        cur->node += r->elements;
-        for (i = 0; i < r->elements; i++)
-            fill(&d->element[i], r->element[i], cur);
-        break;
-    default:
-        d->type = VL_REDIS_NIL;
-        break;
-    }
-}
-
-vl_redis_reply *vl__redis_reply_copy(const redisReply *r)
-{
-    size_t nodes = 1, bytes = 0;
-    vl_redis_reply *root;
-    cursor cur;
-
-    measure(r, &nodes, &bytes);
-    root = vl__malloc(nodes * sizeof(*root) + bytes);
-    if (root == NULL)
+    parent = t->parent->obj;
+    if (parent == &nomem_node)
+        return &nomem_node;
+    if (parent == NULL || t->idx < 0 || (size_t)t->idx >= parent->len)
         return NULL;
-    cur.node = root + 1;
-    cur.text = (char *)(root + nodes);
-    fill(root, r, &cur);
-    return root;
+    d = &parent->element[t->idx];
+    memset(d, 0, sizeof(*d));
+    return d;
+}
+
+static void *make_string(const redisReadTask *t, char *str, size_t len)
+{
+    vl_redis_reply *d = node_for(t);
+    vl__reply_build *b = t->privdata;
+
+    if (d == NULL || d == &nomem_node)
+        return d;
+    if ((size_t)(b->text_end - b->text_at) < len + 1)
+        return NULL;
+    d->type = t->type == REDIS_REPLY_STRING   ? VL_REDIS_STRING
+              : t->type == REDIS_REPLY_STATUS ? VL_REDIS_STATUS
+                                              : VL_REDIS_ERROR;
+    d->str = b->text_at;
+    d->len = len;
+    if (len > 0)
+        memcpy(d->str, str, len);
+    d->str[len] = '\0';
+    b->text_at += len + 1;
+    return d;
+}
+
+static void *make_array(const redisReadTask *t, int elements)
+{
+    vl_redis_reply *d = node_for(t);
+    vl__reply_build *b = t->privdata;
+    size_t n = elements > 0 ? (size_t)elements : 0;
+
+    if (d == NULL || d == &nomem_node)
+        return d;
+    if ((size_t)(b->node_end - b->node) < n)
+        return NULL;
+    d->type = VL_REDIS_ARRAY;
+    d->len = n;
+    d->element = b->node;
+    b->node += n;
+    return d;
+}
+
+static void *make_integer(const redisReadTask *t, long long v)
+{
+    vl_redis_reply *d = node_for(t);
+
+    if (d == NULL || d == &nomem_node)
+        return d;
+    d->type = VL_REDIS_INTEGER;
+    d->integer = v;
+    return d;
+}
+
+static void *make_nil(const redisReadTask *t)
+{
+    vl_redis_reply *d = node_for(t);
+
+    if (d == NULL || d == &nomem_node)
+        return d;
+    d->type = VL_REDIS_NIL;
+    return d;
+}
+
+/* hiredis frees every root it made once the reply callback has returned:
+ * unless the connection took it (vl__redis_reply_take), it goes here. */
+static void free_object(void *obj)
+{
+    vl_redis_reply *r = obj;
+
+    if (r != NULL && r != &nomem_node && (r->flags & RF_HIREDIS))
+        vl__free(r);
+}
+
+static redisReplyObjectFunctions build_fns = {make_string, make_array, make_integer, make_nil,
+                                              free_object};
+
+void vl__redis_reader_setup(struct redisReader *reader, vl__reply_build *b)
+{
+    memset(b, 0, sizeof(*b));
+    reader->fn = &build_fns;
+    reader->privdata = b;
+}
+
+void vl__reply_build_next(vl__reply_build *b, uint64_t nodes, uint64_t text)
+{
+    b->nodes = nodes <= SIZE_MAX ? (size_t)nodes : 0;
+    b->text = text <= SIZE_MAX ? (size_t)text : 0;
+}
+
+vl_redis_reply *vl__redis_reply_take(void *reply)
+{
+    vl_redis_reply *r = reply;
+
+    if (r == NULL || r == &nomem_node)
+        return NULL;
+    r->flags = 0;
+    return r;
+}
+
+int vl__redis_reply_nomem(const vl_redis_reply *r)
+{
+    return r == &nomem_node;
+}
+
+int vl__redis_reply_is_error(const vl_redis_reply *r)
+{
+    return r != NULL && r->type == VL_REDIS_ERROR;
 }
 
 const char *vl__redis_reply_text(const vl_redis_reply *r)

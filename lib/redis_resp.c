@@ -153,6 +153,7 @@ static int num_done(vl__resp *p)
             return fail(p, "bulk string of %llu bytes takes the reply past max_reply_bytes %llu",
                         (unsigned long long)p->num, (unsigned long long)p->lim.max_reply_bytes);
         p->bulk_left = p->num;
+        p->text += p->num + 1;
         p->state = p->num > 0 ? ST_BULK : ST_BULK_CR;
         return 0;
     }
@@ -177,11 +178,14 @@ size_t vl__resp_scan(vl__resp *p, const char *buf, size_t len, size_t max_replie
     while (s < end && done < max_replies) {
         switch (p->state) {
         case ST_TYPE:
+            if (p->depth == 0)
+                p->nodes = p->text = 0; /* a new reply */
             if (*s == '*' && p->depth >= p->lim.max_depth) {
                 fail(p, "arrays nested deeper than max_depth %u", p->lim.max_depth);
                 goto out;
             }
             p->type = *s++;
+            p->nodes++;
             p->num = 0;
             p->ndig = 0;
             p->neg = 0;
@@ -197,8 +201,10 @@ size_t vl__resp_scan(vl__resp *p, const char *buf, size_t len, size_t max_replie
         case ST_LINE:
             q = memchr(s, '\r', (size_t)(end - s));
             if (q == NULL) {
+                p->text += (uint64_t)(end - s);
                 s = end;
             } else {
+                p->text += (uint64_t)(q - s);
                 s = q + 1;
                 p->state = ST_LINE_CR;
             }
@@ -206,11 +212,14 @@ size_t vl__resp_scan(vl__resp *p, const char *buf, size_t len, size_t max_replie
         case ST_LINE_CR:
             if (*s == '\n') {
                 s++;
+                p->text++; /* its NUL */
                 if (item_done(p))
                     goto reply;
             } else if (*s == '\r') {
+                p->text++; /* the '\r' before was text */
                 s++;
             } else {
+                p->text++;
                 p->state = ST_LINE; /* a lone '\r' is text, as in hiredis */
             }
             break;
@@ -272,6 +281,8 @@ size_t vl__resp_scan(vl__resp *p, const char *buf, size_t len, size_t max_replie
             goto too_big;
         done++;
         p->reply_bytes = 0;
+        p->done_nodes = p->nodes;
+        p->done_text = p->text;
         start = last = s;
     }
     p->reply_bytes += (uint64_t)(s - start);

@@ -75,6 +75,44 @@ static void boundaries(void **state)
     }
 }
 
+/* The measure of each reply (items, and string bytes with a NUL each) is
+ * what volley's reply block for it needs, whatever the chunking. */
+static void measures(void **state)
+{
+    static const struct {
+        const char *in;
+        uint64_t nodes, text;
+    } cases[] = {
+        {"+OK\r\n", 1, 3},
+        {"-ERR x\r\n", 1, 6},
+        {":5\r\n", 1, 0},
+        {"$-1\r\n", 1, 0},
+        {"$0\r\n\r\n", 1, 1},
+        {"+a\rb\r\r\n", 1, 5},
+        {"*3\r\n$3\r\nfoo\r\n*2\r\n:1\r\n+hi\r\n*-1\r\n", 6, 7},
+    };
+    size_t i, k, n, len, total;
+    vl__resp p;
+
+    (void)state;
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        len = strlen(cases[i].in);
+        vl__resp_init(&p, NULL);
+        assert_int_equal(vl__resp_scan(&p, cases[i].in, len, 1, &n), len);
+        assert_int_equal(n, 1);
+        assert_int_equal(p.done_nodes, cases[i].nodes);
+        assert_int_equal(p.done_text, cases[i].text);
+        vl__resp_init(&p, NULL);
+        for (k = 0, total = 0; k < len; k++) {
+            vl__resp_scan(&p, cases[i].in + k, 1, 1, &n);
+            total += n;
+        }
+        assert_int_equal(total, 1);
+        assert_int_equal(p.done_nodes, cases[i].nodes);
+        assert_int_equal(p.done_text, cases[i].text);
+    }
+}
+
 /* max_replies stops right after a reply: the rest is not consumed. */
 static void stops_after_owed_replies(void **state)
 {
@@ -198,6 +236,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(boundaries, tu_setup),
+        cmocka_unit_test_setup(measures, tu_setup),
         cmocka_unit_test_setup(stops_after_owed_replies, tu_setup),
         cmocka_unit_test_setup(malformed, tu_setup),
         cmocka_unit_test_setup(good_replies_before_an_error, tu_setup),

@@ -213,6 +213,9 @@ typedef struct vl_redis_options {
  * protocol error: bulk string of 2000000000+ bytes exceeds max_bulk_len
  * 536870912"); that connection is closed (the other commands in flight on
  * it fail with VL_ECONN) and reconnects; other connections are unaffected.
+ * While it is read, a reply costs about twice its size on the wire (the
+ * read buffer, and the reply's own block, built as hiredis parses it), so
+ * the limits also bound the memory a server can make a connection use.
  * A reply that arrives when no command is waiting for one (before the
  * first, or one more than were sent) is refused likewise with VL_EPROTO
  * ("unexpected reply") and never reaches a command. (RESP has no request

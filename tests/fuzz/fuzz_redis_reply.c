@@ -1,7 +1,7 @@
 /* tests/fuzz/fuzz_redis_reply.c - libFuzzer target for the Redis reply path:
  * the RESP framer (lib/redis_resp.c), hiredis's reader behind it, and the
- * conversion into volley's one-allocation replies (lib/redis_reply.c), fed
- * the way a connection feeds them.
+ * object functions that build volley's one-allocation replies
+ * (lib/redis_reply.c), fed the way a connection feeds them.
  *
  * Input: byte 0 picks the limits (the defaults, or small ones so that every
  * limit is reached), byte 1 the chunk size the bytes arrive in and how many
@@ -16,8 +16,11 @@
  *   asked for away from hiredis's assert);
  * - no accepted reply breaks a limit (bulk length, elements per array,
  *   nesting depth);
- * - the copy into one allocation equals hiredis's tree, node by node, and
- *   nothing leaks (a counting allocator); an allocation failure gives NULL.
+ * - volley's reply, built by its object functions for hiredis's reader in
+ *   one block of the size the framer measured, equals the tree hiredis's
+ *   own reader builds, node by node, and fills that block exactly; nothing
+ *   leaks (a counting allocator), and a failed allocation gives the
+ *   "no memory" reply for that one reply and nothing else.
  */
 #include "redis_internal.h"
 
@@ -143,19 +146,53 @@ static size_t frame(vl__resp *p, const vl__resp_limits *lim, const char *in, siz
     return total;
 }
 
+/* Parses one reply from each reader: hiredis's own tree from `ref`, and
+ * volley's one-block reply from `vr` (failing its allocation when `oom`),
+ * and checks they agree and that the framer's measure was exact. */
+static void one_reply(redisReader *ref, redisReader *vr, vl__reply_build *b, const vl__resp *p,
+                      const vl__resp_limits *lim, int oom)
+{
+    void *r1 = NULL, *r2 = NULL;
+    vl_redis_reply *v;
+
+    check(redisReaderGetReply(ref, &r1) == REDIS_OK && r1 != NULL,
+          "hiredis found no reply where the framer completed one");
+    vl__reply_build_next(b, p->done_nodes, p->done_text);
+    fz_calls = 0;
+    fz_fail_at = oom ? 1 : 0;
+    check(redisReaderGetReply(vr, &r2) == REDIS_OK && r2 != NULL, "volley's reader failed");
+    fz_fail_at = 0;
+    if (oom) {
+        check(vl__redis_reply_nomem(r2) && vl__redis_reply_take(r2) == NULL,
+              "a failed allocation still gave a reply");
+    } else {
+        check(!vl__redis_reply_nomem(r2), "no memory without a failure");
+        same(r2, r1, lim, 0);
+        check(b->node == b->node_end && b->text_at == b->text_end,
+              "the framer's measure of the reply was not exact");
+        v = vl__redis_reply_take(r2);
+        check(v != NULL, "take");
+        vl_redis_reply_free(v);
+    }
+    freeReplyObject(r1);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static const vl_allocator a = {fz_malloc, fz_realloc, fz_free, NULL};
     vl__resp_limits lim;
-    vl__resp whole, pieces;
-    size_t nwhole, npieces, used, used2, chunk, owed, count = 0;
+    vl__resp whole, pieces, p;
+    vl__reply_build b;
+    size_t nwhole, npieces, used, used2, chunk, owed, pos, got, count = 0;
     const char *in;
-    redisReader *reader;
+    redisReader *ref, *vr;
     void *reply;
+    int oom_every;
 
     if (size < 2)
         return 0;
     vl_allocator_set(&a);
+    fz_live = 0;
     if (data[0] & 1) {
         lim.max_bulk_len = 1u + (data[0] >> 1 & 7) * 3;
         lim.max_elements = 1u + (data[0] >> 4 & 3) * 2;
@@ -171,6 +208,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     chunk = 1u + (data[1] & 15);
     owed = data[1] >> 4;
+    oom_every = (data[0] & 6) == 6 ? 3 : 0;
     in = (const char *)data + 2;
     size -= 2;
 
@@ -189,34 +227,33 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (whole.error)
         check(whole.msg[0] != '\0', "an error without a message");
 
-    reader = redisReaderCreate();
-    check(reader != NULL, "no reader");
-    check(redisReaderFeed(reader, in, used) == REDIS_OK, "feed");
-    while (redisReaderGetReply(reader, &reply) == REDIS_OK && reply != NULL) {
-        vl_redis_reply *copy;
-        long calls;
-
-        count++;
-        check(count <= nwhole, "hiredis found a reply the framer did not count");
-        fz_calls = 0;
-        fz_fail_at = 0;
-        copy = vl__redis_reply_copy(reply);
-        check(copy != NULL, "copy failed");
-        same(copy, reply, &lim, 0);
-        vl_redis_reply_free(copy);
-        calls = fz_calls;
-        /* Every allocation of the copy may fail, cleanly. */
-        for (fz_fail_at = 1; fz_fail_at <= calls; fz_fail_at++) {
-            fz_calls = 0;
-            copy = vl__redis_reply_copy(reply);
-            check(copy == NULL, "a failed allocation still gave a copy");
+    /* Reply by reply, as a connection feeds them: hiredis's own reader and
+     * one building volley's replies see the same bytes. */
+    ref = redisReaderCreate();
+    vr = redisReaderCreate();
+    check(ref != NULL && vr != NULL, "no reader");
+    vl__redis_reader_setup(vr, &b);
+    vl__resp_init(&p, &lim);
+    pos = 0;
+    while (pos < size) {
+        used = vl__resp_scan(&p, in + pos, size - pos, 1, &got);
+        check(redisReaderFeed(ref, in + pos, used) == REDIS_OK, "feed");
+        check(redisReaderFeed(vr, in + pos, used) == REDIS_OK, "feed");
+        pos += used;
+        if (got == 1) {
+            count++;
+            one_reply(ref, vr, &b, &p, &lim, oom_every != 0 && count % oom_every == 0);
         }
-        fz_fail_at = 0;
-        freeReplyObject(reply);
+        if (p.error || got == 0)
+            break;
     }
-    check(reader->err == 0, "hiredis refused what the framer accepted");
-    check(count == nwhole, "hiredis found fewer replies than the framer");
-    redisReaderFree(reader);
+    check(count == nwhole, "one reply at a time found another number of replies");
+    /* Nothing beyond what the framer counted: a partial reply stays one. */
+    check(redisReaderGetReply(ref, &reply) == REDIS_OK && reply == NULL,
+          "hiredis found a reply the framer did not count");
+    check(ref->err == 0, "hiredis refused what the framer accepted");
+    redisReaderFree(ref);
+    redisReaderFree(vr);
     check(fz_live == 0, "leak");
     return 0;
 }
