@@ -28,9 +28,25 @@
 static int stopped_pid; /* a SIGSTOPped mariadbd, continued by teardown */
 static pid_t parent_pid; /* the test's process, not a child it forked */
 
+/* The watchdog: a hung scenario must not leave mariadbd stopped for the
+ * suites that run after it. */
+static void on_watchdog(int sig)
+{
+    static const char msg[] = "# watchdog: the scenario hung\n";
+    ssize_t n;
+
+    (void)sig;
+    if (stopped_pid > 0)
+        kill(stopped_pid, SIGCONT);
+    n = write(STDOUT_FILENO, msg, sizeof(msg) - 1);
+    (void)n;
+    _exit(124);
+}
+
 static int setup(void **state)
 {
     parent_pid = getpid();
+    signal(SIGALRM, on_watchdog);
     alarm(WATCHDOG_S);
     return tu_setup(state);
 }
