@@ -18,6 +18,9 @@
  * commands: a server that refuses the connection with an error reply (at
  * maxclients, still loading, AUTH required) fails the connect instead of
  * your first command, and the connection is READY only after the echo.
+ * The handshake's replies are held to small limits of their own (strings of
+ * 512 bytes, 4 KiB per reply, no nesting), whatever the reply limits for
+ * your commands are (see "Reply limits").
  *
  * Signals. A server that closes the connection while volley writes to it
  * must not kill the process with SIGPIPE, and a library must not change
