@@ -455,12 +455,15 @@ char *cli_hosts_compress(const char *const *hosts, size_t n)
     if (app(&out, &len, &cap, "", 0) != 0)
         goto fail;
     for (i = 0; i < n; i++) {
-        size_t pre, dl;
+        size_t pre, dl, len_i = strlen(hosts[i]), scheme, head, tail;
         lead[i] = SIZE_MAX;
-        /* A leading zero ("db01") would lose its padding in a range, and
-         * a range inside an open '[' ("a[x1]") would not read back. */
+        host_part(hosts[i], len_i, &scheme, &head, &tail);
+        /* A leading zero ("db01") would lose its padding in a range, and a
+         * range inside an open '[' ("a[x1]"), or outside the part that
+         * ranges expand in (a scheme, a userinfo, a query), would not read
+         * back as the hosts it came from. */
         if (split_num(hosts[i], &pre, &dl) && hosts[i][pre] != '0' &&
-            !open_bracket(hosts[i], pre)) {
+            !open_bracket(hosts[i], pre) && pre >= head && pre + dl <= len_i - tail) {
             f[nf].s = hosts[i];
             f[nf].pre = pre;
             f[nf].dl = dl;
