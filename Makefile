@@ -148,17 +148,20 @@ deps:
 test: deps
 	$(MAKE) all tests-build
 	$(MAKE) fuzz-build
-	VL_FUZZ_BUILD=$(FUZZ_BUILD) tests/run.sh $(TEST_BIN) $(TEST_SH)
+	VL_FUZZ_BUILD=$(FUZZ_BUILD) VOLLEY_BUILD=$(CURDIR)/$(BUILD) \
+	    VOLLEY_BIN=$(CURDIR)/$(BUILD)/tools/volley tests/run.sh $(TEST_BIN) $(TEST_SH)
 
 # The whole suite under ASan and UBSan: every C test, every shell test
 # (the CLI's with the sanitized binary) and the fuzz smoke, whose targets
-# carry both sanitizers anyway.
+# carry both sanitizers anyway. The header test compiles small programs
+# with plain flags, so it links the unsanitized library.
 asan: deps
 	$(MAKE) BUILD=$(ASAN_BUILD) OPT="$(ASAN_OPT)" SAN="$(ASAN_SAN)" all tests-build
-	$(MAKE) fuzz-build
+	$(MAKE) lib fuzz-build
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	    LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
 	    VOLLEY_BIN=$(CURDIR)/$(ASAN_BUILD)/tools/volley VL_FUZZ_BUILD=$(FUZZ_BUILD) \
+	    VOLLEY_BUILD=$(CURDIR)/$(BUILD) \
 	    tests/run.sh $(patsubst $(BUILD)/%,$(ASAN_BUILD)/%,$(TEST_BIN)) $(TEST_SH)
 
 # The C tests under memcheck, against the harness's servers; an error in any

@@ -184,7 +184,7 @@ describe_status() {
 
 # Runs one test and adds its TAP results to the totals.
 run_test() {
-    local test=$1 n=$2 out fifo rc=0 counts plan has_plan pass fail skip missing magic
+    local test=$1 n=$2 out fifo rc=0 counts plan has_plan pass fail skip missing magic t0
     local wrap=()
 
     # A bare name would be looked up in PATH by timeout(1); the tests are
@@ -211,6 +211,7 @@ run_test() {
     # reads from a FIFO so that timeout's pid can be waited for directly.
     tee "$out" <"$fifo" &
     TEE=$!
+    t0=$SECONDS
     run_child timeout -k 10 "$TEST_TIMEOUT" ${wrap[@]+"${wrap[@]}"} "$test" >"$fifo" || rc=$?
     # Processes the test left behind in its process group (which timeout(1)
     # created) would keep the FIFO open and tee waiting forever. Servers
@@ -248,6 +249,8 @@ run_test() {
     if [ "$missing" -gt 0 ]; then
         echo "# run.sh: $1: $(describe_status "$rc"); $missing result(s) missing or unexplained, counted as failed"
     fi
+    # Whole seconds are enough to see where the suite's time goes.
+    echo "# run.sh: $1 took $((SECONDS - t0)) s"
 
     PASSED=$((PASSED + pass))
     FAILED=$((FAILED + fail + missing))

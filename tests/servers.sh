@@ -226,6 +226,12 @@ terminate() {
 # Prints the last lines of a log file, to explain a failed start.
 show_log() {
     if [ -s "$1" ]; then
+        # The cause is usually an [ERROR] line early in a long log, above
+        # the generic advice the tail shows.
+        if grep -q -i -e '\[ERROR\]' -e '^ERROR' "$1"; then
+            warn "---- error lines of $1 ----"
+            grep -i -m 20 -e '\[ERROR\]' -e '^ERROR' "$1" >&2
+        fi
         warn "---- last lines of $1 ----"
         tail -n 25 "$1" >&2
         warn "---- end of $1 ----"
@@ -410,14 +416,24 @@ mysql_start() {
     # --skip-name-resolve and --force stop the installer from needing the
     # machine's hostname (or even "localhost") to resolve, which is not a
     # given in a minimal container or chroot without /etc/hosts.
-    if ! mariadb-install-db --no-defaults "${user_opt[@]}" \
-        --auth-root-authentication-method=normal \
-        --datadir="$DIR/mysql" --skip-test-db --skip-name-resolve --force \
-        >"$DIR/mysql-install.log" 2>&1; then
-        warn "mariadb-install-db failed"
+    # On a machine busy with other builds and servers the installer's
+    # bootstrap server has been seen to fail once and then succeed; a real
+    # problem fails both tries, and each failure shows its log.
+    for attempt in 1 2; do
+        if mariadb-install-db --no-defaults "${user_opt[@]}" \
+            --auth-root-authentication-method=normal \
+            --datadir="$DIR/mysql" --skip-test-db --skip-name-resolve --force \
+            >"$DIR/mysql-install.log" 2>&1; then
+            break
+        fi
+        warn "mariadb-install-db failed (attempt $attempt of 2)"
         show_log "$DIR/mysql-install.log"
-        return 1
-    fi
+        if [ "$attempt" -eq 2 ]; then
+            return 1
+        fi
+        rm -rf "$DIR/mysql"
+        mkdir -p "$DIR/mysql"
+    done
     say "mariadb data directory created in $(elapsed_since "$t0") s"
 
     echo "$DIR/mysql.pid" >>"$DIR/pids"
