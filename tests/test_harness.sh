@@ -7,7 +7,13 @@
 #   (b) a run.sh sub-run whose only test fails reports "0 passed, 1 failed",
 #       exits non-zero, stops its servers and removes its directory;
 #   (c) a run.sh sub-run interrupted with SIGINT in the middle of a test exits
-#       promptly with status 130, and no process it started survives.
+#       promptly with status 130, and no process it started survives;
+#   (d) tu_run (tests/common/testutil.c) runs each cmocka test in a process
+#       of its own: a failed test's leftovers never reach the next test, a
+#       killed or hanging test is reported with its reason, a hanging test's
+#       whole process group is killed, and VL_TEST_FILTER still selects.
+#       It builds a small suite against VOLLEY_BUILD's libvolley.a (default
+#       build/), which make test and make asan set.
 # The sub-runs start their own servers on random ports, so they coexist with
 # the servers of the run.sh that runs this test.
 
@@ -16,6 +22,9 @@ set -eu
 HERE=$(cd "$(dirname "$0")" && pwd -P)
 readonly SERVERS=$HERE/servers.sh
 readonly RUN=$HERE/run.sh
+ROOT=$(cd "$HERE/.." && pwd -P)
+readonly ROOT
+readonly BUILD=${VOLLEY_BUILD:-$ROOT/build}
 
 T=$(mktemp -d /tmp/volley-harness.XXXXXX)
 SUBRUN=""
@@ -89,7 +98,7 @@ trap 'exit 129' HUP
 
 N=0
 FAILED=0
-echo "1..15"
+echo "1..21"
 
 # check DESCRIPTION COMMAND...: runs the command and prints one TAP result.
 check() {
@@ -360,6 +369,171 @@ check "an interrupted sub-run exits with status 130" c_status
 check "an interrupted sub-run exits within 10 s" c_prompt
 check "no process of an interrupted sub-run survives, no port stays open" c_gone
 check "an interrupted sub-run removes its directory" dir_removed "$C/dir"
+
+# ------------------------------------ (d) one process per cmocka test ----
+
+D=$T/d
+mkdir -p "$D"
+cat >"$D/runner.c" <<EOF
+#include "testutil.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+/* Fails with a loop and its allocations still live. */
+static void t_leak(void **state)
+{
+    (void)state;
+    assert_non_null(vl_loop_new());
+    fail_msg("deliberate");
+}
+
+/* Passes only if nothing is live, whatever ran before. */
+static void t_clean(void **state)
+{
+    (void)state;
+    assert_int_equal(tu_alloc_live(), 0);
+}
+
+static void t_killed(void **state)
+{
+    (void)state;
+    printf("printed before the kill");
+    kill(getpid(), SIGKILL);
+}
+
+/* Leaves a grandchild behind in its process group, then hangs. */
+static void t_hang(void **state)
+{
+    pid_t pid = fork();
+    FILE *fp;
+
+    (void)state;
+    if (pid == 0) {
+        sleep(60);
+        _exit(0);
+    }
+    fp = fopen("$D/grandchild", "w");
+    fprintf(fp, "%ld\\n", (long)pid);
+    fclose(fp);
+    sleep(60);
+}
+
+static void t_skip(void **state)
+{
+    (void)state;
+    skip();
+}
+
+/* A sanitizer's or valgrind's report at exit changes the exit status. */
+static void exit_23(void)
+{
+    _exit(23);
+}
+
+static void t_report_at_exit(void **state)
+{
+    (void)state;
+    atexit(exit_23);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(t_leak, tu_setup),
+        cmocka_unit_test_setup(t_clean, tu_setup),
+        cmocka_unit_test_setup(t_killed, tu_setup),
+        cmocka_unit_test_setup(t_hang, tu_setup),
+        cmocka_unit_test_setup(t_skip, tu_setup),
+        cmocka_unit_test_setup(t_clean, tu_setup),
+        cmocka_unit_test_setup(t_report_at_exit, tu_setup),
+    };
+
+    return tu_run("runner", tests, sizeof(tests) / sizeof(tests[0]));
+}
+EOF
+
+d_build() {
+    [ -r "$BUILD/libvolley.a" ] || { echo "# $BUILD/libvolley.a is missing (make lib)"; return 1; }
+    cc -std=c11 -D_GNU_SOURCE -I"$ROOT/include" -I"$ROOT/tests/common" -o "$D/runner" \
+        "$D/runner.c" "$ROOT/tests/common/testutil.c" "$BUILD/libvolley.a" -lcmocka \
+        -lhiredis -lmariadb -lev -lpthread >"$D/cc.log" 2>&1 || { diag_file "$D/cc.log"; return 1; }
+}
+
+D_RC=""
+D_TIME=""
+if d_build; then
+    D_RC=0
+    t0=$SECONDS
+    env -u VL_TEST_FILTER VL_TEST_CASE_TIMEOUT=2 "$D/runner" </dev/null >"$D/out" 2>&1 ||
+        D_RC=$?
+    D_TIME=$((SECONDS - t0))
+    env -u VL_TEST_CASE_TIMEOUT VL_TEST_FILTER='*clean' "$D/runner" </dev/null >"$D/filtered" 2>&1 ||
+        true
+fi
+
+# has FILE LINE...: succeeds if FILE has each LINE as a whole line, the
+# first of them before the last; shows the file otherwise.
+has() {
+    local f=$1 want first last
+    shift
+    [ -n "$D_RC" ] || return 1
+    for want in "$@"; do
+        if ! grep -qxF -- "$want" "$f"; then
+            echo "# no line '$want' in:"
+            diag_file "$f"
+            return 1
+        fi
+    done
+    first=$(grep -nxF -- "$1" "$f" | head -n 1 | cut -d: -f1)
+    last=$(grep -nxF -- "${!#}" "$f" | tail -n 1 | cut -d: -f1)
+    [ "$first" -le "$last" ] || { echo "# out of order in:"; diag_file "$f"; return 1; }
+}
+
+d_isolated() {
+    has "$D/out" "not ok 1 - t_leak" "ok 2 - t_clean" "ok 6 - t_clean"
+}
+
+d_killed() {
+    has "$D/out" "# printed before the kill" "not ok 3 - t_killed" \
+        "# killed by SIGKILL (Killed), before the test reported a result"
+}
+
+d_timeout() {
+    local pid
+    has "$D/out" "not ok 4 - t_hang" \
+        "# timed out after 2 s (VL_TEST_CASE_TIMEOUT); its process group was killed, before the test reported a result" ||
+        return 1
+    [ "$D_TIME" -lt 30 ] || { echo "# the suite took $D_TIME s"; return 1; }
+    pid=$(cat "$D/grandchild" 2>/dev/null) || { echo "# no grandchild recorded"; return 1; }
+    pid_gone "$pid" || { echo "# the hanging test's child $pid survived"; return 1; }
+}
+
+d_exit() {
+    has "$D/out" "not ok 7 - t_report_at_exit" \
+        "# exit status 23, after the test itself had passed"
+}
+
+d_plan() {
+    has "$D/out" "1..7" "ok 5 - t_skip # SKIP" || return 1
+    [ "$D_RC" -eq 4 ] || { echo "# exit status $D_RC, wanted 4 (the failed tests)"; return 1; }
+}
+
+d_filter() {
+    has "$D/filtered" "1..2" "ok 1 - t_clean" "ok 2 - t_clean" || return 1
+    if grep -q -e t_leak -e t_hang "$D/filtered"; then
+        diag_file "$D/filtered"
+        return 1
+    fi
+}
+
+check "tu_run: a failed test's leftovers never reach the next test" d_isolated
+check "tu_run: a killed test fails with the signal's name and keeps its output" d_killed
+check "tu_run: a hanging test fails after VL_TEST_CASE_TIMEOUT, its process group killed" d_timeout
+check "tu_run: one plan, skips marked, the exit status counts the failures" d_plan
+check "tu_run: VL_TEST_FILTER selects tests by wildcard" d_filter
+check "tu_run: a test whose process exits non-zero after it passed fails" d_exit
 
 # The TAP lines carry the results; the exit status agrees with them.
 [ "$FAILED" -eq 0 ]
