@@ -120,6 +120,7 @@ struct op {
     uint64_t bytes;          /* cell bytes of the result (or stream batch) so far */
     /* binary protocol state */
     stmt_entry *st;
+    int st_preparing;        /* st is being prepared: the op owns it, no cache */
     MYSQL_BIND *pbind;
     MYSQL_TIME *ptimes;
     MYSQL_RES *meta;
@@ -315,6 +316,16 @@ static void xbufs_free(op *o)
 
 static void op_free(op *o)
 {
+    if (o->st_preparing && o->st != NULL) {
+        /* The connection broke while the statement was being prepared (a
+         * deadline, the read timeout, a lost server): it never reached the
+         * cache. The connection is closed by now, which detached the
+         * statement, so closing it sends nothing. */
+        mysql_stmt_close(o->st->stmt);
+        vl__free(o->st->sql);
+        vl__free(o->st);
+        o->st = NULL;
+    }
     if (o->batch != NULL)
         vl_mysql_result_free(o->batch);
     if (o->res != NULL)
@@ -1798,6 +1809,7 @@ static void step(vl_mysql *c, int ready)
                 my_bool on = 1;
                 mysql_stmt_attr_set(o->st->stmt, STMT_ATTR_UPDATE_MAX_LENGTH, &on);
             }
+            o->st_preparing = 1;
             c->step = S_X_PREPARE;
             break;
         case S_X_PREPARE:
@@ -1810,6 +1822,7 @@ static void step(vl_mysql *c, int ready)
             if (wait_on(c, st, S_X_PREPARE_CONT))
                 return;
         x_prepared:
+            o->st_preparing = 0;
             if (c->iret != 0) {
                 stmt_entry *e = o->st;
                 o->st = NULL;

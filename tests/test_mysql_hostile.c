@@ -84,6 +84,7 @@ typedef struct hostile_case {
     int at_connect;        /* the failure comes while connecting */
     int status;            /* the failure expected */
     const char *text;      /* a part of its message */
+    int binary;            /* a prepared statement instead of a text query */
 } hostile_case;
 
 /* Runs one hostile scenario next to a healthy connection. Returns the
@@ -103,7 +104,9 @@ static void run_case(const hostile_case *hc)
     /* The healthy connection is busy while the hostile one misbehaves. */
     fg = vl_mysql_query(good, "SELECT 'healthy' FROM (SELECT SLEEP(0.2)) AS s");
     assert_non_null(fg);
-    fb = hc->at_connect ? vl_mysql_ready(bad) : vl_mysql_query(bad, "SELECT 1");
+    fb = hc->at_connect ? vl_mysql_ready(bad)
+         : hc->binary   ? vl_mysql_execute(bad, "SELECT ?", (vl_mysql_param[]){vl_mysql_p_int64(1)}, 1)
+                        : vl_mysql_query(bad, "SELECT 1");
     tu_wait_for(loop, fb);
     status = vl_future_status(fb);
     if (status != hc->status)
@@ -137,7 +140,7 @@ static void run_case(const hostile_case *hc)
  * CLIENT_LOCAL_FILES and sends no byte of any file. */
 static void local_infile_refused(void **state)
 {
-    hostile_case hc = {"infile", NULL, 0, VL_EPROTO, "infile"};
+    hostile_case hc = {"infile", NULL, 0, VL_EPROTO, "infile", 0};
     tu_fixture fx;
     vl_loop *loop;
     vl_mysql *c;
@@ -176,7 +179,7 @@ static void local_infile_refused(void **state)
  * connect timeout. */
 static void garbage_handshake(void **state)
 {
-    hostile_case hc = {"garbage", "connect_timeout_ms=20000", 1, VL_EPROTO, "handshake"};
+    hostile_case hc = {"garbage", "connect_timeout_ms=20000", 1, VL_EPROTO, "handshake", 0};
 
     (void)state;
     run_case(&hc);
@@ -184,7 +187,7 @@ static void garbage_handshake(void **state)
 
 static void truncated_handshake(void **state)
 {
-    hostile_case hc = {"truncated", NULL, 1, VL_ECONN, "connect"};
+    hostile_case hc = {"truncated", NULL, 1, VL_ECONN, "connect", 0};
 
     (void)state;
     run_case(&hc);
@@ -192,7 +195,7 @@ static void truncated_handshake(void **state)
 
 static void stalled_handshake(void **state)
 {
-    hostile_case hc = {"stall_handshake", "connect_timeout_ms=300", 1, VL_ETIMEDOUT, "timed out"};
+    hostile_case hc = {"stall_handshake", "connect_timeout_ms=300", 1, VL_ETIMEDOUT, "timed out", 0};
 
     (void)state;
     run_case(&hc);
@@ -201,7 +204,7 @@ static void stalled_handshake(void **state)
 /* A result that stops mid-row: volley's own read timeout ends it. */
 static void stalled_row(void **state)
 {
-    hostile_case hc = {"stall_row", "read_timeout_ms=300", 0, VL_ETIMEDOUT, "read_timeout_ms"};
+    hostile_case hc = {"stall_row", "read_timeout_ms=300", 0, VL_ETIMEDOUT, "read_timeout_ms", 0};
 
     (void)state;
     run_case(&hc);
@@ -209,7 +212,7 @@ static void stalled_row(void **state)
 
 static void row_too_big(void **state)
 {
-    hostile_case hc = {"big_row", "max_row_bytes=1000", 0, VL_EPROTO, "max_row_bytes"};
+    hostile_case hc = {"big_row", "max_row_bytes=1000", 0, VL_EPROTO, "max_row_bytes", 0};
 
     (void)state;
     run_case(&hc);
@@ -217,7 +220,7 @@ static void row_too_big(void **state)
 
 static void result_too_big(void **state)
 {
-    hostile_case hc = {"big_result", "max_result_bytes=10000", 0, VL_EPROTO, "max_result_bytes"};
+    hostile_case hc = {"big_result", "max_result_bytes=10000", 0, VL_EPROTO, "max_result_bytes", 0};
 
     (void)state;
     run_case(&hc);
@@ -228,7 +231,19 @@ static void result_too_big(void **state)
 static void huge_length_prefix(void **state)
 {
     hostile_case hc = {"huge_prefix", "max_row_bytes=1000&read_timeout_ms=30000", 0, VL_EPROTO,
-                       "max_row_bytes"};
+                       "max_row_bytes", 0};
+
+    (void)state;
+    run_case(&hc);
+}
+
+/* A server that never answers a prepare: the read timeout closes the
+ * connection, and the statement being prepared (not yet in the cache) is
+ * freed with it. */
+static void stalled_prepare(void **state)
+{
+    hostile_case hc = {"stall_prepare", "read_timeout_ms=300", 0, VL_ETIMEDOUT, "read_timeout_ms",
+                       1};
 
     (void)state;
     run_case(&hc);
@@ -236,7 +251,7 @@ static void huge_length_prefix(void **state)
 
 static void garbage_column_count(void **state)
 {
-    hostile_case hc = {"garbage_columns", "read_timeout_ms=2000", 0, VL_EPROTO, "malformed"};
+    hostile_case hc = {"garbage_columns", "read_timeout_ms=2000", 0, VL_EPROTO, "malformed", 0};
 
     (void)state;
     run_case(&hc);
@@ -253,6 +268,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(row_too_big, setup, teardown),
         cmocka_unit_test_setup_teardown(result_too_big, setup, teardown),
         cmocka_unit_test_setup_teardown(huge_length_prefix, setup, teardown),
+        cmocka_unit_test_setup_teardown(stalled_prepare, setup, teardown),
         cmocka_unit_test_setup_teardown(garbage_column_count, setup, teardown),
     };
 
