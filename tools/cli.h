@@ -28,7 +28,12 @@ void cli_hosts_scrub(char *list);
 /* Adds one host list per line; '#' starts a comment; "-" is stdin. */
 int cli_hosts_add_file(cli_hosts *h, const char *path, char *err, size_t errlen);
 void cli_hosts_free(cli_hosts *h);
-/* "127.0.0.1:[7000-7002,7005],db1" from a list of printable hosts (malloc'd). */
+/* "127.0.0.1:[7000-7002,7005],db1" from a list of printable hosts: hosts
+ * that differ only in the last number of their host part fold into one
+ * range where the first of them stood (equal hosts too: "h:[1-1]"); the
+ * others keep their place, and cli_hosts_add_list reads the result back as
+ * the same set of hosts. O(n log n). Returns a malloc'd string, or NULL when
+ * out of memory. */
 char *cli_hosts_compress(const char *const *hosts, size_t n);
 
 /* Renders host i's outcome as text (malloc'd, ends with '\n' unless empty). */
