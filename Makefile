@@ -57,6 +57,7 @@ FUZZ_CC ?= clang-14
 FUZZ_BUILD ?= $(BUILD)-fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_H := $(wildcard tests/fuzz/*.h)
 FUZZ_BIN := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
 FUZZ_CLI_BIN := $(filter $(BUILD)/fuzz/fuzz_cli_%,$(FUZZ_BIN))
 FUZZ_LIB_BIN := $(filter-out $(FUZZ_CLI_BIN),$(FUZZ_BIN))
@@ -133,12 +134,12 @@ $(BUILD)/tools/%.o: tools/%.c tools/cli.h $(wildcard include/*.h include/volley/
 
 # Static pattern rules, so that the choice between the two never depends on
 # which objects happen to exist.
-$(FUZZ_CLI_BIN): $(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_OBJ) $(CLI_OBJ)
+$(FUZZ_CLI_BIN): $(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_H) $(LIB_OBJ) $(CLI_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -fsanitize=fuzzer -Ilib -Itools -o $@ $< $(LIB_OBJ) $(CLI_OBJ) \
 	    $(LDFLAGS) -ljansson $(DEPLIBS)
 
-$(FUZZ_LIB_BIN): $(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_OBJ)
+$(FUZZ_LIB_BIN): $(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_H) $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -fsanitize=fuzzer -Ilib -Itools -o $@ $< $(LIB_OBJ) $(LDFLAGS) $(DEPLIBS)
 
