@@ -23,6 +23,7 @@
  *   "no memory" reply for that one reply and nothing else.
  */
 #include "redis_internal.h"
+#include "fuzz_alloc.h"
 
 #include <hiredis/hiredis.h>
 #include <stdint.h>
@@ -31,39 +32,6 @@
 #include <string.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static long fz_calls, fz_fail_at, fz_live;
-
-static void *fz_malloc(size_t n, void *ud)
-{
-    void *p;
-
-    (void)ud;
-    if (++fz_calls == fz_fail_at)
-        return NULL;
-    p = malloc(n ? n : 1);
-    if (p != NULL)
-        fz_live++;
-    return p;
-}
-
-static void *fz_realloc(void *ptr, size_t n, void *ud)
-{
-    if (ptr == NULL)
-        return fz_malloc(n, ud);
-    if (++fz_calls == fz_fail_at)
-        return NULL;
-    return realloc(ptr, n ? n : 1);
-}
-
-static void fz_free(void *ptr, void *ud)
-{
-    (void)ud;
-    if (ptr != NULL) {
-        fz_live--;
-        free(ptr);
-    }
-}
 
 static void check(int ok, const char *what)
 {
@@ -179,7 +147,6 @@ static void one_reply(redisReader *ref, redisReader *vr, vl__reply_build *b, con
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static const vl_allocator a = {fz_malloc, fz_realloc, fz_free, NULL};
     vl__resp_limits lim;
     vl__resp whole, pieces, p;
     vl__reply_build b;
@@ -191,8 +158,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     if (size < 2)
         return 0;
-    vl_allocator_set(&a);
-    fz_live = 0;
+    fz_alloc_reset(0);
     if (data[0] & 1) {
         lim.max_bulk_len = 1u + (data[0] >> 1 & 7) * 3;
         lim.max_elements = 1u + (data[0] >> 4 & 3) * 2;
