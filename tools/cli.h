@@ -31,8 +31,9 @@ void cli_hosts_free(cli_hosts *h);
 /* "127.0.0.1:[7000-7002,7005],db1" from a list of printable hosts: hosts
  * that differ only in the last number of their host part fold into one
  * range where the first of them stood (equal hosts too: "h:[1-1]"); the
- * others keep their place, and cli_hosts_add_list reads the result back as
- * the same set of hosts. O(n log n). Returns a malloc'd string, or NULL when
+ * others keep their place. For hosts without a userinfo or query (display
+ * forms, host:port), cli_hosts_add_list reads the result back as the same
+ * set of hosts. O(n log n). Returns a malloc'd string, or NULL when
  * out of memory. */
 char *cli_hosts_compress(const char *const *hosts, size_t n);
 
