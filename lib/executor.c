@@ -14,6 +14,7 @@
 #include "internal.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 typedef struct job job;
@@ -147,7 +148,13 @@ static void job_cancel(void *source, vl_future *f, int status)
     j->f = NULL; /* it may be running: its result is freed when it returns */
 }
 
-static const vl__source_ops job_ops = {job_cancel};
+static void job_describe(void *source, char *buf, size_t n)
+{
+    VL__UNUSED(source);
+    snprintf(buf, n, "work on a thread");
+}
+
+static const vl__source_ops job_ops = {.cancel = job_cancel, .describe = job_describe};
 
 static executor *executor_get(vl_loop *loop)
 {

@@ -319,7 +319,15 @@ static void fanout_cancel(void *source, vl_future *f, int status)
     }
 }
 
-static const vl__source_ops fanout_ops = {fanout_cancel};
+static void fanout_describe(void *source, char *buf, size_t n)
+{
+    const fanout *fo = source;
+
+    snprintf(buf, n, "%s fan-out to %zu hosts (%zu pending)",
+             fo->kind == KIND_MYSQL ? "MySQL" : "Redis", fo->r->n, fo->remaining);
+}
+
+static const vl__source_ops fanout_ops = {.cancel = fanout_cancel, .describe = fanout_describe};
 
 /* Percent-encodes into a new string (for a password put into a URL). */
 static char *pct_encode(const char *s)

@@ -8,6 +8,8 @@
  */
 #include "internal.h"
 
+#include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 
 enum { ST_PENDING = 0, ST_DONE = 1 };
@@ -32,6 +34,7 @@ struct vl_future {
     vl_free_fn value_free;
     char *msg;
     vl__timer *deadline;
+    uint64_t timeout_ms;           /* of the deadline, for its message */
     group *grp;                    /* all/any */
     vl_future *parent;             /* a child of all/any */
     size_t index;                  /* position in the parent */
@@ -318,7 +321,15 @@ static void link_cancel(void *source, vl_future *g, int status)
         vl_future_cancel(l->inner);
 }
 
-static const vl__source_ops link_ops = {link_cancel};
+static void link_describe(void *source, char *buf, size_t n)
+{
+    chainlink *l = source;
+
+    if (l->inner != NULL)
+        vl__future_describe(l->inner, buf, n);
+}
+
+static const vl__source_ops link_ops = {.cancel = link_cancel, .describe = link_describe};
 
 /* Completes g with what `from` holds, moving its value. */
 static void forward(vl_future *g, vl_future *from)
@@ -403,10 +414,25 @@ vl_future *vl_future_chain(vl_future *f, vl_future_step_fn step, void *ud)
 
 /* ---- deadlines ---- */
 
+void vl__future_describe(const vl_future *f, char *buf, size_t n)
+{
+    if (n == 0)
+        return;
+    buf[0] = '\0';
+    if (f->state == ST_PENDING && f->ops != NULL && f->ops->describe != NULL)
+        f->ops->describe(f->source, buf, n);
+}
+
 static void deadline_cb(vl__timer *t, void *ud)
 {
+    vl_future *f = ud;
+    char what[192], msg[256];
+
     VL__UNUSED(t);
-    abandon(ud, VL_ETIMEDOUT, "timed out");
+    vl__future_describe(f, what, sizeof(what));
+    snprintf(msg, sizeof(msg), "%s%stimed out after %" PRIu64 " ms", what, what[0] ? ": " : "",
+             f->timeout_ms);
+    abandon(f, VL_ETIMEDOUT, msg);
 }
 
 vl_future *vl_future_timeout(vl_future *f, uint64_t timeout_ms)
@@ -429,6 +455,7 @@ vl_future *vl_future_timeout(vl_future *f, uint64_t timeout_ms)
         }
         vl__timer_init(f->deadline, f->loop, deadline_cb, f);
     }
+    f->timeout_ms = timeout_ms;
     vl__timer_start(f->deadline, timeout_ms);
     return f;
 }
@@ -443,12 +470,27 @@ static void group_cancel(void *source, vl_future *parent, int status)
     VL__UNUSED(parent);
     for (i = 0; i < g->n; i++) {
         vl_future *k = g->kids[i];
-        if (k->state == ST_PENDING)
-            abandon(k, status, status == VL_ETIMEDOUT ? "timed out" : "cancelled");
+        char what[192], msg[256];
+
+        if (k->state != ST_PENDING)
+            continue;
+        vl__future_describe(k, what, sizeof(what));
+        snprintf(msg, sizeof(msg), "%s%s%s", what, what[0] ? ": " : "",
+                 status == VL_ETIMEDOUT ? "timed out with the group's deadline"
+                                        : "cancelled with the group");
+        abandon(k, status, msg);
     }
 }
 
-static const vl__source_ops group_ops = {group_cancel};
+static void group_describe(void *source, char *buf, size_t n)
+{
+    group *g = source;
+
+    snprintf(buf, n, "%s of %zu (%zu pending)", g->is_any ? "first" : "gather", g->n,
+             g->remaining);
+}
+
+static const vl__source_ops group_ops = {.cancel = group_cancel, .describe = group_describe};
 
 static void child_done(vl_future *k, void *ud)
 {
@@ -607,6 +649,7 @@ typedef struct sleeper {
     vl__timer timer;
     vl__handle handle;
     vl_future *f;
+    uint64_t ms;
 } sleeper;
 
 static void sleeper_drop(sleeper *s)
@@ -645,7 +688,14 @@ static void sleep_handle_free(vl__handle *h)
     abandon(f, VL_ECANCELED, "loop freed");
 }
 
-static const vl__source_ops sleep_ops = {sleep_cancel};
+static void sleep_describe(void *source, char *buf, size_t n)
+{
+    const sleeper *s = source;
+
+    snprintf(buf, n, "sleep of %" PRIu64 " ms", s->ms);
+}
+
+static const vl__source_ops sleep_ops = {.cancel = sleep_cancel, .describe = sleep_describe};
 
 vl_future *vl_loop_sleep(vl_loop *loop, uint64_t ms)
 {
@@ -665,6 +715,7 @@ vl_future *vl_loop_sleep(vl_loop *loop, uint64_t ms)
         return NULL;
     }
     s->f = f;
+    s->ms = ms;
     vl__timer_init(&s->timer, loop, sleep_fire, s);
     vl__timer_start(&s->timer, ms);
     vl__handle_add(loop, &s->handle, sleep_handle_free);
@@ -689,7 +740,13 @@ static void promise_cancel(void *source, vl_future *f, int status)
     p->f = NULL;
 }
 
-static const vl__source_ops promise_ops = {promise_cancel};
+static void promise_describe(void *source, char *buf, size_t n)
+{
+    VL__UNUSED(source);
+    snprintf(buf, n, "promise");
+}
+
+static const vl__source_ops promise_ops = {.cancel = promise_cancel, .describe = promise_describe};
 
 static void promise_handle_free(vl__handle *h)
 {

@@ -155,6 +155,10 @@ typedef struct vl__source_ops {
      * VL_ECANCELED or VL_ETIMEDOUT, VL_ENOMEM when a deadline could not be
      * set. */
     void (*cancel)(void *source, vl_future *f, int status);
+    /* Optional: writes what the future waits for into buf ("GET on
+     * 127.0.0.1:6379"), never a password, so that a deadline's message
+     * names it. Called only when a message is made, never on a hot path. */
+    void (*describe)(void *source, char *buf, size_t n);
 } vl__source_ops;
 
 /* Value types, so typed accessors can refuse a foreign value. */
@@ -176,6 +180,9 @@ void vl__future_fail(vl_future *f, int status, const char *fmt, ...)
 vl_future *vl__future_failed(vl_loop *loop, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 int vl__future_vtype(const vl_future *f);
+/* What a pending future waits for, from its source's describe hook; "" when
+ * it has none or is done. */
+void vl__future_describe(const vl_future *f, char *buf, size_t n);
 /* 1 when the future was given to vl_future_then or a combinator. */
 int vl__future_owned(const vl_future *f);
 

@@ -435,7 +435,7 @@ static void op_cancel(void *source, vl_future *f, int status)
                                       : "closed after an in-flight statement was cancelled");
 }
 
-static const vl__source_ops op_ops = {op_cancel};
+static const vl__source_ops op_ops = {.cancel = op_cancel};
 
 static op *op_new(vl_mysql *c, int kind)
 {

@@ -436,7 +436,7 @@ static void request_cancel(void *source, vl_future *f, int status)
         vl_future_cancel(r->inner);
 }
 
-static const vl__source_ops request_ops = {request_cancel};
+static const vl__source_ops request_ops = {.cancel = request_cancel};
 
 /* Starts a request on a connection it now holds. */
 static void request_run(request *r, pconn *pc)

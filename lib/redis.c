@@ -444,7 +444,7 @@ static void entry_cancel(void *source, vl_future *f, int status)
     hold_settle(c);
 }
 
-static const vl__source_ops entry_ops = {entry_cancel};
+static const vl__source_ops entry_ops = {.cancel = entry_cancel};
 
 /* ---- command timeouts ---- */
 

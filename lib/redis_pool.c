@@ -302,7 +302,7 @@ static void wait_cancel(void *source, vl_future *f, int status)
     arm_timer(p);
 }
 
-static const vl__source_ops wait_ops = {wait_cancel};
+static const vl__source_ops wait_ops = {.cancel = wait_cancel};
 
 static vl_future *wait_add(vl_redis_pool *p, char *cmd, size_t len, int kind)
 {

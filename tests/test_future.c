@@ -882,6 +882,41 @@ static void chain_out_of_memory(void **state)
     assert_true(complete);
 }
 
+static void child_msg_cb(vl_future *f, void *ud)
+{
+    char *out = ud;
+
+    snprintf(out, 128, "%s", vl_future_error(vl_future_child(f, 1)));
+}
+
+/* A deadline's message names what timed out and after how long; a gather's
+ * names the item, and a gather's own deadline says so in each child. */
+static void timeout_messages_name_what(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    rec r1 = {0}, r2 = {0}, r3 = {0};
+    char child[128] = "";
+    vl_future *fs[2];
+
+    (void)state;
+    vl_future_then(vl_future_timeout(vl_loop_sleep(loop, 5000), 20), rec_cb, &r1);
+    fs[0] = vl_loop_sleep(loop, 1);
+    fs[1] = vl_future_timeout(vl_loop_sleep(loop, 5000), 20);
+    vl_future_then(vl_future_all(loop, fs, 2), rec_cb, &r2);
+    fs[0] = vl_loop_sleep(loop, 1);
+    fs[1] = vl_loop_sleep(loop, 5000);
+    vl_future_then(vl_future_timeout(vl_future_all(loop, fs, 2), 20), rec_cb, &r3);
+    fs[0] = vl_loop_sleep(loop, 1);
+    fs[1] = vl_loop_sleep(loop, 5000);
+    vl_future_then(vl_future_timeout(vl_future_all(loop, fs, 2), 20), child_msg_cb, child);
+    assert_int_equal(vl_loop_run(loop), VL_OK);
+    assert_string_equal(r1.msg, "sleep of 5000 ms: timed out after 20 ms");
+    assert_string_equal(r2.msg, "item 1: sleep of 5000 ms: timed out after 20 ms");
+    assert_string_equal(r3.msg, "gather of 2 (1 pending): timed out after 20 ms");
+    assert_string_equal(child, "sleep of 5000 ms: timed out with the group's deadline");
+    tu_finish(loop);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -905,6 +940,7 @@ int main(void)
         cmocka_unit_test_setup(duplicate_inputs, tu_setup),
         cmocka_unit_test_setup(promise_during_teardown, tu_setup),
         cmocka_unit_test_setup(loop_free_with_running_job, tu_setup),
+        cmocka_unit_test_setup(timeout_messages_name_what, tu_setup),
         cmocka_unit_test_setup(chain_runs_steps_in_order, tu_setup),
         cmocka_unit_test_setup(chain_failure_skips_steps, tu_setup),
         cmocka_unit_test_setup(chain_cancel_flows_down, tu_setup),
