@@ -398,8 +398,8 @@ static void tu_reason(char *out, size_t cap, int timed_out, unsigned timeout_s, 
         snprintf(out, cap, "wait status 0x%x", (unsigned)status);
 }
 
-/* Runs tests[i] in a child and prints its TAP line number `num`; returns 1
- * when it failed. */
+/* Runs `test` in a child process and prints its TAP result as number
+ * `num`; returns 1 when it failed. */
 static int tu_run_one(const char *name, const struct CMUnitTest *test, size_t num,
                       unsigned timeout_s)
 {
