@@ -13,7 +13,10 @@
 #       killed or hanging test is reported with its reason, a hanging test's
 #       whole process group is killed, and VL_TEST_FILTER still selects.
 #       It builds a small suite against VOLLEY_BUILD's libvolley.a (default
-#       build/), which make test and make asan set.
+#       build/), which make test and make asan set;
+#   (e) tests/test_fuzz.sh passes a clean libFuzzer target with its figures,
+#       fails a crashing one with the sanitizer's report and keeps the input,
+#       and writes nothing into the tree.
 # The sub-runs start their own servers on random ports, so they coexist with
 # the servers of the run.sh that runs this test.
 
@@ -98,7 +101,7 @@ trap 'exit 129' HUP
 
 N=0
 FAILED=0
-echo "1..21"
+echo "1..24"
 
 # check DESCRIPTION COMMAND...: runs the command and prints one TAP result.
 check() {
@@ -534,6 +537,78 @@ check "tu_run: a hanging test fails after VL_TEST_CASE_TIMEOUT, its process grou
 check "tu_run: one plan, skips marked, the exit status counts the failures" d_plan
 check "tu_run: VL_TEST_FILTER selects tests by wildcard" d_filter
 check "tu_run: a test whose process exits non-zero after it passed fails" d_exit
+
+# ------------------------------------------------ (e) the fuzz smoke ----
+
+E=$T/e
+mkdir -p "$E/fuzz"
+cat >"$E/ok.c" <<'EOF'
+#include <stddef.h>
+#include <stdint.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    return size > 2 && data[0] == 'v' && data[1] == 'l';
+}
+EOF
+cat >"$E/crash.c" <<'EOF'
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    char *p = malloc(1);
+
+    (void)data;
+    p[size + 16] = 1; /* a heap overflow on the first input */
+    free(p);
+    return 0;
+}
+EOF
+
+e_build() {
+    local name
+    for name in ok crash; do
+        clang-14 -g -fsanitize=fuzzer,address -o "$E/fuzz/fuzz_harness_$name" "$E/$name.c" \
+            >"$E/cc-$name.log" 2>&1 || { diag_file "$E/cc-$name.log"; return 1; }
+    done
+}
+
+E_OK=""
+E_CRASH=""
+if e_build; then
+    E_OK=0
+    E_CRASH=0
+    VL_FUZZ_BUILD=$E VL_FUZZ_SMOKE_RUNS=2000 "$HERE/test_fuzz.sh" harness_ok \
+        </dev/null >"$E/ok.out" 2>&1 || E_OK=$?
+    VL_FUZZ_BUILD=$E "$HERE/test_fuzz.sh" harness_crash </dev/null >"$E/crash.out" 2>&1 ||
+        E_CRASH=$?
+fi
+
+e_ok() {
+    [ "$E_OK" = 0 ] || { echo "# exit status ${E_OK:-not run}"; diag_file "$E/ok.out"; return 1; }
+    grep -qE '^ok 1 - fuzz_harness_ok: [0-9]+ execs, cov [0-9]+, ft [0-9]+,' "$E/ok.out" ||
+        { diag_file "$E/ok.out"; return 1; }
+}
+
+e_crash() {
+    [ -n "$E_CRASH" ] && [ "$E_CRASH" -ne 0 ] ||
+        { echo "# exit status ${E_CRASH:-not run}"; diag_file "$E/crash.out"; return 1; }
+    grep -q '^not ok 1 - fuzz_harness_crash' "$E/crash.out" &&
+        grep -q 'AddressSanitizer: heap-buffer-overflow' "$E/crash.out" ||
+        { diag_file "$E/crash.out"; return 1; }
+    compgen -G "$E/artifacts/fuzz_harness_crash-crash-*" >/dev/null ||
+        { echo "# no crashing input kept in $E/artifacts"; return 1; }
+}
+
+check "test_fuzz.sh: a target that runs clean is ok, with its executions and coverage" e_ok
+check "test_fuzz.sh: a crashing target fails, with the report and the input kept" e_crash
+check "test_fuzz.sh: nothing is written into tests/fuzz" test ! -e "$HERE/fuzz/corpus/harness_ok"
 
 # The TAP lines carry the results; the exit status agrees with them.
 [ "$FAILED" -eq 0 ]
