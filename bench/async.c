@@ -127,7 +127,8 @@ static void bench_async_redis_cb(vl_future *f, void *ud)
         default: br.type = 0;
         }
         br.str = vl_redis_reply_str(rep, &br.len);
-        br.integer = vl_redis_reply_integer(rep);
+        br.integer = 0; /* stays 0 for a reply that is not an integer */
+        (void)vl_redis_reply_integer(rep, &br.integer);
         br.count = vl_redis_reply_count(rep);
         for (size_t j = 0; j < br.count && j < 2 * BENCH_MAX_HASH_FIELDS; j++)
             br.el[j] = vl_redis_reply_str(vl_redis_reply_element(rep, j), &br.el_len[j]);
@@ -212,8 +213,8 @@ static int bench_async_redis_open(bench_async *x)
         for (int h = 0; h < c->hosts; h++) {
             vl_redis_pool_options o;
             vl_redis_pool_options_init(&o);
-            o.max_size = (unsigned)per_host;
-            o.min_idle = (unsigned)per_host;
+            o.max_size = (size_t)per_host;
+            o.min_idle = (size_t)per_host;
             snprintf(url, sizeof url, "redis://127.0.0.1:%d", bench_redis_port(x->e, c, h));
             x->rp[h] = vl_redis_pool_new(x->loop, url, &o);
             if (x->rp[h] == NULL)
@@ -331,7 +332,7 @@ static int bench_async_mysql_open(bench_async *x)
         vl_mysql_pool_options_init(&o);
         o.max_size = (size_t)n;
         o.min_idle = (size_t)n;
-        o.max_waiters = 0; /* the window bounds the queue */
+        o.max_waiters = SIZE_MAX; /* the window bounds the queue */
         x->mp = vl_mysql_pool_new(x->loop, url, &o);
         if (x->mp == NULL)
             return -1;

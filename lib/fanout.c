@@ -72,12 +72,37 @@ static double mono_ms(void)
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-void vl_fanout_options_init(vl_fanout_options *o)
+static const size_t opts_ends[] = {
+    VL__END(vl_fanout_options, struct_size),
+    VL__END(vl_fanout_options, connect_timeout_ms),
+    VL__END(vl_fanout_options, timeout_ms),
+    VL__END(vl_fanout_options, concurrency),
+    VL__END(vl_fanout_options, password),
+    VL__END(vl_fanout_options, on_host),
+    VL__END(vl_fanout_options, ud),
+};
+/* No padding at the end: a field appended later must start past the end of
+ * every older struct. */
+_Static_assert(sizeof(vl_fanout_options) == VL__END(vl_fanout_options, ud),
+               "vl_fanout_options ends with padding");
+static const vl__opts_desc opts_desc = {"vl_fanout_options", sizeof(vl_fanout_options), opts_ends,
+                                        sizeof(opts_ends) / sizeof(opts_ends[0])};
+
+static void opts_defaults(vl_fanout_options *o)
 {
     memset(o, 0, sizeof(*o));
+    o->struct_size = sizeof(*o);
     o->connect_timeout_ms = 5000;
     o->timeout_ms = 10000;
     o->concurrency = 64;
+}
+
+void vl_fanout_options_init_sized(vl_fanout_options *o, size_t struct_size)
+{
+    vl_fanout_options d;
+
+    opts_defaults(&d);
+    vl__opts_init(o, struct_size, &d, &opts_desc);
 }
 
 void vl_fanout_result_free(vl_fanout_result *r)
@@ -204,8 +229,8 @@ static void host_done(vl_future *f, void *ud)
     }
     if (fo->kind == KIND_MYSQL) {
         if (st != VL_OK) {
-            const char *ss = vl_mysql_sqlstate(f);
-            h->my_errno = vl_mysql_errno(f);
+            const char *ss = vl_future_mysql_sqlstate(f);
+            h->my_errno = vl_future_mysql_errno(f);
             snprintf(h->sqlstate, sizeof(h->sqlstate), "%s", ss ? ss : "");
         }
         if (vl_future_mysql_result(f) != NULL) {
@@ -243,8 +268,7 @@ static void start_one(fanout *fo, fo_host *h)
         vl_redis_options ro;
         vl_redis_options_init(&ro);
         ro.reconnect = 0;
-        ro.connect_timeout_ms = (uint32_t)(fo->o.connect_timeout_ms > UINT32_MAX
-                                               ? UINT32_MAX : fo->o.connect_timeout_ms);
+        ro.connect_timeout_ms = fo->o.connect_timeout_ms;
         h->conn = vl_redis_new(fo->loop, h->url, &ro);
         if (h->conn != NULL) {
             /* The batch is pipelined on the host's one connection and
@@ -430,6 +454,7 @@ static vl_future *fanout_start(vl_loop *loop, int kind, const char *const *urls,
     vl_future *f;
     size_t i;
     char err[256];
+    const char *pw;
 
     if (loop == NULL)
         return NULL;
@@ -458,11 +483,15 @@ static vl_future *fanout_start(vl_loop *loop, int kind, const char *const *urls,
         return NULL;
     fo->loop = loop;
     fo->kind = kind;
-    if (o != NULL)
-        fo->o = *o;
-    else
-        vl_fanout_options_init(&fo->o);
-    fo->o.password = NULL; /* copied into the URLs below, never kept */
+    opts_defaults(&fo->o);
+    if (vl__opts_copy(&fo->o, o, &opts_desc, err, sizeof(err)) != VL_OK) {
+        vl__free(fo);
+        return vl__future_failed(loop, VL_EINVAL, "fan-out: %s", err);
+    }
+    /* The password as the caller's struct gave it (NULL when it is too old
+     * to have one), copied into the URLs below and never kept. */
+    pw = fo->o.password;
+    fo->o.password = NULL;
     fo->r = vl__calloc(1, sizeof(*fo->r));
     if (fo->r == NULL)
         goto nomem;
@@ -473,7 +502,7 @@ static vl_future *fanout_start(vl_loop *loop, int kind, const char *const *urls,
         goto nomem;
     fo->r->n = n;
     for (i = 0; i < n; i++) {
-        int rc = urls[i] != NULL ? prepare_host(fo, i, urls[i], o ? o->password : NULL, err,
+        int rc = urls[i] != NULL ? prepare_host(fo, i, urls[i], pw, err,
                                                 sizeof(err))
                                  : (snprintf(err, sizeof(err), "NULL URL"), VL_EINVAL);
         if (rc == VL_ENOMEM)

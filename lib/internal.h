@@ -20,6 +20,8 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
+#include <string.h>
 
 #define VL__UNUSED(x) ((void)(x))
 
@@ -186,6 +188,95 @@ void vl__future_describe(const vl_future *f, char *buf, size_t n);
 /* 1 when the future was given to vl_future_then or a combinator. */
 int vl__future_owned(const vl_future *f);
 
+
+/* ---- options structs that grow (every vl_X_options, vl_pool_stats) ----
+ * Each public struct starts with `size_t struct_size` and only ever grows at
+ * its end. A struct is described by the end (offset + size) of each of its
+ * fields, in order, so that only whole fields are ever read or written: a
+ * program built against an older header passes the smaller size it knew,
+ * and the fields past it keep the library's defaults. */
+#define VL__END(type, field) (offsetof(type, field) + sizeof(((type *)0)->field))
+
+typedef struct vl__opts_desc {
+    const char *name;   /* "vl_redis_options", for messages */
+    size_t size;        /* the library's sizeof */
+    const size_t *ends; /* VL__END of every field, in order */
+    size_t n;
+} vl__opts_desc;
+
+/* The bytes of the whole fields that lie within `size` (0 when even
+ * struct_size itself does not). */
+static inline size_t vl__opts_prefix(const vl__opts_desc *d, size_t size)
+{
+    size_t i, end = 0;
+
+    for (i = 0; i < d->n && d->ends[i] <= size; i++)
+        end = d->ends[i];
+    return end;
+}
+
+/* The body of every vl_X_options_init_sized: zeroes the first `size` bytes,
+ * then copies the defaults of every whole field within them and stores
+ * `size`. Sizes beyond the library's are treated as the library's (the
+ * caller's newer fields stay zero, and the struct is refused when used). */
+static inline void vl__opts_init(void *o, size_t size, const void *defaults,
+                                 const vl__opts_desc *d)
+{
+    size_t n = size < d->size ? size : d->size, keep;
+
+    if (o == NULL || size < sizeof(size_t))
+        return;
+    memset(o, 0, n);
+    keep = vl__opts_prefix(d, n);
+    memcpy(o, defaults, keep);
+    *(size_t *)o = size;
+}
+
+/* Checks the struct_size of a caller's struct: VL_OK, or VL_EINVAL when it
+ * is smaller than struct_size itself (never initialised) or larger than the
+ * library's struct (built against a newer header), with the message in why. */
+static inline int vl__opts_check(const void *src, const vl__opts_desc *d, char *why, size_t whyn)
+{
+    size_t size = *(const size_t *)src;
+
+    if (size < sizeof(size_t)) {
+        snprintf(why, whyn, "options: struct_size %zu: start from %s_init()", size, d->name);
+        return VL_EINVAL;
+    }
+    if (size > d->size) {
+        snprintf(why, whyn,
+                 "options: struct_size %zu unknown to this volley (built against a newer "
+                 "header?)",
+                 size);
+        return VL_EINVAL;
+    }
+    return VL_OK;
+}
+
+/* The one reading of a caller's options: `dst` holds the library's full
+ * defaults; the caller's whole fields within its struct_size are copied
+ * over them. VL_OK, or vl__opts_check's VL_EINVAL (dst untouched). src NULL
+ * keeps the defaults. */
+static inline int vl__opts_copy(void *dst, const void *src, const vl__opts_desc *d, char *why,
+                                size_t whyn)
+{
+    size_t keep;
+
+    if (src == NULL)
+        return VL_OK;
+    if (vl__opts_check(src, d, why, whyn) != VL_OK)
+        return VL_EINVAL;
+    keep = vl__opts_prefix(d, *(const size_t *)src);
+    memcpy((char *)dst + sizeof(size_t), (const char *)src + sizeof(size_t),
+           keep - sizeof(size_t));
+    *(size_t *)dst = d->size;
+    return VL_OK;
+}
+
+/* Copies the whole fields of `full` within out->struct_size to `out`
+ * (lib/pool.c). VL_OK, or VL_EINVAL (nothing written) for an unknown
+ * struct_size. */
+int vl__pool_stats_out(vl_pool_stats *out, const vl_pool_stats *full);
 
 /* ---- small helpers ---- */
 /* Copies "msg" into an owned string with the password hidden. */

@@ -37,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 
 enum { OP_READY, OP_QUERY, OP_EXEC, OP_PING, OP_RESET, OP_INITDB };
@@ -144,6 +145,8 @@ struct vl_mysql {
     int state;
     int step;
     int io_unref;            /* the idle watch does not keep the loop alive */
+    int timer_unref;         /* the timer does not keep the loop alive */
+    int held;                /* pooled: the pool has a request waiting on it */
     int kick;                /* the timer is a zero-delay start, not a wait */
     int waiting;             /* the MYSQL_WAIT_* mask being waited for */
     int in_drive;
@@ -172,6 +175,7 @@ struct vl_mysql {
     int greet_n;
     /* why the connection is not usable */
     int fail_status;
+    char *last_err;          /* vl_mysql_error: the last failure of any kind */
     unsigned fail_errno;
     char fail_sqlstate[6];
     char *fail_msg;
@@ -224,6 +228,60 @@ static void io_arm(vl_mysql *c, int fd, int events, int unref)
     if (unref && events != 0 && fd >= 0) {
         vl__loop_unref(c->loop);
         c->io_unref = 1;
+    }
+}
+
+/* The loop-alive rule (volley/loop.h): a connect keeps vl_loop_run running
+ * only while a future waits for it, a user's statement or vl_mysql_ready
+ * (for a pooled connection: while its pool has a request waiting). A
+ * connect nobody waits for, such as one whose ready future's deadline
+ * passed, runs on but lets the loop return. */
+static int connect_weak(const vl_mysql *c)
+{
+    if (c->state != ST_CONNECTING && c->state != ST_RESOLVING)
+        return 0;
+    return c->pooled ? !c->held : c->qhead == NULL && c->cur == NULL;
+}
+
+static void timer_ref(vl_mysql *c)
+{
+    if (c->timer_unref) {
+        vl__loop_ref(c->loop);
+        c->timer_unref = 0;
+    }
+}
+
+static void mtimer_start(vl_mysql *c, uint64_t ms)
+{
+    timer_ref(c);
+    vl__timer_start(&c->timer, ms);
+    if (connect_weak(c)) {
+        vl__loop_unref(c->loop);
+        c->timer_unref = 1;
+    }
+}
+
+static void mtimer_stop(vl_mysql *c)
+{
+    timer_ref(c); /* libev wants an unref'd watcher ref'd before it stops */
+    vl__timer_stop(&c->timer);
+}
+
+/* Applies connect_weak to the watchers armed now, after it may have
+ * changed (a statement queued or cancelled while connecting). */
+static void settle(vl_mysql *c)
+{
+    int weak = connect_weak(c);
+
+    if (c->state != ST_CONNECTING && c->state != ST_RESOLVING)
+        return;
+    if (c->io.events != 0 && c->io_unref != weak)
+        io_arm(c, c->io.fd, c->io.events, weak);
+    if (!weak) {
+        timer_ref(c);
+    } else if (!c->timer_unref && vl__timer_active(&c->timer)) {
+        vl__loop_unref(c->loop);
+        c->timer_unref = 1;
     }
 }
 
@@ -359,6 +417,15 @@ static void result_free_fn(void *v)
  * the op. */
 static void op_complete(op *o, int status, vl_mysql_result *value, const char *msg)
 {
+    /* A cancel is the caller's doing, not a failure of the connection (and
+     * a freed connection's ops are cancelled after its strings are gone). */
+    if (status != VL_OK && status != VL_ECANCELED && o->c != NULL && !o->c->freed) {
+        char *copy = vl__strdup(msg != NULL ? msg : vl_strerror(status));
+        if (copy != NULL) {
+            vl__free(o->c->last_err);
+            o->c->last_err = copy;
+        }
+    }
     if (value != NULL && value == o->res)
         o->res = NULL;
     if (o->f != NULL) {
@@ -420,6 +487,7 @@ static void op_cancel(void *source, vl_future *f, int status)
         for (op *q = c->qhead; q != NULL; q = q->next)
             c->qtail = q;
         op_free(o);
+        settle(c);
         return;
     }
     if (o->stream && o->rows_started) {
@@ -435,7 +503,58 @@ static void op_cancel(void *source, vl_future *f, int status)
                                       : "closed after an in-flight statement was cancelled");
 }
 
-static const vl__source_ops op_ops = {.cancel = op_cancel};
+/* What an op is, for messages: the SQL's first word in upper case
+ * ("SELECT"), or the command ("PING"). The server-side limit's prefix
+ * (SET STATEMENT ... FOR) is skipped, so the statement itself is named. */
+static void op_verb(const op *o, char *buf, size_t n)
+{
+    const char *p = o->sql, *end = o->sql != NULL ? o->sql + o->len : NULL;
+    size_t i = 0;
+
+    if (n == 0)
+        return;
+    switch (o->kind) {
+    case OP_READY:
+        snprintf(buf, n, "connect");
+        return;
+    case OP_PING:
+        snprintf(buf, n, "PING");
+        return;
+    case OP_RESET:
+        snprintf(buf, n, "RESET");
+        return;
+    case OP_INITDB:
+        snprintf(buf, n, "INIT_DB");
+        return;
+    default:
+        break;
+    }
+    if (p != NULL && o->len > 14 && strncasecmp(p, "SET STATEMENT ", 14) == 0) {
+        const char *f = p + 14;
+        while (f + 5 <= end && strncasecmp(f, " FOR ", 5) != 0)
+            f++;
+        if (f + 5 <= end)
+            p = f + 5;
+    }
+    while (p != NULL && p < end && (isspace((unsigned char)*p) || *p == '('))
+        p++;
+    while (p != NULL && p < end && isalpha((unsigned char)*p) && i + 1 < n && i < 15)
+        buf[i++] = (char)toupper((unsigned char)*p++);
+    buf[i] = '\0';
+    if (i == 0)
+        snprintf(buf, n, "statement");
+}
+
+static void op_describe(void *source, char *buf, size_t n)
+{
+    op *o = source;
+    char verb[20];
+
+    op_verb(o, verb, sizeof(verb));
+    snprintf(buf, n, "%s on %s", verb, o->c->display);
+}
+
+static const vl__source_ops op_ops = {.cancel = op_cancel, .describe = op_describe};
 
 static op *op_new(vl_mysql *c, int kind)
 {
@@ -485,6 +604,7 @@ static vl_future *op_submit(vl_mysql *c, op *o)
     else
         c->qhead = o;
     c->qtail = o;
+    settle(c);
     /* With a start already scheduled on the timer (a stream is queued), the
      * timer starts this one too, in order. */
     if (c->state == ST_OPEN && c->cur == NULL && !c->in_drive && !c->kick) {
@@ -493,7 +613,7 @@ static vl_future *op_submit(vl_mysql *c, op *o)
              * from the loop instead. */
             if (!c->kick && !vl__timer_active(&c->timer)) {
                 c->kick = 1;
-                vl__timer_start(&c->timer, 0);
+                mtimer_start(c, 0);
             }
         } else {
             c->step = S_NEXT_OP;
@@ -516,7 +636,7 @@ static void arm(vl_mysql *c, int st)
         ev |= VL__READ;
     if (st & MYSQL_WAIT_WRITE)
         ev |= VL__WRITE;
-    io_arm(c, sock_of(c), ev, 0);
+    io_arm(c, sock_of(c), ev, connect_weak(c));
     if (st & MYSQL_WAIT_TIMEOUT) {
         ms = mysql_get_timeout_value_ms(c->my);
         use_timer = 1;
@@ -537,9 +657,9 @@ static void arm(vl_mysql *c, int st)
     }
     c->kick = 0;
     if (use_timer)
-        vl__timer_start(&c->timer, ms);
+        mtimer_start(c, ms);
     else
-        vl__timer_stop(&c->timer);
+        mtimer_stop(c);
 }
 
 /* 1 when the call is waiting (watchers armed, step set to `cont`). Each
@@ -576,7 +696,7 @@ static void on_io(vl__io *io, int events, void *ud)
         ready |= MYSQL_WAIT_READ;
     if (events & VL__WRITE)
         ready |= MYSQL_WAIT_WRITE;
-    vl__timer_stop(&c->timer);
+    mtimer_stop(c);
     drive(c, ready);
 }
 
@@ -588,6 +708,10 @@ static void on_timer(vl__timer *t, void *ud)
     vl_mysql *c = ud;
 
     VL__UNUSED(t);
+    if (c->timer_unref) { /* libev stopped it and dropped its count */
+        vl__loop_ref(c->loop);
+        c->timer_unref = 0;
+    }
     if (c->kick) {
         c->kick = 0;
         if (c->state == ST_OPEN && c->cur == NULL && c->step == S_IDLE) {
@@ -629,7 +753,7 @@ static void close_handle(vl_mysql *c, int clean)
     int fd = sock_of(c);
 
     io_off(c);
-    vl__timer_stop(&c->timer);
+    mtimer_stop(c);
     c->kick = 0;
     c->waiting = 0;
     c->io_deadline_ms = 0;
@@ -655,8 +779,17 @@ static void set_failure(vl_mysql *c, int status, unsigned err, const char *sqlst
     c->fail_status = status;
     c->fail_errno = err;
     snprintf(c->fail_sqlstate, sizeof(c->fail_sqlstate), "%s", sqlstate ? sqlstate : "");
+    vl__free(c->last_err);
+    c->last_err = NULL;
     vl__free(c->fail_msg);
     c->fail_msg = vl__strdup(msg != NULL ? msg : vl_strerror(status));
+    if (status != VL_ECANCELED && c->fail_msg != NULL) {
+        char *copy = vl__strdup(c->fail_msg);
+        if (copy != NULL) {
+            vl__free(c->last_err);
+            c->last_err = copy;
+        }
+    }
 }
 
 /* Fails every queued op with the stored failure. */
@@ -756,11 +889,16 @@ static int configure(vl_mysql *c, const char *url, const vl_mysql_options *opts)
     int rc;
     size_t i;
     const char *v;
-    vl_mysql_options defaults;
+    vl_mysql_options o;
+    int orc = vl__mysql_options_read(&o, opts, err, sizeof(err));
 
-    if (opts == NULL) {
-        vl_mysql_options_init(&defaults);
-        opts = &defaults;
+    opts = &o;
+    if (orc != VL_OK) {
+        c->display = vl__strdup("mysql://?");
+        if (c->display == NULL)
+            return VL_ENOMEM;
+        set_failure(c, orc, 0, NULL, err);
+        return orc;
     }
     c->connect_timeout_ms = opts->connect_timeout_ms;
     c->query_timeout_ms = opts->query_timeout_ms;
@@ -1093,11 +1231,13 @@ static void op_error(vl_mysql *c, op *o, unsigned err, const char *sqlstate, con
     int fatal = fatal_error(c, err);
     int proto = protocol_error(err);
     int status = proto ? VL_EPROTO : fatal ? VL_ECONN : err == 1969 ? VL_ETIMEDOUT : VL_ESERVER;
-    char *m = vl__asprintf("%s: %sERROR %u (%s): %s", c->display,
+    char verb[20];
+    char *m = (op_verb(o, verb, sizeof(verb)),
+               vl__asprintf("%s on %s: %sERROR %u (%s): %s", verb, c->display,
                            err == CR_NET_PACKET_TOO_LARGE
                                ? "a packet from the server exceeds max_row_bytes: "
                                : proto ? "the server broke the protocol: " : "",
-                           err, sqlstate, text);
+                           err, sqlstate, text));
     vl_mysql_result *v;
 
     if (o->res == NULL)
@@ -1187,7 +1327,10 @@ static void op_finish(vl_mysql *c, op *o)
         return;
     }
     if (o->err != 0) {
-        char *m = vl__asprintf("%s: %s", c->display, o->err_msg ? o->err_msg : vl_strerror(o->err));
+        char verb[20];
+        char *m = (op_verb(o, verb, sizeof(verb)),
+                   vl__asprintf("%s on %s: %s", verb, c->display,
+                                o->err_msg ? o->err_msg : vl_strerror(o->err)));
         vl_mysql_result *r = o->res;
         o->res = NULL;
         vl_mysql_result_free(r);
@@ -1609,7 +1752,7 @@ static void step(vl_mysql *c, int ready)
             c->state = ST_OPEN;
             c->ever_open = 1;
             c->dirty = 0;
-            vl__timer_stop(&c->timer);
+            mtimer_stop(c);
             c->step = S_NEXT_OP;
             break;
 
@@ -1622,7 +1765,7 @@ static void step(vl_mysql *c, int ready)
                 c->step = S_IDLE;
                 c->waiting = 0;
                 c->io_deadline_ms = 0;
-                vl__timer_stop(&c->timer);
+                mtimer_stop(c);
                 io_arm(c, sock_of(c), VL__READ, 1);
                 return;
             }
@@ -2077,15 +2220,47 @@ static void drive(vl_mysql *c, int ready)
 
 /* ---- public: lifecycle ---- */
 
-void vl_mysql_options_init(vl_mysql_options *o)
+static const size_t opts_ends[] = {
+    VL__END(vl_mysql_options, struct_size),
+    VL__END(vl_mysql_options, connect_timeout_ms),
+    VL__END(vl_mysql_options, query_timeout_ms),
+    VL__END(vl_mysql_options, read_timeout_ms),
+    VL__END(vl_mysql_options, max_result_bytes),
+    VL__END(vl_mysql_options, max_row_bytes),
+    VL__END(vl_mysql_options, multi_statements),
+    VL__END(vl_mysql_options, charset),
+    VL__END(vl_mysql_options, init_sql),
+};
+/* No padding at the end: a field appended later must start past the end of
+ * every older struct, never inside its padding. */
+_Static_assert(sizeof(vl_mysql_options) == VL__END(vl_mysql_options, init_sql),
+               "vl_mysql_options ends with padding");
+static const vl__opts_desc opts_desc = {"vl_mysql_options", sizeof(vl_mysql_options), opts_ends,
+                                        sizeof(opts_ends) / sizeof(opts_ends[0])};
+
+static void opts_defaults(vl_mysql_options *o)
 {
-    if (o == NULL)
-        return;
     memset(o, 0, sizeof(*o));
-    o->connect_timeout_ms = 10000;
+    o->struct_size = sizeof(*o);
+    o->connect_timeout_ms = 5000;
     o->read_timeout_ms = VL_MYSQL_DEFAULT_READ_TIMEOUT_MS;
     o->max_result_bytes = VL_MYSQL_DEFAULT_MAX_RESULT_BYTES;
     o->max_row_bytes = VL_MYSQL_DEFAULT_MAX_ROW_BYTES;
+}
+
+void vl_mysql_options_init_sized(vl_mysql_options *o, size_t struct_size)
+{
+    vl_mysql_options d;
+
+    opts_defaults(&d);
+    vl__opts_init(o, struct_size, &d, &opts_desc);
+}
+
+int vl__mysql_options_read(vl_mysql_options *dst, const vl_mysql_options *src, char *why,
+                           size_t whyn)
+{
+    opts_defaults(dst);
+    return vl__opts_copy(dst, src, &opts_desc, why, whyn);
 }
 
 static void handle_free(vl__handle *h)
@@ -2137,7 +2312,7 @@ static vl_mysql *conn_new(vl_loop *loop, const char *url, const vl_mysql_options
     }
     if (c->connect_timeout_ms != 0) {
         c->deadline_ms = vl_loop_now_ms(loop) + c->connect_timeout_ms;
-        vl__timer_start(&c->timer, c->connect_timeout_ms);
+        mtimer_start(c, c->connect_timeout_ms);
     }
     if (c->socket_path != NULL) {
         start_connect(c);
@@ -2194,7 +2369,7 @@ static void conn_destroy(vl_mysql *c)
         op_complete(o, VL_ECANCELED, NULL, "connection freed");
     }
     fail_queue(c);
-    vl__timer_stop(&c->timer);
+    mtimer_stop(c);
     io_off(c);
     vl__free(c->display);
     vl__free(c->host);
@@ -2224,6 +2399,11 @@ void vl_mysql_free(vl_mysql *c)
         return;
     }
     conn_destroy(c);
+}
+
+const char *vl_mysql_error(const vl_mysql *c)
+{
+    return c != NULL && c->last_err != NULL ? c->last_err : "";
 }
 
 const char *vl_mysql_display(const vl_mysql *c)
@@ -2443,9 +2623,10 @@ unsigned vl__mysql_state(const vl_mysql *c)
     return s;
 }
 
-int vl__mysql_fail_status(const vl_mysql *c)
+void vl__mysql_hold(vl_mysql *c, int on)
 {
-    return c->fail_status;
+    c->held = on != 0;
+    settle(c);
 }
 
 int vl__mysql_probe_idle(vl_mysql *c, int poll_socket)

@@ -48,8 +48,6 @@ void vl__mres_counts(vl_mysql_result *r, uint64_t affected, uint64_t insert_id,
                      unsigned warnings);
 /* Records the error on the chain's first link (message copied). */
 void vl__mres_error(vl_mysql_result *r, unsigned err, const char *sqlstate, const char *msg);
-/* The first link of the chain. */
-vl_mysql_result *vl__mres_root(vl_mysql_result *r);
 
 /* ---- conversion (lib/mysql_convert.c) ---- */
 
@@ -94,6 +92,16 @@ void vl__mconv_value(int field_type, unsigned field_flags, unsigned decimals, co
  * can be recognised. */
 vl_mysql *vl__mysql_new_pooled(vl_loop *loop, const char *url, const vl_mysql_options *opts);
 
+/* Reads a caller's options (NULL: the defaults) into `dst`, as every
+ * function taking vl_mysql_options does: VL_OK, or VL_EINVAL with the
+ * message in why. */
+int vl__mysql_options_read(vl_mysql_options *dst, const vl_mysql_options *src, char *why,
+                           size_t whyn);
+
+/* A pooled connection keeps the loop running while it connects only when
+ * its pool holds it (on != 0): a request waits that it may serve. */
+void vl__mysql_hold(vl_mysql *c, int on);
+
 /* Called when an idle connection's server hangs up or the connection is
  * closed by an error; the hook may free the connection. */
 typedef void (*vl__mysql_hook)(vl_mysql *c, void *ud);
@@ -125,9 +133,5 @@ int vl__mysql_check_url(vl_loop *loop, const char *url, const vl_mysql_options *
  * VL_EINVAL with the index in *bad and the reason (static text) in *why. */
 int vl__mysql_check_params(const vl_mysql_param *params, size_t n, size_t *total, size_t *bad,
                            const char **why);
-
-/* The failure of a connection that never connected (status and message), to
- * report to pool waiters. */
-int vl__mysql_fail_status(const vl_mysql *c);
 
 #endif

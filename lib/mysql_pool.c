@@ -26,6 +26,7 @@
  * freed by its own completion callback, after the pool is gone if need be.
  */
 #include "mysql_internal.h"
+#include "url.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -77,6 +78,12 @@ struct vl_mysql_tx {
     pconn *pc;               /* NULL once dead */
 };
 
+typedef struct ready_wait {
+    struct ready_wait *prev, *next;
+    vl_mysql_pool *pool;
+    vl_future *f;
+} ready_wait;
+
 typedef struct list {
     pconn *head;
     size_t n;
@@ -107,11 +114,29 @@ struct vl_mysql_pool {
     /* maintenance */
     vl__timer timer;
     int timer_unref;
-    vl_mysql_pool_stats st;
+    vl_pool_stats st;
+    size_t nrunning;         /* requests running on a connection */
+    ready_wait *readies;     /* vl_mysql_pool_ready futures waiting */
+    int holding;             /* connecting connections hold the loop */
+    char *display;           /* the URL without its password */
 };
 
 static void dispatch(vl_mysql_pool *p);
 static void pc_release(pconn *pc);
+static void holds_update(vl_mysql_pool *p);
+static void readies_check(vl_mysql_pool *p);
+
+/* Counts a request's outcome, as the Redis pool does. */
+static void count_result(vl_mysql_pool *p, int status)
+{
+    if (p == NULL || status == VL_OK || status == VL_ESERVER)
+        return;
+    p->st.errors++;
+    if (status == VL_ETIMEDOUT)
+        p->st.timeouts++;
+    if (status == VL_EBUSY)
+        p->st.rejected++;
+}
 
 /* ---- lists ---- */
 
@@ -150,6 +175,7 @@ static void wait_remove(vl_mysql_pool *p, request *r)
     r->prev = r->next = NULL;
     r->waiting = 0;
     p->nwaiters--;
+    holds_update(p);
 }
 
 static void running_add(vl_mysql_pool *p, request *r)
@@ -159,6 +185,7 @@ static void running_add(vl_mysql_pool *p, request *r)
     if (p->running != NULL)
         p->running->prev = r;
     p->running = r;
+    p->nrunning++;
 }
 
 static void running_remove(vl_mysql_pool *p, request *r)
@@ -170,6 +197,7 @@ static void running_remove(vl_mysql_pool *p, request *r)
     if (r->next != NULL)
         r->next->prev = r->prev;
     r->prev = r->next = NULL;
+    p->nrunning--;
 }
 
 /* ---- the maintenance timer ----
@@ -183,7 +211,7 @@ static void timer_set(vl_mysql_pool *p, uint64_t ms)
         p->timer_unref = 0;
     }
     vl__timer_start(&p->timer, ms);
-    if (p->nwaiters == 0) {
+    if (p->nwaiters == 0 && p->readies == NULL) {
         vl__loop_unref(p->loop);
         p->timer_unref = 1;
     }
@@ -250,7 +278,7 @@ static void pc_hook(vl_mysql *c, void *ud)
 
     VL__UNUSED(c);
     if (pc->pool != NULL && pc->state == PC_IDLE)
-        pc_close(pc, &pc->pool->st.closed_error);
+        pc_close(pc, &pc->pool->st.closed_broken);
 }
 
 static void connect_done(vl_future *f, void *ud);
@@ -283,6 +311,7 @@ static int pc_open(vl_mysql_pool *p)
         return 0;
     }
     vl__mysql_set_hook(pc->c, pc_hook, pc);
+    vl__mysql_hold(pc->c, p->holding);
     pc->state = PC_CONNECTING;
     pc->created_ms = now;
     if (p->o.max_lifetime_ms != 0) {
@@ -320,8 +349,10 @@ static void connect_done(vl_future *f, void *ud)
         pc_close(pc, NULL);
         pc_unref(pc);
         timer_set(p, p->next_attempt_ms - now);
+        readies_check(p);
         return;
     }
+    p->st.connects++;
     p->failing = 0;
     p->backoff_ms = 0;
     p->connecting--;
@@ -330,6 +361,7 @@ static void connect_done(vl_future *f, void *ud)
     pc->idle_since_ms = vl_loop_now_ms(p->loop);
     list_push(&p->idle, pc);
     pc_unref(pc);
+    readies_check(p);
     dispatch(p);
 }
 
@@ -342,7 +374,7 @@ static void reset_done(vl_future *f, void *ud)
             pc->state = PC_BUSY;
             pc_release(pc);
         } else {
-            pc_close(pc, &pc->pool->st.closed_error);
+            pc_close(pc, &pc->pool->st.closed_dirty);
         }
     }
     pc_unref(pc);
@@ -362,14 +394,16 @@ static void pc_release(pconn *pc)
     pc->tx = NULL;
     s = vl__mysql_state(pc->c);
     now = vl_loop_now_ms(p->loop);
-    if (s & (VL__MYSQL_BROKEN | VL__MYSQL_BUSY)) {
-        pc_close(pc, &p->st.closed_error);
+    if (s & VL__MYSQL_BROKEN) {
+        pc_close(pc, &p->st.closed_broken);
+    } else if (s & VL__MYSQL_BUSY) {
+        pc_close(pc, &p->st.closed_dirty); /* a statement still in flight */
     } else if (pc->expires_ms != 0 && now >= pc->expires_ms) {
         pc_close(pc, &p->st.closed_lifetime);
     } else if (s & (VL__MYSQL_IN_TRANS | VL__MYSQL_DIRTY)) {
         vl_future *f = vl__mysql_reset(pc->c);
         if (f == NULL) {
-            pc_close(pc, &p->st.closed_error);
+            pc_close(pc, &p->st.closed_dirty);
         } else {
             pc->state = PC_RESETTING;
             pc->refs++;
@@ -423,8 +457,8 @@ static void request_cancel(void *source, vl_future *f, int status)
     request *r = source;
 
     VL__UNUSED(f);
-    VL__UNUSED(status);
     r->f = NULL;
+    count_result(r->pool, status);
     if (r->waiting) {
         wait_remove(r->pool, r);
         request_free(r);
@@ -436,7 +470,31 @@ static void request_cancel(void *source, vl_future *f, int status)
         vl_future_cancel(r->inner);
 }
 
-static const vl__source_ops request_ops = {.cancel = request_cancel};
+static void request_describe(void *source, char *buf, size_t n)
+{
+    request *r = source;
+    const char *p = r->sql;
+    char verb[20];
+    size_t i = 0;
+
+    while (p != NULL && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '('))
+        p++;
+    while (p != NULL && ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')) && i < 15)
+        verb[i++] = (char)(*p++ & ~0x20);
+    verb[i] = '\0';
+    if (r->kind == RQ_BEGIN)
+        snprintf(verb, sizeof(verb), "BEGIN");
+    else if (i == 0)
+        snprintf(verb, sizeof(verb), "statement");
+    if (r->pool == NULL)
+        snprintf(buf, n, "%s", verb);
+    else if (r->waiting)
+        snprintf(buf, n, "%s waiting for a connection of pool %s", verb, r->pool->display);
+    else
+        snprintf(buf, n, "%s on pool %s", verb, r->pool->display);
+}
+
+static const vl__source_ops request_ops = {.cancel = request_cancel, .describe = request_describe};
 
 /* Starts a request on a connection it now holds. */
 static void request_run(request *r, pconn *pc)
@@ -500,14 +558,15 @@ static void request_done(vl_future *inner, void *ud)
             vl__future_complete(r->f, VL_OK, tx, VL__VAL_MYSQL, tx_value_free, NULL);
         }
     } else {
-        if (r->f != NULL)
+        if (r->f != NULL) {
+            count_result(p, status);
             vl__future_complete(r->f, status, value, VL__VAL_MYSQL,
                                 result_free_fn,
                                 status == VL_OK ? NULL : vl_future_error(inner));
-        else
+        } else
             vl_mysql_result_free(value);
         if (p != NULL && r->kind == RQ_END && status != VL_OK)
-            pc_close(pc, &p->st.closed_error); /* the outcome is unknown: never reuse */
+            pc_close(pc, &p->st.closed_dirty); /* the outcome is unknown: never reuse */
         else if (p != NULL)
             pc_release(pc);
     }
@@ -529,13 +588,15 @@ static void request_timeout(vl__timer *t, void *ud)
     p->st.wait_total_ms += waited;
     r->f = NULL;
     vl__future_set_source(f, NULL, NULL);
+    count_result(p, VL_ETIMEDOUT);
     if (p->last_error != NULL && p->failing)
         vl__future_fail(f, VL_ETIMEDOUT,
-                        "no connection available after %" PRIu64 " ms (last connect error: %s)",
-                        waited, p->last_error);
+                        "pool %s: no connection available after %" PRIu64
+                        " ms (last connect error: %s)",
+                        p->display, waited, p->last_error);
     else
-        vl__future_fail(f, VL_ETIMEDOUT, "no connection available after %" PRIu64 " ms",
-                        waited);
+        vl__future_fail(f, VL_ETIMEDOUT, "pool %s: no connection available after %" PRIu64 " ms",
+                        p->display, waited);
     request_free(r);
 }
 
@@ -559,7 +620,7 @@ static void dispatch(vl_mysql_pool *p)
             /* Hung up while idle: replace it. */
             pc->state = PC_IDLE;
             list_push(&p->idle, pc);
-            pc_close(pc, &p->st.closed_error);
+            pc_close(pc, &p->st.closed_broken);
             continue;
         }
         wait_remove(p, r);
@@ -588,13 +649,16 @@ static void request_submit(vl_mysql_pool *p, request *r)
         }
         pc->state = PC_IDLE;
         list_push(&p->idle, pc);
-        pc_close(pc, &p->st.closed_error);
+        pc_close(pc, &p->st.closed_broken);
     }
-    if (p->o.max_waiters != 0 && p->nwaiters >= p->o.max_waiters) {
+    if (p->nwaiters >= p->o.max_waiters) {
         vl_future *f = r->f;
         r->f = NULL;
         vl__future_set_source(f, NULL, NULL);
-        vl__future_fail(f, VL_EBUSY, "pool queue is full (%zu waiting)", p->nwaiters);
+        count_result(p, VL_EBUSY);
+        vl__future_fail(f, VL_EBUSY,
+                        "pool %s: no connection free and %zu waiting (max_waiters %zu)",
+                        p->display, p->nwaiters, p->o.max_waiters);
         request_free(r);
         return;
     }
@@ -608,6 +672,7 @@ static void request_submit(vl_mysql_pool *p, request *r)
         p->wait_head = r;
     p->wait_tail = r;
     p->nwaiters++;
+    holds_update(p);
     if (p->o.acquire_timeout_ms != 0)
         vl__timer_start(&r->timer, p->o.acquire_timeout_ms);
     dispatch(p);
@@ -622,10 +687,13 @@ static vl_future *request_new(vl_mysql_pool *p, int kind, const char *sql,
 
     if (p == NULL)
         return NULL;
+    p->st.requests++;
     if (p->freed) /* only while the loop is being freed (vl__handle_bury) */
         return vl__future_failed(p->loop, VL_ECLOSED, "pool freed");
-    if (p->fail_status != VL_OK)
+    if (p->fail_status != VL_OK) {
+        count_result(p, p->fail_status);
         return vl__future_failed(p->loop, p->fail_status, "%s", p->fail_msg);
+    }
     if (vl__loop_closing(p->loop))
         return vl__future_failed(p->loop, VL_ECLOSED, "loop is closing");
     if ((kind != RQ_BEGIN && sql == NULL) || (n > 0 && params == NULL))
@@ -721,9 +789,10 @@ static void tick(vl__timer *t, void *ud)
             pc->refs++;
             f = vl_mysql_ping(pc->c);
             if (f == NULL) {
-                pc_close(pc, &p->st.closed_error); /* out of memory */
+                pc_close(pc, &p->st.closed_dirty); /* out of memory */
                 pc_unref(pc);
             } else {
+                p->st.keepalives++;
                 vl_future_then(f, reset_done, pc);
             }
         }
@@ -744,22 +813,195 @@ static void tick(vl__timer *t, void *ud)
 
 /* ---- lifecycle ---- */
 
-void vl_mysql_pool_options_init(vl_mysql_pool_options *o)
+static const size_t opts_ends[] = {
+    VL__END(vl_mysql_pool_options, struct_size),
+    VL__END(vl_mysql_pool_options, max_size),
+    VL__END(vl_mysql_pool_options, min_idle),
+    VL__END(vl_mysql_pool_options, acquire_timeout_ms),
+    VL__END(vl_mysql_pool_options, max_waiters),
+    VL__END(vl_mysql_pool_options, connect_timeout_ms),
+    VL__END(vl_mysql_pool_options, idle_timeout_ms),
+    VL__END(vl_mysql_pool_options, max_lifetime_ms),
+    VL__END(vl_mysql_pool_options, keepalive_ms),
+    VL__END(vl_mysql_pool_options, init_sql),
+};
+/* No padding at the end: see lib/mysql.c. */
+_Static_assert(sizeof(vl_mysql_pool_options) == VL__END(vl_mysql_pool_options, init_sql),
+               "vl_mysql_pool_options ends with padding");
+static const vl__opts_desc opts_desc = {"vl_mysql_pool_options", sizeof(vl_mysql_pool_options),
+                                        opts_ends, sizeof(opts_ends) / sizeof(opts_ends[0])};
+
+static void opts_defaults(vl_mysql_pool_options *o)
 {
-    if (o == NULL)
-        return;
     memset(o, 0, sizeof(*o));
+    o->struct_size = sizeof(*o);
     o->max_size = 10;
-    o->acquire_timeout_ms = 30000;
-    o->connect_timeout_ms = 10000;
+    o->min_idle = 1;
+    o->acquire_timeout_ms = 5000;
+    o->max_waiters = 1000;
+    o->connect_timeout_ms = 5000;
     o->idle_timeout_ms = 600000;
     o->max_lifetime_ms = 1800000;
-    o->max_waiters = 1000;
+}
+
+void vl_mysql_pool_options_init_sized(vl_mysql_pool_options *o, size_t struct_size)
+{
+    vl_mysql_pool_options d;
+
+    opts_defaults(&d);
+    vl__opts_init(o, struct_size, &d, &opts_desc);
+}
+
+/* ---- readiness ---- */
+
+static void ready_unlink(vl_mysql_pool *p, ready_wait *w)
+{
+    if (w->prev != NULL)
+        w->prev->next = w->next;
+    else
+        p->readies = w->next;
+    if (w->next != NULL)
+        w->next->prev = w->prev;
+    vl__free(w);
+    holds_update(p);
+}
+
+static void ready_cancel(void *source, vl_future *f, int status)
+{
+    ready_wait *w = source;
+
+    VL__UNUSED(f);
+    VL__UNUSED(status);
+    ready_unlink(w->pool, w);
+}
+
+static void ready_describe(void *source, char *buf, size_t n)
+{
+    ready_wait *w = source;
+
+    snprintf(buf, n, "readiness of pool %s", w->pool->display);
+}
+
+static const vl__source_ops ready_ops = {.cancel = ready_cancel, .describe = ready_describe};
+
+/* 1 when min_idle connections are open, -1 when none is open and the last
+ * connect failed with nothing being tried, 0 while it is undecided. */
+static int ready_state(const vl_mysql_pool *p)
+{
+    size_t open = p->idle.n + p->busy;
+
+    if (open >= p->o.min_idle)
+        return 1;
+    if (open == 0 && p->failing && p->connecting == 0)
+        return -1;
+    return 0;
+}
+
+/* Completes the readiness futures once the answer is known. */
+static void readies_check(vl_mysql_pool *p)
+{
+    int st;
+
+    if (p->readies == NULL)
+        return;
+    st = ready_state(p);
+    if (st == 0)
+        return;
+    while (p->readies != NULL) {
+        ready_wait *w = p->readies;
+        vl_future *f = w->f;
+        ready_unlink(p, w);
+        vl__future_set_source(f, NULL, NULL);
+        if (st > 0)
+            vl__future_complete(f, VL_OK, NULL, VL__VAL_NONE, NULL, NULL);
+        else
+            vl__future_fail(f, VL_ECONN, "pool %s: %s", p->display,
+                            p->last_error != NULL ? p->last_error : "connect failed");
+    }
+}
+
+/* Connecting connections keep the loop running only while somebody waits
+ * for the pool (the loop-alive rule of volley/loop.h). */
+static void holds_update(vl_mysql_pool *p)
+{
+    int want = !p->freed && (p->nwaiters > 0 || p->readies != NULL);
+    pconn *pc;
+
+    if (want == p->holding)
+        return;
+    p->holding = want;
+    for (pc = p->others.head; pc != NULL; pc = pc->next)
+        if (pc->state == PC_CONNECTING && pc->c != NULL)
+            vl__mysql_hold(pc->c, want);
+    if (want && p->timer_unref && vl__timer_active(&p->timer)) {
+        vl__loop_ref(p->loop); /* a backoff probe may be what they wait for */
+        p->timer_unref = 0;
+    }
+}
+
+vl_future *vl_mysql_pool_ready(vl_mysql_pool *p)
+{
+    ready_wait *w;
+    vl_future *f;
+    int st;
+
+    if (p == NULL)
+        return NULL;
+    if (p->freed)
+        return vl__future_failed(p->loop, VL_ECLOSED, "pool freed");
+    if (p->fail_status != VL_OK)
+        return vl__future_failed(p->loop, p->fail_status, "%s", p->fail_msg);
+    st = ready_state(p);
+    if (st != 0) {
+        /* Known now: completed at once, its callback still runs from the
+         * loop (rule 2). */
+        if (st > 0) {
+            f = vl__future_make(p->loop, NULL, NULL);
+            if (f != NULL)
+                vl__future_complete(f, VL_OK, NULL, VL__VAL_NONE, NULL, NULL);
+            return f;
+        }
+        return vl__future_failed(p->loop, VL_ECONN, "pool %s: %s", p->display,
+                                 p->last_error != NULL ? p->last_error : "connect failed");
+    }
+    w = vl__calloc(1, sizeof(*w));
+    if (w == NULL)
+        return NULL;
+    f = vl__future_make(p->loop, &ready_ops, w);
+    if (f == NULL) {
+        vl__free(w);
+        return NULL;
+    }
+    w->pool = p;
+    w->f = f;
+    w->next = p->readies;
+    if (p->readies != NULL)
+        p->readies->prev = w;
+    p->readies = w;
+    holds_update(p);
+    return f;
 }
 
 static void pool_release(vl__handle *h)
 {
-    vl__free((char *)h - offsetof(vl_mysql_pool, handle));
+    vl_mysql_pool *p = (vl_mysql_pool *)(void *)((char *)h - offsetof(vl_mysql_pool, handle));
+
+    vl__free(p->display);
+    vl__free(p);
+}
+
+/* The URL as it may be printed (no password); a copy, NULL on ENOMEM. */
+static char *pool_display(const char *url)
+{
+    vl__url u;
+    char why[160];
+    char *d;
+
+    if (url == NULL || vl__url_parse(url, &u, why, sizeof(why)) != VL_OK)
+        return vl__strdup("mysql://?");
+    d = vl__strdup(u.display);
+    vl__url_clear(&u);
+    return d;
 }
 
 static void pool_handle_free(vl__handle *h)
@@ -772,6 +1014,8 @@ static void pool_handle_free(vl__handle *h)
 vl_mysql_pool *vl_mysql_pool_new(vl_loop *loop, const char *url, const vl_mysql_pool_options *opts)
 {
     vl_mysql_pool *p;
+    char owhy[160];
+    int orc;
 
     if (loop == NULL)
         return NULL;
@@ -779,10 +1023,10 @@ vl_mysql_pool *vl_mysql_pool_new(vl_loop *loop, const char *url, const vl_mysql_
     if (p == NULL)
         return NULL;
     p->loop = loop;
-    if (opts != NULL)
-        p->o = *opts;
-    else
-        vl_mysql_pool_options_init(&p->o);
+    opts_defaults(&p->o);
+    orc = vl__opts_copy(&p->o, opts, &opts_desc, owhy, sizeof(owhy));
+    if (orc != VL_OK)
+        p->o.init_sql = NULL; /* not read: the struct is not understood */
     if (p->o.max_size == 0)
         p->o.max_size = 1;
     if (p->o.min_idle > p->o.max_size)
@@ -808,8 +1052,15 @@ vl_mysql_pool *vl_mysql_pool_new(vl_loop *loop, const char *url, const vl_mysql_
     /* Check the URL once: a bad URL is reported by every request instead
      * of by every connect. */
     {
-        int rc = vl__mysql_check_url(loop, url, &p->copts, &p->fail_msg);
-        if (rc == VL_ENOMEM || (rc != VL_OK && p->fail_msg == NULL)) {
+        int rc = orc;
+        if (rc != VL_OK)
+            p->fail_msg = vl__strdup(owhy);
+        else
+            rc = vl__mysql_check_url(loop, url, &p->copts, &p->fail_msg);
+        p->display = pool_display(url);
+        if (rc == VL_ENOMEM || (rc != VL_OK && p->fail_msg == NULL) || p->display == NULL) {
+            vl__free(p->display);
+            vl__free(p->fail_msg);
             vl__free(p->url);
             vl__free(p->init_sql);
             vl__free(p);
@@ -833,6 +1084,12 @@ void vl_mysql_pool_free(vl_mysql_pool *p)
     p->freed = 1;
     vl__handle_remove(p->loop, &p->handle);
     timer_stop(p);
+    while (p->readies != NULL) {
+        vl_future *f = p->readies->f;
+        ready_unlink(p, p->readies);
+        vl__future_set_source(f, NULL, NULL);
+        vl__future_fail(f, VL_ECANCELED, "pool freed");
+    }
     while ((r = p->wait_head) != NULL) {
         vl_future *f = r->f;
         wait_remove(p, r);
@@ -873,18 +1130,25 @@ void vl_mysql_pool_free(vl_mysql_pool *p)
     vl__handle_bury(p->loop, &p->handle, pool_release);
 }
 
-void vl_mysql_pool_stats_get(const vl_mysql_pool *p, vl_mysql_pool_stats *out)
+int vl_mysql_pool_stats_get(const vl_mysql_pool *p, vl_pool_stats *out)
 {
-    if (out == NULL)
-        return;
-    memset(out, 0, sizeof(*out));
-    if (p == NULL)
-        return;
-    *out = p->st;
-    out->open = p->idle.n + p->others.n;
-    out->idle = p->idle.n;
-    out->in_use = p->busy;
-    out->waiters = p->nwaiters;
+    vl_pool_stats st;
+    const pconn *pc;
+
+    if (p == NULL || out == NULL)
+        return VL_EINVAL;
+    st = p->st;
+    st.open = p->idle.n + p->others.n;
+    st.idle = p->idle.n;
+    st.busy = p->busy;
+    st.ready = p->idle.n + p->busy;
+    st.waiters = p->nwaiters;
+    st.pending = p->nrunning;
+    st.leased = 0;
+    for (pc = p->others.head; pc != NULL; pc = pc->next)
+        if (pc->tx != NULL)
+            st.leased++;
+    return vl__pool_stats_out(out, &st);
 }
 
 /* ---- transactions ---- */

@@ -137,11 +137,6 @@ void *vl__mres_alloc(vl_mysql_result *r, size_t n)
     return p;
 }
 
-vl_mysql_result *vl__mres_root(vl_mysql_result *r)
-{
-    return r->root;
-}
-
 vl_mysql_result *vl__mres_add(vl_mysql_result *root)
 {
     vl_mysql_result *r;
@@ -300,12 +295,12 @@ static vl_mysql_result *value_result(const vl_future *f)
     return r;
 }
 
-vl_mysql_result *vl_future_mysql_result(const vl_future *f)
+const vl_mysql_result *vl_future_mysql_result(const vl_future *f)
 {
     return value_result(f);
 }
 
-vl_mysql_result *vl_mysql_result_next(const vl_mysql_result *r)
+const vl_mysql_result *vl_mysql_result_next(const vl_mysql_result *r)
 {
     return r != NULL ? r->next : NULL;
 }
@@ -464,23 +459,16 @@ unsigned vl_mysql_result_warnings(const vl_mysql_result *r)
     return r != NULL ? r->warnings : 0;
 }
 
-unsigned vl_mysql_errno(const vl_future *f)
+unsigned vl_future_mysql_errno(const vl_future *f)
 {
     vl_mysql_result *r = value_result(f);
 
     return r != NULL ? r->err_no : 0;
 }
 
-const char *vl_mysql_sqlstate(const vl_future *f)
+const char *vl_future_mysql_sqlstate(const vl_future *f)
 {
     vl_mysql_result *r = value_result(f);
 
     return r != NULL ? r->sqlstate : "";
-}
-
-const char *vl_mysql_error(const vl_future *f)
-{
-    vl_mysql_result *r = value_result(f);
-
-    return r != NULL && r->err_msg != NULL ? r->err_msg : "";
 }

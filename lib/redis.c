@@ -55,7 +55,9 @@
 #include "redis_internal.h"
 #include "url.h"
 
+#include <ctype.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <hiredis/sds.h>
@@ -107,6 +109,7 @@ struct rentry {
     unsigned char flags;
     unsigned char where;
     unsigned char block; /* a blocking command (BLPOP...): its deadline is its own */
+    char verb[24];       /* the command's name, upper case, for messages */
 };
 
 typedef struct rlist {
@@ -180,6 +183,8 @@ struct vl_redis {
 };
 
 static void conn_down(vl_redis *c, int status, const char *msg);
+static int classify(const char *cmd, size_t len, unsigned *flags, uint64_t *block, char *name,
+                    size_t namelen);
 static void request_drop(vl_redis *c, int status, const char *msg);
 static void start_attempt(vl_redis *c);
 static void hold_settle(vl_redis *c);
@@ -386,14 +391,35 @@ static void flight_written(vl_redis *c, size_t n)
 }
 
 /* Completes the future of `e` (if any) and forgets it. */
+/* A user command's message names the command and the endpoint: "GET on
+ * redis://127.0.0.1:6379: <what happened>". Messages that already start
+ * with the endpoint get the verb in front only. NULL when out of memory. */
+static char *entry_msg(const vl_redis *c, const rentry *e, const char *msg)
+{
+    size_t dl = strlen(c->url.display);
+
+    if (msg == NULL)
+        msg = "failed";
+    if (e->verb[0] == '\0' || !c->has_url)
+        return vl__strdup(msg);
+    if (dl > 0 && strncmp(msg, c->url.display, dl) == 0)
+        return vl__asprintf("%s on %s", e->verb, msg);
+    if (strncmp(msg, "connect ", 8) == 0 || strstr(msg, c->url.display) != NULL)
+        return vl__asprintf("%s: %s", e->verb, msg);
+    return vl__asprintf("%s on %s: %s", e->verb, c->url.display, msg);
+}
+
 static void entry_fail(vl_redis *c, rentry *e, int status, const char *msg)
 {
     vl_future *f = e->f;
+    char *m;
 
     if (f == NULL)
         return;
     e->f = NULL;
-    vl__future_complete(f, status, NULL, VL__VAL_NONE, NULL, msg);
+    m = entry_msg(c, e, msg);
+    vl__future_complete(f, status, NULL, VL__VAL_NONE, NULL, m != NULL ? m : msg);
+    vl__free(m);
     emit(c, VL__REDIS_EV_DONE, status);
 }
 
@@ -417,8 +443,11 @@ static void entry_deliver(vl_redis *c, rentry *e, void *reply)
         vl__future_complete(f, VL_ENOMEM, NULL, VL__VAL_NONE, NULL, "out of memory for a reply");
         emit(c, VL__REDIS_EV_DONE, VL_ENOMEM);
     } else if (vl__redis_reply_is_error(copy)) {
+        /* The reply keeps the server's own text; the message says where. */
+        char *m = entry_msg(c, e, vl__redis_reply_text(copy));
         vl__future_complete(f, VL_ESERVER, copy, VL__VAL_REDIS, free_reply_value,
-                            vl__redis_reply_text(copy));
+                            m != NULL ? m : vl__redis_reply_text(copy));
+        vl__free(m);
         emit(c, VL__REDIS_EV_DONE, VL_ESERVER);
     } else {
         vl__future_complete(f, VL_OK, copy, VL__VAL_REDIS, free_reply_value, NULL);
@@ -444,7 +473,14 @@ static void entry_cancel(void *source, vl_future *f, int status)
     hold_settle(c);
 }
 
-static const vl__source_ops entry_ops = {.cancel = entry_cancel};
+static void entry_describe(void *source, char *buf, size_t n)
+{
+    rentry *e = source;
+
+    snprintf(buf, n, "%s on %s", e->verb[0] ? e->verb : "command", e->c->url.display);
+}
+
+static const vl__source_ops entry_ops = {.cancel = entry_cancel, .describe = entry_describe};
 
 /* ---- command timeouts ---- */
 
@@ -483,8 +519,8 @@ static void cmd_timer_cb(vl__timer *t, void *ud)
         vl__loop_ref(c->loop);
         c->cmd_timer.unref = 0;
     }
-    snprintf(msg, sizeof(msg), "%s: command timed out after %u ms", c->url.display,
-             (unsigned)c->opts.command_timeout_ms);
+    snprintf(msg, sizeof(msg), "%s: command timed out after %" PRIu64 " ms", c->url.display,
+             c->opts.command_timeout_ms);
     while ((e = c->wait.head) != NULL && e->deadline != 0 && e->deadline <= now) {
         wait_unlink(c, e);
         entry_fail(c, e, VL_ETIMEDOUT, msg);
@@ -497,8 +533,8 @@ static void cmd_timer_cb(vl__timer *t, void *ud)
     if (e != NULL && e->kind == K_USER && e->deadline != 0 && e->deadline <= now &&
         c->ac != NULL && !c->dying && !c->closing) {
         char *why = vl__asprintf("%s: connection closed: a reply was overdue (command "
-                                 "timeout %u ms)",
-                                 c->url.display, (unsigned)c->opts.command_timeout_ms);
+                                 "timeout %" PRIu64 " ms)",
+                                 c->url.display, c->opts.command_timeout_ms);
         entry_fail(c, e, VL_ETIMEDOUT, msg);
         request_drop(c, VL_ECONN, why != NULL ? why : "connection closed: a reply was overdue");
         vl__free(why);
@@ -564,7 +600,8 @@ static void become_ready(vl_redis *c)
     lim.max_bulk_len = c->opts.max_bulk_len;
     lim.max_elements = c->opts.max_elements;
     lim.max_reply_bytes = c->opts.max_reply_bytes;
-    lim.max_depth = c->opts.max_depth;
+    lim.max_depth = c->opts.max_depth > VL__RESP_DEPTH_MAX ? VL__RESP_DEPTH_MAX
+                                                           : (unsigned)c->opts.max_depth;
     vl__resp_set_limits(&c->resp, &lim);
     c->epoch++;
     c->connects++;
@@ -1081,8 +1118,8 @@ static void connect_timer_cb(vl__timer *t, void *ud)
         vl__loop_ref(c->loop);
         c->connect_timer.unref = 0;
     }
-    msg = vl__asprintf("connect %s: timed out after %u ms", c->url.display,
-                       (unsigned)c->opts.connect_timeout_ms);
+    msg = vl__asprintf("connect %s: timed out after %" PRIu64 " ms", c->url.display,
+                       c->opts.connect_timeout_ms);
     conn_down(c, VL_ECONN, msg != NULL ? msg : "connect: timed out");
     vl__free(msg);
     hold_settle(c);
@@ -1147,7 +1184,8 @@ static void set_tcp_options(vl_redis *c, int fd)
     int on = 1;
 
     if (c->opts.tcp_keepalive_ms > 0) {
-        int idle = (int)((c->opts.tcp_keepalive_ms + 999) / 1000), intvl, cnt = 3;
+        uint64_t secs = (c->opts.tcp_keepalive_ms + 999) / 1000;
+        int idle = secs > 32767 ? 32767 : (int)secs, intvl, cnt = 3; /* the kernel's cap */
         if (idle < 1)
             idle = 1;
         intvl = idle / 3 > 0 ? idle / 3 : 1;
@@ -1157,7 +1195,8 @@ static void set_tcp_options(vl_redis *c, int fd)
         (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
     }
     if (c->opts.tcp_user_timeout_ms > 0) {
-        unsigned ut = c->opts.tcp_user_timeout_ms;
+        unsigned ut = c->opts.tcp_user_timeout_ms > UINT32_MAX ? UINT32_MAX
+                                                               : (unsigned)c->opts.tcp_user_timeout_ms;
         (void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ut, sizeof(ut));
     }
 }
@@ -1322,18 +1361,221 @@ static void conn_down(vl_redis *c, int status, const char *msg)
  * through hiredis's formatter (it owns the format language) and is copied
  * once; the argv form, the hot path, is written here directly: hiredis
  * 0.14's redisFormatCommandArgv spends most of its time in sprintf. */
-long long vl__redis_formatv(char **cmd, const char *fmt, va_list ap)
-{
-    char *tmp = NULL;
-    long long len = redisvFormatCommand(&tmp, fmt, ap);
+/* ---- the printf-style formatter ----
+ * volley's own, so that every conversion C99 defines for integers is
+ * understood (hiredis 0.14's refuses %zu, %jd, %td and %hhd) and a bad one
+ * is named. Spaces separate arguments; an argument is made of literal bytes
+ * and conversions: %s (C string), %b (pointer and size_t length), %% and
+ * the numeric conversions d i u x X o c (with hh h l ll z j t) and f F g G
+ * e E (with L), with printf's flags, width and precision. */
 
-    if (len < 0)
+typedef struct fmt_args {
+    char **argv;
+    size_t *len;
+    size_t *cap;
+    int argc, nalloc;
+    int open; /* the last argument is still being built */
+} fmt_args;
+
+static void fmt_args_free(fmt_args *a)
+{
+    int i;
+
+    for (i = 0; i < a->argc; i++)
+        vl__free(a->argv[i]);
+    vl__free(a->argv);
+    vl__free(a->len);
+    vl__free(a->cap);
+}
+
+/* Appends n bytes to the argument being built (starting one if none is).
+ * VL_OK or VL_ENOMEM. */
+static int fmt_put(fmt_args *a, const char *b, size_t n)
+{
+    size_t need;
+    int i;
+
+    if (!a->open) {
+        if (a->argc == a->nalloc) {
+            int m = a->nalloc > 0 ? a->nalloc * 2 : 8;
+            char **v = vl__realloc(a->argv, (size_t)m * sizeof(*v));
+            size_t *l, *c;
+            if (v == NULL)
+                return VL_ENOMEM;
+            a->argv = v;
+            l = vl__realloc(a->len, (size_t)m * sizeof(*l));
+            if (l == NULL)
+                return VL_ENOMEM;
+            a->len = l;
+            c = vl__realloc(a->cap, (size_t)m * sizeof(*c));
+            if (c == NULL)
+                return VL_ENOMEM;
+            a->cap = c;
+            a->nalloc = m;
+        }
+        a->argv[a->argc] = NULL;
+        a->len[a->argc] = a->cap[a->argc] = 0;
+        a->argc++;
+        a->open = 1;
+    }
+    i = a->argc - 1;
+    need = a->len[i] + n + 1;
+    if (need > a->cap[i]) {
+        size_t c = a->cap[i] > 0 ? a->cap[i] : 32;
+        char *nb;
+        while (c < need)
+            c *= 2;
+        nb = vl__realloc(a->argv[i], c);
+        if (nb == NULL)
+            return VL_ENOMEM;
+        a->argv[i] = nb;
+        a->cap[i] = c;
+    }
+    if (n > 0)
+        memcpy(a->argv[i] + a->len[i], b, n);
+    a->len[i] += n;
+    a->argv[i][a->len[i]] = '\0';
+    return VL_OK;
+}
+
+/* Formats one numeric conversion `spec` (a printf spec, NUL-terminated)
+ * with its argument into buf. Returns the length, or -1 when the length
+ * modifier does not fit the conversion. */
+static int fmt_number(char *buf, size_t n, const char *spec, const char *mod, char conv,
+                      va_list *ap)
+{
+    if (strchr("diouxXc", conv) != NULL) {
+        int sig = conv == 'd' || conv == 'i';
+        if (conv == 'c')
+            return mod[0] == '\0' ? snprintf(buf, n, spec, va_arg(*ap, int)) : -1;
+        if (strcmp(mod, "") == 0 || strcmp(mod, "hh") == 0 || strcmp(mod, "h") == 0)
+            return sig ? snprintf(buf, n, spec, va_arg(*ap, int))
+                       : snprintf(buf, n, spec, va_arg(*ap, unsigned));
+        if (strcmp(mod, "l") == 0)
+            return sig ? snprintf(buf, n, spec, va_arg(*ap, long))
+                       : snprintf(buf, n, spec, va_arg(*ap, unsigned long));
+        if (strcmp(mod, "ll") == 0)
+            return sig ? snprintf(buf, n, spec, va_arg(*ap, long long))
+                       : snprintf(buf, n, spec, va_arg(*ap, unsigned long long));
+        if (strcmp(mod, "z") == 0)
+            return sig ? snprintf(buf, n, spec, va_arg(*ap, ssize_t))
+                       : snprintf(buf, n, spec, va_arg(*ap, size_t));
+        if (strcmp(mod, "j") == 0)
+            return sig ? snprintf(buf, n, spec, va_arg(*ap, intmax_t))
+                       : snprintf(buf, n, spec, va_arg(*ap, uintmax_t));
+        if (strcmp(mod, "t") == 0)
+            return snprintf(buf, n, spec, va_arg(*ap, ptrdiff_t));
         return -1;
-    *cmd = vl__malloc((size_t)len + 1);
-    if (*cmd != NULL)
-        memcpy(*cmd, tmp, (size_t)len + 1);
-    redisFreeCommand(tmp);
-    return *cmd != NULL ? len : -2;
+    }
+    if (mod[0] == '\0' || strcmp(mod, "l") == 0)
+        return snprintf(buf, n, spec, va_arg(*ap, double));
+    if (strcmp(mod, "L") == 0)
+        return snprintf(buf, n, spec, va_arg(*ap, long double));
+    return -1;
+}
+
+long long vl__redis_formatv(char **cmd, const char *fmt, va_list ap, char *why, size_t whyn)
+{
+    fmt_args a;
+    const char *p;
+    va_list aq;
+    long long len = -1;
+    int rc = VL_OK;
+
+    memset(&a, 0, sizeof(a));
+    *cmd = NULL;
+    va_copy(aq, ap);
+    for (p = fmt; *p != '\0' && rc == VL_OK; p++) {
+        const char *start = p;
+        char spec[48], mod[3], num[512];
+        size_t k = 0;
+        int w;
+
+        if (*p == ' ') {
+            a.open = 0;
+            continue;
+        }
+        if (*p != '%') {
+            rc = fmt_put(&a, p, 1);
+            continue;
+        }
+        p++;
+        if (*p == '%') {
+            rc = fmt_put(&a, "%", 1);
+            continue;
+        }
+        if (*p == 's') {
+            const char *str = va_arg(aq, const char *);
+            if (str == NULL) {
+                snprintf(why, whyn, "format: NULL string for '%%s' at byte %zu",
+                         (size_t)(start - fmt));
+                rc = VL_EINVAL;
+            } else {
+                rc = fmt_put(&a, str, strlen(str));
+            }
+            continue;
+        }
+        if (*p == 'b') {
+            const char *b = va_arg(aq, const char *);
+            size_t bl = va_arg(aq, size_t);
+            if (b == NULL && bl > 0) {
+                snprintf(why, whyn, "format: NULL pointer for '%%b' at byte %zu",
+                         (size_t)(start - fmt));
+                rc = VL_EINVAL;
+            } else {
+                rc = fmt_put(&a, b != NULL ? b : "", bl);
+            }
+            continue;
+        }
+        spec[k++] = '%';
+        while (*p != '\0' && strchr("#0- +", *p) != NULL && k < 8)
+            spec[k++] = *p++;
+        while (*p >= '0' && *p <= '9' && k < 16)
+            spec[k++] = *p++;
+        if (*p == '.') {
+            spec[k++] = *p++;
+            while (*p >= '0' && *p <= '9' && k < 24)
+                spec[k++] = *p++;
+        }
+        mod[0] = mod[1] = mod[2] = '\0';
+        if ((p[0] == 'h' && p[1] == 'h') || (p[0] == 'l' && p[1] == 'l')) {
+            mod[0] = p[0];
+            mod[1] = p[1];
+            p += 2;
+        } else if (*p != '\0' && strchr("hlzjtL", *p) != NULL) {
+            mod[0] = *p++;
+        }
+        w = -1;
+        if (*p != '\0' && strchr("diouxXcfFgGeE", *p) != NULL) {
+            memcpy(spec + k, mod, strlen(mod));
+            k += strlen(mod);
+            spec[k++] = *p;
+            spec[k] = '\0';
+            w = fmt_number(num, sizeof(num), spec, mod, *p, &aq);
+        }
+        if (w < 0 || (size_t)w >= sizeof(num)) {
+            size_t clen = (size_t)(p - start) + (*p != '\0' ? 1 : 0);
+            snprintf(why, whyn, "format: unsupported conversion '%.*s' at byte %zu",
+                     (int)(clen > 16 ? 16 : clen), start, (size_t)(start - fmt));
+            rc = VL_EINVAL;
+            break;
+        }
+        rc = fmt_put(&a, num, (size_t)w);
+    }
+    va_end(aq);
+    if (rc == VL_OK && a.argc == 0) {
+        snprintf(why, whyn, "empty command");
+        rc = VL_EINVAL;
+    }
+    if (rc == VL_OK) {
+        len = vl__redis_format_argv(cmd, a.argc, (const char **)a.argv, a.len);
+        if (len < 0)
+            rc = VL_ENOMEM;
+    }
+    fmt_args_free(&a);
+    if (rc == VL_ENOMEM)
+        return -2;
+    return rc == VL_OK ? len : -1;
 }
 
 /* Writes the decimal form of v ending just before `end`; returns its start. */
@@ -1400,11 +1642,27 @@ long long vl__redis_format_argv(char **cmd, int argc, const char **argv, const s
     return (long long)total;
 }
 
-vl_future *vl__redis_format_failed(vl_loop *loop, long long len)
+void vl__redis_verb(const char *cmd, size_t len, char *buf, size_t n)
+{
+    unsigned flags;
+    uint64_t block;
+    char name[24];
+    size_t i;
+
+    name[0] = '\0';
+    if (cmd != NULL)
+        (void)classify(cmd, len, &flags, &block, name, sizeof(name));
+    for (i = 0; name[i] != '\0' && i + 1 < n; i++)
+        buf[i] = (char)toupper((unsigned char)name[i]);
+    if (n > 0)
+        buf[i < n ? i : n - 1] = '\0';
+}
+
+vl_future *vl__redis_format_failed(vl_loop *loop, long long len, const char *why)
 {
     if (len == -2)
-        return NULL; /* out of memory copying the command */
-    return vl__future_failed(loop, VL_EINVAL, "cannot format the command (bad format string)");
+        return NULL; /* out of memory building the command */
+    return vl__future_failed(loop, VL_EINVAL, "%s", why);
 }
 
 void vl__redis_cmd_free(char *cmd)
@@ -1596,7 +1854,30 @@ static vl_future *fail_with(vl_redis *c, vl_future *f, int status, const char *m
     return f;
 }
 
+static vl_future *send_cmd(vl_redis *c, vl_future *f, char *cmd, size_t len, int shared,
+                           int ready);
+
 vl_future *vl__redis_send(vl_redis *c, vl_future *f, char *cmd, size_t len, int shared)
+{
+    return send_cmd(c, f, cmd, len, shared, 0);
+}
+
+vl_future *vl_redis_ready(vl_redis *c)
+{
+    static const char *argv[1] = {"PING"};
+    char *cmd = NULL;
+    long long len;
+
+    if (c == NULL)
+        return NULL;
+    len = vl__redis_format_argv(&cmd, 1, argv, NULL);
+    if (len < 0)
+        return NULL;
+    return send_cmd(c, NULL, cmd, (size_t)len, 0, 1);
+}
+
+static vl_future *send_cmd(vl_redis *c, vl_future *f, char *cmd, size_t len, int shared,
+                           int ready)
 {
     unsigned flags;
     uint64_t block;
@@ -1650,7 +1931,14 @@ vl_future *vl__redis_send(vl_redis *c, vl_future *f, char *cmd, size_t len, int 
     }
     e->f = f;
     e->kind = K_USER;
+    VL__UNUSED(ready); /* the PING's reply is its value, like any command's */
     e->flags = (unsigned char)flags;
+    {
+        size_t i;
+        for (i = 0; name[i] != '\0' && i < sizeof(e->verb) - 1; i++)
+            e->verb[i] = (char)toupper((unsigned char)name[i]);
+        e->verb[i] = '\0';
+    }
     /* Dirty from the moment it is issued, whatever the reply: RESET drops
      * the URL's database, AUTH may switch the user, and neither can be
      * undone from here. */
@@ -1679,6 +1967,7 @@ vl_future *vl__redis_send(vl_redis *c, vl_future *f, char *cmd, size_t len, int 
 vl_future *vl_redis_commandv(vl_redis *c, const char *fmt, va_list ap)
 {
     char *cmd = NULL;
+    char why[128];
     long long len;
 
     if (c == NULL)
@@ -1687,9 +1976,9 @@ vl_future *vl_redis_commandv(vl_redis *c, const char *fmt, va_list ap)
         return vl__future_failed(c->loop, c->invalid_status, "%s", c->err);
     if (fmt == NULL)
         return vl__future_failed(c->loop, VL_EINVAL, "no command");
-    len = vl__redis_formatv(&cmd, fmt, ap);
+    len = vl__redis_formatv(&cmd, fmt, ap, why, sizeof(why));
     if (len < 0)
-        return vl__redis_format_failed(c->loop, len);
+        return vl__redis_format_failed(c->loop, len, why);
     return vl__redis_send(c, NULL, cmd, (size_t)len, 0);
 }
 
@@ -1727,11 +2016,31 @@ vl_future *vl_redis_command_argv(vl_redis *c, int argc, const char **argv, const
 
 /* ---- lifecycle ---- */
 
-void vl_redis_options_init(vl_redis_options *o)
+static const size_t opts_ends[] = {
+    VL__END(vl_redis_options, struct_size),
+    VL__END(vl_redis_options, connect_timeout_ms),
+    VL__END(vl_redis_options, command_timeout_ms),
+    VL__END(vl_redis_options, reconnect_min_ms),
+    VL__END(vl_redis_options, reconnect_max_ms),
+    VL__END(vl_redis_options, reconnect),
+    VL__END(vl_redis_options, max_bulk_len),
+    VL__END(vl_redis_options, max_elements),
+    VL__END(vl_redis_options, max_reply_bytes),
+    VL__END(vl_redis_options, max_depth),
+    VL__END(vl_redis_options, tcp_keepalive_ms),
+    VL__END(vl_redis_options, tcp_user_timeout_ms),
+};
+/* No padding at the end: a field appended later must start past the end of
+ * every older struct, never inside its padding. */
+_Static_assert(sizeof(vl_redis_options) == VL__END(vl_redis_options, tcp_user_timeout_ms),
+               "vl_redis_options ends with padding");
+static const vl__opts_desc opts_desc = {"vl_redis_options", sizeof(vl_redis_options), opts_ends,
+                                        sizeof(opts_ends) / sizeof(opts_ends[0])};
+
+static void opts_defaults(vl_redis_options *o)
 {
-    if (o == NULL)
-        return;
     memset(o, 0, sizeof(*o));
+    o->struct_size = sizeof(*o);
     o->connect_timeout_ms = 5000;
     o->command_timeout_ms = 10000;
     o->reconnect_min_ms = 100;
@@ -1743,6 +2052,21 @@ void vl_redis_options_init(vl_redis_options *o)
     o->max_depth = VL__RESP_DEPTH_MAX;
     o->tcp_keepalive_ms = 15000;
     o->tcp_user_timeout_ms = 30000;
+}
+
+void vl_redis_options_init_sized(vl_redis_options *o, size_t struct_size)
+{
+    vl_redis_options d;
+
+    opts_defaults(&d);
+    vl__opts_init(o, struct_size, &d, &opts_desc);
+}
+
+int vl__redis_options_read(vl_redis_options *dst, const vl_redis_options *src, char *why,
+                           size_t whyn)
+{
+    opts_defaults(dst);
+    return vl__opts_copy(dst, src, &opts_desc, why, whyn);
 }
 
 /* Checks the URL; on error fills c->err and c->invalid_status. */
@@ -1822,7 +2146,8 @@ static void handle_free(vl__handle *h)
 static vl_redis *conn_make(vl_loop *loop, const char *url, const vl_redis_options *opts)
 {
     vl_redis *c;
-    int rc;
+    char why[160];
+    int rc, orc;
 
     if (loop == NULL)
         return NULL;
@@ -1830,16 +2155,20 @@ static vl_redis *conn_make(vl_loop *loop, const char *url, const vl_redis_option
     if (c == NULL)
         return NULL;
     c->loop = loop;
-    if (opts != NULL)
-        c->opts = *opts;
-    else
-        vl_redis_options_init(&c->opts);
+    orc = vl__redis_options_read(&c->opts, opts, why, sizeof(why));
     vl__io_init(&c->io, loop, -1, io_cb, c);
     c->flush.cb = flush_cb;
     vl__timer_init(&c->connect_timer.t, loop, connect_timer_cb, c);
     vl__timer_init(&c->retry_timer.t, loop, retry_timer_cb, c);
     vl__timer_init(&c->cmd_timer.t, loop, cmd_timer_cb, c);
     rc = setup_url(c, url);
+    if (rc != VL_ENOMEM && orc != VL_OK) {
+        /* Options the library cannot read: nothing may run on them. */
+        vl__free(c->err);
+        c->err = vl__strdup(why);
+        rc = c->err != NULL ? orc : VL_ENOMEM;
+        c->invalid_status = orc;
+    }
     if (rc == VL_ENOMEM) {
         vl__url_clear(&c->url);
         vl__free(c->err);
@@ -1867,12 +2196,17 @@ vl_redis *vl_redis_new(vl_loop *loop, const char *url, const vl_redis_options *o
 
     if (c == NULL)
         return NULL;
+    /* The loop-alive rule (volley/loop.h): like a pooled connection, it
+     * keeps the loop running only while a command of it is pending. */
+    c->weak = 1;
     if (!vl__loop_closing(loop)) {
         vl__handle_add(loop, &c->handle, handle_free);
         c->registered = 1;
     }
-    if (c->state != S_INVALID)
+    if (c->state != S_INVALID) {
         start_attempt(c);
+        hold_settle(c);
+    }
     return c;
 }
 

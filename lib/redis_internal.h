@@ -91,14 +91,18 @@ const char *vl__redis_reply_text(const vl_redis_reply *r);
 
 /* Formats a command into a buffer from volley's allocator (freed with
  * vl__redis_cmd_free). Returns the length; formatv returns -1 for a bad
- * format string (or hiredis out of memory) and -2 when our copy failed;
- * format_argv returns -1 when out of memory. */
-long long vl__redis_formatv(char **cmd, const char *fmt, va_list ap);
+ * format string (the message, naming the conversion and its byte offset,
+ * in why) and -2 when out of memory; format_argv returns -1 when out of
+ * memory. */
+long long vl__redis_formatv(char **cmd, const char *fmt, va_list ap, char *why, size_t whyn);
 long long vl__redis_format_argv(char **cmd, int argc, const char **argv, const size_t *argvlen);
 void vl__redis_cmd_free(char *cmd);
+/* The name of a formatted command, upper case, into buf ("" when it has
+ * none). For messages. */
+void vl__redis_verb(const char *cmd, size_t len, char *buf, size_t n);
 /* What a printf-style call returns when vl__redis_formatv failed with
  * `len`: NULL when out of memory, else a future failed with VL_EINVAL. */
-vl_future *vl__redis_format_failed(vl_loop *loop, long long len);
+vl_future *vl__redis_format_failed(vl_loop *loop, long long len, const char *why);
 
 /* Sends a formatted command; takes `cmd` whatever happens. With f NULL a new
  * future is made (NULL only when out of memory); otherwise `f` (pending, its
@@ -123,6 +127,12 @@ enum {
                              * instead) */
 };
 typedef void (*vl__redis_event_fn)(vl_redis *c, int event, int status, void *ud);
+
+/* Reads a caller's options (NULL: the defaults) into `dst`, as every
+ * function taking vl_redis_options does: VL_OK, or VL_EINVAL with the
+ * message in why. */
+int vl__redis_options_read(vl_redis_options *dst, const vl_redis_options *src, char *why,
+                           size_t whyn);
 
 /* Makes a pooled connection: it reports events to `fn` and, while nothing
  * is pending on it, does not keep the loop running. It is not registered

@@ -53,6 +53,7 @@
 #include "redis_internal.h"
 #include "url.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -83,6 +84,8 @@ struct pwait {
     char *cmd;          /* a command waiting for room; NULL otherwise */
     size_t len;
     uint64_t deadline;  /* loop ms; 0: no deadline */
+    uint64_t enq_ms;    /* loop ms it started waiting */
+    int waited;         /* it had to wait: counted in wait_count */
     int kind;           /* W_CMD, W_LEASE or W_READY */
 };
 
@@ -125,41 +128,75 @@ struct vl_redis_pool {
     size_t pending;
     int pumping, pump_again;
     int closing;
-    vl_redis_stats st;  /* the counters; gauges are computed on demand */
+    vl_pool_stats st;   /* the counters; gauges are computed on demand */
     uint64_t gone_connects, gone_reconnects, gone_errors; /* of closed connections */
 };
 
 static void pump(vl_redis_pool *p);
 static void hk_arm(vl_redis_pool *p, uint64_t ms);
 
-void vl_redis_pool_options_init(vl_redis_pool_options *o)
+static const size_t opts_ends[] = {
+    VL__END(vl_redis_pool_options, struct_size),
+    VL__END(vl_redis_pool_options, max_size),
+    VL__END(vl_redis_pool_options, min_idle),
+    VL__END(vl_redis_pool_options, acquire_timeout_ms),
+    VL__END(vl_redis_pool_options, max_waiters),
+    VL__END(vl_redis_pool_options, max_pending),
+    VL__END(vl_redis_pool_options, connect_timeout_ms),
+    VL__END(vl_redis_pool_options, command_timeout_ms),
+    VL__END(vl_redis_pool_options, reconnect_min_ms),
+    VL__END(vl_redis_pool_options, reconnect_max_ms),
+    VL__END(vl_redis_pool_options, idle_timeout_ms),
+    VL__END(vl_redis_pool_options, max_lifetime_ms),
+    VL__END(vl_redis_pool_options, keepalive_ms),
+    VL__END(vl_redis_pool_options, max_bulk_len),
+    VL__END(vl_redis_pool_options, max_elements),
+    VL__END(vl_redis_pool_options, max_reply_bytes),
+    VL__END(vl_redis_pool_options, max_depth),
+    VL__END(vl_redis_pool_options, tcp_keepalive_ms),
+    VL__END(vl_redis_pool_options, tcp_user_timeout_ms),
+};
+/* No padding at the end: see lib/redis.c. */
+_Static_assert(sizeof(vl_redis_pool_options) ==
+                   VL__END(vl_redis_pool_options, tcp_user_timeout_ms),
+               "vl_redis_pool_options ends with padding");
+static const vl__opts_desc opts_desc = {"vl_redis_pool_options", sizeof(vl_redis_pool_options),
+                                        opts_ends, sizeof(opts_ends) / sizeof(opts_ends[0])};
+
+static void opts_defaults(vl_redis_pool_options *o)
 {
-    if (o == NULL)
-        return;
+    /* The connection's own defaults, so the two cannot drift apart. */
+    vl_redis_options c;
+
+    vl_redis_options_init(&c);
     memset(o, 0, sizeof(*o));
+    o->struct_size = sizeof(*o);
     o->max_size = 8;
     o->min_idle = 1;
     o->acquire_timeout_ms = 5000;
-    o->connect_timeout_ms = 5000;
-    o->command_timeout_ms = 10000;
-    o->reconnect_min_ms = 100;
-    o->reconnect_max_ms = 5000;
+    o->max_waiters = 1000;
     o->max_pending = 0;
-    o->on_full = VL_REDIS_POOL_FAIL;
-    o->idle_timeout_ms = 0;
-    o->max_lifetime_ms = 0;
+    o->connect_timeout_ms = c.connect_timeout_ms;
+    o->command_timeout_ms = c.command_timeout_ms;
+    o->reconnect_min_ms = c.reconnect_min_ms;
+    o->reconnect_max_ms = c.reconnect_max_ms;
+    o->idle_timeout_ms = 600000;
+    o->max_lifetime_ms = 1800000;
     o->keepalive_ms = 0;
-    {
-        /* The connection's own defaults, so the two cannot drift apart. */
-        vl_redis_options c;
-        vl_redis_options_init(&c);
-        o->max_bulk_len = c.max_bulk_len;
-        o->max_elements = c.max_elements;
-        o->max_reply_bytes = c.max_reply_bytes;
-        o->max_depth = c.max_depth;
-        o->tcp_keepalive_ms = c.tcp_keepalive_ms;
-        o->tcp_user_timeout_ms = c.tcp_user_timeout_ms;
-    }
+    o->max_bulk_len = c.max_bulk_len;
+    o->max_elements = c.max_elements;
+    o->max_reply_bytes = c.max_reply_bytes;
+    o->max_depth = c.max_depth;
+    o->tcp_keepalive_ms = c.tcp_keepalive_ms;
+    o->tcp_user_timeout_ms = c.tcp_user_timeout_ms;
+}
+
+void vl_redis_pool_options_init_sized(vl_redis_pool_options *o, size_t struct_size)
+{
+    vl_redis_pool_options d;
+
+    opts_defaults(&d);
+    vl__opts_init(o, struct_size, &d, &opts_desc);
 }
 
 static void count_result(vl_redis_pool *p, int status)
@@ -242,6 +279,10 @@ static void wait_drop(vl_redis_pool *p, pwait *w)
 {
     int kind = w->kind;
 
+    if (w->waited && !p->closing) {
+        p->st.wait_count++;
+        p->st.wait_total_ms += vl_loop_now_ms(p->loop) - w->enq_ms;
+    }
     q_unlink(q_of(p, kind), w);
     vl__redis_cmd_free(w->cmd);
     vl__free(w);
@@ -276,16 +317,18 @@ static void timer_cb(vl__timer *t, void *ud)
         wait_drop(p, w);
         count_result(p, VL_ETIMEDOUT);
         vl__future_set_source(f, NULL, NULL);
-        vl__future_fail(f, VL_ETIMEDOUT, "pool %s: no room within %u ms (max_pending %zu)",
-                        p->display, (unsigned)p->o.acquire_timeout_ms, p->o.max_pending);
+        vl__future_fail(f, VL_ETIMEDOUT,
+                        "pool %s: no room within %" PRIu64 " ms (max_pending %zu)", p->display,
+                        p->o.acquire_timeout_ms, p->o.max_pending);
     }
     while ((w = p->leases.head) != NULL && w->deadline != 0 && w->deadline <= now) {
         vl_future *f = w->f;
         wait_drop(p, w);
         count_result(p, VL_ETIMEDOUT);
         vl__future_set_source(f, NULL, NULL);
-        vl__future_fail(f, VL_ETIMEDOUT, "pool %s: no connection free for a lease within %u ms",
-                        p->display, (unsigned)p->o.acquire_timeout_ms);
+        vl__future_fail(f, VL_ETIMEDOUT,
+                        "pool %s: no connection free for a lease within %" PRIu64 " ms",
+                        p->display, p->o.acquire_timeout_ms);
     }
     arm_timer(p);
 }
@@ -302,7 +345,23 @@ static void wait_cancel(void *source, vl_future *f, int status)
     arm_timer(p);
 }
 
-static const vl__source_ops wait_ops = {.cancel = wait_cancel};
+static void wait_describe(void *source, char *buf, size_t n)
+{
+    pwait *w = source;
+    char verb[24];
+
+    if (w->kind == W_CMD) {
+        vl__redis_verb(w->cmd, w->len, verb, sizeof(verb));
+        snprintf(buf, n, "%s waiting for room in pool %s", verb[0] ? verb : "command",
+                 w->p->display);
+    } else if (w->kind == W_LEASE) {
+        snprintf(buf, n, "lease of pool %s", w->p->display);
+    } else {
+        snprintf(buf, n, "readiness of pool %s", w->p->display);
+    }
+}
+
+static const vl__source_ops wait_ops = {.cancel = wait_cancel, .describe = wait_describe};
 
 static vl_future *wait_add(vl_redis_pool *p, char *cmd, size_t len, int kind)
 {
@@ -324,6 +383,7 @@ static vl_future *wait_add(vl_redis_pool *p, char *cmd, size_t len, int kind)
     w->cmd = cmd;
     w->len = len;
     w->kind = kind;
+    w->enq_ms = vl_loop_now_ms(p->loop);
     if (p->o.acquire_timeout_ms > 0 && kind != W_READY)
         w->deadline = vl_loop_now_ms(p->loop) + p->o.acquire_timeout_ms;
     q_append(q_of(p, kind), w);
@@ -361,7 +421,7 @@ static void pool_event(vl_redis *c, int event, int status, void *ud)
         break;
     case VL__REDIS_EV_DOWN:
         if (s->up)
-            p->st.error_closes++;
+            p->st.closed_broken++;
         s->up = 0;
         s->ping_at = 0;
         if (p->readies.n > 0)
@@ -769,7 +829,7 @@ static void housekeep(vl_redis_pool *p)
         if (s->retiring) {
             /* Closed once drained; a leased one when it is released. */
             if (s->lease == NULL && n == 0) {
-                p->st.lifetime_closes++;
+                p->st.closed_lifetime++;
                 slot_close(p, s);
                 changed = 1;
                 continue;
@@ -784,7 +844,7 @@ static void housekeep(vl_redis_pool *p)
         /* Idle: ready, nothing of ours pending, nobody's lease. */
         if (p->o.idle_timeout_ms > 0 && now - s->idle_since >= p->o.idle_timeout_ms &&
             live_slots(p) > p->o.min_idle) {
-            p->st.idle_closes++;
+            p->st.closed_idle++;
             slot_close(p, s);
             changed = 1;
             continue;
@@ -847,7 +907,9 @@ static void pool_handle_free(vl__handle *h)
 vl_redis_pool *vl_redis_pool_new(vl_loop *loop, const char *url, const vl_redis_pool_options *opts)
 {
     vl_redis_pool *p;
+    char owhy[160];
     unsigned i;
+    int orc;
 
     if (loop == NULL)
         return NULL;
@@ -855,12 +917,13 @@ vl_redis_pool *vl_redis_pool_new(vl_loop *loop, const char *url, const vl_redis_
     if (p == NULL)
         return NULL;
     p->loop = loop;
-    if (opts != NULL)
-        p->o = *opts;
-    else
-        vl_redis_pool_options_init(&p->o);
+    opts_defaults(&p->o);
+    orc = vl__opts_copy(&p->o, opts, &opts_desc, owhy, sizeof(owhy));
     if (p->o.max_size == 0)
         p->o.max_size = 1;
+    /* The slot table holds 2 * max_size: keep that and the counts sane. */
+    if (p->o.max_size > 65536)
+        p->o.max_size = 65536;
     if (p->o.min_idle > p->o.max_size)
         p->o.min_idle = p->o.max_size;
     vl_redis_options_init(&p->copts);
@@ -881,7 +944,14 @@ vl_redis_pool *vl_redis_pool_new(vl_loop *loop, const char *url, const vl_redis_
     p->url = vl__strdup(url != NULL ? url : "");
     if (p->slots == NULL || p->url == NULL)
         goto nomem;
-    p->invalid_status = vl__redis_url_error(loop, url, &p->invalid_msg);
+    if (orc != VL_OK) {
+        p->invalid_status = orc;
+        p->invalid_msg = vl__strdup(owhy);
+        if (p->invalid_msg == NULL)
+            goto nomem;
+    } else {
+        p->invalid_status = vl__redis_url_error(loop, url, &p->invalid_msg);
+    }
     if (p->invalid_status == VL_ENOMEM)
         goto nomem;
     if (p->invalid_status == VL_OK) {
@@ -899,7 +969,7 @@ vl_redis_pool *vl_redis_pool_new(vl_loop *loop, const char *url, const vl_redis_
     vl__handle_add(loop, &p->handle, pool_handle_free);
     p->registered = 1;
     if (p->invalid_status == VL_OK) {
-        uint32_t period = 0, v[3];
+        uint64_t period = 0, v[3];
         v[0] = p->o.idle_timeout_ms;
         v[1] = p->o.max_lifetime_ms;
         v[2] = p->o.keepalive_ms;
@@ -929,7 +999,7 @@ nomem:
 /* Takes cmd. The checks every pool command goes through first. */
 static vl_future *pool_submit(vl_redis_pool *p, char *cmd, size_t len)
 {
-    p->st.commands++;
+    p->st.requests++;
     if (p->invalid_status != VL_OK || p->closing) {
         int status = p->closing ? VL_ECLOSED : p->invalid_status;
         vl__redis_cmd_free(cmd);
@@ -939,15 +1009,22 @@ static vl_future *pool_submit(vl_redis_pool *p, char *cmd, size_t len)
     }
     /* Room is judged in order: while others wait, a newcomer waits too. */
     if (p->cmds.n > 0 || (p->o.max_pending > 0 && p->pending >= p->o.max_pending)) {
-        if (p->o.on_full != VL_REDIS_POOL_WAIT) {
+        if (p->cmds.n + p->leases.n >= p->o.max_waiters) {
             vl__redis_cmd_free(cmd);
             p->st.rejected++;
             count_result(p, VL_EBUSY);
             return vl__future_failed(p->loop, VL_EBUSY,
-                                     "pool %s is full: %zu commands pending (max_pending %zu)",
-                                     p->display, p->pending, p->o.max_pending);
+                                     "pool %s is full: %zu commands pending (max_pending %zu), "
+                                     "%zu waiting (max_waiters %zu)",
+                                     p->display, p->pending, p->o.max_pending,
+                                     p->cmds.n + p->leases.n, p->o.max_waiters);
         }
-        return wait_add(p, cmd, len, W_CMD);
+        {
+            vl_future *f = wait_add(p, cmd, len, W_CMD);
+            if (f != NULL)
+                p->cmds.tail->waited = 1;
+            return f;
+        }
     }
     return route(p, NULL, cmd, len);
 }
@@ -955,15 +1032,20 @@ static vl_future *pool_submit(vl_redis_pool *p, char *cmd, size_t len)
 vl_future *vl_redis_pool_commandv(vl_redis_pool *p, const char *fmt, va_list ap)
 {
     char *cmd = NULL;
+    char why[128];
     long long len;
 
     if (p == NULL)
         return NULL;
     if (fmt == NULL)
         return vl__future_failed(p->loop, VL_EINVAL, "no command");
-    len = vl__redis_formatv(&cmd, fmt, ap);
+    len = vl__redis_formatv(&cmd, fmt, ap, why, sizeof(why));
+    if (len == -1) {
+        p->st.requests++; /* a command that failed, as one refused later would */
+        count_result(p, VL_EINVAL);
+    }
     if (len < 0)
-        return vl__redis_format_failed(p->loop, len);
+        return vl__redis_format_failed(p->loop, len, why);
     return pool_submit(p, cmd, (size_t)len);
 }
 
@@ -1027,8 +1109,24 @@ vl_future *vl_redis_pool_lease(vl_redis_pool *p)
     if (p->nslots == p->o.max_size && down == p->nslots)
         return vl__future_failed(p->loop, VL_ECONN, "%s", last_error(p));
     f = wait_add(p, NULL, 0, W_LEASE);
-    if (f != NULL)
-        pump(p);
+    if (f == NULL)
+        return NULL;
+    pump(p);
+    /* Still queued: it has to wait, which max_waiters may forbid. Lease
+     * requests are served in order, so an unserved newcomer is the tail. */
+    if (p->leases.tail != NULL && p->leases.tail->f == f &&
+        p->cmds.n + p->leases.n > p->o.max_waiters) {
+        wait_drop(p, p->leases.tail);
+        arm_timer(p);
+        p->st.rejected++;
+        count_result(p, VL_EBUSY);
+        vl__future_set_source(f, NULL, NULL);
+        vl__future_fail(f, VL_EBUSY, "pool %s: no connection free for a lease and %zu waiting "
+                        "(max_waiters %zu)", p->display, p->cmds.n + p->leases.n,
+                        p->o.max_waiters);
+    } else if (p->leases.tail != NULL && p->leases.tail->f == f) {
+        p->leases.tail->waited = 1;
+    }
     return f;
 }
 
@@ -1064,7 +1162,7 @@ static vl_future *lease_send(vl_redis_lease *l, char *cmd, size_t len)
     vl_redis_pool *p = l->p;
     vl_future *f;
 
-    p->st.commands++;
+    p->st.requests++;
     /* Once the connection was lost, even if it is back already, the server
      * forgot the lease's WATCH, MULTI or SELECT: carrying on would run the
      * next commands outside the transaction the caller set up. */
@@ -1085,6 +1183,7 @@ static vl_future *lease_send(vl_redis_lease *l, char *cmd, size_t len)
 vl_future *vl_redis_lease_commandv(vl_redis_lease *l, const char *fmt, va_list ap)
 {
     char *cmd = NULL;
+    char why[128];
     long long len;
 
     if (l == NULL)
@@ -1093,9 +1192,13 @@ vl_future *vl_redis_lease_commandv(vl_redis_lease *l, const char *fmt, va_list a
         return lease_closed(l->loop);
     if (fmt == NULL)
         return vl__future_failed(l->p->loop, VL_EINVAL, "no command");
-    len = vl__redis_formatv(&cmd, fmt, ap);
+    len = vl__redis_formatv(&cmd, fmt, ap, why, sizeof(why));
+    if (len == -1) {
+        l->p->st.requests++;
+        count_result(l->p, VL_EINVAL);
+    }
     if (len < 0)
-        return vl__redis_format_failed(l->p->loop, len);
+        return vl__redis_format_failed(l->p->loop, len, why);
     return lease_send(l, cmd, (size_t)len);
 }
 
@@ -1154,10 +1257,10 @@ int vl_redis_lease_release(vl_redis_lease *l)
         return 1;
     }
     if (clean) {
-        p->st.lifetime_closes++; /* it outlived max_lifetime_ms while leased */
+        p->st.closed_lifetime++; /* it outlived max_lifetime_ms while leased */
     } else {
         /* Not provably clean: close it rather than hand its state to someone. */
-        p->st.dirty_closes++;
+        p->st.closed_dirty++;
     }
     slot_close(p, s);
     top_up(p);
@@ -1165,38 +1268,39 @@ int vl_redis_lease_release(vl_redis_lease *l)
     return clean;
 }
 
-int vl_redis_pool_stats(const vl_redis_pool *p, vl_redis_stats *out)
+int vl_redis_pool_stats_get(const vl_redis_pool *p, vl_pool_stats *out)
 {
+    vl_pool_stats st;
     unsigned i;
 
     if (p == NULL || out == NULL)
         return VL_EINVAL;
-    *out = p->st;
-    out->open = p->nslots;
-    out->ready = out->busy = out->idle = out->leased = 0;
-    out->connects = p->gone_connects;
-    out->reconnects = p->gone_reconnects;
-    out->connect_errors = p->gone_errors;
+    st = p->st;
+    st.open = p->nslots;
+    st.ready = st.busy = st.idle = st.leased = 0;
+    st.connects = p->gone_connects;
+    st.reconnects = p->gone_reconnects;
+    st.connect_failures = p->gone_errors;
     for (i = 0; i < p->nslots; i++) {
         const pslot *s = p->slots[i];
         uint64_t a, b, e;
         vl__redis_counters(s->c, &a, &b, &e);
-        out->connects += a;
-        out->reconnects += b;
-        out->connect_errors += e;
+        st.connects += a;
+        st.reconnects += b;
+        st.connect_failures += e;
         if (s->lease != NULL)
-            out->leased++;
+            st.leased++;
         if (vl_redis_state(s->c) != VL_REDIS_READY)
             continue;
-        out->ready++;
+        st.ready++;
         if (s->lease != NULL || vl_redis_pending(s->c) > 0)
-            out->busy++;
+            st.busy++;
         else
-            out->idle++;
+            st.idle++;
     }
-    out->pending = p->pending;
-    out->queued = p->cmds.n + p->leases.n;
-    return VL_OK;
+    st.pending = p->pending;
+    st.waiters = p->cmds.n + p->leases.n;
+    return vl__pool_stats_out(out, &st);
 }
 
 void vl_redis_pool_free(vl_redis_pool *p)

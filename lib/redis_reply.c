@@ -11,7 +11,10 @@
  */
 #include "redis_internal.h"
 
+#include <ctype.h>
+#include <errno.h>
 #include <hiredis/hiredis.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define RF_HIREDIS 1 /* root still belongs to hiredis: its freeObject frees it */
@@ -186,9 +189,77 @@ int vl_redis_reply_type(const vl_redis_reply *r)
     return r != NULL ? r->type : 0;
 }
 
-long long vl_redis_reply_integer(const vl_redis_reply *r)
+int vl_redis_reply_integer(const vl_redis_reply *r, long long *out)
 {
-    return r != NULL && r->type == VL_REDIS_INTEGER ? r->integer : 0;
+    if (r == NULL || out == NULL || r->type != VL_REDIS_INTEGER)
+        return VL_EINVAL;
+    *out = r->integer;
+    return VL_OK;
+}
+
+int vl_redis_reply_double(const vl_redis_reply *r, double *out)
+{
+    char *end;
+    double d;
+
+    if (r == NULL || out == NULL)
+        return VL_EINVAL;
+    if (r->type == VL_REDIS_INTEGER) {
+        *out = (double)r->integer;
+        return VL_OK;
+    }
+    /* RESP2 sends doubles (INCRBYFLOAT, ZSCORE) as bulk strings. */
+    if (r->type != VL_REDIS_STRING || r->len == 0 || r->len > 64 || isspace((unsigned char)r->str[0]))
+        return VL_EINVAL;
+    errno = 0;
+    d = strtod(r->str, &end);
+    if (end != r->str + r->len || errno == ERANGE)
+        return VL_EINVAL;
+    *out = d;
+    return VL_OK;
+}
+
+/* A flat key/value array: an even number of elements, every key a string. */
+static int is_map(const vl_redis_reply *r)
+{
+    size_t i;
+
+    if (r == NULL || r->type != VL_REDIS_ARRAY || r->len % 2 != 0)
+        return 0;
+    for (i = 0; i < r->len; i += 2)
+        if (r->element[i].type != VL_REDIS_STRING && r->element[i].type != VL_REDIS_STATUS)
+            return 0;
+    return 1;
+}
+
+size_t vl_redis_reply_map_count(const vl_redis_reply *r)
+{
+    return is_map(r) ? r->len / 2 : 0;
+}
+
+const vl_redis_reply *vl_redis_reply_map_key(const vl_redis_reply *r, size_t i)
+{
+    return is_map(r) && i < r->len / 2 ? &r->element[2 * i] : NULL;
+}
+
+const vl_redis_reply *vl_redis_reply_map_value(const vl_redis_reply *r, size_t i)
+{
+    return is_map(r) && i < r->len / 2 ? &r->element[2 * i + 1] : NULL;
+}
+
+const vl_redis_reply *vl_redis_reply_map_get(const vl_redis_reply *r, const char *key,
+                                             size_t keylen)
+{
+    size_t i;
+
+    if (!is_map(r) || key == NULL)
+        return NULL;
+    for (i = 0; i < r->len; i += 2) {
+        const vl_redis_reply *k = &r->element[i];
+        if (k->len == keylen && memcmp(k->str, key, keylen) == 0)
+            return &r->element[i + 1];
+    }
+    return NULL;
 }
 
 const char *vl_redis_reply_str(const vl_redis_reply *r, size_t *len)

@@ -108,7 +108,7 @@ static void select_values(void **state)
     vl_loop *loop = vl_loop_new();
     vl_mysql *c;
     vl_future *f;
-    vl_mysql_result *r;
+    const vl_mysql_result *r;
     size_t len;
     const char *v;
     int64_t i;
@@ -199,16 +199,16 @@ static void syntax_error(void **state)
     c = connect_ok(loop, tcp_url(NULL));
     f = tu_wait_for(loop, vl_mysql_query(c, "SELEKT 1"));
     assert_int_equal(vl_future_status(f), VL_ESERVER);
-    assert_int_equal(vl_mysql_errno(f), 1064);
-    assert_string_equal(vl_mysql_sqlstate(f), "42000");
-    assert_non_null(strstr(vl_mysql_error(f), "SQL syntax"));
+    assert_int_equal(vl_future_mysql_errno(f), 1064);
+    assert_string_equal(vl_future_mysql_sqlstate(f), "42000");
+    assert_non_null(strstr(vl_future_error(f), "SQL syntax"));
     assert_non_null(strstr(vl_future_error(f), "1064"));
     vl_future_free(f);
     f = query_ok(loop, c, "SELECT 2");
     assert_string_equal(vl_mysql_result_value(vl_future_mysql_result(f), 0, 0, NULL), "2");
     vl_future_free(f);
-    assert_int_equal(vl_mysql_errno(NULL), 0);
-    assert_string_equal(vl_mysql_sqlstate(NULL), "");
+    assert_int_equal(vl_future_mysql_errno(NULL), 0);
+    assert_string_equal(vl_future_mysql_sqlstate(NULL), "");
     vl_mysql_free(c);
     tu_loop_finish(loop);
 }
@@ -233,7 +233,7 @@ static void fifo_queue(void **state)
     assert_int_equal(vl_future_status(all), VL_OK);
     for (i = 0; i < 20; i++) {
         int64_t v;
-        vl_mysql_result *r = vl_future_mysql_result(vl_future_child(all, (size_t)i));
+        const vl_mysql_result *r = vl_future_mysql_result(vl_future_child(all, (size_t)i));
         assert_int_equal(vl_mysql_result_int64(r, 0, 0, &v), VL_OK);
         assert_int_equal(v, i);
     }
@@ -247,7 +247,7 @@ static void counts_and_multi(void **state)
     vl_loop *loop = vl_loop_new();
     vl_mysql *c;
     vl_future *f;
-    vl_mysql_result *r;
+    const vl_mysql_result *r;
 
     (void)state;
     c = connect_ok(loop, tcp_url("multi_statements=1"));
@@ -285,8 +285,8 @@ static void counts_and_multi(void **state)
     /* The second statement fails: the first result stays readable. */
     f = tu_wait_for(loop, vl_mysql_query(c, "SELECT 7; SELECT * FROM no_such_table; SELECT 8"));
     assert_int_equal(vl_future_status(f), VL_ESERVER);
-    assert_int_equal(vl_mysql_errno(f), 1146);
-    assert_string_equal(vl_mysql_sqlstate(f), "42S02");
+    assert_int_equal(vl_future_mysql_errno(f), 1146);
+    assert_string_equal(vl_future_mysql_sqlstate(f), "42S02");
     r = vl_future_mysql_result(f);
     assert_non_null(r);
     assert_string_equal(vl_mysql_result_value(r, 0, 0, NULL), "7");
@@ -298,7 +298,7 @@ static void counts_and_multi(void **state)
     c = connect_ok(loop, tcp_url(NULL));
     f = tu_wait_for(loop, vl_mysql_query(c, "SELECT 1; SELECT 2"));
     assert_int_equal(vl_future_status(f), VL_ESERVER);
-    assert_int_equal(vl_mysql_errno(f), 1064);
+    assert_int_equal(vl_future_mysql_errno(f), 1064);
     vl_future_free(f);
     exec_ok(loop, c, "SELECT 3");
     vl_mysql_free(c);
@@ -356,13 +356,13 @@ static void connect_errors(void **state)
     tu_wait_for(loop, f);
     tu_wait_for(loop, q);
     assert_int_equal(vl_future_status(f), VL_ECONN);
-    assert_int_equal(vl_mysql_errno(f), 1045);
-    assert_string_equal(vl_mysql_sqlstate(f), "28000");
+    assert_int_equal(vl_future_mysql_errno(f), 1045);
+    assert_string_equal(vl_future_mysql_sqlstate(f), "28000");
     assert_null(strstr(vl_future_error(f), pw));
     assert_non_null(strstr(vl_future_error(f), "127.0.0.1"));
     /* What was queued fails the same way. */
     assert_int_equal(vl_future_status(q), VL_ECONN);
-    assert_int_equal(vl_mysql_errno(q), 1045);
+    assert_int_equal(vl_future_mysql_errno(q), 1045);
     vl_future_free(f);
     vl_future_free(q);
     f = tu_wait_for(loop, vl_mysql_query(c, "SELECT 1"));
@@ -377,7 +377,7 @@ static void connect_errors(void **state)
     c = vl_mysql_new(loop, url, NULL);
     f = tu_wait_for(loop, vl_mysql_ready(c));
     assert_int_equal(vl_future_status(f), VL_ECONN);
-    assert_int_equal(vl_mysql_errno(f), 1049);
+    assert_int_equal(vl_future_mysql_errno(f), 1049);
     assert_null(strstr(vl_future_error(f), tu_env("VL_TEST_MYSQL_PASSWORD")));
     vl_future_free(f);
     vl_mysql_free(c);
@@ -387,7 +387,7 @@ static void connect_errors(void **state)
     c = vl_mysql_new(loop, url, NULL);
     f = tu_wait_for(loop, vl_mysql_ready(c));
     assert_int_equal(vl_future_status(f), VL_ECONN);
-    assert_true(vl_mysql_errno(f) == 2002 || vl_mysql_errno(f) == 2003);
+    assert_true(vl_future_mysql_errno(f) == 2002 || vl_future_mysql_errno(f) == 2003);
     assert_null(strstr(vl_future_error(f), pw));
     vl_future_free(f);
     vl_mysql_free(c);
@@ -452,13 +452,13 @@ static void timeouts(void **state)
      * or fails with 1969: both leave the connection usable. */
     if (vl_future_status(f) != VL_OK) {
         assert_int_equal(vl_future_status(f), VL_ETIMEDOUT);
-        assert_int_equal(vl_mysql_errno(f), 1969);
+        assert_int_equal(vl_future_mysql_errno(f), 1969);
     }
     vl_future_free(f);
     f = tu_wait_for(loop, vl_mysql_query_timeout(c, "SELECT COUNT(*) FROM information_schema.columns a, information_schema.columns b, information_schema.columns c", 50));
     assert_int_equal(vl_future_status(f), VL_ETIMEDOUT);
-    assert_int_equal(vl_mysql_errno(f), 1969);
-    assert_string_equal(vl_mysql_sqlstate(f), "70100");
+    assert_int_equal(vl_future_mysql_errno(f), 1969);
+    assert_string_equal(vl_future_mysql_sqlstate(f), "70100");
     vl_future_free(f);
     exec_ok(loop, c, "SELECT 1");
     assert_true(vl_mysql_is_open(c));
@@ -650,7 +650,7 @@ static void subnormal_double(void **state)
     vl_loop *loop = vl_loop_new();
     vl_mysql *c;
     vl_future *f;
-    vl_mysql_result *r;
+    const vl_mysql_result *r;
     double d = 0;
 
     (void)state;
@@ -832,17 +832,15 @@ static void future_rules(void **state)
 
 /* A server that accepts TCP but never says hello: the connect deadline
  * covers the handshake, not just the TCP connect. */
-static void connect_timeout(void **state)
+/* A loopback listener that accepts connections (the kernel does) and never
+ * greets: a MySQL connect to it waits until its deadline. Returns the fd
+ * and stores the port. */
+static int silent_listener(int *port)
 {
-    vl_loop *loop = vl_loop_new();
     struct sockaddr_in sa;
     socklen_t len = sizeof(sa);
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    char url[256];
-    vl_mysql *c;
-    vl_future *f;
 
-    (void)state;
     assert_true(fd >= 0);
     memset(&sa, 0, sizeof(sa));
     sa.sin_family = AF_INET;
@@ -850,13 +848,117 @@ static void connect_timeout(void **state)
     assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
     assert_int_equal(listen(fd, 8), 0);
     assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-    snprintf(url, sizeof(url), "mysql://u:pw@127.0.0.1:%d/db?connect_timeout_ms=200",
-             ntohs(sa.sin_port));
+    *port = ntohs(sa.sin_port);
+    return fd;
+}
+
+static void connect_timeout(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    int port, fd = silent_listener(&port);
+    char url[256];
+    vl_mysql *c;
+    vl_future *f;
+
+    (void)state;
+    snprintf(url, sizeof(url), "mysql://u:pw@127.0.0.1:%d/db?connect_timeout_ms=200", port);
     c = vl_mysql_new(loop, url, NULL);
     f = tu_wait_for(loop, vl_mysql_ready(c));
     assert_int_equal(vl_future_status(f), VL_ETIMEDOUT);
     assert_non_null(strstr(vl_future_error(f), "timed out"));
     vl_future_free(f);
+    vl_mysql_free(c);
+    close(fd);
+    tu_loop_finish(loop);
+}
+
+/* A program built against an older header: options cut after
+ * query_timeout_ms; the rest (limits, charset...) take their defaults. */
+typedef struct old_mysql_options {
+    size_t struct_size;
+    uint64_t connect_timeout_ms;
+    uint64_t query_timeout_ms;
+} old_mysql_options;
+
+static void options_from_an_older_header(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    old_mysql_options o;
+    vl_mysql_options big;
+    vl_mysql *c;
+    vl_future *f;
+
+    (void)state;
+    vl_mysql_options_init_sized((vl_mysql_options *)(void *)&o, sizeof(o));
+    assert_int_equal(o.connect_timeout_ms, 5000);
+    o.query_timeout_ms = 0;
+    c = vl_mysql_new(loop, tcp_url(NULL), (const vl_mysql_options *)(const void *)&o);
+    vl_future_free(tu_run_cmd(loop, vl_mysql_ready(c), VL_OK));
+    f = tu_run_cmd(loop, vl_mysql_query(c, "SELECT @@character_set_client"), VL_OK);
+    assert_string_equal(vl_mysql_result_value(vl_future_mysql_result(f), 0, 0, NULL), "utf8mb4");
+    vl_future_free(f);
+    vl_mysql_free(c);
+
+    vl_mysql_options_init(&big);
+    big.struct_size = sizeof(big) + 8;
+    c = vl_mysql_new(loop, tcp_url(NULL), &big);
+    f = tu_run_cmd(loop, vl_mysql_ready(c), VL_EINVAL);
+    assert_non_null(strstr(vl_future_error(f), "struct_size"));
+    assert_non_null(strstr(vl_mysql_error(c), "newer header"));
+    vl_future_free(f);
+    vl_mysql_free(c);
+    tu_loop_finish(loop);
+}
+
+/* Messages name the statement's verb and the endpoint, never the password;
+ * the connection's last error reads the same. */
+static void messages_name_verb_and_endpoint(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_mysql *c = connect_ok(loop, tcp_url(NULL));
+    vl_future *f;
+
+    (void)state;
+    assert_string_equal(vl_mysql_error(c), "");
+    f = tu_run_cmd(loop, vl_mysql_query(c, "  select nosuchcolumn"), VL_ESERVER);
+    assert_true(strncmp(vl_future_error(f), "SELECT on mysql://", 18) == 0);
+    assert_null(strstr(vl_future_error(f), tu_env("VL_TEST_MYSQL_PASSWORD")));
+    assert_int_equal(vl_future_mysql_errno(f), 1054);
+    assert_string_equal(vl_future_mysql_sqlstate(f), "42S22");
+    assert_string_equal(vl_mysql_error(c), vl_future_error(f));
+    vl_future_free(f);
+    f = tu_run_cmd(loop, vl_future_timeout(vl_mysql_query(c, "DO SLEEP(5)"), 50), VL_ETIMEDOUT);
+    assert_non_null(strstr(vl_future_error(f), "DO on mysql://"));
+    vl_future_free(f);
+    vl_mysql_free(c);
+    tu_loop_finish(loop);
+}
+
+/* The loop-alive rule: once nobody waits for a connect (the caller's
+ * deadline fired), the connection's own connect timer does not keep
+ * vl_loop_run running; a statement queued on it does. */
+static void abandoned_connect_lets_the_loop_return(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    int port, fd = silent_listener(&port);
+    char url[256];
+    vl_mysql *c;
+    vl_future *f;
+
+    (void)state;
+    snprintf(url, sizeof(url), "mysql://u:pw@127.0.0.1:%d/db", port);
+    c = vl_mysql_new(loop, url, NULL); /* connect_timeout_ms 5000 */
+    f = tu_run_cmd(loop, vl_future_timeout(vl_mysql_ready(c), 50), VL_ETIMEDOUT);
+    assert_non_null(strstr(vl_future_error(f), "connect on mysql://127.0.0.1:"));
+    vl_future_free(f);
+    assert_int_equal(vl_mysql_is_open(c), 0);
+    assert_int_equal(vl_loop_alive(loop), 0);
+    assert_int_equal(vl_loop_run(loop), VL_OK); /* returns: nobody waits */
+    assert_int_equal(vl_mysql_is_open(c), 0);
+    f = vl_mysql_query(c, "SELECT 1"); /* now somebody waits again */
+    assert_true(vl_loop_alive(loop) > 0);
+    vl_future_free(f);
+    assert_int_equal(vl_loop_alive(loop), 0);
     vl_mysql_free(c);
     close(fd);
     tu_loop_finish(loop);
@@ -881,6 +983,9 @@ int main(void)
         cmocka_unit_test_setup(connect_timeout, tu_setup),
         cmocka_unit_test_setup(out_of_memory, tu_setup),
         cmocka_unit_test_setup(connector_out_of_memory, tu_setup),
+        cmocka_unit_test_setup(options_from_an_older_header, tu_setup),
+        cmocka_unit_test_setup(messages_name_verb_and_endpoint, tu_setup),
+        cmocka_unit_test_setup(abandoned_connect_lets_the_loop_return, tu_setup),
     };
 
     return tu_run("mysql", tests, sizeof(tests) / sizeof(tests[0]));

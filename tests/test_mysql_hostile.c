@@ -68,7 +68,7 @@ static vl_mysql *connect_ok(vl_loop *loop, const char *url)
 
 static void check_value(vl_future *f, const char *want)
 {
-    vl_mysql_result *r;
+    const vl_mysql_result *r;
 
     if (vl_future_status(f) != VL_OK)
         fail_msg("healthy connection: %s", vl_future_error(f));

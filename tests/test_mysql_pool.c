@@ -84,7 +84,7 @@ static void gather_32(void **state)
     vl_loop *loop = vl_loop_new();
     vl_mysql_pool *p = pool_new(loop, 32);
     vl_future *fs[32], *all;
-    vl_mysql_pool_stats st;
+    vl_pool_stats st;
     size_t i;
 
     (void)state;
@@ -93,14 +93,14 @@ static void gather_32(void **state)
     all = tu_wait_for(loop, vl_future_all(loop, fs, 32));
     assert_int_equal(vl_future_status(all), VL_OK);
     for (i = 0; i < 32; i++) {
-        vl_mysql_result *r = vl_future_mysql_result(vl_future_child(all, i));
+        const vl_mysql_result *r = vl_future_mysql_result(vl_future_child(all, i));
         assert_int_equal(vl_mysql_result_rows(r), 1);
         assert_string_equal(vl_mysql_result_value(r, 0, 0, NULL), "0");
     }
     vl_future_free(all);
-    vl_mysql_pool_stats_get(p, &st);
+    (vl_pool_stats_init(&st), vl_mysql_pool_stats_get(p, &st));
     assert_true(st.open <= 32);
-    assert_int_equal(st.in_use, 0);
+    assert_int_equal(st.busy, 0);
     assert_int_equal(st.waiters, 0);
     assert_int_equal(st.idle, st.open);
     finish(loop, p);
@@ -112,7 +112,7 @@ static void clean_return(void **state)
 {
     vl_loop *loop = vl_loop_new();
     vl_mysql_pool *p = pool_new(loop, 1);
-    vl_mysql_pool_stats st;
+    vl_pool_stats st;
     int64_t id1, id2;
     vl_future *f;
 
@@ -130,8 +130,8 @@ static void clean_return(void **state)
     vl_future_free(f);
     /* Reset, not closed: the same connection carries on. */
     assert_int_equal(pool_int(loop, p, "SELECT CONNECTION_ID()"), id1);
-    vl_mysql_pool_stats_get(p, &st);
-    assert_int_equal(st.closed_error, 0);
+    (vl_pool_stats_init(&st), vl_mysql_pool_stats_get(p, &st));
+    assert_int_equal((st.closed_dirty + st.closed_broken), 0);
     assert_int_equal(st.open, 1);
     /* Prepared statements work across a reset (the cache was dropped). */
     {
@@ -157,7 +157,7 @@ static void bounded_waiting(void **state)
     vl_mysql_pool *p;
     vl_future *a, *b, *c, *d, *all;
     vl_future *fs[4];
-    vl_mysql_pool_stats st;
+    vl_pool_stats st;
     size_t i;
 
     (void)state;
@@ -180,12 +180,12 @@ static void bounded_waiting(void **state)
     all = tu_wait_for(loop, vl_future_all(loop, fs, 3));
     assert_int_equal(vl_future_status(all), VL_OK);
     vl_future_free(all);
-    vl_mysql_pool_stats_get(p, &st);
+    (vl_pool_stats_init(&st), vl_mysql_pool_stats_get(p, &st));
     assert_true(st.wait_count >= 2);
     vl_mysql_pool_free(p);
 
-    /* Acquire deadline. */
-    o.max_waiters = 0;
+    /* Acquire deadline (no bound on the waiters). */
+    o.max_waiters = SIZE_MAX;
     o.acquire_timeout_ms = 50;
     p = vl_mysql_pool_new(loop, tcp_url(), &o);
     fs[0] = vl_mysql_pool_query(p, "SELECT SLEEP(0.5)");
@@ -205,7 +205,7 @@ static void deadlines(void **state)
 {
     vl_loop *loop = vl_loop_new();
     vl_mysql_pool *p = pool_new(loop, 1);
-    vl_mysql_pool_stats st;
+    vl_pool_stats st;
     vl_future *f;
     int64_t id1;
 
@@ -215,8 +215,8 @@ static void deadlines(void **state)
     assert_int_equal(vl_future_status(f), VL_ETIMEDOUT);
     vl_future_free(f);
     assert_true(pool_int(loop, p, "SELECT CONNECTION_ID()") != id1);
-    vl_mysql_pool_stats_get(p, &st);
-    assert_int_equal(st.closed_error, 1);
+    (vl_pool_stats_init(&st), vl_mysql_pool_stats_get(p, &st));
+    assert_int_equal((st.closed_dirty + st.closed_broken), 1);
     assert_int_equal(st.open, 1);
 
     /* Cancel while waiting for a connection: it just leaves the queue. */
@@ -230,8 +230,8 @@ static void deadlines(void **state)
         vl_future_free(busy);
         vl_future_free(w);
     }
-    vl_mysql_pool_stats_get(p, &st);
-    assert_int_equal(st.closed_error, 1);
+    (vl_pool_stats_init(&st), vl_mysql_pool_stats_get(p, &st));
+    assert_int_equal((st.closed_dirty + st.closed_broken), 1);
     finish(loop, p);
 }
 
@@ -409,13 +409,13 @@ static void pool_again_cb(vl_future *f, void *ud)
 static void pool_free_self_cb(vl_future *f, void *ud)
 {
     pool_freer *pf = ud;
-    vl_mysql_pool_stats st;
+    vl_pool_stats st;
 
     pf->calls++;
     pf->status = vl_future_status(f);
     vl_mysql_pool_free(pf->p);
     vl_mysql_pool_free(pf->p);
-    vl_mysql_pool_stats_get(pf->p, &st);
+    (vl_pool_stats_init(&st), vl_mysql_pool_stats_get(pf->p, &st));
     assert_int_equal(st.open, 0);
     vl_future_then(vl_mysql_pool_query(pf->p, "SELECT 1"), pool_again_cb, pf);
     vl_future_then(vl_mysql_pool_begin(pf->p), pool_again_cb, pf);
@@ -488,7 +488,7 @@ static void schema_restored(void **state)
 {
     vl_loop *loop = vl_loop_new();
     vl_mysql_pool *p = pool_new(loop, 1);
-    vl_mysql_pool_stats st;
+    vl_pool_stats st;
     vl_future *f;
     int64_t id;
 
@@ -525,8 +525,8 @@ static void schema_restored(void **state)
     assert_string_equal(vl_mysql_result_value(vl_future_mysql_result(f), 0, 0, NULL),
                         tu_env("VL_TEST_MYSQL_DB"));
     vl_future_free(f);
-    vl_mysql_pool_stats_get(p, &st);
-    assert_int_equal(st.closed_error, 0);
+    (vl_pool_stats_init(&st), vl_mysql_pool_stats_get(p, &st));
+    assert_int_equal((st.closed_dirty + st.closed_broken), 0);
     vl_mysql_pool_free(p);
 
     /* Without a database in the URL there is none to go back to: the
@@ -540,8 +540,8 @@ static void schema_restored(void **state)
     f = pool_ok(loop, p, "SELECT DATABASE() IS NULL, CONNECTION_ID()");
     assert_string_equal(vl_mysql_result_value(vl_future_mysql_result(f), 0, 0, NULL), "1");
     vl_future_free(f);
-    vl_mysql_pool_stats_get(p, &st);
-    assert_int_equal(st.closed_error, 1);
+    (vl_pool_stats_init(&st), vl_mysql_pool_stats_get(p, &st));
+    assert_int_equal((st.closed_dirty + st.closed_broken), 1);
     finish(loop, p);
 }
 
@@ -580,7 +580,7 @@ static void failed_commit(void **state)
 {
     vl_loop *loop = vl_loop_new();
     vl_mysql_pool *p = pool_new(loop, 2);
-    vl_mysql_pool_stats st;
+    vl_pool_stats st;
     vl_mysql_tx *tx;
     vl_future *f;
     int64_t id;
@@ -600,10 +600,10 @@ static void failed_commit(void **state)
     vl_future_free(f);
     f = tu_wait_for(loop, vl_mysql_tx_commit(tx));
     assert_int_equal(vl_future_status(f), VL_ESERVER);
-    assert_int_equal(vl_mysql_errno(f), 1399);
+    assert_int_equal(vl_future_mysql_errno(f), 1399);
     vl_future_free(f);
-    vl_mysql_pool_stats_get(p, &st);
-    assert_int_equal(st.closed_error, 1);
+    (vl_pool_stats_init(&st), vl_mysql_pool_stats_get(p, &st));
+    assert_int_equal((st.closed_dirty + st.closed_broken), 1);
     assert_int_equal(st.open, 0);
     assert_true(pool_int(loop, p, "SELECT CONNECTION_ID()") != id);
 
@@ -623,8 +623,8 @@ static void failed_commit(void **state)
     f = tu_wait_for(loop, vl_mysql_tx_commit(tx));
     assert_int_equal(vl_future_status(f), VL_ECONN);
     vl_future_free(f);
-    vl_mysql_pool_stats_get(p, &st);
-    assert_int_equal(st.closed_error, 2);
+    (vl_pool_stats_init(&st), vl_mysql_pool_stats_get(p, &st));
+    assert_int_equal((st.closed_dirty + st.closed_broken), 2);
     assert_true(pool_int(loop, p, "SELECT CONNECTION_ID()") != id);
     finish(loop, p);
 }
@@ -675,15 +675,15 @@ static void idle_eviction(void **state)
 {
     vl_loop *loop = vl_loop_new();
     vl_mysql_pool *p = pool_new(loop, 2);
-    vl_mysql_pool_stats st;
+    vl_pool_stats st;
     int64_t id, id2;
 
     (void)state;
     id = pool_int(loop, p, "SELECT CONNECTION_ID()");
     kill_connection(loop, id);
     nap(loop, 100);
-    vl_mysql_pool_stats_get(p, &st);
-    assert_int_equal(st.closed_error, 1);
+    (vl_pool_stats_init(&st), vl_mysql_pool_stats_get(p, &st));
+    assert_int_equal((st.closed_dirty + st.closed_broken), 1);
     assert_int_equal(st.open, 0);
     id2 = pool_int(loop, p, "SELECT CONNECTION_ID()");
     assert_true(id2 > 0 && id2 != id);
@@ -693,8 +693,8 @@ static void idle_eviction(void **state)
     nap(loop, 600);
     kill_connection(loop, id2);
     assert_true(pool_int(loop, p, "SELECT CONNECTION_ID()") != id2);
-    vl_mysql_pool_stats_get(p, &st);
-    assert_int_equal(st.closed_error, 2);
+    (vl_pool_stats_init(&st), vl_mysql_pool_stats_get(p, &st));
+    assert_int_equal((st.closed_dirty + st.closed_broken), 2);
     finish(loop, p);
 }
 
@@ -704,27 +704,29 @@ static void housekeeping(void **state)
     vl_loop *loop = vl_loop_new();
     vl_mysql_pool_options o;
     vl_mysql_pool *p;
-    vl_mysql_pool_stats st;
+    vl_pool_stats st;
     int64_t id;
 
     (void)state;
     vl_mysql_pool_options_init(&o);
     o.max_size = 2;
+    o.min_idle = 0; /* idle_timeout_ms closes down to min_idle */
     o.idle_timeout_ms = 100;
     p = vl_mysql_pool_new(loop, tcp_url(), &o);
     pool_exec(loop, p, "SELECT 1");
     nap(loop, 400);
-    vl_mysql_pool_stats_get(p, &st);
+    (vl_pool_stats_init(&st), vl_mysql_pool_stats_get(p, &st));
     assert_int_equal(st.open, 0);
     assert_int_equal(st.closed_idle, 1);
     vl_mysql_pool_free(p);
 
     vl_mysql_pool_options_init(&o);
+    o.min_idle = 0; /* no replacement opened behind the test's back */
     o.max_lifetime_ms = 100;
     p = vl_mysql_pool_new(loop, tcp_url(), &o);
     id = pool_int(loop, p, "SELECT CONNECTION_ID()");
     nap(loop, 400);
-    vl_mysql_pool_stats_get(p, &st);
+    (vl_pool_stats_init(&st), vl_mysql_pool_stats_get(p, &st));
     assert_int_equal(st.closed_lifetime, 1);
     assert_true(pool_int(loop, p, "SELECT CONNECTION_ID()") != id);
     vl_mysql_pool_free(p);
@@ -735,10 +737,10 @@ static void housekeeping(void **state)
     o.max_size = 3;
     p = vl_mysql_pool_new(loop, tcp_url(), &o);
     nap(loop, 300);
-    vl_mysql_pool_stats_get(p, &st);
+    (vl_pool_stats_init(&st), vl_mysql_pool_stats_get(p, &st));
     assert_int_equal(st.open, 2);
     assert_int_equal(st.idle, 2);
-    assert_int_equal(st.closed_error + st.closed_idle + st.closed_lifetime, 0);
+    assert_int_equal((st.closed_dirty + st.closed_broken) + st.closed_idle + st.closed_lifetime, 0);
     pool_exec(loop, p, "SELECT 1");
     finish(loop, p);
 }
@@ -778,7 +780,7 @@ static void keepalive_killed(void **state)
     vl_loop *loop = vl_loop_new();
     vl_mysql_pool_options o;
     vl_mysql_pool *p;
-    vl_mysql_pool_stats st;
+    vl_pool_stats st;
     killer kl = {0};
     char sql[64];
     int64_t id;
@@ -800,9 +802,9 @@ static void keepalive_killed(void **state)
     nap(loop, 300);
     assert_int_equal(kl.killed, 1);
     vl_mysql_free(kl.k);
-    vl_mysql_pool_stats_get(p, &st);
-    assert_int_equal(st.closed_error, 1);
-    assert_int_equal(st.in_use, 0);
+    (vl_pool_stats_init(&st), vl_mysql_pool_stats_get(p, &st));
+    assert_int_equal((st.closed_dirty + st.closed_broken), 1);
+    assert_int_equal(st.busy, 0);
     assert_true(pool_int(loop, p, "SELECT CONNECTION_ID()") != id);
     finish(loop, p);
 }
@@ -981,7 +983,7 @@ static void server_killed(void **state)
     vl_mysql_pool *p;
     vl_future *fs[6], *r;
     int calls[6][2];
-    vl_mysql_pool_stats st;
+    vl_pool_stats st;
     size_t i;
 
     (void)state;
@@ -1009,13 +1011,13 @@ static void server_killed(void **state)
     /* While the server is down requests fail after the acquire deadline, and
      * the pool probes rather than storms. */
     {
-        vl_mysql_pool_stats before;
-        vl_mysql_pool_stats_get(p, &before);
+        vl_pool_stats before;
+        (vl_pool_stats_init(&before), vl_mysql_pool_stats_get(p, &before));
         fs[4] = vl_future_timeout(vl_mysql_pool_query(p, "SELECT 1"), 400);
         tu_wait_for(loop, fs[4]);
         assert_true(vl_future_status(fs[4]) == VL_ETIMEDOUT || vl_future_status(fs[4]) == VL_ECONN);
         vl_future_free(fs[4]);
-        vl_mysql_pool_stats_get(p, &st);
+        (vl_pool_stats_init(&st), vl_mysql_pool_stats_get(p, &st));
         assert_true(st.connect_failures - before.connect_failures <= 4);
     }
     assert_int_equal(tu_sh("%s restart-mysql %s >/dev/null", tu_env("VL_TEST_SERVERS"),
@@ -1030,8 +1032,82 @@ static void server_killed(void **state)
         assert_string_equal(
             vl_mysql_result_value(vl_future_mysql_result(vl_future_child(r, i)), 0, 0, NULL), "back");
     vl_future_free(r);
-    vl_mysql_pool_stats_get(p, &st);
-    assert_true(st.closed_error >= 4);
+    (vl_pool_stats_init(&st), vl_mysql_pool_stats_get(p, &st));
+    assert_true((st.closed_dirty + st.closed_broken) >= 4);
+    finish(loop, p);
+}
+
+/* A program built against an older header: options cut after max_waiters
+ * (connect_timeout_ms, the lifetimes and init_sql take their defaults). */
+typedef struct old_mysql_pool_options {
+    size_t struct_size;
+    size_t max_size;
+    size_t min_idle;
+    uint64_t acquire_timeout_ms;
+    size_t max_waiters;
+} old_mysql_pool_options;
+
+static void options_from_an_older_header(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    old_mysql_pool_options o;
+    vl_mysql_pool_options big;
+    vl_mysql_pool *p;
+    vl_pool_stats st;
+    vl_future *f;
+
+    (void)state;
+    vl_mysql_pool_options_init_sized((vl_mysql_pool_options *)(void *)&o, sizeof(o));
+    assert_int_equal(o.max_size, 10);
+    assert_int_equal(o.min_idle, 1);
+    assert_int_equal(o.acquire_timeout_ms, 5000);
+    o.max_size = 2;
+    o.min_idle = 2;
+    p = vl_mysql_pool_new(loop, tcp_url(), (const vl_mysql_pool_options *)(const void *)&o);
+    vl_future_free(tu_run_cmd(loop, vl_mysql_pool_ready(p), VL_OK));
+    (vl_pool_stats_init(&st), vl_mysql_pool_stats_get(p, &st));
+    assert_int_equal(st.open, 2);
+    assert_int_equal(st.ready, 2);
+    assert_int_equal(st.connects, 2);
+    pool_exec(loop, p, "SELECT 1");
+    (vl_pool_stats_init(&st), vl_mysql_pool_stats_get(p, &st));
+    assert_int_equal(st.requests, 1);
+    vl_mysql_pool_free(p);
+
+    vl_mysql_pool_options_init(&big);
+    big.struct_size = sizeof(big) + 16;
+    p = vl_mysql_pool_new(loop, tcp_url(), &big);
+    f = tu_run_cmd(loop, vl_mysql_pool_query(p, "SELECT 1"), VL_EINVAL);
+    assert_non_null(strstr(vl_future_error(f), "newer header"));
+    vl_future_free(f);
+    vl_future_free(tu_run_cmd(loop, vl_mysql_pool_ready(p), VL_EINVAL));
+    finish(loop, p);
+}
+
+/* Readiness like the Redis pool's; a failing endpoint fails it with the
+ * connect error, and a deadline names what it waited for. */
+static void pool_ready(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_mysql_pool_options o;
+    vl_mysql_pool *p;
+    vl_future *f;
+
+    (void)state;
+    vl_mysql_pool_options_init(&o);
+    o.min_idle = 0;
+    p = vl_mysql_pool_new(loop, tcp_url(), &o);
+    vl_future_free(tu_run_cmd(loop, vl_mysql_pool_ready(p), VL_OK)); /* at once */
+    vl_mysql_pool_free(p);
+    p = vl_mysql_pool_new(loop, "mysql://u:secret@127.0.0.1:1/db", NULL);
+    f = tu_run_cmd(loop, vl_mysql_pool_ready(p), VL_ECONN);
+    assert_non_null(strstr(vl_future_error(f), "127.0.0.1:1"));
+    assert_null(strstr(vl_future_error(f), "secret"));
+    vl_future_free(f);
+    f = tu_run_cmd(loop, vl_future_timeout(vl_mysql_pool_query(p, "SELECT 1"), 30), VL_ETIMEDOUT);
+    assert_non_null(strstr(vl_future_error(f), "SELECT waiting for a connection of pool mysql://"));
+    assert_null(strstr(vl_future_error(f), "secret"));
+    vl_future_free(f);
     finish(loop, p);
 }
 
@@ -1057,6 +1133,8 @@ int main(void)
         cmocka_unit_test_setup(pool_out_of_memory, tu_setup),
         cmocka_unit_test_setup(tx_out_of_memory, tu_setup),
         cmocka_unit_test_setup(server_killed, tu_setup),
+        cmocka_unit_test_setup(options_from_an_older_header, tu_setup),
+        cmocka_unit_test_setup(pool_ready, tu_setup),
     };
 
     return tu_run("mysql_pool", tests, sizeof(tests) / sizeof(tests[0]));

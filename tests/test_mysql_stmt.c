@@ -165,7 +165,7 @@ static void all_types(void **state)
     vl_loop *loop = vl_loop_new();
     vl_mysql *c;
     vl_future *ft, *fb, *f;
-    vl_mysql_result *rt, *rb;
+    const vl_mysql_result *rt, *rb;
     size_t k, len;
     int64_t i64;
     uint64_t u64;
@@ -349,8 +349,8 @@ static void statement_cache(void **state)
     /* A bad statement is a server error with errno and SQLSTATE. */
     f = tu_wait_for(loop, vl_mysql_execute(c, "SELEKT ?", NULL, 0));
     assert_int_equal(vl_future_status(f), VL_ESERVER);
-    assert_int_equal(vl_mysql_errno(f), 1064);
-    assert_string_equal(vl_mysql_sqlstate(f), "42000");
+    assert_int_equal(vl_future_mysql_errno(f), 1064);
+    assert_string_equal(vl_future_mysql_sqlstate(f), "42000");
     vl_future_free(f);
     /* Execution errors too (duplicate key). */
     exec_ok(loop, c, "DROP TABLE IF EXISTS t_dup");
@@ -360,8 +360,8 @@ static void statement_cache(void **state)
         vl_future_free(execute_ok(loop, c, "INSERT INTO t_dup VALUES (?)", &p, 1));
         f = tu_wait_for(loop, vl_mysql_execute(c, "INSERT INTO t_dup VALUES (?)", &p, 1));
         assert_int_equal(vl_future_status(f), VL_ESERVER);
-        assert_int_equal(vl_mysql_errno(f), 1062);
-        assert_string_equal(vl_mysql_sqlstate(f), "23000");
+        assert_int_equal(vl_future_mysql_errno(f), 1062);
+        assert_string_equal(vl_future_mysql_sqlstate(f), "23000");
         vl_future_free(f);
         f = execute_ok(loop, c, "SELECT COUNT(*) FROM t_dup WHERE id = ?", &p, 1);
         assert_string_equal(vl_mysql_result_value(vl_future_mysql_result(f), 0, 0, NULL), "1");
@@ -671,7 +671,7 @@ static int oom_pass(const oom_case *oc, long n, long *count)
         assert_true(vl_future_done(f));
         check_oom_status(f, n);
         if (vl_future_status(f) == VL_OK) {
-            vl_mysql_result *r = vl_future_mysql_result(f);
+            const vl_mysql_result *r = vl_future_mysql_result(f);
             ok = 1;
             if (oc->stream) {
                 assert_int_equal(s.rows, 3000);

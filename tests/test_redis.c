@@ -5,13 +5,27 @@
 #include "testutil.h"
 
 #include <arpa/inet.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+/* The integer of an INTEGER reply; LLONG_MIN (which no test expects) when
+ * the reply is not one. */
+static long long reply_int(const vl_redis_reply *r)
+{
+    long long v = LLONG_MIN;
+
+    if (vl_redis_reply_integer(r, &v) != VL_OK)
+        return LLONG_MIN;
+    return v;
+}
 
 /* A loopback port nothing listens on: bound, then closed. */
 static int closed_port(void)
@@ -59,7 +73,7 @@ static void basic_replies(void **state)
     f = tu_run_cmd(loop, vl_redis_command(c, "INCRBY basic:n %d", 41), VL_OK);
     r = vl_future_redis_reply(f);
     assert_int_equal(vl_redis_reply_type(r), VL_REDIS_INTEGER);
-    assert_int_equal(vl_redis_reply_integer(r), 41);
+    assert_int_equal(reply_int(r), 41);
     assert_null(vl_redis_reply_str(r, NULL));
     vl_future_free(f);
 
@@ -118,10 +132,10 @@ static void nested_arrays(void **state)
     r = vl_future_redis_reply(f);
     assert_int_equal(vl_redis_reply_type(r), VL_REDIS_ARRAY);
     assert_int_equal(vl_redis_reply_count(r), 4);
-    assert_int_equal(vl_redis_reply_integer(vl_redis_reply_element(r, 0)), 1);
+    assert_int_equal(reply_int(vl_redis_reply_element(r, 0)), 1);
     e1 = vl_redis_reply_element(r, 1);
     assert_int_equal(vl_redis_reply_count(e1), 2);
-    assert_int_equal(vl_redis_reply_integer(vl_redis_reply_element(e1, 0)), 2);
+    assert_int_equal(reply_int(vl_redis_reply_element(e1, 0)), 2);
     e11 = vl_redis_reply_element(e1, 1);
     assert_int_equal(vl_redis_reply_count(e11), 2);
     tu_check_str(vl_redis_reply_element(e11, 0), "a");
@@ -139,7 +153,7 @@ static void nested_arrays(void **state)
     e1 = vl_redis_reply_element(r, 0);
     assert_true(vl_redis_reply_count(e1) >= 6);
     tu_check_str(vl_redis_reply_element(e1, 0), "get");
-    assert_int_equal(vl_redis_reply_integer(vl_redis_reply_element(e1, 1)), 2);
+    assert_int_equal(reply_int(vl_redis_reply_element(e1, 1)), 2);
     assert_int_equal(vl_redis_reply_type(vl_redis_reply_element(e1, 2)), VL_REDIS_ARRAY);
     vl_future_free(f);
     vl_redis_free(c);
@@ -220,7 +234,7 @@ static void reply_stream_changers_refused(void **state)
     vl_future_free(f);
     vl_future_free(tu_run_cmd(loop, vl_redis_command(c, "CLIENT REPLY ON"), VL_OK));
     f = tu_run_cmd(loop, vl_redis_command(c, "CLIENT ID"), VL_OK);
-    assert_true(vl_redis_reply_integer(vl_future_redis_reply(f)) > 0);
+    assert_true(reply_int(vl_future_redis_reply(f)) > 0);
     vl_future_free(f);
     tu_check_str(vl_future_redis_reply(f = tu_run_cmd(loop, vl_redis_command(c, "GET rs:k"), VL_OK)),
                  "v1");
@@ -243,7 +257,7 @@ static void seq_cb(vl_future *f, void *ud)
 
     s->calls++;
     if (vl_future_status(f) != VL_OK ||
-        vl_redis_reply_integer(vl_future_redis_reply(f)) != ++s->next)
+        reply_int(vl_future_redis_reply(f)) != ++s->next)
         s->bad++;
 }
 
@@ -383,7 +397,7 @@ static void blocking_commands_keep_their_timeout(void **state)
     assert_int_equal(vl_redis_reply_type(vl_future_redis_reply(f)), VL_REDIS_NIL);
     vl_future_free(f);
     f = tu_run_cmd(loop, vl_redis_command(c, "WAIT 1 300"), VL_OK);
-    assert_int_equal(vl_redis_reply_integer(vl_future_redis_reply(f)), 0);
+    assert_int_equal(reply_int(vl_future_redis_reply(f)), 0);
     vl_future_free(f);
     /* Forever: still waiting well past the command timeout. */
     g = vl_redis_command(c, "BLPOP bl:b 0");
@@ -690,7 +704,9 @@ static void refused_port(void **state)
     snprintf(want, sizeof(want), "connect redis://127.0.0.1:%d: Connection refused", port);
     c = vl_redis_new(loop, url, &o);
     f = tu_run_cmd(loop, vl_redis_command(c, "PING"), VL_ECONN);
-    assert_string_equal(vl_future_error(f), want);
+    /* The command's message names it; the connection's is the connect's. */
+    assert_true(strncmp(vl_future_error(f), "PING: ", 6) == 0);
+    assert_string_equal(vl_future_error(f) + 6, want);
     assert_string_equal(vl_redis_error(c), want);
     vl_future_free(f);
     /* Between attempts: fail fast with the last error, never queued. */
@@ -984,6 +1000,206 @@ static void out_of_memory_everywhere(void **state)
     }
 }
 
+/* ---- 0.2 API: options that grow, typed access, formats, messages ---- */
+
+/* A program built against an older header: its struct is the current one
+ * cut after reconnect_max_ms. The fields it does not know take their
+ * defaults, and the connection works. */
+typedef struct old_redis_options {
+    size_t struct_size;
+    uint64_t connect_timeout_ms;
+    uint64_t command_timeout_ms;
+    uint64_t reconnect_min_ms;
+    uint64_t reconnect_max_ms;
+} old_redis_options;
+
+static void options_from_an_older_header(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    old_redis_options old;
+    vl_redis_options big[2];
+    vl_redis *c;
+    vl_future *f;
+
+    (void)state;
+    vl_redis_options_init_sized((vl_redis_options *)(void *)&old, sizeof(old));
+    assert_int_equal(old.struct_size, sizeof(old));
+    assert_int_equal(old.connect_timeout_ms, 5000); /* defaults inside its size */
+    old.command_timeout_ms = 3000;
+    c = vl_redis_new(loop, tu_redis_url(0), (const vl_redis_options *)(const void *)&old);
+    assert_non_null(c);
+    vl_future_free(tu_run_cmd(loop, vl_redis_ready(c), VL_OK));
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(c, "PING"), VL_OK));
+    vl_redis_free(c);
+
+    /* A struct from a newer header (larger) or never initialised (0) is
+     * refused: every command fails with VL_EINVAL and says why. */
+    memset(big, 0, sizeof(big));
+    vl_redis_options_init(&big[0]);
+    big[0].struct_size = sizeof(vl_redis_options) + 8;
+    c = vl_redis_new(loop, tu_redis_url(0), &big[0]);
+    assert_int_equal(vl_redis_state(c), VL_REDIS_INVALID);
+    f = tu_run_cmd(loop, vl_redis_command(c, "PING"), VL_EINVAL);
+    assert_non_null(strstr(vl_future_error(f), "struct_size"));
+    assert_non_null(strstr(vl_redis_error(c), "newer header"));
+    vl_future_free(f);
+    vl_redis_free(c);
+    big[0].struct_size = 0;
+    c = vl_redis_new(loop, tu_redis_url(0), &big[0]);
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(c, "PING"), VL_EINVAL));
+    vl_redis_free(c);
+    tu_finish(loop);
+}
+
+/* The C99 length modifiers format what the caller passed; an unknown
+ * conversion is named with its offset. */
+static void format_length_modifiers(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_redis *c = vl_redis_new(loop, tu_redis_url(0), NULL);
+    size_t z = (size_t)1 << 40;
+    intmax_t j = -((intmax_t)1 << 50);
+    ptrdiff_t t = -7;
+    signed char hh = -3;
+    vl_future *f;
+
+    (void)state;
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(c, "SET fmt:z %zu", z), VL_OK));
+    f = tu_run_cmd(loop, vl_redis_command(c, "GET fmt:z"), VL_OK);
+    tu_check_str(vl_future_redis_reply(f), "1099511627776");
+    vl_future_free(f);
+    f = tu_run_cmd(loop,
+                   vl_redis_command(c, "ECHO %jd:%td:%hhd:%llu:%05.1f:%x%%", j, t, hh,
+                                    (unsigned long long)18446744073709551615ull, 2.25, 255u),
+                   VL_OK);
+    tu_check_str(vl_future_redis_reply(f), "-1125899906842624:-7:-3:18446744073709551615:002.2:ff%");
+    vl_future_free(f);
+    f = tu_run_cmd(loop, vl_redis_command(c, "ECHO %b", "a\0b", (size_t)3), VL_OK);
+    {
+        size_t len;
+        const char *str = vl_redis_reply_str(vl_future_redis_reply(f), &len);
+        assert_int_equal(len, 3);
+        assert_memory_equal(str, "a\0b", 3);
+    }
+    vl_future_free(f);
+    f = tu_run_cmd(loop, vl_redis_command(c, "SET k %q", 1), VL_EINVAL);
+    assert_string_equal(vl_future_error(f), "format: unsupported conversion '%q' at byte 6");
+    vl_future_free(f);
+    f = tu_run_cmd(loop, vl_redis_command(c, "SET k %zs", 1), VL_EINVAL);
+    assert_non_null(strstr(vl_future_error(f), "'%zs' at byte 6"));
+    vl_future_free(f);
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(c, "DEL fmt:z"), VL_OK));
+    vl_redis_free(c);
+    tu_finish(loop);
+}
+
+/* _integer and _double report a type mismatch; the map view reads flat
+ * key/value replies. */
+static void typed_access(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_redis *c = vl_redis_new(loop, tu_redis_url(0), NULL);
+    const vl_redis_reply *r, *v;
+    long long i = 42;
+    double d = 0;
+    vl_future *f;
+
+    (void)state;
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(c, "DEL typed:h typed:f"), VL_OK));
+    f = tu_run_cmd(loop, vl_redis_command(c, "ECHO notanumber"), VL_OK);
+    r = vl_future_redis_reply(f);
+    assert_int_equal(vl_redis_reply_integer(r, &i), VL_EINVAL);
+    assert_int_equal(i, 42); /* untouched */
+    assert_int_equal(vl_redis_reply_double(r, &d), VL_EINVAL);
+    assert_int_equal(vl_redis_reply_map_count(r), 0);
+    assert_null(vl_redis_reply_map_get(r, "a", 1));
+    vl_future_free(f);
+    f = tu_run_cmd(loop, vl_redis_command(c, "INCRBYFLOAT typed:f 2.5"), VL_OK);
+    assert_int_equal(vl_redis_reply_double(vl_future_redis_reply(f), &d), VL_OK);
+    assert_true(d == 2.5);
+    assert_int_equal(vl_redis_reply_integer(vl_future_redis_reply(f), &i), VL_EINVAL);
+    vl_future_free(f);
+    f = tu_run_cmd(loop, vl_redis_command(c, "HSET typed:h a 1 bb 22 ccc 333"), VL_OK);
+    assert_int_equal(vl_redis_reply_integer(vl_future_redis_reply(f), &i), VL_OK);
+    assert_int_equal(i, 3);
+    assert_int_equal(vl_redis_reply_double(vl_future_redis_reply(f), &d), VL_OK);
+    assert_true(d == 3.0);
+    vl_future_free(f);
+    f = tu_run_cmd(loop, vl_redis_command(c, "HGETALL typed:h"), VL_OK);
+    r = vl_future_redis_reply(f);
+    assert_int_equal(vl_redis_reply_map_count(r), 3);
+    v = vl_redis_reply_map_get(r, "bb", 2);
+    tu_check_str(v, "22");
+    assert_null(vl_redis_reply_map_get(r, "b", 1));
+    assert_null(vl_redis_reply_map_key(r, 3));
+    assert_non_null(vl_redis_reply_map_value(r, 2));
+    tu_check_str(vl_redis_reply_map_value(r, 0),
+                 vl_redis_reply_str(vl_redis_reply_map_get(
+                                        r, vl_redis_reply_str(vl_redis_reply_map_key(r, 0), NULL),
+                                        strlen(vl_redis_reply_str(vl_redis_reply_map_key(r, 0),
+                                                                  NULL))),
+                                    NULL));
+    vl_future_free(f);
+    f = tu_run_cmd(loop, vl_redis_command(c, "CONFIG GET maxmemory-policy"), VL_OK);
+    assert_non_null(vl_redis_reply_map_get(vl_future_redis_reply(f), "maxmemory-policy", 16));
+    vl_future_free(f);
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(c, "DEL typed:h typed:f"), VL_OK));
+    vl_redis_free(c);
+    tu_finish(loop);
+}
+
+/* Messages name the command and the endpoint; the reply keeps the raw
+ * server text, and a deadline names what it gave up on. */
+static void messages_name_verb_and_endpoint(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_redis *c = vl_redis_new(loop, tu_redis_url(0), NULL);
+    size_t len;
+    vl_future *f;
+
+    (void)state;
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(c, "SET msg:s x"), VL_OK));
+    f = tu_run_cmd(loop, vl_redis_command(c, "lpush msg:s y"), VL_ESERVER);
+    assert_non_null(strstr(vl_future_error(f), "LPUSH on redis://"));
+    assert_non_null(strstr(vl_future_error(f), ": WRONGTYPE"));
+    assert_true(strncmp(vl_redis_reply_str(vl_future_redis_reply(f), &len), "WRONGTYPE", 9) == 0);
+    vl_future_free(f);
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(c, "DEL msg:s"), VL_OK));
+    /* Last: the server keeps this connection blocked after our deadline. */
+    f = tu_run_cmd(loop, vl_future_timeout(vl_redis_command(c, "BLPOP msg:none 0"), 50),
+                   VL_ETIMEDOUT);
+    assert_non_null(strstr(vl_future_error(f), "BLPOP on redis://"));
+    vl_future_free(f);
+    vl_redis_free(c);
+    tu_finish(loop);
+}
+
+/* The loop-alive rule: an idle connection does not keep vl_loop_run
+ * running; a pending command does. */
+static void idle_connection_lets_the_loop_return(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_redis *c = vl_redis_new(loop, tu_redis_url(0), NULL);
+    int n = 0;
+
+    (void)state;
+    /* Connecting with nobody waiting: the loop returns at once. */
+    assert_int_equal(vl_loop_alive(loop), 0);
+    assert_int_equal(vl_loop_run(loop), VL_OK);
+    vl_future_free(tu_run_cmd(loop, vl_redis_ready(c), VL_OK));
+    assert_int_equal(vl_redis_state(c), VL_REDIS_READY);
+    assert_int_equal(vl_loop_alive(loop), 0);
+    assert_int_equal(vl_loop_run(loop), VL_OK); /* returns, connection still up */
+    assert_int_equal(vl_redis_state(c), VL_REDIS_READY);
+    /* A pending command keeps it running until its reply. */
+    vl_future_then(vl_redis_command(c, "PING"), tu_count_cb, &n);
+    assert_true(vl_loop_alive(loop) > 0);
+    assert_int_equal(vl_loop_run(loop), VL_OK);
+    assert_int_equal(n, 1);
+    vl_redis_free(c);
+    tu_finish(loop);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1011,6 +1227,11 @@ int main(void)
         cmocka_unit_test_setup(reconnect_after_restart, tu_setup),
         cmocka_unit_test_setup(no_reconnect_stays_down, tu_setup),
         cmocka_unit_test_setup(out_of_memory_everywhere, tu_setup),
+        cmocka_unit_test_setup(options_from_an_older_header, tu_setup),
+        cmocka_unit_test_setup(format_length_modifiers, tu_setup),
+        cmocka_unit_test_setup(typed_access, tu_setup),
+        cmocka_unit_test_setup(messages_name_verb_and_endpoint, tu_setup),
+        cmocka_unit_test_setup(idle_connection_lets_the_loop_return, tu_setup),
     };
 
     return tu_run("redis", tests, sizeof(tests) / sizeof(tests[0]));

@@ -6,19 +6,32 @@
 #include "testutil.h"
 
 #include <arpa/inet.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
-static vl_redis_stats stats(vl_redis_pool *p)
+/* The integer of an INTEGER reply; LLONG_MIN (which no test expects) when
+ * the reply is not one. */
+static long long reply_int(const vl_redis_reply *r)
 {
-    vl_redis_stats st;
+    long long v = LLONG_MIN;
 
-    assert_int_equal(vl_redis_pool_stats(p, &st), VL_OK);
+    if (vl_redis_reply_integer(r, &v) != VL_OK)
+        return LLONG_MIN;
+    return v;
+}
+
+static vl_pool_stats stats(vl_redis_pool *p)
+{
+    vl_pool_stats st;
+
+    assert_int_equal((vl_pool_stats_init(&st), vl_redis_pool_stats_get(p, &st)), VL_OK);
     return st;
 }
 
@@ -47,7 +60,7 @@ static vl_redis_lease *take_lease(vl_loop *loop, vl_redis_pool *p)
 static long long lease_client_id(vl_loop *loop, vl_redis_lease *l)
 {
     vl_future *f = tu_run_cmd(loop, vl_redis_lease_command(l, "CLIENT ID"), VL_OK);
-    long long id = vl_redis_reply_integer(vl_future_redis_reply(f));
+    long long id = reply_int(vl_future_redis_reply(f));
 
     vl_future_free(f);
     return id;
@@ -78,7 +91,7 @@ static void gather_over_pool(void **state)
     vl_redis_pool_options o;
     vl_redis_pool *p;
     vl_future *fs[1000], *all;
-    vl_redis_stats st;
+    vl_pool_stats st;
     char key[32];
     int i;
 
@@ -123,8 +136,8 @@ static void gather_over_pool(void **state)
     vl_future_free(all);
     st = stats(p);
     assert_int_equal(st.pending, 0);
-    assert_int_equal(st.queued, 0);
-    assert_int_equal(st.commands, 1500);
+    assert_int_equal(st.waiters, 0);
+    assert_int_equal(st.requests, 1500);
     assert_int_equal(st.errors, 0);
     assert_true(st.open > 2); /* it grew under load */
     assert_true(st.open <= 4);
@@ -165,7 +178,7 @@ static void refused_commands_leave_no_pending(void **state)
     vl_redis_pool_options o;
     vl_redis_pool *p;
     vl_redis_lease *l;
-    vl_redis_stats st;
+    vl_pool_stats st;
 
     (void)state;
     vl_redis_pool_options_init(&o);
@@ -256,6 +269,7 @@ static void backpressure_fail_fast(void **state)
     vl_redis_pool_options_init(&o);
     o.max_size = 2;
     o.max_pending = 10;
+    o.max_waiters = 0; /* nothing may wait: past max_pending, VL_EBUSY */
     p = vl_redis_pool_new(loop, tu_redis_url(1), &o);
     for (i = 0; i < 10; i++)
         vl_future_then(vl_redis_pool_command(p, "PING"), tally_cb, &t);
@@ -291,7 +305,6 @@ static void backpressure_wait_and_timeout(void **state)
     vl_redis_pool_options_init(&o);
     o.max_size = 1;
     o.max_pending = 1;
-    o.on_full = VL_REDIS_POOL_WAIT;
     o.acquire_timeout_ms = 100;
     p = vl_redis_pool_new(loop, tu_redis_url(2), &o);
     wait_ready(loop, p, 1);
@@ -300,11 +313,11 @@ static void backpressure_wait_and_timeout(void **state)
     b = vl_redis_pool_command(p, "PING");
     c = vl_redis_pool_command(p, "PING");
     assert_false(vl_future_done(b));
-    assert_int_equal(stats(p).queued, 2);
+    assert_int_equal(stats(p).waiters, 2);
     assert_int_equal(tu_await(loop, b), VL_ETIMEDOUT);
     assert_int_equal(tu_await(loop, c), VL_ETIMEDOUT);
     assert_non_null(strstr(vl_future_error(c), "no room within 100 ms"));
-    assert_int_equal(stats(p).queued, 0);
+    assert_int_equal(stats(p).waiters, 0);
     assert_int_equal(tu_await(loop, a), VL_OK);
     vl_future_free(a);
     vl_future_free(b);
@@ -320,10 +333,10 @@ static void backpressure_wait_and_timeout(void **state)
     a = vl_redis_pool_command(p, "ECHO first");
     b = vl_redis_pool_command(p, "ECHO second");
     c = vl_redis_pool_command(p, "ECHO third");
-    assert_int_equal(stats(p).queued, 2);
+    assert_int_equal(stats(p).waiters, 2);
     d = vl_redis_pool_command(p, "ECHO fourth");
     vl_future_cancel(c); /* leaves the queue without a trace */
-    assert_int_equal(stats(p).queued, 2);
+    assert_int_equal(stats(p).waiters, 2);
     assert_int_equal(tu_await(loop, d), VL_OK);
     tu_check_str(vl_future_redis_reply(a), "first");
     tu_check_str(vl_future_redis_reply(b), "second");
@@ -367,15 +380,15 @@ static void lease_multi_exec(void **state)
     tu_check_str(vl_future_redis_reply(q1), "QUEUED");
     r = vl_future_redis_reply(f);
     assert_int_equal(vl_redis_reply_count(r), 2);
-    assert_int_equal(vl_redis_reply_integer(vl_redis_reply_element(r, 0)), 1);
-    assert_int_equal(vl_redis_reply_integer(vl_redis_reply_element(r, 1)), 11);
+    assert_int_equal(reply_int(vl_redis_reply_element(r, 0)), 1);
+    assert_int_equal(reply_int(vl_redis_reply_element(r, 1)), 11);
     vl_future_free(f);
     vl_future_free(q1);
     vl_future_free(q2);
     /* EXEC ended MULTI and WATCH: clean, back to the pool. */
     assert_int_equal(vl_redis_lease_release(l), 1);
     assert_int_equal(stats(p).leased, 0);
-    assert_int_equal(stats(p).dirty_closes, 0);
+    assert_int_equal(stats(p).closed_dirty, 0);
     /* The same connection serves the next lease (max_size 1). */
     l = take_lease(loop, p);
     id2 = lease_client_id(loop, l);
@@ -427,7 +440,7 @@ static void dirty_lease_is_closed(void **state)
             vl_future_free(late);
             tu_sleep_ms(loop, 120);
         }
-        assert_int_equal(stats(p).dirty_closes, i + 1);
+        assert_int_equal(stats(p).closed_dirty, i + 1);
         l = take_lease(loop, p);
         next = lease_client_id(loop, l);
         assert_true(next != id);
@@ -444,7 +457,7 @@ static void dirty_lease_is_closed(void **state)
     l = take_lease(loop, p);
     assert_true(lease_client_id(loop, l) == id);
     vl_redis_lease_release(l);
-    assert_int_equal(stats(p).dirty_closes, 4);
+    assert_int_equal(stats(p).closed_dirty, 4);
     vl_redis_pool_free(p);
     tu_finish(loop);
 }
@@ -482,7 +495,7 @@ static void lease_fails_after_reconnect(void **state)
     assert_non_null(strstr(vl_future_error(f), "lease's connection was lost"));
     vl_future_free(f);
     assert_int_equal(vl_redis_lease_release(l), 0);
-    assert_int_equal(stats(p).dirty_closes, 1);
+    assert_int_equal(stats(p).closed_dirty, 1);
     l = take_lease(loop, p);
     assert_true(lease_client_id(loop, l) != id);
     assert_int_equal(vl_redis_lease_release(l), 1);
@@ -514,7 +527,7 @@ static void lease_not_given_on_a_dying_connection(void **state)
     p = vl_redis_pool_new(loop, tu_redis_url(0), &o);
     other = vl_redis_new(loop, tu_redis_url(0), NULL);
     f = tu_run_cmd(loop, vl_redis_pool_command(p, "CLIENT ID"), VL_OK);
-    id = vl_redis_reply_integer(vl_future_redis_reply(f));
+    id = reply_int(vl_future_redis_reply(f));
     vl_future_free(f);
     bl = vl_redis_pool_command(p, "BLPOP dying:nolist 0");
     lf = vl_redis_pool_lease(p);
@@ -567,7 +580,7 @@ static void lease_reset_auth_tracking_are_dirty(void **state)
         id = lease_client_id(loop, l);
         vl_future_free(tu_run_cmd(loop, vl_redis_lease_command(l, dirty[i].cmd), dirty[i].status));
         assert_int_equal(vl_redis_lease_release(l), 0);
-        assert_int_equal(stats(p).dirty_closes, i + 1);
+        assert_int_equal(stats(p).closed_dirty, i + 1);
         f = tu_run_cmd(loop, vl_redis_pool_command(p, "CLIENT INFO"), VL_OK);
         assert_non_null(strstr(vl_redis_reply_str(vl_future_redis_reply(f), NULL), " db=3 "));
         vl_future_free(f);
@@ -638,7 +651,7 @@ static void pool_ready_barrier(void **state)
     assert_false(vl_future_done(f)); /* connecting takes a loop turn at least */
     assert_int_equal(tu_await(loop, f), VL_OK);
     assert_int_equal(stats(p).ready, 3);
-    assert_int_equal(stats(p).queued, 0);
+    assert_int_equal(stats(p).waiters, 0);
     vl_future_free(f);
     /* Up already: completed on return, and the callback still runs from
      * the loop (rule 2). */
@@ -699,7 +712,7 @@ static void pool_ready_fails(void **state)
     f = vl_redis_pool_ready(p);
     assert_int_equal(tu_await(loop, f), VL_ECONN);
     assert_non_null(strstr(vl_future_error(f), "connect redis://127.0.0.1:"));
-    assert_true(stats(p).connect_errors >= 2); /* the first attempt of each */
+    assert_true(stats(p).connect_failures >= 2); /* the first attempt of each */
     vl_future_free(f);
     /* Asked again while still down: fails at once. */
     f = vl_redis_pool_ready(p);
@@ -765,7 +778,7 @@ static void idle_timeout_shrinks_to_min_idle(void **state)
     vl_redis_pool_options o;
     vl_redis_pool *p;
     vl_future *fs[1000], *all;
-    vl_redis_stats st;
+    vl_pool_stats st;
     unsigned grown;
     int i;
 
@@ -787,10 +800,10 @@ static void idle_timeout_shrinks_to_min_idle(void **state)
     tu_sleep_ms(loop, 400);
     st = stats(p);
     assert_int_equal(st.open, 1); /* never below min_idle */
-    assert_int_equal(st.idle_closes, grown - 1);
+    assert_int_equal(st.closed_idle, grown - 1);
     assert_true(st.keepalives >= 1);
-    assert_int_equal(st.error_closes, 0);
-    assert_int_equal(st.commands, 1000); /* PINGs of its own are not commands */
+    assert_int_equal(st.closed_broken, 0);
+    assert_int_equal(st.requests, 1000); /* PINGs of its own are not commands */
     vl_future_free(tu_run_cmd(loop, vl_redis_pool_command(p, "PING"), VL_OK));
     /* The housekeeping timer does not keep vl_loop_run running. */
     vl_loop_run(loop);
@@ -862,7 +875,7 @@ static void max_lifetime_retires_gracefully(void **state)
     vl_redis_pool_options o;
     vl_redis_pool *p;
     vl_redis_lease *l;
-    vl_redis_stats st;
+    vl_pool_stats st;
     stream s;
     uint64_t closes;
 
@@ -880,19 +893,19 @@ static void max_lifetime_retires_gracefully(void **state)
     assert_int_equal(s.bad + s.busy, 0); /* retired gracefully: nothing failed */
     st = stats(p);
     assert_int_equal(st.errors, 0);
-    assert_true(st.lifetime_closes >= 2);
+    assert_true(st.closed_lifetime >= 2);
     assert_true(st.connects >= 4);
-    assert_int_equal(st.error_closes, 0);
+    assert_int_equal(st.closed_broken, 0);
     vl_future_free(tu_run_cmd(loop, vl_redis_pool_ready(p), VL_OK)); /* replaced */
     /* A lease outliving max_lifetime_ms is closed when released, clean. */
     l = take_lease(loop, p);
-    closes = stats(p).lifetime_closes;
+    closes = stats(p).closed_lifetime;
     tu_sleep_ms(loop, 250);
     vl_future_free(tu_run_cmd(loop, vl_redis_lease_command(l, "PING"), VL_OK));
     assert_int_equal(vl_redis_lease_release(l), 1);
     st = stats(p);
-    assert_true(st.lifetime_closes >= closes + 1);
-    assert_int_equal(st.dirty_closes, 0);
+    assert_true(st.closed_lifetime >= closes + 1);
+    assert_int_equal(st.closed_dirty, 0);
     assert_int_equal(st.leased, 0);
     vl_future_free(tu_run_cmd(loop, vl_redis_pool_ready(p), VL_OK));
     vl_redis_pool_free(p);
@@ -907,7 +920,7 @@ static void keepalive_notices_a_silent_server(void **state)
     vl_redis_pool_options o;
     vl_redis_pool *p;
     vl_redis *pauser;
-    vl_redis_stats st;
+    vl_pool_stats st;
 
     (void)state;
     vl_redis_pool_options_init(&o);
@@ -921,15 +934,15 @@ static void keepalive_notices_a_silent_server(void **state)
     tu_sleep_ms(loop, 250);
     st = stats(p);
     assert_true(st.keepalives >= 2);
-    assert_int_equal(st.error_closes, 0);
+    assert_int_equal(st.closed_broken, 0);
     assert_int_equal(st.connects, 1);
-    assert_int_equal(st.commands, 0);
+    assert_int_equal(st.requests, 0);
     pauser = vl_redis_new(loop, tu_redis_url(0), NULL);
     vl_future_free(tu_run_cmd(loop, vl_redis_command(pauser, "CLIENT PAUSE 300"), VL_OK));
     vl_redis_free(pauser);
     tu_sleep_ms(loop, 500);
     st = stats(p);
-    assert_true(st.error_closes >= 1);
+    assert_true(st.closed_broken >= 1);
     assert_true(st.reconnects >= 1);
     vl_future_free(tu_run_cmd(loop, vl_redis_pool_command(p, "PING"), VL_OK));
     vl_loop_run(loop);
@@ -1009,7 +1022,7 @@ static void server_killed_under_load(void **state)
     vl_redis_pool *p;
     vl_redis *pauser;
     tally t = {0, 0, 0, 0, 0};
-    vl_redis_stats st;
+    vl_pool_stats st;
     int i, ok = 0;
 
     (void)state;
@@ -1059,7 +1072,7 @@ static void server_killed_under_load(void **state)
     assert_true(ok);
     st = stats(p);
     assert_true(st.reconnects >= 1);
-    assert_true(st.connect_errors >= 1);
+    assert_true(st.connect_failures >= 1);
     vl_redis_free(pauser);
     vl_redis_pool_free(p);
     tu_finish(loop);
@@ -1079,14 +1092,13 @@ static void pool_free_cancels_everything(void **state)
     vl_redis_pool_options_init(&o);
     o.max_size = 2;
     o.max_pending = 20;
-    o.on_full = VL_REDIS_POOL_WAIT;
     p = vl_redis_pool_new(loop, tu_redis_url(0), &o);
     l = take_lease(loop, p);
     for (i = 0; i < 30; i++) /* 20 on connections, 10 waiting for room */
         vl_future_then(vl_redis_pool_command(p, "PING"), tally_cb, &t);
     vl_future_then(vl_redis_pool_lease(p), tally_cb, &t);
     vl_future_then(vl_redis_lease_command(l, "PING"), tally_cb, &t);
-    assert_int_equal(stats(p).queued, 11);
+    assert_int_equal(stats(p).waiters, 11);
     vl_redis_pool_free(p);
     vl_loop_run(loop);
     assert_int_equal(t.calls, 32);
@@ -1170,6 +1182,104 @@ static void pool_out_of_memory(void **state)
     assert_true(n < 400);
 }
 
+/* A program built against an older header: pool options cut after
+ * max_waiters, stats cut after `waiters`. Unknown fields take defaults,
+ * and only the fields the program knows are written. */
+typedef struct old_pool_options {
+    size_t struct_size;
+    size_t max_size;
+    size_t min_idle;
+    uint64_t acquire_timeout_ms;
+    size_t max_waiters;
+} old_pool_options;
+
+typedef struct old_pool_stats {
+    size_t struct_size;
+    size_t open, ready, busy, idle, leased, pending, waiters;
+    uint64_t canary; /* where `requests` lies in the real struct */
+} old_pool_stats;
+
+static void options_and_stats_from_an_older_header(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    old_pool_options o;
+    old_pool_stats st;
+    vl_pool_stats full;
+    vl_redis_pool *p;
+
+    (void)state;
+    vl_redis_pool_options_init_sized((vl_redis_pool_options *)(void *)&o, sizeof(o));
+    assert_int_equal(o.max_size, 8);
+    assert_int_equal(o.min_idle, 1);
+    assert_int_equal(o.acquire_timeout_ms, 5000);
+    assert_int_equal(o.max_waiters, 1000);
+    o.max_size = 3;
+    o.min_idle = 2;
+    p = vl_redis_pool_new(loop, tu_redis_url(0),
+                          (const vl_redis_pool_options *)(const void *)&o);
+    vl_future_free(tu_run_cmd(loop, vl_redis_pool_ready(p), VL_OK));
+    vl_future_free(tu_run_cmd(loop, vl_redis_pool_command(p, "PING"), VL_OK));
+    st.canary = 12345;
+    vl_pool_stats_init_sized((vl_pool_stats *)(void *)&st, offsetof(old_pool_stats, canary));
+    assert_int_equal(vl_redis_pool_stats_get(p, (vl_pool_stats *)(void *)&st), VL_OK);
+    assert_int_equal(st.open, 2);
+    assert_int_equal(st.ready, 2);
+    assert_int_equal(st.canary, 12345); /* past its struct_size: untouched */
+    full = stats(p);
+    assert_int_equal(full.requests, 1);
+    /* An unknown size is refused and nothing is written. */
+    full.struct_size = sizeof(full) + 8;
+    full.open = 99;
+    assert_int_equal(vl_redis_pool_stats_get(p, &full), VL_EINVAL);
+    assert_int_equal(full.open, 99);
+    vl_redis_pool_free(p);
+
+    o.struct_size = 0; /* never initialised */
+    p = vl_redis_pool_new(loop, tu_redis_url(0),
+                          (const vl_redis_pool_options *)(const void *)&o);
+    {
+        vl_future *f = tu_run_cmd(loop, vl_redis_pool_command(p, "PING"), VL_EINVAL);
+        assert_non_null(strstr(vl_future_error(f), "struct_size 0"));
+        vl_future_free(f);
+    }
+    vl_redis_pool_free(p);
+    tu_finish(loop);
+}
+
+/* max_waiters bounds the waiting room of commands and leases alike. */
+static void max_waiters_bounds_waiting(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_redis_pool_options o;
+    vl_redis_pool *p;
+    vl_future *l, *w, *busy;
+    vl_redis_lease *lease;
+    uint64_t waited;
+
+    (void)state;
+    vl_redis_pool_options_init(&o);
+    o.max_size = 1;
+    o.max_waiters = 1;
+    p = vl_redis_pool_new(loop, tu_redis_url(0), &o);
+    l = tu_run_cmd(loop, vl_redis_pool_lease(p), VL_OK);
+    lease = vl_future_take(l);
+    vl_future_free(l);
+    waited = stats(p).wait_count; /* 0 or 1: the first may have waited for the connect */
+    w = vl_redis_pool_lease(p); /* waits: one may */
+    assert_false(vl_future_done(w));
+    assert_int_equal(stats(p).waiters, 1);
+    busy = tu_run_cmd(loop, vl_redis_pool_lease(p), VL_EBUSY);
+    assert_non_null(strstr(vl_future_error(busy), "max_waiters 1"));
+    vl_future_free(busy);
+    assert_int_equal(stats(p).rejected, 1);
+    assert_int_equal(vl_redis_lease_release(lease), 1);
+    l = tu_run_cmd(loop, w, VL_OK);
+    assert_int_equal(stats(p).wait_count, waited + 1); /* not the refused one */
+    vl_future_free(l); /* releases the lease left in it */
+    vl_redis_pool_free(p);
+    tu_finish(loop);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1196,6 +1306,8 @@ int main(void)
         cmocka_unit_test_setup(pool_free_cancels_everything, tu_setup),
         cmocka_unit_test_setup(pool_bad_url, tu_setup),
         cmocka_unit_test_setup(pool_out_of_memory, tu_setup),
+        cmocka_unit_test_setup(options_and_stats_from_an_older_header, tu_setup),
+        cmocka_unit_test_setup(max_waiters_bounds_waiting, tu_setup),
     };
 
     return tu_run("redis_pool", tests, sizeof(tests) / sizeof(tests[0]));

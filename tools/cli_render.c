@@ -127,6 +127,15 @@ static void put_raw(buf *b, const char *s, size_t n)
         b->s[--b->len] = '\0';
 }
 
+/* The integer of a reply rendered as an INTEGER (the type was checked). */
+static long long cli_reply_integer(const vl_redis_reply *r)
+{
+    long long v = 0;
+
+    (void)vl_redis_reply_integer(r, &v);
+    return v;
+}
+
 static void render_reply(buf *b, const vl_redis_reply *r, int indent)
 {
     size_t n, i;
@@ -150,7 +159,7 @@ static void render_reply(buf *b, const vl_redis_reply *r, int indent)
         put(b, s, n);
         break;
     case VL_REDIS_INTEGER:
-        putf(b, "(integer) %lld", vl_redis_reply_integer(r));
+        putf(b, "(integer) %lld", cli_reply_integer(r));
         break;
     case VL_REDIS_NIL:
         put(b, "(nil)", 5);
@@ -302,7 +311,7 @@ static json_t *reply_json(const vl_redis_reply *r)
         }
         return v;
     case VL_REDIS_INTEGER:
-        return json_integer(vl_redis_reply_integer(r));
+        return json_integer(cli_reply_integer(r));
     case VL_REDIS_NIL:
         return json_null();
     case VL_REDIS_ARRAY:

@@ -23,9 +23,9 @@ extern "C" {
 #endif
 
 #define VL_VERSION_MAJOR 0
-#define VL_VERSION_MINOR 1
+#define VL_VERSION_MINOR 2
 #define VL_VERSION_PATCH 0
-#define VL_VERSION_STRING "0.1.0"
+#define VL_VERSION_STRING "0.2.0"
 /* One number for #if checks: VL_VERSION_NUM >= VL_VERSION_AT(0, 2, 0). */
 #define VL_VERSION_AT(major, minor, patch) (((major) << 16) | ((minor) << 8) | (patch))
 #define VL_VERSION_NUM VL_VERSION_AT(VL_VERSION_MAJOR, VL_VERSION_MINOR, VL_VERSION_PATCH)
@@ -69,6 +69,45 @@ typedef struct vl_allocator {
 } vl_allocator;
 
 VL_EXPORT int vl_allocator_set(const vl_allocator *a);
+
+/* ---- Pool statistics (Redis and MySQL pools alike) ----------------------
+ *
+ * A snapshot filled by vl_redis_pool_stats_get or vl_mysql_pool_stats_get.
+ * Like the options structs, it only ever grows at its end: prepare it with
+ * vl_pool_stats_init(&s), which records the size your program was built
+ * with, and the library writes only the fields within it. Counters (uint64_t)
+ * count since the pool was made; gauges (size_t) are the present. */
+typedef struct vl_pool_stats {
+    size_t struct_size;        /* set by vl_pool_stats_init */
+    size_t open;               /* connections held, whatever their state */
+    size_t ready;              /* of those, connected and usable */
+    size_t busy;               /* ready with work pending, or leased */
+    size_t idle;               /* ready, nothing pending, not leased */
+    size_t leased;             /* Redis leases, MySQL transactions held */
+    size_t pending;            /* requests running on a connection */
+    size_t waiters;            /* requests waiting in the pool */
+    uint64_t requests;         /* commands, statements, leases requested */
+    uint64_t errors;           /* of those, failed with anything but VL_ESERVER */
+    uint64_t rejected;         /* failed with VL_EBUSY: max_waiters reached */
+    uint64_t timeouts;         /* failed with VL_ETIMEDOUT (waiting or running) */
+    uint64_t wait_count;       /* requests that had to wait in the pool */
+    uint64_t wait_total_ms;    /* their total time waiting */
+    uint64_t connects;         /* connections made (handshake succeeded) */
+    uint64_t reconnects;       /* of those, a Redis connection reopening by
+                                * itself; 0 for MySQL, whose pool replaces a
+                                * lost connection with a new one instead */
+    uint64_t connect_failures; /* connection attempts that failed */
+    uint64_t closed_idle;      /* closed after idle_timeout_ms */
+    uint64_t closed_lifetime;  /* retired after max_lifetime_ms */
+    uint64_t closed_dirty;     /* closed on release: not provably clean */
+    uint64_t closed_broken;    /* lost: hang-up, I/O error, failed keepalive */
+    uint64_t keepalives;       /* keepalive pings sent */
+} vl_pool_stats;
+
+/* Zeroes the first struct_size bytes of `s` and stores struct_size. Call
+ * it as vl_pool_stats_init(&s). NULL is a no-op. */
+VL_EXPORT void vl_pool_stats_init_sized(vl_pool_stats *s, size_t struct_size);
+#define vl_pool_stats_init(s) vl_pool_stats_init_sized((s), sizeof(*(s)))
 
 #ifdef __cplusplus
 }

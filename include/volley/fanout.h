@@ -33,7 +33,11 @@ typedef struct vl_fanout_result vl_fanout_result;
  * the result so far and the host's index. Optional. */
 typedef void (*vl_fanout_host_cb)(const vl_fanout_result *r, size_t host, void *ud);
 
+/* The ABI rule of vl_redis_options applies: start from
+ * vl_fanout_options_init(&o); new fields are only appended; a struct_size
+ * the library does not know fails the fan-out's future with VL_EINVAL. */
 typedef struct vl_fanout_options {
+    size_t struct_size;          /* set by vl_fanout_options_init */
     uint64_t connect_timeout_ms; /* per host; 0 = only timeout_ms applies */
     uint64_t timeout_ms;         /* per host, connect plus command; 0 = none */
     size_t concurrency;          /* hosts in flight at once; 0 = all */
@@ -43,8 +47,11 @@ typedef struct vl_fanout_options {
     void *ud;
 } vl_fanout_options;
 
-/* Fills defaults: connect 5000 ms, timeout 10000 ms, concurrency 64. */
-VL_EXPORT void vl_fanout_options_init(vl_fanout_options *o);
+/* Zeroes the first struct_size bytes of `o`, fills the defaults (connect
+ * 5000 ms, timeout 10000 ms, concurrency 64) of the fields wholly within
+ * them and stores struct_size. Call it as vl_fanout_options_init(&o). */
+VL_EXPORT void vl_fanout_options_init_sized(vl_fanout_options *o, size_t struct_size);
+#define vl_fanout_options_init(o) vl_fanout_options_init_sized((o), sizeof(*(o)))
 
 /* Sends one Redis command (binary-safe argv; argvlen may be NULL for C
  * strings) to every URL (redis://, unix://). Arguments and URLs are copied

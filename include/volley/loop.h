@@ -34,9 +34,20 @@ VL_EXPORT vl_loop *vl_loop_wrap(struct ev_loop *ev);
 /* The libev loop underneath (borrowed; valid until vl_loop_free). */
 VL_EXPORT struct ev_loop *vl_loop_ev(vl_loop *loop);
 
-/* Runs the loop until it has nothing left to do: no pending future callback,
- * no open connection or timer. Returns VL_OK, or VL_ECLOSED when a callback
- * freed the loop (it is gone when this returns). */
+/* Runs the loop until it has nothing left to do. Returns VL_OK, or
+ * VL_ECLOSED when a callback freed the loop (it is gone when this returns).
+ *
+ * The loop-alive rule, the same for every object (Redis and MySQL
+ * connections and pools, fan-outs): an object keeps vl_loop_run running
+ * only while a future of it is pending: a command or statement queued or in
+ * flight, a connect that a future waits for (vl_redis_ready, vl_mysql_ready,
+ * a pool's _ready, a request waiting in a pool), a sleep, a job on a
+ * thread. Idle connections and pools, their reconnect, keepalive and
+ * housekeeping timers, and a connect nobody waits for (one whose future was
+ * cancelled or timed out) never do: they go on working while the loop runs
+ * for another reason, and vl_loop_run returns without waiting for them. A
+ * future's own deadline (vl_future_timeout) keeps the loop running until it
+ * fires. */
 VL_EXPORT int vl_loop_run(vl_loop *loop);
 
 /* Runs the loop until `f` completes, like asyncio's run_until_complete.

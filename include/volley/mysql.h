@@ -50,7 +50,7 @@
  *                    covers refused ports, DNS failures AND the server's
  *                    refusal to log in (bad credentials: errno 1045,
  *                    unknown database: errno 1049): connecting failed, and
- *                    vl_mysql_errno() tells which way. A connection lost
+ *                    vl_future_mysql_errno() tells which way. A connection lost
  *                    under a statement (errno 2006/2013, or killed) fails
  *                    that statement with VL_ECONN and is closed; one lost
  *                    while idle fails the next statement with VL_ECONN.
@@ -66,7 +66,7 @@
  *                    LOAD DATA LOCAL INFILE request (volley never offers
  *                    CLIENT_LOCAL_FILES and never sends a file), a row or
  *                    result over max_row_bytes / max_result_bytes. The
- *                    connection is closed; vl_mysql_errno() gives
+ *                    connection is closed; vl_future_mysql_errno() gives
  *                    Connector/C's code when it noticed (e.g. 2020, 2027).
  *   VL_ECANCELED     cancelled, or the connection/pool was freed.
  *   VL_ECLOSED       the connection was closed earlier (after a lost
@@ -74,8 +74,8 @@
  *
  * Server errors are data. A future that failed because of Connector/C or
  * the server carries a vl_mysql_result value holding the MySQL errno,
- * SQLSTATE and message: read them with vl_mysql_errno(f),
- * vl_mysql_sqlstate(f) and vl_mysql_error(f). For a multi-statement call
+ * SQLSTATE and message: read them with vl_future_mysql_errno(f),
+ * vl_future_mysql_sqlstate(f) and vl_future_error(f). For a multi-statement call
  * the same value also holds the result sets of the statements that
  * succeeded before the failing one.
  *
@@ -129,6 +129,17 @@
  *
  * Everything here belongs to the loop's thread. Callbacks run from the loop
  * (volley/future.h, rules 1-5): never inside the call that made the future.
+ * Every call below that returns a future returns NULL only when out of
+ * memory or when its handle (connection, pool, transaction) is NULL (rule
+ * 1); every other failure, a bad argument included, arrives through the
+ * future. A connection keeps vl_loop_run running only while a future of it
+ * is pending (the loop-alive rule of volley/loop.h): a connect nobody waits
+ * for, such as one whose vl_mysql_ready future timed out, lets it return.
+ *
+ * Messages name what failed and where, never with the password: a
+ * statement's failure starts with its verb and the endpoint ("SELECT on
+ * mysql://127.0.0.1:3306/app: ERROR 1064 (42000): ..."), a connect timeout
+ * with "connect mysql://...: timed out after N ms".
  */
 #ifndef VOLLEY_MYSQL_H
 #define VOLLEY_MYSQL_H
@@ -154,20 +165,32 @@ typedef struct vl_mysql_tx vl_mysql_tx;
 #define VL_MYSQL_DEFAULT_MAX_RESULT_BYTES ((uint64_t)256 << 20)
 #define VL_MYSQL_DEFAULT_MAX_ROW_BYTES ((uint64_t)64 << 20)
 
-/* New fields are only ever appended; vl_mysql_options_init fills them all. */
+/* Options of a connection. ABI rule (the same for every options struct of
+ * volley, see vl_redis_options): always start from vl_mysql_options_init(&o),
+ * which fills the defaults and sets struct_size to the size your program was
+ * compiled with; new fields are only ever appended at the end, and fields a
+ * program built against an older header does not know take their defaults.
+ * A struct_size the library does not know makes the connection failed:
+ * every future fails with VL_EINVAL ("options: struct_size N unknown to
+ * this volley (built against a newer header?)"). Times are uint64_t
+ * milliseconds, 0 = off. */
 typedef struct vl_mysql_options {
-    uint64_t connect_timeout_ms; /* default 10000; 0 = no limit */
+    size_t struct_size;          /* set by vl_mysql_options_init */
+    uint64_t connect_timeout_ms; /* 5000 (as for Redis); 0 = no limit */
     uint64_t query_timeout_ms;   /* default server-side limit; 0 = off */
-    int multi_statements;        /* 1 allows "a; b" in vl_mysql_query */
-    const char *charset;         /* NULL = "utf8mb4" (copied) */
-    const char *init_sql;        /* NULL = none (copied) */
     uint64_t read_timeout_ms;    /* server silence while a reply is owed; 60000; 0 = off */
     uint64_t max_result_bytes;   /* see "Limits"; 256 MiB; 0 = no limit */
     uint64_t max_row_bytes;      /* see "Limits"; 64 MiB; 0 = no limit */
+    int multi_statements;        /* 1 allows "a; b" in vl_mysql_query; 0 */
+    const char *charset;         /* NULL = "utf8mb4" (copied) */
+    const char *init_sql;        /* NULL = none (copied) */
 } vl_mysql_options;
 
-/* Fills `o` with the defaults above. */
-VL_EXPORT void vl_mysql_options_init(vl_mysql_options *o);
+/* Zeroes the first struct_size bytes of `o`, fills the defaults above of
+ * every field wholly within them and stores struct_size. Call it as
+ * vl_mysql_options_init(&o). NULL is a no-op. */
+VL_EXPORT void vl_mysql_options_init_sized(vl_mysql_options *o, size_t struct_size);
+#define vl_mysql_options_init(o) vl_mysql_options_init_sized((o), sizeof(*(o)))
 
 /* Makes a connection and starts connecting at once (resolve, TCP or unix
  * socket, handshake, init_sql). Statements may be queued right away: they
@@ -182,7 +205,7 @@ VL_EXPORT vl_mysql *vl_mysql_new(vl_loop *loop, const char *url, const vl_mysql_
 
 /* A future that completes once the connection is established (VL_OK) or
  * failed (the connect error, with errno/SQLSTATE readable through
- * vl_mysql_errno). It queues like a statement. A connection that never
+ * vl_future_mysql_errno). It queues like a statement. A connection that never
  * connected fails every future made on it with its connect error; one that
  * was open and then closed fails them with VL_ECLOSED. A connection never
  * reconnects by itself. NULL only when out of memory. */
@@ -202,6 +225,12 @@ VL_EXPORT void vl_mysql_free(vl_mysql *c);
 
 /* The endpoint's display form (no password). Borrowed; valid until free. */
 VL_EXPORT const char *vl_mysql_display(const vl_mysql *c);
+
+/* The last detailed error of the connection (a failed connect, a lost
+ * connection, a statement's failure), "" when there was none; the same
+ * text as that future's vl_future_error. Borrowed: valid until the next
+ * call on c. Never contains the password. "" for NULL. */
+VL_EXPORT const char *vl_mysql_error(const vl_mysql *c);
 
 /* 1 once connected and not closed, 0 otherwise. */
 VL_EXPORT int vl_mysql_is_open(const vl_mysql *c);
@@ -407,14 +436,14 @@ enum {
 
 /* The result value of a future (borrowed), or NULL when the future has no
  * MySQL result (pending, another backend, or a failure before any I/O). */
-VL_EXPORT vl_mysql_result *vl_future_mysql_result(const vl_future *f);
+VL_EXPORT const vl_mysql_result *vl_future_mysql_result(const vl_future *f);
 
 /* Frees a result taken with vl_future_take (the whole chain). NULL is a no-op.
  * Never call it on a chained (next) result or a stream batch. */
 VL_EXPORT void vl_mysql_result_free(vl_mysql_result *r);
 
 /* The next statement's result of a multi-statement call, or NULL. */
-VL_EXPORT vl_mysql_result *vl_mysql_result_next(const vl_mysql_result *r);
+VL_EXPORT const vl_mysql_result *vl_mysql_result_next(const vl_mysql_result *r);
 
 /* 1 when the statement produced a result set (even an empty one), 0 for
  * statements that only report counts (INSERT, UPDATE, SET...). */
@@ -454,12 +483,12 @@ VL_EXPORT uint64_t vl_mysql_result_insert_id(const vl_mysql_result *r);
 VL_EXPORT unsigned vl_mysql_result_warnings(const vl_mysql_result *r);
 
 /* Error details of a failed future (see "Errors" above): the MySQL errno (0
- * when the failure did not come from the server or Connector/C), the
- * 5-character SQLSTATE ("" when none) and the server's message ("" when
- * none). Borrowed; valid while the future is. */
-VL_EXPORT unsigned vl_mysql_errno(const vl_future *f);
-VL_EXPORT const char *vl_mysql_sqlstate(const vl_future *f);
-VL_EXPORT const char *vl_mysql_error(const vl_future *f);
+ * when the failure did not come from the server or Connector/C, or f is
+ * NULL) and the 5-character SQLSTATE ("" when none). Borrowed; valid while
+ * the future is. The message, naming the endpoint and the statement's verb,
+ * is vl_future_error(f); the server's own text stays in it. */
+VL_EXPORT unsigned vl_future_mysql_errno(const vl_future *f);
+VL_EXPORT const char *vl_future_mysql_sqlstate(const vl_future *f);
 
 /* ======================================================================
  * Pools
@@ -501,24 +530,34 @@ VL_EXPORT const char *vl_mysql_error(const vl_future *f);
  * Idle pooled connections and the pool's maintenance timer do not keep the
  * loop alive (vl_loop_run returns once no request is pending).
  */
+/* Back-pressure, the same model as vl_redis_pool_options: at most
+ * max_waiters requests wait for a connection, in order, each up to
+ * acquire_timeout_ms (then VL_ETIMEDOUT); one more fails at once with
+ * VL_EBUSY, and with max_waiters 0 nothing waits. The ABI rule of
+ * vl_mysql_options applies. */
 typedef struct vl_mysql_pool_options {
-    size_t max_size;             /* open connections at most; default 10 */
-    size_t min_idle;             /* kept open and idle when possible; default 0 */
-    uint64_t acquire_timeout_ms; /* waiting for a connection; default 30000, 0 = forever */
-    uint64_t connect_timeout_ms; /* default 10000 */
-    uint64_t idle_timeout_ms;    /* close idle beyond min_idle after this; default 600000 */
-    uint64_t max_lifetime_ms;    /* retire after this (minus up to 2.5% jitter); default 1800000 */
-    uint64_t keepalive_ms;       /* ping connections idle this long; default 0 = off */
+    size_t struct_size;          /* set by vl_mysql_pool_options_init */
+    size_t max_size;             /* open connections at most; 10. More than a
+                                  * Redis pool's 8: a MySQL connection runs one
+                                  * statement at a time */
+    size_t min_idle;             /* opened at once and kept idle when possible; 1 */
+    uint64_t acquire_timeout_ms; /* waiting for a connection; 5000. 0 = no limit */
+    size_t max_waiters;          /* requests that may wait; 1000. 0 = none */
+    uint64_t connect_timeout_ms; /* 5000 */
+    uint64_t idle_timeout_ms;    /* close idle beyond min_idle after this; 600000 */
+    uint64_t max_lifetime_ms;    /* retire after this (minus up to 2.5% jitter); 1800000 */
+    uint64_t keepalive_ms;       /* ping connections idle this long; 0 = off */
     const char *init_sql;        /* run on every new connection; copied */
-    size_t max_waiters;          /* queued requests at most; default 1000; 0 = unbounded */
 } vl_mysql_pool_options;
 
-VL_EXPORT void vl_mysql_pool_options_init(vl_mysql_pool_options *o);
+/* As vl_mysql_options_init_sized; call it as vl_mysql_pool_options_init(&o). */
+VL_EXPORT void vl_mysql_pool_options_init_sized(vl_mysql_pool_options *o, size_t struct_size);
+#define vl_mysql_pool_options_init(o) vl_mysql_pool_options_init_sized((o), sizeof(*(o)))
 
 /* Makes a pool for `url` (copied; URL parameters apply to every connection,
  * among them read_timeout_ms and the limits, which otherwise have their
  * vl_mysql_options_init defaults; a connection closed by one of them counts
- * in closed_error).
+ * in closed_broken).
  * It opens min_idle connections in the background. Returns NULL only when
  * out of memory; a bad URL gives a pool whose every future fails with
  * VL_EINVAL (or VL_EUNSUPPORTED for TLS). The caller frees it with
@@ -545,20 +584,25 @@ VL_EXPORT vl_future *vl_mysql_pool_query(vl_mysql_pool *p, const char *sql);
 VL_EXPORT vl_future *vl_mysql_pool_execute(vl_mysql_pool *p, const char *sql,
                                            const vl_mysql_param *params, size_t n);
 
-typedef struct vl_mysql_pool_stats {
-    size_t open;                  /* connected or connecting */
-    size_t in_use;
-    size_t idle;
-    size_t waiters;
-    uint64_t wait_count;          /* requests that had to wait */
-    uint64_t wait_total_ms;       /* their total waiting time */
-    uint64_t closed_idle;         /* closed by idle_timeout_ms */
-    uint64_t closed_lifetime;     /* closed by max_lifetime_ms */
-    uint64_t closed_error;        /* closed dirty, broken, or hung up */
-    uint64_t connect_failures;
-} vl_mysql_pool_stats;
+/* Readiness (a warm-up barrier), the same as vl_redis_pool_ready: completes
+ * with VL_OK once min_idle connections are open (min_idle 0: at once), or
+ * with VL_ECONN and the last connect error once a connect failed and none
+ * is open. A pool with a bad URL fails it with the URL's status. Freeing
+ * the pool completes it with VL_ECANCELED. Its callback runs from the loop
+ * (rule 2); waiting keeps vl_loop_run running. No value; the caller owns
+ * the future. NULL only when out of memory or p is NULL. */
+VL_EXPORT vl_future *vl_mysql_pool_ready(vl_mysql_pool *p);
 
-VL_EXPORT void vl_mysql_pool_stats_get(const vl_mysql_pool *p, vl_mysql_pool_stats *out);
+/* Fills `out` (prepared with vl_pool_stats_init, volley/common.h) with a
+ * snapshot of the pool; only the fields within out->struct_size are
+ * written. For a MySQL pool, `busy` counts connections running a statement
+ * or being reset, `leased` the open transactions, `pending` the statements
+ * running, `closed_dirty` connections closed on release because they were
+ * not provably clean (a statement still in flight, a failed COMMIT or
+ * ROLLBACK, a failed reset), `closed_broken` the ones lost or hung up.
+ * Returns VL_OK, or VL_EINVAL when p or out is NULL or out->struct_size is
+ * unknown (nothing written). */
+VL_EXPORT int vl_mysql_pool_stats_get(const vl_mysql_pool *p, vl_pool_stats *out);
 
 /* ---- Transactions: a lease of one pooled connection ----
  *

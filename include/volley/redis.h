@@ -39,7 +39,9 @@
  *
  * ---- Errors -----------------------------------------------------------------
  *
- *   VL_EINVAL       malformed URL, NULL or empty command, bad format string
+ *   VL_EINVAL       malformed URL, NULL or empty command, an unsupported
+ *                   printf conversion (named in the message), options
+ *                   with a struct_size this library does not know
  *   VL_EUNSUPPORTED rediss:// (TLS), and the commands that change the reply
  *                   stream, which are not offered on a command connection:
  *                   SUBSCRIBE/PSUBSCRIBE/SSUBSCRIBE/UNSUBSCRIBE/PUNSUBSCRIBE/
@@ -137,8 +139,26 @@ VL_EXPORT const vl_redis_reply *vl_future_redis_reply(const vl_future *f);
 /* The type of `r`, one of VL_REDIS_STRING ... VL_REDIS_ERROR (0 when r is NULL). */
 VL_EXPORT int vl_redis_reply_type(const vl_redis_reply *r);
 
-/* The integer of an INTEGER reply; 0 for the other types. */
-VL_EXPORT long long vl_redis_reply_integer(const vl_redis_reply *r);
+/* Typed reads. vl_redis_reply_integer stores the integer of an INTEGER
+ * reply in *out; vl_redis_reply_double the number of an INTEGER reply, or
+ * of a STRING reply that is exactly a floating-point number (RESP2 sends
+ * INCRBYFLOAT and ZSCORE results so). Both return VL_OK, or VL_EINVAL for
+ * any other type or text (or r/out NULL), leaving *out untouched: a type
+ * mismatch is never read as 0. */
+VL_EXPORT int vl_redis_reply_integer(const vl_redis_reply *r, long long *out);
+VL_EXPORT int vl_redis_reply_double(const vl_redis_reply *r, double *out);
+
+/* A map view of a flat key/value ARRAY reply (HGETALL, CONFIG GET, XINFO
+ * ...: an even number of elements whose keys are strings). _map_count is
+ * the number of pairs (0 when r is not such an array); _map_key and
+ * _map_value give pair i (NULL when out of range); _map_get the value of
+ * the first pair whose key is keylen bytes equal to key, or NULL (a linear
+ * scan). Every pointer is borrowed from the root reply. */
+VL_EXPORT size_t vl_redis_reply_map_count(const vl_redis_reply *r);
+VL_EXPORT const vl_redis_reply *vl_redis_reply_map_key(const vl_redis_reply *r, size_t i);
+VL_EXPORT const vl_redis_reply *vl_redis_reply_map_value(const vl_redis_reply *r, size_t i);
+VL_EXPORT const vl_redis_reply *vl_redis_reply_map_get(const vl_redis_reply *r, const char *key,
+                                                       size_t keylen);
 
 /* The bytes of a STRING, STATUS or ERROR reply, NUL-terminated for
  * convenience (but may contain NUL bytes: use `len`). Borrowed from the root
@@ -159,22 +179,35 @@ VL_EXPORT void vl_redis_reply_free(vl_redis_reply *r);
 
 /* ==== Connections ============================================================ */
 
+/* Options of a connection. ABI rule (the same for every options struct of
+ * volley): always start from vl_redis_options_init(&o), which fills every
+ * field with its default and sets struct_size to the size of the struct
+ * your program was compiled with; then change the fields you need. New
+ * fields are only ever appended at the end, so a program built against an
+ * older header keeps working: the fields it does not know take their
+ * defaults. A struct_size the library does not know (0: never initialised;
+ * larger than its own: built against a newer header) makes the connection
+ * invalid: every command fails with VL_EINVAL ("options: struct_size N
+ * unknown to this volley (built against a newer header?)").
+ * Times are uint64_t milliseconds and 0 turns the limit off; counts are
+ * size_t, bytes uint64_t, booleans int 0/1. */
 typedef struct vl_redis_options {
-    uint32_t connect_timeout_ms; /* resolve + connect + AUTH/SELECT/PING; 5000. 0: off */
-    uint32_t command_timeout_ms; /* per command, from the call on; 10000. 0: off.
+    size_t struct_size;          /* set by vl_redis_options_init */
+    uint64_t connect_timeout_ms; /* resolve + connect + AUTH/SELECT/PING; 5000. 0: off */
+    uint64_t command_timeout_ms; /* per command, from the call on; 10000. 0: off.
                                   * See "Command timeouts" below */
-    uint32_t reconnect_min_ms;   /* first backoff; 100 */
-    uint32_t reconnect_max_ms;   /* backoff ceiling; 5000 */
+    uint64_t reconnect_min_ms;   /* first backoff; 100 */
+    uint64_t reconnect_max_ms;   /* backoff ceiling; 5000 */
     int reconnect;               /* 1 (default): reopen a lost connection; 0: stay down */
     /* Reply limits, see "Reply limits" below. 0: no limit. */
     uint64_t max_bulk_len;       /* bytes of one bulk string; 512 MiB */
-    uint64_t max_elements;       /* elements of one array; 16777216 (16 Mi) */
+    size_t max_elements;         /* elements of one array; 16777216 (16 Mi) */
     uint64_t max_reply_bytes;    /* bytes of one whole reply on the wire; 1 GiB */
-    uint32_t max_depth;          /* nested arrays (1: flat); 8, also the most
+    size_t max_depth;            /* nested arrays (1: flat); 8, also the most
                                   * that hiredis 0.14 parses (0: 8) */
     /* TCP only (not unix://), see "Dead peers" below. */
-    uint32_t tcp_keepalive_ms;   /* idle time before keepalive probes; 15000. 0: off */
-    uint32_t tcp_user_timeout_ms; /* TCP_USER_TIMEOUT; 30000. 0: the kernel's */
+    uint64_t tcp_keepalive_ms;   /* idle time before keepalive probes; 15000. 0: off */
+    uint64_t tcp_user_timeout_ms; /* TCP_USER_TIMEOUT; 30000. 0: the kernel's */
 } vl_redis_options;
 
 /* ---- Command timeouts -------------------------------------------------------
@@ -235,9 +268,12 @@ typedef struct vl_redis_options {
  * unacknowledged that long ends the connection). A lost connection fails its
  * commands with VL_ECONN and reconnects. */
 
-/* Fills `o` with the defaults above. Zero-filling an options struct by hand
- * instead turns every timeout off and disables reconnection. */
-VL_EXPORT void vl_redis_options_init(vl_redis_options *o);
+/* Zeroes the first struct_size bytes of `o`, fills the defaults above of
+ * every field that lies wholly within them and stores struct_size. Call it
+ * through vl_redis_options_init(&o), which passes sizeof(o). NULL is a
+ * no-op. */
+VL_EXPORT void vl_redis_options_init_sized(vl_redis_options *o, size_t struct_size);
+#define vl_redis_options_init(o) vl_redis_options_init_sized((o), sizeof(*(o)))
 
 enum {
     VL_REDIS_CONNECTING = 1, /* resolving, connecting, or in AUTH/SELECT */
@@ -254,19 +290,31 @@ enum {
  * every command fails with VL_EINVAL (VL_EUNSUPPORTED for rediss://) and a
  * message saying what is wrong; vl_redis_error() tells the same at once.
  *
+ * `opts` follows the ABI rule of vl_redis_options; a struct_size it does
+ * not know also gives an INVALID connection (VL_EINVAL).
+ *
  * The connection belongs to the loop: vl_loop_free frees it if you have not.
- * While it is open it keeps vl_loop_run running (like any open handle); use
- * vl_loop_run_until or free it when done. */
+ * It keeps vl_loop_run running only while a command of it is pending (the
+ * loop-alive rule of volley/loop.h): an idle connection, its reconnects
+ * and a connect nobody waits for let vl_loop_run return. */
 VL_EXPORT vl_redis *vl_redis_new(vl_loop *loop, const char *url, const vl_redis_options *opts);
 
-/* Sends a command built printf-style by hiredis's formatter: "%s" is a C
- * string argument, "%b" a binary one (pointer, size_t length), "%d"/"%lld"
- * etc. are formatted into an argument; spaces separate arguments. Pipelining
- * is free: issue many commands without waiting; replies come back in order.
+/* Sends a command built printf-style. Spaces separate arguments; within an
+ * argument, "%s" is a C string, "%b" binary bytes (pointer, then size_t
+ * length), "%%" a '%', and the numeric conversions d i u x X o c, with the
+ * C99 length modifiers hh h l ll z j t, and f F g G e E (with L) are
+ * formatted as printf would (flags, width and precision included): "SET %s
+ * %zu" takes a size_t. Any other conversion fails the future with VL_EINVAL
+ * and a message naming it and its offset ("format: unsupported conversion
+ * '%q' at byte 4"); so does a NULL "%s". Pipelining is free: issue many
+ * commands without waiting; replies come back in order.
  *
  * Returns a future whose value is the vl_redis_reply (also on VL_ESERVER),
- * or NULL when out of memory or c is NULL. Every other failure arrives
- * through the future. The arguments are copied before the call returns. */
+ * or NULL when out of memory or c is NULL (rule 1). Every other failure
+ * arrives through the future, with a message naming the command and the
+ * endpoint ("GET on redis://127.0.0.1:6379: WRONGTYPE ..."; the reply keeps
+ * the server's own text). The arguments are copied before the call
+ * returns. */
 VL_EXPORT vl_future *vl_redis_command(vl_redis *c, const char *fmt, ...);
 VL_EXPORT vl_future *vl_redis_commandv(vl_redis *c, const char *fmt, va_list ap);
 
@@ -288,6 +336,16 @@ VL_EXPORT void vl_redis_free(vl_redis *c);
  * connection...), "" when there was none. Borrowed: valid until the next
  * call on c. Never contains the password. */
 VL_EXPORT const char *vl_redis_error(const vl_redis *c);
+
+/* Readiness, the same as vl_mysql_ready: a future that completes with VL_OK
+ * once the connection is up (past AUTH/SELECT) and has answered a PING of
+ * its own, or fails as a command issued now would: VL_ECONN and the
+ * attempt's message when the connection attempt under way fails (or at once
+ * between attempts), VL_EINVAL for a bad URL. It queues like a command (its
+ * command timeout applies) and keeps vl_loop_run running while it waits.
+ * Its value is the PING's reply ("PONG"), of no interest; the caller owns
+ * the future. NULL only when out of memory or c is NULL. */
+VL_EXPORT vl_future *vl_redis_ready(vl_redis *c);
 
 /* The state of the connection: VL_REDIS_CONNECTING, _READY, _DOWN or _INVALID. */
 VL_EXPORT int vl_redis_state(const vl_redis *c);
@@ -316,7 +374,8 @@ VL_EXPORT size_t vl_redis_pending(const vl_redis *c);
  *
  * ---- Lifetimes (HikariCP's) ------------------------------------------------
  *
- * Three options, each 0 (off) by default, are enforced by one housekeeping
+ * Three options (idle_timeout_ms 600000, max_lifetime_ms 1800000 and
+ * keepalive_ms 0 by default, as for MySQL pools) are enforced by one housekeeping
  * timer per pool that ticks every quarter of the smallest of them (at most
  * every 30 s), so each is kept to within a quarter of its value. The timer
  * never keeps vl_loop_run running: an idle pool still lets it return, and
@@ -324,21 +383,21 @@ VL_EXPORT size_t vl_redis_pending(const vl_redis *c);
  *
  *  - idle_timeout_ms: a connection that has been ready with nothing pending
  *    and no lease for that long is closed, as long as more than min_idle
- *    connections stay open. Counted in idle_closes.
+ *    connections stay open. Counted in closed_idle.
  *  - max_lifetime_ms: a connection that has lived that long (less a random
  *    0-2.5%, so connections opened together do not expire together) retires
  *    gracefully: no new command is routed to it and no lease handed out on
  *    it, it is closed once every command pending on it has completed (a
  *    leased one when the lease is released), and a replacement is opened
  *    when fewer than min_idle connections would be left. A retiring
- *    connection does not count against max_size. Counted in lifetime_closes.
+ *    connection does not count against max_size. Counted in closed_lifetime.
  *  - keepalive_ms: a connection idle for that long (and every keepalive_ms
  *    while it stays idle) is sent a PING of the pool's own, so that a dead
  *    peer is noticed. The PING is not a pool command: it is not counted in
  *    `commands` or `pending` and does not keep the loop running. If it fails,
  *    or is still unanswered keepalive_ms later, the connection is dropped as
  *    lost (whatever was sent after the PING fails with VL_ECONN) and
- *    reconnects by itself, with the policy above. Counted in error_closes,
+ *    reconnects by itself, with the policy above. Counted in closed_broken,
  *    with every other loss of a ready connection; keepalives counts the
  *    PINGs sent. Keepalive PINGs do not reset the idle_timeout_ms clock.
  *
@@ -353,41 +412,48 @@ VL_EXPORT size_t vl_redis_pending(const vl_redis *c);
  * max_size 1 they fail with VL_EBUSY until the lease is released, as they do
  * while every connection is leased. */
 
-enum {
-    VL_REDIS_POOL_FAIL = 0, /* past max_pending, fail at once with VL_EBUSY */
-    VL_REDIS_POOL_WAIT = 1  /* wait up to acquire_timeout_ms, then VL_ETIMEDOUT */
-};
-
+/* Back-pressure, the same model as vl_mysql_pool_options: at most
+ * max_pending pool and lease commands are pending on the connections; a
+ * command past it becomes a waiter. At most max_waiters requests (commands
+ * waiting for room, lease requests) wait, in order, each up to
+ * acquire_timeout_ms (then VL_ETIMEDOUT); one more fails at once with
+ * VL_EBUSY, and with max_waiters 0 nothing waits. The ABI rule of
+ * vl_redis_options applies. */
 typedef struct vl_redis_pool_options {
-    unsigned max_size;           /* connections at most; 8 */
-    unsigned min_idle;           /* connections opened at once and kept; 1 */
-    uint32_t acquire_timeout_ms; /* wait for room or for a lease; 5000. 0: forever */
-    uint32_t connect_timeout_ms; /* as in vl_redis_options; 5000 */
-    uint32_t command_timeout_ms; /* as in vl_redis_options; 10000 */
-    uint32_t reconnect_min_ms;   /* as in vl_redis_options; 100 */
-    uint32_t reconnect_max_ms;   /* as in vl_redis_options; 5000 */
+    size_t struct_size;          /* set by vl_redis_pool_options_init */
+    size_t max_size;             /* connections at most; 8. Fewer than a MySQL
+                                  * pool's 10: commands are pipelined on each
+                                  * connection, so a few carry the load */
+    size_t min_idle;             /* connections opened at once and kept; 1 */
+    uint64_t acquire_timeout_ms; /* wait for room or for a lease; 5000. 0: no limit */
+    size_t max_waiters;          /* requests that may wait; 1000. 0: none */
     size_t max_pending;          /* cap on pool + lease commands pending on the
                                   * connections (in flight or waiting for a
                                   * handshake); 0: no cap */
-    int on_full;                 /* VL_REDIS_POOL_FAIL (default) or VL_REDIS_POOL_WAIT */
-    uint32_t idle_timeout_ms;    /* close a connection idle that long, down to
-                                  * min_idle; 0 (off). See "Lifetimes" */
-    uint32_t max_lifetime_ms;    /* retire a connection that old; 0 (off) */
-    uint32_t keepalive_ms;       /* PING a connection idle that long; 0 (off) */
+    uint64_t connect_timeout_ms; /* as in vl_redis_options; 5000 */
+    uint64_t command_timeout_ms; /* as in vl_redis_options; 10000 */
+    uint64_t reconnect_min_ms;   /* as in vl_redis_options; 100 */
+    uint64_t reconnect_max_ms;   /* as in vl_redis_options; 5000 */
+    uint64_t idle_timeout_ms;    /* close a connection idle that long, down to
+                                  * min_idle; 600000. 0: off. See "Lifetimes" */
+    uint64_t max_lifetime_ms;    /* retire a connection that old; 1800000. 0: off */
+    uint64_t keepalive_ms;       /* PING a connection idle that long; 0 (off) */
     uint64_t max_bulk_len;       /* as in vl_redis_options; 512 MiB */
-    uint64_t max_elements;       /* as in vl_redis_options; 16777216 */
+    size_t max_elements;         /* as in vl_redis_options; 16777216 */
     uint64_t max_reply_bytes;    /* as in vl_redis_options; 1 GiB */
-    uint32_t max_depth;          /* as in vl_redis_options; 8 */
-    uint32_t tcp_keepalive_ms;   /* as in vl_redis_options; 15000 */
-    uint32_t tcp_user_timeout_ms; /* as in vl_redis_options; 30000 */
+    size_t max_depth;            /* as in vl_redis_options; 8 */
+    uint64_t tcp_keepalive_ms;   /* as in vl_redis_options; 15000 */
+    uint64_t tcp_user_timeout_ms; /* as in vl_redis_options; 30000 */
 } vl_redis_pool_options;
 
-/* Fills `o` with the defaults above. */
-VL_EXPORT void vl_redis_pool_options_init(vl_redis_pool_options *o);
+/* As vl_redis_options_init_sized; call it as vl_redis_pool_options_init(&o). */
+VL_EXPORT void vl_redis_pool_options_init_sized(vl_redis_pool_options *o, size_t struct_size);
+#define vl_redis_pool_options_init(o) vl_redis_pool_options_init_sized((o), sizeof(*(o)))
 
 /* Makes a pool for `url` (copied) and opens min_idle connections. `opts`
- * may be NULL for the defaults. Returns NULL only when out of memory; a bad
- * URL makes a pool whose every command fails with VL_EINVAL. The pool
+ * may be NULL for the defaults. Returns NULL only when out of memory (or
+ * loop is NULL); a bad URL, or options with a struct_size the library does
+ * not know, makes a pool whose every command fails with VL_EINVAL. The pool
  * belongs to the loop, which frees it if you have not. */
 VL_EXPORT vl_redis_pool *vl_redis_pool_new(vl_loop *loop, const char *url,
                                            const vl_redis_pool_options *opts);
@@ -407,9 +473,9 @@ VL_EXPORT vl_redis_pool *vl_redis_pool_new(vl_loop *loop, const char *url,
 VL_EXPORT vl_future *vl_redis_pool_ready(vl_redis_pool *p);
 
 /* A command on some connection of the pool; the future is the one of
- * vl_redis_command. Past max_pending it fails with VL_EBUSY, or waits (in
- * order) up to acquire_timeout_ms and then fails with VL_ETIMEDOUT,
- * depending on on_full. The commands that change the state of the
+ * vl_redis_command. Past max_pending it waits (in order) up to
+ * acquire_timeout_ms and then fails with VL_ETIMEDOUT; when max_waiters
+ * requests wait already, it fails at once with VL_EBUSY. The commands that change the state of the
  * connection they run on (MULTI, EXEC, DISCARD, WATCH, UNWATCH, SELECT,
  * RESET, AUTH, CLIENT TRACKING, SWAPDB) would change it for every other
  * caller of the pool: they fail with VL_EUNSUPPORTED ("MULTI needs a
@@ -429,7 +495,8 @@ VL_EXPORT vl_future *vl_redis_pool_command_argv(vl_redis_pool *p, int argc, cons
  * one if it may, or else drains one: see "Fairness" above), or fails with
  * VL_ETIMEDOUT after acquire_timeout_ms (never with 0: it waits, and keeps
  * vl_loop_run running, until it gets one), or at once with VL_ECONN when
- * all max_size connections are down. Requests are served in order. Take the
+ * all max_size connections are down, or with VL_EBUSY when it would have to
+ * wait and max_waiters requests wait already. Requests are served in order. Take the
  * lease with vl_future_take; a lease left in the future is released when
  * the future is freed.
  *
@@ -465,32 +532,15 @@ VL_EXPORT int vl_redis_lease_release(vl_redis_lease *l);
 
 /* ---- Stats and teardown ---------------------------------------------------- */
 
-typedef struct vl_redis_stats {
-    unsigned open;          /* connections the pool holds, whatever their state */
-    unsigned ready;         /* of those, connected and past AUTH/SELECT */
-    unsigned busy;          /* ready with commands pending, or leased */
-    unsigned idle;          /* ready, nothing pending, not leased */
-    unsigned leased;        /* leased out right now */
-    size_t pending;         /* pool commands in flight or waiting on a connection */
-    size_t queued;          /* requests waiting in the pool (room or a lease) */
-    uint64_t commands;      /* pool and lease commands issued */
-    uint64_t errors;        /* of those, failed with anything but VL_ESERVER */
-    uint64_t rejected;      /* failed with VL_EBUSY past max_pending */
-    uint64_t timeouts;      /* failed with VL_ETIMEDOUT (command or wait) */
-    uint64_t connects;      /* connection handshakes that succeeded */
-    uint64_t reconnects;    /* of those, on a connection that had been up before */
-    uint64_t connect_errors; /* connection attempts that failed */
-    uint64_t dirty_closes;  /* leases whose connection was closed on release */
-    uint64_t idle_closes;   /* connections closed after idle_timeout_ms */
-    uint64_t lifetime_closes; /* connections retired after max_lifetime_ms */
-    uint64_t error_closes;  /* ready connections lost: server hang-up, I/O
-                             * error, failed or unanswered keepalive PING */
-    uint64_t keepalives;    /* keepalive PINGs sent */
-} vl_redis_stats;
-
-/* Fills `out` with a snapshot of the pool. Returns VL_OK, or VL_EINVAL when
- * p or out is NULL. */
-VL_EXPORT int vl_redis_pool_stats(const vl_redis_pool *p, vl_redis_stats *out);
+/* Fills `out` (a vl_pool_stats of volley/common.h, prepared with
+ * vl_pool_stats_init) with a snapshot of the pool: only the fields within
+ * out->struct_size are written. For a Redis pool, `pending` counts pool
+ * and lease commands in flight or waiting on a connection, `leased` the
+ * leases held, `closed_dirty` leases whose connection was closed on
+ * release, `closed_broken` ready connections lost (server hang-up, I/O
+ * error, failed or unanswered keepalive PING). Returns VL_OK, or VL_EINVAL
+ * when p or out is NULL or out->struct_size is unknown (nothing written). */
+VL_EXPORT int vl_redis_pool_stats_get(const vl_redis_pool *p, vl_pool_stats *out);
 
 /* Frees the pool now: requests waiting in the pool, commands pending on its
  * connections and lease requests complete with VL_ECANCELED. Leases you

@@ -63,9 +63,12 @@ static void same(const vl_redis_reply *v, const redisReply *r, const vl__resp_li
             check(r->len <= lim->max_bulk_len, "bulk over max_bulk_len accepted");
         break;
     case REDIS_REPLY_INTEGER:
-        check(vl_redis_reply_type(v) == VL_REDIS_INTEGER &&
-                  vl_redis_reply_integer(v) == r->integer,
-              "integer");
+        {
+            long long iv = 0;
+            check(vl_redis_reply_type(v) == VL_REDIS_INTEGER &&
+                      vl_redis_reply_integer(v, &iv) == VL_OK && iv == r->integer,
+                  "integer");
+        }
         break;
     case REDIS_REPLY_NIL:
         check(vl_redis_reply_type(v) == VL_REDIS_NIL, "nil");
