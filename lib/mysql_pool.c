@@ -933,9 +933,14 @@ static void holds_update(vl_mysql_pool *p)
     for (pc = p->others.head; pc != NULL; pc = pc->next)
         if (pc->state == PC_CONNECTING && pc->c != NULL)
             vl__mysql_hold(pc->c, want);
+    /* The maintenance timer holds the loop while somebody waits (a backoff
+     * probe may be what they wait for), and not a moment longer. */
     if (want && p->timer_unref && vl__timer_active(&p->timer)) {
-        vl__loop_ref(p->loop); /* a backoff probe may be what they wait for */
+        vl__loop_ref(p->loop);
         p->timer_unref = 0;
+    } else if (!want && !p->timer_unref && vl__timer_active(&p->timer)) {
+        vl__loop_unref(p->loop);
+        p->timer_unref = 1;
     }
 }
 
