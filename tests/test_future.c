@@ -579,6 +579,51 @@ static void out_of_memory_everywhere(void **state)
     assert_true(saw_success);
 }
 
+/* Rule 1, NULL handles: calls that return a future give NULL (there is no
+ * loop to deliver on), int calls VL_EINVAL, void calls nothing, in every
+ * part of the API. */
+static void rule1_null_handles(void **state)
+{
+    vl_redis_pool_options ro;
+    vl_pool_stats st;
+
+    (void)state;
+    assert_null(vl_loop_sleep(NULL, 1));
+    assert_null(vl_loop_run_in_thread(NULL, NULL, NULL, NULL));
+    assert_null(vl_promise_new(NULL));
+    assert_int_equal(vl_loop_run(NULL), VL_EINVAL);
+    assert_int_equal(vl_loop_run_until(NULL, NULL), VL_EINVAL);
+    assert_int_equal(vl_loop_set_threads(NULL, 1), VL_EINVAL);
+    assert_null(vl_redis_command(NULL, "PING"));
+    assert_null(vl_redis_ready(NULL));
+    assert_null(vl_redis_pool_command(NULL, "PING"));
+    assert_null(vl_redis_pool_ready(NULL));
+    assert_null(vl_redis_pool_lease(NULL));
+    assert_null(vl_redis_lease_command(NULL, "PING"));
+    assert_null(vl_mysql_query(NULL, "SELECT 1"));
+    assert_null(vl_mysql_ready(NULL));
+    assert_null(vl_mysql_pool_query(NULL, "SELECT 1"));
+    assert_null(vl_mysql_pool_ready(NULL));
+    assert_null(vl_mysql_pool_begin(NULL));
+    assert_null(vl_mysql_tx_query(NULL, "SELECT 1"));
+    vl_pool_stats_init(&st);
+    assert_int_equal(vl_redis_pool_stats_get(NULL, &st), VL_EINVAL);
+    assert_int_equal(vl_mysql_pool_stats_get(NULL, &st), VL_EINVAL);
+    vl_redis_pool_options_init(&ro);
+    assert_null(vl_redis_pool_new(NULL, "redis://127.0.0.1:1", &ro));
+    assert_null(vl_redis_new(NULL, "redis://127.0.0.1:1", NULL));
+    assert_null(vl_mysql_new(NULL, "mysql://u@127.0.0.1:1/d", NULL));
+    assert_null(vl_mysql_pool_new(NULL, "mysql://u@127.0.0.1:1/d", NULL));
+    vl_redis_free(NULL);
+    vl_redis_pool_free(NULL);
+    vl_mysql_free(NULL);
+    vl_mysql_pool_free(NULL);
+    vl_mysql_tx_free(NULL);
+    vl_future_free(NULL);
+    vl_loop_free(NULL);
+    assert_int_equal(tu_alloc_live(), 0);
+}
+
 /* ---- chains (vl_future_chain) ---- */
 
 typedef struct steps {
@@ -940,6 +985,7 @@ int main(void)
         cmocka_unit_test_setup(duplicate_inputs, tu_setup),
         cmocka_unit_test_setup(promise_during_teardown, tu_setup),
         cmocka_unit_test_setup(loop_free_with_running_job, tu_setup),
+        cmocka_unit_test_setup(rule1_null_handles, tu_setup),
         cmocka_unit_test_setup(timeout_messages_name_what, tu_setup),
         cmocka_unit_test_setup(chain_runs_steps_in_order, tu_setup),
         cmocka_unit_test_setup(chain_failure_skips_steps, tu_setup),

@@ -6,9 +6,14 @@
  *
  * The rules. Each has a contract test in tests/test_future.c.
  *
- *  1. A call returns a vl_future *. NULL means out of memory and nothing
- *     else; every other failure, even one known before any I/O (a bad
- *     argument, a closed pool), arrives through the future.
+ *  1. A call returns a vl_future *. NULL means out of memory, or that the
+ *     handle it was given (loop, connection, pool, lease, transaction) is
+ *     NULL: with no loop there is nowhere to deliver a failure, and a NULL
+ *     handle is a programming error, never something the network causes.
+ *     Every other failure, even one known before any I/O (a bad argument, a
+ *     closed pool, a malformed URL), arrives through the future. The same
+ *     rule for the other calls: one returning int gives VL_EINVAL for a
+ *     NULL handle, one returning void does nothing.
  *  2. A future completes exactly once. Its callback runs exactly once, from
  *     the event loop: never inside the call that created the future and never
  *     inside vl_future_then, even when the result is already known.
