@@ -602,6 +602,7 @@ static void become_ready(vl_redis *c)
     lim.max_reply_bytes = c->opts.max_reply_bytes;
     lim.max_depth = c->opts.max_depth > VL__RESP_DEPTH_MAX ? VL__RESP_DEPTH_MAX
                                                            : (unsigned)c->opts.max_depth;
+    lim.max_reply_mem = c->opts.max_reply_mem;
     vl__resp_set_limits(&c->resp, &lim);
     c->epoch++;
     c->connects++;
@@ -1264,6 +1265,7 @@ static void do_connect(vl_redis *c, const char *addr)
     lim.max_elements = 8;
     lim.max_reply_bytes = 4096;
     lim.max_depth = 1;
+    lim.max_reply_mem = 8192; /* never below what the others allow */
     vl__resp_init(&c->resp, &lim);
     c->wcur = NULL;
     c->wleft = 0;
@@ -2029,10 +2031,11 @@ static const size_t opts_ends[] = {
     VL__END(vl_redis_options, max_depth),
     VL__END(vl_redis_options, tcp_keepalive_ms),
     VL__END(vl_redis_options, tcp_user_timeout_ms),
+    VL__END(vl_redis_options, max_reply_mem),
 };
 /* No padding at the end: a field appended later must start past the end of
  * every older struct, never inside its padding. */
-_Static_assert(sizeof(vl_redis_options) == VL__END(vl_redis_options, tcp_user_timeout_ms),
+_Static_assert(sizeof(vl_redis_options) == VL__END(vl_redis_options, max_reply_mem),
                "vl_redis_options ends with padding");
 static const vl__opts_desc opts_desc = {"vl_redis_options", sizeof(vl_redis_options), opts_ends,
                                         sizeof(opts_ends) / sizeof(opts_ends[0])};
@@ -2052,6 +2055,7 @@ static void opts_defaults(vl_redis_options *o)
     o->max_depth = VL__RESP_DEPTH_MAX;
     o->tcp_keepalive_ms = 15000;
     o->tcp_user_timeout_ms = 30000;
+    o->max_reply_mem = 1024u * 1024 * 1024;
 }
 
 void vl_redis_options_init_sized(vl_redis_options *o, size_t struct_size)

@@ -28,6 +28,8 @@ typedef struct vl__resp_limits {
     uint64_t max_elements;    /* elements of one array; 0: hiredis's INT_MAX */
     uint64_t max_reply_bytes; /* bytes of one top-level reply; 0: no limit */
     unsigned max_depth;       /* nested arrays; 0 or above 8: 8 */
+    uint64_t max_reply_mem;   /* bytes its vl_redis_reply block takes (a node
+                               * per item, strings with a NUL); 0: no limit */
 } vl__resp_limits;
 
 typedef struct vl__resp {
@@ -41,7 +43,10 @@ typedef struct vl__resp {
     uint64_t bulk_left;     /* payload bytes of the bulk still to come */
     uint64_t reply_bytes;   /* bytes of the reply being read, so far */
     uint64_t left[VL__RESP_DEPTH_MAX]; /* elements still due per open array */
-    uint64_t nodes, text;   /* the reply being read: items, string bytes + NULs */
+    uint64_t nodes, text;   /* the reply being read: items (every element an
+                             * array header promised included), string
+                             * bytes + NULs */
+    uint64_t node_size;     /* bytes of one vl_redis_reply node */
     uint64_t done_nodes, done_text; /* the same for the last complete reply */
     int error;              /* sticky: the stream is broken */
     char msg[128];          /* what broke it, for messages */
@@ -82,6 +87,9 @@ void vl__reply_build_next(vl__reply_build *b, uint64_t nodes, uint64_t text);
  * freeObject then leaves it alone); the caller frees it with
  * vl_redis_reply_free. NULL when there was no memory for the reply. */
 vl_redis_reply *vl__redis_reply_take(void *reply);
+/* Bytes of one node of a reply's block: what each item costs in memory
+ * besides its string. */
+size_t vl__redis_reply_node_size(void);
 /* 1 when there was no memory for this reply (its command gets VL_ENOMEM). */
 int vl__redis_reply_nomem(const vl_redis_reply *r);
 /* 1 for an ERROR reply. */

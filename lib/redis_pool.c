@@ -155,10 +155,11 @@ static const size_t opts_ends[] = {
     VL__END(vl_redis_pool_options, max_depth),
     VL__END(vl_redis_pool_options, tcp_keepalive_ms),
     VL__END(vl_redis_pool_options, tcp_user_timeout_ms),
+    VL__END(vl_redis_pool_options, max_reply_mem),
 };
 /* No padding at the end: see lib/redis.c. */
 _Static_assert(sizeof(vl_redis_pool_options) ==
-                   VL__END(vl_redis_pool_options, tcp_user_timeout_ms),
+                   VL__END(vl_redis_pool_options, max_reply_mem),
                "vl_redis_pool_options ends with padding");
 static const vl__opts_desc opts_desc = {"vl_redis_pool_options", sizeof(vl_redis_pool_options),
                                         opts_ends, sizeof(opts_ends) / sizeof(opts_ends[0])};
@@ -189,6 +190,7 @@ static void opts_defaults(vl_redis_pool_options *o)
     o->max_depth = c.max_depth;
     o->tcp_keepalive_ms = c.tcp_keepalive_ms;
     o->tcp_user_timeout_ms = c.tcp_user_timeout_ms;
+    o->max_reply_mem = c.max_reply_mem;
 }
 
 void vl_redis_pool_options_init_sized(vl_redis_pool_options *o, size_t struct_size)
@@ -937,6 +939,7 @@ vl_redis_pool *vl_redis_pool_new(vl_loop *loop, const char *url, const vl_redis_
     p->copts.max_depth = p->o.max_depth;
     p->copts.tcp_keepalive_ms = p->o.tcp_keepalive_ms;
     p->copts.tcp_user_timeout_ms = p->o.tcp_user_timeout_ms;
+    p->copts.max_reply_mem = p->o.max_reply_mem;
     vl__timer_init(&p->timer, loop, timer_cb, p);
     vl__timer_init(&p->hk, loop, hk_cb, p);
     p->cap = (size_t)p->o.max_size * 2;

@@ -162,6 +162,11 @@ vl_redis_reply *vl__redis_reply_take(void *reply)
     return r;
 }
 
+size_t vl__redis_reply_node_size(void)
+{
+    return sizeof(vl_redis_reply);
+}
+
 int vl__redis_reply_nomem(const vl_redis_reply *r)
 {
     return r == &nomem_node;

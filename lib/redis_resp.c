@@ -18,6 +18,13 @@
  * even an empty one). The framer is stricter in one place: a bulk string
  * must end in "\r\n", where hiredis skips any two bytes.
  *
+ * Memory. A reply is built as one block: a node per item and its strings
+ * (lib/redis_reply.c). "+\r\n" is 3 bytes on the wire and a whole node in
+ * memory, so max_reply_bytes alone would let 1 GiB of wire build 14 GB.
+ * max_reply_mem bounds the block: an array header counts the nodes of all
+ * its elements at once, so "*16000000\r\n" is refused before any element
+ * arrives when they cannot fit.
+ *
  * Cost. Each byte is looked at once; a bulk string's payload is skipped by
  * arithmetic and a status line is searched with memchr. Nothing allocates.
  */
@@ -46,6 +53,7 @@ void vl__resp_set_limits(vl__resp *p, const vl__resp_limits *lim)
         p->lim = *lim;
     if (p->lim.max_depth == 0 || p->lim.max_depth > VL__RESP_DEPTH_MAX)
         p->lim.max_depth = VL__RESP_DEPTH_MAX;
+    p->node_size = vl__redis_reply_node_size();
 }
 
 void vl__resp_init(vl__resp *p, const vl__resp_limits *lim)
@@ -65,6 +73,30 @@ static int fail(vl__resp *p, const char *fmt, ...)
     vsnprintf(p->msg, sizeof(p->msg), fmt, ap);
     va_end(ap);
     return -1;
+}
+
+/* 1 when the block of the reply being read (as far as it is known) would
+ * not fit in max_reply_mem. No overflow: text and nodes stay far below
+ * 2^64 while each step is checked. */
+static int mem_over(const vl__resp *p)
+{
+    uint64_t max = p->lim.max_reply_mem;
+
+    return max != 0 && (p->text > max || p->nodes > (max - p->text) / p->node_size);
+}
+
+static int mem_fail(vl__resp *p, const char *what, uint64_t n)
+{
+    return fail(p, "%s %llu%s takes the reply past max_reply_mem %llu (%llu bytes per item)",
+                what, (unsigned long long)n, what[0] == 'a' ? " elements" : " bytes",
+                (unsigned long long)p->lim.max_reply_mem, (unsigned long long)p->node_size);
+}
+
+static int mem_fail_reply(vl__resp *p)
+{
+    return fail(p, "reply of %llu+ bytes in memory exceeds max_reply_mem %llu",
+                (unsigned long long)(p->nodes * p->node_size + p->text),
+                (unsigned long long)p->lim.max_reply_mem);
 }
 
 static const char *type_name(int type)
@@ -154,11 +186,16 @@ static int num_done(vl__resp *p)
                         (unsigned long long)p->num, (unsigned long long)p->lim.max_reply_bytes);
         p->bulk_left = p->num;
         p->text += p->num + 1;
+        if (mem_over(p))
+            return mem_fail(p, "bulk string of", p->num);
         p->state = p->num > 0 ? ST_BULK : ST_BULK_CR;
         return 0;
     }
     if (p->num == 0)
         return item_done(p);
+    p->nodes += p->num; /* every element will be a node */
+    if (mem_over(p))
+        return mem_fail(p, "array of", p->num);
     p->left[p->depth++] = p->num;
     p->state = ST_TYPE;
     return 0;
@@ -178,14 +215,15 @@ size_t vl__resp_scan(vl__resp *p, const char *buf, size_t len, size_t max_replie
     while (s < end && done < max_replies) {
         switch (p->state) {
         case ST_TYPE:
-            if (p->depth == 0)
-                p->nodes = p->text = 0; /* a new reply */
+            if (p->depth == 0) {
+                p->nodes = 1; /* a new reply: its root */
+                p->text = 0;
+            }
             if (*s == '*' && p->depth >= p->lim.max_depth) {
                 fail(p, "arrays nested deeper than max_depth %u", p->lim.max_depth);
                 goto out;
             }
             p->type = *s++;
-            p->nodes++;
             p->num = 0;
             p->ndig = 0;
             p->neg = 0;
@@ -207,6 +245,10 @@ size_t vl__resp_scan(vl__resp *p, const char *buf, size_t len, size_t max_replie
                 p->text += (uint64_t)(q - s);
                 s = q + 1;
                 p->state = ST_LINE_CR;
+            }
+            if (mem_over(p)) {
+                mem_fail_reply(p);
+                goto out;
             }
             break;
         case ST_LINE_CR:
@@ -279,6 +321,10 @@ size_t vl__resp_scan(vl__resp *p, const char *buf, size_t len, size_t max_replie
         p->reply_bytes += (uint64_t)(s - start);
         if (p->lim.max_reply_bytes != 0 && p->reply_bytes > p->lim.max_reply_bytes)
             goto too_big;
+        if (mem_over(p)) { /* the NULs of status lines */
+            mem_fail_reply(p);
+            goto out;
+        }
         done++;
         p->reply_bytes = 0;
         p->done_nodes = p->nodes;

@@ -378,6 +378,24 @@ static void tcp_keepalive_and_user_timeout(void **state)
     tu_finish(loop);
 }
 
+/* ---- memory ---- */
+
+/* 96 MB on the wire that would build a 1.3 GB reply (32 million nodes of
+ * 40 bytes): every wire limit holds (16000000 elements per array, far below
+ * max_reply_bytes), so only the bound on the built reply refuses it, with
+ * the default max_reply_mem, as soon as the second array header arrives. */
+static void reply_memory_bounded(void **state)
+{
+    vl_redis_options o;
+    char want[96];
+
+    (void)state;
+    vl_redis_options_init(&o);
+    assert_int_equal(o.max_reply_mem, 1024u * 1024 * 1024);
+    snprintf(want, sizeof(want), "past max_reply_mem %llu", (unsigned long long)o.max_reply_mem);
+    refused_request("wide", VL_EPROTO, want, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -393,6 +411,7 @@ int main(void)
         cmocka_unit_test_setup(more_replies_than_requests, tu_setup),
         cmocka_unit_test_setup(peer_hangs_up_while_writing, tu_setup),
         cmocka_unit_test_setup(tcp_keepalive_and_user_timeout, tu_setup),
+        cmocka_unit_test_setup(reply_memory_bounded, tu_setup),
     };
 
     return tu_run("redis_hostile", tests, sizeof(tests) / sizeof(tests[0]));

@@ -171,6 +171,19 @@ static void good_replies_before_an_error(void **state)
     assert_non_null(strstr(p.msg, "0x3f"));
 }
 
+/* The framer's limits from the defaults of vl_redis_options. */
+static void default_limits(vl__resp_limits *lim)
+{
+    vl_redis_options o;
+
+    vl_redis_options_init(&o);
+    lim->max_bulk_len = o.max_bulk_len;
+    lim->max_elements = o.max_elements;
+    lim->max_reply_bytes = o.max_reply_bytes;
+    lim->max_depth = o.max_depth;
+    lim->max_reply_mem = o.max_reply_mem;
+}
+
 /* Limits: refused at the header, before any payload; the defaults of
  * volley/redis.h refuse the issue's two headers. */
 static void limits(void **state)
@@ -182,10 +195,7 @@ static void limits(void **state)
 
     (void)state;
     vl_redis_options_init(&o);
-    lim.max_bulk_len = o.max_bulk_len;
-    lim.max_elements = o.max_elements;
-    lim.max_reply_bytes = o.max_reply_bytes;
-    lim.max_depth = o.max_depth;
+    default_limits(&lim);
     assert_int_equal(o.max_bulk_len, 512u * 1024 * 1024);
 
     vl__resp_init(&p, &lim);
@@ -232,6 +242,74 @@ static void limits(void **state)
     assert_int_equal(n, 3);
 }
 
+/* max_reply_mem bounds the block the reply will be built in (a node per
+ * item, strings with a NUL), counted as the reply arrives: an array header
+ * counts all its elements at once, a bulk header its payload, a status
+ * line its bytes as they come. */
+static void memory_limit(void **state)
+{
+    vl_redis_options o;
+    vl__resp_limits lim;
+    uint64_t ns = vl__redis_reply_node_size();
+    vl__resp p;
+    size_t n;
+    char line[512];
+
+    (void)state;
+    vl_redis_options_init(&o);
+    default_limits(&lim);
+    lim.max_reply_mem = 5 * ns; /* five nodes, no strings */
+
+    /* Exactly five nodes fit, nested or not. */
+    vl__resp_init(&p, &lim);
+    assert_int_equal(scan_all(&p, "*4\r\n:1\r\n:2\r\n$-1\r\n*0\r\n", &n), 21);
+    assert_int_equal(n, 1);
+    assert_int_equal(p.done_nodes, 5);
+    vl__resp_init(&p, &lim);
+    assert_int_equal(scan_all(&p, "*2\r\n*2\r\n:1\r\n:2\r\n:3\r\n", &n), 20);
+    assert_int_equal(n, 1);
+
+    /* Six are refused at the header that promises them. */
+    vl__resp_init(&p, &lim);
+    assert_int_equal(scan_all(&p, "*5\r\n", &n), 0);
+    assert_int_equal(p.error, 1);
+    snprintf(line, sizeof(line), "array of 5 elements takes the reply past max_reply_mem %llu",
+             (unsigned long long)lim.max_reply_mem);
+    assert_non_null(strstr(p.msg, line));
+    vl__resp_init(&p, &lim);
+    assert_int_equal(scan_all(&p, "*2\r\n*2\r\n:1\r\n:2\r\n*1\r\n", &n), 0);
+    assert_non_null(strstr(p.msg, "array of 1 elements takes the reply past max_reply_mem"));
+
+    /* A bulk whose payload cannot fit is refused before the payload. */
+    lim.max_reply_mem = ns + 100;
+    vl__resp_init(&p, &lim);
+    assert_int_equal(scan_all(&p, "$99\r\n", &n), 5);
+    assert_int_equal(p.error, 0); /* 99 bytes and a NUL fit */
+    vl__resp_init(&p, &lim);
+    assert_int_equal(scan_all(&p, "$100\r\n", &n), 0);
+    assert_non_null(strstr(p.msg, "bulk string of 100 bytes takes the reply past max_reply_mem"));
+
+    /* A status line is refused while it arrives. */
+    memset(line, 'a', sizeof(line));
+    line[0] = '+';
+    line[sizeof(line) - 1] = '\0';
+    vl__resp_init(&p, &lim);
+    assert_int_equal(scan_all(&p, line, &n), 0);
+    assert_non_null(strstr(p.msg, "in memory exceeds max_reply_mem"));
+
+    /* The default is 1 GiB: an array of max_elements fits, one of 27 Mi
+     * elements (nested arrays of 16 Mi can add up to that) does not. */
+    assert_int_equal(o.max_reply_mem, 1024u * 1024 * 1024);
+    lim.max_reply_mem = o.max_reply_mem;
+    vl__resp_init(&p, &lim);
+    assert_int_equal(scan_all(&p, "*2\r\n*16777216\r\n", &n), 15);
+    assert_int_equal(p.error, 0);
+    lim.max_elements = 0;
+    vl__resp_init(&p, &lim);
+    assert_int_equal(scan_all(&p, "*28311552\r\n", &n), 0);
+    assert_non_null(strstr(p.msg, "past max_reply_mem 1073741824"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -241,6 +319,7 @@ int main(void)
         cmocka_unit_test_setup(malformed, tu_setup),
         cmocka_unit_test_setup(good_replies_before_an_error, tu_setup),
         cmocka_unit_test_setup(limits, tu_setup),
+        cmocka_unit_test_setup(memory_limit, tu_setup),
     };
 
     return tu_run("redis_resp", tests, sizeof(tests) / sizeof(tests[0]));

@@ -202,12 +202,16 @@ typedef struct vl_redis_options {
     /* Reply limits, see "Reply limits" below. 0: no limit. */
     uint64_t max_bulk_len;       /* bytes of one bulk string; 512 MiB */
     size_t max_elements;         /* elements of one array; 16777216 (16 Mi) */
-    uint64_t max_reply_bytes;    /* bytes of one whole reply on the wire; 1 GiB */
+    uint64_t max_reply_bytes;    /* bytes of one whole reply on the wire; 1 GiB
+                                  * (max_reply_mem, at the end, bounds its
+                                  * size in memory) */
     size_t max_depth;            /* nested arrays (1: flat); 8, also the most
                                   * that hiredis 0.14 parses (0: 8) */
     /* TCP only (not unix://), see "Dead peers" below. */
     uint64_t tcp_keepalive_ms;   /* idle time before keepalive probes; 15000. 0: off */
     uint64_t tcp_user_timeout_ms; /* TCP_USER_TIMEOUT; 30000. 0: the kernel's */
+    uint64_t max_reply_mem;      /* bytes one reply takes in memory once built
+                                  * (see "Reply limits"); 1 GiB. 0: no limit */
 } vl_redis_options;
 
 /* ---- Command timeouts -------------------------------------------------------
@@ -249,9 +253,20 @@ typedef struct vl_redis_options {
  * protocol error: bulk string of 2000000000+ bytes exceeds max_bulk_len
  * 536870912"); that connection is closed (the other commands in flight on
  * it fail with VL_ECONN) and reconnects; other connections are unaffected.
- * While it is read, a reply costs about twice its size on the wire (the
- * read buffer, and the reply's own block, built as hiredis parses it), so
- * the limits also bound the memory a server can make a connection use.
+ *
+ * Memory. While it is read, a reply costs its bytes on the wire (the read
+ * buffer, at most max_reply_bytes) plus its own block, built once it is
+ * complete: one node per item (sizeof of an internal struct, 40 bytes on
+ * 64-bit systems) and every string with a NUL. A node is far bigger than
+ * the smallest item on the wire ("+\r\n" is 3 bytes, so 45 MB of them
+ * would build 640 MB), so the block is bounded on its own by
+ * max_reply_mem, counted as the reply arrives: an array header counts a
+ * node for each of its elements at once, and a reply whose block would pass
+ * the limit is refused like any other (with max_reply_mem 268435456:
+ * "array of 16000000 elements takes the reply past max_reply_mem
+ * 268435456 (40 bytes per item)"). A server
+ * can thus make one connection use at most about max_reply_bytes +
+ * max_reply_mem (2 GiB with the defaults) for a reply.
  * A reply that arrives when no command is waiting for one (before the
  * first, or one more than were sent) is refused likewise with VL_EPROTO
  * ("unexpected reply") and never reaches a command. (RESP has no request
@@ -444,6 +459,7 @@ typedef struct vl_redis_pool_options {
     size_t max_depth;            /* as in vl_redis_options; 8 */
     uint64_t tcp_keepalive_ms;   /* as in vl_redis_options; 15000 */
     uint64_t tcp_user_timeout_ms; /* as in vl_redis_options; 30000 */
+    uint64_t max_reply_mem;      /* as in vl_redis_options; 1 GiB */
 } vl_redis_pool_options;
 
 /* As vl_redis_options_init_sized; call it as vl_redis_pool_options_init(&o). */

@@ -128,6 +128,9 @@ static void one_reply(redisReader *ref, redisReader *vr, vl__reply_build *b, con
 
     check(redisReaderGetReply(ref, &r1) == REDIS_OK && r1 != NULL,
           "hiredis found no reply where the framer completed one");
+    check(lim->max_reply_mem == 0 ||
+              p->done_nodes * vl__redis_reply_node_size() + p->done_text <= lim->max_reply_mem,
+          "reply over max_reply_mem accepted");
     vl__reply_build_next(b, p->done_nodes, p->done_text);
     fz_calls = 0;
     fz_fail_at = oom ? 1 : 0;
@@ -167,6 +170,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         lim.max_elements = 1u + (data[0] >> 4 & 3) * 2;
         lim.max_depth = 1u + (data[0] >> 6);
         lim.max_reply_bytes = 8u + (unsigned)(data[0] >> 1) * 4;
+        lim.max_reply_mem = 40u + (unsigned)(data[1] >> 4) * 24;
     } else {
         vl_redis_options o;
         vl_redis_options_init(&o);
@@ -174,6 +178,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         lim.max_elements = o.max_elements;
         lim.max_depth = o.max_depth;
         lim.max_reply_bytes = o.max_reply_bytes;
+        lim.max_reply_mem = o.max_reply_mem;
     }
     chunk = 1u + (data[1] & 15);
     owed = data[1] >> 4;
