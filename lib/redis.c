@@ -652,13 +652,40 @@ static void track(vl_redis *c, unsigned flags, const vl_redis_reply *r)
         c->db_changed = 1;
 }
 
+/* An error reply to the handshake PING that says only that PING itself may
+ * not run, and so still answers it in turn: -NOPERM (an ACL user without
+ * +ping) and "-ERR unknown command" (PING renamed away). The connection is
+ * ready then. Every other error (maxclients, LOADING, NOAUTH...) refuses
+ * the connection. */
+static int ping_refused_alone(const vl_redis_reply *r)
+{
+    const char *s = vl__redis_reply_text(r);
+
+    return (strncmp(s, "NOPERM", 6) == 0 && (s[6] == ' ' || s[6] == '\0')) ||
+           strncmp(s, "ERR unknown command", 19) == 0;
+}
+
+/* 1 when `r` answers the handshake PING: the echo of our token, or +PONG
+ * from a proxy that answers PING itself without echoing the argument. */
+static int ping_answered(const vl_redis *c, const vl_redis_reply *r)
+{
+    const char *str;
+    size_t len;
+
+    str = vl_redis_reply_str(r, &len);
+    if (str == NULL)
+        return 0;
+    if (vl_redis_reply_type(r) == VL_REDIS_STATUS)
+        return len == 4 && memcmp(str, "PONG", 4) == 0;
+    return vl_redis_reply_type(r) == VL_REDIS_STRING && len == strlen(c->token) &&
+           memcmp(str, c->token, len) == 0;
+}
+
 static void reply_cb(redisAsyncContext *ac, void *reply, void *privdata)
 {
     const vl_redis_reply *r = reply; /* our object functions made it */
     rentry *e = privdata;
     vl_redis *c = e->c;
-    const char *str;
-    size_t len;
 
     flight_unlink(c, e);
     if (r != NULL && c->nwritten > 0)
@@ -685,7 +712,7 @@ static void reply_cb(redisAsyncContext *ac, void *reply, void *privdata)
     } else if (vl__redis_reply_nomem(r)) {
         /* No memory for the reply: this attempt cannot tell how it went. */
         request_drop(c, VL_ENOMEM, "connect: out of memory");
-    } else if (vl__redis_reply_is_error(r)) {
+    } else if (vl__redis_reply_is_error(r) && !(e->kind == K_HELLO && ping_refused_alone(r))) {
         /* A server refusing the connection (maxclients, LOADING, NOAUTH)
          * says so in reply to the handshake: a failed connect. */
         char *msg = vl__asprintf("%s %s: %s",
@@ -695,10 +722,7 @@ static void reply_cb(redisAsyncContext *ac, void *reply, void *privdata)
                                  c->url.display, vl__redis_reply_text(r));
         request_drop(c, VL_ECONN, msg != NULL ? msg : "handshake failed");
         vl__free(msg);
-    } else if (e->kind == K_HELLO &&
-               (vl_redis_reply_type(r) != VL_REDIS_STRING ||
-                (str = vl_redis_reply_str(r, &len)) == NULL || len != strlen(c->token) ||
-                memcmp(str, c->token, len) != 0)) {
+    } else if (e->kind == K_HELLO && !vl__redis_reply_is_error(r) && !ping_answered(c, r)) {
         /* Not our token: a reply sent before it was asked for, or a server
          * that does not speak RESP the way Redis does. */
         char *msg = vl__asprintf("connect %s: protocol error: unexpected reply to the "

@@ -418,6 +418,44 @@ static void blocking_commands_keep_their_timeout(void **state)
     tu_finish(loop);
 }
 
+/* An ACL user allowed only GET and SET: the handshake PING gets -NOPERM,
+ * which answers it in turn, so the user connects and runs what it may;
+ * what it may not fails as data. */
+static void acl_user_without_ping(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_redis *admin = vl_redis_new(loop, tu_redis_url(0), NULL);
+    char user[64], hostport[128], url[256];
+    vl_redis *c;
+    vl_future *f;
+
+    (void)state;
+    snprintf(hostport, sizeof(hostport), "%s", tu_redis_url(0) + strlen("redis://"));
+    snprintf(user, sizeof(user), "volley_noping_%ld", (long)getpid());
+    vl_future_free(tu_run_cmd(
+        loop, vl_redis_command(admin, "ACL SETUSER %s reset on >pw ~* +get +set", user), VL_OK));
+    snprintf(url, sizeof(url), "redis://%s:pw@%s", user, hostport);
+    c = vl_redis_new(loop, url, NULL);
+    f = vl_redis_command(c, "SET acl:%s v", user);
+    if (tu_await(loop, f) != VL_OK)
+        fail_msg("SET as %s: %s", user, vl_future_error(f));
+    vl_future_free(f);
+    f = tu_run_cmd(loop, vl_redis_command(c, "GET acl:%s", user), VL_OK);
+    tu_check_str(vl_future_redis_reply(f), "v");
+    vl_future_free(f);
+    f = tu_run_cmd(loop, vl_redis_command(c, "PING"), VL_ESERVER);
+    assert_non_null(strstr(vl_future_error(f), "NOPERM"));
+    vl_future_free(f);
+    assert_int_equal(vl_redis_state(c), VL_REDIS_READY);
+    vl_redis_free(c);
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(admin, "DEL acl:%s", user), VL_OK));
+    f = tu_run_cmd(loop, vl_redis_command(admin, "ACL DELUSER %s", user), VL_OK);
+    assert_int_equal(vl_redis_reply_integer(vl_future_redis_reply(f)), 1);
+    vl_future_free(f);
+    vl_redis_free(admin);
+    tu_finish(loop);
+}
+
 /* Waits (bounded) until a PING on `c` succeeds again. */
 static void wait_ping(vl_loop *loop, vl_redis *c)
 {
@@ -1212,6 +1250,7 @@ int main(void)
         cmocka_unit_test_setup(gather_1000_across_three, tu_setup),
         cmocka_unit_test_setup(command_timeout_late_reply_dropped, tu_setup),
         cmocka_unit_test_setup(blocking_commands_keep_their_timeout, tu_setup),
+        cmocka_unit_test_setup(acl_user_without_ping, tu_setup),
         cmocka_unit_test_setup(reply_limits_are_configurable, tu_setup),
         cmocka_unit_test_setup(cancel_and_wait_for, tu_setup),
         cmocka_unit_test_setup(cancelled_write_sent_only_once_ready, tu_setup),

@@ -396,6 +396,57 @@ static void reply_memory_bounded(void **state)
     refused_request("wide", VL_EPROTO, want, 0);
 }
 
+/* ---- the handshake PING ---- */
+
+/* A server whose answer to PING says only that PING may not run (renamed
+ * away, or an ACL user without +ping) answered it in turn: the connection
+ * is ready, and commands work. */
+static void ping_refused_alone(const char *scenario)
+{
+    vl_loop *loop = vl_loop_new();
+    tu_fixture fx;
+    vl_redis *x;
+    vl_future *f;
+
+    tu_fixture_start(&fx, "redis_hostile.py", scenario);
+    x = hostile_new(loop, &fx, 0);
+    f = vl_redis_command(x, "GET hostile:k");
+    if (tu_await(loop, vl_future_timeout(f, WAIT_MS)) != VL_OK)
+        fail_msg("%s: %s", scenario, vl_future_error(f));
+    tu_check_str(vl_future_redis_reply(f), "v1");
+    vl_future_free(f);
+    assert_int_equal(vl_redis_state(x), VL_REDIS_READY);
+    vl_redis_free(x);
+    tu_fixture_stop(&fx);
+    tu_finish(loop);
+}
+
+static void ping_unknown_is_ready(void **state)
+{
+    (void)state;
+    ping_refused_alone("ping_unknown");
+}
+
+static void ping_noperm_is_ready(void **state)
+{
+    (void)state;
+    ping_refused_alone("ping_noperm");
+}
+
+/* A proxy that answers PING itself with +PONG, ignoring the argument. */
+static void pong_proxy_is_ready(void **state)
+{
+    (void)state;
+    ping_refused_alone("pong");
+}
+
+/* Other errors to the handshake PING still refuse the connection. */
+static void loading_is_failed_connect(void **state)
+{
+    (void)state;
+    refused_request("loading", VL_ECONN, "LOADING Redis is loading", 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -412,6 +463,10 @@ int main(void)
         cmocka_unit_test_setup(peer_hangs_up_while_writing, tu_setup),
         cmocka_unit_test_setup(tcp_keepalive_and_user_timeout, tu_setup),
         cmocka_unit_test_setup(reply_memory_bounded, tu_setup),
+        cmocka_unit_test_setup(ping_unknown_is_ready, tu_setup),
+        cmocka_unit_test_setup(ping_noperm_is_ready, tu_setup),
+        cmocka_unit_test_setup(pong_proxy_is_ready, tu_setup),
+        cmocka_unit_test_setup(loading_is_failed_connect, tu_setup),
     };
 
     return tu_run("redis_hostile", tests, sizeof(tests) / sizeof(tests[0]));

@@ -13,11 +13,20 @@
  * Every part is percent-decoded. A password makes the connection send
  * "AUTH password" (or "AUTH user password" when a user is given) and a db
  * other than 0 makes it send "SELECT db", both before any command of yours.
- * Every handshake ends with "PING <token>", whose echo proves that the
+ * Every handshake ends with "PING <token>", whose answer proves that the
  * server accepted the connection and that its replies line up with our
- * commands: a server that refuses the connection with an error reply (at
- * maxclients, still loading, AUTH required) fails the connect instead of
- * your first command, and the connection is READY only after the echo.
+ * commands. The connection is READY once that PING is answered with:
+ *   - the echo of the token (what Redis answers);
+ *   - "+PONG" (a proxy that answers PING itself, ignoring the argument);
+ *   - an error that says only that PING may not run, and so still answers
+ *     it in turn: "-NOPERM ..." (an ACL user without +ping, such as
+ *     "ACL SETUSER app on >pw ~* +get +set") or "-ERR unknown command ..."
+ *     (PING renamed away with rename-command).
+ * Any other error reply there ("-ERR max number of clients reached",
+ * "-LOADING", "-NOAUTH", "-MASTERDOWN"...) is a server refusing the
+ * connection: the connect fails (VL_ECONN with the server's text) instead
+ * of your first command. Any other reply (such as one the server sent
+ * before it was asked anything) is a protocol error (VL_EPROTO).
  * The handshake's replies are held to small limits of their own (strings of
  * 512 bytes, 4 KiB per reply, no nesting), whatever the reply limits for
  * your commands are (see "Reply limits").
@@ -51,7 +60,9 @@
  *   VL_ECONN        name resolution, connect, AUTH, SELECT or the handshake
  *                   PING failed (an error reply there, such as "-ERR max
  *                   number of clients reached", "-NOAUTH" or "-LOADING", is
- *                   a failed connect with the server's text), the connect
+ *                   a failed connect with the server's text; "-NOPERM" and
+ *                   "-ERR unknown command" to the PING are not, see
+ *                   above), the connect
  *                   timeout passed, or the connection was lost or closed
  *                   (after a protocol error or an overdue reply)
  *   VL_ETIMEDOUT    the command timeout (or a vl_future_timeout) passed
