@@ -146,6 +146,7 @@ struct vl_redis {
     int io_events;
     int io_unref;
     ctimer connect_timer, retry_timer, cmd_timer;
+    uint64_t cmd_at;   /* the deadline cmd_timer is armed for */
     rlist wait;        /* user commands waiting for the handshake */
     rlist flight;      /* written to hiredis, reply due */
     rentry *tcur;      /* first in-flight entry the timeout scan has not passed */
@@ -484,6 +485,28 @@ static const vl__source_ops entry_ops = {.cancel = entry_cancel, .describe = ent
 
 /* ---- command timeouts ---- */
 
+/* The first entry of the wait list that is due by `now` (now 0: the one
+ * with the earliest deadline), or NULL. The list is in the order commands
+ * were issued, so its non-blocking entries are in deadline order: the walk
+ * passes the blocking ones (their deadline is their own, or none) and stops
+ * at the first non-blocking one with a deadline. */
+static rentry *wait_due(const vl_redis *c, uint64_t now)
+{
+    rentry *e, *first = NULL;
+
+    for (e = c->wait.head; e != NULL; e = e->next) {
+        if (e->deadline == 0)
+            continue;
+        if (now != 0 && e->deadline <= now)
+            return e;
+        if (now == 0 && (first == NULL || e->deadline < first->deadline))
+            first = e;
+        if (!e->block)
+            break;
+    }
+    return first;
+}
+
 static void arm_cmd_timer(vl_redis *c)
 {
     uint64_t next = 0, now = vl_loop_now_ms(c->loop);
@@ -498,13 +521,23 @@ static void arm_cmd_timer(vl_redis *c)
         next = e->deadline;
     if (h != NULL && h->kind == K_USER && h->deadline != 0 && (next == 0 || h->deadline < next))
         next = h->deadline;
-    if (c->wait.head != NULL && c->wait.head->deadline != 0 &&
-        (next == 0 || c->wait.head->deadline < next))
-        next = c->wait.head->deadline;
+    e = wait_due(c, 0);
+    if (e != NULL && (next == 0 || e->deadline < next))
+        next = e->deadline;
+    c->cmd_at = next;
     if (next == 0)
         timer_stop(c, &c->cmd_timer);
     else
         timer_start(c, &c->cmd_timer, next > now ? next - now : 0);
+}
+
+/* A new entry has `deadline`: arms the timer unless it is armed for an
+ * earlier one already (a blocking command's later deadline does not hide
+ * it). */
+static void arm_for(vl_redis *c, uint64_t deadline)
+{
+    if (deadline != 0 && (!vl__timer_active(&c->cmd_timer.t) || deadline < c->cmd_at))
+        arm_cmd_timer(c);
 }
 
 static void cmd_timer_cb(vl__timer *t, void *ud)
@@ -521,7 +554,8 @@ static void cmd_timer_cb(vl__timer *t, void *ud)
     }
     snprintf(msg, sizeof(msg), "%s: command timed out after %" PRIu64 " ms", c->url.display,
              c->opts.command_timeout_ms);
-    while ((e = c->wait.head) != NULL && e->deadline != 0 && e->deadline <= now) {
+    /* From the head each time: failing an entry may change the list. */
+    while ((e = wait_due(c, now)) != NULL) {
         wait_unlink(c, e);
         entry_fail(c, e, VL_ETIMEDOUT, msg);
         entry_put(c, e);
@@ -1906,7 +1940,7 @@ static vl_future *send_cmd(vl_redis *c, vl_future *f, char *cmd, size_t len, int
                            int ready)
 {
     unsigned flags;
-    uint64_t block;
+    uint64_t block, deadline;
     char name[24], msg[96];
     rentry *e;
     int rc;
@@ -1976,6 +2010,7 @@ static vl_future *send_cmd(vl_redis *c, vl_future *f, char *cmd, size_t len, int
     if (c->opts.command_timeout_ms > 0 && block != UINT64_MAX)
         e->deadline = vl_loop_now_ms(c->loop) + c->opts.command_timeout_ms + block;
     c->nuser++;
+    deadline = e->deadline; /* submit may recycle e */
     if (c->state == S_READY) {
         submit(c, e, cmd, len);
     } else {
@@ -1984,8 +2019,7 @@ static vl_future *send_cmd(vl_redis *c, vl_future *f, char *cmd, size_t len, int
         e->where = W_WAIT;
         list_append(&c->wait, e);
     }
-    if (e->deadline != 0 && !vl__timer_active(&c->cmd_timer.t))
-        arm_cmd_timer(c);
+    arm_for(c, deadline);
     hold_settle(c);
     return f;
 }

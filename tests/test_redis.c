@@ -418,6 +418,34 @@ static void blocking_commands_keep_their_timeout(void **state)
     tu_finish(loop);
 }
 
+/* A command pipelined behind a blocking one keeps its own deadline, also
+ * when the blocking one's deadline is later (its own 5 s are added). */
+static void deadline_behind_blocking_in_flight(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_redis_options o;
+    vl_redis *c;
+    vl_future *b, *f;
+
+    (void)state;
+    vl_redis_options_init(&o);
+    o.command_timeout_ms = 300;
+    c = vl_redis_new(loop, tu_redis_url(1), &o);
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(c, "DEL bl:late"), VL_OK));
+    b = vl_redis_command(c, "BLPOP bl:late 5");
+    f = vl_redis_command(c, "GET bl:late");
+    /* Far below the BLPOP's deadline (5.3 s). */
+    assert_int_equal(tu_await(loop, vl_future_timeout(f, 3000)), VL_ETIMEDOUT);
+    assert_non_null(strstr(vl_future_error(f), "command timed out after 300 ms"));
+    vl_future_free(f);
+    assert_false(vl_future_done(b));
+    assert_int_equal(vl_redis_state(c), VL_REDIS_READY);
+    vl_redis_free(c);
+    assert_int_equal(tu_await(loop, b), VL_ECANCELED);
+    vl_future_free(b);
+    tu_finish(loop);
+}
+
 /* An ACL user allowed only GET and SET: the handshake PING gets -NOPERM,
  * which answers it in turn, so the user connects and runs what it may;
  * what it may not fails as data. */
@@ -1250,6 +1278,7 @@ int main(void)
         cmocka_unit_test_setup(gather_1000_across_three, tu_setup),
         cmocka_unit_test_setup(command_timeout_late_reply_dropped, tu_setup),
         cmocka_unit_test_setup(blocking_commands_keep_their_timeout, tu_setup),
+        cmocka_unit_test_setup(deadline_behind_blocking_in_flight, tu_setup),
         cmocka_unit_test_setup(acl_user_without_ping, tu_setup),
         cmocka_unit_test_setup(reply_limits_are_configurable, tu_setup),
         cmocka_unit_test_setup(cancel_and_wait_for, tu_setup),

@@ -447,6 +447,54 @@ static void loading_is_failed_connect(void **state)
     refused_request("loading", VL_ECONN, "LOADING Redis is loading", 0);
 }
 
+/* ---- deadlines behind a blocking command ---- */
+
+/* Commands issued while the handshake is under way (here forever: the
+ * server never answers it, and the connect timeout is off) wait behind a
+ * blocking command; the one behind it still times out on time. */
+static void deadline_behind_blocking(const char *block_cmd)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_redis_options o;
+    tu_fixture fx;
+    char url[96];
+    vl_redis *x;
+    vl_future *b, *f;
+
+    tu_fixture_start(&fx, "redis_hostile.py", "mute");
+    vl_redis_options_init(&o);
+    o.reconnect = 0;
+    o.connect_timeout_ms = 0;
+    o.command_timeout_ms = 300;
+    snprintf(url, sizeof(url), "redis://%s", fx.url);
+    x = vl_redis_new(loop, url, &o);
+    b = vl_redis_command(x, block_cmd);
+    f = vl_redis_command(x, "GET hostile:k");
+    /* Far below the blocking command's own deadline (5.3 s, or none). */
+    assert_int_equal(tu_await(loop, vl_future_timeout(f, 3000)), VL_ETIMEDOUT);
+    expect_text(vl_future_error(f), "command timed out after 300 ms");
+    vl_future_free(f);
+    assert_false(vl_future_done(b));
+    assert_int_equal(vl_redis_state(x), VL_REDIS_CONNECTING);
+    vl_redis_free(x);
+    assert_int_equal(tu_await(loop, b), VL_ECANCELED);
+    vl_future_free(b);
+    tu_fixture_stop(&fx);
+    tu_finish(loop);
+}
+
+static void deadline_behind_blocking_forever(void **state)
+{
+    (void)state;
+    deadline_behind_blocking("BLPOP hostile:q 0");
+}
+
+static void deadline_behind_blocking_longer(void **state)
+{
+    (void)state;
+    deadline_behind_blocking("BLPOP hostile:q 5");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -467,6 +515,8 @@ int main(void)
         cmocka_unit_test_setup(ping_noperm_is_ready, tu_setup),
         cmocka_unit_test_setup(pong_proxy_is_ready, tu_setup),
         cmocka_unit_test_setup(loading_is_failed_connect, tu_setup),
+        cmocka_unit_test_setup(deadline_behind_blocking_forever, tu_setup),
+        cmocka_unit_test_setup(deadline_behind_blocking_longer, tu_setup),
     };
 
     return tu_run("redis_hostile", tests, sizeof(tests) / sizeof(tests[0]));
