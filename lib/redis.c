@@ -519,7 +519,8 @@ static void arm_cmd_timer(vl_redis *c)
         c->tcur = e->next;
     if (e != NULL)
         next = e->deadline;
-    if (h != NULL && h->kind == K_USER && h->deadline != 0 && (next == 0 || h->deadline < next))
+    /* The oldest reply due, whatever its kind: a keepalive PING too. */
+    if (h != NULL && h->deadline != 0 && (next == 0 || h->deadline < next))
         next = h->deadline;
     e = wait_due(c, 0);
     if (e != NULL && (next == 0 || e->deadline < next))
@@ -562,13 +563,15 @@ static void cmd_timer_cb(vl__timer *t, void *ud)
     }
     /* The oldest reply is overdue: nothing behind it can arrive first, so
      * the connection is stuck. Close it rather than let everything queued
-     * behind it time out too. */
+     * behind it time out too. A keepalive PING counts like a command. */
     e = c->flight.head;
-    if (e != NULL && e->kind == K_USER && e->deadline != 0 && e->deadline <= now &&
+    if (e != NULL && e->deadline != 0 && e->deadline <= now &&
         c->ac != NULL && !c->dying && !c->closing) {
-        char *why = vl__asprintf("%s: connection closed: a reply was overdue (command "
+        char *why = vl__asprintf("%s: connection closed: %s was overdue (command "
                                  "timeout %" PRIu64 " ms)",
-                                 c->url.display, c->opts.command_timeout_ms);
+                                 c->url.display,
+                                 e->kind == K_PING ? "the reply to a keepalive PING" : "a reply",
+                                 c->opts.command_timeout_ms);
         entry_fail(c, e, VL_ETIMEDOUT, msg);
         request_drop(c, VL_ECONN, why != NULL ? why : "connection closed: a reply was overdue");
         vl__free(why);
@@ -1215,6 +1218,11 @@ static int internal_cmd(vl_redis *c, int kind, int argc, const char **argv)
     }
     e->kind = (unsigned char)kind;
     e->len = (size_t)len;
+    /* A keepalive PING's reply is due like a command's: overdue at the head
+     * of the replies, it closes the connection (cmd_timer_cb). The
+     * handshake's commands have the connect timeout instead. */
+    if (kind == K_PING && c->opts.command_timeout_ms > 0)
+        e->deadline = vl_loop_now_ms(c->loop) + c->opts.command_timeout_ms;
     flight_append(c, e);
     if (redisAsyncFormattedCommand(c->ac, reply_cb, e, cmd, (size_t)len) != REDIS_OK) {
         flight_unlink(c, e);
@@ -2384,6 +2392,11 @@ int vl__redis_ping(vl_redis *c)
     if (c->state != S_READY || c->ac == NULL || c->closing || c->tearing || c->dying)
         return VL_ECONN;
     rc = internal_cmd(c, K_PING, 1, argv);
+    /* The timer runs only while user commands are pending (an idle pooled
+     * connection must not hold the loop); their arrival arms it for the
+     * PING's deadline too, since it is the oldest reply then. */
+    if (rc == VL_OK && c->nuser > 0 && c->flight.tail != NULL)
+        arm_for(c, c->flight.tail->deadline);
     hold_settle(c);
     return rc;
 }

@@ -839,6 +839,18 @@ static void housekeep(vl_redis_pool *p)
             i++;
             continue;
         }
+        /* An unanswered keepalive PING drops the connection whether or not
+         * pool commands were sent after it: they wait behind it. */
+        if (p->o.keepalive_ms > 0 && s->ping_at != 0 && now - s->ping_at >= p->o.keepalive_ms &&
+            vl_redis_state(c) == VL_REDIS_READY) {
+            snprintf(msg, sizeof(msg), "%s: keepalive ping unanswered after %u ms", p->display,
+                     (unsigned)p->o.keepalive_ms);
+            s->ping_at = 0;
+            vl__redis_drop(c, msg); /* reports DOWN; it reconnects by itself */
+            changed = 1;
+            i++;
+            continue;
+        }
         if (s->lease != NULL || s->draining || n > 0 || vl_redis_state(c) != VL_REDIS_READY) {
             i++;
             continue;
@@ -851,18 +863,10 @@ static void housekeep(vl_redis_pool *p)
             changed = 1;
             continue;
         }
-        if (p->o.keepalive_ms > 0) {
-            if (s->ping_at != 0 && now - s->ping_at >= p->o.keepalive_ms) {
-                snprintf(msg, sizeof(msg), "%s: keepalive ping unanswered after %u ms",
-                         p->display, (unsigned)p->o.keepalive_ms);
-                s->ping_at = 0;
-                vl__redis_drop(c, msg); /* reports DOWN; it reconnects by itself */
-                changed = 1;
-            } else if (s->ping_at == 0 && now - s->alive_at >= p->o.keepalive_ms &&
-                       vl__redis_ping(c) == VL_OK) {
-                s->ping_at = now;
-                p->st.keepalives++;
-            }
+        if (p->o.keepalive_ms > 0 && s->ping_at == 0 && now - s->alive_at >= p->o.keepalive_ms &&
+            vl__redis_ping(c) == VL_OK) {
+            s->ping_at = now;
+            p->st.keepalives++;
         }
         i++;
     }

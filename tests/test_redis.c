@@ -456,6 +456,7 @@ static void acl_user_without_ping(void **state)
     char user[64], hostport[128], url[256];
     vl_redis *c;
     vl_future *f;
+    long long n = 0;
 
     (void)state;
     snprintf(hostport, sizeof(hostport), "%s", tu_redis_url(0) + strlen("redis://"));
@@ -478,7 +479,8 @@ static void acl_user_without_ping(void **state)
     vl_redis_free(c);
     vl_future_free(tu_run_cmd(loop, vl_redis_command(admin, "DEL acl:%s", user), VL_OK));
     f = tu_run_cmd(loop, vl_redis_command(admin, "ACL DELUSER %s", user), VL_OK);
-    assert_int_equal(vl_redis_reply_integer(vl_future_redis_reply(f)), 1);
+    assert_int_equal(vl_redis_reply_integer(vl_future_redis_reply(f), &n), VL_OK);
+    assert_int_equal(n, 1);
     vl_future_free(f);
     vl_redis_free(admin);
     tu_finish(loop);

@@ -495,6 +495,76 @@ static void deadline_behind_blocking_longer(void **state)
     deadline_behind_blocking("BLPOP hostile:q 5");
 }
 
+/* ---- keepalive ---- */
+
+/* A server that stops answering right after a keepalive PING: the PING is
+ * the oldest reply due, so once it is overdue (its command timeout, or the
+ * pool's keepalive_ms, whichever comes first) the connection is closed and
+ * everything behind it fails at once with VL_ECONN, instead of each command
+ * timing out alone on a connection that is never closed, or never. */
+static void unanswered_keepalive(uint64_t keepalive_ms, uint64_t timeout_ms, const char *why)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_redis_pool_options o;
+    vl_redis_pool *p;
+    vl_pool_stats st;
+    tu_fixture fx;
+    char url[96];
+    vl_future *f[10];
+    int i;
+
+    tu_fixture_start(&fx, "redis_hostile.py", "mute_on_ping");
+    vl_pool_stats_init(&st);
+    vl_redis_pool_options_init(&o);
+    o.max_size = 1;
+    o.min_idle = 1;
+    o.keepalive_ms = keepalive_ms;
+    o.command_timeout_ms = timeout_ms;
+    snprintf(url, sizeof(url), "redis://%s", fx.url);
+    p = vl_redis_pool_new(loop, url, &o);
+    vl_future_free(tu_run_cmd(loop, vl_redis_pool_ready(p), VL_OK));
+    for (i = 0; i < WAIT_MS / 5; i++) {
+        vl_redis_pool_stats_get(p, &st);
+        if (st.keepalives > 0)
+            break;
+        tu_sleep_ms(loop, 5);
+    }
+    assert_int_equal(st.keepalives, 1);
+    for (i = 0; i < 10; i++)
+        f[i] = vl_redis_pool_command(p, "GET hostile:k");
+    for (i = 0; i < 10; i++) {
+        assert_int_equal(tu_await(loop, vl_future_timeout(f[i], WAIT_MS)), VL_ECONN);
+        expect_text(vl_future_error(f[i]), why);
+        vl_future_free(f[i]);
+    }
+    vl_redis_pool_stats_get(p, &st);
+    assert_int_equal(st.closed_broken, 1);
+    assert_int_equal(st.timeouts, 0);
+    /* It reconnected by itself, and the new connection works. */
+    vl_future_free(tu_run_cmd(loop, vl_future_timeout(vl_redis_pool_ready(p), WAIT_MS), VL_OK));
+    f[0] = tu_run_cmd(loop, vl_future_timeout(vl_redis_pool_command(p, "GET hostile:k"), WAIT_MS),
+                      VL_OK);
+    tu_check_str(vl_future_redis_reply(f[0]), "v1");
+    vl_future_free(f[0]);
+    vl_redis_pool_free(p);
+    tu_fixture_stop(&fx);
+    tu_finish(loop);
+}
+
+/* The command timeout passes first. */
+static void overdue_keepalive_closes(void **state)
+{
+    (void)state;
+    unanswered_keepalive(1000, 300, "the reply to a keepalive PING was overdue");
+}
+
+/* With no command timeout, keepalive_ms still ends it. */
+static void unanswered_keepalive_closes(void **state)
+{
+    (void)state;
+    unanswered_keepalive(200, 0, "keepalive ping unanswered after 200 ms");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -517,6 +587,8 @@ int main(void)
         cmocka_unit_test_setup(loading_is_failed_connect, tu_setup),
         cmocka_unit_test_setup(deadline_behind_blocking_forever, tu_setup),
         cmocka_unit_test_setup(deadline_behind_blocking_longer, tu_setup),
+        cmocka_unit_test_setup(overdue_keepalive_closes, tu_setup),
+        cmocka_unit_test_setup(unanswered_keepalive_closes, tu_setup),
     };
 
     return tu_run("redis_hostile", tests, sizeof(tests) / sizeof(tests[0]));

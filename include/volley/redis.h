@@ -234,7 +234,9 @@ typedef struct vl_redis_options {
  * issued, also while it waits for the handshake.
  *
  * Replies come back in order, so when the OLDEST reply due on a connection
- * is overdue, nothing behind it can arrive first: the connection is closed
+ * (a pool's keepalive PING included: see "Lifetimes", its deadline is the
+ * command timeout too) is overdue, nothing behind it can arrive first: the
+ * connection is closed
  * at once. That command fails with VL_ETIMEDOUT ("command timed out after N
  * ms"), every other command in flight on it with VL_ECONN ("connection
  * closed: a reply was overdue"), and it reconnects by itself (see
@@ -420,10 +422,15 @@ VL_EXPORT size_t vl_redis_pending(const vl_redis *c);
  *  - keepalive_ms: a connection idle for that long (and every keepalive_ms
  *    while it stays idle) is sent a PING of the pool's own, so that a dead
  *    peer is noticed. The PING is not a pool command: it is not counted in
- *    `commands` or `pending` and does not keep the loop running. If it fails,
+ *    `requests` or `pending` and does not keep the loop running. If it fails,
  *    or is still unanswered keepalive_ms later, the connection is dropped as
  *    lost (whatever was sent after the PING fails with VL_ECONN) and
- *    reconnects by itself, with the policy above. Counted in closed_broken,
+ *    reconnects by itself, with the policy above. Once pool commands were
+ *    sent after it, its reply is due like theirs: command_timeout_ms after
+ *    it was sent, the PING being the oldest reply due closes the connection
+ *    as an overdue reply does (see "Command timeouts"), and the commands
+ *    behind it fail at once with VL_ECONN ("the reply to a keepalive PING
+ *    was overdue") instead of timing out one by one. Counted in closed_broken,
  *    with every other loss of a ready connection; keepalives counts the
  *    PINGs sent. Keepalive PINGs do not reset the idle_timeout_ms clock.
  *
