@@ -572,6 +572,9 @@ static void cmd_timer_cb(vl__timer *t, void *ud)
                                  c->url.display,
                                  e->kind == K_PING ? "the reply to a keepalive PING" : "a reply",
                                  c->opts.command_timeout_ms);
+        /* Not ready from here on: failing the entry reports DONE, and a pool
+         * must not route a new command to a connection about to close. */
+        c->dying = 1;
         entry_fail(c, e, VL_ETIMEDOUT, msg);
         request_drop(c, VL_ECONN, why != NULL ? why : "connection closed: a reply was overdue");
         vl__free(why);
@@ -963,6 +966,7 @@ static void refuse_reply(vl_redis *c)
         return;
     }
     msg = end_text(c, "protocol error: ", c->resp.msg);
+    c->dying = 1; /* before DONE goes out: see cmd_timer_cb */
     entry_fail(c, e, VL_EPROTO, msg != NULL ? msg : c->resp.msg);
     vl__free(msg);
     drop_with(c, VL_ECONN, "connection closed after a protocol error: ", c->resp.msg);

@@ -11,6 +11,7 @@
  */
 #include "testutil.h"
 #include "fixture.h"
+#include "redis_internal.h"
 
 #include <limits.h>
 #include <netinet/in.h>
@@ -565,6 +566,67 @@ static void unanswered_keepalive_closes(void **state)
     unanswered_keepalive(200, 0, "keepalive ping unanswered after 200 ms");
 }
 
+/* ---- not ready once doomed ---- */
+
+typedef struct done_probe {
+    int dones;
+    int state_at_done; /* vl_redis_state when the first DONE went out */
+} done_probe;
+
+static void probe_event(vl_redis *c, int event, int status, void *ud)
+{
+    done_probe *d = ud;
+
+    (void)status;
+    if (event == VL__REDIS_EV_DONE && d->dones++ == 0)
+        d->state_at_done = vl_redis_state(c);
+}
+
+/* When a command fails because its connection is about to close (its reply
+ * overdue, or refused by the framer), the connection no longer passes for
+ * ready when that failure is reported: a pool routing from there must not
+ * pick it. */
+static void doomed_when_reported(const char *scenario, uint32_t timeout_ms, int status)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_redis_options o;
+    done_probe d = {0, 0};
+    tu_fixture fx;
+    char url[96];
+    vl_redis *x;
+    vl_future *f;
+
+    tu_fixture_start(&fx, "redis_hostile.py", scenario);
+    vl_redis_options_init(&o);
+    o.reconnect = 0;
+    if (timeout_ms != 0)
+        o.command_timeout_ms = timeout_ms;
+    snprintf(url, sizeof(url), "redis://%s", fx.url);
+    x = vl__redis_new_pooled(loop, url, &o, probe_event, &d);
+    assert_non_null(x);
+    f = vl_redis_command(x, "GET hostile:k");
+    assert_int_equal(tu_await(loop, vl_future_timeout(f, WAIT_MS)), status);
+    vl_future_free(f);
+    assert_int_equal(d.dones, 1);
+    assert_int_equal(d.state_at_done, VL_REDIS_DOWN);
+    wait_down(loop, x);
+    vl_redis_free(x);
+    tu_fixture_stop(&fx);
+    tu_finish(loop);
+}
+
+static void doomed_when_overdue(void **state)
+{
+    (void)state;
+    doomed_when_reported("stall", 300, VL_ETIMEDOUT);
+}
+
+static void doomed_when_refused(void **state)
+{
+    (void)state;
+    doomed_when_reported("garbage", 0, VL_EPROTO);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -589,6 +651,8 @@ int main(void)
         cmocka_unit_test_setup(deadline_behind_blocking_longer, tu_setup),
         cmocka_unit_test_setup(overdue_keepalive_closes, tu_setup),
         cmocka_unit_test_setup(unanswered_keepalive_closes, tu_setup),
+        cmocka_unit_test_setup(doomed_when_overdue, tu_setup),
+        cmocka_unit_test_setup(doomed_when_refused, tu_setup),
     };
 
     return tu_run("redis_hostile", tests, sizeof(tests) / sizeof(tests[0]));
