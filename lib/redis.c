@@ -97,6 +97,11 @@ enum { S_CONNECTING = VL_REDIS_CONNECTING, S_READY = VL_REDIS_READY, S_DOWN = VL
  * allocating per command in steady state, bounded so a burst is returned. */
 #define SPARE_MAX 1024
 
+/* Bytes of commands handed to hiredis and not yet written, at most (see
+ * "Back-pressure" in volley/redis.h). It also keeps the output buffer below
+ * 2 GiB, where hiredis's sdsrange (int offsets) would overflow. */
+#define OBUF_MAX (1024ull * 1024 * 1024)
+
 typedef struct rentry rentry;
 struct rentry {
     rentry *prev, *next;
@@ -187,6 +192,7 @@ static void conn_down(vl_redis *c, int status, const char *msg);
 static int classify(const char *cmd, size_t len, unsigned *flags, uint64_t *block, char *name,
                     size_t namelen);
 static void request_drop(vl_redis *c, int status, const char *msg);
+static void drop_with(vl_redis *c, int status, const char *what, const char *why);
 static void start_attempt(vl_redis *c);
 static void hold_settle(vl_redis *c);
 
@@ -615,13 +621,52 @@ static void set_drop(vl_redis *c, int status, const char *msg)
     set_str(&c->drop_msg, msg);
 }
 
+/* Hands `cmd` (len bytes) to hiredis with `e` as its callback's data.
+ * hiredis 0.14 answers REDIS_OK even when it had no memory for the
+ * callback or for appending the command, and replies would then reach the
+ * wrong entries: so check that both happened. Returns 1 when queued; 0 when
+ * hiredis refused (the entry left the in-flight list); -1 when it broke
+ * the context: `e` has failed with VL_ENOMEM and the connection is being
+ * dropped. */
+static int queue_cmd(vl_redis *c, rentry *e, char *cmd, size_t len)
+{
+    redisAsyncContext *ac = c->ac;
+    size_t before = sdslen(ac->c.obuf);
+    int have_cb;
+
+    e->len = len;
+    flight_append(c, e);
+    if (redisAsyncFormattedCommand(ac, reply_cb, e, cmd, len) != REDIS_OK) {
+        flight_unlink(c, e);
+        return 0;
+    }
+    have_cb = ac->replies.tail != NULL && ac->replies.tail->privdata == e;
+    if (have_cb && sdslen(ac->c.obuf) == before + len)
+        return 1;
+    c->dying = 1; /* before DONE goes out: see cmd_timer_cb */
+    entry_fail(c, e, VL_ENOMEM, "out of memory queueing the command");
+    if (!have_cb) {
+        /* hiredis will never call back for it: it leaves now. */
+        flight_unlink(c, e);
+        entry_put(c, e);
+    }
+    drop_with(c, VL_ECONN, "connection closed: ", "out of memory queueing a command");
+    return -1;
+}
+
 /* Writes `e` to hiredis; takes cmd. On failure the entry fails alone. */
 static void submit(vl_redis *c, rentry *e, char *cmd, size_t len)
 {
-    e->len = len;
-    flight_append(c, e);
-    if (redisAsyncFormattedCommand(c->ac, reply_cb, e, cmd, len) != REDIS_OK) {
-        flight_unlink(c, e);
+    if (sdslen(c->ac->c.obuf) + (uint64_t)len > OBUF_MAX) {
+        char msg[160];
+        snprintf(msg, sizeof(msg),
+                 "%s: output buffer full: a command of %zu bytes would take the commands "
+                 "not yet written past %llu bytes",
+                 c->url.display, len, (unsigned long long)OBUF_MAX);
+        e->where = W_FLIGHT; /* counted out by entry_put */
+        entry_fail(c, e, VL_EBUSY, msg);
+        entry_put(c, e);
+    } else if (queue_cmd(c, e, cmd, len) == 0) {
         entry_fail(c, e, VL_ECONN, "connection is closing");
         entry_put(c, e);
     }
@@ -652,7 +697,7 @@ static void become_ready(vl_redis *c)
     c->in_multi = c->watching = c->db_changed = c->dirty = 0;
     timer_stop(c, &c->connect_timer);
     /* Write what waited for the handshake, in the order it was issued. */
-    while ((e = c->wait.head) != NULL && c->state == S_READY) {
+    while ((e = c->wait.head) != NULL && c->state == S_READY && !c->dying) {
         char *cmd = e->cmd;
         wait_unlink(c, e);
         e->cmd = NULL;
@@ -1212,6 +1257,7 @@ static int internal_cmd(vl_redis *c, int kind, int argc, const char **argv)
     rentry *e = entry_get(c);
     char *cmd = NULL;
     long long len;
+    int rc;
 
     if (e == NULL)
         return VL_ENOMEM;
@@ -1221,21 +1267,16 @@ static int internal_cmd(vl_redis *c, int kind, int argc, const char **argv)
         return VL_ENOMEM;
     }
     e->kind = (unsigned char)kind;
-    e->len = (size_t)len;
     /* A keepalive PING's reply is due like a command's: overdue at the head
      * of the replies, it closes the connection (cmd_timer_cb). The
      * handshake's commands have the connect timeout instead. */
     if (kind == K_PING && c->opts.command_timeout_ms > 0)
         e->deadline = vl_loop_now_ms(c->loop) + c->opts.command_timeout_ms;
-    flight_append(c, e);
-    if (redisAsyncFormattedCommand(c->ac, reply_cb, e, cmd, (size_t)len) != REDIS_OK) {
-        flight_unlink(c, e);
-        entry_put(c, e);
-        vl__redis_cmd_free(cmd);
-        return VL_ECONN;
-    }
+    rc = queue_cmd(c, e, cmd, (size_t)len);
     vl__redis_cmd_free(cmd);
-    return VL_OK;
+    if (rc == 0)
+        entry_put(c, e);
+    return rc > 0 ? VL_OK : rc == 0 ? VL_ECONN : VL_ENOMEM;
 }
 
 static int handshake_cmd(vl_redis *c, int kind, int argc, const char **argv)

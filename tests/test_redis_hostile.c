@@ -13,6 +13,7 @@
 #include "fixture.h"
 #include "redis_internal.h"
 
+#include <dlfcn.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -32,6 +33,43 @@ static long long reply_int(const vl_redis_reply *r)
     if (vl_redis_reply_integer(r, &v) != VL_OK)
         return LLONG_MIN;
     return v;
+}
+
+/* Fault injection below hiredis: while armed, the next malloc called from
+ * libhiredis fails (hiredis 0.14 ignores that failure when it queues a
+ * reply callback). Every other call goes to the allocator this malloc
+ * stands in front of: ASan's when it is linked in, else the C library's
+ * (both are reachable under those names, so nothing has to be looked up
+ * with dlsym, which itself allocates while ASan starts up). */
+#if defined(__SANITIZE_ADDRESS__)
+void *__interceptor_malloc(size_t n);
+#define real_malloc __interceptor_malloc
+/* ASan calls malloc while it starts, before its shadow memory exists:
+ * nothing here may be instrumented. */
+#define MALLOC_ATTR __attribute__((no_sanitize_address))
+#else
+#define MALLOC_ATTR
+void *__libc_malloc(size_t n);
+#define real_malloc __libc_malloc
+#endif
+
+static int fail_hiredis_malloc;
+
+MALLOC_ATTR static int called_from_hiredis(void *ret)
+{
+    Dl_info info;
+
+    return dladdr(ret, &info) != 0 && info.dli_fname != NULL &&
+           strstr(info.dli_fname, "libhiredis") != NULL;
+}
+
+MALLOC_ATTR void *malloc(size_t n)
+{
+    if (fail_hiredis_malloc && called_from_hiredis(__builtin_return_address(0))) {
+        fail_hiredis_malloc = 0;
+        return NULL;
+    }
+    return real_malloc(n);
 }
 
 /* The longest a hostile case may wait for its outcome. */
@@ -627,6 +665,85 @@ static void doomed_when_refused(void **state)
     doomed_when_reported("garbage", 0, VL_EPROTO);
 }
 
+/* ---- hiredis's silent failures ---- */
+
+/* hiredis 0.14 had no memory for a command's reply callback but still
+ * answered REDIS_OK: the command fails with VL_ENOMEM and the connection is
+ * closed (what was in flight fails with VL_ECONN), rather than its reply
+ * reaching hiredis with no callback for it (an assert) or the wrong one. */
+static void hiredis_lost_callback(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    tu_fixture fx;
+    const char *argv[2] = {"GET", "hostile:b"};
+    vl_redis *x;
+    vl_future *a, *f;
+
+    (void)state;
+    tu_fixture_start(&fx, "redis_hostile.py", "echo");
+    x = hostile_new(loop, &fx, 0);
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(x, "GET hostile:k"), VL_OK));
+    a = vl_redis_command(x, "GET hostile:a");
+    /* The argv form: hiredis's formatter (which allocates) is not used. */
+    fail_hiredis_malloc = 1;
+    f = vl_redis_command_argv(x, 2, argv, NULL);
+    assert_int_equal(fail_hiredis_malloc, 0); /* hiredis did ask */
+    assert_non_null(f);
+    assert_int_equal(tu_await(loop, f), VL_ENOMEM);
+    assert_int_equal(tu_await(loop, a), VL_ECONN);
+    expect_text(vl_future_error(a), "out of memory queueing a command");
+    vl_future_free(a);
+    vl_future_free(f);
+    wait_down(loop, x);
+    vl_redis_free(x);
+    tu_fixture_stop(&fx);
+    tu_finish(loop);
+}
+
+/* Commands not yet written are bounded (1 GiB): past it a command fails at
+ * once with VL_EBUSY and the connection stays up. This also keeps hiredis's
+ * output buffer below 2 GiB, where its sdsrange would overflow. */
+static void output_buffer_bounded(void **state)
+{
+    enum { BIG = 400 * 1024 * 1024 };
+    vl_loop *loop = vl_loop_new();
+    tu_fixture fx;
+    vl_redis *x;
+    vl_future *f[3];
+    const char *argv[3] = {"SET", "hostile:big", NULL};
+    size_t argvlen[3] = {3, 11, BIG};
+    char *value = malloc(BIG);
+    int i;
+
+    (void)state;
+    assert_non_null(value);
+    memset(value, 'x', BIG);
+    argv[2] = value;
+    tu_fixture_start(&fx, "redis_hostile.py", "deaf");
+    x = hostile_new(loop, &fx, 0);
+    for (i = 0; i < WAIT_MS / 10 && vl_redis_state(x) != VL_REDIS_READY; i++)
+        tu_sleep_ms(loop, 10);
+    assert_int_equal(vl_redis_state(x), VL_REDIS_READY);
+    /* The server reads nothing more: all of it stays in the buffer. */
+    for (i = 0; i < 3; i++)
+        f[i] = vl_redis_command_argv(x, 3, argv, argvlen);
+    free(value);
+    assert_int_equal(tu_await(loop, vl_future_timeout(f[2], WAIT_MS)), VL_EBUSY);
+    expect_text(vl_future_error(f[2]), "output buffer full");
+    expect_text(vl_future_error(f[2]), fx.url);
+    assert_false(vl_future_done(f[0]));
+    assert_false(vl_future_done(f[1]));
+    assert_int_equal(vl_redis_state(x), VL_REDIS_READY);
+    vl_redis_free(x);
+    for (i = 0; i < 3; i++) {
+        if (i < 2)
+            assert_int_equal(tu_await(loop, f[i]), VL_ECANCELED);
+        vl_future_free(f[i]);
+    }
+    tu_fixture_stop(&fx);
+    tu_finish(loop);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -653,6 +770,8 @@ int main(void)
         cmocka_unit_test_setup(unanswered_keepalive_closes, tu_setup),
         cmocka_unit_test_setup(doomed_when_overdue, tu_setup),
         cmocka_unit_test_setup(doomed_when_refused, tu_setup),
+        cmocka_unit_test_setup(hiredis_lost_callback, tu_setup),
+        cmocka_unit_test_setup(output_buffer_bounded, tu_setup),
     };
 
     return tu_run("redis_hostile", tests, sizeof(tests) / sizeof(tests[0]));

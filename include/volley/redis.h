@@ -72,6 +72,8 @@
  *   VL_ESERVER      the server replied with an error ("-ERR ..."). That is
  *                   data: the message is the server's text and the reply (of
  *                   type VL_REDIS_ERROR) stays readable in the future
+ *   VL_EBUSY        the connection's output buffer is full (see
+ *                   "Back-pressure"); pools also use it (see "Pools")
  *   VL_ECANCELED    the future was cancelled, or its connection/pool freed
  *   VL_ENOMEM       out of memory (only ever for that one future)
  *
@@ -294,7 +296,18 @@ typedef struct vl_redis_options {
  * a third of it and TCP_KEEPCNT 3 (an idle dead peer is noticed after about
  * twice tcp_keepalive_ms), and TCP_USER_TIMEOUT tcp_user_timeout_ms (data
  * unacknowledged that long ends the connection). A lost connection fails its
- * commands with VL_ECONN and reconnects. */
+ * commands with VL_ECONN and reconnects.
+ *
+ * ---- Back-pressure --------------------------------------------------------------
+ *
+ * Commands are written as fast as the socket takes them; what it has not
+ * taken yet waits in the connection's output buffer, which holds at most
+ * 1 GiB. A command that would take it past that fails at once with VL_EBUSY
+ * ("output buffer full: ...") and is not sent; the connection stays up, and
+ * commands fit again as the server reads. (No real server takes a bigger
+ * one: Redis refuses bulk strings over 512 MB and queries over 1 GB.)
+ * Commands issued during the handshake are held to it when they are
+ * written, once the connection is ready. */
 
 /* Zeroes the first struct_size bytes of `o`, fills the defaults above of
  * every field that lies wholly within them and stores struct_size. Call it
