@@ -23,6 +23,7 @@ struct job {
     job *aprev, *anext;  /* the loop's list of undelivered jobs */
     vl_work_fn fn;
     void *ud;
+    vl_free_fn ud_free; /* frees ud when fn never runs; may be NULL */
     vl_free_fn free_fn;
     void *result;
     vl_future *f;     /* NULL once cancelled: the result is then dropped */
@@ -184,6 +185,12 @@ static executor *executor_get(vl_loop *loop)
 
 vl_future *vl_loop_run_in_thread(vl_loop *loop, vl_work_fn fn, void *ud, vl_free_fn free_fn)
 {
+    return vl__loop_run_in_thread_owned(loop, fn, ud, NULL, free_fn);
+}
+
+vl_future *vl__loop_run_in_thread_owned(vl_loop *loop, vl_work_fn fn, void *ud,
+                                        vl_free_fn ud_free, vl_free_fn free_fn)
+{
     executor *ex;
     job *j;
     vl_future *f;
@@ -208,6 +215,7 @@ vl_future *vl_loop_run_in_thread(vl_loop *loop, vl_work_fn fn, void *ud, vl_free
     }
     j->fn = fn;
     j->ud = ud;
+    j->ud_free = ud_free;
     j->free_fn = free_fn;
     j->f = f;
     j->anext = ex->all;
@@ -243,6 +251,8 @@ vl_future *vl_loop_run_in_thread(vl_loop *loop, vl_work_fn fn, void *ud, vl_free
         ex->queue_head = ex->queue_tail = NULL;
         pthread_mutex_unlock(&ex->mu);
         all_remove(ex, j);
+        if (j->ud_free != NULL)
+            j->ud_free(j->ud); /* fn never runs */
         free(j);
         vl__future_set_source(f, NULL, NULL);
         vl__future_fail(f, VL_ENOMEM, "run_in_thread: cannot start a worker thread");
@@ -300,6 +310,8 @@ static void executor_handle_free(vl__handle *h)
             vl__future_set_source(j->f, NULL, NULL);
             vl__future_fail(j->f, VL_ECANCELED, "loop freed before the job ran");
         }
+        if (j->ud_free != NULL)
+            j->ud_free(j->ud); /* fn never runs */
         free(j);
         j = n;
     }

@@ -113,6 +113,11 @@ void vl__loop_ref(vl_loop *loop);
  * other object and never calls into executor.c. `threads` is the most
  * workers it may start (vl_loop_set_threads). */
 void *vl__loop_executor(vl_loop *loop, unsigned *threads);
+/* vl_loop_run_in_thread for work that owns `ud` (fn frees it): when fn never
+ * runs (the loop was freed before a worker took the job, or no worker could
+ * start), the executor frees ud with ud_free on the loop thread instead. */
+vl_future *vl__loop_run_in_thread_owned(vl_loop *loop, vl_work_fn fn, void *ud,
+                                        vl_free_fn ud_free, vl_free_fn free_fn);
 void vl__loop_set_executor(vl_loop *loop, void *executor);
 
 /* ---- handles that the loop frees on vl_loop_free (lib/loop.c) ---- */

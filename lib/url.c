@@ -357,7 +357,8 @@ vl_future *vl__resolve(vl_loop *loop, const char *host)
     if (r->host == NULL || r->p == NULL)
         goto nomem;
     out = vl_promise_future(r->p);
-    work = vl_loop_run_in_thread(loop, resolve_work, arg, free);
+    /* The worker frees arg; if it never runs, the executor does. */
+    work = vl__loop_run_in_thread_owned(loop, resolve_work, arg, free, free);
     if (work == NULL) {
         vl_future_free(out);
         goto nomem;

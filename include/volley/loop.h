@@ -80,7 +80,10 @@ VL_EXPORT vl_future *vl_loop_sleep(vl_loop *loop, uint64_t ms);
  * worker thread owned by the loop; its return value becomes the future's
  * value, freed with `free_fn` if nobody takes it. `fn` must not touch volley
  * objects. Cancelling the future does not stop a running `fn`: its result is
- * then freed when it returns. Workers start on first use (at most `threads`
+ * then freed when it returns. If the loop is freed before a worker took the
+ * job, `fn` never runs and the future fails with VL_ECANCELED ("loop freed
+ * before the job ran"): memory that `fn` would have freed is then the
+ * caller's to free. Workers start on first use (at most `threads`
  * of them, set by vl_loop_set_threads, default 4) and stop with the loop. */
 typedef void *(*vl_work_fn)(void *ud);
 VL_EXPORT vl_future *vl_loop_run_in_thread(vl_loop *loop, vl_work_fn fn, void *ud,
