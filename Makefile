@@ -1,4 +1,7 @@
-# volley - plain Makefile. `make` builds the libraries and tools, `make test`
+# volley - plain Makefile. `make` builds the libraries, the tools and the
+# man pages (it never installs packages: it names the missing ones), `make
+# install` / `make uninstall` put them under PREFIX (DESTDIR for staging),
+# `make test`
 # installs what is missing, starts throwaway servers and runs every test
 # (the fuzz targets' smoke included), `make asan` does the same under
 # AddressSanitizer and UBSan, `make valgrind` runs the C tests under
@@ -15,17 +18,39 @@ LIBDIR ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
 BINDIR ?= $(PREFIX)/bin
 MANDIR ?= $(PREFIX)/share/man
+# Run after install and uninstall into the live system (DESTDIR empty) as
+# root, so that the dynamic linker's cache knows the new libvolley.so.0;
+# a staged install leaves that to the package that ships it.
+LDCONFIG ?= ldconfig
+PYTHON ?= python3
 
-VERSION := 0.1.0
-SOVERSION := 0
+# The version is defined once, in include/volley/common.h, and read from
+# there. The SONAME follows the major version only. While it is 0, volley
+# has made no ABI promise between releases (0.x is where the ABI is
+# settled): libvolley.so.0 names that pre-release series, and a program is
+# rebuilt for each 0.x release (the README lists what changed). From 1.0 on
+# the SONAME changes exactly when the ABI breaks, and only with the major.
+VERSION_H := include/volley/common.h
+version_part = $(shell sed -n 's/^\#define VL_VERSION_$(1) *\([0-9][0-9]*\).*/\1/p' $(VERSION_H))
+VERSION_MAJOR := $(call version_part,MAJOR)
+VERSION_MINOR := $(call version_part,MINOR)
+VERSION_PATCH := $(call version_part,PATCH)
+VERSION := $(VERSION_MAJOR).$(VERSION_MINOR).$(VERSION_PATCH)
+SOVERSION := $(VERSION_MAJOR)
 BUILD ?= build
 
 CC ?= cc
 OPT ?= -O2 -g
-WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Werror
+# WERROR=0 keeps the warnings but lets them through (a newer compiler's new
+# warning should not stop a distribution's build).
+WERROR ?= 1
+WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+    $(if $(filter 0,$(WERROR)),,-Werror)
 DEPCFLAGS := $(shell pkg-config --cflags hiredis libmariadb 2>/dev/null)
 CFLAGS ?=
-ALL_CFLAGS := -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -Iinclude $(DEPCFLAGS) $(CFLAGS) $(SAN)
+CPPFLAGS ?=
+ALL_CFLAGS := -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -Iinclude $(DEPCFLAGS) $(CPPFLAGS) $(CFLAGS) \
+    $(SAN)
 LIB_CFLAGS := $(ALL_CFLAGS) -fPIC -fvisibility=hidden -DVL_BUILDING
 DEPLIBS := -lhiredis -lmariadb -lev -lpthread
 LDFLAGS ?=
@@ -74,14 +99,35 @@ VALGRIND := valgrind --quiet --error-exitcode=99 --num-callers=30 --track-origin
     --errors-for-leak-kinds=definite,possible --soname-synonyms=somalloc=nouserintercepts \
     --suppressions=$(CURDIR)/tests/valgrind.supp
 
-.PHONY: all lib test asan valgrind fuzz fuzz-build fuzz-bins bench install uninstall clean deps \
+.PHONY: all lib man check-deps test asan valgrind fuzz fuzz-build fuzz-bins bench install uninstall clean deps \
     format tests-build tools-build bench-build
 
-all: lib $(BUILD)/volley.pc tools-build bench-build
+all: lib tools-build bench-build man
 
 lib: $(SHARED) $(STATIC)
 
-$(BUILD)/lib/%.o: lib/%.c $(wildcard lib/*.h) $(wildcard include/*.h include/volley/*.h)
+# What a build needs, as header:Debian package. `make` checks it before it
+# compiles anything, so that a machine without the -dev packages hears which
+# packages to install instead of "ev.h: No such file or directory". It never
+# installs them itself: `make deps` (run by make test and make bench) does.
+# The header is looked up with pkg-config's flags, or in Debian's places
+# when pkg-config itself is missing.
+BUILD_DEPS := ev.h:libev-dev hiredis/async.h:libhiredis-dev mysql.h:libmariadb-dev \
+    jansson.h:libjansson-dev
+check-deps:
+	@missing=; \
+	command -v pkg-config >/dev/null 2>&1 || missing="$$missing pkg-config"; \
+	for dep in $(BUILD_DEPS); do \
+	    printf '#include <%s>\n' "$${dep%%:*}" | $(CC) $(DEPCFLAGS) -I/usr/include/mariadb \
+	        $(CPPFLAGS) -E -x c - >/dev/null 2>&1 || missing="$$missing $${dep#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	    echo "volley: missing Debian packages:$$missing" >&2; \
+	    echo "volley: install them with: apt-get install$$missing (or run make deps as root)" >&2; \
+	    exit 1; \
+	fi
+
+$(BUILD)/lib/%.o: lib/%.c $(wildcard lib/*.h) $(wildcard include/*.h include/volley/*.h) | check-deps
 	@mkdir -p $(dir $@)
 	$(CC) $(LIB_CFLAGS) -c $< -o $@
 
@@ -94,10 +140,17 @@ $(STATIC): $(LIB_OBJ)
 	rm -f $@
 	ar rcs $@ $(LIB_OBJ)
 
-$(BUILD)/volley.pc: volley.pc.in Makefile
-	@mkdir -p $(BUILD)
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
-	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
+# Section-3 pages, one per exported function and one per header, made
+# from the headers' comments by doc/mkman.py (which also lists them for
+# uninstall). The stamp stands for the whole directory.
+MAN_HEADERS := include/volley.h $(wildcard include/volley/*.h)
+MAN3_DIR := $(BUILD)/man/man3
+man: $(BUILD)/man/stamp
+$(BUILD)/man/stamp: doc/mkman.py $(MAN_HEADERS) $(VERSION_H)
+	@command -v $(PYTHON) >/dev/null 2>&1 || { \
+	    echo "volley: missing Debian package: python3 (the man pages need it)" >&2; exit 1; }
+	$(PYTHON) doc/mkman.py --version $(VERSION) --out $(MAN3_DIR) $(MAN_HEADERS)
+	@touch $@
 
 # Tests link the static library so they can reach the internal helpers.
 $(BUILD)/tests/%: tests/%.c $(TEST_COMMON) $(wildcard tests/common/*.h) $(STATIC)
@@ -107,19 +160,27 @@ $(BUILD)/tests/%: tests/%.c $(TEST_COMMON) $(wildcard tests/common/*.h) $(STATIC
 
 tests-build: $(TEST_BIN)
 
-# Tools and bench use the public API only; the link against the static
-# library keeps them runnable from the build tree.
+# Tools and bench link the shared library, which exports only the public
+# API (-fvisibility=hidden): a call to anything else fails at link time, as
+# curl's src/ is held to libcurl's API. The run path finds the library in
+# the build tree first ($ORIGIN/.. from BUILD/tools and BUILD/bench), then
+# next to an installed BINDIR ($ORIGIN/../lib, where PREFIX/lib is), and
+# otherwise the system's search path.
+TOOL_RPATH := -Wl,-rpath,'$$ORIGIN/..:$$ORIGIN/../lib'
 TOOL_BIN := $(if $(TOOL_SRC),$(BUILD)/tools/volley)
 tools-build: $(TOOL_BIN)
-$(BUILD)/tools/volley: $(TOOL_SRC) tools/cli.h $(STATIC)
+$(BUILD)/tools/volley: $(TOOL_SRC) tools/cli.h $(SHARED) | check-deps
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -o $@ $(TOOL_SRC) $(STATIC) $(LDFLAGS) -ljansson $(DEPLIBS)
+	$(CC) $(ALL_CFLAGS) -o $@ $(TOOL_SRC) $(SHARED) $(TOOL_RPATH) $(LDFLAGS) -ljansson \
+	    $(DEPLIBS)
 
+# The bench's synchronous baseline calls hiredis and Connector/C itself,
+# hence DEPLIBS.
 BENCH_BIN := $(if $(BENCH_SRC),$(BUILD)/bench/volley-bench)
 bench-build: $(BENCH_BIN)
-$(BUILD)/bench/volley-bench: $(BENCH_SRC) $(wildcard bench/*.h) $(STATIC)
+$(BUILD)/bench/volley-bench: $(BENCH_SRC) $(wildcard bench/*.h) $(SHARED) | check-deps
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -o $@ $(BENCH_SRC) $(STATIC) $(LDFLAGS) $(DEPLIBS) -lm
+	$(CC) $(ALL_CFLAGS) -o $@ $(BENCH_SRC) $(SHARED) $(TOOL_RPATH) $(LDFLAGS) $(DEPLIBS) -lm
 
 # The fuzz targets, built in FUZZ_BUILD by a make of its own with clang-14.
 fuzz-build:
@@ -184,23 +245,43 @@ bench: deps
 	@if [ -x bench/run.sh ]; then bench/run.sh; \
 	 else echo "volley-bench is not built yet: the benchmark lands with bench/."; fi
 
-install: lib $(BUILD)/volley.pc
-	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR)/volley
+# volley.pc is written at install time, for the PREFIX and LIBDIR of that
+# install, with paths relative to ${prefix} where they lie under it (as
+# pkg-config expects, so that a relocated prefix keeps working). install
+# builds what it installs first, so that a clean tree never installs half.
+pc_rel = $(patsubst $(PREFIX)/%,$${prefix}/%,$(patsubst $(PREFIX),$${prefix},$(1)))
+ldconfig_live = if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" -eq 0 ]; then $(LDCONFIG); fi
+
+install: lib tools-build man
+	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR)/volley \
+	    $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man3
 	install -m 644 $(STATIC) $(DESTDIR)$(LIBDIR)/
 	install -m 755 $(SHARED) $(DESTDIR)$(LIBDIR)/
 	ln -sf libvolley.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
 	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libvolley.so
 	install -m 644 include/volley.h $(DESTDIR)$(INCLUDEDIR)/
 	install -m 644 include/volley/*.h $(DESTDIR)$(INCLUDEDIR)/volley/
-	install -m 644 $(BUILD)/volley.pc $(DESTDIR)$(LIBDIR)/pkgconfig/
-	@if [ -n "$(TOOL_BIN)" ]; then install -d $(DESTDIR)$(BINDIR) && \
-	    install -m 755 $(TOOL_BIN) $(DESTDIR)$(BINDIR)/; fi
-	@if [ -f tools/volley.1 ]; then install -d $(DESTDIR)$(MANDIR)/man1 && \
-	    install -m 644 tools/volley.1 $(DESTDIR)$(MANDIR)/man1/; fi
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(call pc_rel,$(LIBDIR))|' \
+	    -e 's|@INCLUDEDIR@|$(call pc_rel,$(INCLUDEDIR))|' -e 's|@VERSION@|$(VERSION)|' \
+	    volley.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/volley.pc
+	chmod 644 $(DESTDIR)$(LIBDIR)/pkgconfig/volley.pc
+	install -m 755 $(TOOL_BIN) $(DESTDIR)$(BINDIR)/
+	install -m 644 tools/volley.1 $(DESTDIR)$(MANDIR)/man1/
+	install -m 644 $(MAN3_DIR)/*.3 $(DESTDIR)$(MANDIR)/man3/
+	@$(ldconfig_live)
 
+# Removes every file install put there, and the include/volley directory,
+# which is volley's own; the shared directories (lib, bin, share/man/...)
+# stay. It needs no build: the man pages are listed from the headers.
 uninstall:
-	rm -f $(DESTDIR)$(LIBDIR)/libvolley.* $(DESTDIR)$(LIBDIR)/pkgconfig/volley.pc
-	rm -rf $(DESTDIR)$(INCLUDEDIR)/volley $(DESTDIR)$(INCLUDEDIR)/volley.h
+	rm -f $(DESTDIR)$(LIBDIR)/libvolley.a $(DESTDIR)$(LIBDIR)/libvolley.so \
+	    $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/libvolley.so.$(VERSION) \
+	    $(DESTDIR)$(LIBDIR)/pkgconfig/volley.pc $(DESTDIR)$(BINDIR)/volley \
+	    $(DESTDIR)$(MANDIR)/man1/volley.1 $(DESTDIR)$(INCLUDEDIR)/volley.h
+	rm -rf $(DESTDIR)$(INCLUDEDIR)/volley
+	$(PYTHON) doc/mkman.py --list $(MAN_HEADERS) | sed 's|^|$(DESTDIR)$(MANDIR)/man3/|' | \
+	    xargs rm -f
+	@$(ldconfig_live)
 
 format:
 	clang-format -i lib/*.c lib/*.h include/*.h include/volley/*.h tests/*.c
