@@ -2,8 +2,8 @@
 """doc/mkman.py - section-3 man pages from volley's public headers.
 
 The headers are the specification (include/volley/*.h), so the manual is
-made from them rather than written twice: one page per exported function,
-as libcurl has, with NAME, SYNOPSIS, DESCRIPTION (the comment above the
+made from them rather than written twice: one page per exported function
+and per function-like vl_ macro, as libcurl has, with NAME, SYNOPSIS, DESCRIPTION (the comment above the
 declaration), RETURN VALUE (the comment's "Returns ..." sentences) and SEE
 ALSO (the functions documented by the same comment and those it names).
 
@@ -27,6 +27,9 @@ import sys
 
 EXPORT = "VL_EXPORT"
 NAME_RE = re.compile(r"\b(vl_[A-Za-z0-9_]+)\s*\(")
+# A function-like macro of the API, such as vl_redis_options_init(o), gets a
+# page like a function.
+MACRO_RE = re.compile(r"#\s*define\s+vl_[A-Za-z0-9_]+\(")
 MENTION_RE = re.compile(r"\b(vl_[a-z0-9_]+)\b")
 # A sentence ends at ., ! or ? followed by space and something that can begin
 # a sentence; "e.g. " is followed by lower case or a quote and stays whole.
@@ -92,6 +95,13 @@ def parse_header(path):
                 buf.append(lines[i])
             items.append(("comment", "\n".join(buf)))
             i += 1
+        elif MACRO_RE.match(s):
+            buf = [line]
+            while lines[i].rstrip().endswith("\\") and i + 1 < len(lines):
+                i += 1
+                buf.append(lines[i])
+            items.append(("decl", " ".join(x.strip().rstrip("\\") for x in buf)))
+            i += 1
         elif s.startswith(EXPORT):
             buf = [line]
             while ";" not in lines[i] and i + 1 < len(lines):
@@ -135,11 +145,28 @@ def parse_header(path):
                 m = NAME_RE.search(text)
                 if not m:
                     continue
-                proto = text[len(EXPORT):].strip()
+                proto = text[len(EXPORT):].strip() if text.startswith(EXPORT) else text
                 proto = re.sub(r"\s+", " ", proto)
                 proto = re.sub(r"\(\s+", "(", proto)
-                decls.append(Decl(m.group(1), proto, path, comment, names))
+                d = Decl(m.group(1), proto, path, comment, names)
+                # The declarations of the whole group: a macro's page shows
+                # the structs its function takes.
+                d.group_text = " ".join(t[t.find("(") :] for t in texts)
+                decls.append(d)
     return decls
+
+
+STRUCT_RE = re.compile(r"^typedef struct (vl_[a-z0-9_]+) \{.*?^\} \1;", re.S | re.M)
+
+
+def public_structs(paths):
+    """The full definitions of the public (not opaque) structs, by name."""
+    found = {}
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            for m in STRUCT_RE.finditer(f.read()):
+                found[m.group(1)] = m.group(0)
+    return found
 
 
 def roff_escape(text):
@@ -256,7 +283,7 @@ def split_returns(paras):
     return desc, returns
 
 
-def render(d, exported, version):
+def render(d, exported, structs, version):
     """The roff source of d's page."""
     out = []
     title = d.name.upper()
@@ -274,6 +301,13 @@ def render(d, exported, version):
     out.append(".nf")
     out.append("\\fB#include <volley.h>\\fP")
     out.append("")
+    # A struct the function is given is part of its synopsis, as the
+    # options and stats structs are what their _init and _new calls are for.
+    args = d.group_text
+    for name, text in structs.items():
+        if re.search(r"\b%s\b" % name, args):
+            out.extend(line_out(roff_escape(l)) for l in text.split("\n"))
+            out.append("")
     out.append(line_out(roff_escape(d.proto)))
     out.append(".fi")
     out.append(".PP")
@@ -402,9 +436,10 @@ def main(argv):
         if f.endswith(".3"):
             os.remove(os.path.join(args.out, f))
     exported = set(seen)
+    structs = public_structs(args.headers)
     for d in decls:
         with open(os.path.join(args.out, d.name + ".3"), "w", encoding="utf-8") as f:
-            f.write(render(d, exported, args.version))
+            f.write(render(d, exported, structs, args.version))
     for h in args.headers:
         with open(os.path.join(args.out, overview_name(h) + ".3"), "w", encoding="utf-8") as f:
             f.write(render_overview(h, decls, overviews, args.version))
