@@ -78,7 +78,7 @@ expected_files() {
 }
 VERSION=$(sed -n 's/^#define VL_VERSION_STRING "\(.*\)"/\1/p' "$ROOT/include/volley/common.h")
 
-echo "1..17"
+echo "1..19"
 
 # ---- make, then make install PREFIX=T/x --------------------------------------
 X=$T/x
@@ -90,6 +90,25 @@ if [ "$(files_under "$X")" = "$(expected_files "$VERSION" | sort)" ]; then
 else
     diff <(expected_files "$VERSION" | sort) <(files_under "$X") >"$T/log"
     not_ok "install put exactly the libraries, headers, volley.pc, CLI and man pages there"
+fi
+# The shared library exports the public API and nothing else (the tools
+# link it, so this is what holds them to that API), and each exported
+# function has its page in man3.
+nm -D --defined-only "$X/lib/libvolley.so" | awk '{ print $3 }' | sort >"$T/symbols"
+if [ -s "$T/symbols" ] && ! grep -qv '^vl_' "$T/symbols"; then
+    ok "libvolley.so exports only vl_ names"
+else
+    grep -v '^vl_' "$T/symbols" >"$T/log"
+    not_ok "libvolley.so exports only vl_ names"
+fi
+missing_pages=$(while read -r sym; do
+    [ -f "$X/share/man/man3/$sym.3" ] || echo "$sym"
+done <"$T/symbols")
+if [ -s "$T/symbols" ] && [ -z "$missing_pages" ]; then
+    ok "every exported function has its man page ($(wc -l <"$T/symbols") functions)"
+else
+    echo "no page: $missing_pages" >"$T/log"
+    not_ok "every exported function has its man page"
 fi
 export PKG_CONFIG_PATH=$X/lib/pkgconfig
 check "volley.pc says prefix=$X and libdir=\${prefix}/lib" \
