@@ -285,7 +285,7 @@ def split_returns(paras):
 
 def render(d, exported, structs, version):
     """The roff source of d's page."""
-    out = []
+    out = page_head("volley/" + os.path.basename(d.header))
     title = d.name.upper()
     out.append('.TH %s 3 "" "volley %s" "volley manual"' % (roff_escape(title), version))
     header = os.path.basename(d.header)
@@ -357,9 +357,18 @@ def top_comment(path):
     """The comment a header opens with, as comment lines."""
     with open(path, encoding="utf-8") as f:
         src = f.read().lstrip()
+    # The licence line comes first; the description is the comment after it.
+    while src.startswith("/*") and "SPDX-License-Identifier" in src[: src.index("*/")]:
+        src = src[src.index("*/") + 2 :].lstrip()
     if not src.startswith("/*"):
         return []
     return comment_lines(src[: src.index("*/") + 2])
+
+
+def page_head(source):
+    """The first lines of every page: its licence and where it came from."""
+    return ['.\\" SPDX-License-Identifier: BSD-3-Clause',
+            '.\\" Made by doc/mkman.py from include/%s: edit the header, not this page.' % source]
 
 
 SECTION_RE = re.compile(r"^[-=]{3,}\s*(.*?)\s*[-=]*$")
@@ -370,7 +379,9 @@ def render_overview(header, decls, overviews, version):
     "---- Title ----" lines as subsections, and the list of its functions."""
     name = overview_name(header)
     lines = top_comment(header)
-    out = ['.TH %s 3 "" "volley %s" "volley manual"' % (roff_escape(name.upper()), version)]
+    src = os.path.basename(header)
+    out = page_head(src if src == "volley.h" else "volley/" + src)
+    out += ['.TH %s 3 "" "volley %s" "volley manual"' % (roff_escape(name.upper()), version)]
     first = lines[0] if lines else ""
     summary = first.split(" - ", 1)[1] if " - " in first else first
     out.append(".SH NAME")
