@@ -1879,22 +1879,29 @@ static uint64_t block_time(int how, const char *p, const char *end, size_t argc)
 static int classify(const char *cmd, size_t len, unsigned *flags, uint64_t *block, char *name,
                     size_t namelen)
 {
+    /* K keeps each name's length next to it: most commands (GET, SET...)
+     * match no entry, and comparing the length and first letter first
+     * turns them away without a strlen or strcasecmp per entry. */
+#define K(s, f, b) {s, sizeof(s) - 1, f, b}
     static const struct {
         const char *name;
+        size_t len;
         unsigned flags; /* ~0u: refused */
         int block;
     } known[] = {
-        {"MULTI", CF_MULTI, B_NONE}, {"EXEC", CF_EXEC, B_NONE}, {"DISCARD", CF_EXEC, B_NONE},
-        {"WATCH", CF_WATCH, B_NONE}, {"UNWATCH", CF_UNWATCH, B_NONE}, {"SELECT", CF_SELECT, B_NONE},
-        {"SUBSCRIBE", ~0u, B_NONE}, {"PSUBSCRIBE", ~0u, B_NONE}, {"UNSUBSCRIBE", ~0u, B_NONE},
-        {"PUNSUBSCRIBE", ~0u, B_NONE}, {"MONITOR", ~0u, B_NONE}, {"SSUBSCRIBE", ~0u, B_NONE},
-        {"HELLO", ~0u, B_NONE}, {"CLIENT", CF_CLIENT, B_NONE}, {"RESET", CF_DIRTY, B_NONE},
-        {"AUTH", CF_DIRTY, B_NONE}, {"SWAPDB", CF_DIRTY, B_NONE}, {"BLPOP", 0, B_LAST_S},
-        {"BRPOP", 0, B_LAST_S}, {"BRPOPLPUSH", 0, B_LAST_S}, {"BLMOVE", 0, B_LAST_S},
-        {"BZPOPMIN", 0, B_LAST_S}, {"BZPOPMAX", 0, B_LAST_S}, {"BLMPOP", 0, B_FIRST_S},
-        {"BZMPOP", 0, B_FIRST_S}, {"WAIT", 0, B_LAST_MS}, {"WAITAOF", 0, B_LAST_MS},
-        {"XREAD", 0, B_OPTION_MS}, {"XREADGROUP", 0, B_OPTION_MS},
+        K("MULTI", CF_MULTI, B_NONE), K("EXEC", CF_EXEC, B_NONE), K("DISCARD", CF_EXEC, B_NONE),
+        K("WATCH", CF_WATCH, B_NONE), K("UNWATCH", CF_UNWATCH, B_NONE),
+        K("SELECT", CF_SELECT, B_NONE), K("SUBSCRIBE", ~0u, B_NONE),
+        K("PSUBSCRIBE", ~0u, B_NONE), K("UNSUBSCRIBE", ~0u, B_NONE),
+        K("PUNSUBSCRIBE", ~0u, B_NONE), K("MONITOR", ~0u, B_NONE), K("SSUBSCRIBE", ~0u, B_NONE),
+        K("HELLO", ~0u, B_NONE), K("CLIENT", CF_CLIENT, B_NONE), K("RESET", CF_DIRTY, B_NONE),
+        K("AUTH", CF_DIRTY, B_NONE), K("SWAPDB", CF_DIRTY, B_NONE), K("BLPOP", 0, B_LAST_S),
+        K("BRPOP", 0, B_LAST_S), K("BRPOPLPUSH", 0, B_LAST_S), K("BLMOVE", 0, B_LAST_S),
+        K("BZPOPMIN", 0, B_LAST_S), K("BZPOPMAX", 0, B_LAST_S), K("BLMPOP", 0, B_FIRST_S),
+        K("BZMPOP", 0, B_FIRST_S), K("WAIT", 0, B_LAST_MS), K("WAITAOF", 0, B_LAST_MS),
+        K("XREAD", 0, B_OPTION_MS), K("XREADGROUP", 0, B_OPTION_MS),
     };
+#undef K
     const char *p = cmd, *end = cmd + len, *s, *arg;
     size_t n = 0, i, argc = 0;
 
@@ -1916,10 +1923,8 @@ static int classify(const char *cmd, size_t len, unsigned *flags, uint64_t *bloc
         return VL_OK; /* longer than any command we care about */
     memcpy(name, arg, n);
     name[n] = '\0';
-    /* Most commands (GET, SET...) match no entry: compare the length and
-     * the first letter before paying for strcasecmp. */
     for (i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
-        if ((name[0] & ~0x20) != known[i].name[0] || strlen(known[i].name) != n)
+        if (known[i].len != n || (name[0] & ~0x20) != known[i].name[0])
             continue;
         if (strcasecmp(name, known[i].name) == 0) {
             if (known[i].flags == ~0u)
