@@ -1,9 +1,8 @@
 # volley - plain Makefile. `make` builds the libraries, the tools and the
 # man pages (it never installs packages: it names the missing ones), `make
-# install` / `make uninstall` put them under PREFIX (DESTDIR for staging),
-# `make test`
-# installs what is missing, starts throwaway servers and runs every test
-# (the fuzz targets' smoke included), `make asan` does the same under
+# install` and `make uninstall` put them under PREFIX (DESTDIR for
+# staging), `make test` installs what is missing, starts throwaway servers
+# and runs every test (the fuzz targets' smoke included), `make asan` does the same under
 # AddressSanitizer and UBSan, `make valgrind` runs the C tests under
 # memcheck, `make fuzz` runs each libFuzzer target for FUZZ_SECONDS, and
 # `make bench` runs the sync-vs-async comparison.
