@@ -2,10 +2,10 @@
 # man pages (it never installs packages: it names the missing ones), `make
 # install` and `make uninstall` put them under PREFIX (DESTDIR for
 # staging), `make test` installs what is missing, starts throwaway servers
-# and runs every test (the fuzz targets' smoke included), `make asan` does the same under
-# AddressSanitizer and UBSan, `make valgrind` runs the C tests under
-# memcheck, `make fuzz` runs each libFuzzer target for FUZZ_SECONDS, and
-# `make bench` runs the sync-vs-async comparison.
+# and runs every test (the fuzz targets' smoke included), `make asan` does
+# the same under AddressSanitizer and UBSan, `make valgrind` runs the C
+# tests under memcheck, `make fuzz` runs each libFuzzer target for
+# FUZZ_SECONDS, and `make bench` runs the sync-vs-async comparison.
 #
 # BUILD names the build directory; the sanitizer builds go next to it
 # ($(BUILD)-asan, $(BUILD)-fuzz), so that people sharing a tree never build
