@@ -17,7 +17,10 @@
  *    is reset first, a broken one closed.
  *  - A failed connect puts the pool in backoff: while failing, at most one
  *    connect (the probe) is in flight, retried after a jittered, doubling
- *    delay. Nothing already sent is retried.
+ *    delay. The delay doubles once per failed probe: connects that were
+ *    already in flight when the server went away fail together, and count
+ *    as one failure, not as max_size doublings. Nothing already sent is
+ *    retried.
  *
  * Lifetimes: a pooled connection (pconn) may have callbacks pending on its
  * futures (connect, reset, ping, a running request) when the pool lets go of
@@ -53,6 +56,7 @@ struct pconn {
     uint64_t expires_ms;     /* 0: no lifetime limit */
     uint64_t idle_since_ms;
     vl_mysql_tx *tx;         /* the transaction leasing it */
+    int probe;               /* opened while the pool was failing */
 };
 
 struct request {
@@ -313,6 +317,7 @@ static int pc_open(vl_mysql_pool *p)
     vl__mysql_set_hook(pc->c, pc_hook, pc);
     vl__mysql_hold(pc->c, p->holding);
     pc->state = PC_CONNECTING;
+    pc->probe = p->failing;
     pc->created_ms = now;
     if (p->o.max_lifetime_ms != 0) {
         /* Up to 2.5% earlier, so connections made together do not all
@@ -341,14 +346,19 @@ static void connect_done(vl_future *f, void *ud)
         p->st.connect_failures++;
         vl__free(p->last_error);
         p->last_error = vl__strdup(vl_future_error(f));
+        /* Only the first failure and failed probes move the backoff on: the
+         * other connects opened before the pool knew it was failing report
+         * the same outage again. */
+        if (!p->failing || pc->probe) {
+            p->backoff_ms = p->backoff_ms == 0 ? BACKOFF_MIN_MS : p->backoff_ms * 2;
+            if (p->backoff_ms > BACKOFF_MAX_MS)
+                p->backoff_ms = BACKOFF_MAX_MS;
+            p->next_attempt_ms = now + jitter(p->backoff_ms);
+        }
         p->failing = 1;
-        p->backoff_ms = p->backoff_ms == 0 ? BACKOFF_MIN_MS : p->backoff_ms * 2;
-        if (p->backoff_ms > BACKOFF_MAX_MS)
-            p->backoff_ms = BACKOFF_MAX_MS;
-        p->next_attempt_ms = now + jitter(p->backoff_ms);
         pc_close(pc, NULL);
         pc_unref(pc);
-        timer_set(p, p->next_attempt_ms - now);
+        timer_set(p, p->next_attempt_ms > now ? p->next_attempt_ms - now : 0);
         readies_check(p);
         return;
     }

@@ -1,9 +1,9 @@
 /* tests/test_mysql_fault.c - a MySQL pool under real faults of the harness
  * mariadbd: connections KILLed mid-query, idle connections expired by
  * wait_timeout, the server stopped (SIGSTOP) for longer than every timeout
- * and continued, the server killed (-9) and restarted; and a process with
- * the default SIGPIPE disposition whose connections are KILLed while it
- * writes large queries.
+ * and continued, the server killed (-9) and restarted, connects refused
+ * together; and a process with the default SIGPIPE disposition whose
+ * connections are KILLed while it writes large queries.
  *
  * Every scenario counts submissions against completions: each request
  * completes exactly once, its errors are counted by kind, and a successful
@@ -13,11 +13,14 @@
  */
 #include "testutil.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -228,11 +231,43 @@ static void pool_finish(vl_loop *loop, vl_mysql_pool *p)
     tu_finish(loop);
 }
 
-/* Requests after a fault: the pool has recovered when all of them succeed. */
+/* Seconds a pool has to serve again once its server is back. */
+#define RECOVER_S 30
+
+/* Waits until the pool serves a request again. Its connect backoff (up to
+ * 2 s) can outlast one acquire timeout, so a request that timed out waiting
+ * is followed by another, until RECOVER_S have passed: a pool that never
+ * recovers still fails, and nothing depends on when the backoff's probe
+ * happens to fall. */
+static void serving_again(vl_loop *loop, vl_mysql_pool *p)
+{
+    uint64_t deadline = vl_loop_now_ms(loop) + (uint64_t)RECOVER_S * 1000;
+
+    for (;;) {
+        vl_future *f = tu_wait_for(loop, vl_mysql_pool_query(p, "SELECT 1"));
+        int st = vl_future_status(f);
+
+        if (st == VL_OK) {
+            vl_future_free(f);
+            return;
+        }
+        /* A connection that was already dying may fail a request too. */
+        if (st != VL_ETIMEDOUT && st != VL_ECONN && st != VL_ECLOSED)
+            fail_msg("after the fault: %s", vl_future_error(f));
+        if (vl_loop_now_ms(loop) >= deadline)
+            fail_msg("the pool did not serve again within %d s: %s", RECOVER_S,
+                     vl_future_error(f));
+        vl_future_free(f);
+    }
+}
+
+/* Requests after a fault: the pool has recovered when, once it serves
+ * again, all of them succeed. */
 static void recovered(vl_loop *loop, vl_mysql_pool *p, req *rs, int first, int n)
 {
     tally t2;
 
+    serving_again(loop, p);
     memset(&t2, 0, sizeof(t2));
     submit(p, &t2, rs, first, n, 0);
     drain(loop, &t2);
@@ -353,6 +388,55 @@ static void kill9_restart(void **state)
     pool_finish(loop, p);
 }
 
+/* Connects refused together are one failure to the backoff. The pool opens
+ * max_size connects to a loopback port that is bound but not listening; all
+ * are refused at once. Counted as one failure, the backoff starts at its
+ * minimum (100 ms) and probes follow well within the acquire timeout; were
+ * each refusal to double it, it would start at its 2 s cap, no probe coming
+ * before 1 s, and a server back after a blip would wait that long. */
+static void refused_together_back_off_once(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    struct sockaddr_in sa;
+    socklen_t len = sizeof(sa);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    vl_mysql_pool_options o;
+    vl_mysql_pool *p;
+    vl_pool_stats st;
+    char url[256];
+    static req rs[8];
+    tally t;
+
+    (void)state;
+    assert_true(fd >= 0);
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    snprintf(url, sizeof(url), "mysql://%s:%s@127.0.0.1:%u/%s", tu_env("VL_TEST_MYSQL_USER"),
+             tu_env("VL_TEST_MYSQL_PASSWORD"), (unsigned)ntohs(sa.sin_port),
+             tu_env("VL_TEST_MYSQL_DB"));
+    vl_mysql_pool_options_init(&o);
+    o.max_size = 8;
+    o.acquire_timeout_ms = 900;
+    o.connect_timeout_ms = 1000;
+    p = vl_mysql_pool_new(loop, url, &o);
+    assert_non_null(p);
+    memset(&t, 0, sizeof(t));
+    submit(p, &t, rs, 0, 8, 0);
+    drain(loop, &t);
+    report("refused", &t);
+    assert_int_equal(t.timeout, 8);
+    (vl_pool_stats_init(&st), vl_mysql_pool_stats_get(p, &st));
+    printf("# connect failures %llu\n", (unsigned long long)st.connect_failures);
+    /* The eight refused together, then at least one probe. */
+    assert_true(st.connect_failures > 8);
+    assert_int_equal(st.connects, 0);
+    close(fd);
+    pool_finish(loop, p);
+}
+
 /* ---- SIGPIPE ---- */
 
 #define BIG_QUERY_BYTES ((size_t)16 << 20)
@@ -458,6 +542,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(wait_timeout_expiry, setup, teardown),
         cmocka_unit_test_setup_teardown(sigstop_server, setup, teardown),
         cmocka_unit_test_setup_teardown(kill9_restart, setup, teardown),
+        cmocka_unit_test_setup_teardown(refused_together_back_off_once, setup, teardown),
     };
 
     return tu_run("mysql_fault", tests, sizeof(tests) / sizeof(tests[0]));
