@@ -19,6 +19,8 @@
 #    test never touches the system's linker cache.
 #  - `make uninstall` with the same variables leaves no file or symlink
 #    behind (the list of files before install and after uninstall agree).
+#  - `make` on a machine without the -dev packages names the Debian packages
+#    to install; CPPFLAGS reaches the compiler; WERROR=0 drops -Werror.
 #
 # Each make uses a build directory inside the temporary directory, so the
 # test never writes into the tree's own build while other tests run from it.
@@ -78,7 +80,7 @@ expected_files() {
 }
 VERSION=$(sed -n 's/^#define VL_VERSION_STRING "\(.*\)"/\1/p' "$ROOT/include/volley/common.h")
 
-echo "1..19"
+echo "1..22"
 
 # ---- make, then make install PREFIX=T/x --------------------------------------
 X=$T/x
@@ -171,5 +173,34 @@ if [ -z "$(files_under "$S")" ] && [ ! -s "$T/ldconfig.log" ]; then
 else
     files_under "$S" >>"$T/log"
     not_ok "make uninstall DESTDIR=$S PREFIX=/usr leaves no file, and ldconfig never ran"
+fi
+# ---- what make asks of the machine and takes from the caller -------------
+# A compiler that sees no system headers stands for a machine without the
+# -dev packages: make must name the Debian packages, not fail on ev.h.
+if mk BUILD="$T/bare" CC="cc -nostdinc" lib >"$T/log" 2>&1; then
+    not_ok "make without the -dev packages names them"
+elif grep -q 'missing Debian packages: libev-dev libhiredis-dev libmariadb-dev libjansson-dev' \
+        "$T/log" && ! grep -q 'No such file' "$T/log" && [ ! -e "$T/bare/lib" ]; then
+    ok "make without the -dev packages names them and compiles nothing"
+else
+    not_ok "make without the -dev packages names them and compiles nothing"
+fi
+# The compile lines, as make would run them from scratch (-B -n: nothing is
+# built).
+mk -B -n BUILD="$T/flags" CPPFLAGS=-DVL_FROM_CPPFLAGS lib >"$T/flags-default" 2>&1
+mk -B -n BUILD="$T/flags" WERROR=0 lib >"$T/flags-nowerror" 2>&1
+if grep -q 'lib/alloc.c .*' "$T/flags-default" &&
+    grep 'lib/alloc.c' "$T/flags-default" | grep -q -- '-DVL_FROM_CPPFLAGS'; then
+    ok "CPPFLAGS reaches the compiler"
+else
+    cp "$T/flags-default" "$T/log"; not_ok "CPPFLAGS reaches the compiler"
+fi
+if grep 'lib/alloc.c' "$T/flags-default" | grep -q -- '-Werror' &&
+    grep 'lib/alloc.c' "$T/flags-nowerror" | grep -q -- '-Wall' &&
+    ! grep 'lib/alloc.c' "$T/flags-nowerror" | grep -q -- '-Werror'; then
+    ok "-Werror by default, warnings without it under WERROR=0"
+else
+    cat "$T/flags-default" "$T/flags-nowerror" >"$T/log"
+    not_ok "-Werror by default, warnings without it under WERROR=0"
 fi
 [ "$fails" -eq 0 ]
