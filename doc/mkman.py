@@ -30,10 +30,12 @@ NAME_RE = re.compile(r"\b(vl_[A-Za-z0-9_]+)\s*\(")
 # A function-like macro of the API, such as vl_redis_options_init(o), gets a
 # page like a function.
 MACRO_RE = re.compile(r"#\s*define\s+vl_[A-Za-z0-9_]+\(")
+# A section title inside a comment: "---- Errors ----", "==== Replies ====".
+SECTION_RE = re.compile(r"^[-=]{3,}\s*(.*?)\s*[-=]*$")
 MENTION_RE = re.compile(r"\b(vl_[a-z0-9_]+)\b")
 # A sentence ends at ., ! or ? followed by space and something that can begin
 # a sentence; "e.g. " is followed by lower case or a quote and stays whole.
-SENTENCE_RE = re.compile(r"(?<=[.!?])\s+(?=[A-Z`(\"]|vl_)")
+SENTENCE_RE = re.compile(r"(?<=[^.][.!?])\s+(?=[A-Z`(\"]|vl_)")
 # The sentences that state the return value: "Returns ...", "Return VL_OK
 # ...", "Both return ...".
 RETURNS_RE = re.compile(r"((Both|Each|All) )?[Rr]eturns?\b")
@@ -70,6 +72,16 @@ def comment_lines(block):
     while out and not out[-1].strip():
         out.pop()
     return out
+
+
+def strip_section(lines):
+    """A comment that opens a section ("---- Work on a thread ----") also
+    documents what follows; its title line is not part of that text."""
+    if lines and SECTION_RE.match(lines[0].strip()):
+        lines = lines[1:]
+        while lines and not lines[0].strip():
+            lines = lines[1:]
+    return lines or None
 
 
 def parse_header(path):
@@ -124,17 +136,20 @@ def parse_header(path):
             block = []
         else:
             block.append(it)
+    # A comment above a struct with no declaration of its own documents the
+    # declarations of the next block (the allocator struct and its setter).
+    carried = None
     for blk in blocks:
-        current = None  # the comment in force
         groups = []  # (comment, [decl texts])
         for kind, text in blk:
             if kind == "comment":
-                current = comment_lines(text)
-                groups.append((current, []))
+                groups.append((strip_section(comment_lines(text)), []))
             elif kind == "decl":
                 if not groups:
-                    groups.append((None, []))
+                    groups.append((carried, []))
                 groups[-1][1].append(text)
+        has_decl = any(kind == "decl" for kind, _ in blk)
+        carried = groups[-1][0] if groups and not has_decl else None
         for comment, texts in groups:
             names = []
             for text in texts:
@@ -157,15 +172,19 @@ def parse_header(path):
 
 
 STRUCT_RE = re.compile(r"^typedef struct (vl_[a-z0-9_]+) \{.*?^\} \1;", re.S | re.M)
+CALLBACK_RE = re.compile(r"^typedef [^;{}]*\(\*(vl_[a-z0-9_]+)\)\([^;]*\);", re.S | re.M)
 
 
-def public_structs(paths):
-    """The full definitions of the public (not opaque) structs, by name."""
+def public_types(paths):
+    """The full definitions of the public (not opaque) structs and of the
+    callback types, by name."""
     found = {}
     for path in paths:
         with open(path, encoding="utf-8") as f:
-            for m in STRUCT_RE.finditer(f.read()):
-                found[m.group(1)] = m.group(0)
+            src = f.read()
+        for m in list(STRUCT_RE.finditer(src)) + list(CALLBACK_RE.finditer(src)):
+            found[m.group(1)] = re.sub(r"\n\s+", "\n    ", m.group(0)) if m.re is CALLBACK_RE \
+                else m.group(0)
     return found
 
 
@@ -301,8 +320,9 @@ def render(d, exported, structs, version):
     out.append(".nf")
     out.append("\\fB#include <volley.h>\\fP")
     out.append("")
-    # A struct the function is given is part of its synopsis, as the
-    # options and stats structs are what their _init and _new calls are for.
+    # A struct or callback type the function is given is part of its
+    # synopsis, as the options and stats structs are what their _init and
+    # _new calls are for.
     args = d.group_text
     for name, text in structs.items():
         if re.search(r"\b%s\b" % name, args):
@@ -371,8 +391,6 @@ def page_head(source):
             '.\\" Made by doc/mkman.py from include/%s: edit the header, not this page.' % source]
 
 
-SECTION_RE = re.compile(r"^[-=]{3,}\s*(.*?)\s*[-=]*$")
-
 
 def render_overview(header, decls, overviews, version):
     """The roff source of a header's page: its opening comment, with its
@@ -383,7 +401,13 @@ def render_overview(header, decls, overviews, version):
     out = page_head(src if src == "volley.h" else "volley/" + src)
     out += ['.TH %s 3 "" "volley %s" "volley manual"' % (roff_escape(name.upper()), version)]
     first = lines[0] if lines else ""
-    summary = first.split(" - ", 1)[1] if " - " in first else first
+    head_lines = []  # the first paragraph: "volley/x.h - what it is"
+    for l in lines:
+        if not l.strip():
+            break
+        head_lines.append(l.strip())
+    head = " ".join(head_lines)
+    summary = head.split(" - ", 1)[1] if " - " in head else head
     out.append(".SH NAME")
     out.append(line_out("%s \\- %s" % (roff_escape(name), roff_escape(summary.rstrip(".")))))
     out.append(".SH SYNOPSIS")
@@ -391,7 +415,7 @@ def render_overview(header, decls, overviews, version):
     out.append("\\fB#include <volley.h>\\fP")
     out.append(".fi")
     out.append(".SH DESCRIPTION")
-    body = lines[1:] if " - " in first else lines
+    body = lines[len(head_lines) :] if " - " in first else lines
     chunks = [[]]
     titles = [None]
     for l in body:
@@ -447,7 +471,7 @@ def main(argv):
         if f.endswith(".3"):
             os.remove(os.path.join(args.out, f))
     exported = set(seen)
-    structs = public_structs(args.headers)
+    structs = public_types(args.headers)
     for d in decls:
         with open(os.path.join(args.out, d.name + ".3"), "w", encoding="utf-8") as f:
             f.write(render(d, exported, structs, args.version))
