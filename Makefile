@@ -230,7 +230,7 @@ asan: deps
 # valgrind's slowdown.
 valgrind: deps
 	$(MAKE) all tests-build
-	VL_TEST_WRAPPER="$(VALGRIND)" VL_TEST_CASE_TIMEOUT=600 VL_TEST_TIMEOUT=3600 \
+	VL_TEST_WRAPPER="$(VALGRIND)" VL_TEST_CASE_TIMEOUT=600 VL_TEST_TIMEOUT=3600 VL_TEST_TIME_SCALE=10 \
 	    tests/run.sh $(TEST_BIN)
 
 # Each fuzz target for FUZZ_SECONDS on its seeds; new inputs go to a

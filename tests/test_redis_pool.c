@@ -971,7 +971,7 @@ static void lease_fair_under_load(void **state)
     vl_redis_pool_options_init(&o);
     o.max_size = 2;
     o.min_idle = 2;
-    o.acquire_timeout_ms = 1000;
+    o.acquire_timeout_ms = tu_ms(1000); /* a hang guard */
     p = vl_redis_pool_new(loop, tu_redis_url(1), &o);
     vl_future_free(tu_run_cmd(loop, vl_redis_pool_ready(p), VL_OK));
     memset(big, 'x', sizeof(big));

@@ -170,6 +170,14 @@ vl_future *tu_run_cmd(vl_loop *loop, vl_future *f, int want)
     return f;
 }
 
+uint64_t tu_ms(uint64_t ms)
+{
+    const char *s = getenv("VL_TEST_TIME_SCALE");
+    long k = s != NULL ? strtol(s, NULL, 10) : 1;
+
+    return ms * (uint64_t)(k > 1 ? k : 1);
+}
+
 void tu_sleep_ms(vl_loop *loop, uint64_t ms)
 {
     vl_future *s = vl_loop_sleep(loop, ms);

@@ -49,6 +49,12 @@ vl_future *tu_wait_for(vl_loop *loop, vl_future *f);
 int tu_await(vl_loop *loop, vl_future *f);
 /* tu_await, failing the test unless the status is `want`; returns f. */
 vl_future *tu_run_cmd(vl_loop *loop, vl_future *f, int want);
+/* `ms` times VL_TEST_TIME_SCALE (default 1). For bounds that only guard
+ * against a hang (how long to wait for a reply that must come): `make
+ * valgrind`, which runs everything some ten times slower, stretches them.
+ * Never for a bound the test asserts a behaviour with. */
+uint64_t tu_ms(uint64_t ms);
+
 /* Lets `ms` milliseconds of loop time pass. */
 void tu_sleep_ms(vl_loop *loop, uint64_t ms);
 /* Runs the loop until it has nothing left, then tu_loop_finish. */
