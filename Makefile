@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 # volley - plain Makefile. `make` builds the libraries, the tools and the
 # man pages (it never installs packages: it names the missing ones), `make
 # install` and `make uninstall` put them under PREFIX (DESTDIR for

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* async.c - the `async` mode: volley futures on one loop, through volley's
  * public API only. `window` requests are kept in flight: each completion
  * callback checks its reply and issues the next request, and a promise

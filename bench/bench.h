@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* bench.h - shared types of volley-bench.
  *
  * volley-bench drives the same requests against the same servers in four

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* main.c - volley-bench: flags, the suite, the driver and the summary. */
 #include <errno.h>
 #include <getopt.h>

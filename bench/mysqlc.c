@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* mysqlc.c - Connector/C prepared statements and result conversion for the
  * sync, threads and raw modes (see mysqlc.h). */
 #include <stdio.h>

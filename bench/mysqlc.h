@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* mysqlc.h - Connector/C helpers shared by the blocking modes (sync,
  * threads) and the raw mode: a prepared statement with its bound buffers,
  * and the conversion of a text or binary result into a bench_mreply.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* output.c - the terminal table, CSV and JSON. */
 #include <inttypes.h>
 #include <stdio.h>

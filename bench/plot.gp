@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 # plot.gp - draws the benchmark chart from volley-bench's CSV.
 #
 #   gnuplot -e "csv='bench/results/latest.csv'; svg='bench/results/latest.svg'" bench/plot.gp

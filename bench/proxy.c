@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* proxy.c - a delaying TCP proxy that models remote hosts on loopback.
  *
  * The kernel here has no netem, so latency is added in user space: a child

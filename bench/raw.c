@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* raw.c - the async load written directly on hiredis's async API and
  * Connector/C's non-blocking API, both on libev, without volley. It issues
  * the same requests with the same window as the `async` mode, so the gap

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* ref.c - the reference tools, run on the same servers in the same run:
  * redis-benchmark (GET, -c 50, with and without -P 16) and mariadb-slap
  * (SELECT 1, --concurrency=8). Their throughput goes into the same table. */

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 #
 # Runs volley-bench against throwaway servers: `make bench` calls this.
 #

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* stats.c - latency histogram, clocks, memory and the progress bar. */
 #include <stdlib.h>
 #include <sys/resource.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* sync.c - the blocking baselines: `sync` (one connection per host, one
  * request after another) and `threads` (N threads, each with its own
  * blocking connections, taking request numbers from a shared counter). */

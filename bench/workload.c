@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* workload.c - what each request sends and what its reply must be, and the
  * data every scenario reads, written before any timed run. */
 #include <inttypes.h>

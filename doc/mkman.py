@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-3-Clause
 """doc/mkman.py - section-3 man pages from volley's public headers.
 
 The headers are the specification (include/volley/*.h), so the manual is

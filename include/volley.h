@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* volley.h - async Redis and MySQL/MariaDB for C, on one libev loop.
  *
  * Include this umbrella header; each concept has its own header under

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* lib/alloc.c - the one allocator every volley allocation goes through.
  *
  * Tests install an allocator that fails the Nth call and check that volley

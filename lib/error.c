@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* lib/error.c - static texts for error codes, and the version. */
 #include "internal.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* lib/executor.c - vl_loop_run_in_thread: blocking work on worker threads.
  *
  * This is the one cross-thread path. Workers touch only the job queue and the

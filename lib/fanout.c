@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* lib/fanout.c - one command or query on many endpoints at once.
  *
  * Each host gets its own one-shot connection (no reconnect) and its own

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* lib/future.c - futures, combinators, deadlines, sleeps and promises.
  *
  * A future is pending, then completed once. Completing it never runs the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* lib/internal.h - helpers shared inside libvolley; not installed.
  *
  * The seam to libev: only lib/loop.c includes <ev.h>. Other files embed a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* lib/loop.c - the seam to libev. The only file that includes <ev.h>.
  *
  * Layers: this file knows libev and nothing of futures, connections or the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* lib/mysql.c - MySQL/MariaDB connections: the whole Connector/C
  * non-blocking state machine. No other file calls mysql_* functions.
  *

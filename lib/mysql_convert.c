@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* lib/mysql_convert.c - Connector/C's column metadata and binary-protocol
  * values in volley's terms: column types and flags, and the text the text
  * protocol would have sent for a value, so that both protocols fill results

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* lib/mysql_internal.h - what lib/mysql.c, lib/mysql_result.c,
  * lib/mysql_convert.c and lib/mysql_pool.c share (private, not installed).
  *

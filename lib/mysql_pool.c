@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* lib/mysql_pool.c - a pool of MySQL connections per endpoint, and
  * transactions as leases of one pooled connection.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* lib/mysql_result.c - MySQL results: one allocation arena per chain.
  *
  * A result chain (one link per statement of a multi-statement call) lives in

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* lib/pool.c - what the Redis and MySQL pools share: their statistics.
  *
  * vl_pool_stats grows at its end like the options structs (lib/internal.h):

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* lib/redis.c - a Redis connection: hiredis's async API on volley's loop.
  *
  * The adapter. hiredis asks for read and write interest through five hooks

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* lib/redis_internal.h - what lib/redis.c shares with lib/redis_reply.c and
  * lib/redis_pool.c; not installed.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* lib/redis_pool.c - a pool of Redis connections to one endpoint.
  *
  * Routing. Once the pool has all its connections, a command goes to the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* lib/redis_reply.c - Redis replies: one allocation per reply.
  *
  * hiredis's reader builds a tree of small allocations per reply through a

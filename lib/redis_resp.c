@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* lib/redis_resp.c - volley's own RESP2 framer: where each reply ends, and
  * whether it stays within the limits, before hiredis sees a byte of it.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* lib/url.c - URL parsing and name resolution off the loop. See url.h. */
 #include "internal.h"
 #include "url.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* lib/url.h - endpoint URLs shared by the Redis and MySQL adapters (private).
  *
  *   scheme://[user[:password]@]host[:port][/path][?k=v&k=v]

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 #
 # Installs the Debian packages needed to build volley and run its tests
 # (make test, make asan, make valgrind, make fuzz). Plain `make` needs only

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 #
 # Throwaway Redis and MariaDB servers for the volley test suite.
 #

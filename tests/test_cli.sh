@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # tests/test_cli.sh - the volley CLI against the harness's real servers.
 # Prints TAP. Needs the env from tests/servers.sh (tests/run.sh provides it).
 set -u

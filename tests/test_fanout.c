@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* tests/test_fanout.c - one command on many endpoints, against the harness's
  * redis-server instances and mariadbd. */
 #include "testutil.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* tests/test_future.c - contract tests for the numbered rules of
  * volley/future.h, driven by sleeps (timers) and by promises completed by
  * hand. No server is needed.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 #
 # The libFuzzer targets' smoke test (tests/run.sh runs it like any other
 # test) and the runner behind `make fuzz`.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 #
 # A TAP test of the test harness itself: tests/run.sh runs it like any other
 # test. It proves that the harness leaves nothing behind:

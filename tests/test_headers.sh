@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # tests/test_headers.sh - the public headers as a user's compiler sees them:
 # strict C99 and C++11 accept <volley.h> and every header on its own, and the
 # version macros agree with the library. Prints TAP; needs no server.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # tests/test_install.sh - make install and make uninstall as a user and a
 # packager run them, in a temporary directory only. Prints TAP; needs no
 # server.

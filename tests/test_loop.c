@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* tests/test_loop.c - the loop's seams: timers that expire together, deadlines
  * armed after time spent outside the loop, and (against a real server) writes
  * deferred to the prepare phase, which must go out even when the callbacks

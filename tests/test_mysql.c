@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* tests/test_mysql.c - one MySQL connection against a real mariadbd (started
  * by tests/servers.sh): connecting, text queries and their results, server
  * errors as data, escaping, timeouts, teardown and out-of-memory.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* tests/test_mysql_fault.c - a MySQL pool under real faults of the harness
  * mariadbd: connections KILLed mid-query, idle connections expired by
  * wait_timeout, the server stopped (SIGSTOP) for longer than every timeout

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* tests/test_mysql_hostile.c - MySQL connections against a hostile server
  * (tests/fixtures/mysql_hostile.py) that sends garbage, stalls, asks for
  * local files or floods, while a healthy connection to the harness mariadbd

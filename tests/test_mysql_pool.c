@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* tests/test_mysql_pool.c - MySQL pools and transactions against a real
  * mariadbd (tests/servers.sh): gathering, the clean-return rule, bounded
  * waiting, deadlines, transactions, and recovery after the server is killed.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* tests/test_mysql_stmt.c - prepared statements (binary protocol), every
  * column type through both protocols, large values and streaming, against a
  * real mariadbd started by tests/servers.sh.

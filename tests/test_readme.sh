@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # tests/test_readme.sh - the C examples in README.md build and behave as the
 # README says, against the harness's servers and against a closed port.
 # Prints TAP; needs the env from tests/servers.sh (tests/run.sh provides it).

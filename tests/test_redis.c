@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* tests/test_redis.c - the Redis connection against real redis-server
  * instances started by tests/servers.sh: replies, pipelining, timeouts,
  * cancellation, reconnection, endpoint errors and out-of-memory paths.

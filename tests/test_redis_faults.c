@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* tests/test_redis_faults.c - real redis-server instances (tests/servers.sh)
  * made to fail under load: CLIENT KILL of every client, maxclients below the
  * pool size, SIGSTOP longer than every timeout then SIGCONT, kill -9 and a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* tests/test_redis_hostile.c - Redis connections against a server that lies
  * (tests/fixtures/redis_hostile.py): garbage, truncated replies, huge length
  * prefixes, deep nesting, replies nobody asked for, a stall mid-reply, a

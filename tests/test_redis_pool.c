@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* tests/test_redis_pool.c - the Redis pool against real redis-server
  * instances: spreading, back-pressure, leases and their release rule, a
  * server killed under load, teardown with work pending, stats, readiness,

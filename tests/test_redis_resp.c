@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* tests/test_redis_resp.c - the RESP framer (lib/redis_resp.c) without a
  * server: reply boundaries, hiredis's number rules, and the limits, which
  * must refuse a reply as soon as the header that breaks one has been read.

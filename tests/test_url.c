@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* tests/test_url.c - endpoint URL parsing (no server needed). */
 #include "testutil.h"
 

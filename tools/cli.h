@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* tools/cli.h - the volley command-line tool's internal interfaces.
  * The tool uses only volley's public API. */
 #ifndef VOLLEY_CLI_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* tools/cli_hosts.c - host lists for the volley CLI: ranges, files, and the
  * compressed form used when grouping ("127.0.0.1:[7000-7002,7005]").
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* tools/cli_render.c - how the volley CLI shows one host's outcome.
  *
  * Text: Redis replies look like redis-cli's ("(integer) 5", "(nil)",

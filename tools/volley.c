@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* tools/volley.c - run one Redis command or SQL query on many hosts at once.
  *
  *   volley -H 127.0.0.1:[7000-7005] INFO replication

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* volley/common.h - error codes, version and the allocator.
  *
  * Error codes are plain ints: VL_OK is 0 and every failure is negative. The

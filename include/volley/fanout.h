@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* volley/fanout.h - one command or query on many endpoints at once.
  *
  * A fan-out opens one connection per endpoint, sends the same Redis command

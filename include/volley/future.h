@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* volley/future.h - futures: one result, delivered once, from the loop.
  *
  * Every volley operation returns a vl_future *. The future completes with a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* volley/loop.h - the event loop every volley object lives on.
  *
  * A vl_loop wraps one libev loop. Bring your own (vl_loop_wrap) when the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* volley/mysql.h - MySQL/MariaDB on the loop: connections, results,
  * prepared statements, streaming, transactions and pools.
  *

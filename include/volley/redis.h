@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* volley/redis.h - Redis connections, replies and pools.
  *
  * Built on hiredis's asynchronous API (RESP2, no TLS). Every call below

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* tests/common/fixture.h - fake servers on loopback for misbehaviour that a
  * real redis-server or mariadbd never produces (garbage, truncated replies,
  * replies nobody asked for, stalls mid-reply).

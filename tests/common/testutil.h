@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* tests/common/testutil.h - shared helpers for the cmocka suites.
  *
  * Every suite installs the counting allocator, so each test can end by

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* tests/fuzz/fuzz_alloc.h - a counting allocator for the fuzz targets.
  *
  * Installed with vl_allocator_set, it counts volley's allocation calls and

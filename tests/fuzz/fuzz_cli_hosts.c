@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* tests/fuzz/fuzz_cli_hosts.c - libFuzzer target for the CLI's host lists
  * (tools/cli_hosts.c): splitting, range expansion, password scrubbing and
  * compression.

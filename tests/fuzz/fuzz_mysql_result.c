@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* tests/fuzz/fuzz_mysql_result.c - libFuzzer target for MySQL result
  * conversion: Connector/C's column metadata and binary-protocol values
  * turned into volley's types and text cells (lib/mysql_convert.c), stored

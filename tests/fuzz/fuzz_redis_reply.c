@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* tests/fuzz/fuzz_redis_reply.c - libFuzzer target for the Redis reply path:
  * the RESP framer (lib/redis_resp.c), hiredis's reader behind it, and the
  * object functions that build volley's one-allocation replies

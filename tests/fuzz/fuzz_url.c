@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* tests/fuzz/fuzz_url.c - libFuzzer target for endpoint URL parsing (lib/url.c).
  *
  * Each input is one URL (cut at its first NUL). Checked for every input:
