@@ -22,6 +22,7 @@
 #    behind (the list of files before install and after uninstall agree).
 #  - `make` on a machine without the -dev packages names the Debian packages
 #    to install; CPPFLAGS reaches the compiler; WERROR=0 drops -Werror.
+#  - Every tracked source file starts with its SPDX-License-Identifier line.
 #
 # Each make uses a build directory inside the temporary directory, so the
 # test never writes into the tree's own build while other tests run from it.
@@ -81,7 +82,7 @@ expected_files() {
 }
 VERSION=$(sed -n 's/^#define VL_VERSION_STRING "\(.*\)"/\1/p' "$ROOT/include/volley/common.h")
 
-echo "1..22"
+echo "1..23"
 
 # ---- make, then make install PREFIX=T/x --------------------------------------
 X=$T/x
@@ -203,5 +204,35 @@ if grep 'lib/alloc.c' "$T/flags-default" | grep -q -- '-Werror' &&
 else
     cat "$T/flags-default" "$T/flags-nowerror" >"$T/log"
     not_ok "-Werror by default, warnings without it under WERROR=0"
+fi
+# ---- the licence ------------------------------------------------------------
+# Every source file (code, headers, scripts, fixtures, fuzz targets and
+# dictionaries, suppressions, the Makefile, volley.pc.in, the man page)
+# names its licence on its first line, or its second after a shebang. Only
+# prose, the licence itself, editor/git settings and fuzz corpus inputs
+# (data, byte for byte) are exempt.
+if git -C "$ROOT" rev-parse --git-dir >/dev/null 2>&1; then
+    git -C "$ROOT" ls-files >"$T/tracked"
+else
+    (cd "$ROOT" && find . -path ./.git -prune -o -path './build*' -prune -o -type f -print |
+        sed 's|^\./||') >"$T/tracked"
+fi
+: >"$T/log"
+while read -r f; do
+    case "$f" in
+        *.md | LICENSE | .gitignore | .clang-format | tests/fuzz/corpus/*) continue ;;
+    esac
+    [ -f "$ROOT/$f" ] || continue
+    first=$(head -n 1 "$ROOT/$f")
+    case "$first" in '#!'*) first=$(sed -n 2p "$ROOT/$f") ;; esac
+    case "$first" in
+        *'SPDX-License-Identifier: BSD-3-Clause'*) ;;
+        *) echo "$f" >>"$T/log" ;;
+    esac
+done <"$T/tracked"
+if [ -s "$T/tracked" ] && [ ! -s "$T/log" ]; then
+    ok "every tracked source file starts with its SPDX-License-Identifier line"
+else
+    not_ok "every tracked source file starts with its SPDX-License-Identifier line"
 fi
 [ "$fails" -eq 0 ]
