@@ -86,6 +86,7 @@ VL_EXPORT vl_future *vl_fanout_mysql(vl_loop *loop, const char *const *urls, siz
 /* The result of a finished fan-out future (borrowed), NULL otherwise. */
 VL_EXPORT const vl_fanout_result *vl_future_fanout(const vl_future *f);
 
+/* Number of hosts in the result (as many as URLs were given). */
 VL_EXPORT size_t vl_fanout_count(const vl_fanout_result *r);
 /* The endpoint as it may be printed: the URL without its password. */
 VL_EXPORT const char *vl_fanout_host(const vl_fanout_result *r, size_t i);
@@ -113,6 +114,8 @@ VL_EXPORT size_t vl_fanout_batch_size(const vl_fanout_result *r);
 VL_EXPORT unsigned vl_fanout_mysql_errno(const vl_fanout_result *r, size_t i);
 VL_EXPORT const char *vl_fanout_mysql_sqlstate(const vl_fanout_result *r, size_t i);
 
+/* Frees a result taken with vl_future_take, with every per-host reply and
+ * result in it. NULL is a no-op. */
 VL_EXPORT void vl_fanout_result_free(vl_fanout_result *r);
 
 #ifdef __cplusplus

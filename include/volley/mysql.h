@@ -450,7 +450,10 @@ VL_EXPORT const vl_mysql_result *vl_mysql_result_next(const vl_mysql_result *r);
  * statements that only report counts (INSERT, UPDATE, SET...). */
 VL_EXPORT int vl_mysql_result_has_rows(const vl_mysql_result *r);
 
+/* Number of columns of the current result set (0 when it has no rows, as
+ * for an INSERT). */
 VL_EXPORT size_t vl_mysql_result_columns(const vl_mysql_result *r);
+/* Number of rows of the current result set. */
 VL_EXPORT size_t vl_mysql_result_rows(const vl_mysql_result *r);
 /* Column name (borrowed) or NULL when out of range. */
 VL_EXPORT const char *vl_mysql_result_column_name(const vl_mysql_result *r, size_t col);
