@@ -1267,55 +1267,37 @@ static int packet_refused(const vl_mysql *c, unsigned err)
     return err == CR_SERVER_LOST && c->my != NULL && c->my->net.error == 1;
 }
 
+/* Fails the op with what Connector/C reported, corrected where it misleads:
+ * a packet it refused for its size reads as a lost connection, and a reply
+ * it could not make sense of (a garbage column count, for one) comes with
+ * no code at all. */
+static void op_error_from(vl_mysql *c, op *o, unsigned err, const char *state, const char *text)
+{
+    char buf[512];
+
+    if (packet_refused(c, err)) {
+        snprintf(buf, sizeof(buf), "a packet of more than %lu bytes was refused",
+                 c->my->net.max_packet_size);
+        op_error(c, o, CR_NET_PACKET_TOO_LARGE, state, buf);
+    } else if (err == 0) {
+        op_error(c, o, CR_UNKNOWN_ERROR, "HY000",
+                 "a malformed reply (Connector/C gave no reason)");
+    } else {
+        op_error(c, o, err, state, text);
+    }
+}
+
 static void op_error_my(vl_mysql *c, op *o)
 {
-    char text[512];
-    char state[6];
-    unsigned err = mysql_errno(c->my);
-
-    snprintf(text, sizeof(text), "%s", mysql_error(c->my));
-    snprintf(state, sizeof(state), "%s", mysql_sqlstate(c->my));
-    if (packet_refused(c, err)) {
-        err = CR_NET_PACKET_TOO_LARGE;
-        snprintf(text, sizeof(text), "a packet of more than %lu bytes was refused",
-                 c->my->net.max_packet_size);
-    }
-    if (err == 0) {
-        /* Connector/C failed on a reply it could not make sense of (a
-         * garbage column count, for one) without saying why. */
-        err = CR_UNKNOWN_ERROR;
-        snprintf(text, sizeof(text), "a malformed reply (Connector/C gave no reason)");
-        snprintf(state, sizeof(state), "HY000");
-    }
-    op_error(c, o, err, state, text);
+    op_error_from(c, o, mysql_errno(c->my), mysql_sqlstate(c->my), mysql_error(c->my));
 }
 
 static void op_error_stmt(vl_mysql *c, op *o, MYSQL_STMT *s)
 {
-    char text[512];
-    char state[6];
-    unsigned err = mysql_stmt_errno(s);
-
-    snprintf(text, sizeof(text), "%s", mysql_stmt_error(s));
-    snprintf(state, sizeof(state), "%s", mysql_stmt_sqlstate(s));
-    if (err == 0) {
-        err = mysql_errno(c->my);
-        snprintf(text, sizeof(text), "%s", mysql_error(c->my));
-        snprintf(state, sizeof(state), "%s", mysql_sqlstate(c->my));
-    }
-    if (packet_refused(c, err)) {
-        err = CR_NET_PACKET_TOO_LARGE;
-        snprintf(text, sizeof(text), "a packet of more than %lu bytes was refused",
-                 c->my->net.max_packet_size);
-    }
-    if (err == 0) {
-        /* Connector/C failed on a reply it could not make sense of (a
-         * garbage column count, for one) without saying why. */
-        err = CR_UNKNOWN_ERROR;
-        snprintf(text, sizeof(text), "a malformed reply (Connector/C gave no reason)");
-        snprintf(state, sizeof(state), "HY000");
-    }
-    op_error(c, o, err, state, text);
+    if (mysql_stmt_errno(s) == 0) /* the statement's error may be the connection's */
+        op_error_my(c, o);
+    else
+        op_error_from(c, o, mysql_stmt_errno(s), mysql_stmt_sqlstate(s), mysql_stmt_error(s));
 }
 
 /* The op finished its reply: complete it with its result or noted error. */
