@@ -163,6 +163,27 @@ int vl__redis_ping(vl_redis *c);
  * the teardown then waits for hiredis to return. */
 void vl__redis_drop(vl_redis *c, const char *msg);
 
+/* ---- push connections (lib/redis_pubsub.c) ----
+ * A push connection connects, authenticates, selects and reconnects like
+ * any other (the same options, backoff and events: READY after each
+ * successful handshake, DOWN when it ends), but once ready no reply is
+ * matched to a command: every reply the server sends goes to `push`, in
+ * order, whole, within the reply limits of its options. A subscriber is
+ * built on one: it writes SUBSCRIBE and friends with vl__redis_push_write
+ * and reads the confirmations and messages as they come. `push` takes the
+ * reply (free it with vl_redis_reply_free) and may call anything on the
+ * connection, vl__redis_drop included; freeing it from there is deferred
+ * to a safe point like every free inside an event. Command timeouts do not
+ * apply; keepalive (TCP) does. Like a pooled connection it holds the loop
+ * only while vl__redis_hold says so. */
+typedef void (*vl__redis_push_fn)(vl_redis *c, vl_redis_reply *r, void *ud);
+vl_redis *vl__redis_new_push(vl_loop *loop, const char *url, const vl_redis_options *opts,
+                             vl__redis_event_fn fn, vl__redis_push_fn push, void *ud);
+/* Writes a formatted command on a ready push connection; takes `cmd`
+ * whatever happens. VL_OK; VL_ECONN when it is not ready (the command is
+ * dropped: write it again after READY); VL_ENOMEM. */
+int vl__redis_push_write(vl_redis *c, char *cmd, size_t len);
+
 /* Stops reporting events (before the owner goes away). */
 void vl__redis_detach(vl_redis *c);
 /* VL_OK when `url` is a usable Redis URL; otherwise the status a command

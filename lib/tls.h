@@ -1,0 +1,84 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/* lib/tls.h - TLS on volley's own non-blocking sockets (OpenSSL 3); not
+ * installed.
+ *
+ * The transport that owns a socket (lib/redis.c) connects it, then hands it
+ * to a vl__tls session and from there on reads and writes through it. No
+ * call here blocks: each returns at once and says what the socket must
+ * become ready for (read or write) before the same call is repeated.
+ *
+ * A context holds what every connection to one endpoint shares (trusted
+ * CAs, client certificate, verification policy); a session is one TLS
+ * connection over one socket. Verification is on unless the configuration
+ * says insecure: the peer's chain must lead to a trusted CA and its
+ * certificate must name the host (DNS name or IP address). The host is
+ * also sent as SNI unless it is an IP address.
+ *
+ * SIGPIPE: the session writes with send(MSG_NOSIGNAL) through a BIO of its
+ * own, never with write(), so a peer that closed never raises SIGPIPE.
+ */
+#ifndef VOLLEY_TLS_H
+#define VOLLEY_TLS_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+typedef struct vl__tls_config {
+    const char *cacert;     /* PEM file of trusted CAs; NULL: the system store */
+    const char *capath;     /* directory of hashed CA certificates; NULL: none */
+    const char *cert;       /* client certificate (PEM); NULL: none */
+    const char *key;        /* its private key (PEM); NULL: in `cert`, or none */
+    const char *servername; /* name to verify and send as SNI; NULL: the host */
+    int insecure;           /* 1: no peer verification at all (an explicit opt-out) */
+} vl__tls_config;
+
+typedef struct vl__tls_ctx vl__tls_ctx;
+typedef struct vl__tls vl__tls;
+
+/* What a call that could not finish waits for. */
+enum { VL__TLS_WANT_READ = 1, VL__TLS_WANT_WRITE = 2 };
+
+/* Makes a context from `cfg` (its strings are copied or consumed before
+ * the call returns). VL_OK and *out; VL_EINVAL with a message in why
+ * ("TLS: cannot load CA file /x/ca.pem: no such file", "TLS: client key
+ * does not match its certificate"); VL_ENOMEM. Reads files: call it once
+ * per endpoint, not per connection. */
+int vl__tls_ctx_new(vl__tls_ctx **out, const vl__tls_config *cfg, char *why, size_t whyn);
+/* Contexts are reference counted: every session holds one reference. */
+void vl__tls_ctx_ref(vl__tls_ctx *ctx);
+void vl__tls_ctx_free(vl__tls_ctx *ctx);
+
+/* A session over the connected non-blocking socket `fd` (which it does not
+ * own: the caller closes it after vl__tls_free), verifying `host` (unless
+ * the context has a servername). NULL when out of memory. */
+vl__tls *vl__tls_new(vl__tls_ctx *ctx, int fd, const char *host);
+
+/* Drives the client handshake. VL_OK once it is done; VL__TLS_WANT_READ or
+ * VL__TLS_WANT_WRITE (positive): call again once the socket is ready for
+ * that; VL_ECONN with a clear message in why when it failed
+ * ("certificate verify failed: unable to get local issuer certificate",
+ * "certificate has expired", "host name mismatch: the certificate is for
+ * x, not y", "server closed the connection during the TLS handshake").
+ * VL_ENOMEM. */
+int vl__tls_handshake(vl__tls *t, char *why, size_t whyn);
+
+/* Reads up to n bytes. Returns the bytes read (> 0); 0 when the peer closed
+ * (close_notify or EOF); -1 when nothing could be read now, *want saying
+ * what to wait for (a read may need the socket writable during a
+ * renegotiation or key update); -2 on an error, with the message in why. */
+ssize_t vl__tls_read(vl__tls *t, void *buf, size_t n, int *want, char *why, size_t whyn);
+/* Writes up to n bytes (n > 0). Returns the bytes written (> 0); -1 when
+ * nothing could be written now, *want saying what to wait for; -2 on an
+ * error, with the message in why. After -1, the next write must repeat the
+ * same bytes (OpenSSL's rule), at least as many as before: the caller's
+ * buffer for them must stay in place. */
+ssize_t vl__tls_write(vl__tls *t, const void *buf, size_t n, int *want, char *why, size_t whyn);
+/* Decrypted bytes buffered inside the session: read them before waiting
+ * for the socket, which will not become readable for them. */
+size_t vl__tls_pending(const vl__tls *t);
+
+/* Sends close_notify if it can without waiting, and frees the session (not
+ * the socket). NULL is ignored. */
+void vl__tls_free(vl__tls *t);
+
+#endif
