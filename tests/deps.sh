@@ -19,6 +19,10 @@ PACKAGES=(
     libmariadb-dev
     libcmocka-dev
     libjansson-dev
+    # TLS: lib/tls.c builds on OpenSSL 3; the openssl command line tool
+    # makes the test certificates (tests/tls_certs.sh).
+    libssl-dev
+    openssl
     redis-server
     redis-tools
     mariadb-server
