@@ -6,12 +6,15 @@
 # Usage:
 #   tests/servers.sh start DIR [K]        start K (default 3) plain redis-server
 #                                         instances, one password-protected
-#                                         redis-server ("redis-auth") and one
+#                                         redis-server ("redis-auth"), the TLS
+#                                         redis-servers (below) and one
 #                                         mariadbd, all private to DIR
 #   tests/servers.sh stop DIR             stop everything started into DIR
 #   tests/servers.sh status DIR           list the servers; exit 0 if all run
-#   tests/servers.sh restart-redis DIR N  restart redis instance N (1-based, or
-#                                         "auth") on the same port and options
+#   tests/servers.sh restart-redis DIR N  restart redis instance N (1-based,
+#                                         "auth", "tls", "mtls", "tls-expired"
+#                                         or "tls-wronghost") on the same port
+#                                         and options
 #   tests/servers.sh restart-mysql DIR    restart mariadbd on the same port,
 #                                         socket and data directory
 #
@@ -26,6 +29,14 @@
 #   NAME.cmd     the exact command line of each server, reused by restart-*
 #   NAME.port    the TCP port of each server
 #   NAME.log     the log of each redis server; mysql.err for mariadbd
+#   tls/         the certificates of tests/tls_certs.sh (CA, server, client,
+#                an unrelated CA, an expired and a wrong-host certificate)
+#
+# The TLS redis-servers listen only on a TLS port (and their unix socket,
+# which is plain): "redis-tls" presents tls/server.crt and takes a client
+# certificate signed by tls/ca.crt if one is offered, "redis-mtls" requires
+# one, "redis-tls-expired" presents tls/expired.crt and "redis-tls-wronghost"
+# tls/wronghost.crt (valid, but for another host name).
 #
 # "stop" never deletes DIR: whoever created it removes it.
 
@@ -46,10 +57,17 @@ readonly STOP_SECONDS=10
 # call it back (for example to restart a server they have killed).
 SELF=$(cd "$(dirname "$0")" && pwd -P)/$(basename "$0")
 readonly SELF
+TLS_CERTS=$(dirname "$SELF")/tls_certs.sh
+readonly TLS_CERTS
+
+# The TLS redis instances, as name:certificate:client-auth.
+readonly REDIS_TLS_INSTANCES="redis-tls:server:optional redis-mtls:server:yes
+redis-tls-expired:expired:optional redis-tls-wronghost:wronghost:optional"
 
 usage() {
     echo "usage: $0 start DIR [K] | stop DIR | status DIR |" \
-         "restart-redis DIR N | restart-mysql DIR" >&2
+         "restart-redis DIR N|auth|tls|mtls|tls-expired|tls-wronghost |" \
+         "restart-mysql DIR" >&2
     exit 2
 }
 
@@ -258,14 +276,37 @@ save_cmd() {
 # The command line being built for a server; save_cmd stores it in DIR.
 CMD=()
 
+# Prints the "certificate:client-auth" of TLS instance $1; fails for a
+# plain instance.
+redis_tls_of() {
+    local i
+    for i in $REDIS_TLS_INSTANCES; do
+        if [ "${i%%:*}" = "$1" ]; then
+            echo "${i#*:}"
+            return 0
+        fi
+    done
+    return 1
+}
+
 # Builds the redis-server command line for instance $1 on port $2 into the
 # global array CMD. Extra arguments are appended (used for requirepass).
 # Every option is on the command line so that no /etc config file is read.
+# A TLS instance (redis_tls_of) serves TLS on the port and no plain TCP.
 redis_cmd() {
-    local name=$1 port=$2
+    local name=$1 port=$2 tls cert
+    local -a listen=(--port "$port")
     shift 2
+    if tls=$(redis_tls_of "$name"); then
+        cert=${tls%%:*}
+        listen=(--port 0 --tls-port "$port"
+            --tls-cert-file "$DIR/tls/$cert.crt"
+            --tls-key-file "$DIR/tls/$cert.key"
+            --tls-ca-cert-file "$DIR/tls/ca.crt"
+            --tls-auth-clients "${tls#*:}")
+    fi
     CMD=(redis-server
-        --port "$port"
+        "${listen[@]}"
         --bind 127.0.0.1
         --daemonize yes
         --pidfile "$DIR/$name.pid"
@@ -292,15 +333,26 @@ redis_launch() {
 # from the environment so that it does not show up in ps output. $2 is the
 # size the log had before the launch: a restart appends to the old log, whose
 # earlier lines must not be mistaken for a new failure.
+# A TLS instance is asked over TLS: the ones whose certificate is meant to
+# verify are checked against the test CA (with the client certificate, which
+# redis-mtls requires), the expired and wrong-host ones with --insecure.
 redis_wait() {
-    local name=$1 skip=${2:-0} port deadline pass=""
+    local name=$1 skip=${2:-0} port deadline pass="" tls
+    local -a tcp=()
     port=$(cat "$DIR/$name.port")
     if [ "$name" = redis-auth ]; then
         pass=$REDIS_PASSWORD
     fi
+    if tls=$(redis_tls_of "$name"); then
+        case ${tls%%:*} in
+            server) tcp=(--tls --cacert "$DIR/tls/ca.crt"
+                --cert "$DIR/tls/client.crt" --key "$DIR/tls/client.key") ;;
+            *) tcp=(--tls --insecure) ;;
+        esac
+    fi
     deadline=$((SECONDS + REDIS_READY_SECONDS))
     while [ "$SECONDS" -lt "$deadline" ]; do
-        if [ "$(REDISCLI_AUTH=$pass timeout 5 redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null)" = PONG ] &&
+        if [ "$(REDISCLI_AUTH=$pass timeout 5 redis-cli ${tcp[@]+"${tcp[@]}"} -h 127.0.0.1 -p "$port" ping 2>/dev/null)" = PONG ] &&
             [ "$(REDISCLI_AUTH=$pass timeout 5 redis-cli -s "$DIR/$name.sock" ping 2>/dev/null)" = PONG ]; then
             return 0
         fi
@@ -532,6 +584,11 @@ write_env() {
         env_line VL_TEST_MYSQL_USER "$MYSQL_USER"
         env_line VL_TEST_MYSQL_PASSWORD "$MYSQL_PASSWORD"
         env_line VL_TEST_MYSQL_DB "$MYSQL_DB"
+        env_line VL_TEST_TLS_DIR "$DIR/tls"
+        env_line VL_TEST_REDIS_TLS_PORT "$(cat "$DIR/redis-tls.port")"
+        env_line VL_TEST_REDIS_MTLS_PORT "$(cat "$DIR/redis-mtls.port")"
+        env_line VL_TEST_REDIS_TLS_EXPIRED_PORT "$(cat "$DIR/redis-tls-expired.port")"
+        env_line VL_TEST_REDIS_TLS_WRONGHOST_PORT "$(cat "$DIR/redis-tls-wronghost.port")"
     } >"$DIR/env.tmp"
     mv "$DIR/env.tmp" "$DIR/env"
 }
@@ -566,7 +623,7 @@ cmd_start() {
         warn "$DIR was already used for a start; use a fresh directory"
         exit 1
     fi
-    for i in redis-server redis-cli mariadbd mariadb mariadb-install-db; do
+    for i in redis-server redis-cli mariadbd mariadb mariadb-install-db openssl; do
         if ! command -v "$i" >/dev/null; then
             warn "$i not found; run tests/deps.sh"
             exit 1
@@ -581,11 +638,16 @@ cmd_start() {
         redis_start "redis-$i" || abort_start
     done
     redis_start redis-auth --requirepass "$REDIS_PASSWORD" || abort_start
+    "$TLS_CERTS" "$DIR/tls" || abort_start
+    for i in $REDIS_TLS_INSTANCES; do
+        redis_start "${i%%:*}" || abort_start
+    done
     mysql_start || abort_start
 
     write_env "$k"
     trap - INT TERM HUP
-    say "started $k redis + redis-auth + mariadb in $(elapsed_since "$t0") s (env: $DIR/env)"
+    say "started $k redis + redis-auth + 4 TLS redis + mariadb in $(elapsed_since "$t0") s" \
+        "(env: $DIR/env)"
 }
 
 cmd_stop() {
@@ -621,7 +683,12 @@ cmd_restart_redis() {
     local n=$1 name t0 logsize
     case $n in
         auth) name=redis-auth ;;
-        '' | *[!0-9]*) warn "N must be a number or 'auth', got '$n'"; exit 2 ;;
+        tls | mtls | tls-expired | tls-wronghost) name=redis-$n ;;
+        '' | *[!0-9]*)
+            warn "N must be a number, 'auth', 'tls', 'mtls', 'tls-expired' or" \
+                "'tls-wronghost', got '$n'"
+            exit 2
+            ;;
         *) name=redis-$n ;;
     esac
     if [ ! -f "$DIR/$name.cmd" ]; then
