@@ -52,7 +52,7 @@ CPPFLAGS ?=
 ALL_CFLAGS := -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -Iinclude $(DEPCFLAGS) $(CPPFLAGS) $(CFLAGS) \
     $(SAN)
 LIB_CFLAGS := $(ALL_CFLAGS) -fPIC -fvisibility=hidden -DVL_BUILDING
-DEPLIBS := -lhiredis -lmariadb -lev -lpthread
+DEPLIBS := -lhiredis -lmariadb -lssl -lcrypto -lev -lpthread
 LDFLAGS ?=
 
 LIB_SRC := $(wildcard lib/*.c)
@@ -113,7 +113,7 @@ lib: $(SHARED) $(STATIC)
 # The header is looked up with pkg-config's flags, or in Debian's places
 # when pkg-config itself is missing.
 BUILD_DEPS := ev.h:libev-dev hiredis/async.h:libhiredis-dev mysql.h:libmariadb-dev \
-    jansson.h:libjansson-dev
+    jansson.h:libjansson-dev openssl/ssl.h:libssl-dev
 check-deps:
 	@missing=; \
 	command -v pkg-config >/dev/null 2>&1 || missing="$$missing pkg-config"; \
@@ -247,7 +247,9 @@ bench: deps
 
 # volley.pc is written at install time, for the PREFIX and LIBDIR of that
 # install, with paths relative to ${prefix} where they lie under it (as
-# pkg-config expects, so that a relocated prefix keeps working). install
+# pkg-config expects, so that a relocated prefix keeps working). A static
+# link also needs OpenSSL (lib/tls.c), which volley.pc requires privately
+# as libssl and libcrypto, as it does hiredis and libmariadb. install
 # builds what it installs first, so that a clean tree never installs half.
 pc_rel = $(patsubst $(PREFIX)/%,$${prefix}/%,$(patsubst $(PREFIX),$${prefix},$(1)))
 ldconfig_live = if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" -eq 0 ]; then $(LDCONFIG); fi
@@ -263,6 +265,7 @@ install: lib tools-build man
 	install -m 644 include/volley/*.h $(DESTDIR)$(INCLUDEDIR)/volley/
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(call pc_rel,$(LIBDIR))|' \
 	    -e 's|@INCLUDEDIR@|$(call pc_rel,$(INCLUDEDIR))|' -e 's|@VERSION@|$(VERSION)|' \
+	    -e '/^Requires.private:/{/libssl/!s|$$| libssl libcrypto|}' \
 	    volley.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/volley.pc
 	chmod 644 $(DESTDIR)$(LIBDIR)/pkgconfig/volley.pc
 	install -m 755 $(TOOL_BIN) $(DESTDIR)$(BINDIR)/

@@ -16,6 +16,17 @@
  *
  * SIGPIPE: the session writes with send(MSG_NOSIGNAL) through a BIO of its
  * own, never with write(), so a peer that closed never raises SIGPIPE.
+ *
+ * Messages: every `why` starts with "TLS: " and names what failed; it never
+ * holds key material. OpenSSL's error queue is emptied by every call, so
+ * one connection's failure never shows in another's message.
+ *
+ * Threads: OpenSSL 3 initialises itself. A context and its sessions belong
+ * to the thread (loop) that made them, like every volley object: the
+ * reference count is not atomic.
+ *
+ * Allocation: the context and session structs go through volley's
+ * allocator (vl__malloc); OpenSSL's own memory goes through OpenSSL's.
  */
 #ifndef VOLLEY_TLS_H
 #define VOLLEY_TLS_H
@@ -50,35 +61,61 @@ void vl__tls_ctx_free(vl__tls_ctx *ctx);
 
 /* A session over the connected non-blocking socket `fd` (which it does not
  * own: the caller closes it after vl__tls_free), verifying `host` (unless
- * the context has a servername). NULL when out of memory. */
+ * the context has a servername). `host` is copied; an IP literal (IPv6 with
+ * or without brackets) is matched against the certificate's IP addresses
+ * and sent without SNI, anything else is a DNS name. With neither host nor
+ * servername (and verification on) the handshake fails. NULL when out of
+ * memory. The session holds a reference to ctx. */
 vl__tls *vl__tls_new(vl__tls_ctx *ctx, int fd, const char *host);
 
 /* Drives the client handshake. VL_OK once it is done; VL__TLS_WANT_READ or
  * VL__TLS_WANT_WRITE (positive): call again once the socket is ready for
  * that; VL_ECONN with a clear message in why when it failed
- * ("certificate verify failed: unable to get local issuer certificate",
- * "certificate has expired", "host name mismatch: the certificate is for
- * x, not y", "server closed the connection during the TLS handshake").
- * VL_ENOMEM. */
+ * ("TLS: certificate verify failed: unable to get local issuer
+ * certificate", "TLS: certificate verify failed: self-signed certificate
+ * in certificate chain" (a server that sends a root nobody here trusts),
+ * "TLS: certificate verify failed: certificate has expired",
+ * "TLS: certificate verify failed: host name mismatch: the certificate is
+ * for x, not y", "TLS: server closed the connection during the TLS
+ * handshake", "TLS: handshake: Connection reset by peer"). VL_ENOMEM when
+ * OpenSSL ran out of memory (the session is failed then too). Once
+ * done it keeps returning VL_OK; once failed, VL_ECONN. With TLS 1.3 a
+ * server that refuses the client (no or a wrong client certificate) says
+ * so after the client's side is done: the first read then fails ("the
+ * server requires a client certificate and none is configured"). */
 int vl__tls_handshake(vl__tls *t, char *why, size_t whyn);
 
-/* Reads up to n bytes. Returns the bytes read (> 0); 0 when the peer closed
- * (close_notify or EOF); -1 when nothing could be read now, *want saying
- * what to wait for (a read may need the socket writable during a
- * renegotiation or key update); -2 on an error, with the message in why. */
+/* Reads up to n bytes (n > 0). Returns the bytes read (> 0); 0 when the
+ * peer closed (close_notify, or EOF without it); -1 when nothing could be
+ * read now, *want saying what to wait for (a read may need the socket
+ * writable, for a key update's answer); -2 on an error, with the message in
+ * why. A reader loops until -1 (or vl__tls_pending() is 0) before it waits:
+ * one record (up to 16 KiB) is decrypted at a time, and what the caller's
+ * buffer did not take stays in the session, not in the socket. TLS 1.2
+ * renegotiation is refused. After 0 or -2 the session is done: free it. */
 ssize_t vl__tls_read(vl__tls *t, void *buf, size_t n, int *want, char *why, size_t whyn);
-/* Writes up to n bytes (n > 0). Returns the bytes written (> 0); -1 when
- * nothing could be written now, *want saying what to wait for; -2 on an
- * error, with the message in why. After -1, the next write must repeat the
- * same bytes (OpenSSL's rule), at least as many as before: the caller's
- * buffer for them must stay in place. */
+/* Writes up to n bytes (n > 0). Returns the bytes written (> 0), which may
+ * be fewer than n (SSL_MODE_ENABLE_PARTIAL_WRITE: a call returns once a
+ * record, up to 16 KiB, went out; advance and call again); -1 when nothing
+ * could be written now, *want saying what to wait for (a write may need the
+ * socket readable); -2 on an error, with the message in why ("TLS: write:
+ * Broken pipe"), after which the session is done.
+ *
+ * After -1, the next write must start with the same bytes, at least as
+ * many as before (OpenSSL's rule: part of them may already be encrypted
+ * and queued). They may come from another address
+ * (SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER): the caller may compact or grow its
+ * output buffer in between, and append to it, as long as the pending bytes
+ * stay first and unchanged. The caller must not drop them or write other
+ * bytes first; when it wants to abandon the write, it frees the session. */
 ssize_t vl__tls_write(vl__tls *t, const void *buf, size_t n, int *want, char *why, size_t whyn);
 /* Decrypted bytes buffered inside the session: read them before waiting
  * for the socket, which will not become readable for them. */
 size_t vl__tls_pending(const vl__tls *t);
 
-/* Sends close_notify if it can without waiting, and frees the session (not
- * the socket). NULL is ignored. */
+/* Sends close_notify if it can without waiting (only after a completed
+ * handshake, and not after a fatal error), and frees the session (not the
+ * socket) and its reference to the context. Never blocks. NULL is ignored. */
 void vl__tls_free(vl__tls *t);
 
 #endif
