@@ -55,15 +55,16 @@ struct bench_async {
     size_t qcap, qhead, qlen;
 };
 
-/* Percent-encodes s for a URL's user or password part. */
-static void bench_url_part(char *out, size_t cap, const char *s)
+/* Percent-encodes s for a part of a URL: a user or a password, or (with
+ * `path`) a file name in a query value, whose slashes stay. */
+static void bench_url_part(char *out, size_t cap, const char *s, int path)
 {
     static const char hex[] = "0123456789ABCDEF";
     size_t o = 0;
     for (; s && *s && o + 4 < cap; s++) {
         unsigned char ch = (unsigned char)*s;
         if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-            ch == '-' || ch == '_' || ch == '.' || ch == '~') {
+            ch == '-' || ch == '_' || ch == '.' || ch == '~' || (path && ch == '/')) {
             out[o++] = (char)ch;
         } else {
             out[o++] = '%';
@@ -74,11 +75,22 @@ static void bench_url_part(char *out, size_t cap, const char *s)
     out[o] = '\0';
 }
 
+void bench_redis_url(const bench_env *e, int tls, int port, char *url, size_t cap)
+{
+    char file[3 * sizeof e->tls_cacert];
+    if (!tls) {
+        snprintf(url, cap, "redis://127.0.0.1:%d", port);
+        return;
+    }
+    bench_url_part(file, sizeof file, e->tls_cacert, 1);
+    snprintf(url, cap, "rediss://127.0.0.1:%d?cacert=%s", port, file);
+}
+
 static void bench_mysql_url(const bench_env *e, char *url, size_t cap)
 {
     char user[256], pass[256];
-    bench_url_part(user, sizeof user, e->mysql_user);
-    bench_url_part(pass, sizeof pass, e->mysql_password ? e->mysql_password : "");
+    bench_url_part(user, sizeof user, e->mysql_user, 0);
+    bench_url_part(pass, sizeof pass, e->mysql_password ? e->mysql_password : "", 0);
     if (e->mysql_sock)
         snprintf(url, cap, "mysql://%s:%s@localhost/%s?socket=%s", user, pass, e->mysql_db,
                  e->mysql_sock);
@@ -202,7 +214,7 @@ static int bench_async_redis_warm(bench_async *x)
 static int bench_async_redis_open(bench_async *x)
 {
     const bench_case *c = x->c;
-    char url[128];
+    char url[2048];
     int per_host = c->conns / c->hosts;
     if (per_host < 1)
         per_host = 1;
@@ -216,7 +228,7 @@ static int bench_async_redis_open(bench_async *x)
             vl_redis_pool_options_init(&o);
             o.max_size = (size_t)per_host;
             o.min_idle = (size_t)per_host;
-            snprintf(url, sizeof url, "redis://127.0.0.1:%d", bench_redis_port(x->e, c, h));
+            bench_redis_url(x->e, c->tls, bench_redis_port(x->e, c, h), url, sizeof url);
             x->rp[h] = vl_redis_pool_new(x->loop, url, &o);
             if (x->rp[h] == NULL)
                 return -1;
@@ -228,12 +240,68 @@ static int bench_async_redis_open(bench_async *x)
     if (x->rc == NULL)
         return -1;
     for (int j = 0; j < x->nrc; j++) {
-        snprintf(url, sizeof url, "redis://127.0.0.1:%d", bench_redis_port(x->e, c, j % c->hosts));
+        bench_redis_url(x->e, c->tls, bench_redis_port(x->e, c, j % c->hosts), url, sizeof url);
         x->rc[j] = vl_redis_new(x->loop, url, NULL);
         if (x->rc[j] == NULL)
             return -1;
     }
     return 0;
+}
+
+int bench_async_redis_fill(const bench_env *e, const char *url, char *why, size_t cap)
+{
+    enum { BATCH = 1000 };
+    vl_loop *loop = vl_loop_new();
+    vl_redis *c = loop ? vl_redis_new(loop, url, NULL) : NULL;
+    char *store = malloc(bench_redis_store_size(e));
+    vl_future **fs = calloc(BATCH, sizeof *fs);
+    int rc = -1;
+    snprintf(why, cap, "out of memory");
+    if (c == NULL || store == NULL || fs == NULL)
+        goto out;
+    vl_future *up = vl_redis_ready(c);
+    int st = up ? vl_loop_run_until(loop, up) : VL_ENOMEM;
+    if (st != VL_OK) {
+        snprintf(why, cap, "%s", up ? vl_future_error(up) : "out of memory");
+        vl_future_free(up);
+        rc = st == VL_EUNSUPPORTED ? 1 : -1;
+        goto out;
+    }
+    vl_future_free(up);
+    /* The SET of request k writes key k with the value a GET of it must
+     * return; a batch at a time, every reply checked by vl_future_all (a
+     * server error fails it). volley copies the arguments, so one store
+     * serves every command. */
+    for (size_t k0 = 0; k0 < e->keys; k0 += BATCH) {
+        size_t n = e->keys - k0 < BATCH ? e->keys - k0 : BATCH;
+        for (size_t j = 0; j < n; j++) {
+            const char *argv[BENCH_MAX_ARGS];
+            size_t lens[BENCH_MAX_ARGS];
+            int argc = bench_redis_argv(e, BENCH_OP_SET, k0 + j, argv, lens, store);
+            fs[j] = vl_redis_command_argv(c, argc, argv, lens);
+            if (fs[j] == NULL) {
+                while (j-- > 0)
+                    vl_future_free(fs[j]);
+                goto out;
+            }
+        }
+        vl_future *all = vl_future_all(loop, fs, n);
+        st = all ? vl_loop_run_until(loop, all) : VL_ENOMEM;
+        if (st != VL_OK) {
+            snprintf(why, cap, "%s", all ? vl_future_error(all) : "out of memory");
+            vl_future_free(all);
+            goto out;
+        }
+        vl_future_free(all);
+    }
+    rc = 0;
+out:
+    vl_redis_free(c);
+    if (loop)
+        vl_loop_free(loop);
+    free(store);
+    free(fs);
+    return rc;
 }
 
 /* ---- MySQL ---- */

@@ -6,8 +6,9 @@
  *   sync     one blocking connection per host, requests one after another
  *   threads  N threads, each with its own blocking connections
  *   async    volley futures on one loop, `window` requests in flight
- *   raw      the same async load on hiredis async / Connector/C non-blocking
- *            and libev directly, without volley
+ *   raw      the same async load without volley: for Redis a non-blocking
+ *            socket, hiredis's reply reader (redisReader) and libev; for
+ *            MySQL Connector/C's non-blocking API and libev
  * Every reply is checked against the value the request must return.
  */
 #ifndef BENCH_H
@@ -52,6 +53,8 @@ typedef struct bench_env {
     unsigned sleep_ms; /* SELECT SLEEP */
     char sleep_sql[48]; /* its text, made once from sleep_ms (bench_env_sleep) */
     unsigned delay_ms; /* added round trip through the delaying proxy */
+    int redis_tls_port;   /* the TLS redis-server (VL_TEST_REDIS_TLS_PORT); 0: none */
+    char tls_cacert[512]; /* VL_TEST_TLS_DIR/ca.crt; "" when unset */
     int proxy_ports[BENCH_MAX_HOSTS]; /* 0 when no proxy runs */
     int verbose;
 } bench_env;
@@ -68,9 +71,10 @@ typedef struct bench_case {
     int window;         /* requests in flight at most */
     int threads;        /* threads mode: thread count */
     int via_proxy;      /* connect through the delaying proxy */
+    int tls;            /* rediss:// to the TLS server (async, redis-benchmark) */
     int group;          /* scenario index, for the chart */
     uint64_t requests;
-    char label[48];     /* mode label for reference tools */
+    char label[48];     /* the row's name when not its mode: reference tools, "async rediss" */
 } bench_case;
 
 /* A log-bucket histogram of latencies in microseconds: exact below 128 us,
@@ -131,6 +135,10 @@ long bench_peak_rss_kb(void);
 void bench_peak_rss_reset(void);
 
 /* ---- Requests and expected replies (workload.c) ---- */
+
+/* Writes the decimal digits of v at dst (no NUL); returns how many (at
+ * most 20). */
+size_t bench_put_u(char *dst, size_t v);
 
 /* The value stored under key k (and the value of hash field f of key k when
  * f >= 0) into buf (at least data_size + 32 bytes). Returns its length. */
@@ -218,14 +226,25 @@ long bench_mysql_count_insert(const bench_env *e);
 
 /* ---- Modes ---- */
 
-/* The port to reach Redis host h through (the proxy when c->via_proxy). */
+/* The port to reach Redis host h through (the proxy when c->via_proxy, the
+ * TLS server when c->tls). */
 int bench_redis_port(const bench_env *e, const bench_case *c, int h);
+
+/* The volley URL of that port: redis://127.0.0.1:PORT, or with tls
+ * rediss://127.0.0.1:PORT?cacert=FILE (e->tls_cacert). */
+void bench_redis_url(const bench_env *e, int tls, int port, char *url, size_t cap);
 
 int bench_sync_run(const bench_env *e, const bench_case *c, bench_run *r);
 int bench_threads_run(const bench_env *e, const bench_case *c, bench_run *r);
 /* --no-pool: async uses plain connections instead of volley's pools. */
 extern int bench_async_no_pool;
 int bench_async_run(const bench_env *e, const bench_case *c, bench_run *r);
+
+/* Writes the GET keys (bench_value of each) to the server at url through
+ * volley, for a server the hiredis setup cannot reach (rediss://).
+ * Returns 0; 1 when this library does not support the URL's scheme
+ * (VL_EUNSUPPORTED); -1 on any other failure. why gets the message. */
+int bench_async_redis_fill(const bench_env *e, const char *url, char *why, size_t cap);
 int bench_raw_run(const bench_env *e, const bench_case *c, bench_run *r);
 
 /* Blocking MySQL connection helper shared by setup, sync and threads. */
@@ -247,18 +266,42 @@ void bench_proxy_stop(int pid);
 
 /* ---- Reference tools (ref.c) ---- */
 
-/* Runs redis-benchmark / mariadb-slap and returns ops/s (0 on failure). */
+/* Runs redis-benchmark / mariadb-slap and returns ops/s (0 on failure).
+ * cacert non-NULL: redis-benchmark --tls --cacert cacert. */
 double bench_ref_redis_benchmark(int port, int clients, int pipeline, uint64_t requests,
-                                 size_t data_size);
+                                 size_t data_size, const char *cacert);
 double bench_ref_mariadb_slap(const bench_env *e, int concurrency, uint64_t queries, int point);
+
+/* ---- Targets ---- */
+
+/* A goal of the Redis engine, measured by runs of the same bench run and
+ * printed after the tables: a ratio of throughputs that must reach `bound`
+ * or, with `bytes`, a memory cost that must stay within it. Never a
+ * failure: the exit status speaks only of wrong replies and errors. */
+enum { BENCH_TARGET_MET, BENCH_TARGET_NOT_MET, BENCH_TARGET_UNMEASURED, BENCH_TARGET_SKIPPED };
+typedef struct bench_target {
+    char name[48];  /* the scenario it reads, e.g. "redis-get-p16" */
+    char what[96];  /* e.g. "redis-get-p16 async / redis-benchmark -c 50 -P 16" */
+    int bytes;      /* value in bytes, at most bound; otherwise a ratio, at least bound */
+    double value, bound;
+    int status;     /* BENCH_TARGET_* */
+    char note[448]; /* why it was not measured or skipped, or a comparison for context */
+} bench_target;
 
 /* ---- Output (output.c) ---- */
 
 extern const char *const bench_mode_names[BENCH_NMODES];
 const char *bench_kind_name(int kind);
+/* A run's name in the tables: its label (reference tools, "async rediss")
+ * or its mode. */
+const char *bench_label(const bench_result *r);
 void bench_table_header(FILE *f, const char *title);
 void bench_table_row(FILE *f, const bench_result *r);
-int bench_write_csv(const char *path, const bench_result *rs, size_t n);
-int bench_write_json(const char *path, const bench_result *rs, size_t n, const bench_env *e);
+/* "target: ... = 1.07x (>= 1.0): met", one line. */
+void bench_target_line(FILE *f, const bench_target *t);
+int bench_write_csv(const char *path, const bench_result *rs, size_t n, const bench_target *ts,
+                    size_t nt);
+int bench_write_json(const char *path, const bench_result *rs, size_t n, const bench_target *ts,
+                     size_t nt, const bench_env *e);
 
 #endif

@@ -27,19 +27,27 @@ static const char *const bench_usage =
     "  sync      one blocking connection per host, one request after another\n"
     "  threads   N threads, each with its own blocking connections\n"
     "  async     volley futures on one loop, `window` requests in flight\n"
-    "  raw       the same async load on hiredis async / Connector/C\n"
-    "            non-blocking + libev, without volley\n"
+    "  raw       the same async load without volley: Redis on a non-blocking\n"
+    "            socket + hiredis's redisReader + libev, MySQL on Connector/C's\n"
+    "            non-blocking API + libev\n"
     "\n"
     "Scenarios (-t, comma separated; default: all but soak, small scale sweep):\n"
     "  redis-get, redis-set, redis-hash (HSET + HGETALL)       kind cpu\n"
     "  redis-get-c50, redis-get-p16: GET on 50 connections, 1 or 16 in\n"
     "                flight each, beside redis-benchmark -c 50 [-P 16]\n"
+    "  redis-get-p1000: GET on 1 connection, 1000 in flight (async, raw),\n"
+    "                beside redis-benchmark -c 1 -P 1000\n"
+    "  redis-tls-p16 GET, 50 connections x 16, async over rediss:// and over\n"
+    "                redis://, beside redis-benchmark --tls -c 50 -P 16\n"
+    "                (VL_TEST_REDIS_TLS_PORT, VL_TEST_TLS_DIR/ca.crt; skipped\n"
+    "                when unset or when the library refuses rediss://)\n"
     "  mysql-select1, mysql-point (primary key), mysql-insert  kind cpu\n"
     "                (point and insert bind their values: prepared statements)\n"
     "  mysql-sleep   SELECT SLEEP(s) over many connections     kind latency\n"
     "  redis-delay   GET over K hosts behind a delaying proxy  kind latency\n"
     "  scale         async GET: requests, connections, hosts   kind scale\n"
-    "  soak          memory per request in flight, RSS after 1M vs 10M\n"
+    "  soak-window   memory per request in flight (window 16 vs 16384)\n"
+    "  soak          soak-window, then RSS after 1M vs 10M requests\n"
     "\n"
     "Options:\n"
     "  -t, --tests LIST        scenarios to run (see above)\n"
@@ -58,7 +66,7 @@ static const char *const bench_usage =
     "      --rows N            rows of the point-select table (default 10000)\n"
     "      --scale             the full scale sweep: requests 10k..1M,\n"
     "                          connections 1..1000, hosts 1..all servers\n"
-    "      --soak              add the memory scenario (10M requests)\n"
+    "      --soak              add the 10M-request soak (scenario soak)\n"
     "      --no-ref            skip redis-benchmark and mariadb-slap\n"
     "      --no-pool           async: plain vl_redis / vl_mysql connections\n"
     "                          instead of vl_redis_pool / vl_mysql_pool\n"
@@ -67,14 +75,19 @@ static const char *const bench_usage =
     "      --json FILE         write the results as JSON\n"
     "      --csv FILE          write the results as CSV (one row per run)\n"
     "  -q, --quiet             only the tables\n"
+    "      --check-args        check the arguments and exit (0 when valid, 2\n"
+    "                          otherwise), without any server\n"
     "  -h, --help              this text\n"
     "\n"
+    "After the tables, one line per target (async against redis-benchmark,\n"
+    "memory per request in flight, rediss:// against redis://): printed,\n"
+    "never a failure.\n"
     "More hosts than servers: start more with VL_BENCH_HOSTS=64 bench/run.sh.\n"
     "Exit status: 0 when every reply was right, 1 otherwise, 2 for bad usage.\n";
 
 enum {
     OPT_THREADS = 256, OPT_SLEEP, OPT_KEYS, OPT_ROWS, OPT_SCALE, OPT_SOAK, OPT_NOREF,
-    OPT_JSON, OPT_CSV, OPT_NOPOOL, OPT_NOFORK
+    OPT_JSON, OPT_CSV, OPT_NOPOOL, OPT_NOFORK, OPT_CHECK
 };
 
 static const struct option bench_options[] = {
@@ -99,6 +112,7 @@ static const struct option bench_options[] = {
     {"json", required_argument, NULL, OPT_JSON},
     {"csv", required_argument, NULL, OPT_CSV},
     {"quiet", no_argument, NULL, 'q'},
+    {"check-args", no_argument, NULL, OPT_CHECK},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -110,7 +124,7 @@ typedef struct bench_opts {
     long long requests;
     double multiply;
     int conns, window, threads, hosts;
-    int scale, soak, ref, quiet;
+    int scale, soak, ref, quiet, check;
     const char *json, *csv;
 } bench_opts;
 
@@ -230,23 +244,43 @@ static bench_result *bench_plan_ref(bench_plan *p, const char *name, int backend
     return r;
 }
 
-/* One point of the scale sweep, in async and raw (the raw run shows how
- * much of any growth is the I/O pattern itself rather than volley). Each
- * point is a group of its own, so the chart can place it. */
-static void bench_plan_scale(bench_plan *p, const char *name, int hosts, int conns, int window,
-                             uint64_t n)
+/* Sets the request count of the runs of scenario `name` in `mode` (unless
+ * -n sets one for every run). Called right after the scenario is planned. */
+static void bench_plan_cut(bench_plan *p, const char *name, int mode, uint64_t n)
+{
+    if (O.requests > 0)
+        return;
+    for (size_t k = p->n; k-- > 0 && strcmp(p->rs[k].c.name, name) == 0;)
+        if (p->rs[k].c.mode == mode)
+            p->rs[k].c.requests = n;
+}
+
+/* A Redis GET scenario in async and raw only, as a group of its own: a
+ * point of the scale sweep (the raw run shows how much of any growth is
+ * the I/O pattern itself rather than volley), or a load that blocking
+ * clients cannot make, such as 1000 in flight on one connection. */
+static void bench_plan_async_raw(bench_plan *p, const char *name, int kind, int hosts, int conns,
+                                 int window, uint64_t n)
 {
     static const int modes[] = {BENCH_ASYNC, BENCH_RAW};
     for (size_t k = 0; k < 2; k++) {
         if (!O.modes[modes[k]])
             continue;
-        bench_result *r = bench_add(p, name, BENCH_KIND_SCALE, BENCH_REDIS, BENCH_OP_GET, modes[k]);
+        bench_result *r = bench_add(p, name, kind, BENCH_REDIS, BENCH_OP_GET, modes[k]);
         r->c.hosts = hosts;
         r->c.conns = conns;
         r->c.window = window;
         r->c.requests = n;
     }
     p->group++;
+}
+
+/* One point of the scale sweep, a group of its own so the chart can place
+ * it. */
+static void bench_plan_scale(bench_plan *p, const char *name, int hosts, int conns, int window,
+                             uint64_t n)
+{
+    bench_plan_async_raw(p, name, BENCH_KIND_SCALE, hosts, conns, window, n);
 }
 
 static void bench_build_plan(bench_plan *p)
@@ -256,10 +290,14 @@ static void bench_build_plan(bench_plan *p)
         bench_plan_scenario(p, "redis-get", BENCH_KIND_CPU, BENCH_REDIS, BENCH_OP_GET, 1, 4, 4, 64,
                             bench_count(100000), 0);
     /* The same load as redis-benchmark: 50 connections with one request in
-     * flight on each, then 16 on each (its -P 16), side by side with it. */
+     * flight on each, then 16 on each (its -P 16), side by side with it.
+     * sync and threads run fewer requests: at one request per round trip
+     * they would take most of the suite's time for the same count, and
+     * only their throughput matters here. */
     if (bench_has_test("redis-get-c50")) {
         bench_plan_scenario(p, "redis-get-c50", BENCH_KIND_CPU, BENCH_REDIS, BENCH_OP_GET, 1, 8,
                             50, 50, bench_count(200000), 0);
+        bench_plan_cut(p, "redis-get-c50", BENCH_SYNC, bench_count(100000));
         if (O.ref)
             bench_plan_ref(p, "redis-get-c50", BENCH_REDIS, "redis-benchmark -c 50", 50, 1,
                            bench_count(200000));
@@ -267,9 +305,41 @@ static void bench_build_plan(bench_plan *p)
     if (bench_has_test("redis-get-p16")) {
         bench_plan_scenario(p, "redis-get-p16", BENCH_KIND_CPU, BENCH_REDIS, BENCH_OP_GET, 1, 8,
                             50, 800, bench_count(500000), 0);
+        bench_plan_cut(p, "redis-get-p16", BENCH_SYNC, bench_count(100000));
+        bench_plan_cut(p, "redis-get-p16", BENCH_THREADS, bench_count(200000));
         if (O.ref)
             bench_plan_ref(p, "redis-get-p16", BENCH_REDIS, "redis-benchmark -c 50 -P 16", 50, 16,
                            bench_count(1000000));
+    }
+    /* Pipelining alone: one connection, 1000 in flight, beside
+     * redis-benchmark -c 1 -P 1000. A blocking client cannot keep 1000 in
+     * flight on one connection, so only async and raw run. */
+    if (bench_has_test("redis-get-p1000")) {
+        bench_plan_async_raw(p, "redis-get-p1000", BENCH_KIND_CPU, 1, bench_pick(O.conns, 1),
+                             bench_pick(O.window, 1000), bench_count(2000000));
+        if (O.ref)
+            bench_plan_ref(p, "redis-get-p1000", BENCH_REDIS, "redis-benchmark -c 1 -P 1000", 1,
+                           1000, bench_count(3000000));
+    }
+    /* The 50 x 16 load of redis-get-p16 over rediss:// to the TLS server,
+     * and over redis:// (the first plain server) in the same scenario for
+     * the ratio, beside redis-benchmark --tls. The rows are dropped before
+     * the runs when there is no TLS server or the library refuses
+     * rediss:// (bench_tls_prepare). */
+    if (bench_has_test("redis-tls-p16") && O.modes[BENCH_ASYNC]) {
+        for (int tls = 1; tls >= 0; tls--) {
+            bench_result *r = bench_add(p, "redis-tls-p16", BENCH_KIND_CPU, BENCH_REDIS,
+                                        BENCH_OP_GET, BENCH_ASYNC);
+            r->c.tls = tls;
+            r->c.conns = bench_pick(O.conns, 50);
+            r->c.window = bench_pick(O.window, 800);
+            r->c.requests = bench_count(500000);
+            snprintf(r->c.label, sizeof r->c.label, "%s", tls ? "async rediss" : "async redis");
+        }
+        p->group++;
+        if (O.ref)
+            bench_plan_ref(p, "redis-tls-p16", BENCH_REDIS, "redis-benchmark --tls -c 50 -P 16",
+                           50, 16, bench_count(1000000))->c.tls = 1;
     }
     if (bench_has_test("redis-set"))
         bench_plan_scenario(p, "redis-set", BENCH_KIND_CPU, BENCH_REDIS, BENCH_OP_SET, 1, 4, 4, 64,
@@ -304,9 +374,7 @@ static void bench_build_plan(bench_plan *p)
          * take `conns` times longer than the others for the same count. */
         bench_plan_scenario(p, "mysql-sleep", BENCH_KIND_LATENCY, BENCH_MYSQL, BENCH_OP_SLEEP, 1,
                             32, 32, 32, bench_count(3200), 0);
-        for (size_t k = p->n; k-- > 0 && strcmp(p->rs[k].c.name, "mysql-sleep") == 0;)
-            if (p->rs[k].c.mode == BENCH_SYNC && O.requests <= 0)
-                p->rs[k].c.requests = bench_count(100);
+        bench_plan_cut(p, "mysql-sleep", BENCH_SYNC, bench_count(100));
     }
     if (bench_has_test("redis-delay"))
         bench_plan_scenario(p, "redis-delay", BENCH_KIND_LATENCY, BENCH_REDIS, BENCH_OP_GET, hosts,
@@ -331,9 +399,9 @@ static void bench_build_plan(bench_plan *p)
         if (cap > 0 && (cap & (cap - 1)) != 0)
             bench_plan_scale(p, "scale-hosts", cap, cap, 64, bench_count(50000));
     }
-    if (bench_has_test("soak") || O.soak) {
+    if (bench_has_test("soak-window") || bench_has_test("soak") || O.soak) {
         /* Memory per request in flight: the same run with a small and a big
-         * window, in async and raw; then RSS after 1M and after 10M. */
+         * window, in async and raw. */
         static const int modes[] = {BENCH_ASYNC, BENCH_RAW};
         static const int windows[] = {16, 16384};
         for (size_t m = 0; m < 2; m++) {
@@ -346,6 +414,9 @@ static void bench_build_plan(bench_plan *p)
             }
         }
         p->group++;
+    }
+    if (bench_has_test("soak") || O.soak) {
+        /* Growth over time: RSS after 1M and after 10M requests. */
         bench_result *r = bench_add(p, "soak-10m", BENCH_KIND_MEMORY, BENCH_REDIS, BENCH_OP_GET,
                                     BENCH_ASYNC);
         r->c.conns = 4;
@@ -367,8 +438,9 @@ static int bench_execute_here(bench_result *res)
         double ops = 0;
         uint64_t t0 = bench_now_us();
         if (c->backend == BENCH_REDIS)
-            ops = bench_ref_redis_benchmark(E.redis_ports[0], c->conns, c->window / c->conns,
-                                            c->requests, E.data_size);
+            ops = bench_ref_redis_benchmark(c->tls ? E.redis_tls_port : E.redis_ports[0],
+                                            c->conns, c->window / c->conns, c->requests,
+                                            E.data_size, c->tls ? E.tls_cacert : NULL);
         else
             ops = bench_ref_mariadb_slap(&E, c->conns, c->requests,
                                          c->op == BENCH_OP_POINT);
@@ -513,6 +585,11 @@ static void bench_env_init(void)
         E.mysql_user = "volley";
     if (!E.mysql_db)
         E.mysql_db = "volley_test";
+    s = getenv("VL_TEST_REDIS_TLS_PORT");
+    E.redis_tls_port = s ? atoi(s) : 0;
+    s = getenv("VL_TEST_TLS_DIR");
+    if (s && *s)
+        snprintf(E.tls_cacert, sizeof E.tls_cacert, "%s/ca.crt", s);
     E.keys = 10000;
     E.rows = 10000;
     E.data_size = 3;
@@ -541,9 +618,10 @@ static int bench_parse_modes(const char *s)
 static int bench_check_tests(void)
 {
     static const char *const known[] = {"redis-get", "redis-get-c50", "redis-get-p16",
-                                        "redis-set", "redis-hash", "mysql-select1",
-                                        "mysql-point", "mysql-insert", "mysql-sleep",
-                                        "redis-delay", "scale", "soak"};
+                                        "redis-get-p1000", "redis-tls-p16", "redis-set",
+                                        "redis-hash", "mysql-select1", "mysql-point",
+                                        "mysql-insert", "mysql-sleep", "redis-delay", "scale",
+                                        "soak-window", "soak"};
     char buf[sizeof O.tests];
     strcpy(buf, O.tests);
     for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
@@ -577,9 +655,10 @@ static long long bench_num(const char *s, const char *flag)
 static void bench_parse(int argc, char **argv)
 {
     int ch;
-    snprintf(O.tests, sizeof O.tests, "redis-get,redis-get-c50,redis-get-p16,redis-set,"
-                                      "redis-hash,mysql-select1,"
-                                      "mysql-point,mysql-insert,mysql-sleep,redis-delay,scale");
+    snprintf(O.tests, sizeof O.tests, "redis-get,redis-get-c50,redis-get-p16,redis-get-p1000,"
+                                      "redis-tls-p16,redis-set,redis-hash,mysql-select1,"
+                                      "mysql-point,mysql-insert,mysql-sleep,redis-delay,scale,"
+                                      "soak-window");
     bench_parse_modes("sync,threads,async,raw");
     O.requests = O.conns = O.window = O.threads = O.hosts = -1;
     O.multiply = 1.0;
@@ -616,6 +695,7 @@ static void bench_parse(int argc, char **argv)
         case OPT_JSON: O.json = optarg; break;
         case OPT_CSV: O.csv = optarg; break;
         case 'q': O.quiet = 1; break;
+        case OPT_CHECK: O.check = 1; break;
         case 'h': fputs(bench_usage, stdout); exit(0);
         default: fputs(bench_usage, stderr); exit(2);
         }
@@ -634,6 +714,8 @@ static void bench_parse(int argc, char **argv)
         fprintf(stderr, "volley-bench: -c or -w is too big\n");
         exit(2);
     }
+    if (O.check)
+        exit(0);
 }
 
 static int bench_needs(const bench_plan *p, int backend, int proxy)
@@ -655,6 +737,198 @@ static void bench_speedups(bench_plan *p)
                 r->speedup = r->ops_per_sec / s->ops_per_sec;
         }
     }
+}
+
+static int bench_planned(const bench_plan *p, const char *name)
+{
+    for (size_t k = 0; k < p->n; k++)
+        if (strcmp(p->rs[k].c.name, name) == 0)
+            return 1;
+    return 0;
+}
+
+/* Drops every run of scenario `name` from the plan. */
+static void bench_plan_drop(bench_plan *p, const char *name)
+{
+    size_t o = 0;
+    for (size_t k = 0; k < p->n; k++)
+        if (strcmp(p->rs[k].c.name, name) != 0)
+            p->rs[o++] = p->rs[k];
+    p->n = o;
+}
+
+/* Why redis-tls-p16 did not run ("" when it did), and whether that is a
+ * skip (no TLS server, or a library without rediss://: not an error) or a
+ * failed setup (an error). */
+static char bench_tls_why[400];
+static int bench_tls_failed;
+
+/* Writes the GET keys to the TLS server, through volley (hiredis 0.14 has
+ * no TLS), which also tells whether this library speaks rediss://. When it
+ * cannot run, its runs leave the plan and the reason is printed. Returns
+ * 0, or -1 when the setup failed. */
+static int bench_tls_prepare(bench_plan *p)
+{
+    char url[2048], msg[300];
+    if (!bench_planned(p, "redis-tls-p16"))
+        return 0;
+    if (E.redis_tls_port == 0 || E.tls_cacert[0] == '\0') {
+        snprintf(bench_tls_why, sizeof bench_tls_why,
+                 "no TLS redis-server (VL_TEST_REDIS_TLS_PORT and VL_TEST_TLS_DIR are not both "
+                 "set)");
+    } else {
+        bench_redis_url(&E, 1, E.redis_tls_port, url, sizeof url);
+        int rc = bench_async_redis_fill(&E, url, msg, sizeof msg);
+        if (rc == 0)
+            return 0;
+        bench_tls_failed = rc < 0;
+        snprintf(bench_tls_why, sizeof bench_tls_why, "%s: %s",
+                 rc > 0 ? "this library refuses rediss://"
+                        : "writing the data over rediss:// failed",
+                 msg);
+    }
+    bench_plan_drop(p, "redis-tls-p16");
+    printf("\nredis-tls-p16: %s: %s\n", bench_tls_failed ? "FAILED" : "skipped (not an error)",
+           bench_tls_why);
+    return bench_tls_failed ? -1 : 0;
+}
+
+/* The run of scenario `name` in `mode` (tls: over rediss://), or NULL. */
+static const bench_result *bench_find(const bench_plan *p, const char *name, int mode, int tls)
+{
+    for (size_t k = 0; k < p->n; k++) {
+        const bench_result *r = &p->rs[k];
+        if (strcmp(r->c.name, name) == 0 && r->c.mode == mode && r->c.tls == tls)
+            return r;
+    }
+    return NULL;
+}
+
+/* Why a run cannot be used for a target, or NULL when it can. */
+static const char *bench_unusable(const bench_result *r)
+{
+    if (r == NULL)
+        return "did not run";
+    if (r->errors)
+        return "had errors";
+    if (r->ops_per_sec <= 0)
+        return "failed";
+    return NULL;
+}
+
+/* num / den of scenario `name` against `bound`; ctx, when usable, adds
+ * ctx / den for comparison (raw against the same reference). */
+static void bench_target_ratio(bench_target *t, const char *name, const bench_result *num,
+                               const char *num_name, const bench_result *den,
+                               const char *den_name, double bound, const bench_result *ctx)
+{
+    memset(t, 0, sizeof *t);
+    snprintf(t->name, sizeof t->name, "%s", name);
+    snprintf(t->what, sizeof t->what, "%s %s / %s", name, num_name, den_name);
+    t->bound = bound;
+    const char *bad = bench_unusable(num);
+    const char *which = num_name;
+    if (bad == NULL) {
+        bad = bench_unusable(den);
+        which = den_name;
+    }
+    if (bad) {
+        t->status = BENCH_TARGET_UNMEASURED;
+        snprintf(t->note, sizeof t->note, "the %s run %s", which, bad);
+        return;
+    }
+    t->value = num->ops_per_sec / den->ops_per_sec;
+    t->status = t->value >= bound ? BENCH_TARGET_MET : BENCH_TARGET_NOT_MET;
+    if (bench_unusable(ctx) == NULL)
+        snprintf(t->note, sizeof t->note, "%s / %s = %.2fx", bench_label(ctx), den_name,
+                 ctx->ops_per_sec / den->ops_per_sec);
+}
+
+/* Bytes per request in flight in mode m, from the soak-window runs at the
+ * smallest and the biggest window (peak RSS difference over window
+ * difference). Returns -1 when they did not both run cleanly. */
+static double bench_bytes_in_flight(const bench_plan *p, int m, const bench_result **lo,
+                                    const bench_result **hi)
+{
+    *lo = *hi = NULL;
+    for (size_t k = 0; k < p->n; k++) {
+        const bench_result *r = &p->rs[k];
+        if (strcmp(r->c.name, "soak-window") != 0 || r->c.mode != m)
+            continue;
+        if (*lo == NULL || r->c.window < (*lo)->c.window)
+            *lo = r;
+        if (*hi == NULL || r->c.window > (*hi)->c.window)
+            *hi = r;
+    }
+    if (*lo == NULL || *hi == NULL || (*hi)->c.window <= (*lo)->c.window ||
+        bench_unusable(*lo) || bench_unusable(*hi))
+        return -1;
+    return (double)((*hi)->peak_rss_kb - (*lo)->peak_rss_kb) * 1024.0 /
+           (double)((*hi)->c.window - (*lo)->c.window);
+}
+
+/* The targets of the scenarios this run planned. Returns how many. */
+static size_t bench_targets(const bench_plan *p, bench_target *ts)
+{
+    size_t n = 0;
+    static const struct {
+        const char *name, *ref;
+        double bound;
+    } vs_ref[] = {
+        {"redis-get-p16", "redis-benchmark -c 50 -P 16", 1.0},
+        {"redis-get-p1000", "redis-benchmark -c 1 -P 1000", 0.8},
+    };
+    for (size_t k = 0; k < sizeof vs_ref / sizeof vs_ref[0]; k++) {
+        if (!bench_has_test(vs_ref[k].name))
+            continue;
+        bench_target_ratio(&ts[n++], vs_ref[k].name, bench_find(p, vs_ref[k].name, BENCH_ASYNC, 0),
+                           "async", bench_find(p, vs_ref[k].name, BENCH_REF, 0), vs_ref[k].ref,
+                           vs_ref[k].bound, bench_find(p, vs_ref[k].name, BENCH_RAW, 0));
+        if (!O.ref && ts[n - 1].status == BENCH_TARGET_UNMEASURED)
+            snprintf(ts[n - 1].note, sizeof ts[n - 1].note, "no redis-benchmark run (--no-ref)");
+    }
+    if (bench_has_test("soak-window") || bench_has_test("soak") || O.soak) {
+        bench_target *t = &ts[n++];
+        const bench_result *lo, *hi, *rlo, *rhi;
+        memset(t, 0, sizeof *t);
+        snprintf(t->name, sizeof t->name, "soak-window");
+        snprintf(t->what, sizeof t->what, "memory per request in flight: async");
+        t->bytes = 1;
+        t->bound = 160;
+        t->value = bench_bytes_in_flight(p, BENCH_ASYNC, &lo, &hi);
+        double raw = bench_bytes_in_flight(p, BENCH_RAW, &rlo, &rhi);
+        if (t->value < 0) {
+            t->status = BENCH_TARGET_UNMEASURED;
+            snprintf(t->note, sizeof t->note,
+                     "the async soak-window runs did not both run cleanly");
+            t->value = 0;
+        } else {
+            t->status = t->value <= t->bound ? BENCH_TARGET_MET : BENCH_TARGET_NOT_MET;
+            snprintf(t->note, sizeof t->note, "peak RSS %ld KiB at window %d, %ld KiB at %d",
+                     lo->peak_rss_kb, lo->c.window, hi->peak_rss_kb, hi->c.window);
+            if (raw >= 0) {
+                size_t len = strlen(t->note);
+                snprintf(t->note + len, sizeof t->note - len, "; raw %.0f B", raw);
+            }
+        }
+    }
+    if (bench_has_test("redis-tls-p16")) {
+        bench_target *t = &ts[n];
+        bench_target_ratio(t, "redis-tls-p16", bench_find(p, "redis-tls-p16", BENCH_ASYNC, 1),
+                           "async rediss", bench_find(p, "redis-tls-p16", BENCH_ASYNC, 0),
+                           "async redis", 0.7, NULL);
+        const bench_result *ref = bench_find(p, "redis-tls-p16", BENCH_REF, 1);
+        const bench_result *tls = bench_find(p, "redis-tls-p16", BENCH_ASYNC, 1);
+        if (bench_tls_why[0]) {
+            t->status = bench_tls_failed ? BENCH_TARGET_UNMEASURED : BENCH_TARGET_SKIPPED;
+            snprintf(t->note, sizeof t->note, "%s", bench_tls_why);
+        } else if (t->status != BENCH_TARGET_UNMEASURED && !bench_unusable(ref)) {
+            snprintf(t->note, sizeof t->note, "async rediss / %s = %.2fx", bench_label(ref),
+                     tls->ops_per_sec / ref->ops_per_sec);
+        }
+        n++;
+    }
+    return n;
 }
 
 int main(int argc, char **argv)
@@ -704,6 +978,8 @@ int main(int argc, char **argv)
                 return 1;
     if (bench_needs(&plan, BENCH_MYSQL, 0) && bench_mysql_setup(&E) != 0)
         return 1;
+    if (bench_tls_prepare(&plan) != 0)
+        status = 1;
     if (bench_needs(&plan, BENCH_REDIS, 1)) {
         int pid = bench_proxy_start(E.redis_ports, E.nredis, E.delay_ms * 1000u, E.proxy_ports);
         if (pid < 0) {
@@ -730,6 +1006,9 @@ int main(int argc, char **argv)
                          "added by a user-space delaying proxy: no netem here)", r->c.name,
                          bench_kind_name(r->c.kind), r->c.backend == BENCH_REDIS ? "redis" : "mysql",
                          E.delay_ms);
+            else if (r->c.tls || strcmp(r->c.name, "redis-tls-p16") == 0)
+                snprintf(title, sizeof title, "%s (%s, redis; over rediss:// to the TLS server, "
+                         "and over redis://)", r->c.name, bench_kind_name(r->c.kind));
             else if (r->c.op == BENCH_OP_SLEEP)
                 snprintf(title, sizeof title, "%s (%s, mysql; SELECT SLEEP(%u ms))", r->c.name,
                          bench_kind_name(r->c.kind), E.sleep_ms);
@@ -777,14 +1056,22 @@ int main(int argc, char **argv)
                    r->rss_1m_kb, r->rss_end_kb, r->c.requests, r->rss_end_kb - r->rss_1m_kb);
     }
 
+    /* The engine's targets: printed, never a failure. */
+    bench_target targets[8];
+    size_t ntargets = bench_targets(&plan, targets);
+    if (ntargets > 0)
+        putchar('\n');
+    for (size_t k = 0; k < ntargets; k++)
+        bench_target_line(stdout, &targets[k]);
+
     uint64_t errors = 0;
     for (size_t k = 0; k < plan.n; k++)
         errors += plan.rs[k].errors;
     printf("\n%zu runs in %.1f s, %" PRIu64 " errors\n", plan.n,
            (double)(bench_now_us() - t0) / 1e6, errors);
-    if (O.csv && bench_write_csv(O.csv, plan.rs, plan.n) != 0)
+    if (O.csv && bench_write_csv(O.csv, plan.rs, plan.n, targets, ntargets) != 0)
         status = 1;
-    if (O.json && bench_write_json(O.json, plan.rs, plan.n, &E) != 0)
+    if (O.json && bench_write_json(O.json, plan.rs, plan.n, targets, ntargets, &E) != 0)
         status = 1;
     free(plan.rs);
     return status;

@@ -33,7 +33,7 @@ static const char *bench_backend_name(int b)
     return b == BENCH_REDIS ? "redis" : "mysql";
 }
 
-static const char *bench_label(const bench_result *r)
+const char *bench_label(const bench_result *r)
 {
     return r->c.label[0] ? r->c.label : bench_mode_names[r->c.mode];
 }
@@ -41,7 +41,7 @@ static const char *bench_label(const bench_result *r)
 void bench_table_header(FILE *f, const char *title)
 {
     fprintf(f, "\n== %s ==\n", title);
-    fprintf(f, "%-28s %5s %5s %6s %8s %10s %7s %7s %7s %7s %7s %7s %7s %7s\n", "mode", "hosts",
+    fprintf(f, "%-33s %5s %5s %6s %8s %10s %7s %7s %7s %7s %7s %7s %7s %7s\n", "mode", "hosts",
             "conns", "window", "requests", "ops/s", "p50_us", "p90_us", "p99_us", "p999_us",
             "max_us", "cpu_us", "rss_MiB", "speedup");
 }
@@ -49,12 +49,12 @@ void bench_table_header(FILE *f, const char *title)
 void bench_table_row(FILE *f, const bench_result *r)
 {
     if (r->c.mode == BENCH_REF) {
-        fprintf(f, "%-28s %5d %5d %6d %8" PRIu64 " %10.0f %7s %7s %7s %7s %7s %7s %7s", bench_label(r),
-                1, r->c.conns, r->c.window, r->c.requests, r->ops_per_sec, "-", "-", "-", "-",
-                "-", "-", "-");
+        fprintf(f, "%-33s %5d %5d %6d %8" PRIu64 " %10.0f %7s %7s %7s %7s %7s %7s %7s",
+                bench_label(r), 1, r->c.conns, r->c.window, r->c.requests, r->ops_per_sec, "-",
+                "-", "-", "-", "-", "-", "-");
     } else {
         fprintf(f,
-                "%-28s %5d %5d %6d %8" PRIu64 " %10.0f %7" PRIu64 " %7" PRIu64 " %7" PRIu64
+                "%-33s %5d %5d %6d %8" PRIu64 " %10.0f %7" PRIu64 " %7" PRIu64 " %7" PRIu64
                 " %7" PRIu64 " %7" PRIu64 " %7.2f %7.1f",
                 bench_label(r), r->c.hosts, r->c.conns, r->c.window, r->c.requests,
                 r->ops_per_sec, r->p50, r->p90, r->p99, r->p999, r->max, r->cpu_us_per_op,
@@ -71,8 +71,50 @@ void bench_table_row(FILE *f, const bench_result *r)
     fputc('\n', f);
 }
 
-/* CSV: one row per run. `group` numbers the scenarios for the chart. */
-int bench_write_csv(const char *path, const bench_result *rs, size_t n)
+static const char *bench_target_status(const bench_target *t)
+{
+    switch (t->status) {
+    case BENCH_TARGET_MET: return "met";
+    case BENCH_TARGET_NOT_MET: return "NOT met";
+    case BENCH_TARGET_SKIPPED: return "skipped";
+    default: return "not measured";
+    }
+}
+
+void bench_target_line(FILE *f, const bench_target *t)
+{
+    fprintf(f, "target: %s", t->what);
+    if (t->status == BENCH_TARGET_MET || t->status == BENCH_TARGET_NOT_MET) {
+        if (t->bytes)
+            fprintf(f, " %.0f B (<= %.0f)", t->value, t->bound);
+        else
+            fprintf(f, " = %.2fx (>= %.1f)", t->value, t->bound);
+    } else {
+        fprintf(f, " (%s %g%s)", t->bytes ? "<=" : ">=", t->bound, t->bytes ? " B" : "x");
+    }
+    fprintf(f, ": %s", bench_target_status(t));
+    if (t->note[0])
+        fprintf(f, "  [%s]", t->note);
+    fputc('\n', f);
+}
+
+/* A CSV field in quotes; a quote inside is doubled. */
+static void bench_csv_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; *s; s++) {
+        if (*s == '"')
+            fputc('"', f);
+        fputc(*s, f);
+    }
+    fputc('"', f);
+}
+
+/* CSV: one row per run, then one per target (kind "target", group -1,
+ * the run columns empty and the last four filled). `group` numbers the
+ * scenarios for the chart. */
+int bench_write_csv(const char *path, const bench_result *rs, size_t n, const bench_target *ts,
+                    size_t nt)
 {
     FILE *f = fopen(path, "w");
     if (f == NULL) {
@@ -80,17 +122,32 @@ int bench_write_csv(const char *path, const bench_result *rs, size_t n)
         return -1;
     }
     fprintf(f, "group,name,kind,backend,mode,hosts,connections,window,requests,ops_per_sec,"
-               "p50_us,p90_us,p99_us,p999_us,max_us,cpu_us_per_op,peak_rss_kb,speedup,errors\n");
+               "p50_us,p90_us,p99_us,p999_us,max_us,cpu_us_per_op,peak_rss_kb,speedup,errors,"
+               "target_value,target_op,target_bound,target_status\n");
     for (size_t k = 0; k < n; k++) {
         const bench_result *r = &rs[k];
         /* The labels contain no comma or quote; quoting keeps the spaces. */
         fprintf(f,
                 "%d,\"%s\",%s,%s,\"%s\",%d,%d,%d,%" PRIu64 ",%.1f,%" PRIu64 ",%" PRIu64
-                ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%.3f,%ld,%.3f,%" PRIu64 "\n",
+                ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%.3f,%ld,%.3f,%" PRIu64 ",,,,\n",
                 r->c.group, r->c.name, bench_kind_name(r->c.kind),
                 bench_backend_name(r->c.backend), bench_label(r), r->c.hosts, r->c.conns,
                 r->c.window, r->c.requests, r->ops_per_sec, r->p50, r->p90, r->p99, r->p999,
                 r->max, r->cpu_us_per_op, r->peak_rss_kb, r->speedup, r->errors);
+    }
+    for (size_t k = 0; k < nt; k++) {
+        const bench_target *t = &ts[k];
+        fputs("-1,", f);
+        bench_csv_str(f, t->name);
+        fputs(",target,redis,", f);
+        bench_csv_str(f, t->what);
+        /* Columns 6 to 19 (the run's) stay empty. */
+        fputs(",,,,,,,,,,,,,,,", f);
+        if (t->status == BENCH_TARGET_MET || t->status == BENCH_TARGET_NOT_MET)
+            fprintf(f, "%.3f", t->value);
+        fprintf(f, ",%s,%g,", t->bytes ? "<=" : ">=", t->bound);
+        bench_csv_str(f, bench_target_status(t));
+        fputc('\n', f);
     }
     if (fclose(f) != 0) {
         perror(path);
@@ -215,7 +272,8 @@ static void bench_json_knull(FILE *f, int *first, const char *key)
     fputs(": null", f);
 }
 
-int bench_write_json(const char *path, const bench_result *rs, size_t n, const bench_env *e)
+int bench_write_json(const char *path, const bench_result *rs, size_t n, const bench_target *ts,
+                     size_t nt, const bench_env *e)
 {
     FILE *f = fopen(path, "w");
     char buf[256];
@@ -260,6 +318,8 @@ int bench_write_json(const char *path, const bench_result *rs, size_t n, const b
         }
         if (r->speedup > 0)
             bench_json_kd(f, &first, "speedup", r->speedup);
+        if (r->c.tls)
+            bench_json_kv(f, &first, "transport", "rediss");
         if (r->c.via_proxy) {
             bench_json_kv(f, &first, "delay_method", "user-space delaying TCP proxy");
             bench_json_ku(f, &first, "delay_ms", e->delay_ms);
@@ -270,6 +330,31 @@ int bench_write_json(const char *path, const bench_result *rs, size_t n, const b
         }
         bench_json_ku(f, &first, "errors", r->errors);
         fputs(k + 1 < n ? "},\n" : "}\n", f);
+    }
+    fputs("  ],\n  \"targets\": [\n", f);
+    for (size_t k = 0; k < nt; k++) {
+        const bench_target *t = &ts[k];
+        first = 1;
+        fputs("    {", f);
+        bench_json_kv(f, &first, "scenario", t->name);
+        bench_json_kv(f, &first, "what", t->what);
+        bench_json_kv(f, &first, "unit", t->bytes ? "bytes" : "ratio");
+        if (t->status == BENCH_TARGET_MET || t->status == BENCH_TARGET_NOT_MET)
+            bench_json_kd(f, &first, "value", t->value);
+        else
+            bench_json_knull(f, &first, "value");
+        bench_json_kv(f, &first, "op", t->bytes ? "<=" : ">=");
+        bench_json_kd(f, &first, "bound", t->bound);
+        bench_json_kv(f, &first, "status", bench_target_status(t));
+        if (t->status == BENCH_TARGET_MET || t->status == BENCH_TARGET_NOT_MET) {
+            fputs(", \"met\": ", f);
+            fputs(t->status == BENCH_TARGET_MET ? "true" : "false", f);
+        } else {
+            bench_json_knull(f, &first, "met");
+        }
+        if (t->note[0])
+            bench_json_kv(f, &first, "note", t->note);
+        fputs(k + 1 < nt ? "},\n" : "}\n", f);
     }
     fputs("  ],\n  \"machine\": {", f);
     first = 1;

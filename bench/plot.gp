@@ -19,12 +19,15 @@ set output svg
 # CSV columns: 1 group, 2 name, 3 kind, 4 backend, 5 mode, 6 hosts,
 # 7 connections, 8 window, 9 requests, 10 ops_per_sec, 11 p50_us, 12 p90_us,
 # 13 p99_us, 14 p999_us, 15 max_us, 16 cpu_us_per_op, 17 peak_rss_kb,
-# 18 speedup, 19 errors.
+# 18 speedup, 19 errors; then 20-23 for the rows of kind "target" (one per
+# engine target, group -1), which no panel draws.
 
 # Scenarios of kind cpu and latency, one cluster per scenario group.
 isbar(k) = (k eq "cpu" || k eq "latency")
-slot(m) = (m eq "sync") ? -0.30 : (m eq "threads") ? -0.18 : (m eq "async") ? -0.06 : \
-          (m eq "raw") ? 0.06 : (m eq "redis-benchmark -c 50 -P 16") ? 0.30 : 0.18
+slot(m) = (m eq "sync") ? -0.30 : (m eq "threads") ? -0.18 : \
+          (m eq "async" || m eq "async redis") ? -0.06 : \
+          (m eq "raw" || m eq "async rediss") ? 0.06 : \
+          (m eq "redis-benchmark -c 50 -P 16") ? 0.30 : 0.18
 w = 0.11
 set style fill solid 0.85 border -1
 set boxwidth w absolute
@@ -57,8 +60,13 @@ stats csv every ::1 using ((strcol(3) eq "scale") ? \
 
 # A series for each mode (and reference tool) that has rows of that kind.
 modes = "sync threads async raw"
-refs = 3
-ref(k) = (k == 1) ? "redis-benchmark -c 50" : (k == 2) ? "redis-benchmark -c 50 -P 16" : "mariadb-slap -c 8"
+# The TLS scenario's two async rows, whose labels have a space.
+extras = 2
+extra(k) = (k == 1) ? "async redis" : "async rediss"
+refs = 5
+ref(k) = (k == 1) ? "redis-benchmark -c 50" : (k == 2) ? "redis-benchmark -c 50 -P 16" : \
+         (k == 3) ? "redis-benchmark -c 1 -P 1000" : (k == 4) ? "redis-benchmark --tls -c 50 -P 16" : \
+         "mariadb-slap -c 8"
 
 if (npanels == 0) {
     set label 1 "no cpu, latency or scale runs in this CSV" at screen 0.5, 0.5 center
@@ -85,6 +93,13 @@ if (nbar > 0) {
             if (STATS_sum > 0) {
                 cmd = cmd . (cmd eq '' ? 'plot ' : ', ') . \
                       sprintf('csv every ::1 using ((isbar(strcol(3)) && strcol(5) eq "%s") ? $1 + slot("%s") : NaN):%d with boxes title "%s"', m, m, col, m)
+            }
+        }
+        do for [k = 1:extras] {
+            stats csv every ::1 using (has(isbar(strcol(3)) && strcol(5) eq extra(k))) nooutput
+            if (STATS_sum > 0) {
+                cmd = cmd . (cmd eq '' ? 'plot ' : ', ') . \
+                      sprintf('csv every ::1 using ((isbar(strcol(3)) && strcol(5) eq "%s") ? $1 + slot("%s") : NaN):%d with boxes title "%s"', extra(k), extra(k), col, extra(k))
             }
         }
         do for [k = 1:refs] {

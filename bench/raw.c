@@ -1,30 +1,42 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
-/* raw.c - the async load written directly on hiredis's async API and
- * Connector/C's non-blocking API, both on libev, without volley. It issues
- * the same requests with the same window as the `async` mode, so the gap
- * between the two is the cost of volley's layer (futures, queues, checks).
+/* raw.c - the async load written without volley, as tightly as a good
+ * hand-written client would, so that the gap between `async` and `raw` is
+ * the cost of volley's layer (futures, queues, checks).
  *
- * Connection j talks to host j % hosts; request i goes to connection
- * i % connections for Redis (pipelined), and to the next idle connection
- * for MySQL (one statement at a time per connection, the rest wait in a
- * FIFO queue, as they do in a volley pool).
+ * Redis: a non-blocking TCP socket per connection, hiredis's reply reader
+ * (redisReader: the RESP parser alone, no hiredis context) and libev. Each
+ * command is formatted as RESP into its connection's output buffer; one
+ * ev_prepare watcher flushes every connection that has something to send
+ * with one send(MSG_NOSIGNAL) per connection per loop iteration (the rest,
+ * if the socket is full, when it becomes writable); each readable event is
+ * one recv() into a large buffer, fed to the reader, which then gives back
+ * every complete reply. Request i goes to connection i % connections
+ * (pipelined); replies come back in order on each connection.
  *
- * MySQL point selects and inserts use Connector/C's non-blocking prepared
- * statements: each connection prepares its statement once before the
- * clock starts, then each request binds its values and runs
- * mysql_stmt_execute_start/_cont and mysql_stmt_store_result_start/_cont
- * on the loop; the fetch reads the stored rows without I/O. SELECT 1 and
- * SLEEP stay text queries (mysql_real_query_start/_cont).
+ * MySQL: Connector/C's non-blocking API on libev. Connection j talks to
+ * the server, and each request goes to the next idle connection (one
+ * statement at a time per connection, the rest wait in a FIFO queue, as
+ * they do in a volley pool). Point selects and inserts use Connector/C's
+ * non-blocking prepared statements: each connection prepares its
+ * statement once before the clock starts, then each request binds its
+ * values and runs mysql_stmt_execute_start/_cont and
+ * mysql_stmt_store_result_start/_cont on the loop; the fetch reads the
+ * stored rows without I/O. SELECT 1 and SLEEP stay text queries
+ * (mysql_real_query_start/_cont).
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <ev.h>
 #include <hiredis.h>
-#include <async.h>
-#include <adapters/libev.h>
 #include <mysql.h>
 
 #include "bench.h"
@@ -38,92 +50,261 @@ typedef struct bench_raw {
     uint64_t next;  /* next request number to issue */
     uint64_t done;
     int nconn;
-    int connected;
-    int failed;
+    int failed; /* Redis: a connection broke, the run ends */
     char *store;
 } bench_raw;
 
 /* ---- Redis ---- */
 
-typedef struct bench_raw_req {
-    bench_raw *x;
-    uint64_t i;
-    uint64_t t0;
-} bench_raw_req;
+/* What one recv() may bring: with 1000 GETs in flight of small values the
+ * replies of a whole window fit. */
+#define BENCH_RAW_RBUF (64 * 1024)
 
-typedef struct bench_raw_redis {
+typedef struct bench_raw_redis bench_raw_redis;
+
+/* A request sent and not yet answered. */
+typedef struct bench_raw_pending {
+    uint64_t i, t0;
+} bench_raw_pending;
+
+/* One connection: its socket, its reply reader, the commands formatted and
+ * not yet sent (out[out_off..out_len)), and its requests in flight, oldest
+ * first, in a ring that grows when full. */
+typedef struct bench_raw_rconn {
+    ev_io rio, wio;
+    int fd;
+    int dirty; /* on the flush list */
+    redisReader *rd;
+    char *out;
+    size_t out_off, out_len, out_cap;
+    bench_raw_pending *pend;
+    size_t pcap, phead, plen;
+    bench_raw_redis *rr;
+} bench_raw_rconn;
+
+struct bench_raw_redis {
     bench_raw x;
-    redisAsyncContext **ac;
-} bench_raw_redis;
+    bench_raw_rconn *conns;
+    bench_raw_rconn **flush; /* connections with output to send */
+    int nflush;
+    ev_prepare prep;
+    char *rbuf;
+};
 
-static void bench_raw_redis_issue(bench_raw_redis *rr, bench_raw_req *q);
-
-static void bench_raw_redis_reply(redisAsyncContext *ac, void *reply, void *priv)
+/* Ends the run at the first transport or protocol failure: the requests
+ * never answered count as errors (the driver adds them), so a broken
+ * connection can neither hang the run nor pass for a good one. */
+static void bench_raw_redis_abort(bench_raw_rconn *k, const char *what)
 {
-    bench_raw_req *q = priv;
-    bench_raw *x = q->x;
-    (void)ac;
-    if (reply == NULL) {
-        /* Freed while pending (teardown) or the connection broke. */
-        if (x->done < x->c->requests) {
-            bench_fail("raw", q->i, "redis", ac->errstr[0] ? ac->errstr : "no reply");
-            x->r->errors++;
-            x->done++;
-            x->r->done = x->done;
-            if (x->done == x->c->requests)
-                ev_break(x->loop, EVBREAK_ALL);
-        }
-        free(q);
+    bench_raw *x = &k->rr->x;
+    uint64_t i = k->plen ? k->pend[k->phead].i : x->next;
+    bench_fail("raw", i, "redis", what);
+    x->r->errors++;
+    x->failed = 1;
+    ev_break(x->loop, EVBREAK_ALL);
+}
+
+/* Appends one command to k's output buffer as RESP ("*2\r\n$3\r\nGET\r\n
+ * $...") and notes it as pending. */
+static int bench_raw_redis_put(bench_raw_rconn *k, uint64_t i, int argc, const char **argv,
+                               const size_t *lens)
+{
+    size_t need = 16;
+    for (int a = 0; a < argc; a++)
+        need += lens[a] + 26;
+    if (k->out_len + need > k->out_cap) {
+        size_t cap = k->out_cap ? k->out_cap : 4096;
+        while (cap < k->out_len + need)
+            cap *= 2;
+        char *o = realloc(k->out, cap);
+        if (o == NULL)
+            return -1;
+        k->out = o;
+        k->out_cap = cap;
+    }
+    if (k->plen == k->pcap) {
+        /* Unwrap the ring into a bigger one, oldest first. */
+        size_t cap = k->pcap ? 2 * k->pcap : 64;
+        bench_raw_pending *p = malloc(cap * sizeof *p);
+        if (p == NULL)
+            return -1;
+        for (size_t j = 0; j < k->plen; j++)
+            p[j] = k->pend[(k->phead + j) % k->pcap];
+        free(k->pend);
+        k->pend = p;
+        k->pcap = cap;
+        k->phead = 0;
+    }
+    char *o = k->out + k->out_len;
+    *o++ = '*';
+    o += bench_put_u(o, (size_t)argc);
+    *o++ = '\r';
+    *o++ = '\n';
+    for (int a = 0; a < argc; a++) {
+        *o++ = '$';
+        o += bench_put_u(o, lens[a]);
+        *o++ = '\r';
+        *o++ = '\n';
+        memcpy(o, argv[a], lens[a]);
+        o += lens[a];
+        *o++ = '\r';
+        *o++ = '\n';
+    }
+    k->out_len = (size_t)(o - k->out);
+    bench_raw_pending *q = &k->pend[(k->phead + k->plen) % k->pcap];
+    q->i = i;
+    q->t0 = bench_now_us();
+    k->plen++;
+    return 0;
+}
+
+/* Issues the next request on k. */
+static void bench_raw_redis_issue(bench_raw_redis *rr, bench_raw_rconn *k)
+{
+    bench_raw *x = &rr->x;
+    const char *argv[BENCH_MAX_ARGS];
+    size_t lens[BENCH_MAX_ARGS];
+    uint64_t i = x->next++;
+    int argc = bench_redis_argv(x->e, x->c->op, i, argv, lens, x->store);
+    if (bench_raw_redis_put(k, i, argc, argv, lens) != 0) {
+        bench_raw_redis_abort(k, "out of memory");
         return;
     }
+    if (!k->dirty) {
+        k->dirty = 1;
+        rr->flush[rr->nflush++] = k;
+    }
+}
+
+/* One send() of what k has to say; what the socket did not take waits for
+ * it to become writable. */
+static void bench_raw_redis_send(bench_raw_rconn *k)
+{
+    struct ev_loop *loop = k->rr->x.loop;
+    ssize_t n = send(k->fd, k->out + k->out_off, k->out_len - k->out_off, MSG_NOSIGNAL);
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        bench_raw_redis_abort(k, strerror(errno));
+        return;
+    }
+    if (n > 0)
+        k->out_off += (size_t)n;
+    if (k->out_off == k->out_len) {
+        k->out_off = k->out_len = 0;
+        if (ev_is_active(&k->wio))
+            ev_io_stop(loop, &k->wio);
+    } else if (!ev_is_active(&k->wio)) {
+        ev_io_start(loop, &k->wio);
+    }
+}
+
+/* Before each poll: every connection given commands since the last one
+ * sends them, all at once. */
+static void bench_raw_redis_flush(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    bench_raw_redis *rr = w->data;
+    (void)loop;
+    (void)revents;
+    for (int j = 0; j < rr->nflush; j++) {
+        bench_raw_rconn *k = rr->flush[j];
+        k->dirty = 0;
+        /* A connection waiting to be writable sends from its own watcher. */
+        if (!ev_is_active(&k->wio) && !rr->x.failed)
+            bench_raw_redis_send(k);
+    }
+    rr->nflush = 0;
+}
+
+static void bench_raw_redis_writable(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    bench_raw_redis_send(w->data);
+}
+
+/* Checks one reply against the oldest request in flight on k and keeps
+ * the window full. */
+static void bench_raw_redis_reply(bench_raw_rconn *k, redisReply *reply)
+{
+    bench_raw_redis *rr = k->rr;
+    bench_raw *x = &rr->x;
+    bench_raw_pending q = k->pend[k->phead];
+    k->phead = (k->phead + 1) % k->pcap;
+    k->plen--;
     bench_rreply br;
     bench_rreply_hiredis(reply, &br);
-    if (bench_redis_check(x->e, x->c->op, q->i, &br, "raw") != 0)
+    if (bench_redis_check(x->e, x->c->op, q.i, &br, "raw") != 0)
         x->r->errors++;
-    bench_hist_add(&x->r->hist, bench_now_us() - q->t0);
+    bench_hist_add(&x->r->hist, bench_now_us() - q.t0);
     x->done++;
     x->r->done = x->done;
     if (x->done == 1000000)
         x->r->rss_1m_kb = bench_rss_kb();
     if ((x->done & 1023) == 0)
         bench_progress(x->c, x->done);
-    if (x->next < x->c->requests) {
-        bench_raw_redis_issue((bench_raw_redis *)x, q);
+    if (x->next < x->c->requests)
+        bench_raw_redis_issue(rr, k);
+    else if (x->done == x->c->requests)
+        ev_break(x->loop, EVBREAK_ALL);
+}
+
+static void bench_raw_redis_readable(struct ev_loop *loop, ev_io *w, int revents)
+{
+    bench_raw_rconn *k = w->data;
+    bench_raw *x = &k->rr->x;
+    (void)loop;
+    (void)revents;
+    ssize_t n = recv(k->fd, k->rr->rbuf, BENCH_RAW_RBUF, 0);
+    if (n < 0) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+            bench_raw_redis_abort(k, strerror(errno));
         return;
     }
-    free(q);
-    if (x->done == x->c->requests)
-        ev_break(x->loop, EVBREAK_ALL);
-}
-
-static void bench_raw_redis_issue(bench_raw_redis *rr, bench_raw_req *q)
-{
-    bench_raw *x = &rr->x;
-    const char *argv[BENCH_MAX_ARGS];
-    size_t lens[BENCH_MAX_ARGS];
-    q->i = x->next++;
-    int argc = bench_redis_argv(x->e, x->c->op, q->i, argv, lens, x->store);
-    q->t0 = bench_now_us();
-    redisAsyncContext *ac = rr->ac[q->i % (uint64_t)x->nconn];
-    if (redisAsyncCommandArgv(ac, bench_raw_redis_reply, q, argc, argv, lens) != REDIS_OK) {
-        bench_fail("raw", q->i, "redis", ac->errstr);
-        x->r->errors++;
-        x->done++;
-        free(q);
-        if (x->done == x->c->requests)
-            ev_break(x->loop, EVBREAK_ALL);
+    if (n == 0) {
+        bench_raw_redis_abort(k, "the server closed the connection");
+        return;
+    }
+    if (redisReaderFeed(k->rd, k->rr->rbuf, (size_t)n) != REDIS_OK) {
+        bench_raw_redis_abort(k, k->rd->errstr);
+        return;
+    }
+    while (!x->failed) {
+        void *reply = NULL;
+        if (redisReaderGetReply(k->rd, &reply) != REDIS_OK) {
+            bench_raw_redis_abort(k, k->rd->errstr);
+            return;
+        }
+        if (reply == NULL)
+            return;
+        if (k->plen == 0) {
+            freeReplyObject(reply);
+            bench_raw_redis_abort(k, "a reply nobody asked for");
+            return;
+        }
+        bench_raw_redis_reply(k, reply);
+        freeReplyObject(reply);
     }
 }
 
-static void bench_raw_redis_connected(const redisAsyncContext *ac, int status)
+/* A blocking connect (not timed), then the socket goes non-blocking.
+ * Returns the socket, or -1 after printing why. */
+static int bench_raw_redis_connect(int port)
 {
-    bench_raw *x = ac->data;
-    if (status != REDIS_OK) {
-        fprintf(stderr, "volley-bench: raw: connect: %s\n", ac->errstr);
-        x->failed++;
+    struct sockaddr_in sa;
+    int one = 1;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0 ||
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0) {
+        fprintf(stderr, "volley-bench: raw: connect 127.0.0.1:%d: %s\n", port, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
     }
-    if (++x->connected == x->nconn)
-        ev_break(x->loop, EVBREAK_ALL);
+    return fd;
 }
 
 static int bench_raw_redis_run(const bench_env *e, const bench_case *c, bench_run *r)
@@ -138,56 +319,62 @@ static int bench_raw_redis_run(const bench_env *e, const bench_case *c, bench_ru
     x->r = r;
     x->nconn = c->conns > 0 ? c->conns : 1;
     x->store = malloc(bench_redis_store_size(e));
-    rr.ac = calloc((size_t)x->nconn, sizeof *rr.ac);
-    if (x->loop == NULL || x->store == NULL || rr.ac == NULL) {
+    rr.rbuf = malloc(BENCH_RAW_RBUF);
+    rr.conns = calloc((size_t)x->nconn, sizeof *rr.conns);
+    rr.flush = calloc((size_t)x->nconn, sizeof *rr.flush);
+    for (int j = 0; rr.conns && j < x->nconn; j++)
+        rr.conns[j].fd = -1;
+    if (x->loop == NULL || x->store == NULL || rr.rbuf == NULL || rr.conns == NULL ||
+        rr.flush == NULL) {
         rc = -1;
         goto out;
     }
     for (int j = 0; j < x->nconn; j++) {
-        int port = bench_redis_port(e, c, j % c->hosts);
-        rr.ac[j] = redisAsyncConnect("127.0.0.1", port);
-        if (rr.ac[j] == NULL || rr.ac[j]->err) {
-            fprintf(stderr, "volley-bench: raw: connect 127.0.0.1:%d: %s\n", port,
-                    rr.ac[j] ? rr.ac[j]->errstr : "out of memory");
-            if (rr.ac[j])
-                redisAsyncFree(rr.ac[j]);
-            rr.ac[j] = NULL;
+        bench_raw_rconn *k = &rr.conns[j];
+        k->rr = &rr;
+        k->fd = bench_raw_redis_connect(bench_redis_port(e, c, j % c->hosts));
+        k->rd = redisReaderCreate();
+        if (k->fd < 0 || k->rd == NULL) {
             rc = -1;
             goto out;
         }
-        rr.ac[j]->data = x;
-        redisLibevAttach(x->loop, rr.ac[j]);
-        redisAsyncSetConnectCallback(rr.ac[j], bench_raw_redis_connected);
+        ev_io_init(&k->rio, bench_raw_redis_readable, k->fd, EV_READ);
+        ev_io_init(&k->wio, bench_raw_redis_writable, k->fd, EV_WRITE);
+        k->rio.data = k->wio.data = k;
+        ev_io_start(x->loop, &k->rio);
     }
-    ev_run(x->loop, 0);
-    if (x->failed) {
-        rc = -1;
-        goto out;
-    }
+    ev_prepare_init(&rr.prep, bench_raw_redis_flush);
+    rr.prep.data = &rr;
+    ev_prepare_start(x->loop, &rr.prep);
     bench_run_begin(r);
     uint64_t w = c->window > 0 ? (uint64_t)c->window : 1;
-    for (uint64_t k = 0; k < w && x->next < c->requests; k++) {
-        bench_raw_req *q = malloc(sizeof *q);
-        if (q == NULL) {
-            rc = -1;
-            break;
-        }
-        q->x = x;
-        bench_raw_redis_issue(&rr, q);
-    }
-    if (x->done < c->requests)
+    for (uint64_t k = 0; k < w && x->next < c->requests && !x->failed; k++)
+        bench_raw_redis_issue(&rr, &rr.conns[x->next % (uint64_t)x->nconn]);
+    if (x->done < c->requests && !x->failed)
         ev_run(x->loop, 0);
     bench_run_end(r);
     bench_progress(c, c->requests);
 out:
-    /* Outside any hiredis callback, so freeing at once is safe. */
-    for (int j = 0; rr.ac && j < x->nconn; j++)
-        if (rr.ac[j])
-            redisAsyncFree(rr.ac[j]);
-    free(rr.ac);
-    free(x->store);
-    if (x->loop)
+    for (int j = 0; rr.conns && j < x->nconn; j++) {
+        bench_raw_rconn *k = &rr.conns[j];
+        if (k->fd >= 0) {
+            ev_io_stop(x->loop, &k->rio);
+            ev_io_stop(x->loop, &k->wio);
+            close(k->fd);
+        }
+        if (k->rd)
+            redisReaderFree(k->rd);
+        free(k->out);
+        free(k->pend);
+    }
+    if (x->loop) {
+        ev_prepare_stop(x->loop, &rr.prep);
         ev_loop_destroy(x->loop);
+    }
+    free(rr.conns);
+    free(rr.flush);
+    free(rr.rbuf);
+    free(x->store);
     return rc;
 }
 

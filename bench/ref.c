@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /* ref.c - the reference tools, run on the same servers in the same run:
- * redis-benchmark (GET, -c 50, with and without -P 16) and mariadb-slap
+ * redis-benchmark (GET with the scenario's -c and -P: -c 50, -c 50 -P 16,
+ * -c 1 -P 1000, and with --tls on the TLS server) and mariadb-slap
  * (SELECT 1, --concurrency=8). Their throughput goes into the same table. */
 #include <errno.h>
 #include <inttypes.h>
@@ -65,7 +66,7 @@ static int bench_capture(char *const argv[], const char *password, char *buf, si
 }
 
 double bench_ref_redis_benchmark(int port, int clients, int pipeline, uint64_t requests,
-                                 size_t data_size)
+                                 size_t data_size, const char *cacert)
 {
     char sport[16], sc[16], sn[32], sp[16], sd[32], out[8192];
     snprintf(sport, sizeof sport, "%d", port);
@@ -73,8 +74,15 @@ double bench_ref_redis_benchmark(int port, int clients, int pipeline, uint64_t r
     snprintf(sn, sizeof sn, "%" PRIu64, requests);
     snprintf(sp, sizeof sp, "%d", pipeline > 0 ? pipeline : 1);
     snprintf(sd, sizeof sd, "%zu", data_size);
-    char *const argv[] = {"redis-benchmark", "-h", "127.0.0.1", "-p", sport, "-c", sc, "-n", sn,
-                          "-P", sp, "-d", sd, "-t", "get", "-q", "--csv", NULL};
+    char *argv[24] = {"redis-benchmark", "-h", "127.0.0.1", "-p", sport, "-c", sc, "-n", sn,
+                      "-P", sp, "-d", sd, "-t", "get", "-q", "--csv"};
+    if (cacert) {
+        size_t a = 17;
+        argv[a++] = "--tls";
+        argv[a++] = "--cacert";
+        argv[a++] = (char *)cacert;
+        argv[a] = NULL;
+    }
     if (bench_capture(argv, NULL, out, sizeof out) != 0) {
         fprintf(stderr, "volley-bench: redis-benchmark failed: %.200s\n", out);
         return 0;

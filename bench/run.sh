@@ -3,26 +3,33 @@
 #
 # Runs volley-bench against throwaway servers: `make bench` calls this.
 #
-# Starts K redis-server instances (separate hosts, K=4 by default) and one
-# mariadbd with tests/servers.sh, runs build/bench/volley-bench (the default
-# suite, or whatever arguments are given here), writes
-# bench/results/latest.{json,csv,svg} and always stops the servers, also on
-# failure or Ctrl-C.
+# Starts K redis-server instances (separate hosts, K=4 by default), the TLS
+# redis-server and one mariadbd with tests/servers.sh, runs
+# $BUILD/bench/volley-bench (the default suite, or whatever arguments are
+# given here), writes bench/results/latest.{json,csv,svg} and always stops
+# the servers, also on failure or Ctrl-C. The arguments are checked before
+# any server starts; --help prints volley-bench's help and this script's.
 #
-#   bench/run.sh                       the default suite (about a minute)
+#   bench/run.sh                       the default suite (about two minutes)
 #   bench/run.sh -x 10                 every run ten times longer
 #   VL_BENCH_HOSTS=64 bench/run.sh --scale
 #                                      the full scale sweep up to 64 hosts
 #   bench/run.sh -t redis-get -m async,raw -n 1M -c 100 -w 1000
 #
-# Environment: VL_BENCH_HOSTS (Redis servers to start, default 4),
+# Environment: BUILD (the build directory, default build; `make BUILD=x
+# bench` passes it), VL_BENCH_HOSTS (Redis servers to start, default 4),
 # VL_BENCH_RESULTS (output directory, default bench/results),
 # VL_BENCH_TIMEOUT (seconds before volley-bench is stopped, default 900).
 
 set -eu
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd -P)
-BIN=$ROOT/build/bench/volley-bench
+BUILD_DIR=${BUILD:-build}
+case $BUILD_DIR in
+    /*) ;;
+    *) BUILD_DIR=$ROOT/$BUILD_DIR ;;
+esac
+BIN=$BUILD_DIR/bench/volley-bench
 SERVERS=$ROOT/tests/servers.sh
 RESULTS=${VL_BENCH_RESULTS:-$ROOT/bench/results}
 HOSTS=${VL_BENCH_HOSTS:-4}
@@ -32,6 +39,26 @@ if [ ! -x "$BIN" ]; then
     echo "run.sh: $BIN is not built; run 'make all' first" >&2
     exit 1
 fi
+
+# Help and bad arguments are answered before any server starts.
+for arg in "$@"; do
+    case $arg in
+        -h | --help)
+            "$BIN" --help
+            cat <<'EOF'
+
+bench/run.sh [volley-bench options] starts the servers (tests/servers.sh),
+runs volley-bench with --json and --csv into bench/results, draws
+latest.svg and stops the servers. Environment: BUILD (the build directory,
+default build), VL_BENCH_HOSTS (Redis servers, default 4),
+VL_BENCH_RESULTS (the output directory), VL_BENCH_TIMEOUT (seconds,
+default 900).
+EOF
+            exit 0
+            ;;
+    esac
+done
+"$BIN" --check-args "$@" || exit $?
 mkdir -p "$RESULTS"
 # Results of an earlier run must not pass for this one's.
 rm -f "$RESULTS/latest.json" "$RESULTS/latest.csv" "$RESULTS/latest.svg"

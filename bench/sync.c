@@ -38,6 +38,8 @@ void bench_rreply_hiredis(const redisReply *r, bench_rreply *out)
 int bench_redis_port(const bench_env *e, const bench_case *c, int h)
 {
     int k = h % e->nredis;
+    if (c->tls)
+        return e->redis_tls_port;
     return c->via_proxy ? e->proxy_ports[k] : e->redis_ports[k];
 }
 

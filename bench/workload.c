@@ -12,13 +12,10 @@
 
 #include "bench.h"
 
-/* The value of key k, or of field f of hash k: a readable prefix padded to
- * data_size with a letter that depends on k, so a reply for the wrong key
- * never passes. */
-/* Appends the decimal digits of v at dst; returns how many. The keys and
- * values of every request are built here, in every mode alike, so this
- * stays cheap: snprintf cost more per request than volley's whole layer. */
-static size_t bench_put_u(char *dst, size_t v)
+/* The keys and values of every request are built with bench_put_u, in
+ * every mode alike, so it stays cheap: snprintf cost more per request than
+ * volley's whole layer. */
+size_t bench_put_u(char *dst, size_t v)
 {
     char tmp[24];
     size_t n = 0, i;
@@ -32,6 +29,9 @@ static size_t bench_put_u(char *dst, size_t v)
     return n;
 }
 
+/* The value of key k, or of field f of hash k: a readable prefix padded to
+ * data_size with a letter that depends on k, so a reply for the wrong key
+ * never passes. */
 size_t bench_value(const bench_env *e, size_t k, int f, char *buf)
 {
     size_t len = 0;
