@@ -1,48 +1,51 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
-/* lib/redis.c - a Redis connection: hiredis's async API on volley's loop.
+/* lib/redis.c - a Redis connection: volley's own connection engine.
  *
- * The adapter. hiredis asks for read and write interest through five hooks
- * (ev.addRead ... ev.cleanup); they drive one vl__io watcher. hiredis's own
- * libev adapter is not used because only lib/loop.c may include <ev.h>.
+ * The engine. volley owns the socket from the first syscall: a
+ * non-blocking connect to each resolved address in turn (within the
+ * connect timeout), TLS when the URL says rediss:// (lib/tls.c), the
+ * handshake (AUTH, SELECT, CLIENT SETNAME and a PING whose echo makes the
+ * connection READY), then commands. One vl__io watcher follows the socket;
+ * libev stays behind lib/loop.c. hiredis is not used here at all: the RESP
+ * framer (lib/redis_resp.c) and parser (lib/redis_reply.c) read replies,
+ * and commands are formatted below.
  *
- * The I/O is ours. hiredis connects (redisAsyncConnect and its connect
- * step) and keeps the reply callbacks, the output buffer and the reader;
- * once connected, volley reads and writes the socket itself ("reading and
- * writing" below). Reads go through volley's RESP framer, which hands the
- * reader only as many complete replies as commands are owed, so a reply
- * nobody asked for never reaches hiredis's assert in redisProcessCallbacks,
- * and refuses a reply over a limit before hiredis allocates for it.
+ * Writing. A command is appended to the connection's output buffer at
+ * once, and the buffer is written once per loop iteration, before the poll
+ * (the flush defer): commands issued in one callback leave in one send().
+ * A buffer that grows past OBUF_EAGER is written at once instead, so a
+ * burst never holds more than that in memory before it meets the socket.
+ * Only a partial write arms the write watcher. Every write is
+ * send(MSG_NOSIGNAL) (or TLS through its own BIO, which does the same): a
+ * peer that closed never raises SIGPIPE, and the process's signal
+ * disposition is never touched.
  *
- * SIGPIPE. A write to a peer that has closed raises SIGPIPE, whose default
- * action kills the process; a library must neither allow that nor change
- * the process's disposition. Every write of ours is send(MSG_NOSIGNAL).
- * hiredis writes with plain write() only from redisAsyncHandleWrite, which
- * we call only for the connect step, while its output buffer is still empty
- * (the handshake is queued once it returns); should it write there after
- * all, connect_step blocks SIGPIPE in the calling thread for the call and,
- * if a SIGPIPE became pending that was not pending before, consumes it with
- * a zero-timeout sigtimedwait before restoring the mask (as libcurl does).
+ * Reading. One recv per readable event into the input buffer; the framer
+ * scans each byte once and says where each reply ends and whether it stays
+ * within the limits; each complete reply is then parsed into one block and
+ * matched to the oldest command owed a reply (the in-flight list is in the
+ * order commands were written). A reply nobody is owed (before any
+ * request, or one too many) is a protocol error that closes this
+ * connection only. A reply over a limit is refused as soon as its header
+ * breaks the limit, before anything is allocated for it. The bytes of a
+ * reply not yet complete stay in the buffer; it grows for a big reply and
+ * shrinks again once the connection is idle.
  *
- * Matching replies. hiredis calls back the reply callbacks in the order the
- * commands were written; each callback gets its entry as private data, so a
- * reply always reaches the entry it belongs to. An entry whose future was
- * cancelled or timed out stays in place with its future pointer cleared:
- * its late reply is read and dropped, never handed to the next command.
+ * Matching replies. An entry whose future was cancelled or timed out stays
+ * in place with its future pointer cleared: its late reply is read and
+ * dropped, never handed to the next command.
  *
- * Safe points. Our hiredis callbacks never run user code: completing a
- * future only queues it on the loop. So hiredis is never on the stack when
- * user code runs, and vl_redis_free can call redisAsyncFree directly. The
- * teardowns decided inside io_cb or flush_cb (a failed handshake step, a
- * protocol error, EOF, a free requested by a pool from inside an event) are
- * recorded and carried out at the end of them (after_hiredis), because
- * hiredis must not free a context from inside its own reply processing.
+ * Safe points. Completing a future only queues it on the loop, so user
+ * code never runs inside the engine; the pool's event callback does (a
+ * pool may route a waiting request to this connection, or free it). Every
+ * entry point from the loop (io, flush, timers, resolution) raises `busy`;
+ * a teardown or a free requested meanwhile is recorded and carried out at
+ * the end of it (settle), never under the feet of a read in progress.
  *
- * Teardown. Whoever starts it (hiredis on a failed connect, or us on EOF,
- * an I/O error, a protocol error or an overdue reply),
- * hiredis first calls every pending reply callback with a NULL reply, then
- * the cleanup hook, then frees the context. The NULL replies fail their
- * futures; the cleanup hook moves the connection to DOWN and schedules the
- * reconnect.
+ * Teardown. close_transport fails every command in flight with the
+ * teardown's status and message, closes the socket and resets the buffers;
+ * after_down then fails what waited for the handshake, moves to DOWN and
+ * schedules the next attempt.
  *
  * Command timeouts. All commands of a connection have the same timeout, so
  * their deadlines grow in the order they were issued, which is also the
@@ -52,37 +55,38 @@
  * passes them, and they count only once they are the oldest. When the
  * oldest reply is overdue the connection is closed (nothing behind it can
  * arrive first).
+ *
+ * Push connections (the subscriber's, lib/redis_pubsub.c) run the same
+ * engine; once READY their replies are not matched to commands but handed
+ * to the owner's push function, in order.
  */
 #include "redis_internal.h"
+#include "tls.h"
 #include "url.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
-#include <hiredis/async.h>
-#include <hiredis/hiredis.h>
-#include <hiredis/sds.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
-#include <time.h>
-
-/* hiredis 0.14 exports redisProcessCallbacks (it is what redisAsyncHandleRead
- * calls once it has fed the reader) but does not declare it in async.h. We
- * feed the reader ourselves, through the framer, and then need exactly it. */
-void redisProcessCallbacks(redisAsyncContext *ac);
+#include <sys/un.h>
+#include <unistd.h>
 
 /* K_HELLO is the handshake's "PING <token>": its echo makes a connection
- * READY. K_PING is a keepalive PING of the pool's. */
-enum { K_USER = 0, K_AUTH, K_SELECT, K_HELLO, K_PING };
+ * READY. K_PING is a keepalive PING of the pool's. K_NAME is CLIENT
+ * SETNAME. */
+enum { K_USER = 0, K_AUTH, K_SELECT, K_HELLO, K_PING, K_NAME };
 enum { W_NONE = 0, W_WAIT, W_FLIGHT };
 enum { S_CONNECTING = VL_REDIS_CONNECTING, S_READY = VL_REDIS_READY, S_DOWN = VL_REDIS_DOWN,
        S_INVALID = VL_REDIS_INVALID };
+/* Where an attempt is, while CONNECTING. */
+enum { P_NONE = 0, P_RESOLVE, P_TCP, P_TLS, P_HANDSHAKE };
 
 /* What a command does to the connection state a lease must return clean. */
 #define CF_MULTI 1u
@@ -94,14 +98,24 @@ enum { S_CONNECTING = VL_REDIS_CONNECTING, S_READY = VL_REDIS_READY, S_DOWN = VL
 #define CF_DIRTY 64u  /* RESET, AUTH, CLIENT TRACKING, SWAPDB: state no
                        * reply tells us how to undo */
 
-/* Entries kept for reuse per connection: enough for a deep pipeline without
- * allocating per command in steady state, bounded so a burst is returned. */
-#define SPARE_MAX 1024
 
-/* Bytes of commands handed to hiredis and not yet written, at most (see
- * "Back-pressure" in volley/redis.h). It also keeps the output buffer below
- * 2 GiB, where hiredis's sdsrange (int offsets) would overflow. */
+/* Entries are allocated this many at a time, in one block: an entry costs
+ * its own size and no allocator header. Blocks are freed with the
+ * connection. */
+#define ENTRY_SLAB 64
+
+/* Bytes of commands issued and not yet written, at most (see
+ * "Back-pressure" in volley/redis.h). */
 #define OBUF_MAX (1024ull * 1024 * 1024)
+/* An output buffer this full is written at once rather than at the end of
+ * the loop iteration. */
+#define OBUF_EAGER (64u * 1024)
+/* Input buffer: its size while idle, and the least free space a read gets. */
+#define IBUF_MIN (16u * 1024)
+/* Buffers bigger than this are given back once they are empty. */
+#define BUF_KEEP (256u * 1024)
+/* Reads in one event of a TLS connection with decrypted bytes pending. */
+#define TLS_READS_MAX 64
 
 typedef struct rentry rentry;
 struct rentry {
@@ -109,13 +123,13 @@ struct rentry {
     vl_redis *c;
     vl_future *f;      /* NULL for handshake entries and once abandoned */
     char *cmd;         /* W_WAIT: the formatted command, not yet written */
-    size_t len;
     uint64_t deadline; /* loop ms; 0: none */
+    size_t len;        /* bytes of the command */
     unsigned char kind;
     unsigned char flags;
     unsigned char where;
     unsigned char block; /* a blocking command (BLPOP...): its deadline is its own */
-    char verb[24];       /* the command's name, upper case, for messages */
+    char verb[20];       /* the command's name, upper case, for messages */
 };
 
 typedef struct rlist {
@@ -136,6 +150,11 @@ typedef struct ctimer {
     int unref;
 } ctimer;
 
+/* A block of entries (ENTRY_SLAB of them follow it). */
+typedef struct eslab {
+    struct eslab *next;
+} eslab;
+
 struct vl_redis {
     vl_loop *loop;
     vl__handle handle;
@@ -144,27 +163,44 @@ struct vl_redis {
     int has_url;
     int db;
     int state;
+    int phase;         /* P_*: where an attempt is */
     int invalid_status;
     vl_redis_options opts;
-    redisAsyncContext *ac;
+    int fd;
     vl__io io;
     vl__defer flush;   /* writes the commands of this iteration before the poll */
+    vl__defer more;    /* a TLS read with decrypted bytes still pending */
     int io_events;
     int io_unref;
     ctimer connect_timer, retry_timer, cmd_timer;
     uint64_t cmd_at;   /* the deadline cmd_timer is armed for */
     rlist wait;        /* user commands waiting for the handshake */
-    rlist flight;      /* written to hiredis, reply due */
+    rlist flight;      /* in the output buffer or written, reply due */
     rentry *tcur;      /* first in-flight entry the timeout scan has not passed */
     rentry *wcur;      /* first in-flight entry not yet written in full */
     size_t wleft;      /* bytes of wcur still to write */
     size_t nwritten;   /* in-flight entries written in full: replies owed */
+    char *ob;          /* output buffer: ob[ob_off..ob_len) not written yet */
+    size_t ob_off, ob_len, ob_cap;
+    int wblocked;      /* a write was partial: the watcher waits for room */
+    char *ib;          /* input buffer: ib[ib_at..ib_len) read, not consumed;
+                        * the framer has seen ib[..ib_scan) */
+    size_t ib_at, ib_scan, ib_len, ib_cap;
     vl__resp resp;     /* the framer of this connection's reply stream */
-    vl__reply_build build; /* builds the replies hiredis's reader parses */
     char token[24];    /* the handshake PING's argument, echoed by the server */
-    int hs_started;    /* the handshake commands are queued */
+    char *name;        /* CLIENT SETNAME in the handshake (?name=); NULL: none */
+    char *addrs;       /* resolved addresses, '\n' between them */
+    char *addr_next;   /* the next address to try; NULL: none left */
+    char *addr_err;    /* why the last address failed */
+    int tls;           /* rediss:// */
+    vl__tls_ctx *tls_ctx;
+    vl__tls *sess;
+    int tls_rw;        /* a TLS read waits for the socket to be writable */
+    int tls_wr;        /* a TLS write waits for it to be readable */
+    int tls_hs;        /* what the TLS handshake waits for (VL__TLS_WANT_*) */
     rentry *spare;
     size_t nspare;
+    eslab *slabs;
     size_t nuser;      /* user entries in wait + flight */
     int handshake_left;
     rtoken *resolving;
@@ -174,8 +210,7 @@ struct vl_redis {
     int drop_set;      /* drop_status is set for the teardown under way */
     unsigned attempts; /* failed attempts since the last handshake */
     int ever_ready;
-    int in_hiredis;
-    int tearing;       /* inside our own redisAsyncFree */
+    int busy;          /* inside the engine: teardowns and frees wait (settle) */
     int drop_requested;
     int free_requested;
     int closing;
@@ -186,6 +221,7 @@ struct vl_redis {
     unsigned epoch;
     uint64_t connects, reconnects, connect_errors;
     vl__redis_event_fn ev_fn;
+    vl__redis_push_fn push_fn; /* a push connection's owner */
     void *ev_ud;
 };
 
@@ -196,6 +232,8 @@ static void request_drop(vl_redis *c, int status, const char *msg);
 static void drop_with(vl_redis *c, int status, const char *what, const char *why);
 static void start_attempt(vl_redis *c);
 static void hold_settle(vl_redis *c);
+static void settle(vl_redis *c);
+static void io_update(vl_redis *c);
 
 /* ---- small helpers ---- */
 
@@ -276,12 +314,14 @@ static void timer_stop(vl_redis *c, ctimer *t)
     vl__timer_stop(&t->t);
 }
 
-static void io_apply(vl_redis *c)
+/* A one-shot timer that fired was stopped by libev, which dropped its
+ * count: take back the unref. */
+static void timer_fired(vl_redis *c, ctimer *t)
 {
-    int fd = c->ac != NULL ? c->ac->c.fd : -1;
-
-    io_ref(c);
-    vl__io_set(&c->io, fd, fd >= 0 ? c->io_events : 0);
+    if (t->unref) {
+        vl__loop_ref(c->loop);
+        t->unref = 0;
+    }
 }
 
 static void hold_settle(vl_redis *c)
@@ -317,14 +357,25 @@ static rentry *entry_get(vl_redis *c)
 {
     rentry *e = c->spare;
 
-    if (e != NULL) {
-        c->spare = e->next;
-        c->nspare--;
-    } else {
-        e = vl__malloc(sizeof(*e));
-        if (e == NULL)
+    if (e == NULL) {
+        /* A slab of them: no allocator header per entry. */
+        eslab *s = vl__malloc(sizeof(eslab) + ENTRY_SLAB * sizeof(rentry));
+        rentry *es;
+        int i;
+        if (s == NULL)
             return NULL;
+        s->next = c->slabs;
+        c->slabs = s;
+        es = (rentry *)(void *)(s + 1);
+        for (i = ENTRY_SLAB - 1; i >= 0; i--) {
+            es[i].next = c->spare;
+            c->spare = &es[i];
+        }
+        c->nspare += ENTRY_SLAB;
+        e = c->spare;
     }
+    c->spare = e->next;
+    c->nspare--;
     memset(e, 0, sizeof(*e));
     e->c = c;
     return e;
@@ -339,13 +390,9 @@ static void entry_put(vl_redis *c, rentry *e)
         vl__redis_cmd_free(e->cmd);
     e->cmd = NULL;
     e->where = W_NONE;
-    if (c->nspare < SPARE_MAX) {
-        e->next = c->spare;
-        c->spare = e;
-        c->nspare++;
-    } else {
-        vl__free(e);
-    }
+    e->next = c->spare;
+    c->spare = e;
+    c->nspare++;
     if (user && --c->nuser == 0) {
         timer_stop(c, &c->cmd_timer);
         emit(c, VL__REDIS_EV_IDLE, VL_OK);
@@ -357,7 +404,7 @@ static void wait_unlink(vl_redis *c, rentry *e)
     list_unlink(&c->wait, e);
 }
 
-/* `e->len` is the length of its command, which goes to the end of hiredis's
+/* `e->len` is the length of its command, which went to the end of the
  * output buffer: the write cursor knows when it has left in full. */
 static void flight_append(vl_redis *c, rentry *e)
 {
@@ -398,7 +445,6 @@ static void flight_written(vl_redis *c, size_t n)
     }
 }
 
-/* Completes the future of `e` (if any) and forgets it. */
 /* A user command's message names the command and the endpoint: "GET on
  * redis://127.0.0.1:6379: <what happened>". Messages that already start
  * with the endpoint get the verb in front only. NULL when out of memory. */
@@ -417,6 +463,7 @@ static char *entry_msg(const vl_redis *c, const rentry *e, const char *msg)
     return vl__asprintf("%s on %s: %s", e->verb, c->url.display, msg);
 }
 
+/* Completes the future of `e` (if any) with a failure and forgets it. */
 static void entry_fail(vl_redis *c, rentry *e, int status, const char *msg)
 {
     vl_future *f = e->f;
@@ -436,36 +483,36 @@ static void free_reply_value(void *v)
     vl_redis_reply_free(v);
 }
 
-/* Hands the reply hiredis just parsed (built in one block by our object
- * functions) to the future of `e`, which takes it over. */
-static void entry_deliver(vl_redis *c, rentry *e, void *reply)
+/* Hands `r` (NULL: no memory for it) to the future of `e`, which takes it
+ * over; without a future (abandoned) the reply is freed. */
+static void entry_deliver(vl_redis *c, rentry *e, vl_redis_reply *r)
 {
     vl_future *f = e->f;
-    vl_redis_reply *copy;
 
-    if (f == NULL)
+    if (f == NULL) {
+        vl_redis_reply_free(r);
         return;
+    }
     e->f = NULL;
-    copy = vl__redis_reply_take(reply);
-    if (copy == NULL) {
+    if (r == NULL) {
         vl__future_complete(f, VL_ENOMEM, NULL, VL__VAL_NONE, NULL, "out of memory for a reply");
         emit(c, VL__REDIS_EV_DONE, VL_ENOMEM);
-    } else if (vl__redis_reply_is_error(copy)) {
+    } else if (vl__redis_reply_is_error(r)) {
         /* The reply keeps the server's own text; the message says where. */
-        char *m = entry_msg(c, e, vl__redis_reply_text(copy));
-        vl__future_complete(f, VL_ESERVER, copy, VL__VAL_REDIS, free_reply_value,
-                            m != NULL ? m : vl__redis_reply_text(copy));
+        char *m = entry_msg(c, e, vl__redis_reply_text(r));
+        vl__future_complete(f, VL_ESERVER, r, VL__VAL_REDIS, free_reply_value,
+                            m != NULL ? m : vl__redis_reply_text(r));
         vl__free(m);
         emit(c, VL__REDIS_EV_DONE, VL_ESERVER);
     } else {
-        vl__future_complete(f, VL_OK, copy, VL__VAL_REDIS, free_reply_value, NULL);
+        vl__future_complete(f, VL_OK, r, VL__VAL_REDIS, free_reply_value, NULL);
         emit(c, VL__REDIS_EV_DONE, VL_OK);
     }
 }
 
 /* The cancel hook: the future gave up (cancel, timeout, free). A command
- * still waiting for the handshake is dropped unsent; one handed to hiredis
- * (in its output buffer or on the wire) keeps its entry for the late reply. */
+ * still waiting for the handshake is dropped unsent; one in the output
+ * buffer or on the wire keeps its entry for the late reply. */
 static void entry_cancel(void *source, vl_future *f, int status)
 {
     rentry *e = source;
@@ -489,7 +536,6 @@ static void entry_describe(void *source, char *buf, size_t n)
 }
 
 static const vl__source_ops entry_ops = {.cancel = entry_cancel, .describe = entry_describe};
-
 /* ---- command timeouts ---- */
 
 /* The first entry of the wait list that is due by `now` (now 0: the one
@@ -556,10 +602,8 @@ static void cmd_timer_cb(vl__timer *t, void *ud)
     rentry *e;
 
     VL__UNUSED(t);
-    if (c->cmd_timer.unref) { /* libev stopped it and dropped its count */
-        vl__loop_ref(c->loop);
-        c->cmd_timer.unref = 0;
-    }
+    timer_fired(c, &c->cmd_timer);
+    c->busy++;
     snprintf(msg, sizeof(msg), "%s: command timed out after %" PRIu64 " ms", c->url.display,
              c->opts.command_timeout_ms);
     /* From the head each time: failing an entry may change the list. */
@@ -573,7 +617,7 @@ static void cmd_timer_cb(vl__timer *t, void *ud)
      * behind it time out too. A keepalive PING counts like a command. */
     e = c->flight.head;
     if (e != NULL && e->deadline != 0 && e->deadline <= now &&
-        c->ac != NULL && !c->dying && !c->closing) {
+        c->fd >= 0 && !c->dying && !c->closing) {
         char *why = vl__asprintf("%s: connection closed: %s was overdue (command "
                                  "timeout %" PRIu64 " ms)",
                                  c->url.display,
@@ -585,7 +629,8 @@ static void cmd_timer_cb(vl__timer *t, void *ud)
         entry_fail(c, e, VL_ETIMEDOUT, msg);
         request_drop(c, VL_ECONN, why != NULL ? why : "connection closed: a reply was overdue");
         vl__free(why);
-        hold_settle(c);
+        c->busy--;
+        settle(c);
         return;
     }
     while ((e = c->tcur) != NULL) {
@@ -598,22 +643,11 @@ static void cmd_timer_cb(vl__timer *t, void *ud)
     }
     if (c->nuser > 0)
         arm_cmd_timer(c);
-    hold_settle(c);
+    c->busy--;
+    settle(c);
 }
 
-/* ---- hiredis callbacks and hooks ---- */
-
-static void reply_cb(redisAsyncContext *ac, void *reply, void *privdata);
-
-/* Text of a teardown hiredis started (EOF, I/O error, failed connect). */
-static char *describe_loss(vl_redis *c, const redisAsyncContext *ac)
-{
-    const char *why = ac->c.errstr[0] != '\0' ? ac->c.errstr : "connection closed";
-
-    if (c->state == S_CONNECTING)
-        return vl__asprintf("connect %s: %s", c->url.display, why);
-    return vl__asprintf("%s: connection lost: %s", c->url.display, why);
-}
+/* ---- teardown ---- */
 
 static void set_drop(vl_redis *c, int status, const char *msg)
 {
@@ -622,97 +656,28 @@ static void set_drop(vl_redis *c, int status, const char *msg)
     set_str(&c->drop_msg, msg);
 }
 
-/* Hands `cmd` (len bytes) to hiredis with `e` as its callback's data.
- * hiredis 0.14 answers REDIS_OK even when it had no memory for the
- * callback or for appending the command, and replies would then reach the
- * wrong entries: so check that both happened. Returns 1 when queued; 0 when
- * hiredis refused (the entry left the in-flight list); -1 when it broke
- * the context: `e` has failed with VL_ENOMEM and the connection is being
- * dropped. */
-static int queue_cmd(vl_redis *c, rentry *e, char *cmd, size_t len)
+/* The message for a connection or attempt that ends because of `why`. */
+static char *end_text(vl_redis *c, const char *what, const char *why)
 {
-    redisAsyncContext *ac = c->ac;
-    size_t before = sdslen(ac->c.obuf);
-    int have_cb;
-
-    e->len = len;
-    flight_append(c, e);
-    if (redisAsyncFormattedCommand(ac, reply_cb, e, cmd, len) != REDIS_OK) {
-        flight_unlink(c, e);
-        return 0;
-    }
-    have_cb = ac->replies.tail != NULL && ac->replies.tail->privdata == e;
-    if (have_cb && sdslen(ac->c.obuf) == before + len)
-        return 1;
-    c->dying = 1; /* before DONE goes out: see cmd_timer_cb */
-    entry_fail(c, e, VL_ENOMEM, "out of memory queueing the command");
-    if (!have_cb) {
-        /* hiredis will never call back for it: it leaves now. */
-        flight_unlink(c, e);
-        entry_put(c, e);
-    }
-    drop_with(c, VL_ECONN, "connection closed: ", "out of memory queueing a command");
-    return -1;
+    if (c->state == S_CONNECTING)
+        return vl__asprintf("connect %s: %s%s", c->url.display, what, why);
+    return vl__asprintf("%s: %s%s", c->url.display, what, why);
 }
 
-/* Writes `e` to hiredis; takes cmd. On failure the entry fails alone. */
-static void submit(vl_redis *c, rentry *e, char *cmd, size_t len)
+static void drop_with(vl_redis *c, int status, const char *what, const char *why)
 {
-    if (sdslen(c->ac->c.obuf) + (uint64_t)len > OBUF_MAX) {
-        char msg[160];
-        snprintf(msg, sizeof(msg),
-                 "%s: output buffer full: a command of %zu bytes would take the commands "
-                 "not yet written past %llu bytes",
-                 c->url.display, len, (unsigned long long)OBUF_MAX);
-        e->where = W_FLIGHT; /* counted out by entry_put */
-        entry_fail(c, e, VL_EBUSY, msg);
-        entry_put(c, e);
-    } else if (queue_cmd(c, e, cmd, len) == 0) {
-        entry_fail(c, e, VL_ECONN, "connection is closing");
-        entry_put(c, e);
-    }
-    vl__redis_cmd_free(cmd);
+    char *msg = end_text(c, what, why);
+
+    request_drop(c, status, msg != NULL ? msg : why);
+    vl__free(msg);
 }
 
-static void become_ready(vl_redis *c)
-{
-    vl__resp_limits lim;
-    rentry *e;
-
-    c->state = S_READY;
-    c->attempts = 0;
-    /* From here on replies are the user's: their limits apply. Nothing of
-     * theirs can be in the framer yet (none of their commands was written). */
-    lim.max_bulk_len = c->opts.max_bulk_len;
-    lim.max_elements = c->opts.max_elements;
-    lim.max_reply_bytes = c->opts.max_reply_bytes;
-    lim.max_depth = c->opts.max_depth > VL__RESP_DEPTH_MAX ? VL__RESP_DEPTH_MAX
-                                                           : (unsigned)c->opts.max_depth;
-    lim.max_reply_mem = c->opts.max_reply_mem;
-    vl__resp_set_limits(&c->resp, &lim);
-    c->epoch++;
-    c->connects++;
-    if (c->ever_ready)
-        c->reconnects++;
-    c->ever_ready = 1;
-    c->in_multi = c->watching = c->db_changed = c->dirty = 0;
-    timer_stop(c, &c->connect_timer);
-    /* Write what waited for the handshake, in the order it was issued. */
-    while ((e = c->wait.head) != NULL && c->state == S_READY && !c->dying) {
-        char *cmd = e->cmd;
-        wait_unlink(c, e);
-        e->cmd = NULL;
-        submit(c, e, cmd, e->len);
-    }
-    emit(c, VL__REDIS_EV_READY, VL_OK);
-}
-
-/* A drop decided while hiredis may be on the stack waits for the safe point
- * at the end of io_cb; elsewhere it happens now. */
+/* A teardown decided inside the engine waits for the end of the entry point
+ * (settle); elsewhere it happens now. The first reason given wins. */
 static void request_drop(vl_redis *c, int status, const char *msg)
 {
     c->dying = 1;
-    if (c->in_hiredis > 0) {
+    if (c->busy > 0) {
         if (!c->drop_requested && !c->drop_set)
             set_drop(c, status, msg);
         c->drop_requested = 1;
@@ -721,158 +686,57 @@ static void request_drop(vl_redis *c, int status, const char *msg)
     conn_down(c, status, msg);
 }
 
-/* Keeps the lease-cleanliness flags in step with the replies. */
-static void track(vl_redis *c, unsigned flags, const vl_redis_reply *r)
+static void buf_reset(vl_redis *c)
 {
-    int ok = r != NULL && !vl__redis_reply_is_error(r);
-
-    if ((flags & CF_MULTI) && ok)
-        c->in_multi = 1;
-    if (flags & CF_EXEC)
-        c->in_multi = c->watching = 0;
-    if ((flags & CF_WATCH) && ok)
-        c->watching = 1;
-    if (flags & CF_UNWATCH)
-        c->watching = 0;
-    if (flags & CF_SELECT)
-        c->db_changed = 1;
-}
-
-/* An error reply to the handshake PING that says only that PING itself may
- * not run, and so still answers it in turn: -NOPERM (an ACL user without
- * +ping) and "-ERR unknown command" (PING renamed away). The connection is
- * ready then. Every other error (maxclients, LOADING, NOAUTH...) refuses
- * the connection. */
-static int ping_refused_alone(const vl_redis_reply *r)
-{
-    const char *s = vl__redis_reply_text(r);
-
-    return (strncmp(s, "NOPERM", 6) == 0 && (s[6] == ' ' || s[6] == '\0')) ||
-           strncmp(s, "ERR unknown command", 19) == 0;
-}
-
-/* 1 when `r` answers the handshake PING: the echo of our token, or +PONG
- * from a proxy that answers PING itself without echoing the argument. */
-static int ping_answered(const vl_redis *c, const vl_redis_reply *r)
-{
-    const char *str;
-    size_t len;
-
-    str = vl_redis_reply_str(r, &len);
-    if (str == NULL)
-        return 0;
-    if (vl_redis_reply_type(r) == VL_REDIS_STATUS)
-        return len == 4 && memcmp(str, "PONG", 4) == 0;
-    return vl_redis_reply_type(r) == VL_REDIS_STRING && len == strlen(c->token) &&
-           memcmp(str, c->token, len) == 0;
-}
-
-static void reply_cb(redisAsyncContext *ac, void *reply, void *privdata)
-{
-    const vl_redis_reply *r = reply; /* our object functions made it */
-    rentry *e = privdata;
-    vl_redis *c = e->c;
-
-    flight_unlink(c, e);
-    if (r != NULL && c->nwritten > 0)
-        c->nwritten--;
-    if (r == NULL) {
-        /* The context is going away; our drop message, or hiredis's reason.
-         * Failing the entry reports DONE, and the pool may look for a
-         * connection from there: this one must no longer pass for ready. */
-        c->dying = 1;
-        if (!c->drop_set) {
-            char *msg = describe_loss(c, ac);
-            set_drop(c, VL_ECONN, msg != NULL ? msg : "connection lost");
-            vl__free(msg);
-        }
-        entry_fail(c, e, c->drop_status, c->drop_msg);
-    } else if (e->kind == K_USER) {
-        if (e->flags != 0)
-            track(c, e->flags, r);
-        entry_deliver(c, e, reply);
-    } else if (e->kind == K_PING) {
-        emit(c, VL__REDIS_EV_PONG, vl__redis_reply_is_error(r) ? VL_ESERVER : VL_OK);
-    } else if (c->drop_requested) {
-        /* An earlier handshake step failed: this attempt is over. */
-    } else if (vl__redis_reply_nomem(r)) {
-        /* No memory for the reply: this attempt cannot tell how it went. */
-        request_drop(c, VL_ENOMEM, "connect: out of memory");
-    } else if (vl__redis_reply_is_error(r) && !(e->kind == K_HELLO && ping_refused_alone(r))) {
-        /* A server refusing the connection (maxclients, LOADING, NOAUTH)
-         * says so in reply to the handshake: a failed connect. */
-        char *msg = vl__asprintf("%s %s: %s",
-                                 e->kind == K_AUTH     ? "auth"
-                                 : e->kind == K_SELECT ? "select"
-                                                       : "connect",
-                                 c->url.display, vl__redis_reply_text(r));
-        request_drop(c, VL_ECONN, msg != NULL ? msg : "handshake failed");
-        vl__free(msg);
-    } else if (e->kind == K_HELLO && !vl__redis_reply_is_error(r) && !ping_answered(c, r)) {
-        /* Not our token: a reply sent before it was asked for, or a server
-         * that does not speak RESP the way Redis does. */
-        char *msg = vl__asprintf("connect %s: protocol error: unexpected reply to the "
-                                 "handshake PING (replies do not match commands)",
-                                 c->url.display);
-        request_drop(c, VL_EPROTO, msg != NULL ? msg : "handshake: unexpected reply");
-        vl__free(msg);
-    } else if (--c->handshake_left == 0 && c->state == S_CONNECTING &&
-               (ac->c.flags & REDIS_CONNECTED) && !c->drop_requested) {
-        become_ready(c);
+    c->ob_off = c->ob_len = 0;
+    if (c->ob_cap > BUF_KEEP) {
+        vl__free(c->ob);
+        c->ob = NULL;
+        c->ob_cap = 0;
     }
-    entry_put(c, e);
-}
-
-static void on_connect(const redisAsyncContext *ac, int status)
-{
-    /* A failure is handled by the cleanup hook that hiredis calls next; on
-     * success io_cb queues the handshake once hiredis has returned, so that
-     * volley, not hiredis's write(), writes it. */
-    VL__UNUSED(ac);
-    VL__UNUSED(status);
-}
-
-static void hook_add_read(void *pd)
-{
-    vl_redis *c = pd;
-
-    c->io_events |= VL__READ;
-    io_apply(c);
-}
-
-static void hook_del_read(void *pd)
-{
-    vl_redis *c = pd;
-
-    c->io_events &= ~VL__READ;
-    io_apply(c);
-}
-
-static void hook_add_write(void *pd)
-{
-    vl_redis *c = pd;
-
-    /* hiredis asks for writability after every command. On an established
-     * connection, write once before the next poll instead (see flush_cb);
-     * only a partial write, or the connect handshake, arms the watcher. */
-    if (!(c->io_events & VL__WRITE) && c->ac != NULL && (c->ac->c.flags & REDIS_CONNECTED)) {
-        vl__defer_queue(c->loop, &c->flush);
-        return;
+    c->ib_at = c->ib_len = 0;
+    if (c->ib_cap > BUF_KEEP) {
+        vl__free(c->ib);
+        c->ib = NULL;
+        c->ib_cap = 0;
     }
-    c->io_events |= VL__WRITE;
-    io_apply(c);
 }
 
-static void hook_del_write(void *pd)
+/* Closes the socket and fails every command in flight with the teardown's
+ * status and message. */
+static void close_transport(vl_redis *c)
 {
-    vl_redis *c = pd;
+    rentry *e;
 
-    c->io_events &= ~VL__WRITE;
-    io_apply(c);
+    c->io_events = 0;
+    io_ref(c);
+    vl__io_stop(&c->io);
+    vl__defer_cancel(c->loop, &c->flush);
+    vl__defer_cancel(c->loop, &c->more);
+    if (c->sess != NULL) {
+        vl__tls_free(c->sess);
+        c->sess = NULL;
+    }
+    if (c->fd >= 0) {
+        close(c->fd);
+        c->fd = -1;
+    }
+    c->phase = P_NONE;
+    c->tls_rw = c->tls_wr = c->tls_hs = 0;
+    c->wblocked = 0;
+    while ((e = c->flight.head) != NULL) {
+        flight_unlink(c, e);
+        entry_fail(c, e, c->drop_status, c->drop_msg != NULL ? c->drop_msg : "connection lost");
+        entry_put(c, e);
+    }
+    c->wcur = c->tcur = NULL;
+    c->wleft = 0;
+    c->nwritten = 0;
+    buf_reset(c);
 }
 
-/* Fails what waited and goes DOWN; schedules the next attempt. The context
- * is gone already (or there never was one). */
+/* Fails what waited and goes DOWN; schedules the next attempt. The socket
+ * is closed already (or there never was one). */
 static void after_down(vl_redis *c)
 {
     int status = c->drop_set ? c->drop_status : VL_ECONN;
@@ -920,49 +784,151 @@ static void after_down(vl_redis *c)
     emit(c, VL__REDIS_EV_DOWN, status);
 }
 
-static void hook_cleanup(void *pd)
+/* Ends the connection or the attempt under way, failing what is pending
+ * with the teardown's status and message (`msg` NULL: those already set by
+ * request_drop). The pool hears of it through DONE and DOWN; whatever it
+ * asks meanwhile waits for settle. */
+static void conn_down(vl_redis *c, int status, const char *msg)
 {
-    vl_redis *c = pd;
-    redisAsyncContext *ac = c->ac;
-
-    c->io_events = 0;
-    io_ref(c);
-    vl__io_stop(&c->io);
-    if (!c->drop_set && ac != NULL) {
-        char *msg = describe_loss(c, ac);
-        set_drop(c, VL_ECONN, msg != NULL ? msg : "connection lost");
-        vl__free(msg);
-    }
-    c->ac = NULL;
+    c->busy++;
+    c->dying = 1;
+    if (msg != NULL || !c->drop_set)
+        set_drop(c, status, msg != NULL ? msg : "connection closed");
     c->drop_requested = 0;
+    if (c->resolving != NULL) {
+        rtoken *tok = c->resolving;
+        c->resolving = NULL;
+        tok->c = NULL;
+        vl_future_cancel(tok->f); /* its callback frees the token */
+    }
+    close_transport(c);
     after_down(c);
+    c->busy--;
 }
 
-static void after_hiredis(vl_redis *c);
-
-/* ---- reading and writing ----
- *
- * Once connected, volley does the socket I/O itself and hiredis only parses
- * and matches: reads go through the framer (lib/redis_resp.c), which feeds
- * hiredis's reader no more complete replies than commands are owed
- * (written in full and not yet answered), and writes drain hiredis's output
- * buffer with send(MSG_NOSIGNAL). Everything here runs with in_hiredis
- * raised, so a teardown decided meanwhile waits for after_hiredis. */
-
-/* The message for a connection or attempt that ends because of `why`. */
-static char *end_text(vl_redis *c, const char *what, const char *why)
+/* The end of every entry point from the loop: a teardown, then a free,
+ * requested meanwhile. */
+static void settle(vl_redis *c)
 {
-    if (c->state == S_CONNECTING)
-        return vl__asprintf("connect %s: %s%s", c->url.display, what, why);
-    return vl__asprintf("%s: %s%s", c->url.display, what, why);
+    if (c->busy > 0)
+        return;
+    if (c->drop_requested)
+        conn_down(c, c->drop_status, NULL);
+    if (c->free_requested) {
+        vl_redis_free(c);
+        return;
+    }
+    hold_settle(c);
 }
 
-static void drop_with(vl_redis *c, int status, const char *what, const char *why)
-{
-    char *msg = end_text(c, what, why);
+/* ---- replies ---- */
 
-    request_drop(c, status, msg != NULL ? msg : why);
-    vl__free(msg);
+/* Keeps the lease-cleanliness flags in step with the replies. */
+static void track(vl_redis *c, unsigned flags, const vl_redis_reply *r)
+{
+    int ok = r != NULL && !vl__redis_reply_is_error(r);
+
+    if ((flags & CF_MULTI) && ok)
+        c->in_multi = 1;
+    if (flags & CF_EXEC)
+        c->in_multi = c->watching = 0;
+    if ((flags & CF_WATCH) && ok)
+        c->watching = 1;
+    if (flags & CF_UNWATCH)
+        c->watching = 0;
+    if (flags & CF_SELECT)
+        c->db_changed = 1;
+}
+
+/* An error reply to the handshake PING that says only that PING itself may
+ * not run, and so still answers it in turn: -NOPERM (an ACL user without
+ * +ping) and "-ERR unknown command" (PING renamed away). The connection is
+ * ready then. Every other error (maxclients, LOADING, NOAUTH...) refuses
+ * the connection. */
+static int ping_refused_alone(const vl_redis_reply *r)
+{
+    const char *s = vl__redis_reply_text(r);
+
+    return (strncmp(s, "NOPERM", 6) == 0 && (s[6] == ' ' || s[6] == '\0')) ||
+           strncmp(s, "ERR unknown command", 19) == 0;
+}
+
+/* 1 when `r` answers the handshake PING: the echo of our token, or +PONG
+ * from a proxy that answers PING itself without echoing the argument. */
+static int ping_answered(const vl_redis *c, const vl_redis_reply *r)
+{
+    const char *str;
+    size_t len;
+
+    str = vl_redis_reply_str(r, &len);
+    if (str == NULL)
+        return 0;
+    if (vl_redis_reply_type(r) == VL_REDIS_STATUS)
+        return len == 4 && memcmp(str, "PONG", 4) == 0;
+    return vl_redis_reply_type(r) == VL_REDIS_STRING && len == strlen(c->token) &&
+           memcmp(str, c->token, len) == 0;
+}
+
+static void become_ready(vl_redis *c);
+
+/* The reply to one of our own commands: a handshake step or a keepalive. */
+static void own_reply(vl_redis *c, const rentry *e, const vl_redis_reply *r)
+{
+    if (e->kind == K_PING) {
+        emit(c, VL__REDIS_EV_PONG, r == NULL || vl__redis_reply_is_error(r) ? VL_ESERVER : VL_OK);
+    } else if (c->drop_requested || c->dying) {
+        /* An earlier handshake step failed: this attempt is over. */
+    } else if (r == NULL) {
+        /* No memory for the reply: this attempt cannot tell how it went. */
+        request_drop(c, VL_ENOMEM, "connect: out of memory");
+    } else if (vl__redis_reply_is_error(r) && !(e->kind == K_HELLO && ping_refused_alone(r))) {
+        /* A server refusing the connection (maxclients, LOADING, NOAUTH)
+         * says so in reply to the handshake: a failed connect. */
+        char *msg = vl__asprintf("%s %s: %s",
+                                 e->kind == K_AUTH     ? "auth"
+                                 : e->kind == K_SELECT ? "select"
+                                 : e->kind == K_NAME   ? "client setname"
+                                                       : "connect",
+                                 c->url.display, vl__redis_reply_text(r));
+        request_drop(c, VL_ECONN, msg != NULL ? msg : "handshake failed");
+        vl__free(msg);
+    } else if (e->kind == K_HELLO && !vl__redis_reply_is_error(r) && !ping_answered(c, r)) {
+        /* Not our token: a reply sent before it was asked for, or a server
+         * that does not speak RESP the way Redis does. */
+        char *msg = vl__asprintf("connect %s: protocol error: unexpected reply to the "
+                                 "handshake PING (replies do not match commands)",
+                                 c->url.display);
+        request_drop(c, VL_EPROTO, msg != NULL ? msg : "handshake: unexpected reply");
+        vl__free(msg);
+    } else if (--c->handshake_left == 0 && c->state == S_CONNECTING) {
+        become_ready(c);
+    }
+}
+
+/* One complete reply (NULL: no memory for it) goes where it is owed. */
+static void on_reply(vl_redis *c, vl_redis_reply *r)
+{
+    rentry *e;
+
+    if (c->push_fn != NULL && c->state == S_READY) {
+        if (r == NULL)
+            drop_with(c, VL_ENOMEM, "connection closed: ", "out of memory for a reply");
+        else
+            c->push_fn(c, r, c->ev_ud);
+        return;
+    }
+    e = c->flight.head; /* the caller made sure a reply is owed */
+    flight_unlink(c, e);
+    c->nwritten--;
+    if (e->kind == K_USER) {
+        if (e->flags != 0)
+            track(c, e->flags, r);
+        entry_deliver(c, e, r);
+    } else {
+        own_reply(c, e, r);
+        vl_redis_reply_free(r);
+    }
+    entry_put(c, e);
 }
 
 /* Bytes arrived that no command is owed: show the start of them. */
@@ -973,8 +939,8 @@ static void refuse_unexpected(vl_redis *c, const char *buf, size_t len)
 
     if (c->state == S_CONNECTING && len > 1 && buf[0] == '-') {
         /* An error line before the handshake was even written is a server
-         * refusing the connection (maxclients, LOADING), as hiredis also
-         * reads it: a failed connect with the server's text. */
+         * refusing the connection (maxclients, LOADING): a failed connect
+         * with the server's text. */
         const char *eol = memchr(buf, '\r', len);
         size_t n = (eol != NULL ? (size_t)(eol - buf) : len) - 1;
         char *why = vl__asprintf("%.*s", (int)(n < 200 ? n : 200), buf + 1);
@@ -1018,241 +984,351 @@ static void refuse_reply(vl_redis *c)
     drop_with(c, VL_ECONN, "connection closed after a protocol error: ", c->resp.msg);
 }
 
+/* Frames, parses and hands over every complete reply in the input buffer.
+ * ib[ib_at..ib_scan) is the start of a reply the framer has seen;
+ * ib[ib_scan..ib_len) is new. */
+static void take_replies(vl_redis *c)
+{
+    size_t used, replies;
+
+    while (c->ib_scan < c->ib_len && !c->drop_requested && !c->free_requested) {
+        int push = c->push_fn != NULL && c->state == S_READY;
+        if (!push && c->nwritten == 0) {
+            refuse_unexpected(c, c->ib + c->ib_scan, c->ib_len - c->ib_scan);
+            return;
+        }
+        /* One reply at a time: each is parsed once whole, from the bytes
+         * the framer has just passed. */
+        used = vl__resp_scan(&c->resp, c->ib + c->ib_scan, c->ib_len - c->ib_scan, 1, &replies);
+        c->ib_scan += used;
+        if (replies > 0) {
+            vl_redis_reply *r = vl__reply_parse(c->ib + c->ib_at, c->ib_scan - c->ib_at,
+                                                c->resp.done_nodes, c->resp.done_text);
+            c->ib_at = c->ib_scan;
+            on_reply(c, r);
+        }
+        if (c->resp.error) {
+            if (!c->drop_requested)
+                refuse_reply(c);
+            return;
+        }
+        if (replies == 0)
+            break; /* the rest is the start of a reply */
+    }
+    if (c->ib_at == c->ib_len)
+        c->ib_at = c->ib_scan = c->ib_len = 0;
+}
+
+/* ---- reading and writing ---- */
+
 static const char *errno_text(int err, char *buf, size_t len)
 {
     return strerror_r(err, buf, len);
 }
 
-/* One read of the socket (one chunk per event, as hiredis does). Returns 1
- * when bytes were read, 0 otherwise (nothing there, or the end). */
-static int conn_read(vl_redis *c)
+/* Room for a read: at least IBUF_MIN free bytes after ib_len. */
+static int ib_room(vl_redis *c)
 {
-    redisAsyncContext *ac = c->ac;
-    char buf[16384], ebuf[96];
-    size_t pos = 0, used, replies;
-    ssize_t n;
+    size_t cap;
+    char *nb;
 
-    n = recv(ac->c.fd, buf, sizeof(buf), 0);
-    if (n < 0) {
-        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-            drop_with(c, VL_ECONN, c->state == S_CONNECTING ? "" : "connection lost: ",
-                      errno_text(errno, ebuf, sizeof(ebuf)));
+    if (c->ib_cap - c->ib_len >= IBUF_MIN)
         return 0;
+    if (c->ib_at > 0) { /* the start of a reply moves to the front */
+        memmove(c->ib, c->ib + c->ib_at, c->ib_len - c->ib_at);
+        c->ib_len -= c->ib_at;
+        c->ib_scan -= c->ib_at;
+        c->ib_at = 0;
+        if (c->ib_cap - c->ib_len >= IBUF_MIN)
+            return 0;
     }
-    if (n == 0) {
-        drop_with(c, VL_ECONN, c->state == S_CONNECTING ? "" : "connection lost: ",
-                  vl__resp_mid_reply(&c->resp)
-                      ? "server closed the connection in the middle of a reply"
-                      : "server closed the connection");
-        return 0;
-    }
-    while (pos < (size_t)n && !c->drop_requested && c->ac == ac) {
-        if (c->nwritten == 0) {
-            refuse_unexpected(c, buf + pos, (size_t)n - pos);
-            break;
-        }
-        /* One reply at a time: the reader holds nothing after it when it
-         * parses, so the reply is built in one block of the size the
-         * framer measured, and the start of the next waits its turn. */
-        used = vl__resp_scan(&c->resp, buf + pos, (size_t)n - pos, 1, &replies);
-        if (used > 0 && redisReaderFeed(ac->c.reader, buf + pos, used) != REDIS_OK) {
-            drop_with(c, VL_ENOMEM, "", "out of memory reading a reply");
-            break;
-        }
-        pos += used;
-        if (replies > 0) {
-            /* One complete reply is in the reader, its callback queued:
-             * hiredis cannot run out of callbacks. */
-            vl__reply_build_next(&c->build, c->resp.done_nodes, c->resp.done_text);
-            redisProcessCallbacks(ac);
-            if (c->ac != ac)
-                break; /* hiredis gave up the context (out of memory) */
-        }
-        if (c->resp.error) {
-            refuse_reply(c);
-            break;
-        }
-        if (replies == 0)
-            break; /* all of it is the start of a reply */
-    }
-    return 1;
+    cap = c->ib_cap < IBUF_MIN ? IBUF_MIN : c->ib_cap * 2;
+    /* A bulk string whose length is known gets its room at once. */
+    if (c->resp.bulk_left > 0 && c->resp.bulk_left < SIZE_MAX / 2 &&
+        c->ib_len + (size_t)c->resp.bulk_left + IBUF_MIN > cap)
+        cap = c->ib_len + (size_t)c->resp.bulk_left + IBUF_MIN;
+    nb = vl__realloc(c->ib, cap);
+    if (nb == NULL)
+        return -1;
+    c->ib = nb;
+    c->ib_cap = cap;
+    return 0;
 }
 
-static void conn_write_failed(vl_redis *c, int err)
+/* One read of the socket (one chunk per event, as the kernel wakes us per
+ * chunk anyway); a TLS session may hold decrypted bytes the socket will not
+ * announce, so those are read on. Returns 1 when bytes were read. */
+static int conn_read(vl_redis *c)
 {
-    redisAsyncContext *ac = c->ac;
-    char ebuf[96];
+    char ebuf[160];
+    int reads;
+
+    for (reads = 0;; reads++) {
+        ssize_t n;
+        int want = 0;
+        if (ib_room(c) != 0) {
+            drop_with(c, VL_ENOMEM, "", "out of memory reading a reply");
+            return reads > 0;
+        }
+        if (c->sess != NULL) {
+            n = vl__tls_read(c->sess, c->ib + c->ib_len, c->ib_cap - c->ib_len, &want, ebuf,
+                             sizeof(ebuf));
+            c->tls_rw = n == -1 && want == VL__TLS_WANT_WRITE;
+            if (n == -1)
+                return reads > 0;
+            if (n == -2) {
+                drop_with(c, VL_ECONN, c->state == S_CONNECTING ? "" : "connection lost: ", ebuf);
+                return reads > 0;
+            }
+        } else {
+            n = recv(c->fd, c->ib + c->ib_len, c->ib_cap - c->ib_len, 0);
+            if (n < 0) {
+                if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+                    drop_with(c, VL_ECONN, c->state == S_CONNECTING ? "" : "connection lost: ",
+                              errno_text(errno, ebuf, sizeof(ebuf)));
+                return reads > 0;
+            }
+        }
+        if (n == 0) {
+            drop_with(c, VL_ECONN, c->state == S_CONNECTING ? "" : "connection lost: ",
+                      vl__resp_mid_reply(&c->resp)
+                          ? "server closed the connection in the middle of a reply"
+                          : "server closed the connection");
+            return reads > 0;
+        }
+        c->ib_len += (size_t)n;
+        take_replies(c);
+        if (c->drop_requested || c->free_requested || c->sess == NULL ||
+            vl__tls_pending(c->sess) == 0)
+            return 1;
+        if (reads + 1 >= TLS_READS_MAX) {
+            vl__defer_queue(c->loop, &c->more); /* the others get their turn */
+            return 1;
+        }
+    }
+}
+
+static void conn_write_failed(vl_redis *c, const char *why)
+{
     int i;
 
     /* A server that closed on us may have said why first ("-ERR max number
      * of clients reached"): read what it sent before giving up. */
-    for (i = 0; i < 16 && !c->drop_requested && c->ac == ac; i++)
+    for (i = 0; i < 16 && !c->drop_requested && c->fd >= 0 && c->sess == NULL; i++)
         if (!conn_read(c))
             break;
-    if (!c->drop_requested && c->ac == ac)
-        drop_with(c, VL_ECONN, c->state == S_CONNECTING ? "" : "connection lost: ",
-                  errno_text(err, ebuf, sizeof(ebuf)));
+    if (!c->drop_requested)
+        drop_with(c, VL_ECONN, c->state == S_CONNECTING ? "" : "connection lost: ", why);
 }
 
-/* Writes what hiredis's output buffer holds, as redisBufferWrite would,
- * but with MSG_NOSIGNAL: a peer that closed never raises SIGPIPE. */
+/* Writes what the output buffer holds, in one send (MSG_NOSIGNAL: a peer
+ * that closed never raises SIGPIPE). */
 static void conn_write(vl_redis *c)
 {
-    redisAsyncContext *ac = c->ac;
-    sds ob = ac->c.obuf;
-    size_t len = sdslen(ob);
-    ssize_t n = 0;
+    size_t len = c->ob_len - c->ob_off;
+    char ebuf[160];
+    ssize_t n;
 
-    if (len > 0) {
-        n = send(ac->c.fd, ob, len, MSG_NOSIGNAL);
+    if (len == 0 || c->fd < 0 || c->phase == P_TCP || c->phase == P_TLS || c->drop_requested)
+        return;
+    if (c->sess != NULL) {
+        int want = 0;
+        n = vl__tls_write(c->sess, c->ob + c->ob_off, len, &want, ebuf, sizeof(ebuf));
+        c->tls_wr = n == -1 && want == VL__TLS_WANT_READ;
+        if (n == -2) {
+            conn_write_failed(c, ebuf);
+            return;
+        }
+        if (n < 0)
+            n = 0;
+    } else {
+        n = send(c->fd, c->ob + c->ob_off, len, MSG_NOSIGNAL);
         if (n < 0) {
             if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-                conn_write_failed(c, errno);
+                conn_write_failed(c, errno_text(errno, ebuf, sizeof(ebuf)));
                 return;
             }
             n = 0;
         }
-        flight_written(c, (size_t)n);
-        if ((size_t)n < len) {
-            sdsrange(ob, n, -1);
-        } else if (sdsalloc(ob) > (1u << 20)) {
-            /* Give a burst's buffer back; keep it if no memory for a new one. */
-            sds fresh = sdsempty();
-            if (fresh != NULL) {
-                sdsfree(ob);
-                ac->c.obuf = fresh;
-            } else {
-                sdsclear(ob);
-            }
-        } else {
-            sdsclear(ob);
+    }
+    flight_written(c, (size_t)n);
+    c->ob_off += (size_t)n;
+    if (c->ob_off == c->ob_len) {
+        c->ob_off = c->ob_len = 0;
+        c->wblocked = 0;
+        if (c->ob_cap > BUF_KEEP) { /* give a burst's buffer back */
+            vl__free(c->ob);
+            c->ob = NULL;
+            c->ob_cap = 0;
+        }
+    } else {
+        c->wblocked = !c->tls_wr; /* wait for the socket (a TLS write waiting
+                                   * for a read retries on the next read) */
+    }
+    io_update(c);
+}
+
+/* The watcher follows what the connection waits for: the outcome of a
+ * TCP connect, a TLS handshake step, replies (always, once connected: a
+ * hang-up is noticed while idle too), and room to write after a partial
+ * write. */
+static void io_update(vl_redis *c)
+{
+    int ev = 0;
+
+    if (c->fd >= 0) {
+        if (c->phase == P_TCP)
+            ev = VL__WRITE;
+        else if (c->phase == P_TLS)
+            ev = c->tls_hs == VL__TLS_WANT_WRITE ? VL__WRITE : VL__READ;
+        else
+            ev = VL__READ | (c->wblocked || c->tls_rw ? VL__WRITE : 0);
+    }
+    if (ev == c->io_events && (ev == 0 || c->io.fd == c->fd))
+        return;
+    c->io_events = ev;
+    io_ref(c);
+    vl__io_set(&c->io, c->fd, ev);
+}
+
+/* Appends to the output buffer. VL_OK or VL_ENOMEM (nothing appended). */
+static int ob_append(vl_redis *c, const char *p, size_t n)
+{
+    if (c->ob_cap - c->ob_len < n) {
+        size_t cap;
+        char *nb;
+        if (c->ob_off > 0) { /* what was written goes */
+            memmove(c->ob, c->ob + c->ob_off, c->ob_len - c->ob_off);
+            c->ob_len -= c->ob_off;
+            c->ob_off = 0;
+        }
+        if (c->ob_cap - c->ob_len < n) {
+            cap = c->ob_cap < 4096 ? 4096 : c->ob_cap;
+            while (cap - c->ob_len < n)
+                cap *= 2;
+            nb = vl__realloc(c->ob, cap);
+            if (nb == NULL)
+                return VL_ENOMEM;
+            c->ob = nb;
+            c->ob_cap = cap;
         }
     }
-    if (sdslen(ac->c.obuf) > 0)
-        c->io_events |= VL__WRITE;
-    else
-        c->io_events &= ~VL__WRITE;
-    c->io_events |= VL__READ;
-    io_apply(c);
+    memcpy(c->ob + c->ob_len, p, n);
+    c->ob_len += n;
+    return VL_OK;
 }
 
-/* hiredis's connect step. It writes with plain write(), which raises SIGPIPE
- * on a peer that closed; its output buffer is empty here (the handshake is
- * queued only afterwards), but should it ever write, SIGPIPE is blocked for
- * the call and one it raised is consumed before the mask is restored. The
- * process's disposition is never changed, and a SIGPIPE that was already
- * pending is left alone. */
-static void connect_step(redisAsyncContext *ac)
+/* New bytes are in the output buffer: they leave before the next poll, or
+ * now when the buffer is big already (the caller settles afterwards). */
+static void want_flush(vl_redis *c)
 {
-    static const struct timespec zero = {0, 0};
-    sigset_t pipe_set, old, pending;
-    int was_pending;
-
-    sigemptyset(&pipe_set);
-    sigaddset(&pipe_set, SIGPIPE);
-    sigemptyset(&pending);
-    sigpending(&pending);
-    was_pending = sigismember(&pending, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
-    redisAsyncHandleWrite(ac);
-    if (!was_pending) {
-        sigemptyset(&pending);
-        sigpending(&pending);
-        if (sigismember(&pending, SIGPIPE))
-            while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR)
-                ;
-    }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-}
-
-static void start_handshake(vl_redis *c);
-
-static void io_cb(vl__io *io, int events, void *ud)
-{
-    vl_redis *c = ud;
-    redisAsyncContext *ac = c->ac;
-
-    VL__UNUSED(io);
-    if (ac == NULL)
+    if (c->wblocked || c->phase == P_TCP || c->phase == P_TLS)
+        return; /* the watcher writes once the socket is ready */
+    if (c->ob_len - c->ob_off >= OBUF_EAGER) {
+        c->busy++;
+        conn_write(c);
+        c->busy--;
         return;
-    c->in_hiredis++;
-    if (!(ac->c.flags & REDIS_CONNECTED)) {
-        connect_step(ac);
-        if (c->ac == ac && (ac->c.flags & REDIS_CONNECTED) && !c->hs_started)
-            start_handshake(c);
-    } else {
-        if (events & VL__READ)
-            conn_read(c);
-        if ((events & VL__WRITE) && c->ac == ac && !c->drop_requested)
-            conn_write(c);
     }
-    c->in_hiredis--;
-    after_hiredis(c);
+    vl__defer_queue(c->loop, &c->flush);
 }
+
+/* Appends `cmd` to the output buffer with `e` in flight for its reply.
+ * VL_OK; VL_ENOMEM when there was no memory for it (nothing changed). */
+static int queue_cmd(vl_redis *c, rentry *e, const char *cmd, size_t len)
+{
+    if (ob_append(c, cmd, len) != VL_OK)
+        return VL_ENOMEM;
+    e->len = len;
+    flight_append(c, e);
+    want_flush(c);
+    return VL_OK;
+}
+
+/* Queues `e` for writing; takes cmd. On failure the entry fails alone. */
+static void submit(vl_redis *c, rentry *e, char *cmd, size_t len)
+{
+    if ((uint64_t)(c->ob_len - c->ob_off) + len > OBUF_MAX) {
+        char msg[160];
+        snprintf(msg, sizeof(msg),
+                 "%s: output buffer full: a command of %zu bytes would take the commands "
+                 "not yet written past %llu bytes",
+                 c->url.display, len, (unsigned long long)OBUF_MAX);
+        e->where = W_FLIGHT; /* counted out by entry_put */
+        entry_fail(c, e, VL_EBUSY, msg);
+        entry_put(c, e);
+    } else if (queue_cmd(c, e, cmd, len) != VL_OK) {
+        e->where = W_FLIGHT;
+        entry_fail(c, e, VL_ENOMEM, "out of memory queueing the command");
+        entry_put(c, e);
+    }
+    vl__redis_cmd_free(cmd);
+}
+
+static void become_ready(vl_redis *c)
+{
+    vl__resp_limits lim;
+    rentry *e;
+
+    c->state = S_READY;
+    c->phase = P_NONE;
+    c->attempts = 0;
+    /* From here on replies are the user's: their limits apply. Nothing of
+     * theirs can be in the framer yet (none of their commands was written). */
+    lim.max_bulk_len = c->opts.max_bulk_len;
+    lim.max_elements = c->opts.max_elements;
+    lim.max_reply_bytes = c->opts.max_reply_bytes;
+    lim.max_depth = c->opts.max_depth > VL__RESP_DEPTH_MAX ? VL__RESP_DEPTH_MAX
+                                                           : (unsigned)c->opts.max_depth;
+    lim.max_reply_mem = c->opts.max_reply_mem;
+    vl__resp_set_limits(&c->resp, &lim);
+    c->epoch++;
+    c->connects++;
+    if (c->ever_ready)
+        c->reconnects++;
+    c->ever_ready = 1;
+    c->in_multi = c->watching = c->db_changed = c->dirty = 0;
+    timer_stop(c, &c->connect_timer);
+    /* Write what waited for the handshake, in the order it was issued. */
+    while ((e = c->wait.head) != NULL && c->state == S_READY && !c->dying) {
+        char *cmd = e->cmd;
+        wait_unlink(c, e);
+        e->cmd = NULL;
+        submit(c, e, cmd, e->len);
+    }
+    emit(c, VL__REDIS_EV_READY, VL_OK);
+}
+
+static void io_cb(vl__io *io, int events, void *ud);
 
 static void flush_cb(vl__defer *d)
 {
     vl_redis *c = (vl_redis *)(void *)((char *)d - offsetof(vl_redis, flush));
 
-    if (c->ac == NULL || !(c->ac->c.flags & REDIS_CONNECTED) || c->drop_requested)
-        return;
-    c->in_hiredis++;
+    c->busy++;
     conn_write(c);
-    c->in_hiredis--;
-    after_hiredis(c);
+    c->busy--;
+    settle(c);
 }
 
-/* The safe point after any call into hiredis. */
-static void after_hiredis(vl_redis *c)
+static void more_cb(vl__defer *d)
 {
-    if (c->drop_requested && c->ac != NULL) {
-        c->drop_requested = 0;
-        c->tearing = 1;
-        redisAsyncFree(c->ac); /* NULL replies, then hook_cleanup */
-        c->tearing = 0;
-    }
-    if (c->free_requested) {
-        vl_redis_free(c);
+    vl_redis *c = (vl_redis *)(void *)((char *)d - offsetof(vl_redis, more));
+
+    if (c->fd < 0 || c->sess == NULL)
         return;
-    }
-    hold_settle(c);
+    c->busy++;
+    conn_read(c);
+    io_update(c);
+    c->busy--;
+    settle(c);
 }
 
 /* ---- connecting ---- */
 
-static void connect_timer_cb(vl__timer *t, void *ud)
-{
-    vl_redis *c = ud;
-    char *msg;
-
-    VL__UNUSED(t);
-    if (c->connect_timer.unref) {
-        vl__loop_ref(c->loop);
-        c->connect_timer.unref = 0;
-    }
-    msg = vl__asprintf("connect %s: timed out after %" PRIu64 " ms", c->url.display,
-                       c->opts.connect_timeout_ms);
-    conn_down(c, VL_ECONN, msg != NULL ? msg : "connect: timed out");
-    vl__free(msg);
-    hold_settle(c);
-}
-
-static void retry_timer_cb(vl__timer *t, void *ud)
-{
-    vl_redis *c = ud;
-
-    VL__UNUSED(t);
-    if (c->retry_timer.unref) {
-        vl__loop_ref(c->loop);
-        c->retry_timer.unref = 0;
-    }
-    start_attempt(c);
-    hold_settle(c);
-}
-
-/* Queues a command of our own (AUTH, SELECT, a keepalive PING) straight to
- * hiredis. It has no future and is not a user command: it neither counts in
- * vl_redis_pending nor holds the loop. */
+/* Queues a command of our own (AUTH, SELECT, CLIENT SETNAME, the handshake
+ * or a keepalive PING). It has no future and is not a user command: it
+ * neither counts in vl_redis_pending nor holds the loop. */
 static int internal_cmd(vl_redis *c, int kind, int argc, const char **argv)
 {
     rentry *e = entry_get(c);
@@ -1275,9 +1351,9 @@ static int internal_cmd(vl_redis *c, int kind, int argc, const char **argv)
         e->deadline = vl_loop_now_ms(c->loop) + c->opts.command_timeout_ms;
     rc = queue_cmd(c, e, cmd, (size_t)len);
     vl__redis_cmd_free(cmd);
-    if (rc == 0)
+    if (rc != VL_OK)
         entry_put(c, e);
-    return rc > 0 ? VL_OK : rc == 0 ? VL_ECONN : VL_ENOMEM;
+    return rc;
 }
 
 static int handshake_cmd(vl_redis *c, int kind, int argc, const char **argv)
@@ -1296,6 +1372,7 @@ static void set_tcp_options(vl_redis *c, int fd)
 {
     int on = 1;
 
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
     if (c->opts.tcp_keepalive_ms > 0) {
         uint64_t secs = (c->opts.tcp_keepalive_ms + 999) / 1000;
         int idle = secs > 32767 ? 32767 : (int)secs, intvl, cnt = 3; /* the kernel's cap */
@@ -1314,14 +1391,14 @@ static void set_tcp_options(vl_redis *c, int fd)
     }
 }
 
-/* Queues AUTH, SELECT and the PING whose echo completes the handshake, once
- * the TCP connect has succeeded. */
+/* Queues AUTH, SELECT, CLIENT SETNAME and the PING whose echo completes the
+ * handshake, once the transport (TCP, and TLS) is up. */
 static void start_handshake(vl_redis *c)
 {
     char dbbuf[24];
     int rc = VL_OK;
 
-    c->hs_started = 1;
+    c->phase = P_HANDSHAKE;
     if (c->url.password != NULL) {
         const char *argv[3] = {"AUTH", NULL, NULL};
         if (c->url.user != NULL) {
@@ -1338,6 +1415,10 @@ static void start_handshake(vl_redis *c)
         snprintf(dbbuf, sizeof(dbbuf), "%d", c->db);
         rc = handshake_cmd(c, K_SELECT, 2, argv);
     }
+    if (rc == VL_OK && c->name != NULL) {
+        const char *argv[3] = {"CLIENT", "SETNAME", c->name};
+        rc = handshake_cmd(c, K_NAME, 3, argv);
+    }
     if (rc == VL_OK) {
         const char *argv[2] = {"PING", c->token};
         snprintf(c->token, sizeof(c->token), "volley-%016llx",
@@ -1346,55 +1427,203 @@ static void start_handshake(vl_redis *c)
     }
     if (rc != VL_OK)
         request_drop(c, rc, rc == VL_ENOMEM ? "connect: out of memory" : "connect: closed");
+    io_update(c);
 }
 
-static void do_connect(vl_redis *c, const char *addr)
+/* A TLS handshake step; the handshake proper follows once it is done. */
+static void tls_step(vl_redis *c)
 {
-    redisAsyncContext *ac;
-    vl__resp_limits lim;
+    char why[256];
+    int rc = vl__tls_handshake(c->sess, why, sizeof(why));
 
-    if (addr == NULL)
-        ac = redisAsyncConnectUnix(c->url.path);
-    else
-        ac = redisAsyncConnect(addr, c->url.port != 0 ? c->url.port : 6379);
-    if (ac == NULL) {
-        conn_down(c, VL_ENOMEM, "connect: out of memory");
+    if (rc == VL_OK) {
+        c->tls_hs = 0;
+        start_handshake(c);
         return;
     }
-    if (ac->err) {
-        char *msg = vl__asprintf("connect %s: %s", c->url.display, ac->c.errstr);
-        redisAsyncFree(ac); /* no hooks yet: nothing of ours is called */
-        conn_down(c, VL_ECONN, msg != NULL ? msg : "connect failed");
-        vl__free(msg);
+    if (rc == VL__TLS_WANT_READ || rc == VL__TLS_WANT_WRITE) {
+        c->tls_hs = rc;
+        io_update(c);
         return;
     }
-    if (addr != NULL)
-        set_tcp_options(c, ac->c.fd);
-    /* The handshake's replies are small (+OK, an error line, our token),
-     * whatever the limits for commands are: tight limits of their own keep
-     * a hostile server small and never refuse a real one's. */
-    lim.max_bulk_len = 512;
-    lim.max_elements = 8;
-    lim.max_reply_bytes = 4096;
-    lim.max_depth = 1;
-    lim.max_reply_mem = 8192; /* never below what the others allow */
-    vl__resp_init(&c->resp, &lim);
-    c->wcur = NULL;
-    c->wleft = 0;
-    c->nwritten = 0;
-    c->hs_started = 0;
-    vl__redis_reader_setup(ac->c.reader, &c->build);
-    c->ac = ac;
-    ac->data = c;
-    ac->ev.data = c;
-    ac->ev.addRead = hook_add_read;
-    ac->ev.delRead = hook_del_read;
-    ac->ev.addWrite = hook_add_write;
-    ac->ev.delWrite = hook_del_write;
-    ac->ev.cleanup = hook_cleanup;
-    /* Setting the connect callback arms the write watcher: the first
-     * writable event is how a non-blocking connect reports its outcome. */
-    redisAsyncSetConnectCallback(ac, on_connect);
+    drop_with(c, rc == VL_ENOMEM ? VL_ENOMEM : VL_ECONN, "TLS: ", why);
+}
+
+/* The TCP (or unix socket) connect succeeded. */
+static void transport_up(vl_redis *c)
+{
+    if (!c->tls) {
+        start_handshake(c);
+        return;
+    }
+    c->sess = vl__tls_new(c->tls_ctx, c->fd, c->url.host);
+    if (c->sess == NULL) {
+        drop_with(c, VL_ENOMEM, "", "out of memory for the TLS session");
+        return;
+    }
+    c->phase = P_TLS;
+    tls_step(c);
+}
+
+/* Starts a non-blocking connect to `addr` (NULL: the URL's unix socket).
+ * Returns 1 when connected already, 0 when in progress, -1 when it failed
+ * (the reason in addr_err). */
+static int open_socket(vl_redis *c, const char *addr)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    char ebuf[128];
+    int fd, family;
+
+    memset(&ss, 0, sizeof(ss));
+    if (addr == NULL) {
+        struct sockaddr_un *su = (struct sockaddr_un *)(void *)&ss;
+        if (strlen(c->url.path) >= sizeof(su->sun_path)) {
+            set_str(&c->addr_err, "socket path too long");
+            return -1;
+        }
+        su->sun_family = AF_UNIX;
+        memcpy(su->sun_path, c->url.path, strlen(c->url.path) + 1);
+        sl = (socklen_t)sizeof(*su);
+        family = AF_UNIX;
+    } else {
+        struct sockaddr_in *s4 = (struct sockaddr_in *)(void *)&ss;
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)(void *)&ss;
+        uint16_t port = htons((uint16_t)(c->url.port != 0 ? c->url.port : 6379));
+        if (inet_pton(AF_INET, addr, &s4->sin_addr) == 1) {
+            s4->sin_family = AF_INET;
+            s4->sin_port = port;
+            sl = (socklen_t)sizeof(*s4);
+        } else if (inet_pton(AF_INET6, addr, &s6->sin6_addr) == 1) {
+            s6->sin6_family = AF_INET6;
+            s6->sin6_port = port;
+            sl = (socklen_t)sizeof(*s6);
+        } else {
+            set_str(&c->addr_err, "bad address");
+            return -1;
+        }
+        family = ss.ss_family;
+    }
+    fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        set_str(&c->addr_err, errno_text(errno, ebuf, sizeof(ebuf)));
+        return -1;
+    }
+    if (family != AF_UNIX)
+        set_tcp_options(c, fd);
+    c->fd = fd;
+    if (connect(fd, (struct sockaddr *)(void *)&ss, sl) == 0)
+        return 1;
+    if (errno == EINPROGRESS)
+        return 0;
+    set_str(&c->addr_err, errno_text(errno, ebuf, sizeof(ebuf)));
+    close(fd);
+    c->fd = -1;
+    return -1;
+}
+
+/* Tries the next addresses until one connects or is connecting. */
+static void try_connect(vl_redis *c)
+{
+    for (;;) {
+        char *addr = NULL;
+        int rc;
+        if (c->url.host[0] != '\0') {
+            char *nl;
+            if (c->addr_next == NULL)
+                break;
+            addr = c->addr_next;
+            nl = strchr(addr, '\n');
+            c->addr_next = nl != NULL ? nl + 1 : NULL;
+            if (nl != NULL)
+                *nl = '\0';
+        }
+        rc = open_socket(c, addr);
+        if (rc >= 0) {
+            c->phase = P_TCP;
+            io_update(c);
+            if (rc == 1)
+                transport_up(c);
+            return;
+        }
+        if (addr == NULL)
+            break; /* a unix socket has one address */
+    }
+    drop_with(c, VL_ECONN, "", c->addr_err != NULL ? c->addr_err : "cannot connect");
+}
+
+/* The outcome of a non-blocking TCP connect. */
+static void tcp_done(vl_redis *c)
+{
+    int err = 0;
+    socklen_t el = sizeof(err);
+    char ebuf[128];
+
+    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0)
+        err = errno;
+    if (err == 0) {
+        transport_up(c);
+        return;
+    }
+    set_str(&c->addr_err, errno_text(err, ebuf, sizeof(ebuf)));
+    close(c->fd);
+    c->fd = -1;
+    c->phase = P_NONE;
+    io_update(c);
+    try_connect(c);
+}
+
+static void io_cb(vl__io *io, int events, void *ud)
+{
+    vl_redis *c = ud;
+
+    VL__UNUSED(io);
+    if (c->fd < 0)
+        return;
+    c->busy++;
+    if (c->phase == P_TCP) {
+        tcp_done(c);
+    } else if (c->phase == P_TLS) {
+        tls_step(c);
+    } else {
+        if ((events & VL__READ) || ((events & VL__WRITE) && c->tls_rw))
+            conn_read(c);
+        if (((events & VL__WRITE) || ((events & VL__READ) && c->tls_wr)) && c->fd >= 0 &&
+            !c->drop_requested)
+            conn_write(c);
+        io_update(c);
+    }
+    c->busy--;
+    settle(c);
+}
+
+static void connect_timer_cb(vl__timer *t, void *ud)
+{
+    vl_redis *c = ud;
+    char *msg;
+
+    VL__UNUSED(t);
+    timer_fired(c, &c->connect_timer);
+    msg = vl__asprintf("connect %s: timed out after %" PRIu64 " ms%s", c->url.display,
+                       c->opts.connect_timeout_ms,
+                       c->phase == P_TLS ? " (in the TLS handshake)" : "");
+    c->busy++;
+    conn_down(c, VL_ECONN, msg != NULL ? msg : "connect: timed out");
+    c->busy--;
+    vl__free(msg);
+    settle(c);
+}
+
+static void retry_timer_cb(vl__timer *t, void *ud)
+{
+    vl_redis *c = ud;
+
+    VL__UNUSED(t);
+    timer_fired(c, &c->retry_timer);
+    c->busy++;
+    start_attempt(c);
+    c->busy--;
+    settle(c);
 }
 
 static void resolved_cb(vl_future *f, void *ud)
@@ -1407,66 +1636,64 @@ static void resolved_cb(vl_future *f, void *ud)
     if (c == NULL)
         return; /* the connection was freed or gave up meanwhile */
     c->resolving = NULL;
+    c->busy++;
     if (vl_future_status(f) == VL_OK) {
-        do_connect(c, vl_future_value(f));
+        vl__free(c->addrs);
+        c->addrs = vl_future_take(f);
+        c->addr_next = c->addrs;
+        try_connect(c);
     } else {
         msg = vl__asprintf("connect %s: %s", c->url.display, vl_future_error(f));
-        conn_down(c, vl_future_status(f) == VL_ENOMEM ? VL_ENOMEM : VL_ECONN,
-                  msg != NULL ? msg : "connect: cannot resolve host");
+        request_drop(c, vl_future_status(f) == VL_ENOMEM ? VL_ENOMEM : VL_ECONN,
+                     msg != NULL ? msg : "connect: cannot resolve host");
         vl__free(msg);
     }
-    hold_settle(c);
+    c->busy--;
+    settle(c);
 }
 
+/* A new attempt: resolve (off the loop, unless the host is an address),
+ * then connect to each address in turn, all within the connect timeout. */
 static void start_attempt(vl_redis *c)
 {
     rtoken *tok;
     vl_future *f;
 
     c->state = S_CONNECTING;
+    c->phase = P_RESOLVE;
     c->handshake_left = 0;
+    set_str(&c->addr_err, NULL);
+    /* The handshake's replies are small (+OK, an error line, our token),
+     * whatever the limits for commands are: tight limits of their own keep
+     * a hostile server small and never refuse a real one's. */
+    {
+        vl__resp_limits lim;
+        lim.max_bulk_len = 512;
+        lim.max_elements = 8;
+        lim.max_reply_bytes = 4096;
+        lim.max_depth = 1;
+        lim.max_reply_mem = 8192;
+        vl__resp_init(&c->resp, &lim);
+    }
     if (c->opts.connect_timeout_ms > 0)
         timer_start(c, &c->connect_timer, c->opts.connect_timeout_ms);
-    if (c->url.host[0] == '\0') {
-        do_connect(c, NULL);
-        return;
-    }
-    if (vl__host_is_ip(c->url.host)) {
-        do_connect(c, c->url.host);
+    if (c->url.host[0] == '\0' || vl__host_is_ip(c->url.host)) {
+        set_str(&c->addrs, c->url.host[0] != '\0' ? c->url.host : NULL);
+        c->addr_next = c->addrs;
+        try_connect(c);
         return;
     }
     tok = vl__calloc(1, sizeof(*tok));
-    f = tok != NULL ? vl__resolve(c->loop, c->url.host) : NULL;
+    f = tok != NULL ? vl__resolve_all(c->loop, c->url.host) : NULL;
     if (f == NULL) {
         vl__free(tok);
-        conn_down(c, VL_ENOMEM, "connect: out of memory resolving the host");
+        request_drop(c, VL_ENOMEM, "connect: out of memory resolving the host");
         return;
     }
     tok->c = c;
     tok->f = f;
     c->resolving = tok;
     vl_future_then(f, resolved_cb, tok);
-}
-
-/* Ends the connection or the attempt under way, failing what is pending
- * with `status` and `msg`. Never called with hiredis on the stack. */
-static void conn_down(vl_redis *c, int status, const char *msg)
-{
-    c->dying = 1;
-    set_drop(c, status, msg);
-    if (c->resolving != NULL) {
-        rtoken *tok = c->resolving;
-        c->resolving = NULL;
-        tok->c = NULL;
-        vl_future_cancel(tok->f); /* its callback frees the token */
-    }
-    if (c->ac != NULL) {
-        c->tearing = 1;
-        redisAsyncFree(c->ac); /* NULL replies, then hook_cleanup -> after_down */
-        c->tearing = 0;
-    } else {
-        after_down(c);
-    }
 }
 
 /* ---- commands ---- */
@@ -2023,7 +2250,7 @@ static vl_future *send_cmd(vl_redis *c, vl_future *f, char *cmd, size_t len, int
         snprintf(msg, sizeof(msg), "%s needs a lease (vl_redis_pool_lease)", name);
         return fail_with(c, f, VL_EUNSUPPORTED, msg);
     }
-    if (c->closing || c->tearing || c->dying || vl__loop_closing(c->loop)) {
+    if (c->closing || c->dying || vl__loop_closing(c->loop)) {
         vl__redis_cmd_free(cmd);
         return fail_with(c, f, c->closing ? VL_ECLOSED : VL_ECONN,
                          c->closing ? "connection is closed" : "connection is closing");
@@ -2079,7 +2306,7 @@ static vl_future *send_cmd(vl_redis *c, vl_future *f, char *cmd, size_t len, int
         list_append(&c->wait, e);
     }
     arm_for(c, deadline);
-    hold_settle(c);
+    settle(c);
     return f;
 }
 
@@ -2190,11 +2417,47 @@ int vl__redis_options_read(vl_redis_options *dst, const vl_redis_options *src, c
     return vl__opts_copy(dst, src, &opts_desc, why, whyn);
 }
 
+/* The URL's query parameters that volley knows; any other is refused, so a
+ * typo ("?cacer=") never silently turns verification back to defaults. */
+static const char *const url_params[] = {"db", "name", "cacert", "capath", "cert", "key",
+                                         "insecure", "sni", NULL};
+
+static int tls_param(const char *k)
+{
+    return strcmp(k, "db") != 0 && strcmp(k, "name") != 0;
+}
+
+/* The TLS parameters of a rediss:// URL, into a context. */
+static int setup_tls(vl_redis *c, char *why, size_t whyn)
+{
+    vl__tls_config cfg;
+    const char *ins = vl__url_param(&c->url, "insecure");
+
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.cacert = vl__url_param(&c->url, "cacert");
+    cfg.capath = vl__url_param(&c->url, "capath");
+    cfg.cert = vl__url_param(&c->url, "cert");
+    cfg.key = vl__url_param(&c->url, "key");
+    cfg.servername = vl__url_param(&c->url, "sni");
+    if (ins != NULL && strcmp(ins, "1") != 0 && strcmp(ins, "0") != 0) {
+        snprintf(why, whyn, "insecure must be 0 or 1");
+        return VL_EINVAL;
+    }
+    cfg.insecure = ins != NULL && strcmp(ins, "1") == 0;
+    if (cfg.key != NULL && cfg.cert == NULL) {
+        snprintf(why, whyn, "key= needs cert=");
+        return VL_EINVAL;
+    }
+    c->tls = 1;
+    return vl__tls_ctx_new(&c->tls_ctx, &cfg, why, whyn);
+}
+
 /* Checks the URL; on error fills c->err and c->invalid_status. */
 static int setup_url(vl_redis *c, const char *url)
 {
-    char why[160];
-    const char *dbs = NULL;
+    char why[256];
+    const char *dbs = NULL, *name;
+    size_t i, k;
     int rc;
 
     if (url == NULL) {
@@ -2206,17 +2469,15 @@ static int setup_url(vl_redis *c, const char *url)
     if (rc == VL_ENOMEM)
         return VL_ENOMEM;
     if (rc == VL_OK) {
+        int tls = strcmp(c->url.scheme, "rediss") == 0;
         c->has_url = 1;
-        if (strcmp(c->url.scheme, "rediss") == 0) {
-            rc = VL_EUNSUPPORTED;
-            snprintf(why, sizeof(why), "rediss:// (TLS) is not supported by this build");
-        } else if (strcmp(c->url.scheme, "unix") == 0) {
+        if (strcmp(c->url.scheme, "unix") == 0) {
             if (c->url.host[0] != '\0' || c->url.path == NULL || c->url.path[0] == '\0') {
                 rc = VL_EINVAL;
                 snprintf(why, sizeof(why), "unix URL needs a socket path: unix:///path?db=N");
             }
             dbs = vl__url_param(&c->url, "db");
-        } else if (strcmp(c->url.scheme, "redis") == 0) {
+        } else if (strcmp(c->url.scheme, "redis") == 0 || tls) {
             if (c->url.host[0] == '\0') {
                 rc = VL_EINVAL;
                 snprintf(why, sizeof(why), "URL has no host");
@@ -2225,8 +2486,22 @@ static int setup_url(vl_redis *c, const char *url)
                                                                  : vl__url_param(&c->url, "db");
         } else {
             rc = VL_EINVAL;
-            snprintf(why, sizeof(why), "unsupported scheme '%.32s' (expected redis:// or unix://)",
+            snprintf(why, sizeof(why),
+                     "unsupported scheme '%.32s' (expected redis://, rediss:// or unix://)",
                      c->url.scheme);
+        }
+        for (i = 0; rc == VL_OK && i < c->url.nparams; i++) {
+            for (k = 0; url_params[k] != NULL; k++)
+                if (strcmp(c->url.keys[i], url_params[k]) == 0)
+                    break;
+            if (url_params[k] == NULL) {
+                rc = VL_EINVAL;
+                snprintf(why, sizeof(why), "unknown URL parameter '%.40s'", c->url.keys[i]);
+            } else if (!tls && tls_param(c->url.keys[i])) {
+                rc = VL_EINVAL;
+                snprintf(why, sizeof(why), "'%.40s' is a TLS parameter: it needs rediss://",
+                         c->url.keys[i]);
+            }
         }
         if (rc == VL_OK && dbs != NULL && dbs[0] != '\0') {
             char *end;
@@ -2237,6 +2512,25 @@ static int setup_url(vl_redis *c, const char *url)
             } else {
                 c->db = (int)db;
             }
+        }
+        name = vl__url_param(&c->url, "name");
+        if (rc == VL_OK && name != NULL) {
+            /* Redis refuses spaces and newlines in a client name. */
+            for (i = 0; name[i] != '\0'; i++)
+                if ((unsigned char)name[i] <= ' ' || (unsigned char)name[i] >= 0x7f)
+                    break;
+            if (name[0] == '\0' || name[i] != '\0') {
+                rc = VL_EINVAL;
+                snprintf(why, sizeof(why),
+                         "name= must be printable ASCII without spaces (CLIENT SETNAME)");
+            } else if ((c->name = vl__strdup(name)) == NULL) {
+                return VL_ENOMEM;
+            }
+        }
+        if (rc == VL_OK && tls) {
+            rc = setup_tls(c, why, sizeof(why));
+            if (rc == VL_ENOMEM)
+                return VL_ENOMEM;
         }
     }
     if (rc == VL_OK)
@@ -2252,6 +2546,10 @@ static void conn_release(vl__handle *h)
 
     vl__free(c->drop_msg);
     vl__free(c->err);
+    vl__free(c->name);
+    vl__free(c->addrs);
+    vl__free(c->addr_err);
+    vl__tls_ctx_free(c->tls_ctx);
     vl__url_clear(&c->url);
     vl__free(c);
 }
@@ -2277,8 +2575,10 @@ static vl_redis *conn_make(vl_loop *loop, const char *url, const vl_redis_option
         return NULL;
     c->loop = loop;
     orc = vl__redis_options_read(&c->opts, opts, why, sizeof(why));
+    c->fd = -1;
     vl__io_init(&c->io, loop, -1, io_cb, c);
     c->flush.cb = flush_cb;
+    c->more.cb = more_cb;
     vl__timer_init(&c->connect_timer.t, loop, connect_timer_cb, c);
     vl__timer_init(&c->retry_timer.t, loop, retry_timer_cb, c);
     vl__timer_init(&c->cmd_timer.t, loop, cmd_timer_cb, c);
@@ -2326,7 +2626,7 @@ vl_redis *vl_redis_new(vl_loop *loop, const char *url, const vl_redis_options *o
     }
     if (c->state != S_INVALID) {
         start_attempt(c);
-        hold_settle(c);
+        settle(c);
     }
     return c;
 }
@@ -2343,19 +2643,19 @@ vl_redis *vl__redis_new_pooled(vl_loop *loop, const char *url, const vl_redis_op
     c->ev_ud = ud;
     if (c->state != S_INVALID) {
         start_attempt(c);
-        hold_settle(c);
+        settle(c);
     }
     return c;
 }
 
 void vl_redis_free(vl_redis *c)
 {
-    rentry *e;
+    eslab *s;
 
     if (c == NULL)
         return;
-    if (c->in_hiredis > 0 || c->tearing) {
-        c->free_requested = 1; /* io_cb frees it once hiredis has returned */
+    if (c->busy > 0) {
+        c->free_requested = 1; /* settle frees it at the end of the engine's call */
         return;
     }
     if (c->closing)
@@ -2375,10 +2675,15 @@ void vl_redis_free(vl_redis *c)
     vl__timer_stop(&c->cmd_timer.t);
     vl__io_stop(&c->io);
     vl__defer_cancel(c->loop, &c->flush);
-    while ((e = c->spare) != NULL) {
-        c->spare = e->next;
-        vl__free(e);
+    c->spare = NULL;
+    while ((s = c->slabs) != NULL) {
+        c->slabs = s->next;
+        vl__free(s);
     }
+    vl__free(c->ob);
+    vl__free(c->ib);
+    c->ob = c->ib = NULL;
+    c->ob_cap = c->ib_cap = 0;
     /* While the loop is being freed, callbacks may still pass c to
      * vl_redis_free (a no-op now): keep the memory until they ran. */
     vl__handle_bury(c->loop, &c->handle, conn_release);
@@ -2440,7 +2745,7 @@ int vl__redis_ping(vl_redis *c)
     static const char *argv[1] = {"PING"};
     int rc;
 
-    if (c->state != S_READY || c->ac == NULL || c->closing || c->tearing || c->dying)
+    if (c->state != S_READY || c->fd < 0 || c->closing || c->dying)
         return VL_ECONN;
     rc = internal_cmd(c, K_PING, 1, argv);
     /* The timer runs only while user commands are pending (an idle pooled
@@ -2448,17 +2753,54 @@ int vl__redis_ping(vl_redis *c)
      * PING's deadline too, since it is the oldest reply then. */
     if (rc == VL_OK && c->nuser > 0 && c->flight.tail != NULL)
         arm_for(c, c->flight.tail->deadline);
-    hold_settle(c);
+    settle(c);
     return rc;
 }
 
 void vl__redis_drop(vl_redis *c, const char *msg)
 {
-    if (c->closing || c->tearing || c->dying || (c->state != S_READY && c->state != S_CONNECTING))
+    if (c->closing || c->dying || (c->state != S_READY && c->state != S_CONNECTING))
         return;
     request_drop(c, VL_ECONN, msg);
-    if (c->in_hiredis == 0)
-        hold_settle(c);
+    settle(c);
+}
+
+vl_redis *vl__redis_new_push(vl_loop *loop, const char *url, const vl_redis_options *opts,
+                             vl__redis_event_fn fn, vl__redis_push_fn push, void *ud)
+{
+    vl_redis *c = conn_make(loop, url, opts);
+
+    if (c == NULL)
+        return NULL;
+    c->weak = 1;
+    c->ev_fn = fn;
+    c->push_fn = push;
+    c->ev_ud = ud;
+    if (c->state != S_INVALID) {
+        start_attempt(c);
+        settle(c);
+    }
+    return c;
+}
+
+int vl__redis_push_write(vl_redis *c, char *cmd, size_t len)
+{
+    int rc;
+
+    if (c->state != S_READY || c->fd < 0 || c->closing || c->dying) {
+        vl__redis_cmd_free(cmd);
+        return VL_ECONN;
+    }
+    if ((uint64_t)(c->ob_len - c->ob_off) + len > OBUF_MAX) {
+        vl__redis_cmd_free(cmd);
+        return VL_EBUSY;
+    }
+    rc = ob_append(c, cmd, len);
+    vl__redis_cmd_free(cmd);
+    if (rc == VL_OK)
+        want_flush(c);
+    settle(c);
+    return rc;
 }
 
 void vl__redis_detach(vl_redis *c)

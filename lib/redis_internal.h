@@ -18,8 +18,8 @@
 struct redisReply;
 
 /* ---- the RESP framer (lib/redis_resp.c) ----
- * Scans reply bytes before hiredis's reader gets them: where each top-level
- * reply ends, and whether it stays within the limits. Allocates nothing. */
+ * Scans reply bytes before any reply is built: where each top-level reply
+ * ends, and whether it stays within the limits. Allocates nothing. */
 
 /* hiredis 0.14's reader parses at most eight nested arrays. */
 #define VL__RESP_DEPTH_MAX 8
@@ -67,32 +67,16 @@ size_t vl__resp_scan(vl__resp *p, const char *buf, size_t len, size_t max_replie
 /* 1 while a reply has been started and not finished. */
 int vl__resp_mid_reply(const vl__resp *p);
 
-/* ---- building replies (lib/redis_reply.c) ----
- * hiredis's reader is given volley's object functions, which build each
- * reply as a vl_redis_reply in one allocation whose size the framer
- * measured: vl__reply_build_next before each complete reply is parsed. */
-typedef struct vl__reply_build {
-    size_t nodes, text;          /* measure of the next reply */
-    vl_redis_reply *node, *node_end; /* free nodes of the block being filled */
-    char *text_at, *text_end;    /* free string bytes of it */
-} vl__reply_build;
+/* ---- building replies (lib/redis_reply.c) ---- */
 
-struct redisReader;
-/* Makes `reader` build vl_redis_reply objects, with `b` (which must outlive
- * it) as its state. */
-void vl__redis_reader_setup(struct redisReader *reader, vl__reply_build *b);
-/* The next reply hiredis parses has `nodes` items and `text` string bytes
- * (with a NUL each): vl__resp's done_nodes and done_text. */
-void vl__reply_build_next(vl__reply_build *b, uint64_t nodes, uint64_t text);
-/* Takes a reply that hiredis passed to a reply callback away from it (its
- * freeObject then leaves it alone); the caller frees it with
- * vl_redis_reply_free. NULL when there was no memory for the reply. */
-vl_redis_reply *vl__redis_reply_take(void *reply);
+/* Builds the reply in buf[0..len), one complete top-level reply the framer
+ * accepted, whose block has `nodes` items and `text` string bytes (with a
+ * NUL each): vl__resp's done_nodes and done_text. The bytes are not checked
+ * again. NULL when out of memory. */
+vl_redis_reply *vl__reply_parse(const char *buf, size_t len, uint64_t nodes, uint64_t text);
 /* Bytes of one node of a reply's block: what each item costs in memory
  * besides its string. */
 size_t vl__redis_reply_node_size(void);
-/* 1 when there was no memory for this reply (its command gets VL_ENOMEM). */
-int vl__redis_reply_nomem(const vl_redis_reply *r);
 /* 1 for an ERROR reply. */
 int vl__redis_reply_is_error(const vl_redis_reply *r);
 /* The reply's text (for VL_ESERVER messages). */

@@ -274,6 +274,22 @@ fail:
  * into volley's allocator before anyone else sees it.
  */
 
+/* 1 when the '\n'-separated list `list` holds the line s[0..n). */
+static int line_in(const char *list, const char *s, size_t n)
+{
+    const char *p = list;
+
+    for (;;) {
+        const char *nl = strchr(p, '\n');
+        size_t l = nl != NULL ? (size_t)(nl - p) : strlen(p);
+        if (l == n && memcmp(p, s, n) == 0)
+            return 1;
+        if (nl == NULL)
+            return 0;
+        p = nl + 1;
+    }
+}
+
 static void *resolve_work(void *ud)
 {
     char *host = ud;
@@ -284,19 +300,38 @@ static void *resolve_work(void *ud)
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
-    /* Prefer IPv4: loopback services often listen on 127.0.0.1 only. */
+    /* Every address, IPv4 first: loopback services often listen on
+     * 127.0.0.1 only. One per line, duplicates (one per socket type the
+     * resolver would have listed) dropped. */
     if (getaddrinfo(host, NULL, &hints, &res) == 0) {
-        struct addrinfo *ai, *pick = NULL;
-        for (ai = res; ai != NULL; ai = ai->ai_next)
-            if (ai->ai_family == AF_INET) {
-                pick = ai;
-                break;
+        struct addrinfo *ai;
+        size_t len = 0, cap = 0;
+        int pass;
+        for (pass = 0; pass < 2; pass++) {
+            for (ai = res; ai != NULL; ai = ai->ai_next) {
+                size_t n;
+                char *grown;
+                if ((pass == 0) != (ai->ai_family == AF_INET))
+                    continue;
+                if (getnameinfo(ai->ai_addr, ai->ai_addrlen, buf, sizeof(buf), NULL, 0,
+                                NI_NUMERICHOST) != 0)
+                    continue;
+                n = strlen(buf);
+                if (out != NULL && line_in(out, buf, n))
+                    continue;
+                if (len + n + 2 > cap) {
+                    cap = (len + n + 2) * 2;
+                    grown = realloc(out, cap);
+                    if (grown == NULL)
+                        break;
+                    out = grown;
+                }
+                if (len > 0)
+                    out[len++] = '\n';
+                memcpy(out + len, buf, n + 1);
+                len += n;
             }
-        if (pick == NULL)
-            pick = res;
-        if (getnameinfo(pick->ai_addr, pick->ai_addrlen, buf, sizeof(buf), NULL, 0,
-                        NI_NUMERICHOST) == 0)
-            out = strdup(buf);
+        }
         freeaddrinfo(res);
     }
     free(host);
@@ -306,6 +341,7 @@ static void *resolve_work(void *ud)
 typedef struct resolve_req {
     vl_promise *p;
     char *host;
+    int all; /* every address, or the first */
 } resolve_req;
 
 static void resolve_done(vl_future *f, void *ud)
@@ -320,7 +356,10 @@ static void resolve_done(vl_future *f, void *ud)
         vl_promise_fail(r->p, VL_ECONN, msg != NULL ? msg : "cannot resolve host");
         vl__free(msg);
     } else {
-        char *copy = vl__strdup(addr);
+        char *copy;
+        if (!r->all && strchr(addr, '\n') != NULL)
+            *strchr(addr, '\n') = '\0';
+        copy = vl__strdup(addr);
         free(addr);
         if (copy == NULL)
             vl_promise_fail(r->p, VL_ENOMEM, "out of memory");
@@ -331,7 +370,7 @@ static void resolve_done(vl_future *f, void *ud)
     vl__free(r);
 }
 
-vl_future *vl__resolve(vl_loop *loop, const char *host)
+static vl_future *resolve(vl_loop *loop, const char *host, int all)
 {
     resolve_req *r;
     vl_future *out, *work;
@@ -354,6 +393,7 @@ vl_future *vl__resolve(vl_loop *loop, const char *host)
     if (r == NULL || arg == NULL)
         goto nomem;
     r->host = vl__strdup(host);
+    r->all = all;
     r->p = vl_promise_new(loop);
     if (r->host == NULL || r->p == NULL)
         goto nomem;
@@ -375,4 +415,14 @@ nomem:
         vl__free(r);
     }
     return NULL;
+}
+
+vl_future *vl__resolve(vl_loop *loop, const char *host)
+{
+    return resolve(loop, host, 0);
+}
+
+vl_future *vl__resolve_all(vl_loop *loop, const char *host)
+{
+    return resolve(loop, host, 1);
 }

@@ -42,5 +42,8 @@ int vl__host_is_ip(const char *host);
  * with a value that is a NUL-terminated numeric address (char *, freed with
  * vl__free). An IP literal completes at once (still from the loop). */
 struct vl_future *vl__resolve(struct vl_loop *loop, const char *host);
+/* The same with every address of `host`, IPv4 ones first, one per line
+ * ("127.0.0.1\n::1"): a client tries each in turn. */
+struct vl_future *vl__resolve_all(struct vl_loop *loop, const char *host);
 
 #endif

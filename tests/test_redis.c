@@ -872,7 +872,11 @@ static void malformed_urls(void **state)
         {"redis://127.0.0.1:99999", VL_EINVAL},
         {"redis://127.0.0.1:port", VL_EINVAL},
         {"http://127.0.0.1:6379", VL_EINVAL},
-        {"rediss://127.0.0.1:6379", VL_EUNSUPPORTED},
+        {"redis://127.0.0.1:6379?cacert=/etc/ssl/ca.pem", VL_EINVAL}, /* TLS needs rediss */
+        {"redis://127.0.0.1:6379?nosuch=1", VL_EINVAL},
+        {"rediss://127.0.0.1:6379?insecure=yes", VL_EINVAL},
+        {"rediss://127.0.0.1:6379?cacert=/nonexistent/ca.pem", VL_EINVAL},
+        {"redis://127.0.0.1:6379?name=two%20words", VL_EINVAL},
         {"redis://127.0.0.1:6379/abc", VL_EINVAL},
         {"redis://127.0.0.1:6379/-1", VL_EINVAL},
         {"unix://", VL_EINVAL},

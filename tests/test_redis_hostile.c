@@ -14,7 +14,6 @@
 #include "fixture.h"
 #include "redis_internal.h"
 
-#include <dlfcn.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -34,43 +33,6 @@ static long long reply_int(const vl_redis_reply *r)
     if (vl_redis_reply_integer(r, &v) != VL_OK)
         return LLONG_MIN;
     return v;
-}
-
-/* Fault injection below hiredis: while armed, the next malloc called from
- * libhiredis fails (hiredis 0.14 ignores that failure when it queues a
- * reply callback). Every other call goes to the allocator this malloc
- * stands in front of: ASan's when it is linked in, else the C library's
- * (both are reachable under those names, so nothing has to be looked up
- * with dlsym, which itself allocates while ASan starts up). */
-#if defined(__SANITIZE_ADDRESS__)
-void *__interceptor_malloc(size_t n);
-#define real_malloc __interceptor_malloc
-/* ASan calls malloc while it starts, before its shadow memory exists:
- * nothing here may be instrumented. */
-#define MALLOC_ATTR __attribute__((no_sanitize_address))
-#else
-#define MALLOC_ATTR
-void *__libc_malloc(size_t n);
-#define real_malloc __libc_malloc
-#endif
-
-static int fail_hiredis_malloc;
-
-MALLOC_ATTR static int called_from_hiredis(void *ret)
-{
-    Dl_info info;
-
-    return dladdr(ret, &info) != 0 && info.dli_fname != NULL &&
-           strstr(info.dli_fname, "libhiredis") != NULL;
-}
-
-MALLOC_ATTR void *malloc(size_t n)
-{
-    if (fail_hiredis_malloc && called_from_hiredis(__builtin_return_address(0))) {
-        fail_hiredis_malloc = 0;
-        return NULL;
-    }
-    return real_malloc(n);
 }
 
 /* The longest a hostile case may wait for its outcome. */
@@ -666,37 +628,56 @@ static void doomed_when_refused(void **state)
     doomed_when_reported("garbage", 0, VL_EPROTO);
 }
 
-/* ---- hiredis's silent failures ---- */
+/* ---- allocation failures ---- */
 
-/* hiredis 0.14 had no memory for a command's reply callback but still
- * answered REDIS_OK: the command fails with VL_ENOMEM and the connection is
- * closed (what was in flight fails with VL_ECONN), rather than its reply
- * reaching hiredis with no callback for it (an assert) or the wrong one. */
-static void hiredis_lost_callback(void **state)
+/* Every allocation a command needs on a ready connection (its future, its
+ * formatted copy, its entry, room in the output buffer) fails in turn: the
+ * command then fails alone (NULL, or VL_ENOMEM), and the command issued
+ * before it still gets its reply on the same connection. The value is big
+ * enough that the output buffer has to grow for it each time. */
+static void alloc_failure_fails_one_command(void **state)
 {
+    enum { BIG = 300 * 1024 };
     vl_loop *loop = vl_loop_new();
     tu_fixture fx;
-    const char *argv[2] = {"GET", "hostile:b"};
+    const char *argv[3] = {"SET", "hostile:big", NULL};
+    size_t argvlen[3] = {3, 11, BIG};
+    char *big = malloc(BIG);
+    unsigned epoch;
+    long n;
+    int failed = 0;
     vl_redis *x;
-    vl_future *a, *f;
 
     (void)state;
+    assert_non_null(big);
+    memset(big, 'v', BIG);
+    argv[2] = big;
     tu_fixture_start(&fx, "redis_hostile.py", "echo");
     x = hostile_new(loop, &fx, 0);
     vl_future_free(tu_run_cmd(loop, vl_redis_command(x, "GET hostile:k"), VL_OK));
-    a = vl_redis_command(x, "GET hostile:a");
-    /* The argv form: hiredis's formatter (which allocates) is not used. */
-    fail_hiredis_malloc = 1;
-    f = vl_redis_command_argv(x, 2, argv, NULL);
-    assert_int_equal(fail_hiredis_malloc, 0); /* hiredis did ask */
-    assert_non_null(f);
-    assert_int_equal(tu_await(loop, f), VL_ENOMEM);
-    assert_int_equal(tu_await(loop, a), VL_ECONN);
-    expect_text(vl_future_error(a), "out of memory queueing a command");
-    vl_future_free(a);
-    vl_future_free(f);
-    wait_down(loop, x);
+    epoch = vl__redis_epoch(x);
+    for (n = 1; n <= 8; n++) {
+        vl_future *a = vl_redis_command(x, "GET hostile:a"), *f;
+        int st;
+        assert_non_null(a);
+        tu_alloc_fail_at(n);
+        f = vl_redis_command_argv(x, 3, argv, argvlen);
+        tu_alloc_fail_at(0);
+        st = f != NULL ? tu_await(loop, f) : VL_ENOMEM;
+        assert_true(st == VL_OK || st == VL_ENOMEM);
+        if (st == VL_ENOMEM)
+            failed++;
+        if (f != NULL && st == VL_ENOMEM)
+            expect_text(vl_future_error(f), "out of memory");
+        assert_int_equal(tu_await(loop, a), VL_OK);
+        vl_future_free(a);
+        vl_future_free(f);
+        assert_int_equal(vl_redis_state(x), VL_REDIS_READY);
+    }
+    assert_true(failed >= 3); /* the future, the copy, the buffer at least */
+    assert_int_equal(vl__redis_epoch(x), epoch); /* never reconnected */
     vl_redis_free(x);
+    free(big);
     tu_fixture_stop(&fx);
     tu_finish(loop);
 }
@@ -771,7 +752,7 @@ int main(void)
         cmocka_unit_test_setup(unanswered_keepalive_closes, tu_setup),
         cmocka_unit_test_setup(doomed_when_overdue, tu_setup),
         cmocka_unit_test_setup(doomed_when_refused, tu_setup),
-        cmocka_unit_test_setup(hiredis_lost_callback, tu_setup),
+        cmocka_unit_test_setup(alloc_failure_fails_one_command, tu_setup),
         cmocka_unit_test_setup(output_buffer_bounded, tu_setup),
     };
 

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /* tests/fuzz/fuzz_redis_reply.c - libFuzzer target for the Redis reply path:
- * the RESP framer (lib/redis_resp.c), hiredis's reader behind it, and the
- * object functions that build volley's one-allocation replies
- * (lib/redis_reply.c), fed the way a connection feeds them.
+ * the RESP framer (lib/redis_resp.c) and the parser that builds volley's
+ * one-allocation replies from what it accepted (lib/redis_reply.c), fed the
+ * way a connection feeds them, with hiredis's reader as the oracle.
  *
  * Input: byte 0 picks the limits (the defaults, or small ones so that every
  * limit is reached), byte 1 the chunk size the bytes arrive in and how many
@@ -17,11 +17,12 @@
  *   asked for away from hiredis's assert);
  * - no accepted reply breaks a limit (bulk length, elements per array,
  *   nesting depth);
- * - volley's reply, built by its object functions for hiredis's reader in
- *   one block of the size the framer measured, equals the tree hiredis's
- *   own reader builds, node by node, and fills that block exactly; nothing
- *   leaks (a counting allocator), and a failed allocation gives the
- *   "no memory" reply for that one reply and nothing else.
+ * - volley's reply, parsed from the bytes of each reply the framer
+ *   completed into one block of the size the framer measured, equals the
+ *   tree hiredis's own reader builds from them, node by node, and its nodes
+ *   and strings add up to exactly that measure; nothing leaks (a counting
+ *   allocator), and a failed allocation gives no reply for that one reply
+ *   and nothing else.
  */
 #include "redis_internal.h"
 #include "fuzz_alloc.h"
@@ -118,35 +119,45 @@ static size_t frame(vl__resp *p, const vl__resp_limits *lim, const char *in, siz
     return total;
 }
 
-/* Parses one reply from each reader: hiredis's own tree from `ref`, and
- * volley's one-block reply from `vr` (failing its allocation when `oom`),
+/* Nodes and string bytes (with their NULs) of a built reply. */
+static void measure(const vl_redis_reply *v, uint64_t *nodes, uint64_t *text)
+{
+    size_t i, n = vl_redis_reply_count(v), len;
+
+    if (vl_redis_reply_str(v, &len) != NULL)
+        *text += len + 1;
+    *nodes += n;
+    for (i = 0; i < n; i++)
+        measure(vl_redis_reply_element(v, i), nodes, text);
+}
+
+/* Parses one reply two ways: hiredis's own tree from `ref`, and volley's
+ * one-block reply from the same bytes (failing its allocation when `oom`),
  * and checks they agree and that the framer's measure was exact. */
-static void one_reply(redisReader *ref, redisReader *vr, vl__reply_build *b, const vl__resp *p,
+static void one_reply(redisReader *ref, const char *buf, size_t len, const vl__resp *p,
                       const vl__resp_limits *lim, int oom)
 {
-    void *r1 = NULL, *r2 = NULL;
+    void *r1 = NULL;
     vl_redis_reply *v;
+    uint64_t nodes = 1, text = 0;
 
     check(redisReaderGetReply(ref, &r1) == REDIS_OK && r1 != NULL,
           "hiredis found no reply where the framer completed one");
     check(lim->max_reply_mem == 0 ||
               p->done_nodes * vl__redis_reply_node_size() + p->done_text <= lim->max_reply_mem,
           "reply over max_reply_mem accepted");
-    vl__reply_build_next(b, p->done_nodes, p->done_text);
     fz_calls = 0;
     fz_fail_at = oom ? 1 : 0;
-    check(redisReaderGetReply(vr, &r2) == REDIS_OK && r2 != NULL, "volley's reader failed");
+    v = vl__reply_parse(buf, len, p->done_nodes, p->done_text);
     fz_fail_at = 0;
     if (oom) {
-        check(vl__redis_reply_nomem(r2) && vl__redis_reply_take(r2) == NULL,
-              "a failed allocation still gave a reply");
+        check(v == NULL, "a failed allocation still gave a reply");
     } else {
-        check(!vl__redis_reply_nomem(r2), "no memory without a failure");
-        same(r2, r1, lim, 0);
-        check(b->node == b->node_end && b->text_at == b->text_end,
+        check(v != NULL, "no memory without a failure");
+        same(v, r1, lim, 0);
+        measure(v, &nodes, &text);
+        check(nodes == p->done_nodes && text == p->done_text,
               "the framer's measure of the reply was not exact");
-        v = vl__redis_reply_take(r2);
-        check(v != NULL, "take");
         vl_redis_reply_free(v);
     }
     freeReplyObject(r1);
@@ -156,10 +167,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     vl__resp_limits lim;
     vl__resp whole, pieces, p;
-    vl__reply_build b;
     size_t nwhole, npieces, used, used2, chunk, owed, pos, got, count = 0;
     const char *in;
-    redisReader *ref, *vr;
+    redisReader *ref;
     void *reply;
     int oom_every;
 
@@ -205,20 +215,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* Reply by reply, as a connection feeds them: hiredis's own reader and
      * one building volley's replies see the same bytes. */
     ref = redisReaderCreate();
-    vr = redisReaderCreate();
-    check(ref != NULL && vr != NULL, "no reader");
-    vl__redis_reader_setup(vr, &b);
+    check(ref != NULL, "no reader");
     vl__resp_init(&p, &lim);
     pos = 0;
     while (pos < size) {
         used = vl__resp_scan(&p, in + pos, size - pos, 1, &got);
         check(redisReaderFeed(ref, in + pos, used) == REDIS_OK, "feed");
-        check(redisReaderFeed(vr, in + pos, used) == REDIS_OK, "feed");
-        pos += used;
         if (got == 1) {
             count++;
-            one_reply(ref, vr, &b, &p, &lim, oom_every != 0 && count % oom_every == 0);
+            one_reply(ref, in + pos, used, &p, &lim, oom_every != 0 && count % oom_every == 0);
         }
+        pos += used;
         if (p.error || got == 0)
             break;
     }
@@ -228,7 +235,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
           "hiredis found a reply the framer did not count");
     check(ref->err == 0, "hiredis refused what the framer accepted");
     redisReaderFree(ref);
-    redisReaderFree(vr);
     check(fz_live == 0, "leak");
     return 0;
 }
