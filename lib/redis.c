@@ -1191,8 +1191,8 @@ static void io_update(vl_redis *c)
     vl__io_set(&c->io, c->fd, ev);
 }
 
-/* Appends to the output buffer. VL_OK or VL_ENOMEM (nothing appended). */
-static int ob_append(vl_redis *c, const char *p, size_t n)
+/* Room for n more bytes after ob_len. VL_OK or VL_ENOMEM. */
+static int ob_reserve(vl_redis *c, size_t n)
 {
     if (c->ob_cap - c->ob_len < n) {
         size_t cap;
@@ -1213,6 +1213,14 @@ static int ob_append(vl_redis *c, const char *p, size_t n)
             c->ob_cap = cap;
         }
     }
+    return VL_OK;
+}
+
+/* Appends to the output buffer. VL_OK or VL_ENOMEM (nothing appended). */
+static int ob_append(vl_redis *c, const char *p, size_t n)
+{
+    if (ob_reserve(c, n) != VL_OK)
+        return VL_ENOMEM;
     memcpy(c->ob + c->ob_len, p, n);
     c->ob_len += n;
     return VL_OK;
@@ -1245,9 +1253,18 @@ static int queue_cmd(vl_redis *c, rentry *e, const char *cmd, size_t len)
     return VL_OK;
 }
 
-/* Queues `e` for writing; takes cmd. On failure the entry fails alone. */
-static void submit(vl_redis *c, rentry *e, char *cmd, size_t len)
+/* Queues `e` for writing; takes cmd (`in_ob`: cmd was formatted in place
+ * at the end of the output buffer, and only has to be counted in). On
+ * failure the entry fails alone. */
+static void submit(vl_redis *c, rentry *e, char *cmd, size_t len, int in_ob)
 {
+    if (in_ob) {
+        c->ob_len += len;
+        e->len = len;
+        flight_append(c, e);
+        want_flush(c);
+        return;
+    }
     if ((uint64_t)(c->ob_len - c->ob_off) + len > OBUF_MAX) {
         char msg[160];
         snprintf(msg, sizeof(msg),
@@ -1294,7 +1311,7 @@ static void become_ready(vl_redis *c)
         char *cmd = e->cmd;
         wait_unlink(c, e);
         e->cmd = NULL;
-        submit(c, e, cmd, e->len);
+        submit(c, e, cmd, e->len, 0);
     }
     emit(c, VL__REDIS_EV_READY, VL_OK);
 }
@@ -1933,6 +1950,10 @@ static size_t digits(size_t v)
 {
     size_t n = 1;
 
+    if (v < 10)
+        return 1;
+    if (v < 100)
+        return 2;
     while (v >= 10) {
         v /= 10;
         n++;
@@ -1940,38 +1961,54 @@ static size_t digits(size_t v)
     return n;
 }
 
-long long vl__redis_format_argv(char **cmd, int argc, const char **argv, const size_t *argvlen)
+/* Bytes of the argv form of a command. */
+static size_t argv_size(int argc, const char **argv, const size_t *argvlen)
 {
-    size_t total, i, len;
-    char *p, num[24];
+    size_t total = 1 + digits((size_t)argc) + 2, i, len;
 
-    /* "*N\r\n" then "$L\r\n<arg>\r\n" per argument. */
-    total = 1 + digits((size_t)argc) + 2;
     for (i = 0; i < (size_t)argc; i++) {
         len = argvlen != NULL ? argvlen[i] : strlen(argv[i]);
         total += 1 + digits(len) + 2 + len + 2;
     }
-    p = *cmd = vl__malloc(total + 1);
-    if (p == NULL)
-        return -1;
-    *p++ = '*';
-    {
-        char *s = put_uint(num + sizeof(num), (size_t)argc);
-        size_t n = (size_t)(num + sizeof(num) - s);
-        memcpy(p, s, n);
-        p += n;
+    return total;
+}
+
+/* Writes v in decimal at p; returns the end. Lengths below 100 (nearly
+ * every key and small value) take no loop. */
+static char *put_num(char *p, size_t v)
+{
+    char num[24], *s;
+    size_t n;
+
+    if (v < 10) {
+        *p++ = (char)('0' + v);
+        return p;
     }
+    if (v < 100) {
+        *p++ = (char)('0' + v / 10);
+        *p++ = (char)('0' + v % 10);
+        return p;
+    }
+    s = put_uint(num + sizeof(num), v);
+    n = (size_t)(num + sizeof(num) - s);
+    memcpy(p, s, n);
+    return p + n;
+}
+
+/* Writes "*N\r\n" then "$L\r\n<arg>\r\n" per argument, and a NUL, at p
+ * (argv_size + 1 bytes). */
+static void format_argv_at(char *p, int argc, const char **argv, const size_t *argvlen)
+{
+    size_t i, len;
+
+    *p++ = '*';
+    p = put_num(p, (size_t)argc);
     *p++ = '\r';
     *p++ = '\n';
     for (i = 0; i < (size_t)argc; i++) {
-        char *s;
-        size_t n;
         len = argvlen != NULL ? argvlen[i] : strlen(argv[i]);
         *p++ = '$';
-        s = put_uint(num + sizeof(num), len);
-        n = (size_t)(num + sizeof(num) - s);
-        memcpy(p, s, n);
-        p += n;
+        p = put_num(p, len);
         *p++ = '\r';
         *p++ = '\n';
         memcpy(p, argv[i], len);
@@ -1980,6 +2017,16 @@ long long vl__redis_format_argv(char **cmd, int argc, const char **argv, const s
         *p++ = '\n';
     }
     *p = '\0';
+}
+
+long long vl__redis_format_argv(char **cmd, int argc, const char **argv, const size_t *argvlen)
+{
+    size_t total = argv_size(argc, argv, argvlen);
+
+    *cmd = vl__malloc(total + 1);
+    if (*cmd == NULL)
+        return -1;
+    format_argv_at(*cmd, argc, argv, argvlen);
     return (long long)total;
 }
 
@@ -2104,6 +2151,13 @@ static uint64_t block_time(int how, const char *p, const char *end, size_t argc)
     return t == 0 ? UINT64_MAX : t;
 }
 
+/* The lengths and first letters of the names in classify's table. */
+#define KNOWN_LENS ((1u << 4) | (1u << 5) | (1u << 6) | (1u << 7) | (1u << 8) | (1u << 9) | \
+                    (1u << 10) | (1u << 11) | (1u << 12))
+#define KL(c) (1u << ((c) - 'A'))
+#define KNOWN_FIRST (KL('A') | KL('B') | KL('C') | KL('D') | KL('E') | KL('H') | KL('M') | \
+                     KL('P') | KL('R') | KL('S') | KL('U') | KL('W') | KL('X'))
+
 static int classify(const char *cmd, size_t len, unsigned *flags, uint64_t *block, char *name,
                     size_t namelen)
 {
@@ -2151,6 +2205,13 @@ static int classify(const char *cmd, size_t len, unsigned *flags, uint64_t *bloc
         return VL_OK; /* longer than any command we care about */
     memcpy(name, arg, n);
     name[n] = '\0';
+    /* Most commands (GET, SET, HGETALL...) have a length or a first letter
+     * no entry has: two bit tests turn them away before the table. */
+    {
+        int up = name[0] & ~0x20;
+        if (up < 'A' || up > 'Z' || !((KNOWN_LENS >> n) & 1u) || !((KNOWN_FIRST >> (up - 'A')) & 1u))
+            return VL_OK;
+    }
     for (i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
         if (known[i].len != n || (name[0] & ~0x20) != known[i].name[0])
             continue;
@@ -2201,11 +2262,38 @@ static vl_future *fail_with(vl_redis *c, vl_future *f, int status, const char *m
 }
 
 static vl_future *send_cmd(vl_redis *c, vl_future *f, char *cmd, size_t len, int shared,
-                           int ready);
+                           int in_ob);
 
 vl_future *vl__redis_send(vl_redis *c, vl_future *f, char *cmd, size_t len, int shared)
 {
     return send_cmd(c, f, cmd, len, shared, 0);
+}
+
+vl_future *vl__redis_send_argv(vl_redis *c, vl_future *f, int argc, const char **argv,
+                               const size_t *argvlen, int shared)
+{
+    char *cmd = NULL;
+    long long len;
+
+    /* The hot path: a ready connection with nothing waiting for the
+     * handshake takes the command straight into its output buffer, with no
+     * copy of its own. Anything else goes the general way. */
+    if (c->state == S_READY && !c->dying && !c->closing && c->wait.n == 0 &&
+        !vl__loop_closing(c->loop)) {
+        size_t total = argv_size(argc, argv, argvlen);
+        if ((uint64_t)(c->ob_len - c->ob_off) + total <= OBUF_MAX &&
+            ob_reserve(c, total + 1) == VL_OK) {
+            /* send_cmd reaches submit for it (the connection is ready),
+             * and nothing appends to the buffer before: the bytes after
+             * ob_len stay this command's until counted in. */
+            format_argv_at(c->ob + c->ob_len, argc, argv, argvlen);
+            return send_cmd(c, f, c->ob + c->ob_len, total, shared, 1);
+        }
+    }
+    len = vl__redis_format_argv(&cmd, argc, argv, argvlen);
+    if (len < 0)
+        return f != NULL ? fail_with(c, f, VL_ENOMEM, "out of memory") : NULL;
+    return send_cmd(c, f, cmd, (size_t)len, shared, 0);
 }
 
 vl_future *vl_redis_ready(vl_redis *c)
@@ -2219,11 +2307,19 @@ vl_future *vl_redis_ready(vl_redis *c)
     len = vl__redis_format_argv(&cmd, 1, argv, NULL);
     if (len < 0)
         return NULL;
-    return send_cmd(c, NULL, cmd, (size_t)len, 0, 1);
+    return send_cmd(c, NULL, cmd, (size_t)len, 0, 0);
+}
+
+/* Frees a command handed to send_cmd, unless it lives in the output buffer
+ * (where it is simply not counted in). */
+static void cmd_drop(char *cmd, int in_ob)
+{
+    if (!in_ob)
+        vl__redis_cmd_free(cmd);
 }
 
 static vl_future *send_cmd(vl_redis *c, vl_future *f, char *cmd, size_t len, int shared,
-                           int ready)
+                           int in_ob)
 {
     unsigned flags;
     uint64_t block, deadline;
@@ -2232,12 +2328,12 @@ static vl_future *send_cmd(vl_redis *c, vl_future *f, char *cmd, size_t len, int
     int rc;
 
     if (c->state == S_INVALID) {
-        vl__redis_cmd_free(cmd);
+        cmd_drop(cmd, in_ob);
         return fail_with(c, f, c->invalid_status, c->err);
     }
     rc = classify(cmd, len, &flags, &block, name, sizeof(name));
     if (rc != VL_OK) {
-        vl__redis_cmd_free(cmd);
+        cmd_drop(cmd, in_ob);
         if (rc == VL_EINVAL)
             return fail_with(c, f, rc, "empty command");
         snprintf(msg, sizeof(msg), "%s is not supported on a command connection", name);
@@ -2246,30 +2342,30 @@ static vl_future *send_cmd(vl_redis *c, vl_future *f, char *cmd, size_t len, int
     if (shared && flags != 0) {
         /* MULTI, WATCH, SELECT... would change the connection for every
          * other caller of the pool; they need a connection of their own. */
-        vl__redis_cmd_free(cmd);
+        cmd_drop(cmd, in_ob);
         snprintf(msg, sizeof(msg), "%s needs a lease (vl_redis_pool_lease)", name);
         return fail_with(c, f, VL_EUNSUPPORTED, msg);
     }
     if (c->closing || c->dying || vl__loop_closing(c->loop)) {
-        vl__redis_cmd_free(cmd);
+        cmd_drop(cmd, in_ob);
         return fail_with(c, f, c->closing ? VL_ECLOSED : VL_ECONN,
                          c->closing ? "connection is closed" : "connection is closing");
     }
     if (c->state == S_DOWN) {
         /* Fail fast between attempts: see "Reconnection" in volley/redis.h. */
-        vl__redis_cmd_free(cmd);
+        cmd_drop(cmd, in_ob);
         return fail_with(c, f, VL_ECONN, c->err != NULL ? c->err : "not connected");
     }
     e = entry_get(c);
     if (e == NULL) {
-        vl__redis_cmd_free(cmd);
+        cmd_drop(cmd, in_ob);
         return f != NULL ? fail_with(c, f, VL_ENOMEM, "out of memory") : NULL;
     }
     if (f == NULL) {
         f = vl__future_make(c->loop, &entry_ops, e);
         if (f == NULL) {
             entry_put(c, e);
-            vl__redis_cmd_free(cmd);
+            cmd_drop(cmd, in_ob);
             return NULL;
         }
     } else {
@@ -2277,7 +2373,6 @@ static vl_future *send_cmd(vl_redis *c, vl_future *f, char *cmd, size_t len, int
     }
     e->f = f;
     e->kind = K_USER;
-    VL__UNUSED(ready); /* the PING's reply is its value, like any command's */
     e->flags = (unsigned char)flags;
     {
         size_t i;
@@ -2298,7 +2393,7 @@ static vl_future *send_cmd(vl_redis *c, vl_future *f, char *cmd, size_t len, int
     c->nuser++;
     deadline = e->deadline; /* submit may recycle e */
     if (c->state == S_READY) {
-        submit(c, e, cmd, len);
+        submit(c, e, cmd, len, in_ob);
     } else {
         e->cmd = cmd;
         e->len = len;
@@ -2341,8 +2436,6 @@ vl_future *vl_redis_command(vl_redis *c, const char *fmt, ...)
 
 vl_future *vl_redis_command_argv(vl_redis *c, int argc, const char **argv, const size_t *argvlen)
 {
-    char *cmd = NULL;
-    long long len;
     int i;
 
     if (c == NULL)
@@ -2354,10 +2447,7 @@ vl_future *vl_redis_command_argv(vl_redis *c, int argc, const char **argv, const
     for (i = 0; i < argc; i++)
         if (argv[i] == NULL)
             return vl__future_failed(c->loop, VL_EINVAL, "argument %d is NULL", i);
-    len = vl__redis_format_argv(&cmd, argc, argv, argvlen);
-    if (len < 0)
-        return NULL; /* the only failure of the argv formatter */
-    return vl__redis_send(c, NULL, cmd, (size_t)len, 0);
+    return vl__redis_send_argv(c, NULL, argc, argv, argvlen, 0);
 }
 
 /* ---- lifecycle ---- */

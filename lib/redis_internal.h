@@ -109,6 +109,12 @@ vl_future *vl__redis_format_failed(vl_loop *loop, long long len, const char *why
  * AUTH, CLIENT TRACKING, SWAPDB. */
 vl_future *vl__redis_send(vl_redis *c, vl_future *f, char *cmd, size_t len, int shared);
 
+/* The same for a command in argv form (argc > 0, no NULL argument): a
+ * ready connection formats it straight into its output buffer. Returns
+ * like vl__redis_send; NULL also when out of memory formatting it. */
+vl_future *vl__redis_send_argv(vl_redis *c, vl_future *f, int argc, const char **argv,
+                               const size_t *argvlen, int shared);
+
 /* Events a connection reports to its owner. */
 enum {
     VL__REDIS_EV_READY = 1, /* the handshake succeeded */

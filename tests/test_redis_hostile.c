@@ -630,11 +630,12 @@ static void doomed_when_refused(void **state)
 
 /* ---- allocation failures ---- */
 
-/* Every allocation a command needs on a ready connection (its future, its
- * formatted copy, its entry, room in the output buffer) fails in turn: the
- * command then fails alone (NULL, or VL_ENOMEM), and the command issued
- * before it still gets its reply on the same connection. The value is big
- * enough that the output buffer has to grow for it each time. */
+/* Every allocation a command needs on a ready connection (room in the
+ * output buffer, its future, a formatted copy when the buffer could not
+ * grow) fails in turn: the command then fails alone (NULL, or VL_ENOMEM)
+ * or gets through another way, and the command issued before it still gets
+ * its reply on the same connection, which never reconnects. The value is
+ * big enough that the output buffer has to grow for it each time. */
 static void alloc_failure_fails_one_command(void **state)
 {
     enum { BIG = 300 * 1024 };
@@ -674,7 +675,7 @@ static void alloc_failure_fails_one_command(void **state)
         vl_future_free(f);
         assert_int_equal(vl_redis_state(x), VL_REDIS_READY);
     }
-    assert_true(failed >= 3); /* the future, the copy, the buffer at least */
+    assert_true(failed >= 1); /* the future, at least */
     assert_int_equal(vl__redis_epoch(x), epoch); /* never reconnected */
     vl_redis_free(x);
     free(big);
