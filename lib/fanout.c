@@ -389,7 +389,8 @@ static int prepare_host(fanout *fo, size_t i, const char *url, const char *passw
     if (rc != VL_OK)
         return rc;
     if (fo->kind == KIND_REDIS)
-        ok_scheme = strcmp(u.scheme, "redis") == 0 || strcmp(u.scheme, "unix") == 0;
+        ok_scheme = strcmp(u.scheme, "redis") == 0 || strcmp(u.scheme, "rediss") == 0 ||
+                    strcmp(u.scheme, "unix") == 0;
     else
         ok_scheme = strcmp(u.scheme, "mysql") == 0 || strcmp(u.scheme, "mariadb") == 0 ||
                     strcmp(u.scheme, "unix") == 0;

@@ -55,7 +55,7 @@ VL_EXPORT void vl_fanout_options_init_sized(vl_fanout_options *o, size_t struct_
 #define vl_fanout_options_init(o) vl_fanout_options_init_sized((o), sizeof(*(o)))
 
 /* Sends one Redis command (binary-safe argv; argvlen may be NULL for C
- * strings) to every URL (redis://, unix://). Arguments and URLs are copied
+ * strings) to every URL (redis://, rediss://, unix://). Arguments and URLs are copied
  * before the call returns. */
 VL_EXPORT vl_future *vl_fanout_redis(vl_loop *loop, const char *const *urls, size_t n,
                                      int argc, const char *const *argv,
