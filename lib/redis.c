@@ -1463,7 +1463,7 @@ static void tls_step(vl_redis *c)
         io_update(c);
         return;
     }
-    drop_with(c, rc == VL_ENOMEM ? VL_ENOMEM : VL_ECONN, "TLS: ", why);
+    drop_with(c, rc == VL_ENOMEM ? VL_ENOMEM : VL_ECONN, "", why); /* "TLS: ..." */
 }
 
 /* The TCP (or unix socket) connect succeeded. */

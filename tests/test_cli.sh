@@ -217,4 +217,21 @@ run -g -t 2000 -H "127.0.0.1:$CLOSED,$U/r1.sock,127.0.0.1:$CLOSED" PING
 check "-g folds two identical hosts into one range with a count of 2" \
     bash -c "[ \$(grep -c '^----------------\$' '$T/out') -eq 4 ] && sed -n 2p '$T/out' | grep -qxF '127.0.0.1:[$CLOSED-$CLOSED] (2)' && sed -n 6p '$T/out' | grep -qxF '$U/r1.sock (1)'"
 
+# --- TLS: rediss:// URLs and --tls for host:port, verified against --cacert ---
+TP=$VL_TEST_REDIS_TLS_PORT
+run -H "127.0.0.1:$TP,rediss://localhost:$TP" --tls --cacert "$VL_TEST_TLS_DIR/ca.crt" PING
+check "--tls and rediss:// hosts answer over TLS, verified with --cacert" \
+    bash -c "[ $rc -eq 0 ] && [ \$(grep -c ': PONG\$' '$T/out') -eq 2 ]"
+run -H "rediss://localhost:$VL_TEST_REDIS_TLS_WRONGHOST_PORT" --cacert "$VL_TEST_TLS_DIR/ca.crt" PING
+check "a host-name mismatch is a connect error that says so" \
+    bash -c "[ $rc -eq 2 ] && grep -q 'host name mismatch' '$T/out'"
+run -H "rediss://localhost:$VL_TEST_REDIS_TLS_WRONGHOST_PORT" --insecure PING
+check "--insecure connects and warns on stderr" \
+    bash -c "[ $rc -eq 0 ] && grep -q 'PONG' '$T/out' && grep -q 'warning: TLS certificates are not verified' '$T/err'"
+run -H "rediss://localhost:$VL_TEST_REDIS_TLS_WRONGHOST_PORT?insecure=1" PING
+check "insecure=1 in a URL warns too" grep -q 'warning: TLS certificates are not verified' "$T/err"
+run -H "127.0.0.1:$TP" --tls --cacert "$VL_TEST_TLS_DIR/other-ca.crt" PING
+check "an untrusted CA fails verification" \
+    bash -c "[ $rc -eq 2 ] && grep -q 'certificate verify failed' '$T/out' && ! grep -q warning '$T/err'"
+
 [ "$fails" -eq 0 ]

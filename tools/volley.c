@@ -35,6 +35,9 @@ typedef struct cli {
     int group;
     int json;
     int askpass;
+    int tls;             /* --tls: bare host:port means rediss:// */
+    const char *cacert, *cert, *key;
+    int insecure;
     char password[512];
     int have_password;
     int is_mysql;
@@ -74,6 +77,12 @@ static void usage(FILE *out)
             "stays in the shell's history, and other users can read it with ps until\n"
             "volley blots it out of its arguments at start-up.\n"
             "      --askpass            prompt for a password on the terminal\n"
+            "TLS (Redis): rediss:// URLs, or --tls for hosts given as host:port;\n"
+            "certificates are verified against the system CAs unless --cacert:\n"
+            "      --tls                connect to host:port hosts over TLS\n"
+            "      --cacert FILE        trusted CA certificates (PEM)\n"
+            "      --cert FILE          client certificate (PEM); --key FILE its key\n"
+            "      --insecure           do not verify certificates (prints a warning)\n"
             "  -V, --version            print the version and exit\n"
             "  -h, --help               print this help and exit\n"
             "\n"
@@ -151,6 +160,48 @@ static void url_encode(char *dst, size_t cap, const char *s)
     dst[j] = '\0';
 }
 
+/* 1 when the query `q` ("?a=1&b=2", or NULL) has the parameter `eq` ("b="). */
+static int has_param(const char *q, const char *eq)
+{
+    size_t n = strlen(eq);
+
+    while (q != NULL) {
+        if (strncmp(q + 1, eq, n) == 0)
+            return 1;
+        q = strchr(q + 1, '&');
+    }
+    return 0;
+}
+
+/* Adds the TLS options to a rediss:// URL that does not set them itself.
+ * 0, or -1 when the URL would not fit. */
+static int tls_params(cli *c, char *buf, size_t cap)
+{
+    const char *names[4] = {"cacert", "cert", "key", "insecure"};
+    const char *vals[4];
+    size_t k, n;
+
+    vals[0] = c->cacert;
+    vals[1] = c->cert;
+    vals[2] = c->key;
+    vals[3] = c->insecure ? "1" : NULL;
+    for (k = 0; k < 4; k++) {
+        char want[16], enc[3 * 1024];
+        const char *q = strchr(buf, '?');
+        if (vals[k] == NULL)
+            continue;
+        snprintf(want, sizeof(want), "%s=", names[k]);
+        if (has_param(q, want))
+            continue; /* the URL says it already */
+        url_encode(enc, sizeof(enc), vals[k]);
+        n = strlen(buf);
+        if ((size_t)snprintf(buf + n, cap - n, "%c%s%s", q != NULL ? '&' : '?', want, enc) >=
+            cap - n)
+            return -1;
+    }
+    return 0;
+}
+
 /* Turns each typed host into a URL and decides the kind of the run. */
 static int build_urls(cli *c)
 {
@@ -171,7 +222,8 @@ static int build_urls(cli *c)
             if ((slen == 5 && strncmp(h, "mysql", 5) == 0) ||
                 (slen == 7 && strncmp(h, "mariadb", 7) == 0))
                 saw_mysql = 1;
-            else if (slen == 5 && strncmp(h, "redis", 5) == 0)
+            else if ((slen == 5 && strncmp(h, "redis", 5) == 0) ||
+                     (slen == 6 && strncmp(h, "rediss", 6) == 0))
                 saw_redis = 1;
             else if (slen == 4 && strncmp(h, "unix", 4) == 0)
                 *(c->sql != NULL ? &saw_mysql : &saw_redis) = 1;
@@ -190,8 +242,12 @@ static int build_urls(cli *c)
                      db[0] ? "/" : "", db);
             saw_mysql = 1;
         } else {
-            snprintf(buf, sizeof(buf), "redis://%s", h);
+            snprintf(buf, sizeof(buf), "%s://%s", c->tls ? "rediss" : "redis", h);
             saw_redis = 1;
+        }
+        if (strncmp(buf, "rediss://", 9) == 0 && tls_params(c, buf, sizeof(buf)) != 0) {
+            fprintf(stderr, CLI_NAME ": host '%s' is too long\n", h);
+            return CLI_EXIT_USAGE;
         }
         c->urls[i] = strdup(buf);
         /* A typed URL, or user:password@host, may hold a password: print
@@ -386,7 +442,8 @@ static void cli_free(cli *c)
 
 int main(int argc, char **argv)
 {
-    enum { OPT_CONNECT_TIMEOUT = 1000, OPT_STREAM, OPT_JSON, OPT_ASKPASS };
+    enum { OPT_CONNECT_TIMEOUT = 1000, OPT_STREAM, OPT_JSON, OPT_ASKPASS, OPT_TLS, OPT_CACERT,
+           OPT_CERT, OPT_KEY, OPT_INSECURE };
     static const struct option longopts[] = {
         {"hosts", required_argument, NULL, 'H'},
         {"hosts-file", required_argument, NULL, 'f'},
@@ -400,6 +457,11 @@ int main(int argc, char **argv)
         {"group", no_argument, NULL, 'g'},
         {"json", no_argument, NULL, OPT_JSON},
         {"askpass", no_argument, NULL, OPT_ASKPASS},
+        {"tls", no_argument, NULL, OPT_TLS},
+        {"cacert", required_argument, NULL, OPT_CACERT},
+        {"cert", required_argument, NULL, OPT_CERT},
+        {"key", required_argument, NULL, OPT_KEY},
+        {"insecure", no_argument, NULL, OPT_INSECURE},
         {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -471,6 +533,21 @@ int main(int argc, char **argv)
         case OPT_ASKPASS:
             c.askpass = 1;
             break;
+        case OPT_TLS:
+            c.tls = 1;
+            break;
+        case OPT_CACERT:
+            c.cacert = optarg;
+            break;
+        case OPT_CERT:
+            c.cert = optarg;
+            break;
+        case OPT_KEY:
+            c.key = optarg;
+            break;
+        case OPT_INSECURE:
+            c.insecure = 1;
+            break;
         case 'V':
             printf(CLI_NAME " %s (libvolley %s)\n", VL_VERSION_STRING, vl_version());
             cli_free(&c);
@@ -510,6 +587,14 @@ int main(int argc, char **argv)
             return CLI_EXIT_UNREACHABLE;
         }
         return rc;
+    }
+    for (size_t h = 0; h < c.hosts.n; h++) {
+        const char *q = strchr(c.urls[h], '?');
+        if (strncmp(c.urls[h], "rediss://", 9) == 0 && has_param(q, "insecure=1")) {
+            fprintf(stderr, CLI_NAME ": warning: TLS certificates are not verified (insecure): "
+                            "anyone on the path can read and change the traffic\n");
+            break;
+        }
     }
     if (c.askpass && read_password(&c) != 0)
         return cli_free(&c), CLI_EXIT_USAGE;
