@@ -6,8 +6,9 @@
  *
  * Redis: one vl_redis_pool per host (max_size = min_idle = connections per
  * host, so every connection is open before the clock starts) or, with one
- * connection per host or --no-pool, plain vl_redis connections with
- * request i on connection i % connections. MySQL: one vl_mysql_pool of
+ * connection per host or --no-pool, plain vl_redis connections: the window
+ * starts spread evenly over them and each reply's connection gets the next
+ * request, as in raw (the pools choose the connection themselves). MySQL: one vl_mysql_pool of
  * `connections`; requests past the pool size wait in the pool's FIFO queue,
  * their latency counting from the call. With --no-pool, plain vl_mysql
  * connections, each given a statement only when idle. Point selects and
@@ -30,7 +31,7 @@ typedef struct bench_async bench_async;
 typedef struct bench_slot {
     bench_async *x;
     uint64_t i, t0;
-    int conn; /* MySQL without pool: the connection it runs on */
+    int conn; /* without pool: the connection it runs on */
 } bench_slot;
 
 struct bench_async {
@@ -167,7 +168,7 @@ static void bench_async_redis_issue(bench_slot *s)
     if (x->rp)
         f = vl_redis_pool_command_argv(x->rp[s->i % (uint64_t)x->nrp], argc, argv, lens);
     else
-        f = vl_redis_command_argv(x->rc[s->i % (uint64_t)x->nrc], argc, argv, lens);
+        f = vl_redis_command_argv(x->rc[s->conn], argc, argv, lens);
     if (f == NULL || vl_future_then(f, bench_async_redis_cb, s) != VL_OK) {
         fprintf(stderr, "volley-bench: async: out of memory\n");
         abort();
@@ -218,7 +219,7 @@ static int bench_async_redis_open(bench_async *x)
     int per_host = c->conns / c->hosts;
     if (per_host < 1)
         per_host = 1;
-    if (per_host > 1 && !bench_async_no_pool) {
+    if (per_host > 1 && !bench_async_no_pool && !c->no_pool) {
         x->nrp = c->hosts;
         x->rp = calloc((size_t)x->nrp, sizeof *x->rp);
         if (x->rp == NULL)
@@ -478,6 +479,9 @@ int bench_async_run(const bench_env *e, const bench_case *c, bench_run *r)
         if (s == NULL)
             break;
         s->x = &x;
+        /* Plain Redis connections: the window spread evenly, each slot
+         * then staying on its connection, as in raw. */
+        s->conn = x.nrc > 0 ? (int)(k % (uint64_t)x.nrc) : 0;
         if (c->backend == BENCH_REDIS)
             bench_async_redis_issue(s);
         else

@@ -72,6 +72,7 @@ typedef struct bench_case {
     int threads;        /* threads mode: thread count */
     int via_proxy;      /* connect through the delaying proxy */
     int tls;            /* rediss:// to the TLS server (async, redis-benchmark) */
+    int no_pool;        /* async: plain connections even where a pool would be used */
     int group;          /* scenario index, for the chart */
     uint64_t requests;
     char label[48];     /* the row's name when not its mode: reference tools, "async rediss" */

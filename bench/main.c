@@ -34,7 +34,8 @@ static const char *const bench_usage =
     "Scenarios (-t, comma separated; default: all but soak, small scale sweep):\n"
     "  redis-get, redis-set, redis-hash (HSET + HGETALL)       kind cpu\n"
     "  redis-get-c50, redis-get-p16: GET on 50 connections, 1 or 16 in\n"
-    "                flight each, beside redis-benchmark -c 50 [-P 16]\n"
+    "                flight each, beside redis-benchmark -c 50 [-P 16]; p16 adds\n"
+    "                `async conns`, the async load on plain connections\n"
     "  redis-get-p1000: GET on 1 connection, 1000 in flight (async, raw),\n"
     "                beside redis-benchmark -c 1 -P 1000\n"
     "  redis-tls-p16 GET, 50 connections x 16, async over rediss:// and over\n"
@@ -307,6 +308,27 @@ static void bench_build_plan(bench_plan *p)
                             50, 800, bench_count(500000), 0);
         bench_plan_cut(p, "redis-get-p16", BENCH_SYNC, bench_count(100000));
         bench_plan_cut(p, "redis-get-p16", BENCH_THREADS, bench_count(200000));
+        /* The same async load on 50 plain connections, each keeping its 16
+         * in flight, beside the pool, which picks connections itself: the
+         * gap between the two rows is the pool's dispatch. */
+        if (O.modes[BENCH_ASYNC] && !bench_async_no_pool) {
+            bench_result *r = bench_add(p, "redis-get-p16", BENCH_KIND_CPU, BENCH_REDIS,
+                                        BENCH_OP_GET, BENCH_ASYNC);
+            r->c.group = p->group - 1;
+            r->c.no_pool = 1;
+            r->c.conns = bench_pick(O.conns, 50);
+            r->c.window = bench_pick(O.window, 800);
+            r->c.requests = bench_count(500000);
+            snprintf(r->c.label, sizeof r->c.label, "async conns");
+            /* Shown right below the pool's row. */
+            size_t at = p->n - 1;
+            while (at > 0 && p->rs[at - 1].c.mode > BENCH_ASYNC &&
+                   strcmp(p->rs[at - 1].c.name, "redis-get-p16") == 0)
+                at--;
+            bench_result row = p->rs[p->n - 1];
+            memmove(&p->rs[at + 1], &p->rs[at], (p->n - 1 - at) * sizeof row);
+            p->rs[at] = row;
+        }
         if (O.ref)
             bench_plan_ref(p, "redis-get-p16", BENCH_REDIS, "redis-benchmark -c 50 -P 16", 50, 16,
                            bench_count(1000000));
@@ -793,12 +815,15 @@ static int bench_tls_prepare(bench_plan *p)
     return bench_tls_failed ? -1 : 0;
 }
 
-/* The run of scenario `name` in `mode` (tls: over rediss://), or NULL. */
-static const bench_result *bench_find(const bench_plan *p, const char *name, int mode, int tls)
+/* The run of scenario `name` in `mode` (tls: over rediss://; no_pool: the
+ * "async conns" row), or NULL. */
+static const bench_result *bench_find(const bench_plan *p, const char *name, int mode, int tls,
+                                      int no_pool)
 {
     for (size_t k = 0; k < p->n; k++) {
         const bench_result *r = &p->rs[k];
-        if (strcmp(r->c.name, name) == 0 && r->c.mode == mode && r->c.tls == tls)
+        if (strcmp(r->c.name, name) == 0 && r->c.mode == mode && r->c.tls == tls &&
+            r->c.no_pool == no_pool)
             return r;
     }
     return NULL;
@@ -816,11 +841,21 @@ static const char *bench_unusable(const bench_result *r)
     return NULL;
 }
 
-/* num / den of scenario `name` against `bound`; ctx, when usable, adds
- * ctx / den for comparison (raw against the same reference). */
+/* Appends ", LABEL / DEN = R" to t's note when r is usable. */
+static void bench_target_also(bench_target *t, const bench_result *r, const char *den_name,
+                              const bench_result *den)
+{
+    if (bench_unusable(r) || bench_unusable(den))
+        return;
+    size_t len = strlen(t->note);
+    snprintf(t->note + len, sizeof t->note - len, "%s%s / %s = %.2fx", len ? "; " : "",
+             bench_label(r), den_name, r->ops_per_sec / den->ops_per_sec);
+}
+
+/* num / den of scenario `name` against `bound`. */
 static void bench_target_ratio(bench_target *t, const char *name, const bench_result *num,
                                const char *num_name, const bench_result *den,
-                               const char *den_name, double bound, const bench_result *ctx)
+                               const char *den_name, double bound)
 {
     memset(t, 0, sizeof *t);
     snprintf(t->name, sizeof t->name, "%s", name);
@@ -839,9 +874,6 @@ static void bench_target_ratio(bench_target *t, const char *name, const bench_re
     }
     t->value = num->ops_per_sec / den->ops_per_sec;
     t->status = t->value >= bound ? BENCH_TARGET_MET : BENCH_TARGET_NOT_MET;
-    if (bench_unusable(ctx) == NULL)
-        snprintf(t->note, sizeof t->note, "%s / %s = %.2fx", bench_label(ctx), den_name,
-                 ctx->ops_per_sec / den->ops_per_sec);
 }
 
 /* Bytes per request in flight in mode m, from the soak-window runs at the
@@ -879,13 +911,18 @@ static size_t bench_targets(const bench_plan *p, bench_target *ts)
         {"redis-get-p1000", "redis-benchmark -c 1 -P 1000", 0.8},
     };
     for (size_t k = 0; k < sizeof vs_ref / sizeof vs_ref[0]; k++) {
-        if (!bench_has_test(vs_ref[k].name))
+        const char *name = vs_ref[k].name;
+        if (!bench_has_test(name))
             continue;
-        bench_target_ratio(&ts[n++], vs_ref[k].name, bench_find(p, vs_ref[k].name, BENCH_ASYNC, 0),
-                           "async", bench_find(p, vs_ref[k].name, BENCH_REF, 0), vs_ref[k].ref,
-                           vs_ref[k].bound, bench_find(p, vs_ref[k].name, BENCH_RAW, 0));
-        if (!O.ref && ts[n - 1].status == BENCH_TARGET_UNMEASURED)
-            snprintf(ts[n - 1].note, sizeof ts[n - 1].note, "no redis-benchmark run (--no-ref)");
+        bench_target *t = &ts[n++];
+        const bench_result *ref = bench_find(p, name, BENCH_REF, 0, 0);
+        bench_target_ratio(t, name, bench_find(p, name, BENCH_ASYNC, 0, 0), "async", ref,
+                           vs_ref[k].ref, vs_ref[k].bound);
+        if (!O.ref && t->status == BENCH_TARGET_UNMEASURED)
+            snprintf(t->note, sizeof t->note, "no redis-benchmark run (--no-ref)");
+        /* For comparison: async on plain connections, and raw. */
+        bench_target_also(t, bench_find(p, name, BENCH_ASYNC, 0, 1), vs_ref[k].ref, ref);
+        bench_target_also(t, bench_find(p, name, BENCH_RAW, 0, 0), vs_ref[k].ref, ref);
     }
     if (bench_has_test("soak-window") || bench_has_test("soak") || O.soak) {
         bench_target *t = &ts[n++];
@@ -914,17 +951,15 @@ static size_t bench_targets(const bench_plan *p, bench_target *ts)
     }
     if (bench_has_test("redis-tls-p16")) {
         bench_target *t = &ts[n];
-        bench_target_ratio(t, "redis-tls-p16", bench_find(p, "redis-tls-p16", BENCH_ASYNC, 1),
-                           "async rediss", bench_find(p, "redis-tls-p16", BENCH_ASYNC, 0),
-                           "async redis", 0.7, NULL);
-        const bench_result *ref = bench_find(p, "redis-tls-p16", BENCH_REF, 1);
-        const bench_result *tls = bench_find(p, "redis-tls-p16", BENCH_ASYNC, 1);
+        const bench_result *tls = bench_find(p, "redis-tls-p16", BENCH_ASYNC, 1, 0);
+        bench_target_ratio(t, "redis-tls-p16", tls, "async rediss",
+                           bench_find(p, "redis-tls-p16", BENCH_ASYNC, 0, 0), "async redis", 0.7);
         if (bench_tls_why[0]) {
             t->status = bench_tls_failed ? BENCH_TARGET_UNMEASURED : BENCH_TARGET_SKIPPED;
             snprintf(t->note, sizeof t->note, "%s", bench_tls_why);
-        } else if (t->status != BENCH_TARGET_UNMEASURED && !bench_unusable(ref)) {
-            snprintf(t->note, sizeof t->note, "async rediss / %s = %.2fx", bench_label(ref),
-                     tls->ops_per_sec / ref->ops_per_sec);
+        } else {
+            const bench_result *ref = bench_find(p, "redis-tls-p16", BENCH_REF, 1, 0);
+            bench_target_also(t, tls, bench_label(ref ? ref : tls), ref);
         }
         n++;
     }

@@ -28,6 +28,8 @@ slot(m) = (m eq "sync") ? -0.30 : (m eq "threads") ? -0.18 : \
           (m eq "async" || m eq "async redis") ? -0.06 : \
           (m eq "raw" || m eq "async rediss") ? 0.06 : \
           (m eq "redis-benchmark -c 50 -P 16") ? 0.30 : 0.18
+# Everything else takes 0.18: the other reference tools, one per group, and
+# "async conns", whose group's reference (-P 16) sits at 0.30.
 w = 0.11
 set style fill solid 0.85 border -1
 set boxwidth w absolute
@@ -60,9 +62,10 @@ stats csv every ::1 using ((strcol(3) eq "scale") ? \
 
 # A series for each mode (and reference tool) that has rows of that kind.
 modes = "sync threads async raw"
-# The TLS scenario's two async rows, whose labels have a space.
-extras = 2
-extra(k) = (k == 1) ? "async redis" : "async rediss"
+# The async rows with a label of their own (it has a space): the TLS
+# scenario's two, and redis-get-p16's on plain connections.
+extras = 3
+extra(k) = (k == 1) ? "async redis" : (k == 2) ? "async rediss" : "async conns"
 refs = 5
 ref(k) = (k == 1) ? "redis-benchmark -c 50" : (k == 2) ? "redis-benchmark -c 50 -P 16" : \
          (k == 3) ? "redis-benchmark -c 1 -P 1000" : (k == 4) ? "redis-benchmark --tls -c 50 -P 16" : \
