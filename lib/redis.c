@@ -1715,10 +1715,8 @@ static void start_attempt(vl_redis *c)
 
 /* ---- commands ---- */
 
-/* Commands are built in volley's own allocation. The printf form goes
- * through hiredis's formatter (it owns the format language) and is copied
- * once; the argv form, the hot path, is written here directly: hiredis
- * 0.14's redisFormatCommandArgv spends most of its time in sprintf. */
+/* Commands are formatted here, in volley's own allocation or, for the argv
+ * form on a ready connection, straight into its output buffer. */
 /* ---- the printf-style formatter ----
  * volley's own, so that every conversion C99 defines for integers is
  * understood (hiredis 0.14's refuses %zu, %jd, %td and %hhd) and a bad one

@@ -6,7 +6,7 @@
  * once (so a request that has to wait in the pool keeps its own copy of the
  * arguments), then hands the formatted buffer and an existing future to the
  * connection it picked. The connection reports what the pool needs to know
- * through one event callback, which may run while hiredis is on the stack:
+ * through one event callback, which may run inside the connection's I/O:
  * the pool must not free the reporting connection from it (vl_redis_free
  * defers itself there anyway) and must not recurse without bound.
  */
@@ -21,7 +21,8 @@ struct redisReply;
  * Scans reply bytes before any reply is built: where each top-level reply
  * ends, and whether it stays within the limits. Allocates nothing. */
 
-/* hiredis 0.14's reader parses at most eight nested arrays. */
+/* Arrays nest at most eight deep (as hiredis 0.14's reader, the fuzz
+ * oracle, allows). */
 #define VL__RESP_DEPTH_MAX 8
 
 typedef struct vl__resp_limits {
@@ -57,7 +58,7 @@ void vl__resp_init(vl__resp *p, const vl__resp_limits *lim);
 /* Changes the limits from the next byte on (`lim` NULL: none). */
 void vl__resp_set_limits(vl__resp *p, const vl__resp_limits *lim);
 /* Scans buf[0..len) and stops after `max_replies` complete top-level
- * replies, or at the end. Returns the bytes that may be given to hiredis and
+ * replies, or at the end. Returns the bytes that may be parsed and
  * sets *replies to the complete replies among them. On a malformed stream or
  * a limit broken, p->error and p->msg are set: the bytes and replies returned
  * are then those before the reply that broke it (still good); every later
@@ -150,7 +151,7 @@ void vl__redis_hold(vl_redis *c, int on);
 int vl__redis_ping(vl_redis *c);
 /* Ends the connection as if the server had hung up (its commands fail with
  * VL_ECONN and `msg`); it reconnects by itself. Safe from inside an event:
- * the teardown then waits for hiredis to return. */
+ * the teardown then waits for the end of it. */
 void vl__redis_drop(vl_redis *c, const char *msg);
 
 /* ---- push connections (lib/redis_pubsub.c) ----

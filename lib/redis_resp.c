@@ -1,19 +1,18 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /* lib/redis_resp.c - volley's own RESP2 framer: where each reply ends, and
- * whether it stays within the limits, before hiredis sees a byte of it.
+ * whether it stays within the limits, before any reply is built from it.
  *
- * Why. hiredis 0.14's reader trusts the server: "*777777770\r\n" makes it
- * calloc 6 GB for the element pointers, a bulk header lets it buffer any
- * length, and a reply nobody asked for reaches an assert in
- * redisProcessCallbacks. So the connection reads the socket itself and runs
- * every byte through this framer first. It knows where each top-level reply
- * ends, which lets the connection hand hiredis exactly the replies that
- * commands are owed and no more, and it refuses a reply over a limit as soon
- * as the header that breaks it has been read.
+ * Why. A reader that trusts the server (hiredis 0.14's does) lets
+ * "*777777770\r\n" calloc 6 GB for the element pointers and a bulk header
+ * buffer any length. The connection runs every byte through this framer
+ * first: it knows where each top-level reply ends, which lets the
+ * connection take exactly the replies commands are owed and no more, and it
+ * refuses a reply over a limit as soon as the header that breaks it has
+ * been read.
  *
- * Strictness. Whatever the framer accepts, hiredis's reader must parse to
- * the same replies without an error (tests/fuzz/fuzz_redis_reply.c checks
- * that): numbers follow hiredis's string2ll (no '+', no leading zero, no
+ * Strictness. Whatever the framer accepts, lib/redis_reply.c's parser and
+ * hiredis's reader (the fuzz oracle) must parse to the same replies without
+ * an error (tests/fuzz/fuzz_redis_reply.c checks that): numbers follow hiredis's string2ll (no '+', no leading zero, no
  * "-0", in range), lengths below -1 are refused, arrays nest at most
  * VL__RESP_DEPTH_MAX deep (hiredis refuses an array inside eight others,
  * even an empty one). The framer is stricter in one place: a bulk string

@@ -1,17 +1,37 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /* volley/redis.h - Redis connections, replies and pools.
  *
- * Built on hiredis's asynchronous API (RESP2, no TLS). Every call below
+ * volley's own connection engine (RESP2; TLS with OpenSSL): it owns the
+ * socket, and hiredis is not used for Redis connections. Every call below
  * belongs to the loop's thread (see volley/loop.h); every command returns a
  * vl_future * that follows the rules of volley/future.h: NULL only when out
  * of memory, and the callback runs exactly once, from the loop.
  *
  * ---- Endpoints --------------------------------------------------------------
  *
- *   redis://[[user]:password@]host[:port][/db]      port 6379, db 0 by default
- *   unix:///path/to.sock[?db=N]                       unix:// may carry :pw@ too
+ *   redis://[[user]:password@]host[:port][/db][?name=N]  port 6379, db 0
+ *   rediss://...same...[?cacert=F&capath=D&cert=F&key=F&sni=H&insecure=1]
+ *   unix:///path/to.sock[?db=N][&name=N]              unix:// may carry :pw@ too
  *
- * Every part is percent-decoded. A password makes the connection send
+ * Every part is percent-decoded. A host name is resolved to all of its
+ * addresses (IPv4 first), and each is tried in turn within the connect
+ * timeout. name= sends "CLIENT SETNAME name" in the handshake, so operators
+ * find the connection in CLIENT LIST (printable ASCII, no spaces). An
+ * unknown parameter is refused (VL_EINVAL), so a typo never silently drops
+ * a setting.
+ *
+ * TLS (rediss://). The TLS handshake runs on the loop without blocking,
+ * within the connect timeout, before AUTH. The server's certificate is
+ * verified by default: against the system CA store, or cacert= (a PEM
+ * file) and capath= (a hashed directory); its name (or IP address) must be
+ * the URL's host, or sni= when given, which is also sent as SNI. cert= and
+ * key= give a client certificate (key= may be left out when cert= holds
+ * both). insecure=1 turns verification off: an explicit opt-out for tests
+ * (the CLI warns when it is used). A wrong CA, an expired certificate, a
+ * host-name mismatch or a plain server fail the connect with VL_ECONN and
+ * OpenSSL's reason ("TLS: certificate verify failed: certificate has
+ * expired"); a CA file that cannot be read is a bad URL (VL_EINVAL). A
+ * context (the loaded CAs) is made per connection when it is created. A password makes the connection send
  * "AUTH password" (or "AUTH user password" when a user is given) and a db
  * other than 0 makes it send "SELECT db", both before any command of yours.
  * Every handshake ends with "PING <token>", whose answer proves that the
@@ -34,12 +54,8 @@
  *
  * Signals. A server that closes the connection while volley writes to it
  * must not kill the process with SIGPIPE, and a library must not change
- * the process's signal disposition either. volley writes every command
- * itself with send(MSG_NOSIGNAL); hiredis's own write() is never reached
- * with bytes to write (its output buffer is empty while it handles the
- * connect), and where hiredis is called in that phase SIGPIPE is blocked
- * for the call (pthread_sigmask) and a SIGPIPE it raised is consumed with
- * sigtimedwait before the mask is restored, as libcurl does.
+ * the process's signal disposition either. Every write is
+ * send(MSG_NOSIGNAL), over TLS too (through a BIO of volley's own).
  * Commands issued meanwhile wait and are written only once the handshake has
  * succeeded, so a failed SELECT can never send them to the wrong database.
  * Host names are resolved on a worker thread (vl_loop_run_in_thread), so the
@@ -52,7 +68,7 @@
  *   VL_EINVAL       malformed URL, NULL or empty command, an unsupported
  *                   printf conversion (named in the message), options
  *                   with a struct_size this library does not know
- *   VL_EUNSUPPORTED rediss:// (TLS), and the commands that change the reply
+ *   VL_EUNSUPPORTED the commands that change the reply
  *                   stream, which are not offered on a command connection:
  *                   SUBSCRIBE/PSUBSCRIBE/SSUBSCRIBE/UNSUBSCRIBE/PUNSUBSCRIBE/
  *                   MONITOR, CLIENT REPLY OFF|SKIP (replies go missing) and
@@ -105,8 +121,9 @@
  * command_timeout_ms closes the connection when the oldest reply is
  * overdue: see "Command timeouts".) Only a command still waiting for the handshake (issued
  * while the connection was connecting, or in AUTH/SELECT) is not sent at
- * all when cancelled. A command issued on a ready connection is handed to
- * hiredis at once and written before the loop next polls, so cancelling it,
+ * all when cancelled. A command issued on a ready connection goes into its
+ * output buffer at once and is written before the loop next polls (at once
+ * when 64 KiB are waiting), so cancelling it,
  * even before the loop ran, does not stop it: the server still runs it, and
  * only its reply is dropped. Do not count on a cancel to undo a write.
  */
@@ -207,7 +224,7 @@ VL_EXPORT void vl_redis_reply_free(vl_redis_reply *r);
  * size_t, bytes uint64_t, booleans int 0/1. */
 typedef struct vl_redis_options {
     size_t struct_size;          /* set by vl_redis_options_init */
-    uint64_t connect_timeout_ms; /* resolve + connect + AUTH/SELECT/PING; 5000. 0: off */
+    uint64_t connect_timeout_ms; /* resolve + connect + TLS + AUTH/SELECT/PING; 5000. 0: off */
     uint64_t command_timeout_ms; /* per command, from the call on; 10000. 0: off.
                                   * See "Command timeouts" below */
     uint64_t reconnect_min_ms;   /* first backoff; 100 */
@@ -220,7 +237,7 @@ typedef struct vl_redis_options {
                                   * (max_reply_mem, at the end, bounds its
                                   * size in memory) */
     size_t max_depth;            /* nested arrays (1: flat); 8, also the most
-                                  * that hiredis 0.14 parses (0: 8) */
+                                  * that the reply parser nests (0: 8) */
     /* TCP only (not unix://), see "Dead peers" below. */
     uint64_t tcp_keepalive_ms;   /* idle time before keepalive probes; 15000. 0: off */
     uint64_t tcp_user_timeout_ms; /* TCP_USER_TIMEOUT; 30000. 0: the kernel's */
@@ -257,8 +274,8 @@ typedef struct vl_redis_options {
  *
  * ---- Reply limits -----------------------------------------------------------
  *
- * Replies are checked as they are read, before hiredis buffers or allocates
- * anything for them: a bulk header longer than max_bulk_len (Redis's own
+ * Replies are checked as they are read, before anything is allocated for
+ * them: a bulk header longer than max_bulk_len (Redis's own
  * proto-max-bulk-len, so no real server stores a longer string), an array
  * header with more than max_elements elements, arrays nested deeper than
  * max_depth, or a reply passing max_reply_bytes, is refused as soon as the
@@ -329,7 +346,7 @@ enum {
  *
  * Returns NULL only when out of memory (or loop is NULL). A malformed or
  * unsupported URL still gives a connection, in state VL_REDIS_INVALID, whose
- * every command fails with VL_EINVAL (VL_EUNSUPPORTED for rediss://) and a
+ * every command fails with VL_EINVAL and a
  * message saying what is wrong; vl_redis_error() tells the same at once.
  *
  * `opts` follows the ABI rule of vl_redis_options; a struct_size it does
@@ -368,9 +385,9 @@ VL_EXPORT vl_future *vl_redis_command_argv(vl_redis *c, int argc, const char **a
 
 /* Closes and frees the connection now. Every pending future (in flight or
  * waiting) completes with VL_ECANCELED; their callbacks run from the loop
- * later, as always. Legal from inside any volley callback (rule 5): hiredis
- * is never on the stack when your code runs, and a free requested from
- * inside volley's own I/O handling is deferred until hiredis has returned.
+ * later, as always. Legal from inside any volley callback (rule 5): your
+ * code never runs inside the connection's I/O handling, and a free a pool
+ * requests from inside it is deferred to the end of it.
  * NULL is a no-op. */
 VL_EXPORT void vl_redis_free(vl_redis *c);
 
