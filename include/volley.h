@@ -2,7 +2,8 @@
 /* volley.h - async Redis and MySQL/MariaDB for C, on one libev loop.
  *
  * Include this umbrella header; each concept has its own header under
- * volley/: common (errors, allocator), loop, future, redis, mysql, fanout.
+ * volley/: common (errors, allocator), loop, future, redis, pubsub, mysql,
+ * fanout.
  */
 #ifndef VOLLEY_H
 #define VOLLEY_H
@@ -11,6 +12,7 @@
 #include "volley/loop.h"
 #include "volley/future.h"
 #include "volley/redis.h"
+#include "volley/pubsub.h"
 #include "volley/mysql.h"
 #include "volley/fanout.h"
 
