@@ -613,6 +613,64 @@ static void subscribe_before_connect(void **state)
     sub_close(loop, s, pub, &x);
 }
 
+/* ---- AUTH, SELECT and unix sockets: the handshake of volley/redis.h ---- */
+
+static void auth_select_and_unix(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    const char *ch = "au:ch";
+    char url[512], bad[512];
+    vl_redis_sub *s, *u;
+    vl_redis *pub;
+    rx x, y;
+
+    (void)state;
+    snprintf(url, sizeof(url), "redis://:%s@127.0.0.1:%s/3", tu_env("VL_TEST_REDIS_PASSWORD"),
+             tu_env("VL_TEST_REDIS_AUTH_PORT"));
+    s = sub_open(loop, url, &x, 0, 1);
+    pub = vl_redis_new(loop, url, NULL);
+    expect_confirm(loop, vl_redis_subscribe(s, 1, &ch), "subscribe", "au:ch", 1);
+    /* Over a unix socket, on a plain server. */
+    snprintf(bad, sizeof(bad), "unix://%s?db=2", tu_env_item("VL_TEST_REDIS_SOCKS", 0));
+    u = sub_open(loop, bad, &y, 0, 1);
+    expect_confirm(loop, vl_redis_subscribe(u, 1, &ch), "subscribe", "au:ch", 1);
+    assert_int_equal(publish(loop, pub, ch, "pw", 2), 1);
+    wait_count(loop, &x.msgs, 1, 5000);
+    assert_string_equal(x.last_payload, "pw");
+    vl_redis_free(pub);
+    pub = vl_redis_new(loop, tu_redis_url(0), NULL);
+    assert_int_equal(publish(loop, pub, ch, "sock", 4), 1);
+    wait_count(loop, &y.msgs, 1, 5000);
+    assert_string_equal(y.last_payload, "sock");
+    vl_redis_sub_free(u);
+    rx_clear(&y);
+    sub_close(loop, s, pub, &x);
+}
+
+/* A wrong password never gets there, attempt after attempt: the call
+ * waits, and the error says why without the password. */
+static void wrong_password_waits(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    const char *ch = "au:ch";
+    char bad[512];
+    vl_redis_sub *s;
+    vl_future *f;
+    rx x;
+
+    (void)state;
+    snprintf(bad, sizeof(bad), "redis://:not-%s@127.0.0.1:%s/3",
+             tu_env("VL_TEST_REDIS_PASSWORD"), tu_env("VL_TEST_REDIS_AUTH_PORT"));
+    s = sub_open(loop, bad, &x, 0, 1);
+    f = vl_future_timeout(vl_redis_subscribe(s, 1, &ch), 300);
+    tu_run_cmd(loop, f, VL_ETIMEDOUT);
+    vl_future_free(f);
+    printf("# wrong password: %s\n", vl_redis_sub_error(s));
+    assert_non_null(strstr(vl_redis_sub_error(s), "WRONGPASS"));
+    assert_null(strstr(vl_redis_sub_error(s), tu_env("VL_TEST_REDIS_PASSWORD")));
+    sub_close(loop, s, NULL, &x);
+}
+
 /* ---- freeing with futures pending ---- */
 
 typedef struct seen {
@@ -1060,7 +1118,8 @@ static void keepalive_answered(void **state)
  * at a time, telling the test about each accept through a pipe. It answers
  * the handshake PING with its token, CLIENT ID with 42, other commands with
  * +OK, and SUBSCRIBE according to the scenario (names starting "hang:" it
- * never confirms). It exits by itself after
+ * never confirms; "close_first" hangs up on the first SUBSCRIBE of its
+ * first connection). It exits by itself after
  * 60 s, and the test kills it at its end. */
 
 typedef struct liar {
@@ -1124,7 +1183,7 @@ static void say(int fd, const char *fmt, ...)
         (void)send(fd, out, (size_t)n, MSG_NOSIGNAL);
 }
 
-static void liar_conn(int fd, const char *scenario)
+static void liar_conn(int fd, const char *scenario, long conn)
 {
     static char buf[65536];
     size_t have = 0;
@@ -1150,6 +1209,8 @@ static void liar_conn(int fd, const char *scenario)
             } else if (argc >= 2 && strncasecmp(argv[0], "CLIENT", 6) == 0) {
                 say(fd, ":42\r\n");
             } else if (argc >= 1 && lens[0] == 9 && strncasecmp(argv[0], "SUBSCRIBE", 9) == 0) {
+                if (conn == 1 && strcmp(scenario, "close_first") == 0)
+                    return; /* hang up with the subscription unconfirmed */
                 for (i = 1; i < argc; i++) {
                     int nl = (int)lens[i];
                     if (nl >= 5 && memcmp(argv[i], "hang:", 5) == 0)
@@ -1205,13 +1266,14 @@ static void liar_start(liar *l, const char *scenario)
         close(p[0]);
         signal(SIGPIPE, SIG_IGN);
         alarm(60); /* its own watchdog */
+        long conn = 0;
         for (;;) {
             int fd = accept(lfd, NULL, NULL);
             if (fd < 0)
                 _exit(0);
             if (write(p[1], "c", 1) != 1)
                 _exit(0);
-            liar_conn(fd, scenario);
+            liar_conn(fd, scenario, ++conn);
             close(fd);
         }
     }
@@ -1378,6 +1440,111 @@ static void no_reconnect(void **state)
     sub_close(loop, s, NULL, &x);
 }
 
+/* A subscribe on the wire when the connection is lost is sent again on
+ * the next one and completes once, on that confirmation. */
+static void in_flight_across_reconnect(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    const char *ch = "fly:ch";
+    vl_redis_sub *s;
+    vl_future *f;
+    liar l;
+    seen w;
+    rx x;
+
+    (void)state;
+    memset(&w, 0, sizeof(w));
+    s = liar_open(loop, &l, "close_first", &x, 0, 1);
+    f = vl_redis_subscribe(s, 1, &ch);
+    assert_int_equal(vl_future_then(f, seen_cb, &w), VL_OK);
+    liar_wait(loop, &l, 2);
+    {
+        uint64_t end = vl_loop_now_ms(loop) + tu_ms(5000);
+        while (w.calls == 0 && vl_loop_now_ms(loop) < end)
+            tu_sleep_ms(loop, 5);
+    }
+    assert_int_equal(w.calls, 1);
+    assert_int_equal(w.status, VL_OK);
+    {
+        /* The loss was noted: it was wanted when the connection went. */
+        uint64_t end = vl_loop_now_ms(loop) + tu_ms(1000);
+        while (x.gaps == 0 && vl_loop_now_ms(loop) < end)
+            tu_sleep_ms(loop, 5);
+    }
+    assert_int_equal(x.gaps, 1);
+    tu_sleep_ms(loop, 50);
+    assert_int_equal(w.calls, 1);
+    liar_stop(&l);
+    sub_close(loop, s, NULL, &x);
+}
+
+/* The SUBSCRIBE calls a server has run, from INFO commandstats. */
+static long long subscribe_calls(vl_loop *loop, vl_redis *c)
+{
+    vl_future *f = tu_run_cmd(loop, vl_redis_command(c, "INFO commandstats"), VL_OK);
+    const char *s = strstr(vl_redis_reply_str(vl_future_redis_reply(f), NULL),
+                           "cmdstat_subscribe:calls=");
+    long long n = s != NULL ? strtoll(s + strlen("cmdstat_subscribe:calls="), NULL, 10) : 0;
+
+    vl_future_free(f);
+    return n;
+}
+
+/* 2,500 channels subscribed one call each come back after a reconnect in
+ * a few batched commands, every one of them. */
+#define MANY 2500
+
+static void resubscribe_batched(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    static char names[MANY][24];
+    vl_redis_sub *s;
+    vl_redis *ctl;
+    long long id = 0, before, after;
+    vl_future *f;
+    int i, pending = 0;
+    rx x;
+
+    (void)state;
+    s = sub_open(loop, tu_redis_url(1), &x, 0, 1);
+    ctl = vl_redis_new(loop, tu_redis_url(1), NULL);
+    for (i = 0; i < MANY; i++) {
+        const char *one = names[i];
+        snprintf(names[i], sizeof(names[i]), "many:%d", i);
+        f = vl_redis_subscribe(s, 1, &one);
+        assert_int_equal(vl_future_then(f, tu_count_cb, &pending), VL_OK);
+    }
+    {
+        uint64_t end = vl_loop_now_ms(loop) + tu_ms(10000);
+        while (pending < MANY && vl_loop_now_ms(loop) < end)
+            tu_sleep_ms(loop, 5);
+    }
+    assert_int_equal(pending, MANY);
+    assert_int_equal(vl_redis_sub_client_id(s, &id), VL_OK);
+    before = subscribe_calls(loop, ctl);
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(ctl, "CLIENT KILL ID %lld", id), VL_OK));
+    {
+        uint64_t end = vl_loop_now_ms(loop) + tu_ms(10000);
+        while (x.gaps == 0 && vl_loop_now_ms(loop) < end)
+            tu_sleep_ms(loop, 5);
+    }
+    assert_int_equal(x.gaps, 1);
+    after = subscribe_calls(loop, ctl);
+    printf("# resubscribe: %d channels in %lld SUBSCRIBE commands\n", MANY, after - before);
+    assert_int_equal(after - before, (MANY + 999) / 1000);
+    /* Every one of them is back. */
+    f = tu_run_cmd(loop, vl_redis_command(ctl, "PUBSUB NUMSUB many:0 many:1249 many:2499"),
+                   VL_OK);
+    for (i = 0; i < 3; i++)
+        assert_int_equal(reply_int(vl_redis_reply_element(vl_future_redis_reply(f), 2 * i + 1)),
+                         1);
+    vl_future_free(f);
+    f = tu_run_cmd(loop, vl_redis_command(ctl, "CLIENT LIST TYPE pubsub"), VL_OK);
+    assert_non_null(strstr(vl_redis_reply_str(vl_future_redis_reply(f), NULL), " sub=2500 "));
+    vl_future_free(f);
+    sub_close(loop, s, ctl, &x);
+}
+
 /* Every allocation failing in turn: each future still completes once (or
  * the call returns NULL), nothing leaks, the loop ends empty. */
 static int oom_ok(int rc)
@@ -1440,6 +1607,8 @@ int main(void)
         cmocka_unit_test_setup(kill9_resubscribes, tu_setup),
         cmocka_unit_test_setup(confirmations, tu_setup),
         cmocka_unit_test_setup(subscribe_before_connect, tu_setup),
+        cmocka_unit_test_setup(auth_select_and_unix, tu_setup),
+        cmocka_unit_test_setup(wrong_password_waits, tu_setup),
         cmocka_unit_test_setup(free_with_pending, tu_setup),
         cmocka_unit_test_setup(free_inside_message, tu_setup),
         cmocka_unit_test_setup(binary_payload, tu_setup),
@@ -1456,6 +1625,8 @@ int main(void)
         {"malformed_stray_integer", malformed, tu_setup, NULL, (void *)&lies[4]},
         cmocka_unit_test_setup(keepalive_unanswered, tu_setup),
         cmocka_unit_test_setup(no_reconnect, tu_setup),
+        cmocka_unit_test_setup(in_flight_across_reconnect, tu_setup),
+        cmocka_unit_test_setup(resubscribe_batched, tu_setup),
         cmocka_unit_test_setup(out_of_memory, tu_setup),
     };
 

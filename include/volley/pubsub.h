@@ -112,6 +112,8 @@
  *   VL_ESERVER   the server refused the command (see "Confirmations")
  *   VL_ECONN     the connection was lost and reconnect is 0: pending and
  *                later calls fail so
+ *   VL_EBUSY     the connection's output buffer is full (1 GiB unread by
+ *                the server, as in volley/redis.h): that call is not sent
  *   VL_ECANCELED the future was cancelled, or the subscriber freed
  *   VL_ECLOSED   the loop is being freed
  *   VL_ENOMEM    out of memory (only ever for that one future)
@@ -209,8 +211,9 @@ VL_EXPORT void vl_redis_sub_options_init_sized(vl_redis_sub_options *o, size_t s
  *
  * The subscriber belongs to the loop: vl_loop_free frees it if you have not.
  * It keeps vl_loop_run running while it has a subscription or a future
- * pending (a subscriber is there to wait for messages), reconnects
- * included; one with neither lets vl_loop_run return. */
+ * pending (a subscriber is there to wait for messages), through reconnects
+ * too; one with neither, or one down for good (reconnect 0), lets
+ * vl_loop_run return. */
 VL_EXPORT vl_redis_sub *vl_redis_sub_new(vl_loop *loop, const char *url,
                                          const vl_redis_sub_options *opts);
 
