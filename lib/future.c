@@ -15,14 +15,33 @@
 
 enum { ST_PENDING = 0, ST_DONE = 1 };
 
-typedef struct group {
-    vl_future **kids;
+typedef struct group group;
+
+/* A child of all/any: its callback's user data, which says whose and where. */
+typedef struct kid {
+    group *g;
+    vl_future *f;
+} kid;
+
+struct group {
+    vl_future *parent;
+    kid *kids;
     size_t n;
     size_t remaining;
     long winner;        /* any: index of the first child, or -1 */
     long first_error;   /* all: index of the first failed child, or -1 */
     int is_any;
-} group;
+};
+
+/* What few futures need: a failure message, a deadline, a group. Made on
+ * first use, so that the common future (a command that succeeds) stays
+ * small: it is the memory every request in flight costs. */
+typedef struct fext {
+    char *msg;
+    vl__timer *deadline;
+    uint64_t timeout_ms;           /* of the deadline, for its message */
+    group *grp;                    /* all/any */
+} fext;
 
 struct vl_future {
     vl__ready ready;               /* the loop's ready list; first member */
@@ -33,16 +52,12 @@ struct vl_future {
     void *ud;
     void *value;
     vl_free_fn value_free;
-    char *msg;
-    vl__timer *deadline;
-    uint64_t timeout_ms;           /* of the deadline, for its message */
-    group *grp;                    /* all/any */
-    vl_future *parent;             /* a child of all/any */
-    size_t index;                  /* position in the parent */
+    fext *x;                       /* NULL until needed */
     int status;
     unsigned char state;
     unsigned char vtype;
     unsigned consumed : 1;         /* then was called */
+    unsigned child : 1;            /* owned by an all/any, which frees it */
     unsigned queued : 1;           /* on the ready list */
     unsigned in_cb : 1;            /* its callback is running */
     unsigned zombie : 1;           /* freed while queued */
@@ -50,6 +65,32 @@ struct vl_future {
 
 static void future_destroy(vl_future *f);
 static void future_run(vl__ready *r);
+
+static fext *ext(vl_future *f)
+{
+    if (f->x == NULL)
+        f->x = vl__calloc(1, sizeof(*f->x));
+    return f->x;
+}
+
+static const char *msg_of(const vl_future *f)
+{
+    return f->x != NULL ? f->x->msg : NULL;
+}
+
+static group *grp_of(const vl_future *f)
+{
+    return f->x != NULL ? f->x->grp : NULL;
+}
+
+static void deadline_drop(vl_future *f)
+{
+    if (f->x != NULL && f->x->deadline != NULL) {
+        vl__timer_stop(f->x->deadline);
+        vl__free(f->x->deadline);
+        f->x->deadline = NULL;
+    }
+}
 
 vl_future *vl__future_make(vl_loop *loop, const vl__source_ops *ops, void *source)
 {
@@ -77,7 +118,7 @@ int vl__future_vtype(const vl_future *f)
 
 int vl__future_owned(const vl_future *f)
 {
-    return f->consumed || f->parent != NULL;
+    return f->consumed || f->child;
 }
 
 vl_loop *vl_future_loop(const vl_future *f)
@@ -108,13 +149,9 @@ void vl__future_complete(vl_future *f, int status, void *value, int vtype,
     f->vtype = (unsigned char)(value != NULL ? vtype : VL__VAL_NONE);
     f->ops = NULL;
     f->source = NULL;
-    if (msg != NULL && msg[0] != '\0')
-        f->msg = vl__strdup(msg); /* on ENOMEM the status still tells */
-    if (f->deadline != NULL) {
-        vl__timer_stop(f->deadline);
-        vl__free(f->deadline);
-        f->deadline = NULL;
-    }
+    if (msg != NULL && msg[0] != '\0' && ext(f) != NULL)
+        f->x->msg = vl__strdup(msg); /* on ENOMEM the status still tells */
+    deadline_drop(f);
     if (f->cb != NULL)
         enqueue(f);
 }
@@ -176,13 +213,13 @@ static void future_run(vl__ready *r)
     f->cb(f, f->ud);
     f->in_cb = 0;
     /* A child of all/any belongs to its parent, which frees it. */
-    if (f->parent == NULL || f->zombie)
+    if (!f->child || f->zombie)
         future_destroy(f);
 }
 
 int vl_future_then(vl_future *f, vl_future_cb cb, void *ud)
 {
-    if (f == NULL || cb == NULL || f->consumed || f->parent != NULL)
+    if (f == NULL || cb == NULL || f->consumed || f->child)
         return VL_EINVAL;
     f->consumed = 1;
     f->cb = cb;
@@ -208,7 +245,7 @@ const char *vl_future_error(const vl_future *f)
 {
     if (f == NULL || f->state != ST_DONE || f->status == VL_OK)
         return "";
-    return f->msg != NULL ? f->msg : vl_strerror(f->status);
+    return msg_of(f) != NULL ? msg_of(f) : vl_strerror(f->status);
 }
 
 void *vl_future_value(const vl_future *f)
@@ -247,28 +284,32 @@ static void future_destroy(vl_future *f)
         f->cb = NULL; /* nobody is left to call */
         abandon(f, VL_ECANCELED, "cancelled");
     }
-    if (f->grp != NULL) {
+    if (grp_of(f) != NULL) {
+        group *g = f->x->grp;
         size_t i;
-        for (i = 0; i < f->grp->n; i++) {
-            vl_future *k = f->grp->kids[i];
+        for (i = 0; i < g->n; i++) {
+            vl_future *k = g->kids[i].f;
             if (k == NULL)
                 continue;
-            k->parent = NULL;
+            k->child = 0;
             k->cb = NULL;
             future_destroy(k);
         }
-        vl__free(f->grp->kids);
-        vl__free(f->grp);
+        vl__free(g);
     }
     if (f->value != NULL && f->value_free != NULL)
         f->value_free(f->value);
-    vl__free(f->msg);
+    if (f->x != NULL) {
+        deadline_drop(f);
+        vl__free(f->x->msg);
+        vl__free(f->x);
+    }
     vl__free(f);
 }
 
 void vl_future_free(vl_future *f)
 {
-    if (f == NULL || f->parent != NULL || f->zombie)
+    if (f == NULL || f->child || f->zombie)
         return;
     if (f->in_cb)
         return; /* its callback is running: freed when it returns (rule 5) */
@@ -340,7 +381,7 @@ static void forward(vl_future *g, vl_future *from)
 
     from->value = NULL;
     from->value_free = NULL;
-    vl__future_complete(g, from->status, value, from->vtype, free_fn, from->msg);
+    vl__future_complete(g, from->status, value, from->vtype, free_fn, msg_of(from));
 }
 
 static void link_cb(vl_future *inner, void *ud)
@@ -432,7 +473,7 @@ static void deadline_cb(vl__timer *t, void *ud)
     VL__UNUSED(t);
     vl__future_describe(f, what, sizeof(what));
     snprintf(msg, sizeof(msg), "%s%stimed out after %" PRIu64 " ms", what, what[0] ? ": " : "",
-             f->timeout_ms);
+             f->x->timeout_ms);
     abandon(f, VL_ETIMEDOUT, msg);
 }
 
@@ -441,23 +482,23 @@ vl_future *vl_future_timeout(vl_future *f, uint64_t timeout_ms)
     if (f == NULL || f->state != ST_PENDING)
         return f;
     if (timeout_ms == 0) {
-        if (f->deadline != NULL) {
-            vl__timer_stop(f->deadline);
-            vl__free(f->deadline);
-            f->deadline = NULL;
-        }
+        deadline_drop(f);
         return f;
     }
-    if (f->deadline == NULL) {
-        f->deadline = vl__malloc(sizeof(*f->deadline));
-        if (f->deadline == NULL) {
+    if (ext(f) == NULL) {
+        abandon(f, VL_ENOMEM, "out of memory setting a deadline");
+        return f;
+    }
+    if (f->x->deadline == NULL) {
+        f->x->deadline = vl__malloc(sizeof(*f->x->deadline));
+        if (f->x->deadline == NULL) {
             abandon(f, VL_ENOMEM, "out of memory setting a deadline");
             return f;
         }
-        vl__timer_init(f->deadline, f->loop, deadline_cb, f);
+        vl__timer_init(f->x->deadline, f->loop, deadline_cb, f);
     }
-    f->timeout_ms = timeout_ms;
-    vl__timer_start(f->deadline, timeout_ms);
+    f->x->timeout_ms = timeout_ms;
+    vl__timer_start(f->x->deadline, timeout_ms);
     return f;
 }
 
@@ -470,7 +511,7 @@ static void group_cancel(void *source, vl_future *parent, int status)
 
     VL__UNUSED(parent);
     for (i = 0; i < g->n; i++) {
-        vl_future *k = g->kids[i];
+        vl_future *k = g->kids[i].f;
         char what[192], msg[256];
 
         if (k->state != ST_PENDING)
@@ -495,15 +536,17 @@ static const vl__source_ops group_ops = {.cancel = group_cancel, .describe = gro
 
 static void child_done(vl_future *k, void *ud)
 {
-    vl_future *parent = ud;
-    group *g = parent->grp;
+    kid *slot = ud;
+    group *g = slot->g;
+    vl_future *parent = g->parent;
+    long index = (long)(slot - g->kids);
 
     if (parent->state != ST_PENDING)
         return;
     g->remaining--;
     if (g->is_any) {
         size_t i;
-        g->winner = (long)k->index;
+        g->winner = index;
         parent->ops = NULL;
         parent->source = NULL;
         /* The winner's value moves to the parent, so typed accessors work on
@@ -513,19 +556,19 @@ static void child_done(vl_future *k, void *ud)
         k->value = NULL;
         k->value_free = NULL;
         for (i = 0; i < g->n; i++)
-            if (g->kids[i] != k)
-                vl_future_cancel(g->kids[i]);
+            if (g->kids[i].f != k)
+                vl_future_cancel(g->kids[i].f);
         return;
     }
     if (k->status != VL_OK && g->first_error < 0)
-        g->first_error = (long)k->index;
+        g->first_error = index;
     if (g->remaining == 0) {
         parent->ops = NULL;
         parent->source = NULL;
         if (g->first_error < 0) {
             vl__future_complete(parent, VL_OK, NULL, VL__VAL_NONE, NULL, NULL);
         } else {
-            vl_future *e = g->kids[g->first_error];
+            vl_future *e = g->kids[g->first_error].f;
             vl__future_fail(parent, e->status, "item %ld: %s", g->first_error,
                             vl_future_error(e));
         }
@@ -545,7 +588,7 @@ static void free_inputs(vl_loop *loop, vl_future **fs, size_t n)
             continue;
         for (k = 0; k < j && fs[k] != f; k++)
             ;
-        if (k < j || f->consumed || f->parent != NULL || f->loop != loop)
+        if (k < j || f->consumed || f->child || f->loop != loop)
             continue;
         vl_future_free(f);
     }
@@ -560,7 +603,7 @@ static vl_future *group_make(vl_loop *loop, vl_future **fs, size_t n, int is_any
     /* Each input is marked consumed as it is checked, so one given twice is
      * caught as consumed the second time. */
     for (i = 0; i < n; i++) {
-        if (fs[i] == NULL || fs[i]->consumed || fs[i]->parent != NULL || fs[i]->loop != loop) {
+        if (fs[i] == NULL || fs[i]->consumed || fs[i]->child || fs[i]->loop != loop) {
             size_t j;
             for (j = 0; j < i; j++)
                 fs[j]->consumed = 0; /* distinct: a repeat would have stopped earlier */
@@ -572,13 +615,13 @@ static vl_future *group_make(vl_loop *loop, vl_future **fs, size_t n, int is_any
         fs[i]->consumed = 1;
     }
     parent = vl__future_make(loop, NULL, NULL);
-    g = vl__calloc(1, sizeof(*g));
-    if (g != NULL)
-        g->kids = vl__calloc(n ? n : 1, sizeof(*g->kids));
-    if (parent == NULL || g == NULL || g->kids == NULL) {
-        if (g != NULL)
-            vl__free(g->kids);
+    /* The group and its kids in one block. */
+    g = n < (SIZE_MAX - sizeof(*g)) / sizeof(kid) ? vl__calloc(1, sizeof(*g) + n * sizeof(kid))
+                                                  : NULL;
+    if (parent == NULL || g == NULL || ext(parent) == NULL) {
         vl__free(g);
+        if (parent != NULL)
+            vl__free(parent->x);
         vl__free(parent);
         for (i = 0; i < n; i++)
             fs[i]->consumed = 0;
@@ -589,16 +632,18 @@ static vl_future *group_make(vl_loop *loop, vl_future **fs, size_t n, int is_any
     g->winner = -1;
     g->first_error = -1;
     g->is_any = is_any;
-    parent->grp = g;
+    g->kids = (kid *)(void *)(g + 1);
+    g->parent = parent;
+    parent->x->grp = g;
     vl__future_set_source(parent, &group_ops, g);
     for (i = 0; i < n; i++) {
         vl_future *k = fs[i];
-        g->kids[i] = k;
-        k->parent = parent;
-        k->index = i;
+        g->kids[i].g = g;
+        g->kids[i].f = k;
+        k->child = 1;
         k->consumed = 1;
         k->cb = child_done;
-        k->ud = parent;
+        k->ud = &g->kids[i];
         if (k->state == ST_DONE)
             enqueue(k);
     }
@@ -627,21 +672,21 @@ vl_future *vl_future_any(vl_loop *loop, vl_future **fs, size_t n)
 
 size_t vl_future_count(const vl_future *f)
 {
-    return f != NULL && f->grp != NULL ? f->grp->n : 0;
+    return f != NULL && grp_of(f) != NULL ? grp_of(f)->n : 0;
 }
 
 vl_future *vl_future_child(const vl_future *f, size_t i)
 {
-    if (f == NULL || f->grp == NULL || i >= f->grp->n)
+    if (f == NULL || grp_of(f) == NULL || i >= grp_of(f)->n)
         return NULL;
-    return f->grp->kids[i];
+    return grp_of(f)->kids[i].f;
 }
 
 long vl_future_index(const vl_future *f)
 {
-    if (f == NULL || f->grp == NULL || !f->grp->is_any)
+    if (f == NULL || grp_of(f) == NULL || !grp_of(f)->is_any)
         return -1;
-    return f->grp->winner;
+    return grp_of(f)->winner;
 }
 
 /* ---- sleep ---- */
@@ -868,3 +913,6 @@ void vl_promise_free(vl_promise *p)
     }
     promise_end(p);
 }
+
+/* Every request in flight costs one future: keep it at eleven words. */
+_Static_assert(sizeof(struct vl_future) <= 88, "vl_future grew");
