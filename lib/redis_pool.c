@@ -118,6 +118,7 @@ struct vl_redis_pool {
     size_t cap;         /* entries of slots */
     pslot *draining;    /* the connection reserved for a lease request */
     unsigned cursor;    /* where the next two routing candidates start */
+    pslot *last;        /* where the last command went (see pick) */
     pqueue cmds;        /* commands waiting for room */
     pqueue leases;      /* lease requests */
     pqueue readies;     /* vl_redis_pool_ready requests */
@@ -510,6 +511,8 @@ static void slot_close(vl_redis_pool *p, pslot *s)
         p->nretiring--;
     if (p->draining == s)
         p->draining = NULL;
+    if (p->last == s)
+        p->last = NULL;
     vl__redis_counters(s->c, &a, &b, &e);
     p->gone_connects += a;
     p->gone_reconnects += b;
@@ -535,7 +538,29 @@ static int top_up(vl_redis_pool *p)
 }
 
 /* The connection for the next command, or NULL when every one is down. */
+static pslot *pick_spread(vl_redis_pool *p);
+
+/* Where a command goes. Commands stay on the connection the last one went
+ * to while it has fewer than STICKY_BATCH pending: the commands a callback
+ * issues then leave in one write on one connection instead of one write on
+ * each of many (a write, and the reads it causes, cost more than the
+ * command), while no connection gets more than a batch ahead of the
+ * spread below. */
+#define STICKY_BATCH 16
+
 static pslot *pick(vl_redis_pool *p)
+{
+    pslot *s = p->last;
+
+    if (s != NULL && !s->off && vl_redis_state(s->c) == VL_REDIS_READY &&
+        vl_redis_pending(s->c) < STICKY_BATCH)
+        return s;
+    s = pick_spread(p);
+    p->last = s;
+    return s;
+}
+
+static pslot *pick_spread(vl_redis_pool *p)
 {
     pslot *ready = NULL, *connecting = NULL;
     size_t rp = 0, cp = 0;
