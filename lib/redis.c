@@ -1098,11 +1098,14 @@ static int conn_read(vl_redis *c)
         }
         c->ib_len += (size_t)n;
         take_replies(c);
-        if (c->drop_requested || c->free_requested || c->sess == NULL ||
-            vl__tls_pending(c->sess) == 0)
+        /* A TLS read returns one record; the session may hold more, read
+         * ahead from the socket, which will not announce them: read on
+         * until the session says it would block. */
+        if (c->drop_requested || c->free_requested || c->sess == NULL)
             return 1;
         if (reads + 1 >= TLS_READS_MAX) {
-            vl__defer_queue(c->loop, &c->more); /* the others get their turn */
+            if (vl__tls_pending(c->sess) > 0)
+                vl__defer_queue(c->loop, &c->more); /* the others get their turn */
             return 1;
         }
     }

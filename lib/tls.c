@@ -405,6 +405,12 @@ int vl__tls_ctx_new(vl__tls_ctx **out, const vl__tls_config *cfg, char *why, siz
     /* A client never needs TLS 1.2 renegotiation; refusing it removes the
      * case where a read has to write in the middle of the stream. */
     SSL_CTX_set_options(c->ssl, SSL_OP_NO_RENEGOTIATION);
+    /* Read ahead: one recv takes whatever the socket holds (many records
+     * of a pipelined stream) instead of two recvs per record (its header,
+     * then its body). Bytes read ahead are not on the socket any more, so
+     * the caller reads until a read returns -1 (vl__tls_pending says
+     * whether any are buffered). */
+    SSL_CTX_set_read_ahead(c->ssl, 1);
     SSL_CTX_set_default_passwd_cb(c->ssl, no_password);
     SSL_CTX_set_verify(c->ssl, c->insecure ? SSL_VERIFY_NONE : SSL_VERIFY_PEER, NULL);
     if ((rc = ctx_trust(c, cfg, why, whyn)) != VL_OK ||
@@ -617,7 +623,11 @@ size_t vl__tls_pending(const vl__tls *t)
 {
     int n = SSL_pending(t->ssl);
 
-    return n > 0 ? (size_t)n : 0;
+    /* SSL_pending counts only the decrypted rest of the current record;
+     * records read ahead and not yet decrypted count as one byte. */
+    if (n <= 0)
+        return SSL_has_pending(t->ssl) ? 1 : 0;
+    return (size_t)n;
 }
 
 void vl__tls_free(vl__tls *t)

@@ -109,7 +109,8 @@ ssize_t vl__tls_read(vl__tls *t, void *buf, size_t n, int *want, char *why, size
  * stay first and unchanged. The caller must not drop them or write other
  * bytes first; when it wants to abandon the write, it frees the session. */
 ssize_t vl__tls_write(vl__tls *t, const void *buf, size_t n, int *want, char *why, size_t whyn);
-/* Decrypted bytes buffered inside the session: read them before waiting
+/* Bytes buffered inside the session (0 when none; records read ahead from
+ * the socket but not yet decrypted count as 1): read them before waiting
  * for the socket, which will not become readable for them. */
 size_t vl__tls_pending(const vl__tls *t);
 
