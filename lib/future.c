@@ -38,6 +38,7 @@ struct group {
  * small: it is the memory every request in flight costs. */
 typedef struct fext {
     char *msg;
+    vl_free_fn value_free;         /* of a value that is not a Redis reply */
     vl__timer *deadline;
     uint64_t timeout_ms;           /* of the deadline, for its message */
     group *grp;                    /* all/any */
@@ -50,8 +51,8 @@ struct vl_future {
     void *source;
     vl_future_cb cb;
     void *ud;
-    void *value;
-    vl_free_fn value_free;
+    void *value;                   /* freed by vl_redis_reply_free for
+                                    * VL__VAL_REDIS, else by x->value_free */
     fext *x;                       /* NULL until needed */
     int status;
     unsigned char state;
@@ -64,7 +65,27 @@ struct vl_future {
 };
 
 static void future_destroy(vl_future *f);
-static void future_run(vl__ready *r);
+
+/* How the value is freed: a Redis reply (the common case, kept out of the
+ * future itself), or what the completion said. */
+static void free_redis_reply(void *v)
+{
+    vl_redis_reply_free(v);
+}
+
+static vl_free_fn free_fn_of(const vl_future *f)
+{
+    if (f->vtype == VL__VAL_REDIS)
+        return free_redis_reply;
+    return f->x != NULL ? f->x->value_free : NULL;
+}
+
+static void forget_value(vl_future *f)
+{
+    f->value = NULL;
+    if (f->x != NULL)
+        f->x->value_free = NULL;
+}
 
 static fext *ext(vl_future *f)
 {
@@ -98,7 +119,6 @@ vl_future *vl__future_make(vl_loop *loop, const vl__source_ops *ops, void *sourc
 
     if (f == NULL)
         return NULL;
-    f->ready.run = future_run;
     f->loop = loop;
     f->ops = ops;
     f->source = source;
@@ -142,11 +162,19 @@ void vl__future_complete(vl_future *f, int status, void *value, int vtype,
             free_fn(value);
         return;
     }
+    if (value != NULL && free_fn != NULL && vtype != VL__VAL_REDIS && ext(f) == NULL) {
+        /* Nowhere to keep how to free it: it goes now. */
+        free_fn(value);
+        value = NULL;
+        status = VL_ENOMEM;
+        msg = "out of memory completing the future";
+    }
     f->state = ST_DONE;
     f->status = status;
     f->value = value;
-    f->value_free = free_fn;
     f->vtype = (unsigned char)(value != NULL ? vtype : VL__VAL_NONE);
+    if (value != NULL && vtype != VL__VAL_REDIS && f->x != NULL)
+        f->x->value_free = free_fn;
     f->ops = NULL;
     f->source = NULL;
     if (msg != NULL && msg[0] != '\0' && ext(f) != NULL)
@@ -200,7 +228,7 @@ static void abandon(vl_future *f, int status, const char *msg)
 }
 
 /* The loop calls this for a queued future: its callback runs now. */
-static void future_run(vl__ready *r)
+void vl__future_run(vl__ready *r)
 {
     vl_future *f = (vl_future *)(void *)r;
 
@@ -260,8 +288,7 @@ void *vl_future_take(vl_future *f)
     if (f == NULL || f->state != ST_DONE)
         return NULL;
     v = f->value;
-    f->value = NULL;
-    f->value_free = NULL;
+    forget_value(f);
     return v;
 }
 
@@ -297,8 +324,8 @@ static void future_destroy(vl_future *f)
         }
         vl__free(g);
     }
-    if (f->value != NULL && f->value_free != NULL)
-        f->value_free(f->value);
+    if (f->value != NULL && free_fn_of(f) != NULL)
+        free_fn_of(f)(f->value);
     if (f->x != NULL) {
         deadline_drop(f);
         vl__free(f->x->msg);
@@ -377,10 +404,9 @@ static const vl__source_ops link_ops = {.cancel = link_cancel, .describe = link_
 static void forward(vl_future *g, vl_future *from)
 {
     void *value = from->value;
-    vl_free_fn free_fn = from->value_free;
+    vl_free_fn free_fn = free_fn_of(from);
 
-    from->value = NULL;
-    from->value_free = NULL;
+    forget_value(from);
     vl__future_complete(g, from->status, value, from->vtype, free_fn, msg_of(from));
 }
 
@@ -551,10 +577,9 @@ static void child_done(vl_future *k, void *ud)
         parent->source = NULL;
         /* The winner's value moves to the parent, so typed accessors work on
          * the any future itself. */
-        vl__future_complete(parent, k->status, k->value, k->vtype, k->value_free,
+        vl__future_complete(parent, k->status, k->value, k->vtype, free_fn_of(k),
                             k->status == VL_OK ? NULL : vl_future_error(k));
-        k->value = NULL;
-        k->value_free = NULL;
+        forget_value(k);
         for (i = 0; i < g->n; i++)
             if (g->kids[i].f != k)
                 vl_future_cancel(g->kids[i].f);
@@ -914,5 +939,6 @@ void vl_promise_free(vl_promise *p)
     promise_end(p);
 }
 
-/* Every request in flight costs one future: keep it at eleven words. */
-_Static_assert(sizeof(struct vl_future) <= 88, "vl_future grew");
+/* Every request in flight costs one future: keep it at nine words (one
+ * 80-byte block from malloc). */
+_Static_assert(sizeof(struct vl_future) <= 72, "vl_future grew");

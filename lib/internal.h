@@ -140,15 +140,16 @@ int vl__loop_closing(const vl_loop *loop);
 
 /* ---- the ready queue (lib/loop.c) ----
  * Work that must run from the loop, never inside the call that produced it
- * (rule 2): a completed future's callback. The loop knows only this node;
- * what `run` does is its owner's business. A node is queued at most once at
- * a time; `run` is called once per queueing, in queueing order. */
+ * (rule 2): a completed future's callback. Only futures are queued (a
+ * function pointer per node would cost every request in flight a word): the
+ * loop hands each node to vl__future_run. A node is queued at most once at
+ * a time, and run once per queueing, in queueing order. */
 typedef struct vl__ready vl__ready;
 struct vl__ready {
     vl__ready *next;
-    void (*run)(vl__ready *r);
 };
 void vl__loop_ready(vl_loop *loop, vl__ready *r);
+void vl__future_run(vl__ready *r);
 
 /* Runs the loop while more(arg) says so. Returns VL_OK once it says no,
  * VL_ESTATE when it still says yes but nothing is left that could change

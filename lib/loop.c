@@ -280,7 +280,7 @@ static void dispatch(vl_loop *loop)
         loop->ready_head = loop->ready_tail = NULL;
         while (r != NULL) {
             vl__ready *next = r->next; /* run may free r */
-            r->run(r);
+            vl__future_run(r);
             r = next;
         }
         if (loop->free_requested)
