@@ -124,13 +124,21 @@ struct rentry {
     vl_future *f;      /* NULL for handshake entries and once abandoned */
     char *cmd;         /* W_WAIT: the formatted command, not yet written */
     uint64_t deadline; /* loop ms; 0: none */
-    size_t len;        /* bytes of the command */
-    unsigned char kind;
+    uint32_t len;      /* bytes of the command (at most OBUF_MAX) */
+    unsigned char kind : 4;
+    unsigned char where : 2;
+    unsigned char block : 1; /* a blocking command (BLPOP...): its deadline is its own */
     unsigned char flags;
-    unsigned char where;
-    unsigned char block; /* a blocking command (BLPOP...): its deadline is its own */
-    char verb[20];       /* the command's name, upper case, for messages */
+    unsigned char verb;  /* the command's name in the connection's verbs; 0: none */
 };
+/* Every command in flight costs one entry (and one future): 56 bytes. */
+_Static_assert(sizeof(rentry) <= 56, "rentry grew");
+
+/* Distinct command names a connection remembers for its messages ("GET on
+ * redis://...: command timed out"): an entry keeps a one-byte index. A
+ * connection running more distinct commands than this names the rest
+ * "command". */
+#define VERBS_MAX 48
 
 typedef struct rlist {
     rentry *head, *tail;
@@ -200,6 +208,8 @@ struct vl_redis {
     int tls_hs;        /* what the TLS handshake waits for (VL__TLS_WANT_*) */
     rentry *spare;
     size_t nspare;
+    char verbs[VERBS_MAX][20]; /* verbs[0] is "" */
+    unsigned char nverbs, last_verb;
     eslab *slabs;
     size_t nuser;      /* user entries in wait + flight */
     int handshake_left;
@@ -445,6 +455,38 @@ static void flight_written(vl_redis *c, size_t n)
     }
 }
 
+/* The name of e's command, upper case, or "". */
+static const char *verb_of(const vl_redis *c, const rentry *e)
+{
+    return c->verbs[e->verb];
+}
+
+/* The index of `name` (upper-cased) among the connection's verbs, added if
+ * new; 0 when there is no room. */
+static unsigned char verb_id(vl_redis *c, const char *name)
+{
+    char up[20];
+    size_t i;
+
+    for (i = 0; name[i] != '\0' && i < sizeof(up) - 1; i++)
+        up[i] = (char)toupper((unsigned char)name[i]);
+    up[i] = '\0';
+    if (up[0] == '\0')
+        return 0;
+    if (c->last_verb != 0 && strcmp(c->verbs[c->last_verb], up) == 0)
+        return c->last_verb;
+    for (i = 1; i < c->nverbs; i++)
+        if (strcmp(c->verbs[i], up) == 0)
+            return c->last_verb = (unsigned char)i;
+    if (c->nverbs == 0)
+        c->nverbs = 1; /* verbs[0] stays "" */
+    if (c->nverbs >= VERBS_MAX)
+        return 0;
+    memcpy(c->verbs[c->nverbs], up, sizeof(up));
+    c->last_verb = c->nverbs;
+    return c->nverbs++;
+}
+
 /* A user command's message names the command and the endpoint: "GET on
  * redis://127.0.0.1:6379: <what happened>". Messages that already start
  * with the endpoint get the verb in front only. NULL when out of memory. */
@@ -454,13 +496,15 @@ static char *entry_msg(const vl_redis *c, const rentry *e, const char *msg)
 
     if (msg == NULL)
         msg = "failed";
-    if (e->verb[0] == '\0' || !c->has_url)
+    const char *verb = verb_of(c, e);
+
+    if (verb[0] == '\0' || !c->has_url)
         return vl__strdup(msg);
     if (dl > 0 && strncmp(msg, c->url.display, dl) == 0)
-        return vl__asprintf("%s on %s", e->verb, msg);
+        return vl__asprintf("%s on %s", verb, msg);
     if (strncmp(msg, "connect ", 8) == 0 || strstr(msg, c->url.display) != NULL)
-        return vl__asprintf("%s: %s", e->verb, msg);
-    return vl__asprintf("%s on %s: %s", e->verb, c->url.display, msg);
+        return vl__asprintf("%s: %s", verb, msg);
+    return vl__asprintf("%s on %s: %s", verb, c->url.display, msg);
 }
 
 /* Completes the future of `e` (if any) with a failure and forgets it. */
@@ -531,8 +575,9 @@ static void entry_cancel(void *source, vl_future *f, int status)
 static void entry_describe(void *source, char *buf, size_t n)
 {
     rentry *e = source;
+    const char *verb = verb_of(e->c, e);
 
-    snprintf(buf, n, "%s on %s", e->verb[0] ? e->verb : "command", e->c->url.display);
+    snprintf(buf, n, "%s on %s", verb[0] ? verb : "command", e->c->url.display);
 }
 
 static const vl__source_ops entry_ops = {.cancel = entry_cancel, .describe = entry_describe};
@@ -2332,6 +2377,13 @@ static vl_future *send_cmd(vl_redis *c, vl_future *f, char *cmd, size_t len, int
         cmd_drop(cmd, in_ob);
         return fail_with(c, f, c->invalid_status, c->err);
     }
+    if ((uint64_t)len > OBUF_MAX) {
+        char big[160];
+        cmd_drop(cmd, in_ob);
+        snprintf(big, sizeof(big), "%s: a command of %zu bytes is over the output buffer's %llu",
+                 c->url.display, len, (unsigned long long)OBUF_MAX);
+        return fail_with(c, f, VL_EBUSY, big);
+    }
     rc = classify(cmd, len, &flags, &block, name, sizeof(name));
     if (rc != VL_OK) {
         cmd_drop(cmd, in_ob);
@@ -2375,12 +2427,7 @@ static vl_future *send_cmd(vl_redis *c, vl_future *f, char *cmd, size_t len, int
     e->f = f;
     e->kind = K_USER;
     e->flags = (unsigned char)flags;
-    {
-        size_t i;
-        for (i = 0; name[i] != '\0' && i < sizeof(e->verb) - 1; i++)
-            e->verb[i] = (char)toupper((unsigned char)name[i]);
-        e->verb[i] = '\0';
-    }
+    e->verb = verb_id(c, name);
     /* Dirty from the moment it is issued, whatever the reply: RESET drops
      * the URL's database, AUTH may switch the user, and neither can be
      * undone from here. */
