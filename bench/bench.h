@@ -305,4 +305,7 @@ int bench_write_csv(const char *path, const bench_result *rs, size_t n, const be
 int bench_write_json(const char *path, const bench_result *rs, size_t n, const bench_target *ts,
                      size_t nt, const bench_env *e);
 
+/* Bytes of the async mode's bookkeeping per request in flight. */
+extern const size_t bench_slot_bytes;
+
 #endif
