@@ -24,7 +24,7 @@ awk -v dir="$T" '/^```c$/ { n++; f = dir "/ex" n ".c"; next }
                  /^```$/  { f = ""; next }
                  f != ""  { print > f }' "$ROOT/README.md"
 CC_ARGS=(-std=c11 -Wall -Wextra -Werror -I"$ROOT/include")
-LIBS=("$BUILD/libvolley.a" -lhiredis -lmariadb -lev -lpthread)
+LIBS=("$BUILD/libvolley.a" -lhiredis -lmariadb -lev -lssl -lcrypto -lpthread)
 
 check "README example 1 (gather with a deadline) builds" \
     gcc "${CC_ARGS[@]}" "$T/ex1.c" "${LIBS[@]}" -o "$T/ex1"
