@@ -723,6 +723,45 @@ static void free_with_pending(void **state)
     tu_finish(loop);
 }
 
+/* vl_loop_free frees the subscriber: its futures complete with
+ * VL_ECANCELED, and a call made from their callbacks, while the loop is
+ * being freed, fails with VL_ECLOSED. */
+typedef struct teardown {
+    vl_redis_sub *s;
+    seen first, nested;
+} teardown;
+
+static void teardown_cb(vl_future *f, void *ud)
+{
+    teardown *t = ud;
+    const char *again = "td:again";
+
+    seen_cb(f, &t->first);
+    assert_int_equal(vl_future_then(vl_redis_subscribe(t->s, 1, &again), seen_cb, &t->nested),
+                     VL_OK);
+}
+
+static void loop_free_with_subscriber(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    const char *ch = "td:ch";
+    char url[64];
+    teardown t;
+
+    (void)state;
+    memset(&t, 0, sizeof(t));
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d", closed_port());
+    t.s = vl_redis_sub_new(loop, url, NULL);
+    assert_int_equal(vl_future_then(vl_redis_subscribe(t.s, 1, &ch), teardown_cb, &t), VL_OK);
+    tu_sleep_ms(loop, 20);
+    vl_loop_free(loop); /* the subscriber with it */
+    assert_int_equal(t.first.calls, 1);
+    assert_int_equal(t.first.status, VL_ECANCELED);
+    assert_int_equal(t.nested.calls, 1);
+    assert_int_equal(t.nested.status, VL_ECLOSED);
+    assert_int_equal(tu_alloc_live(), 0);
+}
+
 /* ---- freeing from inside the message callback ---- */
 
 static void free_inside_message(void **state)
@@ -1610,6 +1649,7 @@ int main(void)
         cmocka_unit_test_setup(auth_select_and_unix, tu_setup),
         cmocka_unit_test_setup(wrong_password_waits, tu_setup),
         cmocka_unit_test_setup(free_with_pending, tu_setup),
+        cmocka_unit_test_setup(loop_free_with_subscriber, tu_setup),
         cmocka_unit_test_setup(free_inside_message, tu_setup),
         cmocka_unit_test_setup(binary_payload, tu_setup),
         cmocka_unit_test_setup_teardown(keyspace_notifications, tu_setup, restore_keyspace),
