@@ -739,7 +739,7 @@ static void buf_reset(vl_redis *c)
         c->ob = NULL;
         c->ob_cap = 0;
     }
-    c->ib_at = c->ib_len = 0;
+    c->ib_at = c->ib_scan = c->ib_len = 0;
     if (c->ib_cap > BUF_KEEP) {
         vl__free(c->ib);
         c->ib = NULL;
@@ -2944,6 +2944,7 @@ int vl__redis_push_write(vl_redis *c, char *cmd, size_t len)
 void vl__redis_detach(vl_redis *c)
 {
     c->ev_fn = NULL;
+    c->push_fn = NULL;
     c->ev_ud = NULL;
 }
 

@@ -159,7 +159,8 @@ void vl__redis_drop(vl_redis *c, const char *msg);
  * any other (the same options, backoff and events: READY after each
  * successful handshake, DOWN when it ends), but once ready no reply is
  * matched to a command: every reply the server sends goes to `push`, in
- * order, whole, within the reply limits of its options. A subscriber is
+ * order, whole (never NULL: without memory for a reply the connection is
+ * dropped instead), within the reply limits of its options. A subscriber is
  * built on one: it writes SUBSCRIBE and friends with vl__redis_push_write
  * and reads the confirmations and messages as they come. `push` takes the
  * reply (free it with vl_redis_reply_free) and may call anything on the
@@ -172,7 +173,8 @@ vl_redis *vl__redis_new_push(vl_loop *loop, const char *url, const vl_redis_opti
                              vl__redis_event_fn fn, vl__redis_push_fn push, void *ud);
 /* Writes a formatted command on a ready push connection; takes `cmd`
  * whatever happens. VL_OK; VL_ECONN when it is not ready (the command is
- * dropped: write it again after READY); VL_ENOMEM. */
+ * dropped: write it again after READY); VL_EBUSY when the output buffer is
+ * full (see "Back-pressure" in volley/redis.h); VL_ENOMEM. */
 int vl__redis_push_write(vl_redis *c, char *cmd, size_t len);
 
 /* Stops reporting events (before the owner goes away). */

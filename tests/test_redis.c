@@ -4,6 +4,7 @@
  * cancellation, reconnection, endpoint errors and out-of-memory paths.
  */
 #include "testutil.h"
+#include "redis_internal.h"
 
 #include <arpa/inet.h>
 #include <limits.h>
@@ -804,6 +805,42 @@ static void unknown_host(void **state)
     tu_finish(loop);
 }
 
+/* A refused handshake, again and again: each attempt starts from empty
+ * buffers (a reply left half-counted from the last attempt would be parsed
+ * from memory that is gone), every command fails once, none hangs. */
+static void refused_handshake_retried(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_redis_options o;
+    char url[256];
+    vl_redis *c;
+    uint64_t connects, reconnects, errors;
+    int i, failed = 0;
+
+    (void)state;
+    snprintf(url, sizeof(url), "redis://:wrong-password@127.0.0.1:%s",
+             tu_env("VL_TEST_REDIS_AUTH_PORT"));
+    vl_redis_options_init(&o);
+    o.reconnect_min_ms = 1;
+    o.reconnect_max_ms = 5;
+    c = vl_redis_new(loop, url, &o);
+    for (i = 0; i < 40; i++) {
+        vl_future *f = vl_redis_command(c, "PING");
+        int st = tu_await(loop, f);
+        assert_int_equal(st, VL_ECONN);
+        failed += strstr(vl_future_error(f), "auth redis://127.0.0.1:") != NULL ||
+                  strstr(vl_future_error(f), "WRONGPASS") != NULL;
+        vl_future_free(f);
+        tu_sleep_ms(loop, 3);
+    }
+    assert_true(failed > 0);
+    vl__redis_counters(c, &connects, &reconnects, &errors);
+    assert_int_equal(connects, 0);
+    assert_true(errors >= 5); /* it did retry, many times */
+    vl_redis_free(c);
+    tu_finish(loop);
+}
+
 static void wrong_password(void **state)
 {
     vl_loop *loop = vl_loop_new();
@@ -1297,6 +1334,7 @@ int main(void)
         cmocka_unit_test_setup(refused_port, tu_setup),
         cmocka_unit_test_setup(unknown_host, tu_setup),
         cmocka_unit_test_setup(wrong_password, tu_setup),
+        cmocka_unit_test_setup(refused_handshake_retried, tu_setup),
         cmocka_unit_test_setup(malformed_urls, tu_setup),
         cmocka_unit_test_setup(localhost_unix_and_db, tu_setup),
         cmocka_unit_test_setup(reconnect_after_restart, tu_setup),
