@@ -541,19 +541,24 @@ static int top_up(vl_redis_pool *p)
 static pslot *pick_spread(vl_redis_pool *p);
 
 /* Where a command goes. Commands stay on the connection the last one went
- * to while it has fewer than STICKY_BATCH pending: the commands a callback
- * issues then leave in one write on one connection instead of one write on
- * each of many (a write, and the reads it causes, cost more than the
- * command), while no connection gets more than a batch ahead of the
- * spread below. */
+ * to while it is less than STICKY_BATCH commands ahead of the pool's
+ * average: the commands a callback issues then leave in one write on one
+ * connection instead of one write on each of many (a write, and the reads
+ * it causes, cost more than the command), while no connection gets more
+ * than a batch ahead of the others. Past that, the spread below decides. */
 #define STICKY_BATCH 16
 
 static pslot *pick(vl_redis_pool *p)
 {
     pslot *s = p->last;
+    size_t bound = STICKY_BATCH;
 
+    /* While the pool may still grow, the batch alone bounds it, so a busy
+     * connection still makes the pool open another (pick_spread). */
+    if (live_slots(p) >= p->o.max_size && p->nslots > 0)
+        bound += p->pending / p->nslots;
     if (s != NULL && !s->off && vl_redis_state(s->c) == VL_REDIS_READY &&
-        vl_redis_pending(s->c) < STICKY_BATCH)
+        vl_redis_pending(s->c) < bound)
         return s;
     s = pick_spread(p);
     p->last = s;

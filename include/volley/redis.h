@@ -417,8 +417,9 @@ VL_EXPORT size_t vl_redis_pending(const vl_redis *c);
  *
  * A pool keeps up to max_size connections to one endpoint and spreads
  * commands over them (pipelining on each): a command goes where the last
- * one went while that connection has fewer than 16 commands pending (the
- * commands one callback issues leave in one write), and otherwise to the
+ * one went while that connection is less than 16 commands ahead of the
+ * pool's average (the commands one callback issues leave in one write),
+ * and otherwise to the
  * less busy of two connections taken in turn, which approximates "fewest
  * commands in flight" at a constant cost per command; while the pool is
  * still growing, to the connection with the fewest. It opens min_idle connections at once and
