@@ -22,7 +22,7 @@ compiles() { # compiles DESC COMPILER ARGS...
 }
 
 HEADERS=(volley.h volley/common.h volley/loop.h volley/future.h volley/redis.h
-         volley/mysql.h volley/fanout.h)
+         volley/pubsub.h volley/mysql.h volley/fanout.h)
 echo "1..$((2 * ${#HEADERS[@]} + 1))"
 
 for h in "${HEADERS[@]}"; do

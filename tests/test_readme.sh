@@ -18,8 +18,8 @@ not_ok() {
 }
 check() { local d=$1; shift; if "$@" >"$T/log" 2>&1; then ok "$d"; else not_ok "$d"; fi; }
 
-echo "1..7"
-# The ```c blocks, in order: ex1.c, ex2.c, ex3.c.
+echo "1..9"
+# The ```c blocks, in order: ex1.c, ex2.c, ex3.c, ex4.c (pub/sub).
 awk -v dir="$T" '/^```c$/ { n++; f = dir "/ex" n ".c"; next }
                  /^```$/  { f = ""; next }
                  f != ""  { print > f }' "$ROOT/README.md"
@@ -110,4 +110,10 @@ if timeout 30 "$T/worker" "redis://127.0.0.1:$P1/0" "$MY" >"$T/out4" 2>&1 &&
     grep -qx 'acked 3 rows 3' "$T/out4"; then
     ok "the chain worker moves three lines into MySQL and acks each once"
 else cp "$T/out4" "$T/log"; not_ok "the chain worker moves three lines into MySQL and acks each once"; fi
+check "README example 4 (pub/sub) builds" \
+    gcc "${CC_ARGS[@]}" "$T/ex4.c" "${LIBS[@]}" -o "$T/ex4"
+if timeout 20 "$T/ex4" "redis://127.0.0.1:$P1/0" >"$T/out5" 2>&1 &&
+    grep -qx 'news: hello' "$T/out5" && grep -qx 'alerts.disk via alerts.\*: full' "$T/out5"; then
+    ok "example 4 receives a channel message and a pattern message"
+else cp "$T/out5" "$T/log"; not_ok "example 4 receives a channel message and a pattern message"; fi
 [ "$fails" -eq 0 ]

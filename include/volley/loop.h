@@ -48,7 +48,9 @@ VL_EXPORT struct ev_loop *vl_loop_ev(vl_loop *loop);
  * cancelled or timed out) never do: they go on working while the loop runs
  * for another reason, and vl_loop_run returns without waiting for them. A
  * future's own deadline (vl_future_timeout) keeps the loop running until it
- * fires. */
+ * fires. One object differs, because messages are what it waits for: a
+ * Redis subscriber (volley/pubsub.h) keeps the loop running while it has a
+ * subscription or a pending future, as a listening server would. */
 VL_EXPORT int vl_loop_run(vl_loop *loop);
 
 /* Runs the loop until `f` completes, like asyncio's run_until_complete.
