@@ -110,8 +110,13 @@ enum { P_NONE = 0, P_RESOLVE, P_TCP, P_TLS, P_HANDSHAKE };
 /* An output buffer this full is written at once rather than at the end of
  * the loop iteration. */
 #define OBUF_EAGER (64u * 1024)
-/* Input buffer: its size while idle, and the least free space a read gets. */
+/* Input buffer: the least free space a read gets, and more with more
+ * replies owed (IBUF_PER_REPLY each, up to IBUF_READ_MAX): a deep
+ * pipeline's replies then come in few reads, while an idle or shallow
+ * connection keeps a small buffer. */
 #define IBUF_MIN (16u * 1024)
+#define IBUF_PER_REPLY 64u
+#define IBUF_READ_MAX (256u * 1024)
 /* Buffers bigger than this are given back once they are empty. */
 #define BUF_KEEP (256u * 1024)
 /* Reads in one event of a TLS connection with decrypted bytes pending. */
@@ -468,13 +473,18 @@ static unsigned char verb_id(vl_redis *c, const char *name)
     char up[20];
     size_t i;
 
+    if (c->last_verb != 0) { /* the same command as the last: no copy */
+        const char *v = c->verbs[c->last_verb];
+        for (i = 0; v[i] != '\0' && (name[i] & ~0x20) == v[i]; i++)
+            ;
+        if (v[i] == '\0' && name[i] == '\0')
+            return c->last_verb;
+    }
     for (i = 0; name[i] != '\0' && i < sizeof(up) - 1; i++)
         up[i] = (char)toupper((unsigned char)name[i]);
     up[i] = '\0';
     if (up[0] == '\0')
         return 0;
-    if (c->last_verb != 0 && strcmp(c->verbs[c->last_verb], up) == 0)
-        return c->last_verb;
     for (i = 1; i < c->nverbs; i++)
         if (strcmp(c->verbs[i], up) == 0)
             return c->last_verb = (unsigned char)i;
@@ -1071,23 +1081,28 @@ static const char *errno_text(int err, char *buf, size_t len)
     return strerror_r(err, buf, len);
 }
 
-/* Room for a read: at least IBUF_MIN free bytes after ib_len. */
+/* Room for a read (see IBUF_MIN) after ib_len. */
 static int ib_room(vl_redis *c)
 {
-    size_t cap;
+    size_t cap, want = IBUF_MIN;
     char *nb;
 
-    if (c->ib_cap - c->ib_len >= IBUF_MIN)
+    if (c->nwritten > IBUF_MIN / IBUF_PER_REPLY)
+        want = c->nwritten < IBUF_READ_MAX / IBUF_PER_REPLY ? c->nwritten * IBUF_PER_REPLY
+                                                            : IBUF_READ_MAX;
+    if (c->ib_cap - c->ib_len >= want)
         return 0;
     if (c->ib_at > 0) { /* the start of a reply moves to the front */
         memmove(c->ib, c->ib + c->ib_at, c->ib_len - c->ib_at);
         c->ib_len -= c->ib_at;
         c->ib_scan -= c->ib_at;
         c->ib_at = 0;
-        if (c->ib_cap - c->ib_len >= IBUF_MIN)
+        if (c->ib_cap - c->ib_len >= want)
             return 0;
     }
-    cap = c->ib_cap < IBUF_MIN ? IBUF_MIN : c->ib_cap * 2;
+    cap = c->ib_cap < want ? want : c->ib_cap * 2;
+    if (cap - c->ib_len < want)
+        cap = c->ib_len + want;
     /* A bulk string whose length is known gets its room at once. */
     if (c->resp.bulk_left > 0 && c->resp.bulk_left < SIZE_MAX / 2 &&
         c->ib_len + (size_t)c->resp.bulk_left + IBUF_MIN > cap)
@@ -2204,6 +2219,16 @@ static uint64_t block_time(int how, const char *p, const char *end, size_t argc)
 #define KNOWN_FIRST (KL('A') | KL('B') | KL('C') | KL('D') | KL('E') | KL('H') | KL('M') | \
                      KL('P') | KL('R') | KL('S') | KL('U') | KL('W') | KL('X'))
 
+/* 1 when `name` (n bytes) can be no command of classify's table: it has a
+ * length or a first letter none of them has (GET, SET, HGETALL...). */
+static int plain_name(const char *name, size_t n)
+{
+    int up = n > 0 ? name[0] & ~0x20 : 0;
+
+    return n > 0 && n < 24 &&
+           (up < 'A' || up > 'Z' || !((KNOWN_LENS >> n) & 1u) || !((KNOWN_FIRST >> (up - 'A')) & 1u));
+}
+
 static int classify(const char *cmd, size_t len, unsigned *flags, uint64_t *block, char *name,
                     size_t namelen)
 {
@@ -2253,11 +2278,8 @@ static int classify(const char *cmd, size_t len, unsigned *flags, uint64_t *bloc
     name[n] = '\0';
     /* Most commands (GET, SET, HGETALL...) have a length or a first letter
      * no entry has: two bit tests turn them away before the table. */
-    {
-        int up = name[0] & ~0x20;
-        if (up < 'A' || up > 'Z' || !((KNOWN_LENS >> n) & 1u) || !((KNOWN_FIRST >> (up - 'A')) & 1u))
-            return VL_OK;
-    }
+    if (plain_name(name, n))
+        return VL_OK;
     for (i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
         if (known[i].len != n || (name[0] & ~0x20) != known[i].name[0])
             continue;
@@ -2308,11 +2330,11 @@ static vl_future *fail_with(vl_redis *c, vl_future *f, int status, const char *m
 }
 
 static vl_future *send_cmd(vl_redis *c, vl_future *f, char *cmd, size_t len, int shared,
-                           int in_ob);
+                           int in_ob, const char *plain, size_t plainlen);
 
 vl_future *vl__redis_send(vl_redis *c, vl_future *f, char *cmd, size_t len, int shared)
 {
-    return send_cmd(c, f, cmd, len, shared, 0);
+    return send_cmd(c, f, cmd, len, shared, 0, NULL, 0);
 }
 
 vl_future *vl__redis_send_argv(vl_redis *c, vl_future *f, int argc, const char **argv,
@@ -2332,14 +2354,17 @@ vl_future *vl__redis_send_argv(vl_redis *c, vl_future *f, int argc, const char *
             /* send_cmd reaches submit for it (the connection is ready),
              * and nothing appends to the buffer before: the bytes after
              * ob_len stay this command's until counted in. */
+            size_t n0 = argvlen != NULL ? argvlen[0] : strlen(argv[0]);
             format_argv_at(c->ob + c->ob_len, argc, argv, argvlen);
-            return send_cmd(c, f, c->ob + c->ob_len, total, shared, 1);
+            /* A name no special command has needs no classify. */
+            return send_cmd(c, f, c->ob + c->ob_len, total, shared, 1,
+                            plain_name(argv[0], n0) ? argv[0] : NULL, n0);
         }
     }
     len = vl__redis_format_argv(&cmd, argc, argv, argvlen);
     if (len < 0)
         return f != NULL ? fail_with(c, f, VL_ENOMEM, "out of memory") : NULL;
-    return send_cmd(c, f, cmd, (size_t)len, shared, 0);
+    return send_cmd(c, f, cmd, (size_t)len, shared, 0, NULL, 0);
 }
 
 vl_future *vl_redis_ready(vl_redis *c)
@@ -2353,7 +2378,7 @@ vl_future *vl_redis_ready(vl_redis *c)
     len = vl__redis_format_argv(&cmd, 1, argv, NULL);
     if (len < 0)
         return NULL;
-    return send_cmd(c, NULL, cmd, (size_t)len, 0, 0);
+    return send_cmd(c, NULL, cmd, (size_t)len, 0, 0, NULL, 0);
 }
 
 /* Frees a command handed to send_cmd, unless it lives in the output buffer
@@ -2364,8 +2389,10 @@ static void cmd_drop(char *cmd, int in_ob)
         vl__redis_cmd_free(cmd);
 }
 
+/* `plain` (plainlen bytes) is the command's name when the caller knows it
+ * to be one classify would pass without flags (plain_name); NULL: look. */
 static vl_future *send_cmd(vl_redis *c, vl_future *f, char *cmd, size_t len, int shared,
-                           int in_ob)
+                           int in_ob, const char *plain, size_t plainlen)
 {
     unsigned flags;
     uint64_t block, deadline;
@@ -2384,7 +2411,15 @@ static vl_future *send_cmd(vl_redis *c, vl_future *f, char *cmd, size_t len, int
                  c->url.display, len, (unsigned long long)OBUF_MAX);
         return fail_with(c, f, VL_EBUSY, big);
     }
-    rc = classify(cmd, len, &flags, &block, name, sizeof(name));
+    if (plain != NULL) {
+        memcpy(name, plain, plainlen); /* plain_name: below 24 bytes */
+        name[plainlen] = '\0';
+        flags = 0;
+        block = 0;
+        rc = VL_OK;
+    } else {
+        rc = classify(cmd, len, &flags, &block, name, sizeof(name));
+    }
     if (rc != VL_OK) {
         cmd_drop(cmd, in_ob);
         if (rc == VL_EINVAL)
