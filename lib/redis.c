@@ -115,8 +115,8 @@ enum { P_NONE = 0, P_RESOLVE, P_TCP, P_TLS, P_HANDSHAKE };
  * pipeline's replies then come in few reads, while an idle or shallow
  * connection keeps a small buffer. */
 #define IBUF_MIN (16u * 1024)
-#define IBUF_PER_REPLY 64u
-#define IBUF_READ_MAX (256u * 1024)
+#define IBUF_PER_REPLY 32u
+#define IBUF_READ_MAX (64u * 1024)
 /* Buffers bigger than this are given back once they are empty. */
 #define BUF_KEEP (256u * 1024)
 /* Reads in one event of a TLS connection with decrypted bytes pending. */
@@ -125,7 +125,6 @@ enum { P_NONE = 0, P_RESOLVE, P_TCP, P_TLS, P_HANDSHAKE };
 typedef struct rentry rentry;
 struct rentry {
     rentry *prev, *next;
-    vl_redis *c;
     vl_future *f;      /* NULL for handshake entries and once abandoned */
     char *cmd;         /* W_WAIT: the formatted command, not yet written */
     uint64_t deadline; /* loop ms; 0: none */
@@ -135,9 +134,10 @@ struct rentry {
     unsigned char block : 1; /* a blocking command (BLPOP...): its deadline is its own */
     unsigned char flags;
     unsigned char verb;  /* the command's name in the connection's verbs; 0: none */
+    unsigned char slot;  /* its place in its slab, which knows the connection */
 };
-/* Every command in flight costs one entry (and one future): 56 bytes. */
-_Static_assert(sizeof(rentry) <= 56, "rentry grew");
+/* Every command in flight costs one entry (and one future): 48 bytes. */
+_Static_assert(sizeof(rentry) <= 48, "rentry grew");
 
 /* Distinct command names a connection remembers for its messages ("GET on
  * redis://...: command timed out"): an entry keeps a one-byte index. A
@@ -163,10 +163,14 @@ typedef struct ctimer {
     int unref;
 } ctimer;
 
-/* A block of entries (ENTRY_SLAB of them follow it). */
+/* A block of entries (ENTRY_SLAB of them follow it). An entry finds its
+ * connection through its slab (entry_conn), so it needs no pointer of its
+ * own to it. */
 typedef struct eslab {
     struct eslab *next;
+    vl_redis *c;
 } eslab;
+_Static_assert(ENTRY_SLAB <= 256, "an entry's slot is one byte");
 
 struct vl_redis {
     vl_loop *loop;
@@ -380,10 +384,12 @@ static rentry *entry_get(vl_redis *c)
         if (s == NULL)
             return NULL;
         s->next = c->slabs;
+        s->c = c;
         c->slabs = s;
         es = (rentry *)(void *)(s + 1);
         for (i = ENTRY_SLAB - 1; i >= 0; i--) {
             es[i].next = c->spare;
+            es[i].slot = (unsigned char)i;
             c->spare = &es[i];
         }
         c->nspare += ENTRY_SLAB;
@@ -391,9 +397,19 @@ static rentry *entry_get(vl_redis *c)
     }
     c->spare = e->next;
     c->nspare--;
-    memset(e, 0, sizeof(*e));
-    e->c = c;
+    {
+        unsigned char slot = e->slot;
+        memset(e, 0, sizeof(*e));
+        e->slot = slot;
+    }
     return e;
+}
+
+static vl_redis *entry_conn(const rentry *e)
+{
+    const eslab *s = (const eslab *)(const void *)(e - e->slot) - 1;
+
+    return s->c;
 }
 
 /* Recycles an entry that has left both lists. */
@@ -570,7 +586,7 @@ static void entry_deliver(vl_redis *c, rentry *e, vl_redis_reply *r)
 static void entry_cancel(void *source, vl_future *f, int status)
 {
     rentry *e = source;
-    vl_redis *c = e->c;
+    vl_redis *c = entry_conn(e);
 
     VL__UNUSED(f);
     e->f = NULL;
@@ -585,9 +601,10 @@ static void entry_cancel(void *source, vl_future *f, int status)
 static void entry_describe(void *source, char *buf, size_t n)
 {
     rentry *e = source;
-    const char *verb = verb_of(e->c, e);
+    vl_redis *c = entry_conn(e);
+    const char *verb = verb_of(c, e);
 
-    snprintf(buf, n, "%s on %s", verb[0] ? verb : "command", e->c->url.display);
+    snprintf(buf, n, "%s on %s", verb[0] ? verb : "command", c->url.display);
 }
 
 static const vl__source_ops entry_ops = {.cancel = entry_cancel, .describe = entry_describe};
