@@ -1196,9 +1196,21 @@ static void conn_write_failed(vl_redis *c, const char *why)
      * of clients reached"): read what it sent before giving up. */
     for (i = 0; i < 16 && !c->drop_requested && c->fd >= 0 && c->sess == NULL; i++)
         if (!conn_read(c))
-            break;
-    if (!c->drop_requested)
-        drop_with(c, VL_ECONN, c->state == S_CONNECTING ? "" : "connection lost: ", why);
+            break; /* (a TLS session that failed a write reads nothing more) */
+    if (c->drop_requested)
+        return;
+    if (c->sess != NULL && c->phase == P_HANDSHAKE && vl__url_param(&c->url, "cert") == NULL) {
+        /* A TLS 1.3 server that wants a client certificate says so only
+         * after the client's handshake is over, in an alert that a reset
+         * may have swallowed: say what it most likely was. */
+        char *m = vl__asprintf("%s (the server may require a client certificate: cert= and "
+                               "key=)",
+                               why);
+        drop_with(c, VL_ECONN, "", m != NULL ? m : why);
+        vl__free(m);
+        return;
+    }
+    drop_with(c, VL_ECONN, c->state == S_CONNECTING ? "" : "connection lost: ", why);
 }
 
 /* Writes what the output buffer holds, in one send (MSG_NOSIGNAL: a peer
