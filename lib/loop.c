@@ -41,6 +41,7 @@ struct vl_loop {
     ev_prepare prepare;  /* runs the defer list before the loop blocks */
     ev_idle nudge;       /* keeps a poll from blocking while defers wait */
     vl__defer *defer_head;
+    vl__defer *defer_running; /* the rest of the batch prepare_cb is running */
     vl__ready *ready_head;
     vl__ready *ready_tail;
     vl__handle handles;  /* sentinel of the open connections, pools, timers */
@@ -133,12 +134,14 @@ static void prepare_cb(struct ev_loop *ev, ev_prepare *w, int revents)
             ev_prepare_stop(loop->ev, &loop->prepare);
             loop->active--;
         }
-        while (d != NULL) {
-            vl__defer *next = d->next;
+        /* The batch stays where vl__defer_cancel finds it: a callback may
+         * cancel (and free the owner of) a node further down it. */
+        loop->defer_running = d;
+        while ((d = loop->defer_running) != NULL) {
+            loop->defer_running = d->next;
             d->queued = 0;
             d->next = NULL;
             d->cb(d);
-            d = next;
         }
         if (loop->ready_head != NULL)
             dispatch(loop);
@@ -167,12 +170,14 @@ void vl__defer_cancel(vl_loop *loop, vl__defer *d)
 
     if (!d->queued)
         return;
-    for (pp = &loop->defer_head; *pp != NULL; pp = &(*pp)->next) {
-        if (*pp == d) {
-            *pp = d->next;
-            break;
-        }
-    }
+    /* Queued for the next batch, or waiting in the batch being run. */
+    for (pp = &loop->defer_head; *pp != NULL && *pp != d; pp = &(*pp)->next)
+        ;
+    if (*pp == NULL)
+        for (pp = &loop->defer_running; *pp != NULL && *pp != d; pp = &(*pp)->next)
+            ;
+    if (*pp == d)
+        *pp = d->next;
     d->queued = 0;
     d->next = NULL;
     if (loop->defer_head == NULL && ev_is_active(&loop->prepare)) {

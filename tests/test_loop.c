@@ -4,7 +4,9 @@
  * deferred to the prepare phase, which must go out even when the callbacks
  * that queue them run in that phase. */
 #include "testutil.h"
+#include "internal.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -373,10 +375,64 @@ static void loop_freed_with_resolutions_queued(void **state)
     assert_int_equal(tu_alloc_live(), 0);
 }
 
+/* A deferred callback that cancels (and frees) another one of the same
+ * batch: the cancelled one never runs, and the rest of the batch still
+ * runs, and can be queued again. */
+typedef struct dnode {
+    vl__defer d;
+    vl_loop *loop;
+    struct dnode *victim;
+    int runs;
+} dnode;
+
+static void dnode_cb(vl__defer *d)
+{
+    dnode *n = (dnode *)(void *)d;
+
+    n->runs++;
+    if (n->victim != NULL) {
+        vl__defer_cancel(n->loop, &n->victim->d);
+        free(n->victim); /* as a connection freed from its own defer */
+        n->victim = NULL;
+    }
+}
+
+static void defer_cancelled_inside_batch(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    dnode *a = calloc(1, sizeof(*a)), *b = calloc(1, sizeof(*b)), *c = calloc(1, sizeof(*c));
+    int k;
+
+    (void)state;
+    a->d.cb = b->d.cb = c->d.cb = dnode_cb;
+    a->loop = b->loop = c->loop = loop;
+    /* A batch runs newest first: c, then b, then a. c cancels and frees
+     * b, which is still waiting further down the batch. */
+    vl__defer_queue(loop, &a->d);
+    vl__defer_queue(loop, &b->d);
+    vl__defer_queue(loop, &c->d);
+    c->victim = b;
+    assert_int_equal(vl_loop_run(loop), VL_OK);
+    assert_int_equal(c->runs, 1);
+    assert_int_equal(a->runs, 1); /* after the cancelled one: still ran */
+    /* Both can be queued again. */
+    for (k = 0; k < 3; k++) {
+        vl__defer_queue(loop, &a->d);
+        vl__defer_queue(loop, &c->d);
+        assert_int_equal(vl_loop_run(loop), VL_OK);
+    }
+    assert_int_equal(a->runs, 4);
+    assert_int_equal(c->runs, 4);
+    free(a);
+    free(c);
+    tu_finish(loop);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(timers_expiring_together, tu_setup),
+        cmocka_unit_test_setup(defer_cancelled_inside_batch, tu_setup),
         cmocka_unit_test_setup(deadline_rearmed_while_pending, tu_setup),
         cmocka_unit_test_setup(deadline_after_time_outside_loop, tu_setup),
         cmocka_unit_test_setup(sleep_after_long_callback, tu_setup),
