@@ -69,6 +69,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -119,8 +120,10 @@ enum { P_NONE = 0, P_RESOLVE, P_TCP, P_TLS, P_HANDSHAKE };
 #define IBUF_READ_MAX (64u * 1024)
 /* Buffers bigger than this are given back once they are empty. */
 #define BUF_KEEP (256u * 1024)
-/* Reads in one event of a TLS connection with decrypted bytes pending. */
+/* Reads in one event of a TLS connection with decrypted bytes pending, and
+ * records written in one go. */
 #define TLS_READS_MAX 64
+#define TLS_WRITES_MAX 64
 
 typedef struct rentry rentry;
 struct rentry {
@@ -190,6 +193,8 @@ struct vl_redis {
     int io_events;
     int io_unref;
     ctimer connect_timer, retry_timer, cmd_timer;
+    ctimer addr_timer; /* one address's share of the connect timeout */
+    uint64_t attempt_end; /* loop ms the connect timeout ends at; 0: none */
     uint64_t cmd_at;   /* the deadline cmd_timer is armed for */
     rlist wait;        /* user commands waiting for the handshake */
     rlist flight;      /* in the output buffer or written, reply due */
@@ -345,16 +350,17 @@ static void timer_fired(vl_redis *c, ctimer *t)
 
 static void hold_settle(vl_redis *c)
 {
-    ctimer *ts[2];
+    ctimer *ts[3];
     int i;
 
     if (!c->weak || c->closing)
         return;
     ts[0] = &c->connect_timer;
     ts[1] = &c->retry_timer;
+    ts[2] = &c->addr_timer;
     if (c->nuser > 0 || c->held) {
         io_ref(c);
-        for (i = 0; i < 2; i++)
+        for (i = 0; i < 3; i++)
             timer_ref(c, ts[i]);
         return;
     }
@@ -362,7 +368,7 @@ static void hold_settle(vl_redis *c)
         vl__loop_unref(c->loop);
         c->io_unref = 1;
     }
-    for (i = 0; i < 2; i++) {
+    for (i = 0; i < 3; i++) {
         if (!ts[i]->unref && vl__timer_active(&ts[i]->t)) {
             vl__loop_unref(c->loop);
             ts[i]->unref = 1;
@@ -589,13 +595,15 @@ static void entry_cancel(void *source, vl_future *f, int status)
     vl_redis *c = entry_conn(e);
 
     VL__UNUSED(f);
+    c->busy++; /* the pool hears DONE: what it asks waits for settle */
     e->f = NULL;
     if (e->where == W_WAIT) {
         wait_unlink(c, e);
         entry_put(c, e);
     }
     emit(c, VL__REDIS_EV_DONE, status);
-    hold_settle(c);
+    c->busy--;
+    settle(c);
 }
 
 static void entry_describe(void *source, char *buf, size_t n)
@@ -796,6 +804,7 @@ static void close_transport(vl_redis *c)
     c->phase = P_NONE;
     c->tls_rw = c->tls_wr = c->tls_hs = 0;
     c->wblocked = 0;
+    timer_stop(c, &c->addr_timer);
     while ((e = c->flight.head) != NULL) {
         flight_unlink(c, e);
         entry_fail(c, e, c->drop_status, c->drop_msg != NULL ? c->drop_msg : "connection lost");
@@ -1087,8 +1096,14 @@ static void take_replies(vl_redis *c)
         if (replies == 0)
             break; /* the rest is the start of a reply */
     }
-    if (c->ib_at == c->ib_len)
+    if (c->ib_at == c->ib_len) {
         c->ib_at = c->ib_scan = c->ib_len = 0;
+        if (c->ib_cap > BUF_KEEP) { /* a big reply's buffer goes back */
+            vl__free(c->ib);
+            c->ib = NULL;
+            c->ib_cap = 0;
+        }
+    }
 }
 
 /* ---- reading and writing ---- */
@@ -1224,15 +1239,24 @@ static void conn_write(vl_redis *c)
     if (len == 0 || c->fd < 0 || c->phase == P_TCP || c->phase == P_TLS || c->drop_requested)
         return;
     if (c->sess != NULL) {
-        int want = 0;
-        n = vl__tls_write(c->sess, c->ob + c->ob_off, len, &want, ebuf, sizeof(ebuf));
-        c->tls_wr = n == -1 && want == VL__TLS_WANT_READ;
-        if (n == -2) {
-            conn_write_failed(c, ebuf);
-            return;
-        }
-        if (n < 0)
-            n = 0;
+        /* One record per call: go on while the socket takes them. */
+        size_t sent = 0;
+        int records = 0;
+        do {
+            int want = 0;
+            n = vl__tls_write(c->sess, c->ob + c->ob_off + sent, len - sent, &want, ebuf,
+                              sizeof(ebuf));
+            c->tls_wr = n == -1 && want == VL__TLS_WANT_READ;
+            if (n == -2) {
+                flight_written(c, sent);
+                c->ob_off += sent;
+                conn_write_failed(c, ebuf);
+                return;
+            }
+            if (n > 0)
+                sent += (size_t)n;
+        } while (n > 0 && sent < len && ++records < TLS_WRITES_MAX);
+        n = (ssize_t)sent;
     } else {
         n = send(c->fd, c->ob + c->ob_off, len, MSG_NOSIGNAL);
         if (n < 0) {
@@ -1405,7 +1429,8 @@ static void become_ready(vl_redis *c)
         e->cmd = NULL;
         submit(c, e, cmd, e->len, 0);
     }
-    emit(c, VL__REDIS_EV_READY, VL_OK);
+    if (!c->dying)
+        emit(c, VL__REDIS_EV_READY, VL_OK);
 }
 
 static void io_cb(vl__io *io, int events, void *ud);
@@ -1651,8 +1676,20 @@ static void try_connect(vl_redis *c)
         if (rc >= 0) {
             c->phase = P_TCP;
             io_update(c);
-            if (rc == 1)
+            if (rc == 1) {
                 transport_up(c);
+            } else if (c->addr_next != NULL && c->attempt_end != 0) {
+                /* More addresses wait: this one gets its share of what is
+                 * left of the connect timeout, so one that drops packets
+                 * does not use up the time of the others. */
+                uint64_t now = vl_loop_now_ms(c->loop), left = 1, n = 1;
+                const char *p;
+                for (p = c->addr_next; p != NULL; p = strchr(p + 1, '\n'))
+                    n++;
+                if (c->attempt_end > now)
+                    left = (c->attempt_end - now) / n;
+                timer_start(c, &c->addr_timer, left > 0 ? left : 1);
+            }
             return;
         }
         if (addr == NULL)
@@ -1670,6 +1707,7 @@ static void tcp_done(vl_redis *c)
 
     if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0)
         err = errno;
+    timer_stop(c, &c->addr_timer);
     if (err == 0) {
         transport_up(c);
         return;
@@ -1702,6 +1740,26 @@ static void io_cb(vl__io *io, int events, void *ud)
             conn_write(c);
         io_update(c);
     }
+    c->busy--;
+    settle(c);
+}
+
+/* One address took its share of the connect timeout: the next one. */
+static void addr_timer_cb(vl__timer *t, void *ud)
+{
+    vl_redis *c = ud;
+
+    VL__UNUSED(t);
+    timer_fired(c, &c->addr_timer);
+    if (c->phase != P_TCP || c->fd < 0)
+        return;
+    c->busy++;
+    set_str(&c->addr_err, "timed out");
+    close(c->fd);
+    c->fd = -1;
+    c->phase = P_NONE;
+    io_update(c);
+    try_connect(c);
     c->busy--;
     settle(c);
 }
@@ -1784,10 +1842,17 @@ static void start_attempt(vl_redis *c)
         lim.max_reply_mem = 8192;
         vl__resp_init(&c->resp, &lim);
     }
-    if (c->opts.connect_timeout_ms > 0)
+    c->attempt_end = 0;
+    if (c->opts.connect_timeout_ms > 0) {
         timer_start(c, &c->connect_timer, c->opts.connect_timeout_ms);
+        c->attempt_end = vl_loop_now_ms(c->loop) + c->opts.connect_timeout_ms;
+    }
     if (c->url.host[0] == '\0' || vl__host_is_ip(c->url.host)) {
         set_str(&c->addrs, c->url.host[0] != '\0' ? c->url.host : NULL);
+        if (c->url.host[0] != '\0' && c->addrs == NULL) {
+            request_drop(c, VL_ENOMEM, "connect: out of memory");
+            return;
+        }
         c->addr_next = c->addrs;
         try_connect(c);
         return;
@@ -2052,13 +2117,20 @@ static size_t digits(size_t v)
 }
 
 /* Bytes of the argv form of a command. */
+/* Bytes of the argv form of a command; SIZE_MAX when that does not fit in
+ * a size_t (with room for a NUL), which no buffer can take. */
 static size_t argv_size(int argc, const char **argv, const size_t *argvlen)
 {
-    size_t total = 1 + digits((size_t)argc) + 2, i, len;
+    size_t total = 1 + digits((size_t)argc) + 2, i, len, add;
 
     for (i = 0; i < (size_t)argc; i++) {
         len = argvlen != NULL ? argvlen[i] : strlen(argv[i]);
-        total += 1 + digits(len) + 2 + len + 2;
+        if (len > SIZE_MAX - 64)
+            return SIZE_MAX;
+        add = 1 + digits(len) + 2 + len + 2;
+        if (total > SIZE_MAX - 1 - add)
+            return SIZE_MAX;
+        total += add;
     }
     return total;
 }
@@ -2113,7 +2185,7 @@ long long vl__redis_format_argv(char **cmd, int argc, const char **argv, const s
 {
     size_t total = argv_size(argc, argv, argvlen);
 
-    *cmd = vl__malloc(total + 1);
+    *cmd = total < SIZE_MAX && total <= (size_t)LLONG_MAX ? vl__malloc(total + 1) : NULL;
     if (*cmd == NULL)
         return -1;
     format_argv_at(*cmd, argc, argv, argvlen);
@@ -2378,7 +2450,7 @@ vl_future *vl__redis_send_argv(vl_redis *c, vl_future *f, int argc, const char *
     if (c->state == S_READY && !c->dying && !c->closing && c->wait.n == 0 &&
         !vl__loop_closing(c->loop)) {
         size_t total = argv_size(argc, argv, argvlen);
-        if ((uint64_t)(c->ob_len - c->ob_off) + total <= OBUF_MAX &&
+        if (total <= OBUF_MAX && (uint64_t)(c->ob_len - c->ob_off) + total <= OBUF_MAX &&
             ob_reserve(c, total + 1) == VL_OK) {
             /* send_cmd reaches submit for it (the connection is ready),
              * and nothing appends to the buffer before: the bytes after
@@ -2420,8 +2492,8 @@ static void cmd_drop(char *cmd, int in_ob)
 
 /* `plain` (plainlen bytes) is the command's name when the caller knows it
  * to be one classify would pass without flags (plain_name); NULL: look. */
-static vl_future *send_cmd(vl_redis *c, vl_future *f, char *cmd, size_t len, int shared,
-                           int in_ob, const char *plain, size_t plainlen)
+static vl_future *send_cmd_body(vl_redis *c, vl_future *f, char *cmd, size_t len, int shared,
+                                int in_ob, const char *plain, size_t plainlen)
 {
     unsigned flags;
     uint64_t block, deadline;
@@ -2504,17 +2576,32 @@ static vl_future *send_cmd(vl_redis *c, vl_future *f, char *cmd, size_t len, int
         e->deadline = vl_loop_now_ms(c->loop) + c->opts.command_timeout_ms + block;
     c->nuser++;
     deadline = e->deadline; /* submit may recycle e */
-    if (c->state == S_READY) {
+    /* While become_ready is still writing what waited (a DONE it reported
+     * brought this one), this one waits its turn behind them. */
+    if (c->state == S_READY && c->wait.n == 0) {
         submit(c, e, cmd, len, in_ob);
     } else {
         e->cmd = cmd;
-        e->len = len;
+        e->len = (uint32_t)len;
         e->where = W_WAIT;
         list_append(&c->wait, e);
     }
     arm_for(c, deadline);
-    settle(c);
     return f;
+}
+
+/* Sends a command. The pool hears DONE from inside (a command refused at
+ * once): whatever it asks of the connection meanwhile waits for settle. */
+static vl_future *send_cmd(vl_redis *c, vl_future *f, char *cmd, size_t len, int shared,
+                           int in_ob, const char *plain, size_t plainlen)
+{
+    vl_future *out;
+
+    c->busy++;
+    out = send_cmd_body(c, f, cmd, len, shared, in_ob, plain, plainlen);
+    c->busy--;
+    settle(c);
+    return out;
 }
 
 vl_future *vl_redis_commandv(vl_redis *c, const char *fmt, va_list ap)
@@ -2784,6 +2871,7 @@ static vl_redis *conn_make(vl_loop *loop, const char *url, const vl_redis_option
     vl__timer_init(&c->connect_timer.t, loop, connect_timer_cb, c);
     vl__timer_init(&c->retry_timer.t, loop, retry_timer_cb, c);
     vl__timer_init(&c->cmd_timer.t, loop, cmd_timer_cb, c);
+    vl__timer_init(&c->addr_timer.t, loop, addr_timer_cb, c);
     rc = setup_url(c, url);
     if (rc != VL_ENOMEM && orc != VL_OK) {
         /* Options the library cannot read: nothing may run on them. */
@@ -2870,11 +2958,13 @@ void vl_redis_free(vl_redis *c)
     timer_ref(c, &c->connect_timer);
     timer_ref(c, &c->retry_timer);
     timer_ref(c, &c->cmd_timer);
+    timer_ref(c, &c->addr_timer);
     if (c->state != S_INVALID)
         conn_down(c, VL_ECANCELED, "connection freed");
     vl__timer_stop(&c->connect_timer.t);
     vl__timer_stop(&c->retry_timer.t);
     vl__timer_stop(&c->cmd_timer.t);
+    vl__timer_stop(&c->addr_timer.t);
     vl__io_stop(&c->io);
     vl__defer_cancel(c->loop, &c->flush);
     c->spare = NULL;

@@ -108,7 +108,6 @@
  *                does not know, no names (n == 0 for a subscribe), a NULL
  *                name; a subscriber with a bad URL or options fails every
  *                call so, with the reason
- *   VL_EUNSUPPORTED  rediss:// (TLS)
  *   VL_ESERVER   the server refused the command (see "Confirmations")
  *   VL_ECONN     the connection was lost and reconnect is 0: pending and
  *                later calls fail so
@@ -206,7 +205,7 @@ VL_EXPORT void vl_redis_sub_options_init_sized(vl_redis_sub_options *o, size_t s
  * Returns NULL only when out of memory or loop is NULL. A malformed URL, or
  * options with a struct_size the library does not know, still gives a
  * subscriber, in state VL_REDIS_INVALID, whose every call fails with
- * VL_EINVAL (VL_EUNSUPPORTED for rediss://) and the reason, which
+ * VL_EINVAL and the reason, which
  * vl_redis_sub_error tells at once.
  *
  * The subscriber belongs to the loop: vl_loop_free frees it if you have not.
