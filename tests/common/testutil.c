@@ -20,6 +20,7 @@
 static long live;
 static long count;
 static long fail_at;
+static size_t largest;
 
 static void *count_malloc(size_t n, void *ud)
 {
@@ -27,6 +28,8 @@ static void *count_malloc(size_t n, void *ud)
 
     (void)ud;
     count++;
+    if (n > largest)
+        largest = n;
     if (fail_at > 0 && count == fail_at)
         return NULL;
     p = malloc(n);
@@ -41,6 +44,8 @@ static void *count_realloc(void *p, size_t n, void *ud)
 
     (void)ud;
     count++;
+    if (n > largest)
+        largest = n;
     if (fail_at > 0 && count == fail_at)
         return NULL;
     q = realloc(p, n);
@@ -64,6 +69,52 @@ void tu_alloc_install(void)
     vl_allocator_set(&a);
     count = 0;
     fail_at = 0;
+    largest = 0;
+}
+
+size_t tu_alloc_largest(void)
+{
+    return largest;
+}
+
+void tu_rss_peak_reset(void)
+{
+    FILE *f = fopen("/proc/self/clear_refs", "w");
+
+    if (f != NULL) {
+        fputs("5", f); /* resets VmHWM to the current RSS */
+        fclose(f);
+    }
+}
+
+long tu_rss_peak_kb(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kb = -1;
+
+    if (f == NULL)
+        return -1;
+    while (fgets(line, sizeof(line), f) != NULL)
+        if (strncmp(line, "VmHWM:", 6) == 0)
+            kb = strtol(line + 6, NULL, 10);
+    fclose(f);
+    return kb;
+}
+
+long tu_rss_kb(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kb = -1;
+
+    if (f == NULL)
+        return -1;
+    while (fgets(line, sizeof(line), f) != NULL)
+        if (strncmp(line, "VmRSS:", 6) == 0)
+            kb = strtol(line + 6, NULL, 10);
+    fclose(f);
+    return kb;
 }
 
 long tu_alloc_live(void)

@@ -25,6 +25,13 @@ long tu_alloc_live(void);
 void tu_alloc_fail_at(long n);
 /* Allocations counted since the last tu_alloc_fail_at / install. */
 long tu_alloc_count(void);
+/* The largest single allocation asked of volley's allocator since install. */
+size_t tu_alloc_largest(void);
+/* The process's resident memory now, and its peak since the last reset
+ * (VmRSS, VmHWM), in KiB; -1 when /proc does not say. */
+long tu_rss_kb(void);
+long tu_rss_peak_kb(void);
+void tu_rss_peak_reset(void);
 
 /* The end of every test: the loop is empty, freed, and nothing leaked. */
 void tu_loop_finish(vl_loop *loop);
