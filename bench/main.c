@@ -514,6 +514,53 @@ static int bench_execute_here(bench_result *res)
  * stays resident). The result comes back through a pipe. */
 static int bench_no_fork;
 
+static int bench_execute(bench_result *res);
+
+/* The scenarios whose rows the engine's targets compare (see
+ * bench_targets): two of their rows measured minutes apart on a shared
+ * 2-core machine would compare the machine's moods as much as the
+ * clients, so they are repeated, interleaved, and the medians compared. */
+#define BENCH_TARGET_REPS 3
+
+static int bench_is_target_scenario(const char *name)
+{
+    return strcmp(name, "redis-get-p16") == 0 || strcmp(name, "redis-get-p1000") == 0 ||
+           strcmp(name, "redis-tls-p16") == 0;
+}
+
+static int bench_by_ops(const void *a, const void *b)
+{
+    double x = ((const bench_result *)a)->ops_per_sec, y = ((const bench_result *)b)->ops_per_sec;
+    return x < y ? -1 : x > y;
+}
+
+/* Runs rows rs[0..n) BENCH_TARGET_REPS times in turn (row 1, row 2, ...,
+ * row 1, row 2, ...) and keeps for each the run with its median ops/s; the
+ * errors of every run count. */
+static int bench_run_repeated(bench_result *rs, size_t n)
+{
+    bench_result runs[16][BENCH_TARGET_REPS];
+    int rc = 0;
+
+    if (n > 16)
+        n = 16;
+    for (int rep = 0; rep < BENCH_TARGET_REPS; rep++)
+        for (size_t i = 0; i < n; i++) {
+            runs[i][rep] = rs[i];
+            if (bench_execute(&runs[i][rep]) != 0)
+                rc = -1;
+        }
+    for (size_t i = 0; i < n; i++) {
+        uint64_t errors = 0;
+        for (int rep = 0; rep < BENCH_TARGET_REPS; rep++)
+            errors += runs[i][rep].errors;
+        qsort(runs[i], BENCH_TARGET_REPS, sizeof runs[i][0], bench_by_ops);
+        rs[i] = runs[i][BENCH_TARGET_REPS / 2];
+        rs[i].errors = errors;
+    }
+    return rc;
+}
+
 static int bench_execute(bench_result *res)
 {
     int p[2];
@@ -1030,10 +1077,21 @@ int main(int argc, char **argv)
     }
 
     uint64_t t0 = bench_now_us();
+    size_t repeated_until = 0;
     for (size_t k = 0; k < plan.n; k++) {
         bench_result *r = &plan.rs[k];
-        if (bench_execute(r) != 0)
+        if (k >= repeated_until && bench_is_target_scenario(r->c.name)) {
+            /* The scenarios the targets compare: each row run
+             * BENCH_TARGET_REPS times, interleaved, and its median kept. */
+            size_t j = k;
+            while (j < plan.n && strcmp(plan.rs[j].c.name, r->c.name) == 0)
+                j++;
+            if (bench_run_repeated(&plan.rs[k], j - k) != 0)
+                status = 1;
+            repeated_until = j;
+        } else if (k >= repeated_until && bench_execute(r) != 0) {
             status = 1;
+        }
         if (r->errors)
             status = 1;
         /* Speedups are known once the group's sync run is done, which is
