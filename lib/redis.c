@@ -355,6 +355,10 @@ static void hold_settle(vl_redis *c)
 
     if (!c->weak || c->closing)
         return;
+    /* The common case, a busy connection already holding the loop. */
+    if ((c->nuser > 0 || c->held) && !c->io_unref && !c->connect_timer.unref &&
+        !c->retry_timer.unref && !c->addr_timer.unref)
+        return;
     ts[0] = &c->connect_timer;
     ts[1] = &c->retry_timer;
     ts[2] = &c->addr_timer;
@@ -2101,33 +2105,20 @@ static char *put_uint(char *end, size_t v)
     return end;
 }
 
-static size_t digits(size_t v)
-{
-    size_t n = 1;
-
-    if (v < 10)
-        return 1;
-    if (v < 100)
-        return 2;
-    while (v >= 10) {
-        v /= 10;
-        n++;
-    }
-    return n;
-}
-
 /* Bytes of the argv form of a command. */
-/* Bytes of the argv form of a command; SIZE_MAX when that does not fit in
- * a size_t (with room for a NUL), which no buffer can take. */
-static size_t argv_size(int argc, const char **argv, const size_t *argvlen)
+/* At least the bytes of the argv form of a command (numbers counted at 20
+ * digits), so that formatting into that much room cannot overrun; SIZE_MAX
+ * when that does not fit in a size_t (with room for a NUL), which no
+ * buffer can take. */
+static size_t argv_bound(int argc, const char **argv, const size_t *argvlen)
 {
-    size_t total = 1 + digits((size_t)argc) + 2, i, len, add;
+    size_t total = 1 + 20 + 2, i, len, add;
 
     for (i = 0; i < (size_t)argc; i++) {
         len = argvlen != NULL ? argvlen[i] : strlen(argv[i]);
         if (len > SIZE_MAX - 64)
             return SIZE_MAX;
-        add = 1 + digits(len) + 2 + len + 2;
+        add = 1 + 20 + 2 + len + 2;
         if (total > SIZE_MAX - 1 - add)
             return SIZE_MAX;
         total += add;
@@ -2158,9 +2149,10 @@ static char *put_num(char *p, size_t v)
 }
 
 /* Writes "*N\r\n" then "$L\r\n<arg>\r\n" per argument, and a NUL, at p
- * (argv_size + 1 bytes). */
-static void format_argv_at(char *p, int argc, const char **argv, const size_t *argvlen)
+ * (argv_bound + 1 bytes of room). Returns the command's length. */
+static size_t format_argv_at(char *p, int argc, const char **argv, const size_t *argvlen)
 {
+    char *start = p;
     size_t i, len;
 
     *p++ = '*';
@@ -2179,17 +2171,17 @@ static void format_argv_at(char *p, int argc, const char **argv, const size_t *a
         *p++ = '\n';
     }
     *p = '\0';
+    return (size_t)(p - start);
 }
 
 long long vl__redis_format_argv(char **cmd, int argc, const char **argv, const size_t *argvlen)
 {
-    size_t total = argv_size(argc, argv, argvlen);
+    size_t bound = argv_bound(argc, argv, argvlen);
 
-    *cmd = total < SIZE_MAX && total <= (size_t)LLONG_MAX ? vl__malloc(total + 1) : NULL;
+    *cmd = bound < SIZE_MAX && bound <= (size_t)LLONG_MAX ? vl__malloc(bound + 1) : NULL;
     if (*cmd == NULL)
         return -1;
-    format_argv_at(*cmd, argc, argv, argvlen);
-    return (long long)total;
+    return (long long)format_argv_at(*cmd, argc, argv, argvlen);
 }
 
 void vl__redis_verb(const char *cmd, size_t len, char *buf, size_t n)
@@ -2449,14 +2441,14 @@ vl_future *vl__redis_send_argv(vl_redis *c, vl_future *f, int argc, const char *
      * copy of its own. Anything else goes the general way. */
     if (c->state == S_READY && !c->dying && !c->closing && c->wait.n == 0 &&
         !vl__loop_closing(c->loop)) {
-        size_t total = argv_size(argc, argv, argvlen);
+        size_t total = argv_bound(argc, argv, argvlen);
         if (total <= OBUF_MAX && (uint64_t)(c->ob_len - c->ob_off) + total <= OBUF_MAX &&
             ob_reserve(c, total + 1) == VL_OK) {
             /* send_cmd reaches submit for it (the connection is ready),
              * and nothing appends to the buffer before: the bytes after
              * ob_len stay this command's until counted in. */
             size_t n0 = argvlen != NULL ? argvlen[0] : strlen(argv[0]);
-            format_argv_at(c->ob + c->ob_len, argc, argv, argvlen);
+            total = format_argv_at(c->ob + c->ob_len, argc, argv, argvlen);
             /* A name no special command has needs no classify. */
             return send_cmd(c, f, c->ob + c->ob_len, total, shared, 1,
                             plain_name(argv[0], n0) ? argv[0] : NULL, n0);
