@@ -2708,8 +2708,10 @@ static int tls_param(const char *k)
     return strcmp(k, "db") != 0 && strcmp(k, "name") != 0;
 }
 
-/* The TLS parameters of a rediss:// URL, into a context. */
-static int setup_tls(vl_redis *c, char *why, size_t whyn)
+/* The TLS parameters of a rediss:// URL, into a context: that of `share`
+ * (a connection made from the same URL) when it has one, since loading the
+ * CAs is file work best done once per endpoint, not once per connection. */
+static int setup_tls(vl_redis *c, const vl_redis *share, char *why, size_t whyn)
 {
     vl__tls_config cfg;
     const char *ins = vl__url_param(&c->url, "insecure");
@@ -2730,11 +2732,16 @@ static int setup_tls(vl_redis *c, char *why, size_t whyn)
         return VL_EINVAL;
     }
     c->tls = 1;
+    if (share != NULL && share->tls_ctx != NULL) {
+        vl__tls_ctx_ref(share->tls_ctx);
+        c->tls_ctx = share->tls_ctx;
+        return VL_OK;
+    }
     return vl__tls_ctx_new(&c->tls_ctx, &cfg, why, whyn);
 }
 
 /* Checks the URL; on error fills c->err and c->invalid_status. */
-static int setup_url(vl_redis *c, const char *url)
+static int setup_url(vl_redis *c, const char *url, const vl_redis *share)
 {
     char why[256];
     const char *dbs = NULL, *name;
@@ -2809,7 +2816,7 @@ static int setup_url(vl_redis *c, const char *url)
             }
         }
         if (rc == VL_OK && tls) {
-            rc = setup_tls(c, why, sizeof(why));
+            rc = setup_tls(c, share, why, sizeof(why));
             if (rc == VL_ENOMEM)
                 return VL_ENOMEM;
         }
@@ -2843,7 +2850,8 @@ static void handle_free(vl__handle *h)
     vl_redis_free(c);
 }
 
-static vl_redis *conn_make(vl_loop *loop, const char *url, const vl_redis_options *opts)
+static vl_redis *conn_make(vl_loop *loop, const char *url, const vl_redis_options *opts,
+                           const vl_redis *share)
 {
     vl_redis *c;
     char why[160];
@@ -2864,7 +2872,7 @@ static vl_redis *conn_make(vl_loop *loop, const char *url, const vl_redis_option
     vl__timer_init(&c->retry_timer.t, loop, retry_timer_cb, c);
     vl__timer_init(&c->cmd_timer.t, loop, cmd_timer_cb, c);
     vl__timer_init(&c->addr_timer.t, loop, addr_timer_cb, c);
-    rc = setup_url(c, url);
+    rc = setup_url(c, url, share);
     if (rc != VL_ENOMEM && orc != VL_OK) {
         /* Options the library cannot read: nothing may run on them. */
         vl__free(c->err);
@@ -2895,7 +2903,7 @@ static vl_redis *conn_make(vl_loop *loop, const char *url, const vl_redis_option
 
 vl_redis *vl_redis_new(vl_loop *loop, const char *url, const vl_redis_options *opts)
 {
-    vl_redis *c = conn_make(loop, url, opts);
+    vl_redis *c = conn_make(loop, url, opts, NULL);
 
     if (c == NULL)
         return NULL;
@@ -2914,9 +2922,9 @@ vl_redis *vl_redis_new(vl_loop *loop, const char *url, const vl_redis_options *o
 }
 
 vl_redis *vl__redis_new_pooled(vl_loop *loop, const char *url, const vl_redis_options *opts,
-                               vl__redis_event_fn fn, void *ud)
+                               vl__redis_event_fn fn, void *ud, const vl_redis *share)
 {
-    vl_redis *c = conn_make(loop, url, opts);
+    vl_redis *c = conn_make(loop, url, opts, share);
 
     if (c == NULL)
         return NULL;
@@ -3052,7 +3060,7 @@ void vl__redis_drop(vl_redis *c, const char *msg)
 vl_redis *vl__redis_new_push(vl_loop *loop, const char *url, const vl_redis_options *opts,
                              vl__redis_event_fn fn, vl__redis_push_fn push, void *ud)
 {
-    vl_redis *c = conn_make(loop, url, opts);
+    vl_redis *c = conn_make(loop, url, opts, NULL);
 
     if (c == NULL)
         return NULL;
@@ -3096,7 +3104,7 @@ void vl__redis_detach(vl_redis *c)
 
 int vl__redis_url_error(vl_loop *loop, const char *url, char **msg)
 {
-    vl_redis *c = conn_make(loop, url, NULL);
+    vl_redis *c = conn_make(loop, url, NULL, NULL);
     int rc;
 
     *msg = NULL;

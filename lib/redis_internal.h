@@ -136,9 +136,11 @@ int vl__redis_options_read(vl_redis_options *dst, const vl_redis_options *src, c
 
 /* Makes a pooled connection: it reports events to `fn` and, while nothing
  * is pending on it, does not keep the loop running. It is not registered
- * as a loop handle: the pool frees it. */
+ * as a loop handle: the pool frees it. `share` (NULL: none) is another
+ * connection made from the same URL: a rediss:// connection then shares
+ * its TLS context (the loaded CAs and client certificate). */
 vl_redis *vl__redis_new_pooled(vl_loop *loop, const char *url, const vl_redis_options *opts,
-                               vl__redis_event_fn fn, void *ud);
+                               vl__redis_event_fn fn, void *ud, const vl_redis *share);
 
 /* Keeps the loop running on behalf of the owner (on != 0), whether or not
  * anything is pending: its pool has a request waiting that this connection

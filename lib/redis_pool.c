@@ -483,7 +483,9 @@ static pslot *slot_open(vl_redis_pool *p)
         s->expires = now + life - (spread > 0 ? vl__rand64() % (spread + 1) : 0);
     }
     p->slots[p->nslots++] = s;
-    s->c = vl__redis_new_pooled(p->loop, p->url, &p->copts, pool_event, s);
+    /* The TLS context of a connection already open is shared. */
+    s->c = vl__redis_new_pooled(p->loop, p->url, &p->copts, pool_event, s,
+                                p->nslots > 1 ? p->slots[0]->c : NULL);
     if (s->c == NULL) {
         p->nslots--;
         vl__free(s);

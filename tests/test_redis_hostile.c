@@ -622,7 +622,7 @@ static void doomed_when_reported(const char *scenario, uint32_t timeout_ms, int 
     if (timeout_ms != 0)
         o.command_timeout_ms = timeout_ms;
     snprintf(url, sizeof(url), "redis://%s", fx.url);
-    x = vl__redis_new_pooled(loop, url, &o, probe_event, &d);
+    x = vl__redis_new_pooled(loop, url, &o, probe_event, &d, NULL);
     assert_non_null(x);
     f = vl_redis_command(x, "GET hostile:k");
     assert_int_equal(tu_await(loop, vl_future_timeout(f, WAIT_MS)), status);

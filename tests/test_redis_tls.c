@@ -5,6 +5,7 @@
  * each a VL_ECONN with a message that says why. */
 #include "testutil.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -14,6 +15,20 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+/* OpenSSL reads the CA file with fopen: count the times it does. */
+static int ca_opens;
+
+FILE *fopen(const char *path, const char *mode)
+{
+    FILE *(*real)(const char *, const char *);
+    size_t n = path != NULL ? strlen(path) : 0;
+
+    if (n >= 7 && strcmp(path + n - 7, "/ca.crt") == 0)
+        ca_opens++;
+    *(void **)&real = dlsym(RTLD_NEXT, "fopen");
+    return real(path, mode);
+}
 
 /* rediss://HOST:PORT?cacert=DIR/ca.crt<extra> for the server of env `port`. */
 static const char *tls_url(const char *host, const char *port_env, const char *extra)
@@ -161,6 +176,40 @@ static void pool_and_fanout(void **state)
         }
     }
     vl_future_free(f);
+    tu_finish(loop);
+}
+
+/* A pool's connections share one TLS context: the CA file is read once,
+ * not once per connection. */
+static void pool_shares_context(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_redis_pool_options po;
+    vl_redis_pool *p;
+    vl_pool_stats st;
+    vl_future *fs[64];
+    int i;
+
+    (void)state;
+    vl_redis_pool_options_init(&po);
+    po.max_size = 8;
+    po.min_idle = 8;
+    ca_opens = 0;
+    p = vl_redis_pool_new(loop, tls_url("localhost", "VL_TEST_REDIS_TLS_PORT", ""), &po);
+    vl_future_free(tu_run_cmd(loop, vl_redis_pool_ready(p), VL_OK));
+    for (i = 0; i < 64; i++)
+        fs[i] = vl_redis_pool_command(p, "PING");
+    for (i = 0; i < 64; i++) {
+        assert_int_equal(tu_await(loop, fs[i]), VL_OK);
+        vl_future_free(fs[i]);
+    }
+    vl_pool_stats_init(&st);
+    assert_int_equal(vl_redis_pool_stats_get(p, &st), VL_OK);
+    assert_int_equal(st.open, 8);
+    /* Once when the pool checks its URL, once for the context all eight
+     * share (one per connection would make nine). */
+    assert_true(ca_opens >= 1 && ca_opens <= 2);
+    vl_redis_pool_free(p);
     tu_finish(loop);
 }
 
@@ -336,6 +385,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(round_trips, tu_setup),
         cmocka_unit_test_setup(pool_and_fanout, tu_setup),
+        cmocka_unit_test_setup(pool_shares_context, tu_setup),
         cmocka_unit_test_setup(client_certificate, tu_setup),
         cmocka_unit_test_setup(wrong_ca, tu_setup),
         cmocka_unit_test_setup(expired, tu_setup),
