@@ -30,8 +30,10 @@
  * (the CLI warns when it is used). A wrong CA, an expired certificate, a
  * host-name mismatch or a plain server fail the connect with VL_ECONN and
  * OpenSSL's reason ("TLS: certificate verify failed: certificate has
- * expired"); a CA file that cannot be read is a bad URL (VL_EINVAL). A
- * context (the loaded CAs) is made per connection when it is created. A password makes the connection send
+ * expired"); a CA file that cannot be read is a bad URL (VL_EINVAL). The
+ * context (the loaded CAs and client certificate) is made when a
+ * connection or pool is created, on the calling thread; a pool's
+ * connections share one. A password makes the connection send
  * "AUTH password" (or "AUTH user password" when a user is given) and a db
  * other than 0 makes it send "SELECT db", both before any command of yours.
  * Every handshake ends with "PING <token>", whose answer proves that the
