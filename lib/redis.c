@@ -221,7 +221,6 @@ struct vl_redis {
     int tls_wr;        /* a TLS write waits for it to be readable */
     int tls_hs;        /* what the TLS handshake waits for (VL__TLS_WANT_*) */
     rentry *spare;
-    size_t nspare;
     char verbs[VERBS_MAX][20]; /* verbs[0] is "" */
     unsigned char nverbs, last_verb;
     eslab *slabs;
@@ -402,11 +401,9 @@ static rentry *entry_get(vl_redis *c)
             es[i].slot = (unsigned char)i;
             c->spare = &es[i];
         }
-        c->nspare += ENTRY_SLAB;
         e = c->spare;
     }
     c->spare = e->next;
-    c->nspare--;
     {
         unsigned char slot = e->slot;
         memset(e, 0, sizeof(*e));
@@ -433,7 +430,6 @@ static void entry_put(vl_redis *c, rentry *e)
     e->where = W_NONE;
     e->next = c->spare;
     c->spare = e;
-    c->nspare++;
     if (user && --c->nuser == 0) {
         timer_stop(c, &c->cmd_timer);
         emit(c, VL__REDIS_EV_IDLE, VL_OK);
@@ -770,7 +766,8 @@ static void request_drop(vl_redis *c, int status, const char *msg)
     conn_down(c, status, msg);
 }
 
-static void buf_reset(vl_redis *c)
+/* Empties the output buffer, giving a burst's big one back. */
+static void ob_empty(vl_redis *c)
 {
     c->ob_off = c->ob_len = 0;
     if (c->ob_cap > BUF_KEEP) {
@@ -778,12 +775,23 @@ static void buf_reset(vl_redis *c)
         c->ob = NULL;
         c->ob_cap = 0;
     }
+}
+
+/* Empties the input buffer, giving a big reply's one back. */
+static void ib_empty(vl_redis *c)
+{
     c->ib_at = c->ib_scan = c->ib_len = 0;
     if (c->ib_cap > BUF_KEEP) {
         vl__free(c->ib);
         c->ib = NULL;
         c->ib_cap = 0;
     }
+}
+
+static void buf_reset(vl_redis *c)
+{
+    ob_empty(c);
+    ib_empty(c);
 }
 
 /* Closes the socket and fails every command in flight with the teardown's
@@ -1100,14 +1108,8 @@ static void take_replies(vl_redis *c)
         if (replies == 0)
             break; /* the rest is the start of a reply */
     }
-    if (c->ib_at == c->ib_len) {
-        c->ib_at = c->ib_scan = c->ib_len = 0;
-        if (c->ib_cap > BUF_KEEP) { /* a big reply's buffer goes back */
-            vl__free(c->ib);
-            c->ib = NULL;
-            c->ib_cap = 0;
-        }
-    }
+    if (c->ib_at == c->ib_len)
+        ib_empty(c);
 }
 
 /* ---- reading and writing ---- */
@@ -1274,13 +1276,8 @@ static void conn_write(vl_redis *c)
     flight_written(c, (size_t)n);
     c->ob_off += (size_t)n;
     if (c->ob_off == c->ob_len) {
-        c->ob_off = c->ob_len = 0;
+        ob_empty(c);
         c->wblocked = 0;
-        if (c->ob_cap > BUF_KEEP) { /* give a burst's buffer back */
-            vl__free(c->ob);
-            c->ob = NULL;
-            c->ob_cap = 0;
-        }
     } else {
         c->wblocked = !c->tls_wr; /* wait for the socket (a TLS write waiting
                                    * for a read retries on the next read) */

@@ -128,6 +128,23 @@ enum {
 };
 typedef void (*vl__redis_event_fn)(vl_redis *c, int event, int status, void *ud);
 
+/* The connection settings a pool's and a subscriber's options repeat from
+ * vl_redis_options, under the same names: copied from `src` to `dst`,
+ * whichever of those structs each is. */
+#define VL__REDIS_COPY_CONN_FIELDS(dst, src)                                                 \
+    do {                                                                                   \
+        (dst)->connect_timeout_ms = (src)->connect_timeout_ms;                             \
+        (dst)->reconnect_min_ms = (src)->reconnect_min_ms;                                 \
+        (dst)->reconnect_max_ms = (src)->reconnect_max_ms;                                 \
+        (dst)->max_bulk_len = (src)->max_bulk_len;                                         \
+        (dst)->max_elements = (src)->max_elements;                                         \
+        (dst)->max_reply_bytes = (src)->max_reply_bytes;                                   \
+        (dst)->max_depth = (src)->max_depth;                                               \
+        (dst)->tcp_keepalive_ms = (src)->tcp_keepalive_ms;                                 \
+        (dst)->tcp_user_timeout_ms = (src)->tcp_user_timeout_ms;                           \
+        (dst)->max_reply_mem = (src)->max_reply_mem;                                       \
+    } while (0)
+
 /* Reads a caller's options (NULL: the defaults) into `dst`, as every
  * function taking vl_redis_options does: VL_OK, or VL_EINVAL with the
  * message in why. */

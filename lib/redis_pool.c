@@ -179,20 +179,11 @@ static void opts_defaults(vl_redis_pool_options *o)
     o->acquire_timeout_ms = 5000;
     o->max_waiters = 1000;
     o->max_pending = 0;
-    o->connect_timeout_ms = c.connect_timeout_ms;
+    VL__REDIS_COPY_CONN_FIELDS(o, &c);
     o->command_timeout_ms = c.command_timeout_ms;
-    o->reconnect_min_ms = c.reconnect_min_ms;
-    o->reconnect_max_ms = c.reconnect_max_ms;
     o->idle_timeout_ms = 600000;
     o->max_lifetime_ms = 1800000;
     o->keepalive_ms = 0;
-    o->max_bulk_len = c.max_bulk_len;
-    o->max_elements = c.max_elements;
-    o->max_reply_bytes = c.max_reply_bytes;
-    o->max_depth = c.max_depth;
-    o->tcp_keepalive_ms = c.tcp_keepalive_ms;
-    o->tcp_user_timeout_ms = c.tcp_user_timeout_ms;
-    o->max_reply_mem = c.max_reply_mem;
 }
 
 void vl_redis_pool_options_init_sized(vl_redis_pool_options *o, size_t struct_size)
@@ -966,17 +957,8 @@ vl_redis_pool *vl_redis_pool_new(vl_loop *loop, const char *url, const vl_redis_
     if (p->o.min_idle > p->o.max_size)
         p->o.min_idle = p->o.max_size;
     vl_redis_options_init(&p->copts);
-    p->copts.connect_timeout_ms = p->o.connect_timeout_ms;
+    VL__REDIS_COPY_CONN_FIELDS(&p->copts, &p->o);
     p->copts.command_timeout_ms = p->o.command_timeout_ms;
-    p->copts.reconnect_min_ms = p->o.reconnect_min_ms;
-    p->copts.reconnect_max_ms = p->o.reconnect_max_ms;
-    p->copts.max_bulk_len = p->o.max_bulk_len;
-    p->copts.max_elements = p->o.max_elements;
-    p->copts.max_reply_bytes = p->o.max_reply_bytes;
-    p->copts.max_depth = p->o.max_depth;
-    p->copts.tcp_keepalive_ms = p->o.tcp_keepalive_ms;
-    p->copts.tcp_user_timeout_ms = p->o.tcp_user_timeout_ms;
-    p->copts.max_reply_mem = p->o.max_reply_mem;
     vl__timer_init(&p->timer, loop, timer_cb, p);
     vl__timer_init(&p->hk, loop, hk_cb, p);
     p->cap = (size_t)p->o.max_size * 2;

@@ -169,17 +169,8 @@ static void opts_defaults(vl_redis_sub_options *o)
     memset(o, 0, sizeof(*o));
     o->struct_size = sizeof(*o);
     o->keepalive_ms = 0;
-    o->connect_timeout_ms = c.connect_timeout_ms;
-    o->reconnect_min_ms = c.reconnect_min_ms;
-    o->reconnect_max_ms = c.reconnect_max_ms;
     o->reconnect = 1;
-    o->max_bulk_len = c.max_bulk_len;
-    o->max_elements = c.max_elements;
-    o->max_reply_bytes = c.max_reply_bytes;
-    o->max_depth = c.max_depth;
-    o->tcp_keepalive_ms = c.tcp_keepalive_ms;
-    o->tcp_user_timeout_ms = c.tcp_user_timeout_ms;
-    o->max_reply_mem = c.max_reply_mem;
+    VL__REDIS_COPY_CONN_FIELDS(o, &c);
 }
 
 void vl_redis_sub_options_init_sized(vl_redis_sub_options *o, size_t struct_size)
@@ -1275,18 +1266,9 @@ vl_redis_sub *vl_redis_sub_new(vl_loop *loop, const char *url, const vl_redis_su
     opts_defaults(&s->o);
     orc = vl__opts_copy(&s->o, opts, &opts_desc, owhy, sizeof(owhy));
     vl_redis_options_init(&s->copts);
-    s->copts.connect_timeout_ms = s->o.connect_timeout_ms;
+    VL__REDIS_COPY_CONN_FIELDS(&s->copts, &s->o);
     s->copts.command_timeout_ms = 0; /* nothing of a push connection is timed */
-    s->copts.reconnect_min_ms = s->o.reconnect_min_ms;
-    s->copts.reconnect_max_ms = s->o.reconnect_max_ms;
     s->copts.reconnect = s->o.reconnect;
-    s->copts.max_bulk_len = s->o.max_bulk_len;
-    s->copts.max_elements = s->o.max_elements;
-    s->copts.max_reply_bytes = s->o.max_reply_bytes;
-    s->copts.max_depth = s->o.max_depth;
-    s->copts.tcp_keepalive_ms = s->o.tcp_keepalive_ms;
-    s->copts.tcp_user_timeout_ms = s->o.tcp_user_timeout_ms;
-    s->copts.max_reply_mem = s->o.max_reply_mem;
     vl__timer_init(&s->ka, loop, ka_cb, s);
     s->url = vl__strdup(url != NULL ? url : "");
     if (s->url == NULL)

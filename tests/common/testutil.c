@@ -87,34 +87,31 @@ void tu_rss_peak_reset(void)
     }
 }
 
-long tu_rss_peak_kb(void)
+/* A "Key:   N kB" line of /proc/self/status, in KiB; -1 when absent. */
+static long status_kb(const char *key)
 {
     FILE *f = fopen("/proc/self/status", "r");
+    size_t n = strlen(key);
     char line[256];
     long kb = -1;
 
     if (f == NULL)
         return -1;
     while (fgets(line, sizeof(line), f) != NULL)
-        if (strncmp(line, "VmHWM:", 6) == 0)
-            kb = strtol(line + 6, NULL, 10);
+        if (strncmp(line, key, n) == 0)
+            kb = strtol(line + n, NULL, 10);
     fclose(f);
     return kb;
 }
 
+long tu_rss_peak_kb(void)
+{
+    return status_kb("VmHWM:");
+}
+
 long tu_rss_kb(void)
 {
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    long kb = -1;
-
-    if (f == NULL)
-        return -1;
-    while (fgets(line, sizeof(line), f) != NULL)
-        if (strncmp(line, "VmRSS:", 6) == 0)
-            kb = strtol(line + 6, NULL, 10);
-    fclose(f);
-    return kb;
+    return status_kb("VmRSS:");
 }
 
 long tu_alloc_live(void)
