@@ -440,7 +440,9 @@ static void cli_free(cli *c)
     memset(c->password, 0, sizeof(c->password));
 }
 
-int main(int argc, char **argv)
+/* Reads the command line into c. Returns -1 to go on, or the exit status
+ * once the message is printed (c is freed then). */
+static int parse_args(cli *c, int argc, char **argv)
 {
     enum { OPT_CONNECT_TIMEOUT = 1000, OPT_STREAM, OPT_JSON, OPT_ASKPASS, OPT_TLS, OPT_CACERT,
            OPT_CERT, OPT_KEY, OPT_INSECURE };
@@ -466,98 +468,93 @@ int main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    cli c;
     char err[512];
     int opt, rc;
-    vl_loop *loop;
-    vl_future *f;
-    vl_fanout_options fo;
-    const vl_fanout_result *r;
 
-    memset(&c, 0, sizeof(c));
-    c.concurrency = 64;
-    c.connect_timeout_ms = 5000;
-    c.timeout_ms = 10000;
+    memset(c, 0, sizeof(*c));
+    c->concurrency = 64;
+    c->connect_timeout_ms = 5000;
+    c->timeout_ms = 10000;
     opterr = 0;
     /* '+': stop at the first non-option, so command arguments like "-1" or
      * "--foo" pass through to Redis unchanged. */
     while ((opt = getopt_long(argc, argv, "+H:f:e:u:D:c:t:gVh", longopts, NULL)) != -1) {
         switch (opt) {
         case 'H':
-            rc = cli_hosts_add_list(&c.hosts, optarg, err, sizeof(err));
+            rc = cli_hosts_add_list(&c->hosts, optarg, err, sizeof(err));
             /* The list is copied now: blot its passwords out of argv, where
              * ps and /proc/PID/cmdline show them to every local user. The
              * environment and --askpass never expose them like this. */
             cli_hosts_scrub(optarg);
             if (rc != 0) {
-                cli_free(&c);
+                cli_free(c);
                 return usage_error("%s", err);
             }
             break;
         case 'f':
-            if (cli_hosts_add_file(&c.hosts, optarg, err, sizeof(err)) != 0) {
-                cli_free(&c);
+            if (cli_hosts_add_file(&c->hosts, optarg, err, sizeof(err)) != 0) {
+                cli_free(c);
                 return usage_error("%s", err);
             }
             break;
         case 'e':
-            c.sql = optarg;
+            c->sql = optarg;
             break;
         case 'u':
-            c.user = optarg;
+            c->user = optarg;
             break;
         case 'D':
-            c.database = optarg;
+            c->database = optarg;
             break;
         case 'c':
-            if (parse_num(optarg, 1, 100000, &c.concurrency) != 0)
-                return cli_free(&c), usage_error("bad --concurrency '%s' (1-100000)", optarg);
+            if (parse_num(optarg, 1, 100000, &c->concurrency) != 0)
+                return cli_free(c), usage_error("bad --concurrency '%s' (1-100000)", optarg);
             break;
         case OPT_CONNECT_TIMEOUT:
-            if (parse_num(optarg, 1, 86400000, &c.connect_timeout_ms) != 0)
-                return cli_free(&c), usage_error("bad --connect-timeout '%s' (ms)", optarg);
+            if (parse_num(optarg, 1, 86400000, &c->connect_timeout_ms) != 0)
+                return cli_free(c), usage_error("bad --connect-timeout '%s' (ms)", optarg);
             break;
         case 't':
-            if (parse_num(optarg, 1, 86400000, &c.timeout_ms) != 0)
-                return cli_free(&c), usage_error("bad --timeout '%s' (ms)", optarg);
+            if (parse_num(optarg, 1, 86400000, &c->timeout_ms) != 0)
+                return cli_free(c), usage_error("bad --timeout '%s' (ms)", optarg);
             break;
         case OPT_STREAM:
-            c.stream = 1;
+            c->stream = 1;
             break;
         case 'g':
-            c.group = 1;
+            c->group = 1;
             break;
         case OPT_JSON:
-            c.json = 1;
+            c->json = 1;
             break;
         case OPT_ASKPASS:
-            c.askpass = 1;
+            c->askpass = 1;
             break;
         case OPT_TLS:
-            c.tls = 1;
+            c->tls = 1;
             break;
         case OPT_CACERT:
-            c.cacert = optarg;
+            c->cacert = optarg;
             break;
         case OPT_CERT:
-            c.cert = optarg;
+            c->cert = optarg;
             break;
         case OPT_KEY:
-            c.key = optarg;
+            c->key = optarg;
             break;
         case OPT_INSECURE:
-            c.insecure = 1;
+            c->insecure = 1;
             break;
         case 'V':
             printf(CLI_NAME " %s (libvolley %s)\n", VL_VERSION_STRING, vl_version());
-            cli_free(&c);
+            cli_free(c);
             return CLI_EXIT_OK;
         case 'h':
             usage(stdout);
-            cli_free(&c);
+            cli_free(c);
             return CLI_EXIT_OK;
         default:
-            cli_free(&c);
+            cli_free(c);
             if (optopt != 0 && optopt < 1000)
                 snprintf(err, sizeof(err), "-%c", optopt);
             else /* "--name=value": the value could be a secret. */
@@ -569,16 +566,44 @@ int main(int argc, char **argv)
                                err);
         }
     }
-    if (c.hosts.n == 0)
-        return cli_free(&c), usage_error("%s", "no hosts: give -H LIST or -f FILE");
-    if (c.sql == NULL && optind >= argc)
-        return cli_free(&c), usage_error("%s", "no command: give a Redis command or -e SQL");
-    if (c.sql != NULL && optind < argc)
-        return cli_free(&c), usage_error("unexpected argument '%s' after -e SQL", argv[optind]);
-    if (c.sql != NULL && c.sql[0] == '\0')
-        return cli_free(&c), usage_error("%s", "empty SQL");
-    if (c.group && c.json)
-        return cli_free(&c), usage_error("%s", "--group and --json do not mix");
+    if (c->hosts.n == 0)
+        return cli_free(c), usage_error("%s", "no hosts: give -H LIST or -f FILE");
+    if (c->sql == NULL && optind >= argc)
+        return cli_free(c), usage_error("%s", "no command: give a Redis command or -e SQL");
+    if (c->sql != NULL && optind < argc)
+        return cli_free(c), usage_error("unexpected argument '%s' after -e SQL", argv[optind]);
+    if (c->sql != NULL && c->sql[0] == '\0')
+        return cli_free(c), usage_error("%s", "empty SQL");
+    if (c->group && c->json)
+        return cli_free(c), usage_error("%s", "--group and --json do not mix");
+    return -1;
+}
+
+/* Says on stderr when some TLS host will not verify its server. */
+static void warn_insecure(const cli *c)
+{
+    for (size_t h = 0; h < c->hosts.n; h++) {
+        const char *q = strchr(c->urls[h], '?');
+        if (strncmp(c->urls[h], "rediss://", 9) == 0 && has_param(q, "insecure=1")) {
+            fprintf(stderr, CLI_NAME ": warning: TLS certificates are not verified (insecure): "
+                            "anyone on the path can read and change the traffic\n");
+            return;
+        }
+    }
+}
+
+int main(int argc, char **argv)
+{
+    cli c;
+    int rc;
+    vl_loop *loop;
+    vl_future *f;
+    vl_fanout_options fo;
+    const vl_fanout_result *r;
+
+    rc = parse_args(&c, argc, argv);
+    if (rc >= 0)
+        return rc;
     rc = build_urls(&c);
     if (rc != 0) {
         cli_free(&c);
@@ -588,14 +613,7 @@ int main(int argc, char **argv)
         }
         return rc;
     }
-    for (size_t h = 0; h < c.hosts.n; h++) {
-        const char *q = strchr(c.urls[h], '?');
-        if (strncmp(c.urls[h], "rediss://", 9) == 0 && has_param(q, "insecure=1")) {
-            fprintf(stderr, CLI_NAME ": warning: TLS certificates are not verified (insecure): "
-                            "anyone on the path can read and change the traffic\n");
-            break;
-        }
-    }
+    warn_insecure(&c);
     if (c.askpass && read_password(&c) != 0)
         return cli_free(&c), CLI_EXIT_USAGE;
     if (!c.have_password) {
