@@ -34,11 +34,40 @@
  *   user=, password=, db=  for unix:// URLs
  * An unknown parameter fails the connection with VL_EINVAL.
  *
- * TLS IS NOT SUPPORTED. Connector/C 3.3 performs the TLS handshake with
- * blocking calls even in non-blocking mode, which would stall the whole
- * loop. Any `ssl*` or `tls*` parameter fails with VL_EUNSUPPORTED rather
- * than silently connecting in clear text. Use a unix socket or a local
- * TLS-terminating tunnel.
+ * ---- TLS -----------------------------------------------------------------
+ *
+ * Any ssl-* parameter turns TLS on, verified by default:
+ *   ssl-mode=verify-identity  the default once TLS is on: the server's
+ *                             certificate must chain to a trusted CA and
+ *                             name the URL's host as written (a name or an
+ *                             IP address), never the address it resolved to
+ *   ssl-mode=verify-ca        the chain only, any name
+ *   ssl-mode=required         encrypted, NOT verified (anyone on the path
+ *                             can pretend to be the server)
+ *   ssl-mode=disabled         no TLS: the default without ssl-* parameters
+ *   ssl-ca=FILE, ssl-capath=DIR   the trusted CAs (PEM); without either, the
+ *                             system's store
+ *   ssl-cert=FILE, ssl-key=FILE   a client certificate and its key (both)
+ *   ssl-verify-server-cert=0|1    the older spelling: 0 is ssl-mode=required,
+ *                             1 is verify-identity
+ *   ssl-cipher=LIST, tls-version=LIST (e.g. TLSv1.2,TLSv1.3)
+ * ssl-mode=preferred is refused with VL_EINVAL: it falls back to clear text
+ * without a word. Unknown ssl-* / tls-* parameters are refused too.
+ *
+ * How it stays off the loop: Connector/C 3.3 performs the TLS handshake with
+ * blocking calls even in non-blocking mode. With TLS on, the whole connect
+ * (resolution, TCP, handshake, authentication, init commands) runs as one
+ * blocking mysql_real_connect on one of the loop's worker threads (as
+ * vl_loop_run_in_thread), bounded by connect_timeout_ms; the loop's own
+ * deadline fails the connection on time even if the worker is still
+ * blocked (its handle is closed when it returns). The connected handle then
+ * comes back to the loop, and every statement runs non-blocking as without
+ * TLS: Connector/C reads and writes TLS records on its non-blocking socket,
+ * and when OpenSSL wants more bytes it waits through the same MYSQL_WAIT_*
+ * hooks the loop serves. A connect through TLS occupies a worker thread
+ * for as long as it takes (vl_loop_set_threads sets how many there are).
+ * A certificate that fails verification fails the connect with VL_ECONN,
+ * errno 2026 (CR_SSL_CONNECTION_ERROR) and OpenSSL's reason in the message.
  *
  * ---- Errors --------------------------------------------------------------
  *
@@ -46,7 +75,7 @@
  * password, e.g. "mysql://127.0.0.1:3306/app") and never contain a password.
  *
  *   VL_EINVAL        bad URL, bad argument, parameter count mismatch
- *   VL_EUNSUPPORTED  TLS requested
+ *   VL_EUNSUPPORTED  a feature the server lacks (bulk execution on MySQL)
  *   VL_ECONN         the connection could not be made or was lost. This
  *                    covers refused ports, DNS failures AND the server's
  *                    refusal to log in (bad credentials: errno 1045,
@@ -197,9 +226,9 @@ VL_EXPORT void vl_mysql_options_init_sized(vl_mysql_options *o, size_t struct_si
  * socket, handshake, init_sql). Statements may be queued right away: they
  * run in order once connected, or fail with the connect error.
  * `url` and `opts` (NULL for the defaults) are copied.
- * Returns NULL only when out of memory. A bad URL or a TLS request does not
- * return NULL: the connection is returned failed, and every future made on
- * it (start with vl_mysql_ready) fails with VL_EINVAL or VL_EUNSUPPORTED.
+ * Returns NULL only when out of memory. A bad URL does not return NULL:
+ * the connection is returned failed, and every future made on it (start
+ * with vl_mysql_ready) fails with VL_EINVAL.
  * The caller owns the connection and ends it with vl_mysql_free (or
  * vl_loop_free does). */
 VL_EXPORT vl_mysql *vl_mysql_new(vl_loop *loop, const char *url, const vl_mysql_options *opts);
@@ -407,6 +436,27 @@ static inline vl_mysql_param vl_mysql_p_time(int type, vl_mysql_time t)
 VL_EXPORT vl_future *vl_mysql_execute(vl_mysql *c, const char *sql, const vl_mysql_param *params,
                                       size_t n);
 
+/* Bulk execution (MariaDB's COM_STMT_BULK_EXECUTE, array binding): runs the
+ * prepared statement `sql` once for each of `nrows` rows of `ncols`
+ * parameters, every row sent in one round trip. `params` holds
+ * nrows * ncols parameters, row after row: row r's column i is
+ * params[r * ncols + i]. Each column has one type in every row, except that
+ * any cell may be VL_MYSQL_P_NULL. Meant for INSERT, REPLACE, UPDATE and
+ * DELETE; the rows run as one statement (under autocommit, one implicit
+ * transaction: all of them or none). Everything is copied before the call
+ * returns, as for vl_mysql_execute, and the same statement cache is used.
+ * Completes with one result: affected rows the sum over all rows, insert_id
+ * the first row's AUTO_INCREMENT value. Fails up front (nothing sent) with
+ * VL_EINVAL when nrows or ncols is 0, when a column's types differ between
+ * rows or when a parameter is bad (the message names row and column), and
+ * with VL_EUNSUPPORTED when the server lacks bulk operations (MySQL, or
+ * MariaDB before 10.2). Rows whose encoded size would exceed the server's
+ * max_allowed_packet are sent in as few round trips as fit it. Returns NULL
+ * only when out of memory. */
+VL_EXPORT vl_future *vl_mysql_execute_bulk(vl_mysql *c, const char *sql,
+                                           const vl_mysql_param *params, size_t ncols,
+                                           size_t nrows);
+
 /* ======================================================================
  * Results
  * ======================================================================
@@ -486,6 +536,15 @@ VL_EXPORT uint64_t vl_mysql_result_affected_rows(const vl_mysql_result *r);
 VL_EXPORT uint64_t vl_mysql_result_insert_id(const vl_mysql_result *r);
 VL_EXPORT unsigned vl_mysql_result_warnings(const vl_mysql_result *r);
 
+/* The GTID the statement's commit produced ("domain-server-sequence", as
+ * MariaDB's @@last_gtid), borrowed like the result, or NULL when the server
+ * did not report one: a read, a failure, a statement inside a transaction
+ * not yet committed, or a connection that does not track it. Pooled
+ * connections track it (session_track_system_variables); so does a
+ * vl_mysql connection whose URL has ?track_gtid=1. Replica routing uses it
+ * for read-your-writes (MASTER_GTID_WAIT). */
+VL_EXPORT const char *vl_mysql_result_gtid(const vl_mysql_result *r);
+
 /* Error details of a failed future (see "Errors" above): the MySQL errno (0
  * when the failure did not come from the server or Connector/C, or f is
  * NULL) and the 5-character SQLSTATE ("" when none). Borrowed; valid while
@@ -564,7 +623,7 @@ VL_EXPORT void vl_mysql_pool_options_init_sized(vl_mysql_pool_options *o, size_t
  * in closed_broken).
  * It opens min_idle connections in the background. Returns NULL only when
  * out of memory; a bad URL gives a pool whose every future fails with
- * VL_EINVAL (or VL_EUNSUPPORTED for TLS). The caller frees it with
+ * VL_EINVAL. The caller frees it with
  * vl_mysql_pool_free (or vl_loop_free does). */
 VL_EXPORT vl_mysql_pool *vl_mysql_pool_new(vl_loop *loop, const char *url,
                                            const vl_mysql_pool_options *opts);
@@ -587,6 +646,10 @@ VL_EXPORT void vl_mysql_pool_free(vl_mysql_pool *p);
 VL_EXPORT vl_future *vl_mysql_pool_query(vl_mysql_pool *p, const char *sql);
 VL_EXPORT vl_future *vl_mysql_pool_execute(vl_mysql_pool *p, const char *sql,
                                            const vl_mysql_param *params, size_t n);
+/* vl_mysql_execute_bulk on a pooled connection, queued like the others. */
+VL_EXPORT vl_future *vl_mysql_pool_execute_bulk(vl_mysql_pool *p, const char *sql,
+                                                const vl_mysql_param *params, size_t ncols,
+                                                size_t nrows);
 
 /* Readiness (a warm-up barrier), the same as vl_redis_pool_ready: completes
  * with VL_OK once min_idle connections are open (min_idle 0: at once), or
