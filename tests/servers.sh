@@ -7,16 +7,23 @@
 #   tests/servers.sh start DIR [K]        start K (default 3) plain redis-server
 #                                         instances, one password-protected
 #                                         redis-server ("redis-auth"), the TLS
-#                                         redis-servers (below) and one
-#                                         mariadbd, all private to DIR
+#                                         redis-servers (below), the main
+#                                         mariadbd ("mysql") and a GTID
+#                                         primary/replica pair of mariadbd
+#                                         ("mysql-primary", "mysql-replica"),
+#                                         all private to DIR
 #   tests/servers.sh stop DIR             stop everything started into DIR
 #   tests/servers.sh status DIR           list the servers; exit 0 if all run
 #   tests/servers.sh restart-redis DIR N  restart redis instance N (1-based,
 #                                         "auth", "tls", "mtls", "tls-expired"
 #                                         or "tls-wronghost") on the same port
 #                                         and options
-#   tests/servers.sh restart-mysql DIR    restart mariadbd on the same port,
-#                                         socket and data directory
+#   tests/servers.sh restart-mysql DIR [NAME]
+#                                         restart mariadbd instance NAME
+#                                         ("mysql", the default,
+#                                         "mysql-primary" or "mysql-replica")
+#                                         on the same port, socket, data
+#                                         directory and options
 #
 # Every server listens on 127.0.0.1 only, on a random free port in
 # 20000-29999, and keeps all its files (data, socket, log, pidfile) inside
@@ -28,7 +35,7 @@
 #   pids         the list of pidfiles, one per line, which "stop" works from
 #   NAME.cmd     the exact command line of each server, reused by restart-*
 #   NAME.port    the TCP port of each server
-#   NAME.log     the log of each redis server; mysql.err for mariadbd
+#   NAME.log     the log of each redis server; NAME.err for each mariadbd
 #   tls/         the certificates of tests/tls_certs.sh (CA, server, client,
 #                an unrelated CA, an expired and a wrong-host certificate)
 #
@@ -38,6 +45,38 @@
 # one, "redis-tls-expired" presents tls/expired.crt and "redis-tls-wronghost"
 # tls/wronghost.crt (valid, but for another host name).
 #
+# The GTID pair: "mysql-primary" writes a binary log (server_id 1, ROW);
+# "mysql-replica" (server_id 2, read_only=1, log_slave_updates) replicates
+# it with MASTER_USE_GTID=slave_pos and MASTER_CONNECT_RETRY=1, so it
+# reconnects by itself to a primary that was killed and restarted. The test
+# database and user were created on the primary and reached the replica by
+# replication before the start returns.
+#
+# DIR/env exports:
+#   VL_TEST_DIR, VL_TEST_SERVERS      DIR and the path of this script
+#   VL_TEST_REDIS_PORTS, _SOCKS       the K plain redis instances, comma-
+#                                     separated
+#   VL_TEST_REDIS_AUTH_PORT, _SOCK, VL_TEST_REDIS_PASSWORD
+#                                     redis-auth and its password
+#   VL_TEST_TLS_DIR                   DIR/tls
+#   VL_TEST_REDIS_TLS_PORT, _MTLS_PORT, _TLS_EXPIRED_PORT,
+#   _TLS_WRONGHOST_PORT               the TLS redis instances
+#   VL_TEST_MYSQL_PORT, _SOCK         the main mariadbd
+#   VL_TEST_MYSQL_USER, _PASSWORD, _DB
+#                                     the test account and database, the same
+#                                     on every mariadbd
+#   VL_TEST_MYSQL_PRIMARY_PORT, _SOCK and VL_TEST_MYSQL_REPLICA_PORT, _SOCK
+#                                     the GTID pair. The test user may run
+#                                     STOP/START SLAVE, SHOW SLAVE STATUS
+#                                     and SET GLOBAL read_only on both, and
+#                                     read_only does not stop its writes
+#                                     (ALL includes READ_ONLY ADMIN)
+#   VL_TEST_MYSQL_APP_USER, _APP_PASSWORD
+#                                     on the pair only: an account with
+#                                     everything but READ_ONLY ADMIN, whose
+#                                     writes a read_only server refuses
+#                                     with error 1290
+#
 # "stop" never deletes DIR: whoever created it removes it.
 
 set -eu
@@ -46,6 +85,14 @@ readonly REDIS_PASSWORD=volleypass
 readonly MYSQL_USER=volley
 readonly MYSQL_PASSWORD=volleypass
 readonly MYSQL_DB=volley_test
+# The account mysql-replica replicates through; only the pair has it.
+readonly MYSQL_REPL_USER=volley_repl
+readonly MYSQL_REPL_PASSWORD=volleyrepl
+# On the pair, an account that read_only applies to: the test user's ALL
+# PRIVILEGES include READ_ONLY ADMIN, which lets it write to a read_only
+# server (and set read_only); this one has everything else.
+readonly MYSQL_APP_USER=volley_app
+readonly MYSQL_APP_PASSWORD=volleyapp
 
 # The readiness timeouts are generous because a loaded CI machine can be slow,
 # yet short enough that a broken server fails the run quickly.
@@ -67,7 +114,7 @@ redis-tls-expired:expired:optional redis-tls-wronghost:wronghost:optional"
 usage() {
     echo "usage: $0 start DIR [K] | stop DIR | status DIR |" \
          "restart-redis DIR N|auth|tls|mtls|tls-expired|tls-wronghost |" \
-         "restart-mysql DIR" >&2
+         "restart-mysql DIR [mysql|mysql-primary|mysql-replica]" >&2
     exit 2
 }
 
@@ -408,26 +455,33 @@ redis_start() {
 
 # -------------------------------------------------------------- mariadb ----
 
-# The client command for administrative access as root through the socket.
-# --no-defaults keeps the user's ~/.my.cnf and /etc/mysql out of the picture.
+# The mariadbd instances are named "mysql" (the main one), "mysql-primary"
+# and "mysql-replica"; each keeps its data in DIR/NAME and its socket,
+# pidfile, error log and command line in DIR/NAME.*.
+
+# The client command for administrative access as root to instance $1
+# through its socket. --no-defaults keeps the user's ~/.my.cnf and
+# /etc/mysql out of the picture.
 mysql_root() {
-    mariadb --no-defaults -uroot -S "$DIR/mysql.sock" "$@"
+    local name=$1
+    shift
+    mariadb --no-defaults -uroot -S "$DIR/$name.sock" "$@"
 }
 
-# Runs the saved mariadbd command line in the background. setsid puts the
-# server into its own session, so a Ctrl-C in the terminal reaches only the
-# test runner (which then stops the server cleanly), and stdio goes to a file
-# so that the server never holds a caller's pipe open. Because the subshell
-# is never a process group leader, setsid execs in place instead of forking,
-# which makes $! the server's own pid; it is written to the pidfile at once,
-# before mariadbd writes it itself, so that "stop" can find a server that is
-# still initialising.
+# Runs the saved mariadbd command line of instance $1 in the background.
+# setsid puts the server into its own session, so a Ctrl-C in the terminal
+# reaches only the test runner (which then stops the server cleanly), and
+# stdio goes to a file so that the server never holds a caller's pipe open.
+# Because the subshell is never a process group leader, setsid execs in
+# place instead of forking, which makes $! the server's own pid; it is
+# written to the pidfile at once, before mariadbd writes it itself, so that
+# "stop" can find a server that is still initialising.
 mysql_launch() {
-    local pid deadline
-    (cd "$DIR/mysql" && eval "exec setsid $(cat "$DIR/mysql.cmd")") \
-        </dev/null >>"$DIR/mysql.out" 2>&1 &
+    local name=$1 pid deadline
+    (cd "$DIR/$name" && eval "exec setsid $(cat "$DIR/$name.cmd")") \
+        </dev/null >>"$DIR/$name.out" 2>&1 &
     pid=$!
-    echo "$pid" >"$DIR/mysql.pid"
+    echo "$pid" >"$DIR/$name.pid"
     # Until the exec has happened the pid still names a copy of this shell,
     # which our_pid rightly refuses to treat as a server. Wait for the exec so
     # that from here on "stop" and mysql_wait recognise the server.
@@ -440,15 +494,15 @@ mysql_launch() {
     done
 }
 
-# Waits until mariadbd accepts a root login on its socket. Fails early if the
-# server process has died, which is what happens when the port is taken.
+# Waits until instance $1 accepts a root login on its socket. Fails early if
+# the server process has died, which is what happens when the port is taken.
 mysql_wait() {
-    local deadline=$((SECONDS + MYSQL_READY_SECONDS))
+    local name=$1 deadline=$((SECONDS + MYSQL_READY_SECONDS))
     while [ "$SECONDS" -lt "$deadline" ]; do
-        if mysql_root -e 'SELECT 1' >/dev/null 2>&1; then
+        if mysql_root "$name" -e 'SELECT 1' >/dev/null 2>&1; then
             return 0
         fi
-        if ! our_pid "$DIR/mysql.pid" >/dev/null; then
+        if ! our_pid "$DIR/$name.pid" >/dev/null; then
             return 1
         fi
         sleep 0.1
@@ -456,12 +510,15 @@ mysql_wait() {
     return 1
 }
 
-# Creates a fresh data directory, starts mariadbd on it and sets up the test
-# database and user.
+# Creates a fresh data directory for instance $1 and starts mariadbd on it,
+# on port $2 if it is not empty and otherwise on a port of its own (a taken
+# port is retried with another). Further arguments are options of this
+# instance. The test database and users are set up by the callers.
 mysql_start() {
-    local t0 attempt user_opt=()
+    local name=$1 port=$2 t0 attempt user_opt=()
+    shift 2
     t0=$(now)
-    mkdir -p "$DIR/mysql"
+    mkdir -p "$DIR/$name"
     # --user is only accepted (and only needed) when running as root.
     if [ "$(id -u)" -eq 0 ]; then
         user_opt=(--user=root)
@@ -475,81 +532,192 @@ mysql_start() {
     for attempt in 1 2; do
         if mariadb-install-db --no-defaults "${user_opt[@]}" \
             --auth-root-authentication-method=normal \
-            --datadir="$DIR/mysql" --skip-test-db --skip-name-resolve --force \
-            >"$DIR/mysql-install.log" 2>&1; then
+            --datadir="$DIR/$name" --skip-test-db --skip-name-resolve --force \
+            >"$DIR/$name-install.log" 2>&1; then
             break
         fi
-        warn "mariadb-install-db failed (attempt $attempt of 2)"
-        show_log "$DIR/mysql-install.log"
+        warn "mariadb-install-db for $name failed (attempt $attempt of 2)"
+        show_log "$DIR/$name-install.log"
         if [ "$attempt" -eq 2 ]; then
             return 1
         fi
-        rm -rf "$DIR/mysql"
-        mkdir -p "$DIR/mysql"
+        rm -rf "${DIR:?}/$name"
+        mkdir -p "$DIR/$name"
     done
-    say "mariadb data directory created in $(elapsed_since "$t0") s"
+    say "$name data directory created in $(elapsed_since "$t0") s"
 
-    echo "$DIR/mysql.pid" >>"$DIR/pids"
+    echo "$DIR/$name.pid" >>"$DIR/pids"
     for attempt in 1 2 3; do
-        pick_port || return 1
-        echo "$PORT" >"$DIR/mysql.port"
+        if [ -n "$port" ] && [ "$attempt" -eq 1 ]; then
+            PORT=$port
+        else
+            pick_port || return 1
+        fi
+        echo "$PORT" >"$DIR/$name.port"
         CMD=(mariadbd --no-defaults "${user_opt[@]}"
             --skip-name-resolve
-            --datadir="$DIR/mysql"
+            --datadir="$DIR/$name"
             --port="$PORT"
             --bind-address=127.0.0.1
-            --socket="$DIR/mysql.sock"
-            --pid-file="$DIR/mysql.pid"
-            --log-error="$DIR/mysql.err"
-            --skip-log-bin
-            --innodb-buffer-pool-size=64M
-            --max-connections=2000
-            --max-allowed-packet=64M)
-        save_cmd mysql
-        : >"$DIR/mysql.err"
-        mysql_launch
-        if mysql_wait; then
+            --socket="$DIR/$name.sock"
+            --pid-file="$DIR/$name.pid"
+            --log-error="$DIR/$name.err"
+            "$@")
+        save_cmd "$name"
+        : >"$DIR/$name.err"
+        mysql_launch "$name"
+        if mysql_wait "$name"; then
             break
         fi
-        terminate "$DIR/mysql.pid" >/dev/null || true
-        if [ "$attempt" -lt 3 ] && log_says_port_taken "$DIR/mysql.err"; then
-            warn "mysql: port $PORT was taken, retrying with another port"
+        terminate "$DIR/$name.pid" >/dev/null || true
+        if [ "$attempt" -lt 3 ] && log_says_port_taken "$DIR/$name.err"; then
+            warn "$name: port $PORT was taken, retrying with another port"
             continue
         fi
-        warn "mariadbd failed to start"
-        show_log "$DIR/mysql.err"
-        show_log "$DIR/mysql.out"
+        warn "mariadbd $name failed to start"
+        show_log "$DIR/$name.err"
+        show_log "$DIR/$name.out"
         return 1
     done
+    say "$name up on port $PORT in $(elapsed_since "$t0") s"
+}
 
-    # The tests create and drop tables and need PROCESS and KILL to test
-    # connection loss, hence ALL on *.*. Both hosts are needed: 'localhost'
-    # matches socket logins and '127.0.0.1' TCP logins (name resolution is
-    # off). Anonymous users, if the installer made any, are dropped so they
-    # can never shadow the test user.
-    if ! mysql_root >"$DIR/mysql-setup.log" 2>&1 <<SQL; then
+# Runs the SQL on stdin as root on instance $1, logging to DIR/$1-setup.log;
+# $2 says what it does, for the message when it fails.
+mysql_setup() {
+    if ! mysql_root "$1" >>"$DIR/$1-setup.log" 2>&1; then
+        warn "$1: $2 failed"
+        show_log "$DIR/$1-setup.log"
+        return 1
+    fi
+}
+
+# Proves that the test user can log in to instance $1 over TCP and use the
+# test database, the way the library will, rather than finding out in the
+# middle of a test.
+mysql_check_login() {
+    if ! mariadb --no-defaults -h 127.0.0.1 -P "$(cat "$DIR/$1.port")" -u "$MYSQL_USER" \
+        -p"$MYSQL_PASSWORD" "$MYSQL_DB" -e 'SELECT 1' >>"$DIR/$1-setup.log" 2>&1; then
+        warn "$1: the test user cannot log in over TCP"
+        show_log "$DIR/$1-setup.log"
+        return 1
+    fi
+}
+
+# The SQL that drops the installer's anonymous users, if it made any, so
+# that they can never shadow the test user. It is kept out of the binary
+# log: each instance has its own installer's rows, which a replica must
+# not try to delete a second time.
+anonymous_users_sql() {
+    cat <<SQL
+SET SESSION sql_log_bin = 0;
 DELETE FROM mysql.global_priv WHERE User = '';
 FLUSH PRIVILEGES;
+SET SESSION sql_log_bin = 1;
+SQL
+}
+
+# The SQL that creates the test database and user. The tests create and drop
+# tables and need PROCESS and KILL to test connection loss, hence ALL on
+# *.*, which also covers what the replication tests run (STOP SLAVE, SHOW
+# SLAVE STATUS, MASTER_GTID_WAIT, SET GLOBAL read_only). Both hosts are
+# needed: 'localhost' matches socket logins and '127.0.0.1' TCP logins (name
+# resolution is off).
+test_user_sql() {
+    cat <<SQL
 CREATE DATABASE IF NOT EXISTS \`$MYSQL_DB\`;
 CREATE USER '$MYSQL_USER'@'127.0.0.1' IDENTIFIED BY '$MYSQL_PASSWORD';
 CREATE USER '$MYSQL_USER'@'localhost' IDENTIFIED BY '$MYSQL_PASSWORD';
 GRANT ALL PRIVILEGES ON *.* TO '$MYSQL_USER'@'127.0.0.1';
 GRANT ALL PRIVILEGES ON *.* TO '$MYSQL_USER'@'localhost';
 SQL
-        warn "creating the test database and user failed"
-        show_log "$DIR/mysql-setup.log"
+}
+
+# The main instance: no binary log, room for the connection-heavy tests.
+mysql_main_start() {
+    local t0
+    t0=$(now)
+    mysql_start mysql "" \
+        --skip-log-bin \
+        --innodb-buffer-pool-size=64M \
+        --max-connections=2000 \
+        --max-allowed-packet=64M || return 1
+    { anonymous_users_sql; test_user_sql; } |
+        mysql_setup mysql "creating the test database and user" || return 1
+    mysql_check_login mysql || return 1
+    say "mysql ready on port $(cat "$DIR/mysql.port") in $(elapsed_since "$t0") s"
+}
+
+# The GTID pair: "mysql-primary" writes a binary log, "mysql-replica"
+# replicates it by GTID (read_only, and logging what it applies, so that it
+# could be promoted). They are their own instances because the replication
+# tests kill the primary and stop the replica's threads. Both start in the
+# background (see cmd_start); mysql_pair_setup then links them.
+mysql_pair_opts() {
+    PAIR_OPTS=(--log-basename="$1" --log-bin --server-id="$2"
+        --innodb-buffer-pool-size=32M --max-connections=200 --max-allowed-packet=64M)
+}
+
+mysql_primary_start() {
+    local PAIR_OPTS
+    mysql_pair_opts mysql-primary 1
+    mysql_start mysql-primary "$1" "${PAIR_OPTS[@]}" --binlog-format=ROW
+}
+
+# A replica that restarts on its own (after a kill -9 too) resumes
+# replication: its master settings live in its data directory.
+mysql_replica_start() {
+    local PAIR_OPTS
+    mysql_pair_opts mysql-replica 2
+    mysql_start mysql-replica "$1" "${PAIR_OPTS[@]}" --binlog-format=ROW \
+        --log-slave-updates --read-only=1
+}
+
+# Creates the test database and users on the primary (whence they reach the
+# replica by replication, so the replica proves it works before any test
+# runs), points the replica at the primary by GTID and waits until it has
+# applied everything. MASTER_CONNECT_RETRY=1 makes the replica reconnect
+# within a second of a restarted primary coming back.
+mysql_pair_setup() {
+    local t0 pos
+    t0=$(now)
+    {
+        anonymous_users_sql
+        test_user_sql
+        cat <<SQL
+CREATE USER '$MYSQL_REPL_USER'@'127.0.0.1' IDENTIFIED BY '$MYSQL_REPL_PASSWORD';
+GRANT REPLICATION SLAVE ON *.* TO '$MYSQL_REPL_USER'@'127.0.0.1';
+CREATE USER '$MYSQL_APP_USER'@'127.0.0.1' IDENTIFIED BY '$MYSQL_APP_PASSWORD';
+CREATE USER '$MYSQL_APP_USER'@'localhost' IDENTIFIED BY '$MYSQL_APP_PASSWORD';
+GRANT ALL PRIVILEGES ON *.* TO '$MYSQL_APP_USER'@'127.0.0.1';
+GRANT ALL PRIVILEGES ON *.* TO '$MYSQL_APP_USER'@'localhost';
+REVOKE READ_ONLY ADMIN ON *.* FROM '$MYSQL_APP_USER'@'127.0.0.1';
+REVOKE READ_ONLY ADMIN ON *.* FROM '$MYSQL_APP_USER'@'localhost';
+SQL
+    } | mysql_setup mysql-primary "creating the test database and users" || return 1
+    {
+        anonymous_users_sql
+        cat <<SQL
+CHANGE MASTER TO MASTER_HOST = '127.0.0.1', MASTER_PORT = $(cat "$DIR/mysql-primary.port"),
+    MASTER_USER = '$MYSQL_REPL_USER', MASTER_PASSWORD = '$MYSQL_REPL_PASSWORD',
+    MASTER_USE_GTID = slave_pos, MASTER_CONNECT_RETRY = 1;
+START SLAVE;
+SQL
+    } | mysql_setup mysql-replica "starting replication" || return 1
+    pos=$(mysql_root mysql-primary -N -B -e 'SELECT @@GLOBAL.gtid_binlog_pos' 2>>"$DIR/mysql-primary-setup.log")
+    # MASTER_GTID_WAIT returns 0 once the position is applied, -1 on timeout.
+    if [ "$(mysql_root mysql-replica -N -B -e "SELECT MASTER_GTID_WAIT('$pos', $MYSQL_READY_SECONDS)" \
+        2>>"$DIR/mysql-replica-setup.log")" != 0 ]; then
+        warn "mysql-replica did not apply the primary's $pos"
+        mysql_root mysql-replica -e 'SHOW SLAVE STATUS\G' >&2 || true
+        show_log "$DIR/mysql-replica.err"
         return 1
     fi
-    # Prove that the test user can really log in over TCP, the way the
-    # library will, rather than finding out in the middle of a test.
-    if ! mariadb --no-defaults -h 127.0.0.1 -P "$PORT" -u "$MYSQL_USER" \
-        -p"$MYSQL_PASSWORD" "$MYSQL_DB" -e 'SELECT 1' \
-        >>"$DIR/mysql-setup.log" 2>&1; then
-        warn "the test user cannot log in over TCP"
-        show_log "$DIR/mysql-setup.log"
-        return 1
-    fi
-    say "mysql ready on port $PORT in $(elapsed_since "$t0") s"
+    mysql_check_login mysql-primary || return 1
+    mysql_check_login mysql-replica || return 1
+    say "mysql-primary (port $(cat "$DIR/mysql-primary.port")) and mysql-replica" \
+        "(port $(cat "$DIR/mysql-replica.port")) replicating at $pos," \
+        "linked in $(elapsed_since "$t0") s"
 }
 
 # ------------------------------------------------------------- commands ----
@@ -584,6 +752,12 @@ write_env() {
         env_line VL_TEST_MYSQL_USER "$MYSQL_USER"
         env_line VL_TEST_MYSQL_PASSWORD "$MYSQL_PASSWORD"
         env_line VL_TEST_MYSQL_DB "$MYSQL_DB"
+        env_line VL_TEST_MYSQL_PRIMARY_PORT "$(cat "$DIR/mysql-primary.port")"
+        env_line VL_TEST_MYSQL_PRIMARY_SOCK "$DIR/mysql-primary.sock"
+        env_line VL_TEST_MYSQL_REPLICA_PORT "$(cat "$DIR/mysql-replica.port")"
+        env_line VL_TEST_MYSQL_REPLICA_SOCK "$DIR/mysql-replica.sock"
+        env_line VL_TEST_MYSQL_APP_USER "$MYSQL_APP_USER"
+        env_line VL_TEST_MYSQL_APP_PASSWORD "$MYSQL_APP_PASSWORD"
         env_line VL_TEST_TLS_DIR "$DIR/tls"
         env_line VL_TEST_REDIS_TLS_PORT "$(cat "$DIR/redis-tls.port")"
         env_line VL_TEST_REDIS_MTLS_PORT "$(cat "$DIR/redis-mtls.port")"
@@ -593,10 +767,23 @@ write_env() {
     mv "$DIR/env.tmp" "$DIR/env"
 }
 
+# The background jobs of cmd_start that have not been waited for yet.
+BG_JOBS=""
+
 # Undoes a partial start and exits; used on failure and on signals.
 abort_start() {
+    local job
     trap - INT TERM HUP
     warn "start failed; stopping what was started"
+    # The background starts are ended first, so that none of them launches
+    # a server after the servers have been stopped.
+    for job in $BG_JOBS; do
+        kill -TERM "$job" 2>/dev/null || true
+    done
+    for job in $BG_JOBS; do
+        wait "$job" 2>/dev/null || true
+    done
+    BG_JOBS=""
     if [ -f "$DIR/pids" ]; then
         local files
         mapfile -t files <"$DIR/pids"
@@ -634,6 +821,19 @@ cmd_start() {
     trap abort_start INT TERM HUP
     : >"$DIR/pids"
 
+    # The GTID pair starts in the background while the others start here:
+    # most of a mariadbd start is waiting for the installer and InnoDB.
+    # Their ports are chosen first, so that no port is handed out twice.
+    local primary_port replica_port job failed=0
+    pick_port || abort_start
+    primary_port=$PORT
+    pick_port || abort_start
+    replica_port=$PORT
+    mysql_primary_start "$primary_port" &
+    BG_JOBS="$BG_JOBS $!"
+    mysql_replica_start "$replica_port" &
+    BG_JOBS="$BG_JOBS $!"
+
     for i in $(seq 1 "$k"); do
         redis_start "redis-$i" || abort_start
     done
@@ -642,12 +842,19 @@ cmd_start() {
     for i in $REDIS_TLS_INSTANCES; do
         redis_start "${i%%:*}" || abort_start
     done
-    mysql_start || abort_start
+    mysql_main_start || abort_start
+
+    for job in $BG_JOBS; do
+        wait "$job" || failed=1
+    done
+    BG_JOBS=""
+    [ "$failed" -eq 0 ] || abort_start
+    mysql_pair_setup || abort_start
 
     write_env "$k"
     trap - INT TERM HUP
-    say "started $k redis + redis-auth + 4 TLS redis + mariadb in $(elapsed_since "$t0") s" \
-        "(env: $DIR/env)"
+    say "started $k redis + redis-auth + 4 TLS redis + mariadb + a GTID primary/replica" \
+        "in $(elapsed_since "$t0") s (env: $DIR/env)"
 }
 
 cmd_stop() {
@@ -708,22 +915,29 @@ cmd_restart_redis() {
     say "$name restarted on port $(cat "$DIR/$name.port") in $(elapsed_since "$t0") s"
 }
 
+# Restarts mariadb instance $1 ("mysql", "mysql-primary" or "mysql-replica")
+# on the same port, socket, data directory and options. A replica resumes
+# replicating on its own, and reconnects on its own to a restarted primary.
 cmd_restart_mysql() {
-    local t0
-    if [ ! -f "$DIR/mysql.cmd" ]; then
-        warn "no mariadb server was started in $DIR"
+    local name=$1 t0
+    case $name in
+        mysql | mysql-primary | mysql-replica) ;;
+        *) warn "no such mariadb instance: '$name'"; exit 2 ;;
+    esac
+    if [ ! -f "$DIR/$name.cmd" ]; then
+        warn "no mariadb server $name was started in $DIR"
         exit 1
     fi
     t0=$(now)
-    terminate "$DIR/mysql.pid" >/dev/null
-    mysql_launch
-    if ! mysql_wait; then
-        warn "mariadbd failed to restart"
-        show_log "$DIR/mysql.err"
-        terminate "$DIR/mysql.pid" >/dev/null || true
+    terminate "$DIR/$name.pid" >/dev/null
+    mysql_launch "$name"
+    if ! mysql_wait "$name"; then
+        warn "mariadbd $name failed to restart"
+        show_log "$DIR/$name.err"
+        terminate "$DIR/$name.pid" >/dev/null || true
         exit 1
     fi
-    say "mysql restarted on port $(cat "$DIR/mysql.port") in $(elapsed_since "$t0") s"
+    say "$name restarted on port $(cat "$DIR/$name.port") in $(elapsed_since "$t0") s"
 }
 
 main() {
@@ -736,7 +950,7 @@ main() {
             cmd_start "${3:-3}"
             ;;
         stop | status | restart-mysql)
-            [ "$#" -eq 2 ] || usage
+            [ "$#" -eq 2 ] || { [ "$cmd" = restart-mysql ] && [ "$#" -eq 3 ]; } || usage
             # Stopping a directory that is already gone is not an error:
             # stop must be safe to run more than once.
             if ! DIR=$(resolve_dir "$2" existing); then
@@ -747,7 +961,7 @@ main() {
             case $cmd in
                 stop) cmd_stop ;;
                 status) cmd_status ;;
-                restart-mysql) cmd_restart_mysql ;;
+                restart-mysql) cmd_restart_mysql "${3:-mysql}" ;;
             esac
             ;;
         restart-redis)

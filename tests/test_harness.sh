@@ -102,7 +102,7 @@ trap 'exit 129' HUP
 
 N=0
 FAILED=0
-echo "1..24"
+echo "1..28"
 
 # check DESCRIPTION COMMAND...: runs the command and prints one TAP result.
 check() {
@@ -194,6 +194,8 @@ for f in \$(cat "\$VL_TEST_DIR/pids"); do cat "\$f"; done >"$1/pids"
     echo "\$VL_TEST_REDIS_PORTS" | tr ',' '\n'
     echo "\$VL_TEST_REDIS_AUTH_PORT"
     echo "\$VL_TEST_MYSQL_PORT"
+    echo "\$VL_TEST_MYSQL_PRIMARY_PORT"
+    echo "\$VL_TEST_MYSQL_REPLICA_PORT"
 } >"$1/ports"
 EOF
 }
@@ -222,6 +224,8 @@ a_start() {
         echo "$VL_TEST_REDIS_PORTS" | tr ',' '\n'
         echo "$VL_TEST_REDIS_AUTH_PORT"
         echo "$VL_TEST_MYSQL_PORT"
+        echo "$VL_TEST_MYSQL_PRIMARY_PORT"
+        echo "$VL_TEST_MYSQL_REPLICA_PORT"
     }) >"$T/a-rec/ports"
 }
 
@@ -251,6 +255,86 @@ a_select() {
     [ "$out" = 1 ] || { echo "# mariadb said: $out"; return 1; }
 }
 
+# Runs SQL $3 on the pair's instance with port $2 as user $1 (the test user
+# or the app user, whose password comes from the environment so that it
+# never shows in ps) and prints the result, errors included: one row a
+# line, tab-separated, or "column: value" lines when $4 is -E.
+pair_sql() {
+    local pass=$VL_TEST_MYSQL_PASSWORD format=(-N -B)
+    [ "$1" = "$VL_TEST_MYSQL_USER" ] || pass=$VL_TEST_MYSQL_APP_PASSWORD
+    [ "${4:-}" != -E ] || format=(-E)
+    MYSQL_PWD=$pass timeout 20 mariadb --no-defaults -h 127.0.0.1 -P "$2" -u "$1" \
+        "${format[@]}" -e "$3" "$VL_TEST_MYSQL_DB" 2>&1
+}
+
+# Writes a row numbered $1 on the primary and succeeds when the replica has
+# applied it: MASTER_GTID_WAIT returns 0, and the row is there.
+pair_replicates() {
+    local pos out
+    out=$(pair_sql "$VL_TEST_MYSQL_USER" "$VL_TEST_MYSQL_PRIMARY_PORT" \
+        "CREATE TABLE IF NOT EXISTS harness_pair (n INT PRIMARY KEY);
+         INSERT INTO harness_pair VALUES ($1)") || { echo "# primary: $out"; return 1; }
+    pos=$(pair_sql "$VL_TEST_MYSQL_USER" "$VL_TEST_MYSQL_PRIMARY_PORT" \
+        'SELECT @@GLOBAL.gtid_binlog_pos') || { echo "# primary: $pos"; return 1; }
+    out=$(pair_sql "$VL_TEST_MYSQL_USER" "$VL_TEST_MYSQL_REPLICA_PORT" \
+        "SELECT MASTER_GTID_WAIT('$pos', 15)")
+    [ "$out" = 0 ] || { echo "# replica: MASTER_GTID_WAIT('$pos') said: $out"; return 1; }
+    out=$(pair_sql "$VL_TEST_MYSQL_USER" "$VL_TEST_MYSQL_REPLICA_PORT" \
+        "SELECT n FROM harness_pair WHERE n = $1")
+    [ "$out" = "$1" ] || { echo "# replica: row $1 is missing: $out"; return 1; }
+}
+
+a_pair() {
+    local out
+    # shellcheck source=/dev/null
+    . "$A/env" || return 1
+    out=$(pair_sql "$VL_TEST_MYSQL_USER" "$VL_TEST_MYSQL_REPLICA_PORT" \
+        'SELECT @@server_id, @@read_only')
+    [ "$out" = "2	1" ] || { echo "# replica server_id, read_only: $out"; return 1; }
+    out=$(pair_sql "$VL_TEST_MYSQL_USER" "$VL_TEST_MYSQL_PRIMARY_PORT" \
+        'SELECT @@server_id, @@read_only, @@log_bin')
+    [ "$out" = "1	0	1" ] || { echo "# primary server_id, read_only, log_bin: $out"; return 1; }
+    pair_replicates 1
+}
+
+# The test user can drive replication and read_only; the app user's write
+# to the read_only replica is refused.
+a_pair_privileges() {
+    local out
+    # shellcheck source=/dev/null
+    . "$A/env" || return 1
+    out=$(pair_sql "$VL_TEST_MYSQL_APP_USER" "$VL_TEST_MYSQL_REPLICA_PORT" \
+        'INSERT INTO harness_pair VALUES (100)')
+    case $out in
+        *"ERROR 1290"*) ;;
+        *) echo "# the app user's write to the replica: $out"; return 1 ;;
+    esac
+    out=$(pair_sql "$VL_TEST_MYSQL_USER" "$VL_TEST_MYSQL_REPLICA_PORT" \
+        "STOP SLAVE SQL_THREAD; SHOW SLAVE STATUS" -E) || { echo "# $out"; return 1; }
+    case $out in
+        *"Slave_IO_Running: Yes"*"Slave_SQL_Running: No"*) ;;
+        *) echo "# SHOW SLAVE STATUS after STOP SLAVE SQL_THREAD: $out"; return 1 ;;
+    esac
+    out=$(pair_sql "$VL_TEST_MYSQL_USER" "$VL_TEST_MYSQL_REPLICA_PORT" \
+        'START SLAVE; SET GLOBAL read_only = 0; SELECT @@read_only;
+         SET GLOBAL read_only = 1; SELECT @@read_only')
+    [ "$out" = "0
+1" ] || { echo "# START SLAVE and SET GLOBAL read_only on the replica: $out"; return 1; }
+    pair_replicates 2
+}
+
+# kill -9 of server $1, restart-mysql, and replication works again.
+a_pair_kill() {
+    local pid out
+    # shellcheck source=/dev/null
+    . "$A/env" || return 1
+    pid=$(cat "$A/$1.pid")
+    kill -KILL "$pid" || return 1
+    while ! pid_gone "$pid"; do sleep 0.05; done
+    out=$("$SERVERS" restart-mysql "$A" "$1" 2>&1) || { echo "# $out"; return 1; }
+    pair_replicates "$2"
+}
+
 a_stop() {
     "$SERVERS" stop "$A" >"$T/a-stop.log" 2>&1 || { diag_file "$T/a-stop.log"; return 1; }
 }
@@ -258,6 +342,15 @@ a_stop() {
 check "servers.sh start brings up 3 redis, redis-auth and mariadb" a_start
 check "the 3 redis instances and redis-auth answer PING" a_ping
 check "mariadb answers SELECT 1 through its socket" a_select
+check "mysql-replica replicates mysql-primary by GTID, read_only" a_pair
+check "the test user drives replication and read_only; read_only refuses the app user" \
+    a_pair_privileges
+check "after kill -9 and restart-mysql of mysql-primary the replica reconnects" \
+    a_pair_kill mysql-primary 3
+check "after kill -9 and restart-mysql of mysql-replica it resumes replicating" \
+    a_pair_kill mysql-replica 4
+# The restarts made new processes, which stop must end too.
+read_pids "$A/pids" "$T/a-rec/pids"
 check "servers.sh stop succeeds" a_stop
 check "every server process is gone after stop" all_gone "$T/a-rec/pids" 5
 check "every server port refuses connections after stop" all_refuse "$T/a-rec/ports"

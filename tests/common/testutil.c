@@ -590,3 +590,23 @@ int tu_run(const char *name, const struct CMUnitTest *tests, size_t n)
     fflush(stdout);
     return failed;
 }
+
+void tu_restart_server(const char *name)
+{
+    const char *servers = tu_env("VL_TEST_SERVERS");
+    const char *dir = tu_env("VL_TEST_DIR");
+    int rc = -1;
+
+    /* The names are the harness's own, never user input; the check keeps
+     * anything that is not one of them out of the shell command. */
+    if (name[strspn(name, "abcdefghijklmnopqrstuvwxyz0123456789-")] != '\0')
+        fail_msg("not a harness server name: %s", name);
+    if (strncmp(name, "redis-", 6) == 0)
+        rc = tu_sh("'%s' restart-redis '%s' '%s' >/dev/null", servers, dir, name + 6);
+    else if (strcmp(name, "mysql") == 0 || strncmp(name, "mysql-", 6) == 0)
+        rc = tu_sh("'%s' restart-mysql '%s' '%s' >/dev/null", servers, dir, name);
+    else
+        fail_msg("not a harness server name: %s", name);
+    if (rc != 0)
+        fail_msg("restarting %s failed (status %d)", name, rc);
+}

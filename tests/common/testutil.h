@@ -94,4 +94,13 @@ void tu_kill_server(const char *name);
  * failed tests. */
 int tu_run(const char *name, const struct CMUnitTest *tests, size_t n);
 
+/* Restarts a harness server by its name ("redis-1", "redis-auth",
+ * "redis-tls", "mysql", "mysql-primary", "mysql-replica"...) on the same
+ * port, data and options, through VL_TEST_SERVERS, whether it is running or
+ * was killed (tu_kill_server); fails the test unless it is serving again.
+ * A restarted mysql-primary is found again by mysql-replica on its own
+ * within a second or two (MASTER_CONNECT_RETRY=1), a restarted
+ * mysql-replica resumes replicating where it stopped. */
+void tu_restart_server(const char *name);
+
 #endif
