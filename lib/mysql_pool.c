@@ -37,7 +37,7 @@
 #include <string.h>
 
 enum { PC_CONNECTING, PC_IDLE, PC_BUSY, PC_RESETTING, PC_DEAD };
-enum { RQ_QUERY, RQ_EXEC, RQ_BEGIN, RQ_END };
+enum { RQ_QUERY, RQ_EXEC, RQ_BULK, RQ_BEGIN, RQ_END };
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 2000
@@ -60,18 +60,20 @@ struct pconn {
     int probe;               /* opened while the pool was failing */
 };
 
+/* A request is one allocation: the struct, then its copied parameters,
+ * their string and blob bytes and the SQL text. A waiter costs that block
+ * and its future, nothing more: the queue's deadlines share one timer. */
 struct request {
     request *prev, *next;    /* waiters or running */
     vl_mysql_pool *pool;     /* NULL once the pool is gone */
     vl_future *f;            /* the caller's future; NULL once abandoned */
     int kind;
     int waiting;
-    char *sql;
-    vl_mysql_param *params;
-    size_t nparams;
-    char *pdata;
-    uint64_t enq_ms;
-    vl__timer timer;         /* acquire_timeout_ms */
+    char *sql;               /* in the block; NULL for BEGIN */
+    vl_mysql_param *params;  /* in the block */
+    size_t nparams;          /* ncols * nrows for a bulk request */
+    size_t ncols;            /* a bulk request's columns */
+    uint64_t enq_ms;         /* when it started waiting */
     pconn *pc;
     vl_future *inner;        /* the connection's future while running */
 };
@@ -110,6 +112,7 @@ struct vl_mysql_pool {
     size_t busy;
     request *wait_head, *wait_tail;
     size_t nwaiters;
+    vl__timer qtimer;        /* the oldest waiter's acquire deadline */
     request *running;
     /* backoff */
     int failing;
@@ -180,6 +183,11 @@ static void wait_remove(vl_mysql_pool *p, request *r)
     r->prev = r->next = NULL;
     r->waiting = 0;
     p->nwaiters--;
+    /* An empty queue owes no deadline: the timer must not keep the loop
+     * running. Otherwise it stays armed for a head that may have left, and
+     * queue_timeout moves it on to the new head when it fires. */
+    if (p->nwaiters == 0)
+        vl__timer_stop(&p->qtimer);
     holds_update(p);
 }
 
@@ -435,10 +443,6 @@ static void pc_release(pconn *pc)
 
 static void request_free(request *r)
 {
-    vl__timer_stop(&r->timer);
-    vl__free(r->sql);
-    vl__free(r->params);
-    vl__free(r->pdata);
     vl__free(r);
 }
 
@@ -586,14 +590,27 @@ static void request_done(vl_future *inner, void *ud)
     request_free(r);
 }
 
-static void request_timeout(vl__timer *t, void *ud)
+/* Every waiter waits acquire_timeout_ms and the queue is FIFO, so the
+ * deadlines grow in queue order: one timer, armed for the head, serves
+ * them all (as in the Redis pool). */
+static void queue_arm(vl_mysql_pool *p)
 {
-    request *r = ud;
-    vl_mysql_pool *p = r->pool;
-    vl_future *f = r->f;
-    uint64_t waited = vl_loop_now_ms(p->loop) - r->enq_ms;
+    uint64_t now, due;
 
-    VL__UNUSED(t);
+    if (p->wait_head == NULL || p->o.acquire_timeout_ms == 0) {
+        vl__timer_stop(&p->qtimer);
+        return;
+    }
+    now = vl_loop_now_ms(p->loop);
+    due = p->wait_head->enq_ms + p->o.acquire_timeout_ms;
+    vl__timer_start(&p->qtimer, due > now ? due - now : 0);
+}
+
+static void request_expire(vl_mysql_pool *p, request *r, uint64_t now)
+{
+    vl_future *f = r->f;
+    uint64_t waited = now - r->enq_ms;
+
     wait_remove(p, r);
     p->st.wait_count++;
     p->st.wait_total_ms += waited;
@@ -609,6 +626,21 @@ static void request_timeout(vl__timer *t, void *ud)
         vl__future_fail(f, VL_ETIMEDOUT, "pool %s: no connection available after %" PRIu64 " ms",
                         p->display, waited);
     request_free(r);
+}
+
+/* Fails the waiters whose deadline has passed, never one early (the timer
+ * may fire for a head that already left, or a little before the monotonic
+ * clock agrees), then re-arms for the next. The futures' callbacks run
+ * later, from the loop, so the queue cannot change under this walk. */
+static void queue_timeout(vl__timer *t, void *ud)
+{
+    vl_mysql_pool *p = ud;
+    uint64_t now = vl_loop_now_ms(p->loop);
+
+    VL__UNUSED(t);
+    while (p->wait_head != NULL && p->wait_head->enq_ms + p->o.acquire_timeout_ms <= now)
+        request_expire(p, p->wait_head, now);
+    queue_arm(p);
 }
 
 /* 1 when an idle connection may be handed out (see the header comment). */
@@ -635,7 +667,6 @@ static void dispatch(vl_mysql_pool *p)
             continue;
         }
         wait_remove(p, r);
-        vl__timer_stop(&r->timer);
         p->st.wait_count++;
         p->st.wait_total_ms += vl_loop_now_ms(p->loop) - r->enq_ms;
         request_run(r, pc);
@@ -684,17 +715,22 @@ static void request_submit(vl_mysql_pool *p, request *r)
     p->wait_tail = r;
     p->nwaiters++;
     holds_update(p);
-    if (p->o.acquire_timeout_ms != 0)
-        vl__timer_start(&r->timer, p->o.acquire_timeout_ms);
+    /* An armed timer is due no later than this request: leave it. */
+    if (!vl__timer_active(&p->qtimer))
+        queue_arm(p);
     dispatch(p);
 }
 
+/* Makes a request, copies what it was given into its one block and submits
+ * it. Its parameters are `nrows` rows of `ncols`: one row but for a bulk
+ * request. */
 static vl_future *request_new(vl_mysql_pool *p, int kind, const char *sql,
-                              const vl_mysql_param *params, size_t n)
+                              const vl_mysql_param *params, size_t ncols, size_t nrows)
 {
     request *r;
-    size_t i, total = 0, off = 0, bad = 0;
+    size_t i, n, total = 0, off = 0, bad = 0, sql_len, size;
     const char *why = NULL;
+    char *data;
 
     if (p == NULL)
         return NULL;
@@ -707,39 +743,51 @@ static vl_future *request_new(vl_mysql_pool *p, int kind, const char *sql,
     }
     if (vl__loop_closing(p->loop))
         return vl__future_failed(p->loop, VL_ECLOSED, "loop is closing");
-    if ((kind != RQ_BEGIN && sql == NULL) || (n > 0 && params == NULL))
-        return vl__future_failed(p->loop, VL_EINVAL, "no SQL or no parameters");
-    /* Checked now, as vl_mysql_execute does: the copy below must not read
+    if (kind != RQ_BEGIN && sql == NULL)
+        return vl__future_failed(p->loop, VL_EINVAL, "no SQL");
+    /* Checked now, as the connection does: the copy below must not read
      * bytes the caller never gave. */
-    if (vl__mysql_check_params(params, n, &total, &bad, &why) != VL_OK)
+    n = ncols * nrows; /* one row, or a bulk shape checked for overflow */
+    if (n > 0 && params == NULL)
+        return vl__future_failed(p->loop, VL_EINVAL, "no parameters");
+    if (vl__mysql_check_params(params, n, &total, &bad, &why) != VL_OK) {
+        if (kind == RQ_BULK)
+            return vl__future_failed(p->loop, VL_EINVAL, "bulk: row %zu column %zu %s",
+                                     bad / ncols, bad % ncols, why);
         return vl__future_failed(p->loop, VL_EINVAL, "parameter %zu %s", bad, why);
-    r = vl__calloc(1, sizeof(*r));
+    }
+    sql_len = sql != NULL ? strlen(sql) + 1 : 0;
+    size = sizeof(*r) + n * sizeof(*params); /* no overflow: checked above */
+    if (total > SIZE_MAX - size || sql_len > SIZE_MAX - size - total)
+        return vl__future_failed(p->loop, VL_EINVAL, "parameters too long");
+    r = vl__malloc(size + total + sql_len);
     if (r == NULL)
         return NULL;
+    memset(r, 0, sizeof(*r));
     r->pool = p;
     r->kind = kind;
-    vl__timer_init(&r->timer, p->loop, request_timeout, r);
-    r->sql = sql != NULL ? vl__strdup(sql) : NULL;
-    r->params = n > 0 ? vl__calloc(n, sizeof(*params)) : NULL;
-    r->pdata = total > 0 ? vl__malloc(total) : NULL;
     r->f = vl__future_make(p->loop, &request_ops, r);
-    if ((sql != NULL && r->sql == NULL) || (n > 0 && r->params == NULL) ||
-        (total > 0 && r->pdata == NULL) || r->f == NULL) {
-        future_drop(r->f);
-        r->f = NULL;
-        request_free(r);
+    if (r->f == NULL) {
+        vl__free(r);
         return NULL;
     }
-    /* The parameters are copied now (the caller's buffers may go away). */
+    /* Everything is copied now (the caller's buffers may go away). */
+    r->params = n > 0 ? (vl_mysql_param *)(void *)(r + 1) : NULL;
+    data = (char *)(r + 1) + n * sizeof(*params);
     r->nparams = n;
+    r->ncols = kind == RQ_BULK ? ncols : 0;
     for (i = 0; i < n; i++) {
         r->params[i] = params[i];
         if (params[i].type == VL_MYSQL_P_STRING || params[i].type == VL_MYSQL_P_BLOB) {
             if (params[i].v.str.len > 0)
-                memcpy(r->pdata + off, params[i].v.str.ptr, params[i].v.str.len);
-            r->params[i].v.str.ptr = r->pdata != NULL ? r->pdata + off : "";
+                memcpy(data + off, params[i].v.str.ptr, params[i].v.str.len);
+            r->params[i].v.str.ptr = data + off;
             off += params[i].v.str.len;
         }
+    }
+    if (sql != NULL) {
+        r->sql = data + total;
+        memcpy(r->sql, sql, sql_len);
     }
     {
         vl_future *f = r->f;
@@ -750,18 +798,18 @@ static vl_future *request_new(vl_mysql_pool *p, int kind, const char *sql,
 
 vl_future *vl_mysql_pool_query(vl_mysql_pool *p, const char *sql)
 {
-    return request_new(p, RQ_QUERY, sql, NULL, 0);
+    return request_new(p, RQ_QUERY, sql, NULL, 0, 1);
 }
 
 vl_future *vl_mysql_pool_execute(vl_mysql_pool *p, const char *sql,
                                  const vl_mysql_param *params, size_t n)
 {
-    return request_new(p, RQ_EXEC, sql, params, n);
+    return request_new(p, RQ_EXEC, sql, params, n, 1);
 }
 
 vl_future *vl_mysql_pool_begin(vl_mysql_pool *p)
 {
-    return request_new(p, RQ_BEGIN, NULL, NULL, 0);
+    return request_new(p, RQ_BEGIN, NULL, NULL, 0, 1);
 }
 
 /* ---- maintenance ---- */
@@ -849,7 +897,7 @@ static void opts_defaults(vl_mysql_pool_options *o)
     o->max_size = 10;
     o->min_idle = 1;
     o->acquire_timeout_ms = 5000;
-    o->max_waiters = 1000;
+    o->max_waiters = SIZE_MAX; /* bounded by acquire_timeout_ms, not by count */
     o->connect_timeout_ms = 5000;
     o->idle_timeout_ms = 600000;
     o->max_lifetime_ms = 1800000;
@@ -1048,6 +1096,7 @@ vl_mysql_pool *vl_mysql_pool_new(vl_loop *loop, const char *url, const vl_mysql_
     if (p->o.min_idle > p->o.max_size)
         p->o.min_idle = p->o.max_size;
     vl__timer_init(&p->timer, loop, tick, p);
+    vl__timer_init(&p->qtimer, loop, queue_timeout, p);
     vl_mysql_options_init(&p->copts);
     p->copts.connect_timeout_ms = p->o.connect_timeout_ms;
     if (p->o.init_sql != NULL) {
@@ -1100,6 +1149,7 @@ void vl_mysql_pool_free(vl_mysql_pool *p)
     p->freed = 1;
     vl__handle_remove(p->loop, &p->handle);
     timer_stop(p);
+    vl__timer_stop(&p->qtimer);
     while (p->readies != NULL) {
         vl_future *f = p->readies->f;
         ready_unlink(p, p->readies);
@@ -1222,7 +1272,6 @@ static vl_future *tx_end(vl_mysql_tx *tx, const char *sql)
         return NULL;
     r->pool = p;
     r->kind = RQ_END;
-    vl__timer_init(&r->timer, p->loop, request_timeout, r);
     r->f = vl__future_make(p->loop, &request_ops, r);
     if (r->f == NULL) {
         vl__free(r);

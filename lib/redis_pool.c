@@ -177,7 +177,7 @@ static void opts_defaults(vl_redis_pool_options *o)
     o->max_size = 8;
     o->min_idle = 1;
     o->acquire_timeout_ms = 5000;
-    o->max_waiters = 1000;
+    o->max_waiters = SIZE_MAX; /* bounded by acquire_timeout_ms, not by count */
     o->max_pending = 0;
     VL__REDIS_COPY_CONN_FIELDS(o, &c);
     o->command_timeout_ms = c.command_timeout_ms;

@@ -200,6 +200,317 @@ static void bounded_waiting(void **state)
     finish(loop, p);
 }
 
+/* ---- an unbounded queue, bounded by the deadline ---- */
+
+#define GATHER_N 10000
+
+/* The value the gather table holds for `id` (also made by the SQL that
+ * fills it: CONCAT('v', id * 7)). */
+static void gather_value(int64_t id, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "v%lld", (long long)(id * 7));
+}
+
+/* Creates t_gather with ids 1..n (n <= 10000), filled by the server itself. */
+static void gather_table(vl_loop *loop, vl_mysql_pool *p, size_t n)
+{
+    vl_mysql_param prm = vl_mysql_p_int64((int64_t)n);
+    vl_future *f;
+
+    pool_exec(loop, p, "DROP TABLE IF EXISTS t_gather");
+    pool_exec(loop, p, "CREATE TABLE t_gather (id INT PRIMARY KEY, v VARCHAR(32) NOT NULL) "
+                       "ENGINE=InnoDB");
+    f = tu_wait_for(loop, vl_mysql_pool_execute(
+                              p,
+                              "INSERT INTO t_gather (id, v) "
+                              "WITH d(n) AS (SELECT 0 UNION ALL SELECT 1 UNION ALL SELECT 2 "
+                              "UNION ALL SELECT 3 UNION ALL SELECT 4 UNION ALL SELECT 5 "
+                              "UNION ALL SELECT 6 UNION ALL SELECT 7 UNION ALL SELECT 8 "
+                              "UNION ALL SELECT 9), s(n) AS (SELECT 1 + a.n + 10 * b.n + "
+                              "100 * c.n + 1000 * e.n FROM d a, d b, d c, d e) "
+                              "SELECT n, CONCAT('v', n * 7) FROM s WHERE n <= ?",
+                              &prm, 1));
+    if (vl_future_status(f) != VL_OK)
+        fail_msg("fill t_gather: %s", vl_future_error(f));
+    assert_int_equal(vl_mysql_result_affected_rows(vl_future_mysql_result(f)), n);
+    vl_future_free(f);
+}
+
+static vl_future *point_select(vl_mysql_pool *p, int64_t id)
+{
+    vl_mysql_param prm = vl_mysql_p_int64(id);
+
+    return vl_mysql_pool_execute(p, "SELECT id, v FROM t_gather WHERE id = ?", &prm, 1);
+}
+
+/* Checks that f is the row of `id`. */
+static void check_point(vl_future *f, int64_t id)
+{
+    const vl_mysql_result *r = vl_future_mysql_result(f);
+    char want[32];
+    int64_t got = -1;
+
+    if (vl_future_status(f) != VL_OK)
+        fail_msg("id %lld: %s", (long long)id, vl_future_error(f));
+    assert_int_equal(vl_mysql_result_rows(r), 1);
+    assert_int_equal(vl_mysql_result_int64(r, 0, 0, &got), VL_OK);
+    assert_int_equal(got, id);
+    gather_value(id, want, sizeof(want));
+    assert_string_equal(vl_mysql_result_value(r, 0, 1, NULL), want);
+}
+
+/* One request's outcome, recorded by its continuation. */
+typedef struct outcome {
+    int calls;
+    int status;
+    int64_t id;
+    uint64_t submitted_ms, done_ms;
+    vl_loop *loop;
+    int *total;
+} outcome;
+
+static void outcome_cb(vl_future *f, void *ud)
+{
+    outcome *o = ud;
+
+    o->calls++;
+    (*o->total)++;
+    o->status = vl_future_status(f);
+    o->done_ms = vl_loop_now_ms(o->loop);
+    if (o->status == VL_OK && o->id > 0)
+        check_point(f, o->id);
+}
+
+static void outcomes_watch(outcome *os, size_t n, vl_loop *loop, int *total)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        os[i].loop = loop;
+        os[i].total = total;
+        os[i].status = 1; /* no VL_* code */
+    }
+}
+
+/* A gather of 10,000 point selects on a pool with the default options:
+ * every request queues (no VL_EBUSY past some count), each gets its own row,
+ * and every future completes exactly once. */
+static void default_pool_queues_10000(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_mysql_pool *p = vl_mysql_pool_new(loop, tcp_url(), NULL);
+    vl_future **fs = calloc(GATHER_N, sizeof(*fs));
+    outcome *os = calloc(GATHER_N, sizeof(*os));
+    vl_future *all;
+    vl_pool_stats st;
+    int total = 0;
+    size_t i;
+
+    (void)state;
+    assert_non_null(p);
+    assert_non_null(fs);
+    assert_non_null(os);
+    gather_table(loop, p, GATHER_N);
+    /* Ids in a scrambled order, so a row that came back for the wrong
+     * request cannot pass. */
+    for (i = 0; i < GATHER_N; i++)
+        fs[i] = point_select(p, (int64_t)((i * 7919) % GATHER_N) + 1);
+    (vl_pool_stats_init(&st), vl_mysql_pool_stats_get(p, &st));
+    assert_true(st.waiters >= GATHER_N - 10); /* queued, far past the old 1000 */
+    all = tu_wait_for(loop, vl_future_all(loop, fs, GATHER_N));
+    assert_int_equal(vl_future_status(all), VL_OK);
+    for (i = 0; i < GATHER_N; i++)
+        check_point(vl_future_child(all, i), (int64_t)((i * 7919) % GATHER_N) + 1);
+    vl_future_free(all);
+    (vl_pool_stats_init(&st), vl_mysql_pool_stats_get(p, &st));
+    assert_int_equal(st.rejected, 0);
+    assert_int_equal(st.errors, 0);
+    assert_int_equal(st.waiters, 0);
+    assert_true(st.open <= 10);
+
+    /* The same through continuations, counting each completion. */
+    outcomes_watch(os, GATHER_N, loop, &total);
+    for (i = 0; i < GATHER_N; i++) {
+        os[i].id = (int64_t)(GATHER_N - i);
+        assert_int_equal(vl_future_then(point_select(p, os[i].id), outcome_cb, &os[i]), VL_OK);
+    }
+    vl_loop_run(loop);
+    assert_int_equal(total, GATHER_N);
+    for (i = 0; i < GATHER_N; i++) {
+        assert_int_equal(os[i].calls, 1);
+        assert_int_equal(os[i].status, VL_OK);
+    }
+    pool_exec(loop, p, "DROP TABLE t_gather");
+    free(fs);
+    free(os);
+    finish(loop, p);
+}
+
+/* An explicit small max_waiters still refuses the excess at once. */
+static void small_max_waiters_refuses(void **state)
+{
+    enum { N = 2000, WAITERS = 100 };
+    vl_loop *loop = vl_loop_new();
+    vl_mysql_pool_options o;
+    vl_mysql_pool *p;
+    outcome *os = calloc(N, sizeof(*os));
+    vl_pool_stats st;
+    int total = 0, ok = 0, busy = 0;
+    size_t i;
+
+    (void)state;
+    assert_non_null(os);
+    vl_mysql_pool_options_init(&o);
+    o.max_size = 4;
+    o.max_waiters = WAITERS;
+    p = vl_mysql_pool_new(loop, tcp_url(), &o);
+    gather_table(loop, p, 100);
+    outcomes_watch(os, N, loop, &total);
+    for (i = 0; i < N; i++) {
+        vl_future *f;
+        os[i].id = (int64_t)(i % 100) + 1;
+        f = point_select(p, os[i].id);
+        assert_non_null(f);
+        /* Past the waiting room it fails at once (rule 2: still reported
+         * from the loop). */
+        if (i >= WAITERS + o.max_size) {
+            assert_true(vl_future_done(f));
+            assert_int_equal(vl_future_status(f), VL_EBUSY);
+            assert_non_null(strstr(vl_future_error(f), "max_waiters 100"));
+        }
+        assert_int_equal(vl_future_then(f, outcome_cb, &os[i]), VL_OK);
+    }
+    vl_loop_run(loop);
+    assert_int_equal(total, N);
+    for (i = 0; i < N; i++) {
+        assert_int_equal(os[i].calls, 1);
+        if (os[i].status == VL_OK)
+            ok++;
+        else if (os[i].status == VL_EBUSY)
+            busy++;
+        else
+            fail_msg("request %zu: status %d", i, os[i].status);
+    }
+    assert_true(ok >= WAITERS && ok <= WAITERS + 4);
+    assert_int_equal(ok + busy, N);
+    (vl_pool_stats_init(&st), vl_mysql_pool_stats_get(p, &st));
+    assert_int_equal(st.rejected, (uint64_t)busy);
+    pool_exec(loop, p, "DROP TABLE t_gather");
+    free(os);
+    finish(loop, p);
+}
+
+/* Every connection is held by a transaction: thousands of waiters (more
+ * than the old bound) all fail with VL_ETIMEDOUT, each after its own
+ * acquire_timeout_ms and never before, exactly once. Two batches a while
+ * apart show that each waiter keeps its own deadline although one timer
+ * serves the queue. */
+static void waiters_time_out(void **state)
+{
+    enum { N = 3000, TIMEOUT_MS = 300, GAP_MS = 150 };
+    vl_loop *loop = vl_loop_new();
+    vl_mysql_pool_options o;
+    vl_mysql_pool *p;
+    outcome *os = calloc(N, sizeof(*os));
+    vl_mysql_tx *tx[2];
+    vl_pool_stats st;
+    vl_future *f;
+    int total = 0;
+    size_t i;
+
+    (void)state;
+    assert_non_null(os);
+    vl_mysql_pool_options_init(&o);
+    o.max_size = 2;
+    o.acquire_timeout_ms = TIMEOUT_MS;
+    p = vl_mysql_pool_new(loop, tcp_url(), &o);
+    for (i = 0; i < 2; i++) {
+        f = tu_run_cmd(loop, vl_mysql_pool_begin(p), VL_OK);
+        tx[i] = vl_future_take(f);
+        assert_non_null(tx[i]);
+        vl_future_free(f);
+    }
+    outcomes_watch(os, N, loop, &total);
+    for (i = 0; i < N; i++) {
+        if (i == N / 2)
+            tu_sleep_ms(loop, GAP_MS); /* the second batch comes later */
+        os[i].submitted_ms = vl_loop_now_ms(loop);
+        f = vl_mysql_pool_query(p, "SELECT 1");
+        assert_non_null(f);
+        assert_int_equal(vl_future_then(f, outcome_cb, &os[i]), VL_OK);
+    }
+    (vl_pool_stats_init(&st), vl_mysql_pool_stats_get(p, &st));
+    assert_true(st.waiters > 0);
+    while (total < N)
+        tu_sleep_ms(loop, 10);
+    for (i = 0; i < N; i++) {
+        assert_int_equal(os[i].calls, 1);
+        assert_int_equal(os[i].status, VL_ETIMEDOUT);
+        if (os[i].done_ms < os[i].submitted_ms + TIMEOUT_MS)
+            fail_msg("request %zu timed out after %llu ms", i,
+                     (unsigned long long)(os[i].done_ms - os[i].submitted_ms));
+    }
+    (vl_pool_stats_init(&st), vl_mysql_pool_stats_get(p, &st));
+    assert_int_equal(st.timeouts, N);
+    assert_int_equal(st.rejected, 0);
+    assert_int_equal(st.waiters, 0);
+    /* The transactions go on, and once they end the pool serves again. */
+    vl_future_free(tu_run_cmd(loop, vl_mysql_tx_query(tx[0], "SELECT 1"), VL_OK));
+    for (i = 0; i < 2; i++)
+        vl_future_free(tu_run_cmd(loop, vl_mysql_tx_commit(tx[i]), VL_OK));
+    pool_exec(loop, p, "SELECT 1");
+    free(os);
+    finish(loop, p);
+}
+
+/* The head of the queue leaves for a connection before its deadline: the
+ * one timer must not fail the next waiter at the old head's deadline. */
+static void deadline_follows_each_waiter(void **state)
+{
+    enum { TIMEOUT_MS = 400 };
+    vl_loop *loop = vl_loop_new();
+    vl_mysql_pool_options o;
+    vl_mysql_pool *p;
+    outcome os[4];
+    int total = 0;
+    size_t i;
+
+    (void)state;
+    memset(os, 0, sizeof(os));
+    vl_mysql_pool_options_init(&o);
+    o.max_size = 1;
+    o.acquire_timeout_ms = TIMEOUT_MS;
+    p = vl_mysql_pool_new(loop, tcp_url(), &o);
+    pool_exec(loop, p, "SELECT 1");
+    outcomes_watch(os, 4, loop, &total);
+    /* 0 holds the connection for 0.2 s; 1 waits, then holds it for 1 s; 2
+     * and 3 come 0.1 s after 1, so the timer armed for 1's deadline fires
+     * while they still have 0.1 s to go. */
+    os[0].submitted_ms = vl_loop_now_ms(loop);
+    assert_int_equal(vl_future_then(vl_mysql_pool_query(p, "SELECT SLEEP(0.2)"), outcome_cb,
+                                    &os[0]), VL_OK);
+    os[1].submitted_ms = vl_loop_now_ms(loop);
+    assert_int_equal(vl_future_then(vl_mysql_pool_query(p, "SELECT SLEEP(1)"), outcome_cb,
+                                    &os[1]), VL_OK);
+    tu_sleep_ms(loop, 100);
+    for (i = 2; i < 4; i++) {
+        os[i].submitted_ms = vl_loop_now_ms(loop);
+        assert_int_equal(vl_future_then(vl_mysql_pool_query(p, "SELECT 1"), outcome_cb, &os[i]),
+                         VL_OK);
+    }
+    vl_loop_run(loop);
+    assert_int_equal(total, 4);
+    assert_int_equal(os[0].status, VL_OK);
+    assert_int_equal(os[1].status, VL_OK);
+    for (i = 0; i < 4; i++)
+        assert_int_equal(os[i].calls, 1);
+    for (i = 2; i < 4; i++) {
+        assert_int_equal(os[i].status, VL_ETIMEDOUT);
+        assert_true(os[i].done_ms >= os[i].submitted_ms + TIMEOUT_MS);
+    }
+    finish(loop, p);
+}
+
 /* A client-side deadline closes the connection; the pool replaces it. A
  * server-side limit keeps it. */
 static void deadlines(void **state)
@@ -1062,6 +1373,7 @@ static void options_from_an_older_header(void **state)
     assert_int_equal(o.max_size, 10);
     assert_int_equal(o.min_idle, 1);
     assert_int_equal(o.acquire_timeout_ms, 5000);
+    assert_true(o.max_waiters == SIZE_MAX); /* unbounded: the deadline bounds waiting */
     o.max_size = 2;
     o.min_idle = 2;
     p = vl_mysql_pool_new(loop, tcp_url(), (const vl_mysql_pool_options *)(const void *)&o);
@@ -1121,6 +1433,10 @@ int main(void)
         cmocka_unit_test_setup(gather_32, tu_setup),
         cmocka_unit_test_setup(clean_return, tu_setup),
         cmocka_unit_test_setup(bounded_waiting, tu_setup),
+        cmocka_unit_test_setup(default_pool_queues_10000, tu_setup),
+        cmocka_unit_test_setup(small_max_waiters_refuses, tu_setup),
+        cmocka_unit_test_setup(waiters_time_out, tu_setup),
+        cmocka_unit_test_setup(deadline_follows_each_waiter, tu_setup),
         cmocka_unit_test_setup(deadlines, tu_setup),
         cmocka_unit_test_setup(transactions, tu_setup),
         cmocka_unit_test_setup(free_with_pending, tu_setup),

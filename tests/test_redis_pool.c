@@ -352,6 +352,243 @@ static void backpressure_wait_and_timeout(void **state)
     tu_finish(loop);
 }
 
+/* ---- an unbounded queue, bounded by the deadline ---- */
+
+#define GATHER_N 100000
+
+/* One request's outcome, recorded by its continuation: how often it ran
+ * (exactly once is the rule), its status, and when. */
+typedef struct outcome {
+    int calls;
+    int status;
+    long key;      /* a GET of key `key` must return its value; -1: not checked */
+    uint64_t submitted_ms, done_ms;
+    vl_loop *loop;
+    int *total;
+} outcome;
+
+static void gather_value(long k, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "value:%ld", k * 13);
+}
+
+static void outcome_cb(vl_future *f, void *ud)
+{
+    outcome *o = ud;
+
+    o->calls++;
+    (*o->total)++;
+    o->status = vl_future_status(f);
+    o->done_ms = vl_loop_now_ms(o->loop);
+    if (o->status == VL_OK && o->key >= 0) {
+        char want[32];
+        gather_value(o->key, want, sizeof(want));
+        tu_check_str(vl_future_redis_reply(f), want);
+    }
+}
+
+static outcome *outcomes_new(size_t n, vl_loop *loop, int *total)
+{
+    outcome *os = calloc(n, sizeof(*os));
+    size_t i;
+
+    assert_non_null(os);
+    for (i = 0; i < n; i++) {
+        os[i].loop = loop;
+        os[i].total = total;
+        os[i].status = 1; /* no VL_* code */
+        os[i].key = -1;
+    }
+    return os;
+}
+
+static vl_future *gather_get(vl_redis_pool *p, long k)
+{
+    char key[32];
+    const char *argv[2] = {"GET", key};
+
+    snprintf(key, sizeof(key), "gather:%ld", k);
+    return vl_redis_pool_command_argv(p, 2, argv, NULL);
+}
+
+/* Writes gather:K = value:(13 K) for K in [0, n), in batches. */
+static void gather_keys(vl_loop *loop, vl_redis_pool *p, long n)
+{
+    enum { BATCH = 10000 };
+    vl_future *fs[BATCH], *all;
+    long k0, k;
+
+    for (k0 = 0; k0 < n; k0 += BATCH) {
+        for (k = k0; k < k0 + BATCH && k < n; k++) {
+            char key[32], val[32];
+            const char *argv[3] = {"SET", key, val};
+            snprintf(key, sizeof(key), "gather:%ld", k);
+            gather_value(k, val, sizeof(val));
+            fs[k - k0] = vl_redis_pool_command_argv(p, 3, argv, NULL);
+        }
+        all = vl_future_all(loop, fs, (size_t)(k - k0));
+        assert_int_equal(tu_await(loop, all), VL_OK);
+        vl_future_free(all);
+    }
+}
+
+/* 100,000 GETs gathered on a pool with the default options, then on one
+ * whose max_pending makes nearly all of them wait: each gets its own value,
+ * none is refused, every future completes exactly once. */
+static void default_pool_queues_100000(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_redis_pool_options o;
+    vl_redis_pool *p = vl_redis_pool_new(loop, tu_redis_url(0), NULL);
+    vl_future **fs = calloc(GATHER_N, sizeof(*fs));
+    vl_future *all;
+    outcome *os;
+    vl_pool_stats st;
+    int total = 0;
+    long i;
+
+    (void)state;
+    assert_non_null(p);
+    assert_non_null(fs);
+    gather_keys(loop, p, GATHER_N);
+    for (i = 0; i < GATHER_N; i++)
+        fs[i] = gather_get(p, (i * 7919) % GATHER_N);
+    all = vl_future_all(loop, fs, GATHER_N);
+    assert_int_equal(tu_await(loop, all), VL_OK);
+    for (i = 0; i < GATHER_N; i++) {
+        char want[32];
+        gather_value((i * 7919) % GATHER_N, want, sizeof(want));
+        tu_check_str(vl_future_redis_reply(vl_future_child(all, (size_t)i)), want);
+    }
+    vl_future_free(all);
+    st = stats(p);
+    assert_int_equal(st.rejected, 0);
+    assert_int_equal(st.errors, 0);
+    vl_redis_pool_free(p);
+
+    /* The default waiting room with a cap on what is in flight: the
+     * requests past it wait (99,984 of them), none is refused. */
+    vl_redis_pool_options_init(&o);
+    o.max_pending = 16;
+    p = vl_redis_pool_new(loop, tu_redis_url(0), &o);
+    os = outcomes_new(GATHER_N, loop, &total);
+    for (i = 0; i < GATHER_N; i++) {
+        os[i].key = GATHER_N - 1 - i;
+        assert_int_equal(vl_future_then(gather_get(p, os[i].key), outcome_cb, &os[i]), VL_OK);
+    }
+    st = stats(p);
+    assert_int_equal(st.waiters + st.pending, GATHER_N);
+    assert_true(st.waiters >= GATHER_N - 16);
+    while (total < GATHER_N)
+        tu_sleep_ms(loop, 10);
+    for (i = 0; i < GATHER_N; i++) {
+        assert_int_equal(os[i].calls, 1);
+        assert_int_equal(os[i].status, VL_OK);
+    }
+    st = stats(p);
+    assert_int_equal(st.rejected, 0);
+    assert_int_equal(st.errors, 0);
+    assert_int_equal(st.waiters, 0);
+    {
+        const char *argv[2] = {"FLUSHDB", NULL};
+        vl_future_free(tu_run_cmd(loop, vl_redis_pool_command_argv(p, 1, argv, NULL), VL_OK));
+    }
+    free(fs);
+    free(os);
+    vl_redis_pool_free(p);
+    tu_finish(loop);
+}
+
+/* An explicit small max_waiters still refuses the excess at once, and a
+ * server that stops answering (CLIENT PAUSE) makes thousands of waiters,
+ * more than the old bound of 1000, fail with VL_ETIMEDOUT after their own
+ * acquire_timeout_ms, never before, exactly once. */
+static void waiting_room_and_deadline(void **state)
+{
+    enum { N = 2000, WAITERS = 100, PENDING = 8, TN = 5000, TIMEOUT_MS = 200 };
+    vl_loop *loop = vl_loop_new();
+    vl_redis *pauser = vl_redis_new(loop, tu_redis_url(2), NULL);
+    vl_redis_pool_options o;
+    vl_redis_pool *p;
+    outcome *os;
+    int total = 0, ok = 0, busy = 0, timedout = 0;
+    size_t i;
+
+    (void)state;
+    vl_redis_pool_options_init(&o);
+    o.max_size = 2;
+    o.max_pending = PENDING;
+    o.max_waiters = WAITERS;
+    p = vl_redis_pool_new(loop, tu_redis_url(2), &o);
+    wait_ready(loop, p, 1);
+    os = outcomes_new(N, loop, &total);
+    for (i = 0; i < N; i++) {
+        vl_future *f = vl_redis_pool_command(p, "PING");
+        assert_non_null(f);
+        if (i >= PENDING + WAITERS) {
+            assert_true(vl_future_done(f)); /* at once, no waiting */
+            assert_int_equal(vl_future_status(f), VL_EBUSY);
+        }
+        assert_int_equal(vl_future_then(f, outcome_cb, &os[i]), VL_OK);
+    }
+    while (total < N)
+        tu_sleep_ms(loop, 5);
+    for (i = 0; i < N; i++) {
+        assert_int_equal(os[i].calls, 1);
+        ok += os[i].status == VL_OK;
+        busy += os[i].status == VL_EBUSY;
+    }
+    assert_int_equal(ok, PENDING + WAITERS);
+    assert_int_equal(busy, N - PENDING - WAITERS);
+    assert_int_equal(stats(p).rejected, (uint64_t)busy);
+    vl_redis_pool_free(p);
+    free(os);
+
+    /* The deadline: the default waiting room, the server paused. */
+    vl_redis_pool_options_init(&o);
+    o.max_size = 2;
+    o.max_pending = PENDING;
+    o.acquire_timeout_ms = TIMEOUT_MS;
+    p = vl_redis_pool_new(loop, tu_redis_url(2), &o);
+    wait_ready(loop, p, 1);
+    total = 0;
+    os = outcomes_new(TN, loop, &total);
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(pauser, "CLIENT PAUSE 1000"), VL_OK));
+    for (i = 0; i < TN; i++) {
+        if (i == TN / 2)
+            tu_sleep_ms(loop, 100); /* the second half comes later */
+        os[i].submitted_ms = vl_loop_now_ms(loop);
+        assert_int_equal(vl_future_then(vl_redis_pool_command(p, "PING"), outcome_cb, &os[i]),
+                         VL_OK);
+    }
+    while (total < TN)
+        tu_sleep_ms(loop, 10);
+    ok = 0;
+    for (i = 0; i < TN; i++) {
+        assert_int_equal(os[i].calls, 1);
+        if (os[i].status == VL_OK) {
+            ok++;
+            continue;
+        }
+        assert_int_equal(os[i].status, VL_ETIMEDOUT);
+        timedout++;
+        if (os[i].done_ms < os[i].submitted_ms + TIMEOUT_MS)
+            fail_msg("request %zu timed out after %llu ms", i,
+                     (unsigned long long)(os[i].done_ms - os[i].submitted_ms));
+    }
+    /* The first PENDING were on the connections, answered once the pause
+     * ended; every other one waited and timed out. */
+    assert_int_equal(ok, PENDING);
+    assert_int_equal(timedout, TN - PENDING);
+    assert_int_equal(stats(p).timeouts, (uint64_t)timedout);
+    assert_int_equal(stats(p).rejected, 0);
+    vl_future_free(tu_run_cmd(loop, vl_redis_pool_command(p, "PING"), VL_OK));
+    vl_redis_pool_free(p);
+    vl_redis_free(pauser);
+    free(os);
+    tu_finish(loop);
+}
+
 /* ---- leases ---- */
 
 static void lease_multi_exec(void **state)
@@ -1213,7 +1450,7 @@ static void options_and_stats_from_an_older_header(void **state)
     assert_int_equal(o.max_size, 8);
     assert_int_equal(o.min_idle, 1);
     assert_int_equal(o.acquire_timeout_ms, 5000);
-    assert_int_equal(o.max_waiters, 1000);
+    assert_true(o.max_waiters == SIZE_MAX); /* unbounded: the deadline bounds waiting */
     o.max_size = 3;
     o.min_idle = 2;
     p = vl_redis_pool_new(loop, tu_redis_url(0),
@@ -1290,6 +1527,8 @@ int main(void)
         cmocka_unit_test_setup(state_commands_need_a_lease, tu_setup),
         cmocka_unit_test_setup(backpressure_fail_fast, tu_setup),
         cmocka_unit_test_setup(backpressure_wait_and_timeout, tu_setup),
+        cmocka_unit_test_setup(default_pool_queues_100000, tu_setup),
+        cmocka_unit_test_setup(waiting_room_and_deadline, tu_setup),
         cmocka_unit_test_setup(lease_multi_exec, tu_setup),
         cmocka_unit_test_setup(dirty_lease_is_closed, tu_setup),
         cmocka_unit_test_setup(lease_wait_and_timeout, tu_setup),
