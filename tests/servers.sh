@@ -45,6 +45,10 @@
 # one, "redis-tls-expired" presents tls/expired.crt and "redis-tls-wronghost"
 # tls/wronghost.crt (valid, but for another host name).
 #
+# The main mariadbd serves TLS with tls/server.crt (tls/ca.crt as its CA,
+# for the client certificates of REQUIRE X509 accounts); clients that do not
+# ask for TLS connect in plain text as before.
+#
 # The GTID pair: "mysql-primary" writes a binary log (server_id 1, ROW);
 # "mysql-replica" (server_id 2, read_only=1, log_slave_updates) replicates
 # it with MASTER_USE_GTID=slave_pos and MASTER_CONNECT_RETRY=1, so it
@@ -59,12 +63,21 @@
 #   VL_TEST_REDIS_AUTH_PORT, _SOCK, VL_TEST_REDIS_PASSWORD
 #                                     redis-auth and its password
 #   VL_TEST_TLS_DIR                   DIR/tls
+#   VL_TEST_TLS_CA, _OTHER_CA         DIR/tls/ca.crt (which signed every
+#                                     server certificate) and an unrelated CA
+#   VL_TEST_TLS_CLIENT_CERT, _KEY     a client certificate signed by the CA
 #   VL_TEST_REDIS_TLS_PORT, _MTLS_PORT, _TLS_EXPIRED_PORT,
 #   _TLS_WRONGHOST_PORT               the TLS redis instances
 #   VL_TEST_MYSQL_PORT, _SOCK         the main mariadbd
 #   VL_TEST_MYSQL_USER, _PASSWORD, _DB
 #                                     the test account and database, the same
 #                                     on every mariadbd
+#   VL_TEST_MYSQL_TLS_USER, _PASSWORD     on the main mariadbd: REQUIRE SSL
+#   VL_TEST_MYSQL_X509_USER, _PASSWORD    REQUIRE X509 (the client
+#                                         certificate above)
+#   VL_TEST_MYSQL_ED25519_USER, _PASSWORD IDENTIFIED VIA ed25519
+#                                     (each of the three may use the test
+#                                     database only)
 #   VL_TEST_MYSQL_PRIMARY_PORT, _SOCK and VL_TEST_MYSQL_REPLICA_PORT, _SOCK
 #                                     the GTID pair. The test user may run
 #                                     STOP/START SLAVE, SHOW SLAVE STATUS
@@ -85,6 +98,15 @@ readonly REDIS_PASSWORD=volleypass
 readonly MYSQL_USER=volley
 readonly MYSQL_PASSWORD=volleypass
 readonly MYSQL_DB=volley_test
+# The TLS and authentication accounts of the main instance: one that
+# requires TLS, one that requires a client certificate signed by the test
+# CA, and one that authenticates with ed25519.
+readonly MYSQL_TLS_USER=volley_tls
+readonly MYSQL_TLS_PASSWORD=volleytls
+readonly MYSQL_X509_USER=volley_x509
+readonly MYSQL_X509_PASSWORD=volleyx509
+readonly MYSQL_ED25519_USER=volley_ed25519
+readonly MYSQL_ED25519_PASSWORD=volleyed25519
 # The account mysql-replica replicates through; only the pair has it.
 readonly MYSQL_REPL_USER=volley_repl
 readonly MYSQL_REPL_PASSWORD=volleyrepl
@@ -633,7 +655,53 @@ GRANT ALL PRIVILEGES ON *.* TO '$MYSQL_USER'@'localhost';
 SQL
 }
 
-# The main instance: no binary log, room for the connection-heavy tests.
+# The accounts of the TLS and authentication tests, on the main instance
+# only. Each may use the test database and nothing else.
+tls_users_sql() {
+    local host
+    echo "INSTALL SONAME 'auth_ed25519';"
+    for host in 127.0.0.1 localhost; do
+        cat <<SQL
+CREATE USER '$MYSQL_TLS_USER'@'$host' IDENTIFIED BY '$MYSQL_TLS_PASSWORD' REQUIRE SSL;
+CREATE USER '$MYSQL_X509_USER'@'$host' IDENTIFIED BY '$MYSQL_X509_PASSWORD' REQUIRE X509;
+CREATE USER '$MYSQL_ED25519_USER'@'$host'
+    IDENTIFIED VIA ed25519 USING PASSWORD('$MYSQL_ED25519_PASSWORD');
+GRANT ALL PRIVILEGES ON \`$MYSQL_DB\`.* TO '$MYSQL_TLS_USER'@'$host';
+GRANT ALL PRIVILEGES ON \`$MYSQL_DB\`.* TO '$MYSQL_X509_USER'@'$host';
+GRANT ALL PRIVILEGES ON \`$MYSQL_DB\`.* TO '$MYSQL_ED25519_USER'@'$host';
+SQL
+    done
+}
+
+# Proves that the TLS accounts work as they should before any test relies
+# on it: volley_tls logs in over TLS verified against the test CA and is
+# refused without TLS, and volley_x509 logs in with the client certificate.
+mysql_check_tls() {
+    local port out
+    port=$(cat "$DIR/mysql.port")
+    out=$(MYSQL_PWD=$MYSQL_TLS_PASSWORD mariadb --no-defaults -h 127.0.0.1 -P "$port" \
+        -u "$MYSQL_TLS_USER" --ssl-ca="$DIR/tls/ca.crt" --ssl-verify-server-cert -N -B \
+        -e "SHOW SESSION STATUS LIKE 'Ssl_cipher'" "$MYSQL_DB" 2>&1) || out="failed: $out"
+    case $out in
+        Ssl_cipher?[A-Z]*) ;;
+        *) warn "mysql: a TLS login of $MYSQL_TLS_USER: $out"; return 1 ;;
+    esac
+    if MYSQL_PWD=$MYSQL_TLS_PASSWORD mariadb --no-defaults -h 127.0.0.1 -P "$port" \
+        -u "$MYSQL_TLS_USER" --skip-ssl -e 'SELECT 1' "$MYSQL_DB" >/dev/null 2>&1; then
+        warn "mysql: $MYSQL_TLS_USER (REQUIRE SSL) logged in without TLS"
+        return 1
+    fi
+    if ! out=$(MYSQL_PWD=$MYSQL_X509_PASSWORD mariadb --no-defaults -h 127.0.0.1 -P "$port" \
+        -u "$MYSQL_X509_USER" --ssl-ca="$DIR/tls/ca.crt" --ssl-cert="$DIR/tls/client.crt" \
+        --ssl-key="$DIR/tls/client.key" -e 'SELECT 1' "$MYSQL_DB" 2>&1); then
+        warn "mysql: a TLS login of $MYSQL_X509_USER with the client certificate: $out"
+        return 1
+    fi
+}
+
+# The main instance: no binary log, room for the connection-heavy tests, and
+# TLS with the server certificate of tests/tls_certs.sh (clients choose:
+# plain connections stay plain). It needs DIR/tls.
 mysql_main_start() {
     local t0
     t0=$(now)
@@ -641,13 +709,21 @@ mysql_main_start() {
         --skip-log-bin \
         --innodb-buffer-pool-size=64M \
         --max-connections=2000 \
-        --max-allowed-packet=64M || return 1
-    { anonymous_users_sql; test_user_sql; } |
-        mysql_setup mysql "creating the test database and user" || return 1
+        --max-allowed-packet=64M \
+        --ssl-ca="$DIR/tls/ca.crt" \
+        --ssl-cert="$DIR/tls/server.crt" \
+        --ssl-key="$DIR/tls/server.key" || return 1
+    { anonymous_users_sql; test_user_sql; tls_users_sql; } |
+        mysql_setup mysql "creating the test database and users" || return 1
     mysql_check_login mysql || return 1
+    mysql_check_tls || return 1
     say "mysql ready on port $(cat "$DIR/mysql.port") in $(elapsed_since "$t0") s"
 }
 
+# The main mariadbd serves TLS with tls/server.crt (tls/ca.crt as its CA,
+# for the client certificates of REQUIRE X509 accounts); clients that do not
+# ask for TLS connect in plain text as before.
+#
 # The GTID pair: "mysql-primary" writes a binary log, "mysql-replica"
 # replicates it by GTID (read_only, and logging what it applies, so that it
 # could be promoted). They are their own instances because the replication
@@ -759,6 +835,16 @@ write_env() {
         env_line VL_TEST_MYSQL_APP_USER "$MYSQL_APP_USER"
         env_line VL_TEST_MYSQL_APP_PASSWORD "$MYSQL_APP_PASSWORD"
         env_line VL_TEST_TLS_DIR "$DIR/tls"
+        env_line VL_TEST_TLS_CA "$DIR/tls/ca.crt"
+        env_line VL_TEST_TLS_OTHER_CA "$DIR/tls/other-ca.crt"
+        env_line VL_TEST_TLS_CLIENT_CERT "$DIR/tls/client.crt"
+        env_line VL_TEST_TLS_CLIENT_KEY "$DIR/tls/client.key"
+        env_line VL_TEST_MYSQL_TLS_USER "$MYSQL_TLS_USER"
+        env_line VL_TEST_MYSQL_TLS_PASSWORD "$MYSQL_TLS_PASSWORD"
+        env_line VL_TEST_MYSQL_X509_USER "$MYSQL_X509_USER"
+        env_line VL_TEST_MYSQL_X509_PASSWORD "$MYSQL_X509_PASSWORD"
+        env_line VL_TEST_MYSQL_ED25519_USER "$MYSQL_ED25519_USER"
+        env_line VL_TEST_MYSQL_ED25519_PASSWORD "$MYSQL_ED25519_PASSWORD"
         env_line VL_TEST_REDIS_TLS_PORT "$(cat "$DIR/redis-tls.port")"
         env_line VL_TEST_REDIS_MTLS_PORT "$(cat "$DIR/redis-mtls.port")"
         env_line VL_TEST_REDIS_TLS_EXPIRED_PORT "$(cat "$DIR/redis-tls-expired.port")"

@@ -102,7 +102,7 @@ trap 'exit 129' HUP
 
 N=0
 FAILED=0
-echo "1..28"
+echo "1..29"
 
 # check DESCRIPTION COMMAND...: runs the command and prints one TAP result.
 check() {
@@ -335,6 +335,35 @@ a_pair_kill() {
     pair_replicates "$2"
 }
 
+# The TLS accounts of the main mariadbd refuse what they must: volley_tls
+# without TLS, volley_x509 without a client certificate, and a client that
+# trusts only the unrelated CA fails verification (2026); ed25519 logs in.
+a_mysql_tls() {
+    local out
+    # shellcheck source=/dev/null
+    . "$A/env" || return 1
+    my() {
+        local pass=$1
+        shift
+        MYSQL_PWD=$pass timeout 20 mariadb --no-defaults -h 127.0.0.1 -P "$VL_TEST_MYSQL_PORT" \
+            -N -B "$@" -e 'SELECT CURRENT_USER()' "$VL_TEST_MYSQL_DB" 2>&1
+    }
+    out=$(my "$VL_TEST_MYSQL_TLS_PASSWORD" -u "$VL_TEST_MYSQL_TLS_USER" --skip-ssl)
+    case $out in *"ERROR 1045"*) ;; *) echo "# volley_tls without TLS: $out"; return 1 ;; esac
+    out=$(my "$VL_TEST_MYSQL_X509_PASSWORD" -u "$VL_TEST_MYSQL_X509_USER" \
+        --ssl-ca="$VL_TEST_TLS_CA")
+    case $out in *"ERROR 1045"*) ;; *) echo "# volley_x509 without a certificate: $out"; return 1 ;; esac
+    out=$(my "$VL_TEST_MYSQL_TLS_PASSWORD" -u "$VL_TEST_MYSQL_TLS_USER" \
+        --ssl-ca="$VL_TEST_TLS_OTHER_CA" --ssl-verify-server-cert)
+    case $out in *"ERROR 2026"*) ;; *) echo "# trusting the unrelated CA: $out"; return 1 ;; esac
+    out=$(my "$VL_TEST_MYSQL_X509_PASSWORD" -u "$VL_TEST_MYSQL_X509_USER" \
+        --ssl-ca="$VL_TEST_TLS_CA" --ssl-verify-server-cert \
+        --ssl-cert="$VL_TEST_TLS_CLIENT_CERT" --ssl-key="$VL_TEST_TLS_CLIENT_KEY")
+    [ "$out" = "$VL_TEST_MYSQL_X509_USER@127.0.0.1" ] || { echo "# volley_x509: $out"; return 1; }
+    out=$(my "$VL_TEST_MYSQL_ED25519_PASSWORD" -u "$VL_TEST_MYSQL_ED25519_USER")
+    [ "$out" = "$VL_TEST_MYSQL_ED25519_USER@127.0.0.1" ] || { echo "# volley_ed25519: $out"; return 1; }
+}
+
 a_stop() {
     "$SERVERS" stop "$A" >"$T/a-stop.log" 2>&1 || { diag_file "$T/a-stop.log"; return 1; }
 }
@@ -342,6 +371,7 @@ a_stop() {
 check "servers.sh start brings up 3 redis, redis-auth and mariadb" a_start
 check "the 3 redis instances and redis-auth answer PING" a_ping
 check "mariadb answers SELECT 1 through its socket" a_select
+check "the TLS, X509 and ed25519 accounts of mariadb accept and refuse as they must" a_mysql_tls
 check "mysql-replica replicates mysql-primary by GTID, read_only" a_pair
 check "the test user drives replication and read_only; read_only refuses the app user" \
     a_pair_privileges
