@@ -7,7 +7,7 @@
  * connection arms its watchers for exactly that (re-reading the socket with
  * mysql_get_socket every time, since Connector/C may change it during
  * connect) and, once ready, calls the matching mysql_*_cont. The current
- * position is c->step; drive() loops over it until the operation waits or the
+ * position is c->mstate; drive() runs step() until the operation waits or the
  * queue is empty.
  *
  * The protocol is not multiplexed, so operations queue FIFO on the
@@ -25,15 +25,15 @@
  * Prepared statements are freed after mysql_close(), which has detached them
  * from the connection, so freeing them sends nothing.
  */
-#include "mysql_internal.h"
+#include "mysql_bind.h"
 #include "url.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <mysql.h>
 #include <errmsg.h>
+#include <mysqld_error.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,18 +43,39 @@
 
 enum { OP_READY, OP_QUERY, OP_EXEC, OP_PING, OP_RESET, OP_INITDB };
 
+/* Where a connection is in its life. */
 enum { ST_RESOLVING, ST_CONNECTING, ST_OPEN, ST_CLOSED };
 
-enum {
-    S_IDLE,
-    S_CONNECT, S_CONNECT_CONT,
-    S_NEXT_OP,
-    S_Q_SEND, S_Q_SEND_CONT, S_Q_RESULT, S_Q_FETCH, S_Q_FETCH_CONT, S_Q_MORE, S_Q_NEXT,
-    S_Q_NEXT_CONT,
-    S_X_BEGIN, S_X_PREPARE, S_X_PREPARE_CONT, S_X_BIND, S_X_EXEC, S_X_EXEC_CONT, S_X_STORE,
-    S_X_STORE_CONT, S_X_FETCH, S_X_FETCH_CONT, S_X_FREE, S_X_FREE_CONT,
-    S_PING, S_PING_CONT, S_RESET, S_RESET_CONT, S_INITDB, S_INITDB_CONT
-};
+/* What the state machine waits for or does next (see step()). Each state
+ * that talks to the server makes one Connector/C call: `started` says
+ * whether its _start form ran already, so the next turn calls _cont. Only
+ * mstate() assigns c->mstate. */
+typedef enum {
+    S_IDLE,           /* nothing to do (an open connection is watched for a hang-up) */
+    S_CONNECTING,     /* mysql_real_connect */
+    S_NEXT_OP,        /* take the next queued op, if any */
+    S_QUERYING,       /* mysql_real_query: the SQL out, the first reply in */
+    S_READING_RESULT, /* a reply is read: counts, or a result set to fetch */
+    S_FETCHING,       /* mysql_fetch_row */
+    S_NEXT_RESULT,    /* mysql_next_result (multi-statements, CALL) */
+    S_PREPARING,      /* mysql_stmt_prepare (unless the cache has it) */
+    S_EXECUTING,      /* mysql_stmt_execute */
+    S_STORING,        /* mysql_stmt_store_result */
+    S_STMT_FETCHING,  /* mysql_stmt_fetch */
+    S_STMT_FREEING,   /* mysql_stmt_free_result */
+    S_PINGING,        /* mysql_ping */
+    S_RESETTING,      /* mysql_reset_connection */
+    S_SELECTING_DB,   /* mysql_select_db, after a reset */
+    S_COUNT
+} mstate_t;
+
+static const char *const state_names[S_COUNT] = {
+    "IDLE",          "CONNECTING",   "NEXT_OP", "QUERYING",  "READING_RESULT",
+    "FETCHING",      "NEXT_RESULT",  "PREPARING", "EXECUTING", "STORING",
+    "STMT_FETCHING", "STMT_FREEING", "PINGING", "RESETTING", "SELECTING_DB"};
+
+/* What a phase function tells the dispatcher. */
+enum { GO_ON = 0, WAIT = 1 };
 
 #define STMT_CACHE_MAX 64
 
@@ -84,13 +105,6 @@ typedef struct stmt_entry {
     MYSQL_STMT *stmt;
 } stmt_entry;
 
-typedef union xval {
-    long long i;
-    double d;
-    float fl;
-    MYSQL_TIME t;
-} xval;
-
 typedef struct op op;
 struct op {
     op *next;
@@ -99,10 +113,7 @@ struct op {
     int kind;
     char *sql;
     size_t len;
-    /* prepared statements: copied parameters */
-    vl_mysql_param *params;
-    size_t nparams;
-    char *pdata;
+    vl__mparams p;           /* prepared statements: the copied parameters */
     int internal;            /* restores session setup after a reset */
     int locks;               /* may take a named lock (GET_LOCK) */
     /* streams */
@@ -126,13 +137,7 @@ struct op {
     MYSQL_BIND *pbind;
     MYSQL_TIME *ptimes;
     MYSQL_RES *meta;
-    MYSQL_BIND *rbind;
-    xval *rvals;
-    unsigned long *rlens;
-    my_bool *rnulls;
-    my_bool *rerrs;
-    char **rbufs;
-    size_t nrbufs;
+    vl__mrow row;            /* the result bindings */
 };
 
 struct vl_mysql {
@@ -143,8 +148,10 @@ struct vl_mysql {
     vl__handle handle;
     int registered;          /* a handle the loop frees (not pooled) */
     int pooled;
-    int state;
-    int step;
+    int state;               /* ST_* */
+    mstate_t mstate;         /* S_*: set by mstate() only */
+    int started;             /* the state's _start call ran: _cont next */
+    int trace;               /* VOLLEY_MYSQL_TRACE: print each state change */
     int io_unref;            /* the idle watch does not keep the loop alive */
     int timer_unref;         /* the timer does not keep the loop alive */
     int held;                /* pooled: the pool has a request waiting on it */
@@ -153,23 +160,8 @@ struct vl_mysql {
     int in_drive;
     int free_pending;
     int freed;               /* vl_mysql_free ran; the memory may be buried */
-    /* configuration, parsed from the URL and options */
-    char *display;
-    char *host;              /* name from the URL; numeric once resolved */
-    char *addr;
-    char *user;
-    char *password;
-    char *db;
-    char *socket_path;
-    char *charset;
-    char *init_sql;
-    int port;
-    uint64_t connect_timeout_ms;
-    uint64_t query_timeout_ms;
-    uint64_t read_timeout_ms;
-    uint64_t max_result_bytes;
-    uint64_t max_row_bytes;
-    int multi;
+    vl__mysql_config cfg;    /* the URL and options */
+    char *addr;              /* the host's numeric address, once resolved */
     uint64_t deadline_ms;    /* end of the connect phase (loop clock) */
     uint64_t io_deadline_ms; /* a statement's reply overdue from then on; 0 = none */
     unsigned char greet[5];  /* the first bytes the server sent, peeked */
@@ -210,12 +202,24 @@ static void conn_destroy(vl_mysql *c);
 
 /* ---- small helpers ---- */
 
-static void free_secret(char *s)
+static void mstate(vl_mysql *c, mstate_t to)
 {
-    if (s != NULL) {
-        memset(s, 0, strlen(s));
-        vl__free(s);
-    }
+    if (c->trace && to != c->mstate)
+        fprintf(stderr, "volley mysql %s: %s -> %s\n",
+                c->cfg.display != NULL ? c->cfg.display : "?", state_names[c->mstate],
+                state_names[to]);
+    c->mstate = to;
+    c->started = 0;
+}
+
+/* The connection's server status flags (SERVER_STATUS_*), 0 when closed. */
+static unsigned server_status(const vl_mysql *c)
+{
+    unsigned st = 0;
+
+    if (c->my != NULL)
+        mariadb_get_infov(c->my, MARIADB_CONNECTION_SERVER_STATUS, &st);
+    return st;
 }
 
 /* Arms the io watcher; `unref` keeps it from holding the loop open. */
@@ -301,7 +305,7 @@ static void note_status(vl_mysql *c)
 {
     if (c->cur != NULL && c->cur->internal)
         return;
-    if (c->my != NULL && (c->my->server_status & SERVER_SESSION_STATE_CHANGED))
+    if (server_status(c) & SERVER_SESSION_STATE_CHANGED)
         c->dirty = 1;
 }
 
@@ -355,19 +359,7 @@ static stmt_entry *stmt_find(vl_mysql *c, const char *sql, size_t len)
 /* Releases the binary-protocol row buffers of the current statement. */
 static void xbufs_free(op *o)
 {
-    size_t i;
-
-    if (o->rbufs != NULL)
-        for (i = 0; i < o->nrbufs; i++)
-            vl__free(o->rbufs[i]);
-    vl__free(o->rbind); /* the other arrays live in the same block */
-    o->rbufs = NULL;
-    o->nrbufs = 0;
-    o->rbind = NULL;
-    o->rvals = NULL;
-    o->rlens = NULL;
-    o->rnulls = NULL;
-    o->rerrs = NULL;
+    vl__mrow_clear(&o->row);
     if (o->meta != NULL)
         mysql_free_result(o->meta);
     o->meta = NULL;
@@ -392,8 +384,7 @@ static void op_free(op *o)
     xbufs_free(o);
     vl__free(o->pbind);
     vl__free(o->ptimes);
-    vl__free(o->params);
-    vl__free(o->pdata);
+    vl__mparams_clear(&o->p);
     vl__free(o->sql);
     vl__free(o);
 }
@@ -552,7 +543,7 @@ static void op_describe(void *source, char *buf, size_t n)
     char verb[20];
 
     op_verb(o, verb, sizeof(verb));
-    snprintf(buf, n, "%s on %s", verb, o->c->display);
+    snprintf(buf, n, "%s on %s", verb, o->c->cfg.display);
 }
 
 static const vl__source_ops op_ops = {.cancel = op_cancel, .describe = op_describe};
@@ -593,7 +584,7 @@ static vl_future *op_submit(vl_mysql *c, op *o)
             vl__future_set_source(f, NULL, NULL);
             o->f = NULL;
             op_free(o);
-            vl__future_fail(f, VL_ECLOSED, "%s: loop is closing", c->display);
+            vl__future_fail(f, VL_ECLOSED, "%s: loop is closing", c->cfg.display);
             return f;
         }
         vl__future_set_source(f, NULL, NULL);
@@ -617,7 +608,7 @@ static vl_future *op_submit(vl_mysql *c, op *o)
                 mtimer_start(c, 0);
             }
         } else {
-            c->step = S_NEXT_OP;
+            mstate(c, S_NEXT_OP);
             drive(c, 0);
         }
     }
@@ -663,17 +654,18 @@ static void arm(vl_mysql *c, int st)
         mtimer_stop(c);
 }
 
-/* 1 when the call is waiting (watchers armed, step set to `cont`). Each
- * wait of a statement on the server restarts its read timeout: the limit is
- * on silence, not on the length of a result. A re-arm from the timer keeps
- * the deadline (see on_timer). */
-static int wait_on(vl_mysql *c, int st, int cont)
+/* 1 when the Connector/C call is waiting (watchers armed for the
+ * MYSQL_WAIT_* mask `st`; its _cont form runs next). Each wait of a
+ * statement on the server restarts its read timeout: the limit is on
+ * silence, not on the length of a result. A re-arm from the timer keeps the
+ * deadline (see on_timer). */
+static int wait_on(vl_mysql *c, int st)
 {
     if (st == 0)
         return 0;
-    c->step = cont;
-    c->io_deadline_ms = c->state == ST_OPEN && c->cur != NULL && c->read_timeout_ms != 0
-                            ? vl_loop_now_ms(c->loop) + c->read_timeout_ms
+    c->started = 1;
+    c->io_deadline_ms = c->state == ST_OPEN && c->cur != NULL && c->cfg.read_timeout_ms != 0
+                            ? vl_loop_now_ms(c->loop) + c->cfg.read_timeout_ms
                             : 0;
     arm(c, st);
     return 1;
@@ -685,7 +677,7 @@ static void on_io(vl__io *io, int events, void *ud)
     int ready = 0;
 
     VL__UNUSED(io);
-    if (c->state == ST_OPEN && c->cur == NULL && c->step == S_IDLE) {
+    if (c->state == ST_OPEN && c->cur == NULL && c->mstate == S_IDLE) {
         /* An idle connection became readable: the server hung up (EOF) or
          * sent an error before closing (wait_timeout). Either way it is
          * gone. */
@@ -715,16 +707,16 @@ static void on_timer(vl__timer *t, void *ud)
     }
     if (c->kick) {
         c->kick = 0;
-        if (c->state == ST_OPEN && c->cur == NULL && c->step == S_IDLE) {
-            c->step = S_NEXT_OP;
+        if (c->state == ST_OPEN && c->cur == NULL && c->mstate == S_IDLE) {
+            mstate(c, S_NEXT_OP);
             drive(c, 0);
         }
         return;
     }
     if ((c->state == ST_CONNECTING || c->state == ST_RESOLVING) && c->deadline_ms != 0 &&
         vl_loop_now_ms(c->loop) >= c->deadline_ms) {
-        char *m = vl__asprintf("connect %s: timed out after %" PRIu64 " ms", c->display,
-                               c->connect_timeout_ms);
+        char *m = vl__asprintf("connect %s: timed out after %" PRIu64 " ms", c->cfg.display,
+                               c->cfg.connect_timeout_ms);
         fail_connect(c, VL_ETIMEDOUT, 0, NULL, m != NULL ? m : "connect timed out");
         vl__free(m);
         return;
@@ -735,7 +727,7 @@ static void on_timer(vl__timer *t, void *ud)
          * stalled mid-result, stopped, or gone without a reset. */
         char *m = vl__asprintf("timed out: nothing from the server for %" PRIu64
                                " ms (read_timeout_ms)",
-                               c->read_timeout_ms);
+                               c->cfg.read_timeout_ms);
         conn_break(c, VL_ETIMEDOUT, m != NULL ? m : "timed out (read_timeout_ms)");
         vl__free(m);
         return;
@@ -811,7 +803,7 @@ static void fail_connect(vl_mysql *c, int status, unsigned err, const char *sqls
                          const char *msg)
 {
     c->state = ST_CLOSED;
-    c->step = S_IDLE;
+    mstate(c, S_IDLE);
     if (c->ticket != NULL) {
         c->ticket->c = NULL;
         c->ticket = NULL;
@@ -833,9 +825,9 @@ static void conn_break(vl_mysql *c, int status, const char *reason)
     if (c->state == ST_CLOSED)
         return;
     c->state = ST_CLOSED;
-    c->step = S_IDLE;
+    mstate(c, S_IDLE);
     c->cur = NULL;
-    m = vl__asprintf("%s: connection %s", c->display, reason);
+    m = vl__asprintf("%s: connection %s", c->cfg.display, reason);
     set_failure(c, VL_ECLOSED, 0, NULL, m != NULL ? m : reason);
     vl__free(m);
     close_handle(c, 0);
@@ -851,206 +843,10 @@ static void conn_break(vl_mysql *c, int status, const char *reason)
 
 /* ---- connecting ---- */
 
-static int unknown_param_ok(const char *k)
-{
-    static const char *const known[] = {"connect_timeout_ms", "query_timeout_ms",
-                                        "read_timeout_ms", "max_result_bytes",
-                                        "max_row_bytes", "multi_statements", "charset",
-                                        "init_sql", "socket", "user", "password", "db",
-                                        NULL};
-    size_t i;
-
-    for (i = 0; known[i] != NULL; i++)
-        if (strcmp(k, known[i]) == 0)
-            return 1;
-    return 0;
-}
-
-static int parse_ms(const char *s, uint64_t *out)
-{
-    char *end;
-    unsigned long long v;
-
-    if (s == NULL || *s < '0' || *s > '9')
-        return -1;
-    errno = 0;
-    v = strtoull(s, &end, 10);
-    if (errno != 0 || *end != '\0')
-        return -1;
-    *out = v;
-    return 0;
-}
-
-/* Fills the configuration from the URL and options. VL_OK, VL_ENOMEM, or a
- * failure recorded on the connection (VL_EINVAL, VL_EUNSUPPORTED). */
-static int configure(vl_mysql *c, const char *url, const vl_mysql_options *opts)
-{
-    vl__url u;
-    char err[256];
-    int rc;
-    size_t i;
-    const char *v;
-    vl_mysql_options o;
-    int orc = vl__mysql_options_read(&o, opts, err, sizeof(err));
-
-    opts = &o;
-    if (orc != VL_OK) {
-        c->display = vl__strdup("mysql://?");
-        if (c->display == NULL)
-            return VL_ENOMEM;
-        set_failure(c, orc, 0, NULL, err);
-        return orc;
-    }
-    c->connect_timeout_ms = opts->connect_timeout_ms;
-    c->query_timeout_ms = opts->query_timeout_ms;
-    c->read_timeout_ms = opts->read_timeout_ms;
-    c->max_result_bytes = opts->max_result_bytes;
-    c->max_row_bytes = opts->max_row_bytes;
-    c->multi = opts->multi_statements != 0;
-    c->charset = vl__strdup(opts->charset != NULL ? opts->charset : "utf8mb4");
-    c->init_sql = opts->init_sql != NULL ? vl__strdup(opts->init_sql) : NULL;
-    if (c->charset == NULL || (opts->init_sql != NULL && c->init_sql == NULL))
-        return VL_ENOMEM;
-    if (url == NULL) {
-        c->display = vl__strdup("mysql://?");
-        if (c->display == NULL)
-            return VL_ENOMEM;
-        set_failure(c, VL_EINVAL, 0, NULL, "no URL given");
-        return VL_EINVAL;
-    }
-    rc = vl__url_parse(url, &u, err, sizeof(err));
-    if (rc == VL_ENOMEM)
-        return VL_ENOMEM;
-    if (rc != VL_OK) {
-        char *m = vl__asprintf("bad MySQL URL: %s", err);
-        c->display = vl__strdup("mysql://?");
-        if (c->display == NULL || m == NULL) {
-            vl__free(m);
-            return VL_ENOMEM;
-        }
-        set_failure(c, VL_EINVAL, 0, NULL, m);
-        vl__free(m);
-        return VL_EINVAL;
-    }
-    c->display = u.display;
-    u.display = NULL;
-    rc = VL_OK;
-    if (strcmp(u.scheme, "mysql") != 0 && strcmp(u.scheme, "mariadb") != 0 &&
-        strcmp(u.scheme, "unix") != 0) {
-        set_failure(c, VL_EINVAL, 0, NULL, "bad MySQL URL: scheme must be mysql:// or unix://");
-        rc = VL_EINVAL;
-        goto out;
-    }
-    for (i = 0; i < u.nparams; i++) {
-        const char *k = u.keys[i];
-        if (strncmp(k, "ssl", 3) == 0 || strncmp(k, "tls", 3) == 0) {
-            char *m = vl__asprintf("%s: TLS ('%s') is not supported: Connector/C 3.3 blocks "
-                                   "the event loop during the TLS handshake",
-                                   c->display, k);
-            set_failure(c, VL_EUNSUPPORTED, 0, NULL, m != NULL ? m : "TLS is not supported");
-            vl__free(m);
-            rc = VL_EUNSUPPORTED;
-            goto out;
-        }
-        if (!unknown_param_ok(k)) {
-            char *m = vl__asprintf("%s: unknown URL parameter '%s'", c->display, k);
-            set_failure(c, VL_EINVAL, 0, NULL, m != NULL ? m : "unknown URL parameter");
-            vl__free(m);
-            rc = VL_EINVAL;
-            goto out;
-        }
-    }
-    if ((v = vl__url_param(&u, "connect_timeout_ms")) != NULL &&
-        parse_ms(v, &c->connect_timeout_ms) != 0) {
-        set_failure(c, VL_EINVAL, 0, NULL, "bad MySQL URL: connect_timeout_ms");
-        rc = VL_EINVAL;
-        goto out;
-    }
-    if ((v = vl__url_param(&u, "query_timeout_ms")) != NULL &&
-        parse_ms(v, &c->query_timeout_ms) != 0) {
-        set_failure(c, VL_EINVAL, 0, NULL, "bad MySQL URL: query_timeout_ms");
-        rc = VL_EINVAL;
-        goto out;
-    }
-    {
-        static const char *const names[] = {"read_timeout_ms", "max_result_bytes",
-                                            "max_row_bytes"};
-        uint64_t *fields[] = {&c->read_timeout_ms, &c->max_result_bytes, &c->max_row_bytes};
-        for (i = 0; i < 3; i++) {
-            if ((v = vl__url_param(&u, names[i])) != NULL && parse_ms(v, fields[i]) != 0) {
-                char *m = vl__asprintf("bad MySQL URL: %s", names[i]);
-                set_failure(c, VL_EINVAL, 0, NULL, m != NULL ? m : "bad MySQL URL");
-                vl__free(m);
-                rc = VL_EINVAL;
-                goto out;
-            }
-        }
-    }
-    if ((v = vl__url_param(&u, "multi_statements")) != NULL)
-        c->multi = strcmp(v, "1") == 0 || strcmp(v, "true") == 0;
-    if ((v = vl__url_param(&u, "charset")) != NULL) {
-        vl__free(c->charset);
-        c->charset = vl__strdup(v);
-        if (c->charset == NULL)
-            goto nomem;
-    }
-    if ((v = vl__url_param(&u, "init_sql")) != NULL) {
-        vl__free(c->init_sql);
-        c->init_sql = vl__strdup(v);
-        if (c->init_sql == NULL)
-            goto nomem;
-    }
-    if (strcmp(u.scheme, "unix") == 0) {
-        c->socket_path = vl__strdup(u.path);
-        v = vl__url_param(&u, "user");
-        c->user = v != NULL ? vl__strdup(v) : NULL;
-        v = vl__url_param(&u, "password");
-        c->password = v != NULL ? vl__strdup(v) : NULL;
-        v = vl__url_param(&u, "db");
-        c->db = v != NULL ? vl__strdup(v) : NULL;
-        if (c->socket_path == NULL || (vl__url_param(&u, "user") && !c->user) ||
-            (vl__url_param(&u, "password") && !c->password) ||
-            (vl__url_param(&u, "db") && !c->db))
-            goto nomem;
-    } else {
-        c->host = vl__strdup(u.host);
-        c->port = u.port ? u.port : 3306;
-        if (u.user != NULL) {
-            c->user = u.user;
-            u.user = NULL;
-        }
-        if (u.password != NULL) {
-            c->password = u.password;
-            u.password = NULL;
-        }
-        if (u.path != NULL && u.path[0] != '\0') {
-            c->db = u.path;
-            u.path = NULL;
-        }
-        if ((v = vl__url_param(&u, "socket")) != NULL) {
-            c->socket_path = vl__strdup(v);
-            if (c->socket_path == NULL)
-                goto nomem;
-        }
-        if (c->host == NULL)
-            goto nomem;
-        if (c->host[0] == '\0' && c->socket_path == NULL) {
-            set_failure(c, VL_EINVAL, 0, NULL, "bad MySQL URL: no host");
-            rc = VL_EINVAL;
-        }
-    }
-out:
-    vl__url_clear(&u);
-    return rc;
-nomem:
-    vl__url_clear(&u);
-    return VL_ENOMEM;
-}
-
+/* Makes the Connector/C handle and starts the connect phase. */
 static void start_connect(vl_mysql *c)
 {
     unsigned int secs;
-    unsigned long flags = CLIENT_MULTI_RESULTS;
     /* Each option reads its argument with its own type (Connector/C 3.3,
      * mysql_optionsv): LOCAL_INFILE an unsigned int, RECONNECT a my_bool,
      * CONNECT_TIMEOUT an unsigned int, MAX_ALLOWED_PACKET a size_t. A
@@ -1059,7 +855,7 @@ static void start_connect(vl_mysql *c)
     unsigned int no_local_infile = 0;
     my_bool no_reconnect = 0;
     size_t handshake_packet = HANDSHAKE_MAX_PACKET;
-    int st, bad = 0;
+    int bad = 0;
 
     c->state = ST_CONNECTING;
     c->my = mysql_init(NULL);
@@ -1071,33 +867,23 @@ static void start_connect(vl_mysql *c)
      * non-blocking context mysql_real_connect_start would dereference NULL;
      * without the init commands a pooled session could not be tracked. */
     bad |= mysql_options(c->my, MYSQL_OPT_NONBLOCK, 0);
-    bad |= mysql_options(c->my, MYSQL_SET_CHARSET_NAME, c->charset);
+    bad |= mysql_options(c->my, MYSQL_SET_CHARSET_NAME, c->cfg.charset);
     bad |= mysql_options(c->my, MYSQL_OPT_LOCAL_INFILE, &no_local_infile);
     bad |= mysql_options(c->my, MYSQL_OPT_RECONNECT, &no_reconnect);
     bad |= mysql_options(c->my, MYSQL_OPT_MAX_ALLOWED_PACKET, &handshake_packet);
-    if (c->connect_timeout_ms != 0) {
-        secs = (unsigned int)((c->connect_timeout_ms + 999) / 1000);
+    if (c->cfg.connect_timeout_ms != 0) {
+        secs = (unsigned int)((c->cfg.connect_timeout_ms + 999) / 1000);
         bad |= mysql_options(c->my, MYSQL_OPT_CONNECT_TIMEOUT, &secs);
     }
     if (c->pooled)
         bad |= mysql_options(c->my, MYSQL_INIT_COMMAND, POOLED_SESSION_SQL);
-    if (c->init_sql != NULL && c->init_sql[0] != '\0')
-        bad |= mysql_options(c->my, MYSQL_INIT_COMMAND, c->init_sql);
+    if (c->cfg.init_sql != NULL && c->cfg.init_sql[0] != '\0')
+        bad |= mysql_options(c->my, MYSQL_INIT_COMMAND, c->cfg.init_sql);
     if (bad) {
         fail_connect(c, VL_ENOMEM, 0, NULL, "out of memory (mysql_options)");
         return;
     }
-    if (c->multi)
-        flags |= CLIENT_MULTI_STATEMENTS;
-    st = mysql_real_connect_start(&c->mret, c->my, c->socket_path ? NULL : c->addr, c->user,
-                                  c->password, c->db, c->socket_path ? 0 : (unsigned)c->port,
-                                  c->socket_path, flags);
-    c->step = S_CONNECT_CONT;
-    if (st != 0) {
-        arm(c, st);
-        return;
-    }
-    c->step = S_CONNECT;
+    mstate(c, S_CONNECTING);
     drive(c, 0);
 }
 
@@ -1112,7 +898,7 @@ static void resolved(vl_future *f, void *ud)
         return;
     c->ticket = NULL;
     if (vl_future_status(f) != VL_OK) {
-        char *m = vl__asprintf("connect %s: %s", c->display, vl_future_error(f));
+        char *m = vl__asprintf("connect %s: %s", c->cfg.display, vl_future_error(f));
         fail_connect(c, vl_future_status(f) == VL_ENOMEM ? VL_ENOMEM : VL_ECONN, 0, NULL,
                      m != NULL ? m : vl_future_error(f));
         vl__free(m);
@@ -1181,7 +967,10 @@ static void greet_peek(vl_mysql *c)
     struct sockaddr_storage peer;
     socklen_t plen = sizeof(peer);
 
-    if (c->greet_n > 0 || fd < 0 || c->my->server_version != NULL)
+    const char *version = NULL;
+
+    mariadb_get_infov(c->my, MARIADB_CONNECTION_SERVER_VERSION, &version);
+    if (c->greet_n > 0 || fd < 0 || version != NULL)
         return;
     /* Only once connected: a recv on a socket whose connect failed would
      * consume the pending error that Connector/C is about to read. */
@@ -1212,7 +1001,7 @@ static int greet_bad(const vl_mysql *c)
  * cells plus their length prefixes. */
 static unsigned long row_packet_limit(const vl_mysql *c)
 {
-    uint64_t lim = c->max_row_bytes;
+    uint64_t lim = c->cfg.max_row_bytes;
 
     if (lim == 0 || lim >= PROTOCOL_MAX_PACKET - ROW_PACKET_SLACK)
         return PROTOCOL_MAX_PACKET;
@@ -1222,7 +1011,7 @@ static unsigned long row_packet_limit(const vl_mysql *c)
 /* Is this error the end of the connection? */
 static int fatal_error(vl_mysql *c, unsigned err)
 {
-    return err >= 2000 || err == 1927 /* killed */ || err == 1053 /* shutdown */ ||
+    return err >= CR_MIN_ERROR || err == ER_CONNECTION_KILLED || err == ER_SERVER_SHUTDOWN ||
            sock_of(c) < 0;
 }
 
@@ -1231,10 +1020,10 @@ static void op_error(vl_mysql *c, op *o, unsigned err, const char *sqlstate, con
 {
     int fatal = fatal_error(c, err);
     int proto = protocol_error(err);
-    int status = proto ? VL_EPROTO : fatal ? VL_ECONN : err == 1969 ? VL_ETIMEDOUT : VL_ESERVER;
+    int status = proto ? VL_EPROTO : fatal ? VL_ECONN : err == ER_STATEMENT_TIMEOUT ? VL_ETIMEDOUT : VL_ESERVER;
     char verb[20];
     char *m = (op_verb(o, verb, sizeof(verb)),
-               vl__asprintf("%s on %s: %sERROR %u (%s): %s", verb, c->display,
+               vl__asprintf("%s on %s: %sERROR %u (%s): %s", verb, c->cfg.display,
                            err == CR_NET_PACKET_TOO_LARGE
                                ? "a packet from the server exceeds max_row_bytes: "
                                : proto ? "the server broke the protocol: " : "",
@@ -1245,7 +1034,7 @@ static void op_error(vl_mysql *c, op *o, unsigned err, const char *sqlstate, con
         o->res = vl__mres_new();
     v = error_value(o, err, sqlstate, text);
     c->cur = NULL;
-    c->step = S_NEXT_OP;
+    mstate(c, S_NEXT_OP);
     if (o->internal)
         fatal = 1; /* the session could not be set up again */
     op_complete(o, status, v, m != NULL ? m : text);
@@ -1304,7 +1093,7 @@ static void op_error_stmt(vl_mysql *c, op *o, MYSQL_STMT *s)
 static void op_finish(vl_mysql *c, op *o)
 {
     c->cur = NULL;
-    c->step = S_NEXT_OP;
+    mstate(c, S_NEXT_OP);
     if (o->f == NULL) {
         op_free(o);
         return;
@@ -1312,7 +1101,7 @@ static void op_finish(vl_mysql *c, op *o)
     if (o->err != 0) {
         char verb[20];
         char *m = (op_verb(o, verb, sizeof(verb)),
-                   vl__asprintf("%s on %s: %s", verb, c->display,
+                   vl__asprintf("%s on %s: %s", verb, c->cfg.display,
                                 o->err_msg ? o->err_msg : vl_strerror(o->err)));
         vl_mysql_result *r = o->res;
         o->res = NULL;
@@ -1335,16 +1124,16 @@ static void op_finish(vl_mysql *c, op *o)
  * within them; otherwise 1 with the reason written to why. */
 static int over_limit(vl_mysql *c, op *o, uint64_t row, char *why, size_t cap)
 {
-    if (c->max_row_bytes != 0 && row > c->max_row_bytes) {
+    if (c->cfg.max_row_bytes != 0 && row > c->cfg.max_row_bytes) {
         snprintf(why, cap,
                  "closed: a result row of %" PRIu64 " bytes exceeds max_row_bytes (%" PRIu64 ")",
-                 row, c->max_row_bytes);
+                 row, c->cfg.max_row_bytes);
         return 1;
     }
     o->bytes += row;
-    if (c->max_result_bytes != 0 && o->bytes > c->max_result_bytes) {
+    if (c->cfg.max_result_bytes != 0 && o->bytes > c->cfg.max_result_bytes) {
         snprintf(why, cap, "closed: the result exceeds max_result_bytes (%" PRIu64 ")",
-                 c->max_result_bytes);
+                 c->cfg.max_result_bytes);
         return 1;
     }
     return 0;
@@ -1429,195 +1218,6 @@ static int store_text_row(vl_mysql *c, op *o, char *why, size_t cap)
     return 0;
 }
 
-/* ---- binary protocol helpers ---- */
-
-static int bind_params(vl_mysql *c, op *o)
-{
-    size_t i;
-
-    VL__UNUSED(c);
-    if (o->nparams == 0)
-        return 0;
-    o->pbind = vl__calloc(o->nparams, sizeof(MYSQL_BIND));
-    o->ptimes = vl__calloc(o->nparams, sizeof(MYSQL_TIME));
-    if (o->pbind == NULL || o->ptimes == NULL)
-        return VL_ENOMEM;
-    for (i = 0; i < o->nparams; i++) {
-        vl_mysql_param *p = &o->params[i];
-        MYSQL_BIND *b = &o->pbind[i];
-        MYSQL_TIME *t = &o->ptimes[i];
-        switch (p->type) {
-        case VL_MYSQL_P_NULL:
-            b->buffer_type = MYSQL_TYPE_NULL;
-            break;
-        case VL_MYSQL_P_INT64:
-            b->buffer_type = MYSQL_TYPE_LONGLONG;
-            b->buffer = &p->v.i64;
-            break;
-        case VL_MYSQL_P_UINT64:
-            b->buffer_type = MYSQL_TYPE_LONGLONG;
-            b->buffer = &p->v.u64;
-            b->is_unsigned = 1;
-            break;
-        case VL_MYSQL_P_DOUBLE:
-            b->buffer_type = MYSQL_TYPE_DOUBLE;
-            b->buffer = &p->v.d;
-            break;
-        case VL_MYSQL_P_STRING:
-        case VL_MYSQL_P_BLOB:
-            b->buffer_type = p->type == VL_MYSQL_P_STRING ? MYSQL_TYPE_STRING : MYSQL_TYPE_BLOB;
-            b->buffer = (void *)(uintptr_t)p->v.str.ptr;
-            b->buffer_length = (unsigned long)p->v.str.len;
-            break;
-        case VL_MYSQL_P_DATE:
-        case VL_MYSQL_P_TIME:
-        case VL_MYSQL_P_DATETIME:
-            t->year = p->v.t.year;
-            t->month = p->v.t.month;
-            t->day = p->v.t.day;
-            t->hour = p->v.t.hour;
-            t->minute = p->v.t.minute;
-            t->second = p->v.t.second;
-            t->second_part = p->v.t.usec;
-            t->neg = p->v.t.negative != 0;
-            if (p->type == VL_MYSQL_P_DATE) {
-                b->buffer_type = MYSQL_TYPE_DATE;
-                t->time_type = MYSQL_TIMESTAMP_DATE;
-            } else if (p->type == VL_MYSQL_P_TIME) {
-                /* The binary protocol carries a TIME's hours below 24 plus a
-                 * day count; Connector/C would truncate 838 hours to a byte. */
-                b->buffer_type = MYSQL_TYPE_TIME;
-                t->time_type = MYSQL_TIMESTAMP_TIME;
-                t->year = t->month = 0;
-                t->day = p->v.t.hour / 24;
-                t->hour = p->v.t.hour % 24;
-            } else {
-                b->buffer_type = MYSQL_TYPE_DATETIME;
-                t->time_type = MYSQL_TIMESTAMP_DATETIME;
-            }
-            b->buffer = t;
-            break;
-        default:
-            return VL_EINVAL;
-        }
-    }
-    return 0;
-}
-
-/* Binds result buffers sized from the stored rows' max_length. */
-static int bind_results(op *o)
-{
-    MYSQL_FIELD *fields = mysql_fetch_fields(o->meta);
-    unsigned i, n = mysql_num_fields(o->meta);
-
-    /* One allocation for the per-column arrays; each part starts on a
-     * boundary that suits every member type. */
-    {
-        size_t m = n ? n : 1, a = sizeof(max_align_t), off = 0, o_vals, o_lens, o_nulls, o_errs,
-               o_bufs;
-#define VL__ALIGN_UP(x) (((x) + a - 1) / a * a)
-        off = VL__ALIGN_UP(m * sizeof(MYSQL_BIND));
-        o_vals = off;
-        off = VL__ALIGN_UP(off + m * sizeof(xval));
-        o_lens = off;
-        off = VL__ALIGN_UP(off + m * sizeof(unsigned long));
-        o_bufs = off;
-        off = VL__ALIGN_UP(off + m * sizeof(char *));
-        o_nulls = off;
-        off += m * sizeof(my_bool);
-        o_errs = off;
-        off += m * sizeof(my_bool);
-#undef VL__ALIGN_UP
-        o->rbind = vl__calloc(1, off);
-        if (o->rbind == NULL)
-            return VL_ENOMEM;
-        o->rvals = (xval *)(void *)((char *)o->rbind + o_vals);
-        o->rlens = (unsigned long *)(void *)((char *)o->rbind + o_lens);
-        o->rbufs = (char **)(void *)((char *)o->rbind + o_bufs);
-        o->rnulls = (my_bool *)(void *)((char *)o->rbind + o_nulls);
-        o->rerrs = (my_bool *)(void *)((char *)o->rbind + o_errs);
-    }
-    o->nrbufs = n;
-    for (i = 0; i < n; i++) {
-        MYSQL_BIND *b = &o->rbind[i];
-        b->is_null = &o->rnulls[i];
-        b->length = &o->rlens[i];
-        b->error = &o->rerrs[i];
-        switch (vl__mconv_bind_kind(fields[i].type)) {
-        case VL__MBIN_INT:
-            b->buffer_type = MYSQL_TYPE_LONGLONG;
-            b->buffer = &o->rvals[i].i;
-            b->is_unsigned = (fields[i].flags & UNSIGNED_FLAG) != 0;
-            break;
-        case VL__MBIN_FLOAT:
-            b->buffer_type = MYSQL_TYPE_FLOAT;
-            b->buffer = &o->rvals[i].fl;
-            break;
-        case VL__MBIN_DOUBLE:
-            b->buffer_type = MYSQL_TYPE_DOUBLE;
-            b->buffer = &o->rvals[i].d;
-            break;
-        case VL__MBIN_TIME:
-            b->buffer_type = fields[i].type == MYSQL_TYPE_NEWDATE ? MYSQL_TYPE_DATE
-                                                                  : fields[i].type;
-            b->buffer = &o->rvals[i].t;
-            break;
-        default: {
-            size_t cap = (size_t)fields[i].max_length + 1;
-            o->rbufs[i] = vl__malloc(cap);
-            if (o->rbufs[i] == NULL)
-                return VL_ENOMEM;
-            b->buffer_type = MYSQL_TYPE_BLOB;
-            b->buffer = o->rbufs[i];
-            b->buffer_length = (unsigned long)cap;
-            break;
-        }
-        }
-    }
-    return VL_OK;
-}
-
-/* Converts one fetched binary row into text cells. VL_OK, VL_ENOMEM, or
- * VL_EPROTO when the row breaks a limit (the reason in why). */
-static int store_binary_row(vl_mysql *c, op *o, char *why, size_t cap)
-{
-    MYSQL_FIELD *fields = mysql_fetch_fields(o->meta);
-    unsigned i, n = mysql_num_fields(o->meta);
-    vl__mcell *cells;
-    char buf[VL__MCONV_BUF];
-    uint64_t row = 0;
-
-    if (o->discard)
-        return VL_OK;
-    for (i = 0; i < n; i++)
-        if (!o->rnulls[i])
-            row += o->rlens[i];
-    if (over_limit(c, o, row, why, cap))
-        return VL_EPROTO;
-    cells = vl__mres_row(o->set);
-    if (cells == NULL)
-        return VL_ENOMEM;
-    for (i = 0; i < n; i++) {
-        const char *data;
-        size_t len;
-        vl__mbin v;
-        if (o->rnulls[i])
-            continue;
-        v.i = o->rvals[i].i;
-        v.fl = o->rvals[i].fl;
-        v.d = o->rvals[i].d;
-        v.t = &o->rvals[i].t;
-        v.bytes = o->rbufs[i];
-        v.len = o->rlens[i];
-        v.cap = o->rbind[i].buffer_length;
-        vl__mconv_value(fields[i].type, fields[i].flags, fields[i].decimals, &v, buf, &data,
-                        &len);
-        if (vl__mres_cell(o->set, &cells[i], data, len) != VL_OK)
-            return VL_ENOMEM;
-    }
-    return VL_OK;
-}
-
 /* Which SQL to send: the statement, or the statement under a server-side
  * time limit. Returns a new string or NULL (ENOMEM). */
 static char *wrap_timeout(const char *sql, size_t len, uint64_t ms, size_t *outlen)
@@ -1637,15 +1237,19 @@ static char *wrap_timeout(const char *sql, size_t len, uint64_t ms, size_t *outl
 }
 
 /* 1 when the session's current database is not the URL's: USE ran.
- * Connector/C keeps MYSQL.db up to date from the server's session tracking
- * (session_track_schema, which pooled connections turn on). */
+ * Connector/C keeps its idea of the schema up to date from the server's
+ * session tracking (session_track_schema, which pooled connections turn
+ * on). */
 static int schema_changed(const vl_mysql *c)
 {
-    const char *now = c->my != NULL ? c->my->db : NULL;
+    const char *now = NULL;
 
-    if (c->db == NULL || c->db[0] == '\0')
+    if (c->my != NULL)
+        mariadb_get_infov(c->my, MARIADB_CONNECTION_SCHEMA, &now);
+
+    if (c->cfg.db == NULL || c->cfg.db[0] == '\0')
         return now != NULL && now[0] != '\0';
-    return now == NULL || strcmp(now, c->db) != 0;
+    return now == NULL || strcmp(now, c->cfg.db) != 0;
 }
 
 /* Queues an internal op (no future) at the head of the queue. */
@@ -1686,8 +1290,8 @@ static int restore_session(vl_mysql *c)
 
     if (c->pooled)
         sqls[n++] = POOLED_SESSION_SQL;
-    if (c->init_sql != NULL && c->init_sql[0] != '\0')
-        sqls[n++] = c->init_sql;
+    if (c->cfg.init_sql != NULL && c->cfg.init_sql[0] != '\0')
+        sqls[n++] = c->cfg.init_sql;
     for (i = n; i-- > 0;)
         if (push_internal(c, OP_QUERY, sqls[i]) != VL_OK)
             return VL_ENOMEM;
@@ -1696,499 +1300,562 @@ static int restore_session(vl_mysql *c)
     return VL_OK;
 }
 
-static void step(vl_mysql *c, int ready)
+/* ---- the state machine ----
+ *
+ * step() is a short dispatcher: each state has one phase function, which
+ * returns WAIT to leave the dispatcher (its call is waiting for I/O, or the
+ * connection has nothing more to do) or GO_ON once it changed the state.
+ * The shape is libcurl's multi_runsingle. Only mstate() changes the state;
+ * with VOLLEY_MYSQL_TRACE=1 in the environment it prints every change to
+ * stderr (endpoints by display name: never a password). */
+
+static int ph_connecting(vl_mysql *c, int ready)
 {
-    op *o;
+    int st;
+    const char *sock = c->cfg.socket_path;
+
+    if (c->started) {
+        greet_peek(c);
+        st = mysql_real_connect_cont(&c->mret, c->my, ready);
+    } else {
+        st = mysql_real_connect_start(
+            &c->mret, c->my, sock ? NULL : c->addr, c->cfg.user, c->cfg.password, c->cfg.db,
+            sock ? 0 : (unsigned)c->cfg.port, sock,
+            CLIENT_MULTI_RESULTS | (c->cfg.multi ? CLIENT_MULTI_STATEMENTS : 0));
+    }
+    if (wait_on(c, st))
+        return WAIT;
+    if (c->mret == NULL) {
+        char text[512], state[6];
+        unsigned err = mysql_errno(c->my);
+        int proto = protocol_error(err) || packet_refused(c, err) || greet_bad(c);
+        char *m;
+        snprintf(text, sizeof(text), "%s", mysql_error(c->my));
+        snprintf(state, sizeof(state), "%s", mysql_sqlstate(c->my));
+        m = vl__asprintf("connect %s: %sERROR %u (%s): %s", c->cfg.display,
+                         proto ? "the server's greeting is not a MySQL handshake: " : "", err,
+                         state, text);
+        fail_connect(c, proto ? VL_EPROTO : VL_ECONN, err, state, m != NULL ? m : text);
+        vl__free(m);
+        return WAIT;
+    }
+    /* From now on Connector/C accepts packets up to the row limit
+     * (MYSQL_OPT_MAX_ALLOWED_PACKET only takes effect at connect, and no
+     * accessor sets the live limit). */
+    c->my->net.max_packet_size = row_packet_limit(c);
+    c->my->options.max_allowed_packet = c->my->net.max_packet_size;
+    c->state = ST_OPEN;
+    c->ever_open = 1;
+    c->dirty = 0;
+    mtimer_stop(c);
+    mstate(c, S_NEXT_OP);
+    return GO_ON;
+}
+
+static int ph_next_op(vl_mysql *c)
+{
+    op *o = c->qhead;
+
+    if (c->state != ST_OPEN)
+        return WAIT;
+    if (o == NULL) {
+        /* Idle: watch for a hang-up without keeping the loop alive. */
+        mstate(c, S_IDLE);
+        c->waiting = 0;
+        c->io_deadline_ms = 0;
+        mtimer_stop(c);
+        io_arm(c, sock_of(c), VL__READ, 1);
+        return WAIT;
+    }
+    c->qhead = o->next;
+    if (c->qhead == NULL)
+        c->qtail = NULL;
+    o->next = NULL;
+    c->cur = o;
+    if (o->locks)
+        c->dirty = 1; /* only a reset releases a named lock */
+    switch (o->kind) {
+    case OP_READY:
+        op_finish(c, o);
+        break;
+    case OP_QUERY:
+        mstate(c, S_QUERYING);
+        break;
+    case OP_EXEC:
+        mstate(c, S_PREPARING);
+        break;
+    case OP_PING:
+        mstate(c, S_PINGING);
+        break;
+    case OP_INITDB:
+        mstate(c, S_SELECTING_DB);
+        break;
+    default:
+        mstate(c, S_RESETTING);
+        break;
+    }
+    return GO_ON;
+}
+
+/* ---- text protocol ---- */
+
+static int ph_querying(vl_mysql *c, op *o, int ready)
+{
+    int st = c->started
+                 ? mysql_real_query_cont(&c->iret, c->my, ready)
+                 : mysql_real_query_start(&c->iret, c->my, o->sql, (unsigned long)o->len);
+
+    if (wait_on(c, st))
+        return WAIT;
+    if (c->iret != 0)
+        op_error_my(c, o);
+    else
+        mstate(c, S_READING_RESULT);
+    return GO_ON;
+}
+
+/* A statement's result is complete: the op is done, or the next result of
+ * a multi-statement call follows. */
+static void result_done(vl_mysql *c, op *o)
+{
+    if (!mysql_more_results(c->my)) {
+        op_finish(c, o);
+        return;
+    }
+    if (o->stream)
+        op_note(o, VL_EINVAL, "a stream reads one result set; the SQL returned more");
+    mstate(c, S_NEXT_RESULT);
+}
+
+static int ph_reading_result(vl_mysql *c, op *o)
+{
+    note_status(c);
+    o->set = NULL;
+    if (!o->discard) {
+        if (o->res == NULL)
+            o->res = vl__mres_new();
+        o->set = o->res != NULL ? vl__mres_add(o->res) : NULL;
+        if (o->set == NULL)
+            op_note(o, VL_ENOMEM, "out of memory");
+    }
+    if (mysql_field_count(c->my) == 0) {
+        if (o->set != NULL)
+            vl__mres_counts(o->set, mysql_affected_rows(c->my), mysql_insert_id(c->my),
+                            mysql_warning_count(c->my));
+        result_done(c, o);
+        return GO_ON;
+    }
+    c->res = mysql_use_result(c->my);
+    if (c->res == NULL) {
+        op_error_my(c, o);
+        return GO_ON;
+    }
+    if (o->set != NULL &&
+        copy_columns(o->set, mysql_fetch_fields(c->res), mysql_num_fields(c->res)) != VL_OK)
+        op_note(o, VL_ENOMEM, "out of memory");
+    mstate(c, S_FETCHING);
+    return GO_ON;
+}
+
+/* The rows ended (c->row NULL): an error, or the end of the result set. */
+static int rows_ended(vl_mysql *c, op *o)
+{
+    unsigned err = mysql_errno(c->my);
+
+    if (err != 0) {
+        /* MYSQL.status has no accessor. */
+        if (c->my->status == MYSQL_STATUS_USE_RESULT && !fatal_error(c, err)) {
+            /* Connector/C did not finish the result: the connection's
+             * protocol state is unknown, treat it as lost. */
+            op_error(c, o, CR_SERVER_LOST, "HY000", mysql_error(c->my));
+            return GO_ON;
+        }
+        c->res->handle = NULL; /* detached: freeing it reads nothing */
+        mysql_free_result(c->res);
+        c->res = NULL;
+        op_error_my(c, o);
+        return GO_ON;
+    }
+    note_status(c);
+    if (o->set != NULL) {
+        if (vl__mres_finish(o->set) != VL_OK)
+            op_note(o, VL_ENOMEM, "out of memory");
+        vl__mres_counts(o->set, o->stream ? o->streamed : vl_mysql_result_rows(o->set),
+                        mysql_insert_id(c->my), mysql_warning_count(c->my));
+    }
+    mysql_free_result(c->res); /* every row was read: no I/O */
+    c->res = NULL;
+    if (o->stream && !stream_deliver(c, o))
+        return WAIT;
+    result_done(c, o);
+    return GO_ON;
+}
+
+static int ph_fetching(vl_mysql *c, op *o, int ready)
+{
+    char why[160];
+    int st = c->started ? mysql_fetch_row_cont(&c->row, c->res, ready)
+                        : mysql_fetch_row_start(&c->row, c->res);
+
+    if (wait_on(c, st))
+        return WAIT;
+    if (c->row == NULL)
+        return rows_ended(c, o);
+    if (store_text_row(c, o, why, sizeof(why))) {
+        conn_break(c, VL_EPROTO, why);
+        return WAIT;
+    }
+    if (o->stream && o->batch != NULL && vl_mysql_result_rows(o->batch) >= o->batch_rows &&
+        !stream_deliver(c, o))
+        return WAIT;
+    mstate(c, S_FETCHING); /* the next row */
+    return GO_ON;
+}
+
+static int ph_next_result(vl_mysql *c, op *o, int ready)
+{
+    int st = c->started ? mysql_next_result_cont(&c->iret, c->my, ready)
+                        : mysql_next_result_start(&c->iret, c->my);
+
+    if (wait_on(c, st))
+        return WAIT;
+    if (c->iret > 0)
+        op_error_my(c, o);
+    else if (c->iret < 0)
+        op_finish(c, o);
+    else
+        mstate(c, S_READING_RESULT);
+    return GO_ON;
+}
+
+/* ---- binary protocol ---- */
+
+/* A new statement entry for the op's SQL, owned by the op while it is
+ * being prepared. 0, or -1 when out of memory (the op is then finished). */
+static int stmt_begin(vl_mysql *c, op *o)
+{
+    my_bool on = 1;
+
+    o->st = vl__calloc(1, sizeof(*o->st));
+    if (o->st != NULL) {
+        o->st->sql = vl__strndup(o->sql, o->len);
+        o->st->len = o->len;
+        o->st->stmt = o->st->sql != NULL ? mysql_stmt_init(c->my) : NULL;
+    }
+    if (o->st == NULL || o->st->stmt == NULL) {
+        if (o->st != NULL)
+            vl__free(o->st->sql);
+        vl__free(o->st);
+        o->st = NULL;
+        op_note(o, VL_ENOMEM, "out of memory preparing a statement");
+        op_finish(c, o);
+        return -1;
+    }
+    mysql_stmt_attr_set(o->st->stmt, STMT_ATTR_UPDATE_MAX_LENGTH, &on);
+    o->st_preparing = 1;
+    return 0;
+}
+
+/* The prepared statement joins the cache, most recent first. */
+static void stmt_cache(vl_mysql *c, stmt_entry *e)
+{
+    while (c->nstmts >= STMT_CACHE_MAX) {
+        stmt_entry *last = c->stmts;
+        while (last->next != NULL)
+            last = last->next;
+        stmt_evict(c, last);
+    }
+    e->next = c->stmts;
+    c->stmts = e;
+    c->nstmts++;
+}
+
+static int ph_preparing(vl_mysql *c, op *o, int ready)
+{
     int st;
 
-    for (;;) {
-        o = c->cur;
-        switch (c->step) {
-        case S_IDLE:
-            return;
-
-        case S_CONNECT_CONT:
-            greet_peek(c);
-            st = mysql_real_connect_cont(&c->mret, c->my, ready);
-            if (wait_on(c, st, S_CONNECT_CONT))
-                return;
-            /* fallthrough */
-        case S_CONNECT:
-            if (c->mret == NULL) {
-                char text[512], state[6];
-                unsigned err = mysql_errno(c->my);
-                int proto = protocol_error(err) || packet_refused(c, err) || greet_bad(c);
-                char *m;
-                snprintf(text, sizeof(text), "%s", mysql_error(c->my));
-                snprintf(state, sizeof(state), "%s", mysql_sqlstate(c->my));
-                m = vl__asprintf("connect %s: %sERROR %u (%s): %s", c->display,
-                                 proto ? "the server's greeting is not a MySQL handshake: " : "",
-                                 err, state, text);
-                fail_connect(c, proto ? VL_EPROTO : VL_ECONN, err, state, m != NULL ? m : text);
-                vl__free(m);
-                return;
-            }
-            /* From now on Connector/C accepts packets up to the row limit
-             * (MYSQL_OPT_MAX_ALLOWED_PACKET only takes effect at connect). */
-            c->my->net.max_packet_size = row_packet_limit(c);
-            c->my->options.max_allowed_packet = c->my->net.max_packet_size;
-            c->state = ST_OPEN;
-            c->ever_open = 1;
-            c->dirty = 0;
-            mtimer_stop(c);
-            c->step = S_NEXT_OP;
-            break;
-
-        case S_NEXT_OP:
-            if (c->state != ST_OPEN)
-                return;
-            o = c->qhead;
-            if (o == NULL) {
-                /* Idle: watch for a hang-up without keeping the loop alive. */
-                c->step = S_IDLE;
-                c->waiting = 0;
-                c->io_deadline_ms = 0;
-                mtimer_stop(c);
-                io_arm(c, sock_of(c), VL__READ, 1);
-                return;
-            }
-            c->qhead = o->next;
-            if (c->qhead == NULL)
-                c->qtail = NULL;
-            o->next = NULL;
-            c->cur = o;
-            if (o->locks)
-                c->dirty = 1; /* only a reset releases a named lock */
-            switch (o->kind) {
-            case OP_READY:
-                op_finish(c, o);
-                break;
-            case OP_QUERY:
-                c->step = S_Q_SEND;
-                break;
-            case OP_EXEC:
-                c->step = S_X_BEGIN;
-                break;
-            case OP_PING:
-                c->step = S_PING;
-                break;
-            case OP_INITDB:
-                c->step = S_INITDB;
-                break;
-            default:
-                c->step = S_RESET;
-                break;
-            }
-            break;
-
-        /* ---- text protocol ---- */
-        case S_Q_SEND:
-            st = mysql_real_query_start(&c->iret, c->my, o->sql, (unsigned long)o->len);
-            if (wait_on(c, st, S_Q_SEND_CONT))
-                return;
-            goto q_sent;
-        case S_Q_SEND_CONT:
-            st = mysql_real_query_cont(&c->iret, c->my, ready);
-            if (wait_on(c, st, S_Q_SEND_CONT))
-                return;
-        q_sent:
-            if (c->iret != 0) {
-                op_error_my(c, o);
-                break;
-            }
-            c->step = S_Q_RESULT;
-            break;
-
-        case S_Q_RESULT:
-            note_status(c);
-            o->set = NULL;
-            if (!o->discard) {
-                if (o->res == NULL)
-                    o->res = vl__mres_new();
-                o->set = o->res != NULL ? vl__mres_add(o->res) : NULL;
-                if (o->set == NULL)
-                    op_note(o, VL_ENOMEM, "out of memory");
-            }
-            if (mysql_field_count(c->my) == 0) {
-                if (o->set != NULL)
-                    vl__mres_counts(o->set, mysql_affected_rows(c->my), mysql_insert_id(c->my),
-                                    mysql_warning_count(c->my));
-                c->step = S_Q_MORE;
-                break;
-            }
-            c->res = mysql_use_result(c->my);
-            if (c->res == NULL) {
-                op_error_my(c, o);
-                break;
-            }
-            if (o->set != NULL &&
-                copy_columns(o->set, mysql_fetch_fields(c->res), mysql_num_fields(c->res)) !=
-                    VL_OK)
-                op_note(o, VL_ENOMEM, "out of memory");
-            c->step = S_Q_FETCH;
-            break;
-
-        case S_Q_FETCH:
-            st = mysql_fetch_row_start(&c->row, c->res);
-            if (wait_on(c, st, S_Q_FETCH_CONT))
-                return;
-            goto q_fetched;
-        case S_Q_FETCH_CONT:
-            st = mysql_fetch_row_cont(&c->row, c->res, ready);
-            if (wait_on(c, st, S_Q_FETCH_CONT))
-                return;
-        q_fetched:
-            if (c->row != NULL) {
-                char why[160];
-                if (store_text_row(c, o, why, sizeof(why))) {
-                    conn_break(c, VL_EPROTO, why);
-                    return;
-                }
-                if (o->stream && o->batch != NULL &&
-                    vl_mysql_result_rows(o->batch) >= o->batch_rows) {
-                    if (!stream_deliver(c, o))
-                        return;
-                }
-                c->step = S_Q_FETCH;
-                break;
-            }
-            if (mysql_errno(c->my) != 0) {
-                unsigned err = mysql_errno(c->my);
-                if (c->my->status == MYSQL_STATUS_USE_RESULT && !fatal_error(c, err)) {
-                    /* Connector/C did not finish the result: the connection's
-                     * protocol state is unknown, treat it as lost. */
-                    op_error(c, o, 2013, "HY000", mysql_error(c->my));
-                    break;
-                }
-                c->res->handle = NULL;
-                mysql_free_result(c->res);
-                c->res = NULL;
-                op_error_my(c, o);
-                break;
-            }
-            note_status(c);
-            if (o->set != NULL) {
-                if (vl__mres_finish(o->set) != VL_OK)
-                    op_note(o, VL_ENOMEM, "out of memory");
-                vl__mres_counts(o->set, o->stream ? o->streamed : vl_mysql_result_rows(o->set),
-                                mysql_insert_id(c->my), mysql_warning_count(c->my));
-            }
-            mysql_free_result(c->res); /* every row was read: no I/O */
-            c->res = NULL;
-            if (o->stream && !stream_deliver(c, o))
-                return;
-            c->step = S_Q_MORE;
-            break;
-
-        case S_Q_MORE:
-            if (!mysql_more_results(c->my)) {
-                op_finish(c, o);
-                break;
-            }
-            if (o->stream)
-                op_note(o, VL_EINVAL, "a stream reads one result set; the SQL returned more");
-            c->step = S_Q_NEXT;
-            break;
-        case S_Q_NEXT:
-            st = mysql_next_result_start(&c->iret, c->my);
-            if (wait_on(c, st, S_Q_NEXT_CONT))
-                return;
-            goto q_next;
-        case S_Q_NEXT_CONT:
-            st = mysql_next_result_cont(&c->iret, c->my, ready);
-            if (wait_on(c, st, S_Q_NEXT_CONT))
-                return;
-        q_next:
-            if (c->iret > 0) {
-                op_error_my(c, o);
-                break;
-            }
-            if (c->iret < 0)
-                op_finish(c, o);
-            else
-                c->step = S_Q_RESULT;
-            break;
-
-        /* ---- binary protocol ---- */
-        case S_X_BEGIN:
-            o->st = stmt_find(c, o->sql, o->len);
-            if (o->st != NULL) {
-                c->step = S_X_BIND;
-                break;
-            }
-            o->st = vl__calloc(1, sizeof(*o->st));
-            if (o->st != NULL) {
-                o->st->sql = vl__strndup(o->sql, o->len);
-                o->st->len = o->len;
-                o->st->stmt = o->st->sql != NULL ? mysql_stmt_init(c->my) : NULL;
-            }
-            if (o->st == NULL || o->st->stmt == NULL) {
-                if (o->st != NULL)
-                    vl__free(o->st->sql);
-                vl__free(o->st);
-                o->st = NULL;
-                op_note(o, VL_ENOMEM, "out of memory preparing a statement");
-                op_finish(c, o);
-                break;
-            }
-            {
-                my_bool on = 1;
-                mysql_stmt_attr_set(o->st->stmt, STMT_ATTR_UPDATE_MAX_LENGTH, &on);
-            }
-            o->st_preparing = 1;
-            c->step = S_X_PREPARE;
-            break;
-        case S_X_PREPARE:
-            st = mysql_stmt_prepare_start(&c->iret, o->st->stmt, o->sql, (unsigned long)o->len);
-            if (wait_on(c, st, S_X_PREPARE_CONT))
-                return;
-            goto x_prepared;
-        case S_X_PREPARE_CONT:
-            st = mysql_stmt_prepare_cont(&c->iret, o->st->stmt, ready);
-            if (wait_on(c, st, S_X_PREPARE_CONT))
-                return;
-        x_prepared:
-            o->st_preparing = 0;
-            if (c->iret != 0) {
-                stmt_entry *e = o->st;
-                o->st = NULL;
-                op_error_stmt(c, o, e->stmt);
-                mysql_stmt_close(e->stmt);
-                vl__free(e->sql);
-                vl__free(e);
-                break;
-            }
-            while (c->nstmts >= STMT_CACHE_MAX) {
-                stmt_entry *last = c->stmts;
-                while (last->next != NULL)
-                    last = last->next;
-                stmt_evict(c, last);
-            }
-            o->st->next = c->stmts;
-            c->stmts = o->st;
-            c->nstmts++;
-            c->step = S_X_BIND;
-            break;
-        case S_X_BIND: {
-            int rc;
-            if (mysql_stmt_param_count(o->st->stmt) != o->nparams) {
-                char *m = vl__asprintf("the statement has %lu parameter markers, %zu given",
-                                       mysql_stmt_param_count(o->st->stmt), o->nparams);
-                c->cur = NULL;
-                c->step = S_NEXT_OP;
-                op_complete(o, VL_EINVAL, NULL, m != NULL ? m : "parameter count mismatch");
-                vl__free(m);
-                break;
-            }
-            rc = bind_params(c, o);
-            if (rc != 0) {
-                op_note(o, rc, rc == VL_ENOMEM ? "out of memory" : "bad parameter type");
-                op_finish(c, o);
-                break;
-            }
-            if (o->nparams > 0 && mysql_stmt_bind_param(o->st->stmt, o->pbind)) {
-                op_note(o, VL_EINVAL, "cannot bind the parameters");
-                op_finish(c, o);
-                break;
-            }
-            c->step = S_X_EXEC;
-            break;
+    if (!c->started) {
+        o->st = stmt_find(c, o->sql, o->len);
+        if (o->st != NULL) {
+            mstate(c, S_EXECUTING);
+            return GO_ON;
         }
-        case S_X_EXEC:
-            st = mysql_stmt_execute_start(&c->iret, o->st->stmt);
-            if (wait_on(c, st, S_X_EXEC_CONT))
-                return;
-            goto x_executed;
-        case S_X_EXEC_CONT:
-            st = mysql_stmt_execute_cont(&c->iret, o->st->stmt, ready);
-            if (wait_on(c, st, S_X_EXEC_CONT))
-                return;
-        x_executed:
-            if (c->iret != 0) {
-                stmt_entry *e = o->st;
-                int fatal;
-                o->st = NULL;
-                op_error_stmt(c, o, e->stmt);
-                fatal = c->state != ST_OPEN;
-                /* A statement that failed to execute is re-prepared next
-                 * time: the error may be ER_NEED_REPREPARE. */
-                if (!fatal)
-                    stmt_evict(c, e);
-                break;
-            }
-            note_status(c);
-            o->res = vl__mres_new();
-            o->set = o->res != NULL ? vl__mres_add(o->res) : NULL;
-            if (o->set == NULL)
-                op_note(o, VL_ENOMEM, "out of memory");
-            if (mysql_stmt_field_count(o->st->stmt) == 0) {
-                if (o->set != NULL)
-                    vl__mres_counts(o->set, mysql_stmt_affected_rows(o->st->stmt),
-                                    mysql_stmt_insert_id(o->st->stmt),
-                                    mysql_warning_count(c->my));
-                op_finish(c, o);
-                break;
-            }
-            c->step = S_X_STORE;
-            break;
-        case S_X_STORE:
-            st = mysql_stmt_store_result_start(&c->iret, o->st->stmt);
-            goto x_storing;
-        case S_X_STORE_CONT:
-            st = mysql_stmt_store_result_cont(&c->iret, o->st->stmt, ready);
-        x_storing:
-            if (st != 0 && c->max_result_bytes != 0 &&
-                stored_bytes(o->st->stmt) > c->max_result_bytes) {
-                char why[160];
-                snprintf(why, sizeof(why),
-                         "closed: the result exceeds max_result_bytes (%" PRIu64 ")",
-                         c->max_result_bytes);
-                conn_break(c, VL_EPROTO, why);
-                return;
-            }
-            if (wait_on(c, st, S_X_STORE_CONT))
-                return;
-            if (c->iret != 0) {
-                stmt_entry *e = o->st;
-                o->st = NULL;
-                op_error_stmt(c, o, e->stmt);
-                if (c->state == ST_OPEN)
-                    stmt_evict(c, e);
-                break;
-            }
-            note_status(c);
-            o->meta = mysql_stmt_result_metadata(o->st->stmt);
-            if (o->meta == NULL || bind_results(o) != VL_OK ||
-                mysql_stmt_bind_result(o->st->stmt, o->rbind)) {
-                op_note(o, VL_ENOMEM, "out of memory binding the result");
-                c->step = S_X_FREE;
-                break;
-            }
-            if (o->set != NULL &&
-                copy_columns(o->set, mysql_fetch_fields(o->meta), mysql_num_fields(o->meta)) !=
-                    VL_OK)
-                op_note(o, VL_ENOMEM, "out of memory");
-            c->step = S_X_FETCH;
-            break;
-        case S_X_FETCH:
-            st = mysql_stmt_fetch_start(&c->iret, o->st->stmt);
-            if (wait_on(c, st, S_X_FETCH_CONT))
-                return;
-            goto x_fetched;
-        case S_X_FETCH_CONT:
-            st = mysql_stmt_fetch_cont(&c->iret, o->st->stmt, ready);
-            if (wait_on(c, st, S_X_FETCH_CONT))
-                return;
-        x_fetched:
-            if (c->iret == 0 || c->iret == MYSQL_DATA_TRUNCATED) {
-                char why[160];
-                int rc;
-                if (c->iret == MYSQL_DATA_TRUNCATED)
-                    op_note(o, VL_EPROTO, "a value was truncated");
-                rc = o->discard ? VL_OK : store_binary_row(c, o, why, sizeof(why));
-                if (rc == VL_EPROTO) {
-                    conn_break(c, VL_EPROTO, why);
-                    return;
-                }
-                if (rc != VL_OK)
-                    op_note(o, VL_ENOMEM, "out of memory reading a row");
-                c->step = S_X_FETCH;
-                break;
-            }
-            if (c->iret != MYSQL_NO_DATA) {
-                op_note(o, VL_EPROTO, mysql_stmt_error(o->st->stmt));
-            }
-            c->step = S_X_FREE;
-            break;
-        case S_X_FREE:
-            st = mysql_stmt_free_result_start(&c->bret, o->st->stmt);
-            if (wait_on(c, st, S_X_FREE_CONT))
-                return;
-            goto x_freed;
-        case S_X_FREE_CONT:
-            st = mysql_stmt_free_result_cont(&c->bret, o->st->stmt, ready);
-            if (wait_on(c, st, S_X_FREE_CONT))
-                return;
-        x_freed:
-            xbufs_free(o);
-            if (o->set != NULL) {
-                if (vl__mres_finish(o->set) != VL_OK)
-                    op_note(o, VL_ENOMEM, "out of memory");
-                vl__mres_counts(o->set, vl_mysql_result_rows(o->set), 0,
-                                mysql_warning_count(c->my));
-            }
-            op_finish(c, o);
-            break;
+        if (stmt_begin(c, o) != 0)
+            return GO_ON;
+        st = mysql_stmt_prepare_start(&c->iret, o->st->stmt, o->sql, (unsigned long)o->len);
+    } else {
+        st = mysql_stmt_prepare_cont(&c->iret, o->st->stmt, ready);
+    }
+    if (wait_on(c, st))
+        return WAIT;
+    o->st_preparing = 0;
+    if (c->iret != 0) {
+        stmt_entry *e = o->st;
+        o->st = NULL;
+        op_error_stmt(c, o, e->stmt);
+        mysql_stmt_close(e->stmt);
+        vl__free(e->sql);
+        vl__free(e);
+        return GO_ON;
+    }
+    stmt_cache(c, o->st);
+    mstate(c, S_EXECUTING);
+    return GO_ON;
+}
 
-        /* ---- ping and reset ---- */
-        case S_PING:
-            st = mysql_ping_start(&c->iret, c->my);
-            if (wait_on(c, st, S_PING_CONT))
-                return;
-            goto pinged;
-        case S_PING_CONT:
-            st = mysql_ping_cont(&c->iret, c->my, ready);
-            if (wait_on(c, st, S_PING_CONT))
-                return;
-        pinged:
-            if (c->iret != 0) {
-                op_error_my(c, o);
-                break;
-            }
-            op_finish(c, o);
-            break;
-        case S_RESET:
-            /* The server drops prepared statements on reset: close ours first
-             * (COM_STMT_CLOSE has no reply). */
-            stmts_free_all(c);
-            st = mysql_reset_connection_start(&c->iret, c->my);
-            if (wait_on(c, st, S_RESET_CONT))
-                return;
-            goto reset_done;
-        case S_RESET_CONT:
-            st = mysql_reset_connection_cont(&c->iret, c->my, ready);
-            if (wait_on(c, st, S_RESET_CONT))
-                return;
-        reset_done:
-            if (c->iret != 0) {
-                op_error_my(c, o);
-                break;
-            }
-            c->dirty = 0;
-            if (schema_changed(c) && (c->db == NULL || c->db[0] == '\0')) {
-                /* USE ran, and there is no database to go back to. */
-                op_note(o, VL_ECLOSED, "its database changed and cannot be unset");
-                op_finish(c, o);
-                conn_break(c, VL_ECLOSED, "closed: its database changed and cannot be unset");
-                return;
-            }
-            if (restore_session(c) != VL_OK) {
-                op_note(o, VL_ENOMEM, "out of memory restoring the session");
-                op_finish(c, o);
-                conn_break(c, VL_ECLOSED, "closed: its session could not be restored");
-                return;
-            }
-            op_finish(c, o);
-            break;
-        case S_INITDB:
-            st = mysql_select_db_start(&c->iret, c->my, c->db);
-            if (wait_on(c, st, S_INITDB_CONT))
-                return;
-            goto initdb_done;
-        case S_INITDB_CONT:
-            st = mysql_select_db_cont(&c->iret, c->my, ready);
-            if (wait_on(c, st, S_INITDB_CONT))
-                return;
-        initdb_done:
-            if (c->iret != 0) {
-                op_error_my(c, o); /* internal: the connection is closed */
-                break;
-            }
-            op_finish(c, o);
-            break;
-        default:
-            return;
+/* Binds the op's parameters to its prepared statement. 0, or -1 when the
+ * op failed (and is finished). */
+static int stmt_bind(vl_mysql *c, op *o)
+{
+    MYSQL_STMT *s = o->st->stmt;
+    int rc;
+
+    if (mysql_stmt_param_count(s) != o->p.n) {
+        char *m = vl__asprintf("the statement has %lu parameter markers, %zu given",
+                               mysql_stmt_param_count(s), o->p.n);
+        c->cur = NULL;
+        mstate(c, S_NEXT_OP);
+        op_complete(o, VL_EINVAL, NULL, m != NULL ? m : "parameter count mismatch");
+        vl__free(m);
+        return -1;
+    }
+    if (o->p.n == 0)
+        return 0;
+    o->pbind = vl__calloc(o->p.n, sizeof(MYSQL_BIND));
+    o->ptimes = vl__calloc(o->p.n, sizeof(MYSQL_TIME));
+    rc = o->pbind == NULL || o->ptimes == NULL ? VL_ENOMEM
+                                               : vl__mbind_params(&o->p, o->pbind, o->ptimes);
+    if (rc != VL_OK) {
+        op_note(o, rc, rc == VL_ENOMEM ? "out of memory" : "bad parameter type");
+        op_finish(c, o);
+        return -1;
+    }
+    if (mysql_stmt_bind_param(s, o->pbind)) {
+        op_note(o, VL_EINVAL, "cannot bind the parameters");
+        op_finish(c, o);
+        return -1;
+    }
+    return 0;
+}
+
+static int ph_executing(vl_mysql *c, op *o, int ready)
+{
+    MYSQL_STMT *s;
+    int st;
+
+    if (!c->started) {
+        if (stmt_bind(c, o) != 0)
+            return GO_ON;
+        st = mysql_stmt_execute_start(&c->iret, o->st->stmt);
+    } else {
+        st = mysql_stmt_execute_cont(&c->iret, o->st->stmt, ready);
+    }
+    if (wait_on(c, st))
+        return WAIT;
+    s = o->st->stmt;
+    if (c->iret != 0) {
+        stmt_entry *e = o->st;
+        o->st = NULL;
+        op_error_stmt(c, o, s);
+        /* A statement that failed to execute is prepared again next time:
+         * the error may be ER_NEED_REPREPARE. */
+        if (c->state == ST_OPEN)
+            stmt_evict(c, e);
+        return GO_ON;
+    }
+    note_status(c);
+    o->res = vl__mres_new();
+    o->set = o->res != NULL ? vl__mres_add(o->res) : NULL;
+    if (o->set == NULL)
+        op_note(o, VL_ENOMEM, "out of memory");
+    if (mysql_stmt_field_count(s) == 0) {
+        if (o->set != NULL)
+            vl__mres_counts(o->set, mysql_stmt_affected_rows(s), mysql_stmt_insert_id(s),
+                            mysql_warning_count(c->my));
+        op_finish(c, o);
+        return GO_ON;
+    }
+    mstate(c, S_STORING);
+    return GO_ON;
+}
+
+static int ph_storing(vl_mysql *c, op *o, int ready)
+{
+    MYSQL_STMT *s = o->st->stmt;
+    int st = c->started ? mysql_stmt_store_result_cont(&c->iret, s, ready)
+                        : mysql_stmt_store_result_start(&c->iret, s);
+
+    if (st != 0 && c->cfg.max_result_bytes != 0 && stored_bytes(s) > c->cfg.max_result_bytes) {
+        char why[160];
+        snprintf(why, sizeof(why), "closed: the result exceeds max_result_bytes (%" PRIu64 ")",
+                 c->cfg.max_result_bytes);
+        conn_break(c, VL_EPROTO, why);
+        return WAIT;
+    }
+    if (wait_on(c, st))
+        return WAIT;
+    if (c->iret != 0) {
+        stmt_entry *e = o->st;
+        o->st = NULL;
+        op_error_stmt(c, o, e->stmt);
+        if (c->state == ST_OPEN)
+            stmt_evict(c, e);
+        return GO_ON;
+    }
+    note_status(c);
+    o->meta = mysql_stmt_result_metadata(s);
+    if (o->meta == NULL ||
+        vl__mrow_bind(&o->row, mysql_fetch_fields(o->meta), mysql_num_fields(o->meta)) !=
+            VL_OK ||
+        mysql_stmt_bind_result(s, o->row.bind)) {
+        op_note(o, VL_ENOMEM, "out of memory binding the result");
+        mstate(c, S_STMT_FREEING);
+        return GO_ON;
+    }
+    if (o->set != NULL &&
+        copy_columns(o->set, mysql_fetch_fields(o->meta), mysql_num_fields(o->meta)) != VL_OK)
+        op_note(o, VL_ENOMEM, "out of memory");
+    mstate(c, S_STMT_FETCHING);
+    return GO_ON;
+}
+
+static int ph_stmt_fetching(vl_mysql *c, op *o, int ready)
+{
+    char why[160];
+    int st = c->started ? mysql_stmt_fetch_cont(&c->iret, o->st->stmt, ready)
+                        : mysql_stmt_fetch_start(&c->iret, o->st->stmt);
+
+    if (wait_on(c, st))
+        return WAIT;
+    if (c->iret != 0 && c->iret != MYSQL_DATA_TRUNCATED) {
+        if (c->iret != MYSQL_NO_DATA)
+            op_note(o, VL_EPROTO, mysql_stmt_error(o->st->stmt));
+        mstate(c, S_STMT_FREEING);
+        return GO_ON;
+    }
+    if (c->iret == MYSQL_DATA_TRUNCATED)
+        op_note(o, VL_EPROTO, "a value was truncated");
+    if (!o->discard) {
+        if (over_limit(c, o, vl__mrow_bytes(&o->row), why, sizeof(why))) {
+            conn_break(c, VL_EPROTO, why);
+            return WAIT;
         }
+        if (vl__mrow_store(&o->row, mysql_fetch_fields(o->meta), o->set) != VL_OK)
+            op_note(o, VL_ENOMEM, "out of memory reading a row");
+    }
+    mstate(c, S_STMT_FETCHING); /* the next row */
+    return GO_ON;
+}
+
+static int ph_stmt_freeing(vl_mysql *c, op *o, int ready)
+{
+    int st = c->started ? mysql_stmt_free_result_cont(&c->bret, o->st->stmt, ready)
+                        : mysql_stmt_free_result_start(&c->bret, o->st->stmt);
+
+    if (wait_on(c, st))
+        return WAIT;
+    xbufs_free(o);
+    if (o->set != NULL) {
+        if (vl__mres_finish(o->set) != VL_OK)
+            op_note(o, VL_ENOMEM, "out of memory");
+        vl__mres_counts(o->set, vl_mysql_result_rows(o->set), 0, mysql_warning_count(c->my));
+    }
+    op_finish(c, o);
+    return GO_ON;
+}
+
+/* ---- ping, reset, select db ---- */
+
+static int ph_pinging(vl_mysql *c, op *o, int ready)
+{
+    int st = c->started ? mysql_ping_cont(&c->iret, c->my, ready)
+                        : mysql_ping_start(&c->iret, c->my);
+
+    if (wait_on(c, st))
+        return WAIT;
+    if (c->iret != 0)
+        op_error_my(c, o);
+    else
+        op_finish(c, o);
+    return GO_ON;
+}
+
+static int ph_resetting(vl_mysql *c, op *o, int ready)
+{
+    int st;
+
+    if (!c->started) {
+        /* The server drops prepared statements on reset: close ours first
+         * (COM_STMT_CLOSE has no reply). */
+        stmts_free_all(c);
+        st = mysql_reset_connection_start(&c->iret, c->my);
+    } else {
+        st = mysql_reset_connection_cont(&c->iret, c->my, ready);
+    }
+    if (wait_on(c, st))
+        return WAIT;
+    if (c->iret != 0) {
+        op_error_my(c, o);
+        return GO_ON;
+    }
+    c->dirty = 0;
+    if (schema_changed(c) && (c->cfg.db == NULL || c->cfg.db[0] == '\0')) {
+        /* USE ran, and there is no database to go back to. */
+        op_note(o, VL_ECLOSED, "its database changed and cannot be unset");
+        op_finish(c, o);
+        conn_break(c, VL_ECLOSED, "closed: its database changed and cannot be unset");
+        return WAIT;
+    }
+    if (restore_session(c) != VL_OK) {
+        op_note(o, VL_ENOMEM, "out of memory restoring the session");
+        op_finish(c, o);
+        conn_break(c, VL_ECLOSED, "closed: its session could not be restored");
+        return WAIT;
+    }
+    op_finish(c, o);
+    return GO_ON;
+}
+
+static int ph_selecting_db(vl_mysql *c, op *o, int ready)
+{
+    int st = c->started ? mysql_select_db_cont(&c->iret, c->my, ready)
+                        : mysql_select_db_start(&c->iret, c->my, c->cfg.db);
+
+    if (wait_on(c, st))
+        return WAIT;
+    if (c->iret != 0)
+        op_error_my(c, o); /* internal: the connection is closed */
+    else
+        op_finish(c, o);
+    return GO_ON;
+}
+
+/* Runs phases until one waits. `ready` (the MYSQL_WAIT_* events that woke
+ * the connection) goes to the first phase only: later ones start fresh. */
+static void step(vl_mysql *c, int ready)
+{
+    int r = GO_ON;
+
+    while (r == GO_ON) {
+        op *o = c->cur;
+        switch (c->mstate) {
+        case S_CONNECTING:      r = ph_connecting(c, ready); break;
+        case S_NEXT_OP:         r = ph_next_op(c); break;
+        case S_QUERYING:        r = ph_querying(c, o, ready); break;
+        case S_READING_RESULT:  r = ph_reading_result(c, o); break;
+        case S_FETCHING:        r = ph_fetching(c, o, ready); break;
+        case S_NEXT_RESULT:     r = ph_next_result(c, o, ready); break;
+        case S_PREPARING:       r = ph_preparing(c, o, ready); break;
+        case S_EXECUTING:       r = ph_executing(c, o, ready); break;
+        case S_STORING:         r = ph_storing(c, o, ready); break;
+        case S_STMT_FETCHING:   r = ph_stmt_fetching(c, o, ready); break;
+        case S_STMT_FREEING:    r = ph_stmt_freeing(c, o, ready); break;
+        case S_PINGING:         r = ph_pinging(c, o, ready); break;
+        case S_RESETTING:       r = ph_resetting(c, o, ready); break;
+        case S_SELECTING_DB:    r = ph_selecting_db(c, o, ready); break;
+        default:                r = WAIT; break; /* S_IDLE */
+        }
+        ready = 0;
     }
 }
 
@@ -2203,49 +1870,6 @@ static void drive(vl_mysql *c, int ready)
 
 /* ---- public: lifecycle ---- */
 
-static const size_t opts_ends[] = {
-    VL__END(vl_mysql_options, struct_size),
-    VL__END(vl_mysql_options, connect_timeout_ms),
-    VL__END(vl_mysql_options, query_timeout_ms),
-    VL__END(vl_mysql_options, read_timeout_ms),
-    VL__END(vl_mysql_options, max_result_bytes),
-    VL__END(vl_mysql_options, max_row_bytes),
-    VL__END(vl_mysql_options, multi_statements),
-    VL__END(vl_mysql_options, charset),
-    VL__END(vl_mysql_options, init_sql),
-};
-/* No padding at the end: a field appended later must start past the end of
- * every older struct, never inside its padding. */
-_Static_assert(sizeof(vl_mysql_options) == VL__END(vl_mysql_options, init_sql),
-               "vl_mysql_options ends with padding");
-static const vl__opts_desc opts_desc = {"vl_mysql_options", sizeof(vl_mysql_options), opts_ends,
-                                        sizeof(opts_ends) / sizeof(opts_ends[0])};
-
-static void opts_defaults(vl_mysql_options *o)
-{
-    memset(o, 0, sizeof(*o));
-    o->struct_size = sizeof(*o);
-    o->connect_timeout_ms = 5000;
-    o->read_timeout_ms = VL_MYSQL_DEFAULT_READ_TIMEOUT_MS;
-    o->max_result_bytes = VL_MYSQL_DEFAULT_MAX_RESULT_BYTES;
-    o->max_row_bytes = VL_MYSQL_DEFAULT_MAX_ROW_BYTES;
-}
-
-void vl_mysql_options_init_sized(vl_mysql_options *o, size_t struct_size)
-{
-    vl_mysql_options d;
-
-    opts_defaults(&d);
-    vl__opts_init(o, struct_size, &d, &opts_desc);
-}
-
-int vl__mysql_options_read(vl_mysql_options *dst, const vl_mysql_options *src, char *why,
-                           size_t whyn)
-{
-    opts_defaults(dst);
-    return vl__opts_copy(dst, src, &opts_desc, why, whyn);
-}
-
 static void handle_free(vl__handle *h)
 {
     vl_mysql *c = (vl_mysql *)(void *)((char *)h - offsetof(vl_mysql, handle));
@@ -2257,6 +1881,29 @@ static void handle_free(vl__handle *h)
 static void conn_release(vl__handle *h)
 {
     vl__free((char *)h - offsetof(vl_mysql, handle));
+}
+
+/* VOLLEY_MYSQL_TRACE=1 in the environment traces every connection's state
+ * changes (see mstate). Read once per connection: cheap, and a running
+ * program can be traced without rebuilding it. */
+static int trace_wanted(void)
+{
+    const char *v = getenv("VOLLEY_MYSQL_TRACE");
+
+    return v != NULL && v[0] != '\0' && strcmp(v, "0") != 0;
+}
+
+/* Reads the URL and options into c->cfg: VL_OK, VL_ENOMEM, or the refusal
+ * recorded as the connection's failure. */
+static int configure(vl_mysql *c, const char *url, const vl_mysql_options *opts)
+{
+    char *msg = NULL;
+    int rc = vl__mysql_config_parse(&c->cfg, url, opts, &msg);
+
+    if (rc != VL_OK && rc != VL_ENOMEM)
+        set_failure(c, rc, 0, NULL, msg);
+    vl__free(msg);
+    return rc;
 }
 
 static vl_mysql *conn_new(vl_loop *loop, const char *url, const vl_mysql_options *opts,
@@ -2272,7 +1919,7 @@ static vl_mysql *conn_new(vl_loop *loop, const char *url, const vl_mysql_options
         return NULL;
     c->loop = loop;
     c->pooled = pooled;
-    c->step = S_IDLE;
+    c->trace = trace_wanted();
     vl__io_init(&c->io, loop, -1, on_io, c);
     vl__timer_init(&c->timer, loop, on_timer, c);
     rc = configure(c, url, opts);
@@ -2293,18 +1940,18 @@ static vl_mysql *conn_new(vl_loop *loop, const char *url, const vl_mysql_options
         set_failure(c, VL_ECLOSED, 0, NULL, "loop is closing");
         return c;
     }
-    if (c->connect_timeout_ms != 0) {
-        c->deadline_ms = vl_loop_now_ms(loop) + c->connect_timeout_ms;
-        mtimer_start(c, c->connect_timeout_ms);
+    if (c->cfg.connect_timeout_ms != 0) {
+        c->deadline_ms = vl_loop_now_ms(loop) + c->cfg.connect_timeout_ms;
+        mtimer_start(c, c->cfg.connect_timeout_ms);
     }
-    if (c->socket_path != NULL) {
+    if (c->cfg.socket_path != NULL) {
         start_connect(c);
         return c;
     }
     c->state = ST_RESOLVING;
     {
         ticket *t = vl__calloc(1, sizeof(*t));
-        vl_future *rf = t != NULL ? vl__resolve(loop, c->host) : NULL;
+        vl_future *rf = t != NULL ? vl__resolve(loop, c->cfg.host) : NULL;
         if (rf == NULL) {
             vl__free(t);
             c->state = ST_CLOSED;
@@ -2354,18 +2001,10 @@ static void conn_destroy(vl_mysql *c)
     fail_queue(c);
     mtimer_stop(c);
     io_off(c);
-    vl__free(c->display);
-    vl__free(c->host);
+    vl__mysql_config_clear(&c->cfg);
     vl__free(c->addr);
-    vl__free(c->user);
-    free_secret(c->password);
-    vl__free(c->db);
-    vl__free(c->socket_path);
-    vl__free(c->charset);
-    vl__free(c->init_sql);
     vl__free(c->fail_msg);
-    c->display = c->host = c->addr = c->user = c->password = c->db = NULL;
-    c->socket_path = c->charset = c->init_sql = c->fail_msg = NULL;
+    c->addr = c->fail_msg = NULL;
     c->freed = 1;
     /* While the loop is being freed, callbacks that still hold `c` run after
      * this: keep the memory until they have (a later vl_mysql_free is then a
@@ -2391,7 +2030,7 @@ const char *vl_mysql_error(const vl_mysql *c)
 
 const char *vl_mysql_display(const vl_mysql *c)
 {
-    return c != NULL && c->display != NULL ? c->display : "";
+    return c != NULL && c->cfg.display != NULL ? c->cfg.display : "";
 }
 
 int vl_mysql_is_open(const vl_mysql *c)
@@ -2444,13 +2083,13 @@ static vl_future *query_op(vl_mysql *c, const char *sql, uint64_t timeout_ms, in
     if (c->freed)
         return vl__future_failed(c->loop, VL_ECLOSED, "connection freed");
     if (sql == NULL || (stream && cb == NULL))
-        return vl__future_failed(c->loop, VL_EINVAL, "%s: no SQL or no callback", c->display);
+        return vl__future_failed(c->loop, VL_EINVAL, "%s: no SQL or no callback", c->cfg.display);
     o = op_new(c, OP_QUERY);
     if (o == NULL)
         return NULL;
     len = strlen(sql);
     if (timeout_ms == 0)
-        timeout_ms = c->query_timeout_ms;
+        timeout_ms = c->cfg.query_timeout_ms;
     o->sql = timeout_ms != 0 ? wrap_timeout(sql, len, timeout_ms, &o->len) : vl__strndup(sql, len);
     if (timeout_ms == 0)
         o->len = len;
@@ -2482,38 +2121,10 @@ vl_future *vl_mysql_query_stream(vl_mysql *c, const char *sql, size_t batch_rows
     return query_op(c, sql, 0, 1, batch_rows, cb, ud);
 }
 
-int vl__mysql_check_params(const vl_mysql_param *params, size_t n, size_t *total, size_t *bad,
-                           const char **why)
-{
-    size_t i;
-
-    *total = 0;
-    for (i = 0; i < n; i++) {
-        int t = params[i].type;
-        *bad = i;
-        if (t < VL_MYSQL_P_NULL || t > VL_MYSQL_P_DATETIME) {
-            *why = "has a bad type";
-            return VL_EINVAL;
-        }
-        if (t != VL_MYSQL_P_STRING && t != VL_MYSQL_P_BLOB)
-            continue;
-        if (params[i].v.str.len > 0 && params[i].v.str.ptr == NULL) {
-            *why = "has no data";
-            return VL_EINVAL;
-        }
-        if (params[i].v.str.len > SIZE_MAX - *total) {
-            *why = "is too long";
-            return VL_EINVAL;
-        }
-        *total += params[i].v.str.len;
-    }
-    return VL_OK;
-}
-
 vl_future *vl_mysql_execute(vl_mysql *c, const char *sql, const vl_mysql_param *params, size_t n)
 {
     op *o;
-    size_t i, total = 0, off = 0, bad = 0;
+    size_t total = 0, bad = 0;
     const char *why = NULL;
 
     if (c == NULL)
@@ -2521,31 +2132,20 @@ vl_future *vl_mysql_execute(vl_mysql *c, const char *sql, const vl_mysql_param *
     if (c->freed)
         return vl__future_failed(c->loop, VL_ECLOSED, "connection freed");
     if (sql == NULL || (n > 0 && params == NULL))
-        return vl__future_failed(c->loop, VL_EINVAL, "%s: no SQL or no parameters", c->display);
+        return vl__future_failed(c->loop, VL_EINVAL, "%s: no SQL or no parameters",
+                                 c->cfg.display);
     if (vl__mysql_check_params(params, n, &total, &bad, &why) != VL_OK)
-        return vl__future_failed(c->loop, VL_EINVAL, "%s: parameter %zu %s", c->display, bad,
-                                 why);
+        return vl__future_failed(c->loop, VL_EINVAL, "%s: parameter %zu %s", c->cfg.display,
+                                 bad, why);
     o = op_new(c, OP_EXEC);
     if (o == NULL)
         return NULL;
     o->len = strlen(sql);
     o->sql = vl__strndup(sql, o->len);
     o->locks = c->pooled && o->sql != NULL && mentions_get_lock(o->sql, o->len);
-    o->params = n > 0 ? vl__calloc(n, sizeof(*o->params)) : NULL;
-    o->pdata = total > 0 ? vl__malloc(total) : NULL;
-    if (o->sql == NULL || (n > 0 && o->params == NULL) || (total > 0 && o->pdata == NULL)) {
+    if (o->sql == NULL || vl__mparams_copy(&o->p, params, n, total) != VL_OK) {
         op_discard(o);
         return NULL;
-    }
-    o->nparams = n;
-    for (i = 0; i < n; i++) {
-        o->params[i] = params[i];
-        if (params[i].type == VL_MYSQL_P_STRING || params[i].type == VL_MYSQL_P_BLOB) {
-            if (params[i].v.str.len > 0)
-                memcpy(o->pdata + off, params[i].v.str.ptr, params[i].v.str.len);
-            o->params[i].v.str.ptr = o->pdata != NULL ? o->pdata + off : "";
-            off += params[i].v.str.len;
-        }
     }
     return op_submit(c, o);
 }
@@ -2599,7 +2199,7 @@ unsigned vl__mysql_state(const vl_mysql *c)
     for (o = c->qhead; o != NULL; o = o->next)
         if (!o->internal)
             s |= VL__MYSQL_BUSY;
-    if (c->my != NULL && (c->my->server_status & SERVER_STATUS_IN_TRANS))
+    if (server_status(c) & SERVER_STATUS_IN_TRANS)
         s |= VL__MYSQL_IN_TRANS;
     if (c->dirty || (c->my != NULL && schema_changed(c)))
         s |= VL__MYSQL_DIRTY;

@@ -1,10 +1,14 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
-/* lib/mysql_internal.h - what lib/mysql.c, lib/mysql_result.c,
- * lib/mysql_convert.c and lib/mysql_pool.c share (private, not installed).
- *
- * Only lib/mysql.c calls Connector/C. The result arena (mysql_result.c)
- * stores plain bytes, and the pool (mysql_pool.c) drives connections through
- * the public API plus the few hooks below.
+/* lib/mysql_internal.h - what the MySQL files of lib/ share (private, not
+ * installed):
+ *   mysql.c          the Connector/C state machine: the only file that calls
+ *                    Connector/C
+ *   mysql_options.c  options and URL, checked into a vl__mysql_config
+ *   mysql_bind.c     parameters and result rows as MYSQL_BINDs (its own
+ *                    header, mysql_bind.h, since it needs Connector/C's types)
+ *   mysql_convert.c  binary-protocol values to the text protocol's forms
+ *   mysql_result.c   the result arena: plain bytes
+ *   mysql_pool.c     pools, through the public API plus the hooks below
  */
 #ifndef VOLLEY_MYSQL_INTERNAL_H
 #define VOLLEY_MYSQL_INTERNAL_H
@@ -86,6 +90,48 @@ typedef struct vl__mbin {
 void vl__mconv_value(int field_type, unsigned field_flags, unsigned decimals, const vl__mbin *v,
                      char *buf, const char **data, size_t *len);
 
+/* ---- configuration (lib/mysql_options.c) ---- */
+
+/* How a connection uses TLS (the URL's ssl-* parameters). */
+enum {
+    VL__MYSQL_TLS_OFF = 0,
+    VL__MYSQL_TLS_REQUIRED,       /* encrypted, the certificate not checked */
+    VL__MYSQL_TLS_VERIFY_CA,      /* the chain checked, not the name */
+    VL__MYSQL_TLS_VERIFY_IDENTITY /* the chain and the host name */
+};
+
+/* Everything a connection was told, with the URL's parameters applied over
+ * the options. Strings are owned (the password is wiped when cleared). */
+typedef struct vl__mysql_config {
+    char *display;      /* the URL without the password */
+    char *host;         /* as written in the URL */
+    int port;
+    char *user;
+    char *password;
+    char *db;
+    char *socket_path;
+    char *charset;
+    char *init_sql;
+    uint64_t connect_timeout_ms;
+    uint64_t query_timeout_ms;
+    uint64_t read_timeout_ms;
+    uint64_t max_result_bytes;
+    uint64_t max_row_bytes;
+    int multi;
+    int track_gtid;
+    int tls;            /* VL__MYSQL_TLS_* */
+    char *ssl_ca, *ssl_capath, *ssl_cert, *ssl_key, *ssl_cipher, *tls_version;
+} vl__mysql_config;
+
+/* Reads the options (NULL: the defaults) and the URL into `cfg`. VL_OK;
+ * VL_ENOMEM; or the refusal (VL_EINVAL, VL_EUNSUPPORTED) with its message
+ * in *msg (freed by the caller with vl__free). cfg->display is set whenever
+ * the result is not VL_ENOMEM ("mysql://?" when the URL could not be read).
+ * Clear cfg with vl__mysql_config_clear in every case. */
+int vl__mysql_config_parse(vl__mysql_config *cfg, const char *url, const vl_mysql_options *opts,
+                           char **msg);
+void vl__mysql_config_clear(vl__mysql_config *cfg);
+
 /* ---- connection hooks for the pool (lib/mysql.c) ---- */
 
 /* Like vl_mysql_new, for a pool: not registered with the loop (the pool
@@ -129,7 +175,8 @@ int vl__mysql_probe_idle(vl_mysql *c, int poll_socket);
  * message in *msg (the caller frees it with vl__free). */
 int vl__mysql_check_url(vl_loop *loop, const char *url, const vl_mysql_options *opts, char **msg);
 
-/* Checks prepared-statement parameters as vl_mysql_execute does, before
+/* (lib/mysql_bind.c) Checks prepared-statement parameters as
+ * vl_mysql_execute does, before
  * anything is copied: VL_OK with the bytes their values need in *total, or
  * VL_EINVAL with the index in *bad and the reason (static text) in *why. */
 int vl__mysql_check_params(const vl_mysql_param *params, size_t n, size_t *total, size_t *bad,

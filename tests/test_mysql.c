@@ -965,10 +965,60 @@ static void abandoned_connect_lets_the_loop_return(void **state)
     tu_loop_finish(loop);
 }
 
+/* VOLLEY_MYSQL_TRACE=1 prints each state change of a connection to stderr,
+ * naming the endpoint by its display form: the states a query and a
+ * prepared statement pass through appear in order, the password never. */
+static void state_trace(void **state)
+{
+    char path[] = "/tmp/volley-trace-XXXXXX";
+    int fd = mkstemp(path), saved = dup(2);
+    vl_loop *loop = vl_loop_new();
+    vl_mysql *c;
+    vl_mysql_param p = vl_mysql_p_int64(7);
+    char buf[8192];
+    ssize_t n;
+    const char *want[] = {"IDLE -> CONNECTING", "CONNECTING -> NEXT_OP", "NEXT_OP -> QUERYING",
+                          "QUERYING -> READING_RESULT", "READING_RESULT -> FETCHING",
+                          "FETCHING -> NEXT_OP", "NEXT_OP -> PREPARING",
+                          "PREPARING -> EXECUTING", "EXECUTING -> STORING",
+                          "STORING -> STMT_FETCHING", "STMT_FETCHING -> STMT_FREEING",
+                          "STMT_FREEING -> NEXT_OP", "NEXT_OP -> IDLE"};
+    const char *at;
+    size_t i;
+
+    (void)state;
+    assert_true(fd >= 0 && saved >= 0);
+    setenv("VOLLEY_MYSQL_TRACE", "1", 1);
+    assert_int_equal(dup2(fd, 2), 2);
+    c = connect_ok(loop, tcp_url(NULL));
+    unsetenv("VOLLEY_MYSQL_TRACE");
+    vl_future_free(query_ok(loop, c, "SELECT 1"));
+    vl_future_free(tu_wait_for(loop, vl_mysql_execute(c, "SELECT ? + 1", &p, 1)));
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    vl_mysql_free(c);
+    tu_finish(loop);
+    n = pread(fd, buf, sizeof(buf) - 1, 0);
+    close(fd);
+    unlink(path);
+    assert_true(n > 0);
+    buf[n] = '\0';
+    assert_null(strstr(buf, tu_env("VL_TEST_MYSQL_PASSWORD")));
+    assert_non_null(strstr(buf, "volley mysql mysql://127.0.0.1:"));
+    for (at = buf, i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        const char *hit = strstr(at, want[i]);
+        if (hit == NULL)
+            fail_msg("trace lacks '%s' after offset %zu:\n%s", want[i], (size_t)(at - buf), buf);
+        at = hit + strlen(want[i]);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(select_values, tu_setup),
+        cmocka_unit_test_setup(state_trace, tu_setup),
         cmocka_unit_test_setup(subnormal_double, tu_setup),
         cmocka_unit_test_setup(socket_and_hostname, tu_setup),
         cmocka_unit_test_setup(syntax_error, tu_setup),
