@@ -62,6 +62,25 @@ static void check_cell(vl_future *f, const char *want)
     assert_memory_equal(v, want, len);
 }
 
+/* Connects as user:pw and asserts the server's refusal: VL_ECONN, 1045,
+ * and no password in any message of the connection. */
+static void expect_refused(vl_loop *loop, const char *user, const char *pw)
+{
+    char url[512];
+    vl_mysql *c = vl_mysql_new(loop, url_for(url, sizeof(url), user, pw), NULL);
+    vl_future *f;
+
+    assert_non_null(c);
+    f = tu_wait_for(loop, vl_mysql_ready(c));
+    assert_int_equal(vl_future_status(f), VL_ECONN);
+    assert_int_equal(vl_future_mysql_errno(f), 1045);
+    no_password_in("vl_future_error", vl_future_error(f));
+    no_password_in("vl_mysql_error", vl_mysql_error(c));
+    no_password_in("vl_mysql_display", vl_mysql_display(c));
+    vl_future_free(f);
+    vl_mysql_free(c);
+}
+
 /* The ed25519 account logs in through vl_mysql_new + vl_mysql_ready, and
  * the server says the session is that account's. */
 static void ed25519_login(void **state)
@@ -130,14 +149,7 @@ static void ed25519_wrong_password(void **state)
 
     /* The right password of another plugin's account is no key either: the
      * ed25519 account refuses the test user's (native) password. */
-    c = vl_mysql_new(loop, url_for(url, sizeof(url), ed_user(), tu_env("VL_TEST_MYSQL_PASSWORD")),
-                     NULL);
-    f = tu_wait_for(loop, vl_mysql_ready(c));
-    assert_int_equal(vl_future_status(f), VL_ECONN);
-    assert_int_equal(vl_future_mysql_errno(f), 1045);
-    no_password_in("vl_future_error", vl_future_error(f));
-    vl_future_free(f);
-    vl_mysql_free(c);
+    expect_refused(loop, ed_user(), tu_env("VL_TEST_MYSQL_PASSWORD"));
     tu_loop_finish(loop);
 }
 
@@ -145,20 +157,9 @@ static void ed25519_wrong_password(void **state)
 static void native_wrong_password(void **state)
 {
     vl_loop *loop = vl_loop_new();
-    char url[512];
-    vl_mysql *c;
-    vl_future *f;
 
     (void)state;
-    c = vl_mysql_new(loop, url_for(url, sizeof(url), tu_env("VL_TEST_MYSQL_USER"), wrong_pw),
-                     NULL);
-    f = tu_wait_for(loop, vl_mysql_ready(c));
-    assert_int_equal(vl_future_status(f), VL_ECONN);
-    assert_int_equal(vl_future_mysql_errno(f), 1045);
-    no_password_in("vl_future_error", vl_future_error(f));
-    no_password_in("vl_mysql_error", vl_mysql_error(c));
-    vl_future_free(f);
-    vl_mysql_free(c);
+    expect_refused(loop, tu_env("VL_TEST_MYSQL_USER"), wrong_pw);
     tu_loop_finish(loop);
 }
 
