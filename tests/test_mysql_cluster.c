@@ -568,6 +568,7 @@ static void read_your_writes(void **state)
     o.gtid_wait_ms = 200;
     o.read_fallback = 0;
     cl = cluster_new(loop, cluster_url(1, "read_your_writes=1"), &o);
+    wait_state(loop, cl, 1, VL_MYSQL_HOST_HEALTHY); /* its threads restarted */
     p[1] = vl_mysql_p_int64(9);
     ok(loop, vl_mysql_cluster_execute(cl, "REPLACE INTO ryw VALUES (?, ?)", p, 2));
     f = tu_wait_for(loop, vl_mysql_cluster_read(cl, "SELECT v, @@server_id FROM ryw WHERE id = 1", 0));
