@@ -174,6 +174,13 @@ static void healthy_routing(void **state)
     spread(loop, cl, 30, "SELECT SLEEP(0.05), @@port", seen);
     for (i = 0; i < NODES; i++)
         assert_true(seen[i] > 0);
+    /* A fresh read goes to the writer, which has every write. */
+    for (i = 0; i < 5; i++) {
+        f = tu_wait_for(loop, vl_mysql_cluster_read(cl, "SELECT 1, @@port", VL_MYSQL_READ_FRESH));
+        assert_int_equal(vl_future_status(f), VL_OK);
+        assert_int_equal(node_of(vl_future_mysql_result(f)), 0);
+        vl_future_free(f);
+    }
     finish(loop, cl);
 }
 

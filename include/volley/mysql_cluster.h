@@ -82,7 +82,9 @@
  * gtid_wait_ms bound as parameters. If the replica catches up in time (0)
  * the read runs there; on timeout (-1) or an error the read moves to
  * another replica, and then to the primary (always fresh; read_fallback
- * does not apply here). Galera needs no wait: reads there are not delayed.
+ * does not apply here). Galera has no GTID wait: a fresh read goes to the
+ * writer, which has every write (the other nodes may still be applying
+ * what it certified), and to the other synced nodes only if it is gone.
  *
  * ---- Galera ----------------------------------------------------------------
  *
