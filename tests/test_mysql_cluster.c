@@ -778,6 +778,47 @@ static void storm_kill_primary(void **state)
     finish(loop, cl);
 }
 
+/* 500 reads in flight or queued on the replica when it is killed: every
+ * one succeeds, exactly once, the lost and the taken back ones on the
+ * primary. */
+static void storm_kill_replica(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_mysql_cluster_options o;
+    vl_mysql_pool_options po;
+    vl_mysql_cluster *cl;
+    static tally t[STORM / 2];
+    int i, done;
+
+    (void)state;
+    fast_options(&o, &po);
+    cl = cluster_new(loop, cluster_url(1, NULL), &o);
+    memset(t, 0, sizeof(t));
+    for (i = 0; i < STORM / 2; i++)
+        vl_future_then(vl_mysql_cluster_read(cl, "SELECT @@server_id, SLEEP(0.002)", 0), tally_cb,
+                       &t[i]);
+    assert_true(host(cl, 1).outstanding > 0);
+    tu_sleep_ms(loop, 30);
+    tu_kill_server("mysql-replica");
+    for (;;) {
+        for (i = done = 0; i < STORM / 2; i++)
+            done += t[i].calls > 0;
+        if (done == STORM / 2)
+            break;
+        tu_sleep_ms(loop, 50);
+    }
+    tu_sleep_ms(loop, 200);
+    for (i = 0; i < STORM / 2; i++) {
+        assert_int_equal(t[i].calls, 1);
+        assert_int_equal(t[i].status, VL_OK);
+    }
+    assert_true(host(cl, 0).requests > 0); /* they went to the primary */
+    assert_true(host(cl, 1).errors > 0);   /* after failing where they were */
+    tu_restart_server("mysql-replica");
+    wait_state(loop, cl, 1, VL_MYSQL_HOST_HEALTHY);
+    finish(loop, cl);
+}
+
 /* Freeing the cluster completes everything with VL_ECANCELED exactly once:
  * requests waiting for the first checks, running ones, readiness; a free
  * from inside a callback; vl_loop_free with a cluster still open. */
@@ -1024,6 +1065,7 @@ int main(void)
         cmocka_unit_test_setup(failover, pair_setup),
         cmocka_unit_test_setup(primary_wait, pair_setup),
         cmocka_unit_test_setup(storm_kill_primary, pair_setup),
+        cmocka_unit_test_setup(storm_kill_replica, pair_setup),
         cmocka_unit_test_setup(free_with_pending, pair_setup),
         cmocka_unit_test_setup(stats_abi, pair_setup),
         cmocka_unit_test_setup(contract_rules, pair_setup),
