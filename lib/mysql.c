@@ -123,6 +123,7 @@ typedef struct stmt_entry {
     MYSQL_FIELD *fields;
     unsigned nfields;
     vl__mrow row;
+    vl__mcolset *colset;     /* the columns as results describe them */
     int row_bound;           /* mysql_stmt_bind_result is up to date */
     MYSQL_BIND *pbind;
     MYSQL_TIME *ptimes;
@@ -366,6 +367,7 @@ static void stmt_free(stmt_entry *e)
     mysql_stmt_close(e->stmt);
     if (e->meta != NULL)
         mysql_free_result(e->meta);
+    vl__mcolset_unref(e->colset);
     vl__mrow_clear(&e->row);
     vl__free(e->pbind);
     vl__free(e->ptimes);
@@ -1899,6 +1901,20 @@ static int stmt_bind_result(stmt_entry *e)
     return VL_OK;
 }
 
+/* Describes the statement's columns on a result: converted once, at its
+ * first result, then shared. VL_OK or VL_ENOMEM. */
+static int stmt_columns(stmt_entry *e, vl_mysql_result *set)
+{
+    if (e->colset == NULL) {
+        if (copy_columns(set, e->fields, e->nfields) != VL_OK)
+            return VL_ENOMEM;
+        e->colset = vl__mcolset_new(set); /* if NULL, the next result tries again */
+        return VL_OK;
+    }
+    vl__mres_use_columns(set, e->colset);
+    return VL_OK;
+}
+
 /* A fetch reported truncation: the string columns whose value did not fit
  * get a bigger buffer and are fetched again (from the stored result: no
  * I/O). VL_OK, VL_ENOMEM, or VL_EPROTO when something else was truncated. */
@@ -1950,7 +1966,7 @@ static int ph_storing(vl_mysql *c, op *o, int ready)
         mstate(c, S_STMT_FREEING);
         return GO_ON;
     }
-    if (o->set != NULL && copy_columns(o->set, o->st->fields, o->st->nfields) != VL_OK)
+    if (o->set != NULL && stmt_columns(o->st, o->set) != VL_OK)
         op_note(o, VL_ENOMEM, "out of memory");
     mstate(c, S_STMT_FETCHING);
     return GO_ON;

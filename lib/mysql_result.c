@@ -32,6 +32,15 @@ typedef struct rowlink {
     vl__mcell cells[];
 } rowlink;
 
+/* Column descriptions shared by every result of one prepared statement:
+ * made once, counted (atomically: a result may be freed on another thread
+ * than the loop's), never changed. */
+struct vl__mcolset {
+    long refs;
+    size_t n;
+    vl__mcol cols[];
+};
+
 struct vl_mysql_result {
     uint32_t magic;
     vl_mysql_result *root;
@@ -40,7 +49,8 @@ struct vl_mysql_result {
     int used;               /* this link holds a statement's outcome */
     int has_rows;
     size_t ncols;
-    vl__mcol *cols;
+    vl__mcol *cols;         /* in the arena, or in colset */
+    vl__mcolset *colset;    /* a reference, released with the result */
     size_t nrows;
     vl__mcell **rows;       /* built by vl__mres_finish */
     rowlink *rhead, *rtail;
@@ -288,12 +298,54 @@ void vl__mres_error(vl_mysql_result *r, unsigned err, const char *sqlstate, cons
 
 /* ---- public accessors ---- */
 
+vl__mcolset *vl__mcolset_new(const vl_mysql_result *r)
+{
+    size_t i, n = r->ncols, names = 0;
+    vl__mcolset *cs;
+    char *p;
+
+    for (i = 0; i < n; i++)
+        names += strlen(r->cols[i].name) + 1;
+    cs = vl__malloc(sizeof(*cs) + n * sizeof(vl__mcol) + names);
+    if (cs == NULL)
+        return NULL;
+    cs->refs = 1;
+    cs->n = n;
+    p = (char *)&cs->cols[n];
+    for (i = 0; i < n; i++) {
+        size_t len = strlen(r->cols[i].name) + 1;
+        memcpy(p, r->cols[i].name, len);
+        cs->cols[i] = r->cols[i];
+        cs->cols[i].name = p;
+        p += len;
+    }
+    return cs;
+}
+
+void vl__mcolset_unref(vl__mcolset *cs)
+{
+    if (cs != NULL && __atomic_sub_fetch(&cs->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        vl__free(cs);
+}
+
+void vl__mres_use_columns(vl_mysql_result *r, vl__mcolset *cs)
+{
+    __atomic_add_fetch(&cs->refs, 1, __ATOMIC_RELAXED);
+    r->has_rows = 1;
+    r->ncols = cs->n;
+    r->cols = cs->cols;
+    r->colset = cs;
+}
+
 void vl_mysql_result_free(vl_mysql_result *r)
 {
     chunk *ch;
+    vl_mysql_result *l;
 
     if (r == NULL || r->root != r)
         return;
+    for (l = r; l != NULL; l = l->next)
+        vl__mcolset_unref(l->colset);
     ch = r->chunks;
     while (ch != NULL) {
         chunk *n = ch->next;
