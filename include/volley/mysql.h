@@ -607,7 +607,9 @@ typedef struct vl_mysql_pool_options {
                                   * statement at a time */
     size_t min_idle;             /* opened at once and kept idle when possible; 1 */
     uint64_t acquire_timeout_ms; /* waiting for a connection; 5000. 0 = no limit */
-    size_t max_waiters;          /* requests that may wait; 1000. 0 = none */
+    size_t max_waiters;          /* requests that may wait; SIZE_MAX (no count
+                                  * bound: acquire_timeout_ms bounds each
+                                  * wait), as aiomysql's pool queues. 0 = none */
     uint64_t connect_timeout_ms; /* 5000 */
     uint64_t idle_timeout_ms;    /* close idle beyond min_idle after this; 600000 */
     uint64_t max_lifetime_ms;    /* retire after this (minus up to 2.5% jitter); 1800000 */

@@ -495,7 +495,9 @@ typedef struct vl_redis_pool_options {
                                   * connection, so a few carry the load */
     size_t min_idle;             /* connections opened at once and kept; 1 */
     uint64_t acquire_timeout_ms; /* wait for room or for a lease; 5000. 0: no limit */
-    size_t max_waiters;          /* requests that may wait; 1000. 0: none */
+    size_t max_waiters;          /* requests that may wait; SIZE_MAX (no count
+                                  * bound: acquire_timeout_ms bounds each
+                                  * wait), as asyncio pools queue. 0: none */
     size_t max_pending;          /* cap on pool + lease commands pending on the
                                   * connections (in flight or waiting for a
                                   * handshake); 0: no cap */
