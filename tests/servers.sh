@@ -494,8 +494,9 @@ redis_start() {
 
 # -------------------------------------------------------------- mariadb ----
 
-# The mariadbd instances are named "mysql" (the main one), "mysql-primary"
-# and "mysql-replica"; each keeps its data in DIR/NAME and its socket,
+# The mariadbd instances are named "mysql" (the main one), "mysql-primary",
+# "mysql-replica" and, with --galera, "galera-1".."galera-3"; each keeps its
+# data in DIR/NAME, its temporary files in DIR/NAME.tmp and its socket,
 # pidfile, error log and command line in DIR/NAME.*.
 
 # The client command for administrative access as root to instance $1
