@@ -549,11 +549,17 @@ static void waiting_room_and_deadline(void **state)
     o.max_size = 2;
     o.max_pending = PENDING;
     o.acquire_timeout_ms = TIMEOUT_MS;
+    o.command_timeout_ms = 0; /* the paused replies are late, not lost */
     p = vl_redis_pool_new(loop, tu_redis_url(2), &o);
     wait_ready(loop, p, 1);
     total = 0;
     os = outcomes_new(TN, loop, &total);
-    vl_future_free(tu_run_cmd(loop, vl_redis_command(pauser, "CLIENT PAUSE 1000"), VL_OK));
+    /* Long enough to outlast the submission and every deadline, however
+     * slow the run (tu_ms). */
+    vl_future_free(tu_run_cmd(loop,
+                              vl_redis_command(pauser, "CLIENT PAUSE %llu",
+                                               (unsigned long long)tu_ms(1000)),
+                              VL_OK));
     for (i = 0; i < TN; i++) {
         if (i == TN / 2)
             tu_sleep_ms(loop, 100); /* the second half comes later */
