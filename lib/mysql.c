@@ -229,6 +229,13 @@ struct vl_mysql {
     int dirty;
     vl__mysql_hook hook;
     void *hook_ud;
+    /* The pool's "a statement finished" hook, run from the loop (a defer)
+     * after the statement's future completed. */
+    vl__mysql_done_hook done_hook;
+    void *done_ud;
+    vl__defer done_defer;
+    int done_queued;
+    int done_status;
 };
 
 typedef struct ticket {
@@ -469,10 +476,45 @@ static void op_discard(op *o)
     op_free(o);
 }
 
+static void done_run(vl__defer *d)
+{
+    vl_mysql *c = (vl_mysql *)(void *)((char *)d - offsetof(vl_mysql, done_defer));
+
+    c->done_queued = 0;
+    if (c->done_hook != NULL)
+        c->done_hook(c, c->done_ud, c->done_status);
+}
+
+/* Tells the pool that a statement of its finished. A statement that ended
+ * well or with the server's refusal (the connection stays usable) tells it
+ * at once, from the state machine (a safe point: a free from the hook
+ * waits for drive() to return), so the connection is back in the pool
+ * before the statement's callback runs, as a caller expects. Any other end
+ * tells it from the loop, once the connection has been closed (an error
+ * breaks it only after its statement completed). */
+static void done_notify(vl_mysql *c, int kind, int status)
+{
+    if (kind != OP_QUERY && kind != OP_EXEC)
+        return; /* the pool's own: connect, reset, ping */
+    if (c->in_drive > 0 && c->state == ST_OPEN &&
+        (status == VL_OK || status == VL_ESERVER || status == VL_EINVAL)) {
+        c->done_hook(c, c->done_ud, status);
+        return;
+    }
+    c->done_status = status;
+    if (!c->done_queued) {
+        c->done_queued = 1;
+        c->done_defer.cb = done_run;
+        vl__defer_queue(c->loop, &c->done_defer);
+    }
+}
+
 /* Completes the op's future (value taken, freed if nobody waits) and frees
  * the op. */
 static void op_complete(op *o, int status, vl_mysql_result *value, const char *msg)
 {
+    if (o->c != NULL && o->c->done_hook != NULL && !o->internal && !o->c->freed)
+        done_notify(o->c, o->kind, status);
     /* A cancel is the caller's doing, not a failure of the connection (and
      * a freed connection's ops are cancelled after its strings are gone). */
     if (status != VL_OK && status != VL_ECANCELED && o->c != NULL && !o->c->freed) {
@@ -543,6 +585,8 @@ static void op_cancel(void *source, vl_future *f, int status)
         c->qtail = NULL;
         for (op *q = c->qhead; q != NULL; q = q->next)
             c->qtail = q;
+        if (c->done_hook != NULL && !o->internal)
+            done_notify(c, o->kind, status);
         op_free(o);
         settle(c);
         return;
@@ -2251,6 +2295,7 @@ static void conn_destroy(vl_mysql *c)
         c->ticket = NULL;
     }
     c->hook = NULL;
+    vl__mysql_set_done_hook(c, NULL, NULL);
     o = c->cur;
     c->cur = NULL;
     close_handle(c, c->state == ST_OPEN && o == NULL);
@@ -2485,6 +2530,16 @@ void vl__mysql_set_hook(vl_mysql *c, vl__mysql_hook fn, void *ud)
 {
     c->hook = fn;
     c->hook_ud = ud;
+}
+
+void vl__mysql_set_done_hook(vl_mysql *c, vl__mysql_done_hook fn, void *ud)
+{
+    c->done_hook = fn;
+    c->done_ud = ud;
+    if (fn == NULL && c->done_queued) {
+        vl__defer_cancel(c->loop, &c->done_defer);
+        c->done_queued = 0;
+    }
 }
 
 unsigned vl__mysql_state(const vl_mysql *c)

@@ -165,6 +165,15 @@ void vl__mysql_hold(vl_mysql *c, int on);
 typedef void (*vl__mysql_hook)(vl_mysql *c, void *ud);
 void vl__mysql_set_hook(vl_mysql *c, vl__mysql_hook fn, void *ud);
 
+/* Called once for each of the connection's statements (not its internal
+ * session restores) after its future completed, with its status, from the
+ * loop (a defer: never inside the call that made the statement, never
+ * inside the state machine): the pool learns its connection is free again
+ * without a future of its own per request. The hook may free the
+ * connection. NULL turns it off (and drops a call not yet made). */
+typedef void (*vl__mysql_done_hook)(vl_mysql *c, void *ud, int status);
+void vl__mysql_set_done_hook(vl_mysql *c, vl__mysql_done_hook fn, void *ud);
+
 /* State bits for the clean-return rule. */
 #define VL__MYSQL_BROKEN 1   /* closed, failed or never connected */
 #define VL__MYSQL_BUSY 2     /* a statement queued or in flight */

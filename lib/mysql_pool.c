@@ -58,6 +58,7 @@ struct pconn {
     uint64_t idle_since_ms;
     vl_mysql_tx *tx;         /* the transaction leasing it */
     int probe;               /* opened while the pool was failing */
+    int direct;              /* runs a statement handed out directly (pc_done) */
 };
 
 /* A request is one allocation: the struct, then its copied parameters,
@@ -274,8 +275,14 @@ static void pc_close(pconn *pc, uint64_t *why)
         pc->tx->pc = NULL;
         pc->tx = NULL;
     }
+    if (pc->direct) {
+        pc->direct = 0;
+        if (p != NULL)
+            p->nrunning--;
+    }
     if (c != NULL) {
         vl__mysql_set_hook(c, NULL, NULL);
+        vl__mysql_set_done_hook(c, NULL, NULL);
         vl_mysql_free(c);
     }
     pc->refs++;
@@ -292,6 +299,26 @@ static void pc_hook(vl_mysql *c, void *ud)
     VL__UNUSED(c);
     if (pc->pool != NULL && pc->state == PC_IDLE)
         pc_close(pc, &pc->pool->st.closed_broken);
+}
+
+/* A statement handed out directly (request_direct) finished: its future has
+ * completed; the connection comes back. Runs from the loop. */
+static void pc_done(vl_mysql *c, void *ud, int status)
+{
+    pconn *pc = ud;
+
+    /* Not ours: a reset or ping of the pool's own, or the late call for a
+     * queued request's statement that finished before this one started
+     * (calls for one connection are folded into one): ours is still
+     * running. */
+    if (!pc->direct || (vl__mysql_state(c) & VL__MYSQL_BUSY))
+        return;
+    pc->direct = 0;
+    if (pc->pool != NULL) {
+        pc->pool->nrunning--;
+        count_result(pc->pool, status);
+    }
+    pc_release(pc);
 }
 
 static void connect_done(vl_future *f, void *ud);
@@ -324,6 +351,7 @@ static int pc_open(vl_mysql_pool *p)
         return 0;
     }
     vl__mysql_set_hook(pc->c, pc_hook, pc);
+    vl__mysql_set_done_hook(pc->c, pc_done, pc);
     vl__mysql_hold(pc->c, p->holding);
     pc->state = PC_CONNECTING;
     pc->probe = p->failing;
@@ -682,6 +710,58 @@ static void dispatch(vl_mysql_pool *p)
     }
 }
 
+/* The common case, a statement while a connection is free and nobody
+ * waits: it goes straight to the connection, whose own future the caller
+ * gets (the SQL and parameters are copied once, by the connection), and
+ * pc_done takes the connection back once it finished. NULL with *used 0
+ * when no connection is free (the request then queues); NULL with *used 1
+ * when out of memory. */
+static vl_future *request_direct(vl_mysql_pool *p, int kind, const char *sql,
+                                 const vl_mysql_param *params, size_t ncols, size_t nrows,
+                                 int *used)
+{
+    pconn *pc;
+    vl_future *f;
+
+    *used = 0;
+    if (p->wait_head != NULL)
+        return NULL; /* first come, first served */
+    while ((pc = p->idle.head) != NULL) {
+        list_remove(&p->idle, pc);
+        if (pc_usable(p, pc))
+            break;
+        pc->state = PC_IDLE;
+        list_push(&p->idle, pc);
+        pc_close(pc, &p->st.closed_broken);
+    }
+    if (pc == NULL)
+        return NULL;
+    *used = 1;
+    pc->state = PC_BUSY;
+    list_push(&p->others, pc);
+    p->busy++;
+    p->nrunning++;
+    pc->direct = 1;
+    if (kind == RQ_QUERY)
+        f = vl_mysql_query(pc->c, sql);
+    else if (kind == RQ_EXEC)
+        f = vl_mysql_execute(pc->c, sql, params, ncols);
+    else
+        f = vl_mysql_execute_bulk(pc->c, sql, params, ncols, nrows);
+    /* No statement was made (out of memory, or refused before one was:
+     * the pool's own checks above make that unreachable): nothing will
+     * call pc_done, so the connection comes back now. */
+    if (pc->direct && (f == NULL || !(vl__mysql_state(pc->c) &
+                                      (VL__MYSQL_BUSY | VL__MYSQL_BROKEN)))) {
+        pc->direct = 0;
+        p->nrunning--;
+        if (f != NULL)
+            count_result(p, vl_future_status(f));
+        pc_release(pc);
+    }
+    return f;
+}
+
 /* Takes a free connection now, or queues the request. */
 static void request_submit(vl_mysql_pool *p, request *r)
 {
@@ -798,6 +878,12 @@ static vl_future *request_new(vl_mysql_pool *p, int kind, const char *sql,
         return vl__future_failed(p->loop, VL_EINVAL, "no parameters");
     if (kind != RQ_BULK && vl__mysql_check_params(params, n, &total, &bad, &why) != VL_OK)
         return vl__future_failed(p->loop, VL_EINVAL, "parameter %zu %s", bad, why);
+    if (kind == RQ_QUERY || kind == RQ_EXEC || kind == RQ_BULK) {
+        int used;
+        vl_future *f = request_direct(p, kind, sql, params, ncols, nrows, &used);
+        if (used)
+            return f;
+    }
     sql_len = sql != NULL ? strlen(sql) + 1 : 0;
     size = sizeof(*r) + n * sizeof(*params); /* no overflow: checked above */
     if (total > SIZE_MAX - size || sql_len > SIZE_MAX - size - total)

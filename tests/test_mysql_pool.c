@@ -1568,6 +1568,83 @@ static void pool_ready(void **state)
     finish(loop, p);
 }
 
+typedef struct back_state {
+    vl_mysql_pool *p;
+    int calls;
+    size_t idle_seen, busy_seen;
+} back_state;
+
+static void note_idle(vl_future *f, void *ud)
+{
+    back_state *b = ud;
+    vl_pool_stats st;
+
+    assert_int_equal(vl_future_status(f), VL_OK);
+    vl_pool_stats_init(&st);
+    vl_mysql_pool_stats_get(b->p, &st);
+    b->idle_seen = st.idle;
+    b->busy_seen = st.busy;
+    b->calls++;
+}
+
+/* A statement made while a connection is free goes straight to it; the
+ * connection is back in the pool by the time the statement's callback
+ * runs, so a chain of statements reuses one connection. A statement
+ * cancelled there closes that connection (its reply can no longer be
+ * matched) and the pool carries on; one refused by the server leaves it
+ * clean and idle. Counted exactly once each. */
+static void direct_statements_come_back(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_mysql_pool *p = pool_new(loop, 2);
+    back_state b = {p, 0, 0, 0};
+    vl_pool_stats st;
+    vl_future *f;
+    int i;
+
+    (void)state;
+    vl_future_free(tu_run_cmd(loop, vl_mysql_pool_ready(p), VL_OK));
+    for (i = 0; i < 50; i++) {
+        vl_mysql_param k = vl_mysql_p_int64(i);
+        f = vl_mysql_pool_execute(p, "SELECT ? + 0", &k, 1);
+        assert_non_null(f);
+        vl_future_then(f, note_idle, &b);
+        while (b.calls == i)
+            tu_sleep_ms(loop, 1);
+        assert_int_equal(b.busy_seen, 0);
+        assert_int_equal(b.idle_seen, 1);
+    }
+    vl_pool_stats_init(&st);
+    vl_mysql_pool_stats_get(p, &st);
+    assert_int_equal(st.connects, 1); /* min_idle 1, and no more needed */
+    assert_int_equal(st.requests, 50);
+
+    /* The server refuses: the connection stays and is idle again. */
+    f = tu_run_cmd(loop, vl_mysql_pool_query(p, "SELECT * FROM no_such_table_here"), VL_ESERVER);
+    vl_future_free(f);
+    vl_pool_stats_init(&st);
+    vl_mysql_pool_stats_get(p, &st);
+    assert_int_equal(st.idle, 1);
+    assert_int_equal(st.closed_broken + st.closed_dirty, 0);
+
+    /* Cancelled while it runs: that connection goes, the next statement
+     * gets a new one. */
+    f = vl_mysql_pool_query(p, "SELECT SLEEP(2)");
+    tu_sleep_ms(loop, 50);
+    vl_future_cancel(f);
+    f = tu_wait_for(loop, f);
+    assert_int_equal(vl_future_status(f), VL_ECANCELED);
+    vl_future_free(f);
+    pool_exec(loop, p, "SELECT 1");
+    vl_pool_stats_init(&st);
+    vl_mysql_pool_stats_get(p, &st);
+    assert_int_equal(st.busy, 0);
+    assert_int_equal(st.pending, 0);
+    assert_true(st.connects >= 2);
+    vl_mysql_pool_free(p);
+    tu_finish(loop);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1598,6 +1675,7 @@ int main(void)
         cmocka_unit_test_setup(server_killed, tu_setup),
         cmocka_unit_test_setup(options_from_an_older_header, tu_setup),
         cmocka_unit_test_setup(pool_ready, tu_setup),
+        cmocka_unit_test_setup(direct_statements_come_back, tu_setup),
     };
 
     return tu_run("mysql_pool", tests, sizeof(tests) / sizeof(tests[0]));
