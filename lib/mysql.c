@@ -699,6 +699,7 @@ static void fail_connect(vl_mysql *c, int status, unsigned err, const char *sqls
 static void on_timer(vl__timer *t, void *ud)
 {
     vl_mysql *c = ud;
+    uint64_t now = vl_loop_now_ms(c->loop);
 
     VL__UNUSED(t);
     if (c->timer_unref) { /* libev stopped it and dropped its count */
@@ -714,15 +715,14 @@ static void on_timer(vl__timer *t, void *ud)
         return;
     }
     if ((c->state == ST_CONNECTING || c->state == ST_RESOLVING) && c->deadline_ms != 0 &&
-        vl_loop_now_ms(c->loop) >= c->deadline_ms) {
+        now >= c->deadline_ms) {
         char *m = vl__asprintf("connect %s: timed out after %" PRIu64 " ms", c->cfg.display,
                                c->cfg.connect_timeout_ms);
         fail_connect(c, VL_ETIMEDOUT, 0, NULL, m != NULL ? m : "connect timed out");
         vl__free(m);
         return;
     }
-    if (c->state == ST_OPEN && c->io_deadline_ms != 0 &&
-        vl_loop_now_ms(c->loop) >= c->io_deadline_ms) {
+    if (c->state == ST_OPEN && c->io_deadline_ms != 0 && now >= c->io_deadline_ms) {
         /* The server owes a reply and has sent nothing for read_timeout_ms:
          * stalled mid-result, stopped, or gone without a reset. */
         char *m = vl__asprintf("timed out: nothing from the server for %" PRIu64
@@ -736,6 +736,10 @@ static void on_timer(vl__timer *t, void *ud)
         drive(c, MYSQL_WAIT_TIMEOUT);
     else if (c->waiting)
         arm(c, c->waiting); /* the connect deadline was re-checked; wait on */
+    else if ((c->state == ST_CONNECTING || c->state == ST_RESOLVING) && c->deadline_ms != 0)
+        /* Resolving: nothing to wait for on the loop but the deadline,
+         * which libev's cached clock can fire a little early. */
+        mtimer_start(c, c->deadline_ms > now ? c->deadline_ms - now : 0);
 }
 
 /* ---- closing ---- */
