@@ -3,7 +3,7 @@
  *
  * Include this umbrella header; each concept has its own header under
  * volley/: common (errors, allocator), loop, future, redis, pubsub, mysql,
- * fanout.
+ * mysql_cluster (primary, replicas, Galera), fanout.
  */
 #ifndef VOLLEY_H
 #define VOLLEY_H
@@ -14,6 +14,7 @@
 #include "volley/redis.h"
 #include "volley/pubsub.h"
 #include "volley/mysql.h"
+#include "volley/mysql_cluster.h"
 #include "volley/fanout.h"
 
 #endif

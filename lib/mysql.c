@@ -96,7 +96,19 @@ enum { GO_ON = 0, WAIT = 1 };
 #define POOLED_SESSION_SQL                                                                     \
     "SET SESSION session_track_state_change=1, session_track_system_variables='*',"          \
     " session_track_schema=1"
+/* What a connection with ?track_gtid=1 runs first, at connect and after a
+ * reset: the server then reports @@last_gtid with every commit's OK packet
+ * (vl_mysql_result_gtid). The variables tracked already stay tracked:
+ * Connector/C follows character_set_client through them. Pooled
+ * connections track every variable anyway. */
+#define TRACK_GTID_SQL                                                                         \
+    "SET SESSION session_track_system_variables="                                              \
+    "CONCAT_WS(',', @@session_track_system_variables, 'last_gtid')"
 #define DEFAULT_BATCH 1000
+/* The most bytes of rows a bulk execution sends in one round trip: well
+ * under MariaDB's smallest max_allowed_packet default (16 MiB), so a big
+ * bulk never meets the server's limit. */
+#define BULK_BUDGET ((size_t)4 << 20)
 
 /* Connector/C's packet limit while connecting. A greeting is about 100
  * bytes; what a server that is not MySQL sends first ("HTTP/1.1", "-ERR",
@@ -114,6 +126,7 @@ typedef struct stmt_entry {
     char *sql;
     size_t len;
     MYSQL_STMT *stmt;
+    int arrayed;             /* STMT_ATTR_ARRAY_SIZE is set (a bulk ran) */
 } stmt_entry;
 
 typedef struct op op;
@@ -125,6 +138,13 @@ struct op {
     char *sql;
     size_t len;
     vl__mparams p;           /* prepared statements: the copied parameters */
+    /* bulk execution: p holds bulk_rows rows of ncols parameters */
+    size_t bulk_rows, ncols;
+    size_t bulk_done;        /* rows executed so far */
+    size_t bulk_chunk;       /* rows in the round trip in flight */
+    uint64_t bulk_affected, bulk_insert_id;
+    unsigned bulk_warnings;
+    vl__mbulk bulk;
     int internal;            /* restores session setup after a reset */
     int locks;               /* may take a named lock (GET_LOCK) */
     /* streams */
@@ -209,6 +229,7 @@ typedef struct ticket {
 } ticket;
 
 static void drive(vl_mysql *c, int ready);
+static size_t session_sqls(const vl_mysql *c, const char *sqls[3]);
 static void conn_break(vl_mysql *c, int status, const char *reason);
 static void conn_destroy(vl_mysql *c);
 static int protocol_error(unsigned err);
@@ -400,6 +421,7 @@ static void op_free(op *o)
     vl__free(o->pbind);
     vl__free(o->ptimes);
     vl__mparams_clear(&o->p);
+    vl__mbulk_clear(&o->bulk);
     vl__free(o->sql);
     vl__free(o);
 }
@@ -914,6 +936,8 @@ static MYSQL *handle_new(const vl_mysql *c)
     unsigned int no_local_infile = 0;
     my_bool no_reconnect = 0;
     size_t handshake_packet = HANDSHAKE_MAX_PACKET;
+    const char *sqls[3];
+    size_t i, n;
     int bad = 0;
     MYSQL *my = mysql_init(NULL);
 
@@ -935,10 +959,8 @@ static MYSQL *handle_new(const vl_mysql *c)
         secs = (unsigned int)((c->cfg.connect_timeout_ms + 999) / 1000);
         bad |= mysql_options(my, MYSQL_OPT_CONNECT_TIMEOUT, &secs);
     }
-    if (c->pooled)
-        bad |= mysql_options(my, MYSQL_INIT_COMMAND, POOLED_SESSION_SQL);
-    if (c->cfg.init_sql != NULL && c->cfg.init_sql[0] != '\0')
-        bad |= mysql_options(my, MYSQL_INIT_COMMAND, c->cfg.init_sql);
+    for (i = 0, n = session_sqls(c, sqls); i < n; i++)
+        bad |= mysql_options(my, MYSQL_INIT_COMMAND, sqls[i]);
     if (c->cfg.tls != VL__MYSQL_TLS_OFF)
         bad |= tls_options(c, my);
     if (bad) {
@@ -1493,6 +1515,43 @@ static int schema_changed(const vl_mysql *c)
     return now == NULL || strcmp(now, c->cfg.db) != 0;
 }
 
+/* The statements that set a session up, in order, at connect and after a
+ * reset: volley's own (session tracking), then the caller's init_sql.
+ * Returns their count (at most 3). */
+static size_t session_sqls(const vl_mysql *c, const char *sqls[3])
+{
+    size_t n = 0;
+
+    if (c->pooled)
+        sqls[n++] = POOLED_SESSION_SQL;
+    else if (c->cfg.track_gtid)
+        sqls[n++] = TRACK_GTID_SQL;
+    if (c->cfg.init_sql != NULL && c->cfg.init_sql[0] != '\0')
+        sqls[n++] = c->cfg.init_sql;
+    return n;
+}
+
+/* Reads the GTID the statement just committed from the OK packet's session
+ * tracking (system variable last_gtid), onto its result. */
+static void note_gtid(vl_mysql *c, op *o)
+{
+    const char *d;
+    size_t n;
+    int is_gtid;
+
+    if ((!c->pooled && !c->cfg.track_gtid) || o->set == NULL ||
+        mysql_session_track_get_first(c->my, SESSION_TRACK_SYSTEM_VARIABLES, &d, &n) != 0)
+        return;
+    do { /* name, value, name, value... */
+        is_gtid = n == 9 && memcmp(d, "last_gtid", 9) == 0;
+        if (mysql_session_track_get_next(c->my, SESSION_TRACK_SYSTEM_VARIABLES, &d, &n) != 0)
+            return;
+        if (is_gtid && n > 0 && vl__mres_gtid(o->set, d, n) != VL_OK)
+            op_note(o, VL_ENOMEM, "out of memory");
+    } while (!is_gtid &&
+             mysql_session_track_get_next(c->my, SESSION_TRACK_SYSTEM_VARIABLES, &d, &n) == 0);
+}
+
 /* Queues an internal op (no future) at the head of the queue. */
 static int push_internal(vl_mysql *c, int kind, const char *sql)
 {
@@ -1526,13 +1585,9 @@ static int push_internal(vl_mysql *c, int kind, const char *sql)
  * anything queued. */
 static int restore_session(vl_mysql *c)
 {
-    const char *sqls[2];
-    size_t i, n = 0;
+    const char *sqls[3];
+    size_t i, n = session_sqls(c, sqls);
 
-    if (c->pooled)
-        sqls[n++] = POOLED_SESSION_SQL;
-    if (c->cfg.init_sql != NULL && c->cfg.init_sql[0] != '\0')
-        sqls[n++] = c->cfg.init_sql;
     for (i = n; i-- > 0;)
         if (push_internal(c, OP_QUERY, sqls[i]) != VL_OK)
             return VL_ENOMEM;
@@ -1732,6 +1787,7 @@ static int ph_reading_result(vl_mysql *c, op *o)
         if (o->set != NULL)
             vl__mres_counts(o->set, mysql_affected_rows(c->my), mysql_insert_id(c->my),
                             mysql_warning_count(c->my));
+        note_gtid(c, o);
         result_done(c, o);
         return GO_ON;
     }
@@ -1893,21 +1949,64 @@ static int ph_preparing(vl_mysql *c, op *o, int ready)
     return GO_ON;
 }
 
+/* Fails the op before anything was sent for it. Always -1. */
+static int stmt_refuse(vl_mysql *c, op *o, int status, const char *why)
+{
+    op_note(o, status, why);
+    op_finish(c, o);
+    return -1;
+}
+
+/* Binds the next round trip of a bulk execution: the rows from bulk_done
+ * on that fit BULK_BUDGET. 0, or -1 when the op failed (and is finished). */
+static int stmt_bind_bulk(vl_mysql *c, op *o)
+{
+    MYSQL_STMT *s = o->st->stmt;
+    unsigned long ext = 0;
+    unsigned int n;
+
+    mariadb_get_infov(c->my, MARIADB_CONNECTION_EXTENDED_SERVER_CAPABILITIES, &ext);
+    if (!(ext & (MARIADB_CLIENT_STMT_BULK_OPERATIONS >> 32)))
+        return stmt_refuse(c, o, VL_EUNSUPPORTED,
+                           "the server has no bulk operations (MariaDB 10.2 or later)");
+    if (o->bulk.types == NULL &&
+        vl__mbulk_build(&o->bulk, &o->p, o->ncols, o->bulk_rows) != VL_OK)
+        return stmt_refuse(c, o, VL_ENOMEM, "out of memory");
+    if (o->pbind == NULL && (o->pbind = vl__calloc(o->ncols, sizeof(MYSQL_BIND))) == NULL)
+        return stmt_refuse(c, o, VL_ENOMEM, "out of memory");
+    memset(o->pbind, 0, o->ncols * sizeof(MYSQL_BIND));
+    o->bulk_chunk = vl__mbulk_chunk(&o->bulk, o->bulk_done, BULK_BUDGET);
+    vl__mbulk_bind(&o->bulk, o->bulk_done, o->pbind);
+    n = (unsigned int)o->bulk_chunk;
+    o->st->arrayed = 1;
+    if (mysql_stmt_attr_set(s, STMT_ATTR_ARRAY_SIZE, &n) || mysql_stmt_bind_param(s, o->pbind))
+        return stmt_refuse(c, o, VL_EINVAL, "cannot bind the parameters");
+    return 0;
+}
+
 /* Binds the op's parameters to its prepared statement. 0, or -1 when the
  * op failed (and is finished). */
 static int stmt_bind(vl_mysql *c, op *o)
 {
     MYSQL_STMT *s = o->st->stmt;
+    size_t want = o->bulk_rows != 0 ? o->ncols : o->p.n;
     int rc;
 
-    if (mysql_stmt_param_count(s) != o->p.n) {
+    if (mysql_stmt_param_count(s) != want) {
         char *m = vl__asprintf("the statement has %lu parameter markers, %zu given",
-                               mysql_stmt_param_count(s), o->p.n);
+                               mysql_stmt_param_count(s), want);
         c->cur = NULL;
         mstate(c, S_NEXT_OP);
         op_complete(o, VL_EINVAL, NULL, m != NULL ? m : "parameter count mismatch");
         vl__free(m);
         return -1;
+    }
+    if (o->bulk_rows != 0)
+        return stmt_bind_bulk(c, o);
+    if (o->st->arrayed) {
+        unsigned int one_row = 0; /* 0: not an array execution */
+        mysql_stmt_attr_set(s, STMT_ATTR_ARRAY_SIZE, &one_row);
+        o->st->arrayed = 0;
     }
     if (o->p.n == 0)
         return 0;
@@ -1954,14 +2053,28 @@ static int ph_executing(vl_mysql *c, op *o, int ready)
         return GO_ON;
     }
     note_status(c);
+    if (o->bulk_rows != 0) {
+        o->bulk_affected += mysql_stmt_affected_rows(s);
+        if (o->bulk_done == 0)
+            o->bulk_insert_id = mysql_stmt_insert_id(s);
+        o->bulk_warnings += mysql_warning_count(c->my);
+        o->bulk_done += o->bulk_chunk;
+        if (o->bulk_done < o->bulk_rows) {
+            mstate(c, S_EXECUTING); /* the next round trip */
+            return GO_ON;
+        }
+    }
     o->res = vl__mres_new();
     o->set = o->res != NULL ? vl__mres_add(o->res) : NULL;
     if (o->set == NULL)
         op_note(o, VL_ENOMEM, "out of memory");
     if (mysql_stmt_field_count(s) == 0) {
-        if (o->set != NULL)
+        if (o->set != NULL && o->bulk_rows != 0)
+            vl__mres_counts(o->set, o->bulk_affected, o->bulk_insert_id, o->bulk_warnings);
+        else if (o->set != NULL)
             vl__mres_counts(o->set, mysql_stmt_affected_rows(s), mysql_stmt_insert_id(s),
                             mysql_warning_count(c->my));
+        note_gtid(c, o);
         op_finish(c, o);
         return GO_ON;
     }
@@ -2414,9 +2527,31 @@ vl_future *vl_mysql_query_stream(vl_mysql *c, const char *sql, size_t batch_rows
     return query_op(c, sql, 0, 1, batch_rows, cb, ud);
 }
 
+/* Queues a prepared statement with its parameters (checked already, their
+ * string bytes adding up to `total`): n of them, or for a bulk execution
+ * nrows rows of n. */
+static vl_future *exec_submit(vl_mysql *c, const char *sql, const vl_mysql_param *params,
+                              size_t n, size_t total, size_t nrows)
+{
+    op *o = op_new(c, OP_EXEC);
+
+    if (o == NULL)
+        return NULL;
+    o->len = strlen(sql);
+    o->sql = vl__strndup(sql, o->len);
+    o->locks = c->pooled && o->sql != NULL && mentions_get_lock(o->sql, o->len);
+    o->bulk_rows = nrows;
+    o->ncols = nrows != 0 ? n : 0;
+    if (o->sql == NULL ||
+        vl__mparams_copy(&o->p, params, nrows != 0 ? nrows * n : n, total) != VL_OK) {
+        op_discard(o);
+        return NULL;
+    }
+    return op_submit(c, o);
+}
+
 vl_future *vl_mysql_execute(vl_mysql *c, const char *sql, const vl_mysql_param *params, size_t n)
 {
-    op *o;
     size_t total = 0, bad = 0;
     const char *why = NULL;
 
@@ -2430,17 +2565,28 @@ vl_future *vl_mysql_execute(vl_mysql *c, const char *sql, const vl_mysql_param *
     if (vl__mysql_check_params(params, n, &total, &bad, &why) != VL_OK)
         return vl__future_failed(c->loop, VL_EINVAL, "%s: parameter %zu %s", c->cfg.display,
                                  bad, why);
-    o = op_new(c, OP_EXEC);
-    if (o == NULL)
+    return exec_submit(c, sql, params, n, total, 0);
+}
+
+vl_future *vl_mysql_execute_bulk(vl_mysql *c, const char *sql, const vl_mysql_param *params,
+                                 size_t ncols, size_t nrows)
+{
+    size_t total = 0, row = 0, col = 0;
+    char why[160];
+
+    if (c == NULL)
         return NULL;
-    o->len = strlen(sql);
-    o->sql = vl__strndup(sql, o->len);
-    o->locks = c->pooled && o->sql != NULL && mentions_get_lock(o->sql, o->len);
-    if (o->sql == NULL || vl__mparams_copy(&o->p, params, n, total) != VL_OK) {
-        op_discard(o);
-        return NULL;
-    }
-    return op_submit(c, o);
+    if (c->freed)
+        return vl__future_failed(c->loop, VL_ECLOSED, "connection freed");
+    if (sql == NULL || params == NULL || ncols == 0 || nrows == 0 || nrows > SIZE_MAX / ncols ||
+        nrows * ncols > SIZE_MAX / sizeof(vl_mysql_param))
+        return vl__future_failed(c->loop, VL_EINVAL,
+                                 "%s: bulk execution needs SQL and at least one row and column",
+                                 c->cfg.display);
+    if (vl__mbulk_check(params, ncols, nrows, &total, &row, &col, why, sizeof(why)) != VL_OK)
+        return vl__future_failed(c->loop, VL_EINVAL, "%s: bulk row %zu column %zu %s",
+                                 c->cfg.display, row, col, why);
+    return exec_submit(c, sql, params, ncols, total, nrows);
 }
 
 vl_future *vl_mysql_ping(vl_mysql *c)

@@ -6,6 +6,7 @@
 #include "mysql_bind.h"
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -141,6 +142,227 @@ int vl__mbind_params(const vl__mparams *p, MYSQL_BIND *bind, MYSQL_TIME *times)
         }
     }
     return VL_OK;
+}
+
+/* ---- bulk execution ---- */
+
+static const char *param_type_name(int t)
+{
+    static const char *const names[] = {"NULL",   "INT64", "UINT64", "DOUBLE", "STRING",
+                                        "BLOB",   "DATE",  "TIME",   "DATETIME"};
+
+    return t >= 0 && t <= VL_MYSQL_P_DATETIME ? names[t] : "?";
+}
+
+int vl__mbulk_check(const vl_mysql_param *params, size_t ncols, size_t nrows, size_t *total,
+                    size_t *row, size_t *col, char *why, size_t whyn)
+{
+    size_t r, i, bad;
+    const char *w;
+
+    if (vl__mysql_check_params(params, ncols * nrows, total, &bad, &w) != VL_OK) {
+        *row = bad / ncols;
+        *col = bad % ncols;
+        snprintf(why, whyn, "%s", w);
+        return VL_EINVAL;
+    }
+    for (i = 0; i < ncols; i++) {
+        int t = VL_MYSQL_P_NULL;
+        size_t first = 0;
+        for (r = 0; r < nrows; r++) {
+            int rt = params[r * ncols + i].type;
+            if (rt == VL_MYSQL_P_NULL)
+                continue;
+            if (t == VL_MYSQL_P_NULL) {
+                t = rt;
+                first = r;
+            } else if (rt != t) {
+                *row = r;
+                *col = i;
+                snprintf(why, whyn, "is %s, but the column is %s (row %zu)", param_type_name(rt),
+                         param_type_name(t), first);
+                return VL_EINVAL;
+            }
+        }
+    }
+    return VL_OK;
+}
+
+void vl__mbulk_clear(vl__mbulk *b)
+{
+    size_t i;
+
+    for (i = 0; i < b->ncols; i++) {
+        if (b->vals != NULL)
+            vl__free(b->vals[i]);
+        if (b->lens != NULL)
+            vl__free(b->lens[i]);
+        if (b->inds != NULL)
+            vl__free(b->inds[i]);
+    }
+    vl__free(b->types);
+    vl__free(b->vals);
+    vl__free(b->lens);
+    vl__free(b->inds);
+    vl__free(b->times);
+    memset(b, 0, sizeof(*b));
+}
+
+/* The size of one value in a column's array (for strings and times: a
+ * pointer, as Connector/C's column-wise binding reads them). */
+static size_t elem_size(int t)
+{
+    switch (t) {
+    case VL_MYSQL_P_INT64:
+    case VL_MYSQL_P_UINT64:
+        return sizeof(long long);
+    case VL_MYSQL_P_DOUBLE:
+        return sizeof(double);
+    default:
+        return sizeof(void *);
+    }
+}
+
+/* Fills column i's arrays from the parameters. */
+static void bulk_column(vl__mbulk *b, const vl__mparams *p, size_t i)
+{
+    size_t r, n = b->ncols;
+    int t = b->types[i];
+
+    for (r = 0; r < b->nrows; r++) {
+        const vl_mysql_param *v = &p->params[r * n + i];
+        if (v->type == VL_MYSQL_P_NULL) {
+            b->inds[i][r] = STMT_INDICATOR_NULL;
+            continue;
+        }
+        b->inds[i][r] = STMT_INDICATOR_NONE;
+        switch (t) {
+        case VL_MYSQL_P_INT64:
+            ((long long *)b->vals[i])[r] = v->v.i64;
+            break;
+        case VL_MYSQL_P_UINT64:
+            ((long long *)b->vals[i])[r] = (long long)v->v.u64;
+            break;
+        case VL_MYSQL_P_DOUBLE:
+            ((double *)b->vals[i])[r] = v->v.d;
+            break;
+        case VL_MYSQL_P_STRING:
+        case VL_MYSQL_P_BLOB:
+            ((const char **)b->vals[i])[r] = v->v.str.ptr;
+            b->lens[i][r] = (unsigned long)v->v.str.len;
+            break;
+        default: {
+            MYSQL_BIND scratch;
+            MYSQL_TIME *tm = &b->times[r * n + i];
+            vl__mparams one = {(vl_mysql_param *)(uintptr_t)v, 1, NULL};
+            memset(&scratch, 0, sizeof(scratch));
+            vl__mbind_params(&one, &scratch, tm);
+            ((MYSQL_TIME **)b->vals[i])[r] = tm;
+            break;
+        }
+        }
+    }
+}
+
+int vl__mbulk_build(vl__mbulk *b, const vl__mparams *p, size_t ncols, size_t nrows)
+{
+    size_t i, r;
+    int has_time = 0;
+
+    memset(b, 0, sizeof(*b));
+    b->ncols = ncols;
+    b->nrows = nrows;
+    b->types = vl__calloc(ncols, sizeof(*b->types));
+    b->vals = vl__calloc(ncols, sizeof(*b->vals));
+    b->lens = vl__calloc(ncols, sizeof(*b->lens));
+    b->inds = vl__calloc(ncols, sizeof(*b->inds));
+    if (b->types == NULL || b->vals == NULL || b->lens == NULL || b->inds == NULL)
+        goto nomem;
+    for (i = 0; i < ncols; i++) {
+        for (r = 0; r < nrows && b->types[i] == VL_MYSQL_P_NULL; r++)
+            b->types[i] = p->params[r * ncols + i].type;
+        has_time |= b->types[i] >= VL_MYSQL_P_DATE;
+        b->vals[i] = vl__calloc(nrows, elem_size(b->types[i]));
+        b->inds[i] = vl__calloc(nrows, 1);
+        if (b->vals[i] == NULL || b->inds[i] == NULL)
+            goto nomem;
+        if (b->types[i] == VL_MYSQL_P_STRING || b->types[i] == VL_MYSQL_P_BLOB) {
+            b->lens[i] = vl__calloc(nrows, sizeof(unsigned long));
+            if (b->lens[i] == NULL)
+                goto nomem;
+        }
+    }
+    if (has_time && (b->times = vl__calloc(nrows * ncols, sizeof(MYSQL_TIME))) == NULL)
+        goto nomem;
+    for (i = 0; i < ncols; i++)
+        bulk_column(b, p, i);
+    return VL_OK;
+nomem:
+    vl__mbulk_clear(b);
+    return VL_ENOMEM;
+}
+
+size_t vl__mbulk_chunk(const vl__mbulk *b, size_t first, size_t budget)
+{
+    size_t r, i, used = 0;
+
+    for (r = first; r < b->nrows; r++) {
+        /* Per row: an indicator byte per column, then each value: 8 bytes
+         * for a number, up to 13 for a time, a length prefix (at most 9)
+         * and the bytes for a string. */
+        size_t row = b->ncols;
+        for (i = 0; i < b->ncols; i++) {
+            if (b->inds[i][r] == STMT_INDICATOR_NULL)
+                continue;
+            row += b->lens[i] != NULL ? 9 + b->lens[i][r] : 13;
+        }
+        if (r > first && used + row > budget)
+            break;
+        used += row;
+    }
+    return r - first;
+}
+
+void vl__mbulk_bind(const vl__mbulk *b, size_t first, MYSQL_BIND *bind)
+{
+    size_t i;
+
+    for (i = 0; i < b->ncols; i++) {
+        MYSQL_BIND *x = &bind[i];
+        int t = b->types[i];
+        switch (t) {
+        case VL_MYSQL_P_NULL:
+            x->buffer_type = MYSQL_TYPE_NULL;
+            break;
+        case VL_MYSQL_P_INT64:
+        case VL_MYSQL_P_UINT64:
+            x->buffer_type = MYSQL_TYPE_LONGLONG;
+            x->is_unsigned = t == VL_MYSQL_P_UINT64;
+            break;
+        case VL_MYSQL_P_DOUBLE:
+            x->buffer_type = MYSQL_TYPE_DOUBLE;
+            break;
+        case VL_MYSQL_P_STRING:
+            x->buffer_type = MYSQL_TYPE_STRING;
+            break;
+        case VL_MYSQL_P_BLOB:
+            x->buffer_type = MYSQL_TYPE_BLOB;
+            break;
+        case VL_MYSQL_P_DATE:
+            x->buffer_type = MYSQL_TYPE_DATE;
+            break;
+        case VL_MYSQL_P_TIME:
+            x->buffer_type = MYSQL_TYPE_TIME;
+            break;
+        default:
+            x->buffer_type = MYSQL_TYPE_DATETIME;
+            break;
+        }
+        x->buffer = (char *)b->vals[i] + first * elem_size(t);
+        if (b->lens[i] != NULL)
+            x->length = b->lens[i] + first;
+        x->u.indicator = b->inds[i] + first;
+    }
 }
 
 /* ---- result rows ---- */

@@ -33,6 +33,41 @@ void vl__mparams_clear(vl__mparams *p);
  * and times. VL_OK, or VL_EINVAL for a type volley does not know. */
 int vl__mbind_params(const vl__mparams *p, MYSQL_BIND *bind, MYSQL_TIME *times);
 
+/* ---- bulk execution (array binding) ---- */
+
+/* The rows of a bulk execution as Connector/C's column-wise arrays: per
+ * column its values (long long, double, MYSQL_TIME *, or char * for
+ * strings and blobs), lengths and indicators (STMT_INDICATOR_NULL for a
+ * NULL cell). The arrays point into the copied parameters and `times`. */
+typedef struct vl__mbulk {
+    size_t ncols, nrows;
+    int *types;            /* per column: VL_MYSQL_P_* of its cells; NULL if all are */
+    void **vals;           /* per column: nrows values */
+    unsigned long **lens;  /* per column: nrows lengths (strings and blobs) */
+    char **inds;           /* per column: nrows indicators */
+    MYSQL_TIME *times;     /* the DATE/TIME/DATETIME values, nrows * ncols */
+} vl__mbulk;
+
+/* Checks nrows * ncols parameters (row after row) as a bulk execution
+ * needs them: each valid (vl__mysql_check_params), and every column of one
+ * type in every row but for NULLs. VL_OK with the string bytes in *total,
+ * or VL_EINVAL with row and column in *row, *col and the reason in why. */
+int vl__mbulk_check(const vl_mysql_param *params, size_t ncols, size_t nrows, size_t *total,
+                    size_t *row, size_t *col, char *why, size_t whyn);
+
+/* Builds the column arrays of copied parameters p (nrows * ncols). VL_OK
+ * or VL_ENOMEM (b left empty). */
+int vl__mbulk_build(vl__mbulk *b, const vl__mparams *p, size_t ncols, size_t nrows);
+void vl__mbulk_clear(vl__mbulk *b);
+
+/* How many rows from `first` on fit in one round trip of at most `budget`
+ * bytes as the protocol encodes them (at least one). */
+size_t vl__mbulk_chunk(const vl__mbulk *b, size_t first, size_t budget);
+
+/* Points bind[0..ncols) (zeroed by the caller) at the rows from `first`
+ * on; Connector/C sends as many as STMT_ATTR_ARRAY_SIZE says. */
+void vl__mbulk_bind(const vl__mbulk *b, size_t first, MYSQL_BIND *bind);
+
 /* ---- result rows ---- */
 
 /* One value fetched in the binary protocol, by the kind of column. */

@@ -51,6 +51,9 @@ int vl__mres_cell(vl_mysql_result *r, vl__mcell *cell, const char *data, size_t 
 int vl__mres_finish(vl_mysql_result *r);
 void vl__mres_counts(vl_mysql_result *r, uint64_t affected, uint64_t insert_id,
                      unsigned warnings);
+/* Records the GTID a statement's commit produced (copied into the arena).
+ * VL_OK or VL_ENOMEM. */
+int vl__mres_gtid(vl_mysql_result *r, const char *gtid, size_t len);
 /* Records the error on the chain's first link (message copied). */
 void vl__mres_error(vl_mysql_result *r, unsigned err, const char *sqlstate, const char *msg);
 

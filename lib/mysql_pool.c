@@ -528,6 +528,9 @@ static void request_run(request *r, pconn *pc)
     case RQ_EXEC:
         inner = vl_mysql_execute(pc->c, r->sql, r->params, r->nparams);
         break;
+    case RQ_BULK:
+        inner = vl_mysql_execute_bulk(pc->c, r->sql, r->params, r->ncols, r->nparams / r->ncols);
+        break;
     default:
         inner = vl_mysql_query(pc->c, "START TRANSACTION");
         break;
@@ -721,6 +724,33 @@ static void request_submit(vl_mysql_pool *p, request *r)
     dispatch(p);
 }
 
+/* The check vl_mysql_execute_bulk makes of the types (lib/mysql_bind.c,
+ * whose header brings Connector/C's names, which clash with ours): every
+ * column of one type in every row but for NULL cells. VL_OK, or VL_EINVAL
+ * with the cell in *row, *col and the row that set the type in *first. */
+static int bulk_types(const vl_mysql_param *params, size_t ncols, size_t nrows, size_t *row,
+                      size_t *col, size_t *first)
+{
+    size_t r, i;
+
+    for (i = 0; i < ncols; i++) {
+        int t = VL_MYSQL_P_NULL;
+        for (r = 0; r < nrows; r++) {
+            int rt = params[r * ncols + i].type;
+            if (rt == VL_MYSQL_P_NULL || rt == t)
+                continue;
+            if (t != VL_MYSQL_P_NULL) {
+                *row = r;
+                *col = i;
+                return VL_EINVAL;
+            }
+            t = rt;
+            *first = r;
+        }
+    }
+    return VL_OK;
+}
+
 /* Makes a request, copies what it was given into its one block and submits
  * it. Its parameters are `nrows` rows of `ncols`: one row but for a bulk
  * request. */
@@ -747,15 +777,27 @@ static vl_future *request_new(vl_mysql_pool *p, int kind, const char *sql,
         return vl__future_failed(p->loop, VL_EINVAL, "no SQL");
     /* Checked now, as the connection does: the copy below must not read
      * bytes the caller never gave. */
-    n = ncols * nrows; /* one row, or a bulk shape checked for overflow */
+    if (kind == RQ_BULK) {
+        /* The connection's own checks, so that the request fails now
+         * rather than once it has waited for a connection. */
+        size_t row = 0, col = 0, first = 0;
+        if (params == NULL || ncols == 0 || nrows == 0 || nrows > SIZE_MAX / ncols ||
+            nrows * ncols > SIZE_MAX / sizeof(*params))
+            return vl__future_failed(p->loop, VL_EINVAL,
+                                     "bulk execution needs at least one row and column");
+        if (vl__mysql_check_params(params, ncols * nrows, &total, &bad, &why) != VL_OK)
+            return vl__future_failed(p->loop, VL_EINVAL, "bulk row %zu column %zu %s",
+                                     bad / ncols, bad % ncols, why);
+        if (bulk_types(params, ncols, nrows, &row, &col, &first) != VL_OK)
+            return vl__future_failed(p->loop, VL_EINVAL,
+                                     "bulk row %zu column %zu has another type than row %zu",
+                                     row, col, first);
+    }
+    n = ncols * nrows; /* one row, or a bulk shape checked above */
     if (n > 0 && params == NULL)
         return vl__future_failed(p->loop, VL_EINVAL, "no parameters");
-    if (vl__mysql_check_params(params, n, &total, &bad, &why) != VL_OK) {
-        if (kind == RQ_BULK)
-            return vl__future_failed(p->loop, VL_EINVAL, "bulk: row %zu column %zu %s",
-                                     bad / ncols, bad % ncols, why);
+    if (kind != RQ_BULK && vl__mysql_check_params(params, n, &total, &bad, &why) != VL_OK)
         return vl__future_failed(p->loop, VL_EINVAL, "parameter %zu %s", bad, why);
-    }
     sql_len = sql != NULL ? strlen(sql) + 1 : 0;
     size = sizeof(*r) + n * sizeof(*params); /* no overflow: checked above */
     if (total > SIZE_MAX - size || sql_len > SIZE_MAX - size - total)
@@ -805,6 +847,12 @@ vl_future *vl_mysql_pool_execute(vl_mysql_pool *p, const char *sql,
                                  const vl_mysql_param *params, size_t n)
 {
     return request_new(p, RQ_EXEC, sql, params, n, 1);
+}
+
+vl_future *vl_mysql_pool_execute_bulk(vl_mysql_pool *p, const char *sql,
+                                      const vl_mysql_param *params, size_t ncols, size_t nrows)
+{
+    return request_new(p, RQ_BULK, sql, params, ncols, nrows);
 }
 
 vl_future *vl_mysql_pool_begin(vl_mysql_pool *p)

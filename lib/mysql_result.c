@@ -47,6 +47,7 @@ struct vl_mysql_result {
     uint64_t affected;
     uint64_t insert_id;
     unsigned warnings;
+    const char *gtid;       /* the commit's GTID, in the arena; NULL when none */
     /* root only: the arena and the error of a failed future */
     chunk *chunks;
     char *cur;
@@ -249,6 +250,18 @@ void vl__mres_counts(vl_mysql_result *r, uint64_t affected, uint64_t insert_id, 
     r->affected = affected;
     r->insert_id = insert_id;
     r->warnings = warnings;
+}
+
+int vl__mres_gtid(vl_mysql_result *r, const char *gtid, size_t len)
+{
+    char *copy = vl__mres_alloc(r, len + 1);
+
+    if (copy == NULL)
+        return VL_ENOMEM;
+    memcpy(copy, gtid, len);
+    copy[len] = '\0';
+    r->gtid = copy;
+    return VL_OK;
 }
 
 void vl__mres_error(vl_mysql_result *r, unsigned err, const char *sqlstate, const char *msg)
@@ -458,6 +471,11 @@ uint64_t vl_mysql_result_insert_id(const vl_mysql_result *r)
 unsigned vl_mysql_result_warnings(const vl_mysql_result *r)
 {
     return r != NULL ? r->warnings : 0;
+}
+
+const char *vl_mysql_result_gtid(const vl_mysql_result *r)
+{
+    return r != NULL ? r->gtid : NULL;
 }
 
 unsigned vl_future_mysql_errno(const vl_future *f)

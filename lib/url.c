@@ -426,3 +426,115 @@ vl_future *vl__resolve_all(vl_loop *loop, const char *host)
 {
     return resolve(loop, host, 1);
 }
+
+/* ---- host lists (a cluster's URL) ---- */
+
+void vl__url_list_free(char **urls, size_t n)
+{
+    size_t i;
+
+    if (urls == NULL)
+        return;
+    for (i = 0; i < n; i++) {
+        if (urls[i] != NULL) {
+            /* Each copy holds the password. */
+            memset(urls[i], 0, strlen(urls[i]));
+            vl__free(urls[i]);
+        }
+    }
+    vl__free(urls);
+}
+
+int vl__url_split_hosts(const char *s, size_t max, char ***urls, size_t *n, char *err,
+                        size_t errlen)
+{
+    const char *p, *q, *at = NULL, *auth, *auth_end, *item;
+    char **out;
+    size_t count = 1, i = 0;
+
+    *urls = NULL;
+    *n = 0;
+    if (s == NULL || *s == '\0' || (p = strstr(s, "://")) == NULL || p == s) {
+        snprintf(err, errlen, "URL has no scheme (expected scheme://...)");
+        return VL_EINVAL;
+    }
+    p += 3;
+    /* The same reading as vl__url_parse: the userinfo ends at the last '@'
+     * before the query, the authority at the next '/' or '?'. */
+    if (*p != '/') {
+        const char *qe = p + strcspn(p, "?");
+        for (q = p; q < qe; q++)
+            if (*q == '@')
+                at = q;
+    }
+    auth = at != NULL ? at + 1 : p;
+    auth_end = auth + strcspn(auth, "/?");
+    for (q = auth; q < auth_end; q++)
+        if (*q == ',')
+            count++;
+    if (count > max) {
+        snprintf(err, errlen, "URL lists %zu hosts, at most %zu allowed", count, max);
+        return VL_EINVAL;
+    }
+    out = vl__calloc(count, sizeof(*out));
+    if (out == NULL)
+        return VL_ENOMEM;
+    for (item = auth; i < count; i++) {
+        const char *end = memchr(item, ',', (size_t)(auth_end - item));
+        size_t head = (size_t)(auth - s), len, tail = strlen(auth_end);
+        if (end == NULL)
+            end = auth_end;
+        len = (size_t)(end - item);
+        if (len == 0 && count > 1) {
+            snprintf(err, errlen, "empty host in the URL's host list (item %zu)", i + 1);
+            vl__url_list_free(out, count);
+            return VL_EINVAL;
+        }
+        out[i] = vl__malloc(head + len + tail + 1);
+        if (out[i] == NULL) {
+            vl__url_list_free(out, count);
+            return VL_ENOMEM;
+        }
+        memcpy(out[i], s, head);
+        memcpy(out[i] + head, item, len);
+        memcpy(out[i] + head + len, auth_end, tail + 1);
+        item = end + 1;
+    }
+    *urls = out;
+    *n = count;
+    return VL_OK;
+}
+
+char *vl__url_drop_params(const char *url, const char *const *keys, size_t nkeys)
+{
+    const char *qm = strchr(url, '?'), *item;
+    char *out, *w;
+    size_t k;
+
+    out = vl__malloc(strlen(url) + 1);
+    if (out == NULL)
+        return NULL;
+    if (qm == NULL) {
+        memcpy(out, url, strlen(url) + 1);
+        return out;
+    }
+    memcpy(out, url, (size_t)(qm - url));
+    w = out + (qm - url);
+    for (item = qm + 1; *item != '\0';) {
+        size_t len = strcspn(item, "&"), klen = strcspn(item, "=&");
+        int drop = len == 0;
+        for (k = 0; k < nkeys && !drop; k++)
+            drop = strlen(keys[k]) == klen && memcmp(keys[k], item, klen) == 0;
+        if (!drop) {
+            char sep = w == out + (qm - url) ? '?' : '&';
+            *w++ = sep;
+            memcpy(w, item, len);
+            w += len;
+        }
+        item += len;
+        if (*item == '&')
+            item++;
+    }
+    *w = '\0';
+    return out;
+}

@@ -46,4 +46,20 @@ struct vl_future *vl__resolve(struct vl_loop *loop, const char *host);
  * ("127.0.0.1\n::1"): a client tries each in turn. */
 struct vl_future *vl__resolve_all(struct vl_loop *loop, const char *host);
 
+/* Splits a URL whose authority lists several hosts, as in
+ * "mysql://u:pw@h1:1,h2:2,[::1]:3/db?x=1", into one URL per host, each with
+ * the same scheme, userinfo, path and query ("mysql://u:pw@h1:1/db?x=1").
+ * The userinfo ends where vl__url_parse says (the last '@' before the
+ * query). A URL with one host (or none, as unix:///path) gives one copy.
+ * Returns VL_OK with *urls (n strings, freed with vl__url_list_free),
+ * VL_ENOMEM, or VL_EINVAL with the reason in err (never the password): an
+ * empty item, or more than `max` hosts. */
+int vl__url_split_hosts(const char *s, size_t max, char ***urls, size_t *n, char *err,
+                        size_t errlen);
+void vl__url_list_free(char **urls, size_t n);
+/* A copy of `url` without the query parameters whose (raw) key is one of
+ * keys[0..nkeys); the query's '?' goes too when nothing is left. NULL when
+ * out of memory. */
+char *vl__url_drop_params(const char *url, const char *const *keys, size_t nkeys);
+
 #endif

@@ -540,7 +540,7 @@ mysql_start() {
     local name=$1 port=$2 t0 attempt user_opt=()
     shift 2
     t0=$(now)
-    mkdir -p "$DIR/$name"
+    mkdir -p "$DIR/$name" "$DIR/$name.tmp"
     # --user is only accepted (and only needed) when running as root.
     if [ "$(id -u)" -eq 0 ]; then
         user_opt=(--user=root)
@@ -548,14 +548,18 @@ mysql_start() {
     # --skip-name-resolve and --force stop the installer from needing the
     # machine's hostname (or even "localhost") to resolve, which is not a
     # given in a minimal container or chroot without /etc/hosts.
-    # On a machine busy with other builds and servers the installer's
-    # bootstrap server has been seen to fail once and then succeed; a real
-    # problem fails both tries, and each failure shows its log.
+    # Each instance has a tmpdir of its own: with the default, /tmp,
+    # installers running at the same time (ours in parallel, or another
+    # test run's) have been seen to fail on their temporary tables
+    # ("Unknown table 'mysql.tmp_user_sys'"). On a machine busy with other
+    # builds and servers the installer's bootstrap server has also been seen
+    # to fail once and then succeed; a real problem fails both tries, and
+    # each failure shows its log.
     for attempt in 1 2; do
         if mariadb-install-db --no-defaults "${user_opt[@]}" \
             --auth-root-authentication-method=normal \
             --datadir="$DIR/$name" --skip-test-db --skip-name-resolve --force \
-            >"$DIR/$name-install.log" 2>&1; then
+            --tmpdir="$DIR/$name.tmp" >"$DIR/$name-install.log" 2>&1; then
             break
         fi
         warn "mariadb-install-db for $name failed (attempt $attempt of 2)"
@@ -584,6 +588,7 @@ mysql_start() {
             --socket="$DIR/$name.sock"
             --pid-file="$DIR/$name.pid"
             --log-error="$DIR/$name.err"
+            --tmpdir="$DIR/$name.tmp"
             "$@")
         save_cmd "$name"
         : >"$DIR/$name.err"

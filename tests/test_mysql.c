@@ -1024,11 +1024,90 @@ static void state_trace(void **state)
     }
 }
 
+/* The URL of the binlogging primary (GTIDs need a binary log). */
+static const char *primary_url(const char *params)
+{
+    snprintf(url_buf, sizeof(url_buf), "mysql://%s:%s@127.0.0.1:%s/%s%s%s",
+             tu_env("VL_TEST_MYSQL_USER"), tu_env("VL_TEST_MYSQL_PASSWORD"),
+             tu_env("VL_TEST_MYSQL_PRIMARY_PORT"), tu_env("VL_TEST_MYSQL_DB"),
+             params ? "?" : "", params ? params : "");
+    return url_buf;
+}
+
+/* Runs `sql` and returns a copy of the GTID its result reports ("" for
+ * none). */
+static void gtid_of(vl_loop *loop, vl_future *f, char *out, size_t cap)
+{
+    const char *g;
+
+    f = tu_wait_for(loop, f);
+    if (vl_future_status(f) != VL_OK)
+        fail_msg("statement: %s", vl_future_error(f));
+    g = vl_mysql_result_gtid(vl_future_mysql_result(f));
+    snprintf(out, cap, "%s", g != NULL ? g : "");
+    vl_future_free(f);
+}
+
+/* A commit's GTID comes back on its result (session tracking), the same as
+ * @@last_gtid says; reads, uncommitted writes and untracked connections
+ * report none. */
+static void gtid_of_writes(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_mysql *c = connect_ok(loop, primary_url("track_gtid=1"));
+    vl_mysql *plain;
+    vl_mysql_pool *p;
+    vl_mysql_param v = vl_mysql_p_int64(5);
+    char g1[64], g2[64], g3[64], g4[64], none[64];
+    vl_future *f;
+
+    (void)state;
+    exec_ok(loop, c, "CREATE TABLE IF NOT EXISTS gtid_t (id INT AUTO_INCREMENT PRIMARY KEY, v INT)");
+    gtid_of(loop, vl_mysql_query(c, "INSERT INTO gtid_t (v) VALUES (1)"), g1, sizeof(g1));
+    assert_true(g1[0] != '\0');
+    assert_non_null(strchr(g1, '-'));
+    f = query_ok(loop, c, "SELECT @@last_gtid");
+    assert_string_equal(vl_mysql_result_value(vl_future_mysql_result(f), 0, 0, NULL), g1);
+    vl_future_free(f);
+    gtid_of(loop, vl_mysql_query(c, "SELECT COUNT(*) FROM gtid_t"), none, sizeof(none));
+    assert_string_equal(none, "");
+    exec_ok(loop, c, "BEGIN");
+    gtid_of(loop, vl_mysql_query(c, "INSERT INTO gtid_t (v) VALUES (2)"), none, sizeof(none));
+    assert_string_equal(none, ""); /* not committed yet */
+    gtid_of(loop, vl_mysql_query(c, "COMMIT"), g2, sizeof(g2));
+    assert_true(g2[0] != '\0');
+    assert_string_not_equal(g1, g2);
+    gtid_of(loop, vl_mysql_execute(c, "INSERT INTO gtid_t (v) VALUES (?)", &v, 1), g3,
+            sizeof(g3));
+    assert_true(g3[0] != '\0');
+    assert_string_not_equal(g2, g3);
+
+    /* Without track_gtid nothing is reported. */
+    plain = connect_ok(loop, primary_url(NULL));
+    gtid_of(loop, vl_mysql_query(plain, "INSERT INTO gtid_t (v) VALUES (3)"), none, sizeof(none));
+    assert_string_equal(none, "");
+    vl_mysql_free(plain);
+
+    /* Pooled connections track it. */
+    p = vl_mysql_pool_new(loop, primary_url(NULL), NULL);
+    assert_non_null(p);
+    gtid_of(loop, vl_mysql_pool_execute(p, "INSERT INTO gtid_t (v) VALUES (?)", &v, 1), g4,
+            sizeof(g4));
+    assert_true(g4[0] != '\0');
+    assert_string_not_equal(g3, g4);
+    vl_mysql_pool_free(p);
+
+    exec_ok(loop, c, "DROP TABLE gtid_t");
+    vl_mysql_free(c);
+    tu_finish(loop);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(select_values, tu_setup),
         cmocka_unit_test_setup(state_trace, tu_setup),
+        cmocka_unit_test_setup(gtid_of_writes, tu_setup),
         cmocka_unit_test_setup(subnormal_double, tu_setup),
         cmocka_unit_test_setup(socket_and_hostname, tu_setup),
         cmocka_unit_test_setup(syntax_error, tu_setup),

@@ -182,12 +182,69 @@ static void out_of_memory(void **state)
     assert_true(ok);
 }
 
+/* Bulk rows as column arrays: types checked per column, NULL cells marked,
+ * strings as pointer arrays, and round trips cut to the byte budget. */
+static void bulk_columns(void **state)
+{
+    vl_mysql_param p[6];
+    vl__mparams cp;
+    vl__mbulk b;
+    MYSQL_BIND bind[2];
+    size_t total, row, col;
+    char why[128];
+
+    (void)state;
+    p[0] = vl_mysql_p_int64(1);
+    p[1] = vl_mysql_p_str("aa");
+    p[2] = vl_mysql_p_null();
+    p[3] = vl_mysql_p_str("bbbb");
+    p[4] = vl_mysql_p_int64(3);
+    p[5] = vl_mysql_p_null();
+    assert_int_equal(vl__mbulk_check(p, 2, 3, &total, &row, &col, why, sizeof(why)), VL_OK);
+    assert_int_equal(total, 6);
+    assert_int_equal(vl__mparams_copy(&cp, p, 6, total), VL_OK);
+    assert_int_equal(vl__mbulk_build(&b, &cp, 2, 3), VL_OK);
+    assert_int_equal(b.types[0], VL_MYSQL_P_INT64);
+    assert_int_equal(b.types[1], VL_MYSQL_P_STRING);
+    assert_int_equal(b.inds[0][1], STMT_INDICATOR_NULL);
+    assert_int_equal(b.inds[1][2], STMT_INDICATOR_NULL);
+    assert_int_equal(((long long *)b.vals[0])[2], 3);
+    assert_memory_equal(((const char **)b.vals[1])[1], "bbbb", 4);
+    assert_int_equal(b.lens[1][1], 4);
+    /* Row sizes: 2 + 13 + 11, 2 + 13, 2 + 13: all in a big budget, one
+     * row per trip in a tiny one (never zero). */
+    assert_int_equal(vl__mbulk_chunk(&b, 0, 1 << 20), 3);
+    assert_int_equal(vl__mbulk_chunk(&b, 0, 30), 1);
+    assert_int_equal(vl__mbulk_chunk(&b, 1, 30), 2);
+    assert_int_equal(vl__mbulk_chunk(&b, 0, 1), 1);
+    memset(bind, 0, sizeof(bind));
+    vl__mbulk_bind(&b, 1, bind);
+    assert_int_equal(bind[0].buffer_type, MYSQL_TYPE_LONGLONG);
+    assert_ptr_equal(bind[0].buffer, (long long *)b.vals[0] + 1);
+    assert_int_equal(bind[1].buffer_type, MYSQL_TYPE_STRING);
+    assert_ptr_equal(bind[1].length, b.lens[1] + 1);
+    assert_ptr_equal(bind[1].u.indicator, b.inds[1] + 1);
+    vl__mbulk_clear(&b);
+    vl__mparams_clear(&cp);
+
+    p[4] = vl_mysql_p_double(3.0);
+    assert_int_equal(vl__mbulk_check(p, 2, 3, &total, &row, &col, why, sizeof(why)), VL_EINVAL);
+    assert_int_equal(row, 2);
+    assert_int_equal(col, 0);
+    assert_string_equal(why, "is DOUBLE, but the column is INT64 (row 0)");
+    p[4].type = 42;
+    assert_int_equal(vl__mbulk_check(p, 2, 3, &total, &row, &col, why, sizeof(why)), VL_EINVAL);
+    assert_string_equal(why, "has a bad type");
+    assert_int_equal(tu_alloc_live(), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(parameter_checks, tu_setup),
         cmocka_unit_test_setup(parameters_copied_and_bound, tu_setup),
         cmocka_unit_test_setup(rows_bound_and_stored, tu_setup),
+        cmocka_unit_test_setup(bulk_columns, tu_setup),
         cmocka_unit_test_setup(out_of_memory, tu_setup),
     };
 

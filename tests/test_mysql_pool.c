@@ -511,6 +511,143 @@ static void deadline_follows_each_waiter(void **state)
     finish(loop, p);
 }
 
+/* ---- bulk execution ---- */
+
+#define BULK_ROWS 1000
+
+/* Row r of the bulk table: id r + 1, name "n<7r>", score r / 4 or NULL for
+ * every seventh row. */
+static void bulk_fill(vl_mysql_param *ps, char (*names)[16], size_t rows)
+{
+    size_t r;
+
+    for (r = 0; r < rows; r++) {
+        snprintf(names[r], sizeof(names[r]), "n%zu", r * 7);
+        ps[3 * r] = vl_mysql_p_int64((int64_t)r + 1);
+        ps[3 * r + 1] = vl_mysql_p_str(names[r]);
+        ps[3 * r + 2] = r % 7 == 3 ? vl_mysql_p_null() : vl_mysql_p_double((double)r / 4);
+    }
+}
+
+static void bulk_table(vl_loop *loop, vl_mysql_pool *p)
+{
+    pool_exec(loop, p, "DROP TABLE IF EXISTS t_bulk");
+    pool_exec(loop, p, "CREATE TABLE t_bulk (id INT PRIMARY KEY, name VARCHAR(16) NOT NULL, "
+                       "score DOUBLE NULL) ENGINE=InnoDB");
+}
+
+/* 1000 rows in one call, queued behind a busy connection like any request;
+ * the caller's buffers are reused at once (everything was copied), and
+ * every row reads back as sent. */
+static void bulk_insert_1000(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_mysql_pool *p = pool_new(loop, 1);
+    vl_mysql_param *ps = calloc(3 * BULK_ROWS, sizeof(*ps));
+    char(*names)[16] = calloc(BULK_ROWS, sizeof(*names));
+    vl_future *busy, *f;
+    const vl_mysql_result *res;
+    vl_pool_stats st;
+    size_t r;
+
+    (void)state;
+    assert_non_null(ps);
+    assert_non_null(names);
+    bulk_table(loop, p);
+    bulk_fill(ps, names, BULK_ROWS);
+    busy = vl_mysql_pool_query(p, "SELECT SLEEP(0.1)");
+    f = vl_mysql_pool_execute_bulk(p, "INSERT INTO t_bulk (id, name, score) VALUES (?, ?, ?)",
+                                   ps, 3, BULK_ROWS);
+    assert_non_null(f);
+    (vl_pool_stats_init(&st), vl_mysql_pool_stats_get(p, &st));
+    assert_int_equal(st.waiters, 1); /* queued behind the sleep */
+    /* The pool copied the values: what the caller's buffers hold now is
+     * never sent. */
+    memset(names, 'x', BULK_ROWS * sizeof(*names));
+    memset(ps, 0xff, 3 * BULK_ROWS * sizeof(*ps));
+    f = tu_wait_for(loop, f);
+    if (vl_future_status(f) != VL_OK)
+        fail_msg("bulk insert: %s", vl_future_error(f));
+    assert_int_equal(vl_mysql_result_affected_rows(vl_future_mysql_result(f)), BULK_ROWS);
+    vl_future_free(f);
+    assert_int_equal(tu_await(loop, busy), VL_OK);
+    vl_future_free(busy);
+    f = pool_ok(loop, p, "SELECT id, name, score FROM t_bulk ORDER BY id");
+    res = vl_future_mysql_result(f);
+    assert_int_equal(vl_mysql_result_rows(res), BULK_ROWS);
+    for (r = 0; r < BULK_ROWS; r++) {
+        char want[16];
+        int64_t id = -1;
+        double score = -1;
+        assert_int_equal(vl_mysql_result_int64(res, r, 0, &id), VL_OK);
+        assert_int_equal(id, (int64_t)r + 1);
+        snprintf(want, sizeof(want), "n%zu", r * 7);
+        assert_string_equal(vl_mysql_result_value(res, r, 1, NULL), want);
+        if (r % 7 == 3) {
+            assert_true(vl_mysql_result_is_null(res, r, 2));
+        } else {
+            assert_int_equal(vl_mysql_result_double(res, r, 2, &score), VL_OK);
+            assert_true(score == (double)r / 4);
+        }
+    }
+    vl_future_free(f);
+    pool_exec(loop, p, "DROP TABLE t_bulk");
+    free(ps);
+    free(names);
+    finish(loop, p);
+}
+
+/* Fails at once (the future is complete when the call returns, so nothing
+ * can have been sent) with VL_EINVAL and a message holding `what`. */
+static void bulk_refused(vl_loop *loop, vl_future *f, const char *what)
+{
+    assert_non_null(f);
+    assert_true(vl_future_done(f));
+    f = tu_run_cmd(loop, f, VL_EINVAL);
+    if (what != NULL && strstr(vl_future_error(f), what) == NULL)
+        fail_msg("'%s' does not say '%s'", vl_future_error(f), what);
+    vl_future_free(f);
+}
+
+/* A bad shape or parameter fails at once with VL_EINVAL, naming the row and
+ * column, before anything is sent: the table stays empty. */
+static void bulk_bad_params(void **state)
+{
+    static const char sql[] = "INSERT INTO t_bulk (id, name, score) VALUES (?, ?, ?)";
+    vl_loop *loop = vl_loop_new();
+    vl_mysql_pool *p = pool_new(loop, 1);
+    vl_mysql_param ps[3 * 8];
+    char names[8][16];
+    vl_future *f;
+
+    (void)state;
+    bulk_table(loop, p);
+    bulk_fill(ps, names, 8);
+    /* Row 5's name is an integer where the other rows have strings. */
+    ps[3 * 5 + 1] = vl_mysql_p_int64(5);
+    bulk_refused(loop, vl_mysql_pool_execute_bulk(p, sql, ps, 3, 8), "row 5 column 1");
+    /* A NULL cell is fine in any column; a string with bytes but no
+     * pointer is not. */
+    ps[3 * 5 + 1] = vl_mysql_p_null();
+    ps[3 * 6 + 1].v.str.ptr = NULL;
+    bulk_refused(loop, vl_mysql_pool_execute_bulk(p, sql, ps, 3, 8), "row 6 column 1");
+    /* No rows, no columns, no parameters, a count that overflows. */
+    bulk_refused(loop, vl_mysql_pool_execute_bulk(p, sql, ps, 3, 0), NULL);
+    bulk_refused(loop, vl_mysql_pool_execute_bulk(p, sql, ps, 0, 8), NULL);
+    bulk_refused(loop, vl_mysql_pool_execute_bulk(p, sql, NULL, 3, 8), NULL);
+    bulk_refused(loop, vl_mysql_pool_execute_bulk(p, sql, ps, SIZE_MAX / 2, 4), NULL);
+    assert_int_equal(pool_int(loop, p, "SELECT COUNT(*) FROM t_bulk"), 0);
+    /* The same rows, fixed, go in. */
+    ps[3 * 5 + 1] = vl_mysql_p_str(names[5]);
+    ps[3 * 6 + 1] = vl_mysql_p_str(names[6]);
+    f = tu_run_cmd(loop, vl_mysql_pool_execute_bulk(p, sql, ps, 3, 8), VL_OK);
+    assert_int_equal(vl_mysql_result_affected_rows(vl_future_mysql_result(f)), 8);
+    vl_future_free(f);
+    assert_int_equal(pool_int(loop, p, "SELECT COUNT(*) FROM t_bulk"), 8);
+    pool_exec(loop, p, "DROP TABLE t_bulk");
+    finish(loop, p);
+}
+
 /* A client-side deadline closes the connection; the pool replaces it. A
  * server-side limit keeps it. */
 static void deadlines(void **state)
@@ -1437,6 +1574,8 @@ int main(void)
         cmocka_unit_test_setup(small_max_waiters_refuses, tu_setup),
         cmocka_unit_test_setup(waiters_time_out, tu_setup),
         cmocka_unit_test_setup(deadline_follows_each_waiter, tu_setup),
+        cmocka_unit_test_setup(bulk_insert_1000, tu_setup),
+        cmocka_unit_test_setup(bulk_bad_params, tu_setup),
         cmocka_unit_test_setup(deadlines, tu_setup),
         cmocka_unit_test_setup(transactions, tu_setup),
         cmocka_unit_test_setup(free_with_pending, tu_setup),

@@ -728,6 +728,234 @@ static void stmt_stream_out_of_memory(void **state)
     }
 }
 
+/* ---- bulk execution ---- */
+
+#define BULK_COLS 9
+
+/* Row r of the bulk test table, as parameters (every 7th row has NULLs). */
+static void bulk_row(vl_mysql_param *p, long r, char *text, size_t cap)
+{
+    vl_mysql_time dt = {0}, tm = {0}, dy = {0};
+    int null = r % 7 == 3;
+
+    snprintf(text, cap, "row-%ld-\xc3\xa9", r);
+    dt.year = 2000 + (unsigned)(r % 30);
+    dt.month = 1 + (unsigned)(r % 12);
+    dt.day = 1 + (unsigned)(r % 28);
+    dt.hour = (unsigned)(r % 24);
+    dt.usec = (unsigned)r;
+    tm.hour = (unsigned)(r % 800);
+    tm.minute = 7;
+    tm.negative = r % 2;
+    dy.year = 1999;
+    dy.month = 12;
+    dy.day = 31;
+    p[0] = vl_mysql_p_int64(-r * 1000003);
+    p[1] = vl_mysql_p_uint64(UINT64_MAX - (uint64_t)r);
+    p[2] = vl_mysql_p_double((double)r / 8);
+    p[3] = null ? vl_mysql_p_null() : vl_mysql_p_str(text);
+    p[4] = vl_mysql_p_blob("\0\xff\1", (size_t)(r % 4));
+    p[5] = vl_mysql_p_time(VL_MYSQL_P_DATETIME, dt);
+    p[6] = vl_mysql_p_time(VL_MYSQL_P_TIME, tm);
+    p[7] = vl_mysql_p_time(VL_MYSQL_P_DATE, dy);
+    p[8] = null ? vl_mysql_p_null() : vl_mysql_p_int64(r);
+}
+
+static const char *const bulk_insert =
+    "INSERT INTO t_bulk (a, b, d, s, bl, dt, tm, dy, n) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+/* 1,000 rows of every parameter type in one call: every value reads back as
+ * sent (compared with the same rows inserted one by one), NULL cells stay
+ * NULL, the counts add up, and the whole bulk was one statement. */
+static void bulk_insert_rows(void **state)
+{
+    enum { N = 1000 };
+    vl_loop *loop = vl_loop_new();
+    vl_mysql *c = connect_ok(loop);
+    vl_mysql_param *ps = calloc((size_t)N * BULK_COLS, sizeof(*ps));
+    char(*texts)[32] = calloc(N, 32);
+    const vl_mysql_result *r, *one;
+    vl_future *f, *g;
+    long i, q0, q1;
+    size_t row, col;
+
+    (void)state;
+    assert_non_null(ps);
+    assert_non_null(texts);
+    exec_ok(loop, c, "DROP TABLE IF EXISTS t_bulk");
+    exec_ok(loop, c,
+            "CREATE TABLE t_bulk (id INT AUTO_INCREMENT PRIMARY KEY, a BIGINT, b BIGINT UNSIGNED,"
+            " d DOUBLE, s VARCHAR(64), bl BLOB, dt DATETIME(6), tm TIME, dy DATE, n INT)");
+    for (i = 0; i < N; i++)
+        bulk_row(ps + i * BULK_COLS, i, texts[i], sizeof(texts[i]));
+    f = query_ok(loop, c, "SHOW SESSION STATUS LIKE 'Com_stmt_execute'");
+    q0 = atol(vl_mysql_result_value(vl_future_mysql_result(f), 0, 1, NULL));
+    vl_future_free(f);
+    f = tu_wait_for(loop, vl_mysql_execute_bulk(c, bulk_insert, ps, BULK_COLS, N));
+    if (vl_future_status(f) != VL_OK)
+        fail_msg("bulk: %s", vl_future_error(f));
+    r = vl_future_mysql_result(f);
+    assert_int_equal(vl_mysql_result_affected_rows(r), N);
+    assert_int_equal(vl_mysql_result_insert_id(r), 1);
+    vl_future_free(f);
+    f = query_ok(loop, c, "SHOW SESSION STATUS LIKE 'Com_stmt_execute'");
+    q1 = atol(vl_mysql_result_value(vl_future_mysql_result(f), 0, 1, NULL));
+    vl_future_free(f);
+    assert_int_equal(q1 - q0, 1); /* one execution for 1,000 rows */
+
+    /* The same rows one by one, for comparison, then both sets side by side. */
+    exec_ok(loop, c, "CREATE TABLE t_bulk1 LIKE t_bulk");
+    for (i = 0; i < N; i++) {
+        f = tu_wait_for(loop, vl_mysql_execute(c,
+                                               "INSERT INTO t_bulk1 (a, b, d, s, bl, dt, tm, dy, n)"
+                                               " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                               ps + i * BULK_COLS, BULK_COLS));
+        assert_int_equal(vl_future_status(f), VL_OK);
+        vl_future_free(f);
+    }
+    f = query_ok(loop, c, "SELECT * FROM t_bulk ORDER BY id");
+    g = query_ok(loop, c, "SELECT * FROM t_bulk1 ORDER BY id");
+    r = vl_future_mysql_result(f);
+    one = vl_future_mysql_result(g);
+    assert_int_equal(vl_mysql_result_rows(r), N);
+    assert_int_equal(vl_mysql_result_rows(one), N);
+    for (row = 0; row < N; row++)
+        for (col = 0; col < BULK_COLS + 1; col++) {
+            size_t la, lb;
+            const char *a = vl_mysql_result_value(r, row, col, &la);
+            const char *b = vl_mysql_result_value(one, row, col, &lb);
+            if ((a == NULL) != (b == NULL) || la != lb || (a && memcmp(a, b, la) != 0))
+                fail_msg("row %zu col %zu: bulk '%s', one by one '%s'", row, col,
+                         a ? a : "NULL", b ? b : "NULL");
+        }
+    assert_string_equal(vl_mysql_result_value(r, 11, 4, NULL), "row-11-\xc3\xa9");
+    assert_true(vl_mysql_result_is_null(r, 3, 4));
+    assert_true(vl_mysql_result_is_null(r, 3, 9));
+    vl_future_free(f);
+    vl_future_free(g);
+
+    /* The cached statement works for a single row again afterwards. */
+    vl_future_free(execute_ok(loop, c, bulk_insert, ps, BULK_COLS));
+    f = query_ok(loop, c, "SELECT COUNT(*) FROM t_bulk");
+    assert_string_equal(vl_mysql_result_value(vl_future_mysql_result(f), 0, 0, NULL), "1001");
+    vl_future_free(f);
+    exec_ok(loop, c, "DROP TABLE t_bulk, t_bulk1");
+    free(ps);
+    free(texts);
+    vl_mysql_free(c);
+    tu_finish(loop);
+}
+
+/* Under autocommit a bulk is one statement: a duplicate key in its last row
+ * fails the call with the server's error and leaves none of its rows. Bad
+ * input fails up front, nothing sent, and the connection carries on. */
+static void bulk_all_or_nothing(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_mysql *c = connect_ok(loop);
+    vl_mysql_param ps[6];
+    vl_future *f;
+
+    (void)state;
+    exec_ok(loop, c, "DROP TABLE IF EXISTS t_bulk2");
+    exec_ok(loop, c, "CREATE TABLE t_bulk2 (id INT PRIMARY KEY, v VARCHAR(8)) ENGINE=InnoDB");
+    ps[0] = vl_mysql_p_int64(1);
+    ps[1] = vl_mysql_p_str("a");
+    ps[2] = vl_mysql_p_int64(2);
+    ps[3] = vl_mysql_p_str("b");
+    ps[4] = vl_mysql_p_int64(1); /* duplicate */
+    ps[5] = vl_mysql_p_str("c");
+    f = tu_wait_for(loop, vl_mysql_execute_bulk(c, "INSERT INTO t_bulk2 VALUES (?, ?)", ps, 2, 3));
+    assert_int_equal(vl_future_status(f), VL_ESERVER);
+    assert_int_equal(vl_future_mysql_errno(f), 1062);
+    vl_future_free(f);
+    f = query_ok(loop, c, "SELECT COUNT(*) FROM t_bulk2");
+    assert_string_equal(vl_mysql_result_value(vl_future_mysql_result(f), 0, 0, NULL), "0");
+    vl_future_free(f);
+
+    /* A column whose types differ between rows. */
+    ps[4] = vl_mysql_p_str("3");
+    f = tu_wait_for(loop, vl_mysql_execute_bulk(c, "INSERT INTO t_bulk2 VALUES (?, ?)", ps, 2, 3));
+    assert_int_equal(vl_future_status(f), VL_EINVAL);
+    assert_non_null(strstr(vl_future_error(f), "bulk row 2 column 0 is STRING, but the column is INT64"));
+    vl_future_free(f);
+    /* No rows, no columns, the wrong number of markers. */
+    f = tu_wait_for(loop, vl_mysql_execute_bulk(c, "INSERT INTO t_bulk2 VALUES (?, ?)", ps, 2, 0));
+    assert_int_equal(vl_future_status(f), VL_EINVAL);
+    vl_future_free(f);
+    f = tu_wait_for(loop, vl_mysql_execute_bulk(c, "INSERT INTO t_bulk2 VALUES (?, ?)", ps, 0, 2));
+    assert_int_equal(vl_future_status(f), VL_EINVAL);
+    vl_future_free(f);
+    {
+        vl_mysql_param ints[6];
+        int k;
+        for (k = 0; k < 6; k++)
+            ints[k] = vl_mysql_p_int64(k);
+        f = tu_wait_for(loop,
+                        vl_mysql_execute_bulk(c, "INSERT INTO t_bulk2 VALUES (?, ?)", ints, 3, 2));
+    }
+    assert_int_equal(vl_future_status(f), VL_EINVAL);
+    assert_non_null(strstr(vl_future_error(f), "2 parameter markers, 3 given"));
+    vl_future_free(f);
+    ps[4] = vl_mysql_p_int64(3);
+    /* And a good one after all that. */
+    f = tu_wait_for(loop, vl_mysql_execute_bulk(c, "INSERT INTO t_bulk2 VALUES (?, ?)", ps, 2, 3));
+    assert_int_equal(vl_future_status(f), VL_OK);
+    assert_int_equal(vl_mysql_result_affected_rows(vl_future_mysql_result(f)), 3);
+    vl_future_free(f);
+    exec_ok(loop, c, "DROP TABLE t_bulk2");
+    vl_mysql_free(c);
+    tu_finish(loop);
+}
+
+/* 12 MB of rows: more than one round trip's budget, so the call runs
+ * several executions; every row arrives once. */
+static void bulk_many_round_trips(void **state)
+{
+    enum { N = 24000, LEN = 500 };
+    vl_loop *loop = vl_loop_new();
+    vl_mysql *c = connect_ok(loop);
+    vl_mysql_param *ps = calloc((size_t)N * 2, sizeof(*ps));
+    char *text = malloc(LEN);
+    vl_future *f;
+    long i, q0, q1;
+
+    (void)state;
+    assert_non_null(ps);
+    assert_non_null(text);
+    memset(text, 'x', LEN);
+    exec_ok(loop, c, "DROP TABLE IF EXISTS t_bulk3");
+    exec_ok(loop, c, "CREATE TABLE t_bulk3 (id INT PRIMARY KEY, v VARCHAR(600))");
+    for (i = 0; i < N; i++) {
+        ps[2 * i] = vl_mysql_p_int64(i);
+        ps[2 * i + 1] = vl_mysql_p_blob(text, LEN);
+    }
+    f = query_ok(loop, c, "SHOW SESSION STATUS LIKE 'Com_stmt_execute'");
+    q0 = atol(vl_mysql_result_value(vl_future_mysql_result(f), 0, 1, NULL));
+    vl_future_free(f);
+    f = tu_wait_for(loop, vl_mysql_execute_bulk(c, "INSERT INTO t_bulk3 VALUES (?, ?)", ps, 2, N));
+    if (vl_future_status(f) != VL_OK)
+        fail_msg("bulk: %s", vl_future_error(f));
+    assert_int_equal(vl_mysql_result_affected_rows(vl_future_mysql_result(f)), N);
+    vl_future_free(f);
+    f = query_ok(loop, c, "SHOW SESSION STATUS LIKE 'Com_stmt_execute'");
+    q1 = atol(vl_mysql_result_value(vl_future_mysql_result(f), 0, 1, NULL));
+    vl_future_free(f);
+    assert_int_equal(q1 - q0, 3); /* 12.6 MB of rows in round trips of 4 MiB */
+    f = query_ok(loop, c, "SELECT COUNT(*), COUNT(DISTINCT id), MIN(id), MAX(id), SUM(LENGTH(v)) FROM t_bulk3");
+    assert_string_equal(vl_mysql_result_value(vl_future_mysql_result(f), 0, 0, NULL), "24000");
+    assert_string_equal(vl_mysql_result_value(vl_future_mysql_result(f), 0, 1, NULL), "24000");
+    assert_string_equal(vl_mysql_result_value(vl_future_mysql_result(f), 0, 2, NULL), "0");
+    assert_string_equal(vl_mysql_result_value(vl_future_mysql_result(f), 0, 3, NULL), "23999");
+    assert_string_equal(vl_mysql_result_value(vl_future_mysql_result(f), 0, 4, NULL), "12000000");
+    vl_future_free(f);
+    exec_ok(loop, c, "DROP TABLE t_bulk3");
+    free(ps);
+    free(text);
+    vl_mysql_free(c);
+    tu_finish(loop);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -737,6 +965,9 @@ int main(void)
         cmocka_unit_test_setup(streaming, tu_setup),
         cmocka_unit_test_setup(limits, tu_setup),
         cmocka_unit_test_setup(stmt_stream_out_of_memory, tu_setup),
+        cmocka_unit_test_setup(bulk_insert_rows, tu_setup),
+        cmocka_unit_test_setup(bulk_all_or_nothing, tu_setup),
+        cmocka_unit_test_setup(bulk_many_round_trips, tu_setup),
     };
 
     return tu_run("mysql_stmt", tests, sizeof(tests) / sizeof(tests[0]));

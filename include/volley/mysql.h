@@ -481,17 +481,19 @@ VL_EXPORT vl_future *vl_mysql_execute(vl_mysql *c, const char *sql, const vl_mys
  * nrows * ncols parameters, row after row: row r's column i is
  * params[r * ncols + i]. Each column has one type in every row, except that
  * any cell may be VL_MYSQL_P_NULL. Meant for INSERT, REPLACE, UPDATE and
- * DELETE; the rows run as one statement (under autocommit, one implicit
- * transaction: all of them or none). Everything is copied before the call
+ * DELETE. The rows go in round trips of at most 4 MiB as the protocol
+ * encodes them (most calls need one); each round trip runs as one
+ * statement, so under autocommit its rows are all stored or none are. A
+ * call whose rows need several round trips is all-or-none only inside a
+ * transaction: if one fails, the ones before it stay (and the future fails
+ * with that failure). Everything is copied before the call
  * returns, as for vl_mysql_execute, and the same statement cache is used.
  * Completes with one result: affected rows the sum over all rows, insert_id
  * the first row's AUTO_INCREMENT value. Fails up front (nothing sent) with
  * VL_EINVAL when nrows or ncols is 0, when a column's types differ between
  * rows or when a parameter is bad (the message names row and column), and
  * with VL_EUNSUPPORTED when the server lacks bulk operations (MySQL, or
- * MariaDB before 10.2). Rows whose encoded size would exceed the server's
- * max_allowed_packet are sent in as few round trips as fit it. Returns NULL
- * only when out of memory. */
+ * MariaDB before 10.2). Returns NULL only when out of memory. */
 VL_EXPORT vl_future *vl_mysql_execute_bulk(vl_mysql *c, const char *sql,
                                            const vl_mysql_param *params, size_t ncols,
                                            size_t nrows);

@@ -2,13 +2,16 @@
 /* tests/common/testutil.c - see testutil.h. */
 #include "testutil.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fnmatch.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -609,4 +612,21 @@ void tu_restart_server(const char *name)
         fail_msg("not a harness server name: %s", name);
     if (rc != 0)
         fail_msg("restarting %s failed (status %d)", name, rc);
+}
+
+int tu_silent_listener(int *port)
+{
+    struct sockaddr_in sa;
+    socklen_t len = sizeof(sa);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    assert_true(fd >= 0);
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(fd, 64), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    *port = ntohs(sa.sin_port);
+    return fd;
 }

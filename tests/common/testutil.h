@@ -103,4 +103,10 @@ int tu_run(const char *name, const struct CMUnitTest *tests, size_t n);
  * mysql-replica resumes replicating where it stopped. */
 void tu_restart_server(const char *name);
 
+/* A TCP socket listening on 127.0.0.1 that never accepts: a connect to it
+ * completes (the kernel queues it) and then hears nothing, like a server
+ * that hangs before its greeting. Stores the port in *port and returns the
+ * socket, which the caller closes (that resets the queued connections). */
+int tu_silent_listener(int *port);
+
 #endif
