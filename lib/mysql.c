@@ -898,11 +898,15 @@ static void conn_break(vl_mysql *c, int status, const char *reason)
 static int tls_options(const vl_mysql *c, MYSQL *my)
 {
     const vl__mysql_config *cfg = &c->cfg;
+    /* Connector/C checks the chain whenever it has CAs: required, which
+     * checks nothing, does not give them. */
+    const char *ca = cfg->tls != VL__MYSQL_TLS_REQUIRED ? cfg->ssl_ca : NULL;
+    const char *capath = cfg->tls != VL__MYSQL_TLS_REQUIRED ? cfg->ssl_capath : NULL;
     const struct {
         enum mysql_option opt;
         const char *value;
     } strs[] = {
-        {MYSQL_OPT_SSL_CA, cfg->ssl_ca},         {MYSQL_OPT_SSL_CAPATH, cfg->ssl_capath},
+        {MYSQL_OPT_SSL_CA, ca},                  {MYSQL_OPT_SSL_CAPATH, capath},
         {MYSQL_OPT_SSL_CERT, cfg->ssl_cert},     {MYSQL_OPT_SSL_KEY, cfg->ssl_key},
         {MYSQL_OPT_SSL_CIPHER, cfg->ssl_cipher}, {MARIADB_OPT_TLS_VERSION, cfg->tls_version},
     };

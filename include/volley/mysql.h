@@ -47,8 +47,9 @@
  *                             3.3 checks a chain without the name only
  *                             against CAs it was given
  *   ssl-mode=required         encrypted, NOT verified (anyone on the path
- *                             can pretend to be the server); given ssl-ca or
- *                             ssl-capath, it checks the chain as verify-ca
+ *                             can pretend to be the server), even when
+ *                             ssl-ca or ssl-capath is given (as MySQL's own
+ *                             client does: say verify-ca to check them)
  *   ssl-mode=disabled         no TLS: the default without ssl-* parameters
  *                             (VL_EINVAL together with other ssl-* ones)
  *   ssl-ca=FILE, ssl-capath=DIR   the trusted CAs (PEM); without either, the
