@@ -226,7 +226,24 @@ struct vl_mysql {
 
 typedef struct ticket {
     vl_mysql *c;             /* NULL once the connection is gone */
+    vl_future *job;          /* a TLS connect's job, cancelled when dropped */
 } ticket;
+
+/* The connection gives up the resolution or TLS connect in flight: its
+ * outcome is dropped when it comes (the future frees it). A TLS job's future
+ * is cancelled at once, so that nothing waits for it any more; the worker
+ * still finishes the connect, and its handle is closed then. */
+static void ticket_drop(vl_mysql *c)
+{
+    ticket *t = c->ticket;
+
+    if (t == NULL)
+        return;
+    t->c = NULL;
+    c->ticket = NULL;
+    if (t->job != NULL)
+        vl_future_cancel(t->job);
+}
 
 static void drive(vl_mysql *c, int ready);
 static size_t session_sqls(const vl_mysql *c, const char *sqls[3]);
@@ -850,10 +867,7 @@ static void fail_connect(vl_mysql *c, int status, unsigned err, const char *sqls
 {
     c->state = ST_CLOSED;
     mstate(c, S_IDLE);
-    if (c->ticket != NULL) {
-        c->ticket->c = NULL;
-        c->ticket = NULL;
-    }
+    ticket_drop(c);
     set_failure(c, status, err, sqlstate, msg);
     close_handle(c, 0);
     fail_queue(c);
@@ -1120,7 +1134,7 @@ static void tls_done(vl_future *f, void *ud)
 
     vl__free(t);
     if (c == NULL)
-        return; /* the connection is gone: the future frees the job */
+        return; /* dropped: the future, or the executor, frees the job */
     c->ticket = NULL;
     if (vl_future_status(f) != VL_OK) {
         /* No worker could start, or the loop is being freed. */
@@ -1150,6 +1164,7 @@ static void tls_start(vl_mysql *c)
         return;
     }
     t->c = c;
+    t->job = f;
     c->ticket = t;
     vl_future_then(f, tls_done, t);
 }
@@ -2393,10 +2408,7 @@ static void conn_destroy(vl_mysql *c)
         vl__handle_remove(c->loop, &c->handle);
         c->registered = 0;
     }
-    if (c->ticket != NULL) {
-        c->ticket->c = NULL; /* the resolution finishes and is dropped */
-        c->ticket = NULL;
-    }
+    ticket_drop(c);
     c->hook = NULL;
     o = c->cur;
     c->cur = NULL;

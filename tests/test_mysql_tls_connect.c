@@ -374,6 +374,7 @@ static void deadline_while_the_worker_is_blocked(void **state)
 static void free_while_the_worker_is_blocked(void **state)
 {
     vl_loop *loop = vl_loop_new();
+    long live = tu_alloc_live();
     int port, lfd = listener(&port), fd;
     vl_mysql *c = vl_mysql_new(loop, stalled_url(port, "ssl-mode=required"), NULL);
     done_rec ready = {0, 0}, query = {0, 0};
@@ -386,6 +387,9 @@ static void free_while_the_worker_is_blocked(void **state)
     assert_int_equal(ready.calls, 0);
     vl_mysql_free(c);
     tu_sleep_ms(loop, 10);
+    /* Nothing of the connection is left, although the worker still runs:
+     * the job it owns is the C library's. */
+    assert_int_equal(tu_alloc_live(), live);
     assert_int_equal(ready.calls, 1);
     assert_int_equal(ready.status, VL_ECANCELED);
     assert_int_equal(query.calls, 1);
