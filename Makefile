@@ -3,7 +3,8 @@
 # man pages (it never installs packages: it names the missing ones), `make
 # install` and `make uninstall` put them under PREFIX (DESTDIR for
 # staging), `make test` installs what is missing, starts throwaway servers
-# and runs every test (the fuzz targets' smoke included), `make asan` does
+# and runs every test (the fuzz targets' smoke included; the Galera tests
+# have `make test-galera`, which also starts a Galera cluster), `make asan` does
 # the same under AddressSanitizer and UBSan, `make valgrind` runs the C
 # tests under memcheck, `make fuzz` runs each libFuzzer target for
 # FUZZ_SECONDS, and `make bench` runs the sync-vs-async comparison.
@@ -67,6 +68,10 @@ STATIC := $(BUILD)/libvolley.a
 
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+# The Galera tests need the 3-node cluster that only `make test-galera`
+# starts; the other targets build them but do not run them.
+TEST_GALERA_BIN := $(filter $(BUILD)/tests/test_mysql_galera%,$(TEST_BIN))
+TEST_RUN_BIN := $(filter-out $(TEST_GALERA_BIN),$(TEST_BIN))
 TEST_SH := $(wildcard tests/test_*.sh)
 TEST_COMMON := $(wildcard tests/common/*.c)
 
@@ -103,7 +108,7 @@ VALGRIND := valgrind --quiet --error-exitcode=99 --num-callers=30 --track-origin
     --errors-for-leak-kinds=definite,possible --soname-synonyms=somalloc=nouserintercepts \
     --suppressions=$(CURDIR)/tests/valgrind.supp
 
-.PHONY: all lib man check-deps test asan valgrind fuzz fuzz-build fuzz-bins bench install uninstall clean deps \
+.PHONY: all lib man check-deps test test-galera asan valgrind fuzz fuzz-build fuzz-bins bench install uninstall clean deps \
     format tests-build tools-build bench-build
 
 all: lib tools-build bench-build man
@@ -215,7 +220,17 @@ test: deps
 	$(MAKE) all tests-build
 	$(MAKE) fuzz-build
 	VL_FUZZ_BUILD=$(FUZZ_BUILD) VOLLEY_BUILD=$(CURDIR)/$(BUILD) \
-	    VOLLEY_BIN=$(CURDIR)/$(BUILD)/tools/volley tests/run.sh $(TEST_BIN) $(TEST_SH)
+	    VOLLEY_BIN=$(CURDIR)/$(BUILD)/tools/volley tests/run.sh $(TEST_RUN_BIN) $(TEST_SH)
+
+# The tests named tests/test_mysql_galera*, against a 3-node Galera cluster
+# on loopback that tests/servers.sh starts for this target only (start
+# --galera: the nodes join one at a time, each copying the first's data, so
+# it takes some 15 s more than the other servers).
+test-galera: deps
+	@if [ -z "$(TEST_GALERA_BIN)" ]; then \
+	    echo "volley: no tests/test_mysql_galera*.c to run" >&2; exit 1; fi
+	$(MAKE) $(TEST_GALERA_BIN)
+	VL_TEST_GALERA=1 tests/run.sh $(TEST_GALERA_BIN)
 
 # The whole suite under ASan and UBSan: every C test, every shell test
 # (the CLI's with the sanitized binary) and the fuzz smoke, whose targets
@@ -228,7 +243,7 @@ asan: deps
 	    LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
 	    VOLLEY_BIN=$(CURDIR)/$(ASAN_BUILD)/tools/volley VL_FUZZ_BUILD=$(FUZZ_BUILD) \
 	    VOLLEY_BUILD=$(CURDIR)/$(BUILD) \
-	    tests/run.sh $(patsubst $(BUILD)/%,$(ASAN_BUILD)/%,$(TEST_BIN)) $(TEST_SH)
+	    tests/run.sh $(patsubst $(BUILD)/%,$(ASAN_BUILD)/%,$(TEST_RUN_BIN)) $(TEST_SH)
 
 # The C tests under memcheck, against the harness's servers; an error in any
 # test's process fails that test. The tests' timeouts are stretched for
@@ -236,7 +251,7 @@ asan: deps
 valgrind: deps
 	$(MAKE) all tests-build
 	VL_TEST_WRAPPER="$(VALGRIND)" VL_TEST_CASE_TIMEOUT=600 VL_TEST_TIMEOUT=3600 VL_TEST_TIME_SCALE=10 \
-	    tests/run.sh $(TEST_BIN)
+	    tests/run.sh $(TEST_RUN_BIN)
 
 # Each fuzz target for FUZZ_SECONDS on its seeds; new inputs go to a
 # temporary directory, never into the tree.

@@ -13,8 +13,12 @@
  * their latency counting from the call. With --no-pool, plain vl_mysql
  * connections, each given a statement only when idle. Point selects and
  * inserts bind their values (vl_mysql_pool_execute / vl_mysql_execute);
- * SELECT 1 and SLEEP are text queries.
+ * SELECT 1 and SLEEP are text queries. mysql-bulk inserts the insert's rows
+ * either row by row as above or `chunk` rows per call
+ * (vl_mysql_pool_execute_bulk / vl_mysql_execute_bulk); its requests count
+ * rows, so its ops/s are rows/s.
  */
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,6 +62,10 @@ struct bench_async {
     int nidle;
     bench_slot **queue; /* issued, waiting for an idle connection */
     size_t qcap, qhead, qlen;
+    /* mysql-bulk: one call's parameters and the text of its values
+     * (volley copies them, so one set serves every call) */
+    vl_mysql_param *bulk;
+    char *bulk_v;
 };
 
 /* Percent-encodes s for a part of a URL: a user or a password, or (with
@@ -104,15 +112,17 @@ static void bench_mysql_url(const bench_env *e, char *url, size_t cap)
                  e->mysql_db);
 }
 
-/* Counts a finished request and ends the run after the last one. */
-static void bench_async_count(bench_async *x, bench_slot *s)
+/* Counts a finished request (`n` rows of a bulk call) and ends the run
+ * after the last one. */
+static void bench_async_count(bench_async *x, bench_slot *s, uint64_t n)
 {
+    uint64_t before = x->done;
     bench_hist_add(&x->r->hist, bench_now_us() - s->t0);
-    x->done++;
+    x->done += n;
     x->r->done = x->done;
-    if (x->done == 1000000)
+    if (before < 1000000 && x->done >= 1000000)
         x->r->rss_1m_kb = bench_rss_kb();
-    if ((x->done & 1023) == 0)
+    if ((x->done & ~(uint64_t)1023) != (before & ~(uint64_t)1023))
         bench_progress(x->c, x->done);
     if (x->done == x->c->requests && x->finish) {
         vl_promise_resolve(x->finish, NULL, NULL);
@@ -153,7 +163,7 @@ static void bench_async_redis_cb(vl_future *f, void *ud)
         if (bench_redis_check(x->e, x->c->op, s->i, &br, "async") != 0)
             x->r->errors++;
     }
-    bench_async_count(x, s);
+    bench_async_count(x, s, 1);
     if (x->next < x->c->requests)
         bench_async_redis_issue(s);
 }
@@ -312,6 +322,13 @@ out:
 static void bench_async_mysql_issue(bench_async *x, bench_slot *s);
 static void bench_async_mysql_dispatch(bench_async *x);
 
+/* Rows of the call that starts at row i: a chunk, or what is left. */
+static uint64_t bench_async_rows(const bench_async *x, uint64_t i)
+{
+    uint64_t chunk = x->c->op == BENCH_OP_BULK && x->c->chunk > 1 ? (uint64_t)x->c->chunk : 1;
+    return x->c->requests - i < chunk ? x->c->requests - i : chunk;
+}
+
 static void bench_async_mysql_cb(vl_future *f, void *ud)
 {
     bench_slot *s = ud;
@@ -333,16 +350,44 @@ static void bench_async_mysql_cb(vl_future *f, void *ud)
             rep.has_c0 = vl_mysql_result_int64(res, 0, 0, &rep.c0) == VL_OK;
         if (rep.rows > 0 && rep.cols > 1)
             rep.c1 = vl_mysql_result_value(res, 0, 1, &rep.c1_len);
-        if (bench_mysql_check(x->e, x->c->op, s->i, &rep, "async") != 0)
+        if (x->c->op == BENCH_OP_BULK) {
+            /* Row by row or in bulk, each row is one affected row. */
+            uint64_t want = bench_async_rows(x, s->i);
+            if (rep.rows != 0 || rep.cols != 0 || rep.affected != want) {
+                fprintf(stderr, "volley-bench: async: insert of rows %" PRIu64 "..: %" PRIu64
+                                " affected, %" PRIu64 " expected\n", s->i, rep.affected, want);
+                x->r->errors++;
+            }
+        } else if (bench_mysql_check(x->e, x->c->op, s->i, &rep, "async") != 0) {
             x->r->errors++;
+        }
     }
     if (x->mc)
         x->idle[x->nidle++] = s->conn;
-    bench_async_count(x, s);
+    bench_async_count(x, s, bench_async_rows(x, s->i));
     if (x->next < x->c->requests)
         bench_async_mysql_issue(x, s);
     if (x->mc)
         bench_async_mysql_dispatch(x);
+}
+
+/* One bulk call: rows s->i.. of the insert, their values bound, 2 per row. */
+static vl_future *bench_async_bulk_send(bench_async *x, bench_slot *s)
+{
+    uint64_t n = bench_async_rows(x, s->i);
+    for (uint64_t k = 0; k < n; k++) {
+        bench_mreq q;
+        char *v = x->bulk_v + k * sizeof q.v;
+        bench_mysql_req(x->e, BENCH_OP_INSERT, s->i + k, &q);
+        memcpy(v, q.v, q.v_len);
+        x->bulk[2 * k] = vl_mysql_p_int64(q.id);
+        x->bulk[2 * k + 1].type = VL_MYSQL_P_STRING;
+        x->bulk[2 * k + 1].v.str.ptr = v;
+        x->bulk[2 * k + 1].v.str.len = q.v_len;
+    }
+    return x->mp ? vl_mysql_pool_execute_bulk(x->mp, BENCH_SQL_INSERT, x->bulk, 2, (size_t)n)
+                 : vl_mysql_execute_bulk(x->mc[s->conn], BENCH_SQL_INSERT, x->bulk, 2,
+                                         (size_t)n);
 }
 
 static void bench_async_mysql_send(bench_async *x, bench_slot *s)
@@ -350,8 +395,12 @@ static void bench_async_mysql_send(bench_async *x, bench_slot *s)
     bench_mreq q;
     vl_mysql_param ps[2];
     vl_future *f;
-    bench_mysql_req(x->e, x->c->op, s->i, &q);
-    if (q.nparams > 0) {
+    /* Row by row, mysql-bulk's rows are the insert's. */
+    int op = x->c->op == BENCH_OP_BULK ? BENCH_OP_INSERT : x->c->op;
+    bench_mysql_req(x->e, op, s->i, &q);
+    if (x->bulk) {
+        f = bench_async_bulk_send(x, s);
+    } else if (q.nparams > 0) {
         /* Bound values over the binary protocol; volley prepares the
          * statement once per connection and reuses it from its cache. */
         ps[0] = vl_mysql_p_int64(q.id);
@@ -381,7 +430,8 @@ static void bench_async_mysql_dispatch(bench_async *x)
 
 static void bench_async_mysql_issue(bench_async *x, bench_slot *s)
 {
-    s->i = x->next++;
+    s->i = x->next;
+    x->next += bench_async_rows(x, s->i);
     s->t0 = bench_now_us();
     if (x->mp) {
         bench_async_mysql_send(x, s);
@@ -397,6 +447,12 @@ static int bench_async_mysql_open(bench_async *x)
     char url[2048];
     int n = c->conns > 0 ? c->conns : 1;
     bench_mysql_url(x->e, url, sizeof url);
+    if (c->op == BENCH_OP_BULK && c->chunk > 1) {
+        x->bulk = calloc(2 * (size_t)c->chunk, sizeof *x->bulk);
+        x->bulk_v = malloc((size_t)c->chunk * sizeof(((bench_mreq *)0)->v));
+        if (x->bulk == NULL || x->bulk_v == NULL)
+            return -1;
+    }
     if (!bench_async_no_pool) {
         vl_mysql_pool_options o;
         vl_mysql_pool_options_init(&o);
@@ -517,6 +573,8 @@ out:
     free(x.mc);
     free(x.idle);
     free(x.queue);
+    free(x.bulk);
+    free(x.bulk_v);
     free(x.store);
     free(slots);
     return rc;

@@ -35,7 +35,9 @@ enum bench_op {
     BENCH_OP_SELECT1, /* SELECT 1, expect one row "1" */
     BENCH_OP_POINT,   /* SELECT id, v FROM bench_kv WHERE id = ?, id bound */
     BENCH_OP_INSERT,  /* INSERT INTO bench_ins (k, v) VALUES (?, ?), both bound */
-    BENCH_OP_SLEEP    /* SELECT SLEEP(s), expect one row "0" */
+    BENCH_OP_SLEEP,   /* SELECT SLEEP(s), expect one row "0" */
+    BENCH_OP_BULK     /* the insert's rows, `chunk` per call: vl_mysql_execute_bulk, or
+                       * vl_mysql_execute row by row when chunk is 1; requests count rows */
 };
 
 /* The servers and the data shape, from flags and the environment. */
@@ -73,6 +75,7 @@ typedef struct bench_case {
     int via_proxy;      /* connect through the delaying proxy */
     int tls;            /* rediss:// to the TLS server (async, redis-benchmark) */
     int no_pool;        /* async: plain connections even where a pool would be used */
+    int chunk;          /* BENCH_OP_BULK: rows per call (1: row by row) */
     int group;          /* scenario index, for the chart */
     uint64_t requests;
     char label[48];     /* the row's name when not its mode: reference tools, "async rediss" */
@@ -222,8 +225,10 @@ void bench_fail(const char *mode, uint64_t i, const char *what, const char *msg)
 int bench_redis_setup(const bench_env *e, int port);
 int bench_mysql_setup(const bench_env *e);
 int bench_mysql_truncate_insert(const bench_env *e);
-/* Rows of bench_ins, or -1. */
-long bench_mysql_count_insert(const bench_env *e);
+/* Checks that bench_ins holds exactly the rows of inserts 0..n-1 (each k
+ * once, each v right), then empties it. Returns 0, or -1 after printing
+ * why. */
+int bench_mysql_check_insert(const bench_env *e, uint64_t n, const char *mode);
 
 /* ---- Modes ---- */
 

@@ -43,7 +43,10 @@ static const char *const bench_usage =
     "                (VL_TEST_REDIS_TLS_PORT, VL_TEST_TLS_DIR/ca.crt; skipped\n"
     "                when unset or when the library refuses rediss://)\n"
     "  mysql-select1, mysql-point (primary key), mysql-insert  kind cpu\n"
-    "                (point and insert bind their values: prepared statements)\n"
+    "                (point and insert bind their values: prepared statements);\n"
+    "                select1 and point run async and raw three times each\n"
+    "  mysql-bulk    the same 10k rows inserted row by row (async, window 8)\n"
+    "                and with bulk execution, 1000 rows per call\n"
     "  mysql-sleep   SELECT SLEEP(s) over many connections     kind latency\n"
     "  redis-delay   GET over K hosts behind a delaying proxy  kind latency\n"
     "  scale         async GET: requests, connections, hosts   kind scale\n"
@@ -73,6 +76,8 @@ static const char *const bench_usage =
     "                          instead of vl_redis_pool / vl_mysql_pool\n"
     "      --no-fork           run everything in this process (for profilers;\n"
     "                          peak RSS then includes earlier runs)\n"
+    "      --once              run the targets' rows once, not three times (for\n"
+    "                          profilers: one run of -n requests per row)\n"
     "      --json FILE         write the results as JSON\n"
     "      --csv FILE          write the results as CSV (one row per run)\n"
     "  -q, --quiet             only the tables\n"
@@ -81,14 +86,14 @@ static const char *const bench_usage =
     "  -h, --help              this text\n"
     "\n"
     "After the tables, one line per target (async against redis-benchmark,\n"
-    "memory per request in flight, rediss:// against redis://): printed,\n"
-    "never a failure.\n"
+    "memory per request in flight, rediss:// against redis://, MySQL async\n"
+    "against raw, bulk against row by row): printed, never a failure.\n"
     "More hosts than servers: start more with VL_BENCH_HOSTS=64 bench/run.sh.\n"
     "Exit status: 0 when every reply was right, 1 otherwise, 2 for bad usage.\n";
 
 enum {
     OPT_THREADS = 256, OPT_SLEEP, OPT_KEYS, OPT_ROWS, OPT_SCALE, OPT_SOAK, OPT_NOREF,
-    OPT_JSON, OPT_CSV, OPT_NOPOOL, OPT_NOFORK, OPT_CHECK
+    OPT_JSON, OPT_CSV, OPT_NOPOOL, OPT_NOFORK, OPT_ONCE, OPT_CHECK
 };
 
 static const struct option bench_options[] = {
@@ -110,6 +115,7 @@ static const struct option bench_options[] = {
     {"no-ref", no_argument, NULL, OPT_NOREF},
     {"no-pool", no_argument, NULL, OPT_NOPOOL},
     {"no-fork", no_argument, NULL, OPT_NOFORK},
+    {"once", no_argument, NULL, OPT_ONCE},
     {"json", required_argument, NULL, OPT_JSON},
     {"csv", required_argument, NULL, OPT_CSV},
     {"quiet", no_argument, NULL, 'q'},
@@ -125,7 +131,7 @@ typedef struct bench_opts {
     long long requests;
     double multiply;
     int conns, window, threads, hosts;
-    int scale, soak, ref, quiet, check;
+    int scale, soak, ref, quiet, check, once;
     const char *json, *csv;
 } bench_opts;
 
@@ -369,9 +375,13 @@ static void bench_build_plan(bench_plan *p)
     if (bench_has_test("redis-hash"))
         bench_plan_scenario(p, "redis-hash", BENCH_KIND_CPU, BENCH_REDIS, BENCH_OP_HASH, 1, 4, 4,
                             64, bench_count(100000), 0);
+    /* async and raw of select1 and point are the MySQL targets' rows: each
+     * runs three times (bench_is_repeated), so each run is shorter. */
     if (bench_has_test("mysql-select1")) {
         bench_plan_scenario(p, "mysql-select1", BENCH_KIND_CPU, BENCH_MYSQL, BENCH_OP_SELECT1, 1,
                             8, 8, 8, bench_count(50000), 0);
+        bench_plan_cut(p, "mysql-select1", BENCH_ASYNC, bench_count(20000));
+        bench_plan_cut(p, "mysql-select1", BENCH_RAW, bench_count(20000));
         if (O.ref)
             bench_plan_ref(p, "mysql-select1", BENCH_MYSQL, "mariadb-slap -c 8", 8, 1,
                            bench_count(50000));
@@ -379,6 +389,8 @@ static void bench_build_plan(bench_plan *p)
     if (bench_has_test("mysql-point")) {
         bench_plan_scenario(p, "mysql-point", BENCH_KIND_CPU, BENCH_MYSQL, BENCH_OP_POINT, 1, 8, 8,
                             8, bench_count(50000), 0);
+        bench_plan_cut(p, "mysql-point", BENCH_ASYNC, bench_count(15000));
+        bench_plan_cut(p, "mysql-point", BENCH_RAW, bench_count(15000));
         /* mariadb-slap cannot bind: it repeats one text query with one
          * fixed id, where every mode here binds a different id each time. */
         if (O.ref) {
@@ -391,6 +403,24 @@ static void bench_build_plan(bench_plan *p)
     if (bench_has_test("mysql-insert"))
         bench_plan_scenario(p, "mysql-insert", BENCH_KIND_CPU, BENCH_MYSQL, BENCH_OP_INSERT, 1, 8,
                             8, 8, bench_count(10000), 0);
+    /* The same rows inserted row by row, 8 in flight, and 1000 per bulk
+     * call, one call at a time, on the same 8 connections; requests count
+     * rows. Bulk calls in parallel only compete for the server: on two
+     * cores 8 in flight made fewer rows per second than one. */
+    if (bench_has_test("mysql-bulk") && O.modes[BENCH_ASYNC]) {
+        static const int chunks[] = {1, 1000}, windows[] = {8, 1};
+        for (size_t k = 0; k < 2; k++) {
+            bench_result *r = bench_add(p, "mysql-bulk", BENCH_KIND_CPU, BENCH_MYSQL,
+                                        BENCH_OP_BULK, BENCH_ASYNC);
+            r->c.chunk = chunks[k];
+            r->c.conns = bench_pick(O.conns, 8);
+            r->c.window = bench_pick(O.window, windows[k]);
+            r->c.requests = bench_count(10000);
+            snprintf(r->c.label, sizeof r->c.label, "%s",
+                     k == 0 ? "async row-by-row" : "async bulk x1000");
+        }
+        p->group++;
+    }
     if (bench_has_test("mysql-sleep")) {
         /* The sync run is cut short: at one statement per sleep it would
          * take `conns` times longer than the others for the same count. */
@@ -472,7 +502,8 @@ static int bench_execute_here(bench_result *res)
             snprintf(res->note, sizeof res->note, "failed to run");
         return 0;
     }
-    if (c->op == BENCH_OP_INSERT && bench_mysql_truncate_insert(&E) != 0)
+    int inserts = c->op == BENCH_OP_INSERT || c->op == BENCH_OP_BULK;
+    if (inserts && bench_mysql_truncate_insert(&E) != 0)
         return -1;
     bench_peak_rss_reset();
     switch (c->mode) {
@@ -498,13 +529,12 @@ static int bench_execute_here(bench_result *res)
     res->rss_end_kb = bench_rss_kb();
     res->rss_1m_kb = run.rss_1m_kb;
     res->errors = run.errors + (c->requests - run.done);
-    if (c->op == BENCH_OP_INSERT && res->errors == 0) {
-        long rows = bench_mysql_count_insert(&E);
-        if (rows != (long)c->requests) {
-            fprintf(stderr, "volley-bench: %s: bench_ins has %ld rows after %" PRIu64
-                            " inserts\n", bench_mode_names[c->mode], rows, c->requests);
+    /* Every row written, once and right; then the rows go. */
+    if (inserts) {
+        if (res->errors != 0)
+            (void)bench_mysql_truncate_insert(&E);
+        else if (bench_mysql_check_insert(&E, c->requests, bench_label(res)) != 0)
             res->errors++;
-        }
     }
     return 0;
 }
@@ -522,10 +552,18 @@ static int bench_execute(bench_result *res);
  * clients, so they are repeated, interleaved, and the medians compared. */
 #define BENCH_TARGET_REPS 3
 
-static int bench_is_target_scenario(const char *name)
+static int bench_is_repeated(const bench_case *c)
 {
-    return strcmp(name, "redis-get-p16") == 0 || strcmp(name, "redis-get-p1000") == 0 ||
-           strcmp(name, "redis-tls-p16") == 0;
+    const char *name = c->name;
+    if (O.once)
+        return 0;
+    if (strcmp(name, "redis-get-p16") == 0 || strcmp(name, "redis-get-p1000") == 0 ||
+        strcmp(name, "redis-tls-p16") == 0 || strcmp(name, "mysql-bulk") == 0)
+        return 1;
+    /* The MySQL async/raw targets: only those two rows. */
+    if (strcmp(name, "mysql-select1") == 0 || strcmp(name, "mysql-point") == 0)
+        return c->mode == BENCH_ASYNC || c->mode == BENCH_RAW;
+    return 0;
 }
 
 static int bench_by_ops(const void *a, const void *b)
@@ -689,8 +727,8 @@ static int bench_check_tests(void)
     static const char *const known[] = {"redis-get", "redis-get-c50", "redis-get-p16",
                                         "redis-get-p1000", "redis-tls-p16", "redis-set",
                                         "redis-hash", "mysql-select1", "mysql-point",
-                                        "mysql-insert", "mysql-sleep", "redis-delay", "scale",
-                                        "soak-window", "soak"};
+                                        "mysql-insert", "mysql-bulk", "mysql-sleep",
+                                        "redis-delay", "scale", "soak-window", "soak"};
     char buf[sizeof O.tests];
     strcpy(buf, O.tests);
     for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
@@ -726,8 +764,8 @@ static void bench_parse(int argc, char **argv)
     int ch;
     snprintf(O.tests, sizeof O.tests, "redis-get,redis-get-c50,redis-get-p16,redis-get-p1000,"
                                       "redis-tls-p16,redis-set,redis-hash,mysql-select1,"
-                                      "mysql-point,mysql-insert,mysql-sleep,redis-delay,scale,"
-                                      "soak-window");
+                                      "mysql-point,mysql-insert,mysql-bulk,mysql-sleep,"
+                                      "redis-delay,scale,soak-window");
     bench_parse_modes("sync,threads,async,raw");
     O.requests = O.conns = O.window = O.threads = O.hosts = -1;
     O.multiply = 1.0;
@@ -761,6 +799,7 @@ static void bench_parse(int argc, char **argv)
         case OPT_NOREF: O.ref = 0; break;
         case OPT_NOPOOL: bench_async_no_pool = 1; break;
         case OPT_NOFORK: bench_no_fork = 1; break;
+        case OPT_ONCE: O.once = 1; break;
         case OPT_JSON: O.json = optarg; break;
         case OPT_CSV: O.csv = optarg; break;
         case 'q': O.quiet = 1; break;
@@ -876,6 +915,16 @@ static const bench_result *bench_find(const bench_plan *p, const char *name, int
     return NULL;
 }
 
+/* The mysql-bulk run that inserts row by row (bulk 0) or in bulk calls
+ * (bulk 1), or NULL. */
+static const bench_result *bench_find_bulk(const bench_plan *p, int bulk)
+{
+    for (size_t k = 0; k < p->n; k++)
+        if (p->rs[k].c.op == BENCH_OP_BULK && (p->rs[k].c.chunk > 1) == bulk)
+            return &p->rs[k];
+    return NULL;
+}
+
 /* Why a run cannot be used for a target, or NULL when it can. */
 static const char *bench_unusable(const bench_result *r)
 {
@@ -970,6 +1019,24 @@ static size_t bench_targets(const bench_plan *p, bench_target *ts)
         /* For comparison: async on plain connections, and raw. */
         bench_target_also(t, bench_find(p, name, BENCH_ASYNC, 0, 1), vs_ref[k].ref, ref);
         bench_target_also(t, bench_find(p, name, BENCH_RAW, 0, 0), vs_ref[k].ref, ref);
+    }
+    /* MySQL: volley's async against the hand-written non-blocking loop on
+     * the same connections and window. */
+    static const char *const vs_raw[] = {"mysql-select1", "mysql-point"};
+    for (size_t k = 0; k < sizeof vs_raw / sizeof vs_raw[0]; k++) {
+        if (!bench_has_test(vs_raw[k]))
+            continue;
+        bench_target *t = &ts[n++];
+        const bench_result *async = bench_find(p, vs_raw[k], BENCH_ASYNC, 0, 0);
+        const bench_result *ref = bench_find(p, vs_raw[k], BENCH_REF, 0, 0);
+        bench_target_ratio(t, vs_raw[k], async, "async", bench_find(p, vs_raw[k], BENCH_RAW, 0, 0),
+                           "raw", 0.95);
+        bench_target_also(t, async, "mariadb-slap -c 8", ref);
+    }
+    if (bench_has_test("mysql-bulk")) {
+        bench_target *t = &ts[n++];
+        bench_target_ratio(t, "mysql-bulk", bench_find_bulk(p, 1), "bulk",
+                           bench_find_bulk(p, 0), "row-by-row", 10.0);
     }
     if (bench_has_test("soak-window") || bench_has_test("soak") || O.soak) {
         bench_target *t = &ts[n++];
@@ -1080,11 +1147,12 @@ int main(int argc, char **argv)
     size_t repeated_until = 0;
     for (size_t k = 0; k < plan.n; k++) {
         bench_result *r = &plan.rs[k];
-        if (k >= repeated_until && bench_is_target_scenario(r->c.name)) {
-            /* The scenarios the targets compare: each row run
-             * BENCH_TARGET_REPS times, interleaved, and its median kept. */
+        if (k >= repeated_until && bench_is_repeated(&r->c)) {
+            /* The rows the targets compare: each run BENCH_TARGET_REPS
+             * times, interleaved, and its median kept. */
             size_t j = k;
-            while (j < plan.n && strcmp(plan.rs[j].c.name, r->c.name) == 0)
+            while (j < plan.n && strcmp(plan.rs[j].c.name, r->c.name) == 0 &&
+                   bench_is_repeated(&plan.rs[j].c))
                 j++;
             if (bench_run_repeated(&plan.rs[k], j - k) != 0)
                 status = 1;
@@ -1154,8 +1222,18 @@ int main(int argc, char **argv)
                    r->rss_1m_kb, r->rss_end_kb, r->c.requests, r->rss_end_kb - r->rss_1m_kb);
     }
 
+    /* Bulk against row by row, in rows per second. */
+    {
+        const bench_result *one = bench_find_bulk(&plan, 0), *bulk = bench_find_bulk(&plan, 1);
+        if (one && bulk && !bench_unusable(one) && !bench_unusable(bulk))
+            printf("\nmysql-bulk: row by row %.0f rows/s (window %d), bulk %.0f rows/s (%d rows "
+                   "per call, window %d); bulk: %.1fx row-by-row\n", one->ops_per_sec,
+                   one->c.window, bulk->ops_per_sec, bulk->c.chunk, bulk->c.window,
+                   bulk->ops_per_sec / one->ops_per_sec);
+    }
+
     /* The engine's targets: printed, never a failure. */
-    bench_target targets[8];
+    bench_target targets[16];
     size_t ntargets = bench_targets(&plan, targets);
     if (ntargets > 0)
         putchar('\n');

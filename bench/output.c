@@ -87,8 +87,9 @@ void bench_target_line(FILE *f, const bench_target *t)
     if (t->status == BENCH_TARGET_MET || t->status == BENCH_TARGET_NOT_MET) {
         if (t->bytes)
             fprintf(f, " %.0f B (<= %.0f)", t->value, t->bound);
-        else
-            fprintf(f, " = %.2fx (>= %.1f)", t->value, t->bound);
+        else /* 1.0, 0.8, but 0.95 */
+            fprintf(f, " = %.2fx (>= %.*f)", t->value,
+                    (long)(t->bound * 100 + 0.5) % 10 == 0 ? 1 : 2, t->bound);
     } else {
         fprintf(f, " (%s %g%s)", t->bytes ? "<=" : ">=", t->bound, t->bytes ? " B" : "x");
     }

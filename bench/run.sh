@@ -23,13 +23,8 @@
 
 set -eu
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd -P)
-BUILD_DIR=${BUILD:-build}
-case $BUILD_DIR in
-    /*) ;;
-    *) BUILD_DIR=$ROOT/$BUILD_DIR ;;
-esac
-BIN=$BUILD_DIR/bench/volley-bench
+# shellcheck source=bench/paths.sh
+. "$(dirname "$0")/paths.sh"
 SERVERS=$ROOT/tests/servers.sh
 RESULTS=${VL_BENCH_RESULTS:-$ROOT/bench/results}
 HOSTS=${VL_BENCH_HOSTS:-4}

@@ -557,20 +557,44 @@ int bench_mysql_truncate_insert(const bench_env *e)
     return rc;
 }
 
-long bench_mysql_count_insert(const bench_env *e)
+int bench_mysql_check_insert(const bench_env *e, uint64_t n, const char *mode)
 {
+    /* Insert i wrote k = i, v = "i<i>": every k of 0..n-1 once, and no v
+     * that differs from its k's. */
+    static const char sql[] = "SELECT COUNT(*), COUNT(DISTINCT k), COALESCE(MIN(k), -1), "
+                              "COALESCE(MAX(k), -1), COALESCE(SUM(v <> CONCAT('i', k)), 0) "
+                              "FROM bench_ins";
     MYSQL *m = bench_mysql_connect(e, 0);
-    long n = -1;
+    unsigned long long got[5] = {0, 0, 0, 0, 0};
+    long long lo = -2, hi = -2;
+    int rc = -1;
     if (m == NULL)
         return -1;
-    if (mysql_query(m, "SELECT COUNT(*) FROM bench_ins") == 0) {
+    if (mysql_query(m, sql) == 0) {
         MYSQL_RES *res = mysql_store_result(m);
         MYSQL_ROW row = res ? mysql_fetch_row(res) : NULL;
-        if (row && row[0])
-            n = strtol(row[0], NULL, 10);
+        if (row && row[0] && row[1] && row[2] && row[3] && row[4]) {
+            got[0] = strtoull(row[0], NULL, 10);
+            got[1] = strtoull(row[1], NULL, 10);
+            lo = strtoll(row[2], NULL, 10);
+            hi = strtoll(row[3], NULL, 10);
+            got[4] = strtoull(row[4], NULL, 10);
+            rc = got[0] == n && got[1] == n && lo == 0 && hi == (long long)n - 1 && got[4] == 0
+                     ? 0
+                     : -1;
+            if (rc != 0)
+                fprintf(stderr, "volley-bench: %s: bench_ins has %llu rows (%llu distinct k, "
+                                "%lld..%lld, %llu wrong v) after %" PRIu64 " inserts\n",
+                        mode, got[0], got[1], lo, hi, got[4], n);
+        }
         if (res)
             mysql_free_result(res);
     }
+    if (rc != 0 && lo == -2)
+        fprintf(stderr, "volley-bench: %s: checking bench_ins: %s\n", mode, mysql_error(m));
+    /* The rows are the run's own: they go. */
+    if (bench_sql(m, "TRUNCATE TABLE bench_ins") != 0)
+        rc = -1;
     mysql_close(m);
-    return n;
+    return rc;
 }

@@ -52,7 +52,8 @@ struct vl_future {
     vl_future_cb cb;
     void *ud;
     void *value;                   /* freed by vl_redis_reply_free for
-                                    * VL__VAL_REDIS, else by x->value_free */
+                                    * VL__VAL_REDIS, vl__mres_free_value when
+                                    * mysql_result, else by x->value_free */
     fext *x;                       /* NULL until needed */
     int status;
     unsigned char state;
@@ -62,6 +63,7 @@ struct vl_future {
     unsigned queued : 1;           /* on the ready list */
     unsigned in_cb : 1;            /* its callback is running */
     unsigned zombie : 1;           /* freed while queued */
+    unsigned mysql_result : 1;     /* value is a vl_mysql_result */
 };
 
 static void future_destroy(vl_future *f);
@@ -77,12 +79,15 @@ static vl_free_fn free_fn_of(const vl_future *f)
 {
     if (f->vtype == VL__VAL_REDIS)
         return free_redis_reply;
+    if (f->mysql_result)
+        return vl__mres_free_value;
     return f->x != NULL ? f->x->value_free : NULL;
 }
 
 static void forget_value(vl_future *f)
 {
     f->value = NULL;
+    f->mysql_result = 0;
     if (f->x != NULL)
         f->x->value_free = NULL;
 }
@@ -162,7 +167,11 @@ void vl__future_complete(vl_future *f, int status, void *value, int vtype,
             free_fn(value);
         return;
     }
-    if (value != NULL && free_fn != NULL && vtype != VL__VAL_REDIS && ext(f) == NULL) {
+    /* The two common values, Redis replies and MySQL results, are freed by
+     * functions the future knows: no extension to hold a pointer. */
+    int known = vtype == VL__VAL_REDIS || free_fn == vl__mres_free_value;
+
+    if (value != NULL && free_fn != NULL && !known && ext(f) == NULL) {
         /* Nowhere to keep how to free it: it goes now. */
         free_fn(value);
         value = NULL;
@@ -173,7 +182,8 @@ void vl__future_complete(vl_future *f, int status, void *value, int vtype,
     f->status = status;
     f->value = value;
     f->vtype = (unsigned char)(value != NULL ? vtype : VL__VAL_NONE);
-    if (value != NULL && vtype != VL__VAL_REDIS && f->x != NULL)
+    f->mysql_result = value != NULL && free_fn == vl__mres_free_value;
+    if (value != NULL && !known && f->x != NULL)
         f->x->value_free = free_fn;
     f->ops = NULL;
     f->source = NULL;

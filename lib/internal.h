@@ -172,6 +172,10 @@ typedef struct vl__source_ops {
 
 /* Value types, so typed accessors can refuse a foreign value. */
 enum { VL__VAL_NONE = 0, VL__VAL_USER, VL__VAL_REDIS, VL__VAL_MYSQL, VL__VAL_FANOUT };
+/* Frees a vl_mysql_result given as a future's value (lib/mysql_result.c).
+ * The future knows it, so a MySQL result needs no extension to say how it
+ * is freed (as for Redis replies). */
+void vl__mres_free_value(void *v);
 
 vl_future *vl__future_make(vl_loop *loop, const vl__source_ops *ops, void *source);
 /* Changes the cancel hook's source pointer (for sources that move). */

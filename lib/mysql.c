@@ -127,7 +127,23 @@ typedef struct stmt_entry {
     size_t len;
     MYSQL_STMT *stmt;
     int arrayed;             /* STMT_ATTR_ARRAY_SIZE is set (a bulk ran) */
+    /* What every execution reuses: the result's columns (read once, after
+     * the first execution that returned rows), their bindings, and the
+     * parameter bindings. */
+    MYSQL_RES *meta;
+    MYSQL_FIELD *fields;
+    unsigned nfields;
+    vl__mrow row;
+    vl__mcolset *colset;     /* the columns as results describe them */
+    int row_bound;           /* mysql_stmt_bind_result is up to date */
+    MYSQL_BIND *pbind;
+    MYSQL_TIME *ptimes;
 } stmt_entry;
+
+/* Short SQL is kept in the op itself, with no allocation of its own. */
+#define OP_SQL_INLINE 120
+/* How many finished ops a connection keeps for reuse. */
+#define SPARE_OPS_MAX 16
 
 typedef struct op op;
 struct op {
@@ -135,9 +151,8 @@ struct op {
     vl_mysql *c;
     vl_future *f;            /* NULL once abandoned */
     int kind;
-    char *sql;
+    char *sql;               /* sql_inline, or allocated */
     size_t len;
-    vl__mparams p;           /* prepared statements: the copied parameters */
     /* bulk execution: p holds bulk_rows rows of ncols parameters */
     size_t bulk_rows, ncols;
     size_t bulk_done;        /* rows executed so far */
@@ -165,10 +180,11 @@ struct op {
     /* binary protocol state */
     stmt_entry *st;
     int st_preparing;        /* st is being prepared: the op owns it, no cache */
-    MYSQL_BIND *pbind;
-    MYSQL_TIME *ptimes;
-    MYSQL_RES *meta;
-    vl__mrow row;            /* the result bindings */
+    MYSQL_BIND *pbind;       /* bulk: the round trip's bindings */
+    /* Storage for small SQL and parameters. Last, so a reused op is cleared
+     * only up to here (see op_alloc). */
+    char sql_inline[OP_SQL_INLINE];
+    vl__mparams p;           /* prepared statements: the copied parameters */
 };
 
 struct vl_mysql {
@@ -195,6 +211,7 @@ struct vl_mysql {
     char *addr;              /* the host's numeric address, once resolved */
     uint64_t deadline_ms;    /* end of the connect phase (loop clock) */
     uint64_t io_deadline_ms; /* a statement's reply overdue from then on; 0 = none */
+    uint64_t timer_due_ms;   /* when the running timer fires (loop clock) */
     unsigned char greet[5];  /* the first bytes the server sent, peeked */
     int greet_n;
     /* why the connection is not usable */
@@ -208,6 +225,8 @@ struct vl_mysql {
     /* operations */
     op *cur;
     op *qhead, *qtail;
+    op *spare;               /* finished ops kept for reuse */
+    size_t nspare;
     /* results of the current Connector/C call */
     int iret;
     my_bool bret;
@@ -255,12 +274,17 @@ static void tls_job_free(void *ud);
 
 /* ---- small helpers ---- */
 
-static void mstate(vl_mysql *c, mstate_t to)
+static __attribute__((noinline, cold)) void trace_state(const vl_mysql *c, mstate_t to)
 {
-    if (c->trace && to != c->mstate)
-        fprintf(stderr, "volley mysql %s: %s -> %s\n",
-                c->cfg.display != NULL ? c->cfg.display : "?", state_names[c->mstate],
-                state_names[to]);
+    fprintf(stderr, "volley mysql %s: %s -> %s\n", c->cfg.display != NULL ? c->cfg.display : "?",
+            state_names[c->mstate], state_names[to]);
+}
+
+/* Runs on every step of every statement: kept to a test and two stores. */
+static inline void mstate(vl_mysql *c, mstate_t to)
+{
+    if (__builtin_expect(c->trace, 0) && to != c->mstate)
+        trace_state(c, to);
     c->mstate = to;
     c->started = 0;
 }
@@ -311,6 +335,7 @@ static void timer_ref(vl_mysql *c)
 
 static void mtimer_start(vl_mysql *c, uint64_t ms)
 {
+    c->timer_due_ms = vl_loop_now_ms(c->loop) + ms;
     timer_ref(c);
     vl__timer_start(&c->timer, ms);
     if (connect_weak(c)) {
@@ -354,9 +379,11 @@ static int sock_of(vl_mysql *c)
     return c->my != NULL ? (int)mysql_get_socket(c->my) : -1;
 }
 
+/* Notes a session change the server reported (session_track_state_change),
+ * for the pool's clean-return rule; other connections have no use for it. */
 static void note_status(vl_mysql *c)
 {
-    if (c->cur != NULL && c->cur->internal)
+    if (!c->pooled || (c->cur != NULL && c->cur->internal))
         return;
     if (server_status(c) & SERVER_SESSION_STATE_CHANGED)
         c->dirty = 1;
@@ -364,14 +391,28 @@ static void note_status(vl_mysql *c)
 
 /* ---- the statement cache ---- */
 
+/* Closes the statement (COM_STMT_CLOSE has no reply: it writes a few
+ * bytes and returns; on a closed connection it sends nothing) and frees
+ * the entry. */
+static void stmt_free(stmt_entry *e)
+{
+    mysql_stmt_close(e->stmt);
+    if (e->meta != NULL)
+        mysql_free_result(e->meta);
+    vl__mcolset_unref(e->colset);
+    vl__mrow_clear(&e->row);
+    vl__free(e->pbind);
+    vl__free(e->ptimes);
+    vl__free(e->sql);
+    vl__free(e);
+}
+
 static void stmts_free_all(vl_mysql *c)
 {
     while (c->stmts != NULL) {
         stmt_entry *e = c->stmts;
         c->stmts = e->next;
-        mysql_stmt_close(e->stmt);
-        vl__free(e->sql);
-        vl__free(e);
+        stmt_free(e);
     }
     c->nstmts = 0;
 }
@@ -386,10 +427,7 @@ static void stmt_evict(vl_mysql *c, stmt_entry *e)
             c->nstmts--;
             break;
         }
-    /* COM_STMT_CLOSE has no reply: this writes a few bytes and returns. */
-    mysql_stmt_close(e->stmt);
-    vl__free(e->sql);
-    vl__free(e);
+    stmt_free(e);
 }
 
 static stmt_entry *stmt_find(vl_mysql *c, const char *sql, size_t len)
@@ -409,15 +447,6 @@ static stmt_entry *stmt_find(vl_mysql *c, const char *sql, size_t len)
 
 /* ---- operations ---- */
 
-/* Releases the binary-protocol row buffers of the current statement. */
-static void xbufs_free(op *o)
-{
-    vl__mrow_clear(&o->row);
-    if (o->meta != NULL)
-        mysql_free_result(o->meta);
-    o->meta = NULL;
-}
-
 static void op_free(op *o)
 {
     if (o->st_preparing && o->st != NULL) {
@@ -425,22 +454,40 @@ static void op_free(op *o)
          * deadline, the read timeout, a lost server): it never reached the
          * cache. The connection is closed by now, which detached the
          * statement, so closing it sends nothing. */
-        mysql_stmt_close(o->st->stmt);
-        vl__free(o->st->sql);
-        vl__free(o->st);
+        stmt_free(o->st);
         o->st = NULL;
     }
     if (o->batch != NULL)
         vl_mysql_result_free(o->batch);
     if (o->res != NULL)
         vl_mysql_result_free(o->res);
-    xbufs_free(o);
-    vl__free(o->pbind);
-    vl__free(o->ptimes);
-    vl__mparams_clear(&o->p);
-    vl__mbulk_clear(&o->bulk);
-    vl__free(o->sql);
+    if (o->pbind != NULL)
+        vl__free(o->pbind);
+    if (o->p.params != NULL)
+        vl__mparams_clear(&o->p);
+    if (o->bulk.types != NULL)
+        vl__mbulk_clear(&o->bulk);
+    if (o->sql != o->sql_inline)
+        vl__free(o->sql);
+    /* A connection keeps a few finished ops: most statements then cost no
+     * allocation of their own. A freed connection keeps none. */
+    if (o->c != NULL && !o->c->freed && o->c->nspare < SPARE_OPS_MAX) {
+        o->next = o->c->spare;
+        o->c->spare = o;
+        o->c->nspare++;
+        return;
+    }
     vl__free(o);
+}
+
+static void spare_ops_free(vl_mysql *c)
+{
+    while (c->spare != NULL) {
+        op *o = c->spare;
+        c->spare = o->next;
+        vl__free(o);
+    }
+    c->nspare = 0;
 }
 
 /* Drops an op that was never submitted (out of memory while copying). */
@@ -452,11 +499,6 @@ static void op_discard(op *o)
     vl__future_set_source(f, NULL, NULL);
     vl_future_free(f);
     op_free(o);
-}
-
-static void result_free_fn(void *v)
-{
-    vl_mysql_result_free(v);
 }
 
 /* Completes the op's future (value taken, freed if nobody waits) and frees
@@ -477,7 +519,8 @@ static void op_complete(op *o, int status, vl_mysql_result *value, const char *m
     if (o->f != NULL) {
         vl_future *f = o->f;
         o->f = NULL;
-        vl__future_complete(f, status, value, VL__VAL_MYSQL, value ? result_free_fn : NULL, msg);
+        vl__future_complete(f, status, value, VL__VAL_MYSQL, value ? vl__mres_free_value : NULL,
+                            msg);
     } else if (value != NULL) {
         vl_mysql_result_free(value);
     }
@@ -602,17 +645,48 @@ static void op_describe(void *source, char *buf, size_t n)
 
 static const vl__source_ops op_ops = {.cancel = op_cancel, .describe = op_describe};
 
+/* A zeroed op: a spare one when the connection kept any. NULL on ENOMEM. */
+static op *op_alloc(vl_mysql *c, int kind)
+{
+    op *o = c->spare;
+
+    if (o != NULL) {
+        c->spare = o->next;
+        c->nspare--;
+        memset(o, 0, offsetof(op, sql_inline));
+        o->p.params = NULL;
+        o->p.n = 0;
+        o->p.data = NULL;
+    } else if ((o = vl__calloc(1, sizeof(*o))) == NULL) {
+        return NULL;
+    }
+    o->c = c;
+    o->kind = kind;
+    return o;
+}
+
+/* Copies the op's SQL (len bytes, NUL-terminated) into it. VL_OK or
+ * VL_ENOMEM. */
+static int op_set_sql(op *o, const char *sql, size_t len)
+{
+    o->sql = len < OP_SQL_INLINE ? o->sql_inline : vl__malloc(len + 1);
+    if (o->sql == NULL)
+        return VL_ENOMEM;
+    memcpy(o->sql, sql, len);
+    o->sql[len] = '\0';
+    o->len = len;
+    return VL_OK;
+}
+
 static op *op_new(vl_mysql *c, int kind)
 {
-    op *o = vl__calloc(1, sizeof(*o));
+    op *o = op_alloc(c, kind);
 
     if (o == NULL)
         return NULL;
-    o->c = c;
-    o->kind = kind;
     o->f = vl__future_make(c->loop, &op_ops, o);
     if (o->f == NULL) {
-        vl__free(o);
+        op_free(o);
         return NULL;
     }
     return o;
@@ -701,6 +775,16 @@ static void arm(vl_mysql *c, int st)
             ms = left;
         use_timer = 1;
     }
+    /* A running timer that fires no later than this wait's deadline is left
+     * alone: on_timer finds the deadline not reached and waits the rest.
+     * Restarting it for every wait of every statement would cost more than
+     * the rest of the wait. Connector/C's own timeouts (MYSQL_WAIT_TIMEOUT)
+     * must not fire early, and a zero-delay start (kick) is not a deadline:
+     * those restart it. */
+    if (use_timer && !(st & MYSQL_WAIT_TIMEOUT) && !c->kick && c->state == ST_OPEN &&
+        vl__timer_active(&c->timer) && !c->timer_unref &&
+        c->timer_due_ms <= vl_loop_now_ms(c->loop) + ms)
+        return;
     c->kick = 0;
     if (use_timer)
         mtimer_start(c, ms);
@@ -743,7 +827,10 @@ static void on_io(vl__io *io, int events, void *ud)
         ready |= MYSQL_WAIT_READ;
     if (events & VL__WRITE)
         ready |= MYSQL_WAIT_WRITE;
-    mtimer_stop(c);
+    /* The timer keeps running: the next wait re-arms it if it must (arm),
+     * and an idle or closed connection stops it. */
+    if (c->waiting & MYSQL_WAIT_TIMEOUT)
+        mtimer_stop(c);
     drive(c, ready);
 }
 
@@ -1574,22 +1661,16 @@ static void note_gtid(vl_mysql *c, op *o)
 /* Queues an internal op (no future) at the head of the queue. */
 static int push_internal(vl_mysql *c, int kind, const char *sql)
 {
-    op *o = vl__calloc(1, sizeof(*o));
+    op *o = op_alloc(c, kind);
 
     if (o == NULL)
         return VL_ENOMEM;
-    o->c = c;
-    o->kind = kind;
     o->internal = 1;
     o->discard = 1;
     o->batch_rows = DEFAULT_BATCH;
-    if (sql != NULL) {
-        o->len = strlen(sql);
-        o->sql = vl__strndup(sql, o->len);
-        if (o->sql == NULL) {
-            op_free(o);
-            return VL_ENOMEM;
-        }
+    if (sql != NULL && op_set_sql(o, sql, strlen(sql)) != VL_OK) {
+        op_free(o);
+        return VL_ENOMEM;
     }
     o->next = c->qhead;
     c->qhead = o;
@@ -1899,8 +1980,6 @@ static int ph_next_result(vl_mysql *c, op *o, int ready)
  * being prepared. 0, or -1 when out of memory (the op is then finished). */
 static int stmt_begin(vl_mysql *c, op *o)
 {
-    my_bool on = 1;
-
     o->st = vl__calloc(1, sizeof(*o->st));
     if (o->st != NULL) {
         o->st->sql = vl__strndup(o->sql, o->len);
@@ -1916,7 +1995,6 @@ static int stmt_begin(vl_mysql *c, op *o)
         op_finish(c, o);
         return -1;
     }
-    mysql_stmt_attr_set(o->st->stmt, STMT_ATTR_UPDATE_MAX_LENGTH, &on);
     o->st_preparing = 1;
     return 0;
 }
@@ -1958,9 +2036,7 @@ static int ph_preparing(vl_mysql *c, op *o, int ready)
         stmt_entry *e = o->st;
         o->st = NULL;
         op_error_stmt(c, o, e->stmt);
-        mysql_stmt_close(e->stmt);
-        vl__free(e->sql);
-        vl__free(e);
+        stmt_free(e);
         return GO_ON;
     }
     stmt_cache(c, o->st);
@@ -2029,16 +2105,23 @@ static int stmt_bind(vl_mysql *c, op *o)
     }
     if (o->p.n == 0)
         return 0;
-    o->pbind = vl__calloc(o->p.n, sizeof(MYSQL_BIND));
-    o->ptimes = vl__calloc(o->p.n, sizeof(MYSQL_TIME));
-    rc = o->pbind == NULL || o->ptimes == NULL ? VL_ENOMEM
-                                               : vl__mbind_params(&o->p, o->pbind, o->ptimes);
+    /* The statement keeps its binding arrays; each execution points them at
+     * its own values. */
+    if (o->st->pbind == NULL) {
+        o->st->pbind = vl__calloc(o->p.n, sizeof(MYSQL_BIND));
+        o->st->ptimes = vl__calloc(o->p.n, sizeof(MYSQL_TIME));
+    } else {
+        memset(o->st->pbind, 0, o->p.n * sizeof(MYSQL_BIND));
+    }
+    rc = o->st->pbind == NULL || o->st->ptimes == NULL
+             ? VL_ENOMEM
+             : vl__mbind_params(&o->p, o->st->pbind, o->st->ptimes);
     if (rc != VL_OK) {
         op_note(o, rc, rc == VL_ENOMEM ? "out of memory" : "bad parameter type");
         op_finish(c, o);
         return -1;
     }
-    if (mysql_stmt_bind_param(s, o->pbind)) {
+    if (mysql_stmt_bind_param(s, o->st->pbind)) {
         op_note(o, VL_EINVAL, "cannot bind the parameters");
         op_finish(c, o);
         return -1;
@@ -2071,8 +2154,8 @@ static int ph_executing(vl_mysql *c, op *o, int ready)
             stmt_evict(c, e);
         return GO_ON;
     }
-    note_status(c);
     if (o->bulk_rows != 0) {
+        note_status(c);
         o->bulk_affected += mysql_stmt_affected_rows(s);
         if (o->bulk_done == 0)
             o->bulk_insert_id = mysql_stmt_insert_id(s);
@@ -2093,12 +2176,74 @@ static int ph_executing(vl_mysql *c, op *o, int ready)
         else if (o->set != NULL)
             vl__mres_counts(o->set, mysql_stmt_affected_rows(s), mysql_stmt_insert_id(s),
                             mysql_warning_count(c->my));
+        note_status(c); /* with rows, the status comes with their end */
         note_gtid(c, o);
         op_finish(c, o);
         return GO_ON;
     }
     mstate(c, S_STORING);
     return GO_ON;
+}
+
+/* The statement's result bindings, made at its first result and kept (the
+ * columns of a prepared statement do not change), bound again when a
+ * buffer grew. VL_OK or VL_ENOMEM. */
+static int stmt_bind_result(stmt_entry *e)
+{
+    if (e->meta == NULL) {
+        e->meta = mysql_stmt_result_metadata(e->stmt);
+        if (e->meta == NULL)
+            return VL_ENOMEM;
+        e->fields = mysql_fetch_fields(e->meta);
+        e->nfields = mysql_num_fields(e->meta);
+        if (vl__mrow_bind(&e->row, e->fields, e->nfields) != VL_OK) {
+            mysql_free_result(e->meta);
+            e->meta = NULL;
+            return VL_ENOMEM;
+        }
+    }
+    if (!e->row_bound) {
+        if (mysql_stmt_bind_result(e->stmt, e->row.bind))
+            return VL_ENOMEM;
+        e->row_bound = 1;
+    }
+    return VL_OK;
+}
+
+/* Describes the statement's columns on a result: converted once, at its
+ * first result, then shared. VL_OK or VL_ENOMEM. */
+static int stmt_columns(stmt_entry *e, vl_mysql_result *set)
+{
+    if (e->colset == NULL) {
+        if (copy_columns(set, e->fields, e->nfields) != VL_OK)
+            return VL_ENOMEM;
+        e->colset = vl__mcolset_new(set); /* if NULL, the next result tries again */
+        return VL_OK;
+    }
+    vl__mres_use_columns(set, e->colset);
+    return VL_OK;
+}
+
+/* A fetch reported truncation: the string columns whose value did not fit
+ * get a bigger buffer and are fetched again (from the stored result: no
+ * I/O). VL_OK, VL_ENOMEM, or VL_EPROTO when something else was truncated. */
+static int refetch_truncated(stmt_entry *e)
+{
+    size_t i;
+
+    for (i = 0; i < e->nfields; i++) {
+        vl__mrow *r = &e->row;
+        if (!r->errs[i] || r->nulls[i])
+            continue;
+        if (r->bufs[i] == NULL || r->lens[i] < r->bind[i].buffer_length)
+            return VL_EPROTO; /* a number or a time: cannot happen */
+        if (vl__mrow_grow(r, i, (size_t)r->lens[i] + 1) != VL_OK)
+            return VL_ENOMEM;
+        e->row_bound = 0;
+        if (mysql_stmt_fetch_column(e->stmt, &r->bind[i], (unsigned)i, 0) != 0)
+            return VL_EPROTO;
+    }
+    return VL_OK;
 }
 
 static int ph_storing(vl_mysql *c, op *o, int ready)
@@ -2125,17 +2270,12 @@ static int ph_storing(vl_mysql *c, op *o, int ready)
         return GO_ON;
     }
     note_status(c);
-    o->meta = mysql_stmt_result_metadata(s);
-    if (o->meta == NULL ||
-        vl__mrow_bind(&o->row, mysql_fetch_fields(o->meta), mysql_num_fields(o->meta)) !=
-            VL_OK ||
-        mysql_stmt_bind_result(s, o->row.bind)) {
+    if (stmt_bind_result(o->st) != VL_OK) {
         op_note(o, VL_ENOMEM, "out of memory binding the result");
         mstate(c, S_STMT_FREEING);
         return GO_ON;
     }
-    if (o->set != NULL &&
-        copy_columns(o->set, mysql_fetch_fields(o->meta), mysql_num_fields(o->meta)) != VL_OK)
+    if (o->set != NULL && stmt_columns(o->st, o->set) != VL_OK)
         op_note(o, VL_ENOMEM, "out of memory");
     mstate(c, S_STMT_FETCHING);
     return GO_ON;
@@ -2144,26 +2284,37 @@ static int ph_storing(vl_mysql *c, op *o, int ready)
 static int ph_stmt_fetching(vl_mysql *c, op *o, int ready)
 {
     char why[160];
-    int st = c->started ? mysql_stmt_fetch_cont(&c->iret, o->st->stmt, ready)
-                        : mysql_stmt_fetch_start(&c->iret, o->st->stmt);
+    stmt_entry *e = o->st;
+    int st = c->started ? mysql_stmt_fetch_cont(&c->iret, e->stmt, ready)
+                        : mysql_stmt_fetch_start(&c->iret, e->stmt);
 
     if (wait_on(c, st))
         return WAIT;
+
     if (c->iret != 0 && c->iret != MYSQL_DATA_TRUNCATED) {
         if (c->iret != MYSQL_NO_DATA)
-            op_note(o, VL_EPROTO, mysql_stmt_error(o->st->stmt));
+            op_note(o, VL_EPROTO, mysql_stmt_error(e->stmt));
         mstate(c, S_STMT_FREEING);
         return GO_ON;
     }
-    if (c->iret == MYSQL_DATA_TRUNCATED)
-        op_note(o, VL_EPROTO, "a value was truncated");
+    if (c->iret == MYSQL_DATA_TRUNCATED && !o->discard) {
+        int rc = refetch_truncated(e);
+        if (rc != VL_OK)
+            op_note(o, rc, rc == VL_ENOMEM ? "out of memory reading a row"
+                                           : "a value was truncated");
+    }
     if (!o->discard) {
-        if (over_limit(c, o, vl__mrow_bytes(&o->row), why, sizeof(why))) {
+        if (over_limit(c, o, vl__mrow_bytes(&e->row), why, sizeof(why))) {
             conn_break(c, VL_EPROTO, why);
             return WAIT;
         }
-        if (vl__mrow_store(&o->row, mysql_fetch_fields(o->meta), o->set) != VL_OK)
+        if (vl__mrow_store(&e->row, e->fields, o->set) != VL_OK)
             op_note(o, VL_ENOMEM, "out of memory reading a row");
+    }
+    if (!e->row_bound && stmt_bind_result(e) != VL_OK) {
+        /* Connector/C would fetch the next row into a buffer that moved. */
+        conn_break(c, VL_ENOMEM, "closed: out of memory binding a result");
+        return WAIT;
     }
     mstate(c, S_STMT_FETCHING); /* the next row */
     return GO_ON;
@@ -2176,7 +2327,6 @@ static int ph_stmt_freeing(vl_mysql *c, op *o, int ready)
 
     if (wait_on(c, st))
         return WAIT;
-    xbufs_free(o);
     if (o->set != NULL) {
         if (vl__mres_finish(o->set) != VL_OK)
             op_note(o, VL_ENOMEM, "out of memory");
@@ -2428,6 +2578,7 @@ static void conn_destroy(vl_mysql *c)
     vl__free(c->fail_msg);
     c->addr = c->fail_msg = NULL;
     c->freed = 1;
+    spare_ops_free(c);
     /* While the loop is being freed, callbacks that still hold `c` run after
      * this: keep the memory until they have (a later vl_mysql_free is then a
      * no-op and every call fails with VL_ECLOSED). */
@@ -2512,9 +2663,10 @@ static vl_future *query_op(vl_mysql *c, const char *sql, uint64_t timeout_ms, in
     len = strlen(sql);
     if (timeout_ms == 0)
         timeout_ms = c->cfg.query_timeout_ms;
-    o->sql = timeout_ms != 0 ? wrap_timeout(sql, len, timeout_ms, &o->len) : vl__strndup(sql, len);
-    if (timeout_ms == 0)
-        o->len = len;
+    if (timeout_ms != 0)
+        o->sql = wrap_timeout(sql, len, timeout_ms, &o->len);
+    else if (op_set_sql(o, sql, len) != VL_OK)
+        o->sql = NULL;
     if (o->sql == NULL) {
         op_discard(o);
         return NULL;
@@ -2553,12 +2705,14 @@ static vl_future *exec_submit(vl_mysql *c, const char *sql, const vl_mysql_param
 
     if (o == NULL)
         return NULL;
-    o->len = strlen(sql);
-    o->sql = vl__strndup(sql, o->len);
-    o->locks = c->pooled && o->sql != NULL && mentions_get_lock(o->sql, o->len);
+    if (op_set_sql(o, sql, strlen(sql)) != VL_OK) {
+        op_discard(o);
+        return NULL;
+    }
+    o->locks = c->pooled && mentions_get_lock(o->sql, o->len);
     o->bulk_rows = nrows;
     o->ncols = nrows != 0 ? n : 0;
-    if (o->sql == NULL ||
+    if (
         vl__mparams_copy(&o->p, params, nrows != 0 ? nrows * n : n, total) != VL_OK) {
         op_discard(o);
         return NULL;

@@ -44,11 +44,15 @@ int vl__mparams_copy(vl__mparams *dst, const vl_mysql_param *src, size_t n, size
 {
     size_t i, off = 0;
 
-    memset(dst, 0, sizeof(*dst));
+    dst->params = NULL;
+    dst->n = 0;
+    dst->data = NULL;
     if (n == 0)
         return VL_OK;
-    dst->params = vl__calloc(n, sizeof(*dst->params));
-    dst->data = total > 0 ? vl__malloc(total) : NULL;
+    dst->params = n <= VL__MPARAMS_SMALL ? dst->small : vl__malloc(n * sizeof(*dst->params));
+    dst->data = total == 0                          ? NULL
+                : total <= VL__MPARAMS_SMALL_DATA ? dst->small_data
+                                                    : vl__malloc(total);
     if (dst->params == NULL || (total > 0 && dst->data == NULL)) {
         vl__mparams_clear(dst);
         return VL_ENOMEM;
@@ -68,9 +72,13 @@ int vl__mparams_copy(vl__mparams *dst, const vl_mysql_param *src, size_t n, size
 
 void vl__mparams_clear(vl__mparams *p)
 {
-    vl__free(p->params);
-    vl__free(p->data);
-    memset(p, 0, sizeof(*p));
+    if (p->params != p->small)
+        vl__free(p->params);
+    if (p->data != p->small_data)
+        vl__free(p->data);
+    p->params = NULL;
+    p->data = NULL;
+    p->n = 0;
 }
 
 /* A DATE, TIME or DATETIME parameter as Connector/C's MYSQL_TIME. */
@@ -254,9 +262,8 @@ static void bulk_column(vl__mbulk *b, const vl__mparams *p, size_t i)
         default: {
             MYSQL_BIND scratch;
             MYSQL_TIME *tm = &b->times[r * n + i];
-            vl__mparams one = {(vl_mysql_param *)(uintptr_t)v, 1, NULL};
             memset(&scratch, 0, sizeof(scratch));
-            vl__mbind_params(&one, &scratch, tm);
+            bind_time(v, &scratch, tm);
             ((MYSQL_TIME **)b->vals[i])[r] = tm;
             break;
         }
@@ -424,7 +431,8 @@ int vl__mrow_bind(vl__mrow *row, const MYSQL_FIELD *fields, unsigned n)
             b->buffer = &row->vals[i].t;
             break;
         default: {
-            size_t cap = (size_t)fields[i].max_length + 1;
+            size_t cap = (fields[i].length < VL__MROW_FIRST_CAP ? (size_t)fields[i].length
+                                                                 : VL__MROW_FIRST_CAP) + 1;
             row->bufs[i] = vl__malloc(cap);
             if (row->bufs[i] == NULL) {
                 vl__mrow_clear(row);
@@ -437,6 +445,24 @@ int vl__mrow_bind(vl__mrow *row, const MYSQL_FIELD *fields, unsigned n)
         }
         }
     }
+    return VL_OK;
+}
+
+int vl__mrow_grow(vl__mrow *row, size_t i, size_t need)
+{
+    size_t cap = row->bind[i].buffer_length;
+    char *b;
+
+    if (need <= cap)
+        return VL_OK;
+    while (cap < need)
+        cap = cap < SIZE_MAX / 2 ? cap * 2 : need;
+    b = vl__realloc(row->bufs[i], cap);
+    if (b == NULL)
+        return VL_ENOMEM;
+    row->bufs[i] = b;
+    row->bind[i].buffer = b;
+    row->bind[i].buffer_length = (unsigned long)cap;
     return VL_OK;
 }
 

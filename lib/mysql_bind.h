@@ -16,11 +16,17 @@
 /* ---- parameters ---- */
 
 /* A statement's parameters, copied from the caller: the array and one block
- * holding every STRING and BLOB value, which the copies point into. */
+ * holding every STRING and BLOB value, which the copies point into. A few
+ * small ones (the common case: a key or two) are kept inline, with no
+ * allocation; the struct must then not move. */
+#define VL__MPARAMS_SMALL 4
+#define VL__MPARAMS_SMALL_DATA 64
 typedef struct vl__mparams {
     vl_mysql_param *params;
     size_t n;
     char *data;
+    vl_mysql_param small[VL__MPARAMS_SMALL];
+    char small_data[VL__MPARAMS_SMALL_DATA];
 } vl__mparams;
 
 /* Copies n parameters, whose string bytes add up to `total` (as
@@ -79,8 +85,12 @@ typedef union vl__xval {
 } vl__xval;
 
 /* The result bindings of a statement: per column a MYSQL_BIND, the value
- * it fills, its length, NULL and truncation flags, and for strings a buffer
- * sized from the stored rows' max_length. The arrays share one block. */
+ * it fills, its length, NULL and truncation flags, and for strings a
+ * buffer: sized from the column's declared length (at most
+ * VL__MROW_FIRST_CAP bytes at first) and grown by vl__mrow_grow when a
+ * value does not fit. The bindings are made once per prepared statement and
+ * serve every execution. The arrays share one block. */
+#define VL__MROW_FIRST_CAP 1024
 typedef struct vl__mrow {
     MYSQL_BIND *bind;
     vl__xval *vals;
@@ -91,10 +101,14 @@ typedef struct vl__mrow {
     size_t n;
 } vl__mrow;
 
-/* Binds the `n` columns described by `fields` (whose max_length is known:
- * STMT_ATTR_UPDATE_MAX_LENGTH). VL_OK or VL_ENOMEM (row left empty). */
+/* Binds the `n` columns described by `fields`. VL_OK or VL_ENOMEM (row
+ * left empty). */
 int vl__mrow_bind(vl__mrow *row, const MYSQL_FIELD *fields, unsigned n);
 void vl__mrow_clear(vl__mrow *row);
+
+/* Grows column i's buffer to hold `need` bytes (bind[i] follows it: bind
+ * the row again before the next fetch). VL_OK or VL_ENOMEM (unchanged). */
+int vl__mrow_grow(vl__mrow *row, size_t i, size_t need);
 
 /* The bytes of the fetched row's non-NULL values, for the limits. */
 uint64_t vl__mrow_bytes(const vl__mrow *row);

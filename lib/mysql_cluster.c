@@ -79,6 +79,7 @@ struct creq {
     int read;
     int evicted;            /* its inner request was taken back from its host */
     int deadline_passed;
+    int fresh;              /* must see the cluster's writes */
     unsigned flags;
     char *sql;
     vl_mysql_param *params;
@@ -485,9 +486,9 @@ static int needs_wait(const creq *r, const host *h)
     return r->gtid != NULL && h != h->cl->primary && !h->cl->o.galera;
 }
 
-/* A host for a read, or NULL: the healthy replica (Galera: node) with the
- * fewest outstanding requests that has not failed this read yet. */
-static host *pick_read(vl_mysql_cluster *cl, const creq *r)
+/* The healthy replica (Galera: node) with the fewest outstanding requests
+ * that has not failed this read yet, or NULL. */
+static host *pick_replica(vl_mysql_cluster *cl, const creq *r)
 {
     host *best = NULL;
     size_t i, start = cl->nhosts ? cl->rr % cl->nhosts : 0;
@@ -516,10 +517,24 @@ static host *pick_read(vl_mysql_cluster *cl, const creq *r)
                 best = h;
         }
     }
-    if (best != NULL) {
-        cl->rr++;
-        return best;
-    }
+    if (best != NULL)
+        cl->rr++; /* the next tie goes to the next host */
+    return best;
+}
+
+/* A host for a read, or NULL (see volley/mysql_cluster.h). */
+static host *pick_read(vl_mysql_cluster *cl, const creq *r)
+{
+    host *h;
+
+    /* Galera: the other nodes may still be applying what the writer
+     * certified, so a fresh read goes to the writer itself. */
+    if (cl->o.galera && r->fresh && cl->primary != NULL && routable(cl->primary) &&
+        !(r->tried & bit(cl->primary)))
+        return cl->primary;
+    h = pick_replica(cl, r);
+    if (h != NULL)
+        return h;
     if (cl->o.galera || cl->primary == NULL || (r->tried & bit(cl->primary)))
         return NULL;
     /* The primary: always fresh. A fresh read that every replica failed
@@ -1178,17 +1193,14 @@ static vl_future *req_new(vl_mysql_cluster *cl, int kind, int read, const char *
     r->sql = sql != NULL ? vl__strdup(sql) : NULL;
     r->params = n > 0 ? vl__calloc(n, sizeof(*params)) : NULL;
     r->pdata = total > 0 ? vl__malloc(total) : NULL;
-    if (read && cl->ngtids > 0 &&
-        ((flags & VL_MYSQL_READ_FRESH) ||
-         (cl->o.read_your_writes && !(flags & VL_MYSQL_READ_STALE))))
+    r->fresh = read && ((flags & VL_MYSQL_READ_FRESH) ||
+                        (cl->o.read_your_writes && !(flags & VL_MYSQL_READ_STALE)));
+    if (r->fresh && cl->ngtids > 0 && !cl->o.galera)
         r->gtid = vl__strdup(cl->gtid_text);
     r->f = vl__future_make(cl->loop, &req_ops, r);
     if ((sql != NULL && r->sql == NULL) || (n > 0 && r->params == NULL) ||
-        (total > 0 && r->pdata == NULL) || (r->gtid == NULL && read && cl->ngtids > 0 &&
-                                            ((flags & VL_MYSQL_READ_FRESH) ||
-                                             (cl->o.read_your_writes &&
-                                              !(flags & VL_MYSQL_READ_STALE)))) ||
-        r->f == NULL) {
+        (total > 0 && r->pdata == NULL) ||
+        (r->fresh && cl->ngtids > 0 && !cl->o.galera && r->gtid == NULL) || r->f == NULL) {
         if (r->f != NULL) {
             vl__future_set_source(r->f, NULL, NULL);
             vl_future_free(r->f);

@@ -40,6 +40,14 @@ void *vl__mres_alloc(vl_mysql_result *r, size_t n);
 int vl__mres_set_columns(vl_mysql_result *r, size_t n);
 int vl__mres_column(vl_mysql_result *r, size_t i, const char *name, size_t name_len, int type,
                     unsigned flags);
+/* Column descriptions shared by the results of one prepared statement
+ * (refcounted; mysql_result.c). _new copies those of a result whose
+ * columns are set; _use_columns gives them to result link r (taking a
+ * reference, released when the result is freed). */
+typedef struct vl__mcolset vl__mcolset;
+vl__mcolset *vl__mcolset_new(const vl_mysql_result *r);
+void vl__mcolset_unref(vl__mcolset *cs);
+void vl__mres_use_columns(vl_mysql_result *r, vl__mcolset *cs);
 /* Copies column metadata from another result (for stream batches). */
 int vl__mres_copy_columns(vl_mysql_result *dst, const vl_mysql_result *src);
 /* A new row of columns() cells, zeroed (every cell NULL); NULL on ENOMEM. */

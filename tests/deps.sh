@@ -27,6 +27,11 @@ PACKAGES=(
     redis-tools
     mariadb-server
     mariadb-client
+    # make test-galera: the Galera provider, and what its rsync state
+    # transfer runs (rsync, and ss to watch the transfer's port).
+    galera-4
+    rsync
+    iproute2
     gnuplot-nox
     jq
     python3

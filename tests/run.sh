@@ -23,6 +23,8 @@
 #                        own (VL_TEST_CASE_TIMEOUT, tests/common/testutil.h)
 #   VL_TEST_WRAPPER      a command line that runs each compiled test (not the
 #                        shell scripts), such as "valgrind --error-exitcode=99"
+#   VL_TEST_GALERA       1 also starts the 3-node Galera cluster (servers.sh
+#                        start --galera: some 15 s more), for make test-galera
 #   VL_TEST_DIR_RECORD   if set, the path of the run's temporary directory is
 #                        written to this file as soon as it exists, so that a
 #                        caller (tests/test_harness.sh) can check afterwards
@@ -142,7 +144,11 @@ run_child() {
     return "$rc"
 }
 
-if ! run_child "$SERVERS" start "$DIR" "$REDIS_COUNT" >&2; then
+START_ARGS=("$REDIS_COUNT")
+if [ "${VL_TEST_GALERA:-0}" = 1 ]; then
+    START_ARGS+=(--galera)
+fi
+if ! run_child "$SERVERS" start "$DIR" "${START_ARGS[@]}" >&2; then
     say "could not start the test servers"
     cleanup
     echo "0 passed, 1 failed"

@@ -4,14 +4,17 @@
 # Throwaway Redis and MariaDB servers for the volley test suite.
 #
 # Usage:
-#   tests/servers.sh start DIR [K]        start K (default 3) plain redis-server
+#   tests/servers.sh start DIR [K] [--galera]
+#                                         start K (default 3) plain redis-server
 #                                         instances, one password-protected
 #                                         redis-server ("redis-auth"), the TLS
 #                                         redis-servers (below), the main
 #                                         mariadbd ("mysql") and a GTID
 #                                         primary/replica pair of mariadbd
 #                                         ("mysql-primary", "mysql-replica"),
-#                                         all private to DIR
+#                                         all private to DIR; with --galera
+#                                         also a 3-node Galera cluster
+#                                         ("galera-1".."galera-3", below)
 #   tests/servers.sh stop DIR             stop everything started into DIR
 #   tests/servers.sh status DIR           list the servers; exit 0 if all run
 #   tests/servers.sh restart-redis DIR N  restart redis instance N (1-based,
@@ -21,9 +24,11 @@
 #   tests/servers.sh restart-mysql DIR [NAME]
 #                                         restart mariadbd instance NAME
 #                                         ("mysql", the default,
-#                                         "mysql-primary" or "mysql-replica")
-#                                         on the same port, socket, data
-#                                         directory and options
+#                                         "mysql-primary", "mysql-replica" or
+#                                         "galera-N") on the same port,
+#                                         socket, data directory and options;
+#                                         a Galera node is back once it has
+#                                         rejoined and is synced
 #
 # Every server listens on 127.0.0.1 only, on a random free port in
 # 20000-29999, and keeps all its files (data, socket, log, pidfile) inside
@@ -55,6 +60,15 @@
 # reconnects by itself to a primary that was killed and restarted. The test
 # database and user were created on the primary and reached the replica by
 # replication before the start returns.
+#
+# The Galera cluster (--galera): galera-1 bootstraps it, galera-2 and
+# galera-3 join one at a time, each receiving galera-1's data by rsync
+# (SST); all have the test database and user. A node killed with -9 and
+# restarted with restart-mysql rejoins the others (with a full transfer).
+# The failure detector is tuned for tests: a node killed, or cut off with
+# SET GLOBAL wsrep_provider_options='gmcast.isolate=1', leaves the primary
+# component within some 4 s, and one back from isolation
+# (gmcast.isolate=0) is synced again within some 5 s.
 #
 # DIR/env exports:
 #   VL_TEST_DIR, VL_TEST_SERVERS      DIR and the path of this script
@@ -89,6 +103,9 @@
 #                                     everything but READ_ONLY ADMIN, whose
 #                                     writes a read_only server refuses
 #                                     with error 1290
+#   VL_TEST_GALERA_PORTS, _SOCKS      with --galera only: the nodes' client
+#                                     ports and sockets, comma-separated, in
+#                                     order (galera-1 first)
 #
 # "stop" never deletes DIR: whoever created it removes it.
 
@@ -134,9 +151,9 @@ readonly REDIS_TLS_INSTANCES="redis-tls:server:optional redis-mtls:server:yes
 redis-tls-expired:expired:optional redis-tls-wronghost:wronghost:optional"
 
 usage() {
-    echo "usage: $0 start DIR [K] | stop DIR | status DIR |" \
+    echo "usage: $0 start DIR [K] [--galera] | stop DIR | status DIR |" \
          "restart-redis DIR N|auth|tls|mtls|tls-expired|tls-wronghost |" \
-         "restart-mysql DIR [mysql|mysql-primary|mysql-replica]" >&2
+         "restart-mysql DIR [mysql|mysql-primary|mysql-replica|galera-N]" >&2
     exit 2
 }
 
@@ -487,7 +504,9 @@ redis_start() {
 mysql_root() {
     local name=$1
     shift
-    mariadb --no-defaults -uroot -S "$DIR/$name.sock" "$@"
+    # root has no password: a MYSQL_PWD in the environment (the client reads
+    # it) would only make the login fail.
+    env -u MYSQL_PWD mariadb --no-defaults -uroot -S "$DIR/$name.sock" "$@"
 }
 
 # Runs the saved mariadbd command line of instance $1 in the background.
@@ -498,9 +517,15 @@ mysql_root() {
 # place instead of forking, which makes $! the server's own pid; it is
 # written to the pidfile at once, before mariadbd writes it itself, so that
 # "stop" can find a server that is still initialising.
+# Further arguments are appended for this launch only (not saved), as
+# --wsrep-new-cluster is for the first start of a Galera cluster.
 mysql_launch() {
-    local name=$1 pid deadline
-    (cd "$DIR/$name" && eval "exec setsid $(cat "$DIR/$name.cmd")") \
+    local name=$1 pid deadline extra=""
+    shift
+    if [ "$#" -gt 0 ]; then
+        extra=$(printf '%q ' "$@")
+    fi
+    (cd "$DIR/$name" && eval "exec setsid $(cat "$DIR/$name.cmd") $extra") \
         </dev/null >>"$DIR/$name.out" 2>&1 &
     pid=$!
     echo "$pid" >"$DIR/$name.pid"
@@ -519,9 +544,20 @@ mysql_launch() {
 # Waits until instance $1 accepts a root login on its socket. Fails early if
 # the server process has died, which is what happens when the port is taken.
 mysql_wait() {
-    local name=$1 deadline=$((SECONDS + MYSQL_READY_SECONDS))
+    poll_server "$1" "$MYSQL_READY_SECONDS" mysql_answers
+}
+
+# Succeeds if instance $1 answers a root login.
+mysql_answers() {
+    mysql_root "$1" -e 'SELECT 1' >/dev/null 2>&1
+}
+
+# Polls "$3 $1" every 0.1 s for up to $2 seconds until it succeeds; fails
+# at once when the process of server $1 is gone.
+poll_server() {
+    local name=$1 deadline=$((SECONDS + $2))
     while [ "$SECONDS" -lt "$deadline" ]; do
-        if mysql_root "$name" -e 'SELECT 1' >/dev/null 2>&1; then
+        if "$3" "$name"; then
             return 0
         fi
         if ! our_pid "$DIR/$name.pid" >/dev/null; then
@@ -532,19 +568,17 @@ mysql_wait() {
     return 1
 }
 
-# Creates a fresh data directory for instance $1 and starts mariadbd on it,
-# on port $2 if it is not empty and otherwise on a port of its own (a taken
-# port is retried with another). Further arguments are options of this
-# instance. The test database and users are set up by the callers.
-mysql_start() {
-    local name=$1 port=$2 t0 attempt user_opt=()
-    shift 2
+# --user is only accepted (and only needed) when running as root.
+USER_OPT=()
+if [ "$(id -u)" -eq 0 ]; then
+    USER_OPT=(--user=root)
+fi
+
+# Creates a fresh data directory for instance $1.
+mysql_install() {
+    local name=$1 t0 attempt
     t0=$(now)
     mkdir -p "$DIR/$name" "$DIR/$name.tmp"
-    # --user is only accepted (and only needed) when running as root.
-    if [ "$(id -u)" -eq 0 ]; then
-        user_opt=(--user=root)
-    fi
     # --skip-name-resolve and --force stop the installer from needing the
     # machine's hostname (or even "localhost") to resolve, which is not a
     # given in a minimal container or chroot without /etc/hosts.
@@ -556,7 +590,7 @@ mysql_start() {
     # to fail once and then succeed; a real problem fails both tries, and
     # each failure shows its log.
     for attempt in 1 2; do
-        if mariadb-install-db --no-defaults "${user_opt[@]}" \
+        if mariadb-install-db --no-defaults "${USER_OPT[@]}" \
             --auth-root-authentication-method=normal \
             --datadir="$DIR/$name" --skip-test-db --skip-name-resolve --force \
             --tmpdir="$DIR/$name.tmp" >"$DIR/$name-install.log" 2>&1; then
@@ -571,7 +605,34 @@ mysql_start() {
         mkdir -p "$DIR/$name"
     done
     say "$name data directory created in $(elapsed_since "$t0") s"
+}
 
+# Builds into CMD the mariadbd command line of instance $1 on port $2;
+# further arguments are options of this instance.
+mysql_cmd() {
+    local name=$1 port=$2
+    shift 2
+    CMD=(mariadbd --no-defaults "${USER_OPT[@]}"
+        --skip-name-resolve
+        --datadir="$DIR/$name"
+        --port="$port"
+        --bind-address=127.0.0.1
+        --socket="$DIR/$name.sock"
+        --pid-file="$DIR/$name.pid"
+        --log-error="$DIR/$name.err"
+        --tmpdir="$DIR/$name.tmp"
+        "$@")
+}
+
+# Creates a fresh data directory for instance $1 and starts mariadbd on it,
+# on port $2 if it is not empty and otherwise on a port of its own (a taken
+# port is retried with another). Further arguments are options of this
+# instance. The test database and users are set up by the callers.
+mysql_start() {
+    local name=$1 port=$2 t0 attempt
+    shift 2
+    t0=$(now)
+    mysql_install "$name" || return 1
     echo "$DIR/$name.pid" >>"$DIR/pids"
     for attempt in 1 2 3; do
         if [ -n "$port" ] && [ "$attempt" -eq 1 ]; then
@@ -580,16 +641,7 @@ mysql_start() {
             pick_port || return 1
         fi
         echo "$PORT" >"$DIR/$name.port"
-        CMD=(mariadbd --no-defaults "${user_opt[@]}"
-            --skip-name-resolve
-            --datadir="$DIR/$name"
-            --port="$PORT"
-            --bind-address=127.0.0.1
-            --socket="$DIR/$name.sock"
-            --pid-file="$DIR/$name.pid"
-            --log-error="$DIR/$name.err"
-            --tmpdir="$DIR/$name.tmp"
-            "$@")
+        mysql_cmd "$name" "$PORT" "$@"
         save_cmd "$name"
         : >"$DIR/$name.err"
         mysql_launch "$name"
@@ -801,6 +853,127 @@ SQL
         "linked in $(elapsed_since "$t0") s"
 }
 
+# --------------------------------------------------------------- galera ----
+
+# The Galera cluster (servers.sh start --galera only): GALERA_NODES
+# mariadbd nodes "galera-1".."galera-N", each with its client port
+# (NAME.port), its group communication port (NAME.gport), and the ports on
+# which it receives a state snapshot (NAME.sport, rsync) and an incremental
+# state transfer (NAME.iport).
+readonly GALERA_NODES=3
+readonly GALERA_PROVIDER=/usr/lib/galera/libgalera_smm.so
+# A joiner copies the whole data directory of a donor first (SST).
+readonly GALERA_READY_SECONDS=90
+
+# Succeeds once Galera node $1 is a synced member of the primary component
+# (wsrep_ready ON): until then it refuses most statements. SHOW STATUS is
+# one it always answers; its rows come sorted by name. Fails early if the
+# node died.
+galera_wait() {
+    poll_server "$1" "$GALERA_READY_SECONDS" galera_synced
+}
+
+galera_synced() {
+    [ "$(mysql_root "$1" -N -B -e "SHOW GLOBAL STATUS WHERE Variable_name IN
+        ('wsrep_local_state_comment', 'wsrep_ready')" 2>/dev/null | cut -f2 |
+        tr '\n' ' ')" = "Synced ON " ]
+}
+
+# Builds into CMD the command line of node $1 (1-based) from the ports in
+# DIR. Every node lists all the others, so that any of them can rejoin the
+# cluster after a restart. gcache.size bounds the ring buffer that serves
+# incremental transfers (the default, 128 MiB, is made in full at start).
+# The group's failure detector is quicker than by default (a silent peer is
+# suspected after 2 s instead of 5, declared gone after 4 s instead of 15)
+# so that a test that isolates a node (gmcast.isolate=1) or kills one sees
+# the primary component change within seconds; on loopback a healthy peer
+# is never silent that long.
+galera_cmd() {
+    local n=$1 i name=galera-$1 peers=""
+    for i in $(seq 1 "$GALERA_NODES"); do
+        peers="$peers${peers:+,}127.0.0.1:$(cat "$DIR/galera-$i.gport")"
+    done
+    mysql_cmd "$name" "$(cat "$DIR/$name.port")" \
+        --innodb-buffer-pool-size=32M --max-connections=200 --max-allowed-packet=64M \
+        --binlog-format=ROW --default-storage-engine=InnoDB --innodb-autoinc-lock-mode=2 \
+        --wsrep-on=ON --wsrep-provider="$GALERA_PROVIDER" \
+        --wsrep-cluster-name="volley-${DIR##*/}" \
+        --wsrep-cluster-address="gcomm://$peers" \
+        --wsrep-node-name="$name" \
+        --wsrep-node-address="127.0.0.1:$(cat "$DIR/$name.gport")" \
+        --wsrep-node-incoming-address="127.0.0.1:$(cat "$DIR/$name.port")" \
+        --wsrep-sst-method=rsync \
+        --wsrep-sst-receive-address="127.0.0.1:$(cat "$DIR/$name.sport")" \
+        --wsrep-provider-options="gmcast.listen_addr=tcp://127.0.0.1:$(cat "$DIR/$name.gport");ist.recv_addr=127.0.0.1:$(cat "$DIR/$name.iport");gcache.size=32M;evs.suspect_timeout=PT2S;evs.inactive_timeout=PT4S;evs.install_timeout=PT4S;evs.keepalive_period=PT0.5S;gmcast.time_wait=PT1S"
+}
+
+# A node that joins copies a donor's data directory into its own through
+# an rsync daemon, which, started by root, writes as "nobody" (the SST
+# script's rsyncd.conf names no uid). So, when we are root, that user must
+# be able to pass through DIR and own everything in node $1's data
+# directory, whatever the server created there since (a node restarted
+# after kill -9 needs a full transfer again). The server itself, as root,
+# reads and writes the files whoever owns them.
+galera_own() {
+    if [ "$(id -u)" -eq 0 ]; then
+        chmod o+x "$DIR"
+        chown -R "$(id -u nobody):$(id -g nobody)" "$DIR/$1"
+    fi
+}
+
+# Launches node $1 (extra arguments for this launch only) and waits until it
+# is synced.
+galera_launch() {
+    local n=$1 name=galera-$1 t0
+    shift
+    t0=$(now)
+    : >"$DIR/$name.err"
+    galera_own "$name"
+    mysql_launch "$name" "$@"
+    if ! galera_wait "$name"; then
+        warn "galera node $name did not become synced"
+        show_log "$DIR/$name.err"
+        show_log "$DIR/$name.out"
+        return 1
+    fi
+    say "$name synced on port $(cat "$DIR/$name.port") in $(elapsed_since "$t0") s"
+}
+
+# Starts the cluster: node 1 bootstraps it (--wsrep-new-cluster, for this
+# launch only: a restarted node 1 must join the others, not found a second
+# cluster) and gets the test database and user, then the others join one at
+# a time, each copying node 1's data by rsync (joining at once, they would
+# queue for the same donor anyway). Its ports are chosen by the caller
+# (cmd_start) and are already in DIR; the ports are not retried, a clash
+# fails the start with the node's log.
+galera_start() {
+    local n t0 size
+    t0=$(now)
+    mysql_install galera-1 || return 1
+    for n in $(seq 1 "$GALERA_NODES"); do
+        # A joiner's data directory is filled by the snapshot transfer.
+        mkdir -p "$DIR/galera-$n" "$DIR/galera-$n.tmp"
+        echo "$DIR/galera-$n.pid" >>"$DIR/pids"
+        galera_cmd "$n"
+        save_cmd "galera-$n"
+    done
+    galera_launch 1 --wsrep-new-cluster || return 1
+    { anonymous_users_sql; test_user_sql; } |
+        mysql_setup galera-1 "creating the test database and user" || return 1
+    for n in $(seq 2 "$GALERA_NODES"); do
+        galera_launch "$n" || return 1
+    done
+    size=$(mysql_root galera-1 -N -B -e "SHOW GLOBAL STATUS LIKE 'wsrep_cluster_size'" | cut -f2)
+    if [ "$size" != "$GALERA_NODES" ]; then
+        warn "galera: the cluster has $size nodes, not $GALERA_NODES"
+        return 1
+    fi
+    for n in $(seq 1 "$GALERA_NODES"); do
+        mysql_check_login "galera-$n" || return 1
+    done
+    say "galera: $GALERA_NODES nodes synced in $(elapsed_since "$t0") s"
+}
+
 # ------------------------------------------------------------- commands ----
 
 # Prints one "export NAME='value'" line. Plain single quotes keep the file
@@ -839,6 +1012,15 @@ write_env() {
         env_line VL_TEST_MYSQL_REPLICA_SOCK "$DIR/mysql-replica.sock"
         env_line VL_TEST_MYSQL_APP_USER "$MYSQL_APP_USER"
         env_line VL_TEST_MYSQL_APP_PASSWORD "$MYSQL_APP_PASSWORD"
+        if [ -f "$DIR/galera-1.port" ]; then
+            local gports="" gsocks=""
+            for i in $(seq 1 "$GALERA_NODES"); do
+                gports="$gports${gports:+,}$(cat "$DIR/galera-$i.port")"
+                gsocks="$gsocks${gsocks:+,}$DIR/galera-$i.sock"
+            done
+            env_line VL_TEST_GALERA_PORTS "$gports"
+            env_line VL_TEST_GALERA_SOCKS "$gsocks"
+        fi
         env_line VL_TEST_TLS_DIR "$DIR/tls"
         env_line VL_TEST_TLS_CA "$DIR/tls/ca.crt"
         env_line VL_TEST_TLS_OTHER_CA "$DIR/tls/other-ca.crt"
@@ -884,7 +1066,7 @@ abort_start() {
 }
 
 cmd_start() {
-    local k=$1 i t0
+    local k=$1 galera=$2 i t0
     case $k in
         '' | *[!0-9]* | 0) warn "K must be a positive number, got '$k'"; exit 2 ;;
     esac
@@ -924,6 +1106,17 @@ cmd_start() {
     BG_JOBS="$BG_JOBS $!"
     mysql_replica_start "$replica_port" &
     BG_JOBS="$BG_JOBS $!"
+    if [ "$galera" = 1 ]; then
+        local n kind
+        for n in $(seq 1 "$GALERA_NODES"); do
+            for kind in port gport sport iport; do
+                pick_port || abort_start
+                echo "$PORT" >"$DIR/galera-$n.$kind"
+            done
+        done
+        galera_start &
+        BG_JOBS="$BG_JOBS $!"
+    fi
 
     for i in $(seq 1 "$k"); do
         redis_start "redis-$i" || abort_start
@@ -944,8 +1137,11 @@ cmd_start() {
 
     write_env "$k"
     trap - INT TERM HUP
-    say "started $k redis + redis-auth + 4 TLS redis + mariadb + a GTID primary/replica" \
-        "in $(elapsed_since "$t0") s (env: $DIR/env)"
+    local what="$k redis + redis-auth + 4 TLS redis + mariadb + a GTID primary/replica"
+    if [ "$galera" = 1 ]; then
+        what="$what + a $GALERA_NODES-node Galera cluster"
+    fi
+    say "started $what in $(elapsed_since "$t0") s (env: $DIR/env)"
 }
 
 cmd_stop() {
@@ -1010,9 +1206,10 @@ cmd_restart_redis() {
 # on the same port, socket, data directory and options. A replica resumes
 # replicating on its own, and reconnects on its own to a restarted primary.
 cmd_restart_mysql() {
-    local name=$1 t0
+    local name=$1 t0 wait=mysql_wait
     case $name in
         mysql | mysql-primary | mysql-replica) ;;
+        galera-[1-9]) wait=galera_wait ;;
         *) warn "no such mariadb instance: '$name'"; exit 2 ;;
     esac
     if [ ! -f "$DIR/$name.cmd" ]; then
@@ -1021,8 +1218,11 @@ cmd_restart_mysql() {
     fi
     t0=$(now)
     terminate "$DIR/$name.pid" >/dev/null
+    if [ "$wait" = galera_wait ]; then
+        galera_own "$name"
+    fi
     mysql_launch "$name"
-    if ! mysql_wait "$name"; then
+    if ! "$wait" "$name"; then
         warn "mariadbd $name failed to restart"
         show_log "$DIR/$name.err"
         terminate "$DIR/$name.pid" >/dev/null || true
@@ -1036,9 +1236,17 @@ main() {
     local cmd=$1
     case $cmd in
         start)
-            [ "$#" -le 3 ] || usage
+            local galera=0 k=3
             DIR=$(resolve_dir "$2" create)
-            cmd_start "${3:-3}"
+            shift 2
+            for arg in "$@"; do
+                case $arg in
+                    --galera) galera=1 ;;
+                    *) k=$arg ;;
+                esac
+            done
+            [ "$#" -le 2 ] || usage
+            cmd_start "$k" "$galera"
             ;;
         stop | status | restart-mysql)
             [ "$#" -eq 2 ] || { [ "$cmd" = restart-mysql ] && [ "$#" -eq 3 ]; } || usage

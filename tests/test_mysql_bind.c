@@ -112,7 +112,7 @@ static void rows_bound_and_stored(void **state)
     f[0].flags = UNSIGNED_FLAG;
     f[1].type = MYSQL_TYPE_DOUBLE;
     f[2].type = MYSQL_TYPE_VAR_STRING;
-    f[2].max_length = 10;
+    f[2].length = 10;
     f[3].type = MYSQL_TYPE_LONG;
     assert_int_equal(vl__mrow_bind(&row, f, 4), VL_OK);
     assert_int_equal(row.n, 4);
@@ -120,7 +120,13 @@ static void rows_bound_and_stored(void **state)
     assert_true(row.bind[0].is_unsigned);
     assert_int_equal(row.bind[1].buffer_type, MYSQL_TYPE_DOUBLE);
     assert_int_equal(row.bind[2].buffer_type, MYSQL_TYPE_BLOB);
-    assert_int_equal(row.bind[2].buffer_length, 11); /* max_length + NUL */
+    assert_int_equal(row.bind[2].buffer_length, 11); /* declared length + NUL */
+    /* A longer value grows the buffer; the binding follows it. */
+    assert_int_equal(vl__mrow_grow(&row, 2, 5), VL_OK);
+    assert_int_equal(row.bind[2].buffer_length, 11);
+    assert_int_equal(vl__mrow_grow(&row, 2, 40), VL_OK);
+    assert_int_equal(row.bind[2].buffer_length, 44);
+    assert_ptr_equal(row.bind[2].buffer, row.bufs[2]);
 
     /* What mysql_stmt_fetch would have filled in. */
     row.vals[0].i = (long long)UINT64_MAX;

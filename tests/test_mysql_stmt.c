@@ -728,6 +728,37 @@ static void stmt_stream_out_of_memory(void **state)
     }
 }
 
+/* The results of one prepared statement share its column descriptions:
+ * a result taken from its future stays whole after the statement left the
+ * cache and the connection is gone. */
+static void result_outlives_statement(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_mysql *c = connect_ok(loop);
+    vl_mysql_param p = vl_mysql_p_int64(41);
+    vl_mysql_result *kept[3];
+    vl_future *f;
+    int i;
+
+    (void)state;
+    for (i = 0; i < 3; i++) {
+        f = execute_ok(loop, c, "SELECT ? + 1 AS answer, 'x' AS letter", &p, 1);
+        kept[i] = vl_future_take(f);
+        vl_future_free(f);
+    }
+    exec_ok(loop, c, "SELECT 1"); /* another statement in between */
+    vl_mysql_free(c);
+    for (i = 0; i < 3; i++) {
+        assert_string_equal(vl_mysql_result_column_name(kept[i], 0), "answer");
+        assert_string_equal(vl_mysql_result_column_name(kept[i], 1), "letter");
+        assert_int_equal(vl_mysql_result_column_index(kept[i], "letter"), 1);
+        assert_string_equal(vl_mysql_result_value(kept[i], 0, 0, NULL), "42");
+    }
+    for (i = 0; i < 3; i++)
+        vl_mysql_result_free(kept[i]);
+    tu_finish(loop);
+}
+
 /* ---- bulk execution ---- */
 
 #define BULK_COLS 9
@@ -965,6 +996,7 @@ int main(void)
         cmocka_unit_test_setup(streaming, tu_setup),
         cmocka_unit_test_setup(limits, tu_setup),
         cmocka_unit_test_setup(stmt_stream_out_of_memory, tu_setup),
+        cmocka_unit_test_setup(result_outlives_statement, tu_setup),
         cmocka_unit_test_setup(bulk_insert_rows, tu_setup),
         cmocka_unit_test_setup(bulk_all_or_nothing, tu_setup),
         cmocka_unit_test_setup(bulk_many_round_trips, tu_setup),

@@ -82,7 +82,9 @@
  * gtid_wait_ms bound as parameters. If the replica catches up in time (0)
  * the read runs there; on timeout (-1) or an error the read moves to
  * another replica, and then to the primary (always fresh; read_fallback
- * does not apply here). Galera needs no wait: reads there are not delayed.
+ * does not apply here). Galera has no GTID wait: a fresh read goes to the
+ * writer, which has every write (the other nodes may still be applying
+ * what it certified), and to the other synced nodes only if it is gone.
  *
  * ---- Galera ----------------------------------------------------------------
  *
@@ -230,8 +232,12 @@ VL_EXPORT vl_future *vl_mysql_cluster_begin(vl_mysql_cluster *c);
 /* Commits `tx` (consumed, as vl_mysql_tx_commit) and remembers the GTID of
  * the COMMIT for read-your-writes. A transaction committed with
  * vl_mysql_tx_commit directly commits the same way, but the cluster does
- * not learn its GTID. Returns NULL only when out of memory or c is NULL
- * (tx is then not consumed); a NULL tx fails the future with VL_EINVAL. */
+ * not learn its GTID. The COMMIT runs on the transaction's own connection,
+ * whatever the cluster thinks of that host now. Returns NULL only when out
+ * of memory or c is NULL (tx is then not consumed); a NULL tx fails the
+ * future with VL_EINVAL; a cluster freed, failed by its URL or on a loop
+ * being freed fails it with VL_ECLOSED or the URL's status, and tx is then
+ * rolled back and consumed all the same. */
 VL_EXPORT vl_future *vl_mysql_cluster_commit(vl_mysql_cluster *c, vl_mysql_tx *tx);
 
 /* Completes once every host has been checked once: VL_OK when a primary
