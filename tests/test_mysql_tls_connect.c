@@ -11,10 +11,8 @@
  */
 #include "testutil.h"
 
-#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -258,25 +256,8 @@ static void modes_that_refuse(void **state)
 
 /* ---- peers made here ---- */
 
-/* A listening socket on 127.0.0.1 (port in *port). */
-static int listener(int *port)
-{
-    struct sockaddr_in a;
-    socklen_t alen = sizeof(a);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-
-    assert_true(fd >= 0);
-    memset(&a, 0, sizeof(a));
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-    assert_int_equal(listen(fd, 8), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &alen), 0);
-    *port = ntohs(a.sin_port);
-    return fd;
-}
-
-/* Accepts the one connection the worker made, waiting at most 5 s. */
+/* Accepts the one connection the worker made on a tu_silent_listener,
+ * waiting at most 5 s. */
 static int accept_one(int lfd)
 {
     struct pollfd p = {lfd, POLLIN, 0};
@@ -342,7 +323,7 @@ static void done_cb(vl_future *f, void *ud)
 static void deadline_while_the_worker_is_blocked(void **state)
 {
     vl_loop *loop = vl_loop_new();
-    int port, lfd = listener(&port), fd;
+    int port, lfd = tu_silent_listener(&port), fd;
     uint64_t t0 = vl_loop_now_ms(loop);
     vl_mysql *c = vl_mysql_new(loop, stalled_url(port, "ssl-mode=required&connect_timeout_ms=200"),
                                NULL);
@@ -375,7 +356,7 @@ static void free_while_the_worker_is_blocked(void **state)
 {
     vl_loop *loop = vl_loop_new();
     long live = tu_alloc_live();
-    int port, lfd = listener(&port), fd;
+    int port, lfd = tu_silent_listener(&port), fd;
     vl_mysql *c = vl_mysql_new(loop, stalled_url(port, "ssl-mode=required"), NULL);
     done_rec ready = {0, 0}, query = {0, 0};
 
@@ -407,7 +388,7 @@ static void free_while_the_worker_is_blocked(void **state)
 static void loop_free_while_the_worker_is_blocked(void **state)
 {
     vl_loop *loop = vl_loop_new();
-    int port, lfd = listener(&port), fd;
+    int port, lfd = tu_silent_listener(&port), fd;
     vl_mysql *c = vl_mysql_new(loop, stalled_url(port, "ssl-mode=required"), NULL);
     done_rec ready = {0, 0};
 
@@ -478,7 +459,7 @@ static void no_login_to_a_server_without_tls(void **state)
     (void)state;
     for (i = 0; i < sizeof(params) / sizeof(params[0]); i++) {
         vl_loop *loop = vl_loop_new();
-        int port, lfd = listener(&port), fd;
+        int port, lfd = tu_silent_listener(&port), fd;
         vl_mysql *c = vl_mysql_new(loop, stalled_url(port, params[i]), NULL);
         vl_future *f = vl_mysql_ready(c);
 
