@@ -19,6 +19,14 @@
  * free or cancel (future callbacks, deadlines) runs from the loop, outside
  * drive().
  *
+ * TLS: Connector/C 3.3 shakes hands with blocking calls, so a TLS connect
+ * runs as one blocking mysql_real_connect on a worker thread
+ * (S_CONNECTING_TLS, "connecting through TLS" below) and the loop adopts the
+ * connected handle. From then on OpenSSL reads and writes on a socket made
+ * non-blocking: its WANT_READ/WANT_WRITE suspend Connector/C's non-blocking
+ * calls with MYSQL_WAIT_READ/WRITE, which the watchers serve as for any
+ * connection.
+ *
  * Closing: mysql_close() on a connection that is mid-operation or lost would
  * try to write COM_QUIT through the normal (blocking) path. Shutting the
  * socket down first makes that write fail at once, so closing never blocks.
@@ -30,6 +38,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <errmsg.h>
@@ -53,6 +62,7 @@ enum { ST_RESOLVING, ST_CONNECTING, ST_OPEN, ST_CLOSED };
 typedef enum {
     S_IDLE,           /* nothing to do (an open connection is watched for a hang-up) */
     S_CONNECTING,     /* mysql_real_connect */
+    S_CONNECTING_TLS, /* a worker thread runs the blocking TLS connect */
     S_NEXT_OP,        /* take the next queued op, if any */
     S_QUERYING,       /* mysql_real_query: the SQL out, the first reply in */
     S_READING_RESULT, /* a reply is read: counts, or a result set to fetch */
@@ -70,9 +80,10 @@ typedef enum {
 } mstate_t;
 
 static const char *const state_names[S_COUNT] = {
-    "IDLE",          "CONNECTING",   "NEXT_OP", "QUERYING",  "READING_RESULT",
-    "FETCHING",      "NEXT_RESULT",  "PREPARING", "EXECUTING", "STORING",
-    "STMT_FETCHING", "STMT_FREEING", "PINGING", "RESETTING", "SELECTING_DB"};
+    "IDLE",          "CONNECTING",   "CONNECTING_TLS", "NEXT_OP",   "QUERYING",
+    "READING_RESULT", "FETCHING",    "NEXT_RESULT",    "PREPARING", "EXECUTING",
+    "STORING",       "STMT_FETCHING", "STMT_FREEING",  "PINGING",   "RESETTING",
+    "SELECTING_DB"};
 
 /* What a phase function tells the dispatcher. */
 enum { GO_ON = 0, WAIT = 1 };
@@ -222,8 +233,9 @@ struct vl_mysql {
     MYSQL *mret;
     MYSQL_RES *res;
     MYSQL_ROW row;
-    /* the name resolution in flight */
+    /* the name resolution or TLS connect in flight */
     struct ticket *ticket;
+    struct tls_job *tls_job; /* a TLS connect's outcome, back from the worker */
     stmt_entry *stmts;
     size_t nstmts;
     int dirty;
@@ -240,12 +252,32 @@ struct vl_mysql {
 
 typedef struct ticket {
     vl_mysql *c;             /* NULL once the connection is gone */
+    vl_future *job;          /* a TLS connect's job, cancelled when dropped */
 } ticket;
+
+/* The connection gives up the resolution or TLS connect in flight: its
+ * outcome is dropped when it comes (the future frees it). A TLS job's future
+ * is cancelled at once, so that nothing waits for it any more; the worker
+ * still finishes the connect, and its handle is closed then. */
+static void ticket_drop(vl_mysql *c)
+{
+    ticket *t = c->ticket;
+
+    if (t == NULL)
+        return;
+    t->c = NULL;
+    c->ticket = NULL;
+    if (t->job != NULL)
+        vl_future_cancel(t->job);
+}
 
 static void drive(vl_mysql *c, int ready);
 static size_t session_sqls(const vl_mysql *c, const char *sqls[3]);
 static void conn_break(vl_mysql *c, int status, const char *reason);
 static void conn_destroy(vl_mysql *c);
+static int protocol_error(unsigned err);
+static int packet_refused(const MYSQL *my, unsigned err);
+static void tls_job_free(void *ud);
 
 /* ---- small helpers ---- */
 
@@ -852,6 +884,7 @@ static void fail_connect(vl_mysql *c, int status, unsigned err, const char *sqls
 static void on_timer(vl__timer *t, void *ud)
 {
     vl_mysql *c = ud;
+    uint64_t now = vl_loop_now_ms(c->loop);
 
     VL__UNUSED(t);
     if (c->timer_unref) { /* libev stopped it and dropped its count */
@@ -867,15 +900,14 @@ static void on_timer(vl__timer *t, void *ud)
         return;
     }
     if ((c->state == ST_CONNECTING || c->state == ST_RESOLVING) && c->deadline_ms != 0 &&
-        vl_loop_now_ms(c->loop) >= c->deadline_ms) {
+        now >= c->deadline_ms) {
         char *m = vl__asprintf("connect %s: timed out after %" PRIu64 " ms", c->cfg.display,
                                c->cfg.connect_timeout_ms);
         fail_connect(c, VL_ETIMEDOUT, 0, NULL, m != NULL ? m : "connect timed out");
         vl__free(m);
         return;
     }
-    if (c->state == ST_OPEN && c->io_deadline_ms != 0 &&
-        vl_loop_now_ms(c->loop) >= c->io_deadline_ms) {
+    if (c->state == ST_OPEN && c->io_deadline_ms != 0 && now >= c->io_deadline_ms) {
         /* The server owes a reply and has sent nothing for read_timeout_ms:
          * stalled mid-result, stopped, or gone without a reset. */
         char *m = vl__asprintf("timed out: nothing from the server for %" PRIu64
@@ -889,6 +921,11 @@ static void on_timer(vl__timer *t, void *ud)
         drive(c, MYSQL_WAIT_TIMEOUT);
     else if (c->waiting)
         arm(c, c->waiting); /* the connect deadline was re-checked; wait on */
+    else if ((c->state == ST_CONNECTING || c->state == ST_RESOLVING) && c->deadline_ms != 0)
+        /* Resolving, or a worker is connecting (TLS): nothing to wait for on
+         * the loop but the deadline, which libev's cached clock can fire a
+         * little early. */
+        mtimer_start(c, c->deadline_ms > now ? c->deadline_ms - now : 0);
 }
 
 /* ---- closing ---- */
@@ -915,6 +952,10 @@ static void close_handle(vl_mysql *c, int clean)
             shutdown(fd, SHUT_RDWR);
         mysql_close(c->my);
         c->my = NULL;
+    }
+    if (c->tls_job != NULL) {
+        tls_job_free(c->tls_job);
+        c->tls_job = NULL;
     }
     stmts_free_all(c);
 }
@@ -957,10 +998,7 @@ static void fail_connect(vl_mysql *c, int status, unsigned err, const char *sqls
 {
     c->state = ST_CLOSED;
     mstate(c, S_IDLE);
-    if (c->ticket != NULL) {
-        c->ticket->c = NULL;
-        c->ticket = NULL;
-    }
+    ticket_drop(c);
     set_failure(c, status, err, sqlstate, msg);
     close_handle(c, 0);
     fail_queue(c);
@@ -996,8 +1034,47 @@ static void conn_break(vl_mysql *c, int status, const char *reason)
 
 /* ---- connecting ---- */
 
-/* Makes the Connector/C handle and starts the connect phase. */
-static void start_connect(vl_mysql *c)
+/* The TLS options of a handle (see "TLS" in volley/mysql.h). Connector/C 3.3
+ * goes on in clear text when a server does not offer TLS unless it was told
+ * to verify the certificate or to check a fingerprint; an empty fingerprint
+ * asks for that refusal, before any login is sent, and checks nothing
+ * itself. The worker checks again once connected (tls_work). The host name
+ * is given as written, so "localhost" must not turn into the unix socket. */
+static int tls_options(const vl_mysql *c, MYSQL *my)
+{
+    const vl__mysql_config *cfg = &c->cfg;
+    /* Connector/C checks the chain whenever it has CAs: required, which
+     * checks nothing, does not give them. */
+    const char *ca = cfg->tls != VL__MYSQL_TLS_REQUIRED ? cfg->ssl_ca : NULL;
+    const char *capath = cfg->tls != VL__MYSQL_TLS_REQUIRED ? cfg->ssl_capath : NULL;
+    const struct {
+        enum mysql_option opt;
+        const char *value;
+    } strs[] = {
+        {MYSQL_OPT_SSL_CA, ca},                  {MYSQL_OPT_SSL_CAPATH, capath},
+        {MYSQL_OPT_SSL_CERT, cfg->ssl_cert},     {MYSQL_OPT_SSL_KEY, cfg->ssl_key},
+        {MYSQL_OPT_SSL_CIPHER, cfg->ssl_cipher}, {MARIADB_OPT_TLS_VERSION, cfg->tls_version},
+    };
+    my_bool enforce = 1, verify = cfg->tls == VL__MYSQL_TLS_VERIFY_IDENTITY;
+    unsigned int tcp = MYSQL_PROTOCOL_TCP;
+    size_t i;
+    int bad = 0;
+
+    bad |= mysql_optionsv(my, MYSQL_OPT_SSL_ENFORCE, &enforce);
+    bad |= mysql_optionsv(my, MYSQL_OPT_SSL_VERIFY_SERVER_CERT, &verify);
+    if (!verify)
+        bad |= mysql_optionsv(my, MARIADB_OPT_TLS_PEER_FP, "");
+    bad |= mysql_optionsv(my, MYSQL_OPT_PROTOCOL, &tcp);
+    for (i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
+        if (strs[i].value != NULL)
+            bad |= mysql_optionsv(my, strs[i].opt, strs[i].value);
+    return bad;
+}
+
+/* A new Connector/C handle with every option of the connection: NULL when
+ * out of memory. Both connects use it: the non-blocking one on the loop and
+ * the TLS one on a worker. */
+static MYSQL *handle_new(const vl_mysql *c)
 {
     unsigned int secs;
     /* Each option reads its argument with its own type (Connector/C 3.3,
@@ -1011,33 +1088,216 @@ static void start_connect(vl_mysql *c)
     const char *sqls[3];
     size_t i, n;
     int bad = 0;
+    MYSQL *my = mysql_init(NULL);
 
-    c->state = ST_CONNECTING;
-    c->my = mysql_init(NULL);
-    if (c->my == NULL) {
-        fail_connect(c, VL_ENOMEM, 0, NULL, "out of memory (mysql_init)");
-        return;
-    }
+    if (my == NULL)
+        return NULL;
     /* Each of these can fail only for want of memory. Without the
-     * non-blocking context mysql_real_connect_start would dereference NULL;
-     * without the init commands a pooled session could not be tracked. */
-    bad |= mysql_options(c->my, MYSQL_OPT_NONBLOCK, 0);
-    bad |= mysql_options(c->my, MYSQL_SET_CHARSET_NAME, c->cfg.charset);
-    bad |= mysql_options(c->my, MYSQL_OPT_LOCAL_INFILE, &no_local_infile);
-    bad |= mysql_options(c->my, MYSQL_OPT_RECONNECT, &no_reconnect);
-    bad |= mysql_options(c->my, MYSQL_OPT_MAX_ALLOWED_PACKET, &handshake_packet);
+     * non-blocking context mysql_real_connect_start would dereference NULL
+     * (and every statement's _start after a TLS connect); without the init
+     * commands a pooled session could not be tracked. */
+    bad |= mysql_options(my, MYSQL_OPT_NONBLOCK, 0);
+    bad |= mysql_options(my, MYSQL_SET_CHARSET_NAME, c->cfg.charset);
+    bad |= mysql_options(my, MYSQL_OPT_LOCAL_INFILE, &no_local_infile);
+    bad |= mysql_options(my, MYSQL_OPT_RECONNECT, &no_reconnect);
+    bad |= mysql_options(my, MYSQL_OPT_MAX_ALLOWED_PACKET, &handshake_packet);
     if (c->cfg.connect_timeout_ms != 0) {
+        /* Connector/C also bounds each read and write of the handshake by
+         * it, and sets the read and write timeouts back to theirs (unset:
+         * none) once connected. */
         secs = (unsigned int)((c->cfg.connect_timeout_ms + 999) / 1000);
-        bad |= mysql_options(c->my, MYSQL_OPT_CONNECT_TIMEOUT, &secs);
+        bad |= mysql_options(my, MYSQL_OPT_CONNECT_TIMEOUT, &secs);
     }
     for (i = 0, n = session_sqls(c, sqls); i < n; i++)
-        bad |= mysql_options(c->my, MYSQL_INIT_COMMAND, sqls[i]);
+        bad |= mysql_options(my, MYSQL_INIT_COMMAND, sqls[i]);
+    if (c->cfg.tls != VL__MYSQL_TLS_OFF)
+        bad |= tls_options(c, my);
     if (bad) {
+        mysql_close(my);
+        return NULL;
+    }
+    return my;
+}
+
+/* Starts the connect phase: on the loop without TLS, on a worker with. */
+static void start_connect(vl_mysql *c)
+{
+    c->state = ST_CONNECTING;
+    if (c->cfg.tls != VL__MYSQL_TLS_OFF) {
+        mstate(c, S_CONNECTING_TLS);
+        drive(c, 0);
+        return;
+    }
+    c->my = handle_new(c);
+    if (c->my == NULL) {
         fail_connect(c, VL_ENOMEM, 0, NULL, "out of memory (mysql_options)");
         return;
     }
     mstate(c, S_CONNECTING);
     drive(c, 0);
+}
+
+/* ---- connecting through TLS ----
+ *
+ * Connector/C 3.3 cannot shake hands without blocking: its TCP connect
+ * leaves the socket in blocking mode, and SSL_connect then waits in recv().
+ * So the whole connect runs as one blocking mysql_real_connect on a worker
+ * thread (vl__loop_run_in_thread_owned), which owns a tls_job: the handle
+ * and copies of what the connect reads. The job is made with the C
+ * library's allocator, since the worker may free it after the loop is gone.
+ * The connection holds a ticket as for the name resolution: a connection
+ * freed or failed (its deadline) meanwhile drops the ticket, and the job's
+ * handle is closed when the worker is done with it (tls_job_free, as the
+ * future's free function or the executor's when the job never ran). A
+ * connected handle comes back through c->tls_job to ph_connecting_tls. */
+
+typedef struct tls_job {
+    MYSQL *my;
+    char *host, *user, *password, *db;
+    unsigned port;
+    unsigned long flags;
+    /* the outcome, written by the worker */
+    int ok;
+    int proto;         /* the peer does not speak MySQL (a protocol error) */
+    unsigned err;
+    char sqlstate[6];
+    char text[512];
+} tls_job;
+
+static void wipe_free(char *s)
+{
+    if (s != NULL) {
+        memset(s, 0, strlen(s));
+        free(s);
+    }
+}
+
+/* Frees a job and closes its handle without blocking: a handle nobody
+ * adopted has its socket shut down first, as close_handle does. Runs on
+ * whichever thread drops the job. */
+static void tls_job_free(void *ud)
+{
+    tls_job *j = ud;
+
+    if (j->my != NULL) {
+        int fd = (int)mysql_get_socket(j->my);
+        if (fd >= 0)
+            shutdown(fd, SHUT_RDWR);
+        mysql_close(j->my);
+    }
+    free(j->host);
+    free(j->user);
+    wipe_free(j->password);
+    free(j->db);
+    free(j);
+}
+
+/* strdup, NULL for NULL; 0 on success. */
+static int dup_opt(char **dst, const char *s)
+{
+    *dst = s != NULL ? strdup(s) : NULL;
+    return s != NULL && *dst == NULL ? -1 : 0;
+}
+
+static tls_job *tls_job_new(const vl_mysql *c)
+{
+    tls_job *j = calloc(1, sizeof(*j));
+
+    if (j == NULL)
+        return NULL;
+    j->my = handle_new(c);
+    j->port = (unsigned)c->cfg.port;
+    j->flags = CLIENT_MULTI_RESULTS | (c->cfg.multi ? CLIENT_MULTI_STATEMENTS : 0);
+    if (j->my == NULL || dup_opt(&j->host, c->cfg.host) != 0 ||
+        dup_opt(&j->user, c->cfg.user) != 0 || dup_opt(&j->password, c->cfg.password) != 0 ||
+        dup_opt(&j->db, c->cfg.db) != 0) {
+        tls_job_free(j);
+        return NULL;
+    }
+    return j;
+}
+
+/* Notes why the connect failed, as Connector/C said it. */
+static void tls_job_error(tls_job *j, unsigned err, const char *sqlstate, const char *text)
+{
+    j->err = err;
+    snprintf(j->sqlstate, sizeof(j->sqlstate), "%s", sqlstate);
+    snprintf(j->text, sizeof(j->text), "%s", text);
+}
+
+/* The worker's part: touches only the job. The host name goes to
+ * Connector/C as written: it resolves it here, and checks the server's
+ * certificate against it (ssl-mode=verify-identity). */
+static void *tls_work(void *ud)
+{
+    tls_job *j = ud;
+    MYSQL *my = j->my;
+    int fd, fl;
+
+    if (mysql_real_connect(my, j->host, j->user, j->password, j->db, j->port, NULL, j->flags) ==
+        NULL) {
+        tls_job_error(j, mysql_errno(my), mysql_sqlstate(my), mysql_error(my));
+        j->proto = protocol_error(j->err) || packet_refused(my, j->err);
+    } else if (mysql_get_ssl_cipher(my) == NULL) {
+        /* tls_options makes Connector/C refuse a server without TLS before
+         * it logs in; should a version not, the session still never runs. */
+        tls_job_error(j, CR_SSL_CONNECTION_ERROR, "HY000",
+                      "TLS is required, but the server does not support it");
+    } else if ((fd = (int)mysql_get_socket(my)) < 0 || (fl = fcntl(fd, F_GETFL)) < 0 ||
+               fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+        tls_job_error(j, CR_UNKNOWN_ERROR, "HY000", "cannot make the socket non-blocking");
+    } else {
+        /* Non-blocking from now on, so that OpenSSL's reads and writes
+         * return WANT_READ/WANT_WRITE and Connector/C's non-blocking calls
+         * suspend on them (see "TLS" in volley/mysql.h). */
+        j->ok = 1;
+    }
+    wipe_free(j->password);
+    j->password = NULL;
+    return j;
+}
+
+/* The worker finished with the job (or it never ran). */
+static void tls_done(vl_future *f, void *ud)
+{
+    ticket *t = ud;
+    vl_mysql *c = t->c;
+
+    vl__free(t);
+    if (c == NULL)
+        return; /* dropped: the future, or the executor, frees the job */
+    c->ticket = NULL;
+    if (vl_future_status(f) != VL_OK) {
+        /* No worker could start, or the loop is being freed. */
+        char *m = vl__asprintf("connect %s: %s", c->cfg.display, vl_future_error(f));
+        fail_connect(c, vl_future_status(f), 0, NULL, m != NULL ? m : vl_future_error(f));
+        vl__free(m);
+        return;
+    }
+    c->tls_job = vl_future_take(f);
+    drive(c, 0);
+}
+
+/* Hands the connect to a worker. */
+static void tls_start(vl_mysql *c)
+{
+    tls_job *j = tls_job_new(c);
+    ticket *t = j != NULL ? vl__calloc(1, sizeof(*t)) : NULL;
+    vl_future *f = t != NULL ? vl__loop_run_in_thread_owned(c->loop, tls_work, j, tls_job_free,
+                                                            tls_job_free)
+                             : NULL;
+
+    if (f == NULL) {
+        vl__free(t);
+        if (j != NULL)
+            tls_job_free(j);
+        fail_connect(c, VL_ENOMEM, 0, NULL, "out of memory (TLS connect)");
+        return;
+    }
+    t->c = c;
+    t->job = f;
+    c->ticket = t;
+    vl_future_then(f, tls_done, t);
 }
 
 static void resolved(vl_future *f, void *ud)
@@ -1204,9 +1464,9 @@ static void op_error(vl_mysql *c, op *o, unsigned err, const char *sqlstate, con
  * code with ER_ rather than CR_NET_PACKET_TOO_LARGE. Its NET says which it
  * was: error 1 comes only from a packet buffer that could not grow, a read
  * failure is error 2. */
-static int packet_refused(const vl_mysql *c, unsigned err)
+static int packet_refused(const MYSQL *my, unsigned err)
 {
-    return err == CR_SERVER_LOST && c->my != NULL && c->my->net.error == 1;
+    return err == CR_SERVER_LOST && my != NULL && my->net.error == 1;
 }
 
 /* Fails the op with what Connector/C reported, corrected where it misleads:
@@ -1217,7 +1477,7 @@ static void op_error_from(vl_mysql *c, op *o, unsigned err, const char *state, c
 {
     char buf[512];
 
-    if (packet_refused(c, err)) {
+    if (packet_refused(c->my, err)) {
         snprintf(buf, sizeof(buf), "a packet of more than %lu bytes was refused",
                  c->my->net.max_packet_size);
         op_error(c, o, CR_NET_PACKET_TOO_LARGE, state, buf);
@@ -1489,6 +1749,44 @@ static int restore_session(vl_mysql *c)
  * with VOLLEY_MYSQL_TRACE=1 in the environment it prints every change to
  * stderr (endpoints by display name: never a password). */
 
+/* The connect failed with Connector/C's error: VL_EPROTO when the peer does
+ * not speak MySQL (`proto`), VL_ECONN otherwise. A certificate that names
+ * another host reads in Connector/C's words as a failed "validation": the
+ * message says which check it was. */
+static void connect_failed(vl_mysql *c, unsigned err, const char *state, const char *text,
+                           int proto)
+{
+    int name = err == CR_SSL_CONNECTION_ERROR &&
+               strstr(text, "Validation of SSL server certificate failed") != NULL;
+    int clear = err == ER_ACCESS_DENIED_ERROR && c->cfg.tls == VL__MYSQL_TLS_OFF;
+    char *m = vl__asprintf(
+        "connect %s: %sERROR %u (%s): %s%s%s%s%s", c->cfg.display,
+        proto ? "the server's greeting is not a MySQL handshake: " : "", err, state, text,
+        name ? " (the certificate does not name the host '" : "", name ? c->cfg.host : "",
+        name ? "' as written in the URL)" : "",
+        clear ? " (this connection does not use TLS: an account created with REQUIRE SSL "
+                "is refused the same way)"
+              : "");
+
+    fail_connect(c, proto ? VL_EPROTO : VL_ECONN, err, state, m != NULL ? m : text);
+    vl__free(m);
+}
+
+/* Connected: from now on Connector/C accepts packets up to the row limit
+ * (MYSQL_OPT_MAX_ALLOWED_PACKET only takes effect at connect, and no
+ * accessor sets the live limit). */
+static int connected(vl_mysql *c)
+{
+    c->my->net.max_packet_size = row_packet_limit(c);
+    c->my->options.max_allowed_packet = c->my->net.max_packet_size;
+    c->state = ST_OPEN;
+    c->ever_open = 1;
+    c->dirty = 0;
+    mtimer_stop(c);
+    mstate(c, S_NEXT_OP);
+    return GO_ON;
+}
+
 static int ph_connecting(vl_mysql *c, int ready)
 {
     int st;
@@ -1508,28 +1806,39 @@ static int ph_connecting(vl_mysql *c, int ready)
     if (c->mret == NULL) {
         char text[512], state[6];
         unsigned err = mysql_errno(c->my);
-        int proto = protocol_error(err) || packet_refused(c, err) || greet_bad(c);
-        char *m;
         snprintf(text, sizeof(text), "%s", mysql_error(c->my));
         snprintf(state, sizeof(state), "%s", mysql_sqlstate(c->my));
-        m = vl__asprintf("connect %s: %sERROR %u (%s): %s", c->cfg.display,
-                         proto ? "the server's greeting is not a MySQL handshake: " : "", err,
-                         state, text);
-        fail_connect(c, proto ? VL_EPROTO : VL_ECONN, err, state, m != NULL ? m : text);
-        vl__free(m);
+        connect_failed(c, err, state, text,
+                       protocol_error(err) || packet_refused(c->my, err) || greet_bad(c));
         return WAIT;
     }
-    /* From now on Connector/C accepts packets up to the row limit
-     * (MYSQL_OPT_MAX_ALLOWED_PACKET only takes effect at connect, and no
-     * accessor sets the live limit). */
-    c->my->net.max_packet_size = row_packet_limit(c);
-    c->my->options.max_allowed_packet = c->my->net.max_packet_size;
-    c->state = ST_OPEN;
-    c->ever_open = 1;
-    c->dirty = 0;
-    mtimer_stop(c);
-    mstate(c, S_NEXT_OP);
-    return GO_ON;
+    return connected(c);
+}
+
+/* The TLS connect (see "connecting through TLS"): the first turn hands it to
+ * a worker; the next, once tls_done brought the job back, adopts the
+ * handle. Nothing here waits for the socket. */
+static int ph_connecting_tls(vl_mysql *c)
+{
+    tls_job *j = c->tls_job;
+
+    if (!c->started) {
+        c->started = 1;
+        tls_start(c);
+        return WAIT;
+    }
+    if (j == NULL)
+        return WAIT; /* the worker is still connecting */
+    c->tls_job = NULL;
+    if (!j->ok) {
+        connect_failed(c, j->err, j->sqlstate, j->text, j->proto);
+        tls_job_free(j);
+        return WAIT;
+    }
+    c->my = j->my;
+    j->my = NULL;
+    tls_job_free(j);
+    return connected(c);
 }
 
 static int ph_next_op(vl_mysql *c)
@@ -2147,6 +2456,7 @@ static void step(vl_mysql *c, int ready)
         op *o = c->cur;
         switch (c->mstate) {
         case S_CONNECTING:      r = ph_connecting(c, ready); break;
+        case S_CONNECTING_TLS:  r = ph_connecting_tls(c); break;
         case S_NEXT_OP:         r = ph_next_op(c); break;
         case S_QUERYING:        r = ph_querying(c, o, ready); break;
         case S_READING_RESULT:  r = ph_reading_result(c, o); break;
@@ -2251,7 +2561,9 @@ static vl_mysql *conn_new(vl_loop *loop, const char *url, const vl_mysql_options
         c->deadline_ms = vl_loop_now_ms(loop) + c->cfg.connect_timeout_ms;
         mtimer_start(c, c->cfg.connect_timeout_ms);
     }
-    if (c->cfg.socket_path != NULL) {
+    /* A TLS connect resolves the name on its worker: the certificate is
+     * checked against the name, never the address. */
+    if (c->cfg.socket_path != NULL || c->cfg.tls != VL__MYSQL_TLS_OFF) {
         start_connect(c);
         return c;
     }
@@ -2290,10 +2602,7 @@ static void conn_destroy(vl_mysql *c)
         vl__handle_remove(c->loop, &c->handle);
         c->registered = 0;
     }
-    if (c->ticket != NULL) {
-        c->ticket->c = NULL; /* the resolution finishes and is dropped */
-        c->ticket = NULL;
-    }
+    ticket_drop(c);
     c->hook = NULL;
     vl__mysql_set_done_hook(c, NULL, NULL);
     o = c->cur;

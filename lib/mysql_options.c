@@ -122,6 +122,27 @@ static int set_str(char **dst, const char *v)
     return VL_OK;
 }
 
+/* 1 when `list` names only TLS versions Connector/C knows, comma-separated.
+ * It looks for the names anywhere in the text and ignores the rest, so a
+ * typo would otherwise leave every version allowed. */
+static int tls_versions_known(const char *list)
+{
+    static const char *const names[] = {"TLSv1.0", "TLSv1.1", "TLSv1.2", "TLSv1.3"};
+    const char *p = list;
+
+    for (;;) {
+        size_t n = strcspn(p, ","), i;
+        for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+            if (n == strlen(names[i]) && strncmp(p, names[i], n) == 0)
+                break;
+        if (i == sizeof(names) / sizeof(names[0]))
+            return 0;
+        if (p[n] == '\0')
+            return 1;
+        p += n + 1;
+    }
+}
+
 /* The ssl-* parameters: TLS on when any is given (ssl-mode=disabled aside),
  * verification on unless the URL turns it off in so many words. */
 static int read_tls(vl__mysql_config *cfg, const vl__url *u, char **msg)
@@ -171,6 +192,11 @@ static int read_tls(vl__mysql_config *cfg, const vl__url *u, char **msg)
                           "verify-identity, not '%s'",
                           v);
     }
+    if (cfg->tls_version != NULL && !tls_versions_known(cfg->tls_version))
+        return refuse(msg, VL_EINVAL,
+                      "bad MySQL URL: tls-version must list TLSv1.0, TLSv1.1, TLSv1.2 or "
+                      "TLSv1.3 (comma-separated), not '%s'",
+                      cfg->tls_version);
     if (cfg->tls == VL__MYSQL_TLS_OFF && any)
         return refuse(msg, VL_EINVAL, "bad MySQL URL: %s with ssl-mode=disabled",
                       "ssl-* parameters");
@@ -179,6 +205,16 @@ static int read_tls(vl__mysql_config *cfg, const vl__url *u, char **msg)
     if (cfg->tls != VL__MYSQL_TLS_OFF && cfg->socket_path != NULL)
         return refuse(msg, VL_EINVAL, "bad MySQL URL: %s",
                       "TLS over a unix socket is not offered (the socket is local already)");
+    /* Connector/C checks the chain without the name only against CAs it was
+     * given: with the system's store it would check nothing at all. */
+    if (cfg->tls == VL__MYSQL_TLS_VERIFY_CA && cfg->ssl_ca == NULL && cfg->ssl_capath == NULL)
+        return refuse(msg, VL_EINVAL, "bad MySQL URL: %s",
+                      "ssl-mode=verify-ca needs ssl-ca or ssl-capath (the CAs to check the "
+                      "chain against); use verify-identity for the system's store");
+    /* With TLS the host name goes to Connector/C as written, which would
+     * read a comma as a list of hosts. */
+    if (cfg->tls != VL__MYSQL_TLS_OFF && cfg->host != NULL && strchr(cfg->host, ',') != NULL)
+        return refuse(msg, VL_EINVAL, "bad MySQL URL: %s", "a ',' in the host name");
     return VL_OK;
 }
 
@@ -192,18 +228,6 @@ static int read_params(vl__mysql_config *cfg, const vl__url *u, char **msg)
     const char *v;
     size_t i;
 
-    for (i = 0; i < u->nparams; i++) {
-        const char *k = u->keys[i];
-        if (strncmp(k, "ssl", 3) == 0 || strncmp(k, "tls", 3) == 0) {
-            char *m = vl__asprintf("%s: TLS ('%s') is not supported: Connector/C 3.3 blocks "
-                                   "the event loop during the TLS handshake",
-                                   cfg->display, k);
-            if (m == NULL)
-                return VL_ENOMEM;
-            *msg = m;
-            return VL_EUNSUPPORTED;
-        }
-    }
     for (i = 0; i < u->nparams; i++)
         if (!param_known(u->keys[i])) {
             char *m = vl__asprintf("%s: unknown URL parameter '%s'", cfg->display, u->keys[i]);

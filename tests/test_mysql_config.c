@@ -131,8 +131,27 @@ static void refusals(void **state)
         {"mysql://u:hunter2@/d", VL_EINVAL, "no host"},
         {"redis://u:hunter2@h/d", VL_EINVAL, "scheme must be mysql:// or unix://"},
         {"mysql://u:hunter2@h:99999/d", VL_EINVAL, "bad MySQL URL"},
-        {"mysql://u:hunter2@h/d?ssl=1", VL_EUNSUPPORTED, "TLS ('ssl')"},
-        {"mysql://u:hunter2@h/d?tls=required", VL_EUNSUPPORTED, "TLS ('tls')"},
+        /* TLS: a parameter that is not volley's is never ignored. */
+        {"mysql://u:hunter2@h/d?ssl=1", VL_EINVAL, "unknown URL parameter 'ssl'"},
+        {"mysql://u:hunter2@h/d?tls=required", VL_EINVAL, "unknown URL parameter 'tls'"},
+        {"mysql://u:hunter2@h/d?ssl_ca=x", VL_EINVAL, "unknown URL parameter 'ssl_ca'"},
+        {"mysql://u:hunter2@h/d?ssl-mode=preferred", VL_EINVAL, "preferred is not offered"},
+        {"mysql://u:hunter2@h/d?ssl-mode=PREFERRED", VL_EINVAL, "PREFERRED is not offered"},
+        {"mysql://u:hunter2@h/d?ssl-mode=on", VL_EINVAL, "ssl-mode must be"},
+        {"mysql://u:hunter2@h/d?ssl-verify-server-cert=yes", VL_EINVAL,
+         "ssl-verify-server-cert must be 0 or 1"},
+        {"mysql://u:hunter2@h/d?ssl-ca=", VL_EINVAL, "ssl-ca is empty"},
+        {"mysql://u:hunter2@h/d?ssl-capath=", VL_EINVAL, "ssl-capath is empty"},
+        {"mysql://u:hunter2@h/d?ssl-cert=c.pem", VL_EINVAL, "ssl-cert and ssl-key go together"},
+        {"mysql://u:hunter2@h/d?ssl-key=k.pem", VL_EINVAL, "ssl-cert and ssl-key go together"},
+        {"mysql://u:hunter2@h/d?ssl-mode=disabled&ssl-ca=x", VL_EINVAL, "ssl-mode=disabled"},
+        {"mysql://u:hunter2@h/d?ssl-mode=verify-ca", VL_EINVAL, "verify-ca needs ssl-ca"},
+        {"mysql://u:hunter2@h/d?ssl-ca=x&socket=/s", VL_EINVAL, "unix socket"},
+        {"unix:///s?password=hunter2&ssl-mode=required", VL_EINVAL, "unix socket"},
+        {"mysql://u:hunter2@h/d?tls-version=TLSv1.4", VL_EINVAL, "tls-version must list"},
+        {"mysql://u:hunter2@h/d?tls-version=TLSv1.2;TLSv1.3", VL_EINVAL, "tls-version"},
+        {"mysql://u:hunter2@h/d?tls-version=TLSv1.2,", VL_EINVAL, "tls-version"},
+        {"mysql://u:hunter2@a,b/d?ssl-mode=required", VL_EINVAL, "a ',' in the host name"},
     };
     size_t i;
 
@@ -148,6 +167,75 @@ static void refusals(void **state)
         assert_null(strstr(cfg.display, "hunter2"));
         tidy(&cfg, msg);
     }
+}
+
+/* Each TLS parameter, read into cfg.tls and the ssl_* fields: any ssl-*
+ * turns TLS on with verification, which only ssl-mode or
+ * ssl-verify-server-cert=0 turn off. */
+static void tls_parameters(void **state)
+{
+    static const struct {
+        const char *params;
+        int tls;
+    } modes[] = {
+        {"", VL__MYSQL_TLS_OFF},
+        {"ssl-mode=disabled", VL__MYSQL_TLS_OFF},
+        {"ssl-mode=DISABLED", VL__MYSQL_TLS_OFF},
+        {"ssl-ca=/ca.pem", VL__MYSQL_TLS_VERIFY_IDENTITY},
+        {"ssl-capath=/cas", VL__MYSQL_TLS_VERIFY_IDENTITY},
+        {"ssl-cert=/c.pem&ssl-key=/k.pem", VL__MYSQL_TLS_VERIFY_IDENTITY},
+        {"ssl-cipher=ECDHE-ECDSA-AES128-GCM-SHA256", VL__MYSQL_TLS_VERIFY_IDENTITY},
+        {"tls-version=TLSv1.3", VL__MYSQL_TLS_VERIFY_IDENTITY},
+        {"ssl-mode=verify-identity", VL__MYSQL_TLS_VERIFY_IDENTITY},
+        {"ssl-mode=VERIFY_IDENTITY&ssl-ca=/ca.pem", VL__MYSQL_TLS_VERIFY_IDENTITY},
+        {"ssl-mode=verify-ca&ssl-ca=/ca.pem", VL__MYSQL_TLS_VERIFY_CA},
+        {"ssl-mode=VERIFY_CA&ssl-capath=/cas", VL__MYSQL_TLS_VERIFY_CA},
+        {"ssl-mode=required", VL__MYSQL_TLS_REQUIRED},
+        {"ssl-mode=REQUIRED&ssl-ca=/ca.pem", VL__MYSQL_TLS_REQUIRED},
+        {"ssl-verify-server-cert=1", VL__MYSQL_TLS_VERIFY_IDENTITY},
+        {"ssl-verify-server-cert=true&ssl-ca=/ca.pem", VL__MYSQL_TLS_VERIFY_IDENTITY},
+        {"ssl-verify-server-cert=0", VL__MYSQL_TLS_REQUIRED},
+        {"ssl-verify-server-cert=false&ssl-ca=/ca.pem", VL__MYSQL_TLS_REQUIRED},
+        /* ssl-mode has the last word over the older spelling. */
+        {"ssl-verify-server-cert=0&ssl-mode=verify-identity", VL__MYSQL_TLS_VERIFY_IDENTITY},
+        {"ssl-verify-server-cert=1&ssl-mode=required", VL__MYSQL_TLS_REQUIRED},
+    };
+    vl__mysql_config cfg;
+    char url[256], *msg;
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+        snprintf(url, sizeof(url), "mysql://u:p@h/d?%s", modes[i].params);
+        if (parse(&cfg, url, NULL, &msg) != VL_OK || cfg.tls != modes[i].tls)
+            fail_msg("%s: tls %d, message '%s'; wanted %d", url, cfg.tls, msg ? msg : "",
+                     modes[i].tls);
+        tidy(&cfg, msg);
+    }
+    assert_int_equal(parse(&cfg,
+                           "mysql://u:p@h/d?ssl-ca=%2Fetc%2Fca.pem&ssl-capath=/cas&ssl-cert=/c.pem"
+                           "&ssl-key=/k.pem&ssl-cipher=A:B&tls-version=TLSv1.2,TLSv1.3",
+                           NULL, &msg),
+                     VL_OK);
+    assert_string_equal(cfg.ssl_ca, "/etc/ca.pem");
+    assert_string_equal(cfg.ssl_capath, "/cas");
+    assert_string_equal(cfg.ssl_cert, "/c.pem");
+    assert_string_equal(cfg.ssl_key, "/k.pem");
+    assert_string_equal(cfg.ssl_cipher, "A:B");
+    assert_string_equal(cfg.tls_version, "TLSv1.2,TLSv1.3");
+    assert_string_equal(cfg.host, "h");
+    /* The display form shows the parameters, never the password. */
+    assert_null(strstr(cfg.display, ":p@"));
+    tidy(&cfg, msg);
+    /* Without TLS nothing is kept. */
+    assert_int_equal(parse(&cfg, "mysql://u:p@h/d", NULL, &msg), VL_OK);
+    assert_null(cfg.ssl_ca);
+    assert_null(cfg.ssl_capath);
+    assert_null(cfg.ssl_cert);
+    assert_null(cfg.ssl_key);
+    assert_null(cfg.ssl_cipher);
+    assert_null(cfg.tls_version);
+    tidy(&cfg, msg);
 }
 
 static void unreadable_input(void **state)
@@ -174,22 +262,30 @@ static void unreadable_input(void **state)
  * leaks; past the last one the parse succeeds. */
 static void out_of_memory(void **state)
 {
-    long n;
-    int ok = 0;
+    static const char *const urls[] = {
+        "mysql://u:p@h:1/d?charset=x&init_sql=y&socket=/s",
+        "mysql://u:p@h:1/d?ssl-ca=a&ssl-capath=b&ssl-cert=c&ssl-key=d&ssl-cipher=e"
+        "&tls-version=TLSv1.3&ssl-mode=verify-ca",
+    };
+    size_t i;
 
     (void)state;
-    for (n = 1; n < 200 && !ok; n++) {
-        vl__mysql_config cfg;
-        char *msg;
-        int rc;
-        tu_alloc_fail_at(n);
-        rc = parse(&cfg, "mysql://u:p@h:1/d?charset=x&init_sql=y&socket=/s", NULL, &msg);
-        tu_alloc_fail_at(0);
-        assert_true(rc == VL_OK || rc == VL_ENOMEM);
-        ok = rc == VL_OK;
-        tidy(&cfg, msg);
+    for (i = 0; i < sizeof(urls) / sizeof(urls[0]); i++) {
+        long n;
+        int ok = 0;
+        for (n = 1; n < 200 && !ok; n++) {
+            vl__mysql_config cfg;
+            char *msg;
+            int rc;
+            tu_alloc_fail_at(n);
+            rc = parse(&cfg, urls[i], NULL, &msg);
+            tu_alloc_fail_at(0);
+            assert_true(rc == VL_OK || rc == VL_ENOMEM);
+            ok = rc == VL_OK;
+            tidy(&cfg, msg);
+        }
+        assert_true(ok);
     }
-    assert_true(ok);
 }
 
 int main(void)
@@ -199,6 +295,7 @@ int main(void)
         cmocka_unit_test_setup(parameters_override_options, tu_setup),
         cmocka_unit_test_setup(unix_sockets, tu_setup),
         cmocka_unit_test_setup(refusals, tu_setup),
+        cmocka_unit_test_setup(tls_parameters, tu_setup),
         cmocka_unit_test_setup(unreadable_input, tu_setup),
         cmocka_unit_test_setup(out_of_memory, tu_setup),
     };

@@ -4,8 +4,9 @@
  *
  * Built on MariaDB Connector/C's non-blocking API (the mysql_*_start /
  * mysql_*_cont pairs). The loop never blocks: host names are resolved on a
- * worker thread (Connector/C would call getaddrinfo inside connect), and
- * every network step waits for socket readiness on the loop.
+ * worker thread (Connector/C would call getaddrinfo inside connect), a TLS
+ * connect runs on one (see "TLS"), and every other network step waits for
+ * socket readiness on the loop.
  *
  * ---- Endpoint URLs -------------------------------------------------------
  *
@@ -41,33 +42,72 @@
  *                             certificate must chain to a trusted CA and
  *                             name the URL's host as written (a name or an
  *                             IP address), never the address it resolved to
- *   ssl-mode=verify-ca        the chain only, any name
+ *   ssl-mode=verify-ca        the chain only, any name. It needs ssl-ca or
+ *                             ssl-capath (VL_EINVAL without): Connector/C
+ *                             3.3 checks a chain without the name only
+ *                             against CAs it was given
  *   ssl-mode=required         encrypted, NOT verified (anyone on the path
- *                             can pretend to be the server)
+ *                             can pretend to be the server), even when
+ *                             ssl-ca or ssl-capath is given (as MySQL's own
+ *                             client does: say verify-ca to check them)
  *   ssl-mode=disabled         no TLS: the default without ssl-* parameters
+ *                             (VL_EINVAL together with other ssl-* ones)
  *   ssl-ca=FILE, ssl-capath=DIR   the trusted CAs (PEM); without either, the
  *                             system's store
  *   ssl-cert=FILE, ssl-key=FILE   a client certificate and its key (both)
  *   ssl-verify-server-cert=0|1    the older spelling: 0 is ssl-mode=required,
- *                             1 is verify-identity
- *   ssl-cipher=LIST, tls-version=LIST (e.g. TLSv1.2,TLSv1.3)
- * ssl-mode=preferred is refused with VL_EINVAL: it falls back to clear text
- * without a word. Unknown ssl-* / tls-* parameters are refused too.
+ *                             1 is verify-identity (ssl-mode, if also given,
+ *                             decides)
+ *   ssl-cipher=LIST           OpenSSL's names (TLS 1.2 ciphers or TLS 1.3
+ *                             suites)
+ *   tls-version=LIST          of TLSv1.0, TLSv1.1, TLSv1.2, TLSv1.3,
+ *                             comma-separated (anything else: VL_EINVAL)
+ * ssl-mode=preferred is refused with VL_EINVAL: it falls back to clear
+ * text without a word. Unknown ssl-* / tls-* parameters (ssl=1, ssl_ca=)
+ * are refused too, and so is TLS over a unix socket. In every mode a server
+ * that does not offer TLS is refused before the client sends anything (no
+ * user name, no scramble): never a fallback to clear text.
  *
- * How it stays off the loop: Connector/C 3.3 performs the TLS handshake with
- * blocking calls even in non-blocking mode. With TLS on, the whole connect
+ * How it stays off the loop: Connector/C 3.3 cannot shake hands without
+ * blocking (its TCP connect leaves the socket in blocking mode, and
+ * SSL_connect then waits in recv()). With TLS on, the whole connect
  * (resolution, TCP, handshake, authentication, init commands) runs as one
  * blocking mysql_real_connect on one of the loop's worker threads (as
- * vl_loop_run_in_thread), bounded by connect_timeout_ms; the loop's own
- * deadline fails the connection on time even if the worker is still
- * blocked (its handle is closed when it returns). The connected handle then
- * comes back to the loop, and every statement runs non-blocking as without
- * TLS: Connector/C reads and writes TLS records on its non-blocking socket,
- * and when OpenSSL wants more bytes it waits through the same MYSQL_WAIT_*
- * hooks the loop serves. A connect through TLS occupies a worker thread
- * for as long as it takes (vl_loop_set_threads sets how many there are).
+ * vl_loop_run_in_thread). Unlike the clear-text connect, Connector/C gets
+ * the host name as written, resolves it there and checks the certificate
+ * against it; "localhost" still means TCP, never the unix socket, and a
+ * host with a ',' (Connector/C's host list) is refused with VL_EINVAL.
+ * connect_timeout_ms bounds the connect twice: the loop's own deadline
+ * fails the connection on time even while the worker is blocked, and
+ * Connector/C gives up any single read or write of the handshake that waits
+ * longer than it (rounded up to whole seconds). The worker's handle is
+ * closed when it returns; freeing the connection or the loop meanwhile
+ * completes the connection's futures at once with VL_ECANCELED. With
+ * connect_timeout_ms 0, a server that never answers holds the worker for
+ * good. A connect through TLS occupies a worker thread for as long as it
+ * takes (vl_loop_set_threads sets how many there are) and, as a job on a
+ * thread, keeps vl_loop_run running until it returns.
+ *
+ * The connected handle then comes back to the loop and every statement
+ * runs non-blocking as without TLS. Connector/C's non-blocking calls read
+ * and write through SSL_read and SSL_write; when OpenSSL answers WANT_READ
+ * or WANT_WRITE, the call suspends with MYSQL_WAIT_READ or MYSQL_WAIT_WRITE
+ * (never MYSQL_WAIT_TIMEOUT: Connector/C's own read and write timeouts are
+ * unset after connecting, and read_timeout_ms is volley's) and the loop
+ * waits for the socket as for any connection. That needs a non-blocking
+ * socket, which Connector/C does not leave behind (OpenSSL would then wait
+ * inside each _start/_cont call): volley sets O_NONBLOCK on it after the
+ * handshake, and Connector/C never changes it back.
+ *
  * A certificate that fails verification fails the connect with VL_ECONN,
- * errno 2026 (CR_SSL_CONNECTION_ERROR) and OpenSSL's reason in the message.
+ * errno 2026 (CR_SSL_CONNECTION_ERROR) and OpenSSL's reason in the message
+ * ("self-signed certificate in certificate chain", "certificate has
+ * expired"...); one that does not name the host says "the certificate does
+ * not name the host 'H' as written in the URL"; a server without TLS "SSL
+ * is required, but the server does not support it". An account created
+ * with REQUIRE SSL, reached without TLS, is refused with errno 1045 like a
+ * wrong password (the server says no more); the message then adds that the
+ * connection did not use TLS.
  *
  * ---- Errors --------------------------------------------------------------
  *
