@@ -6,7 +6,9 @@
  * (vl__async_send is the only loop call made off the loop thread). Futures
  * are completed on the loop thread, in the async callback. The async watcher
  * is started only while jobs are outstanding, so an idle executor does not
- * keep the loop alive.
+ * keep the loop alive; nor does one whose every outstanding job was
+ * cancelled (nobody waits for them: the watcher stays started, unref'd, to
+ * free their results when they come back while the loop runs).
  *
  * Jobs and the executor itself use the C library's malloc, not volley's
  * allocator: a worker stuck in a long call may outlive the loop and free
@@ -28,6 +30,7 @@ struct job {
     vl_free_fn free_fn;
     void *result;
     vl_future *f;     /* NULL once cancelled: the result is then dropped */
+    struct executor *ex;
 };
 
 typedef struct executor {
@@ -41,6 +44,8 @@ typedef struct executor {
     unsigned nthreads;
     unsigned idle;                /* workers waiting on cv (guarded by mu) */
     unsigned outstanding;         /* jobs not yet delivered (loop thread) */
+    unsigned abandoned;           /* of those, cancelled ones (loop thread) */
+    int unref;                    /* the async watcher does not hold the loop */
     int stopping;                 /* guarded by mu */
     unsigned refs;                /* workers alive, plus one for the loop (mu) */
     job *all;                     /* jobs not yet delivered (loop thread) */
@@ -105,9 +110,26 @@ static void all_remove(executor *ex, job *j)
     j->aprev = j->anext = NULL;
 }
 
+/* The loop-alive rule: the watcher holds the loop while someone waits for
+ * one of the outstanding jobs. */
+static void settle_ref(executor *ex)
+{
+    int weak = ex->outstanding > 0 && ex->abandoned == ex->outstanding;
+
+    if (weak && !ex->unref) {
+        vl__loop_unref(ex->loop);
+        ex->unref = 1;
+    } else if (!weak && ex->unref) {
+        vl__loop_ref(ex->loop);
+        ex->unref = 0;
+    }
+}
+
 static void deliver(executor *ex, job *j)
 {
     all_remove(ex, j);
+    if (j->f == NULL)
+        ex->abandoned--;
     if (j->f != NULL)
         vl__future_complete(j->f, VL_OK, j->result, VL__VAL_USER, j->free_fn, NULL);
     else if (j->result != NULL && j->free_fn != NULL)
@@ -137,6 +159,7 @@ static void async_cb(vl__async *a, void *ud)
         ex->outstanding--;
         rev = n;
     }
+    settle_ref(ex);
     if (ex->outstanding == 0)
         vl__async_stop(&ex->async);
 }
@@ -148,6 +171,8 @@ static void job_cancel(void *source, vl_future *f, int status)
     VL__UNUSED(f);
     VL__UNUSED(status);
     j->f = NULL; /* it may be running: its result is freed when it returns */
+    j->ex->abandoned++;
+    settle_ref(j->ex);
 }
 
 static void job_describe(void *source, char *buf, size_t n)
@@ -219,12 +244,14 @@ vl_future *vl__loop_run_in_thread_owned(vl_loop *loop, vl_work_fn fn, void *ud,
     j->ud_free = ud_free;
     j->free_fn = free_fn;
     j->f = f;
+    j->ex = ex;
     j->anext = ex->all;
     if (ex->all != NULL)
         ex->all->aprev = j;
     ex->all = j;
     if (ex->outstanding++ == 0)
         vl__async_start(&ex->async);
+    settle_ref(ex);
     pthread_mutex_lock(&ex->mu);
     if (ex->queue_tail != NULL)
         ex->queue_tail->next = j;
@@ -257,7 +284,9 @@ vl_future *vl__loop_run_in_thread_owned(vl_loop *loop, vl_work_fn fn, void *ud,
         free(j);
         vl__future_set_source(f, NULL, NULL);
         vl__future_fail(f, VL_ENOMEM, "run_in_thread: cannot start a worker thread");
-        if (--ex->outstanding == 0)
+        --ex->outstanding;
+        settle_ref(ex);
+        if (ex->outstanding == 0)
             vl__async_stop(&ex->async);
     }
     return f;
@@ -287,10 +316,14 @@ static void executor_handle_free(vl__handle *h)
     executor *ex = (executor *)(void *)((char *)h - offsetof(executor, handle));
     unsigned i;
     job *j, *done;
-    int last;
+    int last, all_idle;
 
     vl__loop_set_executor(ex->loop, NULL);
     pthread_mutex_lock(&ex->mu);
+    /* Workers that wait for work leave at once: those are joined, so that
+     * nothing of theirs (a TLS library's per-thread state) outlives the
+     * loop. One stuck in a job is never waited for. */
+    all_idle = ex->idle == ex->nthreads && ex->queue_head == NULL;
     ex->stopping = 1;
     pthread_cond_broadcast(&ex->cv);
     done = ex->done;
@@ -327,9 +360,17 @@ static void executor_handle_free(vl__handle *h)
             vl__future_fail(f, VL_ECANCELED, "loop freed while the job ran");
         }
     }
+    if (ex->unref) {
+        vl__loop_ref(ex->loop); /* libev wants a watcher ref'd before it stops */
+        ex->unref = 0;
+    }
     vl__async_stop(&ex->async);
-    for (i = 0; i < ex->nthreads; i++)
-        pthread_detach(ex->threads[i]);
+    for (i = 0; i < ex->nthreads; i++) {
+        if (all_idle)
+            pthread_join(ex->threads[i], NULL);
+        else
+            pthread_detach(ex->threads[i]);
+    }
     pthread_mutex_lock(&ex->mu);
     last = --ex->refs == 0;
     pthread_mutex_unlock(&ex->mu);

@@ -963,6 +963,53 @@ static void timeout_messages_name_what(void **state)
     tu_finish(loop);
 }
 
+static int slow_done;   /* set by the worker when it returns */
+static int slow_freed;  /* set when its result is freed */
+
+static void *work_slow_ptr(void *ud)
+{
+    int *r = malloc(sizeof(*r));
+
+    (void)ud;
+    usleep(300 * 1000);
+    __atomic_store_n(&slow_done, 1, __ATOMIC_RELEASE);
+    return r;
+}
+
+static void free_slow(void *v)
+{
+    free(v);
+    slow_freed++;
+}
+
+/* A job nobody waits for any more (its future cancelled) does not keep
+ * vl_loop_run running; its result is still freed, once, when it comes back
+ * while the loop runs. */
+static void cancelled_job_lets_loop_return(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_future *f, *keep;
+
+    (void)state;
+    slow_done = slow_freed = 0;
+    f = vl_loop_run_in_thread(loop, work_slow_ptr, NULL, free_slow);
+    assert_non_null(f);
+    vl_future_cancel(f);
+    vl_loop_run(loop); /* returns at once: only the cancelled job is left */
+    assert_int_equal(__atomic_load_n(&slow_done, __ATOMIC_ACQUIRE), 0);
+    assert_int_equal(vl_future_status(f), VL_ECANCELED);
+    vl_future_free(f);
+    /* A job someone waits for holds the loop again, and meanwhile the
+     * cancelled one comes back and is freed. */
+    keep = vl_loop_run_in_thread(loop, work_slow_ptr, NULL, free_slow);
+    assert_int_equal(vl_loop_run_until(loop, keep), VL_OK);
+    while (slow_freed < 1)
+        tu_sleep_ms(loop, 10);
+    vl_future_free(keep); /* frees the second result */
+    assert_int_equal(slow_freed, 2);
+    tu_finish(loop);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -995,6 +1042,7 @@ int main(void)
         cmocka_unit_test_setup(chain_bad_steps, tu_setup),
         cmocka_unit_test_setup(chain_loop_freed, tu_setup),
         cmocka_unit_test_setup(chain_out_of_memory, tu_setup),
+        cmocka_unit_test_setup(cancelled_job_lets_loop_return, tu_setup),
     };
 
     return tu_run("future", tests, sizeof(tests) / sizeof(tests[0]));
