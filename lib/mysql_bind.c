@@ -40,10 +40,23 @@ int vl__mysql_check_params(const vl_mysql_param *params, size_t n, size_t *total
     return VL_OK;
 }
 
-int vl__mparams_copy(vl__mparams *dst, const vl_mysql_param *src, size_t n, size_t total)
+void vl__mysql_params_copy(vl_mysql_param *dst, char *data, const vl_mysql_param *src, size_t n)
 {
     size_t i, off = 0;
 
+    for (i = 0; i < n; i++) {
+        dst[i] = src[i];
+        if (src[i].type != VL_MYSQL_P_STRING && src[i].type != VL_MYSQL_P_BLOB)
+            continue;
+        if (src[i].v.str.len > 0)
+            memcpy(data + off, src[i].v.str.ptr, src[i].v.str.len);
+        dst[i].v.str.ptr = data != NULL ? data + off : "";
+        off += src[i].v.str.len;
+    }
+}
+
+int vl__mparams_copy(vl__mparams *dst, const vl_mysql_param *src, size_t n, size_t total)
+{
     dst->params = NULL;
     dst->n = 0;
     dst->data = NULL;
@@ -58,15 +71,7 @@ int vl__mparams_copy(vl__mparams *dst, const vl_mysql_param *src, size_t n, size
         return VL_ENOMEM;
     }
     dst->n = n;
-    for (i = 0; i < n; i++) {
-        dst->params[i] = src[i];
-        if (src[i].type != VL_MYSQL_P_STRING && src[i].type != VL_MYSQL_P_BLOB)
-            continue;
-        if (src[i].v.str.len > 0)
-            memcpy(dst->data + off, src[i].v.str.ptr, src[i].v.str.len);
-        dst->params[i].v.str.ptr = dst->data != NULL ? dst->data + off : "";
-        off += src[i].v.str.len;
-    }
+    vl__mysql_params_copy(dst->params, dst->data, src, n);
     return VL_OK;
 }
 

@@ -1155,7 +1155,7 @@ static vl_future *req_new(vl_mysql_cluster *cl, int kind, int read, const char *
                           vl_mysql_tx *tx)
 {
     creq *r;
-    size_t i, total = 0, off = 0, bad = 0;
+    size_t total = 0, bad = 0;
     const char *why = NULL;
 
     if (cl == NULL)
@@ -1210,15 +1210,7 @@ static vl_future *req_new(vl_mysql_cluster *cl, int kind, int read, const char *
     }
     /* The parameters are copied now (the caller's buffers may go away). */
     r->n = n;
-    for (i = 0; i < n; i++) {
-        r->params[i] = params[i];
-        if (params[i].type == VL_MYSQL_P_STRING || params[i].type == VL_MYSQL_P_BLOB) {
-            if (params[i].v.str.len > 0)
-                memcpy(r->pdata + off, params[i].v.str.ptr, params[i].v.str.len);
-            r->params[i].v.str.ptr = r->pdata != NULL ? r->pdata + off : "";
-            off += params[i].v.str.len;
-        }
-    }
+    vl__mysql_params_copy(r->params, r->pdata, params, n);
     r->tx = tx;
     {
         vl_future *f = r->f;

@@ -202,4 +202,10 @@ int vl__mysql_check_url(vl_loop *loop, const char *url, const vl_mysql_options *
 int vl__mysql_check_params(const vl_mysql_param *params, size_t n, size_t *total, size_t *bad,
                            const char **why);
 
+/* (lib/mysql_bind.c) Copies n checked parameters into dst and their STRING
+ * and BLOB bytes, one after another, into data (as many bytes as
+ * vl__mysql_check_params counted; NULL when none), pointing the copies
+ * there. An empty string points at "". */
+void vl__mysql_params_copy(vl_mysql_param *dst, char *data, const vl_mysql_param *src, size_t n);
+
 #endif

@@ -838,7 +838,7 @@ static vl_future *request_new(vl_mysql_pool *p, int kind, const char *sql,
                               const vl_mysql_param *params, size_t ncols, size_t nrows)
 {
     request *r;
-    size_t i, n, total = 0, off = 0, bad = 0, sql_len, size;
+    size_t n, total = 0, bad = 0, sql_len, size;
     const char *why = NULL;
     char *data;
 
@@ -904,15 +904,7 @@ static vl_future *request_new(vl_mysql_pool *p, int kind, const char *sql,
     data = (char *)(r + 1) + n * sizeof(*params);
     r->nparams = n;
     r->ncols = kind == RQ_BULK ? ncols : 0;
-    for (i = 0; i < n; i++) {
-        r->params[i] = params[i];
-        if (params[i].type == VL_MYSQL_P_STRING || params[i].type == VL_MYSQL_P_BLOB) {
-            if (params[i].v.str.len > 0)
-                memcpy(data + off, params[i].v.str.ptr, params[i].v.str.len);
-            r->params[i].v.str.ptr = data + off;
-            off += params[i].v.str.len;
-        }
-    }
+    vl__mysql_params_copy(r->params, data, params, n);
     if (sql != NULL) {
         r->sql = data + total;
         memcpy(r->sql, sql, sql_len);
