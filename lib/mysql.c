@@ -2690,6 +2690,40 @@ static int mentions_get_lock(const char *sql, size_t len)
     return 0;
 }
 
+int vl__mysql_submit_into(vl_mysql *c, vl_future *f, int kind, const char *sql,
+                          const vl_mysql_param *params, size_t n, size_t nrows)
+{
+    size_t len = strlen(sql), count = kind == VL__MYSQL_BULK ? n * nrows : n, total = 0, bad;
+    const char *why;
+    op *o;
+
+    if (kind != VL__MYSQL_QUERY &&
+        vl__mysql_check_params(params, count, &total, &bad, &why) != VL_OK)
+        return VL_EINVAL; /* the caller checked them */
+    o = op_alloc(c, kind == VL__MYSQL_QUERY ? OP_QUERY : OP_EXEC);
+    if (o == NULL)
+        return VL_ENOMEM;
+    if (kind == VL__MYSQL_QUERY && c->cfg.query_timeout_ms != 0)
+        o->sql = wrap_timeout(sql, len, c->cfg.query_timeout_ms, &o->len);
+    else if (op_set_sql(o, sql, len) != VL_OK)
+        o->sql = NULL;
+    if (o->sql == NULL ||
+        (kind != VL__MYSQL_QUERY && vl__mparams_copy(&o->p, params, count, total) != VL_OK)) {
+        op_free(o);
+        return VL_ENOMEM;
+    }
+    o->locks = c->pooled && mentions_get_lock(sql, len);
+    o->batch_rows = DEFAULT_BATCH;
+    if (kind == VL__MYSQL_BULK) {
+        o->bulk_rows = nrows;
+        o->ncols = n;
+    }
+    o->f = f;
+    vl__future_set_source(f, &op_ops, o);
+    op_submit(c, o);
+    return VL_OK;
+}
+
 static vl_future *query_op(vl_mysql *c, const char *sql, uint64_t timeout_ms, int stream,
                            size_t batch_rows, vl_mysql_batch_cb cb, void *ud)
 {
@@ -2865,7 +2899,9 @@ unsigned vl__mysql_state(const vl_mysql *c)
             s |= VL__MYSQL_BUSY;
     if (server_status(c) & SERVER_STATUS_IN_TRANS)
         s |= VL__MYSQL_IN_TRANS;
-    if (c->dirty || (c->my != NULL && schema_changed(c)))
+    /* A pooled session tracks its schema (POOLED_SESSION_SQL): a USE shows
+     * as a session change, which note_status has seen. Others are asked. */
+    if (c->dirty || (!c->pooled && c->my != NULL && schema_changed(c)))
         s |= VL__MYSQL_DIRTY;
     return s;
 }

@@ -174,6 +174,17 @@ void vl__mysql_set_hook(vl_mysql *c, vl__mysql_hook fn, void *ud);
 typedef void (*vl__mysql_done_hook)(vl_mysql *c, void *ud, int status);
 void vl__mysql_set_done_hook(vl_mysql *c, vl__mysql_done_hook fn, void *ud);
 
+/* Runs a statement whose future the caller made already (a pool request
+ * that waited for a connection): the statement completes `f`, which it
+ * owns from now on (cancelling f cancels the statement), and copies what
+ * it needs. kind: VL__MYSQL_QUERY (sql), VL__MYSQL_EXEC (n parameters) or
+ * VL__MYSQL_BULK (nrows rows of n), each checked by the caller as
+ * vl_mysql_query / _execute / _execute_bulk check them. VL_OK, or
+ * VL_ENOMEM with f untouched. */
+enum { VL__MYSQL_QUERY, VL__MYSQL_EXEC, VL__MYSQL_BULK };
+int vl__mysql_submit_into(vl_mysql *c, vl_future *f, int kind, const char *sql,
+                          const vl_mysql_param *params, size_t n, size_t nrows);
+
 /* State bits for the clean-return rule. */
 #define VL__MYSQL_BROKEN 1   /* closed, failed or never connected */
 #define VL__MYSQL_BUSY 2     /* a statement queued or in flight */

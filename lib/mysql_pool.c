@@ -540,6 +540,41 @@ static void request_describe(void *source, char *buf, size_t n)
 static const vl__source_ops request_ops = {.cancel = request_cancel, .describe = request_describe};
 
 /* Starts a request on a connection it now holds. */
+/* A waiting request's statement goes to the connection it got, which from
+ * then on owns the request's future and completes it; the request itself
+ * is done. pc_done takes the connection back, as for request_direct. */
+static void request_hand_over(request *r, pconn *pc)
+{
+    vl_mysql_pool *p = r->pool;
+    int kind = r->kind == RQ_QUERY  ? VL__MYSQL_QUERY
+               : r->kind == RQ_EXEC ? VL__MYSQL_EXEC
+                                    : VL__MYSQL_BULK;
+    size_t n = r->kind == RQ_BULK ? r->ncols : r->nparams;
+    size_t nrows = r->kind == RQ_BULK ? r->nparams / r->ncols : 1;
+    int rc = VL_ECANCELED;
+
+    p->nrunning++;
+    pc->direct = 1;
+    if (r->f != NULL)
+        rc = vl__mysql_submit_into(pc->c, r->f, kind, r->sql, r->params, n, nrows);
+    if (rc != VL_OK) {
+        if (r->f != NULL) {
+            vl__future_set_source(r->f, NULL, NULL);
+            vl__future_fail(r->f, rc, "out of memory");
+        }
+    }
+    r->f = NULL;
+    request_free(r);
+    /* Nothing runs (out of memory, or the request was abandoned): nothing
+     * will call pc_done. */
+    if (pc->direct && (rc != VL_OK || !(vl__mysql_state(pc->c) &
+                                        (VL__MYSQL_BUSY | VL__MYSQL_BROKEN)))) {
+        pc->direct = 0;
+        p->nrunning--;
+        pc_release(pc);
+    }
+}
+
 static void request_run(request *r, pconn *pc)
 {
     vl_mysql_pool *p = r->pool;
@@ -549,6 +584,10 @@ static void request_run(request *r, pconn *pc)
     list_push(&p->others, pc);
     p->busy++;
     r->pc = pc;
+    if (r->kind == RQ_QUERY || r->kind == RQ_EXEC || r->kind == RQ_BULK) {
+        request_hand_over(r, pc);
+        return;
+    }
     switch (r->kind) {
     case RQ_QUERY:
         inner = vl_mysql_query(pc->c, r->sql);
