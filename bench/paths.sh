@@ -1,5 +1,5 @@
-# shellcheck shell=bash
 # SPDX-License-Identifier: BSD-3-Clause
+# shellcheck shell=bash
 #
 # Sourced by bench/run.sh and bench/callgrind-mysql.sh: where the tree and
 # the bench binary are. ROOT is the source tree; BUILD_DIR is $BUILD (the
