@@ -31,6 +31,7 @@ struct job {
     void *result;
     vl_future *f;     /* NULL once cancelled: the result is then dropped */
     struct executor *ex;
+    int weak;         /* does not hold the loop (vl__loop_job_weak) */
 };
 
 typedef struct executor {
@@ -45,6 +46,7 @@ typedef struct executor {
     unsigned idle;                /* workers waiting on cv (guarded by mu) */
     unsigned outstanding;         /* jobs not yet delivered (loop thread) */
     unsigned abandoned;           /* of those, cancelled ones (loop thread) */
+    unsigned weak;                /* of those, ones that do not hold the loop */
     int unref;                    /* the async watcher does not hold the loop */
     int stopping;                 /* guarded by mu */
     unsigned refs;                /* workers alive, plus one for the loop (mu) */
@@ -114,7 +116,7 @@ static void all_remove(executor *ex, job *j)
  * one of the outstanding jobs. */
 static void settle_ref(executor *ex)
 {
-    int weak = ex->outstanding > 0 && ex->abandoned == ex->outstanding;
+    int weak = ex->outstanding > 0 && ex->abandoned + ex->weak == ex->outstanding;
 
     if (weak && !ex->unref) {
         vl__loop_unref(ex->loop);
@@ -130,6 +132,8 @@ static void deliver(executor *ex, job *j)
     all_remove(ex, j);
     if (j->f == NULL)
         ex->abandoned--;
+    else if (j->weak)
+        ex->weak--;
     if (j->f != NULL)
         vl__future_complete(j->f, VL_OK, j->result, VL__VAL_USER, j->free_fn, NULL);
     else if (j->result != NULL && j->free_fn != NULL)
@@ -172,6 +176,26 @@ static void job_cancel(void *source, vl_future *f, int status)
     VL__UNUSED(status);
     j->f = NULL; /* it may be running: its result is freed when it returns */
     j->ex->abandoned++;
+    if (j->weak) {
+        j->weak = 0;
+        j->ex->weak--;
+    }
+    settle_ref(j->ex);
+}
+
+static const vl__source_ops job_ops;
+
+void vl__loop_job_weak(vl_future *f, int weak)
+{
+    job *j = vl__future_source(f, &job_ops);
+
+    if (j == NULL || j->weak == (weak != 0))
+        return;
+    j->weak = weak != 0;
+    if (j->weak)
+        j->ex->weak++;
+    else
+        j->ex->weak--;
     settle_ref(j->ex);
 }
 

@@ -206,6 +206,11 @@ void vl__future_fail(vl_future *f, int status, const char *fmt, ...)
     vl__free(msg);
 }
 
+void *vl__future_source(const vl_future *f, const vl__source_ops *ops)
+{
+    return f != NULL && f->state == ST_PENDING && f->ops == ops ? f->source : NULL;
+}
+
 vl_future *vl__future_failed(vl_loop *loop, int status, const char *fmt, ...)
 {
     vl_future *f = vl__future_make(loop, NULL, NULL);

@@ -119,6 +119,11 @@ void *vl__loop_executor(vl_loop *loop, unsigned *threads);
  * start), the executor frees ud with ud_free on the loop thread instead. */
 vl_future *vl__loop_run_in_thread_owned(vl_loop *loop, vl_work_fn fn, void *ud,
                                         vl_free_fn ud_free, vl_free_fn free_fn);
+/* Marks a job of the executor (by its pending future) as one that keeps
+ * vl_loop_run running (weak 0, the default) or not (weak 1), as the
+ * loop-alive rule wants for work nobody waits for yet, such as a
+ * background connect. No-op once the job's future completed. */
+void vl__loop_job_weak(vl_future *f, int weak);
 void vl__loop_set_executor(vl_loop *loop, void *executor);
 
 /* ---- handles that the loop frees on vl_loop_free (lib/loop.c) ---- */
@@ -180,6 +185,8 @@ void vl__mres_free_value(void *v);
 vl_future *vl__future_make(vl_loop *loop, const vl__source_ops *ops, void *source);
 /* Changes the cancel hook's source pointer (for sources that move). */
 void vl__future_set_source(vl_future *f, const vl__source_ops *ops, void *source);
+/* The pending future's source if its hook is `ops`, else NULL. */
+void *vl__future_source(const vl_future *f, const vl__source_ops *ops);
 /* Completes the future. Takes `value` (freed with free_fn unless taken).
  * `msg` is copied; NULL means none. Does nothing but free the value if the
  * future already completed. Never runs the callback itself: it is queued on

@@ -121,6 +121,13 @@ enum { GO_ON = 0, WAIT = 1 };
  * prefixes of a row's cells (at most 9 bytes each). */
 #define ROW_PACKET_SLACK ((size_t)64 * 1024)
 
+/* What a result column was when a statement's bindings were made. */
+struct colsig {
+    int type;
+    unsigned flags, charsetnr, decimals, name_len;
+    uint32_t name_hash;
+};
+
 typedef struct stmt_entry {
     struct stmt_entry *next;
     char *sql;
@@ -134,8 +141,10 @@ typedef struct stmt_entry {
     MYSQL_FIELD *fields;
     unsigned nfields;
     vl__mrow row;
+    struct colsig *sig;      /* what the columns were when bound (nfields) */
     vl__mcolset *colset;     /* the columns as results describe them */
     int row_bound;           /* mysql_stmt_bind_result is up to date */
+    int stale;               /* the server prepared it again: dropped after use */
     MYSQL_BIND *pbind;
     MYSQL_TIME *ptimes;
 } stmt_entry;
@@ -212,6 +221,7 @@ struct vl_mysql {
     uint64_t deadline_ms;    /* end of the connect phase (loop clock) */
     uint64_t io_deadline_ms; /* a statement's reply overdue from then on; 0 = none */
     uint64_t timer_due_ms;   /* when the running timer fires (loop clock) */
+    uint64_t cc_timeout_due_ms; /* when Connector/C's MYSQL_WAIT_TIMEOUT ends */
     unsigned char greet[5];  /* the first bytes the server sent, peeked */
     int greet_n;
     /* why the connection is not usable */
@@ -365,6 +375,8 @@ static void settle(vl_mysql *c)
 
     if (c->state != ST_CONNECTING && c->state != ST_RESOLVING)
         return;
+    if (c->ticket != NULL && c->ticket->job != NULL)
+        vl__loop_job_weak(c->ticket->job, weak);
     if (c->io.events != 0 && c->io_unref != weak)
         io_arm(c, c->io.fd, c->io.events, weak);
     if (!weak) {
@@ -406,6 +418,7 @@ static void stmt_free(stmt_entry *e)
     mysql_stmt_close(e->stmt);
     if (e->meta != NULL)
         mysql_free_result(e->meta);
+    vl__free(e->sig);
     vl__mcolset_unref(e->colset);
     vl__mrow_clear(&e->row);
     vl__free(e->pbind);
@@ -803,6 +816,7 @@ static void arm(vl_mysql *c, int st)
     io_arm(c, sock_of(c), ev, connect_weak(c));
     if (st & MYSQL_WAIT_TIMEOUT) {
         ms = mysql_get_timeout_value_ms(c->my);
+        c->cc_timeout_due_ms = vl_loop_now_ms(c->loop) + ms;
         use_timer = 1;
     }
     if (c->state == ST_CONNECTING && c->deadline_ms != 0) {
@@ -917,9 +931,25 @@ static void on_timer(vl__timer *t, void *ud)
         vl__free(m);
         return;
     }
-    if (c->waiting & MYSQL_WAIT_TIMEOUT)
-        drive(c, MYSQL_WAIT_TIMEOUT);
-    else if (c->waiting)
+    /* Connector/C's own wait is over only when its time came: a timer that
+     * libev's cached clock fires a little early, or one armed for a
+     * shorter deadline of ours, must not tell it otherwise. */
+    if (c->waiting & MYSQL_WAIT_TIMEOUT) {
+        uint64_t ms;
+        if (now >= c->cc_timeout_due_ms) {
+            drive(c, MYSQL_WAIT_TIMEOUT);
+            return;
+        }
+        /* Wait the rest of it (arm would start Connector/C's whole wait
+         * again), or less if one of our deadlines comes first. */
+        ms = c->cc_timeout_due_ms - now;
+        if (c->deadline_ms > now && (c->state == ST_CONNECTING || c->state == ST_RESOLVING) &&
+            c->deadline_ms - now < ms)
+            ms = c->deadline_ms - now;
+        if (c->io_deadline_ms > now && c->io_deadline_ms - now < ms)
+            ms = c->io_deadline_ms - now;
+        mtimer_start(c, ms);
+    } else if (c->waiting)
         arm(c, c->waiting); /* the connect deadline was re-checked; wait on */
     else if ((c->state == ST_CONNECTING || c->state == ST_RESOLVING) && c->deadline_ms != 0)
         /* Resolving, or a worker is connecting (TLS): nothing to wait for on
@@ -1297,6 +1327,7 @@ static void tls_start(vl_mysql *c)
     t->c = c;
     t->job = f;
     c->ticket = t;
+    vl__loop_job_weak(f, connect_weak(c)); /* the loop-alive rule, as for a plain connect */
     vl_future_then(f, tls_done, t);
 }
 
@@ -2115,6 +2146,12 @@ static int stmt_bind_bulk(vl_mysql *c, op *o)
         return stmt_refuse(c, o, VL_ENOMEM, "out of memory");
     memset(o->pbind, 0, o->ncols * sizeof(MYSQL_BIND));
     o->bulk_chunk = vl__mbulk_chunk(&o->bulk, o->bulk_done, BULK_BUDGET);
+    /* Rows a statement returns (INSERT ... RETURNING) are read after the
+     * round trip that produced them, which only one round trip can do. */
+    if (o->bulk_done == 0 && o->bulk_chunk < o->bulk_rows && mysql_stmt_field_count(s) != 0)
+        return stmt_refuse(c, o, VL_EINVAL,
+                           "a bulk statement that returns rows (RETURNING) must fit one round "
+                           "trip (4 MiB of rows); split the call");
     vl__mbulk_bind(&o->bulk, o->bulk_done, o->pbind);
     n = (unsigned int)o->bulk_chunk;
     o->st->arrayed = 1;
@@ -2229,22 +2266,86 @@ static int ph_executing(vl_mysql *c, op *o, int ready)
     return GO_ON;
 }
 
+/* The result columns a prepared statement had when its bindings were made
+ * are still the ones its execution just reported. The server prepares a
+ * statement again by itself after a schema change (ALTER TABLE) and sends
+ * the new columns with the result; Connector/C then holds them in the
+ * statement's `fields`, which has no accessor but
+ * mysql_stmt_result_metadata, a copy made per call. */
+static uint32_t name_hash(const char *s, unsigned n)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    unsigned i;
+
+    for (i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 16777619u;
+    return h;
+}
+
+static void colsig_of(struct colsig *g, const MYSQL_FIELD *f)
+{
+    g->type = f->type;
+    g->flags = f->flags;
+    g->charsetnr = f->charsetnr;
+    g->decimals = f->decimals;
+    g->name_len = f->name_length;
+    g->name_hash = name_hash(f->name, f->name_length);
+}
+
+static int stmt_columns_unchanged(const stmt_entry *e)
+{
+    const MYSQL_FIELD *now = e->stmt->fields;
+    struct colsig g;
+    unsigned i;
+
+    if (mysql_stmt_field_count(e->stmt) != e->nfields || now == NULL || e->sig == NULL)
+        return 0;
+    for (i = 0; i < e->nfields; i++) {
+        colsig_of(&g, &now[i]);
+        if (memcmp(&g, &e->sig[i], sizeof(g)) != 0)
+            return 0;
+    }
+    return 1;
+}
+
+/* Drops the columns and bindings kept for a statement (made again at its
+ * next result). Results made before keep their own column set. */
+static void stmt_forget_columns(stmt_entry *e)
+{
+    mysql_free_result(e->meta);
+    e->meta = NULL;
+    e->fields = NULL;
+    e->nfields = 0;
+    vl__free(e->sig);
+    e->sig = NULL;
+    vl__mrow_clear(&e->row);
+    vl__mcolset_unref(e->colset);
+    e->colset = NULL;
+    e->row_bound = 0;
+}
+
 /* The statement's result bindings, made at its first result and kept (the
  * columns of a prepared statement do not change), bound again when a
  * buffer grew. VL_OK or VL_ENOMEM. */
 static int stmt_bind_result(stmt_entry *e)
 {
+    if (e->meta != NULL && !stmt_columns_unchanged(e)) {
+        stmt_forget_columns(e);
+        e->stale = 1;
+    }
     if (e->meta == NULL) {
         e->meta = mysql_stmt_result_metadata(e->stmt);
         if (e->meta == NULL)
             return VL_ENOMEM;
         e->fields = mysql_fetch_fields(e->meta);
         e->nfields = mysql_num_fields(e->meta);
-        if (vl__mrow_bind(&e->row, e->fields, e->nfields) != VL_OK) {
-            mysql_free_result(e->meta);
-            e->meta = NULL;
+        e->sig = vl__calloc(e->nfields ? e->nfields : 1, sizeof(*e->sig));
+        if (e->sig == NULL || vl__mrow_bind(&e->row, e->fields, e->nfields) != VL_OK) {
+            stmt_forget_columns(e);
             return VL_ENOMEM;
         }
+        for (unsigned i = 0; i < e->nfields; i++)
+            colsig_of(&e->sig[i], &e->fields[i]);
     }
     if (!e->row_bound) {
         if (mysql_stmt_bind_result(e->stmt, e->row.bind))
@@ -2256,8 +2357,16 @@ static int stmt_bind_result(stmt_entry *e)
 
 /* Describes the statement's columns on a result: converted once, at its
  * first result, then shared. VL_OK or VL_ENOMEM. */
-static int stmt_columns(stmt_entry *e, vl_mysql_result *set)
+static int stmt_columns(vl_mysql *c, stmt_entry *e, vl_mysql_result *set)
 {
+    if (e->stale) {
+        /* Connector/C updates a re-prepared statement's column types but
+         * not their names: the result's columns as the server sent them
+         * are the connection's. The statement is prepared afresh next
+         * time. */
+        MYSQL_FIELD *now = c->my->field_count == e->nfields ? c->my->fields : NULL;
+        return copy_columns(set, now != NULL ? now : e->fields, e->nfields);
+    }
     if (e->colset == NULL) {
         if (copy_columns(set, e->fields, e->nfields) != VL_OK)
             return VL_ENOMEM;
@@ -2319,7 +2428,7 @@ static int ph_storing(vl_mysql *c, op *o, int ready)
         mstate(c, S_STMT_FREEING);
         return GO_ON;
     }
-    if (o->set != NULL && stmt_columns(o->st, o->set) != VL_OK)
+    if (o->set != NULL && stmt_columns(c, o->st, o->set) != VL_OK)
         op_note(o, VL_ENOMEM, "out of memory");
     mstate(c, S_STMT_FETCHING);
     return GO_ON;
@@ -2375,6 +2484,12 @@ static int ph_stmt_freeing(vl_mysql *c, op *o, int ready)
         if (vl__mres_finish(o->set) != VL_OK)
             op_note(o, VL_ENOMEM, "out of memory");
         vl__mres_counts(o->set, vl_mysql_result_rows(o->set), 0, mysql_warning_count(c->my));
+    }
+    /* A statement whose rows could not be read is prepared afresh next
+     * time, whatever went wrong. */
+    if (((o->err != 0 && o->err != VL_ENOMEM) || o->st->stale) && c->state == ST_OPEN) {
+        stmt_evict(c, o->st);
+        o->st = NULL;
     }
     op_finish(c, o);
     return GO_ON;

@@ -759,6 +759,40 @@ static void result_outlives_statement(void **state)
     tu_finish(loop);
 }
 
+/* A cached statement follows a schema change: after ALTER TABLE retypes
+ * and renames a column, the same SQL reads the new type and name (the
+ * server prepares it again; volley binds its columns again). */
+static void schema_change_rebinds(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_mysql *c = connect_ok(loop);
+    const vl_mysql_result *r;
+    vl_future *f;
+
+    (void)state;
+    exec_ok(loop, c, "DROP TABLE IF EXISTS t_retype");
+    exec_ok(loop, c, "CREATE TABLE t_retype (a INT, b INT)");
+    exec_ok(loop, c, "INSERT INTO t_retype VALUES (1, 2)");
+    f = execute_ok(loop, c, "SELECT * FROM t_retype", NULL, 0);
+    r = vl_future_mysql_result(f);
+    assert_string_equal(vl_mysql_result_column_name(r, 1), "b");
+    assert_int_equal(vl_mysql_result_column_type(r, 1), VL_MYSQL_LONG);
+    vl_future_free(f);
+    exec_ok(loop, c, "ALTER TABLE t_retype CHANGE b bname VARCHAR(40)");
+    exec_ok(loop, c, "UPDATE t_retype SET bname = 'hello, a longer value'");
+    for (int i = 0; i < 2; i++) {
+        f = execute_ok(loop, c, "SELECT * FROM t_retype", NULL, 0);
+        r = vl_future_mysql_result(f);
+        assert_string_equal(vl_mysql_result_column_name(r, 1), "bname");
+        assert_int_equal(vl_mysql_result_column_type(r, 1), VL_MYSQL_VARCHAR);
+        assert_string_equal(vl_mysql_result_value(r, 0, 1, NULL), "hello, a longer value");
+        vl_future_free(f);
+    }
+    exec_ok(loop, c, "DROP TABLE t_retype");
+    vl_mysql_free(c);
+    tu_finish(loop);
+}
+
 /* ---- bulk execution ---- */
 
 #define BULK_COLS 9
@@ -939,6 +973,53 @@ static void bulk_all_or_nothing(void **state)
     tu_finish(loop);
 }
 
+/* INSERT ... RETURNING in bulk: the rows come back in the result when
+ * they fit one round trip; a bulk that would need more is refused before
+ * anything is sent (its returned rows could not all be read). */
+static void bulk_returning(void **state)
+{
+    enum { SMALL = 10, BIG = 12000, LEN = 500 };
+    vl_loop *loop = vl_loop_new();
+    vl_mysql *c = connect_ok(loop);
+    vl_mysql_param *ps = calloc((size_t)BIG * 2, sizeof(*ps));
+    char *text = malloc(LEN);
+    const vl_mysql_result *r;
+    vl_future *f;
+    int i;
+
+    (void)state;
+    assert_non_null(ps);
+    assert_non_null(text);
+    memset(text, 'y', LEN);
+    exec_ok(loop, c, "DROP TABLE IF EXISTS t_ret");
+    exec_ok(loop, c, "CREATE TABLE t_ret (id INT PRIMARY KEY, v VARCHAR(600))");
+    for (i = 0; i < BIG; i++) {
+        ps[2 * i] = vl_mysql_p_int64(i);
+        ps[2 * i + 1] = vl_mysql_p_blob(text, LEN);
+    }
+    f = tu_wait_for(loop, vl_mysql_execute_bulk(c, "INSERT INTO t_ret VALUES (?, ?) RETURNING id",
+                                                ps, 2, SMALL));
+    if (vl_future_status(f) != VL_OK)
+        fail_msg("bulk: %s", vl_future_error(f));
+    r = vl_future_mysql_result(f);
+    assert_int_equal(vl_mysql_result_rows(r), SMALL);
+    assert_string_equal(vl_mysql_result_value(r, SMALL - 1, 0, NULL), "9");
+    vl_future_free(f);
+    f = tu_wait_for(loop, vl_mysql_execute_bulk(c, "INSERT INTO t_ret VALUES (?, ?) RETURNING id",
+                                                ps + 2 * SMALL, 2, BIG - SMALL));
+    assert_int_equal(vl_future_status(f), VL_EINVAL);
+    assert_non_null(strstr(vl_future_error(f), "RETURNING"));
+    vl_future_free(f);
+    f = query_ok(loop, c, "SELECT COUNT(*) FROM t_ret");
+    assert_string_equal(vl_mysql_result_value(vl_future_mysql_result(f), 0, 0, NULL), "10");
+    vl_future_free(f);
+    exec_ok(loop, c, "DROP TABLE t_ret");
+    free(ps);
+    free(text);
+    vl_mysql_free(c);
+    tu_finish(loop);
+}
+
 /* 12 MB of rows: more than one round trip's budget, so the call runs
  * several executions; every row arrives once. */
 static void bulk_many_round_trips(void **state)
@@ -997,6 +1078,8 @@ int main(void)
         cmocka_unit_test_setup(limits, tu_setup),
         cmocka_unit_test_setup(stmt_stream_out_of_memory, tu_setup),
         cmocka_unit_test_setup(result_outlives_statement, tu_setup),
+        cmocka_unit_test_setup(schema_change_rebinds, tu_setup),
+        cmocka_unit_test_setup(bulk_returning, tu_setup),
         cmocka_unit_test_setup(bulk_insert_rows, tu_setup),
         cmocka_unit_test_setup(bulk_all_or_nothing, tu_setup),
         cmocka_unit_test_setup(bulk_many_round_trips, tu_setup),

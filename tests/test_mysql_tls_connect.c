@@ -383,6 +383,32 @@ static void free_while_the_worker_is_blocked(void **state)
     assert_int_equal(query.calls, 1);
 }
 
+/* The loop-alive rule holds for a TLS connect as for a plain one: while
+ * nobody waits for the connection, its connect on the worker does not keep
+ * vl_loop_run running; a ready future does, until it completes. */
+static void tls_connect_nobody_waits_for(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    int port, lfd = tu_silent_listener(&port), fd;
+    vl_mysql *c = vl_mysql_new(loop, stalled_url(port, "ssl-mode=required&connect_timeout_ms=400"),
+                               NULL);
+    vl_future *f;
+
+    (void)state;
+    fd = accept_one(lfd); /* the worker is connected and waits for a greeting */
+    assert_int_equal(vl_loop_alive(loop), 0);
+    assert_int_equal(vl_loop_run(loop), VL_OK); /* returns: nobody waits */
+    f = vl_mysql_ready(c);
+    assert_true(vl_loop_alive(loop) > 0);
+    f = tu_wait_for(loop, f);
+    assert_int_equal(vl_future_status(f), VL_ETIMEDOUT);
+    vl_future_free(f);
+    vl_mysql_free(c);
+    close(fd);
+    close(lfd);
+    finish(loop);
+}
+
 /* Freeing the loop while the worker is blocked: the futures complete once,
  * the worker closes its handle on its own thread when it returns. */
 static void loop_free_while_the_worker_is_blocked(void **state)
@@ -649,6 +675,7 @@ int main(void)
         cmocka_unit_test_setup(modes_that_refuse, tu_setup),
         cmocka_unit_test_setup(deadline_while_the_worker_is_blocked, tu_setup),
         cmocka_unit_test_setup(free_while_the_worker_is_blocked, tu_setup),
+        cmocka_unit_test_setup(tls_connect_nobody_waits_for, tu_setup),
         cmocka_unit_test_setup(loop_free_while_the_worker_is_blocked, tu_setup),
         cmocka_unit_test_setup(no_login_to_a_server_without_tls, tu_setup),
         cmocka_unit_test_setup(large_result_leaves_the_loop_free, tu_setup),

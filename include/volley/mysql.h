@@ -487,7 +487,10 @@ VL_EXPORT vl_future *vl_mysql_execute(vl_mysql *c, const char *sql, const vl_mys
  * statement, so under autocommit its rows are all stored or none are. A
  * call whose rows need several round trips is all-or-none only inside a
  * transaction: if one fails, the ones before it stay (and the future fails
- * with that failure). Everything is copied before the call
+ * with that failure). A statement that returns rows (INSERT ... RETURNING)
+ * gives them in its result when its rows fit one round trip; one that
+ * would need more fails with VL_EINVAL before anything is sent.
+ * Everything is copied before the call
  * returns, as for vl_mysql_execute, and the same statement cache is used.
  * Completes with one result: affected rows the sum over all rows, insert_id
  * the first row's AUTO_INCREMENT value. Fails up front (nothing sent) with
