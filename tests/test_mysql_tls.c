@@ -566,6 +566,7 @@ static void hung_tls_connect_times_out(void **state)
     vl_mysql_free(c);
     close(fd);
     tu_loop_finish(loop);
+    tu_workers_gone(); /* the hung connect's worker returns once fd is closed */
 }
 
 /* ---- freeing a connection while its TLS connect runs ---- */
@@ -633,6 +634,7 @@ static void free_during_tls_connect(void **state)
     /* The loop is still fit for a TLS connection afterwards. */
     connects_encrypted(loop, url_of(test_user(), "127.0.0.1", "ssl-ca=%s", ca()));
     tu_loop_finish(loop);
+    tu_workers_gone();
 }
 
 int main(void)

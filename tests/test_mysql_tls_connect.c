@@ -56,39 +56,11 @@ static const char *with_ca(const char *ca_var, const char *more)
     return p;
 }
 
-/* The threads of this process. */
-static int threads_now(void)
-{
-    DIR *d = opendir("/proc/self/task");
-    struct dirent *e;
-    int n = 0;
-
-    assert_non_null(d);
-    while ((e = readdir(d)) != NULL)
-        if (e->d_name[0] != '.')
-            n++;
-    closedir(d);
-    return n;
-}
-
-/* Waits (at most 5 s) until the loop's worker threads, told to stop when
- * the loop was freed, are gone: OpenSSL frees what it keeps per thread
- * (its error queue, its random generators) as a thread exits, and a test
- * process that ended first would report that as leaked. */
-static void workers_gone(void)
-{
-    int i;
-
-    for (i = 0; i < 500 && threads_now() > 1; i++)
-        usleep(10 * 1000);
-    assert_int_equal(threads_now(), 1);
-}
-
-/* tu_finish, then workers_gone. */
+/* tu_finish, then the loop's worker threads gone (tu_workers_gone). */
 static void finish(vl_loop *loop)
 {
     tu_finish(loop);
-    workers_gone();
+    tu_workers_gone();
 }
 
 static vl_mysql *connect_ok(vl_loop *loop, const char *url)
@@ -431,7 +403,7 @@ static void loop_free_while_the_worker_is_blocked(void **state)
     assert_int_equal(read_to_eof(fd), 0);
     close(fd);
     close(lfd);
-    workers_gone(); /* the worker frees the job right after the close */
+    tu_workers_gone(); /* the worker frees the job right after the close */
 }
 
 /* A MySQL greeting that does not offer TLS (CLIENT_SSL), as a server

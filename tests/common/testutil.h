@@ -109,4 +109,10 @@ void tu_restart_server(const char *name);
  * socket, which the caller closes (that resets the queued connections). */
 int tu_silent_listener(int *port);
 
+/* Waits (at most 5 s) until this process has no thread but the main one:
+ * worker threads told to stop when their loop was freed are gone. OpenSSL
+ * frees what it keeps per thread as a thread exits; a test process that
+ * ended first would have it reported as leaked. */
+void tu_workers_gone(void);
+
 #endif
