@@ -630,6 +630,13 @@ size_t vl__tls_pending(const vl__tls *t)
     return (size_t)n;
 }
 
+size_t vl__tls_decrypted(const vl__tls *t)
+{
+    int n = SSL_pending(t->ssl);
+
+    return n > 0 ? (size_t)n : 0;
+}
+
 void vl__tls_free(vl__tls *t)
 {
     if (t == NULL)

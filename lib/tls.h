@@ -111,8 +111,12 @@ ssize_t vl__tls_read(vl__tls *t, void *buf, size_t n, int *want, char *why, size
 ssize_t vl__tls_write(vl__tls *t, const void *buf, size_t n, int *want, char *why, size_t whyn);
 /* Bytes buffered inside the session (0 when none; records read ahead from
  * the socket but not yet decrypted count as 1): read them before waiting
- * for the socket, which will not become readable for them. */
+ * for the socket, which will not become readable for them. What was read
+ * ahead may be only part of a record: a read then returns -1 (want read)
+ * although this said 1, and the socket does become readable for the rest.
+ * vl__tls_decrypted counts only bytes a read returns without a wait. */
 size_t vl__tls_pending(const vl__tls *t);
+size_t vl__tls_decrypted(const vl__tls *t);
 
 /* Sends close_notify if it can without waiting (only after a completed
  * handshake, and not after a fatal error), and frees the session (not the
