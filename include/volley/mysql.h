@@ -638,11 +638,14 @@ VL_EXPORT const char *vl_future_mysql_sqlstate(const vl_future *f);
  * Idle pooled connections and the pool's maintenance timer do not keep the
  * loop alive (vl_loop_run returns once no request is pending).
  */
-/* Back-pressure, the same model as vl_redis_pool_options: at most
- * max_waiters requests wait for a connection, in order, each up to
- * acquire_timeout_ms (then VL_ETIMEDOUT); one more fails at once with
- * VL_EBUSY, and with max_waiters 0 nothing waits. The ABI rule of
- * vl_mysql_options applies. */
+/* Back-pressure, the same model as vl_redis_pool_options: a request that
+ * finds no connection free waits, in order, up to acquire_timeout_ms (then
+ * VL_ETIMEDOUT; with acquire_timeout_ms 0 it waits for as long as it
+ * takes). By default any number may wait (max_waiters SIZE_MAX): the
+ * deadline bounds the queue, not a count; a waiting point select costs
+ * about 270 bytes with its future. With a smaller max_waiters one more
+ * fails at once with VL_EBUSY; with max_waiters 0 nothing waits. The ABI
+ * rule of vl_mysql_options applies. */
 typedef struct vl_mysql_pool_options {
     size_t struct_size;          /* set by vl_mysql_pool_options_init */
     size_t max_size;             /* open connections at most; 10. More than a
@@ -693,7 +696,10 @@ VL_EXPORT void vl_mysql_pool_free(vl_mysql_pool *p);
 VL_EXPORT vl_future *vl_mysql_pool_query(vl_mysql_pool *p, const char *sql);
 VL_EXPORT vl_future *vl_mysql_pool_execute(vl_mysql_pool *p, const char *sql,
                                            const vl_mysql_param *params, size_t n);
-/* vl_mysql_execute_bulk on a pooled connection, queued like the others. */
+/* vl_mysql_execute_bulk on a pooled connection, queued like the others. Its
+ * rows are checked when the call is made: a bad shape, parameter or column
+ * type fails with VL_EINVAL (row and column named) before it waits or
+ * anything is sent. Everything is copied before the call returns. */
 VL_EXPORT vl_future *vl_mysql_pool_execute_bulk(vl_mysql_pool *p, const char *sql,
                                                 const vl_mysql_param *params, size_t ncols,
                                                 size_t nrows);

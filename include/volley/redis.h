@@ -483,10 +483,11 @@ VL_EXPORT size_t vl_redis_pending(const vl_redis *c);
 
 /* Back-pressure, the same model as vl_mysql_pool_options: at most
  * max_pending pool and lease commands are pending on the connections; a
- * command past it becomes a waiter. At most max_waiters requests (commands
- * waiting for room, lease requests) wait, in order, each up to
- * acquire_timeout_ms (then VL_ETIMEDOUT); one more fails at once with
- * VL_EBUSY, and with max_waiters 0 nothing waits. The ABI rule of
+ * command past it becomes a waiter. Waiters (commands waiting for room,
+ * lease requests) wait in order, each up to acquire_timeout_ms (then
+ * VL_ETIMEDOUT). By default any number may wait (max_waiters SIZE_MAX):
+ * the deadline bounds the queue, not a count. With a smaller max_waiters
+ * one more fails at once with VL_EBUSY; with max_waiters 0 nothing waits. The ABI rule of
  * vl_redis_options applies. */
 typedef struct vl_redis_pool_options {
     size_t struct_size;          /* set by vl_redis_pool_options_init */
