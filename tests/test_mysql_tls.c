@@ -62,6 +62,12 @@ static const char *url_of(const char *user, const char *host, const char *fmt, .
     va_start(ap, fmt);
     vsnprintf(params, sizeof(params), fmt, ap);
     va_end(ap);
+    /* The default connect timeout (5 s), stretched like every test time
+     * (VL_TEST_TIME_SCALE): a TLS handshake under valgrind is slow. */
+    if (strstr(params, "connect_timeout_ms=") == NULL)
+        snprintf(params + strlen(params), sizeof(params) - strlen(params),
+                 "%sconnect_timeout_ms=%llu", params[0] ? "&" : "",
+                 (unsigned long long)tu_ms(5000));
     snprintf(out, 1024, "mysql://%s:%s@%s:%s/%s%s%s", user, password_of(user), host,
              tu_env("VL_TEST_MYSQL_PORT"), tu_env("VL_TEST_MYSQL_DB"), params[0] ? "?" : "",
              params);

@@ -31,10 +31,16 @@ static const char *url_for(const char *host, const char *port, const char *user,
 {
     char *b = url_buf[url_next++ % 8];
     int ipv6 = strchr(host, ':') != NULL;
+    char timeout[64] = "";
 
-    snprintf(b, sizeof(url_buf[0]), "mysql://%s:%s@%s%s%s:%s/%s%s%s", user, pw,
+    /* The default connect timeout (5 s), stretched like every test time
+     * (VL_TEST_TIME_SCALE): a TLS handshake under valgrind is slow. */
+    if (params == NULL || strstr(params, "connect_timeout_ms=") == NULL)
+        snprintf(timeout, sizeof(timeout), "%sconnect_timeout_ms=%llu",
+                 params != NULL && params[0] ? "&" : "", (unsigned long long)tu_ms(5000));
+    snprintf(b, sizeof(url_buf[0]), "mysql://%s:%s@%s%s%s:%s/%s?%s%s", user, pw,
              ipv6 ? "[" : "", host, ipv6 ? "]" : "", port, tu_env("VL_TEST_MYSQL_DB"),
-             params != NULL ? "?" : "", params != NULL ? params : "");
+             params != NULL ? params : "", timeout);
     return b;
 }
 
@@ -362,11 +368,14 @@ static void tls_connect_nobody_waits_for(void **state)
 {
     vl_loop *loop = vl_loop_new();
     int port, lfd = tu_silent_listener(&port), fd;
-    vl_mysql *c = vl_mysql_new(loop, stalled_url(port, "ssl-mode=required&connect_timeout_ms=400"),
-                               NULL);
+    char params[96];
+    vl_mysql *c;
     vl_future *f;
 
     (void)state;
+    snprintf(params, sizeof(params), "ssl-mode=required&connect_timeout_ms=%llu",
+             (unsigned long long)tu_ms(1000));
+    c = vl_mysql_new(loop, stalled_url(port, params), NULL);
     fd = accept_one(lfd); /* the worker is connected and waits for a greeting */
     assert_int_equal(vl_loop_alive(loop), 0);
     assert_int_equal(vl_loop_run(loop), VL_OK); /* returns: nobody waits */
