@@ -840,33 +840,12 @@ static void future_rules(void **state)
     tu_loop_finish(loop);
 }
 
-
 /* A server that accepts TCP but never says hello: the connect deadline
  * covers the handshake, not just the TCP connect. */
-/* A loopback listener that accepts connections (the kernel does) and never
- * greets: a MySQL connect to it waits until its deadline. Returns the fd
- * and stores the port. */
-static int silent_listener(int *port)
-{
-    struct sockaddr_in sa;
-    socklen_t len = sizeof(sa);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-
-    assert_true(fd >= 0);
-    memset(&sa, 0, sizeof(sa));
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    assert_int_equal(listen(fd, 8), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-    *port = ntohs(sa.sin_port);
-    return fd;
-}
-
 static void connect_timeout(void **state)
 {
     vl_loop *loop = vl_loop_new();
-    int port, fd = silent_listener(&port);
+    int port, fd = tu_silent_listener(&port);
     char url[256];
     vl_mysql *c;
     vl_future *f;
@@ -951,7 +930,7 @@ static void messages_name_verb_and_endpoint(void **state)
 static void abandoned_connect_lets_the_loop_return(void **state)
 {
     vl_loop *loop = vl_loop_new();
-    int port, fd = silent_listener(&port);
+    int port, fd = tu_silent_listener(&port);
     char url[256];
     vl_mysql *c;
     vl_future *f;
