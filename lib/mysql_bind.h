@@ -54,13 +54,6 @@ typedef struct vl__mbulk {
     MYSQL_TIME *times;     /* the DATE/TIME/DATETIME values, nrows * ncols */
 } vl__mbulk;
 
-/* Checks nrows * ncols parameters (row after row) as a bulk execution
- * needs them: each valid (vl__mysql_check_params), and every column of one
- * type in every row but for NULLs. VL_OK with the string bytes in *total,
- * or VL_EINVAL with row and column in *row, *col and the reason in why. */
-int vl__mbulk_check(const vl_mysql_param *params, size_t ncols, size_t nrows, size_t *total,
-                    size_t *row, size_t *col, char *why, size_t whyn);
-
 /* Builds the column arrays of copied parameters p (nrows * ncols). VL_OK
  * or VL_ENOMEM (b left empty). */
 int vl__mbulk_build(vl__mbulk *b, const vl__mparams *p, size_t ncols, size_t nrows);

@@ -213,6 +213,13 @@ int vl__mysql_check_url(vl_loop *loop, const char *url, const vl_mysql_options *
 int vl__mysql_check_params(const vl_mysql_param *params, size_t n, size_t *total, size_t *bad,
                            const char **why);
 
+/* (lib/mysql_bind.c) Checks nrows * ncols parameters (row after row) as a
+ * bulk execution needs them: each valid (vl__mysql_check_params), and every
+ * column of one type in every row but for NULLs. VL_OK with the string bytes in *total,
+ * or VL_EINVAL with row and column in *row, *col and the reason in why. */
+int vl__mbulk_check(const vl_mysql_param *params, size_t ncols, size_t nrows, size_t *total,
+                    size_t *row, size_t *col, char *why, size_t whyn);
+
 /* (lib/mysql_bind.c) Copies n checked parameters into dst and their STRING
  * and BLOB bytes, one after another, into data (as many bytes as
  * vl__mysql_check_params counted; NULL when none), pointing the copies

@@ -843,33 +843,6 @@ static void request_submit(vl_mysql_pool *p, request *r)
     dispatch(p);
 }
 
-/* The check vl_mysql_execute_bulk makes of the types (lib/mysql_bind.c,
- * whose header brings Connector/C's names, which clash with ours): every
- * column of one type in every row but for NULL cells. VL_OK, or VL_EINVAL
- * with the cell in *row, *col and the row that set the type in *first. */
-static int bulk_types(const vl_mysql_param *params, size_t ncols, size_t nrows, size_t *row,
-                      size_t *col, size_t *first)
-{
-    size_t r, i;
-
-    for (i = 0; i < ncols; i++) {
-        int t = VL_MYSQL_P_NULL;
-        for (r = 0; r < nrows; r++) {
-            int rt = params[r * ncols + i].type;
-            if (rt == VL_MYSQL_P_NULL || rt == t)
-                continue;
-            if (t != VL_MYSQL_P_NULL) {
-                *row = r;
-                *col = i;
-                return VL_EINVAL;
-            }
-            t = rt;
-            *first = r;
-        }
-    }
-    return VL_OK;
-}
-
 /* Makes a request, copies what it was given into its one block and submits
  * it. Its parameters are `nrows` rows of `ncols`: one row but for a bulk
  * request. */
@@ -899,18 +872,16 @@ static vl_future *request_new(vl_mysql_pool *p, int kind, const char *sql,
     if (kind == RQ_BULK) {
         /* The connection's own checks, so that the request fails now
          * rather than once it has waited for a connection. */
-        size_t row = 0, col = 0, first = 0;
+        size_t row = 0, col = 0;
+        char bwhy[160];
         if (params == NULL || ncols == 0 || nrows == 0 || nrows > SIZE_MAX / ncols ||
             nrows * ncols > SIZE_MAX / sizeof(*params))
             return vl__future_failed(p->loop, VL_EINVAL,
                                      "bulk execution needs at least one row and column");
-        if (vl__mysql_check_params(params, ncols * nrows, &total, &bad, &why) != VL_OK)
-            return vl__future_failed(p->loop, VL_EINVAL, "bulk row %zu column %zu %s",
-                                     bad / ncols, bad % ncols, why);
-        if (bulk_types(params, ncols, nrows, &row, &col, &first) != VL_OK)
-            return vl__future_failed(p->loop, VL_EINVAL,
-                                     "bulk row %zu column %zu has another type than row %zu",
-                                     row, col, first);
+        if (vl__mbulk_check(params, ncols, nrows, &total, &row, &col, bwhy, sizeof(bwhy)) !=
+            VL_OK)
+            return vl__future_failed(p->loop, VL_EINVAL, "bulk row %zu column %zu %s", row, col,
+                                     bwhy);
     }
     n = ncols * nrows; /* one row, or a bulk shape checked above */
     if (n > 0 && params == NULL)
