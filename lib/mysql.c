@@ -121,11 +121,11 @@ enum { GO_ON = 0, WAIT = 1 };
  * prefixes of a row's cells (at most 9 bytes each). */
 #define ROW_PACKET_SLACK ((size_t)64 * 1024)
 
-/* What a result column was when a statement's bindings were made. */
+/* What a result column was when a statement's bindings were made: the
+ * parts Connector/C updates when the server prepared it again. */
 struct colsig {
     int type;
-    unsigned flags, charsetnr, decimals, name_len;
-    uint32_t name_hash;
+    unsigned flags, charsetnr, decimals;
 };
 
 typedef struct stmt_entry {
@@ -2266,32 +2266,22 @@ static int ph_executing(vl_mysql *c, op *o, int ready)
     return GO_ON;
 }
 
-/* The result columns a prepared statement had when its bindings were made
- * are still the ones its execution just reported. The server prepares a
- * statement again by itself after a schema change (ALTER TABLE) and sends
- * the new columns with the result; Connector/C then holds them in the
- * statement's `fields`, which has no accessor but
- * mysql_stmt_result_metadata, a copy made per call. */
-static uint32_t name_hash(const char *s, unsigned n)
-{
-    uint32_t h = 2166136261u; /* FNV-1a */
-    unsigned i;
-
-    for (i = 0; i < n; i++)
-        h = (h ^ (unsigned char)s[i]) * 16777619u;
-    return h;
-}
-
 static void colsig_of(struct colsig *g, const MYSQL_FIELD *f)
 {
+    memset(g, 0, sizeof(*g));
     g->type = f->type;
     g->flags = f->flags;
     g->charsetnr = f->charsetnr;
     g->decimals = f->decimals;
-    g->name_len = f->name_length;
-    g->name_hash = name_hash(f->name, f->name_length);
 }
 
+/* The result columns a prepared statement had when its bindings were made
+ * are still the ones its execution just reported. The server prepares a
+ * statement again by itself after a schema change (ALTER TABLE) and sends
+ * the new columns with the result; Connector/C then updates their types,
+ * flags, character sets and decimals in the statement's `fields` (which
+ * mysql_stmt_result_metadata only points at), never their names: the names
+ * are taken from the connection then (stmt_columns). */
 static int stmt_columns_unchanged(const stmt_entry *e)
 {
     const MYSQL_FIELD *now = e->stmt->fields;
@@ -2805,10 +2795,35 @@ static int mentions_get_lock(const char *sql, size_t len)
     return 0;
 }
 
+/* Gives a new op its SQL (under a server-side time limit when timeout_ms
+ * is not 0) and its copied parameters: n of them (checked, their string
+ * bytes adding up to total), or for a bulk execution nrows rows of n.
+ * VL_OK or VL_ENOMEM. */
+static int op_fill(op *o, const char *sql, uint64_t timeout_ms, const vl_mysql_param *params,
+                   size_t n, size_t total, size_t nrows)
+{
+    size_t len = strlen(sql);
+
+    if (timeout_ms != 0)
+        o->sql = wrap_timeout(sql, len, timeout_ms, &o->len);
+    else if (op_set_sql(o, sql, len) != VL_OK)
+        o->sql = NULL;
+    if (o->sql == NULL)
+        return VL_ENOMEM;
+    o->locks = o->c->pooled && mentions_get_lock(sql, len);
+    o->batch_rows = DEFAULT_BATCH;
+    o->bulk_rows = nrows;
+    o->ncols = nrows != 0 ? n : 0;
+    if (params != NULL && vl__mparams_copy(&o->p, params, nrows != 0 ? nrows * n : n, total) !=
+                              VL_OK)
+        return VL_ENOMEM;
+    return VL_OK;
+}
+
 int vl__mysql_submit_into(vl_mysql *c, vl_future *f, int kind, const char *sql,
                           const vl_mysql_param *params, size_t n, size_t nrows)
 {
-    size_t len = strlen(sql), count = kind == VL__MYSQL_BULK ? n * nrows : n, total = 0, bad;
+    size_t count = kind == VL__MYSQL_BULK ? n * nrows : n, total = 0, bad;
     const char *why;
     op *o;
 
@@ -2818,20 +2833,10 @@ int vl__mysql_submit_into(vl_mysql *c, vl_future *f, int kind, const char *sql,
     o = op_alloc(c, kind == VL__MYSQL_QUERY ? OP_QUERY : OP_EXEC);
     if (o == NULL)
         return VL_ENOMEM;
-    if (kind == VL__MYSQL_QUERY && c->cfg.query_timeout_ms != 0)
-        o->sql = wrap_timeout(sql, len, c->cfg.query_timeout_ms, &o->len);
-    else if (op_set_sql(o, sql, len) != VL_OK)
-        o->sql = NULL;
-    if (o->sql == NULL ||
-        (kind != VL__MYSQL_QUERY && vl__mparams_copy(&o->p, params, count, total) != VL_OK)) {
+    if (op_fill(o, sql, kind == VL__MYSQL_QUERY ? c->cfg.query_timeout_ms : 0, params, n, total,
+                kind == VL__MYSQL_BULK ? nrows : 0) != VL_OK) {
         op_free(o);
         return VL_ENOMEM;
-    }
-    o->locks = c->pooled && mentions_get_lock(sql, len);
-    o->batch_rows = DEFAULT_BATCH;
-    if (kind == VL__MYSQL_BULK) {
-        o->bulk_rows = nrows;
-        o->ncols = n;
     }
     o->f = f;
     vl__future_set_source(f, &op_ops, o);
@@ -2843,7 +2848,6 @@ static vl_future *query_op(vl_mysql *c, const char *sql, uint64_t timeout_ms, in
                            size_t batch_rows, vl_mysql_batch_cb cb, void *ud)
 {
     op *o;
-    size_t len;
 
     if (c == NULL)
         return NULL;
@@ -2854,18 +2858,11 @@ static vl_future *query_op(vl_mysql *c, const char *sql, uint64_t timeout_ms, in
     o = op_new(c, OP_QUERY);
     if (o == NULL)
         return NULL;
-    len = strlen(sql);
-    if (timeout_ms == 0)
-        timeout_ms = c->cfg.query_timeout_ms;
-    if (timeout_ms != 0)
-        o->sql = wrap_timeout(sql, len, timeout_ms, &o->len);
-    else if (op_set_sql(o, sql, len) != VL_OK)
-        o->sql = NULL;
-    if (o->sql == NULL) {
+    if (op_fill(o, sql, timeout_ms != 0 ? timeout_ms : c->cfg.query_timeout_ms, NULL, 0, 0, 0) !=
+        VL_OK) {
         op_discard(o);
         return NULL;
     }
-    o->locks = c->pooled && mentions_get_lock(sql, len);
     o->stream = stream;
     o->batch_rows = batch_rows ? batch_rows : DEFAULT_BATCH;
     o->cb = cb;
@@ -2899,15 +2896,7 @@ static vl_future *exec_submit(vl_mysql *c, const char *sql, const vl_mysql_param
 
     if (o == NULL)
         return NULL;
-    if (op_set_sql(o, sql, strlen(sql)) != VL_OK) {
-        op_discard(o);
-        return NULL;
-    }
-    o->locks = c->pooled && mentions_get_lock(o->sql, o->len);
-    o->bulk_rows = nrows;
-    o->ncols = nrows != 0 ? n : 0;
-    if (
-        vl__mparams_copy(&o->p, params, nrows != 0 ? nrows * n : n, total) != VL_OK) {
+    if (op_fill(o, sql, 0, params, n, total, nrows) != VL_OK) {
         op_discard(o);
         return NULL;
     }
