@@ -13,6 +13,7 @@
 #include "volley/future.h"
 #include "volley/redis.h"
 #include "volley/pubsub.h"
+#include "volley/redis_cluster.h"
 #include "volley/mysql.h"
 #include "volley/mysql_cluster.h"
 #include "volley/fanout.h"

@@ -13,6 +13,11 @@
  *   rediss://...same...[?cacert=F&capath=D&cert=F&key=F&sni=H&insecure=1]
  *   unix:///path/to.sock[?db=N][&name=N]              unix:// may carry :pw@ too
  *
+ *   redis+cluster://, redis+sentinel://           see volley/redis_cluster.h
+ *
+ * readonly=1 sends READONLY in the handshake (a connection to a Redis
+ * Cluster replica that may then serve reads of its primary's slots).
+ *
  * Every part is percent-decoded. A host name is resolved to all of its
  * addresses (IPv4 first), and each is tried in turn within the connect
  * timeout. name= sends "CLIENT SETNAME name" in the handshake, so operators
@@ -602,6 +607,12 @@ VL_EXPORT vl_future *vl_redis_lease_command_argv(vl_redis_lease *l, int argc,
  * outlived max_lifetime_ms meanwhile, was closed as retired. Returns 0 when
  * it was closed as dirty (or the pool is gone). NULL is a no-op returning 0. */
 VL_EXPORT int vl_redis_lease_release(vl_redis_lease *l);
+
+/* Where the pool's connections go: "host:port" of its URL, or for a
+ * redis+sentinel:// pool the master (or replica) the sentinels named last,
+ * "" while none is known yet. Borrowed until the pool next changes it (a
+ * failover) or is freed. Never contains a password. NULL when p is NULL. */
+VL_EXPORT const char *vl_redis_pool_endpoint(const vl_redis_pool *p);
 
 /* ---- Stats and teardown ---------------------------------------------------- */
 
