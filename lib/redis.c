@@ -4,11 +4,11 @@
  * The engine. volley owns the socket from the first syscall: a
  * non-blocking connect to each resolved address in turn (within the
  * connect timeout), TLS when the URL says rediss:// (lib/tls.c), the
- * handshake (AUTH, SELECT, CLIENT SETNAME and a PING whose echo makes the
- * connection READY), then commands. One vl__io watcher follows the socket;
- * libev stays behind lib/loop.c. hiredis is not used here at all: the RESP
- * framer (lib/redis_resp.c) and parser (lib/redis_reply.c) read replies,
- * and commands are formatted below.
+ * handshake (AUTH, SELECT, CLIENT SETNAME, READONLY and a PING whose echo
+ * makes the connection READY), then commands. One vl__io watcher follows
+ * the socket; libev stays behind lib/loop.c. hiredis is not used here at
+ * all: the RESP framer (lib/redis_resp.c) and parser (lib/redis_reply.c)
+ * read replies, and commands are formatted below.
  *
  * Writing. A command is appended to the connection's output buffer at
  * once, and the buffer is written once per loop iteration, before the poll
@@ -81,8 +81,8 @@
 
 /* K_HELLO is the handshake's "PING <token>": its echo makes a connection
  * READY. K_PING is a keepalive PING of the pool's. K_NAME is CLIENT
- * SETNAME. */
-enum { K_USER = 0, K_AUTH, K_SELECT, K_HELLO, K_PING, K_NAME };
+ * SETNAME. K_READONLY is READONLY (?readonly=1), for a cluster replica. */
+enum { K_USER = 0, K_AUTH, K_SELECT, K_HELLO, K_PING, K_NAME, K_READONLY };
 enum { W_NONE = 0, W_WAIT, W_FLIGHT };
 enum { S_CONNECTING = VL_REDIS_CONNECTING, S_READY = VL_REDIS_READY, S_DOWN = VL_REDIS_DOWN,
        S_INVALID = VL_REDIS_INVALID };
@@ -211,6 +211,7 @@ struct vl_redis {
     vl__resp resp;     /* the framer of this connection's reply stream */
     char token[24];    /* the handshake PING's argument, echoed by the server */
     char *name;        /* CLIENT SETNAME in the handshake (?name=); NULL: none */
+    int readonly;      /* READONLY in the handshake (?readonly=1) */
     char *addrs;       /* resolved addresses, '\n' between them */
     char *addr_next;   /* the next address to try; NULL: none left */
     char *addr_err;    /* why the last address failed */
@@ -964,6 +965,18 @@ static int ping_answered(const vl_redis *c, const vl_redis_reply *r)
 
 static void become_ready(vl_redis *c);
 
+/* 1 when `r` is the status reply +OK. */
+static int reply_is_ok(const vl_redis_reply *r)
+{
+    const char *str;
+    size_t len;
+
+    if (vl_redis_reply_type(r) != VL_REDIS_STATUS)
+        return 0;
+    str = vl_redis_reply_str(r, &len);
+    return str != NULL && len == 2 && memcmp(str, "OK", 2) == 0;
+}
+
 /* The reply to one of our own commands: a handshake step or a keepalive. */
 static void own_reply(vl_redis *c, const rentry *e, const vl_redis_reply *r)
 {
@@ -978,11 +991,19 @@ static void own_reply(vl_redis *c, const rentry *e, const vl_redis_reply *r)
         /* A server refusing the connection (maxclients, LOADING, NOAUTH)
          * says so in reply to the handshake: a failed connect. */
         char *msg = vl__asprintf("%s %s: %s",
-                                 e->kind == K_AUTH     ? "auth"
-                                 : e->kind == K_SELECT ? "select"
-                                 : e->kind == K_NAME   ? "client setname"
-                                                       : "connect",
+                                 e->kind == K_AUTH       ? "auth"
+                                 : e->kind == K_SELECT   ? "select"
+                                 : e->kind == K_NAME     ? "client setname"
+                                 : e->kind == K_READONLY ? "readonly"
+                                                         : "connect",
                                  c->url.display, vl__redis_reply_text(r));
+        request_drop(c, VL_ECONN, msg != NULL ? msg : "handshake failed");
+        vl__free(msg);
+    } else if (e->kind == K_READONLY && !reply_is_ok(r)) {
+        /* Only +OK says that reads of the primary's slots may be served
+         * here; anything else leaves the connection redirecting them. */
+        char *msg = vl__asprintf("readonly %s: unexpected reply to READONLY (expected +OK)",
+                                 c->url.display);
         request_drop(c, VL_ECONN, msg != NULL ? msg : "handshake failed");
         vl__free(msg);
     } else if (e->kind == K_HELLO && !vl__redis_reply_is_error(r) && !ping_answered(c, r)) {
@@ -1526,8 +1547,8 @@ static void set_tcp_options(vl_redis *c, int fd)
     }
 }
 
-/* Queues AUTH, SELECT, CLIENT SETNAME and the PING whose echo completes the
- * handshake, once the transport (TCP, and TLS) is up. */
+/* Queues AUTH, SELECT, CLIENT SETNAME, READONLY and the PING whose echo
+ * completes the handshake, once the transport (TCP, and TLS) is up. */
 static void start_handshake(vl_redis *c)
 {
     char dbbuf[24];
@@ -1553,6 +1574,10 @@ static void start_handshake(vl_redis *c)
     if (rc == VL_OK && c->name != NULL) {
         const char *argv[3] = {"CLIENT", "SETNAME", c->name};
         rc = handshake_cmd(c, K_NAME, 3, argv);
+    }
+    if (rc == VL_OK && c->readonly) {
+        const char *argv[1] = {"READONLY"};
+        rc = handshake_cmd(c, K_READONLY, 1, argv);
     }
     if (rc == VL_OK) {
         const char *argv[2] = {"PING", c->token};
@@ -2697,12 +2722,12 @@ int vl__redis_options_read(vl_redis_options *dst, const vl_redis_options *src, c
 
 /* The URL's query parameters that volley knows; any other is refused, so a
  * typo ("?cacer=") never silently turns verification back to defaults. */
-static const char *const url_params[] = {"db", "name", "cacert", "capath", "cert", "key",
-                                         "insecure", "sni", NULL};
+static const char *const url_params[] = {"db",   "name", "readonly", "cacert", "capath",
+                                         "cert", "key",  "insecure", "sni",    NULL};
 
 static int tls_param(const char *k)
 {
-    return strcmp(k, "db") != 0 && strcmp(k, "name") != 0;
+    return strcmp(k, "db") != 0 && strcmp(k, "name") != 0 && strcmp(k, "readonly") != 0;
 }
 
 /* The TLS parameters of a rediss:// URL, into a context: that of `share`
@@ -2741,7 +2766,7 @@ static int setup_tls(vl_redis *c, const vl_redis *share, char *why, size_t whyn)
 static int setup_url(vl_redis *c, const char *url, const vl_redis *share)
 {
     char why[256];
-    const char *dbs = NULL, *name;
+    const char *dbs = NULL, *name, *ro;
     size_t i, k;
     int rc;
 
@@ -2810,6 +2835,15 @@ static int setup_url(vl_redis *c, const char *url, const vl_redis *share)
                          "name= must be printable ASCII without spaces (CLIENT SETNAME)");
             } else if ((c->name = vl__strdup(name)) == NULL) {
                 return VL_ENOMEM;
+            }
+        }
+        ro = vl__url_param(&c->url, "readonly");
+        if (rc == VL_OK && ro != NULL) {
+            if (strcmp(ro, "1") != 0 && strcmp(ro, "0") != 0) {
+                rc = VL_EINVAL;
+                snprintf(why, sizeof(why), "readonly must be 0 or 1");
+            } else {
+                c->readonly = ro[0] == '1';
             }
         }
         if (rc == VL_OK && tls) {
