@@ -142,6 +142,7 @@ typedef struct tnode {
     char host[ADDR_MAX];
     int port;
     char id[41];
+    int failed;              /* a primary the cluster marked as failed */
 } tnode;
 
 typedef struct tshard {
@@ -499,14 +500,22 @@ static int node_state(const node *n)
     return ps.connect_failures > 0 || n->down ? VL_REDIS_DOWN : VL_REDIS_CONNECTING;
 }
 
-static void node_close(node *n)
+/* Frees the node's pool (nothing of ours pending on it), keeping its
+ * counters. */
+static void node_pool_drop(node *n)
 {
-    vl_redis_cluster *cl = n->cl;
     uint64_t a, e;
 
     node_counters(n, &a, &e);
-    cl->gone_connects += a;
-    cl->gone_errors += e;
+    n->cl->gone_connects += a;
+    n->cl->gone_errors += e;
+    vl_redis_pool_free(n->pool);
+    n->pool = NULL;
+}
+
+static void node_close(node *n)
+{
+    node_pool_drop(n);
     if (n->ctl != NULL) {
         vl__redis_detach(n->ctl);
         vl_redis_free(n->ctl);
@@ -517,8 +526,6 @@ static void node_close(node *n)
         vl_redis_free(n->ask);
         n->ask = NULL;
     }
-    vl_redis_pool_free(n->pool);
-    n->pool = NULL;
     if (n->url != NULL) {
         memset(n->url, 0, strlen(n->url));
         vl__free(n->url);
@@ -719,9 +726,13 @@ static int shards_node(const vl_redis_cluster *cl, const vl_redis_reply *m, tsha
         return rc;
     if (primary) {
         tnode *p = &s->nodes[0];
-        if (p->port != 0)
-            return VL_EPROTO; /* two primaries in one shard */
+        int failed = !field_is(health, "online");
+        /* Two primaries in a shard: one of them failed (newer servers keep
+         * a failed primary in its shard). The one that is up serves. */
+        if (p->port != 0 && (failed || !p->failed))
+            return VL_OK;
         memset(p, 0, sizeof(*p));
+        p->failed = failed;
         memcpy(p->host, host, hl < sizeof(p->host) ? hl : sizeof(p->host) - 1);
         p->port = (int)port;
         if (ids != NULL)
@@ -945,9 +956,13 @@ static int map_install(vl_redis_cluster *cl, const tmap *t)
     for (i = 0; i < m->n; i++) {
         if (node_pool(m->shards[i].primary, 0) != VL_OK)
             goto nomem;
-        for (j = 0; j < m->shards[i].nrep; j++)
-            if (node_pool(m->shards[i].replicas[j], 1) != VL_OK)
+        for (j = 0; j < m->shards[i].nrep; j++) {
+            node *n = m->shards[i].replicas[j];
+            if (n->pool != NULL && !n->readonly_pool && n->outstanding == 0)
+                node_pool_drop(n); /* a demoted primary: its connections lack READONLY */
+            if (node_pool(n, 1) != VL_OK)
                 goto nomem;
+        }
     }
     /* The swap: roles follow the new map. */
     for (i = 0; i < cl->nnodes; i++)

@@ -20,9 +20,20 @@
 
 #define NODES 6
 
-static const char *ports_env(void)
+/* The port of node i of VL_TEST_CLUSTER_PORTS (separated by commas or
+ * spaces), in the harness's order: cluster-1 first. */
+static int port_of(int i)
 {
-    return tu_env("VL_TEST_CLUSTER_PORTS");
+    const char *v = tu_env("VL_TEST_CLUSTER_PORTS");
+    int k;
+
+    for (k = 0; k < i; k++) {
+        v += strcspn(v, ", ");
+        v += strspn(v, ", ");
+    }
+    if (*v == '\0')
+        fail_msg("VL_TEST_CLUSTER_PORTS has no item %d", i);
+    return atoi(v);
 }
 
 /* "redis+cluster://127.0.0.1:P1,127.0.0.1:P2,...[?extra]" over every node. */
@@ -32,22 +43,13 @@ static const char *cluster_url(const char *extra)
     size_t used;
     int i;
 
-    ports_env();
     used = (size_t)snprintf(buf, sizeof(buf), "redis+cluster://");
-    for (i = 0; i < NODES; i++) {
-        const char *p = tu_env_item("VL_TEST_CLUSTER_PORTS", i);
-        assert_non_null(p);
-        used += (size_t)snprintf(buf + used, sizeof(buf) - used, "%s127.0.0.1:%s",
-                                 i ? "," : "", p);
-    }
+    for (i = 0; i < NODES; i++)
+        used += (size_t)snprintf(buf + used, sizeof(buf) - used, "%s127.0.0.1:%d", i ? "," : "",
+                                 port_of(i));
     if (extra != NULL)
         snprintf(buf + used, sizeof(buf) - used, "?%s", extra);
     return buf;
-}
-
-static int port_of(int i)
-{
-    return atoi(tu_env_item("VL_TEST_CLUSTER_PORTS", i));
 }
 
 /* The harness name of the node on `port` ("cluster-3"). */
@@ -1242,10 +1244,14 @@ static int map_primary_port(vl_loop *loop, vl_redis_cluster *cl, const char *key
 
 static void fo_finish(vl_loop *loop, fo_load *L)
 {
+    vl_future *f;
     int i;
 
     L->running = 0;
     vl_loop_run(loop);
+    /* A map patched by MOVED replies until the whole of it is read again. */
+    f = run(loop, vl_redis_cluster_refresh(L->cl), VL_OK);
+    vl_future_free(f);
     assert_int_equal(L->completed, L->issued);
     assert_int_equal(L->inflight, 0);
     for (i = 0; i < 4096 && i < L->issued; i++) {
@@ -1269,6 +1275,7 @@ static void primary_killed_under_load(void **state)
 
     (void)state;
     assert_non_null(L);
+    wait_cluster_healthy();
     vl_redis_cluster_options_init(&o);
     o.command_timeout_ms = 2000;
     cl = cluster_ready(loop, NULL, &o);
@@ -1327,6 +1334,7 @@ static void manual_failover_under_load(void **state)
 
     (void)state;
     assert_non_null(L);
+    wait_cluster_healthy();
     cl = cluster_ready(loop, NULL, NULL);
     old = map_primary_port(loop, cl, "fo");
     /* A replica of that primary. */

@@ -64,9 +64,20 @@
  *  - A command is redirected at most max_redirects times (MOVED and ASK
  *    together), then fails with VL_ESERVER ("too many redirections (5):
  *    last MOVED 3999 127.0.0.1:7001").
- *  - A command that fails with VL_ECONN before it could be written (the
- *    node's connections are down) triggers a refresh too, so that a failover
- *    is followed without waiting for the periodic refresh.
+ *  - A command that fails with VL_ECONN (the node's connections are down
+ *    or were lost) triggers a refresh too, so that a failover is followed
+ *    without waiting for the periodic refresh. The command itself is not
+ *    sent again: it fails with VL_ECONN (see above).
+ *
+ * Failover. When a primary dies, its slots fail with VL_ECONN (fast: its
+ * pool has no connection up) until the cluster has promoted a replica:
+ * cluster-node-timeout for the others to mark it failed, plus the
+ * replica's election (about a second with Redis's defaults), and then at
+ * most refresh_min_interval_ms until the refresh that the failing commands
+ * ask for reads the new map. With node-timeout 1000 ms the tests see the
+ * promotion followed some 2 to 3 s after the kill. A manual CLUSTER
+ * FAILOVER is followed through the MOVED replies of the old primary,
+ * without errors.
  *
  * Every command's future completes exactly once, whatever the redirections:
  * its value is the reply of the node that answered last (an error reply
@@ -77,10 +88,18 @@
  * ---- Topology ----------------------------------------------------------------
  *
  * The map is refreshed every refresh_interval_ms (on by default), after a
- * MOVED, and when a connection to a node is lost; the refresh asks the
- * nodes it knows (and the seeds, when none answers) in turn and takes the
- * first complete answer. Nodes that left the map are closed; their
- * pending commands complete (they are not cut off). A node that stopped
+ * MOVED, after a CLUSTERDOWN, and when a command fails because its node's
+ * connections are down; the refresh asks the nodes it knows (primaries
+ * first), then the seeds, in turn, each on a connection of the cluster's
+ * own (not a pool's, and it never keeps vl_loop_run running), and takes the
+ * first complete answer; each node gets half of refresh_timeout_ms before
+ * the next is asked. A shard without slots is left out (a failed primary
+ * that lost its slots, a node not yet given any). Until the first map,
+ * commands wait (each up to its deadline); when every seed failed to
+ * answer they fail with VL_ECONN and the reason, as readiness does, and
+ * the discovery is tried again every refresh_min_interval_ms. Nodes that
+ * left the map are closed once the commands routed to them have completed
+ * (they are not cut off). A node that stopped
  * answering costs only the commands routed to it: each node has its own
  * pool, connections and deadlines. Reconnects follow the pools' backoff
  * (reconnect_min_ms doubling to reconnect_max_ms, with jitter), so a node
@@ -99,8 +118,12 @@
  *   VL_REDIS_READ_REPLICA          a replica only (VL_ECONN if none is up)
  *   VL_REDIS_READ_NEAREST          the node of the slot (primary or replica)
  *                                  with the lowest measured round trip
- * Connections to replicas send READONLY in their handshake. Replicas
- * replicate asynchronously: a read there may not see a write just made.
+ * Connections to replicas send READONLY in their handshake (their pools use
+ * readonly=1: a primary that is demoted gets a new pool once nothing of
+ * the cluster's is pending on its old one). Replicas replicate
+ * asynchronously: a read there may not see a write just made.
+ * read_from=nearest measures each node's round trip with a PING of the
+ * cluster's own every second, on its topology connection.
  *
  * ==== Redis Sentinel ========================================================
  *
@@ -305,32 +328,101 @@ VL_EXPORT void vl_redis_cluster_free(vl_redis_cluster *cl);
 
 /* ---- Sharded pub/sub ----------------------------------------------------------
  *
- * A cluster subscriber keeps one subscriber connection (volley/pubsub.h)
- * per node that owns a slot of its shard channels, and SSUBSCRIBEs each
- * channel on the primary of its slot. When a slot moves (the server ends the
- * subscription with "sunsubscribe", a MOVED reply, or a new map), its
- * channels are subscribed again on the new owner, and the gap callback
- * reports the time they were not subscribed. */
+ * A cluster subscriber keeps one subscriber (volley/pubsub.h) per primary
+ * that owns the slot of one of its shard channels, made when a channel
+ * needs it and freed when no channel does any more, and SSUBSCRIBEs each
+ * channel on the primary of its slot (the slot of the channel's name, hash
+ * tags applied, as for keys), one command per slot. Each node's subscriber
+ * connects, reconnects and subscribes again as volley/pubsub.h says, with
+ * the cluster's connect and reconnect options. Publish with SPUBLISH through
+ * vl_redis_cluster_command: it goes to the same primary.
+ *
+ * Following the slot. A channel is subscribed again on the slot's new
+ * owner when
+ *  - a new map of the cluster names another primary for its slot (a
+ *    refresh, or a MOVED seen by any command);
+ *  - its node answers SSUBSCRIBE with MOVED (the map is corrected at once);
+ *  - its node's connection was lost and came back: every channel of that
+ *    node is subscribed again, so one whose slot left meanwhile follows the
+ *    MOVED answer. Redis 7 ends the shard subscriptions of a slot that a
+ *    node gives away by sending "sunsubscribe" unasked; the node's
+ *    subscriber takes that as the end of its connection.
+ *  - its primary failed: while a node's subscriber is down the cluster is
+ *    asked for its map every 500 ms (no more often than
+ *    refresh_min_interval_ms allows), so a replica's promotion is seen
+ *    within about a second of its taking effect.
+ * Messages published to a channel while it was not subscribed anywhere are
+ * lost: Redis keeps no backlog. Once such a channel is confirmed again, the
+ * gap callback runs once for it with how long it was without its
+ * subscription: from the loss of the node's connection, the map change or
+ * the MOVED (for a failed primary: from when its subscriber was first seen
+ * down, up to 500 ms late) to the confirmation on its new node. A channel
+ * that was never confirmed has no gap. A CLUSTERDOWN or TRYAGAIN answer
+ * keeps the channel waiting for the next map; any other refusal ("-NOPERM",
+ * "-ERR ...") withdraws it, as on one server.
+ *
+ * Messages. The message callback runs once per message any node delivers,
+ * in each node's order; during a move a message sent on the old node before
+ * it gave the slot away may still arrive. `channel` and `payload` are
+ * borrowed until the callback returns (copy what you keep). */
 
+/* A message on a shard channel (channel_len bytes, binary-safe and
+ * NUL-terminated). Runs from the loop; may call anything,
+ * vl_redis_cluster_sub_free(s) included. */
 typedef void (*vl_redis_cluster_message_fn)(vl_redis_cluster_sub *s, const char *channel,
                                             size_t channel_len, const vl_redis_reply *payload,
                                             void *ud);
+/* The channel is subscribed again after `down_ms` milliseconds without its
+ * subscription (see above). Runs from the loop; may call anything,
+ * vl_redis_cluster_sub_free(s) included. */
 typedef void (*vl_redis_cluster_gap_fn)(vl_redis_cluster_sub *s, const char *channel,
                                         size_t channel_len, uint64_t down_ms, void *ud);
 
-/* Makes a sharded subscriber on the cluster (which must outlive it). Both
- * callbacks may be NULL; they run from the loop and may call anything,
- * vl_redis_cluster_sub_free included. NULL only when out of memory. */
+/* Makes a sharded subscriber on the cluster, which must outlive it (free
+ * the subscriber first). Both callbacks may be NULL; `ud` is given to both.
+ * It makes no connection until a channel needs one. It belongs to the
+ * cluster's loop and thread; the loop frees it if you have not. NULL only
+ * when out of memory or cl is NULL. */
 VL_EXPORT vl_redis_cluster_sub *vl_redis_cluster_sub_new(vl_redis_cluster *cl,
                                                          vl_redis_cluster_message_fn on_message,
                                                          vl_redis_cluster_gap_fn on_gap,
                                                          void *ud);
-/* As vl_redis_ssubscribe / vl_redis_sunsubscribe, channels routed by slot:
- * completes when every channel is confirmed by its node. */
+/* Subscribes to the n shard channels channels[0..n) (C strings, copied
+ * before the call returns), each on the primary of its slot; they stay
+ * subscribed, following their slots, until you unsubscribe.
+ *
+ * Returns a future that completes once every channel is confirmed by its
+ * node (at once, from the loop, for channels already confirmed), with
+ * VL_OK and no value; a channel that moves before its confirmation is
+ * waited for on its new node. Calls made before the cluster knows its map
+ * wait for it. It fails with VL_EINVAL when n is 0 or a name is NULL
+ * (nothing subscribed), with the cluster's own status for a cluster with a
+ * bad URL, VL_ESERVER and the node's text when a node refused a channel
+ * (that channel is withdrawn; the others stay), VL_ECLOSED while the loop
+ * is being freed or when called inside a callback after
+ * vl_redis_cluster_sub_free, VL_ECANCELED when the subscriber is freed
+ * first. It never times out by itself: bound it with
+ * vl_future_timeout; cancelling it only stops the wait. The caller owns the
+ * future. NULL only when out of memory or s is NULL. Legal from inside any
+ * callback. */
 VL_EXPORT vl_future *vl_redis_cluster_ssubscribe(vl_redis_cluster_sub *s, size_t n,
                                                  const char *const *channels);
+/* Unsubscribes from channels[0..n), or with n 0 (channels may be NULL) from
+ * every channel; names not subscribed to are ignored. Nothing of them is
+ * subscribed to again, and a subscribe future still waiting for one of
+ * them counts it as done. Returns a future that completes with VL_OK and
+ * no value once every node that keeps other channels confirmed its
+ * SUNSUBSCRIBE (a node left with none is disconnected instead, which ends
+ * them at once); VL_EINVAL for a NULL name. The caller owns the future.
+ * NULL only when out of memory or s is NULL. Legal from inside any
+ * callback. */
 VL_EXPORT vl_future *vl_redis_cluster_sunsubscribe(vl_redis_cluster_sub *s, size_t n,
                                                    const char *const *channels);
+/* Frees the subscriber now: its nodes' connections close, every pending
+ * future of it completes with VL_ECANCELED (from the loop, later), and no
+ * message or gap callback runs any more. Legal from inside any callback,
+ * its own included: the memory goes once that callback has returned. NULL
+ * is a no-op. */
 VL_EXPORT void vl_redis_cluster_sub_free(vl_redis_cluster_sub *s);
 
 #ifdef __cplusplus
