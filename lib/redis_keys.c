@@ -12,7 +12,7 @@
  */
 #include "redis_cluster_internal.h"
 
-#include <stdint.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -716,8 +716,8 @@ static long long read_num(const char **p, const char *end)
     if (s >= end || *s < '0' || *s > '9')
         return -1;
     for (; s < end && *s >= '0' && *s <= '9'; s++) {
-        if (v > (long long)(SIZE_MAX / 16))
-            return -1;
+        if (v > (LLONG_MAX - 9) / 10)
+            return -1; /* no buffer is that long: not a command of ours */
         v = v * 10 + (*s - '0');
     }
     if (end - s < 2 || s[0] != '\r' || s[1] != '\n')
