@@ -7,8 +7,14 @@
  * finishes the next starts. The fan-out object outlives its future when it is
  * cancelled: the hosts still running are cancelled and their callbacks (which
  * always come, rule 2) find the object and free it once the last one is back.
+ *
+ * vl_redis_cluster_each is a fan-out too, over the pools of a cluster's
+ * nodes instead of connections of its own: every node's command is issued
+ * at once, through the node's pool, and bounded by that pool's command
+ * timeout, so a stopped node costs only its own deadline.
  */
 #include "internal.h"
+#include "redis_cluster_internal.h"
 #include "url.h"
 #include "volley/fanout.h"
 #include "volley/mysql.h"
@@ -18,7 +24,8 @@
 #include <string.h>
 #include <time.h>
 
-enum { KIND_REDIS = 1, KIND_MYSQL = 2 };
+/* KIND_CLUSTER is a fan-out object's only: its result is a Redis one. */
+enum { KIND_REDIS = 1, KIND_MYSQL = 2, KIND_CLUSTER = 3 };
 
 typedef struct fo_host {
     char *url;        /* with the password filled in; wiped when freed */
@@ -34,6 +41,7 @@ typedef struct fo_host {
     char sqlstate[6];
     int done;
     void *conn;       /* vl_redis / vl_mysql while running */
+    vl_future *op;    /* the host's operation while running (consumed) */
     struct fanout *fo;
 } fo_host;
 
@@ -160,6 +168,8 @@ static void mysql_result_free(void *p)
 
 static void conn_free(int kind, void *conn)
 {
+    if (conn == NULL)
+        return;
     if (kind == KIND_REDIS)
         vl_redis_free(conn);
     else
@@ -191,6 +201,7 @@ static void host_done(vl_future *f, void *ud)
 
     conn_free(fo->kind, h->conn); /* legal inside a callback (rule 5) */
     h->conn = NULL;
+    h->op = NULL;
     fo->running--;
     if (fo->f == NULL) {
         /* Cancelled: the result is gone; free the fan-out with the last host. */
@@ -201,7 +212,7 @@ static void host_done(vl_future *f, void *ud)
     h->done = 1;
     h->status = st;
     h->latency_ms = mono_ms() - h->start_ms;
-    if (fo->kind == KIND_REDIS) {
+    if (fo->r->kind == KIND_REDIS) {
         /* Every reply that came back stays readable. */
         size_t k, n = vl_future_count(f);
         h->replies = vl__calloc(fo->ncmds, sizeof(*h->replies));
@@ -260,6 +271,26 @@ static void host_done(vl_future *f, void *ud)
     start_hosts(fo);
 }
 
+/* Hands host h's operation to host_done, under timeout_ms (0: none). NULL
+ * is out of memory for this host: it fails alone, from the loop. */
+static void host_wait(fanout *fo, fo_host *h, vl_future *op, uint64_t timeout_ms)
+{
+    if (op == NULL) {
+        conn_free(fo->kind, h->conn);
+        h->conn = NULL;
+        op = vl__future_failed(fo->loop, VL_ENOMEM, "out of memory");
+        if (op == NULL) {
+            h->done = 1;
+            h->status = VL_ENOMEM;
+            fo->remaining--;
+            return;
+        }
+    }
+    h->op = op;
+    fo->running++;
+    vl_future_then(vl_future_timeout(op, timeout_ms), host_done, h);
+}
+
 static void start_one(fanout *fo, fo_host *h)
 {
     vl_future *op = NULL;
@@ -297,21 +328,7 @@ static void start_one(fanout *fo, fo_host *h)
         if (h->conn != NULL)
             op = vl_mysql_query(h->conn, fo->sql);
     }
-    if (op == NULL) {
-        /* Out of memory for this host: it fails alone, from the loop. */
-        if (h->conn != NULL)
-            conn_free(fo->kind, h->conn);
-        h->conn = NULL;
-        op = vl__future_failed(fo->loop, VL_ENOMEM, "out of memory");
-        if (op == NULL) {
-            h->done = 1;
-            h->status = VL_ENOMEM;
-            fo->remaining--;
-            return;
-        }
-    }
-    fo->running++;
-    vl_future_then(vl_future_timeout(op, fo->o.timeout_ms), host_done, h);
+    host_wait(fo, h, op, fo->o.timeout_ms);
 }
 
 static void start_hosts(fanout *fo)
@@ -341,6 +358,8 @@ static void fanout_cancel(void *source, vl_future *f, int status)
         fo_host *h = &fo->r->h[i];
         if (h->conn != NULL)
             conn_free(fo->kind, h->conn), h->conn = NULL;
+        if (h->op != NULL)
+            vl_future_cancel(h->op); /* a cluster node's; its callback still comes */
     }
 }
 
@@ -349,7 +368,8 @@ static void fanout_describe(void *source, char *buf, size_t n)
     const fanout *fo = source;
 
     snprintf(buf, n, "%s fan-out to %zu hosts (%zu pending)",
-             fo->kind == KIND_MYSQL ? "MySQL" : "Redis", fo->r->n, fo->remaining);
+             fo->kind == KIND_MYSQL ? "MySQL" : fo->kind == KIND_CLUSTER ? "Redis Cluster" : "Redis",
+             fo->r->n, fo->remaining);
 }
 
 static const vl__source_ops fanout_ops = {.cancel = fanout_cancel, .describe = fanout_describe};
@@ -629,4 +649,114 @@ unsigned vl_fanout_mysql_errno(const vl_fanout_result *r, size_t i)
 const char *vl_fanout_mysql_sqlstate(const vl_fanout_result *r, size_t i)
 {
     return r != NULL && i < r->n ? r->h[i].sqlstate : "";
+}
+
+/* ---- a cluster's nodes ---- */
+
+/* Starts node i's command on its pool. The pool is borrowed from the map
+ * only until the loop runs again, so every node's command is issued here, at
+ * once: no node waits for another, and none needs its pool later. */
+static void start_node(fanout *fo, fo_host *h, vl_redis_pool *pool, int argc, const char **argv,
+                       const size_t *argvlen)
+{
+    vl_future *cmd, *op = NULL;
+
+    h->start_ms = mono_ms();
+    /* The pool's command timeout is the node's deadline; a gather of one
+     * gives host_done the children it reads a Redis host's replies from. */
+    cmd = vl_redis_pool_command_argv(pool, argc, argv, argvlen);
+    if (cmd != NULL)
+        op = vl_future_all(fo->loop, &cmd, 1);
+    host_wait(fo, h, op, 0);
+}
+
+vl_future *vl_redis_cluster_each(vl_redis_cluster *cl, int which, int argc, const char **argv,
+                                 const size_t *argvlen)
+{
+    enum { ON_STACK = 16 };
+    vl_redis_pool *pools_s[ON_STACK], **pools = pools_s;
+    const char *addrs_s[ON_STACK], **addrs = addrs_s;
+    const char *msg = NULL;
+    vl_loop *loop;
+    fanout *fo = NULL;
+    vl_future *f = NULL;
+    size_t i, n;
+    int k, rc;
+
+    if (cl == NULL)
+        return NULL;
+    loop = vl__cluster_loop(cl);
+    if (which != VL_REDIS_CLUSTER_PRIMARIES && which != VL_REDIS_CLUSTER_NODES)
+        return vl__future_failed(loop, VL_EINVAL, "cluster fan-out: which is %d, not "
+                                 "VL_REDIS_CLUSTER_PRIMARIES or VL_REDIS_CLUSTER_NODES", which);
+    if (argc <= 0 || argv == NULL)
+        return vl__future_failed(loop, VL_EINVAL, "cluster fan-out: no command");
+    for (k = 0; k < argc; k++)
+        if (argv[k] == NULL)
+            return vl__future_failed(loop, VL_EINVAL, "cluster fan-out: argument %d is NULL", k);
+    rc = vl__cluster_status(cl, &msg);
+    if (rc != VL_OK)
+        return vl__future_failed(loop, rc, "%s", msg != NULL ? msg : vl_strerror(rc));
+    n = vl__cluster_targets(cl, which, pools, addrs, ON_STACK);
+    if (n == 0) {
+        const char *why = vl_redis_cluster_error(cl);
+
+        return vl__future_failed(loop, VL_ECONN, "cluster fan-out: no map of the cluster yet%s%s",
+                                 why[0] != '\0' ? ": " : "", why);
+    }
+    if (n > ON_STACK) {
+        pools = vl__calloc(n, sizeof(*pools));
+        addrs = vl__calloc(n, sizeof(*addrs));
+        if (pools == NULL || addrs == NULL)
+            goto nomem;
+        /* The same map, as nothing ran in between: the same count. */
+        n = vl__cluster_targets(cl, which, pools, addrs, n);
+    }
+    fo = vl__calloc(1, sizeof(*fo));
+    if (fo == NULL)
+        goto nomem;
+    fo->loop = loop;
+    fo->kind = KIND_CLUSTER;
+    opts_defaults(&fo->o);
+    fo->r = vl__calloc(1, sizeof(*fo->r));
+    if (fo->r == NULL)
+        goto nomem;
+    fo->r->kind = KIND_REDIS;
+    fo->r->ncmds = 1;
+    fo->ncmds = 1; /* host_done keeps one reply per host; no copy of it in cmds */
+    fo->r->h = vl__calloc(n, sizeof(fo_host));
+    if (fo->r->h == NULL)
+        goto nomem;
+    fo->r->n = n;
+    for (i = 0; i < n; i++) {
+        fo_host *h = &fo->r->h[i];
+
+        h->display = vl__strdup(addrs[i]);
+        if (h->display == NULL)
+            goto nomem;
+        h->fo = fo;
+        h->status = VL_ESTATE;
+    }
+    f = vl__future_make(loop, &fanout_ops, fo);
+    if (f == NULL)
+        goto nomem;
+    fo->f = f;
+    fo->remaining = n;
+    fo->next = n;
+    for (i = 0; i < n; i++)
+        start_node(fo, &fo->r->h[i], pools[i], argc, argv, argvlen);
+    if (fo->remaining == 0) { /* every node ran out of memory at once */
+        finish(fo);
+        fanout_free(fo);
+    }
+    goto out;
+nomem:
+    if (fo != NULL)
+        fanout_free(fo);
+out:
+    if (pools != pools_s)
+        vl__free(pools);
+    if (addrs != addrs_s)
+        vl__free(addrs);
+    return f;
 }

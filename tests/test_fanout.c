@@ -1,12 +1,14 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /* tests/test_fanout.c - one command on many endpoints, against the harness's
- * redis-server instances and mariadbd. */
+ * redis-server instances and mariadbd, and vl_redis_cluster_each on the
+ * nodes of its Redis Cluster. */
 #include "testutil.h"
 
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 typedef struct seen {
     int calls[8];
@@ -366,6 +368,448 @@ static void options_from_an_older_header(void **state)
     tu_loop_finish(loop);
 }
 
+/* ---- vl_redis_cluster_each, against the harness's 6-node cluster ---- */
+
+/* Each cluster test stops by itself well within this; a hang fails it. */
+#define CLUSTER_WATCHDOG_S 60
+
+static long stopped_pid; /* a SIGSTOPped node, continued by teardown */
+
+/* The watchdog: a hung test must not leave a cluster node stopped for the
+ * tests after it. */
+static void on_cluster_watchdog(int sig)
+{
+    static const char msg[] = "# watchdog: the cluster test hung\n";
+    ssize_t n;
+
+    (void)sig;
+    if (stopped_pid > 0)
+        kill((pid_t)stopped_pid, SIGCONT);
+    n = write(STDOUT_FILENO, msg, sizeof(msg) - 1);
+    (void)n;
+    _exit(124);
+}
+
+static int cluster_setup(void **state)
+{
+    stopped_pid = 0;
+    signal(SIGALRM, on_cluster_watchdog);
+    alarm(CLUSTER_WATCHDOG_S);
+    return tu_setup(state);
+}
+
+/* Runs after a failed assertion too: a stopped node is always continued. */
+static int cluster_teardown(void **state)
+{
+    (void)state;
+    if (stopped_pid > 0)
+        kill((pid_t)stopped_pid, SIGCONT);
+    stopped_pid = 0;
+    alarm(0);
+    return 0;
+}
+
+/* Port i of VL_TEST_CLUSTER_PORTS (cluster-1 first), a list separated by
+ * spaces or commas (rotating static buffers). */
+static const char *cluster_port_at(int i)
+{
+    static char buf[4][16];
+    static int slot;
+    const char *v = tu_env("VL_TEST_CLUSTER_PORTS");
+    char *out = buf[slot++ % 4];
+    size_t n;
+    int k;
+
+    v += strspn(v, " ,");
+    for (k = 0; k < i && *v != '\0'; k++) {
+        v += strcspn(v, " ,");
+        v += strspn(v, " ,");
+    }
+    n = strcspn(v, " ,");
+    if (n == 0 || n >= sizeof(buf[0]))
+        fail_msg("VL_TEST_CLUSTER_PORTS has no item %d", i);
+    snprintf(out, sizeof(buf[0]), "%.*s", (int)n, v);
+    return out;
+}
+
+/* The index in VL_TEST_CLUSTER_PORTS (cluster-1 first) of "host:port". */
+static int cluster_index(const char *addr)
+{
+    const char *colon = strrchr(addr, ':');
+    int i;
+
+    assert_non_null(colon);
+    assert_memory_equal(addr, "127.0.0.1:", 10);
+    for (i = 0; i < 6; i++)
+        if (strcmp(colon + 1, cluster_port_at(i)) == 0)
+            return i;
+    fail_msg("%s is no node of the harness's cluster", addr);
+    return -1;
+}
+
+/* A cluster from the first node as its seed, ready (every primary
+ * connected) before it is returned. */
+static vl_redis_cluster *cluster_ready(vl_loop *loop, const vl_redis_cluster_options *o)
+{
+    char url[128];
+    vl_redis_cluster *cl;
+    vl_future *f;
+
+    snprintf(url, sizeof(url), "redis+cluster://127.0.0.1:%s",
+             cluster_port_at(0));
+    cl = vl_redis_cluster_new(loop, url, o);
+    assert_non_null(cl);
+    f = vl_redis_cluster_ready(cl);
+    tu_run_cmd(loop, f, VL_OK);
+    vl_future_free(f);
+    return cl;
+}
+
+/* Runs one command on `which` nodes; fails the test unless the fan-out
+ * itself completes with VL_OK. The caller frees the future. */
+static vl_future *each(vl_loop *loop, vl_redis_cluster *cl, int which, int argc,
+                       const char **argv)
+{
+    vl_future *f = vl_redis_cluster_each(cl, which, argc, argv, NULL);
+
+    tu_run_cmd(loop, f, VL_OK);
+    assert_non_null(vl_future_fanout(f));
+    return f;
+}
+
+/* The value of "field:" in an INFO reply, as a number. */
+static long info_field(const vl_redis_reply *r, const char *field)
+{
+    const char *s = vl_redis_reply_str(r, NULL), *p;
+
+    assert_non_null(s);
+    p = strstr(s, field);
+    if (p == NULL)
+        fail_msg("no %s in INFO", field);
+    return strtol(p + strlen(field), NULL, 10);
+}
+
+/* INFO and DBSIZE on every primary: three hosts, each a different primary
+ * of the harness's cluster, each answering itself. */
+static void cluster_each_primaries(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_redis_cluster *cl;
+    const char *info[] = {"INFO", "server"}, *repl[] = {"INFO", "replication"};
+    const char *dbsize[] = {"DBSIZE"};
+    const vl_fanout_result *r;
+    vl_future *f;
+    size_t i, k;
+    long long n;
+
+    (void)state;
+    cl = cluster_ready(loop, NULL);
+    f = each(loop, cl, VL_REDIS_CLUSTER_PRIMARIES, 2, info);
+    r = vl_future_fanout(f);
+    assert_int_equal(vl_fanout_count(r), 3);
+    for (i = 0; i < 3; i++) {
+        const char *host = vl_fanout_host(r, i);
+        int idx = cluster_index(host);
+
+        assert_int_equal(vl_fanout_status(r, i), VL_OK);
+        assert_string_equal(vl_fanout_error(r, i), "");
+        /* The node that answered is the one named. */
+        assert_int_equal(info_field(vl_fanout_redis_reply(r, i), "tcp_port:"),
+                         atol(cluster_port_at(idx)));
+        for (k = 0; k < i; k++)
+            assert_string_not_equal(vl_fanout_host(r, k), host);
+    }
+    vl_future_free(f);
+    f = each(loop, cl, VL_REDIS_CLUSTER_PRIMARIES, 2, repl);
+    r = vl_future_fanout(f);
+    for (i = 0; i < vl_fanout_count(r); i++)
+        assert_non_null(strstr(vl_redis_reply_str(vl_fanout_redis_reply(r, i), NULL),
+                               "role:master"));
+    vl_future_free(f);
+    f = each(loop, cl, VL_REDIS_CLUSTER_PRIMARIES, 1, dbsize);
+    r = vl_future_fanout(f);
+    assert_int_equal(vl_fanout_count(r), 3);
+    for (i = 0; i < 3; i++) {
+        assert_int_equal(vl_fanout_status(r, i), VL_OK);
+        assert_int_equal(vl_redis_reply_integer(vl_fanout_redis_reply(r, i), &n), VL_OK);
+        assert_true(n >= 0);
+    }
+    vl_future_free(f);
+    vl_redis_cluster_free(cl);
+    tu_finish(loop);
+}
+
+/* Every node: all six, each once, each primary followed by its replica. */
+static void cluster_each_node(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_redis_cluster *cl;
+    const char *repl[] = {"INFO", "replication"};
+    const vl_fanout_result *r;
+    int times[6] = {0}, primaries = 0;
+    long primary_port = 0;
+    vl_future *f;
+    size_t i;
+
+    (void)state;
+    cl = cluster_ready(loop, NULL);
+    f = each(loop, cl, VL_REDIS_CLUSTER_NODES, 2, repl);
+    r = vl_future_fanout(f);
+    assert_int_equal(vl_fanout_count(r), 6);
+    for (i = 0; i < 6; i++) {
+        const vl_redis_reply *rep = vl_fanout_redis_reply(r, i);
+        const char *s;
+        int idx = cluster_index(vl_fanout_host(r, i));
+
+        assert_int_equal(vl_fanout_status(r, i), VL_OK);
+        times[idx]++;
+        s = vl_redis_reply_str(rep, NULL);
+        assert_non_null(s);
+        if (strstr(s, "role:master") != NULL) {
+            primaries++;
+            primary_port = atol(cluster_port_at(idx));
+        } else {
+            /* A replica comes after the primary it replicates. */
+            assert_non_null(strstr(s, "role:slave"));
+            assert_true(i > 0);
+            assert_int_equal(info_field(rep, "master_port:"), primary_port);
+        }
+    }
+    assert_int_equal(primaries, 3);
+    for (i = 0; i < 6; i++)
+        assert_int_equal(times[i], 1);
+    vl_future_free(f);
+    vl_redis_cluster_free(cl);
+    tu_finish(loop);
+}
+
+/* The keys written through the cluster are the sum of the primaries'
+ * DBSIZE, spread over all three. */
+static void cluster_each_dbsize_sums(void **state)
+{
+    enum { KEYS = 500 };
+    vl_loop *loop = vl_loop_new();
+    vl_redis_cluster *cl;
+    const char *flush[] = {"FLUSHALL"}, *dbsize[] = {"DBSIZE"};
+    const vl_fanout_result *r;
+    vl_future *f, *sets[KEYS];
+    long long n, sum = 0;
+    size_t i;
+
+    (void)state;
+    cl = cluster_ready(loop, NULL);
+    f = each(loop, cl, VL_REDIS_CLUSTER_PRIMARIES, 1, flush);
+    r = vl_future_fanout(f);
+    for (i = 0; i < vl_fanout_count(r); i++)
+        assert_int_equal(vl_fanout_status(r, i), VL_OK);
+    vl_future_free(f);
+    for (i = 0; i < KEYS; i++)
+        sets[i] = vl_redis_cluster_command(cl, "SET each:%zu v", i);
+    f = vl_future_all(loop, sets, KEYS);
+    tu_run_cmd(loop, f, VL_OK);
+    vl_future_free(f);
+    f = each(loop, cl, VL_REDIS_CLUSTER_PRIMARIES, 1, dbsize);
+    r = vl_future_fanout(f);
+    assert_int_equal(vl_fanout_count(r), 3);
+    for (i = 0; i < 3; i++) {
+        assert_int_equal(vl_fanout_status(r, i), VL_OK);
+        assert_int_equal(vl_redis_reply_integer(vl_fanout_redis_reply(r, i), &n), VL_OK);
+        assert_true(n > 0); /* 500 keys reach every third of the slots */
+        sum += n;
+    }
+    assert_int_equal(sum, KEYS);
+    vl_future_free(f);
+    vl_redis_cluster_free(cl);
+    tu_finish(loop);
+}
+
+/* A stopped node (a replica, so that the cluster does not fail it over)
+ * fails alone, with its own deadline, which never fires early, while the
+ * five others answer. */
+static void cluster_each_stopped_node(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_redis_cluster_options o;
+    vl_redis_cluster *cl;
+    const char *role[] = {"ROLE"}, *ping[] = {"PING"};
+    const vl_fanout_result *r;
+    char name[32];
+    size_t i, victim = 0;
+    vl_future *f;
+
+    (void)state;
+    vl_redis_cluster_options_init(&o);
+    o.command_timeout_ms = 300;
+    cl = cluster_ready(loop, &o);
+    /* First every node answers: every pool has its connection, so the
+     * stopped node's failure below is its command's deadline. */
+    f = each(loop, cl, VL_REDIS_CLUSTER_NODES, 1, role);
+    r = vl_future_fanout(f);
+    assert_int_equal(vl_fanout_count(r), 6);
+    for (i = 0; i < 6; i++) {
+        const vl_redis_reply *first = vl_redis_reply_element(vl_fanout_redis_reply(r, i), 0);
+
+        assert_int_equal(vl_fanout_status(r, i), VL_OK);
+        if (strcmp(vl_redis_reply_str(first, NULL), "slave") == 0)
+            victim = i;
+    }
+    assert_true(victim > 0);
+    snprintf(name, sizeof(name), "cluster-%d", cluster_index(vl_fanout_host(r, victim)) + 1);
+    vl_future_free(f);
+
+    stopped_pid = tu_server_pid(name);
+    assert_int_equal(kill((pid_t)stopped_pid, SIGSTOP), 0);
+    f = each(loop, cl, VL_REDIS_CLUSTER_NODES, 1, ping);
+    kill((pid_t)stopped_pid, SIGCONT);
+    stopped_pid = 0;
+    r = vl_future_fanout(f);
+    assert_int_equal(vl_fanout_count(r), 6);
+    for (i = 0; i < 6; i++) {
+        if (i == victim) {
+            assert_int_equal(vl_fanout_status(r, i), VL_ETIMEDOUT);
+            assert_true(vl_fanout_error(r, i)[0] != '\0');
+            assert_true(vl_fanout_latency_ms(r, i) >= 300.0 - 1.0);
+        } else {
+            assert_int_equal(vl_fanout_status(r, i), VL_OK);
+            tu_check_str(vl_fanout_redis_reply(r, i), "PONG");
+        }
+    }
+    vl_future_free(f);
+    vl_redis_cluster_free(cl);
+    tu_finish(loop);
+}
+
+/* Runs a fan-out that must fail itself with `want` and returns its message
+ * (static copy). */
+static const char *each_fails(vl_loop *loop, vl_redis_cluster *cl, int which, int argc,
+                              const char **argv, int want)
+{
+    static char msg[256];
+    vl_future *f = vl_redis_cluster_each(cl, which, argc, argv, NULL);
+
+    tu_run_cmd(loop, f, want);
+    assert_null(vl_future_fanout(f));
+    snprintf(msg, sizeof(msg), "%s", vl_future_error(f));
+    vl_future_free(f);
+    return msg;
+}
+
+/* Bad arguments and a cluster without a map fail the fan-out itself. */
+static void cluster_each_refusals(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_redis_cluster *cl;
+    const char *ping[] = {"PING"}, *holed[] = {"ECHO", NULL};
+    const int all = VL_REDIS_CLUSTER_NODES;
+
+    (void)state;
+    assert_null(vl_redis_cluster_each(NULL, all, 1, ping, NULL));
+    cl = cluster_ready(loop, NULL);
+    assert_non_null(strstr(each_fails(loop, cl, 0, 1, ping, VL_EINVAL),
+                           "VL_REDIS_CLUSTER_PRIMARIES"));
+    assert_non_null(strstr(each_fails(loop, cl, all, 0, ping, VL_EINVAL), "no command"));
+    assert_non_null(strstr(each_fails(loop, cl, all, 2, holed, VL_EINVAL), "argument 1"));
+    vl_redis_cluster_free(cl);
+    /* A seed that refuses: no map, ever. */
+    cl = vl_redis_cluster_new(loop, "redis+cluster://127.0.0.1:1", NULL);
+    assert_non_null(cl);
+    each_fails(loop, cl, all, 1, ping, VL_ECONN);
+    vl_redis_cluster_free(cl);
+    /* A bad URL: the cluster's own status. */
+    cl = vl_redis_cluster_new(loop, "redis+cluster://127.0.0.1:1?bogus=1", NULL);
+    assert_non_null(cl);
+    assert_non_null(strstr(each_fails(loop, cl, all, 1, ping, VL_EINVAL), "bogus"));
+    vl_redis_cluster_free(cl);
+    tu_finish(loop);
+}
+
+/* Cancelling a cluster fan-out with a node stopped: VL_ECANCELED at once,
+ * and the nodes' commands still come back and free what is left. */
+static void cluster_each_cancel(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_redis_cluster *cl;
+    const char *ping[] = {"PING"};
+    vl_future *f, *guard;
+    int idx;
+
+    (void)state;
+    cl = cluster_ready(loop, NULL);
+    f = each(loop, cl, VL_REDIS_CLUSTER_NODES, 1, ping);
+    idx = cluster_index(vl_fanout_host(vl_future_fanout(f), 1)); /* a replica */
+    vl_future_free(f);
+    {
+        char name[32];
+
+        snprintf(name, sizeof(name), "cluster-%d", idx + 1);
+        stopped_pid = tu_server_pid(name);
+    }
+    assert_int_equal(kill((pid_t)stopped_pid, SIGSTOP), 0);
+    f = vl_redis_cluster_each(cl, VL_REDIS_CLUSTER_NODES, 1, ping, NULL);
+    assert_non_null(f);
+    guard = vl_loop_sleep(loop, 100);
+    tu_run_cmd(loop, guard, VL_OK);
+    vl_future_free(guard);
+    assert_false(vl_future_done(f));
+    assert_int_equal(vl_future_cancel(f), 1);
+    assert_int_equal(vl_future_status(f), VL_ECANCELED);
+    kill((pid_t)stopped_pid, SIGCONT);
+    stopped_pid = 0;
+    vl_future_free(f);
+    vl_redis_cluster_free(cl);
+    tu_finish(loop);
+}
+
+/* Every allocation of a cluster fan-out failing in turn: the future still
+ * completes once (or the call says NULL), a host that lost an allocation
+ * says so, and nothing leaks. */
+static void cluster_each_out_of_memory(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_redis_cluster_options o;
+    vl_redis_cluster *cl;
+    const char *ping[] = {"PING"};
+    int completed = 0;
+    long n;
+
+    (void)state;
+    vl_redis_cluster_options_init(&o);
+    o.refresh_interval_ms = 0; /* nothing but the fan-out allocates below */
+    cl = cluster_ready(loop, &o);
+    for (n = 1; n < 400 && !completed; n++) {
+        vl_future *f;
+
+        tu_alloc_fail_at(n);
+        f = vl_redis_cluster_each(cl, VL_REDIS_CLUSTER_PRIMARIES, 1, ping, NULL);
+        if (f != NULL) {
+            int rc = vl_loop_run_until(loop, f);
+
+            if (rc == VL_OK) {
+                const vl_fanout_result *r = vl_future_fanout(f);
+                size_t i, ok = 0;
+
+                assert_int_equal(vl_fanout_count(r), 3);
+                for (i = 0; i < 3; i++) {
+                    int st = vl_fanout_status(r, i);
+
+                    if (st != VL_OK && st != VL_ENOMEM && st != VL_ECONN)
+                        fail_msg("allocation %ld: node %zu status %d (%s)", n, i, st,
+                                 vl_fanout_error(r, i));
+                    ok += st == VL_OK;
+                }
+                completed = ok == 3;
+            } else if (rc != VL_ENOMEM) {
+                fail_msg("allocation %ld: fan-out status %d (%s)", n, rc, vl_future_error(f));
+            }
+            vl_future_free(f);
+        }
+    }
+    tu_alloc_fail_at(0);
+    assert_true(completed);
+    vl_redis_cluster_free(cl);
+    tu_finish(loop);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -378,6 +822,15 @@ int main(void)
         cmocka_unit_test_setup(loop_free_cancels_fanout, tu_setup),
         cmocka_unit_test_setup(out_of_memory, tu_setup),
         cmocka_unit_test_setup(options_from_an_older_header, tu_setup),
+        cmocka_unit_test_setup_teardown(cluster_each_primaries, cluster_setup, cluster_teardown),
+        cmocka_unit_test_setup_teardown(cluster_each_node, cluster_setup, cluster_teardown),
+        cmocka_unit_test_setup_teardown(cluster_each_dbsize_sums, cluster_setup, cluster_teardown),
+        cmocka_unit_test_setup_teardown(cluster_each_stopped_node, cluster_setup,
+                                        cluster_teardown),
+        cmocka_unit_test_setup_teardown(cluster_each_refusals, cluster_setup, cluster_teardown),
+        cmocka_unit_test_setup_teardown(cluster_each_cancel, cluster_setup, cluster_teardown),
+        cmocka_unit_test_setup_teardown(cluster_each_out_of_memory, cluster_setup,
+                                        cluster_teardown),
     };
 
     return tu_run("fanout", tests, sizeof(tests) / sizeof(tests[0]));
