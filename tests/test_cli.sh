@@ -27,7 +27,7 @@ run() { "$VOLLEY" "$@" >"$T/out" 2>"$T/err"; rc=$?; }
 has() { grep -qF -- "$1" "$2"; }
 lines() { wc -l <"$1" | tr -d ' '; }
 
-PLAN=48
+PLAN=65
 echo "1..$PLAN"
 if [ -z "${VL_TEST_REDIS_PORTS:-}" ] || [ ! -x "$VOLLEY" ]; then
     echo "# the harness env or $VOLLEY is missing"
@@ -233,5 +233,49 @@ check "insecure=1 in a URL warns too" grep -q 'warning: TLS certificates are not
 run -H "127.0.0.1:$TP" --tls --cacert "$VL_TEST_TLS_DIR/other-ca.crt" PING
 check "an untrusted CA fails verification" \
     bash -c "[ $rc -eq 2 ] && grep -q 'certificate verify failed' '$T/out' && ! grep -q warning '$T/err'"
+
+# --- --cluster: a seed expands to every node of the harness's cluster ---
+read -r C1 C2 C3 C4 C5 C6 _ <<<"$(printf '%s' "${VL_TEST_CLUSTER_PORTS:-}" | tr ',' ' ')"
+printf '127.0.0.1:%s\n' $C1 $C2 $C3 $C4 $C5 $C6 | sort >"$T/cnodes"
+run --cluster -H 127.0.0.1:$C1 PING
+check "--cluster runs the command on all six nodes" \
+    bash -c "[ $rc -eq 0 ] && [ \$(grep -c ': PONG\$' '$T/out') -eq 6 ] && grep -q '^6 hosts: 6 ok\$' '$T/err'"
+check "--cluster names each node host:port, each once" \
+    bash -c "sed 's/: PONG\$//' '$T/out' | sort | cmp -s - '$T/cnodes'"
+run --cluster --primaries -H 127.0.0.1:$C2 ROLE
+check "--primaries gives the three primaries" \
+    bash -c "[ $rc -eq 0 ] && [ \$(grep -c ': 1) \"master\"\$' '$T/out') -eq 3 ] && ! grep -q slave '$T/out' && grep -q '^3 hosts: 3 ok\$' '$T/err'"
+run --cluster -H 127.0.0.1:$CLOSED,127.0.0.1:$C3 DBSIZE
+check "a dead seed is passed over for the next one" \
+    bash -c "[ $rc -eq 0 ] && [ \$(grep -c ': (integer) [0-9]*\$' '$T/out') -eq 6 ]"
+run --cluster -g -H "redis://127.0.0.1:$C4" PING
+check "--cluster -g groups the nodes' identical replies, a redis:// seed too" \
+    bash -c "[ $rc -eq 0 ] && sed -n 2p '$T/out' | grep -qE '^127\.0\.0\.1:\[.*\] \(6\)\$'"
+run --cluster --json -H "127.0.0.1:$C5" PING
+check "--cluster --json prints one object per node" \
+    bash -c "[ $rc -eq 0 ] && jq -r 'select(.status == \"ok\") | .host' '$T/out' | sort | cmp -s - '$T/cnodes'"
+run --cluster -t 2000 -H 127.0.0.1:$CLOSED PING
+check "a seed that refuses is an unreachable cluster: exit 2, one line that says why" \
+    bash -c "[ $rc -eq 2 ] && [ ! -s '$T/out' ] && [ \$(wc -l <'$T/err') -eq 1 ] && grep -q 'no Redis Cluster found at 127.0.0.1:$CLOSED: .*refused' '$T/err'"
+run --cluster -t 2000 -H 127.0.0.1:$P1 PING
+check "a seed that is no cluster node says so (exit 2)" \
+    bash -c "[ $rc -eq 2 ] && [ ! -s '$T/out' ] && grep -qF '127.0.0.1:$P1 is not a Redis Cluster node' '$T/err'"
+bad_input "--primaries without --cluster is a usage error" --primaries -H 127.0.0.1:$C1 PING
+bad_input "--cluster with -e SQL is a usage error" --cluster -H 127.0.0.1:$C1 -e "SELECT 1"
+bad_input "--cluster with a MySQL seed is a usage error" --cluster -H "$MY" PING
+# A stopped replica (a primary would be failed over) times out alone.
+VICTIM=""
+for p in $C1 $C2 $C3 $C4 $C5 $C6; do
+    if [ "$(redis-cli -p "$p" ROLE | head -1)" = slave ]; then VICTIM=$p; break; fi
+done
+SEED=$C1; [ "$VICTIM" = "$C1" ] && SEED=$C2
+i=1
+for p in $C1 $C2 $C3 $C4 $C5 $C6; do [ "$p" = "$VICTIM" ] && VNAME=cluster-$i; i=$((i + 1)); done
+STOPPED_PID=$(cat "$VL_TEST_DIR/$VNAME.pid")
+kill -STOP "$STOPPED_PID"
+run --cluster -t 400 -H 127.0.0.1:$SEED PING
+kill -CONT "$STOPPED_PID"; STOPPED_PID=""
+check "a stopped node times out alone: exit 2, five PONGs" \
+    bash -c "[ $rc -eq 2 ] && [ \$(grep -c ': PONG\$' '$T/out') -eq 5 ] && grep -qF '127.0.0.1:$VICTIM: (timeout)' '$T/out' && grep -qF '6 hosts: 5 ok, 1 timeout (127.0.0.1:$VICTIM)' '$T/err'"
 
 [ "$fails" -eq 0 ]

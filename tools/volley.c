@@ -3,11 +3,13 @@
  *
  *   volley -H 127.0.0.1:[7000-7005] INFO replication
  *   volley -H mysql://app@db1,mysql://app@db2 -e 'SELECT @@version'
+ *   volley --cluster -H 127.0.0.1:7000 DBSIZE
  *
  * Hosts run in parallel (up to --concurrency); a host that does not answer
  * within --timeout is reported as a timeout and never holds up the others.
  * Exit status: 0 all ok, 1 a host replied with an error, 2 a host was
- * unreachable or timed out, 64 usage error. Passwords never reach the output.
+ * unreachable or timed out (or --cluster found no cluster at its seeds), 64
+ * usage error. Passwords never reach the output.
  */
 #include "cli.h"
 
@@ -41,6 +43,8 @@ typedef struct cli {
     char password[512];
     int have_password;
     int is_mysql;
+    int cluster;         /* --cluster: the hosts are seeds of a Redis Cluster */
+    int primaries;       /* --primaries: its primaries only */
     size_t printed;      /* --stream: hosts printed so far */
 } cli;
 
@@ -49,6 +53,7 @@ static void usage(FILE *out)
     fprintf(out,
             "Usage: " CLI_NAME " [OPTIONS] -H HOSTS COMMAND [ARG...]\n"
             "       " CLI_NAME " [OPTIONS] -H HOSTS -e SQL\n"
+            "       " CLI_NAME " [OPTIONS] --cluster [--primaries] -H SEEDS COMMAND [ARG...]\n"
             "Run one Redis command or SQL query on many hosts at once.\n"
             "\n"
             "Hosts:\n"
@@ -57,6 +62,11 @@ static void usage(FILE *out)
             "                           (Redis, or MySQL with -e); numeric ranges\n"
             "                           like 127.0.0.1:[7000-7005] or db[01-03]:3306\n"
             "  -f, --hosts-file FILE    one host list per line, '#' comments; - = stdin\n"
+            "      --cluster            the hosts are seeds of a Redis Cluster (one URL,\n"
+            "                           or host:port seeds): run the command on every\n"
+            "                           node of it, each named host:port and bounded\n"
+            "                           by --timeout\n"
+            "      --primaries          with --cluster: on its primaries only\n"
             "Command:\n"
             "  COMMAND [ARG...]         a Redis command, sent as binary-safe argv\n"
             "  -e, --execute SQL        run SQL on MySQL/MariaDB hosts instead\n"
@@ -87,7 +97,7 @@ static void usage(FILE *out)
             "  -h, --help               print this help and exit\n"
             "\n"
             "Exit status: 0 all ok, 1 a host replied with an error, 2 a host was\n"
-            "unreachable or timed out, 64 usage error.\n");
+            "unreachable or timed out (or --cluster found no cluster), 64 usage error.\n");
 }
 
 static int usage_error(const char *fmt, const char *arg)
@@ -275,7 +285,8 @@ static int build_urls(cli *c)
 
 static const char *shown(const cli *c, const vl_fanout_result *r, size_t i)
 {
-    return c->shown[i] != NULL ? c->shown[i] : vl_fanout_host(r, i);
+    /* A cluster's nodes are the map's, not the hosts typed: no shown[]. */
+    return c->shown != NULL && c->shown[i] != NULL ? c->shown[i] : vl_fanout_host(r, i);
 }
 
 static void print_host(cli *c, const vl_fanout_result *r, size_t i)
@@ -445,7 +456,7 @@ static void cli_free(cli *c)
 static int parse_args(cli *c, int argc, char **argv)
 {
     enum { OPT_CONNECT_TIMEOUT = 1000, OPT_STREAM, OPT_JSON, OPT_ASKPASS, OPT_TLS, OPT_CACERT,
-           OPT_CERT, OPT_KEY, OPT_INSECURE };
+           OPT_CERT, OPT_KEY, OPT_INSECURE, OPT_CLUSTER, OPT_PRIMARIES };
     static const struct option longopts[] = {
         {"hosts", required_argument, NULL, 'H'},
         {"hosts-file", required_argument, NULL, 'f'},
@@ -464,6 +475,8 @@ static int parse_args(cli *c, int argc, char **argv)
         {"cert", required_argument, NULL, OPT_CERT},
         {"key", required_argument, NULL, OPT_KEY},
         {"insecure", no_argument, NULL, OPT_INSECURE},
+        {"cluster", no_argument, NULL, OPT_CLUSTER},
+        {"primaries", no_argument, NULL, OPT_PRIMARIES},
         {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -545,6 +558,12 @@ static int parse_args(cli *c, int argc, char **argv)
         case OPT_INSECURE:
             c->insecure = 1;
             break;
+        case OPT_CLUSTER:
+            c->cluster = 1;
+            break;
+        case OPT_PRIMARIES:
+            c->primaries = 1;
+            break;
         case 'V':
             printf(CLI_NAME " %s (libvolley %s)\n", VL_VERSION_STRING, vl_version());
             cli_free(c);
@@ -576,6 +595,13 @@ static int parse_args(cli *c, int argc, char **argv)
         return cli_free(c), usage_error("%s", "empty SQL");
     if (c->group && c->json)
         return cli_free(c), usage_error("%s", "--group and --json do not mix");
+    if (c->primaries && !c->cluster)
+        return cli_free(c), usage_error("%s", "--primaries needs --cluster");
+    if (c->cluster && c->sql != NULL)
+        return cli_free(c), usage_error("%s", "--cluster runs a Redis command, not -e SQL");
+    if (c->cluster && c->stream)
+        return cli_free(c), usage_error("%s", "--stream does not apply to --cluster: its "
+                                              "nodes are printed once all have answered");
     return -1;
 }
 
@@ -592,6 +618,216 @@ static void warn_insecure(const cli *c)
     }
 }
 
+/* Prints every host's outcome (unless --stream did) and the summary;
+ * returns the exit status. */
+static int print_result(cli *c, const vl_fanout_result *r)
+{
+    size_t i;
+
+    if (!c->stream) {
+        if (c->group)
+            print_groups(c, r);
+        else
+            for (i = 0; i < vl_fanout_count(r); i++)
+                print_host(c, r, i);
+    }
+    fflush(stdout);
+    return summarize(c, r);
+}
+
+/* Appends `s` to buf (cap bytes); -1 when it does not fit. */
+static int append(char *buf, size_t cap, const char *s)
+{
+    size_t n = strlen(buf);
+
+    return (size_t)snprintf(buf + n, cap - n, "%s", s) >= cap - n ? -1 : 0;
+}
+
+/* The URL of the cluster from the seeds (-H): one URL (redis://, rediss://
+ * or their +cluster forms), or host:port seeds that become one
+ * redis+cluster:// URL (rediss+cluster:// with --tls). The password of
+ * REDISCLI_AUTH or --askpass goes into it when it has none. `seeds` gets
+ * the seeds as they may be printed: without userinfo or query. Returns 0,
+ * or an exit status once the message is printed. */
+static int cluster_url(cli *c, char *buf, size_t cap, char *seeds, size_t seedcap)
+{
+    static const struct {
+        const char *typed, *cluster;
+    } schemes[] = {{"redis", "redis+cluster"},
+                   {"rediss", "rediss+cluster"},
+                   {"redis+cluster", "redis+cluster"},
+                   {"rediss+cluster", "rediss+cluster"}};
+    const char *h = c->hosts.v[0], *sep = strstr(h, "://"), *rest, *at, *end;
+    size_t i, k;
+
+    buf[0] = seeds[0] = '\0';
+    if (sep != NULL) {
+        if (c->hosts.n > 1) {
+            fprintf(stderr, CLI_NAME ": --cluster takes one seed URL, or host:port seeds "
+                            "(see --help)\n");
+            return CLI_EXIT_USAGE;
+        }
+        for (k = 0; k < sizeof(schemes) / sizeof(schemes[0]); k++)
+            if (strlen(schemes[k].typed) == (size_t)(sep - h) &&
+                strncmp(h, schemes[k].typed, (size_t)(sep - h)) == 0)
+                break;
+        if (k == sizeof(schemes) / sizeof(schemes[0])) {
+            fprintf(stderr, CLI_NAME ": --cluster needs a redis:// or rediss:// seed, not "
+                            "'%.*s://...'\n", (int)(sep - h), h);
+            return CLI_EXIT_USAGE;
+        }
+        snprintf(buf, cap, "%s%s", schemes[k].cluster, sep);
+    } else {
+        snprintf(buf, cap, "%s://", c->tls ? "rediss+cluster" : "redis+cluster");
+        for (i = 0; i < c->hosts.n; i++) {
+            h = c->hosts.v[i];
+            if (strstr(h, "://") != NULL || (i > 0 && strchr(h, '@') != NULL)) {
+                fprintf(stderr, CLI_NAME ": --cluster takes one seed URL, or host:port seeds; "
+                                "a user or password goes with the first (see --help)\n");
+                return CLI_EXIT_USAGE;
+            }
+            if ((i > 0 && append(buf, cap, ",") != 0) || append(buf, cap, h) != 0)
+                goto too_long;
+        }
+    }
+    /* What may be printed: the host part of the URL, past any userinfo. */
+    rest = strstr(buf, "://") + 3;
+    end = rest + strcspn(rest, "/?");
+    at = memchr(rest, '@', (size_t)(end - rest));
+    if (at != NULL)
+        rest = at + 1;
+    snprintf(seeds, seedcap, "%.*s", (int)(end - rest), rest);
+    if (c->have_password) {
+        /* scheme://[user][:password]@hosts: add ":password" when absent. */
+        char enc[3 * sizeof(c->password) + 8], tail[8192];
+        const char *ui = strstr(buf, "://") + 3;
+        const char *ui_end = at != NULL ? at : ui;
+        int has_pw = at != NULL && memchr(ui, ':', (size_t)(ui_end - ui)) != NULL;
+
+        if (!has_pw) {
+            url_encode(enc, sizeof(enc), c->password);
+            snprintf(tail, sizeof(tail), "%s", at != NULL ? at : ui);
+            if ((size_t)(ui_end - buf) >= cap)
+                goto too_long;
+            buf[ui_end - buf] = '\0';
+            if (append(buf, cap, ":") != 0 || append(buf, cap, enc) != 0 ||
+                (at == NULL && append(buf, cap, "@") != 0) || append(buf, cap, tail) != 0) {
+                memset(enc, 0, sizeof(enc));
+                goto too_long;
+            }
+            memset(enc, 0, sizeof(enc));
+            memset(tail, 0, sizeof(tail));
+        }
+    }
+    if (strncmp(buf, "rediss+cluster://", 17) == 0 && tls_params(c, buf, cap) != 0)
+        goto too_long;
+    return 0;
+too_long:
+    fprintf(stderr, CLI_NAME ": the cluster's seeds are too long\n");
+    return CLI_EXIT_USAGE;
+}
+
+/* After a discovery that found no cluster: asks each seed for INFO cluster,
+ * to tell a seed that is no cluster node (cluster_enabled:0) from one that
+ * is unreachable. Prints a line for each such seed; returns how many. */
+static size_t say_not_cluster_nodes(cli *c, vl_loop *loop)
+{
+    const char *argv[2] = {"INFO", "cluster"};
+    vl_fanout_options fo;
+    const vl_fanout_result *r;
+    vl_future *f;
+    size_t i, n = 0;
+
+    /* Seeds given as +cluster URLs are no plain Redis hosts to ask. */
+    for (i = 0; i < c->hosts.n; i++)
+        if (strstr(c->hosts.v[i], "+cluster://") != NULL)
+            return 0;
+    if (build_urls(c) != 0)
+        return 0;
+    vl_fanout_options_init(&fo);
+    fo.connect_timeout_ms = (uint64_t)c->connect_timeout_ms;
+    fo.timeout_ms = (uint64_t)c->timeout_ms;
+    fo.password = c->have_password ? c->password : NULL;
+    f = vl_fanout_redis(loop, (const char *const *)c->urls, c->hosts.n, 2, argv, NULL, &fo);
+    if (f != NULL && vl_loop_run_until(loop, f) == VL_OK) {
+        r = vl_future_fanout(f);
+        for (i = 0; i < vl_fanout_count(r); i++) {
+            const char *info = vl_fanout_status(r, i) == VL_OK
+                                   ? vl_redis_reply_str(vl_fanout_redis_reply(r, i), NULL)
+                                   : NULL;
+
+            if (info != NULL && strstr(info, "cluster_enabled:0") != NULL) {
+                fprintf(stderr, CLI_NAME ": %s is not a Redis Cluster node (its INFO says "
+                                "cluster_enabled:0)\n", shown(c, r, i));
+                n++;
+            }
+        }
+    }
+    vl_future_free(f);
+    return n;
+}
+
+/* --cluster: discovers the cluster from its seeds (within --connect-timeout
+ * plus --timeout), then runs the command on every node of its map, or every
+ * primary, through the library's cluster fan-out: each node bounded by
+ * --timeout, one line per node named host:port. */
+static int run_cluster(cli *c, vl_loop *loop, int argc, char **argv)
+{
+    char url[8192], seeds[1024];
+    vl_redis_cluster_options o;
+    vl_redis_cluster *cl;
+    vl_future *f;
+    int rc, code;
+
+    code = cluster_url(c, url, sizeof(url), seeds, sizeof(seeds));
+    if (code != 0)
+        return code;
+    vl_redis_cluster_options_init(&o);
+    o.connect_timeout_ms = (uint64_t)c->connect_timeout_ms;
+    o.command_timeout_ms = (uint64_t)c->timeout_ms;
+    o.acquire_timeout_ms = (uint64_t)c->timeout_ms;
+    o.refresh_timeout_ms = (uint64_t)(c->connect_timeout_ms + c->timeout_ms);
+    o.refresh_interval_ms = 0; /* one run: the map found at the start is the one used */
+    cl = vl_redis_cluster_new(loop, url, &o);
+    memset(url, 0, sizeof(url));
+    if (cl == NULL) {
+        fprintf(stderr, CLI_NAME ": out of memory\n");
+        return CLI_EXIT_UNREACHABLE;
+    }
+    f = vl_future_timeout(vl_redis_cluster_ready(cl),
+                          (uint64_t)(c->connect_timeout_ms + c->timeout_ms));
+    rc = f != NULL ? vl_loop_run_until(loop, f) : VL_ENOMEM;
+    if (rc != VL_OK && vl_redis_cluster_nodes(cl) == 0) {
+        /* No map: a bad URL is a usage error; unreachable seeds, and seeds
+         * that are no cluster nodes, leave no cluster to run on. */
+        fprintf(stderr, CLI_NAME ": no Redis Cluster found at %s: %s\n", seeds,
+                f != NULL ? vl_future_error(f) : "out of memory");
+        code = rc == VL_EINVAL ? CLI_EXIT_USAGE : CLI_EXIT_UNREACHABLE;
+        vl_future_free(f);
+        vl_redis_cluster_free(cl);
+        if (code == CLI_EXIT_UNREACHABLE)
+            say_not_cluster_nodes(c, loop);
+        return code;
+    }
+    if (rc != VL_OK) /* a map, but not every primary is up: those fail alone below */
+        fprintf(stderr, CLI_NAME ": warning: the cluster is not all up: %s\n",
+                vl_future_error(f));
+    vl_future_free(f);
+    f = vl_redis_cluster_each(cl, c->primaries ? VL_REDIS_CLUSTER_PRIMARIES
+                                               : VL_REDIS_CLUSTER_NODES,
+                              argc, (const char **)argv, NULL);
+    rc = f != NULL ? vl_loop_run_until(loop, f) : VL_ENOMEM;
+    if (rc != VL_OK) {
+        fprintf(stderr, CLI_NAME ": %s\n", f != NULL ? vl_future_error(f) : "out of memory");
+        code = rc == VL_EINVAL ? CLI_EXIT_USAGE : CLI_EXIT_UNREACHABLE;
+    } else {
+        code = print_result(c, vl_future_fanout(f));
+    }
+    vl_future_free(f);
+    vl_redis_cluster_free(cl);
+    return code;
+}
+
 int main(int argc, char **argv)
 {
     cli c;
@@ -604,6 +840,30 @@ int main(int argc, char **argv)
     rc = parse_args(&c, argc, argv);
     if (rc >= 0)
         return rc;
+    if (c.cluster) {
+        if (c.askpass && read_password(&c) != 0)
+            return cli_free(&c), CLI_EXIT_USAGE;
+        if (!c.have_password) {
+            const char *env = getenv("REDISCLI_AUTH");
+            if (env != NULL && env[0] != '\0') {
+                snprintf(c.password, sizeof(c.password), "%s", env);
+                c.have_password = 1;
+            }
+        }
+        if (c.insecure)
+            fprintf(stderr, CLI_NAME ": warning: TLS certificates are not verified (insecure): "
+                            "anyone on the path can read and change the traffic\n");
+        loop = vl_loop_new();
+        if (loop == NULL) {
+            fprintf(stderr, CLI_NAME ": cannot make an event loop\n");
+            cli_free(&c);
+            return CLI_EXIT_UNREACHABLE;
+        }
+        rc = run_cluster(&c, loop, argc - optind, argv + optind);
+        vl_loop_free(loop);
+        cli_free(&c);
+        return rc;
+    }
     rc = build_urls(&c);
     if (rc != 0) {
         cli_free(&c);
@@ -651,16 +911,7 @@ int main(int argc, char **argv)
         return rc == VL_EINVAL ? CLI_EXIT_USAGE : CLI_EXIT_UNREACHABLE;
     }
     r = vl_future_fanout(f);
-    if (!c.stream) {
-        size_t i;
-        if (c.group)
-            print_groups(&c, r);
-        else
-            for (i = 0; i < vl_fanout_count(r); i++)
-                print_host(&c, r, i);
-    }
-    fflush(stdout);
-    rc = summarize(&c, r);
+    rc = print_result(&c, r);
     vl_future_free(f);
     vl_loop_free(loop);
     cli_free(&c);
