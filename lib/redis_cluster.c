@@ -344,6 +344,23 @@ static void ut_fired(utimer *u)
 
 /* ---- nodes ---- */
 
+/* Makes room for one more element in arr (n used of *cap, each `size`
+ * bytes), doubling it. Returns the array (perhaps moved), or NULL when
+ * out of memory (arr unchanged and still the caller's). */
+static void *grow(void *arr, size_t *cap, size_t n, size_t size)
+{
+    size_t ncap;
+    void *np;
+
+    if (n < *cap)
+        return arr;
+    ncap = *cap ? *cap * 2 : 4;
+    np = vl__realloc(arr, ncap * size);
+    if (np != NULL)
+        *cap = ncap;
+    return np;
+}
+
 static void set_error(vl_redis_cluster *cl, const char *msg)
 {
     snprintf(cl->err, sizeof(cl->err), "%s", msg);
@@ -380,20 +397,16 @@ static char *node_url(const vl_redis_cluster *cl, const char *addr, int readonly
 static node *node_get(vl_redis_cluster *cl, const char *host, int port)
 {
     char addr[ADDR_MAX];
-    node *n;
+    node *n, **nn;
 
     addr_make(addr, sizeof(addr), host, port);
     n = node_find(cl, addr);
     if (n != NULL)
         return n;
-    if (cl->nnodes == cl->capnodes) {
-        size_t cap = cl->capnodes ? cl->capnodes * 2 : 8;
-        node **nn = vl__realloc(cl->nodes, cap * sizeof(*nn));
-        if (nn == NULL)
-            return NULL;
-        cl->nodes = nn;
-        cl->capnodes = cap;
-    }
+    nn = grow(cl->nodes, &cl->capnodes, cl->nnodes, sizeof(*cl->nodes));
+    if (nn == NULL)
+        return NULL;
+    cl->nodes = nn;
     n = vl__calloc(1, sizeof(*n));
     if (n == NULL)
         return NULL;
@@ -555,6 +568,16 @@ static void nodes_collect(vl_redis_cluster *cl)
 static void ctl_event(vl_redis *c, int event, int status, void *ud);
 static void ctl_push(vl_redis *c, vl_redis_reply *r, void *ud);
 
+/* The options of the cluster's own connections to a node (ctl, ask). */
+static void conn_options(const vl_redis_cluster *cl, vl_redis_options *o)
+{
+    vl_redis_options_init(o);
+    o->connect_timeout_ms = cl->o.connect_timeout_ms;
+    o->command_timeout_ms = cl->o.command_timeout_ms;
+    o->reconnect_min_ms = cl->o.reconnect_min_ms;
+    o->reconnect_max_ms = cl->o.reconnect_max_ms;
+}
+
 static int ctl_ensure(node *n)
 {
     vl_redis_cluster *cl = n->cl;
@@ -562,10 +585,7 @@ static int ctl_ensure(node *n)
 
     if (n->ctl != NULL)
         return VL_OK;
-    vl_redis_options_init(&o);
-    o.connect_timeout_ms = cl->o.connect_timeout_ms;
-    o.reconnect_min_ms = cl->o.reconnect_min_ms;
-    o.reconnect_max_ms = cl->o.reconnect_max_ms;
+    conn_options(cl, &o);
     n->qn = n->qhead = 0;
     n->ctl = vl__redis_new_push(cl->loop, n->url, &o, ctl_event, ctl_push, n);
     if (n->ctl == NULL)
@@ -627,14 +647,10 @@ static int tshard_add(tshard *s, const char *host, size_t hl, long long port, co
 {
     tnode *tn;
 
-    if (s->n == s->cap) {
-        size_t cap = s->cap ? s->cap * 2 : 4;
-        tnode *nn = vl__realloc(s->nodes, cap * sizeof(*nn));
-        if (nn == NULL)
-            return VL_ENOMEM;
-        s->nodes = nn;
-        s->cap = cap;
-    }
+    tn = grow(s->nodes, &s->cap, s->n, sizeof(*s->nodes));
+    if (tn == NULL)
+        return VL_ENOMEM;
+    s->nodes = tn;
     tn = &s->nodes[s->n++];
     memset(tn, 0, sizeof(*tn));
     if (hl >= sizeof(tn->host))
@@ -651,14 +667,11 @@ static int tshard_add(tshard *s, const char *host, size_t hl, long long port, co
 
 static tshard *tmap_shard(tmap *t)
 {
-    if (t->n == t->cap) {
-        size_t cap = t->cap ? t->cap * 2 : 4;
-        tshard *ns = vl__realloc(t->sh, cap * sizeof(*ns));
-        if (ns == NULL)
-            return NULL;
-        t->sh = ns;
-        t->cap = cap;
-    }
+    tshard *ns = grow(t->sh, &t->cap, t->n, sizeof(*t->sh));
+
+    if (ns == NULL)
+        return NULL;
+    t->sh = ns;
     memset(&t->sh[t->n], 0, sizeof(t->sh[0]));
     return &t->sh[t->n++];
 }
@@ -1073,28 +1086,17 @@ static void cands_add(vl_redis_cluster *cl, const char *addr, size_t cap)
         snprintf(cl->cands[cl->ncands++], ADDR_MAX, "%s", addr);
 }
 
+static void waiter_finish(vl_redis_cluster *cl, waiter *w, int status, const char *msg);
+
 static void waiters_refresh_done(vl_redis_cluster *cl, int status, const char *msg)
 {
     waiter *w = cl->waiters, *next;
 
     for (; w != NULL; w = next) {
         next = w->next;
-        if (w->kind != W_REFRESH)
-            continue;
-        if (w->prev != NULL)
-            w->prev->next = w->next;
-        else
-            cl->waiters = w->next;
-        if (w->next != NULL)
-            w->next->prev = w->prev;
-        vl__future_set_source(w->f, NULL, NULL);
-        if (status == VL_OK)
-            vl__future_complete(w->f, VL_OK, NULL, VL__VAL_NONE, NULL, NULL);
-        else
-            vl__future_fail(w->f, status, "%s", msg);
-        vl__free(w);
+        if (w->kind == W_REFRESH)
+            waiter_finish(cl, w, status, msg);
     }
-    holds_update(cl);
 }
 
 static void ref_arm(vl_redis_cluster *cl, uint64_t ms)
@@ -1624,11 +1626,7 @@ static void req_send(creq *r, node *n)
         vl_future *a;
         if (n->ask == NULL) {
             vl_redis_options o;
-            vl_redis_options_init(&o);
-            o.connect_timeout_ms = cl->o.connect_timeout_ms;
-            o.command_timeout_ms = cl->o.command_timeout_ms;
-            o.reconnect_min_ms = cl->o.reconnect_min_ms;
-            o.reconnect_max_ms = cl->o.reconnect_max_ms;
+            conn_options(cl, &o);
             n->ask = vl__redis_new_pooled(cl->loop, n->url, &o, ask_event, n, NULL);
             if (n->ask == NULL) {
                 req_fail(r, VL_ENOMEM, "out of memory");
@@ -1984,23 +1982,34 @@ static vl_future *req_new(vl_redis_cluster *cl, int kind, unsigned slot, int rea
     return f;
 }
 
-vl_future *vl_redis_cluster_command_argv(vl_redis_cluster *cl, int argc, const char **argv,
-                                         const size_t *argvlen)
+/* refused(), and the checks of a command's arguments. */
+static vl_future *bad_command(vl_redis_cluster *cl, int argc, const char **argv)
 {
-    vl__route rt;
-    char why[256];
-    vl_future *bad;
-    int i, kind;
+    vl_future *bad = refused(cl);
+    int i;
 
-    if (cl == NULL)
-        return NULL;
-    if ((bad = refused(cl)) != NULL)
+    if (bad != NULL)
         return bad;
     if (argc <= 0 || argv == NULL)
         return vl__future_failed(cl->loop, VL_EINVAL, "empty command");
     for (i = 0; i < argc; i++)
         if (argv[i] == NULL)
             return vl__future_failed(cl->loop, VL_EINVAL, "argument %d is NULL", i);
+    return NULL;
+}
+
+vl_future *vl_redis_cluster_command_argv(vl_redis_cluster *cl, int argc, const char **argv,
+                                         const size_t *argvlen)
+{
+    vl__route rt;
+    char why[256];
+    vl_future *bad;
+    int kind;
+
+    if (cl == NULL)
+        return NULL;
+    if ((bad = bad_command(cl, argc, argv)) != NULL)
+        return bad;
     why[0] = '\0';
     kind = vl__redis_route(argc, argv, argvlen, &rt, why, sizeof(why));
     if (kind != VL__ROUTE_KEY)
@@ -2065,19 +2074,13 @@ vl_future *vl_redis_cluster_command_key(vl_redis_cluster *cl, const char *key, s
                                         int argc, const char **argv, const size_t *argvlen)
 {
     vl_future *bad;
-    int i;
 
     if (cl == NULL)
         return NULL;
-    if ((bad = refused(cl)) != NULL)
+    if ((bad = bad_command(cl, argc, argv)) != NULL)
         return bad;
     if (key == NULL)
         return vl__future_failed(cl->loop, VL_EINVAL, "no key");
-    if (argc <= 0 || argv == NULL)
-        return vl__future_failed(cl->loop, VL_EINVAL, "empty command");
-    for (i = 0; i < argc; i++)
-        if (argv[i] == NULL)
-            return vl__future_failed(cl->loop, VL_EINVAL, "argument %d is NULL", i);
     return req_new(cl, K_CMD, vl__redis_slot(key, keylen), 0, 1, argc, argv, argvlen);
 }
 

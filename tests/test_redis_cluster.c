@@ -830,6 +830,22 @@ static void primaries_for(vl_loop *loop, vl_redis_cluster *cl, unsigned slot, no
         *other = ps[(si + 2) % 3];
 }
 
+/* "MIGRATE 127.0.0.1 port "" 0 5000 KEYS k..." for the keys of a
+ * CLUSTER GETKEYSINSLOT reply, at most max arguments in argv; `port` must
+ * live as long as argv. Returns argc. */
+static int migrate_argv(const char **argv, int max, const char *port, const vl_redis_reply *keys)
+{
+    static const char *const head[] = {"MIGRATE", "127.0.0.1", NULL, "", "0", "5000", "KEYS"};
+    size_t k;
+    int argc;
+
+    for (argc = 0; argc < 7; argc++)
+        argv[argc] = argc == 2 ? port : head[argc];
+    for (k = 0; k < vl_redis_reply_count(keys) && argc < max; k++)
+        argv[argc++] = vl_redis_reply_str(vl_redis_reply_element(keys, k), NULL);
+    return argc;
+}
+
 /* Moves `slot` from src to dst by hand, keys included, synchronously on
  * `loop` through plain connections. */
 static void move_slot(vl_loop *loop, unsigned slot, const nodeinfo *src, const nodeinfo *dst,
@@ -848,8 +864,8 @@ static void move_slot(vl_loop *loop, unsigned slot, const nodeinfo *src, const n
     for (;;) {
         const vl_redis_reply *r;
         const char *argv[64];
-        size_t i, n;
-        int argc = 0;
+        size_t n;
+        int argc;
         vl_future *g;
         f = run(loop, vl_redis_command(s, "CLUSTER GETKEYSINSLOT %u 50", slot), VL_OK);
         r = vl_future_redis_reply(f);
@@ -858,15 +874,7 @@ static void move_slot(vl_loop *loop, unsigned slot, const nodeinfo *src, const n
             vl_future_free(f);
             break;
         }
-        argv[argc++] = "MIGRATE";
-        argv[argc++] = "127.0.0.1";
-        argv[argc++] = port;
-        argv[argc++] = "";
-        argv[argc++] = "0";
-        argv[argc++] = "5000";
-        argv[argc++] = "KEYS";
-        for (i = 0; i < n; i++)
-            argv[argc++] = vl_redis_reply_str(vl_redis_reply_element(r, i), NULL);
+        argc = migrate_argv(argv, 64, port, r);
         g = run(loop, vl_redis_command_argv(s, argc, argv, NULL), VL_OK);
         vl_future_free(g);
         vl_future_free(f);
@@ -926,14 +934,32 @@ static void moved_is_followed(void **state)
 #define RS_TAGS 4
 #define RS_COUNTERS 20
 
-typedef struct rs_load {
+/* The counts of a load: commands issued, completed, and how. */
+typedef struct load {
     vl_redis_cluster *cl;
-    int issued, completed, failed, ok;
-    int target;
+    int issued, completed, ok, failed;
     int inflight;
-    int expect[RS_TAGS][RS_COUNTERS];
-    int got_max[RS_TAGS][RS_COUNTERS];
     char last_err[256];
+} load;
+
+/* Counts a completed command of the load; 1 when it succeeded. */
+static int load_done(load *L, vl_future *f)
+{
+    L->completed++;
+    L->inflight--;
+    if (vl_future_status(f) == VL_OK) {
+        L->ok++;
+        return 1;
+    }
+    L->failed++;
+    snprintf(L->last_err, sizeof(L->last_err), "%s", vl_future_error(f));
+    return 0;
+}
+
+typedef struct rs_load {
+    load b;
+    int target;
+    int expect[RS_TAGS][RS_COUNTERS];
 } rs_load;
 
 typedef struct rs_op {
@@ -948,39 +974,31 @@ static void rs_done(vl_future *f, void *ud)
     rs_op *op = ud;
     rs_load *L = op->L;
 
-    L->completed++;
-    L->inflight--;
-    if (vl_future_status(f) != VL_OK) {
-        L->failed++;
-        snprintf(L->last_err, sizeof(L->last_err), "%s", vl_future_error(f));
-    } else {
-        L->ok++;
-        if (op->kind == 0)
-            L->expect[op->tag][op->ctr]++;
-    }
+    if (load_done(&L->b, f) && op->kind == 0)
+        L->expect[op->tag][op->ctr]++;
     free(op);
     rs_issue(L);
 }
 
 static void rs_issue(rs_load *L)
 {
-    while (L->issued < L->target && L->inflight < 200) {
+    while (L->b.issued < L->target && L->b.inflight < 200) {
         rs_op *op = calloc(1, sizeof(*op));
         vl_future *f;
-        int n = L->issued++;
+        int n = L->b.issued++;
         assert_non_null(op);
         op->L = L;
         op->tag = n % RS_TAGS;
         op->ctr = (n / RS_TAGS) % RS_COUNTERS;
         op->kind = (n / 7) % 3; /* INCR, SET, GET */
         if (op->kind == 0)
-            f = vl_redis_cluster_command(L->cl, "INCR {rs%d}c%d", op->tag, op->ctr);
+            f = vl_redis_cluster_command(L->b.cl, "INCR {rs%d}c%d", op->tag, op->ctr);
         else if (op->kind == 1)
-            f = vl_redis_cluster_command(L->cl, "SET {rs%d}s%d v%d", op->tag, op->ctr, n);
+            f = vl_redis_cluster_command(L->b.cl, "SET {rs%d}s%d v%d", op->tag, op->ctr, n);
         else
-            f = vl_redis_cluster_command(L->cl, "GET {rs%d}s%d", op->tag, op->ctr);
+            f = vl_redis_cluster_command(L->b.cl, "GET {rs%d}s%d", op->tag, op->ctr);
         assert_non_null(f);
-        L->inflight++;
+        L->b.inflight++;
         vl_future_then(f, rs_done, op);
     }
 }
@@ -1033,17 +1051,14 @@ static void mig_go(mig *m)
         mig_on(m, vl_loop_sleep(m->loop, 20));
         break;
     case 5:
-        mig_on(m, vl_redis_command(m->dst[i], "CLUSTER SETSLOT %u NODE %s", m->slot[i],
-                                   m->d[i].id));
-        break;
     case 6:
-        mig_on(m, vl_redis_command(m->src[i], "CLUSTER SETSLOT %u NODE %s", m->slot[i],
+    case 7: {
+        /* The new owner first, then the old one, then the third primary. */
+        vl_redis *who[3] = {m->dst[i], m->src[i], m->oth[i]};
+        mig_on(m, vl_redis_command(who[m->step - 5], "CLUSTER SETSLOT %u NODE %s", m->slot[i],
                                    m->d[i].id));
         break;
-    case 7:
-        mig_on(m, vl_redis_command(m->oth[i], "CLUSTER SETSLOT %u NODE %s", m->slot[i],
-                                   m->d[i].id));
-        break;
+    }
     default:
         break;
     }
@@ -1062,9 +1077,9 @@ static void mig_next(vl_future *f, void *ud)
     }
     if (m->step == 2) {
         const vl_redis_reply *r = vl_future_redis_reply(f);
-        size_t n = vl_redis_reply_count(r), k;
+        size_t n = vl_redis_reply_count(r);
         const char *argv[16];
-        int argc = 0;
+        int argc;
         char port[16];
         if (n == 0) {
             m->step = 5;
@@ -1072,15 +1087,7 @@ static void mig_next(vl_future *f, void *ud)
             return;
         }
         snprintf(port, sizeof(port), "%d", m->d[m->i].port);
-        argv[argc++] = "MIGRATE";
-        argv[argc++] = "127.0.0.1";
-        argv[argc++] = port;
-        argv[argc++] = "";
-        argv[argc++] = "0";
-        argv[argc++] = "5000";
-        argv[argc++] = "KEYS";
-        for (k = 0; k < n && argc < 16; k++)
-            argv[argc++] = vl_redis_reply_str(vl_redis_reply_element(r, k), NULL);
+        argc = migrate_argv(argv, 16, port, r);
         m->step = 3;
         mig_on(m, vl_redis_command_argv(m->src[m->i], argc, argv, NULL));
         return;
@@ -1127,14 +1134,14 @@ static void reshard_under_load(void **state)
         m->dst[t] = node_conn(loop, m->d[t].port);
         m->oth[t] = node_conn(loop, m->o[t].port);
     }
-    L->cl = cl;
+    L->b.cl = cl;
     L->target = 10000;
     /* Seed the keys so that there is something to migrate, then load. */
     rs_issue(L);
     mig_go(m);
-    for (guard = 0; guard < 12000 && (!m->done || L->completed < L->issued); guard++) {
+    for (guard = 0; guard < 12000 && (!m->done || L->b.completed < L->b.issued); guard++) {
         tu_sleep_ms(loop, 10);
-        if (!m->done && L->issued == L->target && L->inflight == 0) {
+        if (!m->done && L->b.issued == L->target && L->b.inflight == 0) {
             L->target += 2000; /* keep the load on while slots move */
             rs_issue(L);
         }
@@ -1142,9 +1149,9 @@ static void reshard_under_load(void **state)
     assert_true(m->done);
     assert_false(m->error);
     vl_loop_run(loop);
-    assert_int_equal(L->completed, L->issued);
-    if (L->failed != 0)
-        fail_msg("%d of %d commands failed; last: %s", L->failed, L->issued, L->last_err);
+    assert_int_equal(L->b.completed, L->b.issued);
+    if (L->b.failed != 0)
+        fail_msg("%d of %d commands failed; last: %s", L->b.failed, L->b.issued, L->b.last_err);
     assert_true(cstats(cl).ask > 0 || cstats(cl).moved > 0);
     assert_true(cstats(cl).ask > 0);
     /* Every INCR that succeeded counted once, none more. */
@@ -1174,13 +1181,9 @@ static void reshard_under_load(void **state)
 /* ---- failover under load ---- */
 
 typedef struct fo_load {
-    vl_redis_cluster *cl;
-    vl_loop *loop;
-    int issued, completed, ok, failed;
+    load b;
     int running;
-    int inflight;
     int streak;       /* successes in a row on the watched slot */
-    unsigned watch_slot;
     int64_t calls[4096];
 } fo_load;
 
@@ -1196,19 +1199,11 @@ static void fo_done(vl_future *f, void *ud)
 {
     fo_op *op = ud;
     fo_load *L = op->L;
+    int ok = load_done(&L->b, f);
 
-    L->completed++;
-    L->inflight--;
     L->calls[op->n % 4096]++;
-    if (vl_future_status(f) == VL_OK) {
-        L->ok++;
-        if (op->watched)
-            L->streak++;
-    } else {
-        L->failed++;
-        if (op->watched)
-            L->streak = 0;
-    }
+    if (op->watched)
+        L->streak = ok ? L->streak + 1 : 0;
     free(op);
     if (L->running)
         fo_issue(L);
@@ -1216,19 +1211,19 @@ static void fo_done(vl_future *f, void *ud)
 
 static void fo_issue(fo_load *L)
 {
-    while (L->running && L->inflight < 50) {
+    while (L->running && L->b.inflight < 50) {
         fo_op *op = calloc(1, sizeof(*op));
         vl_future *f;
         assert_non_null(op);
         op->L = L;
-        op->n = L->issued++;
+        op->n = L->b.issued++;
         op->watched = op->n % 2 == 0;
         if (op->watched)
-            f = vl_redis_cluster_command(L->cl, "SET {fo}%d x", op->n % 100);
+            f = vl_redis_cluster_command(L->b.cl, "SET {fo}%d x", op->n % 100);
         else
-            f = vl_redis_cluster_command(L->cl, "INCR fo:%d", op->n % 1000);
+            f = vl_redis_cluster_command(L->b.cl, "INCR fo:%d", op->n % 1000);
         assert_non_null(f);
-        L->inflight++;
+        L->b.inflight++;
         vl_future_then(f, fo_done, op);
     }
 }
@@ -1250,14 +1245,14 @@ static void fo_finish(vl_loop *loop, fo_load *L)
     L->running = 0;
     vl_loop_run(loop);
     /* A map patched by MOVED replies until the whole of it is read again. */
-    f = run(loop, vl_redis_cluster_refresh(L->cl), VL_OK);
+    f = run(loop, vl_redis_cluster_refresh(L->b.cl), VL_OK);
     vl_future_free(f);
-    assert_int_equal(L->completed, L->issued);
-    assert_int_equal(L->inflight, 0);
-    for (i = 0; i < 4096 && i < L->issued; i++) {
+    assert_int_equal(L->b.completed, L->b.issued);
+    assert_int_equal(L->b.inflight, 0);
+    for (i = 0; i < 4096 && i < L->b.issued; i++) {
         /* Each op number n maps to calls[n % 4096]: the counts add up to
          * exactly the ops issued with that residue. */
-        int64_t want = L->issued / 4096 + (i < L->issued % 4096 ? 1 : 0);
+        int64_t want = L->b.issued / 4096 + (i < L->b.issued % 4096 ? 1 : 0);
         assert_int_equal(L->calls[i], want);
     }
 }
@@ -1281,12 +1276,11 @@ static void primary_killed_under_load(void **state)
     cl = cluster_ready(loop, NULL, &o);
     victim = map_primary_port(loop, cl, "fo");
     name = name_of_port(victim);
-    L->cl = cl;
-    L->loop = loop;
-    L->running = 1;
+    L->b.cl = cl;
+        L->running = 1;
     fo_issue(L);
     tu_sleep_ms(loop, 300);
-    assert_true(L->ok > 0);
+    assert_true(L->b.ok > 0);
     before = cstats(cl);
     tu_kill_server(name);
     t0 = vl_loop_now_ms(loop);
@@ -1300,7 +1294,7 @@ static void primary_killed_under_load(void **state)
     assert_true(L->streak >= 200);
     after = cstats(cl);
     print_message("# failover followed after %llu ms (%d ok, %d failed)\n",
-                  (unsigned long long)(t1 - t0), L->ok, L->failed);
+                  (unsigned long long)(t1 - t0), L->b.ok, L->b.failed);
     /* The new primary of the slot is not the dead node. */
     assert_int_not_equal(map_primary_port(loop, cl, "fo"), victim);
     assert_true(after.refreshes > before.refreshes);
@@ -1348,9 +1342,8 @@ static void manual_failover_under_load(void **state)
             replica_port = atoi(strrchr(ni.addr, ':') + 1);
     }
     assert_true(replica_port > 0);
-    L->cl = cl;
-    L->loop = loop;
-    L->running = 1;
+    L->b.cl = cl;
+        L->running = 1;
     fo_issue(L);
     tu_sleep_ms(loop, 200);
     c = node_conn(loop, replica_port);
@@ -1373,8 +1366,8 @@ static void manual_failover_under_load(void **state)
     for (i = 0; i < 3000 && L->streak < 500; i++)
         tu_sleep_ms(loop, 10);
     assert_true(L->streak >= 500);
-    print_message("# manual failover: %d ok, %d failed of %d\n", L->ok, L->failed, L->issued);
-    assert_true(L->failed * 20 < L->issued); /* most succeeded */
+    print_message("# manual failover: %d ok, %d failed of %d\n", L->b.ok, L->b.failed, L->b.issued);
+    assert_true(L->b.failed * 20 < L->b.issued); /* most succeeded */
     fo_finish(loop, L);
     assert_int_equal(map_primary_port(loop, cl, "fo"), replica_port);
     vl_redis_free(c);
