@@ -12,15 +12,24 @@
 #                                         mariadbd ("mysql") and a GTID
 #                                         primary/replica pair of mariadbd
 #                                         ("mysql-primary", "mysql-replica"),
+#                                         a 6-node Redis Cluster and a Redis
+#                                         Sentinel set (below),
 #                                         all private to DIR; with --galera
 #                                         also a 3-node Galera cluster
 #                                         ("galera-1".."galera-3", below)
 #   tests/servers.sh stop DIR             stop everything started into DIR
 #   tests/servers.sh status DIR           list the servers; exit 0 if all run
 #   tests/servers.sh restart-redis DIR N  restart redis instance N (1-based,
-#                                         "auth", "tls", "mtls", "tls-expired"
-#                                         or "tls-wronghost") on the same port
-#                                         and options
+#                                         "auth", "tls", "mtls", "tls-expired",
+#                                         "tls-wronghost", "cluster-N",
+#                                         "sentinel-N", "sentinel-master" or
+#                                         "sentinel-replica") on the same port
+#                                         and options (see below for the
+#                                         cluster and sentinel servers)
+#   tests/servers.sh wait-cluster DIR     wait (at most 30 s) until the Redis
+#                                         Cluster is healthy again; exit 0 if
+#                                         it is
+#   tests/servers.sh wait-sentinel DIR    the same for the sentinel set
 #   tests/servers.sh restart-mysql DIR [NAME]
 #                                         restart mariadbd instance NAME
 #                                         ("mysql", the default,
@@ -49,6 +58,38 @@
 # certificate signed by tls/ca.crt if one is offered, "redis-mtls" requires
 # one, "redis-tls-expired" presents tls/expired.crt and "redis-tls-wronghost"
 # tls/wronghost.crt (valid, but for another host name).
+#
+# The Redis Cluster: "cluster-1".."cluster-6", made by redis-cli --cluster
+# create --cluster-replicas 1: 3 primaries (first cluster-1..3) serving the
+# 16384 slots between them, each with one replica. Each node's cluster bus
+# listens on its port + 10000 (at most 39999; both ports were free), its
+# nodes.conf is DIR/cluster-N/nodes.conf, and cluster-node-timeout is
+# 1000 ms: a primary killed with -9 is replaced by its replica within some
+# 3 s. Nodes restarted with restart-redis rejoin with their nodes.conf (a
+# replaced primary as the replica of its successor). The start returns once
+# every node says cluster_state:ok and all see the same map (and redis-cli
+# --cluster check agrees); wait-cluster waits for that again, with 3
+# primaries of one replica each and no node marked failed, whichever nodes
+# are primaries by then.
+#
+# The Sentinel set: "sentinel-master", its replica "sentinel-replica"
+# (replicaof, in sync before the start returns) and 3 sentinels
+# "sentinel-1".."sentinel-3" (redis-server --sentinel, configuration files
+# DIR/sentinel-N/sentinel.conf, which they rewrite) monitoring the master
+# as "vlmaster" with quorum 2, down-after-milliseconds 1000 and
+# failover-timeout 3000: SENTINEL FAILOVER vlmaster promotes the replica in
+# under a second, and a master killed with -9 is replaced within some 3 s.
+# The start returns once every sentinel knows the replica and the two other
+# sentinels, so a failover works at once. restart-redis of sentinel-master
+# or sentinel-replica brings it back in the role the sentinels give it by
+# then (a replica of the present master, or the master); wait-sentinel
+# waits until all sentinels name the same master, see it up, and know the
+# other sentinels and the replica, which is in sync. After a failover an
+# old master that still runs is made a replica of the new one by
+# wait-sentinel, as the sentinels themselves would some 10 s later.
+# The replicating servers of both sets sync at once (diskless, no delay).
+# Without a Redis build with cluster and sentinel support (Debian's
+# redis-server has both) the start fails.
 #
 # The main mariadbd serves TLS with tls/server.crt (tls/ca.crt as its CA,
 # for the client certificates of REQUIRE X509 accounts); clients that do not
@@ -103,6 +144,19 @@
 #                                     everything but READ_ONLY ADMIN, whose
 #                                     writes a read_only server refuses
 #                                     with error 1290
+#   VL_TEST_CLUSTER_PORTS             the 6 cluster nodes' ports, space-
+#                                     separated, cluster-1 first
+#   VL_TEST_CLUSTER_URL               redis+cluster://127.0.0.1:P1,...,P6
+#                                     (every node a seed)
+#   VL_TEST_CLUSTER_NODE_TIMEOUT_MS   their cluster-node-timeout (1000)
+#   VL_TEST_SENTINEL_PORTS            the 3 sentinels' ports, space-separated
+#   VL_TEST_SENTINEL_MASTER           the name they monitor: vlmaster
+#   VL_TEST_SENTINEL_MASTER_PORT, _REPLICA_PORT
+#                                     sentinel-master and sentinel-replica,
+#                                     as started (a failover swaps roles:
+#                                     ask the sentinels who the master is)
+#   VL_TEST_SENTINEL_URL              redis+sentinel://127.0.0.1:S1,S2,S3/vlmaster
+#   VL_TEST_SENTINEL_DOWN_AFTER_MS    their down-after-milliseconds (1000)
 #   VL_TEST_GALERA_PORTS, _SOCKS      with --galera only: the nodes' client
 #                                     ports and sockets, comma-separated, in
 #                                     order (galera-1 first)
@@ -152,7 +206,9 @@ redis-tls-expired:expired:optional redis-tls-wronghost:wronghost:optional"
 
 usage() {
     echo "usage: $0 start DIR [K] [--galera] | stop DIR | status DIR |" \
-         "restart-redis DIR N|auth|tls|mtls|tls-expired|tls-wronghost |" \
+         "restart-redis DIR N|auth|tls|mtls|tls-expired|tls-wronghost|cluster-N|" \
+         "sentinel-N|sentinel-master|sentinel-replica | wait-cluster DIR |" \
+         "wait-sentinel DIR |" \
          "restart-mysql DIR [mysql|mysql-primary|mysql-replica|galera-N]" >&2
     exit 2
 }
@@ -361,6 +417,9 @@ save_cmd() {
 
 # The command line being built for a server; save_cmd stores it in DIR.
 CMD=()
+# The port whose server sentinel-master or sentinel-replica is to replicate
+# (--replicaof); empty for a master.
+REPLICAOF=""
 
 # Prints the "certificate:client-auth" of TLS instance $1; fails for a
 # plain instance.
@@ -379,10 +438,31 @@ redis_tls_of() {
 # global array CMD. Extra arguments are appended (used for requirepass).
 # Every option is on the command line so that no /etc config file is read.
 # A TLS instance (redis_tls_of) serves TLS on the port and no plain TCP.
+# A cluster node gets the cluster options, the two servers of the sentinel
+# set the replication options (REPL_OPTS, REPLICAOF), and a sentinel its
+# configuration file (sentinel_cmd).
 redis_cmd() {
     local name=$1 port=$2 tls cert
     local -a listen=(--port "$port")
     shift 2
+    case $name in
+        sentinel-[0-9]*)
+            sentinel_cmd "$name" "$port"
+            return
+            ;;
+        cluster-*)
+            set -- "$@" "${REPL_OPTS[@]}" --cluster-enabled yes \
+                --cluster-config-file "$DIR/$name/nodes.conf" \
+                --cluster-node-timeout "$CLUSTER_NODE_TIMEOUT_MS" \
+                --cluster-replica-validity-factor 0
+            ;;
+        sentinel-master | sentinel-replica)
+            set -- "$@" "${REPL_OPTS[@]}"
+            if [ -n "$REPLICAOF" ]; then
+                set -- "$@" --replicaof 127.0.0.1 "$REPLICAOF"
+            fi
+            ;;
+    esac
     if tls=$(redis_tls_of "$name"); then
         cert=${tls%%:*}
         listen=(--port 0 --tls-port "$port"
@@ -469,7 +549,10 @@ redis_start() {
     # are still starting (or after we fail) knows about this server.
     echo "$DIR/$name.pid" >>"$DIR/pids"
     for attempt in 1 2 3; do
-        pick_port || return 1
+        case $name in
+            cluster-*) pick_cluster_port || return 1 ;;
+            *) pick_port || return 1 ;;
+        esac
         echo "$PORT" >"$DIR/$name.port"
         redis_cmd "$name" "$PORT" "$@"
         save_cmd "$name"
@@ -490,6 +573,338 @@ redis_start() {
     show_log "$DIR/$name.log"
     show_log "$DIR/$name.out"
     return 1
+}
+
+# ------------------------------------------------- cluster and sentinel ----
+
+# The Redis Cluster: CLUSTER_NODES redis-servers "cluster-1".."cluster-6"
+# with cluster-enabled, made into 3 primaries with one replica each by
+# "redis-cli --cluster create --cluster-replicas 1". Each keeps its
+# nodes.conf in DIR/cluster-N, so a node restarted with restart-redis
+# rejoins as the node it was. The cluster bus of each listens on its port +
+# 10000 (pick_cluster_port makes sure both are free).
+readonly CLUSTER_NODES=6
+# A node that does not answer for CLUSTER_NODE_TIMEOUT_MS is suspected
+# (PFAIL), then failed by the majority; its replica is elected some 1-2 s
+# later, so a primary killed with -9 is replaced within some 3 s. The
+# default (15 s) would make every failover test wait that long. On loopback
+# a healthy node never misses a second of pings.
+readonly CLUSTER_NODE_TIMEOUT_MS=1000
+# The Sentinel set: "sentinel-master", "sentinel-replica" (its replica) and
+# SENTINEL_COUNT sentinels "sentinel-1".."sentinel-3" that monitor the
+# master as SENTINEL_MASTER with quorum SENTINEL_QUORUM. A master that does
+# not answer for SENTINEL_DOWN_AFTER_MS is subjectively down; the failover
+# that follows (or a SENTINEL FAILOVER) completes within a few seconds.
+# failover-timeout bounds a failover that stalls; it also spaces two
+# automatic failovers of the same master (2 x failover-timeout), which a
+# forced one ignores.
+readonly SENTINEL_COUNT=3
+readonly SENTINEL_MASTER=vlmaster
+readonly SENTINEL_QUORUM=2
+readonly SENTINEL_DOWN_AFTER_MS=1000
+readonly SENTINEL_FAILOVER_TIMEOUT_MS=3000
+# How long start, wait-cluster and wait-sentinel wait for a healthy
+# cluster or sentinel set, times VL_TEST_TIME_SCALE (as tu_ms does).
+TIME_SCALE=${VL_TEST_TIME_SCALE:-1}
+case $TIME_SCALE in '' | *[!0-9]* | 0) TIME_SCALE=1 ;; esac
+readonly CLUSTER_READY_SECONDS=$((30 * TIME_SCALE))
+readonly SENTINEL_READY_SECONDS=$((30 * TIME_SCALE))
+# Options of every replicating server of the two sets: a replica's first
+# sync starts at once (Redis 7 waits 5 s for more replicas to come by
+# default), and replicas ping their primary every second, so that a lost
+# primary is noticed as fast as the node timeout allows.
+readonly REPL_OPTS=(--repl-diskless-sync yes --repl-diskless-sync-delay 0
+    --repl-ping-replica-period 1)
+
+# Sets PORT as pick_port does, to a port whose cluster bus port (PORT +
+# 10000, at most 39999) is free and not handed out either.
+pick_cluster_port() {
+    local tries=0 bus
+    while [ "$tries" -lt 50 ]; do
+        tries=$((tries + 1))
+        pick_port || return 1
+        bus=$((PORT + 10000))
+        case $CHOSEN_PORTS in
+            *" $bus "*) continue ;;
+        esac
+        if ! port_in_use "$bus"; then
+            CHOSEN_PORTS="$CHOSEN_PORTS$bus "
+            return 0
+        fi
+    done
+    warn "could not find a free port pair for a cluster node"
+    return 1
+}
+
+# Writes the configuration of sentinel $1 on port $2 into DIR/$1/sentinel.conf
+# and sets CMD to run it. A sentinel must have a writable configuration file:
+# it rewrites it with its id, the replicas and sentinels it learnt and
+# every failover, so that a restarted sentinel (restart-redis) carries on
+# from what it knew.
+sentinel_cmd() {
+    local name=$1 port=$2
+    cat >"$DIR/$name/sentinel.conf" <<CONF
+port $port
+bind 127.0.0.1
+protected-mode no
+daemonize yes
+pidfile $DIR/$name.pid
+logfile $DIR/$name.log
+dir $DIR/$name
+unixsocket $DIR/$name.sock
+unixsocketperm 700
+sentinel monitor $SENTINEL_MASTER 127.0.0.1 $(cat "$DIR/sentinel-master.port") $SENTINEL_QUORUM
+sentinel down-after-milliseconds $SENTINEL_MASTER $SENTINEL_DOWN_AFTER_MS
+sentinel failover-timeout $SENTINEL_MASTER $SENTINEL_FAILOVER_TIMEOUT_MS
+sentinel parallel-syncs $SENTINEL_MASTER 1
+CONF
+    CMD=(redis-server "$DIR/$name/sentinel.conf" --sentinel)
+}
+
+# Runs redis-cli against the server on port $1 with a bounded wait; the
+# output is raw (one reply element a line) because it is not a terminal.
+rcli() {
+    local port=$1
+    shift
+    timeout 5 redis-cli -h 127.0.0.1 -p "$port" "$@" 2>/dev/null | tr -d '\r'
+}
+
+# Prints the cluster as the node on port $1 sees it (CLUSTER NODES), one
+# line per node, sorted, in words that do not depend on who is asked:
+#   PORT primary SLOTS...       or   PORT replica of PORT
+# with the node's flags in parentheses after the role when they say it
+# failed, is suspected or is not known yet (fail, fail?, handshake,
+# noaddr). Slots being imported or migrated ("[...]", shown only by the
+# node doing it) are left out.
+cluster_view() {
+    rcli "$1" cluster nodes | awk '
+        NF >= 8 {
+            p = $2; sub(/@.*/, "", p); sub(/.*:/, "", p)
+            port[$1] = p; n++; id[n] = $1; flags[n] = $3; primary[n] = $4
+            s = ""
+            for (j = 9; j <= NF; j++)
+                if ($j !~ /^\[/)
+                    s = s " " $j
+            slots[n] = s
+        }
+        END {
+            for (i = 1; i <= n; i++) {
+                role = flags[i] ~ /master/ ? "primary" : "replica"
+                if (flags[i] ~ /fail|handshake|noaddr/)
+                    role = role "(" flags[i] ")"
+                line = port[id[i]] " " role
+                if (role ~ /^replica/)
+                    line = line " of " port[primary[i]]
+                print line slots[i]
+            }
+        }' | sort
+}
+
+# Checks a cluster view (cluster_view's output, on stdin): CLUSTER_NODES
+# nodes, none failed, 3 primaries that serve all 16384 slots between them,
+# each with exactly one replica. Prints what is wrong and fails otherwise.
+cluster_view_sound() {
+    awk -v want="$CLUSTER_NODES" '
+        { n++ }
+        $2 ~ /\(/ { bad = bad "; " $1 " is " $2 }
+        $2 == "primary" {
+            primaries++
+            for (j = 3; j <= NF; j++) {
+                k = split($j, r, "-")
+                slots += k == 2 ? r[2] - r[1] + 1 : 1
+            }
+        }
+        $2 == "replica" { replicas[$4]++ }
+        END {
+            if (n != want) bad = bad "; " n " nodes, not " want
+            if (primaries != want / 2) bad = bad "; " primaries " primaries"
+            if (slots != 16384) bad = bad "; " slots " slots served, not 16384"
+            for (p in replicas)
+                if (replicas[p] != 1) bad = bad "; " p " has " replicas[p] " replicas"
+            if (bad != "") { print substr(bad, 3); exit 1 }
+        }'
+}
+
+# The ports of the cluster nodes, in order.
+cluster_ports() {
+    local n
+    for n in $(seq 1 "$CLUSTER_NODES"); do
+        cat "$DIR/cluster-$n.port"
+    done
+}
+
+# Succeeds if the cluster is healthy: every node answers, says
+# cluster_state:ok, and sees the same sound cluster (cluster_view_sound).
+# Otherwise sets REASON and fails.
+cluster_healthy() {
+    local n=0 port view first="" why
+    for port in $(cluster_ports); do
+        n=$((n + 1))
+        case $(rcli "$port" cluster info) in
+            *cluster_state:ok*) ;;
+            '') REASON="cluster-$n (port $port) does not answer"; return 1 ;;
+            *) REASON="cluster-$n (port $port) says cluster_state is not ok"; return 1 ;;
+        esac
+        view=$(cluster_view "$port")
+        if [ "$n" -eq 1 ]; then
+            first=$view
+            if ! why=$(echo "$view" | cluster_view_sound); then
+                REASON="as cluster-1 sees it: $why"
+                return 1
+            fi
+        elif [ "$view" != "$first" ]; then
+            REASON="cluster-$n (port $port) does not see the cluster as cluster-1 does"
+            return 1
+        fi
+    done
+    # The same check from redis-cli, which also compares every node's
+    # configuration epoch and open slots.
+    local check
+    check=$(timeout 10 redis-cli --cluster check "127.0.0.1:$(head -n 1 "$DIR/cluster-1.port")" 2>&1)
+    case $check in
+        *"[OK] All nodes agree about slots configuration."*"[OK] All 16384 slots covered."*) ;;
+        *) REASON="redis-cli --cluster check: $(echo "$check" | grep -e ERR -e WARN | head -n 3)"; return 1 ;;
+    esac
+}
+
+# Waits, at most $2 seconds, until "$1_healthy" (cluster or sentinel)
+# succeeds; says why not when it never does.
+wait_healthy() {
+    local deadline=$((SECONDS + $2))
+    REASON=""
+    while :; do
+        "$1_healthy" && return 0
+        [ "$SECONDS" -lt "$deadline" ] || break
+        sleep 0.1
+    done
+    warn "the $1 is not healthy after $2 s: $REASON"
+    return 1
+}
+
+cluster_wait() {
+    wait_healthy cluster "$CLUSTER_READY_SECONDS"
+}
+
+# Starts the cluster nodes and makes them a cluster. Meant to run in the
+# background while the other servers start (cmd_start).
+cluster_start() {
+    local n t0 nodes=()
+    t0=$(now)
+    for n in $(seq 1 "$CLUSTER_NODES"); do
+        redis_start "cluster-$n" >/dev/null || return 1
+        nodes+=("127.0.0.1:$(cat "$DIR/cluster-$n.port")")
+    done
+    # redis-cli assigns the slots, meets the nodes, makes the last three
+    # replicas and waits until every node has the same configuration.
+    if ! timeout $((30 * TIME_SCALE)) redis-cli --cluster create "${nodes[@]}" \
+        --cluster-replicas 1 --cluster-yes >"$DIR/cluster-create.log" 2>&1; then
+        warn "redis-cli --cluster create failed"
+        show_log "$DIR/cluster-create.log"
+        return 1
+    fi
+    cluster_wait || return 1
+    say "cluster: $CLUSTER_NODES nodes on ports $(cluster_ports | tr '\n' ' ')ready in $(elapsed_since "$t0") s"
+}
+
+# The value of field $1 in the key/value lines on stdin (a Redis map
+# reply printed by redis-cli, key and value on alternate lines); of its
+# first occurrence.
+field() {
+    awk -v k="$1" 'NR % 2 == 1 { key = $0; next } key == k { print; exit }'
+}
+
+# The port of the master as sentinel $1 sees it (SENTINEL
+# get-master-addr-by-name); empty when it does not answer.
+sentinel_master_port() {
+    rcli "$(cat "$DIR/$1.port")" sentinel get-master-addr-by-name "$SENTINEL_MASTER" | sed -n 2p
+}
+
+# Succeeds if the sentinel set is healthy: every sentinel answers, names
+# the same master, sees it up ("master" and nothing else in its flags),
+# knows exactly one replica, up, and knows the other sentinels; the master
+# itself says role:master and the replica that it is in sync with it.
+# Otherwise sets REASON and fails.
+sentinel_healthy() {
+    local n port out master="" flags others replicas replica=""
+    for n in $(seq 1 "$SENTINEL_COUNT"); do
+        port=$(cat "$DIR/sentinel-$n.port")
+        out=$(rcli "$port" sentinel master "$SENTINEL_MASTER")
+        [ -n "$out" ] || { REASON="sentinel-$n (port $port) does not answer"; return 1; }
+        flags=$(echo "$out" | field flags)
+        others=$(echo "$out" | field num-other-sentinels)
+        if [ -z "$master" ]; then
+            master=$(echo "$out" | field port)
+        elif [ "$(echo "$out" | field port)" != "$master" ]; then
+            REASON="sentinel-$n names master port $(echo "$out" | field port), sentinel-1 $master"
+            return 1
+        fi
+        [ "$flags" = master ] || { REASON="sentinel-$n sees the master as $flags"; return 1; }
+        [ "$others" = $((SENTINEL_COUNT - 1)) ] ||
+            { REASON="sentinel-$n knows $others other sentinels"; return 1; }
+        replicas=$(rcli "$port" sentinel replicas "$SENTINEL_MASTER" |
+            awk 'NR % 2 == 1 { key = $0; next }
+                 key == "port" { p = $0 }
+                 key == "flags" { n++; if ($0 == "slave") up = p }
+                 END { print n + 0, up }')
+        replica=${replicas#* }
+        case $replicas in
+            "1 $replica") ;;
+            *) REASON="sentinel-$n knows $replicas (replicas, the port of the one up)"; return 1 ;;
+        esac
+    done
+    case $(rcli "$master" role | head -n 1) in
+        master) ;;
+        *) REASON="the server on port $master that the sentinels name is not a master"; return 1 ;;
+    esac
+    # After a failover the old master, if it still runs, stays a master
+    # until the sentinels notice (some 10 s: they wait for two more rounds
+    # of INFO before reconfiguring a replica that says it is a master). All
+    # three already name the new master, so the harness does what they
+    # would do anyway, instead of every test waiting for them.
+    case $(rcli "$replica" role | head -n 1) in
+        master) rcli "$replica" replicaof 127.0.0.1 "$master" >/dev/null ;;
+    esac
+    # The sentinels learn a replica's link state from its INFO, which they
+    # ask for every 10 s only; the replica itself knows at once.
+    case $(rcli "$replica" info replication) in
+        *"master_port:$master"*"master_link_status:up"*) ;;
+        *) REASON="the replica on port $replica is not in sync with port $master"; return 1 ;;
+    esac
+}
+
+sentinel_wait() {
+    wait_healthy sentinel "$SENTINEL_READY_SECONDS"
+}
+
+# Starts the master, its replica, waits until the replica is in sync (so
+# that the sentinels' first INFO of the master lists it), then the
+# sentinels, and waits until they know each other (they announce
+# themselves on the master every 2 s): from then on a forced failover
+# works at once. Meant to run in the background (cmd_start).
+sentinel_start() {
+    local n t0 deadline port
+    t0=$(now)
+    redis_start sentinel-master >/dev/null || return 1
+    REPLICAOF=$(cat "$DIR/sentinel-master.port")
+    redis_start sentinel-replica >/dev/null || return 1
+    REPLICAOF=""
+    port=$(cat "$DIR/sentinel-replica.port")
+    deadline=$((SECONDS + SENTINEL_READY_SECONDS))
+    until rcli "$port" info replication | grep -q '^master_link_status:up'; do
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            warn "sentinel-replica did not sync with sentinel-master"
+            show_log "$DIR/sentinel-replica.log"
+            return 1
+        fi
+        sleep 0.05
+    done
+    for n in $(seq 1 "$SENTINEL_COUNT"); do
+        redis_start "sentinel-$n" >/dev/null || return 1
+    done
+    sentinel_wait || return 1
+    say "sentinel: master $SENTINEL_MASTER on port $(cat "$DIR/sentinel-master.port")," \
+        "replica on $(cat "$DIR/sentinel-replica.port"), $SENTINEL_COUNT sentinels on" \
+        "$(for n in $(seq 1 "$SENTINEL_COUNT"); do cat "$DIR/sentinel-$n.port"; done | tr '\n' ' ')ready in $(elapsed_since "$t0") s"
 }
 
 # -------------------------------------------------------------- mariadb ----
@@ -778,6 +1193,38 @@ mysql_main_start() {
     say "mysql ready on port $(cat "$DIR/mysql.port") in $(elapsed_since "$t0") s"
 }
 
+# The Redis Cluster: "cluster-1".."cluster-6", made by redis-cli --cluster
+# create --cluster-replicas 1: 3 primaries (first cluster-1..3) serving the
+# 16384 slots between them, each with one replica. Each node's cluster bus
+# listens on its port + 10000 (at most 39999; both ports were free), its
+# nodes.conf is DIR/cluster-N/nodes.conf, and cluster-node-timeout is
+# 1000 ms: a primary killed with -9 is replaced by its replica within some
+# 3 s. Nodes restarted with restart-redis rejoin with their nodes.conf (a
+# replaced primary as the replica of its successor). The start returns once
+# every node says cluster_state:ok and all see the same map (and redis-cli
+# --cluster check agrees); wait-cluster waits for that again, with 3
+# primaries of one replica each and no node marked failed, whichever nodes
+# are primaries by then.
+#
+# The Sentinel set: "sentinel-master", its replica "sentinel-replica"
+# (replicaof, in sync before the start returns) and 3 sentinels
+# "sentinel-1".."sentinel-3" (redis-server --sentinel, configuration files
+# DIR/sentinel-N/sentinel.conf, which they rewrite) monitoring the master
+# as "vlmaster" with quorum 2, down-after-milliseconds 1000 and
+# failover-timeout 3000: SENTINEL FAILOVER vlmaster promotes the replica in
+# under a second, and a master killed with -9 is replaced within some 3 s.
+# The start returns once every sentinel knows the replica and the two other
+# sentinels, so a failover works at once. restart-redis of sentinel-master
+# or sentinel-replica brings it back in the role the sentinels give it by
+# then (a replica of the present master, or the master); wait-sentinel
+# waits until all sentinels name the same master, see it up, and know the
+# other sentinels and the replica, which is in sync. After a failover an
+# old master that still runs is made a replica of the new one by
+# wait-sentinel, as the sentinels themselves would some 10 s later.
+# The replicating servers of both sets sync at once (diskless, no delay).
+# Without a Redis build with cluster and sentinel support (Debian's
+# redis-server has both) the start fails.
+#
 # The main mariadbd serves TLS with tls/server.crt (tls/ca.crt as its CA,
 # for the client certificates of REQUIRE X509 accounts); clients that do not
 # ask for TLS connect in plain text as before.
@@ -1037,6 +1484,27 @@ write_env() {
         env_line VL_TEST_REDIS_MTLS_PORT "$(cat "$DIR/redis-mtls.port")"
         env_line VL_TEST_REDIS_TLS_EXPIRED_PORT "$(cat "$DIR/redis-tls-expired.port")"
         env_line VL_TEST_REDIS_TLS_WRONGHOST_PORT "$(cat "$DIR/redis-tls-wronghost.port")"
+        local cports sports seeds="" sseeds="" p
+        cports=$(cluster_ports | tr '\n' ' ')
+        cports=${cports% }
+        for p in $cports; do
+            seeds="$seeds${seeds:+,}127.0.0.1:$p"
+        done
+        sports=$(for i in $(seq 1 "$SENTINEL_COUNT"); do cat "$DIR/sentinel-$i.port"; done |
+            tr '\n' ' ')
+        sports=${sports% }
+        for p in $sports; do
+            sseeds="$sseeds${sseeds:+,}127.0.0.1:$p"
+        done
+        env_line VL_TEST_CLUSTER_PORTS "$cports"
+        env_line VL_TEST_CLUSTER_URL "redis+cluster://$seeds"
+        env_line VL_TEST_CLUSTER_NODE_TIMEOUT_MS "$CLUSTER_NODE_TIMEOUT_MS"
+        env_line VL_TEST_SENTINEL_PORTS "$sports"
+        env_line VL_TEST_SENTINEL_MASTER "$SENTINEL_MASTER"
+        env_line VL_TEST_SENTINEL_MASTER_PORT "$(cat "$DIR/sentinel-master.port")"
+        env_line VL_TEST_SENTINEL_REPLICA_PORT "$(cat "$DIR/sentinel-replica.port")"
+        env_line VL_TEST_SENTINEL_URL "redis+sentinel://$sseeds/$SENTINEL_MASTER"
+        env_line VL_TEST_SENTINEL_DOWN_AFTER_MS "$SENTINEL_DOWN_AFTER_MS"
     } >"$DIR/env.tmp"
     mv "$DIR/env.tmp" "$DIR/env"
 }
@@ -1084,7 +1552,7 @@ cmd_start() {
         warn "$DIR was already used for a start; use a fresh directory"
         exit 1
     fi
-    for i in redis-server redis-cli mariadbd mariadb mariadb-install-db openssl; do
+    for i in redis-server redis-cli timeout mariadbd mariadb mariadb-install-db openssl; do
         if ! command -v "$i" >/dev/null; then
             warn "$i not found; run tests/deps.sh"
             exit 1
@@ -1119,6 +1587,15 @@ cmd_start() {
         BG_JOBS="$BG_JOBS $!"
     fi
 
+    # The cluster and the sentinel set mostly wait for their servers to
+    # agree (cluster gossip, sentinel announcements), so they start in the
+    # background too. They pick their ports themselves: a clash with a port
+    # chosen here shows as a failed bind, which redis_start retries.
+    cluster_start &
+    BG_JOBS="$BG_JOBS $!"
+    sentinel_start &
+    BG_JOBS="$BG_JOBS $!"
+
     for i in $(seq 1 "$k"); do
         redis_start "redis-$i" || abort_start
     done
@@ -1138,7 +1615,8 @@ cmd_start() {
 
     write_env "$k"
     trap - INT TERM HUP
-    local what="$k redis + redis-auth + 4 TLS redis + mariadb + a GTID primary/replica"
+    local what="$k redis + redis-auth + 4 TLS redis + a $CLUSTER_NODES-node cluster"
+    what="$what + a sentinel set + mariadb + a GTID primary/replica"
     if [ "$galera" = 1 ]; then
         what="$what + a $GALERA_NODES-node Galera cluster"
     fi
@@ -1179,9 +1657,11 @@ cmd_restart_redis() {
     case $n in
         auth) name=redis-auth ;;
         tls | mtls | tls-expired | tls-wronghost) name=redis-$n ;;
+        cluster-[1-9] | sentinel-[1-9] | sentinel-master | sentinel-replica) name=$n ;;
         '' | *[!0-9]*)
-            warn "N must be a number, 'auth', 'tls', 'mtls', 'tls-expired' or" \
-                "'tls-wronghost', got '$n'"
+            warn "N must be a number, 'auth', 'tls', 'mtls', 'tls-expired'," \
+                "'tls-wronghost', 'cluster-N', 'sentinel-N', 'sentinel-master' or" \
+                "'sentinel-replica', got '$n'"
             exit 2
             ;;
         *) name=redis-$n ;;
@@ -1193,6 +1673,9 @@ cmd_restart_redis() {
     t0=$(now)
     terminate "$DIR/$name.pid" >/dev/null
     rm -f "$DIR/$name.pid"
+    case $name in
+        sentinel-master | sentinel-replica) sentinel_data_cmd "$name" ;;
+    esac
     logsize=$(stat -c %s "$DIR/$name.log" 2>/dev/null || echo 0)
     if ! redis_launch "$name" || ! redis_wait "$name" "$logsize"; then
         warn "$name failed to restart"
@@ -1201,6 +1684,43 @@ cmd_restart_redis() {
         exit 1
     fi
     say "$name restarted on port $(cat "$DIR/$name.port") in $(elapsed_since "$t0") s"
+}
+
+# Rewrites the saved command line of sentinel-master or sentinel-replica
+# ($1) so that it comes back in the role the sentinels give it now: after a
+# failover the replica is the master and the master a replica. Restarted
+# as it was first started, a demoted master would take writes until the
+# sentinels noticed, and two servers could end up replicating each other.
+# When no sentinel answers, the first role is kept.
+sentinel_data_cmd() {
+    local name=$1 n master="" port
+    port=$(cat "$DIR/$name.port")
+    for n in $(seq 1 "$SENTINEL_COUNT"); do
+        master=$(sentinel_master_port "sentinel-$n")
+        [ -z "$master" ] || break
+    done
+    [ -n "$master" ] || return 0
+    REPLICAOF=""
+    if [ "$master" != "$port" ]; then
+        REPLICAOF=$master
+    fi
+    redis_cmd "$name" "$port"
+    save_cmd "$name"
+}
+
+# wait-cluster and wait-sentinel: wait until the set is healthy again.
+cmd_wait() {
+    local t0
+    t0=$(now)
+    if [ ! -f "$DIR/$1-1.port" ]; then
+        warn "no $1 was started in $DIR"
+        exit 1
+    fi
+    case $1 in
+        cluster) cluster_wait ;;
+        sentinel) sentinel_wait ;;
+    esac || exit 1
+    say "$1 healthy after $(elapsed_since "$t0") s"
 }
 
 # Restarts mariadb instance $1 ("mysql", "mysql-primary" or "mysql-replica")
@@ -1263,6 +1783,11 @@ main() {
                 status) cmd_status ;;
                 restart-mysql) cmd_restart_mysql "${3:-mysql}" ;;
             esac
+            ;;
+        wait-cluster | wait-sentinel)
+            [ "$#" -eq 2 ] || usage
+            DIR=$(resolve_dir "$2" existing) || { warn "$2 does not exist"; exit 1; }
+            cmd_wait "${cmd#wait-}"
             ;;
         restart-redis)
             [ "$#" -eq 3 ] || usage

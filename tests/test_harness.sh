@@ -3,8 +3,9 @@
 #
 # A TAP test of the test harness itself: tests/run.sh runs it like any other
 # test. It proves that the harness leaves nothing behind:
-#   (a) servers.sh start brings up working servers and servers.sh stop ends
-#       every one of them and frees every port;
+#   (a) servers.sh start brings up working servers (the Redis Cluster and
+#       the sentinel set included, each failed over and restored once) and
+#       servers.sh stop ends every one of them and frees every port;
 #   (b) a run.sh sub-run whose only test fails reports "0 passed, 1 failed",
 #       exits non-zero, stops its servers and removes its directory;
 #   (c) a run.sh sub-run interrupted with SIGINT in the middle of a test exits
@@ -102,7 +103,7 @@ trap 'exit 129' HUP
 
 N=0
 FAILED=0
-echo "1..29"
+echo "1..34"
 
 # check DESCRIPTION COMMAND...: runs the command and prints one TAP result.
 check() {
@@ -196,6 +197,10 @@ for f in \$(cat "\$VL_TEST_DIR/pids"); do cat "\$f"; done >"$1/pids"
     echo "\$VL_TEST_MYSQL_PORT"
     echo "\$VL_TEST_MYSQL_PRIMARY_PORT"
     echo "\$VL_TEST_MYSQL_REPLICA_PORT"
+    for p in \$VL_TEST_CLUSTER_PORTS; do echo "\$p"; echo \$((p + 10000)); done
+    echo "\$VL_TEST_SENTINEL_PORTS" | tr ' ' '\n'
+    echo "\$VL_TEST_SENTINEL_MASTER_PORT"
+    echo "\$VL_TEST_SENTINEL_REPLICA_PORT"
 } >"$1/ports"
 EOF
 }
@@ -226,6 +231,10 @@ a_start() {
         echo "$VL_TEST_MYSQL_PORT"
         echo "$VL_TEST_MYSQL_PRIMARY_PORT"
         echo "$VL_TEST_MYSQL_REPLICA_PORT"
+        for p in $VL_TEST_CLUSTER_PORTS; do echo "$p"; echo $((p + 10000)); done
+        echo "$VL_TEST_SENTINEL_PORTS" | tr ' ' '\n'
+        echo "$VL_TEST_SENTINEL_MASTER_PORT"
+        echo "$VL_TEST_SENTINEL_REPLICA_PORT"
     }) >"$T/a-rec/ports"
 }
 
@@ -364,11 +373,168 @@ a_mysql_tls() {
     [ "$out" = "$VL_TEST_MYSQL_ED25519_USER@127.0.0.1" ] || { echo "# volley_ed25519: $out"; return 1; }
 }
 
+# -------------------------------------- the Redis Cluster and Sentinel ----
+
+# Prints field $1 of a "key:value" INFO-style text on stdin.
+info_field() {
+    tr -d '\r' | sed -n "s/^$1://p"
+}
+
+# The cluster as every node sees it: cluster_state:ok, 6 known nodes, 3
+# primaries that serve all 16384 slots, each with one replica; a key
+# written through one node is read back through another.
+a_cluster() {
+    local port info masters=0 replicas=0 role slaves ok=0 p1 p6 out
+    # shellcheck source=/dev/null
+    . "$A/env" || return 1
+    set -- $VL_TEST_CLUSTER_PORTS
+    [ "$#" -eq 6 ] || { echo "# VL_TEST_CLUSTER_PORTS: $VL_TEST_CLUSTER_PORTS"; return 1; }
+    for port in "$@"; do
+        info=$(timeout 5 redis-cli -h 127.0.0.1 -p "$port" cluster info 2>&1)
+        if [ "$(echo "$info" | info_field cluster_state)" != ok ] ||
+            [ "$(echo "$info" | info_field cluster_slots_ok)" != 16384 ] ||
+            [ "$(echo "$info" | info_field cluster_known_nodes)" != 6 ] ||
+            [ "$(echo "$info" | info_field cluster_size)" != 3 ]; then
+            echo "# node $port: $(echo "$info" | tr -d '\r' | head -n 7 | tr '\n' ' ')"
+            ok=1
+        fi
+        role=$(timeout 5 redis-cli -h 127.0.0.1 -p "$port" role 2>&1 | head -n 1)
+        case $role in
+            master)
+                masters=$((masters + 1))
+                slaves=$(timeout 5 redis-cli -h 127.0.0.1 -p "$port" info replication |
+                    info_field connected_slaves)
+                [ "$slaves" = 1 ] || { echo "# primary $port has $slaves replicas"; ok=1; }
+                ;;
+            slave) replicas=$((replicas + 1)) ;;
+            *) echo "# node $port: role $role"; ok=1 ;;
+        esac
+    done
+    [ "$masters" -eq 3 ] && [ "$replicas" -eq 3 ] ||
+        { echo "# $masters primaries, $replicas replicas"; ok=1; }
+    p1=$1
+    p6=$6
+    out=$(timeout 5 redis-cli -c -h 127.0.0.1 -p "$p1" set harness:cluster "v$p1" 2>&1)
+    [ "$out" = OK ] || { echo "# SET through $p1: $out"; ok=1; }
+    out=$(timeout 5 redis-cli -c -h 127.0.0.1 -p "$p6" get harness:cluster 2>&1)
+    [ "$out" = "v$p1" ] || { echo "# GET through $p6: $out"; ok=1; }
+    return "$ok"
+}
+
+# Succeeds within $3 s once the node on port $1 says role $2.
+role_within() {
+    local deadline=$((SECONDS + $3))
+    while [ "$SECONDS" -lt "$deadline" ]; do
+        [ "$(timeout 5 redis-cli -h 127.0.0.1 -p "$1" role 2>/dev/null | head -n 1)" != "$2" ] ||
+            return 0
+        sleep 0.1
+    done
+    echo "# the server on port $1 is not a $2 after $3 s"
+    return 1
+}
+
+# kill -9 of the primary cluster-1 (with its replica's port found from
+# cluster-1 itself): the replica takes over; restart-redis brings cluster-1
+# back as its replica, and wait-cluster finds the cluster healthy.
+a_cluster_kill() {
+    local p1 id replica out
+    # shellcheck source=/dev/null
+    . "$A/env" || return 1
+    p1=${VL_TEST_CLUSTER_PORTS%% *}
+    id=$(timeout 5 redis-cli -h 127.0.0.1 -p "$p1" cluster myid)
+    replica=$(timeout 5 redis-cli -h 127.0.0.1 -p "$p1" cluster nodes |
+        awk -v id="$id" '$4 == id { p = $2; sub(/@.*/, "", p); sub(/.*:/, "", p); print p }')
+    [ -n "$replica" ] || { echo "# cluster-1 ($p1) has no replica"; return 1; }
+    kill -KILL "$(cat "$A/cluster-1.pid")" || return 1
+    role_within "$replica" master 20 || return 1
+    out=$("$SERVERS" restart-redis "$A" cluster-1 2>&1) || { echo "# $out"; return 1; }
+    out=$("$SERVERS" wait-cluster "$A" 2>&1) || { echo "# $out"; return 1; }
+    role_within "$p1" slave 1 || return 1
+    a_cluster
+}
+
+# The sentinels: each names the master's port, knows one replica and the
+# two other sentinels.
+a_sentinel() {
+    local port ok=0 out n
+    # shellcheck source=/dev/null
+    . "$A/env" || return 1
+    [ "$VL_TEST_SENTINEL_MASTER" = vlmaster ] || return 1
+    for port in $VL_TEST_SENTINEL_PORTS; do
+        n=$((${n:-0} + 1))
+        out=$(timeout 5 redis-cli -h 127.0.0.1 -p "$port" \
+            sentinel get-master-addr-by-name vlmaster 2>&1 | tr '\n' ' ')
+        [ "$out" = "127.0.0.1 $VL_TEST_SENTINEL_MASTER_PORT " ] ||
+            { echo "# sentinel $port names the master $out"; ok=1; }
+        out=$(timeout 5 redis-cli -h 127.0.0.1 -p "$port" sentinel replicas vlmaster 2>&1 |
+            awk 'NR % 2 == 1 { k = $0; next } k == "port" { print }')
+        [ "$out" = "$VL_TEST_SENTINEL_REPLICA_PORT" ] ||
+            { echo "# sentinel $port knows replicas $out"; ok=1; }
+        out=$(timeout 5 redis-cli -h 127.0.0.1 -p "$port" sentinel sentinels vlmaster 2>&1 |
+            awk 'NR % 2 == 1 { k = $0; next } k == "port" { print }' | sort | tr '\n' ' ')
+        [ "$out" = "$(echo "$VL_TEST_SENTINEL_PORTS" | tr ' ' '\n' | grep -vx "$port" |
+            sort | tr '\n' ' ')" ] || { echo "# sentinel $port knows sentinels $out"; ok=1; }
+    done
+    [ "${n:-0}" -eq 3 ] || { echo "# VL_TEST_SENTINEL_PORTS: $VL_TEST_SENTINEL_PORTS"; ok=1; }
+    out=$(timeout 5 redis-cli -h 127.0.0.1 -p "$VL_TEST_SENTINEL_REPLICA_PORT" info replication |
+        info_field master_link_status)
+    [ "$out" = up ] || { echo "# the replica's master_link_status: $out"; ok=1; }
+    return "$ok"
+}
+
+# Succeeds once every sentinel names port $1 as the master, within $2 s.
+sentinels_name() {
+    local deadline=$((SECONDS + $2)) port all
+    while [ "$SECONDS" -lt "$deadline" ]; do
+        all=1
+        for port in $VL_TEST_SENTINEL_PORTS; do
+            [ "$(timeout 5 redis-cli -h 127.0.0.1 -p "$port" \
+                sentinel get-master-addr-by-name vlmaster 2>/dev/null | sed -n 2p)" = "$1" ] ||
+                all=0
+        done
+        [ "$all" -eq 0 ] || return 0
+        sleep 0.1
+    done
+    echo "# the sentinels do not all name port $1 after $2 s"
+    return 1
+}
+
+# SENTINEL FAILOVER promotes the replica; wait-sentinel then finds the set
+# healthy, with the old master its replica.
+a_sentinel_failover() {
+    local out
+    # shellcheck source=/dev/null
+    . "$A/env" || return 1
+    out=$(timeout 5 redis-cli -h 127.0.0.1 -p "${VL_TEST_SENTINEL_PORTS%% *}" \
+        sentinel failover vlmaster 2>&1)
+    [ "$out" = OK ] || { echo "# SENTINEL FAILOVER: $out"; return 1; }
+    role_within "$VL_TEST_SENTINEL_REPLICA_PORT" master 20 || return 1
+    sentinels_name "$VL_TEST_SENTINEL_REPLICA_PORT" 20 || return 1
+    out=$("$SERVERS" wait-sentinel "$A" 2>&1) || { echo "# $out"; return 1; }
+    role_within "$VL_TEST_SENTINEL_MASTER_PORT" slave 1
+}
+
+# kill -9 of the master (sentinel-replica since the failover): the
+# sentinels promote sentinel-master again; restart-redis brings the killed
+# one back as its replica.
+a_sentinel_kill() {
+    local out
+    # shellcheck source=/dev/null
+    . "$A/env" || return 1
+    kill -KILL "$(cat "$A/sentinel-replica.pid")" || return 1
+    sentinels_name "$VL_TEST_SENTINEL_MASTER_PORT" 30 || return 1
+    role_within "$VL_TEST_SENTINEL_MASTER_PORT" master 5 || return 1
+    out=$("$SERVERS" restart-redis "$A" sentinel-replica 2>&1) || { echo "# $out"; return 1; }
+    role_within "$VL_TEST_SENTINEL_REPLICA_PORT" slave 1 || return 1
+    out=$("$SERVERS" wait-sentinel "$A" 2>&1) || { echo "# $out"; return 1; }
+    a_sentinel
+}
+
 a_stop() {
     "$SERVERS" stop "$A" >"$T/a-stop.log" 2>&1 || { diag_file "$T/a-stop.log"; return 1; }
 }
 
-check "servers.sh start brings up 3 redis, redis-auth and mariadb" a_start
+check "servers.sh start brings up 3 redis, redis-auth, mariadb, a cluster and sentinels" a_start
 check "the 3 redis instances and redis-auth answer PING" a_ping
 check "mariadb answers SELECT 1 through its socket" a_select
 check "the TLS, X509 and ed25519 accounts of mariadb accept and refuse as they must" a_mysql_tls
@@ -379,10 +545,19 @@ check "after kill -9 and restart-mysql of mysql-primary the replica reconnects" 
     a_pair_kill mysql-primary 3
 check "after kill -9 and restart-mysql of mysql-replica it resumes replicating" \
     a_pair_kill mysql-replica 4
+check "the cluster: 6 nodes say cluster_state:ok, 3 primaries with a replica each, all slots" \
+    a_cluster
+check "after kill -9 of cluster-1 its replica takes over; restarted, cluster-1 is its replica" \
+    a_cluster_kill
+check "the 3 sentinels name the master and know the replica and each other" a_sentinel
+check "SENTINEL FAILOVER promotes the replica; wait-sentinel finds the set healthy" \
+    a_sentinel_failover
+check "after kill -9 of the new master the sentinels promote the old one; restarted, a replica" \
+    a_sentinel_kill
 # The restarts made new processes, which stop must end too.
 read_pids "$A/pids" "$T/a-rec/pids"
 check "servers.sh stop succeeds" a_stop
-check "every server process is gone after stop" all_gone "$T/a-rec/pids" 5
+check "every server process is gone after stop" all_gone "$T/a-rec/pids" 22
 check "every server port refuses connections after stop" all_refuse "$T/a-rec/ports"
 a_stop_again() {
     "$SERVERS" stop "$A" >"$T/a-stop2.log" 2>&1 || { diag_file "$T/a-stop2.log"; return 1; }
@@ -421,7 +596,7 @@ b_summary() {
 
 check "a failing sub-run exits non-zero" b_exit
 check "a failing sub-run ends with '0 passed, 1 failed'" b_summary
-check "a failing sub-run stops all its servers" all_gone "$B/pids" 5
+check "a failing sub-run stops all its servers" all_gone "$B/pids" 22
 check "a failing sub-run removes its directory" dir_removed "$B/dir"
 
 # ---------------------------------- (c) a sub-run interrupted by SIGINT ----
@@ -487,7 +662,7 @@ c_prompt() {
 
 c_gone() {
     local ok=0
-    all_gone "$C/pids" 7 || ok=1
+    all_gone "$C/pids" 24 || ok=1
     all_refuse "$C/ports" || ok=1
     return "$ok"
 }

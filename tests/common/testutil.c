@@ -607,12 +607,62 @@ void tu_restart_server(const char *name)
         fail_msg("not a harness server name: %s", name);
     if (strncmp(name, "redis-", 6) == 0)
         rc = tu_sh("'%s' restart-redis '%s' '%s' >/dev/null", servers, dir, name + 6);
+    else if (strncmp(name, "cluster-", 8) == 0 || strncmp(name, "sentinel-", 9) == 0)
+        rc = tu_sh("'%s' restart-redis '%s' '%s' >/dev/null", servers, dir, name);
     else if (strcmp(name, "mysql") == 0 || strncmp(name, "mysql-", 6) == 0)
         rc = tu_sh("'%s' restart-mysql '%s' '%s' >/dev/null", servers, dir, name);
     else
         fail_msg("not a harness server name: %s", name);
     if (rc != 0)
         fail_msg("restarting %s failed (status %d)", name, rc);
+}
+
+int tu_env_ports(const char *var, int *ports, int max)
+{
+    const char *v = tu_env(var);
+    int n = 0;
+
+    while (*v != '\0') {
+        char *end;
+        long p;
+
+        v += strspn(v, ", ");
+        if (*v == '\0')
+            break;
+        p = strtol(v, &end, 10);
+        if (end == v || p <= 0 || p > 65535 || (*end != '\0' && *end != ' ' && *end != ','))
+            fail_msg("%s is not a list of ports: %s", var, tu_env(var));
+        if (n == max)
+            fail_msg("%s has more than %d ports", var, max);
+        ports[n++] = (int)p;
+        v = end;
+    }
+    if (n == 0)
+        fail_msg("%s lists no port", var);
+    return n;
+}
+
+/* Runs "servers.sh wait-cluster" or "wait-sentinel"; the script bounds the
+ * wait (30 s times VL_TEST_TIME_SCALE, which it reads from the environment
+ * too) and says on stderr what is still wrong when it gives up. */
+static void tu_wait_healthy(const char *what)
+{
+    int rc = tu_sh("'%s' wait-%s '%s' >/dev/null", tu_env("VL_TEST_SERVERS"), what,
+                   tu_env("VL_TEST_DIR"));
+
+    if (rc != 0)
+        fail_msg("the %s did not become healthy (servers.sh wait-%s: status %d)", what, what,
+                 rc);
+}
+
+void tu_cluster_wait_ok(void)
+{
+    tu_wait_healthy("cluster");
+}
+
+void tu_sentinel_wait_ok(void)
+{
+    tu_wait_healthy("sentinel");
 }
 
 int tu_silent_listener(int *port)

@@ -41,6 +41,12 @@ void tu_loop_finish(vl_loop *loop);
 const char *tu_env(const char *name);
 /* The i-th comma-separated item of an env list (static buffer). */
 const char *tu_env_item(const char *name, int i);
+/* Parses the ports listed in env variable `var` (separated by spaces or
+ * commas: VL_TEST_CLUSTER_PORTS, VL_TEST_SENTINEL_PORTS,
+ * VL_TEST_REDIS_PORTS) into ports[0..max) and returns how many there are.
+ * Fails the test when the variable is not a list of 1..max ports, and
+ * skips or fails it as tu_env does when it is not set. */
+int tu_env_ports(const char *var, int *ports, int max);
 
 /* Runs `cmd` with /bin/sh and returns its exit status. */
 int tu_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -73,8 +79,9 @@ const char *tu_redis_url(int i);
 /* Asserts that a Redis reply is the string `want`. */
 void tu_check_str(const vl_redis_reply *r, const char *want);
 
-/* The pid of a harness server by its name ("redis-1", "redis-auth", "mysql"),
- * read from its pidfile in VL_TEST_DIR. */
+/* The pid of a harness server by its name ("redis-1", "redis-auth", "mysql",
+ * "cluster-1".."cluster-6", "sentinel-1".."sentinel-3", "sentinel-master",
+ * "sentinel-replica"), read from its pidfile in VL_TEST_DIR. */
 long tu_server_pid(const char *name);
 /* kill -9 that server and wait until it is really gone (or a zombie). */
 void tu_kill_server(const char *name);
@@ -95,13 +102,40 @@ void tu_kill_server(const char *name);
 int tu_run(const char *name, const struct CMUnitTest *tests, size_t n);
 
 /* Restarts a harness server by its name ("redis-1", "redis-auth",
- * "redis-tls", "mysql", "mysql-primary", "mysql-replica"...) on the same
+ * "redis-tls", "mysql", "mysql-primary", "mysql-replica", "cluster-N",
+ * "sentinel-N", "sentinel-master", "sentinel-replica"...) on the same
  * port, data and options, through VL_TEST_SERVERS, whether it is running or
- * was killed (tu_kill_server); fails the test unless it is serving again.
- * A restarted mysql-primary is found again by mysql-replica on its own
- * within a second or two (MASTER_CONNECT_RETRY=1), a restarted
- * mysql-replica resumes replicating where it stopped. */
+ * was killed (tu_kill_server); fails the test unless it is serving again
+ * (it answers PING: a cluster node may not have rejoined yet, see
+ * tu_cluster_wait_ok). A restarted mysql-primary is found again by
+ * mysql-replica on its own within a second or two (MASTER_CONNECT_RETRY=1),
+ * a restarted mysql-replica resumes replicating where it stopped. A
+ * restarted cluster node rejoins as the node it was (its nodes.conf); a
+ * restarted sentinel-master or sentinel-replica comes back in the role the
+ * sentinels give it now (a replica of the present master, or the master). */
 void tu_restart_server(const char *name);
+
+/* Waits until the Redis Cluster of VL_TEST_CLUSTER_PORTS is healthy: every
+ * node answers, says cluster_state:ok and sees the same map, with no node
+ * marked failed, 3 primaries serving all 16384 slots and one replica each
+ * (redis-cli --cluster check agrees). Which nodes are primaries may have
+ * changed (a killed primary's replica took over; restarted, the old
+ * primary is its replica). Fails the test after 30 s (times
+ * VL_TEST_TIME_SCALE). A test that kills, restarts, fails over or
+ * reshards nodes calls it at its end (after restarting what it killed),
+ * so that the next test finds a healthy cluster. */
+void tu_cluster_wait_ok(void);
+
+/* Waits likewise until the sentinel set is healthy: all 3 sentinels
+ * (VL_TEST_SENTINEL_PORTS) name the same master of VL_TEST_SENTINEL_MASTER
+ * and see it up, know the other two sentinels and one replica that is up,
+ * the master says it is one and the replica is in sync with it. Which of
+ * sentinel-master and sentinel-replica is the master may have changed.
+ * After a failover the old master, if still running, is made a replica of
+ * the new one (what the sentinels would do some 10 s later), so this
+ * returns within some 2 s of a failover. Fails the test after 30 s (times
+ * VL_TEST_TIME_SCALE). */
+void tu_sentinel_wait_ok(void);
 
 /* A TCP socket listening on 127.0.0.1 that never accepts: a connect to it
  * completes (the kernel queues it) and then hears nothing, like a server
