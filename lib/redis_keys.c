@@ -115,8 +115,12 @@ static const rule xinfo_subs[] = {
 
 /* Sorted by name (strcmp order: '_' sorts after the capital letters), so
  * that a lookup is a binary search; tests/test_redis_keys.c routes every
- * name it knows, which a misplaced entry would fail. */
+ * command a Redis 7 server lists, which a misplaced entry would fail. Every
+ * one of those is here but DEBUG, MIGRATE (its keys sit after a KEYS
+ * keyword or in an argument that may be empty) and RESTORE-ASKING (the
+ * cluster's own): route those with vl_redis_cluster_command_key. */
 static const rule rules[] = {
+    NOKEY("ACL"),
     ONE("APPEND", 0, 3),
     NOKEY("ASKING"),
     STATEFUL("AUTH"),
@@ -221,6 +225,7 @@ static const rule rules[] = {
     R("MGET", 1, -1, 1, 1, 2),
     NOKEY("MODULE"),
     STATEFUL("MONITOR"),
+    ONE("MOVE", 0, 3), /* a cluster refuses it; its node says so */
     R("MSET", 1, -1, 2, 0, 3),
     R("MSETNX", 1, -1, 2, 0, 3),
     STATEFUL("MULTI"),
@@ -231,10 +236,13 @@ static const rule rules[] = {
     ONE("PEXPIRETIME", 1, 2),
     ONE("PFADD", 0, 2),
     R("PFCOUNT", 1, -1, 1, 1, 2),
+    R("PFDEBUG", 2, 2, 1, 0, 3),
     R("PFMERGE", 1, -1, 1, 0, 2),
+    NOKEY("PFSELFTEST"),
     NOKEY("PING"),
     ONE("PSETEX", 0, 4),
     STATEFUL("PSUBSCRIBE"),
+    STATEFUL("PSYNC"), /* replication takes the connection over */
     ONE("PTTL", 1, 2),
     NOKEY("PUBLISH"),
     NOKEY("PUBSUB"),
@@ -245,6 +253,7 @@ static const rule rules[] = {
     NOKEY("READWRITE"),
     R("RENAME", 1, 2, 1, 0, 3),
     R("RENAMENX", 1, 2, 1, 0, 3),
+    STATEFUL("REPLCONF"),
     NOKEY("REPLICAOF"),
     STATEFUL("RESET"),
     ONE("RESTORE", 0, 4),
@@ -291,6 +300,7 @@ static const rule rules[] = {
     R("SUNIONSTORE", 1, -1, 1, 0, 3),
     R("SUNSUBSCRIBE", 1, -1, 1, 1, 1),
     STATEFUL("SWAPDB"),
+    STATEFUL("SYNC"),
     NOKEY("TIME"),
     R("TOUCH", 1, -1, 1, 1, 2),
     ONE("TTL", 1, 2),
