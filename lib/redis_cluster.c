@@ -39,6 +39,7 @@
 #define CTL_MAX 8          /* queries in flight on one ctl connection */
 #define PING_PERIOD_MS 1000 /* read_from=nearest: round trips measured so often */
 #define ADDR_MAX 64
+#define MAP_NODES_MAX 1000 /* Redis Cluster's own suggested limit */
 
 enum { Q_PING = 1, Q_SHARDS, Q_SLOTS };
 enum { PH_NONE, PH_WAIT_MAP, PH_BACKOFF, PH_INNER };
@@ -77,6 +78,7 @@ struct node {
     int down;                /* its last command failed with VL_ECONN */
     double rtt_ms;
     uint64_t requests;
+    int mark;                /* seen in the map being installed */
 };
 
 typedef struct shard {
@@ -936,9 +938,17 @@ static int map_order(cmap *m)
  * stays). */
 static int map_install(vl_redis_cluster *cl, const tmap *t)
 {
-    cmap *m = vl__calloc(1, sizeof(*m));
-    size_t i, j;
+    cmap *m;
+    size_t i, j, total = 0;
+    int rc = VL_ENOMEM;
 
+    for (i = 0; i < t->n; i++)
+        total += t->sh[i].n;
+    if (total > MAP_NODES_MAX)
+        return VL_EPROTO;
+    for (i = 0; i < cl->nnodes; i++)
+        cl->nodes[i]->mark = 0;
+    m = vl__calloc(1, sizeof(*m));
     if (m == NULL)
         return VL_ENOMEM;
     memcpy(m->slot, t->slot, sizeof(m->slot));
@@ -956,6 +966,11 @@ static int map_install(vl_redis_cluster *cl, const tmap *t)
             node *n = node_get(cl, ts->nodes[j].host, ts->nodes[j].port);
             if (n == NULL)
                 goto nomem;
+            if (n->mark) {
+                rc = VL_EPROTO; /* one node in two places */
+                goto nomem;
+            }
+            n->mark = 1;
             if (ts->nodes[j].id[0] != '\0')
                 snprintf(n->id, sizeof(n->id), "%s", ts->nodes[j].id);
             if (j == 0)
@@ -1000,7 +1015,7 @@ static int map_install(vl_redis_cluster *cl, const tmap *t)
     return VL_OK;
 nomem:
     map_free(m);
-    return VL_ENOMEM;
+    return rc;
 }
 
 /* A MOVED: `slot` is served by `n` from now on. */
@@ -1008,6 +1023,8 @@ static void map_move(vl_redis_cluster *cl, unsigned slot, node *n)
 {
     cmap *m = cl->map;
     size_t i;
+    int reorder = 0;
+    int16_t old;
 
     if (m == NULL || slot >= VL__CLUSTER_SLOTS)
         return;
@@ -1015,7 +1032,10 @@ static void map_move(vl_redis_cluster *cl, unsigned slot, node *n)
         if (m->shards[i].primary == n)
             break;
     if (i == m->n) {
-        shard *ns = vl__realloc(m->shards, (m->n + 1) * sizeof(*ns));
+        shard *ns;
+        if (m->n >= MAP_NODES_MAX)
+            return; /* the command still goes there; the refresh will tell */
+        ns = vl__realloc(m->shards, (m->n + 1) * sizeof(*ns));
         if (ns == NULL)
             return;
         m->shards = ns;
@@ -1025,22 +1045,32 @@ static void map_move(vl_redis_cluster *cl, unsigned slot, node *n)
         m->shards[m->n].primary = n;
         if (n->role == VL_REDIS_ROLE_REPLICA) {
             /* It was a replica (promoted): it leaves its old shard. */
-            shard *old = &m->shards[n->shard];
+            shard *was = &m->shards[n->shard];
             size_t j;
-            for (j = 0; j < old->nrep; j++)
-                if (old->replicas[j] == n) {
-                    old->replicas[j] = old->replicas[--old->nrep];
+            for (j = 0; j < was->nrep; j++)
+                if (was->replicas[j] == n) {
+                    was->replicas[j] = was->replicas[--was->nrep];
                     break;
                 }
         }
         n->role = VL_REDIS_ROLE_PRIMARY;
         n->shard = m->n;
         m->n++;
+        reorder = 1;
     }
-    if (m->slot[slot] == (int16_t)i)
+    old = m->slot[slot];
+    if (old == (int16_t)i)
         return;
     m->slot[slot] = (int16_t)i;
-    map_order(m); /* out of memory: the old order stays, still valid */
+    /* The counts follow at once; the order (by first slot) only when a
+     * shard's first slot may have changed: a storm of MOVED replies costs
+     * no full scan each. */
+    if (old >= 0 && (--m->shards[old].nslots == 0 || m->shards[old].first == slot))
+        reorder = 1;
+    if (m->shards[i].nslots++ == 0 || slot < m->shards[i].first)
+        reorder = 1;
+    if (reorder)
+        map_order(m); /* out of memory: the old order stays, still valid */
     cl->st.map_epoch++;
     cl->notify_due = 1;
     later(cl);

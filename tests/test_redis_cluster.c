@@ -176,6 +176,40 @@ static void ready_and_map(void **state)
     }
     assert_true(cstats(cl).refreshes >= 1);
     assert_true(cstats(cl).map_epoch >= 1);
+    /* An idle cluster lets vl_loop_run return: its refresh timer, its
+     * topology connections and its pools' idle connections hold nothing
+     * (the runner's timeout is the watchdog). */
+    assert_int_equal(vl_loop_run(loop), VL_OK);
+    {
+        /* An explicit refresh reads the map again. */
+        uint64_t before = cstats(cl).refreshes;
+        vl_future *f = run(loop, vl_redis_cluster_refresh(cl), VL_OK);
+        vl_future_free(f);
+        assert_int_equal(cstats(cl).refreshes, before + 1);
+    }
+    vl_redis_cluster_free(cl);
+    tu_finish(loop);
+}
+
+/* name= reaches every connection the cluster makes, pools' and its own. */
+static void name_on_every_connection(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_redis_cluster *cl;
+    int i;
+
+    (void)state;
+    cl = cluster_ready(loop, "name=vlclusterT", NULL);
+    for (i = 0; i < NODES; i++) {
+        vl_redis *c = node_conn(loop, port_of(i));
+        vl_future *f = run(loop, vl_redis_command(c, "CLIENT LIST"), VL_OK);
+        const char *list = vl_redis_reply_str(vl_future_redis_reply(f), NULL);
+        /* The pool's connection and the topology connection of the seed
+         * asked first at least; every node has its pool's. */
+        assert_non_null(strstr(list, "name=vlclusterT"));
+        vl_future_free(f);
+        vl_redis_free(c);
+    }
     vl_redis_cluster_free(cl);
     tu_finish(loop);
 }
@@ -1381,6 +1415,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(ready_and_map, tu_setup),
+        cmocka_unit_test_setup(name_on_every_connection, tu_setup),
         cmocka_unit_test_setup(ten_thousand_set_get, tu_setup),
         cmocka_unit_test_setup(hash_tags_share_a_slot, tu_setup),
         cmocka_unit_test_setup(refusals_before_sending, tu_setup),
