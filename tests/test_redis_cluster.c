@@ -20,20 +20,14 @@
 
 #define NODES 6
 
-/* The port of node i of VL_TEST_CLUSTER_PORTS (separated by commas or
- * spaces), in the harness's order: cluster-1 first. */
+/* The port of node i of VL_TEST_CLUSTER_PORTS, in the harness's order:
+ * cluster-1 first. */
 static int port_of(int i)
 {
-    const char *v = tu_env("VL_TEST_CLUSTER_PORTS");
-    int k;
+    int ports[NODES];
 
-    for (k = 0; k < i; k++) {
-        v += strcspn(v, ", ");
-        v += strspn(v, ", ");
-    }
-    if (*v == '\0')
-        fail_msg("VL_TEST_CLUSTER_PORTS has no item %d", i);
-    return atoi(v);
+    assert_int_equal(tu_env_ports("VL_TEST_CLUSTER_PORTS", ports, NODES), NODES);
+    return ports[i];
 }
 
 /* "redis+cluster://127.0.0.1:P1,127.0.0.1:P2,...[?extra]" over every node. */
@@ -83,18 +77,6 @@ static long long reply_int(const vl_redis_reply *r)
     if (vl_redis_reply_integer(r, &v) != VL_OK)
         return LLONG_MIN;
     return v;
-}
-
-/* Waits for the harness cluster to be healthy again (every slot served,
- * every node up and agreeing), as servers.sh wait-cluster judges it. */
-static void wait_cluster_healthy(void)
-{
-    const char *servers = getenv("VL_TEST_SERVERS");
-    const char *dir = getenv("VL_TEST_DIR");
-
-    if (servers == NULL || dir == NULL)
-        return; /* a cluster started by hand: the developer's to judge */
-    assert_int_equal(tu_sh("%s wait-cluster %s", servers, dir), 0);
 }
 
 static vl_redis_cluster *cluster_ready(vl_loop *loop, const char *extra,
@@ -960,6 +942,7 @@ static void moved_is_followed(void **state)
         tu_sleep_ms(loop, 20);
     assert_true(cstats(cl).refreshes > before.refreshes);
     vl_redis_cluster_free(cl);
+    tu_cluster_wait_ok();
     tu_finish(loop);
 }
 
@@ -1209,6 +1192,7 @@ static void reshard_under_load(void **state)
     free(m);
     free(L);
     vl_redis_cluster_free(cl);
+    tu_cluster_wait_ok();
     tu_finish(loop);
 }
 
@@ -1304,7 +1288,7 @@ static void primary_killed_under_load(void **state)
 
     (void)state;
     assert_non_null(L);
-    wait_cluster_healthy();
+    tu_cluster_wait_ok();
     vl_redis_cluster_options_init(&o);
     o.command_timeout_ms = 2000;
     cl = cluster_ready(loop, NULL, &o);
@@ -1346,7 +1330,7 @@ static void primary_killed_under_load(void **state)
     free(L);
     vl_redis_cluster_free(cl);
     tu_restart_server(name);
-    wait_cluster_healthy();
+    tu_cluster_wait_ok();
     tu_finish(loop);
 }
 
@@ -1362,7 +1346,7 @@ static void manual_failover_under_load(void **state)
 
     (void)state;
     assert_non_null(L);
-    wait_cluster_healthy();
+    tu_cluster_wait_ok();
     cl = cluster_ready(loop, NULL, NULL);
     old = map_primary_port(loop, cl, "fo");
     /* A replica of that primary. */
@@ -1407,7 +1391,7 @@ static void manual_failover_under_load(void **state)
     vl_redis_free(c);
     free(L);
     vl_redis_cluster_free(cl);
-    wait_cluster_healthy();
+    tu_cluster_wait_ok();
     tu_finish(loop);
 }
 
