@@ -27,7 +27,7 @@ run() { "$VOLLEY" "$@" >"$T/out" 2>"$T/err"; rc=$?; }
 has() { grep -qF -- "$1" "$2"; }
 lines() { wc -l <"$1" | tr -d ' '; }
 
-PLAN=65
+PLAN=67
 echo "1..$PLAN"
 if [ -z "${VL_TEST_REDIS_PORTS:-}" ] || [ ! -x "$VOLLEY" ]; then
     echo "# the harness env or $VOLLEY is missing"
@@ -260,6 +260,13 @@ check "a seed that refuses is an unreachable cluster: exit 2, one line that says
 run --cluster -t 2000 -H 127.0.0.1:$P1 PING
 check "a seed that is no cluster node says so (exit 2)" \
     bash -c "[ $rc -eq 2 ] && [ ! -s '$T/out' ] && grep -qF '127.0.0.1:$P1 is not a Redis Cluster node' '$T/err'"
+run --cluster --primaries -H "redis://127.0.0.1:[$C1,$C2]/0" DBSIZE
+check "seeds from a range of URLs join into one cluster" \
+    bash -c "[ $rc -eq 0 ] && grep -q '^3 hosts: 3 ok\$' '$T/err'"
+REDISCLI_AUTH=Cl0sterPW "$VOLLEY" --cluster -t 2000 -H "redis://someone@127.0.0.1:$C1" PING \
+    >"$T/out" 2>"$T/err"; rc=$?
+check "a refused password is an unreachable cluster, and is never printed" \
+    bash -c "[ $rc -eq 2 ] && grep -q 'WRONGPASS' '$T/err' && ! grep -qF 'Cl0sterPW' '$T/out' '$T/err'"
 bad_input "--primaries without --cluster is a usage error" --primaries -H 127.0.0.1:$C1 PING
 bad_input "--cluster with -e SQL is a usage error" --cluster -H 127.0.0.1:$C1 -e "SELECT 1"
 bad_input "--cluster with a MySQL seed is a usage error" --cluster -H "$MY" PING

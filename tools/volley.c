@@ -62,10 +62,11 @@ static void usage(FILE *out)
             "                           (Redis, or MySQL with -e); numeric ranges\n"
             "                           like 127.0.0.1:[7000-7005] or db[01-03]:3306\n"
             "  -f, --hosts-file FILE    one host list per line, '#' comments; - = stdin\n"
-            "      --cluster            the hosts are seeds of a Redis Cluster (one URL,\n"
-            "                           or host:port seeds): run the command on every\n"
-            "                           node of it, each named host:port and bounded\n"
-            "                           by --timeout\n"
+            "      --cluster            the hosts are seeds of a Redis Cluster (host:port\n"
+            "                           or redis:// URLs; the first one's password is\n"
+            "                           the cluster's): run the command on every node\n"
+            "                           of it, each named host:port and bounded by\n"
+            "                           --timeout\n"
             "      --primaries          with --cluster: on its primaries only\n"
             "Command:\n"
             "  COMMAND [ARG...]         a Redis command, sent as binary-safe argv\n"
@@ -643,12 +644,31 @@ static int append(char *buf, size_t cap, const char *s)
     return (size_t)snprintf(buf + n, cap - n, "%s", s) >= cap - n ? -1 : 0;
 }
 
-/* The URL of the cluster from the seeds (-H): one URL (redis://, rediss://
- * or their +cluster forms), or host:port seeds that become one
- * redis+cluster:// URL (rediss+cluster:// with --tls). The password of
- * REDISCLI_AUTH or --askpass goes into it when it has none. `seeds` gets
- * the seeds as they may be printed: without userinfo or query. Returns 0,
- * or an exit status once the message is printed. */
+/* Where the host part of a seed is: past "scheme://" and the last '@'
+ * before any query (a password may hold '@' or '/'), up to the path or
+ * query. */
+static const char *seed_host(const char *h, size_t *len)
+{
+    const char *sep = strstr(h, "://");
+    const char *p = sep != NULL ? sep + 3 : h, *q = p + strcspn(p, "?"), *at = NULL, *s;
+
+    for (s = p; s < q; s++)
+        if (*s == '@')
+            at = s;
+    p = at != NULL ? at + 1 : p;
+    *len = strcspn(p, "/?");
+    return p;
+}
+
+/* The URL of the cluster from the seeds (-H): redis:// or rediss:// URLs
+ * (or their +cluster forms) or host:port seeds, joined into one
+ * redis+cluster:// URL (rediss+cluster:// for rediss:// or --tls). The
+ * first seed's user, password, path and parameters are the cluster's; of
+ * the others only the host:port counts (a range such as
+ * redis://:pw@h:[7000-7002] expands into seeds that all carry them). The
+ * password of REDISCLI_AUTH or --askpass goes in when the URL has none.
+ * `seeds` gets the host:port list, which may be printed. Returns 0, or an
+ * exit status once the message is printed. */
 static int cluster_url(cli *c, char *buf, size_t cap, char *seeds, size_t seedcap)
 {
     static const struct {
@@ -657,74 +677,77 @@ static int cluster_url(cli *c, char *buf, size_t cap, char *seeds, size_t seedca
                    {"rediss", "rediss+cluster"},
                    {"redis+cluster", "redis+cluster"},
                    {"rediss+cluster", "rediss+cluster"}};
-    const char *h = c->hosts.v[0], *sep = strstr(h, "://"), *rest, *at, *end;
-    size_t i, k;
+    const char *first = c->hosts.v[0], *host, *post = "";
+    char userinfo[1024] = "", enc[3 * sizeof(c->password) + 1];
+    const char *scheme = c->tls ? "rediss+cluster" : "redis+cluster";
+    size_t i, k, len;
+    int rc = CLI_EXIT_USAGE;
 
     buf[0] = seeds[0] = '\0';
-    if (sep != NULL) {
-        if (c->hosts.n > 1) {
-            fprintf(stderr, CLI_NAME ": --cluster takes one seed URL, or host:port seeds "
-                            "(see --help)\n");
-            return CLI_EXIT_USAGE;
-        }
+    for (i = 0; i < c->hosts.n; i++) {
+        const char *h = c->hosts.v[i], *sep = strstr(h, "://");
+
+        if (sep == NULL)
+            continue;
         for (k = 0; k < sizeof(schemes) / sizeof(schemes[0]); k++)
             if (strlen(schemes[k].typed) == (size_t)(sep - h) &&
                 strncmp(h, schemes[k].typed, (size_t)(sep - h)) == 0)
                 break;
         if (k == sizeof(schemes) / sizeof(schemes[0])) {
-            fprintf(stderr, CLI_NAME ": --cluster needs a redis:// or rediss:// seed, not "
+            fprintf(stderr, CLI_NAME ": --cluster needs redis:// or rediss:// seeds, not "
                             "'%.*s://...'\n", (int)(sep - h), h);
             return CLI_EXIT_USAGE;
         }
-        snprintf(buf, cap, "%s%s", schemes[k].cluster, sep);
-    } else {
-        snprintf(buf, cap, "%s://", c->tls ? "rediss+cluster" : "redis+cluster");
-        for (i = 0; i < c->hosts.n; i++) {
-            h = c->hosts.v[i];
-            if (strstr(h, "://") != NULL || (i > 0 && strchr(h, '@') != NULL)) {
-                fprintf(stderr, CLI_NAME ": --cluster takes one seed URL, or host:port seeds; "
-                                "a user or password goes with the first (see --help)\n");
-                return CLI_EXIT_USAGE;
-            }
-            if ((i > 0 && append(buf, cap, ",") != 0) || append(buf, cap, h) != 0)
-                goto too_long;
-        }
+        if (i == 0)
+            scheme = schemes[k].cluster;
     }
-    /* What may be printed: the host part of the URL, past any userinfo. */
-    rest = strstr(buf, "://") + 3;
-    end = rest + strcspn(rest, "/?");
-    at = memchr(rest, '@', (size_t)(end - rest));
-    if (at != NULL)
-        rest = at + 1;
-    snprintf(seeds, seedcap, "%.*s", (int)(end - rest), rest);
-    if (c->have_password) {
-        /* scheme://[user][:password]@hosts: add ":password" when absent. */
-        char enc[3 * sizeof(c->password) + 8], tail[8192];
-        const char *ui = strstr(buf, "://") + 3;
-        const char *ui_end = at != NULL ? at : ui;
-        int has_pw = at != NULL && memchr(ui, ':', (size_t)(ui_end - ui)) != NULL;
+    host = seed_host(first, &len);
+    {
+        const char *p = strstr(first, "://") != NULL ? strstr(first, "://") + 3 : first;
 
-        if (!has_pw) {
-            url_encode(enc, sizeof(enc), c->password);
-            snprintf(tail, sizeof(tail), "%s", at != NULL ? at : ui);
-            if ((size_t)(ui_end - buf) >= cap)
-                goto too_long;
-            buf[ui_end - buf] = '\0';
-            if (append(buf, cap, ":") != 0 || append(buf, cap, enc) != 0 ||
-                (at == NULL && append(buf, cap, "@") != 0) || append(buf, cap, tail) != 0) {
-                memset(enc, 0, sizeof(enc));
-                goto too_long;
-            }
-            memset(enc, 0, sizeof(enc));
-            memset(tail, 0, sizeof(tail));
-        }
+        if (host > p) /* "user:password@" */
+            snprintf(userinfo, sizeof(userinfo), "%.*s", (int)(host - p), p);
+        post = host + len;
     }
+    if (c->have_password && strchr(userinfo, ':') == NULL) {
+        /* [user]@ becomes [user]:password@. */
+        size_t u = strlen(userinfo);
+
+        if (u > 0)
+            userinfo[--u] = '\0';
+        url_encode(enc, sizeof(enc), c->password);
+        if ((size_t)snprintf(userinfo + u, sizeof(userinfo) - u, ":%s@", enc) >=
+            sizeof(userinfo) - u)
+            goto out;
+    }
+    if ((size_t)snprintf(buf, cap, "%s://%s", scheme, userinfo) >= cap)
+        goto out;
+    for (i = 0; i < c->hosts.n; i++) {
+        char one[512];
+
+        host = seed_host(c->hosts.v[i], &len);
+        if (len == 0 || len >= sizeof(one)) {
+            fprintf(stderr, CLI_NAME ": seed %zu has no host:port\n", i + 1);
+            goto out;
+        }
+        snprintf(one, sizeof(one), "%s%.*s", i > 0 ? "," : "", (int)len, host);
+        if (append(buf, cap, one) != 0 || append(seeds, seedcap, one) != 0)
+            goto too_long;
+    }
+    if (append(buf, cap, post) != 0)
+        goto too_long;
     if (strncmp(buf, "rediss+cluster://", 17) == 0 && tls_params(c, buf, cap) != 0)
         goto too_long;
-    return 0;
+    rc = 0;
+    goto out;
 too_long:
     fprintf(stderr, CLI_NAME ": the cluster's seeds are too long\n");
-    return CLI_EXIT_USAGE;
+out:
+    memset(userinfo, 0, sizeof(userinfo));
+    memset(enc, 0, sizeof(enc));
+    if (rc != 0)
+        memset(buf, 0, cap);
+    return rc;
 }
 
 /* After a discovery that found no cluster: asks each seed for INFO cluster,
