@@ -216,4 +216,60 @@ unsigned vl__redis_epoch(const vl_redis *c);
 void vl__redis_counters(const vl_redis *c, uint64_t *connects, uint64_t *reconnects,
                         uint64_t *errors);
 
+/* ---- Redis Sentinel (lib/redis_sentinel.c, lib/redis_pool.c) ----
+ * A redis+sentinel:// pool is an ordinary pool whose target, the URL its
+ * new connections open to, is set by its discovery: the sentinels are
+ * asked on the loop, never blocking, and the answer checked with ROLE.
+ * Until the first target the pool opens nothing and its requests wait. */
+typedef struct vl__sentinel vl__sentinel;
+
+/* 1 when `url` is a redis+sentinel:// URL. */
+int vl__sentinel_url(const char *url);
+/* Reads a redis+sentinel:// URL for pool `p` (connection settings `copts`,
+ * copied) and arms the first discovery, which starts from the loop. VL_OK
+ * with *out and the pool's printable name in *display (no password;
+ * vl__free it); VL_ENOMEM; or VL_EINVAL with the reason in *msg (vl__free
+ * it), *out NULL. */
+int vl__sentinel_new(vl_redis_pool *p, vl_loop *loop, const char *url,
+                     const vl_redis_options *copts, vl__sentinel **out, char **display,
+                     char **msg);
+/* The pool lets go (freed, or never made): stops everything; callbacks
+ * still due find nothing to call. NULL is a no-op. */
+void vl__sentinel_free(vl__sentinel *s);
+/* Why the pool asks again. */
+enum { VL__SENTINEL_LOST = 1, VL__SENTINEL_ERROR_REPLY = 2 };
+/* Something the pool saw may mean that the target moved (a connection
+ * lost, an error reply in master mode): ask the sentinels again, at most
+ * once a second and one discovery at a time. Only arms a timer: safe from
+ * inside a connection's event. */
+void vl__sentinel_trouble(vl__sentinel *s, int why);
+/* Keeps vl_loop_run running while on (somebody waits in the pool). */
+void vl__sentinel_hold(vl__sentinel *s, int on);
+/* The last discovery error ("" when none), borrowed until the next
+ * discovery step. Never contains a password. */
+const char *vl__sentinel_error(const vl__sentinel *s);
+/* 1 after a whole round of sentinels named no usable target, until one
+ * does. */
+int vl__sentinel_failed(const vl__sentinel *s);
+/* "master" or "replica": what the pool asked for, for messages. */
+const char *vl__sentinel_role(const vl__sentinel *s);
+/* Discoveries that set a target, and of those the ones that moved it. */
+void vl__sentinel_counts(const vl__sentinel *s, uint64_t *discoveries, uint64_t *switches);
+
+/* The pool's side. Points its new connections at urls[0..n) (redis://
+ * URLs, may hold a password; spread over them in turn), printable as
+ * eps[0..n) ("host:port"); all copied. Every connection to a server not in
+ * eps retires at once (no new command is routed to it, what it has in
+ * flight completes, then it closes), and waiting requests go to the new
+ * target. Called from the loop, never from inside one of the pool's
+ * connection events. VL_OK, VL_ENOMEM (nothing changed) or VL_EINVAL. */
+int vl__redis_pool_retarget(vl_redis_pool *p, char *const *urls, char *const *eps, size_t n);
+/* A round of discovery found nothing: readiness requests of a pool with
+ * no target yet fail with VL_ECONN and vl__sentinel_error. */
+void vl__redis_pool_no_target(vl_redis_pool *p);
+/* vl__sentinel_counts of the pool's discovery, zeros for another pool
+ * (for tests). */
+void vl__redis_pool_sentinel_counts(const vl_redis_pool *p, uint64_t *discoveries,
+                                    uint64_t *switches);
+
 #endif

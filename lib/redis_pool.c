@@ -74,6 +74,8 @@ struct pslot {
     uint64_t idle_since;   /* loop ms of its last IDLE event (or handshake) */
     uint64_t alive_at;     /* loop ms it was last known alive (idle or pong) */
     uint64_t ping_at;      /* loop ms a keepalive PING went out; 0: none due */
+    int moved;             /* retired because the pool's target moved */
+    char *ep;              /* the target it connects to, for a Sentinel pool */
 };
 
 enum { W_CMD = 0, W_LEASE, W_READY };
@@ -110,6 +112,12 @@ struct vl_redis_pool {
     vl_redis_options copts;
     char *url;          /* as given: may hold a password, never printed */
     char *display;      /* printable, without the password */
+    char *endpoint;     /* "host:port" of the target(s), see vl_redis_pool_endpoint */
+    vl__sentinel *sentinel; /* a redis+sentinel:// pool's discovery; NULL otherwise */
+    char **turls;       /* a Sentinel pool's targets: URLs (with the password) */
+    char **teps;        /* and their "host:port" */
+    size_t ntargets;    /* 0: no target yet, requests wait */
+    size_t tnext;       /* the target the next connection opens to */
     int invalid_status; /* VL_OK, or what every command fails with */
     char *invalid_msg;
     pslot **slots;      /* 2 * max_size entries: retiring ones come on top */
@@ -136,6 +144,22 @@ struct vl_redis_pool {
 
 static void pump(vl_redis_pool *p);
 static void hk_arm(vl_redis_pool *p, uint64_t ms);
+
+/* A Sentinel pool before its first answer: requests wait, nothing opens. */
+static int no_target(const vl_redis_pool *p)
+{
+    return p->sentinel != NULL && p->ntargets == 0;
+}
+
+/* A Sentinel pool's discovery keeps vl_loop_run running while somebody
+ * waits in the pool (for a target, room, a lease or readiness), as the
+ * pool's connections do for a lease or readiness request. */
+static void sentinel_hold(vl_redis_pool *p)
+{
+    if (p->sentinel != NULL)
+        vl__sentinel_hold(p->sentinel,
+                          !p->closing && p->cmds.n + p->leases.n + p->readies.n > 0);
+}
 
 static const size_t opts_ends[] = {
     VL__END(vl_redis_pool_options, struct_size),
@@ -283,6 +307,7 @@ static void wait_drop(vl_redis_pool *p, pwait *w)
     vl__free(w);
     if (kind != W_CMD)
         waiters_changed(p);
+    sentinel_hold(p);
 }
 
 static void arm_timer(vl_redis_pool *p)
@@ -300,6 +325,21 @@ static void arm_timer(vl_redis_pool *p)
         vl__timer_start(&p->timer, next > now ? next - now : 0);
 }
 
+/* A request that waited its acquire_timeout_ms for a Sentinel pool's
+ * first target fails with VL_ECONN and what the sentinels said: nothing
+ * could be reached, which a timeout would hide. 1 when it did. */
+static int no_target_fail(vl_redis_pool *p, vl_future *f)
+{
+    if (!no_target(p))
+        return 0;
+    count_result(p, VL_ECONN);
+    vl__future_set_source(f, NULL, NULL);
+    vl__future_fail(f, VL_ECONN, "pool %s: no %s known within %" PRIu64 " ms: %s", p->display,
+                    vl__sentinel_role(p->sentinel), p->o.acquire_timeout_ms,
+                    vl__sentinel_error(p->sentinel));
+    return 1;
+}
+
 static void timer_cb(vl__timer *t, void *ud)
 {
     vl_redis_pool *p = ud;
@@ -310,6 +350,8 @@ static void timer_cb(vl__timer *t, void *ud)
     while ((w = p->cmds.head) != NULL && w->deadline != 0 && w->deadline <= now) {
         vl_future *f = w->f;
         wait_drop(p, w);
+        if (no_target_fail(p, f))
+            continue;
         count_result(p, VL_ETIMEDOUT);
         vl__future_set_source(f, NULL, NULL);
         vl__future_fail(f, VL_ETIMEDOUT,
@@ -319,6 +361,8 @@ static void timer_cb(vl__timer *t, void *ud)
     while ((w = p->leases.head) != NULL && w->deadline != 0 && w->deadline <= now) {
         vl_future *f = w->f;
         wait_drop(p, w);
+        if (no_target_fail(p, f))
+            continue;
         count_result(p, VL_ETIMEDOUT);
         vl__future_set_source(f, NULL, NULL);
         vl__future_fail(f, VL_ETIMEDOUT,
@@ -384,6 +428,7 @@ static vl_future *wait_add(vl_redis_pool *p, char *cmd, size_t len, int kind)
     q_append(q_of(p, kind), w);
     if (kind != W_CMD)
         waiters_changed(p);
+    sentinel_hold(p);
     if (w->deadline != 0 && !vl__timer_active(&p->timer))
         arm_timer(p);
     return f;
@@ -406,6 +451,11 @@ static void pool_event(vl_redis *c, int event, int status, void *ud)
         p->pending--;
         s->touched = 1;
         count_result(p, status);
+        /* The connection does not tell the pool an error reply's text, so
+         * any one (READONLY among them) asks the sentinels whether the
+         * master moved: at most once a second. */
+        if (status == VL_ESERVER && p->sentinel != NULL && !s->retiring)
+            vl__sentinel_trouble(p->sentinel, VL__SENTINEL_ERROR_REPLY);
         break;
     case VL__REDIS_EV_READY:
         s->up = 1;
@@ -419,6 +469,8 @@ static void pool_event(vl_redis *c, int event, int status, void *ud)
             p->st.closed_broken++;
         s->up = 0;
         s->ping_at = 0;
+        if (p->sentinel != NULL && !s->retiring && !p->closing)
+            vl__sentinel_trouble(p->sentinel, VL__SENTINEL_LOST);
         if (p->readies.n > 0)
             check_ready(p);
         break;
@@ -456,14 +508,35 @@ static unsigned live_slots(const vl_redis_pool *p)
 
 static pslot *slot_open(vl_redis_pool *p)
 {
+    const char *url = p->url;
     pslot *s;
     uint64_t now;
 
-    if (live_slots(p) >= p->o.max_size || p->nslots >= p->cap || p->closing)
+    if (live_slots(p) >= p->o.max_size || p->closing || no_target(p))
         return NULL;
+    if (p->nslots >= p->cap) {
+        /* Only a Sentinel pool gets here: connections to a master that
+         * moved retire on top of max_size, and another move may come
+         * before they drained. */
+        pslot **more = vl__realloc(p->slots, p->cap * 2 * sizeof(*more));
+        if (more == NULL)
+            return NULL;
+        p->slots = more;
+        p->cap *= 2;
+    }
     s = vl__calloc(1, sizeof(*s));
     if (s == NULL)
         return NULL;
+    if (p->sentinel != NULL) {
+        /* Spread over the targets (replicas); a master is the only one. */
+        size_t t = p->tnext++ % p->ntargets;
+        url = p->turls[t];
+        s->ep = vl__strdup(p->teps[t]);
+        if (s->ep == NULL) {
+            vl__free(s);
+            return NULL;
+        }
+    }
     s->p = p;
     now = vl_loop_now_ms(p->loop);
     s->idle_since = s->alive_at = now;
@@ -475,10 +548,12 @@ static pslot *slot_open(vl_redis_pool *p)
     }
     p->slots[p->nslots++] = s;
     /* The TLS context of a connection already open is shared. */
-    s->c = vl__redis_new_pooled(p->loop, p->url, &p->copts, pool_event, s,
-                                p->nslots > 1 ? p->slots[0]->c : NULL);
+    /* The TLS context is shared only between connections of one URL. */
+    s->c = vl__redis_new_pooled(p->loop, url, &p->copts, pool_event, s,
+                                p->nslots > 1 && p->sentinel == NULL ? p->slots[0]->c : NULL);
     if (s->c == NULL) {
         p->nslots--;
+        vl__free(s->ep);
         vl__free(s);
         return NULL;
     }
@@ -517,6 +592,7 @@ static void slot_close(vl_redis_pool *p, pslot *s)
     if (p->closing)
         vl__redis_detach(s->c);
     vl_redis_free(s->c);
+    vl__free(s->ep);
     vl__free(s);
 }
 
@@ -607,6 +683,8 @@ static const char *last_error(vl_redis_pool *p)
 {
     unsigned i;
 
+    if (no_target(p))
+        return vl__sentinel_error(p->sentinel);
     for (i = 0; i < p->nslots; i++)
         if (vl_redis_error(p->slots[i]->c)[0] != '\0')
             return vl_redis_error(p->slots[i]->c);
@@ -741,7 +819,7 @@ static void pump(vl_redis_pool *p)
     do {
         pwait *w;
         p->pump_again = 0;
-        while ((w = p->cmds.head) != NULL && !p->closing &&
+        while ((w = p->cmds.head) != NULL && !p->closing && !no_target(p) &&
                (p->o.max_pending == 0 || p->pending < p->o.max_pending)) {
             vl_future *f = w->f;
             char *cmd = w->cmd;
@@ -750,7 +828,7 @@ static void pump(vl_redis_pool *p)
             wait_drop(p, w);
             route(p, f, cmd, len);
         }
-        while (p->leases.head != NULL && !p->closing) {
+        while (p->leases.head != NULL && !p->closing && !no_target(p)) {
             pslot *s = idle_slot(p);
             if (s == NULL) {
                 /* Wait for a connection being opened; open one if there is
@@ -775,6 +853,10 @@ static int ready_state(vl_redis_pool *p)
 {
     unsigned i, up = 0, live = 0, failed = 0;
 
+    /* Before its first target a Sentinel pool waits for the sentinels,
+     * and fails once a whole round of them named none. */
+    if (no_target(p))
+        return vl__sentinel_failed(p->sentinel) ? -1 : 0;
     for (i = 0; i < p->nslots; i++) {
         pslot *s = p->slots[i];
         uint64_t a, b, e;
@@ -817,7 +899,9 @@ static void check_ready(vl_redis_pool *p)
  * armed: an idle pool must not keep vl_loop_run running. */
 static void hk_arm(vl_redis_pool *p, uint64_t ms)
 {
-    if (p->hk_period == 0 || p->closing)
+    /* Without lifetimes it still runs for connections that retired
+     * because a Sentinel pool's master moved. */
+    if ((p->hk_period == 0 && p->nretiring == 0) || p->closing)
         return;
     vl__timer_start(&p->hk, ms);
     if (!p->hk_unref) {
@@ -855,7 +939,8 @@ static void housekeep(vl_redis_pool *p)
         if (s->retiring) {
             /* Closed once drained; a leased one when it is released. */
             if (s->lease == NULL && n == 0) {
-                p->st.closed_lifetime++;
+                if (!s->moved)
+                    p->st.closed_lifetime++;
                 slot_close(p, s);
                 changed = 1;
                 continue;
@@ -910,7 +995,126 @@ static void hk_cb(vl__timer *t, void *ud)
         p->hk_unref = 0;
     }
     housekeep(p);
-    hk_arm(p, p->hk_period);
+    /* A retiring connection that is down and idle sends no IDLE event:
+     * without lifetimes, the timer comes back for it once a second. */
+    hk_arm(p, p->hk_period > 0 ? p->hk_period : 1000);
+}
+
+/* ---- targets (Redis Sentinel) ---- */
+
+static void targets_free(vl_redis_pool *p)
+{
+    size_t i;
+
+    for (i = 0; i < p->ntargets; i++) {
+        memset(p->turls[i], 0, strlen(p->turls[i])); /* it may hold a password */
+        vl__free(p->turls[i]);
+        vl__free(p->teps[i]);
+    }
+    vl__free(p->turls);
+    vl__free(p->teps);
+    p->turls = p->teps = NULL;
+    p->ntargets = 0;
+}
+
+static int target_has(char *const *eps, size_t n, const char *ep)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++)
+        if (ep != NULL && strcmp(eps[i], ep) == 0)
+            return 1;
+    return 0;
+}
+
+int vl__redis_pool_retarget(vl_redis_pool *p, char *const *urls, char *const *eps, size_t n)
+{
+    char **nu, **ne, *endpoint;
+    size_t i, len = 1;
+    unsigned k;
+    int moved = 0;
+
+    if (p->closing || n == 0)
+        return VL_EINVAL;
+    for (i = 0; i < n; i++)
+        len += strlen(eps[i]) + 1;
+    nu = vl__calloc(n, sizeof(*nu));
+    ne = vl__calloc(n, sizeof(*ne));
+    endpoint = vl__malloc(len);
+    for (i = 0; nu != NULL && ne != NULL && i < n; i++) {
+        nu[i] = vl__strdup(urls[i]);
+        ne[i] = vl__strdup(eps[i]);
+    }
+    if (nu == NULL || ne == NULL || endpoint == NULL || nu[n - 1] == NULL || ne[n - 1] == NULL) {
+        for (i = 0; nu != NULL && ne != NULL && i < n; i++) {
+            vl__free(nu[i]);
+            vl__free(ne[i]);
+        }
+        vl__free(nu);
+        vl__free(ne);
+        vl__free(endpoint);
+        return VL_ENOMEM;
+    }
+    endpoint[0] = '\0';
+    for (i = 0; i < n; i++) {
+        if (i > 0)
+            strcat(endpoint, ",");
+        strcat(endpoint, eps[i]);
+    }
+    targets_free(p);
+    p->turls = nu;
+    p->teps = ne;
+    p->ntargets = n;
+    vl__free(p->endpoint);
+    p->endpoint = endpoint;
+    /* Every connection to a server that is no longer a target retires at
+     * once: routing skips it from now on, what it has in flight completes,
+     * and housekeeping closes it once drained (the max_lifetime_ms path).
+     * One not up yet has written nothing: its waiting commands fail now
+     * rather than reach the old server once it answers. */
+    for (k = 0; k < p->nslots; k++) {
+        pslot *s = p->slots[k];
+        if (s->retiring || target_has(ne, n, s->ep))
+            continue;
+        retire(p, s);
+        s->moved = 1;
+        moved = 1;
+        if (s->lease == NULL && vl_redis_state(s->c) != VL_REDIS_READY) {
+            char msg[256];
+            snprintf(msg, sizeof(msg), "pool %s: the target moved to %s", p->display,
+                     endpoint);
+            vl__redis_drop(s->c, msg);
+        }
+    }
+    p->last = NULL;
+    top_up(p);
+    if (moved)
+        hk_arm(p, 0);
+    if (p->readies.n > 0)
+        check_ready(p);
+    pump(p);
+    return VL_OK;
+}
+
+void vl__redis_pool_no_target(vl_redis_pool *p)
+{
+    if (!p->closing && p->readies.n > 0)
+        check_ready(p);
+}
+
+const char *vl_redis_pool_endpoint(const vl_redis_pool *p)
+{
+    if (p == NULL)
+        return NULL;
+    return p->endpoint != NULL ? p->endpoint : "";
+}
+
+void vl__redis_pool_sentinel_counts(const vl_redis_pool *p, uint64_t *discoveries,
+                                    uint64_t *switches)
+{
+    *discoveries = *switches = 0;
+    if (p != NULL && p->sentinel != NULL)
+        vl__sentinel_counts(p->sentinel, discoveries, switches);
 }
 
 /* ---- public API ---- */
@@ -922,6 +1126,7 @@ static void pool_release(vl__handle *h)
     vl__free(p->slots);
     vl__free(p->url);
     vl__free(p->display);
+    vl__free(p->endpoint);
     vl__free(p->invalid_msg);
     vl__free(p);
 }
@@ -971,22 +1176,35 @@ vl_redis_pool *vl_redis_pool_new(vl_loop *loop, const char *url, const vl_redis_
         p->invalid_msg = vl__strdup(owhy);
         if (p->invalid_msg == NULL)
             goto nomem;
+    } else if (vl__sentinel_url(url)) {
+        /* Discovery starts from the loop, once the pool is complete. */
+        p->invalid_status = vl__sentinel_new(p, loop, url, &p->copts, &p->sentinel,
+                                             &p->display, &p->invalid_msg);
     } else {
         p->invalid_status = vl__redis_url_error(loop, url, &p->invalid_msg);
     }
     if (p->invalid_status == VL_ENOMEM)
         goto nomem;
-    if (p->invalid_status == VL_OK) {
+    if (p->sentinel != NULL) {
+        p->endpoint = vl__strdup("");
+    } else if (p->invalid_status == VL_OK) {
         vl__url u;
         char why[160];
         if (vl__url_parse(url, &u, why, sizeof(why)) != VL_OK)
             goto nomem; /* it parsed a moment ago: only memory can fail */
         p->display = vl__strdup(u.display);
+        if (u.host[0] == '\0')
+            p->endpoint = vl__strdup(u.display); /* unix:// has no host:port */
+        else
+            p->endpoint = vl__asprintf(strchr(u.host, ':') != NULL ? "[%s]:%d" : "%s:%d",
+                                       u.host, u.port != 0 ? u.port : 6379);
         vl__url_clear(&u);
     } else {
+        vl__free(p->display); /* a Sentinel URL's, if it got that far */
         p->display = vl__strdup("redis pool");
+        p->endpoint = vl__strdup("");
     }
-    if (p->display == NULL)
+    if (p->display == NULL || p->endpoint == NULL)
         goto nomem;
     vl__handle_add(loop, &p->handle, pool_handle_free);
     p->registered = 1;
@@ -1010,9 +1228,11 @@ vl_redis_pool *vl_redis_pool_new(vl_loop *loop, const char *url, const vl_redis_
     }
     return p;
 nomem:
+    vl__sentinel_free(p->sentinel);
     vl__free(p->slots);
     vl__free(p->url);
     vl__free(p->display);
+    vl__free(p->endpoint);
     vl__free(p->invalid_msg);
     vl__free(p);
     return NULL;
@@ -1029,8 +1249,10 @@ static vl_future *pool_submit(vl_redis_pool *p, char *cmd, size_t len)
         return vl__future_failed(p->loop, status, "%s",
                                  p->closing ? "pool is closed" : p->invalid_msg);
     }
-    /* Room is judged in order: while others wait, a newcomer waits too. */
-    if (p->cmds.n > 0 || (p->o.max_pending > 0 && p->pending >= p->o.max_pending)) {
+    /* Room is judged in order: while others wait, a newcomer waits too;
+     * before a Sentinel pool knows where to go, everyone does. */
+    if (p->cmds.n > 0 || no_target(p) ||
+        (p->o.max_pending > 0 && p->pending >= p->o.max_pending)) {
         if (p->cmds.n + p->leases.n >= p->o.max_waiters) {
             vl__redis_cmd_free(cmd);
             p->st.rejected++;
@@ -1368,8 +1590,11 @@ void vl_redis_pool_free(vl_redis_pool *p)
         vl__future_set_source(f, NULL, NULL);
         vl__future_fail(f, VL_ECANCELED, "pool freed");
     }
+    vl__sentinel_free(p->sentinel);
+    p->sentinel = NULL;
     while (p->nslots > 0)
         slot_close(p, p->slots[p->nslots - 1]);
+    targets_free(p);
     memset(p->url, 0, strlen(p->url));
     /* While the loop is being freed, callbacks may still pass p to
      * vl_redis_pool_free (a no-op now): keep the memory until they ran. */

@@ -608,10 +608,12 @@ VL_EXPORT vl_future *vl_redis_lease_command_argv(vl_redis_lease *l, int argc,
  * it was closed as dirty (or the pool is gone). NULL is a no-op returning 0. */
 VL_EXPORT int vl_redis_lease_release(vl_redis_lease *l);
 
-/* Where the pool's connections go: "host:port" of its URL, or for a
- * redis+sentinel:// pool the master (or replica) the sentinels named last,
- * "" while none is known yet. Borrowed until the pool next changes it (a
- * failover) or is freed. Never contains a password. NULL when p is NULL. */
+/* Where the pool's new connections go: "host:port" of its URL (the
+ * printable URL for unix://), or for a redis+sentinel:// pool the master
+ * the sentinels named last and ROLE confirmed (role=replica: the replicas,
+ * "host:port,host:port"), "" while none is known yet or the URL is bad.
+ * Borrowed until the pool next changes it (a failover) or is freed. Never
+ * contains a password. NULL when p is NULL. */
 VL_EXPORT const char *vl_redis_pool_endpoint(const vl_redis_pool *p);
 
 /* ---- Stats and teardown ---------------------------------------------------- */

@@ -127,27 +127,49 @@
  *
  * ==== Redis Sentinel ========================================================
  *
- *   redis+sentinel://[[user]:password@]host:port[,host:port...]/master[/db][?params]
+ *   redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/master[/db][?params]
  *
  * is accepted by vl_redis_pool_new (volley/redis.h) only. The hosts are
- * sentinels; `master` is the name they watch. The pool asks them in turn
- * for the master's address (SENTINEL get-master-addr-by-name), checks it
- * with ROLE, and opens its connections there; credentials, db and TLS
- * parameters are the master's (the sentinels' own password, if any, is
- * sentinel_password=). It subscribes to +switch-master on one sentinel and,
- * when the master moves, retires every connection to the old one (commands
- * already written there complete; no new command is sent there once the
- * switch is known) and opens connections to the new one. A READONLY error
- * reply, a lost connection or a ROLE that does not say "master" also make
- * it ask the sentinels again (at most once per second). Parameters:
- *   role=master|replica  replica: the pool's connections go to replicas the
- *                        sentinels list as up (SENTINEL replicas), spread
- *                        over them; read-only commands only, by your choice
+ * sentinels (port 26379 by default); `master` is the name they watch. The
+ * pool asks them in turn, on the loop and never blocking, for the master's
+ * address (SENTINEL get-master-addr-by-name), checks it with ROLE on a
+ * connection of its own, and only then opens its connections there. Each
+ * step is bounded by connect_timeout_ms (connect and answer), so a dead or
+ * silent sentinel costs one such deadline and the next one is asked. The
+ * user, password and db of the URL, and every parameter but the two below
+ * (name=...), are the data servers', as in a redis:// URL; TLS is not
+ * offered for Sentinel pools (a TLS parameter is refused, VL_EINVAL).
+ *
+ * The pool subscribes to +switch-master on one sentinel (when that
+ * connection is lost, the next sentinel after a backoff, and once
+ * subscribed again it asks, since a switch may have been published
+ * meanwhile). When the master moves, every connection to the old one
+ * retires at once: no new command is routed to it, commands already
+ * written there complete and it closes once drained (a connection not up
+ * yet fails the commands waiting for its handshake with VL_ECONN, so that
+ * none reaches the old master later); new connections open to the new one.
+ * A lost connection, any error reply (the pool does not see a reply's
+ * text, so READONLY is among them) or a ROLE that does not say "master"
+ * also make it ask again: one round at a time, at most one per second. A
+ * round that finds nothing keeps the present target. Parameters:
+ *   role=master|replica  replica: the pool's connections go to the
+ *                        replicas the sentinels list as up (flags without
+ *                        s_down, o_down, disconnected) whose ROLE says
+ *                        "slave", spread over them in turn; writes there
+ *                        fail with the replica's READONLY reply. The list
+ *                        is asked again on +sdown, -sdown, +switch-master
+ *                        and lost connections
  *   sentinel_password=P  AUTH for the sentinels (never printed)
- * Until the first answer, commands wait (as for room in the pool, up to
- * acquire_timeout_ms). vl_redis_pool_endpoint tells where the pool points.
- * vl_redis_new refuses a redis+sentinel:// URL (VL_EINVAL "a Sentinel
- * endpoint needs a pool").
+ * Until the first answer nothing is opened and commands, leases and
+ * readiness requests wait; a command or lease waits up to
+ * acquire_timeout_ms, then fails with VL_ECONN and what the sentinels said
+ * ("no master known within 5000 ms: none of 3 sentinels named a master for
+ * 'mymaster': sentinel 127.0.0.1:26379: no master named 'mymaster'; ...").
+ * vl_redis_pool_ready fails so once a whole round of sentinels named none;
+ * rounds go on a second apart while there is no target. Messages name
+ * endpoints as "host:port" or the printable URL, never a password.
+ * vl_redis_pool_endpoint tells where the pool points. vl_redis_new refuses
+ * a redis+sentinel:// URL (VL_EINVAL "a Sentinel endpoint needs a pool").
  */
 #ifndef VOLLEY_REDIS_CLUSTER_H
 #define VOLLEY_REDIS_CLUSTER_H

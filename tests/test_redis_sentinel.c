@@ -1,0 +1,749 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/* tests/test_redis_sentinel.c - redis+sentinel:// pools against the
+ * harness's Sentinel set (tests/servers.sh: one master, one replica, three
+ * sentinels): finding the master and a replica, following a forced
+ * failover and a killed master, dead sentinels, a wrong master name, bad
+ * URLs, passwords kept out of messages, and a pool freed mid-discovery.
+ *
+ * The tests share the servers and a failover swaps the two data servers'
+ * roles, so every test starts by waiting until the sentinels agree on a
+ * master and the other server replicates it, and then works with whichever
+ * is master. A test that kills a server restarts it and waits so again.
+ */
+#include "testutil.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define WATCHDOG_S 110
+
+/* Internal: discoveries and switches of a Sentinel pool (lib/redis_pool.c). */
+void vl__redis_pool_sentinel_counts(const vl_redis_pool *p, uint64_t *discoveries,
+                                    uint64_t *switches);
+
+static void on_watchdog(int sig)
+{
+    static const char msg[] = "# watchdog: the test hung\n";
+    ssize_t n;
+
+    (void)sig;
+    n = write(STDOUT_FILENO, msg, sizeof(msg) - 1);
+    (void)n;
+    _exit(124);
+}
+
+static int setup(void **state)
+{
+    signal(SIGALRM, on_watchdog);
+    alarm(WATCHDOG_S);
+    return tu_setup(state);
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    alarm(0);
+    return 0;
+}
+
+/* ---- the harness ---- */
+
+static const char *master_name(void)
+{
+    return tu_env("VL_TEST_SENTINEL_MASTER");
+}
+
+static int sentinel_port(int i)
+{
+    int ports[3];
+
+    assert_int_equal(tu_env_ports("VL_TEST_SENTINEL_PORTS", ports, 3), 3);
+    return ports[i];
+}
+
+static int data_port(int which)
+{
+    return atoi(tu_env(which == 0 ? "VL_TEST_SENTINEL_MASTER_PORT"
+                                  : "VL_TEST_SENTINEL_REPLICA_PORT"));
+}
+
+/* The harness's name of the data server on `port`. */
+static const char *server_of(int port)
+{
+    return port == data_port(0) ? "sentinel-master" : "sentinel-replica";
+}
+
+/* The pool's URL over the three sentinels, with `extra` before them
+ * ("127.0.0.1:1," or "") and `tail` after the name ("?role=replica"). */
+static const char *pool_url(const char *extra, const char *name, const char *tail)
+{
+    static char buf[512];
+
+    snprintf(buf, sizeof(buf), "redis+sentinel://%s127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d/%s%s",
+             extra, sentinel_port(0), sentinel_port(1), sentinel_port(2), name, tail);
+    return buf;
+}
+
+/* One command on a connection of its own to 127.0.0.1:port: the reply
+ * (the caller's to free), or NULL when it failed. */
+static vl_redis_reply *ask(vl_loop *loop, int port, int argc, const char **argv)
+{
+    char url[64];
+    vl_redis_options o;
+    vl_redis *c;
+    vl_future *f;
+    vl_redis_reply *r = NULL;
+
+    vl_redis_options_init(&o);
+    o.connect_timeout_ms = 1000;
+    o.command_timeout_ms = 2000;
+    o.reconnect = 0;
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d", port);
+    c = vl_redis_new(loop, url, &o);
+    assert_non_null(c);
+    f = vl_redis_command_argv(c, argc, argv, NULL);
+    if (tu_await(loop, f) == VL_OK)
+        r = vl_future_take(f);
+    vl_future_free(f);
+    vl_redis_free(c);
+    return r;
+}
+
+static vl_redis_reply *ask2(vl_loop *loop, int port, const char *a, const char *b)
+{
+    const char *argv[2] = {a, b};
+    return ask(loop, port, b != NULL ? 2 : 1, argv);
+}
+
+static const char *elem_str(const vl_redis_reply *r, size_t i)
+{
+    const char *s = vl_redis_reply_str(vl_redis_reply_element(r, i), NULL);
+    return s != NULL ? s : "";
+}
+
+/* The master port sentinel i names, 0 when it names none. */
+static int named_master(vl_loop *loop, int i)
+{
+    const char *argv[3] = {"SENTINEL", "get-master-addr-by-name", master_name()};
+    vl_redis_reply *r = ask(loop, sentinel_port(i), 3, argv);
+    int port = r != NULL && vl_redis_reply_count(r) == 2 ? atoi(elem_str(r, 1)) : 0;
+
+    vl_redis_reply_free(r);
+    return port;
+}
+
+/* 1 when sentinel i lists `port` as a replica that is up. */
+static int replica_known(vl_loop *loop, int i, int port)
+{
+    const char *argv[3] = {"SENTINEL", "replicas", master_name()};
+    vl_redis_reply *r = ask(loop, sentinel_port(i), 3, argv);
+    int ok = 0;
+    size_t k;
+
+    for (k = 0; r != NULL && k < vl_redis_reply_count(r); k++) {
+        const vl_redis_reply *m = vl_redis_reply_element(r, k);
+        const char *p = vl_redis_reply_str(vl_redis_reply_map_get(m, "port", 4), NULL);
+        const char *fl = vl_redis_reply_str(vl_redis_reply_map_get(m, "flags", 5), NULL);
+        if (p != NULL && atoi(p) == port && fl != NULL && strcmp(fl, "slave") == 0)
+            ok = 1;
+    }
+    vl_redis_reply_free(r);
+    return ok;
+}
+
+/* 1 when the data server on `port` says ROLE `role` (for "slave": of
+ * master_port, with its link up). */
+static int has_role(vl_loop *loop, int port, const char *role, int master_port)
+{
+    vl_redis_reply *r = ask2(loop, port, "ROLE", NULL);
+    int ok = r != NULL && strcmp(elem_str(r, 0), role) == 0;
+
+    if (ok && strcmp(role, "slave") == 0) {
+        long long mp = 0;
+        ok = vl_redis_reply_integer(vl_redis_reply_element(r, 2), &mp) == VL_OK &&
+             mp == master_port && strcmp(elem_str(r, 3), "connected") == 0;
+    }
+    vl_redis_reply_free(r);
+    return ok;
+}
+
+/* Waits until the harness finds the sentinel set healthy, then (the
+ * watchdog bounds it) until this test sees it so too: every sentinel names
+ * the same master, which says so, and the other data server replicates it
+ * and is known up by every sentinel. Stores the two ports. */
+static void settle(vl_loop *loop, int *master, int *replica)
+{
+    tu_sentinel_wait_ok();
+    for (;;) {
+        int m = named_master(loop, 0), r, i, ok = m != 0;
+        for (i = 1; ok && i < 3; i++)
+            ok = named_master(loop, i) == m;
+        r = m == data_port(0) ? data_port(1) : data_port(0);
+        ok = ok && (m == data_port(0) || m == data_port(1)) && has_role(loop, m, "master", 0) &&
+             has_role(loop, r, "slave", m);
+        for (i = 0; ok && i < 3; i++)
+            ok = replica_known(loop, i, r);
+        if (ok) {
+            *master = m;
+            *replica = r;
+            return;
+        }
+        tu_sleep_ms(loop, 200);
+    }
+}
+
+static vl_redis_pool *sentinel_pool(vl_loop *loop, const char *url, uint64_t acquire_ms)
+{
+    vl_redis_pool_options o;
+    vl_redis_pool *p;
+
+    vl_redis_pool_options_init(&o);
+    o.max_size = 4;
+    o.min_idle = 2;
+    o.connect_timeout_ms = 1000;
+    o.command_timeout_ms = 5000;
+    if (acquire_ms > 0)
+        o.acquire_timeout_ms = acquire_ms;
+    p = vl_redis_pool_new(loop, url, &o);
+    assert_non_null(p);
+    return p;
+}
+
+static void await_ready(vl_loop *loop, vl_redis_pool *p)
+{
+    vl_future_free(tu_run_cmd(loop, vl_redis_pool_ready(p), VL_OK));
+}
+
+static int port_of(const char *endpoint)
+{
+    const char *c = strrchr(endpoint, ':');
+    return c != NULL ? atoi(c + 1) : 0;
+}
+
+static uint64_t discoveries(const vl_redis_pool *p, uint64_t *switches)
+{
+    uint64_t d, s;
+
+    vl__redis_pool_sentinel_counts(p, &d, &s);
+    if (switches != NULL)
+        *switches = s;
+    return d;
+}
+
+/* ---- finding the servers ---- */
+
+static void pool_finds_the_master(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_redis_pool *p;
+    vl_redis_reply *r;
+    vl_future *f;
+    char want[32];
+    int m, rp;
+
+    (void)state;
+    settle(loop, &m, &rp);
+    p = sentinel_pool(loop, pool_url("", master_name(), "?name=vl-sentinel-test"), 0);
+    assert_string_equal(vl_redis_pool_endpoint(p), ""); /* nothing known yet */
+    await_ready(loop, p);
+    snprintf(want, sizeof(want), "127.0.0.1:%d", m);
+    assert_string_equal(vl_redis_pool_endpoint(p), want);
+    assert_int_equal(discoveries(p, NULL), 1);
+    vl_future_free(tu_run_cmd(loop, vl_redis_pool_command(p, "SET sentinel:a %d", m), VL_OK));
+    f = tu_run_cmd(loop, vl_redis_pool_command(p, "GET sentinel:a"), VL_OK);
+    snprintf(want, sizeof(want), "%d", m);
+    tu_check_str(vl_future_redis_reply(f), want);
+    vl_future_free(f);
+    /* It was the master that took it, with the URL's name= parameter. */
+    r = ask2(loop, m, "GET", "sentinel:a");
+    assert_non_null(r);
+    tu_check_str(r, want);
+    vl_redis_reply_free(r);
+    r = ask2(loop, m, "CLIENT", "LIST");
+    assert_non_null(strstr(vl_redis_reply_str(r, NULL), "name=vl-sentinel-test"));
+    vl_redis_reply_free(r);
+    vl_redis_pool_free(p);
+    tu_finish(loop);
+}
+
+static void commands_issued_before_the_answer_wait_for_it(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_redis_pool *p;
+    vl_future *fs[20], *all;
+    int m, rp, i;
+
+    (void)state;
+    settle(loop, &m, &rp);
+    p = sentinel_pool(loop, pool_url("", master_name(), ""), 0);
+    for (i = 0; i < 20; i++)
+        fs[i] = vl_redis_pool_command(p, "SET sentinel:early:%d %d", i, i);
+    all = vl_future_all(loop, fs, 20);
+    assert_int_equal(tu_await(loop, all), VL_OK);
+    vl_future_free(all);
+    assert_int_equal(port_of(vl_redis_pool_endpoint(p)), m);
+    vl_redis_pool_free(p);
+    tu_finish(loop);
+}
+
+static void role_replica_reads_from_the_replica(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_redis_pool *p;
+    vl_redis_reply *r;
+    vl_future *f;
+    const char *set[3] = {"SET", "sentinel:replicated", "yes"};
+    char want[32];
+    int m, rp;
+
+    (void)state;
+    settle(loop, &m, &rp);
+    r = ask(loop, m, 3, set);
+    assert_non_null(r);
+    vl_redis_reply_free(r);
+    for (;;) { /* until the replica has it */
+        r = ask2(loop, rp, "GET", "sentinel:replicated");
+        if (r != NULL && vl_redis_reply_type(r) == VL_REDIS_STRING)
+            break;
+        vl_redis_reply_free(r);
+        tu_sleep_ms(loop, 50);
+    }
+    vl_redis_reply_free(r);
+    p = sentinel_pool(loop, pool_url("", master_name(), "?role=replica"), 0);
+    await_ready(loop, p);
+    snprintf(want, sizeof(want), "127.0.0.1:%d", rp);
+    assert_string_equal(vl_redis_pool_endpoint(p), want);
+    f = tu_run_cmd(loop, vl_redis_pool_command(p, "GET sentinel:replicated"), VL_OK);
+    tu_check_str(vl_future_redis_reply(f), "yes");
+    vl_future_free(f);
+    f = tu_run_cmd(loop, vl_redis_pool_command(p, "ROLE"), VL_OK);
+    assert_string_equal(elem_str(vl_future_redis_reply(f), 0), "slave");
+    vl_future_free(f);
+    /* A write there is the replica's to refuse. */
+    f = tu_run_cmd(loop, vl_redis_pool_command(p, "SET sentinel:x 1"), VL_ESERVER);
+    assert_non_null(strstr(vl_future_error(f), "READONLY"));
+    vl_future_free(f);
+    vl_redis_pool_free(p);
+    tu_finish(loop);
+}
+
+/* ---- following a failover ---- */
+
+typedef struct writer {
+    vl_redis_pool *p;
+    int issued, completed, ok, failed, after_switch_failed;
+    int switch_at;       /* the first write issued once the switch was seen; -1 before */
+    int stop;
+    int inflight;
+    char old_ep[64];
+    uint64_t t0, switch_ms;
+    vl_loop *loop;
+} writer;
+
+typedef struct wstep {
+    writer *w;
+    int i;
+} wstep;
+
+static void write_next(writer *w);
+
+static void write_done(vl_future *f, void *ud)
+{
+    wstep *ws = ud;
+    writer *w = ws->w;
+
+    w->completed++;
+    w->inflight--;
+    if (vl_future_status(f) == VL_OK) {
+        w->ok++;
+    } else {
+        w->failed++;
+        if (w->switch_at >= 0 && ws->i >= w->switch_at) {
+            w->after_switch_failed++;
+            print_message("# write %d after the switch failed: %s\n", ws->i, vl_future_error(f));
+        }
+    }
+    free(ws);
+    /* A write that failed fast (no connection up) is followed by the next
+     * one at the writer's pace, not at once. */
+    if (vl_future_status(f) == VL_OK)
+        write_next(w);
+}
+
+/* Keeps a few writes of unique keys in flight; notes when the pool's
+ * endpoint changes. */
+static void write_next(writer *w)
+{
+    if (w->switch_at < 0 && strcmp(vl_redis_pool_endpoint(w->p), w->old_ep) != 0 &&
+        vl_redis_pool_endpoint(w->p)[0] != '\0') {
+        w->switch_at = w->issued;
+        w->switch_ms = vl_loop_now_ms(w->loop) - w->t0;
+    }
+    while (!w->stop && w->inflight < 4) {
+        wstep *ws = malloc(sizeof(*ws));
+        vl_future *f;
+        assert_non_null(ws);
+        ws->w = w;
+        ws->i = w->issued++;
+        f = vl_redis_pool_command(w->p, "SET sentinel:fo:%d %d", ws->i, ws->i);
+        assert_non_null(f);
+        w->inflight++;
+        assert_int_equal(vl_future_then(f, write_done, ws), VL_OK);
+        if (w->stop)
+            break;
+    }
+}
+
+/* Runs the writer until `done` says so, for at most limit_ms of loop time
+ * (then fails), topping the writes up every 20 ms. */
+static void run_writer(vl_loop *loop, writer *w, int (*done)(writer *w), uint64_t limit_ms)
+{
+    uint64_t start = vl_loop_now_ms(loop);
+
+    write_next(w);
+    while (!done(w)) {
+        tu_sleep_ms(loop, 20);
+        write_next(w);
+        if (vl_loop_now_ms(loop) - start > limit_ms)
+            fail_msg("the pool did not follow within %llu ms (endpoint %s)",
+                     (unsigned long long)limit_ms, vl_redis_pool_endpoint(w->p));
+    }
+    w->stop = 1;
+    while (w->inflight > 0)
+        tu_sleep_ms(loop, 10);
+}
+
+/* Moved, and 200 writes made after the move. */
+static int moved_and_wrote(writer *w)
+{
+    return w->switch_at >= 0 && w->ok > 0 && w->issued >= w->switch_at + 200;
+}
+
+/* Every key written after the pool saw the switch is on the new master:
+ * one that had gone to the old master would be missing there (the old
+ * master, now its replica, never passes its own writes on). */
+static void check_after_switch(vl_loop *loop, const writer *w, int new_master)
+{
+    int i, missing = 0;
+    char key[48];
+
+    for (i = w->switch_at; i < w->issued; i++) {
+        const char *argv[2] = {"GET", key};
+        vl_redis_reply *r;
+        snprintf(key, sizeof(key), "sentinel:fo:%d", i);
+        r = ask(loop, new_master, 2, argv);
+        if (r == NULL || vl_redis_reply_type(r) != VL_REDIS_STRING)
+            missing++;
+        vl_redis_reply_free(r);
+    }
+    assert_int_equal(missing, 0);
+}
+
+/* No connection named vl-sentinel-fo is left on `port`. Waits for the
+ * retired ones to close (housekeeping closes them once drained). */
+static void no_pool_connection_on(vl_loop *loop, int port)
+{
+    for (;;) {
+        vl_redis_reply *r = ask2(loop, port, "CLIENT", "LIST");
+        int left = r == NULL || strstr(vl_redis_reply_str(r, NULL), "name=vl-sentinel-fo") != NULL;
+        vl_redis_reply_free(r);
+        if (!left)
+            return;
+        tu_sleep_ms(loop, 100);
+    }
+}
+
+/* A writer on a pool that finds `master`; its clock starts now. */
+static void writer_start(vl_loop *loop, writer *w, int master)
+{
+    memset(w, 0, sizeof(*w));
+    w->loop = loop;
+    w->switch_at = -1;
+    w->p = sentinel_pool(loop, pool_url("", master_name(), "?name=vl-sentinel-fo"), 0);
+    await_ready(loop, w->p);
+    snprintf(w->old_ep, sizeof(w->old_ep), "%s", vl_redis_pool_endpoint(w->p));
+    assert_int_equal(port_of(w->old_ep), master);
+    w->t0 = vl_loop_now_ms(loop);
+}
+
+/* The pool moved to `master`, no write made once it had failed, and every
+ * write completed once. */
+static void writer_check(const writer *w, int master)
+{
+    assert_int_equal(port_of(vl_redis_pool_endpoint(w->p)), master);
+    assert_int_equal(w->after_switch_failed, 0);
+    assert_int_equal(w->completed, w->issued);
+}
+
+static void forced_failover_moves_the_pool(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    const char *argv[3] = {"SENTINEL", "FAILOVER", master_name()};
+    vl_redis_reply *r;
+    writer w;
+    uint64_t sw;
+    int m, rp;
+
+    (void)state;
+    settle(loop, &m, &rp);
+    writer_start(loop, &w, m);
+    r = ask(loop, sentinel_port(1), 3, argv);
+    assert_non_null(r);
+    tu_check_str(r, "OK");
+    vl_redis_reply_free(r);
+    run_writer(loop, &w, moved_and_wrote, tu_ms(60000));
+    print_message("# forced failover: the pool moved %llu ms after SENTINEL FAILOVER; "
+                  "%d writes, %d failed before the switch\n",
+                  (unsigned long long)w.switch_ms, w.issued, w.failed);
+    writer_check(&w, rp);
+    assert_true(discoveries(w.p, &sw) >= 2);
+    assert_int_equal(sw, 1);
+    settle(loop, &m, &rp);
+    assert_int_equal(port_of(vl_redis_pool_endpoint(w.p)), m);
+    check_after_switch(loop, &w, m);
+    no_pool_connection_on(loop, rp);
+    vl_redis_pool_free(w.p);
+    tu_finish(loop);
+}
+
+static void killed_master_is_followed(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    writer w;
+    int m, rp, m2, rp2;
+
+    (void)state;
+    settle(loop, &m, &rp);
+    writer_start(loop, &w, m);
+    tu_kill_server(server_of(m));
+    w.t0 = vl_loop_now_ms(loop);
+    run_writer(loop, &w, moved_and_wrote, tu_ms(80000));
+    print_message("# killed master: the pool moved %llu ms after kill -9; %d writes, "
+                  "%d failed meanwhile\n",
+                  (unsigned long long)w.switch_ms, w.issued, w.failed);
+    writer_check(&w, rp);
+    check_after_switch(loop, &w, rp);
+    vl_redis_pool_free(w.p);
+    /* Back to a known state: the killed server returns as a replica. */
+    tu_restart_server(server_of(m));
+    settle(loop, &m2, &rp2);
+    assert_int_equal(m2, rp);
+    tu_finish(loop);
+}
+
+/* ---- sentinels that do not answer ---- */
+
+static void dead_sentinels_first_are_skipped(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_redis_pool *p;
+    char extra[64];
+    int m, rp, silent, fd = tu_silent_listener(&silent);
+
+    (void)state;
+    settle(loop, &m, &rp);
+    /* Port 1 refuses; the silent listener accepts and never answers, so
+     * that step costs connect_timeout_ms. */
+    snprintf(extra, sizeof(extra), "127.0.0.1:1,127.0.0.1:%d,", silent);
+    p = sentinel_pool(loop, pool_url(extra, master_name(), ""), 0);
+    await_ready(loop, p);
+    assert_int_equal(port_of(vl_redis_pool_endpoint(p)), m);
+    vl_future_free(tu_run_cmd(loop, vl_redis_pool_command(p, "SET sentinel:b 1"), VL_OK));
+    vl_redis_pool_free(p);
+    close(fd);
+    tu_finish(loop);
+}
+
+static void no_sentinel_answers(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_redis_pool *p;
+    vl_future *f, *ready;
+    uint64_t t0;
+    int silent, fd = tu_silent_listener(&silent);
+    char url[128];
+
+    (void)state;
+    snprintf(url, sizeof(url), "redis+sentinel://127.0.0.1:1,127.0.0.1:%d/%s", silent, "any");
+    p = sentinel_pool(loop, url, 300);
+    t0 = vl_loop_now_ms(loop);
+    f = vl_redis_pool_command(p, "GET x");
+    ready = vl_redis_pool_ready(p);
+    assert_int_equal(tu_await(loop, f), VL_ECONN);
+    assert_true(vl_loop_now_ms(loop) - t0 >= 300); /* it waited its acquire_timeout_ms */
+    print_message("# %s\n", vl_future_error(f));
+    assert_non_null(strstr(vl_future_error(f), "no master known within 300 ms"));
+    assert_non_null(strstr(vl_future_error(f), "sentinel 127.0.0.1:1:"));
+    vl_future_free(f);
+    /* Readiness fails once a whole round found nothing (the silent one
+     * costs its connect timeout). */
+    assert_int_equal(tu_await(loop, ready), VL_ECONN);
+    assert_non_null(strstr(vl_future_error(ready), "none of 2 sentinels"));
+    vl_future_free(ready);
+    assert_string_equal(vl_redis_pool_endpoint(p), "");
+    vl_redis_pool_free(p);
+    close(fd);
+    tu_finish(loop);
+}
+
+static void wrong_master_name(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_redis_pool *p;
+    vl_future *f;
+
+    (void)state;
+    p = sentinel_pool(loop, pool_url("", "no-such-master", ""), 300);
+    f = vl_redis_pool_command(p, "GET x");
+    assert_int_equal(tu_await(loop, f), VL_ECONN);
+    print_message("# %s\n", vl_future_error(f));
+    assert_non_null(strstr(vl_future_error(f), "no master named 'no-such-master'"));
+    vl_future_free(f);
+    f = vl_redis_pool_ready(p);
+    assert_int_equal(tu_await(loop, f), VL_ECONN);
+    vl_future_free(f);
+    vl_redis_pool_free(p);
+    p = sentinel_pool(loop, pool_url("", "no-such-master", "?role=replica"), 300);
+    f = vl_redis_pool_command(p, "GET x");
+    assert_int_equal(tu_await(loop, f), VL_ECONN);
+    assert_non_null(strstr(vl_future_error(f), "No such master"));
+    vl_future_free(f);
+    vl_redis_pool_free(p);
+    tu_finish(loop);
+}
+
+/* ---- URLs and passwords ---- */
+
+static void bad_sentinel_urls(void **state)
+{
+    static const char *const bad[] = {
+        "redis+sentinel://127.0.0.1:26379",             /* no master name */
+        "redis+sentinel://127.0.0.1:26379/",            /* empty name */
+        "redis+sentinel://127.0.0.1:26379/m?role=boss", /* bad role */
+        "redis+sentinel://127.0.0.1:26379/m?bogus=1",   /* unknown parameter */
+        "redis+sentinel://127.0.0.1:26379/m/x",         /* bad db */
+        "redis+sentinel://127.0.0.1:26379,/m",          /* empty host */
+        "redis+sentinel://127.0.0.1:99999/m",           /* bad port */
+    };
+    vl_loop *loop = vl_loop_new();
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        vl_redis_pool *p = vl_redis_pool_new(loop, bad[i], NULL);
+        vl_future *f;
+        assert_non_null(p);
+        f = vl_redis_pool_command(p, "PING");
+        assert_int_equal(tu_await(loop, f), VL_EINVAL);
+        print_message("# %s: %s\n", bad[i], vl_future_error(f));
+        vl_future_free(f);
+        assert_string_equal(vl_redis_pool_endpoint(p), "");
+        vl_redis_pool_free(p);
+    }
+    /* A plain pool tells its endpoint too. */
+    {
+        vl_redis_pool *p = vl_redis_pool_new(loop, "redis://127.0.0.1:6390/2", NULL);
+        assert_string_equal(vl_redis_pool_endpoint(p), "127.0.0.1:6390");
+        vl_redis_pool_free(p);
+        p = vl_redis_pool_new(loop, "redis://[::1]/2", NULL);
+        assert_string_equal(vl_redis_pool_endpoint(p), "[::1]:6379");
+        vl_redis_pool_free(p);
+    }
+    tu_finish(loop);
+}
+
+static void passwords_are_never_printed(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_redis_pool *p;
+    vl_future *f;
+    int m, rp;
+
+    (void)state;
+    settle(loop, &m, &rp);
+    /* The sentinels have no password: AUTH to them fails. */
+    p = sentinel_pool(loop, pool_url("", master_name(), "?sentinel_password=s3cr%2Ft"), 300);
+    f = vl_redis_pool_command(p, "GET x");
+    assert_int_equal(tu_await(loop, f), VL_ECONN);
+    print_message("# %s\n", vl_future_error(f));
+    assert_null(strstr(vl_future_error(f), "s3cr"));
+    assert_non_null(strstr(vl_future_error(f), "AUTH"));
+    vl_future_free(f);
+    vl_redis_pool_free(p);
+    /* Nor has the master: the check of the address named fails. */
+    {
+        char url[256];
+        snprintf(url, sizeof(url), "redis+sentinel://:hunter%%40two@127.0.0.1:%d/%s",
+                 sentinel_port(0), master_name());
+        p = sentinel_pool(loop, url, 300);
+    }
+    f = vl_redis_pool_command(p, "GET x");
+    assert_int_equal(tu_await(loop, f), VL_ECONN);
+    print_message("# %s\n", vl_future_error(f));
+    assert_null(strstr(vl_future_error(f), "hunter"));
+    assert_non_null(strstr(vl_future_error(f), "AUTH"));
+    vl_future_free(f);
+    vl_redis_pool_free(p);
+    tu_finish(loop);
+}
+
+/* ---- teardown ---- */
+
+typedef struct freer {
+    vl_redis_pool *p;
+    int fired;
+} freer;
+
+static void free_pool_cb(vl_future *f, void *ud)
+{
+    freer *fr = ud;
+
+    (void)f;
+    fr->fired++;
+    vl_redis_pool_free(fr->p);
+}
+
+static void freed_during_discovery(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_future *f, *sl;
+    freer fr = {NULL, 0};
+    int silent, fd = tu_silent_listener(&silent);
+    char url[128];
+
+    (void)state;
+    snprintf(url, sizeof(url), "redis+sentinel://127.0.0.1:%d/m", silent);
+    fr.p = sentinel_pool(loop, url, 0); /* the wait has no deadline */
+    f = vl_redis_pool_command(fr.p, "GET x");
+    /* 100 ms in, the discovery waits on the silent sentinel. */
+    sl = vl_loop_sleep(loop, 100);
+    assert_int_equal(vl_future_then(sl, free_pool_cb, &fr), VL_OK);
+    assert_int_equal(tu_await(loop, f), VL_ECANCELED);
+    assert_int_equal(fr.fired, 1);
+    vl_future_free(f);
+    close(fd);
+    tu_finish(loop);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(bad_sentinel_urls, setup, teardown),
+        cmocka_unit_test_setup_teardown(freed_during_discovery, setup, teardown),
+        cmocka_unit_test_setup_teardown(no_sentinel_answers, setup, teardown),
+        cmocka_unit_test_setup_teardown(pool_finds_the_master, setup, teardown),
+        cmocka_unit_test_setup_teardown(commands_issued_before_the_answer_wait_for_it, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(role_replica_reads_from_the_replica, setup, teardown),
+        cmocka_unit_test_setup_teardown(dead_sentinels_first_are_skipped, setup, teardown),
+        cmocka_unit_test_setup_teardown(wrong_master_name, setup, teardown),
+        cmocka_unit_test_setup_teardown(passwords_are_never_printed, setup, teardown),
+        cmocka_unit_test_setup_teardown(forced_failover_moves_the_pool, setup, teardown),
+        cmocka_unit_test_setup_teardown(killed_master_is_followed, setup, teardown),
+    };
+
+    return tu_run("redis_sentinel", tests, sizeof(tests) / sizeof(tests[0]));
+}
