@@ -38,7 +38,9 @@
 #define MAX_WATCHERS 8
 #define CTL_MAX 8          /* queries in flight on one ctl connection */
 #define PING_PERIOD_MS 1000 /* read_from=nearest: round trips measured so often */
-#define ADDR_MAX 64
+#define REASON_MAX 640 /* "host:port: why", for messages */
+#define HOST_MAX 256 /* a DNS name (253) or an IPv6 literal, with its NUL */
+#define ADDR_MAX (HOST_MAX + 8) /* "[host]:port" */
 #define MAP_NODES_MAX 1000 /* Redis Cluster's own suggested limit */
 
 enum { Q_PING = 1, Q_SHARDS, Q_SLOTS };
@@ -60,7 +62,7 @@ typedef struct utimer {
 struct node {
     vl_redis_cluster *cl;
     char addr[ADDR_MAX];     /* "host:port", "[::1]:port" */
-    char host[ADDR_MAX];
+    char host[HOST_MAX];
     int port;
     char id[41];
     char *url;               /* holds the password: wiped when freed */
@@ -118,7 +120,7 @@ struct creq {
     uint64_t deadline;       /* 0: none */
     vl__timer timer;
     node *target;            /* a redirection's node for the next send */
-    char last[96];           /* the last redirection, for messages */
+    char last[ADDR_MAX + 32]; /* the last redirection, for messages */
 };
 
 struct waiter {
@@ -141,7 +143,7 @@ typedef struct watcher {
 
 /* A map as parsed from an answer, before it is installed. */
 typedef struct tnode {
-    char host[ADDR_MAX];
+    char host[HOST_MAX];
     int port;
     char id[41];
     int failed;              /* a primary the cluster marked as failed */
@@ -184,6 +186,7 @@ struct vl_redis_cluster {
     /* Refresh. */
     int refreshing;
     int ending;              /* inside refresh_end */
+    char ref_why[REASON_MAX]; /* why the node being asked gave no map */
     char (*cands)[ADDR_MAX];
     size_t ncands, cand_idx;
     node *ref_node;
@@ -200,7 +203,7 @@ struct vl_redis_cluster {
     size_t nwatchers;
     vl_redis_cluster_stats st;
     uint64_t gone_connects, gone_errors;
-    char err[512];
+    char err[REASON_MAX + 128];
 };
 
 static void refresh_want(vl_redis_cluster *cl, int now);
@@ -427,14 +430,15 @@ static node *node_get(vl_redis_cluster *cl, const char *host, int port)
 
 /* The node of "host:port" (a redirection's address; an empty host means
  * the host of `from`, as Redis says when it does not know its own). */
-static node *node_of_addr(vl_redis_cluster *cl, const char *addr, const node *from)
+static node *node_of_addr(vl_redis_cluster *cl, const char *addr, const node *from, int *bad)
 {
-    char host[ADDR_MAX];
+    char host[HOST_MAX];
     const char *colon = strrchr(addr, ':');
     size_t hl;
     long port;
     char *end;
 
+    *bad = 1;
     if (colon == NULL)
         return NULL;
     port = strtol(colon + 1, &end, 10);
@@ -455,7 +459,8 @@ static node *node_of_addr(vl_redis_cluster *cl, const char *addr, const node *fr
     }
     if (host[0] == '\0')
         return NULL;
-    return node_get(cl, host, (int)port);
+    *bad = 0;
+    return node_get(cl, host, (int)port); /* NULL: out of memory */
 }
 
 static int node_pool(node *n, int readonly)
@@ -526,6 +531,18 @@ static void node_pool_drop(node *n)
     n->cl->gone_errors += e;
     vl_redis_pool_free(n->pool);
     n->pool = NULL;
+}
+
+/* 1 when the node's pool holds no connection at all, not even one
+ * connecting: its first could not be made. */
+static int pool_unopened(const node *n)
+{
+    vl_pool_stats ps;
+
+    if (n->pool == NULL)
+        return 1;
+    vl_pool_stats_init(&ps);
+    return vl_redis_pool_stats_get(n->pool, &ps) == VL_OK && ps.open == 0;
 }
 
 static void node_close(node *n)
@@ -653,10 +670,10 @@ static int tshard_add(tshard *s, const char *host, size_t hl, long long port, co
     if (tn == NULL)
         return VL_ENOMEM;
     s->nodes = tn;
+    if (hl >= HOST_MAX)
+        return VL_EPROTO; /* never shortened: a cut name is another host */
     tn = &s->nodes[s->n++];
     memset(tn, 0, sizeof(*tn));
-    if (hl >= sizeof(tn->host))
-        hl = sizeof(tn->host) - 1;
     memcpy(tn->host, host, hl);
     tn->port = (int)port;
     if (id != NULL) {
@@ -746,9 +763,11 @@ static int shards_node(const vl_redis_cluster *cl, const vl_redis_reply *m, tsha
          * a failed primary in its shard). The one that is up serves. */
         if (p->port != 0 && (failed || !p->failed))
             return VL_OK;
+        if (hl >= sizeof(p->host))
+            return VL_EPROTO; /* never shortened: a cut name is another host */
         memset(p, 0, sizeof(*p));
         p->failed = failed;
-        memcpy(p->host, host, hl < sizeof(p->host) ? hl : sizeof(p->host) - 1);
+        memcpy(p->host, host, hl);
         p->port = (int)port;
         if (ids != NULL)
             memcpy(p->id, ids, idl < sizeof(p->id) ? idl : sizeof(p->id) - 1);
@@ -1152,7 +1171,7 @@ static void refresh_end(vl_redis_cluster *cl, int ok, const char *msg)
         cl->st.refreshes++;
         waiters_refresh_done(cl, VL_OK, NULL);
     } else {
-        char m[320];
+        char m[REASON_MAX + 64];
         snprintf(m, sizeof(m), "cluster: no node answered the topology query (%s)", msg);
         cl->st.refresh_errors++;
         set_error(cl, m);
@@ -1213,23 +1232,28 @@ static void refresh_begin(vl_redis_cluster *cl)
 static void refresh_next(vl_redis_cluster *cl)
 {
     uint64_t now = vl_loop_now_ms(cl->loop);
-    char last[200] = "no node to ask";
+    char last[REASON_MAX] = "no node to ask";
 
     if (cl->ref_node != NULL) {
-        snprintf(last, sizeof(last), "%s: %s", cl->ref_node->addr,
-                 cl->ref_node->ctl != NULL && vl_redis_error(cl->ref_node->ctl)[0] != '\0'
-                     ? vl_redis_error(cl->ref_node->ctl)
-                     : "no answer");
+        /* Why the node asked last gave no map: what its answer lacked,
+         * else what its connection says. */
+        const node *n = cl->ref_node;
+        snprintf(last, sizeof(last), "%s: %.360s", n->addr,
+                 cl->ref_why[0] != '\0'                               ? cl->ref_why
+                 : n->ctl != NULL && vl_redis_error(n->ctl)[0] != '\0' ? vl_redis_error(n->ctl)
+                                                                       : "no answer");
         cl->ref_node->asked = 0;
     }
     cl->ref_node = NULL;
+    cl->ref_why[0] = '\0';
     while (cl->cand_idx < cl->ncands) {
         const char *addr = cl->cands[cl->cand_idx++];
         node *n = node_find(cl, addr);
         uint64_t step;
         if (n == NULL) {
             /* A seed: "host:port" as the URL gave it. */
-            n = node_of_addr(cl, addr, NULL);
+            int bad;
+            n = node_of_addr(cl, addr, NULL, &bad);
             if (n == NULL)
                 continue;
         }
@@ -1271,7 +1295,7 @@ static void step_expired(vl__timer *t, void *ud)
     if (!cl->refreshing)
         return;
     if (cl->o.refresh_timeout_ms > 0 && vl_loop_now_ms(cl->loop) >= cl->ref_deadline) {
-        char m[200];
+        char m[REASON_MAX];
         snprintf(m, sizeof(m), "%s: no answer within refresh_timeout_ms %" PRIu64,
                  cl->ref_node != NULL ? cl->ref_node->addr : "?", cl->o.refresh_timeout_ms);
         if (cl->ref_node != NULL)
@@ -1325,12 +1349,13 @@ static void topology_answer(node *n, int kind, vl_redis_reply *r)
             n->asked = 1; /* older than 7.0: CLUSTER SLOTS */
             return;
         }
-        set_error(cl, vl__redis_reply_text(r));
+        snprintf(cl->ref_why, sizeof(cl->ref_why), "%s", vl__redis_reply_text(r));
         refresh_next(cl);
         return;
     }
     t = tmap_new();
     if (t == NULL) {
+        snprintf(cl->ref_why, sizeof(cl->ref_why), "out of memory for the map");
         refresh_next(cl);
         return;
     }
@@ -1341,10 +1366,10 @@ static void topology_answer(node *n, int kind, vl_redis_reply *r)
         rc = map_install(cl, t);
     tmap_clear(t);
     if (rc != VL_OK) {
-        char m[160];
-        snprintf(m, sizeof(m), "%s: %s", n->addr,
-                 rc == VL_ENOMEM ? "out of memory for the map" : "malformed topology answer");
-        set_error(cl, m);
+        snprintf(cl->ref_why, sizeof(cl->ref_why), "%s",
+                 rc == VL_ENOMEM ? "out of memory for the map"
+                                 : kind == Q_SHARDS ? "malformed CLUSTER SHARDS answer"
+                                                    : "malformed CLUSTER SLOTS answer");
         refresh_next(cl);
         return;
     }
@@ -1826,10 +1851,11 @@ static int redirect_parse(const char *text, const char *word, unsigned *slot, ch
 static int req_redirect(creq *r, const char *text, node *from)
 {
     vl_redis_cluster *cl = r->cl;
-    char addr[ADDR_MAX + 8];
+    char addr[ADDR_MAX];
     unsigned slot;
     int moved = redirect_parse(text, "MOVED", &slot, addr, sizeof(addr));
     int ask = !moved && redirect_parse(text, "ASK", &slot, addr, sizeof(addr));
+    int bad;
     node *n;
 
     if (!moved && !ask)
@@ -1837,7 +1863,9 @@ static int req_redirect(creq *r, const char *text, node *from)
     snprintf(r->last, sizeof(r->last), "%s %u %s", moved ? "MOVED" : "ASK", slot, addr);
     if (++r->redirects > cl->o.max_redirects)
         return 0; /* the reply is the caller's, with a message of its own */
-    n = node_of_addr(cl, addr, from);
+    n = node_of_addr(cl, addr, from, &bad);
+    if (n == NULL && bad)
+        return 0; /* an address nobody can connect to: the reply is the caller's */
     if (n == NULL) {
         req_fail(r, VL_ENOMEM, "out of memory");
         return 1;
@@ -2219,7 +2247,7 @@ static void probe_done(vl_future *all, void *ud)
 static void ready_check(vl_redis_cluster *cl)
 {
     waiter *w, *next;
-    char why[512];
+    char why[REASON_MAX + 128];
     int any = 0, status = VL_OK;
     size_t i, np = 0;
     vl_future **fs;
@@ -2243,11 +2271,27 @@ static void ready_check(vl_redis_cluster *cl)
             status = VL_ECONN;
         } else {
             int all_up = 1;
-            for (i = 0; i < cl->map->n; i++)
-                if (cl->map->shards[i].nslots > 0 &&
-                    node_state(cl->map->shards[i].primary) != VL_REDIS_READY)
-                    all_up = 0;
-            if (!all_up) {
+            for (i = 0; i < cl->map->n && status == VL_OK; i++) {
+                node *n = cl->map->shards[i].primary;
+                if (cl->map->shards[i].nslots == 0 || node_state(n) == VL_REDIS_READY)
+                    continue;
+                all_up = 0;
+                if (pool_unopened(n)) {
+                    /* Its first connection could not even be made (out
+                     * of memory): a pool never opens it later, so the
+                     * pool is made again, or readiness fails. */
+                    if (n->outstanding == 0) {
+                        node_pool_drop(n);
+                        node_pool(n, 0);
+                    }
+                    if (n->pool == NULL || pool_unopened(n)) {
+                        status = VL_ENOMEM;
+                        snprintf(why, sizeof(why), "out of memory opening a connection to %s",
+                                 n->addr);
+                    }
+                }
+            }
+            if (!all_up && status == VL_OK) {
                 /* Ask the pools; check again when they answered. */
                 fs = vl__calloc(cl->map->n, sizeof(*fs));
                 p = vl__calloc(1, sizeof(*p));
@@ -2376,7 +2420,7 @@ int vl_redis_cluster_node(const vl_redis_cluster *cl, size_t i, vl_redis_node_in
     n = cl->map->order[i];
     memset(&full, 0, sizeof(full));
     full.struct_size = out->struct_size;
-    snprintf(full.addr, sizeof(full.addr), "%s", n->addr);
+    snprintf(full.addr, sizeof(full.addr), "%.63s", n->addr); /* cut for display only */
     snprintf(full.id, sizeof(full.id), "%s", n->id);
     full.role = n->role;
     for (k = 0; k < cl->map->norder; k++)
@@ -2468,10 +2512,11 @@ void vl__cluster_unwatch(vl_redis_cluster *cl, vl__cluster_map_fn fn, void *ud)
 void vl__cluster_moved(vl_redis_cluster *cl, unsigned slot, const char *addr)
 {
     node *n;
+    int bad;
 
     if (cl->freed || addr == NULL)
         return;
-    n = node_of_addr(cl, addr, NULL);
+    n = node_of_addr(cl, addr, NULL, &bad);
     if (n == NULL)
         return;
     map_move(cl, slot, n);
