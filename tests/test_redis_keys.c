@@ -226,7 +226,7 @@ static void rule_kinds(void **state)
         {{"XINFO", "STREAM", "{t}a", "FULL", NULL}, VL__ROUTE_KEY, 1, {2}, 1},
         {{"XGROUP", "CREATE", "{t}a", "g", "$", NULL}, VL__ROUTE_KEY, 0, {2}, 1},
         {{"SPUBLISH", "{t}ch", "hi", NULL}, VL__ROUTE_KEY, 0, {1}, 1},
-        {{"SSUBSCRIBE", "{t}a", "{t}b", NULL}, VL__ROUTE_KEY, 1, {1, 2}, 2},
+        {{"SSUBSCRIBE", "{t}a", "{t}b", NULL}, VL__ROUTE_KEY, 0, {1, 2}, 2},
         {{"WATCH", "{t}a", "{t}b", NULL}, VL__ROUTE_STATEFUL, 0, {1, 2}, 2},
         {{"PUBLISH", "ch", "hi", NULL}, VL__ROUTE_NOKEY, 0, {0}, 0},
         {{"CLIENT", "LIST", NULL}, VL__ROUTE_NOKEY, 0, {0}, 0},
@@ -802,6 +802,64 @@ static void every_command_known(void **state)
     redisFree(c);
 }
 
+/* Whether a command only reads is what the server's COMMAND INFO flags
+ * say ("readonly"), for every command the rules route by its keys: replica
+ * reads depend on it. Each is routed with arguments "1" (a count of one
+ * key where a rule wants a count); XREAD and XREADGROUP, which need their
+ * STREAMS keyword, are checked in rule_kinds. */
+static void readonly_matches_server(void **state)
+{
+    static const char *const ones[9] = {NULL, "1", "1", "1", "1", "1", "1", "1", "1"};
+    redisContext *c;
+    redisReply *list;
+    const char *port;
+    size_t i, k, checked = 0, bad = 0;
+    const char *argv[9];
+    vl__route r;
+    char why[256];
+
+    (void)state;
+    port = getenv("VL_TEST_CLUSTER_PORTS") != NULL && getenv("VL_TEST_CLUSTER_PORTS")[0] != '\0'
+               ? cluster_port()
+               : tu_env_item("VL_TEST_REDIS_PORTS", 0);
+    c = connect_port(port);
+    list = redisCommand(c, "COMMAND LIST");
+    assert_non_null(list);
+    assert_int_equal(list->type, REDIS_REPLY_ARRAY);
+    for (i = 0; i < list->elements; i++) {
+        const char *name = list->element[i]->str;
+        redisReply *info, *flags;
+        int ro = 0;
+
+        if (strchr(name, '|') != NULL || strcmp(name, "xread") == 0 ||
+            strcmp(name, "xreadgroup") == 0)
+            continue;
+        memcpy(argv, ones, sizeof(argv));
+        argv[0] = name;
+        if (vl__redis_route(9, argv, NULL, &r, why, sizeof(why)) != VL__ROUTE_KEY)
+            continue;
+        info = redisCommand(c, "COMMAND INFO %s", name);
+        assert_non_null(info);
+        assert_int_equal(info->type, REDIS_REPLY_ARRAY);
+        assert_int_equal(info->element[0]->type, REDIS_REPLY_ARRAY);
+        flags = info->element[0]->element[2];
+        for (k = 0; k < flags->elements; k++)
+            ro |= strcmp(flags->element[k]->str, "readonly") == 0;
+        if (ro != r.readonly) {
+            print_message("%s: the server says %s, the rules %s\n", name,
+                          ro ? "readonly" : "not readonly", r.readonly ? "readonly" : "not");
+            bad++;
+        }
+        checked++;
+        freeReplyObject(info);
+    }
+    print_message("%zu commands checked\n", checked);
+    assert_true(checked > 150);
+    assert_int_equal(bad, 0);
+    freeReplyObject(list);
+    redisFree(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -819,6 +877,7 @@ int main(void)
         cmocka_unit_test_setup(slots_match_cluster, tu_setup),
         cmocka_unit_test_setup(keys_match_getkeys, tu_setup),
         cmocka_unit_test_setup(every_command_known, tu_setup),
+        cmocka_unit_test_setup(readonly_matches_server, tu_setup),
     };
 
     return tu_run("redis_keys", tests, sizeof(tests) / sizeof(tests[0]));
