@@ -230,9 +230,13 @@ VL_EXPORT vl_redis_cluster *vl_redis_cluster_new(vl_loop *loop, const char *url,
 
 /* Readiness: completes with VL_OK once the map covers all 16384 slots and
  * a connection to every primary is up; with VL_ECONN once every seed and
- * known node failed to answer (message: the last error), or a map leaves
- * slots uncovered ("slots 0-5460 not served"). The same rules as
- * vl_redis_pool_ready otherwise. NULL only when out of memory. */
+ * known node failed to answer (message: the last error, such as
+ * "127.0.0.1:7000: malformed CLUSTER SHARDS answer" or a connect error),
+ * a map leaves slots uncovered ("slots 0-5460 not served"), or a primary's
+ * pool failed its readiness ("cluster: a primary is down: ..."); with
+ * VL_ENOMEM when a primary's first connection could not be made for want
+ * of memory. The same rules as vl_redis_pool_ready otherwise. NULL only
+ * when out of memory. */
 VL_EXPORT vl_future *vl_redis_cluster_ready(vl_redis_cluster *cl);
 
 /* A command routed by its key (see "Keys"). The future is the one of
@@ -300,7 +304,7 @@ enum { VL_REDIS_ROLE_PRIMARY = 1, VL_REDIS_ROLE_REPLICA = 2 };
  * (start from vl_redis_node_info_init). */
 typedef struct vl_redis_node_info {
     size_t struct_size;
-    char addr[64];          /* "host:port" */
+    char addr[64];          /* "host:port" (a longer one is cut here only) */
     char id[41];            /* the node id, "" when unknown */
     int role;               /* VL_REDIS_ROLE_* */
     size_t primary;         /* for a replica: index of its primary */
