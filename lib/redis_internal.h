@@ -255,6 +255,9 @@ int vl__sentinel_failed(const vl__sentinel *s);
 const char *vl__sentinel_role(const vl__sentinel *s);
 /* Discoveries that set a target, and of those the ones that moved it. */
 void vl__sentinel_counts(const vl__sentinel *s, uint64_t *discoveries, uint64_t *switches);
+/* "host:port" of the sentinel whose +switch-master the pool is subscribed
+ * to now, "" while none (for tests). Borrowed from s. */
+const char *vl__sentinel_subscribed(const vl__sentinel *s);
 
 /* The pool's side. Points its new connections at urls[0..n) (redis://
  * URLs, may hold a password; spread over them in turn), printable as
@@ -271,5 +274,7 @@ void vl__redis_pool_no_target(vl_redis_pool *p);
  * (for tests). */
 void vl__redis_pool_sentinel_counts(const vl_redis_pool *p, uint64_t *discoveries,
                                     uint64_t *switches);
+/* vl__sentinel_subscribed of the pool's discovery, "" for another pool. */
+const char *vl__redis_pool_sentinel_subscribed(const vl_redis_pool *p);
 
 #endif

@@ -1038,6 +1038,15 @@ int vl__redis_pool_retarget(vl_redis_pool *p, char *const *urls, char *const *ep
         return VL_EINVAL;
     for (i = 0; i < n; i++)
         len += strlen(eps[i]) + 1;
+    /* The same answer again (a check that found nothing moved): the
+     * endpoint string stays, as vl_redis_pool_endpoint promises. */
+    if (n == p->ntargets) {
+        for (i = 0; i < n && strcmp(eps[i], p->teps[i]) == 0 && strcmp(urls[i], p->turls[i]) == 0;
+             i++)
+            ;
+        if (i == n)
+            return VL_OK;
+    }
     nu = vl__calloc(n, sizeof(*nu));
     ne = vl__calloc(n, sizeof(*ne));
     endpoint = vl__malloc(len);
@@ -1115,6 +1124,11 @@ void vl__redis_pool_sentinel_counts(const vl_redis_pool *p, uint64_t *discoverie
     *discoveries = *switches = 0;
     if (p != NULL && p->sentinel != NULL)
         vl__sentinel_counts(p->sentinel, discoveries, switches);
+}
+
+const char *vl__redis_pool_sentinel_subscribed(const vl_redis_pool *p)
+{
+    return p != NULL ? vl__sentinel_subscribed(p->sentinel) : "";
 }
 
 /* ---- public API ---- */
@@ -1521,7 +1535,8 @@ int vl_redis_lease_release(vl_redis_lease *l)
         return 1;
     }
     if (clean) {
-        p->st.closed_lifetime++; /* it outlived max_lifetime_ms while leased */
+        if (!s->moved)
+            p->st.closed_lifetime++; /* it outlived max_lifetime_ms while leased */
     } else {
         /* Not provably clean: close it rather than hand its state to someone. */
         p->st.closed_dirty++;

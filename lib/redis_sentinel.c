@@ -97,6 +97,7 @@ struct vl__sentinel {
     vl_redis *sub;
     size_t sub_i;
     int sub_was_up;
+    int subscribed;         /* the server confirmed the SUBSCRIBE */
     uint64_t sub_backoff;
     wtimer sub_timer;
     uint64_t discoveries, switches;
@@ -803,6 +804,8 @@ static void sub_push(vl_redis *c, vl_redis_reply *r, void *ud)
     size_t nl = strlen(s->name);
 
     VL__UNUSED(c);
+    if (k != NULL && strcmp(k, "subscribe") == 0)
+        s->subscribed = 1;
     if (k != NULL && ch != NULL && msg != NULL && strcmp(k, "message") == 0) {
         /* "+switch-master NAME oldip oldport newip newport": act now. For
          * replicas, "+sdown slave ip:port ip port @ NAME mip mport" and the
@@ -843,6 +846,7 @@ static void sub_event(vl_redis *c, int event, int status, void *ud)
         vl__redis_detach(c);
         vl_redis_free(c); /* deferred to the end of this event */
         s->sub = NULL;
+        s->subscribed = 0;
         s->sub_backoff = s->sub_backoff == 0 ? (lo > 0 ? lo : 100) : s->sub_backoff * 2;
         if (hi > 0 && s->sub_backoff > hi)
             s->sub_backoff = hi;
@@ -907,6 +911,11 @@ void vl__sentinel_counts(const vl__sentinel *s, uint64_t *discoveries, uint64_t 
 {
     *discoveries = s->discoveries;
     *switches = s->switches;
+}
+
+const char *vl__sentinel_subscribed(const vl__sentinel *s)
+{
+    return s != NULL && s->sub != NULL && s->subscribed ? s->seps[s->sub_i] : "";
 }
 
 void vl__sentinel_free(vl__sentinel *s)

@@ -20,9 +20,11 @@
 
 #define WATCHDOG_S 110
 
-/* Internal: discoveries and switches of a Sentinel pool (lib/redis_pool.c). */
+/* Internal: discoveries and switches of a Sentinel pool, and the sentinel
+ * it is subscribed to (lib/redis_pool.c). */
 void vl__redis_pool_sentinel_counts(const vl_redis_pool *p, uint64_t *discoveries,
                                     uint64_t *switches);
+const char *vl__redis_pool_sentinel_subscribed(const vl_redis_pool *p);
 
 static void on_watchdog(int sig)
 {
@@ -273,18 +275,28 @@ static void commands_issued_before_the_answer_wait_for_it(void **state)
 {
     vl_loop *loop = vl_loop_new();
     vl_redis_pool *p;
-    vl_future *fs[20], *all;
+    vl_future *fs[20], *all, *lf, *f;
+    vl_redis_lease *l;
     int m, rp, i;
 
     (void)state;
     settle(loop, &m, &rp);
     p = sentinel_pool(loop, pool_url("", master_name(), ""), 0);
+    lf = vl_redis_pool_lease(p);
     for (i = 0; i < 20; i++)
         fs[i] = vl_redis_pool_command(p, "SET sentinel:early:%d %d", i, i);
     all = vl_future_all(loop, fs, 20);
     assert_int_equal(tu_await(loop, all), VL_OK);
     vl_future_free(all);
     assert_int_equal(port_of(vl_redis_pool_endpoint(p)), m);
+    /* The lease asked before the answer is on the master too. */
+    assert_int_equal(tu_await(loop, lf), VL_OK);
+    l = vl_future_take(lf);
+    vl_future_free(lf);
+    f = tu_run_cmd(loop, vl_redis_lease_command(l, "ROLE"), VL_OK);
+    assert_string_equal(elem_str(vl_future_redis_reply(f), 0), "master");
+    vl_future_free(f);
+    assert_int_equal(vl_redis_lease_release(l), 1);
     vl_redis_pool_free(p);
     tu_finish(loop);
 }
@@ -534,6 +546,53 @@ static void killed_master_is_followed(void **state)
     tu_finish(loop);
 }
 
+/* Waits until the pool is subscribed to a sentinel other than `not`
+ * (0: any) and returns that sentinel's index. */
+static int subscribed_sentinel(vl_loop *loop, vl_redis_pool *p, int not)
+{
+    for (;;) {
+        int port = port_of(vl__redis_pool_sentinel_subscribed(p)), i;
+        for (i = 0; port != 0 && port != not && i < 3; i++)
+            if (sentinel_port(i) == port)
+                return i;
+        tu_sleep_ms(loop, 10);
+    }
+}
+
+static void subscription_moves_when_its_sentinel_dies(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    const char *argv[3] = {"SENTINEL", "FAILOVER", master_name()};
+    vl_redis_reply *r;
+    char name[32];
+    writer w;
+    int m, rp, i, j;
+
+    (void)state;
+    settle(loop, &m, &rp);
+    writer_start(loop, &w, m);
+    i = subscribed_sentinel(loop, w.p, 0);
+    snprintf(name, sizeof(name), "sentinel-%d", i + 1);
+    tu_kill_server(name);
+    j = subscribed_sentinel(loop, w.p, sentinel_port(i));
+    assert_int_not_equal(j, i);
+    /* The switch is news only the live sentinels can tell. */
+    w.t0 = vl_loop_now_ms(loop);
+    r = ask(loop, sentinel_port(3 - i - j), 3, argv);
+    assert_non_null(r);
+    tu_check_str(r, "OK");
+    vl_redis_reply_free(r);
+    run_writer(loop, &w, moved_and_wrote, tu_ms(60000));
+    print_message("# with sentinel %d dead: the pool moved %llu ms after SENTINEL FAILOVER\n",
+                  i + 1, (unsigned long long)w.switch_ms);
+    writer_check(&w, rp);
+    check_after_switch(loop, &w, rp);
+    vl_redis_pool_free(w.p);
+    tu_restart_server(name);
+    settle(loop, &m, &rp);
+    tu_finish(loop);
+}
+
 /* ---- sentinels that do not answer ---- */
 
 static void dead_sentinels_first_are_skipped(void **state)
@@ -743,6 +802,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(passwords_are_never_printed, setup, teardown),
         cmocka_unit_test_setup_teardown(forced_failover_moves_the_pool, setup, teardown),
         cmocka_unit_test_setup_teardown(killed_master_is_followed, setup, teardown),
+        cmocka_unit_test_setup_teardown(subscription_moves_when_its_sentinel_dies, setup,
+                                        teardown),
     };
 
     return tu_run("redis_sentinel", tests, sizeof(tests) / sizeof(tests[0]));
