@@ -572,6 +572,27 @@ static const char *cluster_port(void)
     return port;
 }
 
+/* A connection to a server to ask about commands: a cluster node when the
+ * harness has one, else a plain instance (COMMAND answers the same). */
+static redisContext *connect_any(void)
+{
+    const char *v = getenv("VL_TEST_CLUSTER_PORTS");
+
+    return connect_port(v != NULL && v[0] != '\0' ? cluster_port()
+                                                   : tu_env_item("VL_TEST_REDIS_PORTS", 0));
+}
+
+/* The server's COMMAND LIST (the caller frees it). */
+static redisReply *command_list(redisContext *c)
+{
+    redisReply *list = redisCommand(c, "COMMAND LIST");
+
+    assert_non_null(list);
+    assert_int_equal(list->type, REDIS_REPLY_ARRAY);
+    assert_true(list->elements > 200);
+    return list;
+}
+
 /* The slot of a few thousand random keys, binary and tagged ones among
  * them, is the cluster's own CLUSTER KEYSLOT. */
 static void slots_match_cluster(void **state)
@@ -703,16 +724,12 @@ static void keys_match_getkeys(void **state)
     };
     redisContext *c;
     redisReply *reply;
-    const char *port;
     int pos[MAXA], kind, n, argc, k;
     size_t i, argl[MAXA + 2];
     const char *argv[MAXA + 2];
 
     (void)state;
-    port = getenv("VL_TEST_CLUSTER_PORTS") != NULL && getenv("VL_TEST_CLUSTER_PORTS")[0] != '\0'
-               ? cluster_port()
-               : tu_env_item("VL_TEST_REDIS_PORTS", 0);
-    c = connect_port(port);
+    c = connect_any();
     for (i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
         for (argc = 0; argc < MAXA && cmds[i][argc] != NULL; argc++)
             ;
@@ -755,20 +772,13 @@ static void every_command_known(void **state)
     static const char *const unknown_ok[] = {"debug", "migrate", "restore-asking"};
     redisContext *c;
     redisReply *list;
-    const char *port;
     size_t i, k, checked = 0;
     vl__route r;
     char why[256];
 
     (void)state;
-    port = getenv("VL_TEST_CLUSTER_PORTS") != NULL && getenv("VL_TEST_CLUSTER_PORTS")[0] != '\0'
-               ? cluster_port()
-               : tu_env_item("VL_TEST_REDIS_PORTS", 0);
-    c = connect_port(port);
-    list = redisCommand(c, "COMMAND LIST");
-    assert_non_null(list);
-    assert_int_equal(list->type, REDIS_REPLY_ARRAY);
-    assert_true(list->elements > 200);
+    c = connect_any();
+    list = command_list(c);
     for (i = 0; i < list->elements; i++) {
         const char *name = list->element[i]->str;
         const char *bar = strchr(name, '|');
@@ -812,20 +822,14 @@ static void readonly_matches_server(void **state)
     static const char *const ones[9] = {NULL, "1", "1", "1", "1", "1", "1", "1", "1"};
     redisContext *c;
     redisReply *list;
-    const char *port;
     size_t i, k, checked = 0, bad = 0;
     const char *argv[9];
     vl__route r;
     char why[256];
 
     (void)state;
-    port = getenv("VL_TEST_CLUSTER_PORTS") != NULL && getenv("VL_TEST_CLUSTER_PORTS")[0] != '\0'
-               ? cluster_port()
-               : tu_env_item("VL_TEST_REDIS_PORTS", 0);
-    c = connect_port(port);
-    list = redisCommand(c, "COMMAND LIST");
-    assert_non_null(list);
-    assert_int_equal(list->type, REDIS_REPLY_ARRAY);
+    c = connect_any();
+    list = command_list(c);
     for (i = 0; i < list->elements; i++) {
         const char *name = list->element[i]->str;
         redisReply *info, *flags;
