@@ -438,6 +438,19 @@ static void chan_remove(vl_redis_cluster_sub *s, cchan *c, int status, const cha
     vl__free(c);
 }
 
+/* Nothing was sent for a channel (out of memory): its waiting calls fail.
+ * A channel never confirmed is withdrawn with them, as a refused one is;
+ * one that was subscribed before waits unplaced for the next map. */
+static void chan_failed(vl_redis_cluster_sub *s, cchan *c, int status, const char *msg)
+{
+    if (!c->ever) {
+        chan_remove(s, c, status, msg);
+        return;
+    }
+    chan_settle(c, status, msg);
+    chan_unplace(c, vl_loop_now_ms(s->loop));
+}
+
 /* ---- talking to nodes ---- */
 
 static void sub_done(vl_future *f, void *ud);
@@ -473,10 +486,8 @@ static void send_sub(vl_redis_cluster_sub *s, cnode *node, cchan **chans, size_t
             vl__free(op->names[i]);
         vl__free(op);
     }
-    /* Out of memory: the node may hold the name (it was marked), but the
-     * calls waiting for it cannot be told when: they fail now. */
     for (i = 0; i < n; i++)
-        chan_settle(chans[i], VL_ENOMEM, "out of memory subscribing");
+        chan_failed(s, chans[i], VL_ENOMEM, "out of memory subscribing");
 }
 
 static int by_node_slot(const void *a, const void *b)
@@ -506,7 +517,7 @@ static void place_and_send(vl_redis_cluster_sub *s, cchan **v, size_t n)
                 continue; /* the next map will tell */
             node = node_get(s, url, addr);
             if (node == NULL) {
-                chan_settle(c, VL_ENOMEM, "out of memory connecting to a node");
+                chan_failed(s, c, VL_ENOMEM, "out of memory connecting to a node");
                 continue;
             }
             c->node = node;
@@ -526,6 +537,7 @@ static void place_and_send(vl_redis_cluster_sub *s, cchan **v, size_t n)
         send_sub(s, v[at]->node, v + at, m);
         at += m;
     }
+    nodes_gc(s); /* a node made for channels that then failed */
 }
 
 /* "MOVED 3999 127.0.0.1:6381": the slot and the address; 0 when the text

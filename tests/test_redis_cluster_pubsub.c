@@ -730,6 +730,59 @@ static void bad_cluster_url(void **state)
     tu_finish(loop);
 }
 
+/* ---- out of memory: every allocation of the subscriber failing in turn ---- */
+
+/* A call's status when one allocation failed somewhere: done, or failed
+ * for want of memory; never left hanging (the deadline is generous). */
+static int oom_ok(vl_loop *loop, vl_future *f)
+{
+    int st;
+
+    if (f == NULL)
+        return 1; /* out of memory for the future itself */
+    vl_future_timeout(f, tu_ms(5000));
+    st = tu_await(loop, f);
+    vl_future_free(f);
+    if (st != VL_OK && st != VL_ENOMEM)
+        printf("# status %d\n", st);
+    return st == VL_OK || st == VL_ENOMEM;
+}
+
+static void out_of_memory(void **state)
+{
+    const char *names[4] = {"sp:30", "sp:31", "sp:32", "{sp:30}b"};
+    vl_redis_cluster *cl;
+    vl_loop *loop;
+    long n;
+
+    (void)state;
+    tu_env("VL_TEST_CLUSTER_URL");
+    loop = vl_loop_new();
+    cl = cluster_new(loop);
+    for (n = 1; n < 2000; n++) {
+        vl_redis_cluster_sub *s;
+        int last;
+
+        tu_alloc_fail_at(n);
+        s = vl_redis_cluster_sub_new(cl, NULL, NULL, NULL);
+        if (s != NULL) {
+            assert_true(oom_ok(loop, vl_redis_cluster_ssubscribe(s, 4, names)));
+            assert_true(oom_ok(loop, vl_redis_cluster_ssubscribe(s, 2, names + 1)));
+            assert_true(oom_ok(loop, vl_redis_cluster_sunsubscribe(s, 1, names)));
+            assert_true(oom_ok(loop, vl_redis_cluster_sunsubscribe(s, 0, NULL)));
+            vl_redis_cluster_sub_free(s);
+        }
+        last = tu_alloc_count() < n;
+        tu_alloc_fail_at(0);
+        if (last)
+            break;
+    }
+    printf("# out of memory: every one of %ld allocations failed in turn\n", n - 1);
+    assert_true(n < 2000);
+    vl_redis_cluster_free(cl);
+    tu_finish(loop);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -738,6 +791,7 @@ int main(void)
         cmocka_unit_test_setup(before_the_map, tu_setup),
         cmocka_unit_test_setup(freed_with_pending, tu_setup),
         cmocka_unit_test_setup(free_inside_message, tu_setup),
+        cmocka_unit_test_setup(out_of_memory, tu_setup),
         cmocka_unit_test_setup_teardown(slot_migration, tu_setup, restore_slot),
         cmocka_unit_test_setup_teardown(failover, tu_setup, restore_cluster),
     };
