@@ -132,37 +132,42 @@ static void bench_async_count(bench_async *x, bench_slot *s, uint64_t n)
 
 /* ---- Redis ---- */
 
+int bench_redis_check_future(const bench_env *e, int op, uint64_t i, vl_future *f,
+                             const char *mode)
+{
+    const vl_redis_reply *rep = vl_future_redis_reply(f);
+    bench_rreply br;
+    if (rep == NULL) {
+        bench_fail(mode, i, vl_strerror(vl_future_status(f)), vl_future_error(f));
+        return -1;
+    }
+    memset(&br, 0, sizeof br);
+    switch (vl_redis_reply_type(rep)) {
+    case VL_REDIS_STRING: br.type = BENCH_R_STRING; break;
+    case VL_REDIS_ARRAY: br.type = BENCH_R_ARRAY; break;
+    case VL_REDIS_INTEGER: br.type = BENCH_R_INTEGER; break;
+    case VL_REDIS_NIL: br.type = BENCH_R_NIL; break;
+    case VL_REDIS_STATUS: br.type = BENCH_R_STATUS; break;
+    case VL_REDIS_ERROR: br.type = BENCH_R_ERROR; break;
+    default: br.type = 0;
+    }
+    br.str = vl_redis_reply_str(rep, &br.len);
+    br.integer = 0; /* stays 0 for a reply that is not an integer */
+    (void)vl_redis_reply_integer(rep, &br.integer);
+    br.count = vl_redis_reply_count(rep);
+    for (size_t j = 0; j < br.count && j < 2 * BENCH_MAX_HASH_FIELDS; j++)
+        br.el[j] = vl_redis_reply_str(vl_redis_reply_element(rep, j), &br.el_len[j]);
+    return bench_redis_check(e, op, i, &br, mode);
+}
+
 static void bench_async_redis_issue(bench_slot *s);
 
 static void bench_async_redis_cb(vl_future *f, void *ud)
 {
     bench_slot *s = ud;
     bench_async *x = s->x;
-    const vl_redis_reply *rep = vl_future_redis_reply(f);
-    if (rep == NULL) {
-        bench_fail("async", s->i, vl_strerror(vl_future_status(f)), vl_future_error(f));
+    if (bench_redis_check_future(x->e, x->c->op, s->i, f, "async") != 0)
         x->r->errors++;
-    } else {
-        bench_rreply br;
-        memset(&br, 0, sizeof br);
-        switch (vl_redis_reply_type(rep)) {
-        case VL_REDIS_STRING: br.type = BENCH_R_STRING; break;
-        case VL_REDIS_ARRAY: br.type = BENCH_R_ARRAY; break;
-        case VL_REDIS_INTEGER: br.type = BENCH_R_INTEGER; break;
-        case VL_REDIS_NIL: br.type = BENCH_R_NIL; break;
-        case VL_REDIS_STATUS: br.type = BENCH_R_STATUS; break;
-        case VL_REDIS_ERROR: br.type = BENCH_R_ERROR; break;
-        default: br.type = 0;
-        }
-        br.str = vl_redis_reply_str(rep, &br.len);
-        br.integer = 0; /* stays 0 for a reply that is not an integer */
-        (void)vl_redis_reply_integer(rep, &br.integer);
-        br.count = vl_redis_reply_count(rep);
-        for (size_t j = 0; j < br.count && j < 2 * BENCH_MAX_HASH_FIELDS; j++)
-            br.el[j] = vl_redis_reply_str(vl_redis_reply_element(rep, j), &br.el_len[j]);
-        if (bench_redis_check(x->e, x->c->op, s->i, &br, "async") != 0)
-            x->r->errors++;
-    }
     bench_async_count(x, s, 1);
     if (x->next < x->c->requests)
         bench_async_redis_issue(s);
@@ -261,26 +266,16 @@ static int bench_async_redis_open(bench_async *x)
     return 0;
 }
 
-int bench_async_redis_fill(const bench_env *e, const char *url, char *why, size_t cap)
+int bench_fill(vl_loop *loop, const bench_env *e, bench_send_fn send, void *h, char *why,
+               size_t cap)
 {
     enum { BATCH = 1000 };
-    vl_loop *loop = vl_loop_new();
-    vl_redis *c = loop ? vl_redis_new(loop, url, NULL) : NULL;
     char *store = malloc(bench_redis_store_size(e));
     vl_future **fs = calloc(BATCH, sizeof *fs);
     int rc = -1;
     snprintf(why, cap, "out of memory");
-    if (c == NULL || store == NULL || fs == NULL)
+    if (store == NULL || fs == NULL)
         goto out;
-    vl_future *up = vl_redis_ready(c);
-    int st = up ? vl_loop_run_until(loop, up) : VL_ENOMEM;
-    if (st != VL_OK) {
-        snprintf(why, cap, "%s", up ? vl_future_error(up) : "out of memory");
-        vl_future_free(up);
-        rc = st == VL_EUNSUPPORTED ? 1 : -1;
-        goto out;
-    }
-    vl_future_free(up);
     /* The SET of request k writes key k with the value a GET of it must
      * return; a batch at a time, every reply checked by vl_future_all (a
      * server error fails it). volley copies the arguments, so one store
@@ -291,7 +286,7 @@ int bench_async_redis_fill(const bench_env *e, const char *url, char *why, size_
             const char *argv[BENCH_MAX_ARGS];
             size_t lens[BENCH_MAX_ARGS];
             int argc = bench_redis_argv(e, BENCH_OP_SET, k0 + j, argv, lens, store);
-            fs[j] = vl_redis_command_argv(c, argc, argv, lens);
+            fs[j] = send(h, argc, argv, lens);
             if (fs[j] == NULL) {
                 while (j-- > 0)
                     vl_future_free(fs[j]);
@@ -299,7 +294,7 @@ int bench_async_redis_fill(const bench_env *e, const char *url, char *why, size_
             }
         }
         vl_future *all = vl_future_all(loop, fs, n);
-        st = all ? vl_loop_run_until(loop, all) : VL_ENOMEM;
+        int st = all ? vl_loop_run_until(loop, all) : VL_ENOMEM;
         if (st != VL_OK) {
             snprintf(why, cap, "%s", all ? vl_future_error(all) : "out of memory");
             vl_future_free(all);
@@ -309,11 +304,38 @@ int bench_async_redis_fill(const bench_env *e, const char *url, char *why, size_
     }
     rc = 0;
 out:
+    free(store);
+    free(fs);
+    return rc;
+}
+
+static vl_future *bench_async_send(void *h, int argc, const char **argv, const size_t *lens)
+{
+    return vl_redis_command_argv(h, argc, argv, lens);
+}
+
+int bench_async_redis_fill(const bench_env *e, const char *url, char *why, size_t cap)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_redis *c = loop ? vl_redis_new(loop, url, NULL) : NULL;
+    int rc = -1;
+    snprintf(why, cap, "out of memory");
+    if (c == NULL)
+        goto out;
+    vl_future *up = vl_redis_ready(c);
+    int st = up ? vl_loop_run_until(loop, up) : VL_ENOMEM;
+    if (st != VL_OK) {
+        snprintf(why, cap, "%s", up ? vl_future_error(up) : "out of memory");
+        vl_future_free(up);
+        rc = st == VL_EUNSUPPORTED ? 1 : -1;
+        goto out;
+    }
+    vl_future_free(up);
+    rc = bench_fill(loop, e, bench_async_send, c, why, cap);
+out:
     vl_redis_free(c);
     if (loop)
         vl_loop_free(loop);
-    free(store);
-    free(fs);
     return rc;
 }
 
@@ -511,6 +533,8 @@ int bench_async_run(const bench_env *e, const bench_case *c, bench_run *r)
     bench_async x;
     bench_slot *slots = NULL;
     int rc = -1;
+    if (c->cluster)
+        return bench_cluster_run(e, c, r);
     memset(&x, 0, sizeof x);
     x.e = e;
     x.c = c;

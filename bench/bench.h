@@ -58,6 +58,7 @@ typedef struct bench_env {
     int redis_tls_port;   /* the TLS redis-server (VL_TEST_REDIS_TLS_PORT); 0: none */
     char tls_cacert[512]; /* VL_TEST_TLS_DIR/ca.crt; "" when unset */
     int proxy_ports[BENCH_MAX_HOSTS]; /* 0 when no proxy runs */
+    char cluster_url[1024]; /* VL_TEST_CLUSTER_URL; "" when unset */
     int verbose;
 } bench_env;
 
@@ -76,6 +77,8 @@ typedef struct bench_case {
     int tls;            /* rediss:// to the TLS server (async, redis-benchmark) */
     int no_pool;        /* async: plain connections even where a pool would be used */
     int chunk;          /* BENCH_OP_BULK: rows per call (1: row by row) */
+    int cluster;        /* async: over the Redis Cluster (cluster.c); conns per node */
+    int refresh;        /* cluster-refresh: refreshes back to back during the run */
     int group;          /* scenario index, for the chart */
     uint64_t requests;
     char label[48];     /* the row's name when not its mode: reference tools, "async rediss" */
@@ -110,6 +113,11 @@ typedef struct bench_result {
     long rss_1m_kb; /* soak: RSS after the first million requests */
     long rss_end_kb;
     char note[96];
+    double iter_max_ms;   /* cluster-refresh: the longest loop iteration */
+    double iter_cpu_max_ms; /* cluster-refresh: the most CPU time one iteration took */
+    double iter_extra_ms; /* cluster-refresh: the most of it beyond its replies' share */
+    double timer_late_ms; /* cluster-refresh: the worst lateness of a 1 ms timer */
+    uint64_t refreshes;   /* cluster-refresh: topology refreshes completed */
 } bench_result;
 
 /* What a mode function fills in; the driver adds timing and resources. */
@@ -120,6 +128,8 @@ typedef struct bench_run {
     long rss_1m_kb;
     uint64_t t0, t1;   /* wall clock of the timed part, us */
     double cpu0, cpu1; /* user + system CPU of the process, us */
+    double iter_max_ms, iter_cpu_max_ms, iter_extra_ms, timer_late_ms; /* cluster-refresh */
+    uint64_t refreshes;
 } bench_run;
 
 /* Mode functions bracket the timed part (after connecting, before closing)
@@ -129,6 +139,8 @@ void bench_run_end(bench_run *r);
 
 /* Monotonic clock in microseconds. */
 uint64_t bench_now_us(void);
+/* CPU time of the calling thread, in microseconds. */
+double bench_thread_cpu_us(void);
 
 /* Progress on stderr (only when it is a terminal). */
 void bench_progress(const bench_case *c, uint64_t done);
@@ -253,6 +265,29 @@ int bench_async_run(const bench_env *e, const bench_case *c, bench_run *r);
 int bench_async_redis_fill(const bench_env *e, const char *url, char *why, size_t cap);
 int bench_raw_run(const bench_env *e, const bench_case *c, bench_run *r);
 
+/* Checks the reply that volley future f (completed) brought for request i,
+ * as bench_redis_check does; a failed future is reported and fails too.
+ * Returns 0 or -1. */
+struct vl_future;
+int bench_redis_check_future(const bench_env *e, int op, uint64_t i, struct vl_future *f,
+                             const char *mode);
+
+/* Writes the GET keys (the SETs of requests 0..keys) through `send` on
+ * handle h (a vl_redis, a vl_redis_cluster), a batch of 1000 at a time on
+ * loop, every reply checked. Returns 0, or -1 with why. */
+struct vl_loop;
+typedef struct vl_future *(*bench_send_fn)(void *h, int argc, const char **argv,
+                                           const size_t *lens);
+int bench_fill(struct vl_loop *loop, const bench_env *e, bench_send_fn send, void *h,
+               char *why, size_t cap);
+
+/* The async mode over the Redis Cluster at e->cluster_url (c->cluster):
+ * bench_async_run calls it. */
+int bench_cluster_run(const bench_env *e, const bench_case *c, bench_run *r);
+/* Writes the GET keys to the cluster, as bench_redis_setup does to a plain
+ * server. Returns 0, or -1 with why. */
+int bench_cluster_fill(const bench_env *e, char *why, size_t cap);
+
 /* Blocking MySQL connection helper shared by setup, sync and threads. */
 struct st_mysql;
 struct st_mysql *bench_mysql_connect(const bench_env *e, int nonblock);
@@ -289,6 +324,7 @@ typedef struct bench_target {
     char name[48];  /* the scenario it reads, e.g. "redis-get-p16" */
     char what[96];  /* e.g. "redis-get-p16 async / redis-benchmark -c 50 -P 16" */
     int bytes;      /* value in bytes, at most bound; otherwise a ratio, at least bound */
+    int ms;         /* value in milliseconds, at most bound */
     double value, bound;
     int status;     /* BENCH_TARGET_* */
     char note[448]; /* why it was not measured or skipped, or a comparison for context */

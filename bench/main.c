@@ -42,6 +42,13 @@ static const char *const bench_usage =
     "                redis://, beside redis-benchmark --tls -c 50 -P 16\n"
     "                (VL_TEST_REDIS_TLS_PORT, VL_TEST_TLS_DIR/ca.crt; skipped\n"
     "                when unset or when the library refuses rediss://)\n"
+    "  cluster-get, cluster-set: the GET or SET load (4 connections a server,\n"
+    "                256 in flight) over the 3-primary Redis Cluster\n"
+    "                (VL_TEST_CLUSTER_URL) and on one plain server, their ratio\n"
+    "                printed\n"
+    "  cluster-refresh GET over the cluster, 1000 in flight, while topology\n"
+    "                refreshes run back to back, and without: the longest loop\n"
+    "                iteration and the worst lateness of a 1 ms timer, in ms\n"
     "  mysql-select1, mysql-point (primary key), mysql-insert  kind cpu\n"
     "                (point and insert bind their values: prepared statements);\n"
     "                select1 and point run async and raw three times each\n"
@@ -290,6 +297,24 @@ static void bench_plan_scale(bench_plan *p, const char *name, int hosts, int con
     bench_plan_async_raw(p, name, BENCH_KIND_SCALE, hosts, conns, window, n);
 }
 
+/* cluster-get / cluster-set: the same load over the Redis Cluster
+ * (`conns` connections to each node, `window` in flight in all) and on one
+ * plain redis-server (a pool of `conns` connections, the same window). */
+static void bench_plan_cluster(bench_plan *p, const char *name, int op)
+{
+    if (!O.modes[BENCH_ASYNC])
+        return;
+    for (int k = 1; k >= 0; k--) {
+        bench_result *r = bench_add(p, name, BENCH_KIND_CPU, BENCH_REDIS, op, BENCH_ASYNC);
+        r->c.cluster = k;
+        r->c.conns = bench_pick(O.conns, 4);
+        r->c.window = bench_pick(O.window, 256);
+        r->c.requests = bench_count(100000);
+        snprintf(r->c.label, sizeof r->c.label, "%s", k ? "async cluster" : "async 1 server");
+    }
+    p->group++;
+}
+
 static void bench_build_plan(bench_plan *p)
 {
     int hosts = O.hosts > 0 ? O.hosts : E.nredis;
@@ -368,6 +393,27 @@ static void bench_build_plan(bench_plan *p)
         if (O.ref)
             bench_plan_ref(p, "redis-tls-p16", BENCH_REDIS, "redis-benchmark --tls -c 50 -P 16",
                            50, 16, bench_count(1000000))->c.tls = 1;
+    }
+    if (bench_has_test("cluster-get"))
+        bench_plan_cluster(p, "cluster-get", BENCH_OP_GET);
+    if (bench_has_test("cluster-set"))
+        bench_plan_cluster(p, "cluster-set", BENCH_OP_SET);
+    /* The no-stall figure: 1000 GETs in flight over the cluster while
+     * refreshes run back to back, and the same without refreshes, for the
+     * loop's own baseline. */
+    if (bench_has_test("cluster-refresh") && O.modes[BENCH_ASYNC]) {
+        for (int k = 1; k >= 0; k--) {
+            bench_result *r = bench_add(p, "cluster-refresh", BENCH_KIND_LATENCY, BENCH_REDIS,
+                                        BENCH_OP_GET, BENCH_ASYNC);
+            r->c.cluster = 1;
+            r->c.refresh = k;
+            r->c.conns = bench_pick(O.conns, 4);
+            r->c.window = bench_pick(O.window, 1000);
+            r->c.requests = bench_count(200000);
+            snprintf(r->c.label, sizeof r->c.label, "%s",
+                     k ? "async refreshing" : "async no refresh");
+        }
+        p->group++;
     }
     if (bench_has_test("redis-set"))
         bench_plan_scenario(p, "redis-set", BENCH_KIND_CPU, BENCH_REDIS, BENCH_OP_SET, 1, 4, 4, 64,
@@ -528,6 +574,16 @@ static int bench_execute_here(bench_result *res)
     res->peak_rss_kb = bench_peak_rss_kb();
     res->rss_end_kb = bench_rss_kb();
     res->rss_1m_kb = run.rss_1m_kb;
+    res->iter_max_ms = run.iter_max_ms;
+    res->iter_cpu_max_ms = run.iter_cpu_max_ms;
+    res->iter_extra_ms = run.iter_extra_ms;
+    res->timer_late_ms = run.timer_late_ms;
+    res->refreshes = run.refreshes;
+    if (c->cluster && c->kind == BENCH_KIND_LATENCY)
+        snprintf(res->note, sizeof res->note,
+                 "iteration CPU max %.2f, beyond replies %.2f, wall %.2f; timer %.2f late; %" PRIu64
+                 " refreshes", run.iter_cpu_max_ms, run.iter_extra_ms, run.iter_max_ms,
+                 run.timer_late_ms, run.refreshes);
     res->errors = run.errors + (c->requests - run.done);
     /* Every row written, once and right; then the rows go. */
     if (inserts) {
@@ -558,7 +614,8 @@ static int bench_is_repeated(const bench_case *c)
     if (O.once)
         return 0;
     if (strcmp(name, "redis-get-p16") == 0 || strcmp(name, "redis-get-p1000") == 0 ||
-        strcmp(name, "redis-tls-p16") == 0 || strcmp(name, "mysql-bulk") == 0)
+        strcmp(name, "redis-tls-p16") == 0 || strcmp(name, "mysql-bulk") == 0 ||
+        strcmp(name, "cluster-get") == 0 || strcmp(name, "cluster-set") == 0)
         return 1;
     /* The MySQL async/raw targets: only those two rows. */
     if (strcmp(name, "mysql-select1") == 0 || strcmp(name, "mysql-point") == 0)
@@ -694,6 +751,9 @@ static void bench_env_init(void)
         E.mysql_db = "volley_test";
     s = getenv("VL_TEST_REDIS_TLS_PORT");
     E.redis_tls_port = s ? atoi(s) : 0;
+    s = getenv("VL_TEST_CLUSTER_URL");
+    if (s && *s)
+        snprintf(E.cluster_url, sizeof E.cluster_url, "%s", s);
     s = getenv("VL_TEST_TLS_DIR");
     if (s && *s)
         snprintf(E.tls_cacert, sizeof E.tls_cacert, "%s/ca.crt", s);
@@ -728,7 +788,8 @@ static int bench_check_tests(void)
                                         "redis-get-p1000", "redis-tls-p16", "redis-set",
                                         "redis-hash", "mysql-select1", "mysql-point",
                                         "mysql-insert", "mysql-bulk", "mysql-sleep",
-                                        "redis-delay", "scale", "soak-window", "soak"};
+                                        "redis-delay", "scale", "soak-window", "soak",
+                                        "cluster-get", "cluster-set", "cluster-refresh"};
     char buf[sizeof O.tests];
     strcpy(buf, O.tests);
     for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
@@ -763,7 +824,8 @@ static void bench_parse(int argc, char **argv)
 {
     int ch;
     snprintf(O.tests, sizeof O.tests, "redis-get,redis-get-c50,redis-get-p16,redis-get-p1000,"
-                                      "redis-tls-p16,redis-set,redis-hash,mysql-select1,"
+                                      "redis-tls-p16,cluster-get,cluster-set,cluster-refresh,"
+                                      "redis-set,redis-hash,mysql-select1,"
                                       "mysql-point,mysql-insert,mysql-bulk,mysql-sleep,"
                                       "redis-delay,scale,soak-window");
     bench_parse_modes("sync,threads,async,raw");
@@ -901,6 +963,40 @@ static int bench_tls_prepare(bench_plan *p)
     return bench_tls_failed ? -1 : 0;
 }
 
+/* Why the cluster scenarios did not run ("" when they did), and whether
+ * that is a skip (no cluster in the environment) or a failed setup. */
+static char bench_cluster_why[400];
+static int bench_cluster_failed;
+
+/* Writes the GET keys to the cluster. When there is no cluster, or writing
+ * fails, the cluster runs leave the plan and the reason is printed.
+ * Returns 0, or -1 when the setup failed. */
+static int bench_cluster_prepare(bench_plan *p)
+{
+    static const char *const names[] = {"cluster-get", "cluster-set", "cluster-refresh"};
+    char msg[300];
+    int planned = 0;
+    for (size_t k = 0; k < 3; k++)
+        planned |= bench_planned(p, names[k]);
+    if (!planned)
+        return 0;
+    if (E.cluster_url[0] == '\0') {
+        snprintf(bench_cluster_why, sizeof bench_cluster_why,
+                 "no Redis Cluster (VL_TEST_CLUSTER_URL is not set)");
+    } else if (bench_cluster_fill(&E, msg, sizeof msg) != 0) {
+        bench_cluster_failed = 1;
+        snprintf(bench_cluster_why, sizeof bench_cluster_why,
+                 "writing the data to the cluster failed: %s", msg);
+    } else {
+        return 0;
+    }
+    for (size_t k = 0; k < 3; k++)
+        bench_plan_drop(p, names[k]);
+    printf("\ncluster scenarios: %s: %s\n",
+           bench_cluster_failed ? "FAILED" : "skipped (not an error)", bench_cluster_why);
+    return bench_cluster_failed ? -1 : 0;
+}
+
 /* The run of scenario `name` in `mode` (tls: over rediss://; no_pool: the
  * "async conns" row), or NULL. */
 static const bench_result *bench_find(const bench_plan *p, const char *name, int mode, int tls,
@@ -910,6 +1006,20 @@ static const bench_result *bench_find(const bench_plan *p, const char *name, int
         const bench_result *r = &p->rs[k];
         if (strcmp(r->c.name, name) == 0 && r->c.mode == mode && r->c.tls == tls &&
             r->c.no_pool == no_pool)
+            return r;
+    }
+    return NULL;
+}
+
+/* The run of cluster scenario `name` over the cluster (cluster 1) or on one
+ * server (0), refreshing or not, or NULL. */
+static const bench_result *bench_find_cluster(const bench_plan *p, const char *name, int cluster,
+                                              int refresh)
+{
+    for (size_t k = 0; k < p->n; k++) {
+        const bench_result *r = &p->rs[k];
+        if (strcmp(r->c.name, name) == 0 && r->c.mode == BENCH_ASYNC &&
+            r->c.cluster == cluster && r->c.refresh == refresh)
             return r;
     }
     return NULL;
@@ -1068,6 +1178,46 @@ static size_t bench_targets(const bench_plan *p, bench_target *ts)
             }
         }
     }
+    if (bench_has_test("cluster-refresh")) {
+        /* The longest loop iteration while refreshing, in CPU time (the
+         * wall clock counts the scheduler's doing too). The note gives the
+         * baseline without refreshes, and what the iterations took beyond
+         * their replies' share: with 1000 in flight one iteration may
+         * handle hundreds of replies, which is work, not a stall. */
+        bench_target *t = &ts[n++];
+        const bench_result *on = bench_find_cluster(p, "cluster-refresh", 1, 1);
+        const bench_result *off = bench_find_cluster(p, "cluster-refresh", 1, 0);
+        const char *bad = bench_unusable(on);
+        memset(t, 0, sizeof *t);
+        snprintf(t->name, sizeof t->name, "cluster-refresh");
+        snprintf(t->what, sizeof t->what, "cluster-refresh longest loop iteration (CPU) while "
+                                           "refreshing, %d in flight",
+                 on != NULL ? on->c.window : 1000);
+        t->ms = 1;
+        t->bound = 1.0;
+        if (bench_cluster_why[0]) {
+            t->status = bench_cluster_failed ? BENCH_TARGET_UNMEASURED : BENCH_TARGET_SKIPPED;
+            snprintf(t->note, sizeof t->note, "%s", bench_cluster_why);
+        } else if (bad != NULL || on->refreshes == 0) {
+            t->status = BENCH_TARGET_UNMEASURED;
+            snprintf(t->note, sizeof t->note, "the refreshing run %s",
+                     bad != NULL ? bad : "completed no refresh");
+        } else {
+            t->value = on->iter_cpu_max_ms;
+            t->status = t->value <= t->bound ? BENCH_TARGET_MET : BENCH_TARGET_NOT_MET;
+            snprintf(t->note, sizeof t->note,
+                     "%" PRIu64 " refreshes; beyond its replies' share %.3f ms; wall clock "
+                     "%.3f ms; a 1 ms timer %.3f ms late", on->refreshes, on->iter_extra_ms,
+                     on->iter_max_ms, on->timer_late_ms);
+            if (bench_unusable(off) == NULL) {
+                size_t len = strlen(t->note);
+                snprintf(t->note + len, sizeof t->note - len,
+                         ". Without refreshes: CPU %.3f, beyond replies %.3f, wall %.3f, "
+                         "timer %.3f late", off->iter_cpu_max_ms, off->iter_extra_ms,
+                         off->iter_max_ms, off->timer_late_ms);
+            }
+        }
+    }
     if (bench_has_test("redis-tls-p16")) {
         bench_target *t = &ts[n];
         const bench_result *tls = bench_find(p, "redis-tls-p16", BENCH_ASYNC, 1, 0);
@@ -1134,6 +1284,8 @@ int main(int argc, char **argv)
         return 1;
     if (bench_tls_prepare(&plan) != 0)
         status = 1;
+    if (bench_cluster_prepare(&plan) != 0)
+        status = 1;
     if (bench_needs(&plan, BENCH_REDIS, 1)) {
         int pid = bench_proxy_start(E.redis_ports, E.nredis, E.delay_ms * 1000u, E.proxy_ports);
         if (pid < 0) {
@@ -1175,6 +1327,13 @@ int main(int argc, char **argv)
             else if (r->c.tls || strcmp(r->c.name, "redis-tls-p16") == 0)
                 snprintf(title, sizeof title, "%s (%s, redis; over rediss:// to the TLS server, "
                          "and over redis://)", r->c.name, bench_kind_name(r->c.kind));
+            else if (strcmp(r->c.name, "cluster-refresh") == 0)
+                snprintf(title, sizeof title, "%s (%s, redis; over the cluster, %d in flight, "
+                         "with refreshes back to back and without)", r->c.name,
+                         bench_kind_name(r->c.kind), r->c.window);
+            else if (strncmp(r->c.name, "cluster-", 8) == 0)
+                snprintf(title, sizeof title, "%s (%s, redis; over the 3-primary cluster, and "
+                         "on one server)", r->c.name, bench_kind_name(r->c.kind));
             else if (r->c.op == BENCH_OP_SLEEP)
                 snprintf(title, sizeof title, "%s (%s, mysql; SELECT SLEEP(%u ms))", r->c.name,
                          bench_kind_name(r->c.kind), E.sleep_ms);
@@ -1230,6 +1389,20 @@ int main(int argc, char **argv)
                    "per call, window %d); bulk: %.1fx row-by-row\n", one->ops_per_sec,
                    one->c.window, bulk->ops_per_sec, bulk->c.chunk, bulk->c.window,
                    bulk->ops_per_sec / one->ops_per_sec);
+    }
+
+    /* The cluster against one server: the same load, the same window. */
+    {
+        static const char *const names[] = {"cluster-get", "cluster-set"};
+        for (size_t k = 0; k < 2; k++) {
+            const bench_result *cl = bench_find_cluster(&plan, names[k], 1, 0);
+            const bench_result *one = bench_find_cluster(&plan, names[k], 0, 0);
+            if (cl && one && !bench_unusable(cl) && !bench_unusable(one))
+                printf("%s%s: over the cluster's 3 primaries %.0f ops/s, on one server %.0f "
+                       "ops/s (window %d, %d connections a server): %.2fx one server\n",
+                       k == 0 ? "\n" : "", names[k], cl->ops_per_sec, one->ops_per_sec,
+                       cl->c.window, cl->c.conns, cl->ops_per_sec / one->ops_per_sec);
+        }
     }
 
     /* The engine's targets: printed, never a failure. */

@@ -81,17 +81,31 @@ static const char *bench_target_status(const bench_target *t)
     }
 }
 
+/* A size or a duration must stay within its bound; a ratio must reach it. */
+static const char *bench_target_op(const bench_target *t)
+{
+    return t->bytes || t->ms ? "<=" : ">=";
+}
+
+static const char *bench_target_unit(const bench_target *t)
+{
+    return t->bytes ? "bytes" : t->ms ? "ms" : "ratio";
+}
+
 void bench_target_line(FILE *f, const bench_target *t)
 {
     fprintf(f, "target: %s", t->what);
     if (t->status == BENCH_TARGET_MET || t->status == BENCH_TARGET_NOT_MET) {
         if (t->bytes)
             fprintf(f, " %.0f B (<= %.0f)", t->value, t->bound);
+        else if (t->ms)
+            fprintf(f, " %.3f ms (<= %g ms)", t->value, t->bound);
         else /* 1.0, 0.8, but 0.95 */
             fprintf(f, " = %.2fx (>= %.*f)", t->value,
                     (long)(t->bound * 100 + 0.5) % 10 == 0 ? 1 : 2, t->bound);
     } else {
-        fprintf(f, " (%s %g%s)", t->bytes ? "<=" : ">=", t->bound, t->bytes ? " B" : "x");
+        fprintf(f, " (%s %g%s)", bench_target_op(t), t->bound,
+                t->bytes ? " B" : t->ms ? " ms" : "x");
     }
     fprintf(f, ": %s", bench_target_status(t));
     if (t->note[0])
@@ -146,7 +160,7 @@ int bench_write_csv(const char *path, const bench_result *rs, size_t n, const be
         fputs(",,,,,,,,,,,,,,,", f);
         if (t->status == BENCH_TARGET_MET || t->status == BENCH_TARGET_NOT_MET)
             fprintf(f, "%.3f", t->value);
-        fprintf(f, ",%s,%g,", t->bytes ? "<=" : ">=", t->bound);
+        fprintf(f, ",%s,%g,", bench_target_op(t), t->bound);
         bench_csv_str(f, bench_target_status(t));
         fputc('\n', f);
     }
@@ -321,6 +335,15 @@ int bench_write_json(const char *path, const bench_result *rs, size_t n, const b
             bench_json_kd(f, &first, "speedup", r->speedup);
         if (r->c.tls)
             bench_json_kv(f, &first, "transport", "rediss");
+        if (r->c.cluster)
+            bench_json_kv(f, &first, "transport", "redis+cluster");
+        if (r->c.cluster && r->c.kind == BENCH_KIND_LATENCY) {
+            bench_json_kd(f, &first, "loop_iteration_max_ms", r->iter_max_ms);
+            bench_json_kd(f, &first, "loop_iteration_cpu_max_ms", r->iter_cpu_max_ms);
+            bench_json_kd(f, &first, "loop_iteration_cpu_extra_max_ms", r->iter_extra_ms);
+            bench_json_kd(f, &first, "timer_1ms_late_max_ms", r->timer_late_ms);
+            bench_json_ku(f, &first, "refreshes", r->refreshes);
+        }
         if (r->c.via_proxy) {
             bench_json_kv(f, &first, "delay_method", "user-space delaying TCP proxy");
             bench_json_ku(f, &first, "delay_ms", e->delay_ms);
@@ -339,12 +362,12 @@ int bench_write_json(const char *path, const bench_result *rs, size_t n, const b
         fputs("    {", f);
         bench_json_kv(f, &first, "scenario", t->name);
         bench_json_kv(f, &first, "what", t->what);
-        bench_json_kv(f, &first, "unit", t->bytes ? "bytes" : "ratio");
+        bench_json_kv(f, &first, "unit", bench_target_unit(t));
         if (t->status == BENCH_TARGET_MET || t->status == BENCH_TARGET_NOT_MET)
             bench_json_kd(f, &first, "value", t->value);
         else
             bench_json_knull(f, &first, "value");
-        bench_json_kv(f, &first, "op", t->bytes ? "<=" : ">=");
+        bench_json_kv(f, &first, "op", bench_target_op(t));
         bench_json_kd(f, &first, "bound", t->bound);
         bench_json_kv(f, &first, "status", bench_target_status(t));
         if (t->status == BENCH_TARGET_MET || t->status == BENCH_TARGET_NOT_MET) {

@@ -4,7 +4,8 @@
 # Runs volley-bench against throwaway servers: `make bench` calls this.
 #
 # Starts K redis-server instances (separate hosts, K=4 by default), the TLS
-# redis-server and one mariadbd with tests/servers.sh, runs
+# redis-server, the Redis Cluster (the cluster-* scenarios) and one mariadbd
+# with tests/servers.sh, which starts its other servers too, runs
 # $BUILD/bench/volley-bench (the default suite, or whatever arguments are
 # given here), writes bench/results/latest.{json,csv,svg} and always stops
 # the servers, also on failure or Ctrl-C. The arguments are checked before
