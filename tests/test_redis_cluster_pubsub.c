@@ -442,6 +442,42 @@ static void fifty_channels(void **state)
     fx_close(&t);
 }
 
+/* ---- the nodes' connections cut: everything subscribed again ---- */
+
+static void connections_cut(void **state)
+{
+    const char *names[NCH];
+    char buf[NCH][16], payload[32];
+    int i;
+    fx t;
+
+    (void)state;
+    fx_open(&t);
+    for (i = 0; i < NCH; i++) {
+        snprintf(buf[i], sizeof(buf[i]), "sp:%d", i);
+        names[i] = buf[i];
+    }
+    assert_int_equal(run_call(t.loop, vl_redis_cluster_ssubscribe(t.x->s, NCH, names)), VL_OK);
+    /* Every primary drops its pub/sub clients: each node's subscriber
+     * reconnects, and every channel (a node holds channels of many slots,
+     * which one SSUBSCRIBE cannot carry) is subscribed again, with its gap. */
+    for (i = 0; i < NODES; i++)
+        if (primary_of(&t.n, i) == i)
+            vl_future_free(node_cmd(&t.n, i, "CLIENT KILL TYPE pubsub"));
+    wait_count(t.loop, &t.x->gaps, NCH, 10000);
+    assert_int_equal(t.x->gaps, NCH);
+    for (i = 0; i < NCH; i++) {
+        assert_int_equal(t.x->gaps_of[i], 1);
+        snprintf(payload, sizeof(payload), "to %d", i);
+        assert_int_equal(spublish(&t.n, 0, names[i], payload, NULL), 1);
+    }
+    wait_count(t.loop, &t.x->msgs, NCH, 5000);
+    tu_sleep_ms(t.loop, 50);
+    assert_int_equal(t.x->msgs, NCH);
+    assert_int_equal(t.x->bad, 0);
+    fx_close(&t);
+}
+
 /* ---- a slot migrated to another primary, and back ---- */
 
 /* Waits until channel i had `want` gaps, then checks that a message
@@ -792,6 +828,7 @@ int main(void)
         cmocka_unit_test_setup(freed_with_pending, tu_setup),
         cmocka_unit_test_setup(free_inside_message, tu_setup),
         cmocka_unit_test_setup(out_of_memory, tu_setup),
+        cmocka_unit_test_setup(connections_cut, tu_setup),
         cmocka_unit_test_setup_teardown(slot_migration, tu_setup, restore_slot),
         cmocka_unit_test_setup_teardown(failover, tu_setup, restore_cluster),
     };
