@@ -218,18 +218,15 @@ static void readonly_plain_server(void **state)
  * primary's in *primary (ROLE). Fails the test when the cluster has none. */
 static void find_replica(vl_loop *loop, int *replica, int *primary)
 {
-    const char *ports = tu_env("VL_TEST_CLUSTER_PORTS");
-    int i, n = 1;
+    int ports[16], n = tu_env_ports("VL_TEST_CLUSTER_PORTS", ports, 16), i;
 
-    for (i = 0; ports[i] != '\0'; i++)
-        n += ports[i] == ',';
     for (i = 0; i < n; i++) {
         char url[64];
         vl_redis *c;
         vl_future *f;
         const vl_redis_reply *r;
 
-        snprintf(url, sizeof(url), "redis://127.0.0.1:%s", tu_env_item("VL_TEST_CLUSTER_PORTS", i));
+        snprintf(url, sizeof(url), "redis://127.0.0.1:%d", ports[i]);
         c = vl_redis_new(loop, url, NULL);
         f = tu_run_cmd(loop, vl_redis_command(c, "ROLE"), VL_OK);
         r = vl_future_redis_reply(f);
@@ -237,7 +234,7 @@ static void find_replica(vl_loop *loop, int *replica, int *primary)
         if (strcmp(vl_redis_reply_str(vl_redis_reply_element(r, 0), NULL), "slave") == 0) {
             long long port = 0;
             assert_int_equal(vl_redis_reply_integer(vl_redis_reply_element(r, 2), &port), VL_OK);
-            *replica = atoi(tu_env_item("VL_TEST_CLUSTER_PORTS", i));
+            *replica = ports[i];
             *primary = (int)port;
             vl_future_free(f);
             vl_redis_free(c);
@@ -246,7 +243,7 @@ static void find_replica(vl_loop *loop, int *replica, int *primary)
         vl_future_free(f);
         vl_redis_free(c);
     }
-    fail_msg("no replica among VL_TEST_CLUSTER_PORTS %s", ports);
+    fail_msg("no replica among VL_TEST_CLUSTER_PORTS %s", getenv("VL_TEST_CLUSTER_PORTS"));
 }
 
 /* A key whose slot the node on `port` serves as primary: the first of
