@@ -130,6 +130,7 @@ struct vl_redis_cluster_sub {
     size_t nchans, chans_cap;
     ccall *calls;
     vl__timer health;
+    uint64_t refreshes; /* the cluster's refreshes at the last map seen */
     size_t ops;       /* node futures whose continuation is still due */
     int depth;        /* our callbacks on the stack */
     int freeing;
@@ -563,11 +564,22 @@ static int parse_moved(const char *text, unsigned *slot, char *addr, size_t n)
     return 1;
 }
 
-/* Refusals that a later map may lift: the node cannot serve the slot now. */
+/* Refusals that a later map may lift: the node cannot serve the slot now
+ * (or is still loading its data after a restart). */
 static int transient(const char *text)
 {
     return text != NULL && (strncmp(text, "CLUSTERDOWN", 11) == 0 ||
-                            strncmp(text, "TRYAGAIN", 8) == 0);
+                            strncmp(text, "TRYAGAIN", 8) == 0 ||
+                            strncmp(text, "LOADING", 7) == 0);
+}
+
+/* The cluster's count of completed refreshes. */
+static uint64_t refreshes(const vl_redis_cluster *cl)
+{
+    vl_redis_cluster_stats st;
+
+    vl_redis_cluster_stats_init(&st);
+    return vl_redis_cluster_stats_get(cl, &st) == VL_OK ? st.refreshes : 0;
 }
 
 static void refresh_done(vl_future *f, void *ud)
@@ -655,8 +667,8 @@ static void sub_refused(vl_redis_cluster_sub *s, cop *op, vl_future *f)
             continue;
         if (moved || wait) {
             chan_unplace(c, vl_loop_now_ms(s->loop));
-            if (moved)
-                c->moved++;
+            if (moved && ++c->moved == MAX_MOVED)
+                ask_refresh(s); /* the nodes disagree: only a full map settles it */
             if (v != NULL)
                 v[k++] = c;
             continue;
@@ -806,7 +818,7 @@ static void node_gap(vl_redis_sub *sub, uint64_t down_ms, void *ud)
 static void on_map(vl_redis_cluster *cl, void *ud)
 {
     vl_redis_cluster_sub *s = ud;
-    uint64_t now;
+    uint64_t now, fresh;
     cchan **v;
     size_t i, all;
 
@@ -814,12 +826,20 @@ static void on_map(vl_redis_cluster *cl, void *ud)
     if (s->freeing)
         return;
     now = vl_loop_now_ms(s->loop);
+    /* Only a refreshed map lifts the MOVED bound: the maps that our own
+     * MOVED replies make must not restart a bounce between two nodes. */
+    fresh = refreshes(s->cl);
+    if (fresh != s->refreshes)
+        s->refreshes = fresh;
+    else
+        fresh = 0;
     s->depth++;
     v = chan_list(s, &all);
     for (i = 0; i < all; i++) {
         cchan *c = v[i];
         const char *addr = NULL;
-        c->moved = 0;
+        if (fresh)
+            c->moved = 0;
         if (c->node == NULL || vl__cluster_slot_url(s->cl, c->slot, &addr) == NULL ||
             addr == NULL || strcmp(addr, c->node->addr) == 0)
             continue;

@@ -383,9 +383,11 @@ VL_EXPORT void vl_redis_cluster_free(vl_redis_cluster *cl);
  * subscription: from the loss of the node's connection, the map change or
  * the MOVED (for a failed primary: from when its subscriber was first seen
  * down, up to 500 ms late) to the confirmation on its new node. A channel
- * that was never confirmed has no gap. A CLUSTERDOWN or TRYAGAIN answer
- * keeps the channel waiting for the next map; any other refusal ("-NOPERM",
- * "-ERR ...") withdraws it, as on one server.
+ * that was never confirmed has no gap. A CLUSTERDOWN, TRYAGAIN or LOADING
+ * answer keeps the channel waiting for the next map (a refresh is asked
+ * for); after 5 MOVED answers in a row it waits for the next refreshed
+ * map; any other refusal ("-NOPERM", "-ERR ...") withdraws it, as on one
+ * server.
  *
  * Messages. The message callback runs once per message any node delivers,
  * in each node's order; during a move a message sent on the old node before
