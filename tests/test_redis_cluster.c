@@ -173,6 +173,33 @@ static void ready_and_map(void **state)
     tu_finish(loop);
 }
 
+/* The periodic refresh runs while the loop runs for something else, and
+ * never keeps it running by itself. */
+static void periodic_refresh(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_redis_cluster_options o;
+    vl_redis_cluster *cl;
+    uint64_t before;
+    int i;
+
+    (void)state;
+    vl_redis_cluster_options_init(&o);
+    o.refresh_interval_ms = 100;
+    o.refresh_min_interval_ms = 50;
+    cl = cluster_ready(loop, NULL, &o);
+    before = cstats(cl).refreshes;
+    for (i = 0; i < 200 && cstats(cl).refreshes < before + 3; i++)
+        tu_sleep_ms(loop, 20);
+    assert_true(cstats(cl).refreshes >= before + 3);
+    assert_int_equal(cstats(cl).refresh_errors, 0);
+    /* The same map each time: the epoch moves, the nodes stay. */
+    assert_int_equal(vl_redis_cluster_nodes(cl), NODES);
+    assert_int_equal(vl_loop_run(loop), VL_OK);
+    vl_redis_cluster_free(cl);
+    tu_finish(loop);
+}
+
 /* name= reaches every connection the cluster makes, pools' and its own. */
 static void name_on_every_connection(void **state)
 {
@@ -1196,6 +1223,105 @@ static void reshard_under_load(void **state)
     tu_finish(loop);
 }
 
+/* ---- a replica down ---- */
+
+/* The index in the map of a replica, and the port of its primary. */
+static size_t some_replica(vl_redis_cluster *cl, int *primary_port)
+{
+    size_t k;
+
+    for (k = 0; k < vl_redis_cluster_nodes(cl); k++) {
+        vl_redis_node_info ni, p;
+        vl_redis_node_info_init(&ni);
+        vl_redis_node_info_init(&p);
+        assert_int_equal(vl_redis_cluster_node(cl, k, &ni), VL_OK);
+        if (ni.role != VL_REDIS_ROLE_REPLICA)
+            continue;
+        assert_int_equal(vl_redis_cluster_node(cl, ni.primary, &p), VL_OK);
+        *primary_port = atoi(strrchr(p.addr, ':') + 1);
+        return k;
+    }
+    fail_msg("no replica in the map");
+    return 0;
+}
+
+static int node_state_of(vl_redis_cluster *cl, size_t k)
+{
+    vl_redis_node_info ni;
+
+    vl_redis_node_info_init(&ni);
+    assert_int_equal(vl_redis_cluster_node(cl, k, &ni), VL_OK);
+    return ni.state;
+}
+
+/* With a shard's only replica stopped, prefer_replica reads go to its
+ * primary and replica reads fail with VL_ECONN; the other shards' replicas
+ * still serve theirs. */
+static void replica_down(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_redis_cluster_options o;
+    vl_redis_cluster *pref, *only;
+    char keys[10][32];
+    int primary_port = 0, port, i, n = 0;
+    size_t k;
+    vl_redis_node_info ni;
+    const char *name;
+
+    (void)state;
+    tu_cluster_wait_ok();
+    vl_redis_cluster_options_init(&o);
+    o.read_from = VL_REDIS_READ_PREFER_REPLICA;
+    pref = cluster_ready(loop, NULL, &o);
+    o.read_from = VL_REDIS_READ_REPLICA;
+    only = cluster_ready(loop, NULL, &o);
+    k = some_replica(pref, &primary_port);
+    vl_redis_node_info_init(&ni);
+    assert_int_equal(vl_redis_cluster_node(pref, k, &ni), VL_OK);
+    port = atoi(strrchr(ni.addr, ':') + 1);
+    name = name_of_port(port);
+    /* Keys of that shard. */
+    for (i = 0; n < 10 && i < 10000; i++) {
+        nodeinfo src, dst;
+        char key[32];
+        snprintf(key, sizeof(key), "rd:%d", i);
+        if (vl_redis_cluster_slot(key, strlen(key)) % 16 != 0)
+            continue; /* fewer map lookups */
+        primaries_for(loop, pref, vl_redis_cluster_slot(key, strlen(key)), &src, &dst, NULL);
+        if (src.port == primary_port)
+            snprintf(keys[n++], sizeof(keys[0]), "%s", key);
+    }
+    assert_int_equal(n, 10);
+    for (i = 0; i < n; i++) {
+        vl_future *f = run(loop, vl_redis_cluster_command(pref, "SET %s v", keys[i]), VL_OK);
+        vl_future_free(f);
+    }
+    tu_kill_server(name);
+    /* Each cluster notices (bounded): its pool to the replica is down. */
+    for (i = 0; i < 500 && (node_state_of(pref, k) != VL_REDIS_DOWN ||
+                            node_state_of(only, k) != VL_REDIS_DOWN);
+         i++) {
+        vl_future *f = vl_redis_cluster_command(only, "GET %s", keys[0]);
+        tu_await(loop, f); /* a read routed there fails, and marks it down */
+        vl_future_free(f);
+        tu_sleep_ms(loop, 20);
+    }
+    assert_int_equal(node_state_of(pref, k), VL_REDIS_DOWN);
+    assert_int_equal(node_state_of(only, k), VL_REDIS_DOWN);
+    for (i = 0; i < n; i++) {
+        vl_future *f = run(loop, vl_redis_cluster_command(pref, "GET %s", keys[i]), VL_OK);
+        tu_check_str(vl_future_redis_reply(f), "v");
+        vl_future_free(f);
+        f = run(loop, vl_redis_cluster_command(only, "GET %s", keys[i]), VL_ECONN);
+        vl_future_free(f);
+    }
+    vl_redis_cluster_free(pref);
+    vl_redis_cluster_free(only);
+    tu_restart_server(name);
+    tu_cluster_wait_ok();
+    tu_finish(loop);
+}
+
 /* ---- failover under load ---- */
 
 typedef struct fo_load {
@@ -1399,6 +1525,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(ready_and_map, tu_setup),
+        cmocka_unit_test_setup(periodic_refresh, tu_setup),
         cmocka_unit_test_setup(name_on_every_connection, tu_setup),
         cmocka_unit_test_setup(ten_thousand_set_get, tu_setup),
         cmocka_unit_test_setup(hash_tags_share_a_slot, tu_setup),
@@ -1415,6 +1542,7 @@ int main(void)
         cmocka_unit_test_setup(commands_wait_for_the_first_map, tu_setup),
         cmocka_unit_test_setup(moved_is_followed, tu_setup),
         cmocka_unit_test_setup(reshard_under_load, tu_setup),
+        cmocka_unit_test_setup(replica_down, tu_setup),
         cmocka_unit_test_setup(primary_killed_under_load, tu_setup),
         cmocka_unit_test_setup(manual_failover_under_load, tu_setup),
     };
