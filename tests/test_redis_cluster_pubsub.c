@@ -221,6 +221,8 @@ typedef struct rx {
     char last[64];         /* the last payload */
     long free_at;          /* free the subscriber at this message */
     vl_future *late;       /* a call made just before that free */
+    long call_at;          /* subscribe to "sp:49" at this message */
+    vl_future *inside;     /* that call */
 } rx;
 
 static long chan_index(const char *ch, size_t len)
@@ -252,6 +254,10 @@ static void on_message(vl_redis_cluster_sub *s, const char *ch, size_t len,
         if (strncmp(x->last, want, strlen(want)) != 0)
             x->bad++;
         x->per[i]++;
+    }
+    if (x->call_at > 0 && x->msgs == x->call_at) {
+        const char *more = "sp:49";
+        x->inside = vl_redis_cluster_ssubscribe(s, 1, &more);
     }
     if (x->free_at > 0 && x->msgs == x->free_at) {
         const char *other = "sp:late";
@@ -766,6 +772,59 @@ static void bad_cluster_url(void **state)
     tu_finish(loop);
 }
 
+/* ---- calls given up, superseded, and made from a callback ---- */
+
+/* SPUBLISH until it reports `want` receivers (a subscription still on its
+ * way), at most ms; returns the last count. */
+static long long spublish_until(fx *t, const char *ch, long long want, uint64_t ms)
+{
+    uint64_t end = vl_loop_now_ms(t->loop) + tu_ms(ms);
+    long long v;
+
+    while ((v = spublish(&t->n, 0, ch, "to none", NULL)) != want && vl_loop_now_ms(t->loop) < end)
+        tu_sleep_ms(t->loop, 10);
+    return v;
+}
+
+static void calls_in_between(void **state)
+{
+    /* One slot: the node keeps "sp:40" while the others come and go. */
+    const char *a = "sp:40", *b = "{sp:40}b", *c = "{sp:40}c", *inside = "sp:49";
+    vl_future *f, *g;
+    fx t;
+
+    (void)state;
+    fx_open(&t);
+    subscribed(&t, 1, &a, 40);
+
+    /* Cancelled: only the wait ends; the subscription comes all the same. */
+    f = vl_redis_cluster_ssubscribe(t.x->s, 1, &b);
+    assert_non_null(f);
+    assert_int_equal(vl_future_cancel(f), 1);
+    assert_int_equal(tu_await(t.loop, f), VL_ECANCELED);
+    vl_future_free(f);
+    assert_int_equal(spublish_until(&t, b, 1, 5000), 1);
+
+    /* Unsubscribed before its confirmation: the subscribe counts it done. */
+    f = vl_redis_cluster_ssubscribe(t.x->s, 1, &c);
+    g = vl_redis_cluster_sunsubscribe(t.x->s, 1, &c);
+    assert_int_equal(run_call(t.loop, g), VL_OK);
+    assert_int_equal(run_call(t.loop, f), VL_OK);
+    assert_int_equal(spublish(&t.n, 0, c, "to none", NULL), 0);
+
+    /* A call from inside the message callback. */
+    t.x->call_at = t.x->msgs + 1;
+    assert_int_equal(spublish(&t.n, 0, a, "to 40", NULL), 1);
+    wait_count(t.loop, &t.x->msgs, t.x->call_at, 5000);
+    assert_non_null(t.x->inside);
+    assert_int_equal(run_call(t.loop, t.x->inside), VL_OK);
+    assert_int_equal(spublish(&t.n, 0, inside, "to 49", NULL), 1);
+    wait_count(t.loop, &t.x->per[49], 1, 5000);
+    assert_int_equal(t.x->per[49], 1);
+    assert_int_equal(t.x->bad, 0);
+    fx_close(&t);
+}
+
 /* ---- out of memory: every allocation of the subscriber failing in turn ---- */
 
 /* A call's status when one allocation failed somewhere: done, or failed
@@ -827,6 +886,7 @@ int main(void)
         cmocka_unit_test_setup(before_the_map, tu_setup),
         cmocka_unit_test_setup(freed_with_pending, tu_setup),
         cmocka_unit_test_setup(free_inside_message, tu_setup),
+        cmocka_unit_test_setup(calls_in_between, tu_setup),
         cmocka_unit_test_setup(out_of_memory, tu_setup),
         cmocka_unit_test_setup(connections_cut, tu_setup),
         cmocka_unit_test_setup_teardown(slot_migration, tu_setup, restore_slot),
