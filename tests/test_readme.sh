@@ -18,8 +18,9 @@ not_ok() {
 }
 check() { local d=$1; shift; if "$@" >"$T/log" 2>&1; then ok "$d"; else not_ok "$d"; fi; }
 
-echo "1..9"
-# The ```c blocks, in order: ex1.c, ex2.c, ex3.c, ex4.c (pub/sub).
+echo "1..11"
+# The ```c blocks, in order: ex1.c, ex2.c, ex3.c, ex4.c (pub/sub), ex5.c
+# (Redis Cluster).
 awk -v dir="$T" '/^```c$/ { n++; f = dir "/ex" n ".c"; next }
                  /^```$/  { f = ""; next }
                  f != ""  { print > f }' "$ROOT/README.md"
@@ -116,4 +117,12 @@ if timeout 20 "$T/ex4" "redis://127.0.0.1:$P1/0" >"$T/out5" 2>&1 &&
     grep -qx 'news: hello' "$T/out5" && grep -qx 'alerts.disk via alerts.\*: full' "$T/out5"; then
     ok "example 4 receives a channel message and a pattern message"
 else cp "$T/out5" "$T/log"; not_ok "example 4 receives a channel message and a pattern message"; fi
+check "README example 5 (Redis Cluster) builds" \
+    gcc "${CC_ARGS[@]}" "$T/ex5.c" "${LIBS[@]}" -o "$T/ex5"
+if timeout 30 "$T/ex5" "${VL_TEST_CLUSTER_URL:-redis+cluster://127.0.0.1:1}" >"$T/out6" 2>&1 &&
+    grep -qx '100 SETs: ok' "$T/out6" && grep -qx 'MSET with a hash tag: OK' "$T/out6" &&
+    grep -qx 'MSET a b: MSET: keys in different slots (CROSSSLOT): a and b' "$T/out6" &&
+    grep -q '^primaries: 3, keys: [0-9]' "$T/out6"; then
+    ok "example 5 routes by slot, refuses a cross-slot MSET and counts keys on every primary"
+else cp "$T/out6" "$T/log"; not_ok "example 5 routes by slot, refuses a cross-slot MSET and counts keys on every primary"; fi
 [ "$fails" -eq 0 ]
