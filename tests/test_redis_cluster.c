@@ -766,6 +766,32 @@ static void free_with_pending(void **state)
     tu_finish(loop);
 }
 
+/* vl_loop_free frees a cluster left open: its pending commands, one
+ * waiting for a lease and a refresh complete once, cancelled. */
+static void loop_free_frees_the_cluster(void **state)
+{
+    enum { N = 200 };
+    vl_loop *loop = vl_loop_new();
+    vl_redis_cluster *cl;
+    once o[N + 2];
+    int i;
+
+    (void)state;
+    memset(o, 0, sizeof(o));
+    cl = cluster_ready(loop, NULL, NULL);
+    for (i = 0; i < N; i++)
+        vl_future_then(vl_redis_cluster_command(cl, "GET lf:%d", i), once_cb, &o[i]);
+    vl_future_then(vl_redis_cluster_lease(cl, "lf", 2), once_cb, &o[N]);
+    vl_future_then(vl_redis_cluster_refresh(cl), once_cb, &o[N + 1]);
+    vl_loop_free(loop);
+    for (i = 0; i < N + 2; i++) {
+        assert_int_equal(o[i].calls, 1);
+        assert_int_equal(o[i].status, VL_ECANCELED);
+    }
+    tu_workers_gone();
+    assert_int_equal(tu_alloc_live(), 0);
+}
+
 /* A cluster made and freed before its first map, with commands waiting. */
 static void free_before_the_map(void **state)
 {
@@ -1539,6 +1565,7 @@ int main(void)
         cmocka_unit_test_setup(unreachable_seeds_fail, tu_setup),
         cmocka_unit_test_setup(free_with_pending, tu_setup),
         cmocka_unit_test_setup(free_before_the_map, tu_setup),
+        cmocka_unit_test_setup(loop_free_frees_the_cluster, tu_setup),
         cmocka_unit_test_setup(commands_wait_for_the_first_map, tu_setup),
         cmocka_unit_test_setup(moved_is_followed, tu_setup),
         cmocka_unit_test_setup(reshard_under_load, tu_setup),
