@@ -98,6 +98,7 @@ struct vl__sentinel {
     size_t sub_i;
     int sub_was_up;
     int subscribed;         /* the server confirmed the SUBSCRIBE */
+    int sub_lost;           /* DOWN came (and freed it) inside its making */
     uint64_t sub_backoff;
     wtimer sub_timer;
     uint64_t discoveries, switches;
@@ -846,6 +847,7 @@ static void sub_event(vl_redis *c, int event, int status, void *ud)
         vl__redis_detach(c);
         vl_redis_free(c); /* deferred to the end of this event */
         s->sub = NULL;
+        s->sub_lost = 1;
         s->subscribed = 0;
         s->sub_backoff = s->sub_backoff == 0 ? (lo > 0 ? lo : 100) : s->sub_backoff * 2;
         if (hi > 0 && s->sub_backoff > hi)
@@ -856,9 +858,17 @@ static void sub_event(vl_redis *c, int event, int status, void *ud)
 
 static void sub_open(vl__sentinel *s, size_t i)
 {
+    vl_redis *c;
+
     s->sub_i = i;
-    s->sub = vl__redis_new_push(s->loop, s->surls[i], &s->subopts, sub_event, sub_push, s);
-    if (s->sub == NULL) /* out of memory: later */
+    s->sub_lost = 0;
+    c = vl__redis_new_push(s->loop, s->surls[i], &s->subopts, sub_event, sub_push, s);
+    /* A first attempt that failed at once reported DOWN from inside the
+     * call, and sub_event freed the connection and armed the retry. */
+    if (s->sub_lost)
+        return;
+    s->sub = c;
+    if (c == NULL) /* out of memory: later */
         wt_start(s, &s->sub_timer, s->subopts.reconnect_max_ms, 1);
 }
 

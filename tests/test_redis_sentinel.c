@@ -787,11 +787,70 @@ static void freed_during_discovery(void **state)
     tu_finish(loop);
 }
 
+/* Every allocation of making the pool, of discovery and of the first
+ * commands fails in turn: each future still completes once, with the
+ * answer or a failure, and nothing leaks. */
+static void out_of_memory_during_discovery(void **state)
+{
+    long n;
+    int m, rp;
+
+    (void)state;
+    {
+        vl_loop *loop = vl_loop_new();
+        settle(loop, &m, &rp);
+        tu_finish(loop);
+    }
+    for (n = 1; n < 2000; n++) {
+        vl_loop *loop;
+        vl_redis_pool *p;
+        vl_redis_pool_options o;
+        int done;
+
+        tu_alloc_fail_at(n);
+        loop = vl_loop_new();
+        if (loop == NULL)
+            continue;
+        vl_redis_pool_options_init(&o);
+        o.acquire_timeout_ms = 3000;
+        o.connect_timeout_ms = 1000;
+        p = vl_redis_pool_new(loop, pool_url("", master_name(), ""), &o);
+        if (p != NULL) {
+            vl_future *f = vl_redis_pool_command(p, "SET oom:s %ld", n);
+            vl_future *g = vl_redis_pool_ready(p);
+            if (f != NULL) {
+                int rc = vl_loop_run_until(loop, f);
+                if (rc != VL_OK && rc != VL_ENOMEM && rc != VL_ECONN)
+                    fail_msg("allocation %ld: %d %s", n, rc, vl_future_error(f));
+                vl_future_free(f);
+            }
+            if (g != NULL) {
+                int rc = vl_loop_run_until(loop, g);
+                if (rc != VL_OK && rc != VL_ENOMEM && rc != VL_ECONN)
+                    fail_msg("allocation %ld: ready %d %s", n, rc, vl_future_error(g));
+                vl_future_free(g);
+            }
+            vl_redis_pool_free(p);
+        }
+        done = tu_alloc_count() < n;
+        tu_alloc_fail_at(0);
+        vl_loop_run(loop);
+        assert_int_equal(vl_loop_alive(loop), 0);
+        vl_loop_free(loop);
+        assert_int_equal(tu_alloc_live(), 0);
+        if (done)
+            break;
+    }
+    print_message("# %ld allocations failed in turn\n", n);
+    assert_true(n > 100 && n < 2000);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(bad_sentinel_urls, setup, teardown),
         cmocka_unit_test_setup_teardown(freed_during_discovery, setup, teardown),
+        cmocka_unit_test_setup_teardown(out_of_memory_during_discovery, setup, teardown),
         cmocka_unit_test_setup_teardown(no_sentinel_answers, setup, teardown),
         cmocka_unit_test_setup_teardown(pool_finds_the_master, setup, teardown),
         cmocka_unit_test_setup_teardown(commands_issued_before_the_answer_wait_for_it, setup,
