@@ -6,10 +6,11 @@
  * and the SSUBSCRIBE confirmations; this file decides which node each shard
  * channel belongs on, and follows the channel when its slot moves.
  *
- * The channel table holds every channel the user wants, each with the node
- * it is placed on (NULL: not placed, waiting for a map that covers its
- * slot), whether that node confirmed it, and the calls of the user that wait
- * for that confirmation ("waiters"). A user call is a `ccall` that counts
+ * The channel table (an array sorted by name, searched by halving) holds
+ * every channel the user wants, each with the node it is placed on (NULL:
+ * not placed, waiting for a map that covers its slot), whether that node
+ * confirmed it, and the calls of the user that wait for that confirmation
+ * ("waiters"). A user call is a `ccall` that counts
  * what it still waits for (waiters, and for an unsubscribe the node futures)
  * and completes its future when the count reaches zero.
  *
@@ -50,15 +51,14 @@
  */
 #include "redis_cluster_internal.h"
 
-#include <inttypes.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* How often the health timer looks at the nodes' connections. */
 #define HEALTH_MS 500
-/* MOVED replies in a row for one channel before it waits for a new map:
- * two nodes that disagree about a slot must not bounce it forever. */
+/* MOVED replies in a row for one channel before it waits for a refreshed
+ * map: two nodes that disagree about a slot must not bounce it forever. */
 #define MAX_MOVED 5
 
 typedef struct cnode cnode;
