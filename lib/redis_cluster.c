@@ -1213,13 +1213,19 @@ static void refresh_begin(vl_redis_cluster *cl)
         refresh_end(cl, 0, "out of memory");
         return;
     }
-    /* The nodes of the map (primaries first), then the seeds. */
+    /* The nodes of the map that are up (primaries first), then the
+     * others, then the seeds: a dead node is asked last, so that it
+     * costs the refresh nothing while another can answer. */
     if (cl->map != NULL) {
-        for (i = 0; i < cl->map->norder; i++)
-            if (cl->map->order[i]->role == VL_REDIS_ROLE_PRIMARY)
-                cands_add(cl, cl->map->order[i]->addr, cap);
-        for (i = 0; i < cl->map->norder; i++)
-            cands_add(cl, cl->map->order[i]->addr, cap);
+        int pass;
+        for (pass = 0; pass < 3; pass++)
+            for (i = 0; i < cl->map->norder; i++) {
+                const node *n = cl->map->order[i];
+                int up = node_state(n) == VL_REDIS_READY;
+                if ((pass == 0 && up && n->role == VL_REDIS_ROLE_PRIMARY) ||
+                    (pass == 1 && up) || pass == 2)
+                    cands_add(cl, n->addr, cap);
+            }
     }
     for (i = 0; i < cl->nseeds; i++)
         cands_add(cl, cl->seeds[i], cap);
