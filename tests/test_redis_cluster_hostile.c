@@ -509,6 +509,94 @@ static void lost_after_write_is_not_retried(void **state)
     scene_close(s);
 }
 
+/* Redirections that cannot be followed (no slot, a slot out of range, no
+ * port, port 0, a host too long...) are the server's error replies: the
+ * command fails with VL_ESERVER and the text, nothing is sent anywhere
+ * else. One with an empty host ("MOVED 5 :PORT") is followed to that port
+ * on the host of the node that sent it. */
+static void unusable_redirections(void **state)
+{
+    scene *s = scene_open("badredirect");
+    call *c[32], *good;
+    vl_future *nf;
+    long long n = 0;
+    vl_redis_cluster_stats st;
+    int i;
+
+    (void)state;
+    nf = tu_run_cmd(s->loop, vl_redis_command(s->fk.ctl, "FAKE BADREDIRECTS"), VL_OK);
+    assert_int_equal(vl_redis_reply_integer(vl_future_redis_reply(nf), &n), VL_OK);
+    vl_future_free(nf);
+    assert_true(n > 0 && n <= 32);
+    scene_ready(s);
+    for (i = 0; i < n; i++) {
+        char k[16];
+        snprintf(k, sizeof(k), "bad-%d", i);
+        c[i] = get(s, k);
+    }
+    good = get(s, "good");
+    tally_wait(&s->t);
+    for (i = 0; i < n; i++) {
+        print_message("# bad-%d: %d (%s)\n", i, c[i]->status, c[i]->msg);
+        expect_status(c[i], VL_ESERVER);
+        if (strstr(c[i]->msg, "MOVED") == NULL && strstr(c[i]->msg, "ASK") == NULL)
+            fail_msg("bad-%d: '%s' is not the server's text", i, c[i]->msg);
+    }
+    expect_status(good, VL_OK);
+    assert_string_equal(good->val, "n1:good");
+    assert_int_equal(stat_of(s, "cmd:GET:1"), 1);
+    assert_int_equal(stat_of(s, "cmd:GET:0"), n + 1);
+    st = cluster_stats(s->cl);
+    assert_int_equal(st.moved, 1);
+    assert_int_equal(st.ask, 0);
+    scene_close(s);
+}
+
+/* A batch whose commands a node partly redirects: only the redirected
+ * ones are sent again, each child completes once with its own node's
+ * answer, in the caller's order. */
+static void batch_resends_only_the_redirected(void **state)
+{
+    enum { N = 10 };
+    scene *s = scene_open("batch");
+    char keys[N][32];
+    const char *argv[N][2];
+    vl_redis_cmd cmds[N];
+    vl_future *f;
+    size_t i;
+
+    (void)state;
+    scene_ready(s);
+    for (i = 0; i < N; i++) {
+        if (i < 4)
+            key_in(keys[i], sizeof(keys[i]), "mv", 0, 8191, (int)i);
+        else if (i < 8)
+            key_in(keys[i], sizeof(keys[i]), "st", 0, 8191, (int)i);
+        else
+            key_in(keys[i], sizeof(keys[i]), "hi", 8192, 16383, (int)i);
+        argv[i][0] = "GET";
+        argv[i][1] = keys[i];
+        cmds[i].argc = 2;
+        cmds[i].argv = argv[i];
+        cmds[i].argvlen = NULL;
+    }
+    f = tu_run_cmd(s->loop, vl_future_timeout(vl_redis_cluster_batch(s->cl, cmds, N), WAIT_MS),
+                   VL_OK);
+    assert_int_equal(vl_future_count(f), N);
+    for (i = 0; i < N; i++) {
+        char want[48];
+        vl_future *child = vl_future_child(f, i);
+        assert_int_equal(vl_future_status(child), VL_OK);
+        snprintf(want, sizeof(want), "n%d:%s", i < 4 || i >= 8 ? 1 : 0, keys[i]);
+        tu_check_str(vl_future_redis_reply(child), want);
+    }
+    vl_future_free(f);
+    assert_int_equal(stat_of(s, "cmd:GET:0"), 8);
+    assert_int_equal(stat_of(s, "cmd:GET:1"), 6);
+    assert_int_equal(cluster_stats(s->cl).moved, 4);
+    scene_close(s);
+}
+
 /* ---- maps ---- */
 
 /* What the message of a refused map must say, by the fake's label: the
@@ -816,6 +904,45 @@ static void moved_storm_refreshes_few(void **state)
     scene_close(s);
 }
 
+/* A refresh drops node 1 from the map while GETs it received are still
+ * unanswered: they are not cut off but complete with node 1's answers,
+ * and the slot's next command goes to node 0. */
+static void node_leaves_with_commands_pending(void **state)
+{
+    enum { N = 3 };
+    scene *s = scene_open("leave");
+    char keys[N][32];
+    call *c[N], *after;
+    int i;
+
+    (void)state;
+    scene_ready(s);
+    for (i = 0; i < N; i++) {
+        key_in(keys[i], sizeof(keys[i]), "leaving", 8192, 16383, i);
+        c[i] = get(s, keys[i]);
+    }
+    while (stat_of(s, "cmd:GET:1") < 1 && s->t.completed == 0)
+        tu_sleep_ms(s->loop, 10);
+    vl_future_free(tu_run_cmd(
+        s->loop, vl_future_timeout(vl_redis_cluster_refresh(s->cl), WAIT_MS), VL_OK));
+    assert_int_equal(vl_redis_cluster_nodes(s->cl), 1);
+    tally_wait(&s->t);
+    for (i = 0; i < N; i++) {
+        char want[128];
+        expect_status(c[i], VL_OK);
+        /* The first was at node 1 before it left; the others were there
+         * or waited for a connection and went by the new map. */
+        snprintf(want, sizeof(want), "n1:%s", keys[i]);
+        if (strcmp(c[i]->val, want) != 0 && (i == 0 || strcmp(c[i]->val + 3, keys[i]) != 0))
+            fail_msg("GET %d: '%s'", i, c[i]->val);
+    }
+    after = get(s, keys[0]);
+    tally_wait(&s->t);
+    expect_status(after, VL_OK);
+    assert_memory_equal(after->val, "n0:", 3);
+    scene_close(s);
+}
+
 /* ---- the caller ---- */
 
 static void free_cluster_hook(tally *t, call *c)
@@ -825,6 +952,39 @@ static void free_cluster_hook(tally *t, call *c)
     (void)c;
     vl_redis_cluster_free(s->cl);
     s->cl = NULL;
+}
+
+/* The cluster is freed from inside its readiness callback while commands
+ * issued before the map are being sent: each completes exactly once
+ * (answered, or VL_ECANCELED), and the loop ends empty. */
+static void free_inside_ready_callback(void **state)
+{
+    enum { N = 50 };
+    scene *s = scene_open("two");
+    char k[32];
+    int i, cancelled = 0;
+
+    (void)state;
+    scene_cluster(s);
+    s->t.hook = free_cluster_hook;
+    s->t.hook_ud = s;
+    s->t.hook_at = 0;
+    submit(&s->t, vl_future_timeout(vl_redis_cluster_ready(s->cl), WAIT_MS));
+    for (i = 0; i < N; i++) {
+        snprintf(k, sizeof(k), "early-%d", i);
+        get(s, k);
+    }
+    tally_wait(&s->t);
+    assert_null(s->cl);
+    expect_status(&s->t.calls[0], VL_OK);
+    for (i = 1; i <= N; i++) {
+        if (s->t.calls[i].status == VL_ECANCELED)
+            cancelled++;
+        else
+            expect_status(&s->t.calls[i], VL_OK);
+    }
+    print_message("# %d of %d cancelled by the free\n", cancelled, N);
+    scene_close(s);
 }
 
 /* Waits (bounded) until node `i` of the fake has received `n` GETs. */
@@ -976,6 +1136,8 @@ int main(void)
         cmocka_unit_test_setup(tryagain_is_bounded, tu_setup),
         cmocka_unit_test_setup(clusterdown_then_ok, tu_setup),
         cmocka_unit_test_setup(lost_after_write_is_not_retried, tu_setup),
+        cmocka_unit_test_setup(unusable_redirections, tu_setup),
+        cmocka_unit_test_setup(batch_resends_only_the_redirected, tu_setup),
         cmocka_unit_test_setup(unusable_maps_refused, tu_setup),
         cmocka_unit_test_setup(unusable_maps_say_why, tu_setup),
         cmocka_unit_test_setup(uncovered_slots, tu_setup),
@@ -984,6 +1146,8 @@ int main(void)
         cmocka_unit_test_setup(enormous_map_shards, tu_setup),
         cmocka_unit_test_setup(enormous_map_slots, tu_setup),
         cmocka_unit_test_setup(moved_storm_refreshes_few, tu_setup),
+        cmocka_unit_test_setup(node_leaves_with_commands_pending, tu_setup),
+        cmocka_unit_test_setup(free_inside_ready_callback, tu_setup),
         cmocka_unit_test_setup(free_inside_callback_mid_redirect, tu_setup),
         cmocka_unit_test_setup(cancel_mid_redirect, tu_setup),
         cmocka_unit_test_setup(alloc_failure_anywhere, tu_setup),
