@@ -74,6 +74,7 @@ struct node {
     vl_redis *ctl;
     unsigned char q[CTL_MAX]; /* kinds of the queries in flight on ctl */
     uint64_t qt[CTL_MAX];     /* when each was sent */
+    uint64_t qg[CTL_MAX];     /* each topology query's number (cl->ask_gen) */
     size_t qhead, qn;
     int asked;               /* the refresh asked this node (sent SHARDS/SLOTS) */
     size_t outstanding;      /* commands routed to it and not completed */
@@ -186,6 +187,7 @@ struct vl_redis_cluster {
     /* Refresh. */
     int refreshing;
     int ending;              /* inside refresh_end */
+    uint64_t ask_gen;        /* the number of the topology query awaited */
     char ref_why[REASON_MAX]; /* why the node being asked gave no map */
     char (*cands)[ADDR_MAX];
     size_t ncands, cand_idx;
@@ -635,6 +637,10 @@ static int ctl_send(node *n, int kind)
         return rc;
     n->q[(n->qhead + n->qn) % CTL_MAX] = (unsigned char)kind;
     n->qt[(n->qhead + n->qn) % CTL_MAX] = vl_loop_now_ms(n->cl->loop);
+    /* A topology query gets a number: only the answer to the one the
+     * refresh waits for is taken, a late one to a query given up is
+     * dropped. */
+    n->qg[(n->qhead + n->qn) % CTL_MAX] = kind == Q_PING ? 0 : ++n->cl->ask_gen;
     n->qn++;
     return VL_OK;
 }
@@ -1388,7 +1394,7 @@ static void ctl_push(vl_redis *c, vl_redis_reply *r, void *ud)
     node *n = ud;
     vl_redis_cluster *cl = n->cl;
     int kind;
-    uint64_t sent;
+    uint64_t sent, gen;
 
     VL__UNUSED(c);
     if (n->qn == 0) {
@@ -1397,6 +1403,7 @@ static void ctl_push(vl_redis *c, vl_redis_reply *r, void *ud)
     }
     kind = n->q[n->qhead];
     sent = n->qt[n->qhead];
+    gen = n->qg[n->qhead];
     n->qhead = (n->qhead + 1) % CTL_MAX;
     n->qn--;
     if (kind == Q_PING) {
@@ -1404,7 +1411,7 @@ static void ctl_push(vl_redis *c, vl_redis_reply *r, void *ud)
             n->rtt_ms = (double)(vl_loop_now_ms(cl->loop) - sent);
         if (n->rtt_ms <= 0)
             n->rtt_ms = 0.01; /* measured, under a millisecond */
-    } else if (cl->refreshing && cl->ref_node == n && n->asked) {
+    } else if (cl->refreshing && cl->ref_node == n && n->asked && gen == cl->ask_gen) {
         topology_answer(n, kind, r);
     }
     vl_redis_reply_free(r);
@@ -1718,37 +1725,38 @@ static void req_send(creq *r, node *n)
     vl_future_then(inner, req_done, r);
 }
 
-static int node_usable(const node *n)
-{
-    return node_state(n) != VL_REDIS_DOWN;
-}
-
 /* The node a read of shard s goes to, by read_from. NULL: none (replica). */
 static node *pick(vl_redis_cluster *cl, shard *s, const creq *r)
 {
     size_t i;
+    int pass;
 
     if (!r->readonly || r->primary_only || cl->o.read_from == VL_REDIS_READ_PRIMARY)
         return s->primary;
     if (cl->o.read_from == VL_REDIS_READ_NEAREST) {
         node *best = s->primary;
-        double brtt = node_usable(best) && best->rtt_ms > 0 ? best->rtt_ms : 1e18;
+        double brtt = node_state(best) == VL_REDIS_READY && best->rtt_ms > 0 ? best->rtt_ms : 1e18;
         for (i = 0; i < s->nrep; i++) {
             node *n = s->replicas[i];
-            if (node_usable(n) && n->rtt_ms > 0 && n->rtt_ms < brtt) {
+            if (node_state(n) == VL_REDIS_READY && n->rtt_ms > 0 && n->rtt_ms < brtt) {
                 best = n;
                 brtt = n->rtt_ms;
             }
         }
         return best;
     }
-    for (i = 0; i < s->nrep; i++) {
-        node *n = s->replicas[(s->rr + i) % s->nrep];
-        if (node_usable(n)) {
-            s->rr = (unsigned)((s->rr + i + 1) % s->nrep);
-            return n;
+    /* A replica that is up, in turn; with read_from=replica only, one
+     * still connecting (it may come up) before none. */
+    for (pass = 0; pass < 2; pass++)
+        for (i = 0; i < s->nrep; i++) {
+            node *n = s->replicas[(s->rr + i) % s->nrep];
+            int st = node_state(n);
+            if (st == VL_REDIS_READY ||
+                (pass == 1 && cl->o.read_from == VL_REDIS_READ_REPLICA && st != VL_REDIS_DOWN)) {
+                s->rr = (unsigned)((s->rr + i + 1) % s->nrep);
+                return n;
+            }
         }
-    }
     return cl->o.read_from == VL_REDIS_READ_PREFER_REPLICA ? s->primary : NULL;
 }
 
@@ -1996,6 +2004,33 @@ static vl_future *refused(vl_redis_cluster *cl)
     return NULL;
 }
 
+/* 1 for a command that waits on purpose (BLPOP..., XREAD BLOCK, WAIT):
+ * the connection gives it a deadline of its own, its timeout added (see
+ * "Command timeouts" in volley/redis.h), which the cluster's deadline
+ * must not cut short. */
+static int blocking(int argc, const char **argv, const size_t *lens)
+{
+    static const char *const names[] = {"BLPOP",   "BRPOP",    "BRPOPLPUSH", "BLMOVE",
+                                        "BZPOPMIN", "BZPOPMAX", "BLMPOP",     "BZMPOP",
+                                        "WAIT",    "WAITAOF"};
+    size_t i, l0 = lens != NULL ? lens[0] : strlen(argv[0]);
+    int k;
+
+    for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (strlen(names[i]) == l0 && strncasecmp(argv[0], names[i], l0) == 0)
+            return 1;
+    if ((l0 == 5 && strncasecmp(argv[0], "XREAD", 5) == 0) ||
+        (l0 == 10 && strncasecmp(argv[0], "XREADGROUP", 10) == 0))
+        for (k = 1; k < argc; k++) {
+            size_t l = lens != NULL ? lens[k] : strlen(argv[k]);
+            if (l == 5 && strncasecmp(argv[k], "BLOCK", 5) == 0)
+                return 1;
+            if (l == 7 && strncasecmp(argv[k], "STREAMS", 7) == 0)
+                break;
+        }
+    return 0;
+}
+
 /* Makes a request for slot (argv copied) and routes it. */
 static vl_future *req_new(vl_redis_cluster *cl, int kind, unsigned slot, int readonly,
                           int primary_only, int argc, const char **argv, const size_t *lens)
@@ -2037,7 +2072,7 @@ static vl_future *req_new(vl_redis_cluster *cl, int kind, unsigned slot, int rea
         vl__free(r);
         return NULL;
     }
-    if (cl->o.command_timeout_ms > 0)
+    if (cl->o.command_timeout_ms > 0 && (kind != K_CMD || !blocking(argc, argv, lens)))
         r->deadline = vl_loop_now_ms(cl->loop) + cl->o.command_timeout_ms;
     active_add(cl, r);
     cl->st.commands++;

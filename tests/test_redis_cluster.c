@@ -502,6 +502,36 @@ static void lease_multi_exec_on_one_slot(void **state)
     tu_finish(loop);
 }
 
+/* A blocking command waits as long as it asked, past command_timeout_ms;
+ * any other command keeps the deadline. */
+static void blocking_commands_keep_their_timeout(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_redis_cluster_options o;
+    vl_redis_cluster *cl;
+    vl_future *f;
+    const char *eval[] = {"EVAL", "local t = redis.call('TIME') "
+                                  "while true do local n = redis.call('TIME') "
+                                  "if (n[1] - t[1]) * 1000000 + n[2] - t[2] > 600000 then "
+                                  "return 1 end end",
+                          "1", "{blk}x"};
+
+    (void)state;
+    vl_redis_cluster_options_init(&o);
+    o.command_timeout_ms = 300;
+    cl = cluster_ready(loop, NULL, &o);
+    f = run(loop, vl_redis_cluster_command(cl, "DEL {blk}list"), VL_OK);
+    vl_future_free(f);
+    f = run(loop, vl_redis_cluster_command(cl, "BLPOP {blk}list 1"), VL_OK);
+    assert_int_equal(vl_redis_reply_type(vl_future_redis_reply(f)), VL_REDIS_NIL);
+    vl_future_free(f);
+    /* A script that runs 600 ms is cut at 300. */
+    f = run(loop, vl_redis_cluster_command_argv(cl, 4, eval, NULL), VL_ETIMEDOUT);
+    vl_future_free(f);
+    vl_redis_cluster_free(cl);
+    tu_finish(loop);
+}
+
 /* ---- replica reads ---- */
 
 /* cmdstat_get calls of the node on `port`, from INFO commandstats. */
@@ -1573,6 +1603,7 @@ int main(void)
         cmocka_unit_test_setup(command_key_routes_by_key, tu_setup),
         cmocka_unit_test_setup(batch_in_callers_order, tu_setup),
         cmocka_unit_test_setup(lease_multi_exec_on_one_slot, tu_setup),
+        cmocka_unit_test_setup(blocking_commands_keep_their_timeout, tu_setup),
         cmocka_unit_test_setup(replica_reads, tu_setup),
         cmocka_unit_test_setup(nearest_measures_round_trips, tu_setup),
         cmocka_unit_test_setup(bad_urls, tu_setup),

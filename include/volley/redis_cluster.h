@@ -83,7 +83,13 @@
  * its value is the reply of the node that answered last (an error reply
  * keeps VL_ESERVER as on a single server), and its deadline
  * (command_timeout_ms) runs from the call, across every redirection and
- * retry.
+ * retry. Blocking commands (BLPOP, BRPOP, BRPOPLPUSH, BLMOVE, BZPOPMIN,
+ * BZPOPMAX, BLMPOP, BZMPOP, WAIT, WAITAOF, XREAD and XREADGROUP with
+ * BLOCK) are the exception: each time one is sent, the connection's own
+ * deadline applies, their timeout added (see "Command timeouts" in
+ * volley/redis.h), and before the first map they wait without one. They
+ * hold a node pool's connection while they wait: a lease
+ * (vl_redis_cluster_lease) keeps them off the others' way.
  *
  * ---- Topology ----------------------------------------------------------------
  *
