@@ -943,6 +943,52 @@ static void node_leaves_with_commands_pending(void **state)
     scene_close(s);
 }
 
+/* ---- replica reads ---- */
+
+/* read_from prefer_replica: a read goes to the replica, on a connection
+ * that sent READONLY (the replica answers it itself instead of MOVED), and
+ * a write to the primary. */
+static void replica_reads_with_readonly(void **state)
+{
+    scene *s = scene_open("replica");
+    call *rd, *wr;
+
+    (void)state;
+    s->o.read_from = VL_REDIS_READ_PREFER_REPLICA;
+    scene_ready(s);
+    rd = get(s, "r");
+    wr = submit(&s->t, vl_redis_cluster_command(s->cl, "SET w v"));
+    tally_wait(&s->t);
+    expect_status(rd, VL_OK);
+    assert_string_equal(rd->val, "n1:r");
+    expect_status(wr, VL_OK);
+    assert_int_equal(stat_of(s, "cmd:SET:0"), 1);
+    assert_int_equal(stat_of(s, "cmd:GET:0"), 0);
+    assert_true(stat_of(s, "cmd:READONLY:1") >= 1);
+    assert_int_equal(cluster_stats(s->cl).moved, 0);
+    scene_close(s);
+}
+
+/* A replica that refuses READONLY is not up for reads: with read_from
+ * replica a read fails with VL_ECONN (the replica's own text, or that no
+ * replica is up once that is known), and nothing reaches the replica. */
+static void replica_refusing_readonly(void **state)
+{
+    scene *s = scene_open("replica_refuses");
+    call *c;
+
+    (void)state;
+    s->o.read_from = VL_REDIS_READ_REPLICA;
+    scene_ready(s);
+    c = get(s, "only");
+    tally_wait(&s->t);
+    expect_status(c, VL_ECONN);
+    if (strstr(c->msg, "cluster support disabled") == NULL && strstr(c->msg, "no replica") == NULL)
+        fail_msg("read_from replica: '%s'", c->msg);
+    assert_int_equal(stat_of(s, "cmd:GET:1"), 0);
+    scene_close(s);
+}
+
 /* ---- the caller ---- */
 
 static void free_cluster_hook(tally *t, call *c)
@@ -1147,6 +1193,8 @@ int main(void)
         cmocka_unit_test_setup(enormous_map_slots, tu_setup),
         cmocka_unit_test_setup(moved_storm_refreshes_few, tu_setup),
         cmocka_unit_test_setup(node_leaves_with_commands_pending, tu_setup),
+        cmocka_unit_test_setup(replica_reads_with_readonly, tu_setup),
+        cmocka_unit_test_setup(replica_refusing_readonly, tu_setup),
         cmocka_unit_test_setup(free_inside_ready_callback, tu_setup),
         cmocka_unit_test_setup(free_inside_callback_mid_redirect, tu_setup),
         cmocka_unit_test_setup(cancel_mid_redirect, tu_setup),
