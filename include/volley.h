@@ -17,5 +17,6 @@
 #include "volley/mysql.h"
 #include "volley/mysql_cluster.h"
 #include "volley/fanout.h"
+#include "volley/stream.h"
 
 #endif
