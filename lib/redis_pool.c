@@ -46,6 +46,16 @@
  * must not free a connection from inside its event). A retiring connection
  * does not count against max_size, so its replacement can open at once.
  *
+ * Targets. A pool opens its connections to its URL. A redis+sentinel://
+ * pool has no URL of its own: lib/redis_sentinel.c finds one (or, for
+ * replicas, several, which new connections take in turn) and sets it with
+ * vl__redis_pool_retarget. Before the first, nothing is opened and every
+ * request waits in the queues, where acquire_timeout_ms ends it with the
+ * sentinels' error. A new target retires every connection to a server
+ * that is no longer one, on the max_lifetime_ms path (housekeeping then
+ * runs even without lifetimes, for them); a lost connection and an error
+ * reply tell the discovery, which decides whether to ask again.
+ *
  * Re-entrancy. Connection events can arrive while hiredis is on the stack,
  * and admitting a waiting request can itself complete a future and report
  * another event. pump() therefore never recurses: a nested call only asks

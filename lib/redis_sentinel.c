@@ -20,7 +20,7 @@
  * +switch-master, which is news the sentinels publish only once.
  *
  * Subscription. One push connection to a sentinel SUBSCRIBEs to
- * +switch-master (and, for replicas, +slave, +sdown and -sdown). When it
+ * +switch-master (and, for replicas, +sdown, -sdown and +slave). When it
  * is lost it is not reopened to the same sentinel: after a backoff
  * (reconnect_min_ms doubling to reconnect_max_ms) the next sentinel is
  * tried, and once subscribed again a round runs, since a switch may have
@@ -89,6 +89,7 @@ struct vl__sentinel {
     int started;
     uint64_t last_start;
     int failed;             /* the last round found nothing */
+    uint64_t retry_ms;      /* wait before the round after a failed one */
     int hold;               /* somebody waits in the pool */
     char *err;              /* the last failed round's message */
     char *round;            /* this round's failures so far */
@@ -526,17 +527,30 @@ static void schedule(vl__sentinel *s, int now_too)
     wt_start(s, &s->timer, delay, !s->hold);
 }
 
-static void round_end(vl__sentinel *s)
+/* After a round: the one asked for meanwhile, or after a failed round
+ * another, 1 s later and then doubling up to reconnect_max_ms (at least
+ * 1 s): what fails a round (no sentinel up, no master known yet, a server
+ * that disagrees about its role while a failover is under way, a replica
+ * still syncing) usually passes, and nothing may announce it. */
+static void round_end(vl__sentinel *s, int ok)
 {
+    uint64_t cap = s->qopts.reconnect_max_ms > MIN_INTERVAL_MS ? s->qopts.reconnect_max_ms
+                                                                : MIN_INTERVAL_MS;
     int again = s->again, now_too = s->again_now;
 
     s->state = D_IDLE;
     s->again = s->again_now = 0;
     vl__free(s->round);
     s->round = NULL;
-    /* A pool with no target keeps asking, a second apart. */
-    if (again || s->failed)
+    if (ok)
+        s->retry_ms = 0;
+    else
+        s->retry_ms = s->retry_ms == 0 ? MIN_INTERVAL_MS
+                      : s->retry_ms * 2 > cap ? cap : s->retry_ms * 2;
+    if (again)
         schedule(s, now_too);
+    else if (!ok && s->pool != NULL)
+        wt_start(s, &s->timer, s->retry_ms, !s->hold);
 }
 
 static void round_failed(vl__sentinel *s)
@@ -549,11 +563,11 @@ static void round_failed(vl__sentinel *s)
         vl__free(s->err);
         s->err = m;
     }
-    s->failed = 1;
+    /* Readiness fails only for a pool with no target: one with a target
+     * keeps it. */
+    s->failed = vl_redis_pool_endpoint(s->pool)[0] == '\0';
     vl__redis_pool_no_target(s->pool);
-    if (vl_redis_pool_endpoint(s->pool)[0] != '\0')
-        s->failed = 0; /* the pool keeps its target: only trouble asks again */
-    round_end(s);
+    round_end(s, 0);
 }
 
 static void next_sentinel(vl__sentinel *s)
@@ -599,7 +613,7 @@ static void succeed(vl__sentinel *s)
     s->failed = 0;
     if (s->sub == NULL && !vl__timer_active(&s->sub_timer.t))
         sub_open(s, s->good);
-    round_end(s);
+    round_end(s, 1);
 }
 
 /* Every check answered: a target if any passed, else the next sentinel. */
@@ -633,9 +647,10 @@ static void role_cb(vl_future *f, void *ud)
     got = vl_redis_reply_type(e0) == VL_REDIS_STRING ? vl_redis_reply_str(e0, NULL) : NULL;
     if (vl_future_status(f) != VL_OK)
         note(s, s->cur, "%s named: %s", s->cand[j], vl_future_error(f));
-    else if (got == NULL || strcmp(got, want) != 0)
+    else if (got == NULL || strcmp(got, want) != 0) {
         note(s, s->cur, "%s named, but its ROLE is %.32s, not %s", s->cand[j],
              got != NULL ? got : "unreadable", want);
+    }
     else
         s->cok[j] = 1;
     if (--s->cleft == 0)
@@ -809,8 +824,8 @@ static void sub_push(vl_redis *c, vl_redis_reply *r, void *ud)
         s->subscribed = 1;
     if (k != NULL && ch != NULL && msg != NULL && strcmp(k, "message") == 0) {
         /* "+switch-master NAME oldip oldport newip newport": act now. For
-         * replicas, "+sdown slave ip:port ip port @ NAME mip mport" and the
-         * like change which are up: ask again, within the rate. */
+         * replicas, "+sdown slave ip:port ip port @ NAME mip mport", -sdown
+         * and +slave change which are up: ask again, within the rate. */
         if (strcmp(ch, "+switch-master") == 0 && strncmp(msg, s->name, nl) == 0 &&
             msg[nl] == ' ') {
             schedule(s, 1);
@@ -829,9 +844,9 @@ static void sub_event(vl_redis *c, int event, int status, void *ud)
 
     VL__UNUSED(status);
     if (event == VL__REDIS_EV_READY) {
-        const char *argv[4] = {"SUBSCRIBE", "+switch-master", "+sdown", "-sdown"};
+        const char *argv[5] = {"SUBSCRIBE", "+switch-master", "+sdown", "-sdown", "+slave"};
         char *cmd;
-        long long len = vl__redis_format_argv(&cmd, s->replica ? 4 : 2, argv, NULL);
+        long long len = vl__redis_format_argv(&cmd, s->replica ? 5 : 2, argv, NULL);
         if (len < 0 || vl__redis_push_write(c, cmd, (size_t)len) != VL_OK) {
             vl__redis_drop(c, "sentinel subscription: could not subscribe");
             return;

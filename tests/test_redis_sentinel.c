@@ -525,7 +525,7 @@ static void killed_master_is_followed(void **state)
 {
     vl_loop *loop = vl_loop_new();
     writer w;
-    int m, rp, m2, rp2;
+    int m, rp;
 
     (void)state;
     settle(loop, &m, &rp);
@@ -539,10 +539,43 @@ static void killed_master_is_followed(void **state)
     writer_check(&w, rp);
     check_after_switch(loop, &w, rp);
     vl_redis_pool_free(w.p);
-    /* Back to a known state: the killed server returns as a replica. */
+    /* Back to a known state for the next test, whichever is master. */
     tu_restart_server(server_of(m));
-    settle(loop, &m2, &rp2);
-    assert_int_equal(m2, rp);
+    settle(loop, &m, &rp);
+    tu_finish(loop);
+}
+
+static void replica_pool_follows_a_failover(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    const char *argv[3] = {"SENTINEL", "FAILOVER", master_name()};
+    vl_redis_pool *p;
+    vl_redis_reply *r;
+    vl_future *f;
+    uint64_t t0;
+    int m, rp;
+
+    (void)state;
+    settle(loop, &m, &rp);
+    p = sentinel_pool(loop, pool_url("", master_name(), "?role=replica"), 0);
+    await_ready(loop, p);
+    assert_int_equal(port_of(vl_redis_pool_endpoint(p)), rp);
+    r = ask(loop, sentinel_port(0), 3, argv);
+    assert_non_null(r);
+    tu_check_str(r, "OK");
+    vl_redis_reply_free(r);
+    /* The old master is the replica once the sentinels have turned it
+     * into one; the pool asks until ROLE agrees (the watchdog bounds it). */
+    t0 = vl_loop_now_ms(loop);
+    while (port_of(vl_redis_pool_endpoint(p)) != m)
+        tu_sleep_ms(loop, 20);
+    print_message("# role=replica: the pool moved to the old master %llu ms after "
+                  "SENTINEL FAILOVER\n", (unsigned long long)(vl_loop_now_ms(loop) - t0));
+    f = tu_run_cmd(loop, vl_redis_pool_command(p, "ROLE"), VL_OK);
+    assert_string_equal(elem_str(vl_future_redis_reply(f), 0), "slave");
+    vl_future_free(f);
+    vl_redis_pool_free(p);
+    settle(loop, &m, &rp);
     tu_finish(loop);
 }
 
@@ -863,6 +896,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(killed_master_is_followed, setup, teardown),
         cmocka_unit_test_setup_teardown(subscription_moves_when_its_sentinel_dies, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(replica_pool_follows_a_failover, setup, teardown),
     };
 
     return tu_run("redis_sentinel", tests, sizeof(tests) / sizeof(tests[0]));

@@ -157,14 +157,17 @@
  * A lost connection, any error reply (the pool does not see a reply's
  * text, so READONLY is among them) or a ROLE that does not say "master"
  * also make it ask again: one round at a time, at most one per second. A
- * round that finds nothing keeps the present target. Parameters:
+ * round that finds nothing (no sentinel answers, or a server named
+ * disagrees about its role while a failover is under way) keeps the
+ * present target and is followed by another 1 s later, then at doubling
+ * intervals up to reconnect_max_ms, until one succeeds. Parameters:
  *   role=master|replica  replica: the pool's connections go to the
  *                        replicas the sentinels list as up (flags without
  *                        s_down, o_down, disconnected) whose ROLE says
  *                        "slave", spread over them in turn; writes there
  *                        fail with the replica's READONLY reply. The list
- *                        is asked again on +sdown, -sdown, +switch-master
- *                        and lost connections
+ *                        is asked again on +sdown, -sdown, +slave,
+ *                        +switch-master and lost connections
  *   sentinel_password=P  AUTH for the sentinels (never printed)
  * Until the first answer nothing is opened and commands, leases and
  * readiness requests wait; a command or lease waits up to
@@ -172,7 +175,7 @@
  * ("no master known within 5000 ms: none of 3 sentinels named a master for
  * 'mymaster': sentinel 127.0.0.1:26379: no master named 'mymaster'; ...").
  * vl_redis_pool_ready fails so once a whole round of sentinels named none;
- * rounds go on a second apart while there is no target. Messages name
+ * rounds go on meanwhile, as above. Messages name
  * endpoints as "host:port" or the printable URL, never a password.
  * vl_redis_pool_endpoint tells where the pool points. vl_redis_new refuses
  * a redis+sentinel:// URL (VL_EINVAL "a Sentinel endpoint needs a pool").
