@@ -538,6 +538,45 @@ redis_wait() {
     return 1
 }
 
+# A port chosen by the caller for the first attempt of redis_start; empty:
+# redis_start picks one.
+FIRST_PORT=""
+
+# Sets PORT for a new instance named $1: a cluster node needs its bus port
+# free too.
+pick_port_for() {
+    case $1 in
+        cluster-*) pick_cluster_port ;;
+        *) pick_port ;;
+    esac
+}
+
+# Starts the brand new redis instances named as arguments at the same
+# time, each on a port chosen here first (so that no two get the same one),
+# and waits until all are ready; fails if one did not start. Most of a
+# start is waiting for the server to answer, and on a busy machine that
+# adds up for six nodes one after another.
+redis_start_together() {
+    local name job failed=0
+    local -a ports=() jobs=()
+    for name in "$@"; do
+        pick_port_for "$name" || return 1
+        ports+=("$PORT")
+    done
+    # Ended (by abort_start), this job ends the starts it is waiting for.
+    trap 'kill "${jobs[@]}" 2>/dev/null; exit 1' TERM
+    for name in "$@"; do
+        (FIRST_PORT=${ports[0]} redis_start "$name" >/dev/null) &
+        jobs+=("$!")
+        ports=("${ports[@]:1}")
+    done
+    for job in "${jobs[@]}"; do
+        wait "$job" || failed=1
+    done
+    trap - TERM
+    return "$failed"
+}
+
 # Starts a brand new redis instance named $1, retrying on another port if
 # the first one turns out to be taken. Extra arguments go to redis-server.
 redis_start() {
@@ -549,10 +588,11 @@ redis_start() {
     # are still starting (or after we fail) knows about this server.
     echo "$DIR/$name.pid" >>"$DIR/pids"
     for attempt in 1 2 3; do
-        case $name in
-            cluster-*) pick_cluster_port || return 1 ;;
-            *) pick_port || return 1 ;;
-        esac
+        if [ "$attempt" -eq 1 ] && [ -n "$FIRST_PORT" ]; then
+            PORT=$FIRST_PORT
+        else
+            pick_port_for "$name" || return 1
+        fi
         echo "$PORT" >"$DIR/$name.port"
         redis_cmd "$name" "$PORT" "$@"
         save_cmd "$name"
@@ -790,8 +830,8 @@ cluster_wait() {
 cluster_start() {
     local n t0 nodes=()
     t0=$(now)
+    redis_start_together $(seq -f 'cluster-%g' 1 "$CLUSTER_NODES") || return 1
     for n in $(seq 1 "$CLUSTER_NODES"); do
-        redis_start "cluster-$n" >/dev/null || return 1
         nodes+=("127.0.0.1:$(cat "$DIR/cluster-$n.port")")
     done
     # redis-cli assigns the slots, meets the nodes, makes the last three
@@ -898,9 +938,7 @@ sentinel_start() {
         fi
         sleep 0.05
     done
-    for n in $(seq 1 "$SENTINEL_COUNT"); do
-        redis_start "sentinel-$n" >/dev/null || return 1
-    done
+    redis_start_together $(seq -f 'sentinel-%g' 1 "$SENTINEL_COUNT") || return 1
     sentinel_wait || return 1
     say "sentinel: master $SENTINEL_MASTER on port $(cat "$DIR/sentinel-master.port")," \
         "replica on $(cat "$DIR/sentinel-replica.port"), $SENTINEL_COUNT sentinels on" \
