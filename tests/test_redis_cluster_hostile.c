@@ -484,6 +484,38 @@ static void clusterdown_then_ok(void **state)
     scene_close(s);
 }
 
+/* A command waiting out a TRYAGAIN backoff: cancelled, it completes once
+ * with VL_ECANCELED and is never sent again; reaching its deadline, it
+ * completes with VL_ETIMEDOUT then, not after the backoff. */
+static void backoff_cancelled_or_overdue(void **state)
+{
+    scene *s = scene_open("tryagain");
+    vl_future *f;
+    call *c, *d;
+    uint64_t t0;
+
+    (void)state;
+    s->o.retry_backoff_ms = 2000;
+    s->o.command_timeout_ms = 300;
+    scene_ready(s);
+    f = vl_redis_cluster_command(s->cl, "GET cancel");
+    c = submit(&s->t, f);
+    while (stat_of(s, "cmd:GET:0") < 1 && c->completed == 0)
+        tu_sleep_ms(s->loop, 5);
+    tu_sleep_ms(s->loop, 50); /* the TRYAGAIN is in: the backoff runs */
+    assert_int_equal(c->completed, 0);
+    assert_int_equal(vl_future_cancel(f), 1);
+    t0 = vl_loop_now_ms(s->loop);
+    d = get(s, "overdue");
+    tally_wait(&s->t);
+    expect_status(c, VL_ECANCELED);
+    expect_status(d, VL_ETIMEDOUT);
+    assert_true(d->at - t0 < s->o.retry_backoff_ms); /* the deadline, not the backoff */
+    tu_sleep_ms(s->loop, s->o.retry_backoff_ms + 500);
+    assert_int_equal(stat_of(s, "cmd:GET:0"), 2); /* one each, no retry after the end */
+    scene_close(s);
+}
+
 /* A SET that got no reply before its connection dropped may have run: it
  * fails with VL_ECONN and is never sent again (the fake saw it once, also
  * well after every backoff), while the cluster itself recovers. */
@@ -760,6 +792,61 @@ static void node_that_does_not_exist(void **state)
     scene_close(s);
 }
 
+/* Every node goes down (they hang up on every connection) while the
+ * cluster keeps being used and refreshes itself often: each command fails
+ * with VL_ECONN, and the reconnects stay within the pools' and the ctl
+ * connections' backoff (no storm), the refreshes within their rate. */
+static void whole_cluster_down(uint64_t refresh_interval_ms)
+{
+    scene *s = scene_open("two");
+    uint64_t t0, w;
+    long long before, conns, bound;
+    unsigned per;
+    vl_redis_cluster_stats st;
+    int i;
+
+    s->o.node_max_size = 2;
+    s->o.reconnect_min_ms = 100;
+    s->o.refresh_interval_ms = refresh_interval_ms;
+    scene_ready(s);
+    before = stat_of(s, "conn:0") + stat_of(s, "conn:1");
+    vl_future_free(tu_run_cmd(s->loop, vl_redis_command(s->fk.ctl, "FAKE KILL"), VL_OK));
+    t0 = vl_loop_now_ms(s->loop);
+    for (i = 0; i < 40; i++) {
+        char k[16];
+        call *c;
+        snprintf(k, sizeof(k), "down-%d", i);
+        c = get(s, k);
+        tally_wait(&s->t);
+        if (c->status == VL_OK)
+            fail_msg("GET %d answered by a dead cluster", i);
+        tu_sleep_ms(s->loop, 50);
+    }
+    w = vl_loop_now_ms(s->loop) - t0;
+    conns = stat_of(s, "conn:0") + stat_of(s, "conn:1") - before;
+    st = cluster_stats(s->cl);
+    /* Per node: its pool's connections and its ctl connection, each at
+     * most one attempt per doubling backoff step (at least half of
+     * reconnect_min_ms, doubled); plus one attempt a refresh. */
+    for (per = 1; 50 * ((1ull << per) - 1) <= w; per++)
+        ;
+    bound = 2 * ((long long)s->o.node_max_size + 1) * (long long)(per + 1) + 2 +
+            2 * (long long)(w / s->o.refresh_min_interval_ms);
+    print_message("# %llu ms down: %lld connections (bound %lld), %llu refresh errors\n",
+                  (unsigned long long)w, conns, bound, (unsigned long long)st.refresh_errors);
+    assert_true(conns >= 1);
+    assert_true(conns <= bound);
+    assert_true(st.refreshes + st.refresh_errors <= 2 + w / s->o.refresh_min_interval_ms + 2);
+    scene_close(s);
+}
+
+/* The commands' failures ask for refreshes; none is periodic. */
+static void whole_cluster_down_no_storm(void **state)
+{
+    (void)state;
+    whole_cluster_down(0);
+}
+
 /* Node 1 stops answering after the handshake: the commands routed to it
  * fail, and meanwhile every command to node 0 completes, all of them
  * before the first of node 1's does. */
@@ -940,6 +1027,61 @@ static void node_leaves_with_commands_pending(void **state)
     tally_wait(&s->t);
     expect_status(after, VL_OK);
     assert_memory_equal(after->val, "n0:", 3);
+    scene_close(s);
+}
+
+/* A node that never answers CLUSTER SHARDS: commands wait for the first
+ * map, each within its own deadline, and freeing the cluster meanwhile
+ * completes every one of them, its readiness and a refresh with
+ * VL_ECANCELED. */
+static void free_while_waiting_for_the_map(void **state)
+{
+    enum { N = 20 };
+    scene *s = scene_open("mapstall");
+    char k[32];
+    int i;
+
+    (void)state;
+    s->o.refresh_timeout_ms = tu_ms(60000);
+    scene_cluster(s);
+    submit(&s->t, vl_redis_cluster_ready(s->cl));
+    submit(&s->t, vl_redis_cluster_refresh(s->cl));
+    for (i = 0; i < N; i++) {
+        snprintf(k, sizeof(k), "wait-%d", i);
+        get(s, k);
+    }
+    while (stat_of(s, "cmd:CLUSTER SHARDS:0") < 1)
+        tu_sleep_ms(s->loop, 10);
+    tu_sleep_ms(s->loop, 100);
+    assert_int_equal(s->t.completed, 0);
+    vl_redis_cluster_free(s->cl);
+    s->cl = NULL;
+    tally_wait(&s->t);
+    for (i = 0; i < s->t.submitted; i++)
+        expect_status(&s->t.calls[i], VL_ECANCELED);
+    scene_close(s);
+}
+
+/* A lease is on one node's connection and is not redirected: the MOVED
+ * reply is the caller's (VL_ESERVER), sent once. */
+static void lease_is_not_redirected(void **state)
+{
+    scene *s = scene_open("pingpong");
+    vl_future *lf, *f;
+    vl_redis_lease *l;
+
+    (void)state;
+    scene_ready(s);
+    lf = tu_run_cmd(s->loop, vl_future_timeout(vl_redis_cluster_lease(s->cl, "pp", 2), WAIT_MS),
+                    VL_OK);
+    l = vl_future_value(lf);
+    assert_non_null(l);
+    f = tu_run_cmd(s->loop, vl_future_timeout(vl_redis_lease_command(l, "GET pp"), WAIT_MS),
+                   VL_ESERVER);
+    expect_text(vl_future_error(f), "MOVED");
+    vl_future_free(f);
+    assert_int_equal(gets_of_two(s), 1);
+    vl_future_free(lf); /* releases the lease */
     scene_close(s);
 }
 
@@ -1181,6 +1323,7 @@ int main(void)
         cmocka_unit_test_setup(ask_then_asking, tu_setup),
         cmocka_unit_test_setup(tryagain_is_bounded, tu_setup),
         cmocka_unit_test_setup(clusterdown_then_ok, tu_setup),
+        cmocka_unit_test_setup(backoff_cancelled_or_overdue, tu_setup),
         cmocka_unit_test_setup(lost_after_write_is_not_retried, tu_setup),
         cmocka_unit_test_setup(unusable_redirections, tu_setup),
         cmocka_unit_test_setup(batch_resends_only_the_redirected, tu_setup),
@@ -1188,11 +1331,14 @@ int main(void)
         cmocka_unit_test_setup(unusable_maps_say_why, tu_setup),
         cmocka_unit_test_setup(uncovered_slots, tu_setup),
         cmocka_unit_test_setup(node_that_does_not_exist, tu_setup),
+        cmocka_unit_test_setup(whole_cluster_down_no_storm, tu_setup),
         cmocka_unit_test_setup(stalled_node_costs_only_its_commands, tu_setup),
         cmocka_unit_test_setup(enormous_map_shards, tu_setup),
         cmocka_unit_test_setup(enormous_map_slots, tu_setup),
         cmocka_unit_test_setup(moved_storm_refreshes_few, tu_setup),
         cmocka_unit_test_setup(node_leaves_with_commands_pending, tu_setup),
+        cmocka_unit_test_setup(free_while_waiting_for_the_map, tu_setup),
+        cmocka_unit_test_setup(lease_is_not_redirected, tu_setup),
         cmocka_unit_test_setup(replica_reads_with_readonly, tu_setup),
         cmocka_unit_test_setup(replica_refusing_readonly, tu_setup),
         cmocka_unit_test_setup(free_inside_ready_callback, tu_setup),
