@@ -3,7 +3,8 @@
  *
  * Include this umbrella header; each concept has its own header under
  * volley/: common (errors, allocator), loop, future, redis, pubsub, mysql,
- * mysql_cluster (primary, replicas, Galera), fanout.
+ * mysql_cluster (primary, replicas, Galera), fanout, queue (queues and
+ * semaphores).
  */
 #ifndef VOLLEY_H
 #define VOLLEY_H
@@ -18,5 +19,6 @@
 #include "volley/mysql_cluster.h"
 #include "volley/fanout.h"
 #include "volley/stream.h"
+#include "volley/queue.h"
 
 #endif
