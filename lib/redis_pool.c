@@ -557,8 +557,8 @@ static pslot *slot_open(vl_redis_pool *p)
         s->expires = now + life - (spread > 0 ? vl__rand64() % (spread + 1) : 0);
     }
     p->slots[p->nslots++] = s;
-    /* The TLS context of a connection already open is shared. */
-    /* The TLS context is shared only between connections of one URL. */
+    /* The TLS context of a connection already open is shared, between
+     * connections of one URL only (a Sentinel pool's targets differ). */
     s->c = vl__redis_new_pooled(p->loop, url, &p->copts, pool_event, s,
                                 p->nslots > 1 && p->sentinel == NULL ? p->slots[0]->c : NULL);
     if (s->c == NULL) {

@@ -735,6 +735,15 @@ static void bad_sentinel_urls(void **state)
         assert_string_equal(vl_redis_pool_endpoint(p), "");
         vl_redis_pool_free(p);
     }
+    /* A single connection cannot follow a master: it refuses the URL. */
+    {
+        vl_redis *c = vl_redis_new(loop, "redis+sentinel://127.0.0.1:26379/m", NULL);
+        vl_future *f = vl_redis_command(c, "PING");
+        assert_int_equal(tu_await(loop, f), VL_EINVAL);
+        print_message("# vl_redis_new: %s\n", vl_future_error(f));
+        vl_future_free(f);
+        vl_redis_free(c);
+    }
     /* A plain pool tells its endpoint too. */
     {
         vl_redis_pool *p = vl_redis_pool_new(loop, "redis://127.0.0.1:6390/2", NULL);
