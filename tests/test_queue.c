@@ -793,7 +793,6 @@ typedef struct stress stress;
 typedef struct actor {
     stress *s;
     int idx;
-    int producer;
     vl_future *pending; /* our queue future, until the test saw it complete */
     size_t done;        /* items put or received */
 } actor;
@@ -1029,8 +1028,8 @@ static void stress_run(vl_queue_kind kind)
     s.producers_left = S_ACTORS;
     for (i = 0; i < S_ACTORS; i++) {
         s.last_k[i] = -1;
-        s.prod[i] = (actor){&s, (int)i, 1, NULL, 0};
-        s.cons[i] = (actor){&s, (int)i, 0, NULL, 0};
+        s.prod[i] = (actor){&s, (int)i, NULL, 0};
+        s.cons[i] = (actor){&s, (int)i, NULL, 0};
     }
     /* Consumers first, so that they wait; the producers start a little
      * later and soon fill the queue. */
