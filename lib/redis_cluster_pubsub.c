@@ -24,24 +24,29 @@
  *  - a new map (vl__cluster_watch) names another primary for its slot;
  *  - its node answers SSUBSCRIBE with MOVED: the cluster is told
  *    (vl__cluster_moved) and the channel goes to the new owner at once;
- *  - its node's subscriber reconnected (its gap callback): every channel of
- *    that node is subscribed again, one slot per command, because the
- *    subscriber's own resubscription batches channels of many slots, which
- *    a cluster node refuses, and a slot that moved away meanwhile is refused
- *    with MOVED. The same path covers a slot migrated away: Redis then ends
- *    the shard subscriptions of that slot with an unsolicited
- *    "sunsubscribe", which lib/redis_pubsub.c takes for a protocol error;
- *    it drops the connection, reconnects and reports a gap.
+ *  - its node gave the slot away (CLUSTER SETSLOT ... NODE, a failover):
+ *    Redis 7 ends the shard subscriptions of that slot with an unasked
+ *    "sunsubscribe", which the node's subscriber reports through its ended
+ *    callback, keeping its connection. The channel goes to the owner the
+ *    map names; when the map still names the old node a refresh is asked
+ *    for, and the SSUBSCRIBE sent there meanwhile is answered with the
+ *    MOVED that names the new owner;
+ *  - its node's subscriber reconnected (its gap callback): the subscriber
+ *    has subscribed again to what it held, a slot per command, but a slot
+ *    that moved away while it was down is refused with MOVED, which only
+ *    our own futures hear of; so every channel of that node is subscribed
+ *    again from here too, a slot per command (a second SSUBSCRIBE of a
+ *    channel held is merely confirmed again).
  * A channel that was confirmed and then lost keeps the time it was lost
  * (`lost_at`); the gap callback reports it once the channel is confirmed
  * again, wherever that is.
  *
  * A failover: the dead primary's subscriber only ever tries to reconnect.
- * A health timer, armed while any node is in use, notes when a node's
- * subscriber stopped being READY and asks the cluster to re-read the map
- * while one is down, so that the promotion of a replica is seen soon; the
- * new map then moves the channels, and their gap runs from the moment the
- * node was first seen down.
+ * A health timer, armed while any node is in use, asks the cluster to
+ * re-read the map while a node's subscriber has been down for a tick
+ * (vl_redis_sub_down_since_ms), so that the promotion of a replica is seen
+ * soon; the new map then moves the channels, and their gap runs from the
+ * moment the node's connection was lost.
  *
  * Safe points. The message and gap callbacks, and the map watcher, may free
  * the subscriber. It is released only when no callback of ours is on the
@@ -101,7 +106,6 @@ struct cnode {
     uint64_t id;
     vl_redis_sub *sub;
     size_t nchan;         /* channels placed on it */
-    uint64_t down_since;  /* first seen not READY; 0: up */
     char addr[];
 };
 
@@ -328,6 +332,8 @@ static void node_message(vl_redis_sub *sub, int kind, const char *channel, size_
                          const char *pattern, size_t pattern_len, const vl_redis_reply *payload,
                          void *ud);
 static void node_gap(vl_redis_sub *sub, uint64_t down_ms, void *ud);
+static void node_ended(vl_redis_sub *sub, int kind, const char *channel, size_t channel_len,
+                       void *ud);
 
 static cnode *node_find(const vl_redis_cluster_sub *s, const char *addr)
 {
@@ -369,6 +375,7 @@ static cnode *node_get(vl_redis_cluster_sub *s, const char *url, const char *add
     vl__cluster_sub_options(s->cl, &o);
     o.on_message = node_message;
     o.on_gap = node_gap;
+    o.on_ended = node_ended;
     o.ud = n;
     n->sub = vl_redis_sub_new(s->loop, url, &o);
     if (n->sub == NULL) {
@@ -793,9 +800,6 @@ static void node_gap(vl_redis_sub *sub, uint64_t down_ms, void *ud)
     if (s->freeing)
         return;
     since = now > down_ms ? now - down_ms : 1;
-    if (n->down_since != 0 && n->down_since < since)
-        since = n->down_since;
-    n->down_since = 0;
     v = chan_list(s, &all);
     for (i = 0; i < all; i++) {
         cchan *c = v[i];
@@ -814,11 +818,38 @@ static void node_gap(vl_redis_sub *sub, uint64_t down_ms, void *ud)
     maybe_release(s);
 }
 
+/* The node ended a channel's subscription: its slot went elsewhere (see
+ * the top of the file). The channel is lost from now and follows it. */
+static void node_ended(vl_redis_sub *sub, int kind, const char *channel, size_t channel_len,
+                       void *ud)
+{
+    cnode *n = ud;
+    vl_redis_cluster_sub *s = n->s;
+    const char *addr = NULL;
+    cchan *c;
+
+    VL__UNUSED(sub);
+    if (s->freeing || kind != VL_REDIS_SUB_SHARD)
+        return;
+    c = chan_find(s, channel, channel_len);
+    if (c == NULL || c->node != n)
+        return; /* unsubscribed meanwhile, or placed elsewhere already */
+    s->depth++;
+    chan_unplace(c, vl_loop_now_ms(s->loop));
+    if (vl__cluster_slot_url(s->cl, c->slot, &addr) == NULL || addr == NULL ||
+        strcmp(addr, n->addr) == 0)
+        ask_refresh(s);
+    /* On the node the map names; the old one answers MOVED with the new. */
+    place_and_send(s, &c, 1);
+    s->depth--;
+    maybe_release(s);
+}
+
 /* A new map: every channel whose slot has another owner now moves there. */
 static void on_map(vl_redis_cluster *cl, void *ud)
 {
     vl_redis_cluster_sub *s = ud;
-    uint64_t now, fresh;
+    uint64_t now, fresh, down;
     cchan **v;
     size_t i, all;
 
@@ -847,7 +878,8 @@ static void on_map(vl_redis_cluster *cl, void *ud)
          * channel (it is down, or has not heard), it must not subscribe to
          * it again when it reconnects. */
         send_unsub(s, c->node, &c, 1, NULL);
-        chan_unplace(c, c->node->down_since != 0 ? c->node->down_since : now);
+        down = vl_redis_sub_down_since_ms(c->node->sub);
+        chan_unplace(c, down != 0 ? down : now);
     }
     if (v != NULL)
         place_and_send(s, v, all);
@@ -883,13 +915,10 @@ static void health_cb(vl__timer *t, void *ud)
     if (s->freeing)
         return;
     for (n = s->nodes; n != NULL; n = n->next) {
-        if (vl_redis_sub_state(n->sub) == VL_REDIS_READY) {
-            n->down_since = 0;
-        } else if (n->down_since == 0) {
-            n->down_since = now; /* a first connect, perhaps: look again */
-        } else {
+        uint64_t since = vl_redis_sub_down_since_ms(n->sub);
+        /* Down for less than a tick: a first connect, perhaps. */
+        if (since != 0 && now - since >= HEALTH_MS)
             down = 1;
-        }
     }
     if (down)
         ask_refresh(s);

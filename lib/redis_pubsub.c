@@ -45,12 +45,13 @@
  * the connection's own free) but releases the subscriber's memory only when
  * the outermost push or event handler returns (`depth`).
  */
-#include "redis_internal.h"
+#include "redis_cluster_internal.h"
 #include "url.h"
 
 #include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -78,6 +79,7 @@ struct sreq {
     size_t n, at;         /* names, and the next one due for confirmation */
     sname *names;         /* in the same allocation, NUL-terminated each */
     vl_redis_reply *last; /* the last confirmation so far */
+    vl_redis_reply *err;  /* the first refusal of one of its commands */
 };
 
 typedef struct slist {
@@ -124,6 +126,7 @@ struct vl_redis_sub {
     size_t restore_left;
     int gap_pending;
     uint64_t gap_since;
+    uint64_t down_since;  /* when it was last without a READY connection; 0: READY */
     vl__timer ka;         /* keepalive; unref'd while armed (ka_unref) */
     int ka_unref;
     int ping_out;
@@ -152,10 +155,11 @@ static const size_t opts_ends[] = {
     VL__END(vl_redis_sub_options, tcp_keepalive_ms),
     VL__END(vl_redis_sub_options, tcp_user_timeout_ms),
     VL__END(vl_redis_sub_options, max_reply_mem),
+    VL__END(vl_redis_sub_options, on_ended),
 };
 /* No padding at the end: a field appended later must start past the end of
  * every older struct, never inside its padding. */
-_Static_assert(sizeof(vl_redis_sub_options) == VL__END(vl_redis_sub_options, max_reply_mem),
+_Static_assert(sizeof(vl_redis_sub_options) == VL__END(vl_redis_sub_options, on_ended),
                "vl_redis_sub_options ends with padding");
 static const vl__opts_desc opts_desc = {"vl_redis_sub_options", sizeof(vl_redis_sub_options),
                                         opts_ends, sizeof(opts_ends) / sizeof(opts_ends[0])};
@@ -414,7 +418,22 @@ static void l_prepend(slist *l, sreq *r)
     l->head = r;
 }
 
-/* A request with copies of names[0..n) (lens NULL: C strings). */
+/* Orders shard channels by slot and, within a slot, as they were given:
+ * their copies lie in call order in one allocation. */
+static int by_slot(const void *a, const void *b)
+{
+    const sname *x = a, *y = b;
+    unsigned i = vl__redis_slot(x->p, x->len), j = vl__redis_slot(y->p, y->len);
+
+    if (i != j)
+        return i < j ? -1 : 1;
+    return (x->p > y->p) - (x->p < y->p);
+}
+
+/* A request with copies of names[0..n) (lens NULL: C strings). The shard
+ * channels of a (un)subscribe are ordered by slot, so that each slot's
+ * names are one command (part_end) and the confirmations come in that
+ * order. */
 static sreq *req_new(vl_redis_sub *s, int op, int kind, size_t n, const char *const *names,
                      const size_t *lens)
 {
@@ -445,12 +464,15 @@ static sreq *req_new(vl_redis_sub *s, int op, int kind, size_t n, const char *co
         r->names[i].len = len;
         at += len + 1;
     }
+    if (kind == VL_REDIS_SUB_SHARD && (op == OP_SUB || op == OP_UNSUB) && n > 1)
+        qsort(r->names, n, sizeof(*r->names), by_slot);
     return r;
 }
 
 static void req_free(sreq *r)
 {
     vl_redis_reply_free(r->last);
+    vl_redis_reply_free(r->err);
     vl__free(r);
 }
 
@@ -522,6 +544,14 @@ static void lost(vl_redis_sub *s);
 static void ka_stop(vl_redis_sub *s);
 static void ka_arm(vl_redis_sub *s, uint64_t ms);
 
+/* The loop's clock, never 0, which down_since keeps for "up". */
+static uint64_t now_nonzero(vl_loop *loop)
+{
+    uint64_t now = vl_loop_now_ms(loop);
+
+    return now != 0 ? now : 1;
+}
+
 /* Ends the connection for a reason of ours; it reconnects by itself. */
 static void drop(vl_redis_sub *s, const char *why)
 {
@@ -547,52 +577,105 @@ static void proto_error(vl_redis_sub *s, const char *fmt, ...)
     drop(s, full);
 }
 
-/* Writes `r` as one command and puts it on `flight`. VL_OK; VL_ECONN when
- * the connection turned out not to be ready (r untouched, not listed);
- * VL_EBUSY when its output buffer is full; VL_ENOMEM. */
-static int req_send(vl_redis_sub *s, sreq *r)
+/* The end of the command that carries names[at]: a shard request is one
+ * command per slot, since a cluster node refuses shard channels of several
+ * slots in one (CROSSSLOT); any other request is one command. */
+static size_t part_end(const sreq *r, size_t at)
+{
+    unsigned slot;
+
+    if (r->kind != VL_REDIS_SUB_SHARD || (r->op != OP_SUB && r->op != OP_UNSUB) || at >= r->n)
+        return r->n;
+    slot = vl__redis_slot(r->names[at].p, r->names[at].len);
+    while (++at < r->n && vl__redis_slot(r->names[at].p, r->names[at].len) == slot)
+        ;
+    return at;
+}
+
+/* Formats the command of r->names[from..to) (or PING, CLIENT ID, an
+ * unsubscribe from all) into *cmd. Its length, or -1 when out of memory. */
+static long long format_part(const sreq *r, size_t from, size_t to, char **cmd)
 {
     const char *argv_small[16];
     size_t lens_small[16];
     const char **argv = argv_small;
     size_t *lens = lens_small, i, argc;
-    char *cmd = NULL;
     long long len;
-    int rc;
 
-    argc = r->op == OP_PING ? 1 : r->op == OP_CLIENT_ID ? 2 : r->n + 1;
+    argc = r->op == OP_PING ? 1 : r->op == OP_CLIENT_ID ? 2 : to - from + 1;
     if (argc > (size_t)INT_MAX)
-        return VL_ENOMEM;
+        return -1;
     if (argc > 16) {
         argv = vl__malloc(argc * sizeof(*argv));
         lens = vl__malloc(argc * sizeof(*lens));
         if (argv == NULL || lens == NULL) {
             vl__free((void *)argv);
             vl__free(lens);
-            return VL_ENOMEM;
+            return -1;
         }
     }
     if (r->op == OP_CLIENT_ID) {
         argv[0] = "CLIENT";
         argv[1] = "ID";
+        lens[1] = 2;
     } else {
         argv[0] = op_verb(r->op, r->kind);
-        for (i = 0; i < r->n; i++) {
-            argv[i + 1] = r->names[i].p;
-            lens[i + 1] = r->names[i].len;
+        for (i = from; i < to; i++) {
+            argv[i - from + 1] = r->names[i].p;
+            lens[i - from + 1] = r->names[i].len;
         }
     }
-    for (i = 0; i < argc; i++)
-        if (i == 0 || r->op == OP_CLIENT_ID)
-            lens[i] = strlen(argv[i]);
-    len = vl__redis_format_argv(&cmd, (int)argc, argv, lens);
+    lens[0] = strlen(argv[0]);
+    len = vl__redis_format_argv(cmd, (int)argc, argv, lens);
     if (argv != argv_small) {
         vl__free((void *)argv);
         vl__free(lens);
     }
-    if (len < 0)
-        return VL_ENOMEM;
-    rc = vl__redis_push_write(s->c, cmd, (size_t)len);
+    return len;
+}
+
+/* Writes `r` (one command, or one per slot: part_end) in one write and
+ * puts it on `flight`. VL_OK; VL_ECONN when the connection turned out not
+ * to be ready (r untouched, not listed); VL_EBUSY when its output buffer is
+ * full; VL_ENOMEM. */
+static int req_send(vl_redis_sub *s, sreq *r)
+{
+    char *all = NULL, *cmd, *grown;
+    size_t at = 0, end, all_len = 0, all_cap = 0;
+    long long len;
+    int rc;
+
+    do {
+        end = part_end(r, at);
+        len = format_part(r, at, end, &cmd);
+        if (len < 0) {
+            vl__free(all);
+            return VL_ENOMEM;
+        }
+        if (all == NULL) {
+            all = cmd;
+            all_len = all_cap = (size_t)len;
+            at = end;
+            continue;
+        }
+        if (all_len + (size_t)len > all_cap) {
+            /* Doubling: a batch of a thousand slots is not copied a thousand times. */
+            size_t cap = all_cap * 2 > all_len + (size_t)len ? all_cap * 2 : all_len + (size_t)len;
+            grown = vl__realloc(all, cap);
+            if (grown == NULL) {
+                vl__redis_cmd_free(cmd);
+                vl__free(all);
+                return VL_ENOMEM;
+            }
+            all = grown;
+            all_cap = cap;
+        }
+        memcpy(all + all_len, cmd, (size_t)len);
+        vl__redis_cmd_free(cmd);
+        all_len += (size_t)len;
+        at = end;
+    } while (at < r->n);
+    rc = vl__redis_push_write(s->c, all, all_len);
     if (rc != VL_OK)
         return rc == VL_ECONN || rc == VL_EBUSY ? rc : VL_ENOMEM;
     r->in_flight = 1;
@@ -630,22 +713,27 @@ static int send_internal(vl_redis_sub *s, int op)
     return rc;
 }
 
-/* A refused or failed SUBSCRIBE: its names that no later call asked for
- * and that the server does not hold are no longer wanted, so a reconnect
- * does not ask for them again. */
-static void withdraw(vl_redis_sub *s, sreq *r)
+/* A refused or failed SUBSCRIBE of names[from..to): those that no later
+ * call asked for and that the server does not hold are no longer wanted,
+ * so a reconnect does not ask for them again. */
+static void withdraw_range(vl_redis_sub *s, sreq *r, size_t from, size_t to)
 {
     size_t i;
 
     if (r->op != OP_SUB)
         return;
-    for (i = 0; i < r->n; i++) {
+    for (i = from; i < to; i++) {
         sent *e = tab_find(s, r->kind, r->names[i].p, r->names[i].len);
         if (e != NULL && !e->confirmed && e->last_seq <= r->seq) {
             set_wanted(s, e, 0, e->last_seq);
             tab_gc(s, e);
         }
     }
+}
+
+static void withdraw(vl_redis_sub *s, sreq *r)
+{
+    withdraw_range(s, r, 0, r->n);
 }
 
 static void restored(vl_redis_sub *s)
@@ -660,32 +748,58 @@ static void restored(vl_redis_sub *s)
         s->o.on_gap(s, down, s->o.ud);
 }
 
-/* The head of `flight` got its last reply: `status` VL_OK with its last
- * confirmation, or VL_ESERVER with the error reply. */
-static void head_done(vl_redis_sub *s, sreq *r, int status, vl_redis_reply *err_reply)
+/* Completes a request one of whose commands the server refused with
+ * `err_reply` (taken): VL_ESERVER and the server's text. The names of that
+ * command were withdrawn when the refusal came (head_refused). The request
+ * stays the caller's. */
+static void req_refused(vl_redis_sub *s, sreq *r, vl_redis_reply *err_reply)
+{
+    char *m = vl__asprintf("%s on %s: %s", op_verb(r->op, r->kind), s->display,
+                           vl__redis_reply_text(err_reply));
+
+    if (r->f == NULL && r->op == OP_SUB && m != NULL)
+        set_err(s, m); /* a resubscription refused: nobody else hears of it */
+    req_complete(r, VL_ESERVER, err_reply, m != NULL ? m : vl__redis_reply_text(err_reply));
+    vl__free(m);
+}
+
+/* The head of `flight` got its last reply: it completes with VL_OK and its
+ * last confirmation, or VL_ESERVER with the first refusal of its commands. */
+static void head_done(vl_redis_sub *s, sreq *r)
 {
     int restore = r->restore;
 
     l_unlink(&s->flight, r);
     r->in_flight = 0;
-    if (status == VL_OK) {
+    if (r->err == NULL) {
         vl_redis_reply *v = r->last;
         r->last = NULL;
         req_complete(r, VL_OK, v, NULL);
     } else {
-        char *m = vl__asprintf("%s on %s: %s", op_verb(r->op, r->kind), s->display,
-                               vl__redis_reply_text(err_reply));
-        withdraw(s, r);
-        if (r->f == NULL && r->op == OP_SUB && m != NULL)
-            set_err(s, m); /* a resubscription refused: nobody else hears of it */
-        req_complete(r, VL_ESERVER, err_reply,
-                     m != NULL ? m : vl__redis_reply_text(err_reply));
-        vl__free(m);
+        vl_redis_reply *e = r->err;
+        r->err = NULL;
+        req_refused(s, r, e);
     }
     req_free(r);
     hold_update(s);
     if (restore && s->restore_left > 0 && --s->restore_left == 0)
         restored(s);
+}
+
+/* An error reply for the head of `flight`: the refusal of its command that
+ * is due (taken). The request is done when that was its last command. */
+static void head_refused(vl_redis_sub *s, sreq *h, vl_redis_reply **rp)
+{
+    size_t end = part_end(h, h->at);
+
+    withdraw_range(s, h, h->at, end);
+    h->at = end;
+    if (h->err == NULL) {
+        h->err = *rp;
+        *rp = NULL;
+    }
+    if (h->at >= h->n)
+        head_done(s, h);
 }
 
 /* Sends every wanted name of `kind` that no waiting request carries, in
@@ -786,6 +900,7 @@ static void on_ready(vl_redis_sub *s)
     sreq *r;
 
     s->up = 1;
+    s->down_since = 0;
     s->have_id = 0;
     s->ping_out = 0;
     s->restore_left = 0;
@@ -854,6 +969,7 @@ static void lost(vl_redis_sub *s)
     if (!s->up)
         return;
     s->up = 0;
+    s->down_since = now_nonzero(s->loop);
     s->have_id = 0;
     s->ping_out = 0;
     s->restore_left = 0;
@@ -869,6 +985,15 @@ static void lost(vl_redis_sub *s)
         r->at = 0;
         vl_redis_reply_free(r->last);
         r->last = NULL;
+        if (r->err != NULL) {
+            /* One of its commands was refused already: it fails so. What
+             * the others asked for is wanted, and subscribed to again. */
+            vl_redis_reply *e = r->err;
+            r->err = NULL;
+            req_refused(s, r, e);
+            req_free(r);
+            continue;
+        }
         if (r->f != NULL && r->op == OP_SUB) {
             l_append(&again, r);
             continue;
@@ -1006,8 +1131,41 @@ static void deliver(vl_redis_sub *s, int kind, const vl_redis_reply *r)
         s->o.on_message(s, kind, chp, chlen, patp, patlen, payload, s->o.ud);
 }
 
-/* A (P|S)(UN)SUBSCRIBE confirmation, for the head of `flight`. Takes *rp
- * when it keeps the reply. */
+/* Whether the head of `flight` waits for a "sunsubscribe" of that name. */
+static int awaited(const sreq *h, const char *p, size_t len)
+{
+    if (h == NULL || h->kind != VL_REDIS_SUB_SHARD)
+        return 0;
+    if (h->op == OP_UNSUB_ALL)
+        return 1;
+    return h->op == OP_UNSUB && h->at < h->n && h->names[h->at].len == len &&
+           memcmp(h->names[h->at].p, p, len) == 0;
+}
+
+/* A "sunsubscribe" nobody asked for: Redis 7 ends the shard subscriptions
+ * of a slot its node gives away (CLUSTER SETSLOT ... NODE, a failover).
+ * A shard channel the server held is forgotten (not subscribed to again
+ * after a reconnect) and the user told; the connection stays. Returns 0
+ * when the name was not held, which is a protocol error. */
+static int ended(vl_redis_sub *s, const char *p, size_t len)
+{
+    sent *e = tab_find(s, VL_REDIS_SUB_SHARD, p, len);
+
+    if (e == NULL || !e->confirmed)
+        return 0;
+    set_confirmed(s, e, 0);
+    set_wanted(s, e, 0, ++s->seq);
+    tab_gc(s, e);
+    hold_update(s);
+    /* p lies in the reply, which outlives the callback. */
+    if (s->o.on_ended != NULL)
+        s->o.on_ended(s, VL_REDIS_SUB_SHARD, p, len, s->o.ud);
+    return 1;
+}
+
+/* A (P|S)(UN)SUBSCRIBE confirmation, for the head of `flight`, or the end
+ * of a shard subscription that the server decided (ended). Takes *rp when
+ * it keeps the reply. */
 static void confirm(vl_redis_sub *s, int kind, int unsub, vl_redis_reply **rp)
 {
     const vl_redis_reply *r = *rp, *name = vl_redis_reply_element(r, 1);
@@ -1026,6 +1184,9 @@ static void confirm(vl_redis_sub *s, int kind, int unsub, vl_redis_reply **rp)
     }
     if (nt == VL_REDIS_STRING)
         p = vl_redis_reply_str(name, &len);
+    if (kind == VL_REDIS_SUB_SHARD && unsub && p != NULL && !awaited(h, p, len) &&
+        ended(s, p, len))
+        return;
     quote(p != NULL ? p : "", len, q, sizeof(q));
     if (h == NULL || h->kind != kind || (h->op == OP_SUB) == unsub ||
         (h->op != OP_SUB && h->op != OP_UNSUB && h->op != OP_UNSUB_ALL)) {
@@ -1069,7 +1230,7 @@ static void confirm(vl_redis_sub *s, int kind, int unsub, vl_redis_reply **rp)
     h->last = *rp;
     *rp = NULL;
     if (done)
-        head_done(s, h, VL_OK, NULL);
+        head_done(s, h);
 }
 
 static void pong(vl_redis_sub *s)
@@ -1106,8 +1267,7 @@ static void on_reply(vl_redis_sub *s, vl_redis_reply **rp)
             l_unlink(&s->flight, h);
             req_free(h);
         } else {
-            head_done(s, h, VL_ESERVER, *rp);
-            *rp = NULL;
+            head_refused(s, h, rp);
         }
         return;
     }
@@ -1263,6 +1423,7 @@ vl_redis_sub *vl_redis_sub_new(vl_loop *loop, const char *url, const vl_redis_su
     if (s == NULL)
         return NULL;
     s->loop = loop;
+    s->down_since = now_nonzero(loop);
     opts_defaults(&s->o);
     orc = vl__opts_copy(&s->o, opts, &opts_desc, owhy, sizeof(owhy));
     vl_redis_options_init(&s->copts);
@@ -1488,6 +1649,13 @@ int vl_redis_sub_state(const vl_redis_sub *s)
     if (s->gone || s->c == NULL)
         return VL_REDIS_DOWN;
     return vl_redis_state(s->c) == VL_REDIS_CONNECTING ? VL_REDIS_CONNECTING : VL_REDIS_DOWN;
+}
+
+uint64_t vl_redis_sub_down_since_ms(const vl_redis_sub *s)
+{
+    if (s == NULL || s->invalid_status != VL_OK || s->up)
+        return 0;
+    return s->down_since;
 }
 
 const char *vl_redis_sub_error(const vl_redis_sub *s)

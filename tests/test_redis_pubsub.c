@@ -111,6 +111,10 @@ typedef struct rx {
     size_t last_len;
     size_t last_count;       /* elements of an ARRAY payload */
     char last_elem0[64];
+    /* Subscriptions the server ended (on_ended), and the last of them. */
+    long ended;
+    int ended_kind;
+    char ended_ch[64];
     /* Free the subscriber from inside the callback at this message. */
     long free_at;
     vl_future *late;         /* a future issued from the callback */
@@ -218,6 +222,16 @@ static void on_gap(vl_redis_sub *s, uint64_t down_ms, void *ud)
     (void)s;
     x->gaps++;
     x->gap_ms = down_ms;
+}
+
+static void on_ended(vl_redis_sub *s, int kind, const char *ch, size_t len, void *ud)
+{
+    rx *x = ud;
+
+    (void)s;
+    x->ended++;
+    x->ended_kind = kind;
+    snprintf(x->ended_ch, sizeof(x->ended_ch), "%.*s", (int)len, ch);
 }
 
 static void on_gap_timed(vl_redis_sub *s, uint64_t down_ms, void *ud)
@@ -1098,6 +1112,322 @@ static void older_options(void **state)
     sub_close(loop, s, pub, &x);
 }
 
+/* ---- shard channels against a Redis Cluster node ---- */
+
+#define CNODES 6
+#define SHARDS 8
+
+/* The cluster's nodes by plain connections, a primary ("home") and
+ * another one, and SHARDS shard channels of distinct slots that home owns. */
+typedef struct cnodes {
+    vl_loop *loop;
+    int port[CNODES];
+    vl_redis *c[CNODES];
+    int home, other;
+    char names[SHARDS][24];
+    const char *ptr[SHARDS];
+    char foreign[24];        /* a shard channel home does not own */
+} cnodes;
+
+/* The channel whose slot shard_channels_on_a_node gives away, while it is
+ * away ("": none), and the port of the node it belongs on, for the
+ * teardown. */
+static char away_ch[24];
+static int away_port;
+
+/* Waits for a command to a node, at most 3 s; the caller frees it. */
+static vl_future *bounded(vl_loop *loop, vl_future *f)
+{
+    assert_non_null(f);
+    return tu_wait_for(loop, vl_future_timeout(f, tu_ms(3000)));
+}
+
+/* Whether node i answers ROLE with "master". */
+static int cnode_primary(cnodes *n, int i)
+{
+    vl_future *f = bounded(n->loop, vl_redis_command(n->c[i], "ROLE"));
+    const char *role = vl_redis_reply_str(vl_redis_reply_element(vl_future_redis_reply(f), 0),
+                                          NULL);
+    int yes = vl_future_status(f) == VL_OK && role != NULL && strcmp(role, "master") == 0;
+
+    vl_future_free(f);
+    return yes;
+}
+
+/* SPUBLISH on node i: the receivers, or -1 when it refused (MOVED). */
+static long long cnode_spublish(cnodes *n, int i, const char *ch, const char *payload)
+{
+    vl_future *f =
+        bounded(n->loop, vl_redis_command(n->c[i], "SPUBLISH %s %s", ch, payload));
+    long long v = vl_future_status(f) == VL_OK ? reply_int(vl_future_redis_reply(f)) : -1;
+
+    vl_future_free(f);
+    return v;
+}
+
+/* Node i's id (CLUSTER MYID) into id[48]. */
+static void cnode_id(cnodes *n, int i, char *id)
+{
+    vl_future *f = bounded(n->loop, vl_redis_command(n->c[i], "CLUSTER MYID"));
+
+    assert_int_equal(vl_future_status(f), VL_OK);
+    snprintf(id, 48, "%s", vl_redis_reply_str(vl_future_redis_reply(f), NULL));
+    vl_future_free(f);
+}
+
+/* Node i's CLUSTER SETSLOT slot <how> <id>, which must succeed. */
+static void cnode_setslot(cnodes *n, int i, unsigned slot, const char *how, const char *id)
+{
+    vl_future *f = bounded(n->loop, vl_redis_command(n->c[i], "CLUSTER SETSLOT %u %s %s",
+                                                     slot, how, id));
+
+    if (vl_future_status(f) != VL_OK)
+        fail_msg("SETSLOT %s on port %d: %s", how, n->port[i], vl_future_error(f));
+    vl_future_free(f);
+}
+
+/* Gives `slot` (no keys in it) of primary `from` to primary `to` as an
+ * operator does: IMPORTING and MIGRATING, so that the new owner takes a
+ * new config epoch, then the owner on `to`, `from` and the other primary. */
+static void cnode_give_slot(cnodes *n, unsigned slot, int from, int to)
+{
+    char from_id[48], to_id[48];
+    int i;
+
+    cnode_id(n, from, from_id);
+    cnode_id(n, to, to_id);
+    cnode_setslot(n, to, slot, "IMPORTING", from_id);
+    cnode_setslot(n, from, slot, "MIGRATING", to_id);
+    cnode_setslot(n, to, slot, "NODE", to_id);
+    cnode_setslot(n, from, slot, "NODE", to_id);
+    for (i = 0; i < CNODES; i++)
+        if (i != from && i != to && cnode_primary(n, i))
+            cnode_setslot(n, i, slot, "NODE", to_id);
+}
+
+static void cnodes_open(vl_loop *loop, cnodes *n)
+{
+    unsigned slots[SHARDS];
+    char url[64];
+    int i, k = 0, tries;
+
+    memset(n, 0, sizeof(*n));
+    n->loop = loop;
+    n->home = n->other = -1;
+    assert_int_equal(tu_env_ports("VL_TEST_CLUSTER_PORTS", n->port, CNODES), CNODES);
+    for (i = 0; i < CNODES; i++) {
+        snprintf(url, sizeof(url), "redis://127.0.0.1:%d", n->port[i]);
+        n->c[i] = vl_redis_new(loop, url, NULL);
+        assert_non_null(n->c[i]);
+    }
+    for (i = 0; i < CNODES; i++) {
+        if (!cnode_primary(n, i))
+            continue;
+        if (n->home < 0)
+            n->home = i;
+        else if (n->other < 0)
+            n->other = i;
+    }
+    assert_true(n->home >= 0 && n->other >= 0);
+    for (tries = 0; k < SHARDS && tries < 1000; tries++) {
+        char ch[24];
+        unsigned slot;
+        int j, dup = 0;
+        snprintf(ch, sizeof(ch), "shard:%d", tries);
+        slot = vl_redis_cluster_slot(ch, strlen(ch));
+        for (j = 0; j < k; j++)
+            dup |= slots[j] == slot;
+        if (dup)
+            continue;
+        if (cnode_spublish(n, n->home, ch, "probe") < 0) {
+            snprintf(n->foreign, sizeof(n->foreign), "%s", ch);
+            continue;
+        }
+        slots[k] = slot;
+        snprintf(n->names[k], sizeof(n->names[k]), "%s", ch);
+        n->ptr[k] = n->names[k];
+        k++;
+    }
+    assert_int_equal(k, SHARDS);
+    assert_int_not_equal(n->foreign[0], '\0');
+}
+
+static void cnodes_close(cnodes *n)
+{
+    int i;
+
+    for (i = 0; i < CNODES; i++)
+        vl_redis_free(n->c[i]);
+}
+
+/* After shard_channels_on_a_node, whatever became of it: the slot it gave
+ * away is home again and the cluster healthy. */
+static int restore_away_slot(void **state)
+{
+    vl_loop *loop;
+    cnodes n;
+
+    (void)state;
+    if (away_ch[0] == '\0')
+        return 0;
+    loop = vl_loop_new();
+    memset(&n, 0, sizeof(n));
+    n.loop = loop;
+    assert_int_equal(tu_env_ports("VL_TEST_CLUSTER_PORTS", n.port, CNODES), CNODES);
+    {
+        char url[64];
+        int i;
+        for (i = 0; i < CNODES; i++) {
+            snprintf(url, sizeof(url), "redis://127.0.0.1:%d", n.port[i]);
+            n.c[i] = vl_redis_new(loop, url, NULL);
+        }
+    }
+    {
+        unsigned slot = vl_redis_cluster_slot(away_ch, strlen(away_ch));
+        int i, owner = -1, home = -1;
+        for (i = 0; i < CNODES; i++) {
+            vl_future_free(
+                bounded(loop, vl_redis_command(n.c[i], "CLUSTER SETSLOT %u STABLE", slot)));
+            if (n.port[i] == away_port)
+                home = i;
+        }
+        for (i = 0; i < CNODES; i++)
+            if (cnode_primary(&n, i) && cnode_spublish(&n, i, away_ch, "home") >= 0)
+                owner = i;
+        if (owner >= 0 && home >= 0 && owner != home)
+            cnode_give_slot(&n, slot, owner, home);
+    }
+    away_ch[0] = '\0';
+    cnodes_close(&n);
+    /* Not tu_finish: what the failed test left behind is still allocated. */
+    vl_loop_free(loop);
+    tu_cluster_wait_ok();
+    return 0;
+}
+
+/* Waits (bounded) until x->gaps reaches want. */
+static void wait_gaps(vl_loop *loop, const rx *x, int want)
+{
+    uint64_t end = vl_loop_now_ms(loop) + tu_ms(10000);
+
+    while (x->gaps < want && vl_loop_now_ms(loop) < end)
+        tu_sleep_ms(loop, 5);
+    assert_int_equal(x->gaps, want);
+}
+
+static void shard_channels_on_a_node(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_redis_sub_options o, old;
+    const char *mixed[2];
+    long long id1 = 0, id2 = 0, id3 = 0, oid1 = 0, oid2 = 0;
+    unsigned slot;
+    vl_redis_sub *s, *s_old;
+    vl_future *f;
+    const vl_redis_reply *r;
+    char url[64];
+    cnodes n;
+    rx x, y;
+    int i;
+
+    (void)state;
+    tu_env("VL_TEST_CLUSTER_PORTS");
+    cnodes_open(loop, &n);
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d", n.port[n.home]);
+    memset(&x, 0, sizeof(x));
+    sub_opts(&o, &x);
+    o.on_ended = on_ended;
+    s = vl_redis_sub_new(loop, url, &o);
+    assert_non_null(s);
+
+    /* Channels of 8 slots in one call: one SSUBSCRIBE per slot, every one
+     * confirmed (one command would be refused with CROSSSLOT). */
+    f = tu_run_cmd(loop, vl_redis_ssubscribe(s, SHARDS, n.ptr), VL_OK);
+    r = vl_future_redis_reply(f);
+    tu_check_str(vl_redis_reply_element(r, 0), "ssubscribe");
+    assert_int_equal(reply_int(vl_redis_reply_element(r, 2)), SHARDS);
+    vl_future_free(f);
+    /* One slot of a call refused: the call fails with its MOVED, the
+     * other slot's channel is subscribed all the same. */
+    mixed[0] = n.foreign;
+    mixed[1] = n.names[0];
+    f = tu_run_cmd(loop, vl_redis_ssubscribe(s, 2, mixed), VL_ESERVER);
+    assert_non_null(strstr(vl_future_error(f), "MOVED"));
+    vl_future_free(f);
+    for (i = 0; i < SHARDS; i++)
+        assert_int_equal(cnode_spublish(&n, n.home, n.names[i], "one"), 1);
+    wait_count(loop, &x.smsgs, SHARDS, 5000);
+    assert_int_equal(x.smsgs, SHARDS);
+
+    /* A subscriber with the options of an older header, which end before
+     * on_ended: what lies past its struct_size is never read (here: bytes
+     * that are no function). */
+    memset(&old, 0xab, sizeof(old));
+    vl_redis_sub_options_init_sized(&old, offsetof(vl_redis_sub_options, on_ended));
+    assert_int_equal(old.struct_size, offsetof(vl_redis_sub_options, on_ended));
+    memset(&y, 0, sizeof(y));
+    old.on_message = on_message;
+    old.on_gap = on_gap;
+    old.ud = &y;
+    s_old = vl_redis_sub_new(loop, url, &old);
+    assert_non_null(s_old);
+    vl_future_free(tu_run_cmd(loop, vl_redis_ssubscribe(s_old, 2, n.ptr), VL_OK));
+
+    /* CLIENT KILL: every channel, of every slot, is subscribed again. */
+    assert_int_equal(vl_redis_sub_client_id(s, &id1), VL_OK);
+    vl_future_free(bounded(loop, vl_redis_command(n.c[n.home], "CLIENT KILL ID %lld", id1)));
+    wait_gaps(loop, &x, 1);
+    assert_int_equal(vl_redis_sub_client_id(s, &id2), VL_OK);
+    assert_true(id2 != id1);
+    assert_null(strstr(vl_redis_sub_error(s), "CROSSSLOT"));
+    for (i = 0; i < SHARDS; i++)
+        assert_int_equal(cnode_spublish(&n, n.home, n.names[i], "two"), 2 - (i >= 2));
+    wait_count(loop, &x.smsgs, 2 * SHARDS, 5000);
+    assert_int_equal(x.smsgs, 2 * SHARDS);
+    assert_int_equal(x.ended, 0);
+
+    /* The slot of names[0] given to another primary: home ends that one
+     * subscription unasked; it is reported, the connection stays. */
+    assert_int_equal(vl_redis_sub_client_id(s_old, &oid1), VL_OK);
+    slot = vl_redis_cluster_slot(n.names[0], strlen(n.names[0]));
+    snprintf(away_ch, sizeof(away_ch), "%s", n.names[0]);
+    away_port = n.port[n.home];
+    cnode_give_slot(&n, slot, n.home, n.other);
+    wait_count(loop, &x.ended, 1, 5000);
+    assert_int_equal(x.ended, 1);
+    assert_int_equal(x.ended_kind, VL_REDIS_SUB_SHARD);
+    assert_string_equal(x.ended_ch, n.names[0]);
+    tu_sleep_ms(loop, 200); /* a dropped connection would be back by now */
+    assert_int_equal(vl_redis_sub_state(s), VL_REDIS_READY);
+    assert_int_equal(vl_redis_sub_client_id(s, &id3), VL_OK);
+    assert_true(id3 == id2);
+    assert_int_equal(x.gaps, 1);
+    /* Without an ended callback, the same. */
+    assert_int_equal(vl_redis_sub_state(s_old), VL_REDIS_READY);
+    assert_int_equal(vl_redis_sub_client_id(s_old, &oid2), VL_OK);
+    assert_true(oid2 == oid1);
+    assert_int_equal(y.gaps, 0);
+    assert_int_equal(cnode_spublish(&n, n.home, n.names[1], "three"), 2);
+
+    /* The slot back home: the ended channel is not subscribed to again,
+     * even after a reconnect. */
+    cnode_give_slot(&n, slot, n.other, n.home);
+    away_ch[0] = '\0';
+    vl_future_free(bounded(loop, vl_redis_command(n.c[n.home], "CLIENT KILL ID %lld", id3)));
+    wait_gaps(loop, &x, 2);
+    assert_int_equal(cnode_spublish(&n, n.home, n.names[0], "four"), 0);
+    assert_int_equal(cnode_spublish(&n, n.home, n.names[1], "four"), 2);
+    for (i = 2; i < SHARDS; i++)
+        assert_int_equal(cnode_spublish(&n, n.home, n.names[i], "four"), 1);
+    assert_int_equal(x.ended, 1);
+
+    vl_redis_sub_free(s_old);
+    rx_clear(&y);
+    cnodes_close(&n);
+    sub_close(loop, s, NULL, &x);
+    tu_cluster_wait_ok();
+}
+
 /* ---- keepalive against a real server ---- */
 
 /* The PINGs the server has run, from INFO commandstats. */
@@ -1657,6 +1987,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(acl_refusal, tu_setup, drop_acl_user),
         cmocka_unit_test_setup(bad_url_and_options, tu_setup),
         cmocka_unit_test_setup(older_options, tu_setup),
+        cmocka_unit_test_setup_teardown(shard_channels_on_a_node, tu_setup, restore_away_slot),
         cmocka_unit_test_setup(keepalive_answered, tu_setup),
         {"malformed_wrong_name", malformed, tu_setup, NULL, (void *)&lies[0]},
         {"malformed_bad_count", malformed, tu_setup, NULL, (void *)&lies[1]},

@@ -62,7 +62,8 @@
  * Calls made while the connection is down (or before it first came up) are
  * remembered. After every handshake the subscriber sends CLIENT ID, then
  * SUBSCRIBE, PSUBSCRIBE and SSUBSCRIBE for everything subscribed to (a few
- * names per command, batched), then the subscribe calls that were waiting.
+ * names per command, batched; shard channels one command per slot, see
+ * "Shard channels"), then the subscribe calls that were waiting.
  * A subscribe future whose command was written but not yet confirmed when
  * the connection was lost is sent again on the next connection, and
  * completes on that confirmation: it neither fails nor completes twice.
@@ -76,7 +77,31 @@
  * once with how long the subscriber was without its subscriptions (from
  * the loss of the connection to the last confirmation). Refresh whatever
  * you derive from the messages there (a client-side cache: flush it).
- * The first connection never reports a gap.
+ * The first connection never reports a gap. vl_redis_sub_down_since_ms
+ * tells, while the connection is down, since when.
+ *
+ * ---- Shard channels ------------------------------------------------------
+ *
+ * A Redis Cluster node refuses one SSUBSCRIBE or SUNSUBSCRIBE naming shard
+ * channels of different slots (CROSSSLOT). So every SSUBSCRIBE and
+ * SUNSUBSCRIBE the subscriber writes, its own resubscription's and those
+ * of vl_redis_ssubscribe and vl_redis_sunsubscribe alike, names the
+ * channels of one slot (the slot of the name, hash tags applied, as
+ * vl_redis_cluster_slot of volley/redis_cluster.h): a call with names of
+ * several slots writes one command per slot, all at once, and its future
+ * completes when every name is confirmed, or fails with the first refusal
+ * among them (VL_ESERVER: "-MOVED ..." from a node that does not own that
+ * slot), the names of the other slots subscribed all the same. A server
+ * that is not a cluster accepts either.
+ *
+ * A node that gives a slot away (CLUSTER SETSLOT ... NODE, a failover)
+ * ends the shard subscriptions of that slot by sending ["sunsubscribe",
+ * channel, count] unasked. That ends that one subscription: the channel is
+ * forgotten, as after vl_redis_sunsubscribe (it is not subscribed to again
+ * after a reconnect), the ended callback runs with it, and the connection
+ * stays as it is (its client id too). Subscribe to the channel on its
+ * slot's new owner to follow it; volley/redis_cluster.h's sharded
+ * subscriber does.
  *
  * ---- What goes on the wire -----------------------------------------------
  *
@@ -98,7 +123,8 @@
  *
  * A reply that is not a well-formed pub/sub reply (an unknown kind, a wrong
  * number of elements, a confirmation of a name that was not asked for, a
- * reply when none is due) is a protocol error: the connection is dropped,
+ * reply when none is due; a "sunsubscribe" unasked of a shard channel the
+ * server held is not one: see "Shard channels") is a protocol error: the connection is dropped,
  * vl_redis_sub_error names what was wrong, and the subscriber reconnects.
  * Never an abort.
  *
@@ -160,6 +186,15 @@ typedef void (*vl_redis_sub_message_fn)(vl_redis_sub *s, int kind, const char *c
  * included. */
 typedef void (*vl_redis_sub_gap_fn)(vl_redis_sub *s, uint64_t down_ms, void *ud);
 
+/* The ended callback: the server ended a subscription of `kind` to
+ * `channel` (channel_len bytes, binary-safe and NUL-terminated; borrowed
+ * until the callback returns) without being asked, and it is no longer
+ * subscribed to (see "Shard channels": Redis does it for VL_REDIS_SUB_SHARD
+ * only). It runs from the loop; it may call anything, vl_redis_sub_free(s)
+ * included. */
+typedef void (*vl_redis_sub_ended_fn)(vl_redis_sub *s, int kind, const char *channel,
+                                      size_t channel_len, void *ud);
+
 /* Options of a subscriber. The ABI rule of vl_redis_options holds: always
  * start from vl_redis_sub_options_init(&o), which fills the defaults and
  * sets struct_size; new fields are only ever appended at the end, so the
@@ -173,7 +208,7 @@ typedef struct vl_redis_sub_options {
     size_t struct_size;          /* set by vl_redis_sub_options_init */
     vl_redis_sub_message_fn on_message; /* NULL (default): messages are dropped */
     vl_redis_sub_gap_fn on_gap;  /* NULL (default): gaps are not reported */
-    void *ud;                    /* given to both callbacks; NULL */
+    void *ud;                    /* given to every callback; NULL */
     uint64_t keepalive_ms;       /* PING after that long without a reply, drop the
                                   * connection when unanswered as long again; 0 (off),
                                   * as for the pools */
@@ -189,6 +224,8 @@ typedef struct vl_redis_sub_options {
     uint64_t tcp_keepalive_ms;   /* as in vl_redis_options; 15000 */
     uint64_t tcp_user_timeout_ms; /* as in vl_redis_options; 30000 */
     uint64_t max_reply_mem;      /* as in vl_redis_options; 1 GiB */
+    vl_redis_sub_ended_fn on_ended; /* NULL (default): an ended subscription is only
+                                  * forgotten */
 } vl_redis_sub_options;
 
 /* Zeroes the first struct_size bytes of `o`, fills the defaults above of
@@ -219,7 +256,8 @@ VL_EXPORT vl_redis_sub *vl_redis_sub_new(vl_loop *loop, const char *url,
 /* Subscribes to channels, patterns or shard channels. vl_redis_subscribe
  * takes the n channels in names[0..n), vl_redis_psubscribe n glob-style
  * patterns (as PSUBSCRIBE: "news.*") and vl_redis_ssubscribe n shard
- * channels; the names are C strings, copied before the call returns. They
+ * channels (one command per slot: see "Shard channels"); the names are C
+ * strings, copied before the call returns. They
  * stay subscribed to across reconnects until you unsubscribe.
  *
  * Returns a future that completes with VL_OK once the server confirmed
@@ -262,6 +300,14 @@ VL_EXPORT int vl_redis_sub_client_id(const vl_redis_sub *s, long long *out);
  * VL_REDIS_CONNECTING, VL_REDIS_READY (past the handshake), VL_REDIS_DOWN or
  * VL_REDIS_INVALID; 0 when s is NULL. */
 VL_EXPORT int vl_redis_sub_state(const vl_redis_sub *s);
+
+/* Since when the subscriber has been without a ready connection: the
+ * vl_loop_now_ms time at which it lost its last one, or at which it was
+ * made when it never had one; 0 while the connection is READY, for a
+ * subscriber in state VL_REDIS_INVALID and when s is NULL. The time a gap
+ * (see "Reconnection and the gap") will count from, unless a connection
+ * came up meanwhile and was lost again before restoring everything. */
+VL_EXPORT uint64_t vl_redis_sub_down_since_ms(const vl_redis_sub *s);
 
 /* The last detailed error of the subscriber (a lost connection, a protocol
  * error, a refused resubscription, a bad URL), "" when there was none.
