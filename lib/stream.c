@@ -322,6 +322,12 @@ static void close_fd(vl_stream *s)
     s->fd = -1;
 }
 
+/* The message of a failed stream (its copy may have failed for memory). */
+static const char *err_text(const vl_stream *s)
+{
+    return s->errmsg != NULL ? s->errmsg : vl_strerror(s->err);
+}
+
 /* ---- futures ---- */
 
 static void describe(vl_stream *s, const char *what, char *buf, size_t n)
@@ -425,8 +431,15 @@ static void consume(vl_stream *s, size_t n)
 {
     s->ib_off += n;
     s->ib_len -= n;
-    if (s->ib_len == 0)
+    if (s->ib_len == 0) {
         s->ib_off = 0;
+        if (s->ib_cap > s->o.read_buffer_max) {
+            /* Grown for one large read: give it back. */
+            vl__free(s->ib);
+            s->ib = NULL;
+            s->ib_cap = 0;
+        }
+    }
 }
 
 /* Completes the pending read with n bytes from the buffer, then consumes
@@ -982,7 +995,7 @@ static vl_future *read_start(vl_stream *s, int kind, size_t arg)
     if (s->rf != NULL)
         return vl__future_failed(s->loop, VL_EBUSY, "%s: another read is pending", s->name);
     if (s->err == VL_ECLOSED)
-        return vl__future_failed(s->loop, VL_ECLOSED, "%s", s->errmsg);
+        return vl__future_failed(s->loop, VL_ECLOSED, "%s", err_text(s));
     f = vl__future_make(s->loop, &read_ops, s);
     if (f == NULL)
         return NULL;
@@ -1042,7 +1055,7 @@ vl_future *vl_stream_drain(vl_stream *s)
     if (s->df != NULL)
         return vl__future_failed(s->loop, VL_EBUSY, "%s: another drain is pending", s->name);
     if (s->err)
-        return vl__future_failed(s->loop, s->err, "%s", s->errmsg);
+        return vl__future_failed(s->loop, s->err, "%s", err_text(s));
     f = vl__future_make(s->loop, &drain_ops, s);
     if (f == NULL)
         return NULL;
@@ -1059,7 +1072,7 @@ vl_future *vl_stream_close(vl_stream *s)
     if (s == NULL || s->freed)
         return NULL;
     if (s->err) {
-        f = vl__future_failed(s->loop, s->err, "%s", s->errmsg);
+        f = vl__future_failed(s->loop, s->err, "%s", err_text(s));
         vl_stream_free(s);
         return f;
     }
@@ -1200,8 +1213,10 @@ static void accept_cb(vl__io *io, int events, void *ud)
         if (s != NULL)
             s->name = peer_name(fd, srv);
         if (s == NULL || s->name == NULL) {
-            vl_stream_free(s);
-            close(fd);
+            if (s != NULL)
+                vl_stream_free(s); /* closes fd */
+            else
+                close(fd);
             continue;
         }
         io_update(s);

@@ -810,6 +810,32 @@ static void peer_reset(void **state)
     pair_close(loop, srv, cli, &a);
 }
 
+/* Rule 5: bytes that arrived before a reset stay readable after it; the
+ * read after them fails with VL_ECONN. */
+static void reset_keeps_buffered_bytes(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_stream_server *srv;
+    vl_stream *cli;
+    acc a = {{0}, 0};
+    vl_future *f;
+
+    (void)state;
+    srv = pair_open(loop, NULL, &a, &cli);
+    write_str(a.s[0], "unread\n");
+    write_str(cli, "keep\n");
+    while (vl_stream_read_buffered(a.s[0]) < 5 || vl_stream_read_buffered(cli) < 7)
+        tu_sleep_ms(loop, 1);
+    vl_stream_abort(cli);
+    tu_sleep_ms(loop, 50); /* the server's stream sees the reset */
+    expect(loop, vl_stream_read_line(a.s[0], 0), "keep");
+    f = wait_f(loop, vl_stream_read_line(a.s[0], 0));
+    assert_int_equal(vl_future_status(f), VL_ECONN);
+    assert_non_null(strstr(vl_future_error(f), "reset"));
+    vl_future_free(f);
+    pair_close(loop, srv, cli, &a);
+}
+
 /* A closed port refuses: VL_ECONN naming the address. */
 static void connect_refused(void **state)
 {
@@ -923,6 +949,53 @@ static void bad_addresses(void **state)
     for (int i = 0; i < a.n; i++)
         vl_stream_free(a.s[i]);
     tu_finish(loop);
+}
+
+/* accept(2) out of file descriptors: the server pauses instead of failing
+ * or spinning, leaves the connections queued, and accepts them once
+ * descriptors are free again. */
+static void accept_out_of_descriptors(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_stream_server *srv;
+    acc a = {{0}, 0};
+    struct rlimit old, low;
+    struct sockaddr_in sa;
+    int fds[3], i, next;
+    uint64_t end;
+
+    (void)state;
+    srv = vl_stream_listen(loop, "tcp://127.0.0.1:0", NULL, accept_keep, &a);
+    assert_int_equal(vl_stream_server_status(srv), VL_OK);
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sa.sin_port = htons((uint16_t)vl_stream_server_port(srv));
+    for (i = 0; i < 3; i++) {
+        fds[i] = socket(AF_INET, SOCK_STREAM, 0);
+        assert_true(fds[i] >= 0);
+        assert_int_equal(connect(fds[i], (struct sockaddr *)&sa, sizeof(sa)), 0);
+    }
+    /* accept takes the lowest free number: with the limit there, it fails
+     * with EMFILE. */
+    next = dup(0);
+    assert_true(next >= 0);
+    close(next);
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+    low = old;
+    low.rlim_cur = (rlim_t)next;
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+    tu_sleep_ms(loop, 250);
+    assert_int_equal(a.n, 0);
+    assert_true(vl_loop_alive(loop) > 0); /* still serving: paused */
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+    end = vl_loop_now_ms(loop) + tu_ms(WAIT_MS);
+    while (a.n < 3 && vl_loop_now_ms(loop) < end)
+        tu_sleep_ms(loop, 5);
+    assert_int_equal(a.n, 3);
+    for (i = 0; i < 3; i++)
+        close(fds[i]);
+    pair_close(loop, srv, NULL, &a);
 }
 
 /* Rule 7: a listening server holds the loop unless told not to; an idle
@@ -1114,9 +1187,11 @@ int main(void)
         cmocka_unit_test_setup(echo_thousand_clients, tu_setup),
         cmocka_unit_test_setup(slow_reader_bounded_memory, tu_setup),
         cmocka_unit_test_setup(peer_reset, tu_setup),
+        cmocka_unit_test_setup(reset_keeps_buffered_bytes, tu_setup),
         cmocka_unit_test_setup(connect_refused, tu_setup),
         cmocka_unit_test_setup(connect_timeout_silent, tu_setup),
         cmocka_unit_test_setup(bad_addresses, tu_setup),
+        cmocka_unit_test_setup(accept_out_of_descriptors, tu_setup),
         cmocka_unit_test_setup(rule7_loop_alive, tu_setup),
         cmocka_unit_test_setup(loop_freed_with_streams, tu_setup),
         cmocka_unit_test_setup(alloc_failure_sweep, tu_setup),

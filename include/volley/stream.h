@@ -213,14 +213,15 @@ VL_EXPORT size_t vl_stream_read_buffered(const vl_stream *s);
 
 /* ---- Writing ------------------------------------------------------------------ */
 
-/* Copies len bytes of data into the output buffer and returns: VL_OK; VL_EBUSY when they do not fit under
- * write_buffer_max (nothing is queued: drain, then write again); VL_EINVAL
- * when s or data is NULL, or len alone exceeds write_buffer_max (split it);
- * VL_ECONN once the stream failed (rule 5); VL_ECLOSED after
- * vl_stream_abort; VL_ENOMEM (nothing queued). len 0 is VL_OK. `data` is
- * the caller's again on return. Legal from any callback. The bytes go out
- * before the loop next waits for I/O, all the writes of one loop iteration
- * in one send; what the socket does not take then is sent as it drains. */
+/* Copies len bytes of data into the output buffer and returns: VL_OK;
+ * VL_EBUSY when they do not fit under write_buffer_max (nothing is queued:
+ * drain, then write again); VL_EINVAL when s or data is NULL, or len alone
+ * exceeds write_buffer_max (split it); VL_ECONN once the stream failed
+ * (rule 5); VL_ECLOSED after vl_stream_abort; VL_ENOMEM (nothing queued).
+ * len 0 is VL_OK. `data` is the caller's again on return. Legal from any
+ * callback. The bytes go out before the loop next waits for I/O, all the
+ * writes of one loop iteration in one send; what the socket does not take
+ * then is sent as it drains. */
 VL_EXPORT int vl_stream_write(vl_stream *s, const void *data, size_t len);
 
 /* Bytes in the output buffer, not yet taken by the socket; 0 for NULL. */
