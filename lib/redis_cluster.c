@@ -52,6 +52,41 @@ typedef struct node node;
 typedef struct creq creq;
 typedef struct waiter waiter;
 
+/* The cluster's lists (live requests, requests waiting for a map, ready
+ * and refresh waiters) are rings through a head of their own: adding and
+ * removing never look at the head. An element off every list points to
+ * itself, so removing it again is harmless. */
+typedef struct ring {
+    struct ring *prev, *next;
+} ring;
+
+#define RING_OF(p, type, member) ((type *)(void *)((char *)(p) - offsetof(type, member)))
+
+static void ring_init(ring *e)
+{
+    e->prev = e->next = e;
+}
+
+static int ring_empty(const ring *h)
+{
+    return h->next == h;
+}
+
+static void ring_push(ring *h, ring *e)
+{
+    e->prev = h->prev;
+    e->next = h;
+    h->prev->next = e;
+    h->prev = e;
+}
+
+static void ring_del(ring *e)
+{
+    e->prev->next = e->next;
+    e->next->prev = e->prev;
+    ring_init(e);
+}
+
 /* A timer that never holds the loop (periodic refreshes, pings). */
 typedef struct utimer {
     vl__timer t;
@@ -102,8 +137,8 @@ typedef struct cmap {
 } cmap;
 
 struct creq {
-    creq *prev, *next;       /* the cluster's list of live requests */
-    creq *wprev, *wnext;     /* the list of requests waiting for a map */
+    ring link;               /* on the cluster's live requests */
+    ring wlink;              /* on the requests waiting for a map */
     vl_redis_cluster *cl;    /* NULL once detached by the free */
     vl_future *f;            /* the caller's; NULL once completed or abandoned */
     vl_future *inner;
@@ -125,7 +160,7 @@ struct creq {
 };
 
 struct waiter {
-    waiter *prev, *next;
+    ring link;
     vl_redis_cluster *cl;
     vl_future *f;
     int kind;
@@ -178,10 +213,10 @@ struct vl_redis_cluster {
     node **nodes;
     size_t nnodes, capnodes;
     cmap *map;
-    creq *active;
-    creq *wait_head, *wait_tail;
+    ring active;             /* creq.link */
+    ring waiting;            /* creq.wlink, in order */
     size_t nwaiting;
-    waiter *waiters;
+    ring waiters;            /* waiter.link */
     probe *probe;
     int holding;
     /* Refresh. */
@@ -1143,13 +1178,15 @@ static void cands_add(vl_redis_cluster *cl, const char *addr, size_t cap)
 
 static void waiter_finish(vl_redis_cluster *cl, waiter *w, int status, const char *msg);
 
-static void waiters_refresh_done(vl_redis_cluster *cl, int status, const char *msg)
+/* Completes every waiter of `kind` (W_READY, W_REFRESH; -1: all). */
+static void waiters_finish(vl_redis_cluster *cl, int kind, int status, const char *msg)
 {
-    waiter *w = cl->waiters, *next;
+    ring *e, *next;
 
-    for (; w != NULL; w = next) {
-        next = w->next;
-        if (w->kind == W_REFRESH)
+    for (e = cl->waiters.next; e != &cl->waiters; e = next) {
+        waiter *w = RING_OF(e, waiter, link);
+        next = e->next;
+        if (kind < 0 || w->kind == kind)
             waiter_finish(cl, w, status, msg);
     }
 }
@@ -1175,17 +1212,17 @@ static void refresh_end(vl_redis_cluster *cl, int ok, const char *msg)
         cl->last_refresh = 1;
     if (ok) {
         cl->st.refreshes++;
-        waiters_refresh_done(cl, VL_OK, NULL);
+        waiters_finish(cl, W_REFRESH, VL_OK, NULL);
     } else {
         char m[REASON_MAX + 64];
         snprintf(m, sizeof(m), "cluster: no node answered the topology query (%s)", msg);
         cl->st.refresh_errors++;
         set_error(cl, m);
-        waiters_refresh_done(cl, VL_ECONN, m);
+        waiters_finish(cl, W_REFRESH, VL_ECONN, m);
         if (cl->map == NULL) {
-            creq *r;
             cl->discovery_failed = 1;
-            while ((r = cl->wait_head) != NULL) {
+            while (!ring_empty(&cl->waiting)) {
+                creq *r = RING_OF(cl->waiting.next, creq, wlink);
                 wait_remove(cl, r);
                 req_route(r); /* fails it: no map, discovery failed */
             }
@@ -1505,37 +1542,9 @@ static void later(vl_redis_cluster *cl)
 
 /* ---- requests ---- */
 
-static void active_add(vl_redis_cluster *cl, creq *r)
-{
-    r->prev = NULL;
-    r->next = cl->active;
-    if (cl->active != NULL)
-        cl->active->prev = r;
-    cl->active = r;
-}
-
-static void active_remove(vl_redis_cluster *cl, creq *r)
-{
-    if (r->prev != NULL)
-        r->prev->next = r->next;
-    else if (cl->active == r)
-        cl->active = r->next;
-    if (r->next != NULL)
-        r->next->prev = r->prev;
-    r->prev = r->next = NULL;
-}
-
 static void wait_remove(vl_redis_cluster *cl, creq *r)
 {
-    if (r->wprev != NULL)
-        r->wprev->wnext = r->wnext;
-    else
-        cl->wait_head = r->wnext;
-    if (r->wnext != NULL)
-        r->wnext->wprev = r->wprev;
-    else
-        cl->wait_tail = r->wprev;
-    r->wprev = r->wnext = NULL;
+    ring_del(&r->wlink);
     cl->nwaiting--;
     r->phase = PH_NONE;
     holds_update(cl);
@@ -1545,8 +1554,8 @@ static void wait_remove(vl_redis_cluster *cl, creq *r)
 static void req_free(creq *r)
 {
     vl__timer_stop(&r->timer);
-    if (r->cl != NULL)
-        active_remove(r->cl, r);
+    ring_del(&r->link);
+    ring_del(&r->wlink);
     vl__free(r->argv);
     vl__free(r);
 }
@@ -1765,13 +1774,7 @@ static void req_wait(creq *r)
     vl_redis_cluster *cl = r->cl;
 
     r->phase = PH_WAIT_MAP;
-    r->wnext = NULL;
-    r->wprev = cl->wait_tail;
-    if (cl->wait_tail != NULL)
-        cl->wait_tail->wnext = r;
-    else
-        cl->wait_head = r;
-    cl->wait_tail = r;
+    ring_push(&cl->waiting, &r->wlink);
     cl->nwaiting++;
     req_arm(r, 0);
     holds_update(cl);
@@ -1824,12 +1827,17 @@ static void req_route(creq *r)
 
 static void dispatch_waiting(vl_redis_cluster *cl)
 {
-    creq *list = cl->wait_head, *r;
+    ring list;
 
-    cl->wait_head = cl->wait_tail = NULL;
-    while ((r = list) != NULL) {
-        list = r->wnext;
-        r->wprev = r->wnext = NULL;
+    /* Taken off first: routing may make a request wait again. */
+    if (ring_empty(&cl->waiting))
+        return;
+    list = cl->waiting;
+    list.next->prev = list.prev->next = &list;
+    ring_init(&cl->waiting);
+    while (!ring_empty(&list)) {
+        creq *r = RING_OF(list.next, creq, wlink);
+        ring_del(&r->wlink);
         cl->nwaiting--;
         r->phase = PH_NONE;
         req_arm(r, 0);
@@ -2061,6 +2069,8 @@ static vl_future *req_new(vl_redis_cluster *cl, int kind, unsigned slot, int rea
     }
     r->argc = argc;
     r->cl = cl;
+    ring_init(&r->link);
+    ring_init(&r->wlink);
     r->kind = kind;
     r->slot = slot;
     r->readonly = readonly;
@@ -2074,7 +2084,7 @@ static vl_future *req_new(vl_redis_cluster *cl, int kind, unsigned slot, int rea
     }
     if (cl->o.command_timeout_ms > 0 && (kind != K_CMD || !blocking(argc, argv, lens)))
         r->deadline = vl_loop_now_ms(cl->loop) + cl->o.command_timeout_ms;
-    active_add(cl, r);
+    ring_push(&cl->active, &r->link);
     cl->st.commands++;
     req_arm(r, 0);
     req_route(r);
@@ -2229,13 +2239,7 @@ vl_future *vl_redis_cluster_lease(vl_redis_cluster *cl, const char *key, size_t 
 
 static void waiter_unlink(vl_redis_cluster *cl, waiter *w)
 {
-    if (w->prev != NULL)
-        w->prev->next = w->next;
-    else
-        cl->waiters = w->next;
-    if (w->next != NULL)
-        w->next->prev = w->prev;
-    w->prev = w->next = NULL;
+    ring_del(&w->link);
     holds_update(cl);
 }
 
@@ -2269,15 +2273,10 @@ static void probe_done(vl_future *all, void *ud)
             err = vl_future_error(c);
     }
     if (err != NULL) {
-        waiter *w = cl->waiters, *next;
         char m[320];
         snprintf(m, sizeof(m), "cluster: a primary is down: %s", err);
         set_error(cl, m);
-        for (; w != NULL; w = next) {
-            next = w->next;
-            if (w->kind == W_READY)
-                waiter_finish(cl, w, VL_ECONN, m);
-        }
+        waiters_finish(cl, W_READY, VL_ECONN, m);
         return;
     }
     ready_check(cl);
@@ -2287,16 +2286,16 @@ static void probe_done(vl_future *all, void *ud)
  * primaries' pools for the others. */
 static void ready_check(vl_redis_cluster *cl)
 {
-    waiter *w, *next;
     char why[REASON_MAX + 128];
     int any = 0, status = VL_OK;
     size_t i, np = 0;
     vl_future **fs;
     vl_future *all;
     probe *p;
+    ring *e;
 
-    for (w = cl->waiters; w != NULL; w = w->next)
-        if (w->kind == W_READY)
+    for (e = cl->waiters.next; e != &cl->waiters; e = e->next)
+        if (RING_OF(e, waiter, link)->kind == W_READY)
             any = 1;
     if (!any || cl->probe != NULL)
         return;
@@ -2357,11 +2356,7 @@ static void ready_check(vl_redis_cluster *cl)
             }
         }
     }
-    for (w = cl->waiters; w != NULL; w = next) {
-        next = w->next;
-        if (w->kind == W_READY)
-            waiter_finish(cl, w, status, why);
-    }
+    waiters_finish(cl, W_READY, status, why);
 }
 
 static void waiter_cancel(void *source, vl_future *f, int status)
@@ -2403,10 +2398,7 @@ static vl_future *waiter_new(vl_redis_cluster *cl, int kind)
     w->cl = cl;
     w->f = f;
     w->kind = kind;
-    w->next = cl->waiters;
-    if (cl->waiters != NULL)
-        cl->waiters->prev = w;
-    cl->waiters = w;
+    ring_push(&cl->waiters, &w->link);
     holds_update(cl);
     if (kind == W_READY)
         ready_check(cl);
@@ -2429,7 +2421,7 @@ vl_future *vl_redis_cluster_refresh(vl_redis_cluster *cl)
  * for an answer only when somebody waits for what they will say. */
 static void holds_update(vl_redis_cluster *cl)
 {
-    int want = !cl->freed && (cl->nwaiting > 0 || cl->waiters != NULL);
+    int want = !cl->freed && (cl->nwaiting > 0 || !ring_empty(&cl->waiters));
     size_t i;
 
     if (want == cl->holding)
@@ -2636,18 +2628,17 @@ void vl_redis_cluster_free(vl_redis_cluster *cl)
         cl->probe->cl = NULL; /* its callback only frees it */
         cl->probe = NULL;
     }
-    while (cl->waiters != NULL) {
-        waiter *w = cl->waiters;
-        waiter_finish(cl, w, VL_ECANCELED, "cluster freed");
-    }
-    while ((r = cl->wait_head) != NULL) {
+    waiters_finish(cl, -1, VL_ECANCELED, "cluster freed");
+    while (!ring_empty(&cl->waiting)) {
+        r = RING_OF(cl->waiting.next, creq, wlink);
         wait_remove(cl, r);
         req_fail(r, VL_ECANCELED, "cluster freed");
     }
     /* The rest: the caller hears now; the inner futures' cancellations
      * reach req_done later, which then only frees the request. */
-    while ((r = cl->active) != NULL) {
-        active_remove(cl, r);
+    while (!ring_empty(&cl->active)) {
+        r = RING_OF(cl->active.next, creq, link);
+        ring_del(&r->link);
         vl__timer_stop(&r->timer);
         r->cl = NULL;
         if (r->f != NULL) {
@@ -2847,6 +2838,9 @@ vl_redis_cluster *vl_redis_cluster_new(vl_loop *loop, const char *url,
     if (cl == NULL)
         return NULL;
     cl->loop = loop;
+    ring_init(&cl->active);
+    ring_init(&cl->waiting);
+    ring_init(&cl->waiters);
     opts_defaults(&cl->o);
     ut_init(&cl->ref_timer, loop, ref_timer_cb, cl);
     ut_init(&cl->step_timer, loop, step_expired, cl);
