@@ -119,17 +119,17 @@ typedef void (*vl_stream_accept_fn)(vl_stream_server *srv, vl_stream *s, void *u
 /* Listens on `addr` (SO_REUSEADDR; for unix://, a stale socket file at the
  * path is removed first, and the file is removed again on close) and
  * accepts connections for as long as the loop runs, calling on_accept for
- * each. `addr` and `o` are copied; `o` NULL means the defaults.
- *
- * Returns NULL when out of memory, or when loop or on_accept is NULL.
- * Otherwise a server the caller owns and ends with vl_stream_server_close,
- * also when listening failed: vl_stream_server_status then says why
- * (VL_EINVAL for a malformed address, a host name or bad options;
- * VL_EUNSUPPORTED for tls://; VL_ECONN when socket, bind or listen failed,
- * as "listen tcp://127.0.0.1:80: Permission denied"), and the server never
- * calls on_accept. When accept(2) runs out of file descriptors or memory,
- * the server stops accepting for 100 ms and tries again; connections that
- * the library cannot allocate a stream for are closed. */
+ * each. `addr` and `o` are copied; `o` NULL means the defaults. Returns
+ * NULL when out of memory, or when loop or on_accept is NULL. Otherwise a
+ * server the caller owns and ends with vl_stream_server_close, also when
+ * listening failed: vl_stream_server_status then says why (VL_EINVAL for a
+ * malformed address, a host name or bad options; VL_EUNSUPPORTED for
+ * tls://; VL_ECONN when socket, bind or listen failed, as "listen
+ * tcp://127.0.0.1:80: Permission denied"; VL_ECLOSED while the loop is
+ * being freed), and the server never calls on_accept. When accept(2) runs
+ * out of file descriptors or memory, the server stops accepting for 100 ms
+ * and tries again; connections that the library cannot allocate a stream
+ * for are closed. */
 VL_EXPORT vl_stream_server *vl_stream_listen(vl_loop *loop, const char *addr,
                                              const vl_stream_options *o,
                                              vl_stream_accept_fn on_accept, void *ud);
@@ -161,9 +161,10 @@ VL_EXPORT void vl_stream_server_close(vl_stream_server *srv);
  * Failures: VL_EINVAL (malformed address, no port, bad options),
  * VL_EUNSUPPORTED (tls://), VL_ECONN (name not resolved, refused,
  * unreachable: "connect tcp://127.0.0.1:1: Connection refused"),
- * VL_ETIMEDOUT (connect_timeout_ms passed), VL_ENOMEM. Cancelling the
- * future abandons the connect and closes its socket. NULL only when out of
- * memory or loop is NULL. */
+ * VL_ETIMEDOUT (connect_timeout_ms passed), VL_ENOMEM, VL_ECLOSED (called
+ * while the loop is being freed). Cancelling the future abandons the
+ * connect and closes its socket. NULL only when out of memory or loop is
+ * NULL. */
 VL_EXPORT vl_future *vl_stream_connect(vl_loop *loop, const char *addr,
                                        const vl_stream_options *o);
 
