@@ -548,7 +548,7 @@ vl_future *vl_queue_join(vl_queue *q)
     return ready_or_wait(&q->joiners, q->unfinished == 0);
 }
 
-int vl_queue_close(vl_queue *q)
+int vl_queue_shutdown(vl_queue *q)
 {
     if (q == NULL)
         return VL_EINVAL;

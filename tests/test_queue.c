@@ -393,9 +393,9 @@ static void close_with_waiters(void **state)
     watch(vl_queue_put(full, &it[2]), &p[0]);
     watch(vl_queue_put(full, &it[3]), &p[1]);
     watch(vl_queue_join(full), &join);
-    assert_int_equal(vl_queue_close(empty), VL_OK);
-    assert_int_equal(vl_queue_close(full), VL_OK);
-    assert_int_equal(vl_queue_close(full), VL_OK); /* twice: nothing more */
+    assert_int_equal(vl_queue_shutdown(empty), VL_OK);
+    assert_int_equal(vl_queue_shutdown(full), VL_OK);
+    assert_int_equal(vl_queue_shutdown(full), VL_OK); /* twice: nothing more */
     watch(vl_queue_put(full, &it[4]), &after);
     assert_int_equal(vl_queue_put_nowait(empty, &it[4]), VL_ECLOSED);
     for (i = 0; i < 3; i++)
@@ -516,7 +516,7 @@ static void free_from_callback(void **state)
 static void close_cb(vl_future *f, void *ud)
 {
     (void)f;
-    assert_int_equal(vl_queue_close(ud), VL_OK);
+    assert_int_equal(vl_queue_shutdown(ud), VL_OK);
 }
 
 /* Rule 5: closing from a callback (here a sleep's) while gets wait. */
@@ -749,7 +749,7 @@ static void null_handles(void **state)
     assert_int_equal(vl_queue_get_nowait(NULL, &v), VL_EINVAL);
     assert_null(v);
     assert_int_equal(vl_queue_task_done(NULL), VL_EINVAL);
-    assert_int_equal(vl_queue_close(NULL), VL_EINVAL);
+    assert_int_equal(vl_queue_shutdown(NULL), VL_EINVAL);
     assert_int_equal(vl_semaphore_try_acquire(NULL), VL_EINVAL);
     assert_int_equal(vl_semaphore_release(NULL), VL_EINVAL);
     assert_int_equal(vl_queue_size(NULL), 0);
@@ -969,7 +969,7 @@ static void put_done(vl_future *f, void *ud)
             s->join = vl_queue_join(s->q);
             assert_non_null(s->join);
             s->in_call = 1;
-            assert_int_equal(vl_queue_close(s->q), VL_OK);
+            assert_int_equal(vl_queue_shutdown(s->q), VL_OK);
             s->in_call = 0;
             observe(s, 0);
         }
@@ -1113,7 +1113,7 @@ static void priority_prefilled_is_sorted(void **state)
         assert_int_equal(vl_queue_put_nowait_priority(so.q, PTR(i + 1), item_priority(i)), VL_OK);
     for (i = 0; i < S_ACTORS; i++)
         assert_int_equal(vl_future_then(vl_queue_get(so.q), sorted_get, &so), VL_OK);
-    assert_int_equal(vl_queue_close(so.q), VL_OK); /* gets drain, then stop */
+    assert_int_equal(vl_queue_shutdown(so.q), VL_OK); /* gets drain, then stop */
     assert_int_equal(vl_loop_run(loop), VL_OK);
     assert_int_equal(so.n, S_ITEMS);
     vl_queue_free(so.q);

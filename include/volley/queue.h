@@ -66,7 +66,7 @@
  *     acquire's caller then holds it; an acquire cancelled while it waits
  *     holds nothing, and the next release goes to the next waiter. Likewise
  *     a put cancelled while it waits never enters the queue.
- *  4. vl_queue_close (asyncio's Queue.shutdown): every waiting get and put
+ *  4. vl_queue_shutdown (asyncio's Queue.shutdown): every waiting get and put
  *     completes once with VL_ECLOSED; later puts fail with VL_ECLOSED;
  *     gets go on receiving the items still queued, then fail with
  *     VL_ECLOSED. vl_queue_free and vl_semaphore_free complete every
@@ -210,11 +210,12 @@ VL_EXPORT int vl_queue_task_done(vl_queue *q);
  * or q is NULL. */
 VL_EXPORT vl_future *vl_queue_join(vl_queue *q);
 
-/* Closes the queue (rule 4): waiting gets and puts complete with
- * VL_ECLOSED, later puts fail, gets drain what is queued and then fail.
- * The queue stays allocated until vl_queue_free. Closing twice does
+/* Shuts the queue down (rule 4; asyncio's Queue.shutdown, and not a
+ * volley _close, which would also free it): waiting gets and puts complete
+ * with VL_ECLOSED, later puts fail, gets drain what is queued and then
+ * fail. The queue stays allocated until vl_queue_free. A second call does
  * nothing. Returns VL_OK, or VL_EINVAL when q is NULL. */
-VL_EXPORT int vl_queue_close(vl_queue *q);
+VL_EXPORT int vl_queue_shutdown(vl_queue *q);
 
 /* Frees the queue at once: every waiting get, put and join completes with
  * VL_ECANCELED (callbacks from the loop; a waiting put's item stays the
