@@ -76,6 +76,12 @@ TEST_SH := $(wildcard tests/test_*.sh)
 TEST_COMMON := $(wildcard tests/common/*.c)
 
 TOOL_SRC := $(wildcard tools/*.c)
+# tools/examples/NAME.c: the services volley exists for, one program each,
+# built by `make` (not installed) and tested by tests/test_examples_*.sh.
+# EXAMPLE_LIBS_NAME adds the libraries one of them needs besides volley's.
+EXAMPLE_SRC := $(wildcard tools/examples/*.c)
+EXAMPLE_BIN := $(patsubst tools/examples/%.c,$(BUILD)/tools/examples/%,$(EXAMPLE_SRC))
+EXAMPLE_LIBS_http_api := -lmicrohttpd
 BENCH_SRC := $(wildcard bench/*.c)
 
 ASAN_BUILD ?= $(BUILD)-asan
@@ -109,9 +115,9 @@ VALGRIND := valgrind --quiet --error-exitcode=99 --num-callers=30 --track-origin
     --suppressions=$(CURDIR)/tests/valgrind.supp
 
 .PHONY: all lib man check-deps test test-galera asan valgrind fuzz fuzz-build fuzz-bins bench install uninstall clean deps \
-    format tests-build tools-build bench-build
+    format tests-build tools-build bench-build examples-build
 
-all: lib tools-build bench-build man
+all: lib tools-build bench-build examples-build man
 
 lib: $(SHARED) $(STATIC)
 
@@ -122,7 +128,7 @@ lib: $(SHARED) $(STATIC)
 # The header is looked up with pkg-config's flags, or in Debian's places
 # when pkg-config itself is missing.
 BUILD_DEPS := ev.h:libev-dev hiredis/async.h:libhiredis-dev mysql.h:libmariadb-dev \
-    jansson.h:libjansson-dev openssl/ssl.h:libssl-dev
+    jansson.h:libjansson-dev openssl/ssl.h:libssl-dev microhttpd.h:libmicrohttpd-dev
 check-deps:
 	@missing=; \
 	command -v pkg-config >/dev/null 2>&1 || missing="$$missing pkg-config"; \
@@ -185,6 +191,12 @@ $(BUILD)/tools/volley: $(TOOL_SRC) tools/cli.h $(SHARED) | check-deps
 
 # The bench's synchronous baseline calls hiredis and Connector/C itself,
 # hence DEPLIBS.
+examples-build: $(EXAMPLE_BIN)
+$(BUILD)/tools/examples/%: tools/examples/%.c $(wildcard tools/examples/*.h) $(STATIC) | check-deps
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Itools/examples -o $@ $< $(STATIC) $(LDFLAGS) $(EXAMPLE_LIBS_$*) \
+	    $(LIB_DEPLIBS) -lm
+
 BENCH_BIN := $(if $(BENCH_SRC),$(BUILD)/bench/volley-bench)
 bench-build: $(BENCH_BIN)
 $(BUILD)/bench/volley-bench: $(BENCH_SRC) $(wildcard bench/*.h) $(SHARED) | check-deps

@@ -33,6 +33,11 @@ PACKAGES=(
     rsync
     iproute2
     gnuplot-nox
+    # tools/examples: the HTTP service runs libmicrohttpd on the loop; its
+    # test drives it with curl and loads it with wrk.
+    libmicrohttpd-dev
+    curl
+    wrk
     jq
     python3
     # make fuzz and the fuzz smoke in make test: clang-14 builds the
