@@ -1237,6 +1237,9 @@ static void refresh_end(vl_redis_cluster *cl, int ok, const char *msg)
                                                ? cl->o.refresh_min_interval_ms
                                                : 1000)
                                         : cl->o.refresh_interval_ms;
+        /* The periodic refresh too keeps to the floor. */
+        if (next > 0 && next < cl->o.refresh_min_interval_ms)
+            next = cl->o.refresh_min_interval_ms;
         if (next > 0)
             ref_arm(cl, next);
     }

@@ -214,7 +214,9 @@ typedef struct vl_redis_cluster_options {
     uint64_t reconnect_min_ms;      /* 100 */
     uint64_t reconnect_max_ms;      /* 5000 */
     uint64_t refresh_interval_ms;   /* periodic topology refresh; 30000. 0: off */
-    uint64_t refresh_min_interval_ms; /* at most one refresh per; 1000 */
+    uint64_t refresh_min_interval_ms; /* at most one refresh per (the periodic
+                                       * one too; vl_redis_cluster_refresh
+                                       * is not held back); 1000 */
     uint64_t refresh_timeout_ms;    /* one refresh, all nodes asked; 2000 */
     size_t max_redirects;           /* MOVED + ASK per command; 5 */
     size_t max_retries;             /* TRYAGAIN / CLUSTERDOWN per command; 3 */
