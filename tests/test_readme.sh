@@ -18,9 +18,9 @@ not_ok() {
 }
 check() { local d=$1; shift; if "$@" >"$T/log" 2>&1; then ok "$d"; else not_ok "$d"; fi; }
 
-echo "1..11"
+echo "1..15"
 # The ```c blocks, in order: ex1.c, ex2.c, ex3.c, ex4.c (pub/sub), ex5.c
-# (Redis Cluster).
+# (Redis Cluster), ex6.c (a queue), ex7.c (streams).
 awk -v dir="$T" '/^```c$/ { n++; f = dir "/ex" n ".c"; next }
                  /^```$/  { f = ""; next }
                  f != ""  { print > f }' "$ROOT/README.md"
@@ -125,4 +125,15 @@ if timeout 30 "$T/ex5" "${VL_TEST_CLUSTER_URL:-redis+cluster://127.0.0.1:1}" >"$
     grep -q '^primaries: 3, keys: [0-9]' "$T/out6"; then
     ok "example 5 routes by slot, refuses a cross-slot MSET and counts keys on every primary"
 else cp "$T/out6" "$T/log"; not_ok "example 5 routes by slot, refuses a cross-slot MSET and counts keys on every primary"; fi
+check "README example 6 (a queue and two workers) builds" \
+    gcc "${CC_ARGS[@]}" "$T/ex6.c" "${LIBS[@]}" -o "$T/ex6"
+if timeout 20 "$T/ex6" >"$T/out7" 2>&1 &&
+    [ "$(grep -c '^did ' "$T/out7")" -eq 5 ] && tail -n 1 "$T/out7" | grep -qx 'all 5 done'; then
+    ok "example 6 moves five jobs through a bounded queue, then join completes"
+else cp "$T/out7" "$T/log"; not_ok "example 6 moves five jobs through a bounded queue, then join completes"; fi
+check "README example 7 (a stream server and client) builds" \
+    gcc "${CC_ARGS[@]}" "$T/ex7.c" "${LIBS[@]}" -o "$T/ex7"
+if timeout 20 "$T/ex7" >"$T/out8" 2>&1 && grep -qx 'HELLO, VOLLEY' "$T/out8"; then
+    ok "example 7's server answers the client's line upper-cased"
+else cp "$T/out8" "$T/log"; not_ok "example 7's server answers the client's line upper-cased"; fi
 [ "$fails" -eq 0 ]
