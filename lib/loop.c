@@ -53,7 +53,16 @@ struct vl_loop {
     unsigned active;     /* volley's active watchers, less unref'd ones */
     void *executor;      /* lib/executor.c's slot: made on first use, a handle */
     unsigned threads;
+    /* freed blocks kept for reuse (vl__cache_get), each a list through its
+     * first word */
+    void *cache[VL__CACHE_KINDS];
+    unsigned ncache[VL__CACHE_KINDS];
 };
+
+/* How many blocks of each kind a loop keeps: enough for the statements a
+ * busy loop has in flight, few enough (64 KiB of result chunks) not to
+ * matter to its memory. */
+#define CACHE_MAX 64
 
 static void loop_destroy(vl_loop *loop);
 static void dispatch(vl_loop *loop);
@@ -381,6 +390,41 @@ static void free_open_handles(vl_loop *loop)
  * instead of releasing it, so the callbacks that run next may still pass
  * them to their _free (a no-op by then) without touching freed memory. Only
  * when every callback has run is the graveyard released. */
+void *vl__cache_get(vl_loop *loop, int kind)
+{
+    void *p = loop->cache[kind];
+
+    if (p != NULL) {
+        loop->cache[kind] = *(void **)p;
+        loop->ncache[kind]--;
+    }
+    return p;
+}
+
+int vl__cache_put(vl_loop *loop, int kind, void *p)
+{
+    if (loop->closing || loop->ncache[kind] >= CACHE_MAX)
+        return 0;
+    *(void **)p = loop->cache[kind];
+    loop->cache[kind] = p;
+    loop->ncache[kind]++;
+    return 1;
+}
+
+static void cache_free(vl_loop *loop)
+{
+    int k;
+
+    for (k = 0; k < VL__CACHE_KINDS; k++) {
+        while (loop->cache[k] != NULL) {
+            void *p = loop->cache[k];
+            loop->cache[k] = *(void **)p;
+            vl__free(p);
+        }
+        loop->ncache[k] = 0;
+    }
+}
+
 static void loop_destroy(vl_loop *loop)
 {
     int rounds;
@@ -409,6 +453,7 @@ static void loop_destroy(vl_loop *loop)
     ev_idle_stop(loop->ev, &loop->nudge);
     if (loop->owned)
         ev_loop_destroy(loop->ev);
+    cache_free(loop);
     vl__free(loop);
 }
 

@@ -5,8 +5,10 @@
  * Each connection has one vl__io and one vl__timer. An operation advances by
  * calling a mysql_*_start function; when it returns a MYSQL_WAIT_* mask the
  * connection arms its watchers for exactly that (re-reading the socket with
- * mysql_get_socket every time, since Connector/C may change it during
- * connect) and, once ready, calls the matching mysql_*_cont. The current
+ * mysql_get_socket every time while connecting, since Connector/C may
+ * change it then) and, once ready, calls the matching mysql_*_cont. Calls
+ * that never touch the socket (fetching and freeing a prepared statement's
+ * stored rows) are made plainly. The current
  * position is c->mstate; drive() runs step() until the operation waits or the
  * queue is empty.
  *
@@ -71,8 +73,8 @@ typedef enum {
     S_PREPARING,      /* mysql_stmt_prepare (unless the cache has it) */
     S_EXECUTING,      /* mysql_stmt_execute */
     S_STORING,        /* mysql_stmt_store_result */
-    S_STMT_FETCHING,  /* mysql_stmt_fetch */
-    S_STMT_FREEING,   /* mysql_stmt_free_result */
+    S_STMT_FETCHING,  /* mysql_stmt_fetch (of stored rows: never waits) */
+    S_STMT_FREEING,   /* mysql_stmt_free_result (of stored rows: never waits) */
     S_PINGING,        /* mysql_ping */
     S_RESETTING,      /* mysql_reset_connection */
     S_SELECTING_DB,   /* mysql_select_db, after a reset */
@@ -145,8 +147,7 @@ typedef struct stmt_entry {
     vl__mcolset *colset;     /* the columns as results describe them */
     int row_bound;           /* mysql_stmt_bind_result is up to date */
     int stale;               /* the server prepared it again: dropped after use */
-    MYSQL_BIND *pbind;
-    MYSQL_TIME *ptimes;
+    vl__mpbind pb;           /* the parameters' bindings and their storage */
 } stmt_entry;
 
 /* Short SQL is kept in the op itself, with no allocation of its own. */
@@ -213,6 +214,7 @@ struct vl_mysql {
     int held;                /* pooled: the pool has a request waiting on it */
     int kick;                /* the timer is a zero-delay start, not a wait */
     int waiting;             /* the MYSQL_WAIT_* mask being waited for */
+    int sock;                /* the socket once open (sock_watch) */
     int in_drive;
     int free_pending;
     int freed;               /* vl_mysql_free ran; the memory may be buried */
@@ -306,14 +308,14 @@ static inline void mstate(vl_mysql *c, mstate_t to)
     c->started = 0;
 }
 
-/* The connection's server status flags (SERVER_STATUS_*), 0 when closed. */
+/* The connection's server status flags (SERVER_STATUS_*), 0 when closed.
+ * Read several times per statement (the clean-return rule), so straight
+ * from MYSQL.server_status, which is what
+ * mariadb_get_infov(MARIADB_CONNECTION_SERVER_STATUS) returns, without
+ * its variadic call. */
 static unsigned server_status(const vl_mysql *c)
 {
-    unsigned st = 0;
-
-    if (c->my != NULL)
-        mariadb_get_infov(c->my, MARIADB_CONNECTION_SERVER_STATUS, &st);
-    return st;
+    return c->my != NULL ? c->my->server_status : 0;
 }
 
 /* Arms the io watcher; `unref` keeps it from holding the loop open. */
@@ -398,6 +400,17 @@ static int sock_of(vl_mysql *c)
     return c->my != NULL ? (int)mysql_get_socket(c->my) : -1;
 }
 
+/* The socket to watch. An open connection's socket never changes (no
+ * reconnect, no change of user), so it is read once, when connected;
+ * while connecting, Connector/C may replace it, so it is read every time.
+ * Only for arming the watcher: whether Connector/C closed the socket after
+ * an error is asked of it (fatal_error), and closing uses its own answer
+ * too (close_handle). */
+static int sock_watch(vl_mysql *c)
+{
+    return c->state == ST_OPEN && c->my != NULL ? c->sock : sock_of(c);
+}
+
 /* Notes a session change the server reported (session_track_state_change),
  * for the pool's clean-return rule; other connections have no use for it. */
 static void note_status(vl_mysql *c)
@@ -421,8 +434,7 @@ static void stmt_free(stmt_entry *e)
     vl__free(e->sig);
     vl__mcolset_unref(e->colset);
     vl__mrow_clear(&e->row);
-    vl__free(e->pbind);
-    vl__free(e->ptimes);
+    vl__mpbind_clear(&e->pb);
     vl__free(e->sql);
     vl__free(e);
 }
@@ -813,7 +825,7 @@ static void arm(vl_mysql *c, int st)
         ev |= VL__READ;
     if (st & MYSQL_WAIT_WRITE)
         ev |= VL__WRITE;
-    io_arm(c, sock_of(c), ev, connect_weak(c));
+    io_arm(c, sock_watch(c), ev, connect_weak(c));
     if (st & MYSQL_WAIT_TIMEOUT) {
         ms = mysql_get_timeout_value_ms(c->my);
         c->cc_timeout_due_ms = vl_loop_now_ms(c->loop) + ms;
@@ -1475,7 +1487,7 @@ static void op_error(vl_mysql *c, op *o, unsigned err, const char *sqlstate, con
     vl_mysql_result *v;
 
     if (o->res == NULL)
-        o->res = vl__mres_new();
+        o->res = vl__mres_new_in(c->loop);
     v = error_value(o, err, sqlstate, text);
     c->cur = NULL;
     mstate(c, S_NEXT_OP);
@@ -1555,7 +1567,7 @@ static void op_finish(vl_mysql *c, op *o)
         return;
     }
     if (o->res == NULL) {
-        o->res = vl__mres_new();
+        o->res = vl__mres_new_in(c->loop);
         if (o->res == NULL) {
             op_complete(o, VL_ENOMEM, NULL, "out of memory");
             return;
@@ -1635,7 +1647,7 @@ static int store_text_row(vl_mysql *c, op *o, char *why, size_t cap)
     if (o->stream) {
         o->streamed++;
         if (o->batch == NULL) {
-            o->batch = vl__mres_new();
+            o->batch = vl__mres_new_in(c->loop);
             if (o->batch == NULL || vl__mres_add(o->batch) == NULL ||
                 vl__mres_copy_columns(o->batch, o->set) != VL_OK) {
                 op_note(o, VL_ENOMEM, "out of memory reading a row");
@@ -1810,6 +1822,7 @@ static int connected(vl_mysql *c)
 {
     c->my->net.max_packet_size = row_packet_limit(c);
     c->my->options.max_allowed_packet = c->my->net.max_packet_size;
+    c->sock = sock_of(c);
     c->state = ST_OPEN;
     c->ever_open = 1;
     c->dirty = 0;
@@ -1884,7 +1897,7 @@ static int ph_next_op(vl_mysql *c)
         c->waiting = 0;
         c->io_deadline_ms = 0;
         mtimer_stop(c);
-        io_arm(c, sock_of(c), VL__READ, 1);
+        io_arm(c, sock_watch(c), VL__READ, 1);
         return WAIT;
     }
     c->qhead = o->next;
@@ -1953,7 +1966,7 @@ static int ph_reading_result(vl_mysql *c, op *o)
     o->set = NULL;
     if (!o->discard) {
         if (o->res == NULL)
-            o->res = vl__mres_new();
+            o->res = vl__mres_new_in(c->loop);
         o->set = o->res != NULL ? vl__mres_add(o->res) : NULL;
         if (o->set == NULL)
             op_note(o, VL_ENOMEM, "out of memory");
@@ -2155,6 +2168,7 @@ static int stmt_bind_bulk(vl_mysql *c, op *o)
     vl__mbulk_bind(&o->bulk, o->bulk_done, o->pbind);
     n = (unsigned int)o->bulk_chunk;
     o->st->arrayed = 1;
+    o->st->pb.bound = 0; /* Connector/C holds the bulk's bindings from now on */
     if (mysql_stmt_attr_set(s, STMT_ATTR_ARRAY_SIZE, &n) || mysql_stmt_bind_param(s, o->pbind))
         return stmt_refuse(c, o, VL_EINVAL, "cannot bind the parameters");
     return 0;
@@ -2183,29 +2197,27 @@ static int stmt_bind(vl_mysql *c, op *o)
         unsigned int one_row = 0; /* 0: not an array execution */
         mysql_stmt_attr_set(s, STMT_ATTR_ARRAY_SIZE, &one_row);
         o->st->arrayed = 0;
+        o->st->pb.bound = 0; /* the bulk's own bindings replaced ours */
     }
     if (o->p.n == 0)
         return 0;
-    /* The statement keeps its binding arrays; each execution points them at
-     * its own values. */
-    if (o->st->pbind == NULL) {
-        o->st->pbind = vl__calloc(o->p.n, sizeof(MYSQL_BIND));
-        o->st->ptimes = vl__calloc(o->p.n, sizeof(MYSQL_TIME));
-    } else {
-        memset(o->st->pbind, 0, o->p.n * sizeof(MYSQL_BIND));
-    }
-    rc = o->st->pbind == NULL || o->st->ptimes == NULL
-             ? VL_ENOMEM
-             : vl__mbind_params(&o->p, o->st->pbind, o->st->ptimes);
-    if (rc != VL_OK) {
+    /* The statement keeps its bindings, which point at its own storage:
+     * each execution writes its values there, and binds again only when a
+     * type or a buffer changed (see vl__mpbind). */
+    rc = vl__mpbind_set(&o->st->pb, &o->p);
+    if (rc < 0) {
         op_note(o, rc, rc == VL_ENOMEM ? "out of memory" : "bad parameter type");
         op_finish(c, o);
         return -1;
     }
-    if (mysql_stmt_bind_param(s, o->st->pbind)) {
-        op_note(o, VL_EINVAL, "cannot bind the parameters");
-        op_finish(c, o);
-        return -1;
+    if (rc > 0) {
+        o->st->pb.bound = 0;
+        if (mysql_stmt_bind_param(s, o->st->pb.bind)) {
+            op_note(o, VL_EINVAL, "cannot bind the parameters");
+            op_finish(c, o);
+            return -1;
+        }
+        o->st->pb.bound = 1;
     }
     return 0;
 }
@@ -2247,7 +2259,7 @@ static int ph_executing(vl_mysql *c, op *o, int ready)
             return GO_ON;
         }
     }
-    o->res = vl__mres_new();
+    o->res = vl__mres_new_in(c->loop);
     o->set = o->res != NULL ? vl__mres_add(o->res) : NULL;
     if (o->set == NULL)
         op_note(o, VL_ENOMEM, "out of memory");
@@ -2424,16 +2436,18 @@ static int ph_storing(vl_mysql *c, op *o, int ready)
     return GO_ON;
 }
 
-static int ph_stmt_fetching(vl_mysql *c, op *o, int ready)
+/* The rows were stored (ph_storing): Connector/C's fetch from a stored
+ * result reads its memory and never the socket, and freeing a stored
+ * result sends nothing (mysql->status is READY after the store), so these
+ * two phases make the plain calls. Their non-blocking forms would only run
+ * the same code on a coroutine stack, at a few hundred instructions per
+ * row. */
+static int ph_stmt_fetching(vl_mysql *c, op *o)
 {
     char why[160];
     stmt_entry *e = o->st;
-    int st = c->started ? mysql_stmt_fetch_cont(&c->iret, e->stmt, ready)
-                        : mysql_stmt_fetch_start(&c->iret, e->stmt);
 
-    if (wait_on(c, st))
-        return WAIT;
-
+    c->iret = mysql_stmt_fetch(e->stmt);
     if (c->iret != 0 && c->iret != MYSQL_DATA_TRUNCATED) {
         if (c->iret != MYSQL_NO_DATA)
             op_note(o, VL_EPROTO, mysql_stmt_error(e->stmt));
@@ -2463,13 +2477,9 @@ static int ph_stmt_fetching(vl_mysql *c, op *o, int ready)
     return GO_ON;
 }
 
-static int ph_stmt_freeing(vl_mysql *c, op *o, int ready)
+static int ph_stmt_freeing(vl_mysql *c, op *o)
 {
-    int st = c->started ? mysql_stmt_free_result_cont(&c->bret, o->st->stmt, ready)
-                        : mysql_stmt_free_result_start(&c->bret, o->st->stmt);
-
-    if (wait_on(c, st))
-        return WAIT;
+    c->bret = mysql_stmt_free_result(o->st->stmt);
     if (o->set != NULL) {
         if (vl__mres_finish(o->set) != VL_OK)
             op_note(o, VL_ENOMEM, "out of memory");
@@ -2570,8 +2580,8 @@ static void step(vl_mysql *c, int ready)
         case S_PREPARING:       r = ph_preparing(c, o, ready); break;
         case S_EXECUTING:       r = ph_executing(c, o, ready); break;
         case S_STORING:         r = ph_storing(c, o, ready); break;
-        case S_STMT_FETCHING:   r = ph_stmt_fetching(c, o, ready); break;
-        case S_STMT_FREEING:    r = ph_stmt_freeing(c, o, ready); break;
+        case S_STMT_FETCHING:   r = ph_stmt_fetching(c, o); break;
+        case S_STMT_FREEING:    r = ph_stmt_freeing(c, o); break;
         case S_PINGING:         r = ph_pinging(c, o, ready); break;
         case S_RESETTING:       r = ph_resetting(c, o, ready); break;
         case S_SELECTING_DB:    r = ph_selecting_db(c, o, ready); break;
@@ -2901,6 +2911,17 @@ static vl_future *exec_submit(vl_mysql *c, const char *sql, const vl_mysql_param
         return NULL;
     }
     return op_submit(c, o);
+}
+
+vl_future *vl__mysql_run_checked(vl_mysql *c, int kind, const char *sql,
+                                 const vl_mysql_param *params, size_t n, size_t nrows,
+                                 size_t total)
+{
+    if (kind == VL__MYSQL_QUERY)
+        return vl_mysql_query(c, sql);
+    if (c->freed)
+        return vl__future_failed(c->loop, VL_ECLOSED, "connection freed");
+    return exec_submit(c, sql, params, n, total, kind == VL__MYSQL_BULK ? nrows : 0);
 }
 
 vl_future *vl_mysql_execute(vl_mysql *c, const char *sql, const vl_mysql_param *params, size_t n)

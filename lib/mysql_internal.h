@@ -31,6 +31,9 @@ typedef struct vl__mcell {
 /* A new, empty result chain: its first link is returned, with no result set
  * yet (has_rows 0, no columns). NULL when out of memory. */
 vl_mysql_result *vl__mres_new(void);
+/* The same for a statement of a connection on `loop`: the first chunk may
+ * come from the loop's cache (freed results' chunks, see vl__cache_get). */
+vl_mysql_result *vl__mres_new_in(vl_loop *loop);
 /* The link to fill for the next statement: the first link if it is still
  * unused, otherwise a new one appended to the chain. NULL on ENOMEM. */
 vl_mysql_result *vl__mres_add(vl_mysql_result *root);
@@ -184,6 +187,17 @@ void vl__mysql_set_done_hook(vl_mysql *c, vl__mysql_done_hook fn, void *ud);
 enum { VL__MYSQL_QUERY, VL__MYSQL_EXEC, VL__MYSQL_BULK };
 int vl__mysql_submit_into(vl_mysql *c, vl_future *f, int kind, const char *sql,
                           const vl_mysql_param *params, size_t n, size_t nrows);
+
+/* Runs a statement whose SQL and parameters the caller checked already,
+ * as vl_mysql_query / _execute / _execute_bulk would check them (a pool's
+ * request, checked when it was made): the same as those calls without the
+ * second check. kind as for vl__mysql_submit_into; total is the bytes of
+ * the parameters' strings and blobs, as vl__mysql_check_params or
+ * vl__mbulk_check counted them. Returns the statement's future, NULL when
+ * out of memory. */
+vl_future *vl__mysql_run_checked(vl_mysql *c, int kind, const char *sql,
+                                 const vl_mysql_param *params, size_t n, size_t nrows,
+                                 size_t total);
 
 /* State bits for the clean-return rule. */
 #define VL__MYSQL_BROKEN 1   /* closed, failed or never connected */

@@ -757,7 +757,7 @@ static void dispatch(vl_mysql_pool *p)
  * when out of memory. */
 static vl_future *request_direct(vl_mysql_pool *p, int kind, const char *sql,
                                  const vl_mysql_param *params, size_t ncols, size_t nrows,
-                                 int *used)
+                                 size_t total, int *used)
 {
     pconn *pc;
     vl_future *f;
@@ -781,12 +781,12 @@ static vl_future *request_direct(vl_mysql_pool *p, int kind, const char *sql,
     p->busy++;
     p->nrunning++;
     pc->direct = 1;
-    if (kind == RQ_QUERY)
-        f = vl_mysql_query(pc->c, sql);
-    else if (kind == RQ_EXEC)
-        f = vl_mysql_execute(pc->c, sql, params, ncols);
-    else
-        f = vl_mysql_execute_bulk(pc->c, sql, params, ncols, nrows);
+    /* request_new checked the SQL and parameters as the connection would. */
+    f = vl__mysql_run_checked(pc->c,
+                              kind == RQ_QUERY  ? VL__MYSQL_QUERY
+                              : kind == RQ_EXEC ? VL__MYSQL_EXEC
+                                                : VL__MYSQL_BULK,
+                              sql, params, ncols, nrows, total);
     /* No statement was made (out of memory, or refused before one was:
      * the pool's own checks above make that unreachable): nothing will
      * call pc_done, so the connection comes back now. */
@@ -890,7 +890,7 @@ static vl_future *request_new(vl_mysql_pool *p, int kind, const char *sql,
         return vl__future_failed(p->loop, VL_EINVAL, "parameter %zu %s", bad, why);
     if (kind == RQ_QUERY || kind == RQ_EXEC || kind == RQ_BULK) {
         int used;
-        vl_future *f = request_direct(p, kind, sql, params, ncols, nrows, &used);
+        vl_future *f = request_direct(p, kind, sql, params, ncols, nrows, total, &used);
         if (used)
             return f;
     }

@@ -87,13 +87,13 @@ static size_t header_size(void)
     return round_up(sizeof(chunk));
 }
 
-vl_mysql_result *vl__mres_new(void)
+vl_mysql_result *vl__mres_new_in(vl_loop *loop)
 {
     size_t hs = header_size(), rs = round_up(sizeof(vl_mysql_result));
-    chunk *ch = vl__malloc(FIRST_CHUNK);
+    chunk *ch = loop != NULL ? vl__cache_get(loop, VL__CACHE_MRES) : NULL;
     vl_mysql_result *r;
 
-    if (ch == NULL)
+    if (ch == NULL && (ch = vl__malloc(FIRST_CHUNK)) == NULL)
         return NULL;
     ch->next = NULL;
     ch->size = FIRST_CHUNK;
@@ -108,6 +108,11 @@ vl_mysql_result *vl__mres_new(void)
     r->next_size = SECOND_CHUNK;
     r->sqlstate[0] = '\0';
     return r;
+}
+
+vl_mysql_result *vl__mres_new(void)
+{
+    return vl__mres_new_in(NULL);
 }
 
 void *vl__mres_alloc(vl_mysql_result *r, size_t n)
@@ -337,21 +342,31 @@ void vl__mres_use_columns(vl_mysql_result *r, vl__mcolset *cs)
     r->colset = cs;
 }
 
-void vl_mysql_result_free(vl_mysql_result *r)
+/* Frees the chain; with a loop (alive, on its thread), its first chunk may
+ * stay in the loop's cache for the next result. */
+static void result_free(vl_mysql_result *r, vl_loop *loop)
 {
-    chunk *ch;
+    chunk *ch, *first;
     vl_mysql_result *l;
 
     if (r == NULL || r->root != r)
         return;
     for (l = r; l != NULL; l = l->next)
         vl__mcolset_unref(l->colset);
-    ch = r->chunks;
+    first = r->chunks; /* holds r itself: read nothing of r past here */
+    ch = first->next;
     while (ch != NULL) {
         chunk *n = ch->next;
         vl__free(ch);
         ch = n;
     }
+    if (loop == NULL || !vl__cache_put(loop, VL__CACHE_MRES, first))
+        vl__free(first);
+}
+
+void vl_mysql_result_free(vl_mysql_result *r)
+{
+    result_free(r, NULL);
 }
 
 static vl_mysql_result *value_result(const vl_future *f)
@@ -456,13 +471,44 @@ static int numeric_cell(const vl_mysql_result *r, size_t row, size_t col, const 
     return VL_OK;
 }
 
+/* The common integer cell, an optional '-' then 1 to 18 digits and nothing
+ * else, read without strtoll (whose locale, base and white space handling
+ * cost more than the read): such a value cannot overflow, and strtoll would
+ * read the same. 1 with the value in *out; 0 for any other form, which
+ * strtoll then reads (or refuses). */
+static int short_decimal(const vl__mcell *c, int allow_minus, int64_t *out)
+{
+    const char *p = c->data, *end = c->data + c->len;
+    int neg = allow_minus && p < end && *p == '-';
+    int64_t v = 0;
+
+    p += neg;
+    if (p == end || end - p > 18)
+        return 0;
+    for (; p < end; p++) {
+        unsigned d = (unsigned)(unsigned char)*p - '0';
+        if (d > 9)
+            return 0;
+        v = v * 10 + (int64_t)d;
+    }
+    *out = neg ? -v : v;
+    return 1;
+}
+
 int vl_mysql_result_int64(const vl_mysql_result *r, size_t row, size_t col, int64_t *out)
 {
-    const vl__mcell *c;
+    const vl__mcell *c = cell_at(r, row, col);
     char *end;
     long long v;
-    int rc = numeric_cell(r, row, col, &c);
+    int64_t quick;
+    int rc;
 
+    if (c != NULL && c->data != NULL && short_decimal(c, 1, &quick)) {
+        if (out != NULL)
+            *out = quick;
+        return VL_OK;
+    }
+    rc = numeric_cell(r, row, col, &c);
     if (rc != VL_OK)
         return rc;
     errno = 0;
@@ -476,11 +522,18 @@ int vl_mysql_result_int64(const vl_mysql_result *r, size_t row, size_t col, int6
 
 int vl_mysql_result_uint64(const vl_mysql_result *r, size_t row, size_t col, uint64_t *out)
 {
-    const vl__mcell *c;
+    const vl__mcell *c = cell_at(r, row, col);
     char *end;
     unsigned long long v;
-    int rc = numeric_cell(r, row, col, &c);
+    int64_t quick;
+    int rc;
 
+    if (c != NULL && c->data != NULL && short_decimal(c, 0, &quick)) {
+        if (out != NULL)
+            *out = (uint64_t)quick;
+        return VL_OK;
+    }
+    rc = numeric_cell(r, row, col, &c);
     if (rc != VL_OK)
         return rc;
     if (c->data[0] == '-')
@@ -533,6 +586,11 @@ unsigned vl_mysql_result_warnings(const vl_mysql_result *r)
 void vl__mres_free_value(void *v)
 {
     vl_mysql_result_free(v);
+}
+
+void vl__mres_release(vl_loop *loop, void *v)
+{
+    result_free(v, loop);
 }
 
 const char *vl_mysql_result_gtid(const vl_mysql_result *r)
