@@ -72,10 +72,27 @@ static void enter(vl_loop *loop)
     loop->cb_depth++;
 }
 
-/* Leaves a callback; at the outermost level a requested free happens now. */
+/* Makes the loop run the ready list soon: the check watcher runs it after
+ * the next poll, and the idle watcher keeps that poll from blocking. */
+static void ready_arm(vl_loop *loop)
+{
+    if (!ev_is_active(&loop->check)) {
+        ev_check_start(loop->ev, &loop->check);
+        ev_idle_start(loop->ev, &loop->idle);
+        loop->active++;
+    }
+}
+
+/* Leaves a callback; at the outermost level a requested free happens now.
+ * Futures completed inside it and not yet run get the watchers that run
+ * them (see vl__loop_ready). */
 static void leave(vl_loop *loop)
 {
-    if (--loop->cb_depth > 0 || !loop->free_requested)
+    if (--loop->cb_depth > 0)
+        return;
+    if (loop->ready_head != NULL)
+        ready_arm(loop);
+    if (!loop->free_requested)
         return;
     if (loop->run_depth > 0)
         ev_break(loop->ev, EVBREAK_ALL); /* vl_loop_run* frees it on return */
@@ -270,11 +287,12 @@ void vl__loop_ready(vl_loop *loop, vl__ready *r)
     else
         loop->ready_head = r;
     loop->ready_tail = r;
-    if (!ev_is_active(&loop->check)) {
-        ev_check_start(loop->ev, &loop->check);
-        ev_idle_start(loop->ev, &loop->idle);
-        loop->active++;
-    }
+    /* Inside one of volley's callbacks the list runs as it returns
+     * (leave_watcher, check_cb), and leave arms the watchers for what is
+     * left then: most completions come from there, and starting and
+     * stopping two watchers for each cost more than running it. */
+    if (loop->cb_depth == 0)
+        ready_arm(loop);
 }
 
 /* Rounds of the ready list per dispatch. A round takes the whole list;

@@ -136,6 +136,7 @@ typedef struct stmt_entry {
     size_t len;
     MYSQL_STMT *stmt;
     int arrayed;             /* STMT_ATTR_ARRAY_SIZE is set (a bulk ran) */
+    int locks;               /* pooled: its SQL may take a named lock (GET_LOCK) */
     /* What every execution reuses: the result's columns (read once, after
      * the first execution that returned rows), their bindings, and the
      * parameter bindings. */
@@ -170,6 +171,7 @@ struct op {
     uint64_t bulk_affected, bulk_insert_id;
     unsigned bulk_warnings;
     vl__mbulk bulk;
+    int p_borrowed;          /* p holds the caller's parameters (exec_submit) */
     int internal;            /* restores session setup after a reset */
     int locks;               /* may take a named lock (GET_LOCK) */
     /* streams */
@@ -290,6 +292,7 @@ static void conn_destroy(vl_mysql *c);
 static int protocol_error(unsigned err);
 static int packet_refused(const MYSQL *my, unsigned err);
 static void tls_job_free(void *ud);
+static int mentions_get_lock(const char *sql, size_t len);
 
 /* ---- small helpers ---- */
 
@@ -495,7 +498,7 @@ static void op_free(op *o)
         vl_mysql_result_free(o->res);
     if (o->pbind != NULL)
         vl__free(o->pbind);
-    if (o->p.params != NULL)
+    if (o->p.params != NULL && !o->p_borrowed)
         vl__mparams_clear(&o->p);
     if (o->bulk.types != NULL)
         vl__mbulk_clear(&o->bulk);
@@ -800,7 +803,7 @@ static vl_future *op_submit(vl_mysql *c, op *o)
         if (o->stream) {
             /* A stream's batch callback must not run inside this call: start
              * from the loop instead. */
-            if (!c->kick && !vl__timer_active(&c->timer)) {
+            if (!c->kick && (!vl__timer_active(&c->timer) || c->timer_unref)) {
                 c->kick = 1;
                 mtimer_start(c, 0);
             }
@@ -814,7 +817,16 @@ static vl_future *op_submit(vl_mysql *c, op *o)
 
 /* ---- watchers ---- */
 
+static void arm_at(vl_mysql *c, int st, uint64_t now);
+
 static void arm(vl_mysql *c, int st)
+{
+    arm_at(c, st, vl_loop_now_ms(c->loop));
+}
+
+/* arm, at the loop clock's `now` (read once per wait: it is read for each
+ * deadline). */
+static void arm_at(vl_mysql *c, int st, uint64_t now)
 {
     int ev = 0;
     uint64_t ms = 0;
@@ -828,18 +840,16 @@ static void arm(vl_mysql *c, int st)
     io_arm(c, sock_watch(c), ev, connect_weak(c));
     if (st & MYSQL_WAIT_TIMEOUT) {
         ms = mysql_get_timeout_value_ms(c->my);
-        c->cc_timeout_due_ms = vl_loop_now_ms(c->loop) + ms;
+        c->cc_timeout_due_ms = now + ms;
         use_timer = 1;
     }
     if (c->state == ST_CONNECTING && c->deadline_ms != 0) {
-        uint64_t now = vl_loop_now_ms(c->loop);
         uint64_t left = c->deadline_ms > now ? c->deadline_ms - now : 0;
         if (!use_timer || left < ms)
             ms = left;
         use_timer = 1;
     }
     if (c->io_deadline_ms != 0) {
-        uint64_t now = vl_loop_now_ms(c->loop);
         uint64_t left = c->io_deadline_ms > now ? c->io_deadline_ms - now : 0;
         if (!use_timer || left < ms)
             ms = left;
@@ -852,9 +862,10 @@ static void arm(vl_mysql *c, int st)
      * must not fire early, and a zero-delay start (kick) is not a deadline:
      * those restart it. */
     if (use_timer && !(st & MYSQL_WAIT_TIMEOUT) && !c->kick && c->state == ST_OPEN &&
-        vl__timer_active(&c->timer) && !c->timer_unref &&
-        c->timer_due_ms <= vl_loop_now_ms(c->loop) + ms)
+        vl__timer_active(&c->timer) && c->timer_due_ms <= now + ms) {
+        timer_ref(c); /* one left running while idle holds the loop again */
         return;
+    }
     c->kick = 0;
     if (use_timer)
         mtimer_start(c, ms);
@@ -869,13 +880,16 @@ static void arm(vl_mysql *c, int st)
  * deadline (see on_timer). */
 static int wait_on(vl_mysql *c, int st)
 {
+    uint64_t now;
+
     if (st == 0)
         return 0;
+    now = vl_loop_now_ms(c->loop);
     c->started = 1;
     c->io_deadline_ms = c->state == ST_OPEN && c->cur != NULL && c->cfg.read_timeout_ms != 0
-                            ? vl_loop_now_ms(c->loop) + c->cfg.read_timeout_ms
+                            ? now + c->cfg.read_timeout_ms
                             : 0;
-    arm(c, st);
+    arm_at(c, st, now);
     return 1;
 }
 
@@ -1892,11 +1906,24 @@ static int ph_next_op(vl_mysql *c)
     if (c->state != ST_OPEN)
         return WAIT;
     if (o == NULL) {
-        /* Idle: watch for a hang-up without keeping the loop alive. */
+        /* Idle: watch for a hang-up without keeping the loop alive. A
+         * statement's read-timeout timer is left running, unref'd so that
+         * it does not keep the loop alive either: if it fires first, it
+         * finds nothing due (on_timer); if a statement comes first, its
+         * wait takes it over (arm). Stopping it here and starting it again
+         * at the next statement cost more than the rest of the timer work
+         * of the statement. A zero-delay start (kick) is no deadline: it
+         * goes. */
         mstate(c, S_IDLE);
         c->waiting = 0;
         c->io_deadline_ms = 0;
-        mtimer_stop(c);
+        if (c->kick) {
+            c->kick = 0;
+            mtimer_stop(c);
+        } else if (vl__timer_active(&c->timer) && !c->timer_unref) {
+            vl__loop_unref(c->loop);
+            c->timer_unref = 1;
+        }
         io_arm(c, sock_watch(c), VL__READ, 1);
         return WAIT;
     }
@@ -2072,6 +2099,7 @@ static int stmt_begin(vl_mysql *c, op *o)
     if (o->st != NULL) {
         o->st->sql = vl__strndup(o->sql, o->len);
         o->st->len = o->len;
+        o->st->locks = c->pooled && mentions_get_lock(o->sql, o->len);
         o->st->stmt = o->st->sql != NULL ? mysql_stmt_init(c->my) : NULL;
     }
     if (o->st == NULL || o->st->stmt == NULL) {
@@ -2106,13 +2134,18 @@ static int ph_preparing(vl_mysql *c, op *o, int ready)
     int st;
 
     if (!c->started) {
-        o->st = stmt_find(c, o->sql, o->len);
+        if (o->st == NULL) /* exec_submit may have found it already */
+            o->st = stmt_find(c, o->sql, o->len);
         if (o->st != NULL) {
+            if (o->st->locks)
+                c->dirty = 1; /* only a reset releases a named lock */
             mstate(c, S_EXECUTING);
             return GO_ON;
         }
         if (stmt_begin(c, o) != 0)
             return GO_ON;
+        if (o->st->locks)
+            c->dirty = 1;
         st = mysql_stmt_prepare_start(&c->iret, o->st->stmt, o->sql, (unsigned long)o->len);
     } else {
         st = mysql_stmt_prepare_cont(&c->iret, o->st->stmt, ready);
@@ -2219,6 +2252,13 @@ static int stmt_bind(vl_mysql *c, op *o)
         }
         o->st->pb.bound = 1;
     }
+    if (o->p_borrowed) {
+        /* The values are in the statement's storage now: the caller's
+         * array is not read again (and is gone once the call returns). */
+        o->p.params = NULL;
+        o->p.n = 0;
+        o->p_borrowed = 0;
+    }
     return 0;
 }
 
@@ -2297,14 +2337,14 @@ static void colsig_of(struct colsig *g, const MYSQL_FIELD *f)
 static int stmt_columns_unchanged(const stmt_entry *e)
 {
     const MYSQL_FIELD *now = e->stmt->fields;
-    struct colsig g;
     unsigned i;
 
     if (mysql_stmt_field_count(e->stmt) != e->nfields || now == NULL || e->sig == NULL)
         return 0;
     for (i = 0; i < e->nfields; i++) {
-        colsig_of(&g, &now[i]);
-        if (memcmp(&g, &e->sig[i], sizeof(g)) != 0)
+        const struct colsig *g = &e->sig[i];
+        if ((int)now[i].type != g->type || now[i].flags != g->flags ||
+            now[i].charsetnr != g->charsetnr || now[i].decimals != g->decimals)
             return 0;
     }
     return 1;
@@ -2820,7 +2860,9 @@ static int op_fill(op *o, const char *sql, uint64_t timeout_ms, const vl_mysql_p
         o->sql = NULL;
     if (o->sql == NULL)
         return VL_ENOMEM;
-    o->locks = o->c->pooled && mentions_get_lock(sql, len);
+    /* A prepared statement's SQL is looked at once, when it is prepared
+     * (stmt_begin). */
+    o->locks = o->c->pooled && o->kind == OP_QUERY && mentions_get_lock(sql, len);
     o->batch_rows = DEFAULT_BATCH;
     o->bulk_rows = nrows;
     o->ncols = nrows != 0 ? n : 0;
@@ -2906,7 +2948,23 @@ static vl_future *exec_submit(vl_mysql *c, const char *sql, const vl_mysql_param
 
     if (o == NULL)
         return NULL;
-    if (op_fill(o, sql, 0, params, n, total, nrows) != VL_OK) {
+    if (op_fill(o, sql, 0, NULL, n, total, nrows) != VL_OK) {
+        op_discard(o);
+        return NULL;
+    }
+    /* The common case, a cached statement on an idle connection, is bound
+     * inside this call (op_submit runs it at once: ph_next_op, ph_preparing
+     * with the entry found here, then stmt_bind, with nothing in between
+     * that could change the cache), so it reads the caller's parameters
+     * where they are instead of a copy. Any other statement copies them. */
+    if (nrows == 0 && n > 0 && !c->freed && c->state == ST_OPEN && !vl__loop_closing(c->loop) &&
+        c->qhead == NULL && c->cur == NULL && !c->in_drive && !c->kick &&
+        (o->st = stmt_find(c, o->sql, o->len)) != NULL) {
+        o->p.params = (vl_mysql_param *)(uintptr_t)params;
+        o->p.n = n;
+        o->p_borrowed = 1;
+    } else if (params != NULL &&
+               vl__mparams_copy(&o->p, params, nrows != 0 ? nrows * n : n, total) != VL_OK) {
         op_discard(o);
         return NULL;
     }

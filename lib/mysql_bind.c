@@ -586,10 +586,14 @@ int vl__mrow_store(const vl__mrow *row, const MYSQL_FIELD *fields, vl_mysql_resu
         v.bytes = row->bufs[i];
         v.len = row->lens[i];
         v.cap = row->bind[i].buffer_length;
-        vl__mconv_value(fields[i].type, fields[i].flags, fields[i].decimals, &v, buf, &data,
-                        &len);
-        if (vl__mres_cell(set, &cells[i], data, len) != VL_OK)
+        if (vl__mconv_value(fields[i].type, fields[i].flags, fields[i].decimals, &v, buf, &data,
+                            &len) == VL__MBIN_INT) {
+            if (vl__mres_cell_int(set, &cells[i], i, data, len, (int64_t)v.i,
+                                  (fields[i].flags & UNSIGNED_FLAG) != 0) != VL_OK)
+                return VL_ENOMEM;
+        } else if (vl__mres_cell(set, &cells[i], data, len) != VL_OK) {
             return VL_ENOMEM;
+        }
     }
     return VL_OK;
 }

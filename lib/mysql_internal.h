@@ -58,6 +58,13 @@ vl__mcell *vl__mres_row(vl_mysql_result *r);
 /* Copies `len` bytes (plus a NUL) into the arena and points the cell at
  * them. VL_OK or VL_ENOMEM. */
 int vl__mres_cell(vl_mysql_result *r, vl__mcell *cell, const char *data, size_t len);
+/* The same for the text of a binary-protocol integer of column `col`: the
+ * value itself (as Connector/C fetched it; is_unsigned from the column) is
+ * kept next to the text, so that vl_mysql_result_int64 and _uint64 need
+ * not parse the text back (for the first 64 columns; later ones are plain
+ * cells). Every non-NULL cell of such a column must be made this way. */
+int vl__mres_cell_int(vl_mysql_result *r, vl__mcell *cell, size_t col, const char *data,
+                      size_t len, int64_t v, int is_unsigned);
 /* Ends the rows of the link (builds its row index). VL_OK or VL_ENOMEM. */
 int vl__mres_finish(vl_mysql_result *r);
 void vl__mres_counts(vl_mysql_result *r, uint64_t affected, uint64_t insert_id,
@@ -100,9 +107,9 @@ typedef struct vl__mbin {
 /* The text the text protocol would send for a binary value of a column of
  * that field type, flags and decimals: *data and *len point either into
  * `buf` (VL__MCONV_BUF bytes, NUL-terminated) or into v->bytes (at most
- * v->cap bytes). */
-void vl__mconv_value(int field_type, unsigned field_flags, unsigned decimals, const vl__mbin *v,
-                     char *buf, const char **data, size_t *len);
+ * v->cap bytes). Returns the field type's vl__mconv_bind_kind. */
+int vl__mconv_value(int field_type, unsigned field_flags, unsigned decimals, const vl__mbin *v,
+                    char *buf, const char **data, size_t *len);
 
 /* ---- configuration (lib/mysql_options.c) ---- */
 

@@ -132,6 +132,7 @@ struct vl_mysql_pool {
 
 static void dispatch(vl_mysql_pool *p);
 static void pc_release(pconn *pc);
+static void pc_release_as(pconn *pc, unsigned s);
 static void holds_update(vl_mysql_pool *p);
 static void readies_check(vl_mysql_pool *p);
 
@@ -311,14 +312,16 @@ static void pc_done(vl_mysql *c, void *ud, int status)
      * queued request's statement that finished before this one started
      * (calls for one connection are folded into one): ours is still
      * running. */
-    if (!pc->direct || (vl__mysql_state(c) & VL__MYSQL_BUSY))
+    unsigned s;
+
+    if (!pc->direct || ((s = vl__mysql_state(c)) & VL__MYSQL_BUSY))
         return;
     pc->direct = 0;
     if (pc->pool != NULL) {
         pc->pool->nrunning--;
         count_result(pc->pool, status);
     }
-    pc_release(pc);
+    pc_release_as(pc, s);
 }
 
 static void connect_done(vl_future *f, void *ud);
@@ -431,15 +434,21 @@ static void reset_done(vl_future *f, void *ud)
  * clean, reset if its session changed, closed otherwise. */
 static void pc_release(pconn *pc)
 {
+    if (pc->pool != NULL && pc->state == PC_BUSY)
+        pc_release_as(pc, vl__mysql_state(pc->c));
+}
+
+/* pc_release for a connection whose vl__mysql_state the caller just read
+ * (nothing ran since). */
+static void pc_release_as(pconn *pc, unsigned s)
+{
     vl_mysql_pool *p = pc->pool;
-    unsigned s;
     uint64_t now;
 
     if (p == NULL || pc->state != PC_BUSY) {
         return;
     }
     pc->tx = NULL;
-    s = vl__mysql_state(pc->c);
     now = vl_loop_now_ms(p->loop);
     if (s & VL__MYSQL_BROKEN) {
         pc_close(pc, &p->st.closed_broken);
