@@ -324,6 +324,9 @@ static unsigned server_status(const vl_mysql *c)
 /* Arms the io watcher; `unref` keeps it from holding the loop open. */
 static void io_arm(vl_mysql *c, int fd, int events, int unref)
 {
+    if (unref && c->io_unref && fd == c->io.fd && events == c->io.events && events != 0 &&
+        fd >= 0)
+        return; /* armed so already: an idle connection's watch, once per statement */
     if (c->io_unref) {
         vl__loop_ref(c->loop);
         c->io_unref = 0;
@@ -1590,20 +1593,35 @@ static void op_finish(vl_mysql *c, op *o)
     op_complete(o, VL_OK, o->res, NULL);
 }
 
-/* Counts a row of `row` cell bytes against the connection's limits. 0 when
- * within them; otherwise 1 with the reason written to why. */
-static int over_limit(vl_mysql *c, op *o, uint64_t row, char *why, size_t cap)
+/* Closes the connection for a result past a limit: a row of `row` bytes
+ * past max_row_bytes, or (row 0) the whole result past max_result_bytes.
+ * Out of line, so that the phases that check the limits for every row
+ * carry no message buffer. */
+static __attribute__((noinline, cold)) void limit_break(vl_mysql *c, uint64_t row)
 {
-    if (c->cfg.max_row_bytes != 0 && row > c->cfg.max_row_bytes) {
-        snprintf(why, cap,
+    char why[160];
+
+    if (row != 0)
+        snprintf(why, sizeof(why),
                  "closed: a result row of %" PRIu64 " bytes exceeds max_row_bytes (%" PRIu64 ")",
                  row, c->cfg.max_row_bytes);
+    else
+        snprintf(why, sizeof(why), "closed: the result exceeds max_result_bytes (%" PRIu64 ")",
+                 c->cfg.max_result_bytes);
+    conn_break(c, VL_EPROTO, why);
+}
+
+/* Counts a row of `row` cell bytes against the connection's limits. 0 when
+ * within them; otherwise 1, the connection closed (limit_break). */
+static int over_limit(vl_mysql *c, op *o, uint64_t row)
+{
+    if (c->cfg.max_row_bytes != 0 && row > c->cfg.max_row_bytes) {
+        limit_break(c, row);
         return 1;
     }
     o->bytes += row;
     if (c->cfg.max_result_bytes != 0 && o->bytes > c->cfg.max_result_bytes) {
-        snprintf(why, cap, "closed: the result exceeds max_result_bytes (%" PRIu64 ")",
-                 c->cfg.max_result_bytes);
+        limit_break(c, 0);
         return 1;
     }
     return 0;
@@ -1642,8 +1660,8 @@ static int stream_deliver(vl_mysql *c, op *o)
 }
 
 /* Stores one text-protocol row. Returns 1 when it breaks a limit (the
- * reason in why), 0 otherwise. */
-static int store_text_row(vl_mysql *c, op *o, char *why, size_t cap)
+ * connection is closed then), 0 otherwise. */
+static int store_text_row(vl_mysql *c, op *o)
 {
     unsigned long *lens = mysql_fetch_lengths(c->res);
     unsigned i, n = mysql_num_fields(c->res);
@@ -1656,7 +1674,7 @@ static int store_text_row(vl_mysql *c, op *o, char *why, size_t cap)
         return 0;
     for (i = 0; i < n; i++)
         row += lens[i];
-    if (over_limit(c, o, row, why, cap))
+    if (over_limit(c, o, row))
         return 1;
     if (o->stream) {
         o->streamed++;
@@ -2054,7 +2072,6 @@ static int rows_ended(vl_mysql *c, op *o)
 
 static int ph_fetching(vl_mysql *c, op *o, int ready)
 {
-    char why[160];
     int st = c->started ? mysql_fetch_row_cont(&c->row, c->res, ready)
                         : mysql_fetch_row_start(&c->row, c->res);
 
@@ -2062,10 +2079,8 @@ static int ph_fetching(vl_mysql *c, op *o, int ready)
         return WAIT;
     if (c->row == NULL)
         return rows_ended(c, o);
-    if (store_text_row(c, o, why, sizeof(why))) {
-        conn_break(c, VL_EPROTO, why);
+    if (store_text_row(c, o))
         return WAIT;
-    }
     if (o->stream && o->batch != NULL && vl_mysql_result_rows(o->batch) >= o->batch_rows &&
         !stream_deliver(c, o))
         return WAIT;
@@ -2448,10 +2463,7 @@ static int ph_storing(vl_mysql *c, op *o, int ready)
                         : mysql_stmt_store_result_start(&c->iret, s);
 
     if (st != 0 && c->cfg.max_result_bytes != 0 && stored_bytes(s) > c->cfg.max_result_bytes) {
-        char why[160];
-        snprintf(why, sizeof(why), "closed: the result exceeds max_result_bytes (%" PRIu64 ")",
-                 c->cfg.max_result_bytes);
-        conn_break(c, VL_EPROTO, why);
+        limit_break(c, 0);
         return WAIT;
     }
     if (wait_on(c, st))
@@ -2484,7 +2496,6 @@ static int ph_storing(vl_mysql *c, op *o, int ready)
  * row. */
 static int ph_stmt_fetching(vl_mysql *c, op *o)
 {
-    char why[160];
     stmt_entry *e = o->st;
 
     c->iret = mysql_stmt_fetch(e->stmt);
@@ -2501,10 +2512,8 @@ static int ph_stmt_fetching(vl_mysql *c, op *o)
                                            : "a value was truncated");
     }
     if (!o->discard) {
-        if (over_limit(c, o, vl__mrow_bytes(&e->row), why, sizeof(why))) {
-            conn_break(c, VL_EPROTO, why);
+        if (over_limit(c, o, vl__mrow_bytes(&e->row)))
             return WAIT;
-        }
         if (vl__mrow_store(&e->row, e->fields, o->set) != VL_OK)
             op_note(o, VL_ENOMEM, "out of memory reading a row");
     }
@@ -3068,7 +3077,7 @@ void vl__mysql_set_done_hook(vl_mysql *c, vl__mysql_done_hook fn, void *ud)
     }
 }
 
-unsigned vl__mysql_state(const vl_mysql *c)
+unsigned vl__mysql_in_use(const vl_mysql *c)
 {
     unsigned s = 0;
     const op *o;
@@ -3080,6 +3089,13 @@ unsigned vl__mysql_state(const vl_mysql *c)
     for (o = c->qhead; o != NULL; o = o->next)
         if (!o->internal)
             s |= VL__MYSQL_BUSY;
+    return s;
+}
+
+unsigned vl__mysql_state(const vl_mysql *c)
+{
+    unsigned s = vl__mysql_in_use(c);
+
     if (server_status(c) & SERVER_STATUS_IN_TRANS)
         s |= VL__MYSQL_IN_TRANS;
     /* A pooled session tracks its schema (POOLED_SESSION_SQL): a USE shows

@@ -577,8 +577,26 @@ int vl__mrow_store(const vl__mrow *row, const MYSQL_FIELD *fields, vl_mysql_resu
         const char *data;
         size_t len;
         vl__mbin v;
+        int bt = row->bind[i].buffer_type;
         if (row->nulls[i])
             continue;
+        /* The two common kinds, read from the binding straight away:
+         * bytes as sent (no more than the buffer held, a truncated value
+         * being reported as such), and integers. */
+        if (bt == MYSQL_TYPE_BLOB) {
+            len = row->lens[i] < row->bind[i].buffer_length ? row->lens[i]
+                                                             : row->bind[i].buffer_length;
+            if (vl__mres_cell(set, &cells[i], row->bufs[i], len) != VL_OK)
+                return VL_ENOMEM;
+            continue;
+        }
+        if (bt == MYSQL_TYPE_LONGLONG && fields[i].type != MYSQL_TYPE_YEAR) {
+            data = vl__mconv_int(buf, row->vals[i].i, row->bind[i].is_unsigned, &len);
+            if (vl__mres_cell_int(set, &cells[i], i, data, len, (int64_t)row->vals[i].i,
+                                  row->bind[i].is_unsigned) != VL_OK)
+                return VL_ENOMEM;
+            continue;
+        }
         v.i = row->vals[i].i;
         v.fl = row->vals[i].fl;
         v.d = row->vals[i].d;

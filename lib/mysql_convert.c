@@ -163,6 +163,20 @@ static size_t fmt_time(char *buf, size_t cap, const MYSQL_TIME *t, int type, uns
     return n;
 }
 
+const char *vl__mconv_int(char *buf, long long v, int is_unsigned, size_t *len)
+{
+    /* Written backwards, ending at the buffer's last byte. */
+    char *end = buf + VL__MCONV_BUF - 1, *p;
+    int neg = !is_unsigned && v < 0;
+
+    p = fmt_u64_before(end, neg ? 0 - (uint64_t)v : (uint64_t)v);
+    if (neg)
+        *--p = '-';
+    *end = '\0';
+    *len = (size_t)(end - p);
+    return p;
+}
+
 int vl__mconv_value(int field_type, unsigned field_flags, unsigned decimals, const vl__mbin *v,
                     char *buf, const char **data, size_t *len)
 {
@@ -173,17 +187,8 @@ int vl__mconv_value(int field_type, unsigned field_flags, unsigned decimals, con
     case VL__MBIN_INT:
         if (field_type == MYSQL_TYPE_YEAR)
             *len = fitted(snprintf(buf, VL__MCONV_BUF, "%04lld", v->i), VL__MCONV_BUF);
-        else {
-            /* Written backwards, ending at the buffer's last byte. */
-            char *end = buf + VL__MCONV_BUF - 1, *p;
-            int neg = !(field_flags & UNSIGNED_FLAG) && v->i < 0;
-            p = fmt_u64_before(end, neg ? 0 - (uint64_t)v->i : (uint64_t)v->i);
-            if (neg)
-                *--p = '-';
-            *end = '\0';
-            *data = p;
-            *len = (size_t)(end - p);
-        }
+        else
+            *data = vl__mconv_int(buf, v->i, (field_flags & UNSIGNED_FLAG) != 0, len);
         break;
     case VL__MBIN_FLOAT:
         *len = fmt_real(buf, VL__MCONV_BUF, v->fl, 1);

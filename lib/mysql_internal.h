@@ -104,6 +104,11 @@ typedef struct vl__mbin {
 /* The size of the scratch buffer vl__mconv_value formats into. */
 #define VL__MCONV_BUF 64
 
+/* The text of an integer column's value (not YEAR's, which has four
+ * digits at least), formatted into `buf` (VL__MCONV_BUF bytes): returns
+ * where it starts in buf (NUL-terminated), its length in *len. */
+const char *vl__mconv_int(char *buf, long long v, int is_unsigned, size_t *len);
+
 /* The text the text protocol would send for a binary value of a column of
  * that field type, flags and decimals: *data and *len point either into
  * `buf` (VL__MCONV_BUF bytes, NUL-terminated) or into v->bytes (at most
@@ -212,6 +217,10 @@ vl_future *vl__mysql_run_checked(vl_mysql *c, int kind, const char *sql,
 #define VL__MYSQL_IN_TRANS 4 /* the server reports an open transaction */
 #define VL__MYSQL_DIRTY 8    /* the server reported a session state change */
 unsigned vl__mysql_state(const vl_mysql *c);
+/* vl__mysql_state(c) & (VL__MYSQL_BUSY | VL__MYSQL_BROKEN), without asking
+ * about the session: whether a statement just handed to the connection
+ * still runs on it (or it broke). */
+unsigned vl__mysql_in_use(const vl_mysql *c);
 
 /* COM_RESET_CONNECTION (queued like a statement): rolls back, drops session
  * state and the statement cache. Completes with VL_OK or an error. */

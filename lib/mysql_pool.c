@@ -576,8 +576,7 @@ static void request_hand_over(request *r, pconn *pc)
     request_free(r);
     /* Nothing runs (out of memory, or the request was abandoned): nothing
      * will call pc_done. */
-    if (pc->direct && (rc != VL_OK || !(vl__mysql_state(pc->c) &
-                                        (VL__MYSQL_BUSY | VL__MYSQL_BROKEN)))) {
+    if (pc->direct && (rc != VL_OK || !vl__mysql_in_use(pc->c))) {
         pc->direct = 0;
         p->nrunning--;
         pc_release(pc);
@@ -799,8 +798,7 @@ static vl_future *request_direct(vl_mysql_pool *p, int kind, const char *sql,
     /* No statement was made (out of memory, or refused before one was:
      * the pool's own checks above make that unreachable): nothing will
      * call pc_done, so the connection comes back now. */
-    if (pc->direct && (f == NULL || !(vl__mysql_state(pc->c) &
-                                      (VL__MYSQL_BUSY | VL__MYSQL_BROKEN)))) {
+    if (pc->direct && (f == NULL || !vl__mysql_in_use(pc->c))) {
         pc->direct = 0;
         p->nrunning--;
         if (f != NULL)
