@@ -377,8 +377,10 @@ static void small_max_waiters_refuses(void **state)
         assert_non_null(f);
         /* Past the waiting room (and the connections free at the time:
          * at most max_size) it fails at once (rule 2: still reported from
-         * the loop). */
-        if (vl_future_done(f)) {
+         * the loop). A statement on a free connection may also complete
+         * inside the call, when the server's reply is in before
+         * Connector/C first reads (a slow client: valgrind, ASan). */
+        if (vl_future_done(f) && vl_future_status(f) != VL_OK) {
             assert_int_equal(vl_future_status(f), VL_EBUSY);
             assert_non_null(strstr(vl_future_error(f), "max_waiters 100"));
         }
