@@ -67,6 +67,7 @@ struct vl_future {
 };
 
 static void future_destroy(vl_future *f);
+static void future_destroy_on_loop(vl_future *f);
 
 /* How the value is freed: a Redis reply (the common case, kept out of the
  * future itself), or what the completion said. */
@@ -120,9 +121,11 @@ static void deadline_drop(vl_future *f)
 
 vl_future *vl__future_make(vl_loop *loop, const vl__source_ops *ops, void *source)
 {
-    vl_future *f = vl__calloc(1, sizeof(*f));
+    vl_future *f = vl__cache_get(loop, VL__CACHE_FUTURE);
 
-    if (f == NULL)
+    if (f != NULL)
+        memset(f, 0, sizeof(*f));
+    else if ((f = vl__calloc(1, sizeof(*f))) == NULL)
         return NULL;
     f->loop = loop;
     f->ops = ops;
@@ -249,7 +252,7 @@ void vl__future_run(vl__ready *r)
 
     f->queued = 0;
     if (f->zombie) {
-        future_destroy(f);
+        future_destroy_on_loop(f);
         return;
     }
     f->in_cb = 1;
@@ -257,7 +260,7 @@ void vl__future_run(vl__ready *r)
     f->in_cb = 0;
     /* A child of all/any belongs to its parent, which frees it. */
     if (!f->child || f->zombie)
-        future_destroy(f);
+        future_destroy_on_loop(f);
 }
 
 int vl_future_then(vl_future *f, vl_future_cb cb, void *ud)
@@ -315,6 +318,35 @@ int vl_future_cancel(vl_future *f)
     return 1;
 }
 
+/* Frees the future. `on_loop`: called by the loop's dispatcher, so the loop
+ * is alive and its caches may keep the future's memory and its result's
+ * (a future its owner frees may outlive its loop). */
+static void future_free_mem(vl_future *f, int on_loop)
+{
+    vl_loop *loop = f->loop;
+
+    if (f->value != NULL && f->mysql_result && on_loop)
+        vl__mres_release(loop, f->value);
+    else if (f->value != NULL && free_fn_of(f) != NULL)
+        free_fn_of(f)(f->value);
+    if (f->x != NULL) {
+        deadline_drop(f);
+        vl__free(f->x->msg);
+        vl__free(f->x);
+    }
+    if (!on_loop || !vl__cache_put(loop, VL__CACHE_FUTURE, f))
+        vl__free(f);
+}
+
+static void future_destroy_on_loop(vl_future *f)
+{
+    if (f->queued || f->state == ST_PENDING || grp_of(f) != NULL) {
+        future_destroy(f); /* the rare cases, made by the general path */
+        return;
+    }
+    future_free_mem(f, 1);
+}
+
 static void future_destroy(vl_future *f)
 {
     if (f->queued) {
@@ -339,14 +371,7 @@ static void future_destroy(vl_future *f)
         }
         vl__free(g);
     }
-    if (f->value != NULL && free_fn_of(f) != NULL)
-        free_fn_of(f)(f->value);
-    if (f->x != NULL) {
-        deadline_drop(f);
-        vl__free(f->x->msg);
-        vl__free(f->x);
-    }
-    vl__free(f);
+    future_free_mem(f, 0);
 }
 
 void vl_future_free(vl_future *f)

@@ -175,12 +175,33 @@ typedef struct vl__source_ops {
     void (*describe)(void *source, char *buf, size_t n);
 } vl__source_ops;
 
+/* ---- per-loop caches of freed blocks (lib/loop.c) ----
+ * Every statement makes and frees a future and its result's first chunk.
+ * A loop keeps a few such blocks once freed, for the next statement,
+ * instead of giving them back to malloc (whose free of a 1 KiB block costs
+ * hundreds of instructions once its per-thread cache is full). Each kind
+ * holds blocks of one size, the one its user allocates. Only code running
+ * on the loop's thread while the loop is alive may use them; the loop frees
+ * what they hold when it is freed (and keeps nothing while it is being
+ * freed), so the leak checks at loop end still balance, and a fresh loop
+ * makes its first blocks through the allocator, whose failures tests
+ * inject. */
+enum { VL__CACHE_FUTURE, VL__CACHE_MRES, VL__CACHE_KINDS };
+/* A cached block of that kind, or NULL when there is none (allocate). */
+void *vl__cache_get(vl_loop *loop, int kind);
+/* Keeps a freed block: 1 when kept, 0 when the cache is full or the loop
+ * is being freed (the caller frees it). */
+int vl__cache_put(vl_loop *loop, int kind, void *p);
+
 /* Value types, so typed accessors can refuse a foreign value. */
 enum { VL__VAL_NONE = 0, VL__VAL_USER, VL__VAL_REDIS, VL__VAL_MYSQL, VL__VAL_FANOUT };
 /* Frees a vl_mysql_result given as a future's value (lib/mysql_result.c).
  * The future knows it, so a MySQL result needs no extension to say how it
  * is freed (as for Redis replies). */
 void vl__mres_free_value(void *v);
+/* The same for a future freed by the loop's dispatcher (the loop is alive,
+ * on its thread): the result's first chunk may go to the loop's cache. */
+void vl__mres_release(vl_loop *loop, void *v);
 
 vl_future *vl__future_make(vl_loop *loop, const vl__source_ops *ops, void *source);
 /* Changes the cancel hook's source pointer (for sources that move). */

@@ -53,7 +53,16 @@ struct vl_loop {
     unsigned active;     /* volley's active watchers, less unref'd ones */
     void *executor;      /* lib/executor.c's slot: made on first use, a handle */
     unsigned threads;
+    /* freed blocks kept for reuse (vl__cache_get), each a list through its
+     * first word */
+    void *cache[VL__CACHE_KINDS];
+    unsigned ncache[VL__CACHE_KINDS];
 };
+
+/* How many blocks of each kind a loop keeps: enough for the statements a
+ * busy loop has in flight, few enough (64 KiB of result chunks) not to
+ * matter to its memory. */
+#define CACHE_MAX 64
 
 static void loop_destroy(vl_loop *loop);
 static void dispatch(vl_loop *loop);
@@ -63,10 +72,27 @@ static void enter(vl_loop *loop)
     loop->cb_depth++;
 }
 
-/* Leaves a callback; at the outermost level a requested free happens now. */
+/* Makes the loop run the ready list soon: the check watcher runs it after
+ * the next poll, and the idle watcher keeps that poll from blocking. */
+static void ready_arm(vl_loop *loop)
+{
+    if (!ev_is_active(&loop->check)) {
+        ev_check_start(loop->ev, &loop->check);
+        ev_idle_start(loop->ev, &loop->idle);
+        loop->active++;
+    }
+}
+
+/* Leaves a callback; at the outermost level a requested free happens now.
+ * Futures completed inside it and not yet run get the watchers that run
+ * them (see vl__loop_ready). */
 static void leave(vl_loop *loop)
 {
-    if (--loop->cb_depth > 0 || !loop->free_requested)
+    if (--loop->cb_depth > 0)
+        return;
+    if (loop->ready_head != NULL)
+        ready_arm(loop);
+    if (!loop->free_requested)
         return;
     if (loop->run_depth > 0)
         ev_break(loop->ev, EVBREAK_ALL); /* vl_loop_run* frees it on return */
@@ -261,11 +287,12 @@ void vl__loop_ready(vl_loop *loop, vl__ready *r)
     else
         loop->ready_head = r;
     loop->ready_tail = r;
-    if (!ev_is_active(&loop->check)) {
-        ev_check_start(loop->ev, &loop->check);
-        ev_idle_start(loop->ev, &loop->idle);
-        loop->active++;
-    }
+    /* Inside one of volley's callbacks the list runs as it returns
+     * (leave_watcher, check_cb), and leave arms the watchers for what is
+     * left then: most completions come from there, and starting and
+     * stopping two watchers for each cost more than running it. */
+    if (loop->cb_depth == 0)
+        ready_arm(loop);
 }
 
 /* Rounds of the ready list per dispatch. A round takes the whole list;
@@ -381,6 +408,41 @@ static void free_open_handles(vl_loop *loop)
  * instead of releasing it, so the callbacks that run next may still pass
  * them to their _free (a no-op by then) without touching freed memory. Only
  * when every callback has run is the graveyard released. */
+void *vl__cache_get(vl_loop *loop, int kind)
+{
+    void *p = loop->cache[kind];
+
+    if (p != NULL) {
+        loop->cache[kind] = *(void **)p;
+        loop->ncache[kind]--;
+    }
+    return p;
+}
+
+int vl__cache_put(vl_loop *loop, int kind, void *p)
+{
+    if (loop->closing || loop->ncache[kind] >= CACHE_MAX)
+        return 0;
+    *(void **)p = loop->cache[kind];
+    loop->cache[kind] = p;
+    loop->ncache[kind]++;
+    return 1;
+}
+
+static void cache_free(vl_loop *loop)
+{
+    int k;
+
+    for (k = 0; k < VL__CACHE_KINDS; k++) {
+        while (loop->cache[k] != NULL) {
+            void *p = loop->cache[k];
+            loop->cache[k] = *(void **)p;
+            vl__free(p);
+        }
+        loop->ncache[k] = 0;
+    }
+}
+
 static void loop_destroy(vl_loop *loop)
 {
     int rounds;
@@ -409,6 +471,7 @@ static void loop_destroy(vl_loop *loop)
     ev_idle_stop(loop->ev, &loop->nudge);
     if (loop->owned)
         ev_loop_destroy(loop->ev);
+    cache_free(loop);
     vl__free(loop);
 }
 

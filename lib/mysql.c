@@ -5,8 +5,10 @@
  * Each connection has one vl__io and one vl__timer. An operation advances by
  * calling a mysql_*_start function; when it returns a MYSQL_WAIT_* mask the
  * connection arms its watchers for exactly that (re-reading the socket with
- * mysql_get_socket every time, since Connector/C may change it during
- * connect) and, once ready, calls the matching mysql_*_cont. The current
+ * mysql_get_socket every time while connecting, since Connector/C may
+ * change it then) and, once ready, calls the matching mysql_*_cont. Calls
+ * that never touch the socket (fetching and freeing a prepared statement's
+ * stored rows) are made plainly. The current
  * position is c->mstate; drive() runs step() until the operation waits or the
  * queue is empty.
  *
@@ -71,8 +73,8 @@ typedef enum {
     S_PREPARING,      /* mysql_stmt_prepare (unless the cache has it) */
     S_EXECUTING,      /* mysql_stmt_execute */
     S_STORING,        /* mysql_stmt_store_result */
-    S_STMT_FETCHING,  /* mysql_stmt_fetch */
-    S_STMT_FREEING,   /* mysql_stmt_free_result */
+    S_STMT_FETCHING,  /* mysql_stmt_fetch (of stored rows: never waits) */
+    S_STMT_FREEING,   /* mysql_stmt_free_result (of stored rows: never waits) */
     S_PINGING,        /* mysql_ping */
     S_RESETTING,      /* mysql_reset_connection */
     S_SELECTING_DB,   /* mysql_select_db, after a reset */
@@ -134,6 +136,7 @@ typedef struct stmt_entry {
     size_t len;
     MYSQL_STMT *stmt;
     int arrayed;             /* STMT_ATTR_ARRAY_SIZE is set (a bulk ran) */
+    int locks;               /* pooled: its SQL may take a named lock (GET_LOCK) */
     /* What every execution reuses: the result's columns (read once, after
      * the first execution that returned rows), their bindings, and the
      * parameter bindings. */
@@ -145,8 +148,7 @@ typedef struct stmt_entry {
     vl__mcolset *colset;     /* the columns as results describe them */
     int row_bound;           /* mysql_stmt_bind_result is up to date */
     int stale;               /* the server prepared it again: dropped after use */
-    MYSQL_BIND *pbind;
-    MYSQL_TIME *ptimes;
+    vl__mpbind pb;           /* the parameters' bindings and their storage */
 } stmt_entry;
 
 /* Short SQL is kept in the op itself, with no allocation of its own. */
@@ -169,6 +171,7 @@ struct op {
     uint64_t bulk_affected, bulk_insert_id;
     unsigned bulk_warnings;
     vl__mbulk bulk;
+    int p_borrowed;          /* p holds the caller's parameters (exec_submit) */
     int internal;            /* restores session setup after a reset */
     int locks;               /* may take a named lock (GET_LOCK) */
     /* streams */
@@ -187,6 +190,7 @@ struct op {
     int discard;             /* read and drop the rest of the reply */
     uint64_t bytes;          /* cell bytes of the result (or stream batch) so far */
     /* binary protocol state */
+    uint64_t stored_left;    /* stored rows not fetched yet */
     stmt_entry *st;
     int st_preparing;        /* st is being prepared: the op owns it, no cache */
     MYSQL_BIND *pbind;       /* bulk: the round trip's bindings */
@@ -213,6 +217,7 @@ struct vl_mysql {
     int held;                /* pooled: the pool has a request waiting on it */
     int kick;                /* the timer is a zero-delay start, not a wait */
     int waiting;             /* the MYSQL_WAIT_* mask being waited for */
+    int sock;                /* the socket once open (sock_watch) */
     int in_drive;
     int free_pending;
     int freed;               /* vl_mysql_free ran; the memory may be buried */
@@ -288,6 +293,7 @@ static void conn_destroy(vl_mysql *c);
 static int protocol_error(unsigned err);
 static int packet_refused(const MYSQL *my, unsigned err);
 static void tls_job_free(void *ud);
+static int mentions_get_lock(const char *sql, size_t len);
 
 /* ---- small helpers ---- */
 
@@ -306,19 +312,22 @@ static inline void mstate(vl_mysql *c, mstate_t to)
     c->started = 0;
 }
 
-/* The connection's server status flags (SERVER_STATUS_*), 0 when closed. */
+/* The connection's server status flags (SERVER_STATUS_*), 0 when closed.
+ * Read several times per statement (the clean-return rule), so straight
+ * from MYSQL.server_status, which is what
+ * mariadb_get_infov(MARIADB_CONNECTION_SERVER_STATUS) returns, without
+ * its variadic call. */
 static unsigned server_status(const vl_mysql *c)
 {
-    unsigned st = 0;
-
-    if (c->my != NULL)
-        mariadb_get_infov(c->my, MARIADB_CONNECTION_SERVER_STATUS, &st);
-    return st;
+    return c->my != NULL ? c->my->server_status : 0;
 }
 
 /* Arms the io watcher; `unref` keeps it from holding the loop open. */
 static void io_arm(vl_mysql *c, int fd, int events, int unref)
 {
+    if (unref && c->io_unref && fd == c->io.fd && events == c->io.events && events != 0 &&
+        fd >= 0)
+        return; /* armed so already: an idle connection's watch, once per statement */
     if (c->io_unref) {
         vl__loop_ref(c->loop);
         c->io_unref = 0;
@@ -398,6 +407,17 @@ static int sock_of(vl_mysql *c)
     return c->my != NULL ? (int)mysql_get_socket(c->my) : -1;
 }
 
+/* The socket to watch. An open connection's socket never changes (no
+ * reconnect, no change of user), so it is read once, when connected;
+ * while connecting, Connector/C may replace it, so it is read every time.
+ * Only for arming the watcher: whether Connector/C closed the socket after
+ * an error is asked of it (fatal_error), and closing uses its own answer
+ * too (close_handle). */
+static int sock_watch(vl_mysql *c)
+{
+    return c->state == ST_OPEN && c->my != NULL ? c->sock : sock_of(c);
+}
+
 /* Notes a session change the server reported (session_track_state_change),
  * for the pool's clean-return rule; other connections have no use for it. */
 static void note_status(vl_mysql *c)
@@ -421,8 +441,7 @@ static void stmt_free(stmt_entry *e)
     vl__free(e->sig);
     vl__mcolset_unref(e->colset);
     vl__mrow_clear(&e->row);
-    vl__free(e->pbind);
-    vl__free(e->ptimes);
+    vl__mpbind_clear(&e->pb);
     vl__free(e->sql);
     vl__free(e);
 }
@@ -483,7 +502,7 @@ static void op_free(op *o)
         vl_mysql_result_free(o->res);
     if (o->pbind != NULL)
         vl__free(o->pbind);
-    if (o->p.params != NULL)
+    if (o->p.params != NULL && !o->p_borrowed)
         vl__mparams_clear(&o->p);
     if (o->bulk.types != NULL)
         vl__mbulk_clear(&o->bulk);
@@ -788,7 +807,7 @@ static vl_future *op_submit(vl_mysql *c, op *o)
         if (o->stream) {
             /* A stream's batch callback must not run inside this call: start
              * from the loop instead. */
-            if (!c->kick && !vl__timer_active(&c->timer)) {
+            if (!c->kick && (!vl__timer_active(&c->timer) || c->timer_unref)) {
                 c->kick = 1;
                 mtimer_start(c, 0);
             }
@@ -802,7 +821,16 @@ static vl_future *op_submit(vl_mysql *c, op *o)
 
 /* ---- watchers ---- */
 
+static void arm_at(vl_mysql *c, int st, uint64_t now);
+
 static void arm(vl_mysql *c, int st)
+{
+    arm_at(c, st, vl_loop_now_ms(c->loop));
+}
+
+/* arm, at the loop clock's `now` (read once per wait: it is read for each
+ * deadline). */
+static void arm_at(vl_mysql *c, int st, uint64_t now)
 {
     int ev = 0;
     uint64_t ms = 0;
@@ -813,21 +841,19 @@ static void arm(vl_mysql *c, int st)
         ev |= VL__READ;
     if (st & MYSQL_WAIT_WRITE)
         ev |= VL__WRITE;
-    io_arm(c, sock_of(c), ev, connect_weak(c));
+    io_arm(c, sock_watch(c), ev, connect_weak(c));
     if (st & MYSQL_WAIT_TIMEOUT) {
         ms = mysql_get_timeout_value_ms(c->my);
-        c->cc_timeout_due_ms = vl_loop_now_ms(c->loop) + ms;
+        c->cc_timeout_due_ms = now + ms;
         use_timer = 1;
     }
     if (c->state == ST_CONNECTING && c->deadline_ms != 0) {
-        uint64_t now = vl_loop_now_ms(c->loop);
         uint64_t left = c->deadline_ms > now ? c->deadline_ms - now : 0;
         if (!use_timer || left < ms)
             ms = left;
         use_timer = 1;
     }
     if (c->io_deadline_ms != 0) {
-        uint64_t now = vl_loop_now_ms(c->loop);
         uint64_t left = c->io_deadline_ms > now ? c->io_deadline_ms - now : 0;
         if (!use_timer || left < ms)
             ms = left;
@@ -840,9 +866,10 @@ static void arm(vl_mysql *c, int st)
      * must not fire early, and a zero-delay start (kick) is not a deadline:
      * those restart it. */
     if (use_timer && !(st & MYSQL_WAIT_TIMEOUT) && !c->kick && c->state == ST_OPEN &&
-        vl__timer_active(&c->timer) && !c->timer_unref &&
-        c->timer_due_ms <= vl_loop_now_ms(c->loop) + ms)
+        vl__timer_active(&c->timer) && c->timer_due_ms <= now + ms) {
+        timer_ref(c); /* one left running while idle holds the loop again */
         return;
+    }
     c->kick = 0;
     if (use_timer)
         mtimer_start(c, ms);
@@ -857,13 +884,16 @@ static void arm(vl_mysql *c, int st)
  * deadline (see on_timer). */
 static int wait_on(vl_mysql *c, int st)
 {
+    uint64_t now;
+
     if (st == 0)
         return 0;
+    now = vl_loop_now_ms(c->loop);
     c->started = 1;
     c->io_deadline_ms = c->state == ST_OPEN && c->cur != NULL && c->cfg.read_timeout_ms != 0
-                            ? vl_loop_now_ms(c->loop) + c->cfg.read_timeout_ms
+                            ? now + c->cfg.read_timeout_ms
                             : 0;
-    arm(c, st);
+    arm_at(c, st, now);
     return 1;
 }
 
@@ -1475,7 +1505,7 @@ static void op_error(vl_mysql *c, op *o, unsigned err, const char *sqlstate, con
     vl_mysql_result *v;
 
     if (o->res == NULL)
-        o->res = vl__mres_new();
+        o->res = vl__mres_new_in(c->loop);
     v = error_value(o, err, sqlstate, text);
     c->cur = NULL;
     mstate(c, S_NEXT_OP);
@@ -1555,7 +1585,7 @@ static void op_finish(vl_mysql *c, op *o)
         return;
     }
     if (o->res == NULL) {
-        o->res = vl__mres_new();
+        o->res = vl__mres_new_in(c->loop);
         if (o->res == NULL) {
             op_complete(o, VL_ENOMEM, NULL, "out of memory");
             return;
@@ -1564,20 +1594,35 @@ static void op_finish(vl_mysql *c, op *o)
     op_complete(o, VL_OK, o->res, NULL);
 }
 
-/* Counts a row of `row` cell bytes against the connection's limits. 0 when
- * within them; otherwise 1 with the reason written to why. */
-static int over_limit(vl_mysql *c, op *o, uint64_t row, char *why, size_t cap)
+/* Closes the connection for a result past a limit: a row of `row` bytes
+ * past max_row_bytes, or (row 0) the whole result past max_result_bytes.
+ * Out of line, so that the phases that check the limits for every row
+ * carry no message buffer. */
+static __attribute__((noinline, cold)) void limit_break(vl_mysql *c, uint64_t row)
 {
-    if (c->cfg.max_row_bytes != 0 && row > c->cfg.max_row_bytes) {
-        snprintf(why, cap,
+    char why[160];
+
+    if (row != 0)
+        snprintf(why, sizeof(why),
                  "closed: a result row of %" PRIu64 " bytes exceeds max_row_bytes (%" PRIu64 ")",
                  row, c->cfg.max_row_bytes);
+    else
+        snprintf(why, sizeof(why), "closed: the result exceeds max_result_bytes (%" PRIu64 ")",
+                 c->cfg.max_result_bytes);
+    conn_break(c, VL_EPROTO, why);
+}
+
+/* Counts a row of `row` cell bytes against the connection's limits. 0 when
+ * within them; otherwise 1, the connection closed (limit_break). */
+static int over_limit(vl_mysql *c, op *o, uint64_t row)
+{
+    if (c->cfg.max_row_bytes != 0 && row > c->cfg.max_row_bytes) {
+        limit_break(c, row);
         return 1;
     }
     o->bytes += row;
     if (c->cfg.max_result_bytes != 0 && o->bytes > c->cfg.max_result_bytes) {
-        snprintf(why, cap, "closed: the result exceeds max_result_bytes (%" PRIu64 ")",
-                 c->cfg.max_result_bytes);
+        limit_break(c, 0);
         return 1;
     }
     return 0;
@@ -1616,8 +1661,8 @@ static int stream_deliver(vl_mysql *c, op *o)
 }
 
 /* Stores one text-protocol row. Returns 1 when it breaks a limit (the
- * reason in why), 0 otherwise. */
-static int store_text_row(vl_mysql *c, op *o, char *why, size_t cap)
+ * connection is closed then), 0 otherwise. */
+static int store_text_row(vl_mysql *c, op *o)
 {
     unsigned long *lens = mysql_fetch_lengths(c->res);
     unsigned i, n = mysql_num_fields(c->res);
@@ -1630,12 +1675,12 @@ static int store_text_row(vl_mysql *c, op *o, char *why, size_t cap)
         return 0;
     for (i = 0; i < n; i++)
         row += lens[i];
-    if (over_limit(c, o, row, why, cap))
+    if (over_limit(c, o, row))
         return 1;
     if (o->stream) {
         o->streamed++;
         if (o->batch == NULL) {
-            o->batch = vl__mres_new();
+            o->batch = vl__mres_new_in(c->loop);
             if (o->batch == NULL || vl__mres_add(o->batch) == NULL ||
                 vl__mres_copy_columns(o->batch, o->set) != VL_OK) {
                 op_note(o, VL_ENOMEM, "out of memory reading a row");
@@ -1810,6 +1855,7 @@ static int connected(vl_mysql *c)
 {
     c->my->net.max_packet_size = row_packet_limit(c);
     c->my->options.max_allowed_packet = c->my->net.max_packet_size;
+    c->sock = sock_of(c);
     c->state = ST_OPEN;
     c->ever_open = 1;
     c->dirty = 0;
@@ -1879,12 +1925,25 @@ static int ph_next_op(vl_mysql *c)
     if (c->state != ST_OPEN)
         return WAIT;
     if (o == NULL) {
-        /* Idle: watch for a hang-up without keeping the loop alive. */
+        /* Idle: watch for a hang-up without keeping the loop alive. A
+         * statement's read-timeout timer is left running, unref'd so that
+         * it does not keep the loop alive either: if it fires first, it
+         * finds nothing due (on_timer); if a statement comes first, its
+         * wait takes it over (arm). Stopping it here and starting it again
+         * at the next statement cost more than the rest of the timer work
+         * of the statement. A zero-delay start (kick) is no deadline: it
+         * goes. */
         mstate(c, S_IDLE);
         c->waiting = 0;
         c->io_deadline_ms = 0;
-        mtimer_stop(c);
-        io_arm(c, sock_of(c), VL__READ, 1);
+        if (c->kick) {
+            c->kick = 0;
+            mtimer_stop(c);
+        } else if (vl__timer_active(&c->timer) && !c->timer_unref) {
+            vl__loop_unref(c->loop);
+            c->timer_unref = 1;
+        }
+        io_arm(c, sock_watch(c), VL__READ, 1);
         return WAIT;
     }
     c->qhead = o->next;
@@ -1953,7 +2012,7 @@ static int ph_reading_result(vl_mysql *c, op *o)
     o->set = NULL;
     if (!o->discard) {
         if (o->res == NULL)
-            o->res = vl__mres_new();
+            o->res = vl__mres_new_in(c->loop);
         o->set = o->res != NULL ? vl__mres_add(o->res) : NULL;
         if (o->set == NULL)
             op_note(o, VL_ENOMEM, "out of memory");
@@ -2014,7 +2073,6 @@ static int rows_ended(vl_mysql *c, op *o)
 
 static int ph_fetching(vl_mysql *c, op *o, int ready)
 {
-    char why[160];
     int st = c->started ? mysql_fetch_row_cont(&c->row, c->res, ready)
                         : mysql_fetch_row_start(&c->row, c->res);
 
@@ -2022,10 +2080,8 @@ static int ph_fetching(vl_mysql *c, op *o, int ready)
         return WAIT;
     if (c->row == NULL)
         return rows_ended(c, o);
-    if (store_text_row(c, o, why, sizeof(why))) {
-        conn_break(c, VL_EPROTO, why);
+    if (store_text_row(c, o))
         return WAIT;
-    }
     if (o->stream && o->batch != NULL && vl_mysql_result_rows(o->batch) >= o->batch_rows &&
         !stream_deliver(c, o))
         return WAIT;
@@ -2059,6 +2115,7 @@ static int stmt_begin(vl_mysql *c, op *o)
     if (o->st != NULL) {
         o->st->sql = vl__strndup(o->sql, o->len);
         o->st->len = o->len;
+        o->st->locks = c->pooled && mentions_get_lock(o->sql, o->len);
         o->st->stmt = o->st->sql != NULL ? mysql_stmt_init(c->my) : NULL;
     }
     if (o->st == NULL || o->st->stmt == NULL) {
@@ -2093,13 +2150,18 @@ static int ph_preparing(vl_mysql *c, op *o, int ready)
     int st;
 
     if (!c->started) {
-        o->st = stmt_find(c, o->sql, o->len);
+        if (o->st == NULL) /* exec_submit may have found it already */
+            o->st = stmt_find(c, o->sql, o->len);
         if (o->st != NULL) {
+            if (o->st->locks)
+                c->dirty = 1; /* only a reset releases a named lock */
             mstate(c, S_EXECUTING);
             return GO_ON;
         }
         if (stmt_begin(c, o) != 0)
             return GO_ON;
+        if (o->st->locks)
+            c->dirty = 1;
         st = mysql_stmt_prepare_start(&c->iret, o->st->stmt, o->sql, (unsigned long)o->len);
     } else {
         st = mysql_stmt_prepare_cont(&c->iret, o->st->stmt, ready);
@@ -2155,6 +2217,7 @@ static int stmt_bind_bulk(vl_mysql *c, op *o)
     vl__mbulk_bind(&o->bulk, o->bulk_done, o->pbind);
     n = (unsigned int)o->bulk_chunk;
     o->st->arrayed = 1;
+    o->st->pb.bound = 0; /* Connector/C holds the bulk's bindings from now on */
     if (mysql_stmt_attr_set(s, STMT_ATTR_ARRAY_SIZE, &n) || mysql_stmt_bind_param(s, o->pbind))
         return stmt_refuse(c, o, VL_EINVAL, "cannot bind the parameters");
     return 0;
@@ -2183,29 +2246,34 @@ static int stmt_bind(vl_mysql *c, op *o)
         unsigned int one_row = 0; /* 0: not an array execution */
         mysql_stmt_attr_set(s, STMT_ATTR_ARRAY_SIZE, &one_row);
         o->st->arrayed = 0;
+        o->st->pb.bound = 0; /* the bulk's own bindings replaced ours */
     }
     if (o->p.n == 0)
         return 0;
-    /* The statement keeps its binding arrays; each execution points them at
-     * its own values. */
-    if (o->st->pbind == NULL) {
-        o->st->pbind = vl__calloc(o->p.n, sizeof(MYSQL_BIND));
-        o->st->ptimes = vl__calloc(o->p.n, sizeof(MYSQL_TIME));
-    } else {
-        memset(o->st->pbind, 0, o->p.n * sizeof(MYSQL_BIND));
-    }
-    rc = o->st->pbind == NULL || o->st->ptimes == NULL
-             ? VL_ENOMEM
-             : vl__mbind_params(&o->p, o->st->pbind, o->st->ptimes);
-    if (rc != VL_OK) {
+    /* The statement keeps its bindings, which point at its own storage:
+     * each execution writes its values there, and binds again only when a
+     * type or a buffer changed (see vl__mpbind). */
+    rc = vl__mpbind_set(&o->st->pb, &o->p);
+    if (rc < 0) {
         op_note(o, rc, rc == VL_ENOMEM ? "out of memory" : "bad parameter type");
         op_finish(c, o);
         return -1;
     }
-    if (mysql_stmt_bind_param(s, o->st->pbind)) {
-        op_note(o, VL_EINVAL, "cannot bind the parameters");
-        op_finish(c, o);
-        return -1;
+    if (rc > 0) {
+        o->st->pb.bound = 0;
+        if (mysql_stmt_bind_param(s, o->st->pb.bind)) {
+            op_note(o, VL_EINVAL, "cannot bind the parameters");
+            op_finish(c, o);
+            return -1;
+        }
+        o->st->pb.bound = 1;
+    }
+    if (o->p_borrowed) {
+        /* The values are in the statement's storage now: the caller's
+         * array is not read again (and is gone once the call returns). */
+        o->p.params = NULL;
+        o->p.n = 0;
+        o->p_borrowed = 0;
     }
     return 0;
 }
@@ -2247,7 +2315,7 @@ static int ph_executing(vl_mysql *c, op *o, int ready)
             return GO_ON;
         }
     }
-    o->res = vl__mres_new();
+    o->res = vl__mres_new_in(c->loop);
     o->set = o->res != NULL ? vl__mres_add(o->res) : NULL;
     if (o->set == NULL)
         op_note(o, VL_ENOMEM, "out of memory");
@@ -2285,14 +2353,14 @@ static void colsig_of(struct colsig *g, const MYSQL_FIELD *f)
 static int stmt_columns_unchanged(const stmt_entry *e)
 {
     const MYSQL_FIELD *now = e->stmt->fields;
-    struct colsig g;
     unsigned i;
 
     if (mysql_stmt_field_count(e->stmt) != e->nfields || now == NULL || e->sig == NULL)
         return 0;
     for (i = 0; i < e->nfields; i++) {
-        colsig_of(&g, &now[i]);
-        if (memcmp(&g, &e->sig[i], sizeof(g)) != 0)
+        const struct colsig *g = &e->sig[i];
+        if ((int)now[i].type != g->type || now[i].flags != g->flags ||
+            now[i].charsetnr != g->charsetnr || now[i].decimals != g->decimals)
             return 0;
     }
     return 1;
@@ -2396,10 +2464,7 @@ static int ph_storing(vl_mysql *c, op *o, int ready)
                         : mysql_stmt_store_result_start(&c->iret, s);
 
     if (st != 0 && c->cfg.max_result_bytes != 0 && stored_bytes(s) > c->cfg.max_result_bytes) {
-        char why[160];
-        snprintf(why, sizeof(why), "closed: the result exceeds max_result_bytes (%" PRIu64 ")",
-                 c->cfg.max_result_bytes);
-        conn_break(c, VL_EPROTO, why);
+        limit_break(c, 0);
         return WAIT;
     }
     if (wait_on(c, st))
@@ -2420,20 +2485,32 @@ static int ph_storing(vl_mysql *c, op *o, int ready)
     }
     if (o->set != NULL && stmt_columns(c, o->st, o->set) != VL_OK)
         op_note(o, VL_ENOMEM, "out of memory");
+    o->stored_left = (uint64_t)mysql_stmt_num_rows(s);
     mstate(c, S_STMT_FETCHING);
     return GO_ON;
 }
 
-static int ph_stmt_fetching(vl_mysql *c, op *o, int ready)
+/* The rows were stored (ph_storing): Connector/C's fetch from a stored
+ * result reads its memory and never the socket, and freeing a stored
+ * result sends nothing (mysql->status is READY after the store), so these
+ * two phases make the plain calls. Their non-blocking forms would only run
+ * the same code on a coroutine stack, at a few hundred instructions per
+ * row. */
+static int ph_stmt_fetching(vl_mysql *c, op *o)
 {
-    char why[160];
     stmt_entry *e = o->st;
-    int st = c->started ? mysql_stmt_fetch_cont(&c->iret, e->stmt, ready)
-                        : mysql_stmt_fetch_start(&c->iret, e->stmt);
 
-    if (wait_on(c, st))
-        return WAIT;
-
+    /* Once the rows the store counted are read, the fetch that would say
+     * MYSQL_NO_DATA is not made (as the raw Connector/C loop of the bench
+     * does not make it): the stored rows stay Connector/C's until the next
+     * execution, which frees them, and nothing is left to read from the
+     * server. */
+    if (o->stored_left == 0) {
+        mstate(c, S_STMT_FREEING);
+        return GO_ON;
+    }
+    o->stored_left--;
+    c->iret = mysql_stmt_fetch(e->stmt);
     if (c->iret != 0 && c->iret != MYSQL_DATA_TRUNCATED) {
         if (c->iret != MYSQL_NO_DATA)
             op_note(o, VL_EPROTO, mysql_stmt_error(e->stmt));
@@ -2447,10 +2524,8 @@ static int ph_stmt_fetching(vl_mysql *c, op *o, int ready)
                                            : "a value was truncated");
     }
     if (!o->discard) {
-        if (over_limit(c, o, vl__mrow_bytes(&e->row), why, sizeof(why))) {
-            conn_break(c, VL_EPROTO, why);
+        if (over_limit(c, o, vl__mrow_bytes(&e->row)))
             return WAIT;
-        }
         if (vl__mrow_store(&e->row, e->fields, o->set) != VL_OK)
             op_note(o, VL_ENOMEM, "out of memory reading a row");
     }
@@ -2463,13 +2538,9 @@ static int ph_stmt_fetching(vl_mysql *c, op *o, int ready)
     return GO_ON;
 }
 
-static int ph_stmt_freeing(vl_mysql *c, op *o, int ready)
+static int ph_stmt_freeing(vl_mysql *c, op *o)
 {
-    int st = c->started ? mysql_stmt_free_result_cont(&c->bret, o->st->stmt, ready)
-                        : mysql_stmt_free_result_start(&c->bret, o->st->stmt);
-
-    if (wait_on(c, st))
-        return WAIT;
+    c->bret = mysql_stmt_free_result(o->st->stmt);
     if (o->set != NULL) {
         if (vl__mres_finish(o->set) != VL_OK)
             op_note(o, VL_ENOMEM, "out of memory");
@@ -2570,8 +2641,8 @@ static void step(vl_mysql *c, int ready)
         case S_PREPARING:       r = ph_preparing(c, o, ready); break;
         case S_EXECUTING:       r = ph_executing(c, o, ready); break;
         case S_STORING:         r = ph_storing(c, o, ready); break;
-        case S_STMT_FETCHING:   r = ph_stmt_fetching(c, o, ready); break;
-        case S_STMT_FREEING:    r = ph_stmt_freeing(c, o, ready); break;
+        case S_STMT_FETCHING:   r = ph_stmt_fetching(c, o); break;
+        case S_STMT_FREEING:    r = ph_stmt_freeing(c, o); break;
         case S_PINGING:         r = ph_pinging(c, o, ready); break;
         case S_RESETTING:       r = ph_resetting(c, o, ready); break;
         case S_SELECTING_DB:    r = ph_selecting_db(c, o, ready); break;
@@ -2810,7 +2881,9 @@ static int op_fill(op *o, const char *sql, uint64_t timeout_ms, const vl_mysql_p
         o->sql = NULL;
     if (o->sql == NULL)
         return VL_ENOMEM;
-    o->locks = o->c->pooled && mentions_get_lock(sql, len);
+    /* A prepared statement's SQL is looked at once, when it is prepared
+     * (stmt_begin). */
+    o->locks = o->c->pooled && o->kind == OP_QUERY && mentions_get_lock(sql, len);
     o->batch_rows = DEFAULT_BATCH;
     o->bulk_rows = nrows;
     o->ncols = nrows != 0 ? n : 0;
@@ -2896,11 +2969,38 @@ static vl_future *exec_submit(vl_mysql *c, const char *sql, const vl_mysql_param
 
     if (o == NULL)
         return NULL;
-    if (op_fill(o, sql, 0, params, n, total, nrows) != VL_OK) {
+    if (op_fill(o, sql, 0, NULL, n, total, nrows) != VL_OK) {
+        op_discard(o);
+        return NULL;
+    }
+    /* The common case, a cached statement on an idle connection, is bound
+     * inside this call (op_submit runs it at once: ph_next_op, ph_preparing
+     * with the entry found here, then stmt_bind, with nothing in between
+     * that could change the cache), so it reads the caller's parameters
+     * where they are instead of a copy. Any other statement copies them. */
+    if (nrows == 0 && n > 0 && !c->freed && c->state == ST_OPEN && !vl__loop_closing(c->loop) &&
+        c->qhead == NULL && c->cur == NULL && !c->in_drive && !c->kick &&
+        (o->st = stmt_find(c, o->sql, o->len)) != NULL) {
+        o->p.params = (vl_mysql_param *)(uintptr_t)params;
+        o->p.n = n;
+        o->p_borrowed = 1;
+    } else if (params != NULL &&
+               vl__mparams_copy(&o->p, params, nrows != 0 ? nrows * n : n, total) != VL_OK) {
         op_discard(o);
         return NULL;
     }
     return op_submit(c, o);
+}
+
+vl_future *vl__mysql_run_checked(vl_mysql *c, int kind, const char *sql,
+                                 const vl_mysql_param *params, size_t n, size_t nrows,
+                                 size_t total)
+{
+    if (kind == VL__MYSQL_QUERY)
+        return vl_mysql_query(c, sql);
+    if (c->freed)
+        return vl__future_failed(c->loop, VL_ECLOSED, "connection freed");
+    return exec_submit(c, sql, params, n, total, kind == VL__MYSQL_BULK ? nrows : 0);
 }
 
 vl_future *vl_mysql_execute(vl_mysql *c, const char *sql, const vl_mysql_param *params, size_t n)
@@ -2989,7 +3089,7 @@ void vl__mysql_set_done_hook(vl_mysql *c, vl__mysql_done_hook fn, void *ud)
     }
 }
 
-unsigned vl__mysql_state(const vl_mysql *c)
+unsigned vl__mysql_in_use(const vl_mysql *c)
 {
     unsigned s = 0;
     const op *o;
@@ -3001,6 +3101,13 @@ unsigned vl__mysql_state(const vl_mysql *c)
     for (o = c->qhead; o != NULL; o = o->next)
         if (!o->internal)
             s |= VL__MYSQL_BUSY;
+    return s;
+}
+
+unsigned vl__mysql_state(const vl_mysql *c)
+{
+    unsigned s = vl__mysql_in_use(c);
+
     if (server_status(c) & SERVER_STATUS_IN_TRANS)
         s |= VL__MYSQL_IN_TRANS;
     /* A pooled session tracks its schema (POOLED_SESSION_SQL): a USE shows

@@ -86,6 +86,19 @@ void vl__mparams_clear(vl__mparams *p)
     p->n = 0;
 }
 
+/* Connector/C's buffer type (and signedness) for a parameter of type t
+ * (VL_MYSQL_P_*, checked). */
+static void bind_type(MYSQL_BIND *b, int t)
+{
+    static const enum enum_field_types types[] = {
+        MYSQL_TYPE_NULL,   MYSQL_TYPE_LONGLONG, MYSQL_TYPE_LONGLONG,
+        MYSQL_TYPE_DOUBLE, MYSQL_TYPE_STRING,   MYSQL_TYPE_BLOB,
+        MYSQL_TYPE_DATE,   MYSQL_TYPE_TIME,     MYSQL_TYPE_DATETIME};
+
+    b->buffer_type = types[t];
+    b->is_unsigned = t == VL_MYSQL_P_UINT64;
+}
+
 /* A DATE, TIME or DATETIME parameter as Connector/C's MYSQL_TIME. */
 static void bind_time(const vl_mysql_param *p, MYSQL_BIND *b, MYSQL_TIME *t)
 {
@@ -115,46 +128,132 @@ static void bind_time(const vl_mysql_param *p, MYSQL_BIND *b, MYSQL_TIME *t)
     b->buffer = t;
 }
 
-int vl__mbind_params(const vl__mparams *p, MYSQL_BIND *bind, MYSQL_TIME *times)
+/* The storage of n parameters, in one block. VL_OK or VL_ENOMEM. */
+static int mpbind_make(vl__mpbind *b, size_t n)
+{
+    size_t i, sz = n * (sizeof(MYSQL_BIND) + sizeof(int) + sizeof(vl__mpval) +
+                        sizeof(MYSQL_TIME) + sizeof(unsigned long) + sizeof(char *) +
+                        sizeof(size_t));
+    char *m = vl__calloc(1, sz);
+
+    if (m == NULL)
+        return VL_ENOMEM;
+    /* Largest alignment first: each array starts where the previous ends. */
+    b->bind = (MYSQL_BIND *)(void *)m;
+    b->times = (MYSQL_TIME *)(void *)(b->bind + n);
+    b->vals = (vl__mpval *)(void *)(b->times + n);
+    b->lens = (unsigned long *)(void *)(b->vals + n);
+    b->bufs = (char **)(void *)(b->lens + n);
+    b->caps = (size_t *)(void *)(b->bufs + n);
+    b->types = (int *)(void *)(b->caps + n);
+    for (i = 0; i < n; i++)
+        b->types[i] = -1;
+    b->n = n;
+    b->bound = 0;
+    return VL_OK;
+}
+
+void vl__mpbind_clear(vl__mpbind *b)
 {
     size_t i;
 
+    for (i = 0; i < b->n; i++)
+        vl__free(b->bufs[i]);
+    vl__free(b->bind);
+    memset(b, 0, sizeof(*b));
+}
+
+/* Points binding i at its storage for a parameter of type t. */
+static void mpbind_shape(vl__mpbind *b, size_t i, int t)
+{
+    MYSQL_BIND *bd = &b->bind[i];
+
+    memset(bd, 0, sizeof(*bd));
+    b->types[i] = t;
+    bind_type(bd, t);
+    switch (t) {
+    case VL_MYSQL_P_NULL:
+        break;
+    case VL_MYSQL_P_STRING:
+    case VL_MYSQL_P_BLOB:
+        bd->buffer = b->bufs[i];
+        bd->buffer_length = (unsigned long)b->caps[i];
+        bd->length = &b->lens[i];
+        break;
+    case VL_MYSQL_P_DATE:
+    case VL_MYSQL_P_TIME:
+    case VL_MYSQL_P_DATETIME:
+        bd->buffer = &b->times[i];
+        break;
+    default: /* the numbers */
+        bd->buffer = &b->vals[i];
+        break;
+    }
+}
+
+/* The smallest buffer a string parameter gets: never NULL, since
+ * Connector/C sends a binding without a buffer as NULL, not as ''. */
+#define MPBIND_MIN_CAP 32
+
+int vl__mpbind_set(vl__mpbind *b, const vl__mparams *p)
+{
+    size_t i;
+    int rebind;
+
+    if (b->bind == NULL && p->n > 0 && mpbind_make(b, p->n) != VL_OK)
+        return VL_ENOMEM;
+    rebind = !b->bound;
     for (i = 0; i < p->n; i++) {
-        vl_mysql_param *v = &p->params[i];
-        MYSQL_BIND *b = &bind[i];
+        const vl_mysql_param *v = &p->params[i];
+        size_t len;
+        if (v->type < VL_MYSQL_P_NULL || v->type > VL_MYSQL_P_DATETIME) {
+            b->bound = 0;
+            return VL_EINVAL;
+        }
+        if (v->type != b->types[i]) {
+            mpbind_shape(b, i, v->type);
+            rebind = 1;
+        }
         switch (v->type) {
-        case VL_MYSQL_P_NULL:
-            b->buffer_type = MYSQL_TYPE_NULL;
-            break;
         case VL_MYSQL_P_INT64:
-            b->buffer_type = MYSQL_TYPE_LONGLONG;
-            b->buffer = &v->v.i64;
+            b->vals[i].i64 = v->v.i64;
             break;
         case VL_MYSQL_P_UINT64:
-            b->buffer_type = MYSQL_TYPE_LONGLONG;
-            b->buffer = &v->v.u64;
-            b->is_unsigned = 1;
+            b->vals[i].u64 = v->v.u64;
             break;
         case VL_MYSQL_P_DOUBLE:
-            b->buffer_type = MYSQL_TYPE_DOUBLE;
-            b->buffer = &v->v.d;
+            b->vals[i].d = v->v.d;
             break;
         case VL_MYSQL_P_STRING:
         case VL_MYSQL_P_BLOB:
-            b->buffer_type = v->type == VL_MYSQL_P_STRING ? MYSQL_TYPE_STRING : MYSQL_TYPE_BLOB;
-            b->buffer = (void *)(uintptr_t)v->v.str.ptr;
-            b->buffer_length = (unsigned long)v->v.str.len;
+            len = v->v.str.len;
+            if (b->bufs[i] == NULL || len > b->caps[i]) {
+                size_t cap = b->caps[i] * 2 > len ? b->caps[i] * 2 : len;
+                char *nb = vl__malloc(cap > MPBIND_MIN_CAP ? cap : MPBIND_MIN_CAP);
+                if (nb == NULL) {
+                    b->bound = 0;
+                    return VL_ENOMEM;
+                }
+                vl__free(b->bufs[i]);
+                b->bufs[i] = nb;
+                b->caps[i] = cap > MPBIND_MIN_CAP ? cap : MPBIND_MIN_CAP;
+                mpbind_shape(b, i, v->type);
+                rebind = 1;
+            }
+            if (len > 0)
+                memcpy(b->bufs[i], v->v.str.ptr, len);
+            b->lens[i] = (unsigned long)len;
             break;
         case VL_MYSQL_P_DATE:
         case VL_MYSQL_P_TIME:
         case VL_MYSQL_P_DATETIME:
-            bind_time(v, b, &times[i]);
+            bind_time(v, &b->bind[i], &b->times[i]);
             break;
-        default:
-            return VL_EINVAL;
+        default: /* NULL: nothing to write */
+            break;
         }
     }
-    return VL_OK;
+    return rebind;
 }
 
 /* ---- bulk execution ---- */
@@ -342,34 +441,7 @@ void vl__mbulk_bind(const vl__mbulk *b, size_t first, MYSQL_BIND *bind)
     for (i = 0; i < b->ncols; i++) {
         MYSQL_BIND *x = &bind[i];
         int t = b->types[i];
-        switch (t) {
-        case VL_MYSQL_P_NULL:
-            x->buffer_type = MYSQL_TYPE_NULL;
-            break;
-        case VL_MYSQL_P_INT64:
-        case VL_MYSQL_P_UINT64:
-            x->buffer_type = MYSQL_TYPE_LONGLONG;
-            x->is_unsigned = t == VL_MYSQL_P_UINT64;
-            break;
-        case VL_MYSQL_P_DOUBLE:
-            x->buffer_type = MYSQL_TYPE_DOUBLE;
-            break;
-        case VL_MYSQL_P_STRING:
-            x->buffer_type = MYSQL_TYPE_STRING;
-            break;
-        case VL_MYSQL_P_BLOB:
-            x->buffer_type = MYSQL_TYPE_BLOB;
-            break;
-        case VL_MYSQL_P_DATE:
-            x->buffer_type = MYSQL_TYPE_DATE;
-            break;
-        case VL_MYSQL_P_TIME:
-            x->buffer_type = MYSQL_TYPE_TIME;
-            break;
-        default:
-            x->buffer_type = MYSQL_TYPE_DATETIME;
-            break;
-        }
+        bind_type(x, t);
         x->buffer = (char *)b->vals[i] + first * elem_size(t);
         if (b->lens[i] != NULL)
             x->length = b->lens[i] + first;
@@ -505,8 +577,26 @@ int vl__mrow_store(const vl__mrow *row, const MYSQL_FIELD *fields, vl_mysql_resu
         const char *data;
         size_t len;
         vl__mbin v;
+        int bt = row->bind[i].buffer_type;
         if (row->nulls[i])
             continue;
+        /* The two common kinds, read from the binding straight away:
+         * bytes as sent (no more than the buffer held, a truncated value
+         * being reported as such), and integers. */
+        if (bt == MYSQL_TYPE_BLOB) {
+            len = row->lens[i] < row->bind[i].buffer_length ? row->lens[i]
+                                                             : row->bind[i].buffer_length;
+            if (vl__mres_cell(set, &cells[i], row->bufs[i], len) != VL_OK)
+                return VL_ENOMEM;
+            continue;
+        }
+        if (bt == MYSQL_TYPE_LONGLONG && fields[i].type != MYSQL_TYPE_YEAR) {
+            data = vl__mconv_int(buf, row->vals[i].i, row->bind[i].is_unsigned, &len);
+            if (vl__mres_cell_int(set, &cells[i], i, data, len, (int64_t)row->vals[i].i,
+                                  row->bind[i].is_unsigned) != VL_OK)
+                return VL_ENOMEM;
+            continue;
+        }
         v.i = row->vals[i].i;
         v.fl = row->vals[i].fl;
         v.d = row->vals[i].d;
@@ -514,10 +604,14 @@ int vl__mrow_store(const vl__mrow *row, const MYSQL_FIELD *fields, vl_mysql_resu
         v.bytes = row->bufs[i];
         v.len = row->lens[i];
         v.cap = row->bind[i].buffer_length;
-        vl__mconv_value(fields[i].type, fields[i].flags, fields[i].decimals, &v, buf, &data,
-                        &len);
-        if (vl__mres_cell(set, &cells[i], data, len) != VL_OK)
+        if (vl__mconv_value(fields[i].type, fields[i].flags, fields[i].decimals, &v, buf, &data,
+                            &len) == VL__MBIN_INT) {
+            if (vl__mres_cell_int(set, &cells[i], i, data, len, (int64_t)v.i,
+                                  (fields[i].flags & UNSIGNED_FLAG) != 0) != VL_OK)
+                return VL_ENOMEM;
+        } else if (vl__mres_cell(set, &cells[i], data, len) != VL_OK) {
             return VL_ENOMEM;
+        }
     }
     return VL_OK;
 }

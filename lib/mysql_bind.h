@@ -34,10 +34,40 @@ typedef struct vl__mparams {
 int vl__mparams_copy(vl__mparams *dst, const vl_mysql_param *src, size_t n, size_t total);
 void vl__mparams_clear(vl__mparams *p);
 
-/* Connector/C bindings of the copied parameters: `bind` and `times` are
- * arrays of p->n entries (zeroed by the caller); the bindings point into p
- * and times. VL_OK, or VL_EINVAL for a type volley does not know. */
-int vl__mbind_params(const vl__mparams *p, MYSQL_BIND *bind, MYSQL_TIME *times);
+/* A prepared statement's parameter bindings, kept from one execution to
+ * the next. Connector/C copies a MYSQL_BIND array when it is bound
+ * (mysql_stmt_bind_param) but reads the values, the lengths (through
+ * `length`) and the NULL flags only when it executes, so the bindings
+ * point at storage of the statement's own: each execution writes its
+ * values there, and the statement is bound again only when a parameter's
+ * type changed or a string outgrew its buffer. The arrays share one block;
+ * each string or blob parameter has a buffer of its own. */
+typedef union vl__mpval {
+    int64_t i64;
+    uint64_t u64;
+    double d;
+} vl__mpval;
+
+typedef struct vl__mpbind {
+    size_t n;
+    int bound;             /* Connector/C holds these bindings (set by the caller) */
+    MYSQL_BIND *bind;
+    int *types;            /* per parameter: VL_MYSQL_P_* bound, -1 for none yet */
+    vl__mpval *vals;
+    MYSQL_TIME *times;
+    unsigned long *lens;
+    char **bufs;           /* strings and blobs */
+    size_t *caps;
+} vl__mpbind;
+
+/* Writes the copied parameters' values into the bindings (made for p->n
+ * parameters on first use; p->n must not change afterwards). Returns 1
+ * when the bindings must be given to Connector/C (again): they were not
+ * bound, a type changed or a buffer moved; 0 when they are bound as they
+ * are; VL_ENOMEM, or VL_EINVAL for a type volley does not know (the
+ * bindings then are not bound). */
+int vl__mpbind_set(vl__mpbind *b, const vl__mparams *p);
+void vl__mpbind_clear(vl__mpbind *b);
 
 /* ---- bulk execution (array binding) ---- */
 

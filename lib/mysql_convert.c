@@ -86,21 +86,33 @@ int vl__mconv_bind_kind(int field_type)
     }
 }
 
-/* Decimal digits of v at buf (no NUL); returns their count. Binary results
- * carry integers that become text for the one result type; snprintf cost
- * more than the rest of the row. */
-static size_t fmt_u64(char *buf, uint64_t v)
+/* Writes the decimal digits of v so that they end just before `end`, two
+ * at a time, and returns where they start. Binary results carry integers
+ * that become text for the one result type; snprintf cost more than the
+ * rest of the row. */
+static char *fmt_u64_before(char *end, uint64_t v)
 {
-    char tmp[24];
-    size_t n = 0, i;
+    static const char pairs[] = "00010203040506070809101112131415161718192021222324"
+                                "25262728293031323334353637383940414243444546474849"
+                                "50515253545556575859606162636465666768697071727374"
+                                "75767778798081828384858687888990919293949596979899";
+    char *p = end;
 
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    for (i = 0; i < n; i++)
-        buf[i] = tmp[n - 1 - i];
-    return n;
+    while (v >= 100) {
+        unsigned r = (unsigned)(v % 100);
+        v /= 100;
+        p -= 2;
+        p[0] = pairs[2 * r];
+        p[1] = pairs[2 * r + 1];
+    }
+    if (v >= 10) {
+        p -= 2;
+        p[0] = pairs[2 * v];
+        p[1] = pairs[2 * v + 1];
+    } else {
+        *--p = (char)('0' + v);
+    }
+    return p;
 }
 
 /* The shortest text that reads back to the same value, like the server's. */
@@ -151,22 +163,32 @@ static size_t fmt_time(char *buf, size_t cap, const MYSQL_TIME *t, int type, uns
     return n;
 }
 
-void vl__mconv_value(int field_type, unsigned field_flags, unsigned decimals, const vl__mbin *v,
-                     char *buf, const char **data, size_t *len)
+const char *vl__mconv_int(char *buf, long long v, int is_unsigned, size_t *len)
 {
+    /* Written backwards, ending at the buffer's last byte. */
+    char *end = buf + VL__MCONV_BUF - 1, *p;
+    int neg = !is_unsigned && v < 0;
+
+    p = fmt_u64_before(end, neg ? 0 - (uint64_t)v : (uint64_t)v);
+    if (neg)
+        *--p = '-';
+    *end = '\0';
+    *len = (size_t)(end - p);
+    return p;
+}
+
+int vl__mconv_value(int field_type, unsigned field_flags, unsigned decimals, const vl__mbin *v,
+                    char *buf, const char **data, size_t *len)
+{
+    int kind = vl__mconv_bind_kind(field_type);
+
     *data = buf;
-    switch (vl__mconv_bind_kind(field_type)) {
+    switch (kind) {
     case VL__MBIN_INT:
         if (field_type == MYSQL_TYPE_YEAR)
             *len = fitted(snprintf(buf, VL__MCONV_BUF, "%04lld", v->i), VL__MCONV_BUF);
-        else if (field_flags & UNSIGNED_FLAG)
-            *len = fmt_u64(buf, (uint64_t)v->i);
-        else if (v->i < 0) {
-            buf[0] = '-';
-            *len = 1 + fmt_u64(buf + 1, 0 - (uint64_t)v->i);
-        } else
-            *len = fmt_u64(buf, (uint64_t)v->i);
-        buf[*len] = '\0';
+        else
+            *data = vl__mconv_int(buf, v->i, (field_flags & UNSIGNED_FLAG) != 0, len);
         break;
     case VL__MBIN_FLOAT:
         *len = fmt_real(buf, VL__MCONV_BUF, v->fl, 1);
@@ -184,4 +206,5 @@ void vl__mconv_value(int field_type, unsigned field_flags, unsigned decimals, co
         *len = v->len < v->cap ? v->len : v->cap;
         break;
     }
+    return kind;
 }

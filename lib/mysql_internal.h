@@ -31,6 +31,9 @@ typedef struct vl__mcell {
 /* A new, empty result chain: its first link is returned, with no result set
  * yet (has_rows 0, no columns). NULL when out of memory. */
 vl_mysql_result *vl__mres_new(void);
+/* The same for a statement of a connection on `loop`: the first chunk may
+ * come from the loop's cache (freed results' chunks, see vl__cache_get). */
+vl_mysql_result *vl__mres_new_in(vl_loop *loop);
 /* The link to fill for the next statement: the first link if it is still
  * unused, otherwise a new one appended to the chain. NULL on ENOMEM. */
 vl_mysql_result *vl__mres_add(vl_mysql_result *root);
@@ -55,6 +58,13 @@ vl__mcell *vl__mres_row(vl_mysql_result *r);
 /* Copies `len` bytes (plus a NUL) into the arena and points the cell at
  * them. VL_OK or VL_ENOMEM. */
 int vl__mres_cell(vl_mysql_result *r, vl__mcell *cell, const char *data, size_t len);
+/* The same for the text of a binary-protocol integer of column `col`: the
+ * value itself (as Connector/C fetched it; is_unsigned from the column) is
+ * kept next to the text, so that vl_mysql_result_int64 and _uint64 need
+ * not parse the text back (for the first 64 columns; later ones are plain
+ * cells). Every non-NULL cell of such a column must be made this way. */
+int vl__mres_cell_int(vl_mysql_result *r, vl__mcell *cell, size_t col, const char *data,
+                      size_t len, int64_t v, int is_unsigned);
 /* Ends the rows of the link (builds its row index). VL_OK or VL_ENOMEM. */
 int vl__mres_finish(vl_mysql_result *r);
 void vl__mres_counts(vl_mysql_result *r, uint64_t affected, uint64_t insert_id,
@@ -94,12 +104,17 @@ typedef struct vl__mbin {
 /* The size of the scratch buffer vl__mconv_value formats into. */
 #define VL__MCONV_BUF 64
 
+/* The text of an integer column's value (not YEAR's, which has four
+ * digits at least), formatted into `buf` (VL__MCONV_BUF bytes): returns
+ * where it starts in buf (NUL-terminated), its length in *len. */
+const char *vl__mconv_int(char *buf, long long v, int is_unsigned, size_t *len);
+
 /* The text the text protocol would send for a binary value of a column of
  * that field type, flags and decimals: *data and *len point either into
  * `buf` (VL__MCONV_BUF bytes, NUL-terminated) or into v->bytes (at most
- * v->cap bytes). */
-void vl__mconv_value(int field_type, unsigned field_flags, unsigned decimals, const vl__mbin *v,
-                     char *buf, const char **data, size_t *len);
+ * v->cap bytes). Returns the field type's vl__mconv_bind_kind. */
+int vl__mconv_value(int field_type, unsigned field_flags, unsigned decimals, const vl__mbin *v,
+                    char *buf, const char **data, size_t *len);
 
 /* ---- configuration (lib/mysql_options.c) ---- */
 
@@ -185,12 +200,27 @@ enum { VL__MYSQL_QUERY, VL__MYSQL_EXEC, VL__MYSQL_BULK };
 int vl__mysql_submit_into(vl_mysql *c, vl_future *f, int kind, const char *sql,
                           const vl_mysql_param *params, size_t n, size_t nrows);
 
+/* Runs a statement whose SQL and parameters the caller checked already,
+ * as vl_mysql_query / _execute / _execute_bulk would check them (a pool's
+ * request, checked when it was made): the same as those calls without the
+ * second check. kind as for vl__mysql_submit_into; total is the bytes of
+ * the parameters' strings and blobs, as vl__mysql_check_params or
+ * vl__mbulk_check counted them. Returns the statement's future, NULL when
+ * out of memory. */
+vl_future *vl__mysql_run_checked(vl_mysql *c, int kind, const char *sql,
+                                 const vl_mysql_param *params, size_t n, size_t nrows,
+                                 size_t total);
+
 /* State bits for the clean-return rule. */
 #define VL__MYSQL_BROKEN 1   /* closed, failed or never connected */
 #define VL__MYSQL_BUSY 2     /* a statement queued or in flight */
 #define VL__MYSQL_IN_TRANS 4 /* the server reports an open transaction */
 #define VL__MYSQL_DIRTY 8    /* the server reported a session state change */
 unsigned vl__mysql_state(const vl_mysql *c);
+/* vl__mysql_state(c) & (VL__MYSQL_BUSY | VL__MYSQL_BROKEN), without asking
+ * about the session: whether a statement just handed to the connection
+ * still runs on it (or it broke). */
+unsigned vl__mysql_in_use(const vl_mysql *c);
 
 /* COM_RESET_CONNECTION (queued like a statement): rolls back, drops session
  * state and the statement cache. Completes with VL_OK or an error. */

@@ -132,6 +132,7 @@ struct vl_mysql_pool {
 
 static void dispatch(vl_mysql_pool *p);
 static void pc_release(pconn *pc);
+static void pc_release_as(pconn *pc, unsigned s);
 static void holds_update(vl_mysql_pool *p);
 static void readies_check(vl_mysql_pool *p);
 
@@ -311,14 +312,16 @@ static void pc_done(vl_mysql *c, void *ud, int status)
      * queued request's statement that finished before this one started
      * (calls for one connection are folded into one): ours is still
      * running. */
-    if (!pc->direct || (vl__mysql_state(c) & VL__MYSQL_BUSY))
+    unsigned s;
+
+    if (!pc->direct || ((s = vl__mysql_state(c)) & VL__MYSQL_BUSY))
         return;
     pc->direct = 0;
     if (pc->pool != NULL) {
         pc->pool->nrunning--;
         count_result(pc->pool, status);
     }
-    pc_release(pc);
+    pc_release_as(pc, s);
 }
 
 static void connect_done(vl_future *f, void *ud);
@@ -431,15 +434,21 @@ static void reset_done(vl_future *f, void *ud)
  * clean, reset if its session changed, closed otherwise. */
 static void pc_release(pconn *pc)
 {
+    if (pc->pool != NULL && pc->state == PC_BUSY)
+        pc_release_as(pc, vl__mysql_state(pc->c));
+}
+
+/* pc_release for a connection whose vl__mysql_state the caller just read
+ * (nothing ran since). */
+static void pc_release_as(pconn *pc, unsigned s)
+{
     vl_mysql_pool *p = pc->pool;
-    unsigned s;
     uint64_t now;
 
     if (p == NULL || pc->state != PC_BUSY) {
         return;
     }
     pc->tx = NULL;
-    s = vl__mysql_state(pc->c);
     now = vl_loop_now_ms(p->loop);
     if (s & VL__MYSQL_BROKEN) {
         pc_close(pc, &p->st.closed_broken);
@@ -567,8 +576,7 @@ static void request_hand_over(request *r, pconn *pc)
     request_free(r);
     /* Nothing runs (out of memory, or the request was abandoned): nothing
      * will call pc_done. */
-    if (pc->direct && (rc != VL_OK || !(vl__mysql_state(pc->c) &
-                                        (VL__MYSQL_BUSY | VL__MYSQL_BROKEN)))) {
+    if (pc->direct && (rc != VL_OK || !vl__mysql_in_use(pc->c))) {
         pc->direct = 0;
         p->nrunning--;
         pc_release(pc);
@@ -757,7 +765,7 @@ static void dispatch(vl_mysql_pool *p)
  * when out of memory. */
 static vl_future *request_direct(vl_mysql_pool *p, int kind, const char *sql,
                                  const vl_mysql_param *params, size_t ncols, size_t nrows,
-                                 int *used)
+                                 size_t total, int *used)
 {
     pconn *pc;
     vl_future *f;
@@ -781,17 +789,16 @@ static vl_future *request_direct(vl_mysql_pool *p, int kind, const char *sql,
     p->busy++;
     p->nrunning++;
     pc->direct = 1;
-    if (kind == RQ_QUERY)
-        f = vl_mysql_query(pc->c, sql);
-    else if (kind == RQ_EXEC)
-        f = vl_mysql_execute(pc->c, sql, params, ncols);
-    else
-        f = vl_mysql_execute_bulk(pc->c, sql, params, ncols, nrows);
+    /* request_new checked the SQL and parameters as the connection would. */
+    f = vl__mysql_run_checked(pc->c,
+                              kind == RQ_QUERY  ? VL__MYSQL_QUERY
+                              : kind == RQ_EXEC ? VL__MYSQL_EXEC
+                                                : VL__MYSQL_BULK,
+                              sql, params, ncols, nrows, total);
     /* No statement was made (out of memory, or refused before one was:
      * the pool's own checks above make that unreachable): nothing will
      * call pc_done, so the connection comes back now. */
-    if (pc->direct && (f == NULL || !(vl__mysql_state(pc->c) &
-                                      (VL__MYSQL_BUSY | VL__MYSQL_BROKEN)))) {
+    if (pc->direct && (f == NULL || !vl__mysql_in_use(pc->c))) {
         pc->direct = 0;
         p->nrunning--;
         if (f != NULL)
@@ -890,7 +897,7 @@ static vl_future *request_new(vl_mysql_pool *p, int kind, const char *sql,
         return vl__future_failed(p->loop, VL_EINVAL, "parameter %zu %s", bad, why);
     if (kind == RQ_QUERY || kind == RQ_EXEC || kind == RQ_BULK) {
         int used;
-        vl_future *f = request_direct(p, kind, sql, params, ncols, nrows, &used);
+        vl_future *f = request_direct(p, kind, sql, params, ncols, nrows, total, &used);
         if (used)
             return f;
     }

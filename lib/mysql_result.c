@@ -52,7 +52,10 @@ struct vl_mysql_result {
     vl__mcol *cols;         /* in the arena, or in colset */
     vl__mcolset *colset;    /* a reference, released with the result */
     size_t nrows;
+    uint64_t int_cols;      /* columns (the first 64) whose cells keep their integer */
+    uint64_t uint_cols;     /* ... of an unsigned column */
     vl__mcell **rows;       /* built by vl__mres_finish */
+    vl__mcell *one_row;     /* rows' one entry when there is a single row */
     rowlink *rhead, *rtail;
     uint64_t affected;
     uint64_t insert_id;
@@ -87,13 +90,13 @@ static size_t header_size(void)
     return round_up(sizeof(chunk));
 }
 
-vl_mysql_result *vl__mres_new(void)
+vl_mysql_result *vl__mres_new_in(vl_loop *loop)
 {
     size_t hs = header_size(), rs = round_up(sizeof(vl_mysql_result));
-    chunk *ch = vl__malloc(FIRST_CHUNK);
+    chunk *ch = loop != NULL ? vl__cache_get(loop, VL__CACHE_MRES) : NULL;
     vl_mysql_result *r;
 
-    if (ch == NULL)
+    if (ch == NULL && (ch = vl__malloc(FIRST_CHUNK)) == NULL)
         return NULL;
     ch->next = NULL;
     ch->size = FIRST_CHUNK;
@@ -110,19 +113,42 @@ vl_mysql_result *vl__mres_new(void)
     return r;
 }
 
-void *vl__mres_alloc(vl_mysql_result *r, size_t n)
+vl_mysql_result *vl__mres_new(void)
+{
+    return vl__mres_new_in(NULL);
+}
+
+static void *alloc_chunk(vl_mysql_result *root, size_t need);
+
+/* The arena's bump allocation, inlined where rows and cells are made: a
+ * function call per cell cost as much as the allocation itself. */
+static inline void *arena_alloc(vl_mysql_result *r, size_t n)
 {
     vl_mysql_result *root = r->root;
-    size_t need = round_up(n ? n : 1), hs = header_size(), size;
-    chunk *ch;
+    size_t need = round_up(n ? n : 1);
     void *p;
 
-    if (need <= root->left) {
+    if (__builtin_expect(need <= root->left, 1)) {
         p = root->cur;
         root->cur += need;
         root->left -= need;
         return p;
     }
+    return alloc_chunk(root, need);
+}
+
+void *vl__mres_alloc(vl_mysql_result *r, size_t n)
+{
+    return arena_alloc(r, n);
+}
+
+/* The allocation that does not fit the current chunk: a new chunk. */
+static void *alloc_chunk(vl_mysql_result *root, size_t need)
+{
+    size_t hs = header_size(), size;
+    chunk *ch;
+    void *p;
+
     if (need > SIZE_MAX - hs)
         return NULL;
     if (need > MAX_CHUNK / 4) {
@@ -163,7 +189,7 @@ vl_mysql_result *vl__mres_add(vl_mysql_result *root)
         root->last->used = 1;
         return root->last;
     }
-    r = vl__mres_alloc(root, sizeof(*r));
+    r = arena_alloc(root, sizeof(*r));
     if (r == NULL)
         return NULL;
     memset(r, 0, sizeof(*r));
@@ -179,7 +205,7 @@ int vl__mres_set_columns(vl_mysql_result *r, size_t n)
 {
     r->has_rows = 1;
     r->ncols = n;
-    r->cols = vl__mres_alloc(r, (n ? n : 1) * sizeof(*r->cols));
+    r->cols = arena_alloc(r, (n ? n : 1) * sizeof(*r->cols));
     if (r->cols == NULL) {
         r->ncols = 0;
         return VL_ENOMEM;
@@ -191,7 +217,7 @@ int vl__mres_set_columns(vl_mysql_result *r, size_t n)
 int vl__mres_column(vl_mysql_result *r, size_t i, const char *name, size_t name_len, int type,
                     unsigned flags)
 {
-    char *s = vl__mres_alloc(r, name_len + 1);
+    char *s = arena_alloc(r, name_len + 1);
 
     if (s == NULL)
         return VL_ENOMEM;
@@ -218,7 +244,7 @@ int vl__mres_copy_columns(vl_mysql_result *dst, const vl_mysql_result *src)
 
 vl__mcell *vl__mres_row(vl_mysql_result *r)
 {
-    rowlink *l = vl__mres_alloc(r, sizeof(rowlink) + r->ncols * sizeof(vl__mcell));
+    rowlink *l = arena_alloc(r, sizeof(rowlink) + r->ncols * sizeof(vl__mcell));
 
     if (l == NULL)
         return NULL;
@@ -235,7 +261,7 @@ vl__mcell *vl__mres_row(vl_mysql_result *r)
 
 int vl__mres_cell(vl_mysql_result *r, vl__mcell *cell, const char *data, size_t len)
 {
-    char *s = vl__mres_alloc(r, len + 1);
+    char *s = arena_alloc(r, len + 1);
 
     if (s == NULL)
         return VL_ENOMEM;
@@ -247,12 +273,55 @@ int vl__mres_cell(vl_mysql_result *r, vl__mcell *cell, const char *data, size_t 
     return VL_OK;
 }
 
+/* A cell made by vl__mres_cell_int has its integer just before its text,
+ * in the same arena block: [int64_t][text][NUL]. */
+#define INT_HEAD ((size_t)sizeof(int64_t))
+
+int vl__mres_cell_int(vl_mysql_result *r, vl__mcell *cell, size_t col, const char *data,
+                      size_t len, int64_t v, int is_unsigned)
+{
+    char *s;
+
+    if (col >= 64)
+        return vl__mres_cell(r, cell, data, len);
+    s = arena_alloc(r, INT_HEAD + len + 1);
+    if (s == NULL)
+        return VL_ENOMEM;
+    memcpy(s, &v, INT_HEAD);
+    s += INT_HEAD;
+    memcpy(s, data, len);
+    s[len] = '\0';
+    cell->data = s;
+    cell->len = len;
+    r->int_cols |= (uint64_t)1 << col;
+    if (is_unsigned)
+        r->uint_cols |= (uint64_t)1 << col;
+    return VL_OK;
+}
+
+/* The integer a vl__mres_cell_int cell keeps: 1 with it in *v (and whether
+ * its column is unsigned in *uns), 0 for any other cell. */
+static int kept_int(const vl_mysql_result *r, size_t col, const vl__mcell *c, int64_t *v,
+                    int *uns)
+{
+    if (col >= 64 || !(r->int_cols >> col & 1))
+        return 0;
+    memcpy(v, c->data - INT_HEAD, INT_HEAD);
+    *uns = (int)(r->uint_cols >> col & 1);
+    return 1;
+}
+
 int vl__mres_finish(vl_mysql_result *r)
 {
     rowlink *l;
     size_t i = 0;
 
-    r->rows = vl__mres_alloc(r, (r->nrows ? r->nrows : 1) * sizeof(*r->rows));
+    if (r->nrows == 1) { /* the point select's: an index without an allocation */
+        r->one_row = r->rhead->cells;
+        r->rows = &r->one_row;
+        return VL_OK;
+    }
+    r->rows = arena_alloc(r, (r->nrows ? r->nrows : 1) * sizeof(*r->rows));
     if (r->rows == NULL)
         return VL_ENOMEM;
     for (l = r->rhead; l != NULL; l = l->next)
@@ -269,7 +338,7 @@ void vl__mres_counts(vl_mysql_result *r, uint64_t affected, uint64_t insert_id, 
 
 int vl__mres_gtid(vl_mysql_result *r, const char *gtid, size_t len)
 {
-    char *copy = vl__mres_alloc(r, len + 1);
+    char *copy = arena_alloc(r, len + 1);
 
     if (copy == NULL)
         return VL_ENOMEM;
@@ -287,7 +356,7 @@ void vl__mres_error(vl_mysql_result *r, unsigned err, const char *sqlstate, cons
 
     root->err_no = err;
     snprintf(root->sqlstate, sizeof(root->sqlstate), "%s", sqlstate != NULL ? sqlstate : "");
-    m = vl__mres_alloc(root, n + 1);
+    m = arena_alloc(root, n + 1);
     if (m != NULL) {
         if (n > 0)
             memcpy(m, msg, n);
@@ -337,21 +406,31 @@ void vl__mres_use_columns(vl_mysql_result *r, vl__mcolset *cs)
     r->colset = cs;
 }
 
-void vl_mysql_result_free(vl_mysql_result *r)
+/* Frees the chain; with a loop (alive, on its thread), its first chunk may
+ * stay in the loop's cache for the next result. */
+static void result_free(vl_mysql_result *r, vl_loop *loop)
 {
-    chunk *ch;
+    chunk *ch, *first;
     vl_mysql_result *l;
 
     if (r == NULL || r->root != r)
         return;
     for (l = r; l != NULL; l = l->next)
         vl__mcolset_unref(l->colset);
-    ch = r->chunks;
+    first = r->chunks; /* holds r itself: read nothing of r past here */
+    ch = first->next;
     while (ch != NULL) {
         chunk *n = ch->next;
         vl__free(ch);
         ch = n;
     }
+    if (loop == NULL || !vl__cache_put(loop, VL__CACHE_MRES, first))
+        vl__free(first);
+}
+
+void vl_mysql_result_free(vl_mysql_result *r)
+{
+    result_free(r, NULL);
 }
 
 static vl_mysql_result *value_result(const vl_future *f)
@@ -456,13 +535,48 @@ static int numeric_cell(const vl_mysql_result *r, size_t row, size_t col, const 
     return VL_OK;
 }
 
+/* The common integer cell, an optional '-' then 1 to 18 digits and nothing
+ * else, read without strtoll (whose locale, base and white space handling
+ * cost more than the read): such a value cannot overflow, and strtoll would
+ * read the same. 1 with the value in *out; 0 for any other form, which
+ * strtoll then reads (or refuses). */
+static int short_decimal(const vl__mcell *c, int allow_minus, int64_t *out)
+{
+    const char *p = c->data, *end = c->data + c->len;
+    int neg = allow_minus && p < end && *p == '-';
+    int64_t v = 0;
+
+    p += neg;
+    if (p == end || end - p > 18)
+        return 0;
+    for (; p < end; p++) {
+        unsigned d = (unsigned)(unsigned char)*p - '0';
+        if (d > 9)
+            return 0;
+        v = v * 10 + (int64_t)d;
+    }
+    *out = neg ? -v : v;
+    return 1;
+}
+
 int vl_mysql_result_int64(const vl_mysql_result *r, size_t row, size_t col, int64_t *out)
 {
-    const vl__mcell *c;
+    const vl__mcell *c = cell_at(r, row, col);
     char *end;
     long long v;
-    int rc = numeric_cell(r, row, col, &c);
+    int64_t quick;
+    int rc;
 
+    int uns;
+
+    /* A value too big for int64 is refused by the text path below. */
+    if (c != NULL && c->data != NULL &&
+        (kept_int(r, col, c, &quick, &uns) ? !uns || quick >= 0 : short_decimal(c, 1, &quick))) {
+        if (out != NULL)
+            *out = quick;
+        return VL_OK;
+    }
+    rc = numeric_cell(r, row, col, &c);
     if (rc != VL_OK)
         return rc;
     errno = 0;
@@ -476,11 +590,22 @@ int vl_mysql_result_int64(const vl_mysql_result *r, size_t row, size_t col, int6
 
 int vl_mysql_result_uint64(const vl_mysql_result *r, size_t row, size_t col, uint64_t *out)
 {
-    const vl__mcell *c;
+    const vl__mcell *c = cell_at(r, row, col);
     char *end;
     unsigned long long v;
-    int rc = numeric_cell(r, row, col, &c);
+    int64_t quick;
+    int rc;
 
+    int uns;
+
+    /* A negative value is refused by the text path below. */
+    if (c != NULL && c->data != NULL &&
+        (kept_int(r, col, c, &quick, &uns) ? uns || quick >= 0 : short_decimal(c, 0, &quick))) {
+        if (out != NULL)
+            *out = (uint64_t)quick;
+        return VL_OK;
+    }
+    rc = numeric_cell(r, row, col, &c);
     if (rc != VL_OK)
         return rc;
     if (c->data[0] == '-')
@@ -533,6 +658,11 @@ unsigned vl_mysql_result_warnings(const vl_mysql_result *r)
 void vl__mres_free_value(void *v)
 {
     vl_mysql_result_free(v);
+}
+
+void vl__mres_release(vl_loop *loop, void *v)
+{
+    result_free(v, loop);
 }
 
 const char *vl_mysql_result_gtid(const vl_mysql_result *r)

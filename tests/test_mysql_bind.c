@@ -39,8 +39,9 @@ static void parameters_copied_and_bound(void **state)
     vl_mysql_param p[7];
     vl_mysql_time t = {0};
     vl__mparams cp;
-    MYSQL_BIND b[7];
-    MYSQL_TIME times[7];
+    vl__mpbind pb;
+    MYSQL_BIND *b;
+    MYSQL_TIME *times;
     size_t total, bad;
     const char *why;
 
@@ -66,20 +67,26 @@ static void parameters_copied_and_bound(void **state)
     assert_memory_equal(cp.params[3].v.str.ptr, "hello", 5);
     assert_non_null(cp.params[4].v.str.ptr);
 
-    memset(b, 0, sizeof(b));
-    memset(times, 0, sizeof(times));
-    assert_int_equal(vl__mbind_params(&cp, b, times), VL_OK);
+    memset(&pb, 0, sizeof(pb));
+    assert_int_equal(vl__mpbind_set(&pb, &cp), 1); /* never bound: bind */
+    b = pb.bind;
+    times = pb.times;
     assert_int_equal(b[0].buffer_type, MYSQL_TYPE_LONGLONG);
     assert_int_equal(*(long long *)b[0].buffer, -42);
     assert_false(b[0].is_unsigned);
     assert_int_equal(b[1].buffer_type, MYSQL_TYPE_LONGLONG);
     assert_true(b[1].is_unsigned);
     assert_int_equal(b[2].buffer_type, MYSQL_TYPE_DOUBLE);
+    /* Strings are copied into the binding's own buffer; Connector/C reads
+     * their length through the binding's length pointer. */
     assert_int_equal(b[3].buffer_type, MYSQL_TYPE_STRING);
-    assert_int_equal(b[3].buffer_length, 5);
-    assert_ptr_equal(b[3].buffer, cp.params[3].v.str.ptr);
+    assert_int_equal(*b[3].length, 5);
+    assert_memory_equal(b[3].buffer, "hello", 5);
+    assert_ptr_not_equal(b[3].buffer, cp.params[3].v.str.ptr);
+    /* An empty blob still has a buffer: one without reads as NULL. */
     assert_int_equal(b[4].buffer_type, MYSQL_TYPE_BLOB);
-    assert_int_equal(b[4].buffer_length, 0);
+    assert_int_equal(*b[4].length, 0);
+    assert_non_null(b[4].buffer);
     /* TIME: the protocol carries days plus hours below 24. */
     assert_int_equal(b[5].buffer_type, MYSQL_TYPE_TIME);
     assert_int_equal(times[5].day, 34);
@@ -91,8 +98,35 @@ static void parameters_copied_and_bound(void **state)
     assert_int_equal(times[6].year, 2026);
     assert_int_equal(times[6].time_type, MYSQL_TIMESTAMP_DATE);
 
+
+    /* Bound: the next values go into the same storage, with no new binding
+     * while the types stay and the strings fit. */
+    pb.bound = 1;
+    cp.params[0].v.i64 = 7;
+    cp.params[3].v.str.ptr = "bye";
+    cp.params[3].v.str.len = 3;
+    assert_int_equal(vl__mpbind_set(&pb, &cp), 0);
+    assert_ptr_equal(pb.bind, b);
+    assert_int_equal(*(long long *)b[0].buffer, 7);
+    assert_int_equal(*b[3].length, 3);
+    assert_memory_equal(b[3].buffer, "bye", 3);
+    /* A changed type, or a string that outgrows its buffer, binds again. */
+    cp.params[0] = vl_mysql_p_null();
+    assert_int_equal(vl__mpbind_set(&pb, &cp), 1);
+    assert_int_equal(b[0].buffer_type, MYSQL_TYPE_NULL);
+    pb.bound = 1;
+    cp.params[3].v.str.ptr = "a string longer than the thirty-two bytes first given";
+    cp.params[3].v.str.len = strlen(cp.params[3].v.str.ptr);
+    assert_int_equal(vl__mpbind_set(&pb, &cp), 1);
+    assert_int_equal(*b[3].length, cp.params[3].v.str.len);
+    assert_memory_equal(b[3].buffer, cp.params[3].v.str.ptr, cp.params[3].v.str.len);
+    assert_int_equal(b[3].buffer_type, MYSQL_TYPE_STRING);
+
+    pb.bound = 1;
     cp.params[0].type = 77; /* not a type volley knows */
-    assert_int_equal(vl__mbind_params(&cp, b, times), VL_EINVAL);
+    assert_int_equal(vl__mpbind_set(&pb, &cp), VL_EINVAL);
+    assert_false(pb.bound);
+    vl__mpbind_clear(&pb);
     vl__mparams_clear(&cp);
     assert_int_equal(tu_alloc_live(), 0);
 }

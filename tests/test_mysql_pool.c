@@ -377,8 +377,10 @@ static void small_max_waiters_refuses(void **state)
         assert_non_null(f);
         /* Past the waiting room (and the connections free at the time:
          * at most max_size) it fails at once (rule 2: still reported from
-         * the loop). */
-        if (vl_future_done(f)) {
+         * the loop). A statement on a free connection may also complete
+         * inside the call, when the server's reply is in before
+         * Connector/C first reads (a slow client: valgrind, ASan). */
+        if (vl_future_done(f) && vl_future_status(f) != VL_OK) {
             assert_int_equal(vl_future_status(f), VL_EBUSY);
             assert_non_null(strstr(vl_future_error(f), "max_waiters 100"));
         }
@@ -1288,7 +1290,11 @@ static void check_oom_status(vl_future *f, long n, const char *want)
                  vl_future_error(f));
 }
 
-/* Out of memory at each allocation of pool + query: clean errors, no leak. */
+/* Out of memory at each allocation of pool + query: clean errors, no leak.
+ * The query's result is bigger than a result's first chunk, which the
+ * loop's cache hands out without an allocation once the pool's connect
+ * freed one: the query then still allocates, and its failure is seen. */
+#define OOM_SQL "SELECT 1, REPEAT('x', 2000)"
 static void pool_out_of_memory(void **state)
 {
     long n, total;
@@ -1302,7 +1308,7 @@ static void pool_out_of_memory(void **state)
         vl_future *f;
         tu_alloc_fail_at(0);
         p = vl_mysql_pool_new(loop, url_buf, NULL);
-        f = tu_wait_for(loop, vl_mysql_pool_query(p, "SELECT 1"));
+        f = tu_wait_for(loop, vl_mysql_pool_query(p, OOM_SQL));
         assert_int_equal(vl_future_status(f), VL_OK);
         vl_future_free(f);
         vl_mysql_pool_free(p);
@@ -1323,7 +1329,7 @@ static void pool_out_of_memory(void **state)
         o.acquire_timeout_ms = 2000;
         p = vl_mysql_pool_new(loop, url_buf, &o);
         if (p != NULL) {
-            f = vl_mysql_pool_query(p, "SELECT 1");
+            f = vl_mysql_pool_query(p, OOM_SQL);
             if (f != NULL) {
                 vl_loop_run_until(loop, f);
                 check_oom_status(f, n, "1");

@@ -167,7 +167,7 @@ static void all_types(void **state)
     vl_mysql *c;
     vl_future *ft, *fb, *f;
     const vl_mysql_result *rt, *rb;
-    size_t k, len;
+    size_t k, len, row;
     int64_t i64;
     uint64_t u64;
     double d;
@@ -253,6 +253,21 @@ static void all_types(void **state)
             continue;
         assert_non_null(v);
         assert_int_equal(len, 0);
+    }
+    /* The integer readers answer alike for both protocols, whose cells the
+     * binary one makes with the integer kept beside its text: values,
+     * refusals (too big, negative for uint64, not an integer) and NULLs. */
+    for (row = 0; row < 5; row++) {
+        for (k = 0; k <= NCOLS; k++) {
+            int64_t a = 0, b = 0;
+            uint64_t ua = 0, ub = 0;
+            int sa = vl_mysql_result_int64(rt, row, k, &a);
+            assert_int_equal(vl_mysql_result_int64(rb, row, k, &b), sa);
+            assert_true(a == b);
+            sa = vl_mysql_result_uint64(rt, row, k, &ua);
+            assert_int_equal(vl_mysql_result_uint64(rb, row, k, &ub), sa);
+            assert_true(ua == ub);
+        }
     }
     /* Typed accessors read the text forms. */
     assert_int_equal(vl_mysql_result_int64(rb, 0, 9, &i64), VL_OK);
@@ -377,6 +392,98 @@ static void statement_cache(void **state)
         assert_int_equal(vl_future_status(f), VL_EINVAL);
         vl_future_free(f);
     }
+    vl_mysql_free(c);
+    tu_loop_finish(loop);
+}
+
+/* One cached statement executed with parameters whose types and lengths
+ * change from one execution to the next (the statement keeps its
+ * bindings and binds again only when they change), and after a bulk
+ * execution of the same SQL (whose array bindings replace them): every
+ * execution sends its own values. CAST keeps the result's columns the same
+ * whatever the parameters' types, so the statement stays prepared and the
+ * same bindings serve every execution. */
+static void parameters_change_between_executions(void **state)
+{
+    static const char long_text[] = "a value longer than the first buffer of a string parameter";
+    vl_loop *loop = vl_loop_new();
+    vl_mysql_time t = {0};
+    vl_mysql_param p[2];
+    vl_mysql *c;
+    vl_future *f;
+    const vl_mysql_result *r;
+    long long before;
+    size_t len;
+    int round;
+
+    (void)state;
+    c = connect_ok(loop);
+    before = prepare_count(loop, c);
+    for (round = 0; round < 2; round++) {
+        p[0] = vl_mysql_p_int64(-7 - round);
+        p[1] = vl_mysql_p_str("ab");
+        f = execute_ok(loop, c, "SELECT CAST(? AS CHAR), CAST(? AS CHAR)", p, 2);
+        r = vl_future_mysql_result(f);
+        assert_string_equal(vl_mysql_result_value(r, 0, 0, NULL), round ? "-8" : "-7");
+        assert_string_equal(vl_mysql_result_value(r, 0, 1, NULL), "ab");
+        vl_future_free(f);
+
+        p[0] = vl_mysql_p_str(long_text);
+        p[1] = vl_mysql_p_null();
+        f = execute_ok(loop, c, "SELECT CAST(? AS CHAR), CAST(? AS CHAR)", p, 2);
+        r = vl_future_mysql_result(f);
+        assert_string_equal(vl_mysql_result_value(r, 0, 0, NULL), long_text);
+        assert_true(vl_mysql_result_is_null(r, 0, 1));
+        vl_future_free(f);
+
+        p[0] = vl_mysql_p_double(2.5);
+        p[1] = vl_mysql_p_blob(NULL, 0);
+        f = execute_ok(loop, c, "SELECT CAST(? AS CHAR), CAST(? AS CHAR)", p, 2);
+        r = vl_future_mysql_result(f);
+        assert_string_equal(vl_mysql_result_value(r, 0, 0, NULL), "2.5");
+        assert_false(vl_mysql_result_is_null(r, 0, 1));
+        assert_non_null(vl_mysql_result_value(r, 0, 1, &len));
+        assert_int_equal(len, 0);
+        vl_future_free(f);
+
+        t.year = 2026;
+        t.month = 12;
+        t.day = 1;
+        t.hour = 10 + round;
+        t.minute = 20;
+        t.second = 30;
+        p[0] = vl_mysql_p_time(VL_MYSQL_P_DATETIME, t);
+        p[1] = vl_mysql_p_uint64(UINT64_MAX);
+        f = execute_ok(loop, c, "SELECT CAST(? AS CHAR), CAST(? AS CHAR)", p, 2);
+        r = vl_future_mysql_result(f);
+        assert_string_equal(vl_mysql_result_value(r, 0, 0, NULL),
+                            round ? "2026-12-01 11:20:30" : "2026-12-01 10:20:30");
+        assert_string_equal(vl_mysql_result_value(r, 0, 1, NULL), "18446744073709551615");
+        vl_future_free(f);
+    }
+    assert_int_equal(prepare_count(loop, c) - before, 1);
+
+    exec_ok(loop, c, "DROP TABLE IF EXISTS t_rebind");
+    exec_ok(loop, c, "CREATE TABLE t_rebind (k INT PRIMARY KEY, v VARCHAR(80))");
+    p[0] = vl_mysql_p_int64(1);
+    p[1] = vl_mysql_p_str("one");
+    vl_future_free(execute_ok(loop, c, "INSERT INTO t_rebind VALUES (?, ?)", p, 2));
+    {
+        vl_mysql_param rows[4] = {vl_mysql_p_int64(2), vl_mysql_p_str("two"),
+                                  vl_mysql_p_int64(3), vl_mysql_p_str("three")};
+        f = tu_wait_for(loop, vl_mysql_execute_bulk(c, "INSERT INTO t_rebind VALUES (?, ?)",
+                                                    rows, 2, 2));
+        assert_int_equal(vl_future_status(f), VL_OK);
+        vl_future_free(f);
+    }
+    p[0] = vl_mysql_p_int64(4);
+    p[1] = vl_mysql_p_str("four");
+    vl_future_free(execute_ok(loop, c, "INSERT INTO t_rebind VALUES (?, ?)", p, 2));
+    f = query_ok(loop, c, "SELECT GROUP_CONCAT(k, v ORDER BY k) FROM t_rebind");
+    assert_string_equal(vl_mysql_result_value(vl_future_mysql_result(f), 0, 0, NULL),
+                        "1one,2two,3three,4four");
+    vl_future_free(f);
+    exec_ok(loop, c, "DROP TABLE t_rebind");
     vl_mysql_free(c);
     tu_loop_finish(loop);
 }
@@ -1074,6 +1181,7 @@ int main(void)
         cmocka_unit_test_setup(all_types, tu_setup),
         cmocka_unit_test_setup(big_blob, tu_setup),
         cmocka_unit_test_setup(statement_cache, tu_setup),
+        cmocka_unit_test_setup(parameters_change_between_executions, tu_setup),
         cmocka_unit_test_setup(streaming, tu_setup),
         cmocka_unit_test_setup(limits, tu_setup),
         cmocka_unit_test_setup(stmt_stream_out_of_memory, tu_setup),
