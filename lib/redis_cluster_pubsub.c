@@ -874,11 +874,16 @@ static void on_map(vl_redis_cluster *cl, void *ud)
         if (c->node == NULL || vl__cluster_slot_url(s->cl, c->slot, &addr) == NULL ||
             addr == NULL || strcmp(addr, c->node->addr) == 0)
             continue;
-        /* The old node no longer serves the slot: if it still holds the
-         * channel (it is down, or has not heard), it must not subscribe to
-         * it again when it reconnects. */
-        send_unsub(s, c->node, &c, 1, NULL);
+        /* The old node no longer serves the slot. Down, it must not
+         * subscribe to the channel again when it reconnects: the
+         * SUNSUBSCRIBE completes at once and takes it off its list. Up, it
+         * ends the subscription itself when it hears of the new owner (the
+         * unasked "sunsubscribe", which node_ended then ignores); an
+         * SUNSUBSCRIBE of ours sent as it hears would cross that, and the
+         * MOVED that answers it would find no command to belong to. */
         down = vl_redis_sub_down_since_ms(c->node->sub);
+        if (down != 0)
+            send_unsub(s, c->node, &c, 1, NULL);
         chan_unplace(c, down != 0 ? down : now);
     }
     if (v != NULL)

@@ -1320,7 +1320,7 @@ static void shard_channels_on_a_node(void **state)
     vl_loop *loop = vl_loop_new();
     vl_redis_sub_options o, old;
     const char *mixed[2];
-    long long id1 = 0, id2 = 0, id3 = 0, oid1 = 0, oid2 = 0;
+    long long id1 = 0, id2 = 0, id3 = 0, id4 = 0, oid1 = 0, oid2 = 0;
     unsigned slot;
     vl_redis_sub *s, *s_old;
     vl_future *f;
@@ -1415,11 +1415,23 @@ static void shard_channels_on_a_node(void **state)
     away_ch[0] = '\0';
     vl_future_free(bounded(loop, vl_redis_command(n.c[n.home], "CLIENT KILL ID %lld", id3)));
     wait_gaps(loop, &x, 2);
+    assert_int_equal(vl_redis_sub_client_id(s, &id4), VL_OK);
     assert_int_equal(cnode_spublish(&n, n.home, n.names[0], "four"), 0);
     assert_int_equal(cnode_spublish(&n, n.home, n.names[1], "four"), 2);
     for (i = 2; i < SHARDS; i++)
         assert_int_equal(cnode_spublish(&n, n.home, n.names[i], "four"), 1);
     assert_int_equal(x.ended, 1);
+    /* An unsubscribe of three slots' channels: one SUNSUBSCRIBE each. */
+    f = tu_run_cmd(loop, vl_redis_sunsubscribe(s, 3, n.ptr + 2), VL_OK);
+    r = vl_future_redis_reply(f);
+    tu_check_str(vl_redis_reply_element(r, 0), "sunsubscribe");
+    assert_int_equal(reply_int(vl_redis_reply_element(r, 2)), SHARDS - 4);
+    vl_future_free(f);
+    for (i = 2; i < SHARDS; i++)
+        assert_int_equal(cnode_spublish(&n, n.home, n.names[i], "five"), i < 5 ? 0 : 1);
+    assert_int_equal(vl_redis_sub_client_id(s, &id1), VL_OK);
+    assert_true(id1 == id4); /* the same connection: nothing was refused */
+    assert_int_equal(x.gaps, 2);
 
     vl_redis_sub_free(s_old);
     rx_clear(&y);
@@ -1598,6 +1610,9 @@ static void liar_conn(int fd, const char *scenario, long conn)
                         say(fd, "*2\r\n$7\r\nmessage\r\n$%d\r\n%.*s\r\n", nl, nl, argv[i]);
                     else if (strcmp(scenario, "stray_integer") == 0)
                         say(fd, ":5\r\n");
+                    else if (strcmp(scenario, "stray_sunsubscribe") == 0)
+                        /* The end of a shard subscription never made. */
+                        say(fd, "*3\r\n$12\r\nsunsubscribe\r\n$7\r\nmal:xyz\r\n:0\r\n");
                 }
             } else {
                 say(fd, "+OK\r\n");
@@ -1706,6 +1721,7 @@ static const lie lies[] = {
     {"unknown_kind", "not a pub/sub reply"},
     {"short_message", "malformed 'message' reply: 2 elements"},
     {"stray_integer", "integer reply when none was due"},
+    {"stray_sunsubscribe", "sunsubscribe confirmation of 'mal:xyz' when no reply was due"},
 };
 
 /* One test per lie (its state is the lie): the connection is dropped with
@@ -1733,7 +1749,8 @@ static void malformed(void **state)
     assert_non_null(strstr(vl_redis_sub_error(s), l.url));
     /* The subscribe never completed on a lie: it waits for a good server,
      * and freeing the subscriber ends it once. */
-    if (strcmp(scenario, "short_message") != 0 && strcmp(scenario, "stray_integer") != 0)
+    if (strcmp(scenario, "short_message") != 0 && strcmp(scenario, "stray_integer") != 0 &&
+        strcmp(scenario, "stray_sunsubscribe") != 0)
         assert_int_equal(w.calls, 0);
     vl_redis_sub_free(s);
     vl_loop_run(loop);
@@ -1994,6 +2011,7 @@ int main(void)
         {"malformed_unknown_kind", malformed, tu_setup, NULL, (void *)&lies[2]},
         {"malformed_short_message", malformed, tu_setup, NULL, (void *)&lies[3]},
         {"malformed_stray_integer", malformed, tu_setup, NULL, (void *)&lies[4]},
+        {"malformed_stray_sunsubscribe", malformed, tu_setup, NULL, (void *)&lies[5]},
         cmocka_unit_test_setup(keepalive_unanswered, tu_setup),
         cmocka_unit_test_setup(no_reconnect, tu_setup),
         cmocka_unit_test_setup(in_flight_across_reconnect, tu_setup),
