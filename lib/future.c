@@ -100,6 +100,11 @@ static fext *ext(vl_future *f)
     return f->x;
 }
 
+int vl__future_reserve(vl_future *f)
+{
+    return f != NULL && ext(f) != NULL ? VL_OK : VL_ENOMEM;
+}
+
 static const char *msg_of(const vl_future *f)
 {
     return f->x != NULL ? f->x->msg : NULL;

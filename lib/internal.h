@@ -226,6 +226,12 @@ int vl__future_vtype(const vl_future *f);
 void vl__future_describe(const vl_future *f, char *buf, size_t n);
 /* 1 when the future was given to vl_future_then or a combinator. */
 int vl__future_owned(const vl_future *f);
+/* Makes the room a pending future needs to hold a value with a free
+ * function (and a message) now, so that completing it later cannot fail for
+ * want of memory and drop the value: VL_OK, or VL_ENOMEM (the future is
+ * unchanged). For sources that hand over something that must not be lost,
+ * such as a queue's item. */
+int vl__future_reserve(vl_future *f);
 
 
 /* ---- options structs that grow (every vl_X_options, vl_pool_stats) ----

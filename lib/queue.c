@@ -331,21 +331,6 @@ static void admit_putters(vl_queue *q)
     }
 }
 
-/* A get's future carries its item with free_fn, and vl__future_complete
- * needs the future's extension to remember free_fn. Were that allocation
- * to fail at completion, the future would free the item: an item lost. So
- * the extension is made while nothing is at stake, when the get starts:
- * setting a deadline makes it, and removing the deadline keeps it. Returns
- * VL_OK, or VL_ENOMEM when f failed (it is then completed). */
-static int reserve_value_room(vl_future *f)
-{
-    vl_future_timeout(f, UINT64_C(86400000));
-    if (vl_future_done(f))
-        return VL_ENOMEM;
-    vl_future_timeout(f, 0);
-    return VL_OK;
-}
-
 static void queue_teardown(vl_queue *q, const char *msg)
 {
     size_t i;
@@ -478,7 +463,11 @@ vl_future *vl_queue_get(vl_queue *q)
     f = fresh(q->loop);
     if (f == NULL)
         return NULL;
-    if (q->free_fn != NULL && reserve_value_room(f) != VL_OK) {
+    /* The future carries its item with free_fn, which vl__future_complete
+     * keeps in room it may have to allocate. Were that to fail then, the
+     * future would free the item: an item lost. So the room is made now,
+     * while nothing is at stake. */
+    if (q->free_fn != NULL && vl__future_reserve(f) != VL_OK) {
         vl_future_free(f);
         return NULL;
     }
