@@ -316,6 +316,38 @@ static vl_redis_cluster_stats cluster_stats(const vl_redis_cluster *cl)
     return st;
 }
 
+/* The cluster's entry for node `i` of the fake, in its present map:
+ * 1 and *ni filled, or 0 when the map does not have it. */
+static int node_of(scene *s, size_t i, vl_redis_node_info *ni)
+{
+    size_t k, n = vl_redis_cluster_nodes(s->cl);
+
+    for (k = 0; k < n; k++) {
+        vl_redis_node_info_init(ni);
+        assert_int_equal(vl_redis_cluster_node(s->cl, k, ni), VL_OK);
+        if (strcmp(ni->addr, fake_addr(&s->fk, i)) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* The slots node `i` of the fake serves in the cluster's present map (0
+ * when the map does not have it). */
+static size_t slots_of(scene *s, size_t i)
+{
+    vl_redis_node_info ni;
+
+    return node_of(s, i, &ni) ? ni.slots : 0;
+}
+
+/* Its state (VL_REDIS_DOWN when the map does not have it). */
+static int state_of(scene *s, size_t i)
+{
+    vl_redis_node_info ni;
+
+    return node_of(s, i, &ni) ? ni.state : VL_REDIS_DOWN;
+}
+
 /* ---- redirections ---- */
 
 /* Two nodes that send a key back and forth with MOVED: the command is
@@ -1030,6 +1062,42 @@ static void node_leaves_with_commands_pending(void **state)
     scene_close(s);
 }
 
+/* A refresh gives up on node 0, which answers late, and takes node 1's
+ * newer map. The next refresh asks node 0 again and then its late answer
+ * to the abandoned question arrives, with the map as it was before: it
+ * must not be taken for the answer to the new question (a late reply is
+ * dropped, never given to another request), so the newer map stays. */
+static void late_answer_is_not_taken(void **state)
+{
+    scene *s = scene_open("late");
+    vl_future *r1, *r2;
+    long long asked;
+
+    (void)state;
+    s->o.refresh_timeout_ms = tu_ms(2000); /* node 0's share: 1000 ms */
+    scene_ready(s);
+    assert_int_equal(slots_of(s, 0), 8192);
+    r1 = vl_future_timeout(vl_redis_cluster_refresh(s->cl), WAIT_MS);
+    while (stat_of(s, "cmd:CLUSTER SHARDS:0") < 2 && !vl_future_done(r1))
+        tu_sleep_ms(s->loop, 5);
+    /* Node 0 took the question with the old map; the map changes now. */
+    vl_future_free(tu_run_cmd(s->loop, vl_redis_command(s->fk.ctl, "FAKE FLIP"), VL_OK));
+    vl_future_free(tu_run_cmd(s->loop, r1, VL_OK));
+    assert_true(stat_of(s, "cmd:CLUSTER SHARDS:1") >= 1);
+    assert_int_equal(slots_of(s, 0), 1);
+    assert_int_equal(slots_of(s, 1), 16383);
+    asked = stat_of(s, "cmd:CLUSTER SHARDS:0");
+    r2 = vl_future_timeout(vl_redis_cluster_refresh(s->cl), WAIT_MS);
+    vl_future_free(tu_run_cmd(s->loop, r2, VL_OK));
+    print_message("# node 0 asked %lld times by the second refresh\n",
+                  stat_of(s, "cmd:CLUSTER SHARDS:0") - asked);
+    if (slots_of(s, 0) != 1)
+        fail_msg("node 0 serves %zu slots again: the late answer (the map before) was taken",
+                 slots_of(s, 0));
+    assert_int_equal(slots_of(s, 1), 16383);
+    scene_close(s);
+}
+
 /* A node that never answers CLUSTER SHARDS: commands wait for the first
  * map, each within its own deadline, and freeing the cluster meanwhile
  * completes every one of them, its readiness and a refresh with
@@ -1087,17 +1155,23 @@ static void lease_is_not_redirected(void **state)
 
 /* ---- replica reads ---- */
 
-/* read_from prefer_replica: a read goes to the replica, on a connection
- * that sent READONLY (the replica answers it itself instead of MOVED), and
- * a write to the primary. */
+/* read_from prefer_replica: the replica's connections come up by
+ * themselves (readiness waits only for the primaries), and then a read
+ * goes to the replica, on a connection that sent READONLY (the replica
+ * answers it itself instead of MOVED), and a write to the primary. */
 static void replica_reads_with_readonly(void **state)
 {
     scene *s = scene_open("replica");
+    uint64_t end;
     call *rd, *wr;
 
     (void)state;
     s->o.read_from = VL_REDIS_READ_PREFER_REPLICA;
     scene_ready(s);
+    end = vl_loop_now_ms(s->loop) + WAIT_MS;
+    while (state_of(s, 1) != VL_REDIS_READY && vl_loop_now_ms(s->loop) < end)
+        tu_sleep_ms(s->loop, 10);
+    assert_int_equal(state_of(s, 1), VL_REDIS_READY);
     rd = get(s, "r");
     wr = submit(&s->t, vl_redis_cluster_command(s->cl, "SET w v"));
     tally_wait(&s->t);
@@ -1127,6 +1201,30 @@ static void replica_refusing_readonly(void **state)
     expect_status(c, VL_ECONN);
     if (strstr(c->msg, "cluster support disabled") == NULL && strstr(c->msg, "no replica") == NULL)
         fail_msg("read_from replica: '%s'", c->msg);
+    assert_int_equal(stat_of(s, "cmd:GET:1"), 0);
+    scene_close(s);
+}
+
+/* With prefer_replica, a replica that is not up (it refuses READONLY, so
+ * its connections never become ready) leaves the reads to the primary:
+ * the first read (issued with the cluster, while the replica's first
+ * connection is being made) as much as the later ones. */
+static void prefer_replica_falls_back_to_primary(void **state)
+{
+    scene *s = scene_open("replica_refuses");
+    int i;
+
+    (void)state;
+    s->o.read_from = VL_REDIS_READ_PREFER_REPLICA;
+    scene_cluster(s);
+    for (i = 0; i < 3; i++) {
+        call *c = get(s, "prefer");
+        tally_wait(&s->t);
+        if (c->status != VL_OK)
+            fail_msg("prefer_replica read %d: %d (%s)", i, c->status, c->msg);
+        assert_string_equal(c->val, "n0:prefer");
+        tu_sleep_ms(s->loop, 100);
+    }
     assert_int_equal(stat_of(s, "cmd:GET:1"), 0);
     scene_close(s);
 }
@@ -1337,10 +1435,12 @@ int main(void)
         cmocka_unit_test_setup(enormous_map_slots, tu_setup),
         cmocka_unit_test_setup(moved_storm_refreshes_few, tu_setup),
         cmocka_unit_test_setup(node_leaves_with_commands_pending, tu_setup),
+        cmocka_unit_test_setup(late_answer_is_not_taken, tu_setup),
         cmocka_unit_test_setup(free_while_waiting_for_the_map, tu_setup),
         cmocka_unit_test_setup(lease_is_not_redirected, tu_setup),
         cmocka_unit_test_setup(replica_reads_with_readonly, tu_setup),
         cmocka_unit_test_setup(replica_refusing_readonly, tu_setup),
+        cmocka_unit_test_setup(prefer_replica_falls_back_to_primary, tu_setup),
         cmocka_unit_test_setup(free_inside_ready_callback, tu_setup),
         cmocka_unit_test_setup(free_inside_callback_mid_redirect, tu_setup),
         cmocka_unit_test_setup(cancel_mid_redirect, tu_setup),
