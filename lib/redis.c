@@ -2775,6 +2775,17 @@ static int setup_url(vl_redis *c, const char *url, const vl_redis *share)
         set_str(&c->err, "bad Redis URL: no URL");
         return c->err != NULL ? VL_EINVAL : VL_ENOMEM;
     }
+    /* The scale-out schemes name many servers: one connection cannot follow
+     * them. Say where they belong rather than "unsupported scheme". */
+    if (vl__sentinel_url(url) || strncmp(url, "redis+cluster://", 16) == 0 ||
+        strncmp(url, "rediss+cluster://", 17) == 0) {
+        c->invalid_status = VL_EINVAL;
+        set_str(&c->err, vl__sentinel_url(url)
+                             ? "bad Redis URL: a Sentinel endpoint needs a pool (vl_redis_pool_new)"
+                             : "bad Redis URL: a Redis Cluster endpoint needs "
+                               "vl_redis_cluster_new");
+        return c->err != NULL ? VL_EINVAL : VL_ENOMEM;
+    }
     rc = vl__url_parse(url, &c->url, why, sizeof(why));
     if (rc == VL_ENOMEM)
         return VL_ENOMEM;

@@ -740,7 +740,14 @@ static void bad_sentinel_urls(void **state)
         vl_redis *c = vl_redis_new(loop, "redis+sentinel://127.0.0.1:26379/m", NULL);
         vl_future *f = vl_redis_command(c, "PING");
         assert_int_equal(tu_await(loop, f), VL_EINVAL);
-        print_message("# vl_redis_new: %s\n", vl_future_error(f));
+        assert_non_null(strstr(vl_future_error(f), "a Sentinel endpoint needs a pool"));
+        vl_future_free(f);
+        vl_redis_free(c);
+        /* Nor can it follow a cluster. */
+        c = vl_redis_new(loop, "redis+cluster://127.0.0.1:7000,127.0.0.1:7001", NULL);
+        f = vl_redis_command(c, "PING");
+        assert_int_equal(tu_await(loop, f), VL_EINVAL);
+        assert_non_null(strstr(vl_future_error(f), "needs vl_redis_cluster_new"));
         vl_future_free(f);
         vl_redis_free(c);
     }
