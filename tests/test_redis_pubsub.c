@@ -706,13 +706,16 @@ static void free_with_pending(void **state)
     const char *a = "fp:a", *p = "fp:*";
     char url[64];
     vl_redis_sub *s, *live;
+    uint64_t made, made_after, since;
     seen w[5];
     int i;
 
     (void)state;
     memset(w, 0, sizeof(w));
     snprintf(url, sizeof(url), "redis://127.0.0.1:%d", closed_port());
+    made = vl_loop_now_ms(loop);
     s = vl_redis_sub_new(loop, url, NULL);
+    made_after = vl_loop_now_ms(loop);
     assert_int_equal(vl_future_then(vl_redis_subscribe(s, 1, &a), seen_cb, &w[0]), VL_OK);
     assert_int_equal(vl_future_then(vl_redis_psubscribe(s, 1, &p), seen_cb, &w[1]), VL_OK);
     assert_int_equal(vl_future_then(vl_redis_ssubscribe(s, 1, &a), seen_cb, &w[2]), VL_OK);
@@ -721,6 +724,10 @@ static void free_with_pending(void **state)
     for (i = 0; i < 3; i++)
         assert_int_equal(w[i].calls, 0);
     assert_int_not_equal(vl_redis_sub_error(s)[0], '\0');
+    /* Never connected: down since it was made, whatever the attempts. */
+    since = vl_redis_sub_down_since_ms(s);
+    assert_true(since >= made && since <= made_after);
+    assert_int_equal(vl_redis_sub_down_since_ms(NULL), 0);
     /* A live one, freed before the server confirmed. */
     live = vl_redis_sub_new(loop, tu_redis_url(0), NULL);
     assert_int_equal(vl_future_then(vl_redis_subscribe(live, 1, &a), seen_cb, &w[3]), VL_OK);
@@ -1016,6 +1023,7 @@ static void bad_url_and_options(void **state)
     s = vl_redis_sub_new(loop, "redis://127.0.0.1:notaport", NULL);
     assert_non_null(s);
     assert_int_equal(vl_redis_sub_state(s), VL_REDIS_INVALID);
+    assert_int_equal(vl_redis_sub_down_since_ms(s), 0);
     assert_int_not_equal(vl_redis_sub_error(s)[0], '\0');
     {
         vl_future *fs[6] = {
@@ -1796,6 +1804,7 @@ static void no_reconnect(void **state)
     vl_loop *loop = vl_loop_new();
     const char *ch = "nr:ch", *two = "nr:two", *hang = "hang:nr";
     vl_redis_sub *s;
+    uint64_t before, since;
     seen w;
     liar l;
     rx x;
@@ -1803,10 +1812,12 @@ static void no_reconnect(void **state)
     (void)state;
     s = liar_open(loop, &l, "ok", &x, 0, 0);
     expect_confirm(loop, vl_redis_subscribe(s, 1, &ch), "subscribe", "nr:ch", 1);
+    assert_int_equal(vl_redis_sub_down_since_ms(s), 0); /* READY */
     memset(&w, 0, sizeof(w));
     assert_int_equal(vl_future_then(vl_redis_subscribe(s, 1, &hang), seen_cb, &w), VL_OK);
     tu_sleep_ms(loop, 20);
     assert_int_equal(w.calls, 0);
+    before = vl_loop_now_ms(loop);
     liar_stop(&l); /* the server goes away */
     {
         uint64_t end = vl_loop_now_ms(loop) + tu_ms(5000);
@@ -1814,6 +1825,11 @@ static void no_reconnect(void **state)
             tu_sleep_ms(loop, 5);
     }
     assert_int_equal(vl_redis_sub_state(s), VL_REDIS_DOWN);
+    /* Down since the loss, and it stays so. */
+    since = vl_redis_sub_down_since_ms(s);
+    assert_true(since >= before && since <= vl_loop_now_ms(loop));
+    tu_sleep_ms(loop, 20);
+    assert_int_equal(vl_redis_sub_down_since_ms(s), since);
     /* The waiting subscribe failed once, and later ones fail at once. */
     tu_sleep_ms(loop, 1);
     assert_int_equal(w.calls, 1);
