@@ -661,6 +661,38 @@ static void batch_resends_only_the_redirected(void **state)
     scene_close(s);
 }
 
+/* MOVED to a node outside the map that never answers, not even the
+ * handshake: the redirected command fails (its connect or its deadline)
+ * and completes once, while node 0 goes on answering meanwhile. */
+static void moved_to_a_mute_node(void **state)
+{
+    enum { N = 20 };
+    scene *s = scene_open("moved_mute");
+    call *mute, *c[N];
+    int i;
+
+    (void)state;
+    s->o.command_timeout_ms = tu_ms(3000);
+    scene_ready(s);
+    mute = get(s, "mute");
+    while (stat_of(s, "conn:1") < 1 && mute->completed == 0)
+        tu_sleep_ms(s->loop, 10);
+    for (i = 0; i < N; i++) {
+        char k[16];
+        snprintf(k, sizeof(k), "meanwhile-%d", i);
+        c[i] = get(s, k);
+    }
+    tally_wait(&s->t);
+    if (mute->status != VL_ECONN && mute->status != VL_ETIMEDOUT)
+        fail_msg("GET redirected to the mute node: %d (%s)", mute->status, mute->msg);
+    for (i = 0; i < N; i++) {
+        expect_status(c[i], VL_OK);
+        assert_true(c[i]->at <= mute->at); /* node 0 did not wait for node 1 */
+    }
+    assert_int_equal(stat_of(s, "cmd:GET:1"), 0);
+    scene_close(s);
+}
+
 /* ---- maps ---- */
 
 /* What the message of a refused map must say, by the fake's label: the
@@ -912,6 +944,37 @@ static void stalled_node_costs_only_its_commands(void **state)
         first1 = c1[i]->at < first1 ? c1[i]->at : first1;
     }
     assert_true(last0 <= first1);
+    scene_close(s);
+}
+
+/* A command on every primary while node 1 stalls: node 0's answer is
+ * there, node 1 fails alone (within its pool's command timeout), and the
+ * whole completes with VL_OK, one host per primary in map order. */
+static void each_with_a_stalled_node(void **state)
+{
+    scene *s = scene_open("stall");
+    const char *argv[1] = {"PING"};
+    const vl_fanout_result *fr;
+    vl_future *f;
+
+    (void)state;
+    s->o.command_timeout_ms = tu_ms(1500);
+    scene_ready(s);
+    f = tu_run_cmd(s->loop,
+                   vl_future_timeout(vl_redis_cluster_each(s->cl, VL_REDIS_CLUSTER_PRIMARIES, 1,
+                                                           argv, NULL),
+                                     WAIT_MS),
+                   VL_OK);
+    fr = vl_future_fanout(f);
+    assert_non_null(fr);
+    assert_int_equal(vl_fanout_count(fr), 2);
+    assert_string_equal(vl_fanout_host(fr, 0), fake_addr(&s->fk, 0));
+    assert_string_equal(vl_fanout_host(fr, 1), fake_addr(&s->fk, 1));
+    assert_int_equal(vl_fanout_status(fr, 0), VL_OK);
+    tu_check_str(vl_fanout_redis_reply(fr, 0), "PONG");
+    if (vl_fanout_status(fr, 1) != VL_ETIMEDOUT && vl_fanout_status(fr, 1) != VL_ECONN)
+        fail_msg("the stalled node: %d (%s)", vl_fanout_status(fr, 1), vl_fanout_error(fr, 1));
+    vl_future_free(f);
     scene_close(s);
 }
 
@@ -1425,12 +1488,14 @@ int main(void)
         cmocka_unit_test_setup(lost_after_write_is_not_retried, tu_setup),
         cmocka_unit_test_setup(unusable_redirections, tu_setup),
         cmocka_unit_test_setup(batch_resends_only_the_redirected, tu_setup),
+        cmocka_unit_test_setup(moved_to_a_mute_node, tu_setup),
         cmocka_unit_test_setup(unusable_maps_refused, tu_setup),
         cmocka_unit_test_setup(unusable_maps_say_why, tu_setup),
         cmocka_unit_test_setup(uncovered_slots, tu_setup),
         cmocka_unit_test_setup(node_that_does_not_exist, tu_setup),
         cmocka_unit_test_setup(whole_cluster_down_no_storm, tu_setup),
         cmocka_unit_test_setup(stalled_node_costs_only_its_commands, tu_setup),
+        cmocka_unit_test_setup(each_with_a_stalled_node, tu_setup),
         cmocka_unit_test_setup(enormous_map_shards, tu_setup),
         cmocka_unit_test_setup(enormous_map_slots, tu_setup),
         cmocka_unit_test_setup(moved_storm_refreshes_few, tu_setup),
