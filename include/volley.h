@@ -4,7 +4,7 @@
  * Include this umbrella header; each concept has its own header under
  * volley/: common (errors, allocator), loop, future, redis, pubsub, mysql,
  * mysql_cluster (primary, replicas, Galera), fanout, queue (queues and
- * semaphores).
+ * semaphores), loop_group (a loop on every core).
  */
 #ifndef VOLLEY_H
 #define VOLLEY_H
@@ -20,5 +20,6 @@
 #include "volley/fanout.h"
 #include "volley/stream.h"
 #include "volley/queue.h"
+#include "volley/loop_group.h"
 
 #endif
