@@ -527,8 +527,8 @@ static void backoff_cancelled_or_overdue(void **state)
     uint64_t t0;
 
     (void)state;
-    s->o.retry_backoff_ms = 2000;
-    s->o.command_timeout_ms = 300;
+    s->o.retry_backoff_ms = tu_ms(2000);
+    s->o.command_timeout_ms = tu_ms(300);
     scene_ready(s);
     f = vl_redis_cluster_command(s->cl, "GET cancel");
     c = submit(&s->t, f);
@@ -911,6 +911,14 @@ static void whole_cluster_down_no_storm(void **state)
     whole_cluster_down(0);
 }
 
+/* A periodic refresh more frequent than refresh_min_interval_ms is held
+ * to that floor too ("at most one refresh per" it). */
+static void whole_cluster_down_refresh_floor(void **state)
+{
+    (void)state;
+    whole_cluster_down(100);
+}
+
 /* Node 1 stops answering after the handshake: the commands routed to it
  * fail, and meanwhile every command to node 0 completes, all of them
  * before the first of node 1's does. */
@@ -1137,7 +1145,9 @@ static void late_answer_is_not_taken(void **state)
     long long asked;
 
     (void)state;
-    s->o.refresh_timeout_ms = tu_ms(2000); /* node 0's share: 1000 ms */
+    /* Node 0's share: 1000 ms, less than its delay of 1500 ms (not
+     * stretched: it shapes the behaviour, it is no hang guard). */
+    s->o.refresh_timeout_ms = 2000;
     scene_ready(s);
     assert_int_equal(slots_of(s, 0), 8192);
     r1 = vl_future_timeout(vl_redis_cluster_refresh(s->cl), WAIT_MS);
@@ -1494,6 +1504,7 @@ int main(void)
         cmocka_unit_test_setup(uncovered_slots, tu_setup),
         cmocka_unit_test_setup(node_that_does_not_exist, tu_setup),
         cmocka_unit_test_setup(whole_cluster_down_no_storm, tu_setup),
+        cmocka_unit_test_setup(whole_cluster_down_refresh_floor, tu_setup),
         cmocka_unit_test_setup(stalled_node_costs_only_its_commands, tu_setup),
         cmocka_unit_test_setup(each_with_a_stalled_node, tu_setup),
         cmocka_unit_test_setup(enormous_map_shards, tu_setup),
