@@ -81,7 +81,8 @@ TOOL_SRC := $(wildcard tools/*.c)
 # EXAMPLE_LIBS_NAME adds the libraries one of them needs besides volley's.
 EXAMPLE_SRC := $(wildcard tools/examples/*.c)
 EXAMPLE_BIN := $(patsubst tools/examples/%.c,$(BUILD)/tools/examples/%,$(EXAMPLE_SRC))
-EXAMPLE_LIBS_http_api := -lmicrohttpd
+EXAMPLE_LIBS_http_api := -lmicrohttpd -ljansson
+EXAMPLE_LIBS_http_api_threads := -lmicrohttpd -lhiredis -ljansson
 BENCH_SRC := $(wildcard bench/*.c)
 
 ASAN_BUILD ?= $(BUILD)-asan
