@@ -95,6 +95,7 @@ struct cchan {
     int moved;        /* MOVED replies since it was last confirmed */
     int due;          /* scratch: on the send list */
     uint64_t lost_at; /* when it stopped being subscribed; 0: it is not lost */
+    uint64_t op_seq;  /* its last SSUBSCRIBE (cop.seq): only that one's answer counts */
     cwait *waiters;
     size_t len;
     char name[];
@@ -114,6 +115,7 @@ struct cnode {
 typedef struct cop {
     vl_redis_cluster_sub *s;
     uint64_t node_id;
+    uint64_t seq;     /* SSUBSCRIBE: which one (cchan.op_seq) */
     ccall *call;      /* SUNSUBSCRIBE: the call that counts it; else NULL */
     size_t n;
     char *names[];    /* SSUBSCRIBE: copies of the channels */
@@ -130,6 +132,7 @@ struct vl_redis_cluster_sub {
     int watching;
     cnode *nodes;
     uint64_t next_node_id;
+    uint64_t next_op_seq;
     cchan **chans;    /* sorted by name (name_cmp) */
     size_t nchans, chans_cap;
     ccall *calls;
@@ -485,6 +488,12 @@ static void send_sub(vl_redis_cluster_sub *s, cnode *node, cchan **chans, size_t
     }
     vl__free((void *)names);
     if (f != NULL && vl_future_then(f, sub_done, op) == VL_OK) {
+        /* An earlier SSUBSCRIBE of these channels still pending answers
+         * for a placement that is over (its continuation runs later than
+         * the "sunsubscribe" that ended it, say): it no longer counts. */
+        op->seq = ++s->next_op_seq;
+        for (i = 0; i < n; i++)
+            chans[i]->op_seq = op->seq;
         s->ops++;
         return;
     }
@@ -630,7 +639,8 @@ static void sub_confirmed(vl_redis_cluster_sub *s, cop *op)
 
     for (i = 0; i < op->n && !s->freeing; i++) {
         cchan *c = chan_find(s, op->names[i], strlen(op->names[i]));
-        if (c == NULL || c->node == NULL || c->node->id != op->node_id || c->confirmed)
+        if (c == NULL || c->node == NULL || c->node->id != op->node_id || c->confirmed ||
+            c->op_seq != op->seq)
             continue;
         c->confirmed = 1;
         c->ever = 1;
@@ -670,7 +680,8 @@ static void sub_refused(vl_redis_cluster_sub *s, cop *op, vl_future *f)
     }
     for (i = 0; i < op->n; i++) {
         cchan *c = chan_find(s, op->names[i], strlen(op->names[i]));
-        if (c == NULL || c->node == NULL || c->node->id != op->node_id || c->confirmed)
+        if (c == NULL || c->node == NULL || c->node->id != op->node_id || c->confirmed ||
+            c->op_seq != op->seq)
             continue;
         if (moved || wait) {
             chan_unplace(c, vl_loop_now_ms(s->loop));

@@ -603,6 +603,65 @@ static void slot_migration(void **state)
     tu_cluster_wait_ok();
 }
 
+/* The slot of "sp:7" given away by its node while its SSUBSCRIBE is on the
+ * way: the node answers it, and ends it with an unasked "sunsubscribe", or
+ * answers MOVED, as the two commands fall. Either way the call completes
+ * once the channel is subscribed on the new owner. */
+static void given_away_while_subscribing(void **state)
+{
+    const char *ch = "sp:7", *mate = NULL;
+    char buf[NCH][16], from_id[41], to_id[41], sl[16];
+    int from = -1, to, i, owner = -1;
+    vl_future *f, *g;
+    fx t;
+
+    (void)state;
+    fx_open(&t);
+    assert_int_equal(spublish(&t.n, 0, ch, "to 7 nobody", &from), 0);
+    /* Another channel of that node first, so that its subscriber is up
+     * and the SSUBSCRIBE is written at once. */
+    for (i = 0; i < NCH && mate == NULL; i++) {
+        snprintf(buf[i], sizeof(buf[i]), "sp:%d", i);
+        if (i != 7 && spublish(&t.n, 0, buf[i], "nobody", &owner) == 0 && owner == from)
+            mate = buf[i];
+    }
+    assert_non_null(mate);
+    assert_int_equal(run_call(t.loop, vl_redis_cluster_ssubscribe(t.x->s, 1, &mate)), VL_OK);
+    to = other_primary(&t.n, from);
+    assert_true(to >= 0);
+    node_id(&t.n, from, from_id);
+    node_id(&t.n, to, to_id);
+    snprintf(sl, sizeof(sl), "%u", vl_redis_cluster_slot(ch, strlen(ch)));
+    slot_home = from;
+    node_ok(&t.n, to, "CLUSTER SETSLOT %s IMPORTING %s", sl, from_id, NULL);
+    node_ok(&t.n, from, "CLUSTER SETSLOT %s MIGRATING %s", sl, to_id, NULL);
+    node_ok(&t.n, to, "CLUSTER SETSLOT %s NODE %s", sl, to_id, NULL);
+    /* Written in the same loop iteration: the SSUBSCRIBE, and the
+     * source's hand-over on another connection. */
+    f = vl_redis_cluster_ssubscribe(t.x->s, 1, &ch);
+    g = vl_redis_command(t.n.c[from], "CLUSTER SETSLOT %s NODE %s", sl, to_id);
+    assert_non_null(g);
+    assert_int_equal(run_call(t.loop, f), VL_OK);
+    tu_wait_for(t.loop, vl_future_timeout(g, tu_ms(3000)));
+    assert_int_equal(vl_future_status(g), VL_OK);
+    vl_future_free(g);
+    for (i = 0; i < NODES; i++)
+        if (i != from && i != to && primary_of(&t.n, i) == i)
+            node_ok(&t.n, i, "CLUSTER SETSLOT %s NODE %s", sl, to_id, NULL);
+    assert_int_equal(spublish(&t.n, 0, ch, "to 7 there", &owner), 1);
+    assert_int_equal(owner, to);
+    wait_count(t.loop, &t.x->per[7], 1, 5000);
+    assert_int_equal(t.x->per[7], 1);
+    assert_int_equal(t.x->gaps, 0); /* never confirmed before: no gap */
+
+    move_slot(&t.n, vl_redis_cluster_slot(ch, strlen(ch)), to, from);
+    slot_home = -1;
+    assert_int_equal(follows(t.loop, &t.n, t.x, 7, 1), from);
+    assert_int_equal(t.x->bad, 0);
+    fx_close(&t);
+    tu_cluster_wait_ok();
+}
+
 /* ---- the owner's primary killed: its replica takes over ---- */
 
 /* The node the failover test killed and has not restarted yet ("" none). */
@@ -918,6 +977,7 @@ int main(void)
         cmocka_unit_test_setup(out_of_memory, tu_setup),
         cmocka_unit_test_setup(connections_cut, tu_setup),
         cmocka_unit_test_setup_teardown(slot_migration, tu_setup, restore_slot),
+        cmocka_unit_test_setup_teardown(given_away_while_subscribing, tu_setup, restore_slot),
         cmocka_unit_test_setup_teardown(failover, tu_setup, restore_cluster),
     };
 
