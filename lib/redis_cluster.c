@@ -154,6 +154,7 @@ struct creq {
     size_t *lens;
     size_t redirects, retries;
     uint64_t deadline;       /* 0: none */
+    unsigned sends;          /* times sent to a node */
     vl__timer timer;
     node *target;            /* a redirection's node for the next send */
     char last[ADDR_MAX + 32]; /* the last redirection, for messages */
@@ -1559,8 +1560,7 @@ static void req_free(creq *r)
     vl__timer_stop(&r->timer);
     ring_del(&r->link);
     ring_del(&r->wlink);
-    vl__free(r->argv);
-    vl__free(r);
+    vl__free(r); /* the arguments with it */
 }
 
 static void lease_free_value(void *v)
@@ -1732,6 +1732,8 @@ static void req_send(creq *r, node *n)
     r->inner = inner;
     r->n = n;
     r->phase = PH_INNER;
+    if (r->sends++ > 0)
+        req_arm(r, 0); /* the deadline from the call, which the pool does not know */
     n->outstanding++;
     n->requests++;
     vl_future_then(inner, req_done, r);
@@ -2046,20 +2048,20 @@ static int blocking(int argc, const char **argv, const size_t *lens)
 static vl_future *req_new(vl_redis_cluster *cl, int kind, unsigned slot, int readonly,
                           int primary_only, int argc, const char **argv, const size_t *lens)
 {
-    creq *r = vl__calloc(1, sizeof(*r));
     size_t total = 0, i;
     char *data;
     vl_future *f;
+    creq *r;
 
-    if (r == NULL)
-        return NULL;
     for (i = 0; i < (size_t)argc; i++)
         total += (lens != NULL ? lens[i] : strlen(argv[i])) + 1;
-    r->argv = vl__malloc((size_t)argc * (sizeof(char *) + sizeof(size_t)) + total + 1);
-    if (r->argv == NULL) {
-        vl__free(r);
+    /* One allocation: the request, then its copy of the arguments (kept
+     * for a redirection), which sizeof(creq) leaves aligned. */
+    r = vl__malloc(sizeof(*r) + (size_t)argc * (sizeof(char *) + sizeof(size_t)) + total);
+    if (r == NULL)
         return NULL;
-    }
+    memset(r, 0, sizeof(*r));
+    r->argv = (const char **)(void *)(r + 1);
     r->lens = (size_t *)(void *)(r->argv + argc);
     data = (char *)(r->lens + argc);
     for (i = 0; i < (size_t)argc; i++) {
@@ -2081,7 +2083,6 @@ static vl_future *req_new(vl_redis_cluster *cl, int kind, unsigned slot, int rea
     vl__timer_init(&r->timer, cl->loop, req_timer_cb, r);
     f = r->f = vl__future_make(cl->loop, &req_ops, r);
     if (f == NULL) {
-        vl__free(r->argv);
         vl__free(r);
         return NULL;
     }
@@ -2089,7 +2090,10 @@ static vl_future *req_new(vl_redis_cluster *cl, int kind, unsigned slot, int rea
         r->deadline = vl_loop_now_ms(cl->loop) + cl->o.command_timeout_ms;
     ring_push(&cl->active, &r->link);
     cl->st.commands++;
-    req_arm(r, 0);
+    /* No timer yet: a first send goes to a pool whose own command timeout
+     * (the same command_timeout_ms, from now) bounds it. The timer runs
+     * only for what the pool does not see: waiting for a map, a backoff,
+     * and the sends after a redirection, with the time left. */
     req_route(r);
     return f;
 }
