@@ -519,6 +519,52 @@ static void free_from_callback(void **state)
     finish(loop);
 }
 
+/* vl_loop_free(home) frees a group still open: its pending home futures
+ * complete once with VL_ECANCELED, fini runs on every loop, and a
+ * vl_loop_group_free made from one of those callbacks is harmless. */
+typedef struct late {
+    vl_loop_group *g;
+    int calls;
+    int status;
+} late;
+
+static void late_free_cb(vl_future *f, void *ud)
+{
+    late *l = ud;
+
+    l->calls++;
+    l->status = vl_future_status(f);
+    vl_loop_group_free(l->g); /* the loop already freed it: a no-op */
+}
+
+static void loop_free_frees_group(void **state)
+{
+    enum { N = 50 };
+    vl_loop *loop = vl_loop_new();
+    groupctx c;
+    vl_loop_group *g = group_make(loop, 2, &c, NULL);
+    late l[N];
+    static rec r[N];
+    int i;
+
+    (void)state;
+    for (i = 0; i < N; i++) {
+        l[i] = (late){g, 0, 0};
+        memset(&r[i], 0, sizeof(r[i]));
+        assert_int_equal(vl_future_then(vl_loop_group_submit(g, sleep_job, &r[i]),
+                                        late_free_cb, &l[i]),
+                         VL_OK);
+    }
+    vl_loop_free(loop);
+    for (i = 0; i < N; i++) {
+        assert_int_equal(l[i].calls, 1);
+        assert_int_equal(l[i].status, VL_ECANCELED);
+    }
+    assert_int_equal(atomic_load(&c.finis), 2);
+    assert_int_equal(atomic_load(&live), 0);
+    assert_int_equal(tu_alloc_live(), 0);
+}
+
 /* Placement: with loop 0 held by a long job, jobs submitted one after the
  * other go to the two others, in turn; two at once go one to each. */
 static void least_loaded_placement(void **state)
@@ -663,6 +709,7 @@ int main(void)
         cmocka_unit_test_setup(cancel_from_home, g_setup),
         cmocka_unit_test_setup(free_with_1000_pending, g_setup),
         cmocka_unit_test_setup(free_from_callback, g_setup),
+        cmocka_unit_test_setup(loop_free_frees_group, g_setup),
         cmocka_unit_test_setup(least_loaded_placement, g_setup),
         cmocka_unit_test_setup(redis_pool_per_loop_10000_gets, g_setup),
         cmocka_unit_test_setup(init_failure, g_setup),
