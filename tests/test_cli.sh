@@ -10,6 +10,7 @@ STOPPED_PID=""
 cleanup() {
     # Never leave a server stopped, whatever happened above.
     [ -n "$STOPPED_PID" ] && kill -CONT "$STOPPED_PID" 2>/dev/null
+    [ -n "${SILENT_PID:-}" ] && kill "$SILENT_PID" 2>/dev/null
     rm -rf "$T"
 }
 trap cleanup EXIT
@@ -23,11 +24,11 @@ check() { # check DESC CONDITION...
     if "$@"; then ok "$desc"; else not_ok "$desc" "failed: $*"; fi
 }
 # run: runs volley, stdout to $T/out, stderr to $T/err, exit code in $rc
-run() { "$VOLLEY" "$@" >"$T/out" 2>"$T/err"; rc=$?; }
+run() { timeout 60 "$VOLLEY" "$@" <"${STDIN:-/dev/null}" >"$T/out" 2>"$T/err"; rc=$?; }
 has() { grep -qF -- "$1" "$2"; }
 lines() { wc -l <"$1" | tr -d ' '; }
 
-PLAN=67
+PLAN=104
 echo "1..$PLAN"
 if [ -z "${VL_TEST_REDIS_PORTS:-}" ] || [ ! -x "$VOLLEY" ]; then
     echo "# the harness env or $VOLLEY is missing"
@@ -77,8 +78,8 @@ check "the other host still answers" has "127.0.0.1:$P2: " "$T/out"
 
 # --- grouping and JSON ---
 run -g -H "127.0.0.1:[$P1,$P2,$P3]" PING
-check "-g merges identical replies under one host list" \
-    bash -c "grep -q '(3)\$' '$T/out' && [ \$(grep -c '^PONG\$' '$T/out') -eq 1 ]"
+check "-g merges identical replies under one host list, with their latency range" \
+    bash -c "grep -qE '\(3\) [0-9]+\.[0-9]{3}-[0-9]+\.[0-9]{3} ms\$' '$T/out' && [ \$(grep -c '^PONG\$' '$T/out') -eq 1 ]"
 run --json -H "127.0.0.1:$P1,127.0.0.1:$P2,127.0.0.1:$CLOSED" HGETALL cli:nohash
 check "--json prints one object per host" [ "$(lines "$T/out")" -eq 3 ]
 check "--json output parses, with host/status/latency_ms" \
@@ -132,7 +133,7 @@ run -t 2000 -H "mysql://volley:4321/x@Secret@127.0.0.1:$CLOSED/db" -e "SELECT 1"
 check "a password with '/' and '@' in a MySQL URL is never shown" \
     bash -c "[ $rc -eq 2 ] && ! grep -qF 'Secret' '$T/out' '$T/err' && ! grep -qF '4321' '$T/out' '$T/err'"
 
-# --- a hosts file with 1,000 entries ---
+# --- a hosts file with 1,000 entries of three hosts: each runs once ---
 {
     echo "# 1,000 entries over the three instances"
     for i in $(seq 1000); do
@@ -140,8 +141,8 @@ check "a password with '/' and '@' in a MySQL URL is never shown" \
     done
 } >"$T/hosts"
 run -c 100 -f "$T/hosts" PING
-check "a hosts file with 1,000 entries works" \
-    bash -c "[ $rc -eq 0 ] && [ \$(grep -c ': PONG\$' '$T/out') -eq 1000 ] && grep -q '^1000 hosts: 1000 ok' '$T/err'"
+check "a hosts file with 1,000 entries runs its three hosts once each and says so" \
+    bash -c "[ $rc -eq 0 ] && [ \$(grep -c ': PONG\$' '$T/out') -eq 3 ] && grep -q '^3 hosts: 3 ok' '$T/err' && grep -qF '997 repeated hosts dropped' '$T/err'"
 
 # --- wrong password: a connect error without the password ---
 run -H "redis://:wrong-$PW@127.0.0.1:$PA" PING
@@ -168,7 +169,7 @@ redis-cli -p "$PA" -a "$PW" --no-auth-warning ACL SETUSER "$ACLUSER" on '>Rng[1-
 run -H "redis://$ACLUSER:Rng[1-2]@pw@127.0.0.1:[$PA]" PING
 redis-cli -p "$PA" -a "$PW" --no-auth-warning ACL DELUSER "$ACLUSER" >/dev/null
 check "'[1-2]' in a password is sent as typed, not expanded into two hosts" \
-    bash -c "[ $rc -eq 0 ] && grep -q '^1 host: 1 ok' '$T/err' && [ \"\$(cat '$T/out')\" = 'redis://127.0.0.1:$PA: PONG' ]"
+    bash -c "[ $rc -eq 0 ] && grep -q '^1 host: 1 ok' '$T/err' && [ \"\$(cat '$T/out')\" = 'redis://$ACLUSER@127.0.0.1:$PA: PONG' ]"
 check "that password is never printed" bash -c "! grep -qF 'Rng[' '$T/out' '$T/err'"
 
 # --- passwords leave argv (ps, /proc/PID/cmdline) at start-up ---
@@ -207,15 +208,15 @@ check "the scrubbed run still used the passwords (a timeout, not a usage error)"
 U="unix://$T"
 run -t 2000 -H "$U/r[1-3].sock,127.0.0.1:$CLOSED,$U/r07.sock,127.0.0.1:$CLOSED,$U/rx.sock,$U/r5.sock" \
     -H "$U/r[9-10].sock,127.0.0.2:$CLOSED,$U/s2.sock,$U/r4.sock,$U/r2.sock" PING
-check "the summary compresses ranges, duplicates, padding and order as before" \
-    has "14 hosts: 0 ok, 14 connect ($U/r[1-5,9-10].sock,127.0.0.1:[$CLOSED-$CLOSED],$U/r07.sock,$U/rx.sock,127.0.0.2:$CLOSED,$U/s2.sock)" "$T/err"
+check "the summary compresses ranges, padding and order as before, each host once" \
+    has "12 hosts: 0 ok, 12 connect ($U/r[1-5,9-10].sock,127.0.0.1:$CLOSED,$U/r07.sock,$U/rx.sock,127.0.0.2:$CLOSED,$U/s2.sock)" "$T/err"
 # A number inside a literal '[' is left alone: "a[x[1-2]]" would not read back.
 run -t 2000 -H "$U/a[x1].sock,$U/a[x2].sock" PING
 check "no range is made inside a literal '['" \
     has "2 hosts: 0 ok, 2 connect ($U/a[x1].sock,$U/a[x2].sock)" "$T/err"
-run -g -t 2000 -H "127.0.0.1:$CLOSED,$U/r1.sock,127.0.0.1:$CLOSED" PING
-check "-g folds two identical hosts into one range with a count of 2" \
-    bash -c "[ \$(grep -c '^----------------\$' '$T/out') -eq 4 ] && sed -n 2p '$T/out' | grep -qxF '127.0.0.1:[$CLOSED-$CLOSED] (2)' && sed -n 6p '$T/out' | grep -qxF '$U/r1.sock (1)'"
+run -g -H "$MY,$MY" -e "SELECT 1 AS one"
+check "-g runs two identical MySQL URLs once, named with their user and no password" \
+    bash -c "[ $rc -eq 0 ] && sed -n 2p '$T/out' | grep -qE '^mysql://$VL_TEST_MYSQL_USER@127\.0\.0\.1:$VL_TEST_MYSQL_PORT/$VL_TEST_MYSQL_DB \(1\) ' && grep -qF '1 repeated host dropped' '$T/err' && ! grep -qF -- '$VL_TEST_MYSQL_PASSWORD' '$T/out' '$T/err'"
 
 # --- TLS: rediss:// URLs and --tls for host:port, verified against --cacert ---
 TP=$VL_TEST_REDIS_TLS_PORT
@@ -250,7 +251,7 @@ check "a dead seed is passed over for the next one" \
     bash -c "[ $rc -eq 0 ] && [ \$(grep -c ': (integer) [0-9]*\$' '$T/out') -eq 6 ]"
 run --cluster -g -H "redis://127.0.0.1:$C4" PING
 check "--cluster -g groups the nodes' identical replies, a redis:// seed too" \
-    bash -c "[ $rc -eq 0 ] && sed -n 2p '$T/out' | grep -qE '^127\.0\.0\.1:\[.*\] \(6\)\$'"
+    bash -c "[ $rc -eq 0 ] && sed -n 2p '$T/out' | grep -qE '^127\.0\.0\.1:\[.*\] \(6\) [0-9.]+-[0-9.]+ ms\$'"
 run --cluster --json -H "127.0.0.1:$C5" PING
 check "--cluster --json prints one object per node" \
     bash -c "[ $rc -eq 0 ] && jq -r 'select(.status == \"ok\") | .host' '$T/out' | sort | cmp -s - '$T/cnodes'"
@@ -284,5 +285,147 @@ run --cluster -t 400 -H 127.0.0.1:$SEED PING
 kill -CONT "$STOPPED_PID"; STOPPED_PID=""
 check "a stopped node times out alone: exit 2, five PONGs" \
     bash -c "[ $rc -eq 2 ] && [ \$(grep -c ': PONG\$' '$T/out') -eq 5 ] && grep -qF '127.0.0.1:$VICTIM: (timeout)' '$T/out' && grep -qF '6 hosts: 5 ok, 1 timeout (127.0.0.1:$VICTIM)' '$T/err'"
+
+# --- a silent host: a listener that accepts and never answers ---
+SILENT_PID=""
+start_silent() {
+    rm -f "$T/silent.port"
+    timeout 60 python3 -c 'import socket, time
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(64)
+print(s.getsockname()[1], flush=True)
+time.sleep(60)' >"$T/silent.port" &
+    SILENT_PID=$!
+    for _ in $(seq 50); do [ -s "$T/silent.port" ] && break; sleep 0.1; done
+    SPORT=$(cat "$T/silent.port")
+}
+start_silent
+# sigint_run ARGS...: runs volley in the background, waits until the fast
+# hosts have surely answered, sends SIGINT (twice with TWICE=1), and waits.
+sigint_run() {
+    timeout 30 "$VOLLEY" "$@" </dev/null >"$T/out" 2>"$T/err" &
+    local vp=$!
+    sleep 1
+    pkill -INT -P "$vp" -x volley
+    [ "${TWICE:-0}" = 1 ] && { sleep 0.05; pkill -INT -P "$vp" -x volley; }
+    wait "$vp"; rc=$?
+}
+sigint_run -t 20000 -H "127.0.0.1:$P1,127.0.0.1:$SPORT,127.0.0.1:$P2" PING
+check "Ctrl-C while a host never answers exits 130" [ "$rc" -eq 130 ]
+check "Ctrl-C prints the hosts that completed" [ "$(grep -c ': PONG$' "$T/out")" -eq 2 ]
+check "Ctrl-C marks the rest interrupted, in host order" \
+    bash -c "sed -n 2p '$T/out' | grep -qxF '127.0.0.1:$SPORT: (interrupted)'"
+check "Ctrl-C prints the summary" has "3 hosts: 2 ok, 1 interrupted (127.0.0.1:$SPORT)" "$T/err"
+sigint_run --json -t 20000 -H "127.0.0.1:$SPORT,127.0.0.1:$P1" PING
+check "Ctrl-C with --json: the interrupted host is an entry with status interrupted" \
+    bash -c "[ $rc -eq 130 ] && jq -s -e 'map(select(.host == \"127.0.0.1:$SPORT\"))[0].status == \"interrupted\" and map(select(.host == \"127.0.0.1:$P1\"))[0].reply == \"PONG\"' '$T/out' >/dev/null"
+sigint_run --stream -t 20000 -H "127.0.0.1:$SPORT,127.0.0.1:$P1" PING
+check "Ctrl-C with --stream prints each host once" \
+    bash -c "[ $rc -eq 130 ] && [ \$(wc -l <'$T/out') -eq 2 ] && head -1 '$T/out' | grep -qxF '127.0.0.1:$P1: PONG' && tail -1 '$T/out' | grep -qxF '127.0.0.1:$SPORT: (interrupted)'"
+TWICE=1 sigint_run -t 20000 -H "127.0.0.1:$SPORT" PING
+check "a second Ctrl-C still exits 130" [ "$rc" -eq 130 ]
+
+# --- progress, only when stderr is a terminal (script(1) gives it one) ---
+timeout 30 script -qec "'$VOLLEY' -t 1500 -H 127.0.0.1:$P1,127.0.0.1:$SPORT PING >'$T/pout'" "$T/tty" </dev/null >/dev/null
+check "a run longer than a second shows 1/2 done on a terminal's stderr" \
+    bash -c "grep -qF '1/2 done' '$T/tty' && ! grep -q 'done' '$T/pout'"
+run -t 1500 -H "127.0.0.1:$P1,127.0.0.1:$SPORT" PING
+check "no progress when stderr is no terminal" bash -c "[ $rc -eq 2 ] && ! grep -q ' done' '$T/err'"
+
+# --- several commands: stdin or -F FILE, pipelined per host ---
+redis-cli -p "$P1" DEL cli:seq cli:many >/dev/null; redis-cli -p "$P2" DEL cli:seq cli:many >/dev/null
+printf 'SET cli:seq 1\nINCR cli:seq\nGET cli:seq\n' >"$T/cmds"
+STDIN=$T/cmds run -H "127.0.0.1:$P1,127.0.0.1:$P2"
+check "commands on stdin run in order on every host" \
+    bash -c "[ $rc -eq 0 ] && [ \"\$(grep -F '127.0.0.1:$P1: ' '$T/out')\" = \"\$(printf '127.0.0.1:$P1: OK\n127.0.0.1:$P1: (integer) 2\n127.0.0.1:$P1: 2')\" ] && [ \$(grep -c '^127.0.0.1:$P2: ' '$T/out') -eq 3 ]"
+cat >"$T/quoted" <<'CMDS'
+SET cli:q "a\tb\x41\"c"
+GET cli:q
+SET cli:s 'it\'s "raw" \n'
+GET cli:s
+
+CMDS
+run --json -F "$T/quoted" -H "127.0.0.1:$P1"
+cat >"$T/quoted.jq" <<'JQ'
+.replies == ["OK", "a\tbA\"c", "OK", "it's \"raw\" \\n"]
+JQ
+check "-F reads redis-cli quoting: double-quote escapes, single quotes literal" \
+    bash -c "jq -e -f '$T/quoted.jq' '$T/out' >/dev/null"
+{ echo "DEL cli:many"; for _ in $(seq 1000); do echo "INCR cli:many"; done; } >"$T/many"
+run --json -F "$T/many" -H "127.0.0.1:$P1,127.0.0.1:$P2"
+check "a 1,001-line file runs every command on every host, in order" \
+    bash -c "[ $rc -eq 0 ] && [ \$(jq -e 'select((.replies | length) == 1001 and .replies[1000] == 1000 and .replies[1] == 1)' '$T/out' | grep -c host) -eq 2 ]"
+printf 'GET cli:seq\nSET cli:x "unclosed\n' >"$T/badq"
+bad_input "unbalanced quotes in -F are a usage error" -F "$T/badq" -H "127.0.0.1:$P1"
+printf 'PING\nMONITOR\n' >"$T/mon"
+bad_input "MONITOR in a command file is a usage error" -F "$T/mon" -H "127.0.0.1:$P1"
+
+# --- a fleet of Redis and MySQL hosts in one run ---
+run -H "redis://127.0.0.1:$P1,$MY" -e "SELECT 7 AS seven" PING
+check "-e SQL and a Redis command in one run go each to its kind of host" \
+    bash -c "[ $rc -eq 0 ] && grep -qxF 'redis://127.0.0.1:$P1: PONG' '$T/out' && grep -q '^mysql://.*| 7     |' '$T/out' && grep -q '^2 hosts: 2 ok' '$T/err'"
+bad_input "a bare host:port in a run of both kinds is a usage error" -H "127.0.0.1:$P1,$MY" -e "SELECT 1" PING
+
+# --- the output views: latency, sort, diff ---
+run --latency -H "127.0.0.1:$P1" PING
+check "--latency adds a latency column" grep -qE "^127\.0\.0\.1:$P1: +[0-9]+\.[0-9]{3} ms  PONG\$" "$T/out"
+run --sort host -t 2000 -H "127.0.0.1:$P2,127.0.0.1:$CLOSED,127.0.0.1:$P1" PING
+printf '127.0.0.1:%s\n' "$P2" "$CLOSED" "$P1" | sort >"$T/sorted"
+check "--sort host prints the hosts in name order" \
+    bash -c "cut -d: -f1-2 '$T/out' | cmp -s - '$T/sorted'"
+run --sort status -t 2000 -H "127.0.0.1:$CLOSED,127.0.0.1:$P1" PING
+check "--sort status prints the ok hosts first" \
+    bash -c "head -1 '$T/out' | grep -qxF '127.0.0.1:$P1: PONG'"
+run --json --sort latency -H "127.0.0.1:[$P1,$P2,$P3],127.0.0.1:$CLOSED" PING
+check "--sort latency prints the fastest first" \
+    bash -c "jq -s -e '[.[].latency_ms] as \$l | \$l == (\$l | sort) and (\$l | length) == 4' '$T/out' >/dev/null"
+redis-cli -p "$P1" SET cli:d same >/dev/null; redis-cli -p "$P2" SET cli:d same >/dev/null
+redis-cli -p "$P3" SET cli:d other >/dev/null
+run --diff -H "127.0.0.1:$P1,127.0.0.1:$P2,127.0.0.1:$P3" GET cli:d
+check "--diff shows the majority once and only the host that differs" \
+    bash -c "[ \$(grep -c '^same\$' '$T/out') -eq 1 ] && grep -q '^the majority: 127.0.0.1:\[.*\] (2) ' '$T/out' && [ \"\$(tail -1 '$T/out')\" = '127.0.0.1:$P3: other' ] && [ \$(wc -l <'$T/out') -eq 5 ]"
+bad_input "--stream with -g is a usage error" --stream -g -H "127.0.0.1:$P1" PING
+bad_input "a bad --sort key is a usage error" --sort size -H "127.0.0.1:$P1" PING
+
+# --- JSON details ---
+run --json -H "127.0.0.1:$P1,redis://127.0.0.1:$P2" PING
+check "--json: latency_ms has at most 3 decimals" \
+    bash -c "[ \$(grep -cE '\"latency_ms\":[0-9]+(\.[0-9]{1,3})?[,}]' '$T/out') -eq 2 ]"
+check "--json: the host is named as in text mode" \
+    bash -c "jq -r .host '$T/out' | tr '\n' ' ' | grep -qxF '127.0.0.1:$P1 redis://127.0.0.1:$P2 '"
+run --json -H "127.0.0.1:$P1" EVAL "return redis.error_reply('ERR cli boom')" 0
+check "--json: an error entry says its text once" \
+    bash -c "[ $rc -eq 1 ] && jq -e 'has(\"reply\") | not' '$T/out' >/dev/null && [ \$(grep -o 'cli boom' '$T/out' | wc -l) -eq 1 ]"
+run --json -H "127.0.0.1:$P1" EVAL "return {string.char(255, 0, 65), 'caf\195\169'}" 0
+check "--json: bytes that are not UTF-8 come as base64, UTF-8 as a string" \
+    bash -c "jq -e '.reply == [{\"encoding\": \"base64\", \"value\": \"/wBB\"}, \"caf\u00e9\"]' '$T/out' >/dev/null"
+run --json -H "127.0.0.1:$P1" EVAL "return string.char(1, 2, 255)" 0
+check "--json: a top-level binary reply is base64 with \"encoding\":\"base64\"" \
+    bash -c "jq -e '.reply == \"AQL/\" and .encoding == \"base64\"' '$T/out' >/dev/null"
+
+# --- errors ---
+bad_input "SUBSCRIBE is a usage error" -H "127.0.0.1:$P1" SUBSCRIBE ch
+bad_input "PSUBSCRIBE is a usage error" -H "127.0.0.1:$P1" psubscribe 'c*'
+bad_input "SSUBSCRIBE is a usage error" -H "127.0.0.1:$P1" SSUBSCRIBE ch
+bad_input "MONITOR is a usage error" -H "127.0.0.1:$P1" MONITOR
+run -H "$MY" -e "SELEC 1"
+check "a MySQL error names its host once" \
+    bash -c "[ $rc -eq 1 ] && [ \$(grep -o '127.0.0.1:$VL_TEST_MYSQL_PORT' '$T/out' | wc -l) -eq 1 ] && grep -q ': (error) SELEC: ERROR 1064 (42000)' '$T/out'"
+MTP=$VL_TEST_REDIS_MTLS_PORT
+run -H "rediss://localhost:$MTP" --cacert "$VL_TEST_TLS_DIR/ca.crt" \
+    --cert "$VL_TEST_TLS_CLIENT_CERT" --key "$VL_TEST_TLS_CLIENT_KEY" PING
+check "rediss:// with --cacert, --cert and --key passes a mutual-TLS server" \
+    bash -c "[ $rc -eq 0 ] && grep -qxF 'rediss://localhost:$MTP: PONG' '$T/out'"
+run -H "rediss://localhost:$MTP" --cacert "$VL_TEST_TLS_DIR/ca.crt" PING
+check "the same server refuses a client without --cert" [ "$rc" -eq 2 ]
+
+# --- a password for a server that has none: warn and go on ---
+REDISCLI_AUTH=N0tNeeded timeout 30 "$VOLLEY" -H "127.0.0.1:$P1,127.0.0.1:$PA" PING \
+    </dev/null >"$T/out" 2>"$T/err"; rc=$?
+check "a password the server does not need: a warning, then the command runs" \
+    bash -c "[ $rc -eq 2 ] && grep -qxF '127.0.0.1:$P1: PONG' '$T/out' && grep -qF 'warning: 127.0.0.1:$P1 needs no password' '$T/err' && grep -q '(connect)' '$T/out' && ! grep -qF N0tNeeded '$T/out' '$T/err'"
+(sleep 1; printf 'N0tNeeded\n') | timeout 30 script -qec "'$VOLLEY' --askpass -H 127.0.0.1:$P1 PING" "$T/tty" >/dev/null
+check "--askpass for a server without a password warns and runs" \
+    bash -c "grep -qF 'needs no password' '$T/tty' && grep -qF '127.0.0.1:$P1: PONG' '$T/tty' && grep -qF 'COMMAND_EXIT_CODE=\"0\"' '$T/tty'"
+kill "$SILENT_PID" 2>/dev/null; wait "$SILENT_PID" 2>/dev/null
 
 [ "$fails" -eq 0 ]

@@ -314,6 +314,88 @@ int cli_hosts_add_file(cli_hosts *h, const char *path, char *err, size_t errlen)
     return 0;
 }
 
+/* A host and its position, sorted by host, then by position. */
+typedef struct indexed {
+    const char *s;
+    size_t i;
+} indexed;
+
+static int cmp_indexed(const void *a, const void *b)
+{
+    const indexed *x = a, *y = b;
+    int c = strcmp(x->s, y->s);
+
+    return c != 0 ? c : x->i < y->i ? -1 : x->i > y->i;
+}
+
+size_t cli_hosts_dedup(cli_hosts *h)
+{
+    indexed *idx = malloc((h->n ? h->n : 1) * sizeof(*idx));
+    size_t i, lead = 0, k = 0, dropped = 0;
+
+    if (idx == NULL)
+        return (size_t)-1;
+    for (i = 0; i < h->n; i++)
+        idx[i] = (indexed){h->v[i], i};
+    qsort(idx, h->n, sizeof(*idx), cmp_indexed);
+    /* Each run of equal hosts starts with its first one; the rest go. */
+    for (i = 1; i < h->n; i++) {
+        if (strcmp(idx[lead].s, idx[i].s) != 0) {
+            lead = i;
+            continue;
+        }
+        free(h->v[idx[i].i]);
+        h->v[idx[i].i] = NULL;
+        dropped++;
+    }
+    free(idx);
+    for (i = 0; i < h->n; i++)
+        if (h->v[i] != NULL)
+            h->v[k++] = h->v[i];
+    h->n = k;
+    return dropped;
+}
+
+char *cli_hosts_display(const char *typed)
+{
+    size_t n = strlen(typed), scheme, head, tail, o;
+    char *out = malloc(n + 2);
+    const char *k, *end = typed + n;
+    int first = 1;
+
+    if (out == NULL)
+        return NULL;
+    host_part(typed, n, &scheme, &head, &tail);
+    memcpy(out, typed, scheme);
+    o = scheme;
+    if (head > scheme) { /* "user:password@": only "user@" stays */
+        const char *colon = memchr(typed + scheme, ':', head - 1 - scheme);
+        size_t u = colon != NULL ? (size_t)(colon - typed) - scheme : head - 1 - scheme;
+        if (u > 0) {
+            memcpy(out + o, typed + scheme, u);
+            o += u;
+            out[o++] = '@';
+        }
+    }
+    memcpy(out + o, typed + head, n - tail - head);
+    o += n - tail - head;
+    /* The query, "?a=1&password=x&b=2", without its password= items. */
+    for (k = end - tail; k < end;) {
+        const char *amp = memchr(k + 1, '&', (size_t)(end - k - 1));
+        const char *kend = amp != NULL ? amp : end;
+        size_t len = (size_t)(kend - k - 1);
+        if (!(len >= 9 && strncmp(k + 1, "password=", 9) == 0)) {
+            out[o++] = first ? '?' : '&';
+            memcpy(out + o, k + 1, len);
+            o += len;
+            first = 0;
+        }
+        k = kend;
+    }
+    out[o] = '\0';
+    return out;
+}
+
 /* ---- compression for --group ---- */
 
 /* Splits "prefix<digits>suffix" at the LAST run of digits. */
@@ -414,14 +496,20 @@ static int app_range(char **out, size_t *len, size_t *cap, const foldable *f, si
     for (i = 0; i < k; i++)
         nums[i] = strtoul(f[i].s + f[i].pre, NULL, 10);
     qsort(nums, k, sizeof(*nums), cmp_ul);
+    /* Equal hosts are one host: "h:1,h:1" gives "h:1", never "h:[1-1]". */
+    for (i = j = 1; i < k; i++)
+        if (nums[i] != nums[j - 1])
+            nums[j++] = nums[i];
+    k = j;
+    if (k == 1)
+        return app(out, len, cap, f[0].s, strlen(f[0].s));
     if (app(out, len, cap, f[0].s, f[0].pre) != 0 || app(out, len, cap, "[", 1) != 0)
         return -1;
     for (j = 0; j < k;) {
         size_t e = j;
         char buf[48];
         int m;
-        /* Equal numbers fold too: "h:1,h:1" gives "h:[1-1]". */
-        while (e + 1 < k && nums[e + 1] <= nums[e] + 1)
+        while (e + 1 < k && nums[e + 1] == nums[e] + 1)
             e++;
         if (e == j)
             m = snprintf(buf, sizeof(buf), "%s%lu", j ? "," : "", nums[j]);

@@ -256,61 +256,106 @@ static void render_table(buf *b, const vl_mysql_result *res)
     free(w);
 }
 
-static const char *status_word(int st)
+const char *cli_rec_word(int st)
 {
     switch (st) {
     case VL_OK: return "ok";
     case VL_ESERVER: return "error";
     case VL_ETIMEDOUT: return "timeout";
+    case CLI_INTERRUPTED: return "interrupted";
+    case CLI_PENDING: return "pending";
     default: return "connect";
     }
 }
 
-char *cli_render_text(const vl_fanout_result *r, size_t i)
+/* The library's message names the host ("GET on redis://h:1: ..."); every
+ * line of ours names it already, so it goes, with the " on " before it. */
+static char *strip_host(const char *msg, const char *host)
 {
-    buf b = {0};
-    int st = vl_fanout_status(r, i);
-    const vl_redis_reply *reply = vl_fanout_redis_reply(r, i);
-    const vl_mysql_result *res = vl_fanout_mysql_result(r, i);
+    const char *at = host != NULL && host[0] != '\0' ? strstr(msg, host) : NULL;
+    size_t n = strlen(msg), hl, pre;
+    char *out;
 
-    put(&b, "", 0);
-    if (reply != NULL) {
-        render_reply(&b, reply, 0);
-        put(&b, "\n", 1);
-    } else if (st == VL_OK && res != NULL) {
-        const vl_mysql_result *cur;
-        for (cur = res; cur != NULL; cur = vl_mysql_result_next(cur))
-            render_table(&b, cur);
-    } else if (st != VL_OK) {
-        putf(&b, "(%s) %s\n", status_word(st), vl_fanout_error(r, i));
-    }
-    if (b.oom) {
-        free(b.s);
+    if (at == NULL)
+        return strdup(msg);
+    hl = strlen(host);
+    pre = (size_t)(at - msg);
+    if (pre >= 4 && strncmp(at - 4, " on ", 4) == 0)
+        pre -= 4;
+    else if (pre >= 1 && at[-1] == ' ')
+        pre -= 1;
+    out = malloc(n + 1);
+    if (out == NULL)
         return NULL;
-    }
-    return b.s;
+    memcpy(out, msg, pre);
+    memcpy(out + pre, at + hl, n - (size_t)(at - msg) - hl + 1);
+    return out;
 }
 
-static json_t *reply_json(const vl_redis_reply *r)
+/* Standard base64 (RFC 4648) of s[0, n). */
+static json_t *base64_json(const char *s, size_t n)
+{
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    char *out = malloc(4 * ((n + 2) / 3) + 1);
+    size_t i, o = 0;
+    json_t *j;
+
+    if (out == NULL)
+        return NULL;
+    for (i = 0; i < n; i += 3) {
+        unsigned v = (unsigned)(unsigned char)s[i] << 16;
+        v |= (i + 1 < n ? (unsigned char)s[i + 1] : 0u) << 8;
+        v |= i + 2 < n ? (unsigned char)s[i + 2] : 0u;
+        out[o++] = tab[(v >> 18) & 63];
+        out[o++] = tab[(v >> 12) & 63];
+        out[o++] = i + 1 < n ? tab[(v >> 6) & 63] : '=';
+        out[o++] = i + 2 < n ? tab[v & 63] : '=';
+    }
+    out[o] = '\0';
+    j = json_string(out);
+    free(out);
+    return j;
+}
+
+/* Bytes as JSON: a string when they are UTF-8, else {"encoding":"base64",
+ * "value":"..."}, so that no byte is lost or invented. With b64 non-NULL
+ * the caller marks base64 itself (a top-level reply): the bare string
+ * comes back and *b64 is set. */
+static json_t *bytes_json(const char *s, size_t n, int *b64)
+{
+    json_t *v = json_stringn(s, n), *o;
+
+    if (v != NULL)
+        return v;
+    v = base64_json(s, n);
+    if (b64 != NULL) {
+        *b64 = 1;
+        return v;
+    }
+    o = json_object();
+    json_object_set_new(o, "encoding", json_string("base64"));
+    json_object_set_new(o, "value", v);
+    return o;
+}
+
+/* A reply as JSON. An error reply is {"error": text}, so that it never
+ * reads as a string the server stored. */
+static json_t *reply_json(const vl_redis_reply *r, int *b64)
 {
     size_t n, i;
     const char *s;
-    json_t *a, *v;
+    json_t *a;
 
     switch (vl_redis_reply_type(r)) {
     case VL_REDIS_STRING:
     case VL_REDIS_STATUS:
+        s = vl_redis_reply_str(r, &n);
+        return bytes_json(s, n, b64);
     case VL_REDIS_ERROR:
         s = vl_redis_reply_str(r, &n);
-        v = json_stringn(s, n);
-        if (v == NULL) {
-            /* Not UTF-8: show the bytes escaped rather than lose them. */
-            buf b = {0};
-            put_quoted(&b, s, n);
-            v = json_string(b.s != NULL ? b.s : "");
-            free(b.s);
-        }
-        return v;
+        a = json_object();
+        json_object_set_new(a, "error", bytes_json(s, n, NULL));
+        return a;
     case VL_REDIS_INTEGER:
         return json_integer(cli_reply_integer(r));
     case VL_REDIS_NIL:
@@ -319,7 +364,7 @@ static json_t *reply_json(const vl_redis_reply *r)
         a = json_array();
         n = vl_redis_reply_count(r);
         for (i = 0; i < n && a != NULL; i++)
-            json_array_append_new(a, reply_json(vl_redis_reply_element(r, i)));
+            json_array_append_new(a, reply_json(vl_redis_reply_element(r, i), NULL));
         return a;
     }
     return json_null();
@@ -330,7 +375,6 @@ static json_t *cell_json(const vl_mysql_result *res, size_t row, size_t col)
     size_t len;
     const char *v = vl_mysql_result_value(res, row, col, &len);
     int type = vl_mysql_result_column_type(res, col);
-    json_t *j;
 
     if (v == NULL)
         return json_null();
@@ -351,62 +395,137 @@ static json_t *cell_json(const vl_mysql_result *res, size_t row, size_t col)
     default:
         break;
     }
-    j = json_stringn(v, len);
-    if (j == NULL) {
-        buf b = {0};
-        put_quoted(&b, v, len);
-        j = json_string(b.s != NULL ? b.s : "");
-        free(b.s);
-    }
-    return j;
+    return bytes_json(v, len, NULL);
 }
 
-int cli_render_json(FILE *out, const vl_fanout_result *r, size_t i)
+static json_t *result_json(const vl_mysql_result *res)
 {
-    json_t *o = json_object();
+    json_t *o = json_object(), *cols = json_array(), *rows = json_array();
+    size_t c, row, nc = vl_mysql_result_columns(res), nr = vl_mysql_result_rows(res);
+
+    for (c = 0; c < nc; c++)
+        json_array_append_new(cols, json_string(vl_mysql_result_column_name(res, c)));
+    for (row = 0; row < nr; row++) {
+        json_t *jr = json_array();
+        for (c = 0; c < nc; c++)
+            json_array_append_new(jr, cell_json(res, row, c));
+        json_array_append_new(rows, jr);
+    }
+    json_object_set_new(o, "columns", cols);
+    json_object_set_new(o, "rows", rows);
+    if (!vl_mysql_result_has_rows(res))
+        json_object_set_new(o, "affected_rows",
+                            json_integer((json_int_t)vl_mysql_result_affected_rows(res)));
+    return o;
+}
+
+/* Host i's Redis replies into b and rec->json. */
+static void add_replies(cli_rec *rec, buf *b, const vl_fanout_result *r, size_t i, int batch)
+{
+    size_t k, bs = vl_fanout_batch_size(r);
+
+    for (k = 0; k < (bs > 0 ? bs : 1); k++) {
+        const vl_redis_reply *reply = bs > 0 ? vl_fanout_redis_reply_at(r, i, k)
+                                             : vl_fanout_redis_reply(r, i);
+        int b64 = 0;
+        json_t *j;
+        if (reply == NULL)
+            continue;
+        render_reply(b, reply, 0);
+        put(b, "\n", 1);
+        j = reply_json(reply, batch ? NULL : &b64);
+        if (batch)
+            json_array_append_new(rec->json, j);
+        else if (b64) {
+            json_object_set_new(rec->json, "reply", j);
+            json_object_set_new(rec->json, "encoding", json_string("base64"));
+        } else if (vl_redis_reply_type(reply) != VL_REDIS_ERROR)
+            /* An error reply is the entry's "error", not a reply too. */
+            json_object_set_new(rec->json, "reply", j);
+        else
+            json_decref(j);
+        rec->replies++;
+    }
+}
+
+/* A first failure: its status, message without the host, MySQL codes. */
+static void add_failure(cli_rec *rec, buf *b, const vl_fanout_result *r, size_t i,
+                        int said)
+{
     int st = vl_fanout_status(r, i);
-    const vl_redis_reply *reply = vl_fanout_redis_reply(r, i);
+
+    rec->status = st;
+    rec->error = strip_host(vl_fanout_error(r, i), vl_fanout_host(r, i));
+    rec->my_errno = vl_fanout_mysql_errno(r, i);
+    snprintf(rec->sqlstate, sizeof(rec->sqlstate), "%s", vl_fanout_mysql_sqlstate(r, i));
+    if (!said)
+        putf(b, "(%s) %s\n", cli_rec_word(st), rec->error != NULL ? rec->error : "?");
+}
+
+int cli_rec_add(cli_rec *rec, const vl_fanout_result *r, size_t i, int batch)
+{
+    buf b = {rec->text, rec->text != NULL ? strlen(rec->text) : 0,
+             rec->text != NULL ? strlen(rec->text) + 1 : 0, 0};
+    int st = vl_fanout_status(r, i), said = 0;
     const vl_mysql_result *res = vl_fanout_mysql_result(r, i);
+
+    put(&b, "", 0);
+    if (rec->json == NULL)
+        rec->json = batch ? json_array() : json_object();
+    rec->latency_ms += vl_fanout_latency_ms(r, i);
+    if (vl_fanout_batch_size(r) > 0 || vl_fanout_redis_reply(r, i) != NULL) {
+        /* A server error is an error reply among them: it says itself. */
+        add_replies(rec, &b, r, i, batch);
+        said = st == VL_ESERVER;
+    } else if (st == VL_OK && res != NULL) {
+        for (const vl_mysql_result *cur = res; cur != NULL; cur = vl_mysql_result_next(cur))
+            render_table(&b, cur);
+        json_t *rj = result_json(res);
+        json_object_update(rec->json, rj);
+        json_decref(rj);
+    }
+    if (st != VL_OK && (rec->status == CLI_PENDING || rec->status == VL_OK))
+        add_failure(rec, &b, r, i, said);
+    else if (rec->status == CLI_PENDING)
+        rec->status = st;
+    rec->text = b.s;
+    return b.oom || rec->json == NULL ? -1 : 0;
+}
+
+char *cli_rec_json(const cli_rec *rec, const char *host)
+{
+    json_t *o = json_object(), *j = (json_t *)rec->json;
     char *text;
 
     if (o == NULL)
-        return -1;
-    json_object_set_new(o, "host", json_string(vl_fanout_host(r, i)));
-    json_object_set_new(o, "status", json_string(status_word(st)));
-    /* Microsecond precision is all a latency can claim. */
+        return NULL;
+    json_object_set_new(o, "host", json_string(host));
+    json_object_set_new(o, "status", json_string(cli_rec_word(rec->status)));
+    /* Microseconds are all a latency can claim; 15 digits print them
+     * without binary noise (2.414, not 2.4140000000000001). */
     json_object_set_new(o, "latency_ms",
-                        json_real((double)(long long)(vl_fanout_latency_ms(r, i) * 1000.0) / 1000.0));
-    if (reply != NULL) {
-        json_object_set_new(o, "reply", reply_json(reply));
-    } else if (res != NULL && st == VL_OK) {
-        json_t *cols = json_array(), *rows = json_array();
-        size_t c, row, nc = vl_mysql_result_columns(res), nr = vl_mysql_result_rows(res);
-        for (c = 0; c < nc; c++)
-            json_array_append_new(cols, json_string(vl_mysql_result_column_name(res, c)));
-        for (row = 0; row < nr; row++) {
-            json_t *jr = json_array();
-            for (c = 0; c < nc; c++)
-                json_array_append_new(jr, cell_json(res, row, c));
-            json_array_append_new(rows, jr);
-        }
-        json_object_set_new(o, "columns", cols);
-        json_object_set_new(o, "rows", rows);
-        if (!vl_mysql_result_has_rows(res))
-            json_object_set_new(o, "affected_rows",
-                                json_integer((json_int_t)vl_mysql_result_affected_rows(res)));
-    }
-    if (st != VL_OK) {
-        json_object_set_new(o, "error", json_string(vl_fanout_error(r, i)));
-        if (vl_fanout_mysql_errno(r, i) != 0) {
-            json_object_set_new(o, "errno", json_integer(vl_fanout_mysql_errno(r, i)));
-            json_object_set_new(o, "sqlstate", json_string(vl_fanout_mysql_sqlstate(r, i)));
+                        json_real((double)(long long)(rec->latency_ms * 1000.0 + 0.5) / 1000.0));
+    if (j != NULL && json_is_array(j))
+        json_object_set(o, "replies", j);
+    else if (j != NULL)
+        json_object_update(o, j);
+    if (rec->error != NULL && rec->status != CLI_INTERRUPTED &&
+        !(rec->status == VL_ESERVER && rec->my_errno == 0 && json_is_array(j))) {
+        json_object_set_new(o, "error", json_string(rec->error));
+        if (rec->my_errno != 0) {
+            json_object_set_new(o, "errno", json_integer(rec->my_errno));
+            json_object_set_new(o, "sqlstate", json_string(rec->sqlstate));
         }
     }
-    text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
     json_decref(o);
-    if (text == NULL)
-        return -1;
-    fprintf(out, "%s\n", text);
-    free(text);
-    return 0;
+    return text;
+}
+
+void cli_rec_free(cli_rec *rec)
+{
+    free(rec->text);
+    free(rec->error);
+    json_decref((json_t *)rec->json);
+    memset(rec, 0, sizeof(*rec));
 }

@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <termios.h>
@@ -26,7 +27,13 @@
 typedef struct cli {
     cli_hosts hosts;
     char **urls;         /* what the library gets */
-    char **shown;        /* what we print: as typed, or the URL sans password */
+    char **shown;        /* what we print: as typed, without passwords */
+    unsigned char *kind; /* per host: 0 Redis, 1 MySQL */
+    cli_rec *recs;
+    unsigned char *printed; /* --stream: hosts printed already */
+    cli_cmds cmds;       /* Redis commands: argv, -F FILE or stdin */
+    const char *cmd_file;
+    const char *hosts_file;
     const char *sql;
     const char *user;
     const char *database;
@@ -35,18 +42,25 @@ typedef struct cli {
     long timeout_ms;
     int stream;
     int group;
+    int diff;
+    int latency;
+    int sort;
     int json;
     int askpass;
     int tls;             /* --tls: bare host:port means rediss:// */
     const char *cacert, *cert, *key;
     int insecure;
-    char password[512];
+    char password[512];  /* for Redis hosts (--askpass or REDISCLI_AUTH) */
     int have_password;
-    int is_mysql;
+    char mysql_password[512]; /* for MySQL hosts (--askpass or MYSQL_PWD) */
+    int have_mysql_password;
     int cluster;         /* --cluster: the hosts are seeds of a Redis Cluster */
     int primaries;       /* --primaries: its primaries only */
-    size_t printed;      /* --stream: hosts printed so far */
 } cli;
+
+/* Set by the SIGINT handler, read by the run's tick. A signal handler can
+ * reach nothing else. */
+static volatile sig_atomic_t interrupted;
 
 static void usage(FILE *out)
 {
@@ -212,228 +226,158 @@ static int tls_params(cli *c, char *buf, size_t cap)
     }
     return 0;
 }
+/* The kind of host h: 0 Redis, 1 MySQL, -1 unknown scheme, -2 a bare
+ * host (or unix://) that could be either in a run of both. */
+static int host_kind(const cli *c, const char *h)
+{
+    const char *sep = strstr(h, "://");
+    int has_cmd = c->cmds.n > 0 || c->cmd_file != NULL;
+    size_t slen;
 
-/* Turns each typed host into a URL and decides the kind of the run. */
+    if (sep == NULL || (sep - h == 4 && strncmp(h, "unix", 4) == 0)) {
+        if (c->sql == NULL)
+            return 0;
+        return has_cmd ? -2 : 1;
+    }
+    slen = (size_t)(sep - h);
+    if ((slen == 5 && strncmp(h, "mysql", 5) == 0) || (slen == 7 && strncmp(h, "mariadb", 7) == 0))
+        return 1;
+    if ((slen == 5 && strncmp(h, "redis", 5) == 0) || (slen == 6 && strncmp(h, "rediss", 6) == 0))
+        return 0;
+    return -1;
+}
+
+/* The library's URL for a host typed as h of the given kind. 0, or -1 when
+ * it does not fit. */
+static int host_url(cli *c, const char *h, int kind, char *buf, size_t cap)
+{
+    if (strstr(h, "://") != NULL) {
+        snprintf(buf, cap, "%s", h);
+    } else if (kind == 1) {
+        char user[256] = "", db[256] = "";
+        if (c->user != NULL)
+            url_encode(user, sizeof(user), c->user);
+        if (c->database != NULL)
+            url_encode(db, sizeof(db), c->database);
+        snprintf(buf, cap, "mysql://%s%s%s%s%s", user, user[0] ? "@" : "", h, db[0] ? "/" : "",
+                 db);
+    } else {
+        snprintf(buf, cap, "%s://%s", c->tls ? "rediss" : "redis", h);
+    }
+    if (strlen(buf) + 1 >= cap)
+        return -1;
+    return strncmp(buf, "rediss://", 9) == 0 ? tls_params(c, buf, cap) : 0;
+}
+
+/* Turns each typed host into a URL and a printable name, and sorts it into
+ * Redis or MySQL. Returns 0, -1 when out of memory, or an exit status once
+ * the message is printed. */
 static int build_urls(cli *c)
 {
-    size_t i;
-    int saw_redis = 0, saw_mysql = 0;
+    size_t i, n = c->hosts.n;
 
-    c->urls = calloc(c->hosts.n, sizeof(char *));
-    c->shown = calloc(c->hosts.n, sizeof(char *));
-    if (c->urls == NULL || c->shown == NULL)
+    c->urls = calloc(n ? n : 1, sizeof(char *));
+    c->shown = calloc(n ? n : 1, sizeof(char *));
+    c->kind = calloc(n ? n : 1, 1);
+    if (c->urls == NULL || c->shown == NULL || c->kind == NULL)
         return -1;
-    for (i = 0; i < c->hosts.n; i++) {
-        const char *h = c->hosts.v[i];
+    for (i = 0; i < n; i++) {
+        const char *h = c->hosts.v[i], *sep = strstr(h, "://");
+        int kind = host_kind(c, h);
         char buf[4096];
-        const char *sep = strstr(h, "://");
 
-        if (sep != NULL) {
-            size_t slen = (size_t)(sep - h);
-            if ((slen == 5 && strncmp(h, "mysql", 5) == 0) ||
-                (slen == 7 && strncmp(h, "mariadb", 7) == 0))
-                saw_mysql = 1;
-            else if ((slen == 5 && strncmp(h, "redis", 5) == 0) ||
-                     (slen == 6 && strncmp(h, "rediss", 6) == 0))
-                saw_redis = 1;
-            else if (slen == 4 && strncmp(h, "unix", 4) == 0)
-                *(c->sql != NULL ? &saw_mysql : &saw_redis) = 1;
-            else {
-                fprintf(stderr, CLI_NAME ": unknown URL scheme in host '%.*s://...'\n", (int)slen, h);
-                return CLI_EXIT_USAGE;
-            }
-            snprintf(buf, sizeof(buf), "%s", h);
-        } else if (c->sql != NULL) {
-            char user[256] = "", db[256] = "";
-            if (c->user != NULL)
-                url_encode(user, sizeof(user), c->user);
-            if (c->database != NULL)
-                url_encode(db, sizeof(db), c->database);
-            snprintf(buf, sizeof(buf), "mysql://%s%s%s%s%s", user, user[0] ? "@" : "", h,
-                     db[0] ? "/" : "", db);
-            saw_mysql = 1;
-        } else {
-            snprintf(buf, sizeof(buf), "%s://%s", c->tls ? "rediss" : "redis", h);
-            saw_redis = 1;
-        }
-        if (strncmp(buf, "rediss://", 9) == 0 && tls_params(c, buf, sizeof(buf)) != 0) {
-            fprintf(stderr, CLI_NAME ": host '%s' is too long\n", h);
+        if (kind == -1) {
+            fprintf(stderr, CLI_NAME ": unknown URL scheme in host '%.*s://...'\n",
+                    (int)(sep - h), h);
             return CLI_EXIT_USAGE;
         }
+        if (kind == -2) {
+            fprintf(stderr, CLI_NAME ": with both -e SQL and a Redis command, give each host "
+                            "as a redis:// or mysql:// URL (see --help)\n");
+            return CLI_EXIT_USAGE;
+        }
+        if (host_url(c, h, kind, buf, sizeof(buf)) != 0) {
+            fprintf(stderr, CLI_NAME ": host %zu is too long\n", i + 1);
+            return CLI_EXIT_USAGE;
+        }
+        c->kind[i] = (unsigned char)kind;
         c->urls[i] = strdup(buf);
-        /* A typed URL, or user:password@host, may hold a password: print
-         * the library's display form for those. */
-        c->shown[i] = sep != NULL || strchr(h, '@') != NULL ? NULL : strdup(h);
-        if (c->urls[i] == NULL)
+        c->shown[i] = cli_hosts_display(h);
+        memset(buf, 0, sizeof(buf));
+        if (c->urls[i] == NULL || c->shown[i] == NULL)
             return -1;
     }
-    if (saw_redis && saw_mysql) {
-        fprintf(stderr, CLI_NAME ": the host list mixes Redis and MySQL hosts; one command "
-                        "runs on one kind (see --help)\n");
-        return CLI_EXIT_USAGE;
-    }
-    if (c->sql != NULL && saw_redis) {
-        fprintf(stderr, CLI_NAME ": -e runs SQL, but the hosts are Redis (see --help)\n");
-        return CLI_EXIT_USAGE;
-    }
-    if (c->sql == NULL && saw_mysql) {
-        fprintf(stderr, CLI_NAME ": MySQL hosts need -e SQL (see --help)\n");
-        return CLI_EXIT_USAGE;
-    }
-    c->is_mysql = saw_mysql;
     return 0;
 }
 
-static const char *shown(const cli *c, const vl_fanout_result *r, size_t i)
+/* 1 when some host is of the kind. */
+static int has_kind(const cli *c, int kind)
 {
-    /* A cluster's nodes are the map's, not the hosts typed: no shown[]. */
-    return c->shown != NULL && c->shown[i] != NULL ? c->shown[i] : vl_fanout_host(r, i);
+    for (size_t i = 0; i < c->hosts.n; i++)
+        if (c->kind[i] == kind)
+            return 1;
+    return 0;
 }
 
-static void print_host(cli *c, const vl_fanout_result *r, size_t i)
+/* Reads the Redis commands from -F FILE, or stdin when it is no terminal
+ * and holds no host list. Returns 0, or an exit status once the message is
+ * printed. */
+static int read_commands(cli *c)
 {
-    char *text;
+    const char *name = c->cmd_file;
+    char err[512];
+    FILE *f;
+    int rc;
 
-    if (c->json) {
-        cli_render_json(stdout, r, i);
-        return;
+    if (c->cmds.n > 0 && c->cmd_file != NULL)
+        return usage_error("%s", "give the Redis commands as arguments or with -F, not both");
+    if (c->cmds.n > 0)
+        return 0;
+    if (name == NULL) {
+        if (isatty(STDIN_FILENO) || (c->hosts_file != NULL && strcmp(c->hosts_file, "-") == 0))
+            return usage_error("%s", "no command: give a Redis command, -F FILE or -e SQL");
+        name = "-";
     }
-    text = cli_render_text(r, i);
-    if (text == NULL)
-        return;
-    /* Every line carries its host, like pdsh, so output can be grepped. */
-    {
-        const char *p = text;
-        const char *h = shown(c, r, i);
-        if (*p == '\0')
-            printf("%s: \n", h);
-        while (*p != '\0') {
-            const char *nl = strchr(p, '\n');
-            size_t n = nl ? (size_t)(nl - p) : strlen(p);
-            printf("%s: %.*s\n", h, (int)n, p);
-            p += n + (nl ? 1 : 0);
-        }
+    f = strcmp(name, "-") == 0 ? stdin : fopen(name, "r");
+    if (f == NULL) {
+        fprintf(stderr, CLI_NAME ": cannot open '%s': %s\n", name, strerror(errno));
+        return CLI_EXIT_USAGE;
     }
-    free(text);
+    rc = cli_cmds_add_file(&c->cmds, f, strcmp(name, "-") == 0 ? "stdin" : name, err,
+                           sizeof(err));
+    if (f != stdin)
+        fclose(f);
+    if (rc != 0)
+        return usage_error("%s", err);
+    if (c->cmds.n == 0)
+        return usage_error("%s", "no command: the command input is empty");
+    return 0;
 }
 
-static void on_host(const vl_fanout_result *r, size_t i, void *ud)
+/* Checks what only the hosts' kinds tell, and reads the commands. Returns
+ * 0, or an exit status once the message is printed. */
+static int check_kinds(cli *c)
 {
-    cli *c = ud;
+    const char *held;
+    int rc;
 
-    if (c->stream) {
-        print_host(c, r, i);
-        fflush(stdout);
+    if (c->sql != NULL && !has_kind(c, 1))
+        return usage_error("%s", "-e runs SQL, but no host is a MySQL host");
+    if (!has_kind(c, 0)) {
+        if (c->cmds.n > 0 || c->cmd_file != NULL)
+            return usage_error("%s", "a Redis command, but no host is a Redis host");
+        return 0;
     }
-}
-
-/* One host's rendered output, sorted to find the hosts that print the same. */
-typedef struct cli_text {
-    char *text;
-    size_t idx;
-} cli_text;
-
-static int cmp_text(const void *a, const void *b)
-{
-    const cli_text *x = a, *y = b;
-    int c = strcmp(x->text, y->text);
-
-    return c != 0 ? c : x->idx < y->idx ? -1 : x->idx > y->idx;
-}
-
-/* Prints each distinct output once, under the hosts that gave it, in the
- * order of each output's first host. Sorting makes this O(n log n): with
- * 65,000 hosts that all fail differently, comparing every pair is slow. */
-static void print_groups(cli *c, const vl_fanout_result *r)
-{
-    size_t n = vl_fanout_count(r), i, j, k = 0, m;
-    cli_text *t = calloc(n ? n : 1, sizeof(*t));
-    size_t *first = calloc(n ? n : 1, sizeof(*first)); /* host -> its group in t[], or n */
-    size_t *size = calloc(n ? n : 1, sizeof(*size));
-    const char **members = calloc(n ? n : 1, sizeof(char *));
-
-    if (t == NULL || first == NULL || size == NULL || members == NULL)
-        goto out;
-    for (i = 0; i < n; i++) {
-        char *text = cli_render_text(r, i);
-        first[i] = n;
-        if (text != NULL) {
-            t[k].text = text;
-            t[k].idx = i;
-            k++;
-        }
-    }
-    qsort(t, k, sizeof(*t), cmp_text);
-    for (i = 0; i < k; i = j) {
-        for (j = i + 1; j < k && strcmp(t[i].text, t[j].text) == 0; j++)
-            ;
-        first[t[i].idx] = i;
-        size[t[i].idx] = j - i;
-    }
-    for (i = 0; i < n; i++) {
-        const char *text;
-        char *list;
-        if (first[i] == n)
-            continue;
-        text = t[first[i]].text;
-        for (m = 0; m < size[i]; m++)
-            members[m] = shown(c, r, t[first[i] + m].idx);
-        list = cli_hosts_compress(members, size[i]);
-        printf("----------------\n%s (%zu)\n----------------\n%s", list ? list : "?", size[i], text);
-        if (text[0] == '\0' || text[strlen(text) - 1] != '\n')
-            printf("\n");
-        free(list);
-    }
-out:
-    if (t != NULL)
-        for (i = 0; i < k; i++)
-            free(t[i].text);
-    free(t);
-    free(first);
-    free(size);
-    free(members);
-}
-
-/* "6 hosts: 4 ok, 1 error (h), 1 timeout (h)" on stderr; returns the exit code. */
-static int summarize(cli *c, const vl_fanout_result *r)
-{
-    static const struct {
-        const char *name;
-        int kind;
-    } cats[] = {{"error", 1}, {"timeout", 2}, {"connect", 3}};
-    size_t n = vl_fanout_count(r), i, k, ok = 0, count[4] = {0};
-    const char **members = calloc(n ? n : 1, sizeof(char *));
-    int code = CLI_EXIT_OK;
-
-    for (i = 0; i < n; i++) {
-        int st = vl_fanout_status(r, i);
-        int kind = st == VL_OK ? 0 : st == VL_ESERVER ? 1 : st == VL_ETIMEDOUT ? 2 : 3;
-        count[kind]++;
-    }
-    ok = count[0];
-    fprintf(stderr, "%zu host%s: %zu ok", n, n == 1 ? "" : "s", ok);
-    for (k = 0; k < 3; k++) {
-        size_t m = 0;
-        char *list;
-        if (count[cats[k].kind] == 0)
-            continue;
-        for (i = 0; i < n && members != NULL; i++) {
-            int st = vl_fanout_status(r, i);
-            int kind = st == VL_OK ? 0 : st == VL_ESERVER ? 1 : st == VL_ETIMEDOUT ? 2 : 3;
-            if (kind == cats[k].kind)
-                members[m++] = shown(c, r, i);
-        }
-        list = members != NULL ? cli_hosts_compress(members, m) : NULL;
-        fprintf(stderr, ", %zu %s (%s)", count[cats[k].kind], cats[k].name, list ? list : "?");
-        free(list);
-    }
-    fprintf(stderr, "\n");
-    free(members);
-    if (count[1] > 0)
-        code = CLI_EXIT_SERVER_ERROR;
-    if (count[2] + count[3] > 0)
-        code = CLI_EXIT_UNREACHABLE;
-    return code;
+    if (c->sql == NULL && has_kind(c, 1))
+        return usage_error("%s", "MySQL hosts need -e SQL");
+    rc = read_commands(c);
+    if (rc != 0)
+        return rc;
+    held = cli_cmds_refused(&c->cmds);
+    if (held != NULL)
+        return usage_error("%s holds its connection for pushed messages, which a fan-out "
+                           "cannot show: use redis-cli for it", held);
+    return 0;
 }
 
 static void cli_free(cli *c)
@@ -441,15 +385,55 @@ static void cli_free(cli *c)
     size_t i;
 
     for (i = 0; i < c->hosts.n; i++) {
-        if (c->urls != NULL)
+        if (c->urls != NULL && c->urls[i] != NULL) {
+            memset(c->urls[i], 0, strlen(c->urls[i]));
             free(c->urls[i]);
+        }
         if (c->shown != NULL)
             free(c->shown[i]);
+        if (c->recs != NULL)
+            cli_rec_free(&c->recs[i]);
     }
     free(c->urls);
     free(c->shown);
+    free(c->kind);
+    free(c->recs);
+    free(c->printed);
     cli_hosts_free(&c->hosts);
+    cli_cmds_free(&c->cmds);
     memset(c->password, 0, sizeof(c->password));
+    memset(c->mysql_password, 0, sizeof(c->mysql_password));
+}
+/* What the options alone rule out. Returns -1 to go on, or the exit status
+ * once the message is printed (c is freed then). */
+static int check_args(cli *c)
+{
+    const char *bad = NULL;
+
+    if (c->hosts.n == 0)
+        bad = "no hosts: give -H LIST or -f FILE";
+    else if (c->sql != NULL && c->sql[0] == '\0')
+        bad = "empty SQL";
+    else if ((c->group || c->diff) && c->json)
+        bad = "--group and --diff print text: they do not mix with --json";
+    else if (c->group && c->diff)
+        bad = "--group and --diff are two views: give one";
+    else if (c->stream && (c->group || c->diff || c->sort))
+        bad = "--stream prints each host as it finishes: -g, --diff and --sort need "
+              "them all";
+    else if (c->primaries && !c->cluster)
+        bad = "--primaries needs --cluster";
+    else if (c->cluster && c->sql != NULL)
+        bad = "--cluster runs a Redis command, not -e SQL";
+    else if (c->cluster && c->stream)
+        bad = "--stream does not apply to --cluster: its nodes are printed once all have "
+              "answered";
+    else if (c->cluster && c->cmds.n == 0)
+        bad = "no command: give a Redis command to run on the cluster";
+    if (bad == NULL)
+        return -1;
+    cli_free(c);
+    return usage_error("%s", bad);
 }
 
 /* Reads the command line into c. Returns -1 to go on, or the exit status
@@ -457,10 +441,15 @@ static void cli_free(cli *c)
 static int parse_args(cli *c, int argc, char **argv)
 {
     enum { OPT_CONNECT_TIMEOUT = 1000, OPT_STREAM, OPT_JSON, OPT_ASKPASS, OPT_TLS, OPT_CACERT,
-           OPT_CERT, OPT_KEY, OPT_INSECURE, OPT_CLUSTER, OPT_PRIMARIES };
+           OPT_CERT, OPT_KEY, OPT_INSECURE, OPT_CLUSTER, OPT_PRIMARIES, OPT_LATENCY, OPT_SORT,
+           OPT_DIFF };
     static const struct option longopts[] = {
         {"hosts", required_argument, NULL, 'H'},
         {"hosts-file", required_argument, NULL, 'f'},
+        {"file", required_argument, NULL, 'F'},
+        {"latency", no_argument, NULL, OPT_LATENCY},
+        {"sort", required_argument, NULL, OPT_SORT},
+        {"diff", no_argument, NULL, OPT_DIFF},
         {"execute", required_argument, NULL, 'e'},
         {"user", required_argument, NULL, 'u'},
         {"database", required_argument, NULL, 'D'},
@@ -492,7 +481,7 @@ static int parse_args(cli *c, int argc, char **argv)
     opterr = 0;
     /* '+': stop at the first non-option, so command arguments like "-1" or
      * "--foo" pass through to Redis unchanged. */
-    while ((opt = getopt_long(argc, argv, "+H:f:e:u:D:c:t:gVh", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "+H:f:F:e:u:D:c:t:gVh", longopts, NULL)) != -1) {
         switch (opt) {
         case 'H':
             rc = cli_hosts_add_list(&c->hosts, optarg, err, sizeof(err));
@@ -505,7 +494,26 @@ static int parse_args(cli *c, int argc, char **argv)
                 return usage_error("%s", err);
             }
             break;
+        case 'F':
+            c->cmd_file = optarg;
+            break;
+        case OPT_LATENCY:
+            c->latency = 1;
+            break;
+        case OPT_DIFF:
+            c->diff = 1;
+            break;
+        case OPT_SORT:
+            c->sort = strcmp(optarg, "host") == 0      ? CLI_SORT_HOST
+                      : strcmp(optarg, "status") == 0  ? CLI_SORT_STATUS
+                      : strcmp(optarg, "latency") == 0 ? CLI_SORT_LATENCY
+                                                       : -1;
+            if (c->sort < 0)
+                return cli_free(c), usage_error("bad --sort '%s' (host, status or latency)",
+                                                optarg);
+            break;
         case 'f':
+            c->hosts_file = optarg;
             if (cli_hosts_add_file(&c->hosts, optarg, err, sizeof(err)) != 0) {
                 cli_free(c);
                 return usage_error("%s", err);
@@ -580,60 +588,61 @@ static int parse_args(cli *c, int argc, char **argv)
             else /* "--name=value": the value could be a secret. */
                 snprintf(err, sizeof(err), "%.*s", (int)strcspn(argv[optind - 1], "="),
                          argv[optind - 1]);
-            return usage_error(opt == ':' || (optopt && strchr("HfeuDct", optopt))
+            return usage_error(opt == ':' || (optopt && strchr("HfFeuDct", optopt))
                                    ? "option '%s' needs a value"
                                    : "unknown option '%s'",
                                err);
         }
     }
-    if (c->hosts.n == 0)
-        return cli_free(c), usage_error("%s", "no hosts: give -H LIST or -f FILE");
-    if (c->sql == NULL && optind >= argc)
-        return cli_free(c), usage_error("%s", "no command: give a Redis command or -e SQL");
-    if (c->sql != NULL && optind < argc)
-        return cli_free(c), usage_error("unexpected argument '%s' after -e SQL", argv[optind]);
-    if (c->sql != NULL && c->sql[0] == '\0')
-        return cli_free(c), usage_error("%s", "empty SQL");
-    if (c->group && c->json)
-        return cli_free(c), usage_error("%s", "--group and --json do not mix");
-    if (c->primaries && !c->cluster)
-        return cli_free(c), usage_error("%s", "--primaries needs --cluster");
-    if (c->cluster && c->sql != NULL)
-        return cli_free(c), usage_error("%s", "--cluster runs a Redis command, not -e SQL");
-    if (c->cluster && c->stream)
-        return cli_free(c), usage_error("%s", "--stream does not apply to --cluster: its "
-                                              "nodes are printed once all have answered");
-    return -1;
+    if (optind < argc && cli_cmds_add_argv(&c->cmds, argc - optind, argv + optind) != 0)
+        return cli_free(c), usage_error("%s", "out of memory");
+    return check_args(c);
+}
+static cli_output output_of(const cli *c, const cli_rec *recs, const char *const *names,
+                            size_t n)
+{
+    cli_output o;
+
+    memset(&o, 0, sizeof(o));
+    o.recs = recs;
+    o.names = names;
+    o.n = n;
+    o.json = c->json;
+    o.group = c->group;
+    o.diff = c->diff;
+    o.sort = c->sort;
+    /* The grouped views show a latency range in each group's header. */
+    o.latency = c->latency;
+    return o;
 }
 
-/* Says on stderr when some TLS host will not verify its server. */
-static void warn_insecure(const cli *c)
+/* --cluster: the nodes' results, printed as records named host:port.
+ * Returns the exit status. */
+static int print_fanout(cli *c, const vl_fanout_result *r)
 {
-    for (size_t h = 0; h < c->hosts.n; h++) {
-        const char *q = strchr(c->urls[h], '?');
-        if (strncmp(c->urls[h], "rediss://", 9) == 0 && has_param(q, "insecure=1")) {
-            fprintf(stderr, CLI_NAME ": warning: TLS certificates are not verified (insecure): "
-                            "anyone on the path can read and change the traffic\n");
-            return;
+    size_t n = vl_fanout_count(r), i;
+    cli_rec *recs = calloc(n ? n : 1, sizeof(*recs));
+    const char **names = calloc(n ? n : 1, sizeof(char *));
+    cli_output o;
+    int code = CLI_EXIT_UNREACHABLE;
+
+    if (recs != NULL && names != NULL) {
+        for (i = 0; i < n; i++) {
+            recs[i].status = CLI_PENDING;
+            cli_rec_add(&recs[i], r, i, 0);
+            names[i] = vl_fanout_host(r, i);
         }
+        o = output_of(c, recs, names, n);
+        cli_output_all(&o, NULL);
+        code = cli_output_summary(&o);
+    } else {
+        fprintf(stderr, CLI_NAME ": out of memory\n");
     }
-}
-
-/* Prints every host's outcome (unless --stream did) and the summary;
- * returns the exit status. */
-static int print_result(cli *c, const vl_fanout_result *r)
-{
-    size_t i;
-
-    if (!c->stream) {
-        if (c->group)
-            print_groups(c, r);
-        else
-            for (i = 0; i < vl_fanout_count(r); i++)
-                print_host(c, r, i);
-    }
-    fflush(stdout);
-    return summarize(c, r);
+    for (i = 0; recs != NULL && i < n; i++)
+        cli_rec_free(&recs[i]);
+    free(recs);
+    free(names);
+    return code;
 }
 
 /* Appends `s` to buf (cap bytes); -1 when it does not fit. */
@@ -781,7 +790,7 @@ static size_t say_not_cluster_nodes(cli *c, vl_loop *loop)
 
             if (info != NULL && strstr(info, "cluster_enabled:0") != NULL) {
                 fprintf(stderr, CLI_NAME ": %s is not a Redis Cluster node (its INFO says "
-                                "cluster_enabled:0)\n", shown(c, r, i));
+                                "cluster_enabled:0)\n", c->shown[i]);
                 n++;
             }
         }
@@ -794,7 +803,7 @@ static size_t say_not_cluster_nodes(cli *c, vl_loop *loop)
  * plus --timeout), then runs the command on every node of its map, or every
  * primary, through the library's cluster fan-out: each node bounded by
  * --timeout, one line per node named host:port. */
-static int run_cluster(cli *c, vl_loop *loop, int argc, char **argv)
+static int run_cluster(cli *c, vl_loop *loop)
 {
     char url[8192], seeds[1024];
     vl_redis_cluster_options o;
@@ -838,105 +847,273 @@ static int run_cluster(cli *c, vl_loop *loop, int argc, char **argv)
     vl_future_free(f);
     f = vl_redis_cluster_each(cl, c->primaries ? VL_REDIS_CLUSTER_PRIMARIES
                                                : VL_REDIS_CLUSTER_NODES,
-                              argc, (const char **)argv, NULL);
+                              c->cmds.v[0].argc, (const char **)c->cmds.v[0].argv,
+                              c->cmds.v[0].len);
     rc = f != NULL ? vl_loop_run_until(loop, f) : VL_ENOMEM;
     if (rc != VL_OK) {
         fprintf(stderr, CLI_NAME ": %s\n", f != NULL ? vl_future_error(f) : "out of memory");
         code = rc == VL_EINVAL ? CLI_EXIT_USAGE : CLI_EXIT_UNREACHABLE;
     } else {
-        code = print_result(c, vl_future_fanout(f));
+        code = print_fanout(c, vl_future_fanout(f));
     }
     vl_future_free(f);
     vl_redis_cluster_free(cl);
     return code;
 }
+/* Says on stderr when some TLS host will not verify its server. */
+static void warn_insecure(const cli *c)
+{
+    for (size_t h = 0; h < c->hosts.n; h++) {
+        const char *q = strchr(c->urls[h], '?');
+        if (strncmp(c->urls[h], "rediss://", 9) == 0 && has_param(q, "insecure=1")) {
+            fprintf(stderr, CLI_NAME ": warning: TLS certificates are not verified (insecure): "
+                            "anyone on the path can read and change the traffic\n");
+            return;
+        }
+    }
+}
+
+/* The first Ctrl-C stops the run and prints what it has; a second one, for
+ * a volley stuck in printing, leaves at once. */
+static void on_sigint(int sig)
+{
+    (void)sig;
+    if (interrupted)
+        _exit(CLI_EXIT_INTERRUPTED);
+    interrupted = 1;
+}
+
+/* 1 when a Redis host refused a password it does not need: redis-cli warns
+ * and goes on without it, and so do we. */
+static int needs_no_password(const cli *c, const cli_rec *rec, int kind)
+{
+    return c->have_password && kind == 0 && rec->status == VL_ECONN && rec->error != NULL &&
+           strstr(rec->error, "without any password configured") != NULL;
+}
+
+/* One run of some of c's hosts: job host j is c's host idx[j]. */
+typedef struct cli_some {
+    cli *c;
+    const size_t *idx;
+    cli_rec *recs;
+} cli_some;
+
+static void on_final(size_t j, void *ud)
+{
+    cli_some *s = ud;
+    cli *c = s->c;
+    size_t i = s->idx[j];
+    cli_output o;
+
+    if (!c->stream || needs_no_password(c, &s->recs[j], c->kind[i]))
+        return;
+    o = output_of(c, &s->recs[j], (const char *const *)&c->shown[i], 1);
+    cli_output_host(&o, 0);
+    fflush(stdout);
+    c->printed[i] = 1;
+}
+
+/* Runs hosts idx[0, n) of c, with the passwords or without, into c->recs.
+ * Returns the cli_run status. */
+static int run_some(cli *c, vl_loop *loop, const size_t *idx, size_t n, int with_password)
+{
+    const char **urls = calloc(n ? n : 1, sizeof(char *));
+    unsigned char *kind = calloc(n ? n : 1, 1);
+    cli_rec *recs = calloc(n ? n : 1, sizeof(*recs));
+    cli_some some = {c, idx, recs};
+    cli_job job;
+    size_t j;
+    int rc = VL_ENOMEM;
+
+    memset(&job, 0, sizeof(job));
+    if (urls == NULL || kind == NULL || recs == NULL)
+        goto out;
+    for (j = 0; j < n; j++) {
+        urls[j] = c->urls[idx[j]];
+        kind[j] = c->kind[idx[j]];
+        recs[j].status = CLI_PENDING;
+    }
+    job.loop = loop;
+    job.urls = urls;
+    job.kind = kind;
+    job.n = n;
+    job.cmds = &c->cmds;
+    job.sql = c->sql;
+    vl_fanout_options_init(&job.fo);
+    job.fo.connect_timeout_ms = (uint64_t)c->connect_timeout_ms;
+    job.fo.timeout_ms = (uint64_t)c->timeout_ms;
+    job.fo.concurrency = (size_t)c->concurrency;
+    job.password[0] = with_password && c->have_password ? c->password : NULL;
+    job.password[1] = with_password && c->have_mysql_password ? c->mysql_password : NULL;
+    job.recs = recs;
+    job.on_final = on_final;
+    job.ud = &some;
+    job.interrupt = &interrupted;
+    job.progress = isatty(STDERR_FILENO);
+    rc = cli_run(&job);
+    if (rc != VL_OK && rc != VL_ECANCELED)
+        fprintf(stderr, CLI_NAME ": %s\n", job.fatal[0] ? job.fatal : vl_strerror(rc));
+    for (j = 0; j < n; j++) {
+        cli_rec_free(&c->recs[idx[j]]);
+        c->recs[idx[j]] = recs[j];
+        if (recs[j].status == CLI_PENDING)
+            c->recs[idx[j]].status = CLI_INTERRUPTED;
+    }
+out:
+    free(urls);
+    free(kind);
+    free(recs);
+    return rc;
+}
+
+/* Runs again, without the password, the Redis hosts that said they have
+ * none, as redis-cli does after its warning. */
+static int retry_without_password(cli *c, vl_loop *loop)
+{
+    size_t n = c->hosts.n, k = 0, i;
+    size_t *idx = malloc((n ? n : 1) * sizeof(*idx));
+    const char **names = malloc((n ? n : 1) * sizeof(char *));
+    char *list;
+    int rc = VL_OK;
+
+    if (idx == NULL || names == NULL) {
+        free(idx);
+        free(names);
+        return VL_ENOMEM;
+    }
+    for (i = 0; i < n; i++)
+        if (needs_no_password(c, &c->recs[i], c->kind[i])) {
+            names[k] = c->shown[i];
+            idx[k++] = i;
+        }
+    if (k > 0) {
+        list = cli_hosts_compress(names, k);
+        fprintf(stderr, CLI_NAME ": warning: %s need%s no password (the server has none "
+                        "set): running without it\n", list != NULL ? list : "some hosts",
+                k == 1 ? "s" : "");
+        free(list);
+        rc = run_some(c, loop, idx, k, 0);
+    }
+    free(idx);
+    free(names);
+    return rc;
+}
+
+/* Runs every host; prints them (unless --stream did) and the summary.
+ * Returns the exit status. */
+static int run_hosts(cli *c, vl_loop *loop)
+{
+    size_t n = c->hosts.n, i;
+    size_t *idx = malloc((n ? n : 1) * sizeof(*idx));
+    cli_output o;
+    int rc;
+
+    c->recs = calloc(n ? n : 1, sizeof(*c->recs));
+    c->printed = calloc(n ? n : 1, 1);
+    if (idx == NULL || c->recs == NULL || c->printed == NULL) {
+        free(idx);
+        fprintf(stderr, CLI_NAME ": out of memory\n");
+        return CLI_EXIT_UNREACHABLE;
+    }
+    for (i = 0; i < n; i++)
+        idx[i] = i;
+    rc = run_some(c, loop, idx, n, 1);
+    free(idx);
+    if (rc == VL_OK)
+        rc = retry_without_password(c, loop);
+    if (rc != VL_OK && rc != VL_ECANCELED)
+        return rc == VL_EINVAL ? CLI_EXIT_USAGE : CLI_EXIT_UNREACHABLE;
+    o = output_of(c, c->recs, (const char *const *)c->shown, n);
+    cli_output_all(&o, c->printed);
+    return cli_output_summary(&o);
+}
+
+/* The passwords that URLs without one get: --askpass for every host, else
+ * REDISCLI_AUTH for Redis and MYSQL_PWD for MySQL. */
+static int get_passwords(cli *c)
+{
+    const char *env;
+
+    if (c->askpass) {
+        if (read_password(c) != 0)
+            return -1;
+        memcpy(c->mysql_password, c->password, sizeof(c->password));
+        c->have_mysql_password = 1;
+        return 0;
+    }
+    env = getenv("REDISCLI_AUTH");
+    if (env != NULL && env[0] != '\0') {
+        snprintf(c->password, sizeof(c->password), "%s", env);
+        c->have_password = 1;
+    }
+    env = getenv("MYSQL_PWD");
+    if (env != NULL && env[0] != '\0') {
+        snprintf(c->mysql_password, sizeof(c->mysql_password), "%s", env);
+        c->have_mysql_password = 1;
+    }
+    return 0;
+}
+
+/* Drops repeated hosts, saying so. 0, or -1 when out of memory. */
+static int dedup(cli *c)
+{
+    size_t dropped = cli_hosts_dedup(&c->hosts);
+
+    if (dropped == (size_t)-1)
+        return -1;
+    if (dropped > 0)
+        fprintf(stderr, CLI_NAME ": %zu repeated host%s dropped: each host runs once\n",
+                dropped, dropped == 1 ? "" : "s");
+    return 0;
+}
+
+static int run_main(cli *c)
+{
+    vl_loop *loop;
+    int rc;
+
+    if (get_passwords(c) != 0)
+        return CLI_EXIT_USAGE;
+    if (c->cluster && c->insecure)
+        fprintf(stderr, CLI_NAME ": warning: TLS certificates are not verified (insecure): "
+                        "anyone on the path can read and change the traffic\n");
+    else if (!c->cluster)
+        warn_insecure(c);
+    loop = vl_loop_new();
+    if (loop == NULL) {
+        fprintf(stderr, CLI_NAME ": cannot make an event loop\n");
+        return CLI_EXIT_UNREACHABLE;
+    }
+    rc = c->cluster ? run_cluster(c, loop) : run_hosts(c, loop);
+    vl_loop_free(loop);
+    return rc;
+}
 
 int main(int argc, char **argv)
 {
+    struct sigaction sa;
     cli c;
     int rc;
-    vl_loop *loop;
-    vl_future *f;
-    vl_fanout_options fo;
-    const vl_fanout_result *r;
 
     rc = parse_args(&c, argc, argv);
     if (rc >= 0)
         return rc;
-    if (c.cluster) {
-        if (c.askpass && read_password(&c) != 0)
-            return cli_free(&c), CLI_EXIT_USAGE;
-        if (!c.have_password) {
-            const char *env = getenv("REDISCLI_AUTH");
-            if (env != NULL && env[0] != '\0') {
-                snprintf(c.password, sizeof(c.password), "%s", env);
-                c.have_password = 1;
-            }
-        }
-        if (c.insecure)
-            fprintf(stderr, CLI_NAME ": warning: TLS certificates are not verified (insecure): "
-                            "anyone on the path can read and change the traffic\n");
-        loop = vl_loop_new();
-        if (loop == NULL) {
-            fprintf(stderr, CLI_NAME ": cannot make an event loop\n");
+    if (!c.cluster) {
+        rc = dedup(&c) != 0 ? -1 : build_urls(&c);
+        if (rc == 0)
+            rc = check_kinds(&c);
+        if (rc != 0) {
+            if (rc < 0)
+                fprintf(stderr, CLI_NAME ": out of memory\n");
             cli_free(&c);
-            return CLI_EXIT_UNREACHABLE;
-        }
-        rc = run_cluster(&c, loop, argc - optind, argv + optind);
-        vl_loop_free(loop);
-        cli_free(&c);
-        return rc;
-    }
-    rc = build_urls(&c);
-    if (rc != 0) {
-        cli_free(&c);
-        if (rc < 0) {
-            fprintf(stderr, CLI_NAME ": out of memory\n");
-            return CLI_EXIT_UNREACHABLE;
-        }
-        return rc;
-    }
-    warn_insecure(&c);
-    if (c.askpass && read_password(&c) != 0)
-        return cli_free(&c), CLI_EXIT_USAGE;
-    if (!c.have_password) {
-        const char *env = getenv(c.is_mysql ? "MYSQL_PWD" : "REDISCLI_AUTH");
-        if (env != NULL && env[0] != '\0') {
-            snprintf(c.password, sizeof(c.password), "%s", env);
-            c.have_password = 1;
+            return rc < 0 ? CLI_EXIT_UNREACHABLE : rc;
         }
     }
-
-    loop = vl_loop_new();
-    if (loop == NULL) {
-        fprintf(stderr, CLI_NAME ": cannot make an event loop\n");
-        cli_free(&c);
-        return CLI_EXIT_UNREACHABLE;
-    }
-    vl_fanout_options_init(&fo);
-    fo.connect_timeout_ms = (uint64_t)c.connect_timeout_ms;
-    fo.timeout_ms = (uint64_t)c.timeout_ms;
-    fo.concurrency = (size_t)c.concurrency;
-    fo.password = c.have_password ? c.password : NULL;
-    fo.on_host = on_host;
-    fo.ud = &c;
-    if (c.is_mysql)
-        f = vl_fanout_mysql(loop, (const char *const *)c.urls, c.hosts.n, c.sql, &fo);
-    else
-        f = vl_fanout_redis(loop, (const char *const *)c.urls, c.hosts.n, argc - optind,
-                            (const char *const *)argv + optind, NULL, &fo);
-    rc = f != NULL ? vl_loop_run_until(loop, f) : VL_ENOMEM;
-    if (rc != VL_OK) {
-        fprintf(stderr, CLI_NAME ": %s\n", f ? vl_future_error(f) : "out of memory");
-        vl_future_free(f);
-        vl_loop_free(loop);
-        cli_free(&c);
-        return rc == VL_EINVAL ? CLI_EXIT_USAGE : CLI_EXIT_UNREACHABLE;
-    }
-    r = vl_future_fanout(f);
-    rc = print_result(&c, r);
-    vl_future_free(f);
-    vl_loop_free(loop);
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_sigint;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    rc = run_main(&c);
     cli_free(&c);
     return rc;
 }

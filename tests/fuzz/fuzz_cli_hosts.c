@@ -9,7 +9,7 @@
  *   the list does, to as many hosts, each the scrubbed form of the host
  *   expanded from the list;
  * - compressing the hosts and expanding the result gives back the same set
- *   of hosts (equal hosts fold into one: "h:1,h:1" is "h:[1-1]"), for hosts
+ *   of hosts (equal hosts fold into one: "h:1,h:1" is "h:1"), for hosts
  *   that hold no userinfo or query, which are never expanded;
  * - no crash, no leak (ASan and LeakSanitizer).
  */
