@@ -96,10 +96,12 @@ static void finish(vl_loop *loop)
 typedef struct loopstate {
     size_t index;
     vl_redis_pool *pool; /* NULL in tests without a server */
+    vl_mysql_pool *mpool;
 } loopstate;
 
 typedef struct groupctx {
     const char *url;       /* NULL: no pool */
+    const char *mysql_url; /* NULL: no MySQL pool */
     atomic_int inits;
     atomic_int finis;
     long fail_index;       /* init fails for this index; -1: none */
@@ -119,6 +121,11 @@ static int ctx_init(vl_loop *loop, size_t index, void **loop_ud, void *ud)
         if (c->ls[index].pool == NULL)
             return VL_ENOMEM;
     }
+    if (c->mysql_url != NULL) {
+        c->ls[index].mpool = vl_mysql_pool_new(loop, c->mysql_url, NULL);
+        if (c->ls[index].mpool == NULL)
+            return VL_ENOMEM;
+    }
     *loop_ud = &c->ls[index];
     return VL_OK;
 }
@@ -132,7 +139,9 @@ static void ctx_fini(vl_loop *loop, size_t index, void *loop_ud, void *ud)
     if (ls == &c->ls[index]) /* no assert off the test's thread: counted instead */
         atomic_fetch_add(&c->finis, 1);
     vl_redis_pool_free(ls->pool);
+    vl_mysql_pool_free(ls->mpool);
     ls->pool = NULL;
+    ls->mpool = NULL;
 }
 
 static vl_loop_group *group_make(vl_loop *loop, size_t n, groupctx *c, const char *url)
@@ -233,6 +242,18 @@ static vl_future *get_job(vl_loop *loop, void *loop_ud, void *arg)
     (void)loop;
     mark(r, loop_ud);
     return vl_redis_pool_command(ls->pool, "GET " KEY "%d", r->i % NKEYS);
+}
+
+static vl_future *select_job(vl_loop *loop, void *loop_ud, void *arg)
+{
+    rec *r = arg;
+    loopstate *ls = loop_ud;
+    char sql[64];
+
+    (void)loop;
+    mark(r, loop_ud);
+    snprintf(sql, sizeof(sql), "SELECT %d", r->i);
+    return vl_mysql_pool_query(ls->mpool, sql);
 }
 
 static vl_future *noop_job(vl_loop *loop, void *loop_ud, void *arg)
@@ -646,6 +667,68 @@ static void redis_pool_per_loop_10000_gets(void **state)
     finish(loop);
 }
 
+static void mysql_cb(vl_future *f, void *ud)
+{
+    rec *r = ud;
+    const vl_mysql_result *res = vl_future_mysql_result(f);
+
+    r->calls++;
+    r->status = vl_future_status(f);
+    snprintf(r->msg, sizeof(r->msg), "%s", vl_future_error(f));
+    if (res != NULL && vl_mysql_result_rows(res) == 1)
+        snprintf(r->str, sizeof(r->str), "%s", vl_mysql_result_value(res, 0, 0, NULL));
+    if (r->take)
+        vl_mysql_result_free(vl_future_take(f));
+}
+
+/* A MySQL result travels too: a pool on each worker loop, 200 SELECTs,
+ * each result read on home, a third of them taken and freed there. */
+static void mysql_results_travel(void **state)
+{
+    enum { N = 200 };
+    vl_loop *loop = vl_loop_new();
+    vl_loop_group_options o;
+    vl_loop_group *g;
+    groupctx c;
+    static rec r[N];
+    char url[512];
+    int i;
+
+    (void)state;
+    snprintf(url, sizeof(url), "mysql://%s:%s@127.0.0.1:%s/%s", tu_env("VL_TEST_MYSQL_USER"),
+             tu_env("VL_TEST_MYSQL_PASSWORD"), tu_env("VL_TEST_MYSQL_PORT"),
+             tu_env("VL_TEST_MYSQL_DB"));
+    memset(&c, 0, sizeof(c));
+    c.fail_index = -1;
+    c.mysql_url = url;
+    vl_loop_group_options_init(&o);
+    o.init = ctx_init;
+    o.fini = ctx_fini;
+    o.ud = &c;
+    g = vl_loop_group_new(loop, 2, &o);
+    assert_non_null(g);
+    for (i = 0; i < N; i++) {
+        memset(&r[i], 0, sizeof(r[i]));
+        r[i].i = i;
+        r[i].take = i % 3 == 0;
+        assert_int_equal(vl_future_then(vl_loop_group_submit(g, select_job, &r[i]), mysql_cb,
+                                        &r[i]),
+                         VL_OK);
+    }
+    assert_int_equal(vl_loop_run(loop), VL_OK);
+    for (i = 0; i < N; i++) {
+        char want[16];
+        snprintf(want, sizeof(want), "%d", i);
+        assert_int_equal(r[i].calls, 1);
+        if (r[i].status != VL_OK)
+            fail_msg("job %d: %s", i, r[i].msg);
+        assert_string_equal(r[i].str, want);
+    }
+    vl_loop_group_free(g);
+    assert_int_equal(atomic_load(&c.finis), 2);
+    finish(loop);
+}
+
 /* An init that fails makes vl_loop_group_new fail; fini runs for the loops
  * whose init succeeded, and every thread is gone. */
 static void init_failure(void **state)
@@ -712,6 +795,7 @@ int main(void)
         cmocka_unit_test_setup(loop_free_frees_group, g_setup),
         cmocka_unit_test_setup(least_loaded_placement, g_setup),
         cmocka_unit_test_setup(redis_pool_per_loop_10000_gets, g_setup),
+        cmocka_unit_test_setup(mysql_results_travel, g_setup),
         cmocka_unit_test_setup(init_failure, g_setup),
         cmocka_unit_test_setup(other_thread_refused, g_setup),
     };
