@@ -37,7 +37,7 @@ check() { # check DESC 'SHELL CONDITION' (evaluated here, so $vars are current)
     if eval "$2"; then ok "$1"; else not_ok "$1" "failed: $2" "code $code body $(head -c 300 "$T/body")"; fi
 }
 
-PLAN=56
+PLAN=58
 echo "1..$PLAN"
 for c in curl jq wrk redis-cli; do
     command -v "$c" >/dev/null || MISSING="$c"
@@ -121,7 +121,7 @@ started() {
 }
 
 # suite NAME BIN [ARGS]: every check, on one build, against the harness's
-# Redis; 28 checks.
+# Redis; 29 checks.
 suite() {
     local name=$1 bin=$2 id
     shift 2
@@ -221,7 +221,7 @@ suite() {
     # Redis on a closed port: every answer within 4 s, twice the longest
     # Redis deadline of the servers.
     MAXT=4
-    start "$bin" "redis://127.0.0.1:$CLOSED" "$@"
+    start "$bin" "redis://127.0.0.1:$CLOSED" --keep-tasks 3 "$@"
     started $? "$name, no Redis"
     req GET /actuator/health
     check "$name, no Redis: health is 503 DOWN, within the deadline" \
@@ -233,7 +233,21 @@ suite() {
     req GET "/red?key=k&field=f&value=v"
     check "$name, no Redis: /red is still 503 a second later" '[ "$code" = 503 ]'
     req POST "/task?n=3"
-    check "$name, no Redis: tasks still start" '[ "$code" = 202 ] && jqb ".id > 0"'
+    check "$name, no Redis: tasks still start" '[ "$code" = 202 ] && jqb ".id == 1"'
+    # --keep-tasks 3: of 5 finished tasks, the 2 oldest are forgotten.
+    for i in 1 2 3 4; do req POST "/task?n=$i"; done
+    local states=""
+    for _ in $(seq 50); do
+        states=""
+        for i in 1 2 3 4 5; do
+            req GET "/task/$i"
+            states+="$code:$(jq -r '.status // .error' "$T/body" 2>/dev/null) "
+        done
+        [[ "$states" == *running* ]] || break
+        sleep 0.1
+    done
+    check "$name, no Redis: --keep-tasks 3 keeps the 3 newest finished tasks" \
+        '[ "$states" = "404:no such task 404:no such task 200:done 200:done 200:done " ]'
     stop
     check "$name, no Redis: SIGTERM with a task running exits 0" '[ "$rc" = 0 ]'
 }

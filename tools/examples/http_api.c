@@ -2,7 +2,7 @@
 /* tools/examples/http_api.c - an HTTP API on a Redis pool and a task runner,
  * on one volley loop.
  *
- *   http_api --listen PORT --redis URL [--threads N]
+ *   http_api --listen PORT --redis URL [--threads N] [--keep-tasks N]
  *
  *   GET  /red?key=K&field=F&value=V  HSET K F V, then HGETALL K: the hash
  *   POST /task[?n=N]                 a ~1 s job on a worker thread: {"id":N}
@@ -431,7 +431,7 @@ int main(int argc, char **argv)
         return 2;
     signal(SIGPIPE, SIG_IGN);
     memset(&a, 0, sizeof(a));
-    api_tasks_init(&a.tasks);
+    api_tasks_init(&a.tasks, args.keep_tasks);
     a.loop = vl_loop_new();
     if (a.loop == NULL || vl_loop_set_threads(a.loop, args.threads) != VL_OK) {
         fprintf(stderr, "http_api: cannot make the loop\n");

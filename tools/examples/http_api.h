@@ -26,9 +26,10 @@
 #define API_TASK_MAX_N 1000000u
 #define API_TASK_DEFAULT_N 1000u
 /* Bounds of the task table: tasks running at once (a POST past it gets a
- * 503), and finished tasks kept for GET /task/<id>, by count and by age. */
+ * 503), and finished tasks kept for GET /task/<id>, by count (--keep-tasks,
+ * this by default) and by age. */
 #define API_TASK_MAX_RUNNING 1024u
-#define API_TASK_MAX_DONE 1024u
+#define API_TASK_KEEP 1024u
 #define API_TASK_TTL_MS 600000u
 /* Deadlines of the Redis work of one request: /red's HSET and HGETALL
  * together, and the PING of /actuator/health. */
@@ -39,16 +40,18 @@ typedef struct api_args {
     unsigned port;
     const char *redis_url;
     unsigned threads;
+    size_t keep_tasks;
 } api_args;
 
-/* Parses --listen PORT --redis URL [--threads N]. Returns 0, or prints the
- * usage and returns -1. */
+/* Parses --listen PORT --redis URL [--threads N] [--keep-tasks N]. Returns
+ * 0, or prints the usage and returns -1. */
 static inline int api_parse_args(int argc, char **argv, api_args *a)
 {
     static const struct option opts[] = {
         {"listen", required_argument, NULL, 'l'},
         {"redis", required_argument, NULL, 'r'},
         {"threads", required_argument, NULL, 't'},
+        {"keep-tasks", required_argument, NULL, 'k'},
         {NULL, 0, NULL, 0},
     };
     int c, have_port = 0;
@@ -58,20 +61,25 @@ static inline int api_parse_args(int argc, char **argv, api_args *a)
     a->port = 0;
     a->redis_url = NULL;
     a->threads = 4;
+    a->keep_tasks = API_TASK_KEEP;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case 'l':
         case 't':
+        case 'k':
             errno = 0;
             v = strtoul(optarg, &end, 10);
             if (errno != 0 || end == optarg || *end != '\0' || optarg[0] == '-' ||
-                (c == 'l' && v > 65535) || (c == 't' && (v < 1 || v > 256)))
+                (c == 'l' && v > 65535) || (c == 't' && (v < 1 || v > 256)) ||
+                (c == 'k' && v > 1000000))
                 goto usage;
             if (c == 'l') {
                 a->port = (unsigned)v;
                 have_port = 1;
-            } else {
+            } else if (c == 't') {
                 a->threads = (unsigned)v;
+            } else {
+                a->keep_tasks = v;
             }
             break;
         case 'r':
@@ -85,9 +93,11 @@ static inline int api_parse_args(int argc, char **argv, api_args *a)
         return 0;
 usage:
     fprintf(stderr,
-            "usage: %s --listen PORT --redis URL [--threads N]\n"
+            "usage: %s --listen PORT --redis URL [--threads N] [--keep-tasks N]\n"
             "  PORT 0 picks a free port; the port is printed on stdout.\n"
-            "  N (1..256, default 4): threads for the task jobs.\n",
+            "  --threads (1..256, default 4): threads for the task jobs.\n"
+            "  --keep-tasks (default 1024): finished tasks kept for GET /task/<id>\n"
+            "  (each for at most 10 minutes).\n",
             argv[0]);
     return -1;
 }
@@ -279,13 +289,15 @@ typedef struct api_task {
 typedef struct api_tasks {
     api_task *head, **tail;
     uint64_t next_id;
-    size_t running, done;
+    size_t running, done, keep;
 } api_tasks;
 
-static inline void api_tasks_init(api_tasks *t)
+/* An empty table that keeps `keep` finished tasks. */
+static inline void api_tasks_init(api_tasks *t, size_t keep)
 {
     memset(t, 0, sizeof(*t));
     t->tail = &t->head;
+    t->keep = keep;
 }
 
 /* A new running task, appended; NULL when out of memory or when
@@ -306,14 +318,14 @@ static inline api_task *api_tasks_add(api_tasks *t, uint64_t n, int *busy)
 }
 
 /* Drops finished tasks older than API_TASK_TTL_MS, and the oldest finished
- * ones beyond API_TASK_MAX_DONE. */
+ * ones beyond t->keep. */
 static inline void api_tasks_prune(api_tasks *t, uint64_t now_ms)
 {
     api_task **pp = &t->head, *k;
 
     while ((k = *pp) != NULL) {
         if (k->state != API_TASK_RUNNING &&
-            (t->done > API_TASK_MAX_DONE || now_ms - k->done_ms > API_TASK_TTL_MS)) {
+            (t->done > t->keep || now_ms - k->done_ms > API_TASK_TTL_MS)) {
             *pp = k->next;
             t->done--;
             free(k->error);
@@ -372,7 +384,7 @@ static inline void api_tasks_free(api_tasks *t)
         free(k->error);
         free(k);
     }
-    api_tasks_init(t);
+    api_tasks_init(t, t->keep);
 }
 
 /* The n of POST /task?n=N (API_TASK_DEFAULT_N without one). Returns 0, or

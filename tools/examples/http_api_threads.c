@@ -5,6 +5,7 @@
  * calls on a Redis connection of its own, and a thread per task.
  *
  *   http_api_threads --listen PORT --redis redis://HOST:PORT [--threads N]
+ *                    [--keep-tasks N]
  *
  * Only redis://HOST:PORT URLs are understood (no password, no database):
  * it exists to be measured against the volley build, not to be deployed.
@@ -275,7 +276,7 @@ int main(int argc, char **argv)
     pthread_key_create(&s.redis_key, redis_drop);
     pthread_mutex_init(&s.lock, NULL);
     pthread_cond_init(&s.idle, NULL);
-    api_tasks_init(&s.tasks);
+    api_tasks_init(&s.tasks, args.keep_tasks);
     memset(&sa, 0, sizeof(sa));
     sa.sin_family = AF_INET;
     sa.sin_port = htons((uint16_t)args.port);
