@@ -2026,9 +2026,18 @@ static int blocking(int argc, const char **argv, const size_t *lens)
     static const char *const names[] = {"BLPOP",   "BRPOP",    "BRPOPLPUSH", "BLMOVE",
                                         "BZPOPMIN", "BZPOPMAX", "BLMPOP",     "BZMPOP",
                                         "WAIT",    "WAITAOF"};
-    size_t i, l0 = lens != NULL ? lens[0] : strlen(argv[0]);
+    size_t i, l0;
     int k;
 
+    /* Every one of them starts with B, W or X: the common commands leave
+     * at the first byte. */
+    switch (argv[0][0]) {
+    case 'B': case 'b': case 'W': case 'w': case 'X': case 'x':
+        break;
+    default:
+        return 0;
+    }
+    l0 = lens != NULL ? lens[0] : strlen(argv[0]);
     for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if (strlen(names[i]) == l0 && strncasecmp(argv[0], names[i], l0) == 0)
             return 1;
@@ -2060,7 +2069,9 @@ static vl_future *req_new(vl_redis_cluster *cl, int kind, unsigned slot, int rea
     r = vl__malloc(sizeof(*r) + (size_t)argc * (sizeof(char *) + sizeof(size_t)) + total);
     if (r == NULL)
         return NULL;
-    memset(r, 0, sizeof(*r));
+    /* Zeroed up to the message buffer, which a redirection fills. */
+    memset(r, 0, offsetof(creq, last));
+    r->last[0] = '\0';
     r->argv = (const char **)(void *)(r + 1);
     r->lens = (size_t *)(void *)(r->argv + argc);
     data = (char *)(r->lens + argc);
