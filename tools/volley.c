@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
-/* tools/volley.c - run one Redis command or SQL query on many hosts at once.
+/* tools/volley.c - run Redis commands or an SQL query on many hosts at once.
  *
  *   volley -H 127.0.0.1:[7000-7005] INFO replication
  *   volley -H mysql://app@db1,mysql://app@db2 -e 'SELECT @@version'
@@ -9,7 +9,11 @@
  * within --timeout is reported as a timeout and never holds up the others.
  * Exit status: 0 all ok, 1 a host replied with an error, 2 a host was
  * unreachable or timed out (or --cluster found no cluster at its seeds), 64
- * usage error. Passwords never reach the output.
+ * usage error, 130 interrupted by Ctrl-C. Passwords never reach the output.
+ *
+ * This file reads the command line and passwords and drives a run;
+ * cli_hosts.c reads host lists, cli_cmds.c command lines, cli_run.c runs the
+ * fan-outs, cli_render.c renders one host and cli_output.c lays out them all.
  */
 #include "cli.h"
 
@@ -67,8 +71,10 @@ static void usage(FILE *out)
     fprintf(out,
             "Usage: " CLI_NAME " [OPTIONS] -H HOSTS COMMAND [ARG...]\n"
             "       " CLI_NAME " [OPTIONS] -H HOSTS -e SQL\n"
+            "       " CLI_NAME " [OPTIONS] -H HOSTS -F FILE      (or commands on stdin)\n"
+            "       " CLI_NAME " [OPTIONS] -H REDIS_AND_MYSQL_URLS -e SQL COMMAND [ARG...]\n"
             "       " CLI_NAME " [OPTIONS] --cluster [--primaries] -H SEEDS COMMAND [ARG...]\n"
-            "Run one Redis command or SQL query on many hosts at once.\n"
+            "Run Redis commands or an SQL query on many hosts at once.\n"
             "\n"
             "Hosts:\n"
             "  -H, --hosts LIST         comma-separated hosts (repeatable): URLs\n"
@@ -84,7 +90,12 @@ static void usage(FILE *out)
             "      --primaries          with --cluster: on its primaries only\n"
             "Command:\n"
             "  COMMAND [ARG...]         a Redis command, sent as binary-safe argv\n"
-            "  -e, --execute SQL        run SQL on MySQL/MariaDB hosts instead\n"
+            "  -F, --file FILE          Redis commands, one per line, quoted as for\n"
+            "                           redis-cli; - = stdin, also read when stdin is\n"
+            "                           no terminal and no command is given; sent\n"
+            "                           pipelined, 64 per connection\n"
+            "  -e, --execute SQL        run SQL on the MySQL/MariaDB hosts; with a Redis\n"
+            "                           command too, each URL gets the one of its kind\n"
             "  -u, --user NAME          MySQL user for hosts given as host:port\n"
             "  -D, --database NAME      MySQL database for hosts given as host:port\n"
             "Timing:\n"
@@ -95,6 +106,10 @@ static void usage(FILE *out)
             "Output (in host order unless --stream):\n"
             "      --stream             print each host as soon as it finishes\n"
             "  -g, --group              merge identical outputs under one host list\n"
+            "      --diff               the majority's output once, then the hosts\n"
+            "                           that differ\n"
+            "      --latency            a latency column\n"
+            "      --sort KEY           host, status or latency\n"
             "      --json               one JSON object per host per line\n"
             "Passwords (never printed): in the URL (a ',' written as %%2C), or\n"
             "REDISCLI_AUTH (Redis), MYSQL_PWD (MySQL), or --askpass to be prompted\n"
@@ -111,8 +126,10 @@ static void usage(FILE *out)
             "  -V, --version            print the version and exit\n"
             "  -h, --help               print this help and exit\n"
             "\n"
+            "Ctrl-C prints what has completed and marks the rest interrupted.\n"
             "Exit status: 0 all ok, 1 a host replied with an error, 2 a host was\n"
-            "unreachable or timed out (or --cluster found no cluster), 64 usage error.\n");
+            "unreachable or timed out (or --cluster found no cluster), 64 usage error,\n"
+            "130 interrupted.\n");
 }
 
 static int usage_error(const char *fmt, const char *arg)
@@ -436,42 +453,158 @@ static int check_args(cli *c)
     return usage_error("%s", bad);
 }
 
+enum {
+    OPT_CONNECT_TIMEOUT = 1000, OPT_STREAM, OPT_JSON, OPT_ASKPASS, OPT_TLS, OPT_CACERT,
+    OPT_CERT, OPT_KEY, OPT_INSECURE, OPT_CLUSTER, OPT_PRIMARIES, OPT_LATENCY, OPT_SORT, OPT_DIFF
+};
+
+static const struct option longopts[] = {
+    {"hosts", required_argument, NULL, 'H'},
+    {"hosts-file", required_argument, NULL, 'f'},
+    {"file", required_argument, NULL, 'F'},
+    {"execute", required_argument, NULL, 'e'},
+    {"user", required_argument, NULL, 'u'},
+    {"database", required_argument, NULL, 'D'},
+    {"concurrency", required_argument, NULL, 'c'},
+    {"connect-timeout", required_argument, NULL, OPT_CONNECT_TIMEOUT},
+    {"timeout", required_argument, NULL, 't'},
+    {"stream", no_argument, NULL, OPT_STREAM},
+    {"group", no_argument, NULL, 'g'},
+    {"diff", no_argument, NULL, OPT_DIFF},
+    {"latency", no_argument, NULL, OPT_LATENCY},
+    {"sort", required_argument, NULL, OPT_SORT},
+    {"json", no_argument, NULL, OPT_JSON},
+    {"askpass", no_argument, NULL, OPT_ASKPASS},
+    {"tls", no_argument, NULL, OPT_TLS},
+    {"cacert", required_argument, NULL, OPT_CACERT},
+    {"cert", required_argument, NULL, OPT_CERT},
+    {"key", required_argument, NULL, OPT_KEY},
+    {"insecure", no_argument, NULL, OPT_INSECURE},
+    {"cluster", no_argument, NULL, OPT_CLUSTER},
+    {"primaries", no_argument, NULL, OPT_PRIMARIES},
+    {"version", no_argument, NULL, 'V'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+/* The field an option that only switches something on sets, or NULL. */
+static int *flag_of(cli *c, int opt)
+{
+    switch (opt) {
+    case OPT_STREAM: return &c->stream;
+    case 'g': return &c->group;
+    case OPT_DIFF: return &c->diff;
+    case OPT_LATENCY: return &c->latency;
+    case OPT_JSON: return &c->json;
+    case OPT_ASKPASS: return &c->askpass;
+    case OPT_TLS: return &c->tls;
+    case OPT_INSECURE: return &c->insecure;
+    case OPT_CLUSTER: return &c->cluster;
+    case OPT_PRIMARIES: return &c->primaries;
+    default: return NULL;
+    }
+}
+
+/* The field an option whose value is kept as given sets, or NULL. */
+static const char **string_of(cli *c, int opt)
+{
+    switch (opt) {
+    case 'F': return &c->cmd_file;
+    case 'e': return &c->sql;
+    case 'u': return &c->user;
+    case 'D': return &c->database;
+    case OPT_CACERT: return &c->cacert;
+    case OPT_CERT: return &c->cert;
+    case OPT_KEY: return &c->key;
+    default: return NULL;
+    }
+}
+
+/* An option with a value to check or a host list. Returns -1 to go on, or
+ * the exit status once the message is printed. */
+static int parse_value(cli *c, int opt, char *arg)
+{
+    char err[512];
+    int rc;
+
+    switch (opt) {
+    case 'H':
+        rc = cli_hosts_add_list(&c->hosts, arg, err, sizeof(err));
+        /* The list is copied now: blot its passwords out of argv, where
+         * ps and /proc/PID/cmdline show them to every local user. The
+         * environment and --askpass never expose them like this. */
+        cli_hosts_scrub(arg);
+        return rc != 0 ? usage_error("%s", err) : -1;
+    case 'f':
+        c->hosts_file = arg;
+        if (cli_hosts_add_file(&c->hosts, arg, err, sizeof(err)) != 0)
+            return usage_error("%s", err);
+        return -1;
+    case 'c':
+        if (parse_num(arg, 1, 100000, &c->concurrency) != 0)
+            return usage_error("bad --concurrency '%s' (1-100000)", arg);
+        return -1;
+    case OPT_CONNECT_TIMEOUT:
+        if (parse_num(arg, 1, 86400000, &c->connect_timeout_ms) != 0)
+            return usage_error("bad --connect-timeout '%s' (ms)", arg);
+        return -1;
+    case 't':
+        if (parse_num(arg, 1, 86400000, &c->timeout_ms) != 0)
+            return usage_error("bad --timeout '%s' (ms)", arg);
+        return -1;
+    case OPT_SORT:
+        c->sort = strcmp(arg, "host") == 0      ? CLI_SORT_HOST
+                  : strcmp(arg, "status") == 0  ? CLI_SORT_STATUS
+                  : strcmp(arg, "latency") == 0 ? CLI_SORT_LATENCY
+                                                : -1;
+        return c->sort < 0 ? usage_error("bad --sort '%s' (host, status or latency)", arg) : -1;
+    default:
+        return CLI_EXIT_USAGE; /* not reached: parse_opt knows every option */
+    }
+}
+
+/* One option. Returns -1 to go on, or the exit status once the message is
+ * printed. */
+static int parse_opt(cli *c, int opt, char **argv)
+{
+    int *flag = flag_of(c, opt);
+    const char **str = string_of(c, opt);
+    char err[512];
+
+    if (flag != NULL || str != NULL) {
+        if (flag != NULL)
+            *flag = 1;
+        else
+            *str = optarg;
+        return -1;
+    }
+    switch (opt) {
+    case 'V':
+        printf(CLI_NAME " %s (libvolley %s)\n", VL_VERSION_STRING, vl_version());
+        return CLI_EXIT_OK;
+    case 'h':
+        usage(stdout);
+        return CLI_EXIT_OK;
+    case ':':
+    case '?':
+        if (optopt != 0 && optopt < 1000)
+            snprintf(err, sizeof(err), "-%c", optopt);
+        else /* "--name=value": the value could be a secret. */
+            snprintf(err, sizeof(err), "%.*s", (int)strcspn(argv[optind - 1], "="),
+                     argv[optind - 1]);
+        return usage_error(opt == ':' || (optopt && strchr("HfFeuDct", optopt))
+                               ? "option '%s' needs a value"
+                               : "unknown option '%s'",
+                           err);
+    default:
+        return parse_value(c, opt, optarg);
+    }
+}
+
 /* Reads the command line into c. Returns -1 to go on, or the exit status
  * once the message is printed (c is freed then). */
 static int parse_args(cli *c, int argc, char **argv)
 {
-    enum { OPT_CONNECT_TIMEOUT = 1000, OPT_STREAM, OPT_JSON, OPT_ASKPASS, OPT_TLS, OPT_CACERT,
-           OPT_CERT, OPT_KEY, OPT_INSECURE, OPT_CLUSTER, OPT_PRIMARIES, OPT_LATENCY, OPT_SORT,
-           OPT_DIFF };
-    static const struct option longopts[] = {
-        {"hosts", required_argument, NULL, 'H'},
-        {"hosts-file", required_argument, NULL, 'f'},
-        {"file", required_argument, NULL, 'F'},
-        {"latency", no_argument, NULL, OPT_LATENCY},
-        {"sort", required_argument, NULL, OPT_SORT},
-        {"diff", no_argument, NULL, OPT_DIFF},
-        {"execute", required_argument, NULL, 'e'},
-        {"user", required_argument, NULL, 'u'},
-        {"database", required_argument, NULL, 'D'},
-        {"concurrency", required_argument, NULL, 'c'},
-        {"connect-timeout", required_argument, NULL, OPT_CONNECT_TIMEOUT},
-        {"timeout", required_argument, NULL, 't'},
-        {"stream", no_argument, NULL, OPT_STREAM},
-        {"group", no_argument, NULL, 'g'},
-        {"json", no_argument, NULL, OPT_JSON},
-        {"askpass", no_argument, NULL, OPT_ASKPASS},
-        {"tls", no_argument, NULL, OPT_TLS},
-        {"cacert", required_argument, NULL, OPT_CACERT},
-        {"cert", required_argument, NULL, OPT_CERT},
-        {"key", required_argument, NULL, OPT_KEY},
-        {"insecure", no_argument, NULL, OPT_INSECURE},
-        {"cluster", no_argument, NULL, OPT_CLUSTER},
-        {"primaries", no_argument, NULL, OPT_PRIMARIES},
-        {"version", no_argument, NULL, 'V'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    char err[512];
     int opt, rc;
 
     memset(c, 0, sizeof(*c));
@@ -482,117 +615,9 @@ static int parse_args(cli *c, int argc, char **argv)
     /* '+': stop at the first non-option, so command arguments like "-1" or
      * "--foo" pass through to Redis unchanged. */
     while ((opt = getopt_long(argc, argv, "+H:f:F:e:u:D:c:t:gVh", longopts, NULL)) != -1) {
-        switch (opt) {
-        case 'H':
-            rc = cli_hosts_add_list(&c->hosts, optarg, err, sizeof(err));
-            /* The list is copied now: blot its passwords out of argv, where
-             * ps and /proc/PID/cmdline show them to every local user. The
-             * environment and --askpass never expose them like this. */
-            cli_hosts_scrub(optarg);
-            if (rc != 0) {
-                cli_free(c);
-                return usage_error("%s", err);
-            }
-            break;
-        case 'F':
-            c->cmd_file = optarg;
-            break;
-        case OPT_LATENCY:
-            c->latency = 1;
-            break;
-        case OPT_DIFF:
-            c->diff = 1;
-            break;
-        case OPT_SORT:
-            c->sort = strcmp(optarg, "host") == 0      ? CLI_SORT_HOST
-                      : strcmp(optarg, "status") == 0  ? CLI_SORT_STATUS
-                      : strcmp(optarg, "latency") == 0 ? CLI_SORT_LATENCY
-                                                       : -1;
-            if (c->sort < 0)
-                return cli_free(c), usage_error("bad --sort '%s' (host, status or latency)",
-                                                optarg);
-            break;
-        case 'f':
-            c->hosts_file = optarg;
-            if (cli_hosts_add_file(&c->hosts, optarg, err, sizeof(err)) != 0) {
-                cli_free(c);
-                return usage_error("%s", err);
-            }
-            break;
-        case 'e':
-            c->sql = optarg;
-            break;
-        case 'u':
-            c->user = optarg;
-            break;
-        case 'D':
-            c->database = optarg;
-            break;
-        case 'c':
-            if (parse_num(optarg, 1, 100000, &c->concurrency) != 0)
-                return cli_free(c), usage_error("bad --concurrency '%s' (1-100000)", optarg);
-            break;
-        case OPT_CONNECT_TIMEOUT:
-            if (parse_num(optarg, 1, 86400000, &c->connect_timeout_ms) != 0)
-                return cli_free(c), usage_error("bad --connect-timeout '%s' (ms)", optarg);
-            break;
-        case 't':
-            if (parse_num(optarg, 1, 86400000, &c->timeout_ms) != 0)
-                return cli_free(c), usage_error("bad --timeout '%s' (ms)", optarg);
-            break;
-        case OPT_STREAM:
-            c->stream = 1;
-            break;
-        case 'g':
-            c->group = 1;
-            break;
-        case OPT_JSON:
-            c->json = 1;
-            break;
-        case OPT_ASKPASS:
-            c->askpass = 1;
-            break;
-        case OPT_TLS:
-            c->tls = 1;
-            break;
-        case OPT_CACERT:
-            c->cacert = optarg;
-            break;
-        case OPT_CERT:
-            c->cert = optarg;
-            break;
-        case OPT_KEY:
-            c->key = optarg;
-            break;
-        case OPT_INSECURE:
-            c->insecure = 1;
-            break;
-        case OPT_CLUSTER:
-            c->cluster = 1;
-            break;
-        case OPT_PRIMARIES:
-            c->primaries = 1;
-            break;
-        case 'V':
-            printf(CLI_NAME " %s (libvolley %s)\n", VL_VERSION_STRING, vl_version());
-            cli_free(c);
-            return CLI_EXIT_OK;
-        case 'h':
-            usage(stdout);
-            cli_free(c);
-            return CLI_EXIT_OK;
-        default:
-            cli_free(c);
-            if (optopt != 0 && optopt < 1000)
-                snprintf(err, sizeof(err), "-%c", optopt);
-            else /* "--name=value": the value could be a secret. */
-                snprintf(err, sizeof(err), "%.*s", (int)strcspn(argv[optind - 1], "="),
-                         argv[optind - 1]);
-            return usage_error(opt == ':' || (optopt && strchr("HfFeuDct", optopt))
-                                   ? "option '%s' needs a value"
-                                   : "unknown option '%s'",
-                               err);
-        }
+        rc = parse_opt(c, opt, argv);
+        if (rc >= 0)
+            return cli_free(c), rc;
     }
     if (optind < argc && cli_cmds_add_argv(&c->cmds, argc - optind, argv + optind) != 0)
         return cli_free(c), usage_error("%s", "out of memory");
@@ -949,7 +974,8 @@ static int run_some(cli *c, vl_loop *loop, const size_t *idx, size_t n, int with
     job.on_final = on_final;
     job.ud = &some;
     job.interrupt = &interrupted;
-    job.progress = isatty(STDERR_FILENO);
+    /* --stream shows progress itself, on the lines it prints. */
+    job.progress = isatty(STDERR_FILENO) && !c->stream;
     rc = cli_run(&job);
     if (rc != VL_OK && rc != VL_ECANCELED)
         fprintf(stderr, CLI_NAME ": %s\n", job.fatal[0] ? job.fatal : vl_strerror(rc));
@@ -1069,11 +1095,18 @@ static int dedup(cli *c)
 
 static int run_main(cli *c)
 {
+    struct sigaction sa;
     vl_loop *loop;
     int rc;
 
     if (get_passwords(c) != 0)
         return CLI_EXIT_USAGE;
+    /* Only now: a Ctrl-C at the password prompt ends volley as it always
+     * did, with the terminal's echo restored by the shell. */
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_sigint;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
     if (c->cluster && c->insecure)
         fprintf(stderr, CLI_NAME ": warning: TLS certificates are not verified (insecure): "
                         "anyone on the path can read and change the traffic\n");
@@ -1091,7 +1124,6 @@ static int run_main(cli *c)
 
 int main(int argc, char **argv)
 {
-    struct sigaction sa;
     cli c;
     int rc;
 
@@ -1109,10 +1141,6 @@ int main(int argc, char **argv)
             return rc < 0 ? CLI_EXIT_UNREACHABLE : rc;
         }
     }
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_sigint;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
     rc = run_main(&c);
     cli_free(&c);
     return rc;
