@@ -40,7 +40,16 @@
  * retried R times with a growing delay (mariadbd restarting), then acked
  * "err". SIGTERM or SIGINT stops accepting and reading, lets the workers
  * drain the queue (every line already read is inserted and acked), then
- * exits 0.
+ * exits 0. A connection closes once its last line is acked; if we stopped
+ * reading before the client stopped sending, we first read and drop its
+ * input for a moment (a lingering close), so that the kernel does not
+ * reset the connection over unread bytes and destroy acks in flight.
+ *
+ * Memory is bounded whatever the clients do: Q lines of at most 64 KiB in
+ * the queue, N * M lines being inserted, and per connection the stream's
+ * read-ahead (256 KiB) and its acks (a client that reads none is paused,
+ * then cut off). On exit it prints its counts on stderr:
+ *   log_collector: exit: lines L ok K err E dropped D retries R
  *
  * Built with the rest of volley (make builds every tools/examples program); a test
  * drives it in tests/test_examples_log_collector.sh.
@@ -310,8 +319,9 @@ static int line_parse(struct line *l, const char *p, size_t len)
     return 1;
 }
 
-/* A line arrived: hello, or a record for the queue. Returns 1 when the
- * reader goes on, 0 when it is done. Takes the buffer. */
+/* A line arrived: hello, or a record for the queue. Takes the buffer.
+ * Returns 1 when the reader reads on, 0 when it is done, -1 when a queue
+ * put waits for room (on_put resumes the reader). */
 static int conn_handle(struct conn *c, vl_stream_buf *buf)
 {
     struct app *app = c->app;
