@@ -255,6 +255,8 @@ int vl__sentinel_failed(const vl__sentinel *s);
 const char *vl__sentinel_role(const vl__sentinel *s);
 /* Discoveries that set a target, and of those the ones that moved it. */
 void vl__sentinel_counts(const vl__sentinel *s, uint64_t *discoveries, uint64_t *switches);
+/* +switch-master announcements for our master received so far. */
+uint64_t vl__sentinel_news(const vl__sentinel *s);
 /* "host:port" of the sentinel whose +switch-master the pool is subscribed
  * to now, "" while none (for tests). Borrowed from s. */
 const char *vl__sentinel_subscribed(const vl__sentinel *s);
@@ -267,6 +269,13 @@ const char *vl__sentinel_subscribed(const vl__sentinel *s);
  * target. Called from the loop, never from inside one of the pool's
  * connection events. VL_OK, VL_ENOMEM (nothing changed) or VL_EINVAL. */
 int vl__redis_pool_retarget(vl_redis_pool *p, char *const *urls, char *const *eps, size_t n);
+/* A sentinel announced that the master moved from `from` to `to` (both
+ * "host:port", copied). Until a round of discovery has verified the new
+ * master (vl__redis_pool_retarget), no new command or lease is routed:
+ * they wait as when the pool had no target, up to acquire_timeout_ms, and
+ * a lease on a connection to any server but `to` fails every command with
+ * VL_ECONN. Nothing completes inside the call. */
+void vl__redis_pool_moving(vl_redis_pool *p, const char *from, const char *to);
 /* A round of discovery found nothing: readiness requests of a pool with
  * no target yet fail with VL_ECONN and vl__sentinel_error. */
 void vl__redis_pool_no_target(vl_redis_pool *p);
@@ -274,6 +283,10 @@ void vl__redis_pool_no_target(vl_redis_pool *p);
  * (for tests). */
 void vl__redis_pool_sentinel_counts(const vl_redis_pool *p, uint64_t *discoveries,
                                     uint64_t *switches);
+/* +switch-master announcements for the pool's master received so far
+ * (0 for another pool), for tests: a command issued once this grew never
+ * reaches the old master. */
+uint64_t vl__redis_pool_sentinel_news(const vl_redis_pool *p);
 /* vl__sentinel_subscribed of the pool's discovery, "" for another pool. */
 const char *vl__redis_pool_sentinel_subscribed(const vl_redis_pool *p);
 

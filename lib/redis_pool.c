@@ -54,7 +54,14 @@
  * sentinels' error. A new target retires every connection to a server
  * that is no longer one, on the max_lifetime_ms path (housekeeping then
  * runs even without lifetimes, for them); a lost connection and an error
- * reply tell the discovery, which decides whether to ask again.
+ * reply tell the discovery, which decides whether to ask again. Between a
+ * +switch-master and the round that verifies the new master
+ * (vl__redis_pool_moving, then vl__redis_pool_retarget) the pool is
+ * "held": requests wait as before a first target, so none reaches the old
+ * master once its demotion is announced. A lease on a connection to a
+ * server the pool has moved away from (or, while held, to any but the
+ * announced new master) fails every command with VL_ECONN, since what it
+ * writes there would be lost, and its release closes the connection.
  *
  * Re-entrancy. Connection events can arrive while hiredis is on the stack,
  * and admitting a waiting request can itself complete a future and report
@@ -128,6 +135,8 @@ struct vl_redis_pool {
     char **teps;        /* and their "host:port" */
     size_t ntargets;    /* 0: no target yet, requests wait */
     size_t tnext;       /* the target the next connection opens to */
+    char *moving_from;  /* announced old master, until a round verified the new one */
+    char *moving_to;    /* announced new master; both NULL when not moving */
     int invalid_status; /* VL_OK, or what every command fails with */
     char *invalid_msg;
     pslot **slots;      /* 2 * max_size entries: retiring ones come on top */
@@ -159,6 +168,22 @@ static void hk_arm(vl_redis_pool *p, uint64_t ms);
 static int no_target(const vl_redis_pool *p)
 {
     return p->sentinel != NULL && p->ntargets == 0;
+}
+
+/* A Sentinel pool that may not route now: before its first target, or
+ * between a +switch-master and the round that verified the new master.
+ * Requests wait meanwhile. */
+static int held(const vl_redis_pool *p)
+{
+    return no_target(p) || p->moving_from != NULL;
+}
+
+/* A lease's connection goes to a server the pool no longer targets (or,
+ * while the master is moving, to one but the announced new master). */
+static int lease_moved(const vl_redis_pool *p, const pslot *s)
+{
+    return s->moved ||
+           (p->moving_to != NULL && (s->ep == NULL || strcmp(s->ep, p->moving_to) != 0));
 }
 
 /* A Sentinel pool's discovery keeps vl_loop_run running while somebody
@@ -340,13 +365,20 @@ static void arm_timer(vl_redis_pool *p)
  * could be reached, which a timeout would hide. 1 when it did. */
 static int no_target_fail(vl_redis_pool *p, vl_future *f)
 {
-    if (!no_target(p))
+    if (!held(p))
         return 0;
     count_result(p, VL_ECONN);
     vl__future_set_source(f, NULL, NULL);
-    vl__future_fail(f, VL_ECONN, "pool %s: no %s known within %" PRIu64 " ms: %s", p->display,
-                    vl__sentinel_role(p->sentinel), p->o.acquire_timeout_ms,
-                    vl__sentinel_error(p->sentinel));
+    if (no_target(p))
+        vl__future_fail(f, VL_ECONN, "pool %s: no %s known within %" PRIu64 " ms: %s",
+                        p->display, vl__sentinel_role(p->sentinel), p->o.acquire_timeout_ms,
+                        vl__sentinel_error(p->sentinel));
+    else
+        vl__future_fail(f, VL_ECONN,
+                        "pool %s: the master moved from %s to %s, not confirmed within %" PRIu64
+                        " ms: %s",
+                        p->display, p->moving_from, p->moving_to, p->o.acquire_timeout_ms,
+                        vl__sentinel_error(p->sentinel));
     return 1;
 }
 
@@ -522,7 +554,7 @@ static pslot *slot_open(vl_redis_pool *p)
     pslot *s;
     uint64_t now;
 
-    if (live_slots(p) >= p->o.max_size || p->closing || no_target(p))
+    if (live_slots(p) >= p->o.max_size || p->closing || held(p))
         return NULL;
     if (p->nslots >= p->cap) {
         /* Only a Sentinel pool gets here: connections to a master that
@@ -829,7 +861,7 @@ static void pump(vl_redis_pool *p)
     do {
         pwait *w;
         p->pump_again = 0;
-        while ((w = p->cmds.head) != NULL && !p->closing && !no_target(p) &&
+        while ((w = p->cmds.head) != NULL && !p->closing && !held(p) &&
                (p->o.max_pending == 0 || p->pending < p->o.max_pending)) {
             vl_future *f = w->f;
             char *cmd = w->cmd;
@@ -838,7 +870,7 @@ static void pump(vl_redis_pool *p)
             wait_drop(p, w);
             route(p, f, cmd, len);
         }
-        while (p->leases.head != NULL && !p->closing && !no_target(p)) {
+        while (p->leases.head != NULL && !p->closing && !held(p)) {
             pslot *s = idle_slot(p);
             if (s == NULL) {
                 /* Wait for a connection being opened; open one if there is
@@ -1037,6 +1069,40 @@ static int target_has(char *const *eps, size_t n, const char *ep)
     return 0;
 }
 
+/* The new master is verified (or the move is moot): routing resumes. 1
+ * when the pool was moving. */
+static int moving_end(vl_redis_pool *p)
+{
+    if (p->moving_from == NULL)
+        return 0;
+    vl__free(p->moving_from);
+    vl__free(p->moving_to);
+    p->moving_from = p->moving_to = NULL;
+    return 1;
+}
+
+void vl__redis_pool_moving(vl_redis_pool *p, const char *from, const char *to)
+{
+    char *f, *t;
+
+    /* News of the move the pool already made (another sentinel telling
+     * it again) changes nothing. */
+    if (p->closing || (p->ntargets == 1 && strcmp(p->teps[0], to) == 0))
+        return;
+    f = vl__strdup(from);
+    t = vl__strdup(to);
+    if (f == NULL || t == NULL) {
+        /* Out of memory: the round that follows still moves the pool. */
+        vl__free(f);
+        vl__free(t);
+        return;
+    }
+    moving_end(p);
+    p->moving_from = f;
+    p->moving_to = t;
+    p->last = NULL;
+}
+
 int vl__redis_pool_retarget(vl_redis_pool *p, char *const *urls, char *const *eps, size_t n)
 {
     char **nu, **ne, *endpoint;
@@ -1054,8 +1120,11 @@ int vl__redis_pool_retarget(vl_redis_pool *p, char *const *urls, char *const *ep
         for (i = 0; i < n && strcmp(eps[i], p->teps[i]) == 0 && strcmp(urls[i], p->turls[i]) == 0;
              i++)
             ;
-        if (i == n)
+        if (i == n) {
+            if (moving_end(p))
+                pump(p);
             return VL_OK;
+        }
     }
     nu = vl__calloc(n, sizeof(*nu));
     ne = vl__calloc(n, sizeof(*ne));
@@ -1086,6 +1155,7 @@ int vl__redis_pool_retarget(vl_redis_pool *p, char *const *urls, char *const *ep
     p->ntargets = n;
     vl__free(p->endpoint);
     p->endpoint = endpoint;
+    (void)moving_end(p);
     /* Every connection to a server that is no longer a target retires at
      * once: routing skips it from now on, what it has in flight completes,
      * and housekeeping closes it once drained (the max_lifetime_ms path).
@@ -1134,6 +1204,11 @@ void vl__redis_pool_sentinel_counts(const vl_redis_pool *p, uint64_t *discoverie
     *discoveries = *switches = 0;
     if (p != NULL && p->sentinel != NULL)
         vl__sentinel_counts(p->sentinel, discoveries, switches);
+}
+
+uint64_t vl__redis_pool_sentinel_news(const vl_redis_pool *p)
+{
+    return p != NULL ? vl__sentinel_news(p->sentinel) : 0;
 }
 
 const char *vl__redis_pool_sentinel_subscribed(const vl_redis_pool *p)
@@ -1275,7 +1350,7 @@ static vl_future *pool_submit(vl_redis_pool *p, char *cmd, size_t len)
     }
     /* Room is judged in order: while others wait, a newcomer waits too;
      * before a Sentinel pool knows where to go, everyone does. */
-    if (p->cmds.n > 0 || no_target(p) ||
+    if (p->cmds.n > 0 || held(p) ||
         (p->o.max_pending > 0 && p->pending >= p->o.max_pending)) {
         if (p->cmds.n + p->leases.n >= p->o.max_waiters) {
             vl__redis_cmd_free(cmd);
@@ -1356,7 +1431,7 @@ vl_future *vl_redis_pool_command_argv(vl_redis_pool *p, int argc, const char **a
     /* The hot path: nothing waits and a ready connection takes it, straight
      * into its output buffer (what route does, without a copy). */
     if (argc > 0 && argv != NULL && p->invalid_status == VL_OK && !p->closing &&
-        p->cmds.n == 0 && (p->o.max_pending == 0 || p->pending < p->o.max_pending)) {
+        p->cmds.n == 0 && p->moving_from == NULL && (p->o.max_pending == 0 || p->pending < p->o.max_pending)) {
         int i;
         for (i = 0; i < argc && argv[i] != NULL; i++)
             ;
@@ -1454,6 +1529,15 @@ static vl_future *lease_send(vl_redis_lease *l, char *cmd, size_t len)
     /* Once the connection was lost, even if it is back already, the server
      * forgot the lease's WATCH, MULTI or SELECT: carrying on would run the
      * next commands outside the transaction the caller set up. */
+    if (p->sentinel != NULL && lease_moved(p, l->s)) {
+        vl__redis_cmd_free(cmd);
+        count_result(p, VL_ECONN);
+        return vl__future_failed(p->loop, VL_ECONN,
+                                 "pool %s: the %s moved from %s to %s: release the lease",
+                                 p->display, vl__sentinel_role(p->sentinel),
+                                 l->s->ep != NULL ? l->s->ep : "?",
+                                 p->moving_to != NULL ? p->moving_to : vl_redis_pool_endpoint(p));
+    }
     if (!vl__redis_live(l->s->c, l->epoch)) {
         vl__redis_cmd_free(cmd);
         count_result(p, VL_ECONN);
@@ -1536,7 +1620,9 @@ int vl_redis_lease_release(vl_redis_lease *l)
     }
     s->lease = NULL;
     slot_route(s);
-    clean = vl__redis_clean(s->c, l->epoch);
+    /* A lease on a connection to a master that moved is never clean: what
+     * it wrote there since may be lost, and its caller was told so. */
+    clean = vl__redis_clean(s->c, l->epoch) && !(p->sentinel != NULL && lease_moved(p, s));
     vl__free(l);
     if (clean && !s->retiring) {
         s->idle_since = s->alive_at = vl_loop_now_ms(p->loop);
@@ -1620,6 +1706,7 @@ void vl_redis_pool_free(vl_redis_pool *p)
     while (p->nslots > 0)
         slot_close(p, p->slots[p->nslots - 1]);
     targets_free(p);
+    moving_end(p);
     memset(p->url, 0, strlen(p->url));
     /* While the loop is being freed, callbacks may still pass p to
      * vl_redis_pool_free (a no-op now): keep the memory until they ran. */

@@ -19,6 +19,18 @@
  * more run after it) and start at most once a second, except after a
  * +switch-master, which is news the sentinels publish only once.
  *
+ * A +switch-master for our master (master mode) holds the pool at once
+ * (vl__redis_pool_moving): nothing new goes to the old master while the
+ * round that follows verifies the new one. That round asks the sentinel
+ * that published the switch first, and refuses the announced old master
+ * wherever it is named (a sentinel that has not heard of the switch yet,
+ * or a round that began before it): until the sentinels demote it, the
+ * old master still answers ROLE with "master". The alternative, pointing
+ * the pool at the announced address at once and checking ROLE on each new
+ * connection's first use, would route on one sentinel's word alone and
+ * put a check in every connection's handshake; holding costs the waiters
+ * one round (an ask and a ROLE, bounded by acquire_timeout_ms).
+ *
  * Subscription. One push connection to a sentinel SUBSCRIBEs to
  * +switch-master (and, for replicas, +sdown, -sdown and +slave). When it
  * is lost it is not reopened to the same sentinel: after a backoff
@@ -102,7 +114,8 @@ struct vl__sentinel {
     int sub_lost;           /* DOWN came (and freed it) inside its making */
     uint64_t sub_backoff;
     wtimer sub_timer;
-    uint64_t discoveries, switches;
+    uint64_t discoveries, switches, news;
+    char *switch_from;      /* announced old master, until a round verified the new one */
 };
 
 typedef struct dstep {
@@ -374,6 +387,7 @@ static void release(vl__sentinel *s)
     vl__free(s->data_post);
     vl__free(s->err);
     vl__free(s->round);
+    vl__free(s->switch_from);
     vl__free(s);
 }
 
@@ -611,6 +625,8 @@ static void succeed(vl__sentinel *s)
     drop_candidates(s);
     s->good = s->cur;
     s->failed = 0;
+    vl__free(s->switch_from);
+    s->switch_from = NULL;
     if (s->sub == NULL && !vl__timer_active(&s->sub_timer.t))
         sub_open(s, s->good);
     round_end(s, 1);
@@ -651,6 +667,9 @@ static void role_cb(vl_future *f, void *ud)
         note(s, s->cur, "%s named, but its ROLE is %.32s, not %s", s->cand[j],
              got != NULL ? got : "unreadable", want);
     }
+    else if (s->switch_from != NULL && strcmp(s->cand[j], s->switch_from) == 0)
+        /* Named by a round that started before the switch was announced. */
+        note(s, s->cur, "%s named, but it was announced as the old master", s->cand[j]);
     else
         s->cok[j] = 1;
     if (--s->cleft == 0)
@@ -739,6 +758,7 @@ static void asked_cb(vl_future *f, void *ud)
     const vl_redis_reply *r;
     vl__sentinel *s;
     size_t i, k;
+    char *a;
 
     s = step_take(ud, &i);
     if (s == NULL)
@@ -751,9 +771,17 @@ static void asked_cb(vl_future *f, void *ud)
         if (vl_redis_reply_type(r) == VL_REDIS_NIL)
             note(s, i, "no master named '%s'", s->name);
         else if (vl_redis_reply_count(r) != 2 ||
-                 !add_cand(s, addr_of(vl_redis_reply_element(r, 0),
-                                      vl_redis_reply_element(r, 1))))
+                 (a = addr_of(vl_redis_reply_element(r, 0), vl_redis_reply_element(r, 1))) ==
+                     NULL)
             note(s, i, "unreadable answer to SENTINEL get-master-addr-by-name");
+        else if (s->switch_from != NULL && strcmp(a, s->switch_from) == 0) {
+            /* A sentinel that has not heard of the switch yet: the old
+             * master may still say "master" to ROLE until the sentinels
+             * demote it, so its word cannot be taken. */
+            note(s, i, "still names %s, announced as the old master", a);
+            vl__free(a);
+        } else if (!add_cand(s, a))
+            note(s, i, "out of memory");
     } else {
         for (k = 0; k < vl_redis_reply_count(r) && s->ncand < MAX_REPLICAS; k++) {
             const vl_redis_reply *m = vl_redis_reply_element(r, k);
@@ -801,7 +829,9 @@ static void timer_cb(vl__timer *t, void *ud)
         return;
     s->gen++;
     s->tried = 0;
-    s->cur = s->good;
+    /* After a +switch-master, the sentinel that published it knows the
+     * new master for sure: it is asked first. */
+    s->cur = s->switch_from != NULL && s->sub != NULL ? s->sub_i : s->good;
     s->again = s->again_now = 0;
     s->started = 1;
     s->last_start = vl_loop_now_ms(s->loop);
@@ -809,6 +839,33 @@ static void timer_cb(vl__timer *t, void *ud)
 }
 
 /* ---- the subscription ---- */
+
+/* "+switch-master NAME oldip oldport newip newport", from after NAME: the
+ * pool stops sending to the old master now, rather than after the round
+ * that verifies the new one. An unreadable message only asks again. */
+static void switch_news(vl__sentinel *s, const char *rest)
+{
+    char oh[256], op[8], nh[256], np[8], *from, *to;
+    long opn, npn;
+
+    if (s->pool == NULL || sscanf(rest, "%255s %7s %255s %7s", oh, op, nh, np) != 4)
+        return;
+    opn = strtol(op, NULL, 10);
+    npn = strtol(np, NULL, 10);
+    if (opn < 1 || opn > 65535 || npn < 1 || npn > 65535)
+        return;
+    from = hostport(oh, opn);
+    to = hostport(nh, npn);
+    if (from != NULL && to != NULL) {
+        s->news++;
+        vl__free(s->switch_from);
+        s->switch_from = from;
+        from = NULL;
+        vl__redis_pool_moving(s->pool, s->switch_from, to);
+    }
+    vl__free(from);
+    vl__free(to);
+}
 
 static void sub_push(vl_redis *c, vl_redis_reply *r, void *ud)
 {
@@ -828,6 +885,8 @@ static void sub_push(vl_redis *c, vl_redis_reply *r, void *ud)
          * and +slave change which are up: ask again, within the rate. */
         if (strcmp(ch, "+switch-master") == 0 && strncmp(msg, s->name, nl) == 0 &&
             msg[nl] == ' ') {
+            if (!s->replica)
+                switch_news(s, msg + nl + 1);
             schedule(s, 1);
         } else if (s->replica) {
             const char *at = strstr(msg, " @ ");
@@ -936,6 +995,11 @@ void vl__sentinel_counts(const vl__sentinel *s, uint64_t *discoveries, uint64_t 
 {
     *discoveries = s->discoveries;
     *switches = s->switches;
+}
+
+uint64_t vl__sentinel_news(const vl__sentinel *s)
+{
+    return s != NULL ? s->news : 0;
 }
 
 const char *vl__sentinel_subscribed(const vl__sentinel *s)

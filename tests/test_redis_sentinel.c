@@ -25,6 +25,8 @@
 void vl__redis_pool_sentinel_counts(const vl_redis_pool *p, uint64_t *discoveries,
                                     uint64_t *switches);
 const char *vl__redis_pool_sentinel_subscribed(const vl_redis_pool *p);
+/* +switch-master announcements the pool's discovery received so far. */
+uint64_t vl__redis_pool_sentinel_news(const vl_redis_pool *p);
 
 static void on_watchdog(int sig)
 {
@@ -579,6 +581,220 @@ static void replica_pool_follows_a_failover(void **state)
     tu_finish(loop);
 }
 
+/* ---- nothing reaches the old master once the switch is known ---- */
+
+/* The old master's own count of INCRBYFLOAT calls it executed, plus the
+ * ones it refused and the ones that failed (INFO commandstats).
+ *
+ * Why this instrument: once the sentinels demote the old master it
+ * resyncs from the new one and its data is replaced, so the presence of
+ * a key there proves nothing either way. Its command statistics survive
+ * a role change and a resync, though (only CONFIG RESETSTAT clears them),
+ * and INCRBYFLOAT is replicated as a SET: the INCRBYFLOATs the new master
+ * executes reach the old one as SETs, never as INCRBYFLOAT. So a test
+ * whose only INCRBYFLOATs are the writes that must not reach the old
+ * master sees this count grow there if, and only if, one did, whenever it
+ * reads it. */
+static long long incrbyfloat_count(vl_loop *loop, int port)
+{
+    vl_redis_reply *r = ask2(loop, port, "INFO", "commandstats");
+    const char *t, *line;
+    long long calls = 0, rejected = 0, failed = 0;
+
+    assert_non_null(r);
+    t = vl_redis_reply_str(r, NULL);
+    assert_non_null(t);
+    line = strstr(t, "cmdstat_incrbyfloat:");
+    if (line != NULL) {
+        const char *c = strstr(line, "calls="), *rj = strstr(line, "rejected_calls="),
+                   *fl = strstr(line, "failed_calls="), *eol = strchr(line, '\n');
+        assert_non_null(c);
+        calls = atoll(c + 6);
+        if (rj != NULL && (eol == NULL || rj < eol))
+            rejected = atoll(rj + 15);
+        if (fl != NULL && (eol == NULL || fl < eol))
+            failed = atoll(fl + 13);
+    }
+    vl_redis_reply_free(r);
+    return calls + rejected + failed;
+}
+
+static void failover_now(vl_loop *loop)
+{
+    const char *argv[3] = {"SENTINEL", "FAILOVER", master_name()};
+    vl_redis_reply *r = ask(loop, sentinel_port(1), 3, argv);
+
+    assert_non_null(r);
+    tu_check_str(r, "OK");
+    vl_redis_reply_free(r);
+}
+
+static void lease_on_the_old_master_fails_once_it_moved(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_redis_pool *p;
+    vl_redis_lease *l;
+    vl_future *f;
+    vl_pool_stats st;
+    char want[96];
+    long long before;
+    uint64_t dirty;
+    int m, rp;
+
+    (void)state;
+    settle(loop, &m, &rp);
+    p = sentinel_pool(loop, pool_url("", master_name(), ""), 0);
+    await_ready(loop, p);
+    f = tu_run_cmd(loop, vl_redis_pool_lease(p), VL_OK);
+    l = vl_future_take(f);
+    vl_future_free(f);
+    vl_future_free(tu_run_cmd(loop, vl_redis_lease_command(l, "SET sentinel:lease:a 1"), VL_OK));
+    /* The instrument works: the lease's INCRBYFLOAT counts on the master. */
+    before = incrbyfloat_count(loop, m);
+    vl_future_free(
+        tu_run_cmd(loop, vl_redis_lease_command(l, "INCRBYFLOAT sentinel:lease:n 1"), VL_OK));
+    assert_int_equal(incrbyfloat_count(loop, m), before + 1);
+    before++;
+    failover_now(loop);
+    while (port_of(vl_redis_pool_endpoint(p)) != rp) /* the watchdog bounds it */
+        tu_sleep_ms(loop, 20);
+    /* Every command on the lease now fails, without reaching the server. */
+    f = tu_run_cmd(loop, vl_redis_lease_command(l, "INCRBYFLOAT sentinel:lease:n 1"), VL_ECONN);
+    snprintf(want, sizeof(want), "the master moved from 127.0.0.1:%d to 127.0.0.1:%d: release "
+             "the lease", m, rp);
+    assert_non_null(strstr(vl_future_error(f), want));
+    vl_future_free(f);
+    vl_future_free(tu_run_cmd(loop, vl_redis_lease_command(l, "ROLE"), VL_ECONN));
+    /* Released, the connection is closed, not handed to anyone. */
+    assert_int_equal(vl_redis_pool_stats_get(p, &st), VL_OK);
+    dirty = st.closed_dirty;
+    assert_int_equal(vl_redis_lease_release(l), 0);
+    assert_int_equal(vl_redis_pool_stats_get(p, &st), VL_OK);
+    assert_int_equal(st.closed_dirty, dirty + 1);
+    /* The pool writes to the new master... */
+    vl_future_free(tu_run_cmd(loop, vl_redis_pool_command(p, "INCRBYFLOAT sentinel:lease:p 1"),
+                              VL_OK));
+    f = tu_run_cmd(loop, vl_redis_pool_command(p, "ROLE"), VL_OK);
+    assert_string_equal(elem_str(vl_future_redis_reply(f), 0), "master");
+    vl_future_free(f);
+    vl_redis_pool_free(p);
+    /* ...and no INCRBYFLOAT reached the old one after the switch, even
+     * once the sentinels have demoted it and it resynced. */
+    settle(loop, &m, &rp);
+    assert_int_equal(incrbyfloat_count(loop, m == data_port(0) ? data_port(1) : data_port(0)),
+                     before);
+    tu_finish(loop);
+}
+
+typedef struct nwriter {
+    vl_redis_pool *p;
+    vl_loop *loop;
+    int issued, inflight, stop;
+    int after, after_ok, after_failed; /* writes issued once the news was in */
+    uint64_t t0, news_ms;
+} nwriter;
+
+typedef struct nstep {
+    nwriter *w;
+    int after;
+} nstep;
+
+static void nwrite_next(nwriter *w);
+
+static void nwrite_done(vl_future *f, void *ud)
+{
+    nstep *ns = ud;
+    nwriter *w = ns->w;
+
+    w->inflight--;
+    if (ns->after && vl_future_status(f) == VL_OK)
+        w->after_ok++;
+    else if (ns->after) {
+        w->after_failed++;
+        print_message("# a write issued after the news failed: %s\n", vl_future_error(f));
+    }
+    free(ns);
+    if (vl_future_status(f) == VL_OK)
+        nwrite_next(w);
+}
+
+/* Keeps 4 writes in flight: SET while the pool has not heard of a switch,
+ * INCRBYFLOAT from the moment it has (see incrbyfloat_count). The news
+ * counter is read as each write is issued, on the loop that also delivers
+ * the news, so "after" is exact. */
+static void nwrite_next(nwriter *w)
+{
+    while (!w->stop && w->inflight < 4) {
+        nstep *ns = malloc(sizeof(*ns));
+        vl_future *f;
+        assert_non_null(ns);
+        ns->w = w;
+        ns->after = vl__redis_pool_sentinel_news(w->p) > 0;
+        if (ns->after && w->after == 0)
+            w->news_ms = vl_loop_now_ms(w->loop) - w->t0;
+        w->after += ns->after;
+        f = ns->after ? vl_redis_pool_command(w->p, "INCRBYFLOAT sentinel:sw:%d 1", w->issued)
+                      : vl_redis_pool_command(w->p, "SET sentinel:sw:%d 1", w->issued);
+        assert_non_null(f);
+        w->issued++;
+        w->inflight++;
+        assert_int_equal(vl_future_then(f, nwrite_done, ns), VL_OK);
+    }
+}
+
+static void no_write_after_the_news_reaches_the_old_master(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    nwriter w;
+    long long before;
+    uint64_t moved_ms = 0;
+    int m, rp, old;
+
+    (void)state;
+    settle(loop, &m, &rp);
+    old = m;
+    memset(&w, 0, sizeof(w));
+    w.loop = loop;
+    w.p = sentinel_pool(loop, pool_url("", master_name(), ""), 10000);
+    await_ready(loop, w.p);
+    /* The instrument works: a pool INCRBYFLOAT counts on the master. */
+    before = incrbyfloat_count(loop, m);
+    vl_future_free(tu_run_cmd(loop, vl_redis_pool_command(w.p, "INCRBYFLOAT sentinel:sw:n 1"),
+                              VL_OK));
+    assert_int_equal(incrbyfloat_count(loop, m), before + 1);
+    before++;
+    assert_int_equal(vl__redis_pool_sentinel_news(w.p), 0);
+    w.t0 = vl_loop_now_ms(loop);
+    failover_now(loop);
+    nwrite_next(&w);
+    /* Until the pool moved and 200 writes issued after the news went
+     * through (the watchdog bounds it). */
+    while (port_of(vl_redis_pool_endpoint(w.p)) != rp || w.after_ok < 200) {
+        if (moved_ms == 0 && port_of(vl_redis_pool_endpoint(w.p)) == rp)
+            moved_ms = vl_loop_now_ms(loop) - w.t0;
+        tu_sleep_ms(loop, 20);
+        nwrite_next(&w);
+    }
+    w.stop = 1;
+    while (w.inflight > 0)
+        tu_sleep_ms(loop, 10);
+    print_message("# the news came %llu ms after SENTINEL FAILOVER, the pool moved %llu ms "
+                  "after it; %d writes, %d after the news\n",
+                  (unsigned long long)w.news_ms, (unsigned long long)moved_ms, w.issued,
+                  w.after);
+    assert_int_equal(w.after_failed, 0);
+    assert_true(w.after >= 200);
+    /* None of the writes issued after the news reached the old master:
+     * not while it was still master, not once demoted (a READONLY refusal
+     * counts too). Read again once the set is healthy, for writes that
+     * might have been on their way. */
+    assert_int_equal(incrbyfloat_count(loop, old), before);
+    vl_redis_pool_free(w.p);
+    settle(loop, &m, &rp);
+    assert_int_equal(incrbyfloat_count(loop, old), before);
+    tu_finish(loop);
+}
+
 /* Waits until the pool is subscribed to a sentinel other than `not`
  * (0: any) and returns that sentinel's index. */
 static int subscribed_sentinel(vl_loop *loop, vl_redis_pool *p, int not)
@@ -913,6 +1129,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(subscription_moves_when_its_sentinel_dies, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(replica_pool_follows_a_failover, setup, teardown),
+        cmocka_unit_test_setup_teardown(lease_on_the_old_master_fails_once_it_moved, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(no_write_after_the_news_reaches_the_old_master, setup,
+                                        teardown),
     };
 
     return tu_run("redis_sentinel", tests, sizeof(tests) / sizeof(tests[0]));

@@ -149,11 +149,25 @@
  * The pool subscribes to +switch-master on one sentinel (when that
  * connection is lost, the next sentinel after a backoff, and once
  * subscribed again it asks, since a switch may have been published
- * meanwhile). When the master moves, every connection to the old one
- * retires at once: no new command is routed to it, commands already
- * written there complete and it closes once drained (a connection not up
- * yet fails the commands waiting for its handshake with VL_ECONN, so that
- * none reaches the old master later); new connections open to the new one.
+ * meanwhile). From the moment a +switch-master for the pool's master
+ * arrives, nothing new goes to the old master: commands and leases issued
+ * then wait, as before the first answer, until a round has verified the
+ * new master (the sentinel that published the switch is asked first, the
+ * announced old master is refused whoever names it, and ROLE must say
+ * "master"); one that waits acquire_timeout_ms fails with VL_ECONN ("the
+ * master moved from A to B, not confirmed within 5000 ms: ..."). The pool
+ * holds rather than trusting the announced address at once: one
+ * sentinel's word is not a verified master, and holding costs one round
+ * (an ask and a ROLE). Then every connection to the old master retires:
+ * commands already written there complete and it closes once drained (a
+ * connection not up yet fails the commands waiting for its handshake with
+ * VL_ECONN, so that none reaches the old master later); new connections
+ * open to the new one. A lease on a connection to the old master fails
+ * every command from then on with VL_ECONN ("the master moved from A to
+ * B: release the lease"), without sending it: what it wrote there would
+ * be lost when the old master resyncs as a replica. Releasing such a
+ * lease closes its connection (it counts in closed_dirty and
+ * vl_redis_lease_release returns 0).
  * A lost connection, any error reply (the pool does not see a reply's
  * text, so READONLY is among them) or a ROLE that does not say "master"
  * also make it ask again: one round at a time, at most one per second. A
