@@ -32,6 +32,18 @@
 
 #define GROUP_MAX_LOOPS 256
 
+/* The value type of vl_loop_group_value's futures: a box holding the
+ * caller's value and its free function, which the future itself keeps
+ * out of reach. Private to this file, far from lib/internal.h's VL__VAL_
+ * numbers, so no typed accessor of another file ever claims it; chains
+ * forward it with the value like any other type. */
+#define GROUP_VAL_BOX 0x47
+
+typedef struct vbox {
+    void *value;
+    vl_free_fn free_fn;
+} vbox;
+
 typedef struct worker worker;
 typedef struct gjob gjob;
 
@@ -133,6 +145,37 @@ static void fanout_value_free(void *v)
     vl_fanout_result_free(v);
 }
 
+/* A box that never reached the home thread: its value goes with it. */
+static void vbox_free(void *v)
+{
+    vbox *b = v;
+
+    if (b->value != NULL && b->free_fn != NULL)
+        b->free_fn(b->value);
+    vl__free(b);
+}
+
+vl_future *vl_loop_group_value(vl_loop *loop, void *value, vl_free_fn free_fn)
+{
+    vbox *b;
+    vl_future *f;
+
+    if (loop == NULL)
+        return NULL;
+    b = vl__malloc(sizeof(*b));
+    if (b == NULL)
+        return NULL;
+    f = vl__future_make(loop, NULL, NULL);
+    if (f == NULL) {
+        vl__free(b);
+        return NULL;
+    }
+    b->value = value;
+    b->free_fn = free_fn;
+    vl__future_complete(f, VL_OK, b, GROUP_VAL_BOX, vbox_free, NULL);
+    return f;
+}
+
 /* Appends to an inbox or the done list (its mutex held). Returns 1 when the
  * list was empty: the other side drains the whole list per wake-up, so a
  * list that was not empty already has a wake-up on its way. */
@@ -175,6 +218,15 @@ static int take_value(gjob *j, vl_future *f)
 {
     if (vl_future_value(f) == NULL)
         return VL_OK;
+    if (vl__future_vtype(f) == GROUP_VAL_BOX) {
+        vbox *b = vl_future_take(f);
+
+        j->vtype = VL__VAL_USER;
+        j->value = b->value;
+        j->value_free = b->free_fn;
+        vl__free(b);
+        return VL_OK;
+    }
     if (vl_future_redis_reply(f) != NULL) {
         j->vtype = VL__VAL_REDIS;
         j->value_free = redis_value_free;

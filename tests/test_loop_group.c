@@ -322,6 +322,25 @@ static vl_future *user_value_job(vl_loop *loop, void *loop_ud, void *arg)
     return f;
 }
 
+/* A step after a short sleep: the job's own result, an int made on the
+ * worker, given to the home loop with its free function. */
+static vl_future *own_value_step(vl_future *done, void *ud)
+{
+    rec *r = ud;
+    int *v = malloc(sizeof(*v));
+
+    if (v == NULL)
+        return NULL;
+    *v = r->i * 2;
+    return vl_loop_group_value(vl_future_loop(done), v, user_free);
+}
+
+static vl_future *own_value_job(vl_loop *loop, void *loop_ud, void *arg)
+{
+    mark(arg, loop_ud);
+    return vl_future_chain(vl_loop_sleep(loop, 1), own_value_step, arg);
+}
+
 /* Lets the home loop run until loop `index` has no unfinished job. */
 static void wait_idle(vl_loop *loop, vl_loop_group *g, size_t index)
 {
@@ -415,6 +434,58 @@ static void failures_arrive_through_the_future(void **state)
     /* Freed once, on the worker, after its future's callback handed the
      * job back: certain once the threads are joined. */
     assert_int_equal(atomic_load(&user_frees), 1);
+    finish(loop);
+}
+
+static void own_value_cb(vl_future *f, void *ud)
+{
+    rec *r = ud;
+    int *v = vl_future_value(f);
+
+    r->calls++;
+    r->status = vl_future_status(f);
+    if (v != NULL)
+        snprintf(r->str, sizeof(r->str), "%d", *v);
+    if (r->take) {
+        assert_ptr_equal(vl_future_take(f), v);
+        user_free(v);
+    }
+}
+
+/* vl_loop_group_value: a job's own result, made at the end of a chain on
+ * the worker, reaches home with its free function; taken or not, each is
+ * freed once (on home: the count is complete when the run returns). */
+static void own_values_travel(void **state)
+{
+    enum { N = 300 };
+    vl_loop *loop = vl_loop_new();
+    groupctx c;
+    vl_loop_group *g = group_make(loop, 2, &c, NULL);
+    static rec r[N];
+    int i;
+
+    (void)state;
+    atomic_store(&user_frees, 0);
+    assert_null(vl_loop_group_value(NULL, NULL, NULL));
+    for (i = 0; i < N; i++) {
+        memset(&r[i], 0, sizeof(r[i]));
+        r[i].i = i;
+        r[i].take = i % 2;
+        assert_int_equal(vl_future_then(vl_loop_group_submit(g, own_value_job, &r[i]),
+                                        own_value_cb, &r[i]),
+                         VL_OK);
+    }
+    assert_int_equal(vl_loop_run(loop), VL_OK);
+    for (i = 0; i < N; i++) {
+        char want[16];
+        snprintf(want, sizeof(want), "%d", i * 2);
+        assert_int_equal(r[i].calls, 1);
+        assert_int_equal(r[i].status, VL_OK);
+        assert_string_equal(r[i].str, want);
+    }
+    assert_int_equal(atomic_load(&user_frees), N);
+    vl_loop_group_free(g);
+    assert_int_equal(atomic_load(&user_frees), N);
     finish(loop);
 }
 
@@ -789,6 +860,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(contract_once_values_move, g_setup),
         cmocka_unit_test_setup(failures_arrive_through_the_future, g_setup),
+        cmocka_unit_test_setup(own_values_travel, g_setup),
         cmocka_unit_test_setup(cancel_from_home, g_setup),
         cmocka_unit_test_setup(free_with_1000_pending, g_setup),
         cmocka_unit_test_setup(free_from_callback, g_setup),

@@ -53,11 +53,12 @@
  * pointers into the worker loop's objects: a vl_redis_reply, a
  * vl_mysql_result and a vl_fanout_result are self-contained and travel; a
  * vl_mysql_tx or a lease, which are connections of the worker loop, never
- * may. The kinds that travel are those three; a worker future with a value
- * of another kind (a promise's or vl_loop_run_in_thread's user value, whose
- * free function this version cannot carry) fails the home future with
- * VL_EUNSUPPORTED, and the value is freed on the worker. Encode such a
- * result in one of the three, or return it through `arg`.
+ * may. A job's own result (an aggregate of many replies, say) travels when
+ * it is made with vl_loop_group_value, which records its free function.
+ * Those are the kinds that travel; a worker future with a value of another
+ * kind (a promise's or vl_loop_run_in_thread's, whose free function the
+ * future does not give away) fails the home future with VL_EUNSUPPORTED,
+ * and the value is freed on the worker.
  *
  * Placement. vl_loop_group_submit picks the least-loaded loop: the fewest
  * jobs submitted and not yet finished there (a cancelled job counts until
@@ -171,6 +172,17 @@ VL_EXPORT vl_future *vl_loop_group_submit(vl_loop_group *g, vl_group_fn fn, void
  * index out of range fails the future with VL_EINVAL. */
 VL_EXPORT vl_future *vl_loop_group_submit_to(vl_loop_group *g, size_t index, vl_group_fn fn,
                                              void *arg);
+
+/* For a job's own result: returns a future of `loop` (a worker loop: call
+ * it on its thread, from the job or a step of its chain), already completed
+ * with VL_OK and `value`, which travels to the home future with `free_fn`
+ * (may be NULL: volley never frees it then). On home, vl_future_value
+ * returns `value`; vl_future_take gives it to the caller. If the future is
+ * freed before it reached home (a cancelled job), value is freed with
+ * free_fn on the worker. The caller owns the future (a job returns it).
+ * Returns NULL when out of memory or loop is NULL: `value` is then still
+ * the caller's. */
+VL_EXPORT vl_future *vl_loop_group_value(vl_loop *loop, void *value, vl_free_fn free_fn);
 
 /* The number of worker loops; 0 for NULL. */
 VL_EXPORT size_t vl_loop_group_size(const vl_loop_group *g);
