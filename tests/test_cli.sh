@@ -11,6 +11,7 @@ cleanup() {
     # Never leave a server stopped, whatever happened above.
     [ -n "$STOPPED_PID" ] && kill -CONT "$STOPPED_PID" 2>/dev/null
     [ -n "${SILENT_PID:-}" ] && kill "$SILENT_PID" 2>/dev/null
+    [ -n "${FAKE_PID:-}" ] && kill "$FAKE_PID" 2>/dev/null
     rm -rf "$T"
 }
 trap cleanup EXIT
@@ -28,7 +29,7 @@ run() { timeout 60 "$VOLLEY" "$@" <"${STDIN:-/dev/null}" >"$T/out" 2>"$T/err"; r
 has() { grep -qF -- "$1" "$2"; }
 lines() { wc -l <"$1" | tr -d ' '; }
 
-PLAN=104
+PLAN=105
 echo "1..$PLAN"
 if [ -z "${VL_TEST_REDIS_PORTS:-}" ] || [ ! -x "$VOLLEY" ]; then
     echo "# the harness env or $VOLLEY is missing"
@@ -299,14 +300,16 @@ time.sleep(60)' >"$T/silent.port" &
     SPORT=$(cat "$T/silent.port")
 }
 start_silent
+# The name pkill knows volley by (a process name is cut to 15 bytes).
+VPROC=$(basename "$VOLLEY" | cut -c1-15)
 # sigint_run ARGS...: runs volley in the background, waits until the fast
 # hosts have surely answered, sends SIGINT (twice with TWICE=1), and waits.
 sigint_run() {
     timeout 30 "$VOLLEY" "$@" </dev/null >"$T/out" 2>"$T/err" &
     local vp=$!
     sleep 1
-    pkill -INT -P "$vp" -x volley
-    [ "${TWICE:-0}" = 1 ] && { sleep 0.05; pkill -INT -P "$vp" -x volley; }
+    pkill -INT -P "$vp" -x "$VPROC"
+    [ "${TWICE:-0}" = 1 ] && { sleep 0.05; pkill -INT -P "$vp" -x "$VPROC"; }
     wait "$vp"; rc=$?
 }
 sigint_run -t 20000 -H "127.0.0.1:$P1,127.0.0.1:$SPORT,127.0.0.1:$P2" PING
@@ -321,6 +324,39 @@ check "Ctrl-C with --json: the interrupted host is an entry with status interrup
 sigint_run --stream -t 20000 -H "127.0.0.1:$SPORT,127.0.0.1:$P1" PING
 check "Ctrl-C with --stream prints each host once" \
     bash -c "[ $rc -eq 130 ] && [ \$(wc -l <'$T/out') -eq 2 ] && head -1 '$T/out' | grep -qxF '127.0.0.1:$P1: PONG' && tail -1 '$T/out' | grep -qxF '127.0.0.1:$SPORT: (interrupted)'"
+# A fake server that answers the handshake and the first 64 commands, then
+# takes the connection for the next 64 and never answers: Ctrl-C then
+# keeps the 64 replies and marks the host interrupted, not ok.
+cat >"$T/fake64.py" <<'PY'
+import re, socket, time
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(8)
+print(s.getsockname()[1], flush=True)
+c, _ = s.accept()
+buf = b""
+hello = re.compile(rb"\*2\r\n\$4\r\nPING\r\n(\$\d+\r\n[^\r]*\r\n)")
+while not hello.match(buf):
+    d = c.recv(65536)
+    if not d: raise SystemExit
+    buf += d
+m = hello.match(buf)
+c.sendall(m.group(1))
+buf = buf[m.end():]
+while buf.count(b"*1\r\n$4\r\nPING\r\n") < 64:
+    d = c.recv(65536)
+    if not d: raise SystemExit
+    buf += d
+c.sendall(b"+PONG\r\n" * 64)
+c2, _ = s.accept()
+time.sleep(60)
+PY
+timeout 60 python3 "$T/fake64.py" >"$T/fake.port" &
+FAKE_PID=$!
+for _ in $(seq 50); do [ -s "$T/fake.port" ] && break; sleep 0.1; done
+for _ in $(seq 65); do echo PING; done >"$T/p65"
+sigint_run --json -t 20000 -F "$T/p65" -H "127.0.0.1:$(cat "$T/fake.port")"
+kill "$FAKE_PID" 2>/dev/null; wait "$FAKE_PID" 2>/dev/null
+check "Ctrl-C in the second chunk of 64 keeps the first 64 replies, and the host is interrupted" \
+    bash -c "[ $rc -eq 130 ] && jq -e '.status == \"interrupted\" and (.replies | length) == 64' '$T/out' >/dev/null"
 TWICE=1 sigint_run -t 20000 -H "127.0.0.1:$SPORT" PING
 check "a second Ctrl-C still exits 130" [ "$rc" -eq 130 ]
 

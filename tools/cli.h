@@ -98,6 +98,7 @@ typedef struct cli_rec {
     unsigned my_errno; /* MySQL errno of a failure, 0 when none */
     char sqlstate[8];
     void *json;        /* the JSON value so far (a jansson json_t *) */
+    int final;         /* nothing more will be added */
 } cli_rec;
 
 /* Adds host i of fan-out result r to rec: its replies (every one of a
@@ -108,6 +109,9 @@ int cli_rec_add(cli_rec *rec, const vl_fanout_result *r, size_t i, int batch);
 /* rec as one JSON object line (malloc'd, no newline) naming `host`;
  * NULL when out of memory. */
 char *cli_rec_json(const cli_rec *rec, const char *host);
+/* Marks a record that is not final as cut short by Ctrl-C: status
+ * CLI_INTERRUPTED, what came back so far kept, "(interrupted)" after it. */
+void cli_rec_interrupt(cli_rec *rec);
 /* "ok", "error", "timeout", "connect" or "interrupted". */
 const char *cli_rec_word(int status);
 void cli_rec_free(cli_rec *rec);

@@ -83,8 +83,6 @@ static entry *sorted(const cli_output *o)
 
 static const char *rec_text(const cli_rec *rec)
 {
-    if (rec->status == CLI_INTERRUPTED || rec->status == CLI_PENDING)
-        return rec->text != NULL && rec->text[0] != '\0' ? rec->text : "(interrupted)\n";
     return rec->text != NULL ? rec->text : "";
 }
 

@@ -522,6 +522,18 @@ char *cli_rec_json(const cli_rec *rec, const char *host)
     return text;
 }
 
+void cli_rec_interrupt(cli_rec *rec)
+{
+    buf b = {rec->text, rec->text != NULL ? strlen(rec->text) : 0,
+             rec->text != NULL ? strlen(rec->text) + 1 : 0, 0};
+
+    if (rec->final)
+        return;
+    rec->status = CLI_INTERRUPTED;
+    put(&b, "(interrupted)\n", 14);
+    rec->text = b.s; /* NULL only when out of memory: printed as "" then */
+}
+
 void cli_rec_free(cli_rec *rec)
 {
     free(rec->text);

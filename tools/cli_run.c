@@ -62,6 +62,7 @@ static void on_host(const vl_fanout_result *r, size_t i, void *ud)
     if (cli_rec_add(&job->recs[g], r, i, batch) != 0)
         fprintf(stderr, "volley: out of memory rendering a reply\n");
     if (host_final(leg, &job->recs[g])) {
+        job->recs[g].final = 1;
         leg->run->final++;
         if (job->on_final != NULL)
             job->on_final(g, job->ud);

@@ -982,8 +982,8 @@ static int run_some(cli *c, vl_loop *loop, const size_t *idx, size_t n, int with
     for (j = 0; j < n; j++) {
         cli_rec_free(&c->recs[idx[j]]);
         c->recs[idx[j]] = recs[j];
-        if (recs[j].status == CLI_PENDING)
-            c->recs[idx[j]].status = CLI_INTERRUPTED;
+        if (rc == VL_ECANCELED)
+            cli_rec_interrupt(&c->recs[idx[j]]);
     }
 out:
     free(urls);
