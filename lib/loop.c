@@ -26,6 +26,7 @@
 
 #include <ev.h>
 #include <pthread.h>
+#include <signal.h>
 #include <string.h>
 #include <time.h>
 
@@ -693,4 +694,120 @@ void vl__loop_ref(vl_loop *loop)
 {
     ev_ref(loop->ev);
     loop->active++;
+}
+
+/* ---- signals (vl_loop_signal) ----
+ * One ev_signal per waiting future. libev catches the signal with a handler
+ * of its own and runs the watcher from the loop, never from the handler, so
+ * the future completes like any other. Stopping the last watcher of a
+ * signal gives it back its default disposition: a second SIGINT while no
+ * future waits for it ends the process, as it should. */
+/* libev lets one loop at a time watch a given signal (it asserts
+ * otherwise): which loop holds each signal, and for how many futures. */
+static pthread_mutex_t sig_lock = PTHREAD_MUTEX_INITIALIZER;
+static vl_loop *sig_owner[NSIG];
+static unsigned sig_users[NSIG];
+
+typedef struct sigwaiter {
+    ev_signal w;        /* first: the callback finds the struct from it */
+    vl_loop *loop;
+    vl_future *f;
+    vl__handle handle;  /* vl_loop_free completes the future */
+} sigwaiter;
+
+static void sigwait_drop(sigwaiter *s)
+{
+    if (ev_is_active(&s->w)) {
+        int signo = s->w.signum;
+
+        ev_signal_stop(s->loop->ev, &s->w);
+        s->loop->active--;
+        pthread_mutex_lock(&sig_lock);
+        if (--sig_users[signo] == 0)
+            sig_owner[signo] = NULL;
+        pthread_mutex_unlock(&sig_lock);
+    }
+    vl__handle_remove(s->loop, &s->handle);
+    vl__free(s);
+}
+
+static void sigwait_cb(struct ev_loop *ev, ev_signal *w, int revents)
+{
+    sigwaiter *s = (sigwaiter *)(void *)w;
+    vl_loop *loop = s->loop;
+    vl_future *f = s->f;
+
+    VL__UNUSED(ev);
+    VL__UNUSED(revents);
+    enter(loop);
+    sigwait_drop(s);
+    vl__future_set_source(f, NULL, NULL);
+    vl__future_complete(f, VL_OK, NULL, VL__VAL_NONE, NULL, NULL);
+    leave_watcher(loop);
+}
+
+static void sigwait_cancel(void *source, vl_future *f, int status)
+{
+    VL__UNUSED(f);
+    VL__UNUSED(status);
+    sigwait_drop(source);
+}
+
+static void sigwait_describe(void *source, char *buf, size_t n)
+{
+    const sigwaiter *s = source;
+
+    snprintf(buf, n, "signal %d", s->w.signum);
+}
+
+static const vl__source_ops sigwait_ops = {.cancel = sigwait_cancel,
+                                           .describe = sigwait_describe};
+
+static void sigwait_handle_free(vl__handle *h)
+{
+    sigwaiter *s = (sigwaiter *)(void *)((char *)h - offsetof(sigwaiter, handle));
+    vl_future *f = s->f;
+
+    vl__future_set_source(f, NULL, NULL);
+    sigwait_drop(s);
+    vl__future_complete(f, VL_ECANCELED, NULL, VL__VAL_NONE, NULL, "loop freed");
+}
+
+vl_future *vl_loop_signal(vl_loop *loop, int signo)
+{
+    sigwaiter *s;
+    vl_future *f;
+
+    if (loop == NULL)
+        return NULL;
+    if (loop->closing)
+        return vl__future_failed(loop, VL_ECLOSED, "loop is closing");
+    if (signo <= 0 || signo >= NSIG || signo == SIGKILL || signo == SIGSTOP)
+        return vl__future_failed(loop, VL_EINVAL, "signal %d cannot be caught", signo);
+    s = vl__calloc(1, sizeof(*s));
+    if (s == NULL)
+        return NULL;
+    f = vl__future_make(loop, &sigwait_ops, s);
+    if (f == NULL) {
+        vl__free(s);
+        return NULL;
+    }
+    s->loop = loop;
+    s->f = f;
+    pthread_mutex_lock(&sig_lock);
+    if (sig_owner[signo] != NULL && sig_owner[signo] != loop) {
+        pthread_mutex_unlock(&sig_lock);
+        vl__future_set_source(f, NULL, NULL);
+        vl__free(s);
+        vl__future_fail(f, VL_EBUSY, "signal %d is watched by another loop", signo);
+        return f;
+    }
+    sig_owner[signo] = loop;
+    sig_users[signo]++;
+    pthread_mutex_unlock(&sig_lock);
+    ev_signal_init(&s->w, sigwait_cb, signo);
+    ev_signal_start(loop->ev, &s->w);
+    loop->active++;
+    vl__handle_add(loop, &s->handle, sigwait_handle_free);
+    return f;
 }

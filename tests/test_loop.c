@@ -6,6 +6,7 @@
 #include "testutil.h"
 #include "internal.h"
 
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -428,10 +429,107 @@ static void defer_cancelled_inside_batch(void **state)
     tu_finish(loop);
 }
 
+/* ---- vl_loop_signal ---- */
+
+static void raise_usr1(vl_future *f, void *ud)
+{
+    (void)f;
+    (void)ud;
+    raise(SIGUSR1);
+}
+
+static int handler_is_default(int signo)
+{
+    struct sigaction sa;
+
+    assert_int_equal(sigaction(signo, NULL, &sa), 0);
+    return sa.sa_handler == SIG_DFL;
+}
+
+/* A signal completes every future waiting for it once, from the loop and
+ * never from inside raise(); a waiting future keeps vl_loop_run running;
+ * afterwards the signal has its default disposition again. */
+static void signal_completes_waiters(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_future *a, *b;
+    int calls = 0;
+
+    (void)state;
+    a = vl_loop_signal(loop, SIGUSR1);
+    b = vl_loop_signal(loop, SIGUSR1);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_false(handler_is_default(SIGUSR1));
+    raise(SIGUSR1);
+    assert_false(vl_future_done(a)); /* libev's handler only takes note */
+    assert_int_equal(vl_future_then(a, tu_count_cb, &calls), VL_OK);
+    assert_int_equal(vl_future_then(b, tu_count_cb, &calls), VL_OK);
+    assert_int_equal(calls, 0);
+    vl_loop_run(loop); /* returns once both ran: nothing else holds it */
+    assert_int_equal(calls, 2);
+    assert_true(handler_is_default(SIGUSR1));
+
+    /* vl_loop_run waits for a signal raised later, from a callback. */
+    a = vl_loop_signal(loop, SIGUSR1);
+    vl_future_then(vl_loop_sleep(loop, tu_ms(20)), raise_usr1, NULL);
+    assert_int_equal(vl_future_then(a, tu_count_cb, &calls), VL_OK);
+    vl_loop_run(loop);
+    assert_int_equal(calls, 3);
+    tu_loop_finish(loop);
+}
+
+/* Cancelling gives the signal back its default disposition; bad numbers
+ * and a signal held by another loop fail through the future; freeing the
+ * loop completes a waiting future with VL_ECANCELED. */
+static void signal_refusals_and_cancel(void **state)
+{
+    vl_loop *loop = vl_loop_new(), *other = vl_loop_new();
+    vl_future *f, *g;
+
+    (void)state;
+    f = vl_loop_signal(loop, SIGUSR2);
+    assert_false(handler_is_default(SIGUSR2));
+    assert_int_equal(vl_future_cancel(f), 1);
+    assert_int_equal(vl_future_status(f), VL_ECANCELED);
+    assert_true(handler_is_default(SIGUSR2));
+    vl_future_free(f);
+
+    f = vl_loop_signal(loop, SIGKILL);
+    assert_int_equal(tu_await(loop, f), VL_EINVAL);
+    vl_future_free(f);
+    f = vl_loop_signal(loop, 0);
+    assert_int_equal(tu_await(loop, f), VL_EINVAL);
+    vl_future_free(f);
+    f = vl_loop_signal(loop, 100000);
+    assert_int_equal(tu_await(loop, f), VL_EINVAL);
+    vl_future_free(f);
+
+    f = vl_loop_signal(loop, SIGUSR2);
+    g = vl_loop_signal(other, SIGUSR2);
+    assert_int_equal(tu_await(other, g), VL_EBUSY);
+    assert_non_null(strstr(vl_future_error(g), "another loop"));
+    vl_future_free(g);
+    vl_future_free(f); /* pending: freeing it stops the wait */
+    assert_true(handler_is_default(SIGUSR2));
+    g = vl_loop_signal(other, SIGUSR2); /* free now */
+    assert_false(handler_is_default(SIGUSR2));
+    vl_future_free(g);
+
+    f = vl_loop_signal(loop, SIGUSR2);
+    vl_loop_free(loop);
+    assert_int_equal(vl_future_status(f), VL_ECANCELED);
+    vl_future_free(f);
+    assert_true(handler_is_default(SIGUSR2));
+    tu_loop_finish(other);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(timers_expiring_together, tu_setup),
+        cmocka_unit_test_setup(signal_completes_waiters, tu_setup),
+        cmocka_unit_test_setup(signal_refusals_and_cancel, tu_setup),
         cmocka_unit_test_setup(defer_cancelled_inside_batch, tu_setup),
         cmocka_unit_test_setup(deadline_rearmed_while_pending, tu_setup),
         cmocka_unit_test_setup(deadline_after_time_outside_loop, tu_setup),

@@ -78,6 +78,23 @@ VL_EXPORT uint64_t vl_loop_now_ms(vl_loop *loop);
  * Returns NULL when out of memory. */
 VL_EXPORT vl_future *vl_loop_sleep(vl_loop *loop, uint64_t ms);
 
+/* A signal (asyncio's loop.add_signal_handler, as a future): completes
+ * with VL_OK when the process next receives `signo`, from the loop like
+ * any callback (never from the signal handler, so the callback may call
+ * anything). Signals that arrive while no future waits for them keep their
+ * default disposition: a second SIGINT while nothing waits ends the
+ * process, as a user pressing Ctrl-C twice expects. To keep catching a
+ * signal, ask again from the callback. Any number of futures of one loop
+ * may wait for the same signal (each completes once); a signal another
+ * loop of the process waits for fails the future with VL_EBUSY (libev lets
+ * one loop at a time watch a signal), SIGKILL, SIGSTOP or a number out of
+ * range with VL_EINVAL. A waiting future keeps vl_loop_run running (a
+ * server waits for its SIGTERM); cancel or free it to stop waiting, which
+ * gives the signal back its default disposition once no future of the loop
+ * waits for it. Freeing the loop completes it with VL_ECANCELED. Returns
+ * NULL only when out of memory or loop is NULL. */
+VL_EXPORT vl_future *vl_loop_signal(vl_loop *loop, int signo);
+
 /* ---- Work on a thread ----------------------------------------------------
  * The one cross-thread path (asyncio's run_in_executor): `fn(ud)` runs on a
  * worker thread owned by the loop; its return value becomes the future's
