@@ -66,6 +66,9 @@ struct bench_async {
      * (volley copies them, so one set serves every call) */
     vl_mysql_param *bulk;
     char *bulk_v;
+    /* Open loop (c->rate): slots waiting for their request's send time. */
+    bench_slot **free_slots;
+    size_t nfree;
 };
 
 /* Percent-encodes s for a part of a URL: a user or a password, or (with
@@ -92,7 +95,7 @@ void bench_redis_url(const bench_env *e, int tls, int port, char *url, size_t ca
 {
     char file[3 * sizeof e->tls_cacert];
     if (!tls) {
-        snprintf(url, cap, "redis://127.0.0.1:%d", port);
+        snprintf(url, cap, "redis://%s:%d", e->redis_host, port);
         return;
     }
     bench_url_part(file, sizeof file, e->tls_cacert, 1);
@@ -108,7 +111,7 @@ static void bench_mysql_url(const bench_env *e, char *url, size_t cap)
         snprintf(url, cap, "mysql://%s:%s@localhost/%s?socket=%s", user, pass, e->mysql_db,
                  e->mysql_sock);
     else
-        snprintf(url, cap, "mysql://%s:%s@127.0.0.1:%d/%s", user, pass, e->mysql_port,
+        snprintf(url, cap, "mysql://%s:%s@%s:%d/%s", user, pass, e->mysql_host, e->mysql_port,
                  e->mysql_db);
 }
 
@@ -162,6 +165,66 @@ int bench_redis_check_future(const bench_env *e, int op, uint64_t i, vl_future *
 
 static void bench_async_redis_issue(bench_slot *s);
 
+static void bench_async_mysql_issue(bench_async *x, bench_slot *s);
+
+/* Sends the next request on slot s. */
+static void bench_async_send_next(bench_async *x, bench_slot *s)
+{
+    if (x->c->backend == BENCH_REDIS)
+        bench_async_redis_issue(s);
+    else
+        bench_async_mysql_issue(x, s);
+}
+
+/* When the next request is to be sent: now (closed loop), or its intended
+ * time (open loop). */
+static uint64_t bench_async_t0(const bench_async *x)
+{
+    return x->c->rate > 0 ? bench_intended_us(x->c, x->r->t0, x->next) : bench_now_us();
+}
+
+/* Slot s is free: closed loop, it sends the next request at once; open
+ * loop, only when that request is due, and otherwise it waits for the
+ * tick (bench_async_tick_cb). */
+static void bench_async_reuse(bench_async *x, bench_slot *s)
+{
+    if (x->next >= x->c->requests)
+        return;
+    if (x->c->rate <= 0 || bench_async_t0(x) <= bench_now_us())
+        bench_async_send_next(x, s);
+    else
+        x->free_slots[x->nfree++] = s;
+}
+
+static void bench_async_mysql_dispatch(bench_async *x);
+static void bench_async_tick_arm(bench_async *x);
+
+/* Every millisecond of an open-loop run: every request now due goes out on
+ * a free slot; those that find none wait for a reply to free one, their
+ * latency still counting from their intended time. */
+static void bench_async_tick_cb(vl_future *f, void *ud)
+{
+    bench_async *x = ud;
+    if (f != NULL && vl_future_status(f) != VL_OK)
+        return; /* the loop is being freed */
+    uint64_t now = bench_now_us();
+    while (x->nfree > 0 && x->next < x->c->requests && bench_async_t0(x) <= now)
+        bench_async_send_next(x, x->free_slots[--x->nfree]);
+    if (x->mc)
+        bench_async_mysql_dispatch(x);
+    if (x->next < x->c->requests)
+        bench_async_tick_arm(x);
+}
+
+static void bench_async_tick_arm(bench_async *x)
+{
+    vl_future *f = vl_loop_sleep(x->loop, 1);
+    if (f == NULL || vl_future_then(f, bench_async_tick_cb, x) != VL_OK) {
+        fprintf(stderr, "volley-bench: async: out of memory\n");
+        abort();
+    }
+}
+
 static void bench_async_redis_cb(vl_future *f, void *ud)
 {
     bench_slot *s = ud;
@@ -169,8 +232,7 @@ static void bench_async_redis_cb(vl_future *f, void *ud)
     if (bench_redis_check_future(x->e, x->c->op, s->i, f, "async") != 0)
         x->r->errors++;
     bench_async_count(x, s, 1);
-    if (x->next < x->c->requests)
-        bench_async_redis_issue(s);
+    bench_async_reuse(x, s);
 }
 
 static void bench_async_redis_issue(bench_slot *s)
@@ -178,9 +240,9 @@ static void bench_async_redis_issue(bench_slot *s)
     bench_async *x = s->x;
     const char *argv[BENCH_MAX_ARGS];
     size_t lens[BENCH_MAX_ARGS];
+    s->t0 = bench_async_t0(x);
     s->i = x->next++;
     int argc = bench_redis_argv(x->e, x->c->op, s->i, argv, lens, x->store);
-    s->t0 = bench_now_us();
     vl_future *f;
     if (x->rp)
         f = vl_redis_pool_command_argv(x->rp[s->i % (uint64_t)x->nrp], argc, argv, lens);
@@ -341,9 +403,6 @@ out:
 
 /* ---- MySQL ---- */
 
-static void bench_async_mysql_issue(bench_async *x, bench_slot *s);
-static void bench_async_mysql_dispatch(bench_async *x);
-
 /* Rows of the call that starts at row i: a chunk, or what is left. */
 static uint64_t bench_async_rows(const bench_async *x, uint64_t i)
 {
@@ -387,8 +446,7 @@ static void bench_async_mysql_cb(vl_future *f, void *ud)
     if (x->mc)
         x->idle[x->nidle++] = s->conn;
     bench_async_count(x, s, bench_async_rows(x, s->i));
-    if (x->next < x->c->requests)
-        bench_async_mysql_issue(x, s);
+    bench_async_reuse(x, s);
     if (x->mc)
         bench_async_mysql_dispatch(x);
 }
@@ -452,9 +510,9 @@ static void bench_async_mysql_dispatch(bench_async *x)
 
 static void bench_async_mysql_issue(bench_async *x, bench_slot *s)
 {
+    s->t0 = bench_async_t0(x);
     s->i = x->next;
     x->next += bench_async_rows(x, s->i);
-    s->t0 = bench_now_us();
     if (x->mp) {
         bench_async_mysql_send(x, s);
         return;
@@ -528,6 +586,28 @@ static int bench_async_mysql_open(bench_async *x)
     return st == VL_OK ? 0 : -1;
 }
 
+/* Puts the w slots to work: closed loop, each sends its first request;
+ * open loop, each waits for the tick, and the first tick runs now (the
+ * first request is due at once). */
+static void bench_async_start(bench_async *x, bench_slot *slots, uint64_t w)
+{
+    for (uint64_t k = 0; k < w; k++) {
+        bench_slot *s = &slots[k];
+        s->x = x;
+        /* Plain Redis connections: the window spread evenly, each slot
+         * then staying on its connection, as in raw. */
+        s->conn = x->nrc > 0 ? (int)(k % (uint64_t)x->nrc) : 0;
+        if (x->c->rate > 0)
+            x->free_slots[x->nfree++] = &slots[w - 1 - k];
+        else if (x->next < x->c->requests)
+            bench_async_send_next(x, s);
+    }
+    if (x->c->rate > 0)
+        bench_async_tick_cb(NULL, x);
+    if (x->c->backend == BENCH_MYSQL && x->mc)
+        bench_async_mysql_dispatch(x);
+}
+
 int bench_async_run(const bench_env *e, const bench_case *c, bench_run *r)
 {
     bench_async x;
@@ -559,21 +639,10 @@ int bench_async_run(const bench_env *e, const bench_case *c, bench_run *r)
      * request in flight costs the bench sizeof(bench_slot) bytes, which
      * the memory figure subtracts (BENCH_SLOT_BYTES). */
     slots = calloc((size_t)w, sizeof *slots);
-    if (slots == NULL)
+    x.free_slots = c->rate > 0 ? calloc((size_t)w, sizeof *x.free_slots) : NULL;
+    if (slots == NULL || (c->rate > 0 && x.free_slots == NULL))
         goto out;
-    for (uint64_t k = 0; k < w && x.next < c->requests; k++) {
-        bench_slot *s = &slots[k];
-        s->x = &x;
-        /* Plain Redis connections: the window spread evenly, each slot
-         * then staying on its connection, as in raw. */
-        s->conn = x.nrc > 0 ? (int)(k % (uint64_t)x.nrc) : 0;
-        if (c->backend == BENCH_REDIS)
-            bench_async_redis_issue(s);
-        else
-            bench_async_mysql_issue(&x, s);
-    }
-    if (c->backend == BENCH_MYSQL && x.mc)
-        bench_async_mysql_dispatch(&x);
+    bench_async_start(&x, slots, w);
     vl_loop_run_until(x.loop, finished);
     bench_run_end(r);
     bench_progress(c, c->requests);
@@ -600,6 +669,7 @@ out:
     free(x.bulk);
     free(x.bulk_v);
     free(x.store);
+    free(x.free_slots);
     free(slots);
     return rc;
 }

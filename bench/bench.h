@@ -44,6 +44,8 @@ enum bench_op {
 typedef struct bench_env {
     int redis_ports[BENCH_MAX_HOSTS];
     int nredis;
+    char redis_host[64]; /* the plain servers' IPv4 address: 127.0.0.1, or --redis's */
+    char mysql_host[64]; /* 127.0.0.1, or --mysql's */
     int mysql_port;
     const char *mysql_sock; /* NULL: TCP */
     const char *mysql_user;
@@ -80,6 +82,11 @@ typedef struct bench_case {
     int cluster;        /* async: over the Redis Cluster (cluster.c); conns per node */
     int refresh;        /* cluster-refresh: refreshes back to back during the run */
     int group;          /* scenario index, for the chart */
+    int equal;          /* an async row at the load of another mode: BENCH_SYNC + 1 (1 in
+                         * flight) or BENCH_THREADS + 1 (as many as the threads); else 0 */
+    int reps;           /* runs of this row (the median is kept); 0 or 1: once */
+    double rate;        /* open loop (--rate): requests per second, each timed from its
+                         * intended send time; 0: closed loop (a reply sends the next) */
     uint64_t requests;
     char label[48];     /* the row's name when not its mode: reference tools, "async rediss" */
 } bench_case;
@@ -109,7 +116,11 @@ typedef struct bench_result {
     double cpu_us_per_op;
     long peak_rss_kb;
     uint64_t errors;
-    double speedup; /* over the sync run of the same scenario; 0 if none */
+    double speedup; /* over the run named in vs; 0 if none */
+    char vs[24];    /* what speedup compares with: "sync@1" (sync, 1 in flight) or
+                     * "threads@8" (threads at the same number in flight) */
+    double ops_min, ops_max; /* over the row's runs when it ran more than once */
+    int runs;       /* how many times it ran */
     long rss_1m_kb; /* soak: RSS after the first million requests */
     long rss_end_kb;
     char note[96];
@@ -136,6 +147,16 @@ typedef struct bench_run {
  * with these two. */
 void bench_run_begin(bench_run *r);
 void bench_run_end(bench_run *r);
+
+/* Open loop: the intended send time (us, on bench_now_us's clock) of
+ * request i of a run that began at t0_us and sends c->rate requests per
+ * second. Latency counts from it, not from the actual send, so a request
+ * held back by a full window or a slow reply still counts its wait
+ * (coordinated omission). */
+uint64_t bench_intended_us(const bench_case *c, uint64_t t0_us, uint64_t i);
+/* The blocking modes' pacing: sleeps until request i's intended time and
+ * returns it (a request already late goes at once). */
+uint64_t bench_pace(const bench_case *c, uint64_t t0_us, uint64_t i);
 
 /* Monotonic clock in microseconds. */
 uint64_t bench_now_us(void);
@@ -309,8 +330,8 @@ void bench_proxy_stop(int pid);
 
 /* Runs redis-benchmark / mariadb-slap and returns ops/s (0 on failure).
  * cacert non-NULL: redis-benchmark --tls --cacert cacert. */
-double bench_ref_redis_benchmark(int port, int clients, int pipeline, uint64_t requests,
-                                 size_t data_size, const char *cacert);
+double bench_ref_redis_benchmark(const char *host, int port, int clients, int pipeline,
+                                 uint64_t requests, size_t data_size, const char *cacert);
 double bench_ref_mariadb_slap(const bench_env *e, int concurrency, uint64_t queries, int point);
 
 /* ---- Targets ---- */
@@ -345,6 +366,17 @@ int bench_write_csv(const char *path, const bench_result *rs, size_t n, const be
                     size_t nt);
 int bench_write_json(const char *path, const bench_result *rs, size_t n, const bench_target *ts,
                      size_t nt, const bench_env *e);
+
+/* ---- Cleanup (cleanup.c) ---- */
+
+/* What to remove at the end: the bench's keys (bench:*) on the plain
+ * Redis servers, the TLS server and every cluster node, found by SCAN,
+ * and its MySQL tables (and mariadb-slap's schema). */
+typedef struct bench_cleanup_what {
+    int redis, tls, cluster, mysql, quiet;
+} bench_cleanup_what;
+/* Returns 0, or -1 after printing what could not be removed. */
+int bench_cleanup(const bench_env *e, const bench_cleanup_what *w);
 
 /* Bytes of the async mode's bookkeeping per request in flight. */
 extern const size_t bench_slot_bytes;

@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /* main.c - volley-bench: flags, the suite, the driver and the summary. */
 #include <errno.h>
+#include <arpa/inet.h>
 #include <getopt.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -64,6 +67,28 @@ static const char *const bench_usage =
     "  -t, --tests LIST        scenarios to run (see above)\n"
     "  -m, --modes LIST        modes to run (default sync,threads,async,raw)\n"
     "  -n, --requests N        requests per run (default: per scenario)\n"
+    "      --time SECONDS      run each row for about SECONDS instead: its request\n"
+    "                          count is sized from probe runs that grow until one\n"
+    "                          lasts 0.2 s (as Go's testing.B does); with --rate,\n"
+    "                          exactly rate x SECONDS requests\n"
+    "      --rate N            open loop: send N requests per second (over the\n"
+    "                          row's window) whatever the replies do, and time\n"
+    "                          each request from its intended send time, so that\n"
+    "                          queueing behind a slow reply is counted (no\n"
+    "                          coordinated omission). sync, threads and async only\n"
+    "                          (raw, the reference tools and the cluster rows are\n"
+    "                          left out); requests: -n, or N x --time, or N x 5 s\n"
+    "      --warmup N          before each row, run N of its requests untimed and\n"
+    "                          discard them (a run of its own: it warms the\n"
+    "                          servers, the caches and the machine)\n"
+    "      --redis URL         use the existing Redis server at redis://HOST:PORT\n"
+    "                          (repeat for more hosts, one HOST for all; no\n"
+    "                          password) instead of VL_TEST_REDIS_PORTS\n"
+    "      --mysql URL         use the existing MySQL/MariaDB server at\n"
+    "                          mysql://USER[:PASSWORD]@HOST[:PORT]/DB instead of\n"
+    "                          VL_TEST_MYSQL_*. With --redis or --mysql and no -t,\n"
+    "                          the default suite keeps the scenarios of the\n"
+    "                          servers given\n"
     "  -x, --multiply F        multiply every default request count by F\n"
     "                          (e.g. -x 10 for a run ten times longer)\n"
     "  -c, --connections N     total connections of threads/async/raw\n"
@@ -83,14 +108,26 @@ static const char *const bench_usage =
     "                          instead of vl_redis_pool / vl_mysql_pool\n"
     "      --no-fork           run everything in this process (for profilers;\n"
     "                          peak RSS then includes earlier runs)\n"
-    "      --once              run the targets' rows once, not three times (for\n"
-    "                          profilers: one run of -n requests per row)\n"
+    "  -r, --repeat N          run every row N times, interleaved, and report\n"
+    "                          the median ops/s with the min-max (default: the\n"
+    "                          targets' rows 3 times, the others once)\n"
+    "      --once              run every row once (-r 1; for profilers: one run\n"
+    "                          of -n requests per row)\n"
+    "      --keep              keep the keys (bench:*) and tables the bench wrote\n"
+    "                          (default: removed at the end, SCAN + UNLINK on every\n"
+    "                          Redis server and cluster node, DROP TABLE on MySQL)\n"
     "      --json FILE         write the results as JSON\n"
     "      --csv FILE          write the results as CSV (one row per run)\n"
     "  -q, --quiet             only the tables\n"
     "      --check-args        check the arguments and exit (0 when valid, 2\n"
     "                          otherwise), without any server\n"
     "  -h, --help              this text\n"
+    "\n"
+    "Every row's speedup names what it compares with: sync@1 (the sync row, 1\n"
+    "request in flight) or threads@N (the threads row with the same N in\n"
+    "flight). The cpu scenarios add async rows at those loads (\"async 1 in\n"
+    "flight\", \"async N in flight\") and end with a verdict line at equal\n"
+    "concurrency.\n"
     "\n"
     "After the tables, one line per target (async against redis-benchmark,\n"
     "memory per request in flight, rediss:// against redis://, MySQL async\n"
@@ -100,7 +137,8 @@ static const char *const bench_usage =
 
 enum {
     OPT_THREADS = 256, OPT_SLEEP, OPT_KEYS, OPT_ROWS, OPT_SCALE, OPT_SOAK, OPT_NOREF,
-    OPT_JSON, OPT_CSV, OPT_NOPOOL, OPT_NOFORK, OPT_ONCE, OPT_CHECK
+    OPT_JSON, OPT_CSV, OPT_NOPOOL, OPT_NOFORK, OPT_ONCE, OPT_CHECK, OPT_KEEP, OPT_TIME,
+    OPT_RATE, OPT_WARMUP, OPT_REDIS, OPT_MYSQL
 };
 
 static const struct option bench_options[] = {
@@ -123,6 +161,13 @@ static const struct option bench_options[] = {
     {"no-pool", no_argument, NULL, OPT_NOPOOL},
     {"no-fork", no_argument, NULL, OPT_NOFORK},
     {"once", no_argument, NULL, OPT_ONCE},
+    {"repeat", required_argument, NULL, 'r'},
+    {"keep", no_argument, NULL, OPT_KEEP},
+    {"time", required_argument, NULL, OPT_TIME},
+    {"rate", required_argument, NULL, OPT_RATE},
+    {"warmup", required_argument, NULL, OPT_WARMUP},
+    {"redis", required_argument, NULL, OPT_REDIS},
+    {"mysql", required_argument, NULL, OPT_MYSQL},
     {"json", required_argument, NULL, OPT_JSON},
     {"csv", required_argument, NULL, OPT_CSV},
     {"quiet", no_argument, NULL, 'q'},
@@ -138,7 +183,11 @@ typedef struct bench_opts {
     long long requests;
     double multiply;
     int conns, window, threads, hosts;
-    int scale, soak, ref, quiet, check, once;
+    int scale, soak, ref, quiet, check, once, keep;
+    int reps; /* -r; 0: the default (3 for the targets' rows, 1 otherwise) */
+    double seconds, rate; /* --time, --rate; 0: off */
+    long long warmup;     /* --warmup; 0: none */
+    int tests_given, redis_given, mysql_given;
     const char *json, *csv;
 } bench_opts;
 
@@ -213,6 +262,41 @@ static bench_result *bench_add(bench_plan *p, const char *name, int kind, int ba
     return r;
 }
 
+/* The async rows at the loads of sync and threads, so that every speedup
+ * can compare equal concurrency: "async 1 in flight" (one connection per
+ * host, as sync) and "async N in flight" (as many connections and requests
+ * in flight as the threads mode has), each only beside the mode it is
+ * compared with, and not when -c or -w fix the async load. They run at
+ * most BENCH_EQUAL_MAX requests by default (at one request per round trip
+ * that is a few seconds), to keep the suite's time. */
+#define BENCH_EQUAL_MAX 20000
+
+static uint64_t bench_equal_count(uint64_t n)
+{
+    return O.requests > 0 || n < BENCH_EQUAL_MAX ? n : BENCH_EQUAL_MAX;
+}
+
+static void bench_plan_equal(bench_plan *p, const char *name, int backend, int op, int hosts,
+                             int threads, uint64_t n)
+{
+    if (!O.modes[BENCH_ASYNC] || O.conns > 0 || O.window > 0)
+        return;
+    const struct {
+        int mode, conns, window;
+    } at[] = {{BENCH_SYNC, hosts, 1}, {BENCH_THREADS, threads * hosts, threads}};
+    for (size_t k = 0; k < 2; k++) {
+        if (!O.modes[at[k].mode])
+            continue;
+        bench_result *r = bench_add(p, name, BENCH_KIND_CPU, backend, op, BENCH_ASYNC);
+        r->c.hosts = hosts;
+        r->c.conns = at[k].conns;
+        r->c.window = at[k].window;
+        r->c.requests = bench_equal_count(n);
+        r->c.equal = at[k].mode + 1;
+        snprintf(r->c.label, sizeof r->c.label, "async %d in flight", at[k].window);
+    }
+}
+
 /* A cpu or latency scenario in every selected mode. `threads` threads each
  * have one connection per host; async and raw have `conns` connections in
  * total and `window` requests in flight; sync has one connection per host. */
@@ -243,6 +327,8 @@ static void bench_plan_scenario(bench_plan *p, const char *name, int kind, int b
             break;
         }
     }
+    if (kind == BENCH_KIND_CPU)
+        bench_plan_equal(p, name, backend, op, hosts, bench_pick(O.threads, threads), n);
     p->group++;
 }
 
@@ -259,14 +345,17 @@ static bench_result *bench_plan_ref(bench_plan *p, const char *name, int backend
 }
 
 /* Sets the request count of the runs of scenario `name` in `mode` (unless
- * -n sets one for every run). Called right after the scenario is planned. */
+ * -n sets one for every run), and of the async row at that mode's load.
+ * Called right after the scenario is planned. */
 static void bench_plan_cut(bench_plan *p, const char *name, int mode, uint64_t n)
 {
     if (O.requests > 0)
         return;
-    for (size_t k = p->n; k-- > 0 && strcmp(p->rs[k].c.name, name) == 0;)
-        if (p->rs[k].c.mode == mode)
-            p->rs[k].c.requests = n;
+    for (size_t k = p->n; k-- > 0 && strcmp(p->rs[k].c.name, name) == 0;) {
+        const bench_case *c = &p->rs[k].c;
+        if (c->equal ? c->equal == mode + 1 : c->mode == mode)
+            p->rs[k].c.requests = c->equal ? bench_equal_count(n) : n;
+    }
 }
 
 /* A Redis GET scenario in async and raw only, as a group of its own: a
@@ -315,9 +404,10 @@ static void bench_plan_cluster(bench_plan *p, const char *name, int op)
     p->group++;
 }
 
-static void bench_build_plan(bench_plan *p)
+/* The Redis GET scenarios on plain servers: 4 x 64, then redis-benchmark's
+ * loads (50 connections, -P 16, one connection with 1000 in flight). */
+static void bench_plan_redis_get(bench_plan *p)
 {
-    int hosts = O.hosts > 0 ? O.hosts : E.nredis;
     if (bench_has_test("redis-get"))
         bench_plan_scenario(p, "redis-get", BENCH_KIND_CPU, BENCH_REDIS, BENCH_OP_GET, 1, 4, 4, 64,
                             bench_count(100000), 0);
@@ -334,6 +424,22 @@ static void bench_build_plan(bench_plan *p)
             bench_plan_ref(p, "redis-get-c50", BENCH_REDIS, "redis-benchmark -c 50", 50, 1,
                            bench_count(200000));
     }
+    /* Pipelining alone: one connection, 1000 in flight, beside
+     * redis-benchmark -c 1 -P 1000. A blocking client cannot keep 1000 in
+     * flight on one connection, so only async and raw run. */
+    if (bench_has_test("redis-get-p1000")) {
+        bench_plan_async_raw(p, "redis-get-p1000", BENCH_KIND_CPU, 1, bench_pick(O.conns, 1),
+                             bench_pick(O.window, 1000), bench_count(2000000));
+        if (O.ref)
+            bench_plan_ref(p, "redis-get-p1000", BENCH_REDIS, "redis-benchmark -c 1 -P 1000", 1,
+                           1000, bench_count(3000000));
+    }
+}
+
+/* redis-get-p16, with the async load on plain connections beside the
+ * pool's row. */
+static void bench_plan_redis_p16(bench_plan *p)
+{
     if (bench_has_test("redis-get-p16")) {
         bench_plan_scenario(p, "redis-get-p16", BENCH_KIND_CPU, BENCH_REDIS, BENCH_OP_GET, 1, 8,
                             50, 800, bench_count(500000), 0);
@@ -353,7 +459,7 @@ static void bench_build_plan(bench_plan *p)
             snprintf(r->c.label, sizeof r->c.label, "async conns");
             /* Shown right below the pool's row. */
             size_t at = p->n - 1;
-            while (at > 0 && p->rs[at - 1].c.mode > BENCH_ASYNC &&
+            while (at > 0 && (p->rs[at - 1].c.mode > BENCH_ASYNC || p->rs[at - 1].c.equal) &&
                    strcmp(p->rs[at - 1].c.name, "redis-get-p16") == 0)
                 at--;
             bench_result row = p->rs[p->n - 1];
@@ -364,16 +470,11 @@ static void bench_build_plan(bench_plan *p)
             bench_plan_ref(p, "redis-get-p16", BENCH_REDIS, "redis-benchmark -c 50 -P 16", 50, 16,
                            bench_count(1000000));
     }
-    /* Pipelining alone: one connection, 1000 in flight, beside
-     * redis-benchmark -c 1 -P 1000. A blocking client cannot keep 1000 in
-     * flight on one connection, so only async and raw run. */
-    if (bench_has_test("redis-get-p1000")) {
-        bench_plan_async_raw(p, "redis-get-p1000", BENCH_KIND_CPU, 1, bench_pick(O.conns, 1),
-                             bench_pick(O.window, 1000), bench_count(2000000));
-        if (O.ref)
-            bench_plan_ref(p, "redis-get-p1000", BENCH_REDIS, "redis-benchmark -c 1 -P 1000", 1,
-                           1000, bench_count(3000000));
-    }
+}
+
+/* The TLS and Redis Cluster scenarios: async rows only. */
+static void bench_plan_tls_cluster(bench_plan *p)
+{
     /* The 50 x 16 load of redis-get-p16 over rediss:// to the TLS server,
      * and over redis:// (the first plain server) in the same scenario for
      * the ratio, beside redis-benchmark --tls. The rows are dropped before
@@ -415,14 +516,24 @@ static void bench_build_plan(bench_plan *p)
         }
         p->group++;
     }
+}
+
+/* redis-set and redis-hash: the 4 x 64 load of redis-get. */
+static void bench_plan_redis_write(bench_plan *p)
+{
     if (bench_has_test("redis-set"))
         bench_plan_scenario(p, "redis-set", BENCH_KIND_CPU, BENCH_REDIS, BENCH_OP_SET, 1, 4, 4, 64,
                             bench_count(100000), 0);
     if (bench_has_test("redis-hash"))
         bench_plan_scenario(p, "redis-hash", BENCH_KIND_CPU, BENCH_REDIS, BENCH_OP_HASH, 1, 4, 4,
                             64, bench_count(100000), 0);
+}
+
+/* The MySQL scenarios. */
+static void bench_plan_mysql(bench_plan *p)
+{
     /* async and raw of select1 and point are the MySQL targets' rows: each
-     * runs three times (bench_is_repeated), so each run is shorter. */
+     * runs three times (bench_reps), so each run is shorter. */
     if (bench_has_test("mysql-select1")) {
         bench_plan_scenario(p, "mysql-select1", BENCH_KIND_CPU, BENCH_MYSQL, BENCH_OP_SELECT1, 1,
                             8, 8, 8, bench_count(50000), 0);
@@ -474,6 +585,11 @@ static void bench_build_plan(bench_plan *p)
                             32, 32, 32, bench_count(3200), 0);
         bench_plan_cut(p, "mysql-sleep", BENCH_SYNC, bench_count(100));
     }
+}
+
+/* The latency, scale and memory scenarios. */
+static void bench_plan_sweeps(bench_plan *p, int hosts)
+{
     if (bench_has_test("redis-delay"))
         bench_plan_scenario(p, "redis-delay", BENCH_KIND_LATENCY, BENCH_REDIS, BENCH_OP_GET, hosts,
                             hosts, hosts, hosts, bench_count(400), 1);
@@ -497,6 +613,11 @@ static void bench_build_plan(bench_plan *p)
         if (cap > 0 && (cap & (cap - 1)) != 0)
             bench_plan_scale(p, "scale-hosts", cap, cap, 64, bench_count(50000));
     }
+}
+
+/* The memory per request in flight and the 10M-request soak. */
+static void bench_plan_soak(bench_plan *p)
+{
     if (bench_has_test("soak-window") || bench_has_test("soak") || O.soak) {
         /* Memory per request in flight: the same run with a small and a big
          * window, in async and raw. */
@@ -524,6 +645,46 @@ static void bench_build_plan(bench_plan *p)
     }
 }
 
+/* --rate: every row runs open loop, at the rate given, for -n requests,
+ * or rate x --time, or rate x 5 s. The modes without an open loop (raw,
+ * the reference tools, the cluster, the memory runs) leave the plan. */
+static void bench_plan_open_loop(bench_plan *p)
+{
+    size_t o = 0, dropped = 0;
+    if (O.rate <= 0)
+        return;
+    uint64_t n = O.requests > 0 ? (uint64_t)O.requests
+                                : (uint64_t)(O.rate * (O.seconds > 0 ? O.seconds : 5.0) + 0.5);
+    for (size_t k = 0; k < p->n; k++) {
+        bench_case *c = &p->rs[k].c;
+        if (c->mode == BENCH_RAW || c->mode == BENCH_REF || c->cluster ||
+            c->kind == BENCH_KIND_MEMORY) {
+            dropped++;
+            continue;
+        }
+        c->rate = O.rate;
+        c->requests = n > 0 ? n : 1;
+        p->rs[o++] = p->rs[k];
+    }
+    p->n = o;
+    if (dropped && !O.quiet)
+        fprintf(stderr, "volley-bench: --rate: %zu rows left out (raw, the reference tools, "
+                        "the cluster and memory rows have no open loop)\n", dropped);
+}
+
+/* The runs of the selected scenarios, in the order of the tables. */
+static void bench_build_plan(bench_plan *p)
+{
+    bench_plan_redis_get(p);
+    bench_plan_redis_p16(p);
+    bench_plan_tls_cluster(p);
+    bench_plan_redis_write(p);
+    bench_plan_mysql(p);
+    bench_plan_sweeps(p, O.hosts > 0 ? O.hosts : E.nredis);
+    bench_plan_soak(p);
+    bench_plan_open_loop(p);
+}
+
 /* Runs one case and fills its result. */
 static int bench_execute_here(bench_result *res)
 {
@@ -536,7 +697,8 @@ static int bench_execute_here(bench_result *res)
         double ops = 0;
         uint64_t t0 = bench_now_us();
         if (c->backend == BENCH_REDIS)
-            ops = bench_ref_redis_benchmark(c->tls ? E.redis_tls_port : E.redis_ports[0],
+            ops = bench_ref_redis_benchmark(c->tls ? "127.0.0.1" : E.redis_host,
+                                            c->tls ? E.redis_tls_port : E.redis_ports[0],
                                             c->conns, c->window / c->conns, c->requests,
                                             E.data_size, c->tls ? E.tls_cacert : NULL);
         else
@@ -605,22 +767,32 @@ static int bench_execute(bench_result *res);
 /* The scenarios whose rows the engine's targets compare (see
  * bench_targets): two of their rows measured minutes apart on a shared
  * 2-core machine would compare the machine's moods as much as the
- * clients, so they are repeated, interleaved, and the medians compared. */
+ * clients, so by default they run BENCH_TARGET_REPS times, interleaved,
+ * and the medians are compared. */
 #define BENCH_TARGET_REPS 3
 
-static int bench_is_repeated(const bench_case *c)
+static int bench_is_target_row(const bench_case *c)
 {
     const char *name = c->name;
-    if (O.once)
-        return 0;
     if (strcmp(name, "redis-get-p16") == 0 || strcmp(name, "redis-get-p1000") == 0 ||
         strcmp(name, "redis-tls-p16") == 0 || strcmp(name, "mysql-bulk") == 0 ||
         strcmp(name, "cluster-get") == 0 || strcmp(name, "cluster-set") == 0)
         return 1;
     /* The MySQL async/raw targets: only those two rows. */
     if (strcmp(name, "mysql-select1") == 0 || strcmp(name, "mysql-point") == 0)
-        return c->mode == BENCH_ASYNC || c->mode == BENCH_RAW;
+        return c->equal == 0 && (c->mode == BENCH_ASYNC || c->mode == BENCH_RAW);
     return 0;
+}
+
+/* How many times row c runs: -r, or 1 with --once, or by default
+ * BENCH_TARGET_REPS for the targets' rows and 1 for the others. */
+static int bench_reps(const bench_case *c)
+{
+    if (O.reps > 0)
+        return O.reps;
+    if (O.once)
+        return 1;
+    return bench_is_target_row(c) ? BENCH_TARGET_REPS : 1;
 }
 
 static int bench_by_ops(const void *a, const void *b)
@@ -629,30 +801,39 @@ static int bench_by_ops(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Runs rows rs[0..n) BENCH_TARGET_REPS times in turn (row 1, row 2, ...,
- * row 1, row 2, ...) and keeps for each the run with its median ops/s; the
+/* Runs rows rs[0..n) `reps` times in turn (row 1, row 2, ..., row 1, row
+ * 2, ...) and keeps for each the run with its median ops/s (the lower
+ * of the middle two for an even count; its
+ * percentiles and CPU with it) and the lowest and highest ops/s; the
  * errors of every run count. */
-static int bench_run_repeated(bench_result *rs, size_t n)
+static int bench_run_repeated(bench_result *rs, size_t n, int reps)
 {
-    bench_result runs[16][BENCH_TARGET_REPS];
+    bench_result *runs = malloc(n * (size_t)reps * sizeof *runs);
     int rc = 0;
-
-    if (n > 16)
-        n = 16;
-    for (int rep = 0; rep < BENCH_TARGET_REPS; rep++)
+    if (runs == NULL) {
+        fprintf(stderr, "volley-bench: out of memory\n");
+        exit(1);
+    }
+    for (int rep = 0; rep < reps; rep++)
         for (size_t i = 0; i < n; i++) {
-            runs[i][rep] = rs[i];
-            if (bench_execute(&runs[i][rep]) != 0)
+            bench_result *run = &runs[i * (size_t)reps + (size_t)rep];
+            *run = rs[i];
+            if (bench_execute(run) != 0)
                 rc = -1;
         }
     for (size_t i = 0; i < n; i++) {
+        bench_result *mine = &runs[i * (size_t)reps];
         uint64_t errors = 0;
-        for (int rep = 0; rep < BENCH_TARGET_REPS; rep++)
-            errors += runs[i][rep].errors;
-        qsort(runs[i], BENCH_TARGET_REPS, sizeof runs[i][0], bench_by_ops);
-        rs[i] = runs[i][BENCH_TARGET_REPS / 2];
+        for (int rep = 0; rep < reps; rep++)
+            errors += mine[rep].errors;
+        qsort(mine, (size_t)reps, sizeof *mine, bench_by_ops);
+        rs[i] = mine[(reps - 1) / 2];
         rs[i].errors = errors;
+        rs[i].runs = reps;
+        rs[i].ops_min = mine[0].ops_per_sec;
+        rs[i].ops_max = mine[reps - 1].ops_per_sec;
     }
+    free(runs);
     return rc;
 }
 
@@ -757,6 +938,8 @@ static void bench_env_init(void)
     s = getenv("VL_TEST_TLS_DIR");
     if (s && *s)
         snprintf(E.tls_cacert, sizeof E.tls_cacert, "%s/ca.crt", s);
+    snprintf(E.redis_host, sizeof E.redis_host, "127.0.0.1");
+    snprintf(E.mysql_host, sizeof E.mysql_host, "127.0.0.1");
     E.keys = 10000;
     E.rows = 10000;
     E.data_size = 3;
@@ -820,6 +1003,124 @@ static long long bench_num(const char *s, const char *flag)
     return v;
 }
 
+static double bench_real(const char *s, const char *flag)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (*end || !(v > 0) || v > 1e9) {
+        fprintf(stderr, "volley-bench: %s wants a positive number, got '%s'\n", flag, s);
+        exit(2);
+    }
+    return v;
+}
+
+/* HOST of a URL, resolved to an IPv4 address (raw mode connects by
+ * address) into out. Exits 2 when it does not resolve. */
+static void bench_resolve(const char *host, size_t len, const char *flag, char *out, size_t cap)
+{
+    char name[256];
+    struct addrinfo hints, *ai = NULL;
+    snprintf(name, sizeof name, "%.*s", (int)len, host);
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_INET;
+    hints.ai_socktype = SOCK_STREAM;
+    if (len == 0 || len >= sizeof name || getaddrinfo(name, NULL, &hints, &ai) != 0) {
+        fprintf(stderr, "volley-bench: %s: cannot resolve host '%s' (IPv4)\n", flag, name);
+        exit(2);
+    }
+    inet_ntop(AF_INET, &((struct sockaddr_in *)ai->ai_addr)->sin_addr, out, (socklen_t)cap);
+    freeaddrinfo(ai);
+}
+
+/* ":PORT" at s (or the default when s is not ':'), up to end. */
+static int bench_url_port(const char *s, const char *end, int dflt, const char *flag)
+{
+    if (s == end)
+        return dflt;
+    char *stop;
+    long v = *s == ':' ? strtol(s + 1, &stop, 10) : -1;
+    if (*s != ':' || stop != end || v <= 0 || v > 65535) {
+        fprintf(stderr, "volley-bench: %s: bad port in the URL\n", flag);
+        exit(2);
+    }
+    return (int)v;
+}
+
+/* --redis redis://HOST[:PORT][/]: one more host. */
+static void bench_parse_redis_url(const char *url)
+{
+    char addr[64];
+    if (strncmp(url, "redis://", 8) != 0 || strchr(url, '@') != NULL) {
+        fprintf(stderr, "volley-bench: --redis wants redis://HOST[:PORT] (no password), got "
+                        "'%.100s'\n", strchr(url, '@') ? "a URL with a password" : url);
+        exit(2);
+    }
+    const char *h = url + 8, *end = h + strcspn(h, "/");
+    const char *colon = memchr(h, ':', (size_t)(end - h));
+    if ((*end == '/' && end[1] != '\0') || E.nredis >= BENCH_MAX_HOSTS) {
+        fprintf(stderr, "volley-bench: --redis: no database number, at most %d hosts\n",
+                BENCH_MAX_HOSTS);
+        exit(2);
+    }
+    bench_resolve(h, (size_t)((colon ? colon : end) - h), "--redis", addr, sizeof addr);
+    if (O.redis_given && strcmp(addr, E.redis_host) != 0) {
+        fprintf(stderr, "volley-bench: --redis: every host must have the same address\n");
+        exit(2);
+    }
+    if (!O.redis_given)
+        E.nredis = 0;
+    snprintf(E.redis_host, sizeof E.redis_host, "%s", addr);
+    E.redis_ports[E.nredis++] = bench_url_port(colon ? colon : end, end, 6379, "--redis");
+    O.redis_given = 1;
+}
+
+/* --mysql mysql://USER[:PASSWORD]@HOST[:PORT]/DB: the password is kept,
+ * never printed. */
+static void bench_parse_mysql_url(const char *url)
+{
+    static char user[128], pass[256], db[128];
+    const char *s = url + 8, *at = strrchr(url, '@');
+    if (strncmp(url, "mysql://", 8) != 0 || at == NULL || at < s || strchr(at, '/') == NULL) {
+        fprintf(stderr, "volley-bench: --mysql wants mysql://USER[:PASSWORD]@HOST[:PORT]/DB\n");
+        exit(2);
+    }
+    const char *colon = memchr(s, ':', (size_t)(at - s));
+    snprintf(user, sizeof user, "%.*s", (int)((colon ? colon : at) - s), s);
+    snprintf(pass, sizeof pass, "%.*s", colon ? (int)(at - colon - 1) : 0, colon ? colon + 1 : "");
+    const char *h = at + 1, *slash = strchr(h, '/');
+    const char *hc = memchr(h, ':', (size_t)(slash - h));
+    snprintf(db, sizeof db, "%s", slash + 1);
+    if (user[0] == '\0' || db[0] == '\0') {
+        fprintf(stderr, "volley-bench: --mysql: the URL needs a user and a database\n");
+        exit(2);
+    }
+    bench_resolve(h, (size_t)((hc ? hc : slash) - h), "--mysql", E.mysql_host,
+                  sizeof E.mysql_host);
+    E.mysql_port = bench_url_port(hc ? hc : slash, slash, 3306, "--mysql");
+    E.mysql_sock = NULL;
+    E.mysql_user = user;
+    E.mysql_password = pass;
+    E.mysql_db = db;
+    O.mysql_given = 1;
+}
+
+/* With --redis or --mysql and no -t: the default suite's scenarios of
+ * the servers given (the TLS and cluster ones come from the
+ * environment, and redis-delay's proxy listens on loopback). */
+static void bench_tests_for_servers(void)
+{
+    static const char redis[] = "redis-get,redis-get-c50,redis-get-p16,redis-get-p1000,"
+                                "redis-set,redis-hash,scale,soak-window";
+    static const char mysql[] = "mysql-select1,mysql-point,mysql-insert,mysql-bulk,"
+                                "mysql-sleep";
+    if (O.tests_given || (!O.redis_given && !O.mysql_given))
+        return;
+    snprintf(O.tests, sizeof O.tests, "%s%s%s", O.redis_given ? redis : "",
+             O.redis_given && O.mysql_given ? "," : "", O.mysql_given ? mysql : "");
+}
+
+static void bench_check_opts(void);
+
 static void bench_parse(int argc, char **argv)
 {
     int ch;
@@ -832,9 +1133,12 @@ static void bench_parse(int argc, char **argv)
     O.requests = O.conns = O.window = O.threads = O.hosts = -1;
     O.multiply = 1.0;
     O.ref = 1;
-    while ((ch = getopt_long(argc, argv, "t:m:n:x:c:w:H:D:d:qh", bench_options, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "t:m:n:x:c:w:r:H:D:d:qh", bench_options, NULL)) != -1) {
         switch (ch) {
-        case 't': snprintf(O.tests, sizeof O.tests, "%s", optarg); break;
+        case 't':
+            snprintf(O.tests, sizeof O.tests, "%s", optarg);
+            O.tests_given = 1;
+            break;
         case 'm':
             if (bench_parse_modes(optarg) != 0)
                 exit(2);
@@ -862,6 +1166,13 @@ static void bench_parse(int argc, char **argv)
         case OPT_NOPOOL: bench_async_no_pool = 1; break;
         case OPT_NOFORK: bench_no_fork = 1; break;
         case OPT_ONCE: O.once = 1; break;
+        case 'r': O.reps = (int)bench_num(optarg, "-r"); break;
+        case OPT_KEEP: O.keep = 1; break;
+        case OPT_TIME: O.seconds = bench_real(optarg, "--time"); break;
+        case OPT_RATE: O.rate = bench_real(optarg, "--rate"); break;
+        case OPT_WARMUP: O.warmup = bench_num(optarg, "--warmup"); break;
+        case OPT_REDIS: bench_parse_redis_url(optarg); break;
+        case OPT_MYSQL: bench_parse_mysql_url(optarg); break;
         case OPT_JSON: O.json = optarg; break;
         case OPT_CSV: O.csv = optarg; break;
         case 'q': O.quiet = 1; break;
@@ -874,10 +1185,27 @@ static void bench_parse(int argc, char **argv)
         fprintf(stderr, "volley-bench: unexpected argument '%s'\n", argv[optind]);
         exit(2);
     }
+    bench_check_opts();
+}
+
+/* The checks of the flags together, after getopt; exits 2 on a bad
+ * combination, or 0 for --check-args. */
+static void bench_check_opts(void)
+{
+    bench_tests_for_servers();
     if (bench_check_tests() != 0)
         exit(2);
+    if (bench_has_test("redis-delay") && strcmp(E.redis_host, "127.0.0.1") != 0) {
+        fprintf(stderr, "volley-bench: redis-delay needs Redis on 127.0.0.1 (its proxy "
+                        "forwards to loopback)\n");
+        exit(2);
+    }
     if (E.data_size > 1000 && bench_has_test("redis-hash")) {
         fprintf(stderr, "volley-bench: redis-hash needs --data-size <= 1000\n");
+        exit(2);
+    }
+    if (O.reps > 99) {
+        fprintf(stderr, "volley-bench: -r is at most 99\n");
         exit(2);
     }
     if (O.conns > 100000 || O.window > 10000000) {
@@ -896,17 +1224,132 @@ static int bench_needs(const bench_plan *p, int backend, int proxy)
     return 0;
 }
 
+/* The row of scenario `name` in `mode` that is not one of the async rows
+ * at another mode's load, or NULL. */
+static const bench_result *bench_row(const bench_plan *p, const char *name, int mode)
+{
+    for (size_t k = 0; k < p->n; k++) {
+        const bench_result *r = &p->rs[k];
+        if (r->c.mode == mode && r->c.equal == 0 && r->c.label[0] == '\0' &&
+            strcmp(r->c.name, name) == 0)
+            return r;
+    }
+    return NULL;
+}
+
+/* The async row of scenario `name` at the load of `mode`, or NULL. */
+static const bench_result *bench_row_at(const bench_plan *p, const char *name, int mode)
+{
+    for (size_t k = 0; k < p->n; k++)
+        if (p->rs[k].c.equal == mode + 1 && strcmp(p->rs[k].c.name, name) == 0)
+            return &p->rs[k];
+    return NULL;
+}
+
+/* What row r's speedup compares with: the threads row when r keeps as many
+ * requests in flight as it does (equal concurrency), the sync row (1 in
+ * flight) otherwise; NULL for the sync row itself. */
+static const bench_result *bench_baseline(const bench_plan *p, const bench_result *r)
+{
+    if (r->c.mode == BENCH_SYNC)
+        return NULL;
+    const bench_result *t = bench_row(p, r->c.name, BENCH_THREADS);
+    if (r->c.mode != BENCH_THREADS && r->c.window > 1 && t && t->c.window == r->c.window)
+        return t;
+    return bench_row(p, r->c.name, BENCH_SYNC);
+}
+
+/* Each row's speedup and what it is over ("sync@1", "threads@8"), for the
+ * rows whose baseline has run. */
 static void bench_speedups(bench_plan *p)
 {
     for (size_t k = 0; k < p->n; k++) {
         bench_result *r = &p->rs[k];
-        for (size_t j = 0; j < p->n; j++) {
-            const bench_result *s = &p->rs[j];
-            if (s->c.mode == BENCH_SYNC && s->c.group == r->c.group && s->ops_per_sec > 0 &&
-                strcmp(s->c.name, r->c.name) == 0)
-                r->speedup = r->ops_per_sec / s->ops_per_sec;
-        }
+        const bench_result *b = bench_baseline(p, r);
+        r->speedup = 0;
+        r->vs[0] = '\0';
+        if (b == NULL || b->ops_per_sec <= 0 || r->ops_per_sec <= 0)
+            continue;
+        r->speedup = r->ops_per_sec / b->ops_per_sec;
+        snprintf(r->vs, sizeof r->vs, "%s@%d", bench_mode_names[b->c.mode], b->c.window);
     }
+}
+
+static double bench_ratio(const bench_result *a, const bench_result *b)
+{
+    return a && b && a->ops_per_sec > 0 && b->ops_per_sec > 0 ? a->ops_per_sec / b->ops_per_sec
+                                                               : 0;
+}
+
+/* Appends " LABEL p50/p99 A/B us" for r. */
+static int bench_put_latency(char *line, size_t cap, int len, const char *label,
+                             const bench_result *r)
+{
+    if (r == NULL || (size_t)len >= cap)
+        return len;
+    return len + snprintf(line + len, cap - (size_t)len, " %s %" PRIu64 "/%" PRIu64 " us;",
+                          label, r->p50, r->p99);
+}
+
+/* Open loop: every row sends at the same rate, so the verdict compares
+ * latency (p50/p99 from the intended send time) under that load. */
+static void bench_verdict_open_loop(FILE *f, const char *name, const bench_result *sync,
+                                    const bench_result *thr, const bench_result *a1,
+                                    const bench_result *an, const bench_result *own)
+{
+    char line[512], label[48];
+    int len = snprintf(line, sizeof line, "verdict: %s: open loop at %.0f/s, p50/p99:", name,
+                       own->c.rate);
+    len = bench_put_latency(line, sizeof line, len, "sync", sync);
+    if (thr) {
+        snprintf(label, sizeof label, "threads@%d", thr->c.window);
+        len = bench_put_latency(line, sizeof line, len, label, thr);
+    }
+    len = bench_put_latency(line, sizeof line, len, "async@1", a1);
+    if (an) {
+        snprintf(label, sizeof label, "async@%d", an->c.window);
+        len = bench_put_latency(line, sizeof line, len, label, an);
+    }
+    snprintf(label, sizeof label, "async@%d", own->c.window);
+    bench_put_latency(line, sizeof line, len, label, own);
+    fprintf(f, "%s\n", line);
+}
+
+/* The verdict of scenario `name` at equal concurrency, one line: async at
+ * 1 in flight against sync, at the threads' load against sync and threads
+ * (and its CPU per request against the threads'), and at its own load. */
+static void bench_verdict(FILE *f, const bench_plan *p, const char *name)
+{
+    const bench_result *sync = bench_row(p, name, BENCH_SYNC);
+    const bench_result *thr = bench_row(p, name, BENCH_THREADS);
+    const bench_result *a1 = bench_row_at(p, name, BENCH_SYNC);
+    const bench_result *an = bench_row_at(p, name, BENCH_THREADS);
+    const bench_result *own = bench_row(p, name, BENCH_ASYNC);
+    char line[512];
+    if (own && own->c.rate > 0) {
+        bench_verdict_open_loop(f, name, sync, thr, a1, an, own);
+        return;
+    }
+    int len = snprintf(line, sizeof line, "verdict: %s: async", name);
+    if (a1 && bench_ratio(a1, sync) > 0)
+        len += snprintf(line + len, sizeof line - (size_t)len, " at 1 in flight %.2fx sync;",
+                        bench_ratio(a1, sync));
+    if (an && bench_ratio(an, thr) > 0) {
+        len += snprintf(line + len, sizeof line - (size_t)len,
+                        " at %d in flight %.1fx sync, %.2fx threads", an->c.window,
+                        bench_ratio(an, sync), bench_ratio(an, thr));
+        if (thr->cpu_us_per_op > 0)
+            len += snprintf(line + len, sizeof line - (size_t)len,
+                            ", using %.2fx the CPU per request", an->cpu_us_per_op /
+                            thr->cpu_us_per_op);
+        len += snprintf(line + len, sizeof line - (size_t)len, ";");
+    }
+    if (own && bench_ratio(own, sync) > 0)
+        len += snprintf(line + len, sizeof line - (size_t)len,
+                        " at its own load (%d connections, %d in flight) %.1fx sync",
+                        own->c.conns, own->c.window, bench_ratio(own, sync));
+    if (a1 || an)
+        fprintf(f, "%s\n", line);
 }
 
 static int bench_planned(const bench_plan *p, const char *name)
@@ -1235,10 +1678,271 @@ static size_t bench_targets(const bench_plan *p, bench_target *ts)
     return n;
 }
 
+/* Whether the servers the plan needs are in the environment; prints why
+ * not. */
+static int bench_check_servers(const bench_plan *plan)
+{
+    int max_hosts = 0;
+    for (size_t k = 0; k < plan->n; k++)
+        if (plan->rs[k].c.backend == BENCH_REDIS && plan->rs[k].c.hosts > max_hosts)
+            max_hosts = plan->rs[k].c.hosts;
+    if (bench_needs(plan, BENCH_REDIS, 0) && max_hosts > E.nredis) {
+        fprintf(stderr, "volley-bench: %d Redis hosts wanted, %d in VL_TEST_REDIS_PORTS "
+                        "(start more: VL_BENCH_HOSTS=%d bench/run.sh)\n",
+                max_hosts, E.nredis, max_hosts);
+        return -1;
+    }
+    if (bench_needs(plan, BENCH_REDIS, 0) && E.nredis == 0) {
+        fprintf(stderr, "volley-bench: no Redis server: set VL_TEST_REDIS_PORTS "
+                        "(bench/run.sh does)\n");
+        return -1;
+    }
+    if (bench_needs(plan, BENCH_MYSQL, 0) && E.mysql_port == 0 && E.mysql_sock == NULL) {
+        fprintf(stderr, "volley-bench: no MySQL server: set VL_TEST_MYSQL_PORT "
+                        "(bench/run.sh does)\n");
+        return -1;
+    }
+    return 0;
+}
+
+/* Writes the data every run reads and starts the delaying proxy. Returns
+ * 0, 1 when a scenario's own setup failed (the others still run), or -1
+ * when nothing can run. */
+static int bench_setup(bench_plan *plan)
+{
+    int status = 0;
+    if (!O.quiet)
+        fprintf(stderr, "volley-bench: writing the data (%zu keys on %d Redis hosts, %zu rows)\n",
+                E.keys, E.nredis, E.rows);
+    if (bench_needs(plan, BENCH_REDIS, 0))
+        for (int h = 0; h < E.nredis; h++)
+            if (bench_redis_setup(&E, E.redis_ports[h]) != 0)
+                return -1;
+    if (bench_needs(plan, BENCH_MYSQL, 0) && bench_mysql_setup(&E) != 0)
+        return -1;
+    if (bench_tls_prepare(plan) != 0)
+        status = 1;
+    if (bench_cluster_prepare(plan) != 0)
+        status = 1;
+    if (bench_needs(plan, BENCH_REDIS, 1)) {
+        int pid = bench_proxy_start(E.redis_ports, E.nredis, E.delay_ms * 1000u, E.proxy_ports);
+        if (pid < 0) {
+            fprintf(stderr, "volley-bench: cannot start the delaying proxy\n");
+            return -1;
+        }
+        bench_proxy_pid = pid;
+    }
+    return status;
+}
+
+/* The title of the table of row r's scenario. */
+static void bench_title(const bench_result *r, char *title, size_t cap)
+{
+    const char *kind = bench_kind_name(r->c.kind);
+    const char *backend = r->c.backend == BENCH_REDIS ? "redis" : "mysql";
+    if (r->c.via_proxy)
+        snprintf(title, cap, "%s (%s, %s; +%u ms round trip per request, added by a user-space "
+                 "delaying proxy: no netem here)", r->c.name, kind, backend, E.delay_ms);
+    else if (r->c.tls || strcmp(r->c.name, "redis-tls-p16") == 0)
+        snprintf(title, cap, "%s (%s, redis; over rediss:// to the TLS server, and over "
+                 "redis://)", r->c.name, kind);
+    else if (strcmp(r->c.name, "cluster-refresh") == 0)
+        snprintf(title, cap, "%s (%s, redis; over the cluster, %d in flight, with refreshes "
+                 "back to back and without)", r->c.name, kind, r->c.window);
+    else if (strncmp(r->c.name, "cluster-", 8) == 0)
+        snprintf(title, cap, "%s (%s, redis; over the 3-primary cluster, and on one server)",
+                 r->c.name, kind);
+    else if (r->c.op == BENCH_OP_SLEEP)
+        snprintf(title, cap, "%s (%s, mysql; SELECT SLEEP(%u ms))", r->c.name, kind,
+                 E.sleep_ms);
+    else
+        snprintf(title, cap, "%s (%s, %s)", r->c.name, kind, backend);
+}
+
+/* --time: sizes row r's request count so that it runs about O.seconds:
+ * probe runs grow (at least 2x, at most 100x a step) until one lasts
+ * 0.2 s, and its rate gives the count. A failed probe leaves the count as
+ * planned (the row's own run then reports the failure). */
+static void bench_size_for_time(bench_result *r)
+{
+    uint64_t n = r->c.window > 100 ? (uint64_t)r->c.window : 100;
+    if (O.seconds <= 0 || r->c.rate > 0 || r->c.kind == BENCH_KIND_MEMORY)
+        return;
+    for (int step = 0; step < 12; step++) {
+        bench_result probe = *r;
+        probe.c.requests = n;
+        if (bench_execute(&probe) != 0 || probe.errors || probe.ops_per_sec <= 0)
+            return;
+        if (probe.seconds >= 0.2 || step == 11) {
+            double want = probe.ops_per_sec * O.seconds;
+            r->c.requests = want < 1 ? 1 : (uint64_t)want;
+            return;
+        }
+        double grow = probe.seconds > 0 ? 0.3 / probe.seconds : 100;
+        n = (uint64_t)((double)n * (grow < 2 ? 2 : grow > 100 ? 100 : grow));
+    }
+}
+
+/* --warmup: O.warmup of row r's requests, closed loop, untimed and
+ * discarded. Returns 0, or -1 when they failed. */
+static int bench_warmup(const bench_result *r)
+{
+    bench_result warm = *r;
+    if (O.warmup <= 0 || r->c.mode == BENCH_REF)
+        return 0;
+    warm.c.requests = (uint64_t)O.warmup;
+    warm.c.rate = 0;
+    if (bench_execute(&warm) == 0 && warm.errors == 0)
+        return 0;
+    fprintf(stderr, "volley-bench: the warmup of %s %s failed\n", r->c.name, bench_label(r));
+    return -1;
+}
+
+/* Runs row k of the plan, or the block of rows from k that run more than
+ * once, interleaved. Returns the index after the block; *status becomes 1
+ * on any failure. */
+static size_t bench_run_rows(bench_plan *plan, size_t k, int *status)
+{
+    bench_result *r = &plan->rs[k];
+    int reps = bench_reps(&r->c);
+    size_t j = k + 1;
+    if (reps > 1)
+        while (j < plan->n && strcmp(plan->rs[j].c.name, r->c.name) == 0 &&
+               bench_reps(&plan->rs[j].c) == reps)
+            j++;
+    for (size_t i = k; i < j; i++) {
+        bench_size_for_time(&plan->rs[i]);
+        if (bench_warmup(&plan->rs[i]) != 0)
+            *status = 1;
+    }
+    if (reps > 1 ? bench_run_repeated(r, j - k, reps) != 0 : bench_execute(r) != 0)
+        *status = 1;
+    if (reps <= 1) {
+        r->runs = 1;
+        r->ops_min = r->ops_max = r->ops_per_sec;
+    }
+    return j;
+}
+
+/* Runs the plan, printing each scenario's table as its rows complete and
+ * its verdict after its last row. Returns 0, or 1 when a run failed. */
+static int bench_run_plan(bench_plan *plan)
+{
+    int status = 0;
+    size_t done_until = 0;
+    for (size_t k = 0; k < plan->n; k++) {
+        bench_result *r = &plan->rs[k];
+        if (k >= done_until)
+            done_until = bench_run_rows(plan, k, &status);
+        if (r->errors)
+            status = 1;
+        bench_speedups(plan);
+        if (k == 0 || strcmp(plan->rs[k - 1].c.name, r->c.name) != 0) {
+            char title[200];
+            bench_title(r, title, sizeof title);
+            bench_table_header(stdout, title);
+        }
+        bench_table_row(stdout, r);
+        if (k + 1 == plan->n || strcmp(plan->rs[k + 1].c.name, r->c.name) != 0)
+            bench_verdict(stdout, plan, r->c.name);
+    }
+    return status;
+}
+
+/* The redis-delay line and the soak figures. */
+static void bench_print_latency_memory(const bench_plan *plan)
+{
+    /* The latency target: over K hosts, async must be K times sync. */
+    for (size_t k = 0; k < plan->n; k++) {
+        const bench_result *r = &plan->rs[k];
+        double x = bench_ratio(r, bench_row(plan, r->c.name, BENCH_SYNC));
+        if (r->c.via_proxy && r->c.mode == BENCH_ASYNC && r->c.equal == 0 && x > 0)
+            printf("\nredis-delay: async over sync on %d hosts: %.2fx (target >= %.2fx): %s\n",
+                   r->c.hosts, x, 0.95 * r->c.hosts, x >= 0.95 * r->c.hosts ? "met" : "NOT met");
+    }
+    for (int m = BENCH_ASYNC; m <= BENCH_RAW; m++) {
+        const bench_result *w0, *w1;
+        double b = bench_bytes_in_flight(plan, m, &w0, &w1);
+        if (w0 && w1 && w1->c.window > w0->c.window && b > -1)
+            printf("soak: %s: %.0f bytes per request in flight (peak RSS %ld KiB at window %d, "
+                   "%ld KiB at window %d)\n", bench_mode_names[m], b, w0->peak_rss_kb,
+                   w0->c.window, w1->peak_rss_kb, w1->c.window);
+    }
+    for (size_t k = 0; k < plan->n; k++) {
+        const bench_result *r = &plan->rs[k];
+        if (strcmp(r->c.name, "soak-10m") == 0)
+            printf("soak: RSS %ld KiB after 1M requests, %ld KiB after %" PRIu64 " (%+ld KiB)\n",
+                   r->rss_1m_kb, r->rss_end_kb, r->c.requests, r->rss_end_kb - r->rss_1m_kb);
+    }
+}
+
+/* Bulk against row by row, and the cluster against one server. */
+static void bench_print_ratios(const bench_plan *plan)
+{
+    static const char *const names[] = {"cluster-get", "cluster-set"};
+    const bench_result *one = bench_find_bulk(plan, 0), *bulk = bench_find_bulk(plan, 1);
+    if (one && bulk && !bench_unusable(one) && !bench_unusable(bulk))
+        printf("\nmysql-bulk: row by row %.0f rows/s (window %d), bulk %.0f rows/s (%d rows "
+               "per call, window %d); bulk: %.1fx row-by-row\n", one->ops_per_sec,
+               one->c.window, bulk->ops_per_sec, bulk->c.chunk, bulk->c.window,
+               bulk->ops_per_sec / one->ops_per_sec);
+    for (size_t k = 0; k < 2; k++) {
+        const bench_result *cl = bench_find_cluster(plan, names[k], 1, 0);
+        const bench_result *srv = bench_find_cluster(plan, names[k], 0, 0);
+        if (cl && srv && !bench_unusable(cl) && !bench_unusable(srv))
+            printf("%s%s: over the cluster's 3 primaries %.0f ops/s, on one server %.0f "
+                   "ops/s (window %d, %d connections a server): %.2fx one server\n",
+                   k == 0 ? "\n" : "", names[k], cl->ops_per_sec, srv->ops_per_sec,
+                   cl->c.window, cl->c.conns, cl->ops_per_sec / srv->ops_per_sec);
+    }
+}
+
+/* Removes the keys and tables the runs wrote, unless --keep. Returns 0 or
+ * -1. */
+static int bench_clean(const bench_plan *plan)
+{
+    bench_cleanup_what w;
+    if (O.keep)
+        return 0;
+    memset(&w, 0, sizeof w);
+    w.redis = bench_needs(plan, BENCH_REDIS, 0);
+    w.mysql = bench_needs(plan, BENCH_MYSQL, 0);
+    w.quiet = O.quiet;
+    for (size_t k = 0; k < plan->n; k++) {
+        w.tls |= plan->rs[k].c.tls && plan->rs[k].c.mode == BENCH_ASYNC;
+        w.cluster |= plan->rs[k].c.cluster;
+    }
+    return bench_cleanup(&E, &w);
+}
+
+/* The targets, the totals, the cleanup and the files. Returns 0, or 1
+ * when something could not be written or removed. */
+static int bench_finish(const bench_plan *plan, uint64_t t0)
+{
+    bench_target targets[16];
+    size_t ntargets = bench_targets(plan, targets);
+    uint64_t errors = 0;
+    int status = 0;
+    if (ntargets > 0)
+        putchar('\n');
+    for (size_t k = 0; k < ntargets; k++)
+        bench_target_line(stdout, &targets[k]);
+    for (size_t k = 0; k < plan->n; k++)
+        errors += plan->rs[k].errors;
+    printf("\n%zu runs in %.1f s, %" PRIu64 " errors\n", plan->n,
+           (double)(bench_now_us() - t0) / 1e6, errors);
+    if (bench_clean(plan) != 0)
+        status = 1;
+    if (O.csv && bench_write_csv(O.csv, plan->rs, plan->n, targets, ntargets) != 0)
+        status = 1;
+    if (O.json && bench_write_json(O.json, plan->rs, plan->n, targets, ntargets, &E) != 0)
+        status = 1;
+    return status;
+}
+
 int main(int argc, char **argv)
 {
     bench_plan plan;
-    int status = 0;
     setvbuf(stdout, NULL, _IOLBF, 0);
     bench_env_init();
     bench_parse(argc, argv);
@@ -1249,179 +1953,22 @@ int main(int argc, char **argv)
         fprintf(stderr, "volley-bench: nothing to run\n");
         return 2;
     }
-    int max_hosts = 0;
-    for (size_t k = 0; k < plan.n; k++)
-        if (plan.rs[k].c.backend == BENCH_REDIS && plan.rs[k].c.hosts > max_hosts)
-            max_hosts = plan.rs[k].c.hosts;
-    if (bench_needs(&plan, BENCH_REDIS, 0) && max_hosts > E.nredis) {
-        fprintf(stderr, "volley-bench: %d Redis hosts wanted, %d in VL_TEST_REDIS_PORTS "
-                        "(start more: VL_BENCH_HOSTS=%d bench/run.sh)\n",
-                max_hosts, E.nredis, max_hosts);
+    if (bench_check_servers(&plan) != 0)
         return 2;
-    }
-    if (bench_needs(&plan, BENCH_REDIS, 0) && E.nredis == 0) {
-        fprintf(stderr, "volley-bench: no Redis server: set VL_TEST_REDIS_PORTS "
-                        "(bench/run.sh does)\n");
-        return 2;
-    }
-    if (bench_needs(&plan, BENCH_MYSQL, 0) && E.mysql_port == 0 && E.mysql_sock == NULL) {
-        fprintf(stderr, "volley-bench: no MySQL server: set VL_TEST_MYSQL_PORT "
-                        "(bench/run.sh does)\n");
-        return 2;
-    }
     signal(SIGINT, bench_on_signal);
     signal(SIGTERM, bench_on_signal);
     signal(SIGPIPE, SIG_IGN);
 
-    if (!O.quiet)
-        fprintf(stderr, "volley-bench: writing the data (%zu keys on %d Redis hosts, %zu rows)\n",
-                E.keys, E.nredis, E.rows);
-    if (bench_needs(&plan, BENCH_REDIS, 0))
-        for (int h = 0; h < E.nredis; h++)
-            if (bench_redis_setup(&E, E.redis_ports[h]) != 0)
-                return 1;
-    if (bench_needs(&plan, BENCH_MYSQL, 0) && bench_mysql_setup(&E) != 0)
+    int status = bench_setup(&plan);
+    if (status < 0)
         return 1;
-    if (bench_tls_prepare(&plan) != 0)
-        status = 1;
-    if (bench_cluster_prepare(&plan) != 0)
-        status = 1;
-    if (bench_needs(&plan, BENCH_REDIS, 1)) {
-        int pid = bench_proxy_start(E.redis_ports, E.nredis, E.delay_ms * 1000u, E.proxy_ports);
-        if (pid < 0) {
-            fprintf(stderr, "volley-bench: cannot start the delaying proxy\n");
-            return 1;
-        }
-        bench_proxy_pid = pid;
-    }
-
     uint64_t t0 = bench_now_us();
-    size_t repeated_until = 0;
-    for (size_t k = 0; k < plan.n; k++) {
-        bench_result *r = &plan.rs[k];
-        if (k >= repeated_until && bench_is_repeated(&r->c)) {
-            /* The rows the targets compare: each run BENCH_TARGET_REPS
-             * times, interleaved, and its median kept. */
-            size_t j = k;
-            while (j < plan.n && strcmp(plan.rs[j].c.name, r->c.name) == 0 &&
-                   bench_is_repeated(&plan.rs[j].c))
-                j++;
-            if (bench_run_repeated(&plan.rs[k], j - k) != 0)
-                status = 1;
-            repeated_until = j;
-        } else if (k >= repeated_until && bench_execute(r) != 0) {
-            status = 1;
-        }
-        if (r->errors)
-            status = 1;
-        /* Speedups are known once the group's sync run is done, which is
-         * its first run; print each row as it completes. */
-        bench_speedups(&plan);
-        if (k == 0 || strcmp(plan.rs[k - 1].c.name, r->c.name) != 0) {
-            char title[160];
-            if (r->c.via_proxy)
-                snprintf(title, sizeof title, "%s (%s, %s; +%u ms round trip per request, "
-                         "added by a user-space delaying proxy: no netem here)", r->c.name,
-                         bench_kind_name(r->c.kind), r->c.backend == BENCH_REDIS ? "redis" : "mysql",
-                         E.delay_ms);
-            else if (r->c.tls || strcmp(r->c.name, "redis-tls-p16") == 0)
-                snprintf(title, sizeof title, "%s (%s, redis; over rediss:// to the TLS server, "
-                         "and over redis://)", r->c.name, bench_kind_name(r->c.kind));
-            else if (strcmp(r->c.name, "cluster-refresh") == 0)
-                snprintf(title, sizeof title, "%s (%s, redis; over the cluster, %d in flight, "
-                         "with refreshes back to back and without)", r->c.name,
-                         bench_kind_name(r->c.kind), r->c.window);
-            else if (strncmp(r->c.name, "cluster-", 8) == 0)
-                snprintf(title, sizeof title, "%s (%s, redis; over the 3-primary cluster, and "
-                         "on one server)", r->c.name, bench_kind_name(r->c.kind));
-            else if (r->c.op == BENCH_OP_SLEEP)
-                snprintf(title, sizeof title, "%s (%s, mysql; SELECT SLEEP(%u ms))", r->c.name,
-                         bench_kind_name(r->c.kind), E.sleep_ms);
-            else
-                snprintf(title, sizeof title, "%s (%s, %s)", r->c.name, bench_kind_name(r->c.kind),
-                         r->c.backend == BENCH_REDIS ? "redis" : "mysql");
-            bench_table_header(stdout, title);
-        }
-        bench_table_row(stdout, r);
-    }
+    status |= bench_run_plan(&plan);
     bench_proxy_stop(bench_proxy_pid);
     bench_proxy_pid = 0;
-
-    /* The latency target: over K hosts, async must be K times sync. */
-    for (size_t k = 0; k < plan.n; k++) {
-        const bench_result *r = &plan.rs[k];
-        if (r->c.via_proxy && r->c.mode == BENCH_ASYNC && r->speedup > 0)
-            printf("\nredis-delay: async over sync on %d hosts: %.2fx (target >= %.2fx): %s\n",
-                   r->c.hosts, r->speedup, 0.95 * r->c.hosts,
-                   r->speedup >= 0.95 * r->c.hosts ? "met" : "NOT met");
-    }
-    /* Soak: memory per request in flight and growth over time. */
-    for (int m = BENCH_ASYNC; m <= BENCH_RAW; m++) {
-        const bench_result *w0 = NULL, *w1 = NULL;
-        for (size_t k = 0; k < plan.n; k++) {
-            const bench_result *r = &plan.rs[k];
-            if (strcmp(r->c.name, "soak-window") != 0 || r->c.mode != m)
-                continue;
-            if (w0 == NULL)
-                w0 = r;
-            else
-                w1 = r;
-        }
-        if (w0 && w1 && w1->c.window > w0->c.window)
-            printf("soak: %s: %.0f bytes per request in flight (peak RSS %ld KiB at window %d, "
-                   "%ld KiB at window %d)\n", bench_mode_names[m],
-                   (double)(w1->peak_rss_kb - w0->peak_rss_kb) * 1024.0 /
-                       (double)(w1->c.window - w0->c.window),
-                   w0->peak_rss_kb, w0->c.window, w1->peak_rss_kb, w1->c.window);
-    }
-    for (size_t k = 0; k < plan.n; k++) {
-        const bench_result *r = &plan.rs[k];
-        if (strcmp(r->c.name, "soak-10m") == 0)
-            printf("soak: RSS %ld KiB after 1M requests, %ld KiB after %" PRIu64 " (%+ld KiB)\n",
-                   r->rss_1m_kb, r->rss_end_kb, r->c.requests, r->rss_end_kb - r->rss_1m_kb);
-    }
-
-    /* Bulk against row by row, in rows per second. */
-    {
-        const bench_result *one = bench_find_bulk(&plan, 0), *bulk = bench_find_bulk(&plan, 1);
-        if (one && bulk && !bench_unusable(one) && !bench_unusable(bulk))
-            printf("\nmysql-bulk: row by row %.0f rows/s (window %d), bulk %.0f rows/s (%d rows "
-                   "per call, window %d); bulk: %.1fx row-by-row\n", one->ops_per_sec,
-                   one->c.window, bulk->ops_per_sec, bulk->c.chunk, bulk->c.window,
-                   bulk->ops_per_sec / one->ops_per_sec);
-    }
-
-    /* The cluster against one server: the same load, the same window. */
-    {
-        static const char *const names[] = {"cluster-get", "cluster-set"};
-        for (size_t k = 0; k < 2; k++) {
-            const bench_result *cl = bench_find_cluster(&plan, names[k], 1, 0);
-            const bench_result *one = bench_find_cluster(&plan, names[k], 0, 0);
-            if (cl && one && !bench_unusable(cl) && !bench_unusable(one))
-                printf("%s%s: over the cluster's 3 primaries %.0f ops/s, on one server %.0f "
-                       "ops/s (window %d, %d connections a server): %.2fx one server\n",
-                       k == 0 ? "\n" : "", names[k], cl->ops_per_sec, one->ops_per_sec,
-                       cl->c.window, cl->c.conns, cl->ops_per_sec / one->ops_per_sec);
-        }
-    }
-
-    /* The engine's targets: printed, never a failure. */
-    bench_target targets[16];
-    size_t ntargets = bench_targets(&plan, targets);
-    if (ntargets > 0)
-        putchar('\n');
-    for (size_t k = 0; k < ntargets; k++)
-        bench_target_line(stdout, &targets[k]);
-
-    uint64_t errors = 0;
-    for (size_t k = 0; k < plan.n; k++)
-        errors += plan.rs[k].errors;
-    printf("\n%zu runs in %.1f s, %" PRIu64 " errors\n", plan.n,
-           (double)(bench_now_us() - t0) / 1e6, errors);
-    if (O.csv && bench_write_csv(O.csv, plan.rs, plan.n, targets, ntargets) != 0)
-        status = 1;
-    if (O.json && bench_write_json(O.json, plan.rs, plan.n, targets, ntargets, &E) != 0)
-        status = 1;
+    bench_print_latency_memory(&plan);
+    bench_print_ratios(&plan);
+    status |= bench_finish(&plan, t0);
     free(plan.rs);
     return status;
 }

@@ -41,29 +41,39 @@ const char *bench_label(const bench_result *r)
 void bench_table_header(FILE *f, const char *title)
 {
     fprintf(f, "\n== %s ==\n", title);
-    fprintf(f, "%-33s %5s %5s %6s %8s %10s %7s %7s %7s %7s %7s %7s %7s %7s\n", "mode", "hosts",
-            "conns", "window", "requests", "ops/s", "p50_us", "p90_us", "p99_us", "p999_us",
-            "max_us", "cpu_us", "rss_MiB", "speedup");
+    fprintf(f, "%-33s %5s %5s %6s %8s %10s %4s %-17s %7s %7s %7s %7s %7s %7s %7s  %s\n",
+            "mode", "hosts", "conns", "window", "requests", "ops/s", "runs", "ops/s min-max",
+            "p50_us", "p90_us", "p99_us", "p999_us", "max_us", "cpu_us", "rss_MiB",
+            "speedup over (mode@in flight)");
+}
+
+/* "min-max" of the row's runs, or "-" when it ran once. */
+static void bench_range(const bench_result *r, char *buf, size_t cap)
+{
+    if (r->runs > 1)
+        snprintf(buf, cap, "%.0f-%.0f", r->ops_min, r->ops_max);
+    else
+        snprintf(buf, cap, "-");
 }
 
 void bench_table_row(FILE *f, const bench_result *r)
 {
-    if (r->c.mode == BENCH_REF) {
-        fprintf(f, "%-33s %5d %5d %6d %8" PRIu64 " %10.0f %7s %7s %7s %7s %7s %7s %7s",
-                bench_label(r), 1, r->c.conns, r->c.window, r->c.requests, r->ops_per_sec, "-",
-                "-", "-", "-", "-", "-", "-");
-    } else {
-        fprintf(f,
-                "%-33s %5d %5d %6d %8" PRIu64 " %10.0f %7" PRIu64 " %7" PRIu64 " %7" PRIu64
-                " %7" PRIu64 " %7" PRIu64 " %7.2f %7.1f",
-                bench_label(r), r->c.hosts, r->c.conns, r->c.window, r->c.requests,
-                r->ops_per_sec, r->p50, r->p90, r->p99, r->p999, r->max, r->cpu_us_per_op,
-                (double)r->peak_rss_kb / 1024.0);
-    }
-    if (r->speedup > 0)
-        fprintf(f, " %6.2fx", r->speedup);
+    char range[48];
+    bench_range(r, range, sizeof range);
+    fprintf(f, "%-33s %5d %5d %6d %8" PRIu64 " %10.0f %4d %-17s", bench_label(r),
+            r->c.mode == BENCH_REF ? 1 : r->c.hosts, r->c.conns, r->c.window, r->c.requests,
+            r->ops_per_sec, r->runs > 0 ? r->runs : 1, range);
+    if (r->c.mode == BENCH_REF)
+        fprintf(f, " %7s %7s %7s %7s %7s %7s %7s", "-", "-", "-", "-", "-", "-", "-");
     else
-        fprintf(f, " %7s", "-");
+        fprintf(f,
+                " %7" PRIu64 " %7" PRIu64 " %7" PRIu64 " %7" PRIu64 " %7" PRIu64 " %7.2f %7.1f",
+                r->p50, r->p90, r->p99, r->p999, r->max, r->cpu_us_per_op,
+                (double)r->peak_rss_kb / 1024.0);
+    if (r->speedup > 0)
+        fprintf(f, "  %.2fx %s", r->speedup, r->vs);
+    else
+        fprintf(f, "  %s", "-");
     if (r->errors)
         fprintf(f, "  ERRORS: %" PRIu64, r->errors);
     if (r->note[0])
@@ -138,17 +148,20 @@ int bench_write_csv(const char *path, const bench_result *rs, size_t n, const be
     }
     fprintf(f, "group,name,kind,backend,mode,hosts,connections,window,requests,ops_per_sec,"
                "p50_us,p90_us,p99_us,p999_us,max_us,cpu_us_per_op,peak_rss_kb,speedup,errors,"
-               "target_value,target_op,target_bound,target_status\n");
+               "target_value,target_op,target_bound,target_status,speedup_over,runs,"
+               "ops_min,ops_max\n");
     for (size_t k = 0; k < n; k++) {
         const bench_result *r = &rs[k];
         /* The labels contain no comma or quote; quoting keeps the spaces. */
         fprintf(f,
                 "%d,\"%s\",%s,%s,\"%s\",%d,%d,%d,%" PRIu64 ",%.1f,%" PRIu64 ",%" PRIu64
-                ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%.3f,%ld,%.3f,%" PRIu64 ",,,,\n",
+                ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%.3f,%ld,%.3f,%" PRIu64 ",,,,,\"%s\",%d,%.1f,"
+                "%.1f\n",
                 r->c.group, r->c.name, bench_kind_name(r->c.kind),
                 bench_backend_name(r->c.backend), bench_label(r), r->c.hosts, r->c.conns,
                 r->c.window, r->c.requests, r->ops_per_sec, r->p50, r->p90, r->p99, r->p999,
-                r->max, r->cpu_us_per_op, r->peak_rss_kb, r->speedup, r->errors);
+                r->max, r->cpu_us_per_op, r->peak_rss_kb, r->speedup, r->errors, r->vs,
+                r->runs > 0 ? r->runs : 1, r->ops_min, r->ops_max);
     }
     for (size_t k = 0; k < nt; k++) {
         const bench_target *t = &ts[k];
@@ -162,7 +175,7 @@ int bench_write_csv(const char *path, const bench_result *rs, size_t n, const be
             fprintf(f, "%.3f", t->value);
         fprintf(f, ",%s,%g,", bench_target_op(t), t->bound);
         bench_csv_str(f, bench_target_status(t));
-        fputc('\n', f);
+        fputs(",,,,\n", f);
     }
     if (fclose(f) != 0) {
         perror(path);
@@ -199,7 +212,7 @@ static void bench_redis_version(const bench_env *e, char *buf, size_t cap)
     snprintf(buf, cap, "unknown");
     if (e->nredis == 0)
         return;
-    redisContext *c = redisConnect("127.0.0.1", e->redis_ports[0]);
+    redisContext *c = redisConnect(e->redis_host, e->redis_ports[0]);
     if (c && !c->err) {
         redisReply *r = redisCommand(c, "INFO server");
         const char *v = r && r->type == REDIS_REPLY_STRING ? strstr(r->str, "redis_version:") : NULL;
@@ -331,8 +344,15 @@ int bench_write_json(const char *path, const bench_result *rs, size_t n, const b
             bench_json_kd(f, &first, "cpu_us_per_op", r->cpu_us_per_op);
             bench_json_ku(f, &first, "peak_rss_kb", (uint64_t)(r->peak_rss_kb > 0 ? r->peak_rss_kb : 0));
         }
-        if (r->speedup > 0)
+        if (r->speedup > 0) {
             bench_json_kd(f, &first, "speedup", r->speedup);
+            bench_json_kv(f, &first, "speedup_over", r->vs);
+        }
+        bench_json_ku(f, &first, "runs", (uint64_t)(r->runs > 0 ? r->runs : 1));
+        if (r->runs > 1) {
+            bench_json_kd(f, &first, "ops_min", r->ops_min);
+            bench_json_kd(f, &first, "ops_max", r->ops_max);
+        }
         if (r->c.tls)
             bench_json_kv(f, &first, "transport", "rediss");
         if (r->c.cluster)

@@ -287,19 +287,22 @@ static void bench_raw_redis_readable(struct ev_loop *loop, ev_io *w, int revents
 
 /* A blocking connect (not timed), then the socket goes non-blocking.
  * Returns the socket, or -1 after printing why. */
-static int bench_raw_redis_connect(int port)
+static int bench_raw_redis_connect(const char *host, int port)
 {
     struct sockaddr_in sa;
     int one = 1;
     memset(&sa, 0, sizeof sa);
     sa.sin_family = AF_INET;
     sa.sin_port = htons((uint16_t)port);
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
+        fprintf(stderr, "volley-bench: raw: %s is not an IPv4 address\n", host);
+        return -1;
+    }
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0 ||
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0 ||
         fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0) {
-        fprintf(stderr, "volley-bench: raw: connect 127.0.0.1:%d: %s\n", port, strerror(errno));
+        fprintf(stderr, "volley-bench: raw: connect %s:%d: %s\n", host, port, strerror(errno));
         if (fd >= 0)
             close(fd);
         return -1;
@@ -332,7 +335,8 @@ static int bench_raw_redis_run(const bench_env *e, const bench_case *c, bench_ru
     for (int j = 0; j < x->nconn; j++) {
         bench_raw_rconn *k = &rr.conns[j];
         k->rr = &rr;
-        k->fd = bench_raw_redis_connect(bench_redis_port(e, c, j % c->hosts));
+        k->fd = bench_raw_redis_connect(c->via_proxy ? "127.0.0.1" : e->redis_host,
+                                        bench_redis_port(e, c, j % c->hosts));
         k->rd = redisReaderCreate();
         if (k->fd < 0 || k->rd == NULL) {
             rc = -1;

@@ -65,8 +65,8 @@ static int bench_capture(char *const argv[], const char *password, char *buf, si
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-double bench_ref_redis_benchmark(int port, int clients, int pipeline, uint64_t requests,
-                                 size_t data_size, const char *cacert)
+double bench_ref_redis_benchmark(const char *host, int port, int clients, int pipeline,
+                                 uint64_t requests, size_t data_size, const char *cacert)
 {
     char sport[16], sc[16], sn[32], sp[16], sd[32], out[8192];
     snprintf(sport, sizeof sport, "%d", port);
@@ -74,7 +74,7 @@ double bench_ref_redis_benchmark(int port, int clients, int pipeline, uint64_t r
     snprintf(sn, sizeof sn, "%" PRIu64, requests);
     snprintf(sp, sizeof sp, "%d", pipeline > 0 ? pipeline : 1);
     snprintf(sd, sizeof sd, "%zu", data_size);
-    char *argv[24] = {"redis-benchmark", "-h", "127.0.0.1", "-p", sport, "-c", sc, "-n", sn,
+    char *argv[24] = {"redis-benchmark", "-h", (char *)host, "-p", sport, "-c", sc, "-n", sn,
                       "-P", sp, "-d", sd, "-t", "get", "-q", "--csv"};
     if (cacert) {
         size_t a = 17;
@@ -94,7 +94,7 @@ double bench_ref_redis_benchmark(int port, int clients, int pipeline, uint64_t r
 
 double bench_ref_mariadb_slap(const bench_env *e, int concurrency, uint64_t queries, int point)
 {
-    char conc[48], nq[64], port[32], sock[300], user[128], out[8192], query[300];
+    char conc[48], nq[64], port[32], host[96], sock[300], user[128], out[8192], query[300];
     char *argv[16];
     int a = 0;
     /* mariadb-slap needs a schema to log in to and may drop it afterwards,
@@ -116,7 +116,8 @@ double bench_ref_mariadb_slap(const bench_env *e, int concurrency, uint64_t quer
         argv[a++] = sock;
     } else {
         snprintf(port, sizeof port, "--port=%d", e->mysql_port);
-        argv[a++] = "--host=127.0.0.1";
+        snprintf(host, sizeof host, "--host=%s", e->mysql_host);
+        argv[a++] = host;
         argv[a++] = port;
     }
     argv[a++] = user;

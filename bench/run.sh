@@ -31,29 +31,37 @@ RESULTS=${VL_BENCH_RESULTS:-$ROOT/bench/results}
 HOSTS=${VL_BENCH_HOSTS:-4}
 LIMIT=${VL_BENCH_TIMEOUT:-900}
 
+usage() {
+    cat <<'EOF'
+
+bench/run.sh [volley-bench options] starts the servers (tests/servers.sh),
+runs volley-bench with --json and --csv into bench/results, draws
+latest.svg and stops the servers. With --redis URL or --mysql URL it
+starts no server and runs against those given. Environment: BUILD (the
+build directory, default build), VL_BENCH_HOSTS (Redis servers, default
+4), VL_BENCH_RESULTS (the output directory), VL_BENCH_TIMEOUT (seconds,
+default 900).
+EOF
+}
+
+# Help and bad arguments are answered before anything starts or is
+# removed: --help has no side effect, and a misspelt scenario or mode
+# fails at once.
+EXTERNAL=0
+for arg in "$@"; do
+    case $arg in
+        -h | --help)
+            if [ -x "$BIN" ]; then "$BIN" --help; echo; fi
+            usage
+            exit 0
+            ;;
+        --redis | --redis=* | --mysql | --mysql=*) EXTERNAL=1 ;;
+    esac
+done
 if [ ! -x "$BIN" ]; then
     echo "run.sh: $BIN is not built; run 'make all' first" >&2
     exit 1
 fi
-
-# Help and bad arguments are answered before any server starts.
-for arg in "$@"; do
-    case $arg in
-        -h | --help)
-            "$BIN" --help
-            cat <<'EOF'
-
-bench/run.sh [volley-bench options] starts the servers (tests/servers.sh),
-runs volley-bench with --json and --csv into bench/results, draws
-latest.svg and stops the servers. Environment: BUILD (the build directory,
-default build), VL_BENCH_HOSTS (Redis servers, default 4),
-VL_BENCH_RESULTS (the output directory), VL_BENCH_TIMEOUT (seconds,
-default 900).
-EOF
-            exit 0
-            ;;
-    esac
-done
 "$BIN" --check-args "$@" || exit $?
 mkdir -p "$RESULTS"
 # Results of an earlier run must not pass for this one's.
@@ -66,7 +74,7 @@ BENCH_PID=
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM HUP
-    "$SERVERS" stop "$DIR" || true
+    [ "$EXTERNAL" -eq 1 ] || "$SERVERS" stop "$DIR" || true
     rm -rf "$DIR"
     exit "$rc"
 }
@@ -85,14 +93,22 @@ trap 'on_signal 143' TERM
 trap 'on_signal 129' HUP
 
 t0=$SECONDS
-if ! "$SERVERS" start "$DIR" "$HOSTS" >"$DIR/start.log" 2>&1; then
-    cat "$DIR/start.log" >&2
-    echo "run.sh: the servers did not start" >&2
-    exit 1
+if [ "$EXTERNAL" -eq 1 ]; then
+    echo "run.sh: --redis or --mysql given: no server started"
+    # Only the servers named on the command line: none from the caller's
+    # environment (a sourced tests/servers.sh env) slips in.
+    unset VL_TEST_REDIS_PORTS VL_TEST_MYSQL_PORT VL_TEST_MYSQL_SOCK VL_TEST_REDIS_TLS_PORT \
+        VL_TEST_CLUSTER_URL VL_TEST_TLS_DIR
+else
+    if ! "$SERVERS" start "$DIR" "$HOSTS" >"$DIR/start.log" 2>&1; then
+        cat "$DIR/start.log" >&2
+        echo "run.sh: the servers did not start" >&2
+        exit 1
+    fi
+    tail -n 1 "$DIR/start.log"
+    # shellcheck disable=SC1091
+    . "$DIR/env"
 fi
-tail -n 1 "$DIR/start.log"
-# shellcheck disable=SC1091
-. "$DIR/env"
 
 # In the background so that `wait` returns as soon as a signal arrives.
 status=0

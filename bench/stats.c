@@ -30,6 +30,23 @@ static double bench_cpu_us(void)
            (double)ru.ru_stime.tv_sec * 1e6 + (double)ru.ru_stime.tv_usec;
 }
 
+uint64_t bench_intended_us(const bench_case *c, uint64_t t0_us, uint64_t i)
+{
+    return t0_us + (uint64_t)((double)i * 1e6 / c->rate);
+}
+
+uint64_t bench_pace(const bench_case *c, uint64_t t0_us, uint64_t i)
+{
+    uint64_t due = bench_intended_us(c, t0_us, i), now = bench_now_us();
+    if (now < due) {
+        uint64_t wait = due - now;
+        struct timespec ts = {(time_t)(wait / 1000000), (long)(wait % 1000000) * 1000};
+        while (nanosleep(&ts, &ts) != 0)
+            ;
+    }
+    return due;
+}
+
 void bench_run_begin(bench_run *r)
 {
     r->cpu0 = bench_cpu_us();

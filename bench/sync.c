@@ -85,9 +85,11 @@ static int bench_blocking_open(const bench_env *e, const bench_case *c, bench_bl
         return -1;
     for (int h = 0; h < c->hosts; h++) {
         int port = bench_redis_port(e, c, h);
-        b->rc[h] = redisConnect("127.0.0.1", port);
+        /* The proxy and the TLS server listen on loopback. */
+        const char *host = c->via_proxy || c->tls ? "127.0.0.1" : e->redis_host;
+        b->rc[h] = redisConnect(host, port);
         if (b->rc[h] == NULL || b->rc[h]->err) {
-            fprintf(stderr, "volley-bench: connect 127.0.0.1:%d: %s\n", port,
+            fprintf(stderr, "volley-bench: connect %s:%d: %s\n", host, port,
                     b->rc[h] ? b->rc[h]->errstr : "out of memory");
             bench_blocking_close(b);
             return -1;
@@ -154,7 +156,7 @@ int bench_sync_run(const bench_env *e, const bench_case *c, bench_run *r)
         return -1;
     bench_run_begin(r);
     for (uint64_t i = 0; i < c->requests; i++) {
-        uint64_t t0 = bench_now_us();
+        uint64_t t0 = c->rate > 0 ? bench_pace(c, r->t0, i) : bench_now_us();
         if (bench_blocking_do(e, c, &b, i, "sync") != 0)
             r->errors++;
         bench_hist_add(&r->hist, bench_now_us() - t0);
@@ -181,6 +183,7 @@ typedef struct bench_thread {
     atomic_uint_fast64_t *next;
     atomic_uint_fast64_t *done;
     pthread_barrier_t *start;
+    uint64_t t0; /* the run's start, for the open loop's pacing */
 } bench_thread;
 
 static void *bench_thread_main(void *arg)
@@ -193,7 +196,7 @@ static void *bench_thread_main(void *arg)
         uint64_t i = atomic_fetch_add(t->next, 1);
         if (i >= c->requests)
             break;
-        uint64_t t0 = bench_now_us();
+        uint64_t t0 = c->rate > 0 ? bench_pace(c, t->t0, i) : bench_now_us();
         if (bench_blocking_do(t->e, c, &t->b, i, "threads") != 0)
             t->errors++;
         bench_hist_add(&t->hist, bench_now_us() - t0);
@@ -230,6 +233,7 @@ int bench_threads_run(const bench_env *e, const bench_case *c, bench_run *r)
             ts[k].next = &next;
             ts[k].done = &done;
             ts[k].start = &start;
+            ts[k].t0 = r->t0;
             bench_hist_init(&ts[k].hist);
             if (pthread_create(&ts[k].tid, NULL, bench_thread_main, &ts[k]) != 0) {
                 fprintf(stderr, "volley-bench: cannot start thread %d\n", k);

@@ -350,12 +350,12 @@ int bench_mysql_check(const bench_env *e, int op, uint64_t i, const bench_mreply
 
 int bench_redis_setup(const bench_env *e, int port)
 {
-    redisContext *c = redisConnect("127.0.0.1", port);
+    redisContext *c = redisConnect(e->redis_host, port);
     char key[48], val[1024 + 64];
     char *v = val;
     int rc = 0;
     if (c == NULL || c->err) {
-        fprintf(stderr, "volley-bench: setup: connect 127.0.0.1:%d: %s\n", port,
+        fprintf(stderr, "volley-bench: setup: connect %s:%d: %s\n", e->redis_host, port,
                 c ? c->errstr : "out of memory");
         if (c)
             redisFree(c);
@@ -429,7 +429,7 @@ MYSQL *bench_mysql_connect(const bench_env *e, int nonblock)
         return NULL;
     if (nonblock)
         mysql_options(m, MYSQL_OPT_NONBLOCK, 0);
-    if (mysql_real_connect(m, "127.0.0.1", e->mysql_user, e->mysql_password, e->mysql_db,
+    if (mysql_real_connect(m, e->mysql_host, e->mysql_user, e->mysql_password, e->mysql_db,
                            e->mysql_sock ? 0 : (unsigned)e->mysql_port, e->mysql_sock, 0) ==
         NULL) {
         fprintf(stderr, "volley-bench: mysql connect: %s\n", mysql_error(m));
