@@ -30,10 +30,12 @@ const char *vl_version(void)
 }
 
 /* xorshift64*: jitter for backoff and lifetimes, never for security. The
- * state is per process and racy across threads by design: any value will do. */
+ * state is per thread: loops of a vl_loop_group draw at once, and a shared
+ * state would be a data race (undefined behaviour, if harmless in
+ * practice). Each thread seeds from its clock and its stack's address. */
 uint64_t vl__rand64(void)
 {
-    static uint64_t s;
+    static _Thread_local uint64_t s;
     uint64_t x;
 
     if (s == 0) {

@@ -17,28 +17,50 @@
 #include <time.h>
 #include <unistd.h>
 #include <dirent.h>
+#include <stdatomic.h>
+
 #ifdef __linux__
 #include <sys/prctl.h>
 #endif
 
-static long live;
-static long count;
-static long fail_at;
-static size_t largest;
+/* Atomic, so that allocations on worker threads (a vl_loop_group's loops,
+ * the executor) are counted too: relaxed order is enough for counters read
+ * once the threads are joined. */
+static _Atomic long live;
+static _Atomic long count;
+static _Atomic long fail_at;
+static _Atomic size_t largest;
+
+static void note_size(size_t n)
+{
+    size_t seen = atomic_load_explicit(&largest, memory_order_relaxed);
+
+    while (n > seen &&
+           !atomic_compare_exchange_weak_explicit(&largest, &seen, n, memory_order_relaxed,
+                                                  memory_order_relaxed))
+        ;
+}
+
+/* 1 when this allocation is the one tu_alloc_fail_at asked to fail. */
+static int counted_fails(void)
+{
+    long k = atomic_fetch_add_explicit(&count, 1, memory_order_relaxed) + 1;
+    long at = atomic_load_explicit(&fail_at, memory_order_relaxed);
+
+    return at > 0 && k == at;
+}
 
 static void *count_malloc(size_t n, void *ud)
 {
     void *p;
 
     (void)ud;
-    count++;
-    if (n > largest)
-        largest = n;
-    if (fail_at > 0 && count == fail_at)
+    note_size(n);
+    if (counted_fails())
         return NULL;
     p = malloc(n);
     if (p != NULL)
-        live++;
+        atomic_fetch_add_explicit(&live, 1, memory_order_relaxed);
     return p;
 }
 
@@ -47,14 +69,12 @@ static void *count_realloc(void *p, size_t n, void *ud)
     void *q;
 
     (void)ud;
-    count++;
-    if (n > largest)
-        largest = n;
-    if (fail_at > 0 && count == fail_at)
+    note_size(n);
+    if (counted_fails())
         return NULL;
     q = realloc(p, n);
     if (q != NULL && p == NULL)
-        live++;
+        atomic_fetch_add_explicit(&live, 1, memory_order_relaxed);
     return q;
 }
 
@@ -62,7 +82,7 @@ static void count_free(void *p, void *ud)
 {
     (void)ud;
     if (p != NULL)
-        live--;
+        atomic_fetch_sub_explicit(&live, 1, memory_order_relaxed);
     free(p);
 }
 
