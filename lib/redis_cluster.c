@@ -604,6 +604,21 @@ static void node_close(node *n)
     vl__free(n);
 }
 
+/* 1 when nothing uses the node's pool: no command of the cluster's, and
+ * none of anybody else's (a fan-out's commands, a lease) pending on it. */
+static int node_idle(const node *n)
+{
+    vl_pool_stats ps;
+
+    if (n->outstanding > 0)
+        return 0;
+    if (n->pool == NULL)
+        return 1;
+    vl_pool_stats_init(&ps);
+    return vl_redis_pool_stats_get(n->pool, &ps) == VL_OK && ps.pending == 0 && ps.leased == 0 &&
+           ps.waiters == 0;
+}
+
 /* Frees the nodes outside the map that nothing uses any more. */
 static void nodes_collect(vl_redis_cluster *cl)
 {
@@ -611,7 +626,7 @@ static void nodes_collect(vl_redis_cluster *cl)
 
     while (i < cl->nnodes) {
         node *n = cl->nodes[i];
-        if (n->role == 0 && n->outstanding == 0 && n != cl->ref_node) {
+        if (n->role == 0 && node_idle(n) && n != cl->ref_node) {
             cl->nodes[i] = cl->nodes[--cl->nnodes];
             node_close(n);
         } else {
@@ -1047,7 +1062,7 @@ static int map_install(vl_redis_cluster *cl, const tmap *t)
             goto nomem;
         for (j = 0; j < m->shards[i].nrep; j++) {
             node *n = m->shards[i].replicas[j];
-            if (n->pool != NULL && !n->readonly_pool && n->outstanding == 0)
+            if (n->pool != NULL && !n->readonly_pool && node_idle(n))
                 node_pool_drop(n); /* a demoted primary: its connections lack READONLY */
             if (node_pool(n, 1) != VL_OK)
                 goto nomem;
@@ -1955,7 +1970,13 @@ static void req_done(vl_future *inner, void *ud)
         }
         if ((strncmp(text, "TRYAGAIN", 8) == 0 || strncmp(text, "CLUSTERDOWN", 11) == 0) &&
             r->retries < cl->o.max_retries) {
-            uint64_t wait = cl->o.retry_backoff_ms << r->retries;
+            uint64_t wait = cl->o.retry_backoff_ms;
+            size_t k;
+            /* Doubled per retry, up to 10 s (and never shifted past 64 bits). */
+            for (k = 0; k < r->retries && wait < 10000; k++)
+                wait *= 2;
+            if (wait > 10000)
+                wait = 10000;
             r->retries++;
             cl->st.retries++;
             if (strncmp(text, "CLUSTERDOWN", 11) == 0)
@@ -2338,7 +2359,7 @@ static void ready_check(vl_redis_cluster *cl)
                     /* Its first connection could not even be made (out
                      * of memory): a pool never opens it later, so the
                      * pool is made again, or readiness fails. */
-                    if (n->outstanding == 0) {
+                    if (node_idle(n)) {
                         node_pool_drop(n);
                         node_pool(n, 0);
                     }
