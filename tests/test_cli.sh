@@ -29,7 +29,7 @@ run() { timeout 60 "$VOLLEY" "$@" <"${STDIN:-/dev/null}" >"$T/out" 2>"$T/err"; r
 has() { grep -qF -- "$1" "$2"; }
 lines() { wc -l <"$1" | tr -d ' '; }
 
-PLAN=105
+PLAN=106
 echo "1..$PLAN"
 if [ -z "${VL_TEST_REDIS_PORTS:-}" ] || [ ! -x "$VOLLEY" ]; then
     echo "# the harness env or $VOLLEY is missing"
@@ -392,6 +392,10 @@ check "a 1,001-line file runs every command on every host, in order" \
     bash -c "[ $rc -eq 0 ] && [ \$(jq -e 'select((.replies | length) == 1001 and .replies[1000] == 1000 and .replies[1] == 1)' '$T/out' | grep -c host) -eq 2 ]"
 printf 'GET cli:seq\nSET cli:x "unclosed\n' >"$T/badq"
 bad_input "unbalanced quotes in -F are a usage error" -F "$T/badq" -H "127.0.0.1:$P1"
+printf '127.0.0.1:%s\n' "$P1" >"$T/hosts1"
+STDIN=$T/hosts1 run -f -
+check "hosts on stdin leave no stdin for commands: a usage error that says so" \
+    bash -c "[ $rc -eq 64 ] && grep -q 'no command' '$T/err' && [ ! -s '$T/out' ]"
 printf 'PING\nMONITOR\n' >"$T/mon"
 bad_input "MONITOR in a command file is a usage error" -F "$T/mon" -H "127.0.0.1:$P1"
 
