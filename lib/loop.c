@@ -430,6 +430,16 @@ int vl__cache_put(vl_loop *loop, int kind, void *p)
     return 1;
 }
 
+size_t vl__cache_count(const vl_loop *loop)
+{
+    size_t n = 0;
+    int k;
+
+    for (k = 0; k < VL__CACHE_KINDS; k++)
+        n += loop->ncache[k];
+    return n;
+}
+
 static void cache_free(vl_loop *loop)
 {
     int k;

@@ -10,6 +10,7 @@
  * TLS. The stalled and TLS-less peers are plain sockets made here.
  */
 #include "testutil.h"
+#include "internal.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -333,7 +334,7 @@ static void deadline_while_the_worker_is_blocked(void **state)
 static void free_while_the_worker_is_blocked(void **state)
 {
     vl_loop *loop = vl_loop_new();
-    long live = tu_alloc_live();
+    long live = tu_alloc_live() - (long)vl__cache_count(loop);
     int port, lfd = tu_silent_listener(&port), fd;
     vl_mysql *c = vl_mysql_new(loop, stalled_url(port, "ssl-mode=required"), NULL);
     done_rec ready = {0, 0}, query = {0, 0};
@@ -347,8 +348,9 @@ static void free_while_the_worker_is_blocked(void **state)
     vl_mysql_free(c);
     tu_sleep_ms(loop, 10);
     /* Nothing of the connection is left, although the worker still runs:
-     * the job it owns is the C library's. */
-    assert_int_equal(tu_alloc_live(), live);
+     * the job it owns is the C library's. (Freed futures the loop keeps for
+     * reuse are the loop's.) */
+    assert_int_equal(tu_alloc_live() - (long)vl__cache_count(loop), live);
     assert_int_equal(ready.calls, 1);
     assert_int_equal(ready.status, VL_ECANCELED);
     assert_int_equal(query.calls, 1);
