@@ -220,6 +220,7 @@ struct vl_redis_cluster {
     ring waiters;            /* waiter.link */
     probe *probe;
     int holding;
+    int ext_holds;           /* vl__cluster_hold: the subscriber waits for a map */
     /* Refresh. */
     int refreshing;
     int ending;              /* inside refresh_end */
@@ -2460,7 +2461,7 @@ vl_future *vl_redis_cluster_refresh(vl_redis_cluster *cl)
  * for an answer only when somebody waits for what they will say. */
 static void holds_update(vl_redis_cluster *cl)
 {
-    int want = !cl->freed && (cl->nwaiting > 0 || !ring_empty(&cl->waiters));
+    int want = !cl->freed && (cl->nwaiting > 0 || !ring_empty(&cl->waiters) || cl->ext_holds > 0);
     size_t i;
 
     if (want == cl->holding)
@@ -2625,6 +2626,19 @@ size_t vl__cluster_targets(vl_redis_cluster *cl, int which, vl_redis_pool **pool
         k++;
     }
     return k;
+}
+
+void vl__cluster_refresh_soon(vl_redis_cluster *cl)
+{
+    refresh_want(cl, 0);
+}
+
+void vl__cluster_hold(vl_redis_cluster *cl, int delta)
+{
+    cl->ext_holds += delta;
+    if (cl->ext_holds < 0)
+        cl->ext_holds = 0;
+    holds_update(cl);
 }
 
 int vl__cluster_status(const vl_redis_cluster *cl, const char **msg)

@@ -83,6 +83,17 @@ void vl__cluster_sub_options(const vl_redis_cluster *cl, vl_redis_sub_options *o
 size_t vl__cluster_targets(vl_redis_cluster *cl, int which, vl_redis_pool **pools,
                            const char **addrs, size_t max);
 
+/* Asks for a refresh of the map, held to refresh_min_interval_ms (joins
+ * one under way); for the subscriber, whose own requests must not bypass
+ * the floor as vl_redis_cluster_refresh does. */
+void vl__cluster_refresh_soon(vl_redis_cluster *cl);
+
+/* Keeps vl_loop_run running through the cluster's topology connections
+ * (delta +1) while a caller of the cluster's (the subscriber) waits for a
+ * map, and lets go again (-1); counted, like the cluster's own waiting
+ * requests. */
+void vl__cluster_hold(vl_redis_cluster *cl, int delta);
+
 /* The cluster's URL status: VL_OK, or the status every future fails with
  * (VL_EINVAL) and its message. */
 int vl__cluster_status(const vl_redis_cluster *cl, const char **msg);

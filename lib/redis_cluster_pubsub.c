@@ -598,19 +598,11 @@ static uint64_t refreshes(const vl_redis_cluster *cl)
     return vl_redis_cluster_stats_get(cl, &st) == VL_OK ? st.refreshes : 0;
 }
 
-static void refresh_done(vl_future *f, void *ud)
-{
-    VL__UNUSED(f);
-    VL__UNUSED(ud);
-}
-
 /* Asks the cluster to re-read the map; the watcher hears of the result. */
 static void ask_refresh(vl_redis_cluster_sub *s)
 {
-    vl_future *f = vl_redis_cluster_refresh(s->cl);
-
-    if (f != NULL && vl_future_then(f, refresh_done, NULL) != VL_OK)
-        vl_future_free(f);
+    /* Held to refresh_min_interval_ms, as the cluster's own are. */
+    vl__cluster_refresh_soon(s->cl);
 }
 
 /* The gap of a channel confirmed again, if it had been lost. Returns 0
