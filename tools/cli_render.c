@@ -22,6 +22,15 @@ typedef struct buf {
     int oom;
 } buf;
 
+/* A buf that goes on from a malloc'd string (or NULL). */
+static buf buf_of(char *s)
+{
+    size_t n = s != NULL ? strlen(s) : 0;
+    buf b = {s, n, s != NULL ? n + 1 : 0, 0};
+
+    return b;
+}
+
 static void put(buf *b, const char *s, size_t n)
 {
     if (b->oom)
@@ -464,8 +473,7 @@ static void add_failure(cli_rec *rec, buf *b, const vl_fanout_result *r, size_t 
 
 int cli_rec_add(cli_rec *rec, const vl_fanout_result *r, size_t i, int batch)
 {
-    buf b = {rec->text, rec->text != NULL ? strlen(rec->text) : 0,
-             rec->text != NULL ? strlen(rec->text) + 1 : 0, 0};
+    buf b = buf_of(rec->text);
     int st = vl_fanout_status(r, i), said = 0;
     const vl_mysql_result *res = vl_fanout_mysql_result(r, i);
 
@@ -524,8 +532,7 @@ char *cli_rec_json(const cli_rec *rec, const char *host)
 
 void cli_rec_interrupt(cli_rec *rec)
 {
-    buf b = {rec->text, rec->text != NULL ? strlen(rec->text) : 0,
-             rec->text != NULL ? strlen(rec->text) + 1 : 0, 0};
+    buf b = buf_of(rec->text);
 
     if (rec->final)
         return;
