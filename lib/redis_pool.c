@@ -1431,7 +1431,8 @@ vl_future *vl_redis_pool_command_argv(vl_redis_pool *p, int argc, const char **a
     /* The hot path: nothing waits and a ready connection takes it, straight
      * into its output buffer (what route does, without a copy). */
     if (argc > 0 && argv != NULL && p->invalid_status == VL_OK && !p->closing &&
-        p->cmds.n == 0 && p->moving_from == NULL && (p->o.max_pending == 0 || p->pending < p->o.max_pending)) {
+        p->cmds.n == 0 && p->moving_from == NULL &&
+        (p->o.max_pending == 0 || p->pending < p->o.max_pending)) {
         int i;
         for (i = 0; i < argc && argv[i] != NULL; i++)
             ;
