@@ -594,7 +594,7 @@ static void unusable_redirections(void **state)
     assert_true(n > 0 && n <= 32);
     scene_ready(s);
     for (i = 0; i < n; i++) {
-        char k[16];
+        char k[32];
         snprintf(k, sizeof(k), "bad-%d", i);
         c[i] = get(s, k);
     }
@@ -678,7 +678,7 @@ static void moved_to_a_mute_node(void **state)
     while (stat_of(s, "conn:1") < 1 && mute->completed == 0)
         tu_sleep_ms(s->loop, 10);
     for (i = 0; i < N; i++) {
-        char k[16];
+        char k[32];
         snprintf(k, sizeof(k), "meanwhile-%d", i);
         c[i] = get(s, k);
     }
@@ -877,7 +877,7 @@ static void whole_cluster_down(uint64_t refresh_interval_ms)
     vl_future_free(tu_run_cmd(s->loop, vl_redis_command(s->fk.ctl, "FAKE KILL"), VL_OK));
     t0 = vl_loop_now_ms(s->loop);
     for (i = 0; i < 40; i++) {
-        char k[16];
+        char k[32];
         call *c;
         snprintf(k, sizeof(k), "down-%d", i);
         c = get(s, k);
