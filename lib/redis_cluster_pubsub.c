@@ -75,7 +75,10 @@ typedef struct cwait cwait;
 struct ccall {
     ccall *prev, *next;
     vl_redis_cluster_sub *s;
-    vl_future *f;     /* NULL once completed or given up */
+    vl_future *f;     /* NULL once completed or given up; while set, the
+                       * call holds the cluster's loop (vl__cluster_hold):
+                       * a channel may wait for a map, and a future the
+                       * caller waits for must keep vl_loop_run running */
     size_t left;      /* waiters and node futures not yet settled */
     int status;       /* the first failure, VL_OK while none */
     char *msg;        /* its message */
@@ -239,6 +242,14 @@ static cchan **chan_list(const vl_redis_cluster_sub *s, size_t *n)
 
 /* ---- calls ---- */
 
+/* A call lets go of the cluster's loop. While the loop is being freed the
+ * cluster may be gone already, and nothing is held any more anyway. */
+static void call_unhold(ccall *k)
+{
+    if (!vl__loop_closing(k->s->loop))
+        vl__cluster_hold(k->s->cl, -1);
+}
+
 static void call_cancel(void *source, vl_future *f, int status)
 {
     ccall *k = source;
@@ -246,6 +257,7 @@ static void call_cancel(void *source, vl_future *f, int status)
     VL__UNUSED(f);
     VL__UNUSED(status);
     k->f = NULL; /* what it waits for still counts down, to free it */
+    call_unhold(k);
 }
 
 static void call_describe(void *source, char *buf, size_t n)
@@ -272,6 +284,7 @@ static ccall *call_new(vl_redis_cluster_sub *s)
     if (s->calls != NULL)
         s->calls->prev = k;
     s->calls = k;
+    vl__cluster_hold(s->cl, +1);
     return k;
 }
 
@@ -283,6 +296,7 @@ static void call_complete(ccall *k, int status, const char *msg)
     if (f == NULL)
         return;
     k->f = NULL;
+    call_unhold(k);
     vl__future_set_source(f, NULL, NULL);
     vl__future_complete(f, status, NULL, VL__VAL_NONE, NULL, msg);
 }

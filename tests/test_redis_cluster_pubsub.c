@@ -739,6 +739,16 @@ static void free_inside_message(void **state)
 
 /* ---- before the map, and published through the cluster ---- */
 
+/* Frees the subscriber once its call is confirmed; marks it with msgs -1. */
+static void confirmed_then_free(vl_future *f, void *ud)
+{
+    rx *x = ud;
+
+    x->msgs = vl_future_status(f) == VL_OK ? -1 : -2;
+    vl_redis_cluster_sub_free(x->s);
+    x->s = NULL;
+}
+
 static void before_the_map(void **state)
 {
     const char *names[3] = {"sp:10", "sp:11", "sp:12"};
@@ -776,6 +786,20 @@ static void before_the_map(void **state)
     assert_int_equal(x->gaps, 0);
 
     vl_redis_cluster_sub_free(x->s);
+    free(x);
+    vl_redis_cluster_free(cl);
+
+    /* The loop-alive rule: a call made before the map keeps vl_loop_run
+     * itself running (not only vl_loop_run_until) until it is confirmed;
+     * its callback frees the subscriber, and then the loop may return. */
+    cl = vl_redis_cluster_new(loop, tu_env("VL_TEST_CLUSTER_URL"), NULL);
+    x = rx_new(cl);
+    f = vl_redis_cluster_ssubscribe(x->s, 3, names);
+    assert_non_null(f);
+    x->msgs = 0;
+    assert_int_equal(vl_future_then(f, confirmed_then_free, x), VL_OK);
+    vl_loop_run(loop);
+    assert_int_equal(x->msgs, -1); /* the callback ran, with VL_OK */
     free(x);
     vl_redis_cluster_free(cl);
     tu_finish(loop);
