@@ -395,9 +395,12 @@ VL_EXPORT void vl_redis_cluster_free(vl_redis_cluster *cl);
  *  - its node answers SSUBSCRIBE with MOVED (the map is corrected at once);
  *  - its node's connection was lost and came back: every channel of that
  *    node is subscribed again, so one whose slot left meanwhile follows the
- *    MOVED answer. Redis 7 ends the shard subscriptions of a slot that a
- *    node gives away by sending "sunsubscribe" unasked; the node's
- *    subscriber takes that as the end of its connection.
+ *    MOVED answer;
+ *  - its node gives the slot away: Redis 7 then ends the slot's shard
+ *    subscriptions by sending "sunsubscribe" unasked; the node's subscriber
+ *    reports that (volley/pubsub.h, "Shard channels") and the channel is
+ *    subscribed on the slot's new owner at once, without a reconnect: its
+ *    gap runs from that moment;
  *  - its primary failed: while a node's subscriber is down the cluster is
  *    asked for its map every 500 ms (no more often than
  *    refresh_min_interval_ms allows), so a replica's promotion is seen
@@ -406,9 +409,9 @@ VL_EXPORT void vl_redis_cluster_free(vl_redis_cluster *cl);
  * lost: Redis keeps no backlog. Once such a channel is confirmed again, the
  * gap callback runs once for it with how long it was without its
  * subscription: from the loss of the node's connection, the map change or
- * the MOVED (for a failed primary: from when its subscriber was first seen
- * down, up to 500 ms late) to the confirmation on its new node. A channel
- * that was never confirmed has no gap. A CLUSTERDOWN, TRYAGAIN or LOADING
+ * the MOVED (for a failed primary: from the loss of its subscriber's
+ * connection, vl_redis_sub_down_since_ms) to the confirmation on its new
+ * node. A channel that was never confirmed has no gap. A CLUSTERDOWN, TRYAGAIN or LOADING
  * answer keeps the channel waiting for the next map (a refresh is asked
  * for); after 5 MOVED answers in a row it waits for the next refreshed
  * map; any other refusal ("-NOPERM", "-ERR ...") withdraws it, as on one
