@@ -44,7 +44,7 @@ mysql_tables() {
         -e "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = '$VL_TEST_MYSQL_DB' AND table_name IN ('bench_kv', 'bench_ins')"
 }
 
-echo "1..27"
+echo "1..28"
 IFS=, read -r P1 _ <<<"${VL_TEST_REDIS_PORTS:-}"
 
 # 1-4: run.sh answers --help and bad arguments before any server starts
@@ -145,5 +145,13 @@ echo $? >"$T/delay.rc"
 cp "$T/delay" "$T/log"
 check "with --redis the default suite is valid, and redis-delay needs loopback only" \
     eval 'env -u VL_TEST_REDIS_PORTS "$BIN" --check-args --redis "redis://127.0.0.1:$P1" && rc_is delay 0'
+
+# 28: run.sh with --redis starts no server and writes its results.
+VL_BENCH_RESULTS=$T/results timeout 120 "$ROOT/bench/run.sh" --redis "redis://127.0.0.1:$P1" \
+    -t redis-get -m async -n 100 --no-ref >"$T/ext" 2>&1
+echo $? >"$T/ext.rc"
+cp "$T/ext" "$T/log"
+check "run.sh --redis URL starts no server, runs and writes latest.csv" \
+    eval 'rc_is ext 0 && has ext "no server started" && ! has ext "servers.sh: started" && grep -q "\"redis-get\"" "$T/results/latest.csv"'
 
 [ "$fails" -eq 0 ]
