@@ -18,8 +18,15 @@
  * connect future that cannot keep its value frees it at once), so the I/O
  * callback counts `busy` and a free inside it only marks the stream; the
  * memory goes when the callback returns.
+ *
+ * TLS (tls://) goes through lib/tls.c, the layer rediss:// uses: a client's
+ * context is made from the URL at connect, a server's once at listen, and
+ * the handshake is a state of the watcher (hs) before the stream is given
+ * out. The buffers hold plaintext; what the session decrypted ahead is read
+ * by a 0 ms timer (rtimer), since the socket will not signal it.
  */
 #include "internal.h"
+#include "tls.h"
 #include "url.h"
 
 #include <arpa/inet.h>
@@ -71,6 +78,7 @@ struct vl_stream {
     vl__defer defer; /* the send of this iteration's writes */
     vl_future *df;
     vl_future *cf; /* close */
+    int out_due;   /* the write watcher completes a drain or close */
     /* connect */
     vl_future *connf;
     vl__timer ctimer;
@@ -79,6 +87,20 @@ struct vl_stream {
     char *addr_err;
     int port;
     char *path;
+    /* TLS (tls://): the session over fd once it exists; hs is what a
+     * pending handshake waits for (VL__TLS_WANT_*), 0 when none is. */
+    vl__tls_ctx *tls_ctx; /* a client's, until the session holds it */
+    char *tls_host;       /* what the server's certificate must name */
+    vl__tls *sess;
+    int hs;
+    int tls_rw;           /* a TLS read waits for the socket to be writable */
+    int tls_wr;           /* a TLS write waits for it to be readable */
+    int tls_blocked;      /* the last TLS read waited for the socket */
+    vl__timer rtimer;     /* reads what the session holds, which the socket
+                           * will not signal (0 ms: after the next poll, so
+                           * that a read it completes ends the iteration) */
+    vl_stream_server *srv; /* accepted, handshake pending: who gets it */
+    vl_stream *hs_prev, *hs_next;
 };
 
 struct vl_stream_server {
@@ -98,6 +120,10 @@ struct vl_stream_server {
     char *errmsg;
     vl_stream_accept_fn on_accept;
     void *ud;
+    vl__tls_ctx *tls_ctx; /* tls://: made once, at listen */
+    vl_stream *hs_list;   /* accepted streams still in their handshake */
+    uint64_t hs_failures;
+    char *hs_error;       /* the last failed handshake's reason */
 };
 
 /* ---- options ---- */
@@ -110,8 +136,9 @@ static const size_t opts_ends[] = {
     VL__END(vl_stream_options, write_low_water),
     VL__END(vl_stream_options, backlog),
     VL__END(vl_stream_options, server_holds_loop),
+    VL__END(vl_stream_options, handshake_timeout_ms),
 };
-_Static_assert(sizeof(vl_stream_options) == VL__END(vl_stream_options, server_holds_loop),
+_Static_assert(sizeof(vl_stream_options) == VL__END(vl_stream_options, handshake_timeout_ms),
                "vl_stream_options ends with padding");
 static const vl__opts_desc opts_desc = {"vl_stream_options", sizeof(vl_stream_options), opts_ends,
                                         sizeof(opts_ends) / sizeof(opts_ends[0])};
@@ -126,6 +153,7 @@ static void opts_defaults(vl_stream_options *o)
     o->write_low_water = 64u * 1024;
     o->backlog = 511;
     o->server_holds_loop = 1;
+    o->handshake_timeout_ms = 10000;
 }
 
 void vl_stream_options_init_sized(vl_stream_options *o, size_t struct_size)
@@ -190,8 +218,9 @@ static int saddr_make(saddr *a, const char *host, int port, const char *path)
     return VL_EINVAL;
 }
 
-/* Parses "tcp://host:port" or "unix:///path". */
-static int addr_parse(const char *addr, vl__url *u, char *why, size_t n)
+/* Parses "tcp://host:port", "tls://host:port?..." (*tls set; the query is
+ * left to vl__tls_ctx_from_url) or "unix:///path". */
+static int addr_parse(const char *addr, vl__url *u, int *tls, char *why, size_t n)
 {
     int rc;
 
@@ -226,9 +255,13 @@ static int addr_parse(const char *addr, vl__url *u, char *why, size_t n)
 parsed:
     if (rc != VL_OK)
         return rc;
-    if (strcmp(u->scheme, "tls") == 0 || strcmp(u->scheme, "ssl") == 0) {
-        snprintf(why, n, "%s: TLS streams are not supported", u->display);
-        return VL_EUNSUPPORTED;
+    *tls = strcmp(u->scheme, "tls") == 0;
+    if (*tls) {
+        if (u->host[0] == '\0' || (u->path != NULL && u->path[0] != '\0')) {
+            snprintf(why, n, "%s: expected tls://host:port", u->display);
+            return VL_EINVAL;
+        }
+        return VL_OK;
     }
     if (strcmp(u->scheme, "unix") == 0) {
         if (u->host[0] != '\0' || u->path == NULL || u->path[0] == '\0') {
@@ -237,7 +270,8 @@ parsed:
         }
     } else if (strcmp(u->scheme, "tcp") != 0 || u->host[0] == '\0' ||
                (u->path != NULL && u->path[0] != '\0')) {
-        snprintf(why, n, "%s: expected tcp://host:port or unix:///path", u->display);
+        snprintf(why, n, "%s: expected tcp://host:port, tls://host:port or unix:///path",
+                 u->display);
         return VL_EINVAL;
     }
     if (u->nparams > 0) {
@@ -277,8 +311,11 @@ static size_t read_bound(const vl_stream *s)
 
 static int holds_loop(const vl_stream *s)
 {
-    return s->rf != NULL || s->df != NULL || s->cf != NULL || s->connf != NULL || s->ob_len > 0;
+    return s->rf != NULL || s->df != NULL || s->cf != NULL || s->connf != NULL || s->ob_len > 0 ||
+           (s->srv != NULL && s->o.server_holds_loop);
 }
+
+static void rtimer_cb(vl__timer *t, void *ud);
 
 /* The one place the watcher changes: libev wants an unref'd watcher ref'd
  * again before it is stopped or changed. */
@@ -287,14 +324,24 @@ static void io_update(vl_stream *s)
     int ev = 0;
 
     if (s->fd >= 0) {
-        if (s->connf != NULL) {
+        if (s->hs != 0) {
+            ev = s->hs == VL__TLS_WANT_WRITE ? VL__WRITE : VL__READ;
+        } else if (s->connf != NULL) {
             ev = VL__WRITE;
-        } else if (s->cf == NULL) {
-            if (!s->eof && !s->err && !s->nomem && s->ib_len < read_bound(s))
-                ev |= VL__READ;
+        } else {
+            if (s->cf == NULL && !s->eof && !s->err && !s->nomem && s->ib_len < read_bound(s)) {
+                ev |= VL__READ | (s->tls_rw ? VL__WRITE : 0);
+                /* Decrypted bytes (or whole records read ahead) wait in
+                 * the session; the socket will not say so. */
+                if (s->sess != NULL && !s->tls_blocked && vl__tls_pending(s->sess) > 0 &&
+                    !vl__timer_active(&s->rtimer))
+                    vl__timer_start(&s->rtimer, 0);
+            }
+            if (s->ob_len > 0 && !s->defer.queued)
+                ev |= s->tls_wr ? VL__READ : VL__WRITE;
+            if (s->out_due)
+                ev |= VL__WRITE;
         }
-        if (s->connf == NULL && s->ob_len > 0 && !s->defer.queued)
-            ev |= VL__WRITE;
     }
     if (s->unref) {
         vl__loop_ref(s->loop);
@@ -317,6 +364,10 @@ static void close_fd(vl_stream *s)
         s->unref = 0;
     }
     vl__io_stop(&s->io);
+    /* close_notify (one attempt) goes before the socket does. */
+    vl__tls_free(s->sess);
+    s->sess = NULL;
+    s->hs = s->tls_rw = s->tls_wr = 0;
     if (s->fd >= 0)
         close(s->fd);
     s->fd = -1;
@@ -593,6 +644,31 @@ static size_t ib_room(vl_stream *s, size_t bound)
     return want - s->ib_off - s->ib_len;
 }
 
+/* One TLS read into the buffer's room: 0 to go on, 1 to stop (waiting for
+ * the socket, EOF, or the stream failed). */
+static int tls_read(vl_stream *s, size_t room)
+{
+    char why[256];
+    int want = 0;
+    ssize_t n = vl__tls_read(s->sess, s->ib + s->ib_off + s->ib_len, room, &want, why,
+                             sizeof(why));
+
+    s->tls_rw = n == -1 && want == VL__TLS_WANT_WRITE;
+    s->tls_blocked = n == -1;
+    if (n > 0) {
+        s->ib_len += (size_t)n;
+        return 0;
+    }
+    if (n == 0) {
+        s->eof = 1;
+    } else if (n == -2) {
+        char *msg = vl__asprintf("read %s: %s", s->name, why);
+        stream_fail(s, VL_ECONN, msg != NULL ? msg : why);
+        vl__free(msg);
+    }
+    return 1;
+}
+
 static void do_read(vl_stream *s)
 {
     int rounds;
@@ -611,6 +687,11 @@ static void do_read(vl_stream *s)
         }
         if (room > bound - s->ib_len)
             room = bound - s->ib_len;
+        if (s->sess != NULL) {
+            if (tls_read(s, room) != 0)
+                break;
+            continue;
+        }
         n = recv(s->fd, s->ib + s->ib_off + s->ib_len, room, 0);
         if (n > 0) {
             s->ib_len += (size_t)n;
@@ -631,8 +712,16 @@ static void do_read(vl_stream *s)
 
 /* ---- writing ---- */
 
+/* 1 when a drain or close waits only for the output that is gone now. */
+static int output_due(const vl_stream *s)
+{
+    return (s->df != NULL && s->ob_len <= s->o.write_low_water) ||
+           (s->cf != NULL && s->ob_len == 0 && !s->err);
+}
+
 static void after_output(vl_stream *s)
 {
+    s->out_due = 0;
     if (s->ob_len <= s->o.write_low_water)
         finish(&s->df, VL_OK, NULL);
     if (s->ob_len == 0 && s->cf != NULL && !s->err) {
@@ -642,11 +731,46 @@ static void after_output(vl_stream *s)
     }
 }
 
+/* One TLS write of the buffer's head (the session's rule: what a write
+ * that waited was given stays first and unchanged, which the buffer keeps
+ * by only ever appending and moving): 0 to go on, 1 when it waits for the
+ * socket, -1 when the stream failed. */
+static int tls_write(vl_stream *s)
+{
+    char why[256];
+    int want = 0;
+    ssize_t n = vl__tls_write(s->sess, s->ob + s->ob_off, s->ob_len, &want, why, sizeof(why));
+
+    s->tls_wr = n == -1 && want == VL__TLS_WANT_READ;
+    if (n > 0) {
+        s->ob_off += (size_t)n;
+        s->ob_len -= (size_t)n;
+        return 0;
+    }
+    if (n == -1)
+        return 1;
+    {
+        char *msg = vl__asprintf("write %s: %s", s->name, why);
+        stream_fail(s, VL_ECONN, msg != NULL ? msg : why);
+        vl__free(msg);
+    }
+    return -1;
+}
+
 /* Sends what the buffer holds. 0, or -1 when the stream failed. */
 static int flush(vl_stream *s)
 {
     while (s->ob_len > 0 && s->fd >= 0) {
-        ssize_t n = send(s->fd, s->ob + s->ob_off, s->ob_len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        ssize_t n;
+        if (s->sess != NULL) {
+            int rc = tls_write(s);
+            if (rc < 0)
+                return -1;
+            if (rc > 0)
+                break;
+            continue;
+        }
+        n = send(s->fd, s->ob + s->ob_off, s->ob_len, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n > 0) {
             s->ob_off += (size_t)n;
             s->ob_len -= (size_t)n;
@@ -668,13 +792,10 @@ static int flush(vl_stream *s)
  * before the loop next waits (the prepare phase), as lib/redis.c does:
  * a server answering many lines of one read pays one syscall, not one per
  * line. What the socket does not take then waits for the write watcher. */
-static void flush_deferred(vl__defer *d)
+/* The end of a callback that ran with busy counted: the memory of a
+ * stream freed meanwhile goes now, a live one gets its watcher updated. */
+static void cb_done(vl_stream *s)
 {
-    vl_stream *s = (vl_stream *)(void *)((char *)d - offsetof(vl_stream, defer));
-
-    s->busy++;
-    if (s->fd >= 0 && flush(s) == 0)
-        after_output(s);
     s->busy--;
     if (s->freed) {
         if (s->busy == 0)
@@ -682,6 +803,31 @@ static void flush_deferred(vl__defer *d)
         return;
     }
     io_update(s);
+}
+
+static void flush_deferred(vl__defer *d)
+{
+    vl_stream *s = (vl_stream *)(void *)((char *)d - offsetof(vl_stream, defer));
+
+    /* A drain or close that this flush completes does so from the write
+     * watcher, after the poll: completed in this (prepare) phase, its
+     * continuation would run before a poll that nothing then wakes. */
+    s->busy++;
+    if (s->fd >= 0 && flush(s) == 0 && output_due(s))
+        s->out_due = 1;
+    cb_done(s);
+}
+
+/* Reads what the TLS session holds (io_update starts it). */
+static void rtimer_cb(vl__timer *t, void *ud)
+{
+    vl_stream *s = ud;
+
+    VL__UNUSED(t);
+    s->busy++;
+    if (s->fd >= 0 && s->cf == NULL)
+        do_read(s);
+    cb_done(s);
 }
 
 int vl_stream_write(vl_stream *s, const void *data, size_t len)
@@ -755,7 +901,10 @@ static void connect_fail(vl_stream *s, int status, const char *reason)
     vl_stream_free(s);
 }
 
-static void connect_up(vl_stream *s)
+static void hs_step(vl_stream *s);
+
+/* The connection is up (and its TLS handshake done): the future gets it. */
+static void stream_up(vl_stream *s)
 {
     vl_future *f = s->connf;
 
@@ -765,6 +914,111 @@ static void connect_up(vl_stream *s)
     /* The future owns the stream until taken; if it cannot keep it, it
      * frees it right here (busy keeps the memory until io_cb returns). */
     vl__future_complete(f, VL_OK, s, VL__VAL_USER, stream_free_value, NULL);
+}
+
+/* TCP is up: a TLS stream starts its handshake, within the same
+ * connect_timeout_ms. */
+static void connect_up(vl_stream *s)
+{
+    if (s->tls_ctx == NULL) {
+        stream_up(s);
+        return;
+    }
+    s->sess = vl__tls_new(s->tls_ctx, s->fd, s->tls_host);
+    if (s->sess == NULL) {
+        connect_fail(s, VL_ENOMEM, "out of memory for the TLS session");
+        return;
+    }
+    s->hs = VL__TLS_WANT_WRITE;
+    hs_step(s);
+}
+
+static void hs_accepted(vl_stream *s, int rc, const char *why);
+
+/* One step of a client's or an accepted stream's TLS handshake. */
+static void hs_step(vl_stream *s)
+{
+    char why[256];
+    int rc = vl__tls_handshake(s->sess, why, sizeof(why));
+
+    if (rc == VL__TLS_WANT_READ || rc == VL__TLS_WANT_WRITE) {
+        s->hs = rc;
+        io_update(s);
+        return;
+    }
+    s->hs = 0;
+    if (s->srv != NULL)
+        hs_accepted(s, rc, why);
+    else if (rc == VL_OK)
+        stream_up(s);
+    else
+        connect_fail(s, rc == VL_ENOMEM ? VL_ENOMEM : VL_ECONN, why);
+}
+
+static void hs_unlink(vl_stream *s)
+{
+    if (s->srv == NULL)
+        return;
+    if (s->hs_prev != NULL)
+        s->hs_prev->hs_next = s->hs_next;
+    else
+        s->srv->hs_list = s->hs_next;
+    if (s->hs_next != NULL)
+        s->hs_next->hs_prev = s->hs_prev;
+    s->hs_prev = s->hs_next = NULL;
+    s->srv = NULL;
+}
+
+static void server_release(vl_stream_server *srv);
+
+/* A failed handshake of an accepted connection is nobody's business but
+ * the operator's: counted, its reason kept, the connection closed. */
+static void hs_refused(vl_stream_server *srv, vl_stream *s, const char *why)
+{
+    char *msg = vl__asprintf("%s: %s", s->name, why);
+
+    srv->hs_failures++;
+    vl__free(srv->hs_error);
+    srv->hs_error = msg;
+    vl_stream_free(s);
+}
+
+/* An accepted stream's handshake ended: on_accept gets it only now. */
+static void hs_accepted(vl_stream *s, int rc, const char *why)
+{
+    vl_stream_server *srv = s->srv;
+
+    hs_unlink(s);
+    vl__timer_stop(&s->ctimer);
+    if (rc != VL_OK) {
+        hs_refused(srv, s, why);
+        return;
+    }
+    io_update(s);
+    srv->busy++;
+    srv->on_accept(srv, s, srv->ud);
+    srv->busy--;
+    if (srv->closed && srv->busy == 0)
+        server_release(srv);
+}
+
+/* An accepted connection on a tls:// server: its handshake first. */
+static void hs_begin(vl_stream_server *srv, vl_stream *s)
+{
+    s->sess = vl__tls_new(srv->tls_ctx, s->fd, NULL);
+    if (s->sess == NULL) {
+        hs_refused(srv, s, "out of memory for the TLS session");
+        return;
+    }
+    s->srv = srv;
+    s->hs_next = srv->hs_list;
+    if (srv->hs_list != NULL)
+        srv->hs_list->hs_prev = s;
+    srv->hs_list = s;
+    s->hs = VL__TLS_WANT_READ;
+    if (s->o.handshake_timeout_ms > 0)
+        vl__timer_start(&s->ctimer, s->o.handshake_timeout_ms);
+    hs_step(s);
 }
 
 /* Tries the next addresses until one connects or is connecting. */
@@ -843,21 +1097,21 @@ static void io_cb(vl__io *io, int events, void *ud)
 
     VL__UNUSED(io);
     s->busy++;
-    if (s->connf != NULL) {
+    if (s->hs != 0) {
+        hs_step(s);
+    } else if (s->connf != NULL) {
         connect_done(s);
     } else {
-        if ((events & VL__WRITE) && s->fd >= 0 && flush(s) == 0)
+        /* A TLS write may wait for the socket to be readable, a TLS read
+         * for it to be writable. */
+        int wr = (events & VL__WRITE) || ((events & VL__READ) && s->tls_wr);
+        int rd = ((events & VL__READ) || ((events & VL__WRITE) && s->tls_rw)) && s->cf == NULL;
+        if (wr && s->fd >= 0 && flush(s) == 0)
             after_output(s);
-        if ((events & VL__READ) && s->fd >= 0 && !s->freed)
+        if (rd && s->fd >= 0 && !s->freed)
             do_read(s);
     }
-    s->busy--;
-    if (s->freed) {
-        if (s->busy == 0)
-            release(s);
-        return;
-    }
-    io_update(s);
+    cb_done(s);
 }
 
 static void ctimer_cb(vl__timer *t, void *ud)
@@ -866,6 +1120,12 @@ static void ctimer_cb(vl__timer *t, void *ud)
     char msg[64];
 
     VL__UNUSED(t);
+    if (s->srv != NULL) {
+        snprintf(msg, sizeof(msg), "TLS handshake timed out after %" PRIu64 " ms",
+                 s->o.handshake_timeout_ms);
+        hs_accepted(s, VL_ETIMEDOUT, msg);
+        return;
+    }
     if (s->connf == NULL)
         return;
     snprintf(msg, sizeof(msg), "timed out after %" PRIu64 " ms", s->o.connect_timeout_ms);
@@ -903,6 +1163,7 @@ static vl_stream *stream_new(vl_loop *loop, const vl_stream_options *o, int fd)
     s->fd = fd;
     vl__io_init(&s->io, loop, fd, io_cb, s);
     vl__timer_init(&s->ctimer, loop, ctimer_cb, s);
+    vl__timer_init(&s->rtimer, loop, rtimer_cb, s);
     vl__handle_add(loop, &s->h, handle_free);
     return s;
 }
@@ -910,10 +1171,11 @@ static vl_stream *stream_new(vl_loop *loop, const vl_stream_options *o, int fd)
 vl_future *vl_stream_connect(vl_loop *loop, const char *addr, const vl_stream_options *o)
 {
     vl_stream_options opts;
-    char why[256];
+    char why[640];
+    vl__tls_ctx *tls_ctx = NULL;
     vl__url u;
     vl_stream *s;
-    int rc;
+    int rc, tls = 0;
 
     if (loop == NULL)
         return NULL;
@@ -921,10 +1183,18 @@ vl_future *vl_stream_connect(vl_loop *loop, const char *addr, const vl_stream_op
         return vl__future_failed(loop, VL_ECLOSED, "connect: the loop is being freed");
     if (opts_read(&opts, o, why, sizeof(why)) != VL_OK)
         return vl__future_failed(loop, VL_EINVAL, "connect: %s", why);
-    rc = addr_parse(addr, &u, why, sizeof(why));
+    rc = addr_parse(addr, &u, &tls, why, sizeof(why));
     if (rc == VL_OK && u.path == NULL && (u.port <= 0 || u.port > 65535)) {
         snprintf(why, sizeof(why), "%s: no port", u.display);
         rc = VL_EINVAL;
+    }
+    if (rc == VL_OK && tls) {
+        char twhy[256];
+        /* The files are read here, once per connect, as rediss:// does per
+         * connection that has no pool to share a context with. */
+        rc = vl__tls_ctx_from_url(&tls_ctx, &u, 0, twhy, sizeof(twhy));
+        if (rc != VL_OK)
+            snprintf(why, sizeof(why), "%s: %s", u.display, twhy);
     }
     if (rc != VL_OK) {
         vl__url_clear(&u);
@@ -932,15 +1202,20 @@ vl_future *vl_stream_connect(vl_loop *loop, const char *addr, const vl_stream_op
     }
     s = stream_new(loop, &opts, -1);
     if (s == NULL) {
+        vl__tls_ctx_free(tls_ctx);
         vl__url_clear(&u);
         return NULL;
     }
+    s->tls_ctx = tls_ctx;
+    if (tls)
+        s->tls_host = vl__strdup(u.host);
     s->name = vl__strdup(u.display);
     s->port = u.port;
     if (u.host[0] == '\0')
         s->path = vl__strdup(u.path);
     s->connf = vl__future_make(loop, &connect_ops, s);
-    if (s->name == NULL || s->connf == NULL || (u.host[0] == '\0' && s->path == NULL)) {
+    if (s->name == NULL || s->connf == NULL || (u.host[0] == '\0' && s->path == NULL) ||
+        (tls && s->tls_host == NULL)) {
         vl_future *f = s->connf;
         s->connf = NULL;
         if (f != NULL) {
@@ -1100,6 +1375,9 @@ void vl_stream_abort(vl_stream *s)
     if (s->fd >= 0)
         (void)setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
     s->ib_len = s->ib_off = 0;
+    /* A reset tells the peer nothing, close_notify included. */
+    vl__tls_discard(s->sess);
+    s->sess = NULL;
     stream_fail(s, VL_ECLOSED, "stream aborted");
 }
 
@@ -1118,9 +1396,15 @@ void vl_stream_free(vl_stream *s)
         vl_future_cancel(s->tok->f);
         s->tok = NULL;
     }
+    hs_unlink(s);
     vl__timer_stop(&s->ctimer);
     vl__defer_cancel(s->loop, &s->defer);
+    vl__timer_stop(&s->rtimer);
     close_fd(s);
+    vl__tls_ctx_free(s->tls_ctx);
+    vl__free(s->tls_host);
+    s->tls_ctx = NULL;
+    s->tls_host = NULL;
     vl__free(s->ib);
     vl__free(s->ob);
     vl__free(s->name);
@@ -1219,6 +1503,10 @@ static void accept_cb(vl__io *io, int events, void *ud)
                 close(fd);
             continue;
         }
+        if (srv->tls_ctx != NULL) {
+            hs_begin(srv, s);
+            continue;
+        }
         io_update(s);
         srv->on_accept(srv, s, srv->ud);
     }
@@ -1291,9 +1579,9 @@ vl_stream_server *vl_stream_listen(vl_loop *loop, const char *addr, const vl_str
                                    vl_stream_accept_fn on_accept, void *ud)
 {
     vl_stream_server *srv;
-    char why[256] = "";
+    char why[640] = "";
     vl__url u;
-    int rc;
+    int rc, tls = 0;
 
     if (loop == NULL || on_accept == NULL)
         return NULL;
@@ -1309,7 +1597,15 @@ vl_stream_server *vl_stream_listen(vl_loop *loop, const char *addr, const vl_str
     memset(&u, 0, sizeof(u));
     rc = opts_read(&srv->o, o, why, sizeof(why));
     if (rc == VL_OK)
-        rc = addr_parse(addr, &u, why, sizeof(why));
+        rc = addr_parse(addr, &u, &tls, why, sizeof(why));
+    if (rc == VL_OK && tls) {
+        char twhy[256];
+        /* One context for the server's life: its files are read now, so a
+         * missing or bad one fails the listen, not every handshake. */
+        rc = vl__tls_ctx_from_url(&srv->tls_ctx, &u, 1, twhy, sizeof(twhy));
+        if (rc != VL_OK)
+            snprintf(why, sizeof(why), "listen %s: %s", u.display, twhy);
+    }
     if (rc == VL_OK && vl__loop_closing(loop)) {
         snprintf(why, sizeof(why), "listen: the loop is being freed");
         rc = VL_ECLOSED;
@@ -1324,6 +1620,10 @@ vl_stream_server *vl_stream_listen(vl_loop *loop, const char *addr, const vl_str
     if (rc == VL_OK)
         rc = server_open(srv, &u, why, sizeof(why));
     vl__url_clear(&u);
+    if (rc != VL_OK) {
+        vl__tls_ctx_free(srv->tls_ctx);
+        srv->tls_ctx = NULL;
+    }
     if (rc == VL_ENOMEM) {
         vl__free(srv->name);
         vl__free(srv->path);
@@ -1352,6 +1652,16 @@ const char *vl_stream_server_error(const vl_stream_server *srv)
     return srv != NULL && srv->errmsg != NULL ? srv->errmsg : "";
 }
 
+uint64_t vl_stream_server_handshake_failures(const vl_stream_server *srv)
+{
+    return srv != NULL ? srv->hs_failures : 0;
+}
+
+const char *vl_stream_server_handshake_error(const vl_stream_server *srv)
+{
+    return srv != NULL && srv->hs_error != NULL ? srv->hs_error : "";
+}
+
 int vl_stream_server_port(const vl_stream_server *srv)
 {
     return srv != NULL && srv->status == VL_OK ? srv->port : 0;
@@ -1368,6 +1678,13 @@ void vl_stream_server_close(vl_stream_server *srv)
     }
     vl__io_stop(&srv->io);
     vl__timer_stop(&srv->pause);
+    /* Connections still in their handshake were never handed out. */
+    while (srv->hs_list != NULL)
+        vl_stream_free(srv->hs_list);
+    vl__tls_ctx_free(srv->tls_ctx);
+    vl__free(srv->hs_error);
+    srv->tls_ctx = NULL;
+    srv->hs_error = NULL;
     if (srv->fd >= 0) {
         close(srv->fd);
         if (srv->path != NULL)

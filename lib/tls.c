@@ -15,6 +15,7 @@
  */
 #include "internal.h"
 #include "tls.h"
+#include "url.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -35,7 +36,8 @@ struct vl__tls_ctx {
     BIO_METHOD *meth; /* the socket BIO (send/recv); outlives every session */
     char *servername; /* NULL: each session's host */
     int insecure;
-    int has_cert; /* a client certificate is configured */
+    int has_cert; /* a (client or server) certificate is configured */
+    int server;   /* sessions accept (SSL_accept) */
     int refs;
 };
 
@@ -334,7 +336,11 @@ static int ctx_trust(vl__tls_ctx *c, const vl__tls_config *cfg, char *why, size_
         if (SSL_CTX_load_verify_dir(c->ssl, cfg->capath) != 1)
             return ctx_fail(why, whyn, "CA directory", cfg->capath);
     }
-    if (cfg->cacert == NULL && cfg->capath == NULL && !cfg->insecure) {
+    if (cfg->server && cfg->verify_client && cfg->cacert == NULL && cfg->capath == NULL) {
+        snprintf(why, whyn, "TLS: verify_client needs cacert or capath (the clients' CA)");
+        return VL_EINVAL;
+    }
+    if (cfg->cacert == NULL && cfg->capath == NULL && !cfg->insecure && !cfg->server) {
         ERR_clear_error();
         if (SSL_CTX_set_default_verify_paths(c->ssl) != 1)
             return ctx_fail(why, whyn, "the system's trusted CAs", "(default paths)");
@@ -342,31 +348,41 @@ static int ctx_trust(vl__tls_ctx *c, const vl__tls_config *cfg, char *why, size_
     return VL_OK;
 }
 
-static int ctx_client_cert(vl__tls_ctx *c, const vl__tls_config *cfg, char *why, size_t whyn)
+/* The certificate and key this side presents: a client's optional one, a
+ * server's own (required). */
+static int ctx_own_cert(vl__tls_ctx *c, const vl__tls_config *cfg, char *why, size_t whyn)
 {
     const char *key = cfg->key != NULL ? cfg->key : cfg->cert;
+    const char *who = cfg->server ? "server" : "client";
+    char what[32];
 
     if (cfg->cert == NULL) {
         if (cfg->key != NULL) {
-            snprintf(why, whyn, "TLS: client key %s given without its certificate", cfg->key);
+            snprintf(why, whyn, "TLS: %s key %s given without its certificate", who, cfg->key);
+            return VL_EINVAL;
+        }
+        if (cfg->server) {
+            snprintf(why, whyn, "TLS: a server needs its certificate (cert=) and key (key=)");
             return VL_EINVAL;
         }
         return VL_OK;
     }
     ERR_clear_error();
+    snprintf(what, sizeof(what), "%s certificate", who);
     if (SSL_CTX_use_certificate_chain_file(c->ssl, cfg->cert) != 1)
-        return ctx_fail(why, whyn, "client certificate", cfg->cert);
+        return ctx_fail(why, whyn, what, cfg->cert);
+    snprintf(what, sizeof(what), "%s key", who);
     if (SSL_CTX_use_PrivateKey_file(c->ssl, key, SSL_FILETYPE_PEM) != 1) {
         /* Loading checks the key against the certificate already. */
         if (ERR_GET_LIB(ERR_peek_last_error()) != ERR_LIB_X509 ||
             ERR_GET_REASON(ERR_peek_last_error()) != X509_R_KEY_VALUES_MISMATCH)
-            return ctx_fail(why, whyn, "client key", key);
+            return ctx_fail(why, whyn, what, key);
         goto mismatch;
     }
     if (SSL_CTX_check_private_key(c->ssl) != 1) {
     mismatch:
         ERR_clear_error();
-        snprintf(why, whyn, "TLS: client key %s does not match its certificate %s", key,
+        snprintf(why, whyn, "TLS: %s key %s does not match its certificate %s", who, key,
                  cfg->cert);
         return VL_EINVAL;
     }
@@ -388,10 +404,11 @@ int vl__tls_ctx_new(vl__tls_ctx **out, const vl__tls_config *cfg, char *why, siz
         goto nomem;
     c->refs = 1;
     c->insecure = cfg->insecure != 0;
+    c->server = cfg->server != 0;
     if (cfg->servername != NULL && (c->servername = vl__strdup(cfg->servername)) == NULL)
         goto nomem;
     ERR_clear_error();
-    c->ssl = SSL_CTX_new(TLS_client_method());
+    c->ssl = SSL_CTX_new(c->server ? TLS_server_method() : TLS_client_method());
     c->meth = bio_method_new();
     if (c->ssl == NULL || c->meth == NULL)
         goto nomem;
@@ -412,9 +429,15 @@ int vl__tls_ctx_new(vl__tls_ctx **out, const vl__tls_config *cfg, char *why, siz
      * whether any are buffered). */
     SSL_CTX_set_read_ahead(c->ssl, 1);
     SSL_CTX_set_default_passwd_cb(c->ssl, no_password);
-    SSL_CTX_set_verify(c->ssl, c->insecure ? SSL_VERIFY_NONE : SSL_VERIFY_PEER, NULL);
+    if (c->server)
+        SSL_CTX_set_verify(c->ssl,
+                           cfg->verify_client ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT
+                                              : SSL_VERIFY_NONE,
+                           NULL);
+    else
+        SSL_CTX_set_verify(c->ssl, c->insecure ? SSL_VERIFY_NONE : SSL_VERIFY_PEER, NULL);
     if ((rc = ctx_trust(c, cfg, why, whyn)) != VL_OK ||
-        (rc = ctx_client_cert(c, cfg, why, whyn)) != VL_OK) {
+        (rc = ctx_own_cert(c, cfg, why, whyn)) != VL_OK) {
         vl__tls_ctx_free(c);
         return rc;
     }
@@ -427,6 +450,52 @@ nomem:
     vl__tls_ctx_free(c);
     snprintf(why, whyn, "TLS: out of memory making a context");
     return VL_ENOMEM;
+}
+
+/* 0 or 1 from a URL parameter, -1 for anything else. */
+static int bool_param(const vl__url *u, const char *k)
+{
+    const char *v = vl__url_param(u, k);
+
+    if (v == NULL || strcmp(v, "0") == 0)
+        return 0;
+    return strcmp(v, "1") == 0 ? 1 : -1;
+}
+
+int vl__tls_ctx_from_url(vl__tls_ctx **out, const vl__url *u, int server, char *why, size_t whyn)
+{
+    static const char *const client_keys[] = {"cacert", "capath", "cert", "key",
+                                              "sni",    "insecure", NULL};
+    static const char *const server_keys[] = {"cacert", "capath", "cert", "key",
+                                              "verify_client", NULL};
+    const char *const *known = server ? server_keys : client_keys;
+    vl__tls_config cfg;
+    size_t i, k;
+
+    *out = NULL;
+    for (i = 0; i < u->nparams; i++) {
+        for (k = 0; known[k] != NULL && strcmp(known[k], u->keys[i]) != 0; k++)
+            ;
+        if (known[k] == NULL) {
+            snprintf(why, whyn, "unknown parameter %s%s", u->keys[i],
+                     server ? " for a TLS listener" : "");
+            return VL_EINVAL;
+        }
+    }
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.cacert = vl__url_param(u, "cacert");
+    cfg.capath = vl__url_param(u, "capath");
+    cfg.cert = vl__url_param(u, "cert");
+    cfg.key = vl__url_param(u, "key");
+    cfg.servername = vl__url_param(u, "sni");
+    cfg.server = server;
+    cfg.insecure = bool_param(u, "insecure");
+    cfg.verify_client = bool_param(u, "verify_client");
+    if (cfg.insecure < 0 || cfg.verify_client < 0) {
+        snprintf(why, whyn, "%s must be 0 or 1", cfg.insecure < 0 ? "insecure" : "verify_client");
+        return VL_EINVAL;
+    }
+    return vl__tls_ctx_new(out, &cfg, why, whyn);
 }
 
 void vl__tls_ctx_ref(vl__tls_ctx *ctx)
@@ -508,6 +577,11 @@ vl__tls *vl__tls_new(vl__tls_ctx *ctx, int fd, const char *host)
     BIO_set_data(bio, t);
     /* One BIO for both directions: SSL takes its one reference. */
     SSL_set_bio(t->ssl, bio, bio);
+    if (ctx->server) {
+        SSL_set_accept_state(t->ssl);
+        ERR_clear_error();
+        return t;
+    }
     SSL_set_connect_state(t->ssl);
     if (name != NULL && name[0] != '\0' && !session_host(t, name))
         goto fail;
@@ -529,7 +603,7 @@ int vl__tls_handshake(vl__tls *t, char *why, size_t whyn)
         snprintf(why, whyn, "TLS: the session already failed");
         return VL_ECONN;
     }
-    if (t->host == NULL && !t->ctx->insecure) {
+    if (t->host == NULL && !t->ctx->insecure && !t->ctx->server) {
         t->failed = 1;
         snprintf(why, whyn, "TLS: no host name to verify the server's certificate against");
         return VL_ECONN;
@@ -549,7 +623,8 @@ int vl__tls_handshake(vl__tls *t, char *why, size_t whyn)
         return VL_ENOMEM;
     if (rc == 0) {
         t->failed = 1;
-        snprintf(why, whyn, "TLS: server closed the connection during the TLS handshake");
+        snprintf(why, whyn, "TLS: %s closed the connection during the TLS handshake",
+                 t->ctx->server ? "client" : "server");
     }
     return VL_ECONN;
 }
@@ -613,7 +688,8 @@ ssize_t vl__tls_write(vl__tls *t, const void *buf, size_t n, int *want, char *wh
     if (rc == 0) {
         /* Nothing more can be sent once the peer said close_notify. */
         t->failed = 1;
-        snprintf(why, whyn, "TLS: write: the server closed the connection");
+        snprintf(why, whyn, "TLS: write: the %s closed the connection",
+                 t->ctx->server ? "client" : "server");
         return -2;
     }
     return rc;
@@ -655,4 +731,12 @@ void vl__tls_free(vl__tls *t)
     vl__free(t->host);
     vl__tls_ctx_free(t->ctx);
     vl__free(t);
+}
+
+void vl__tls_discard(vl__tls *t)
+{
+    if (t == NULL)
+        return;
+    t->failed = 1;
+    vl__tls_free(t);
 }

@@ -2,8 +2,8 @@
 /* lib/tls.h - TLS on volley's own non-blocking sockets (OpenSSL 3); not
  * installed.
  *
- * The transport that owns a socket (lib/redis.c) connects it, then hands it
- * to a vl__tls session and from there on reads and writes through it. No
+ * The transport that owns a socket (lib/redis.c, lib/stream.c) connects or
+ * accepts it, then hands it to a vl__tls session and from there on reads and writes through it. No
  * call here blocks: each returns at once and says what the socket must
  * become ready for (read or write) before the same call is repeated.
  *
@@ -41,6 +41,10 @@ typedef struct vl__tls_config {
     const char *key;        /* its private key (PEM); NULL: in `cert`, or none */
     const char *servername; /* name to verify and send as SNI; NULL: the host */
     int insecure;           /* 1: no peer verification at all (an explicit opt-out) */
+    int server;             /* 1: the server side (SSL_accept): cert and key are the
+                             * server's own (required); cacert/capath verify clients */
+    int verify_client;      /* server: 1 requires a client certificate that leads to
+                             * cacert/capath (one of them required) */
 } vl__tls_config;
 
 typedef struct vl__tls_ctx vl__tls_ctx;
@@ -55,6 +59,15 @@ enum { VL__TLS_WANT_READ = 1, VL__TLS_WANT_WRITE = 2 };
  * does not match its certificate"); VL_ENOMEM. Reads files: call it once
  * per endpoint, not per connection. */
 int vl__tls_ctx_new(vl__tls_ctx **out, const vl__tls_config *cfg, char *why, size_t whyn);
+struct vl__url;
+/* The TLS parameters of a URL's query into a context: cacert, capath, cert,
+ * key, sni, insecure (0 or 1) for a client; cert, key, cacert, capath,
+ * verify_client (0 or 1) for a server. One parser for every TLS URL
+ * (tls:// streams; rediss:// reads the same names). A parameter outside
+ * that set is refused, so that a typo never turns verification back to
+ * its defaults. Returns as vl__tls_ctx_new. */
+int vl__tls_ctx_from_url(vl__tls_ctx **out, const struct vl__url *u, int server, char *why,
+                         size_t whyn);
 /* Contexts are reference counted: every session holds one reference. */
 void vl__tls_ctx_ref(vl__tls_ctx *ctx);
 void vl__tls_ctx_free(vl__tls_ctx *ctx);
@@ -68,7 +81,8 @@ void vl__tls_ctx_free(vl__tls_ctx *ctx);
  * memory. The session holds a reference to ctx. */
 vl__tls *vl__tls_new(vl__tls_ctx *ctx, int fd, const char *host);
 
-/* Drives the client handshake. VL_OK once it is done; VL__TLS_WANT_READ or
+/* Drives the handshake (SSL_connect, or SSL_accept for a server context,
+ * whose sessions take host NULL). VL_OK once it is done; VL__TLS_WANT_READ or
  * VL__TLS_WANT_WRITE (positive): call again once the socket is ready for
  * that; VL_ECONN with a clear message in why when it failed
  * ("TLS: certificate verify failed: unable to get local issuer
@@ -122,5 +136,8 @@ size_t vl__tls_decrypted(const vl__tls *t);
  * handshake, and not after a fatal error), and frees the session (not the
  * socket) and its reference to the context. Never blocks. NULL is ignored. */
 void vl__tls_free(vl__tls *t);
+/* Frees the session without close_notify: for a connection that is reset
+ * (the peer is told nothing). NULL is ignored. */
+void vl__tls_discard(vl__tls *t);
 
 #endif

@@ -12,14 +12,51 @@
  *
  *   tcp://127.0.0.1:PORT   tcp://[::1]:PORT   tcp://localhost:PORT (connect only)
  *   unix:///path/to.sock
+ *   tls://host:PORT?cacert=F&capath=D&cert=F&key=F&sni=H&insecure=1 (connect)
+ *   tls://127.0.0.1:PORT?cert=F&key=F&cacert=F&verify_client=1      (listen)
  *
  * A listener binds numeric addresses only (the bind happens inside the call,
  * which never blocks on DNS); port 0 lets the kernel pick one, which
  * vl_stream_server_port tells. A client resolves a host name on one of the
  * loop's worker threads (vl_loop_run_in_thread) and tries each address in
- * turn, IPv4 first, all within connect_timeout_ms. tls:// is refused with
- * VL_EUNSUPPORTED: this version has no TLS on streams (volley's TLS layer
- * speaks the client side only).
+ * turn, IPv4 first, all within connect_timeout_ms.
+ *
+ * ---- TLS ---------------------------------------------------------------------
+ *
+ * A tls:// client takes the same parameters, and follows the same
+ * verification rules, as rediss:// (volley/redis.h), with the same code
+ * (OpenSSL 3, lib/tls.c): the server's chain must lead to the system's
+ * trusted CAs, or to cacert= (a PEM file) / capath= (a hashed directory);
+ * its certificate must name the host (DNS name, or IP address for an IP
+ * literal), or sni= when given, which is also sent as SNI (an IP literal is
+ * never sent as SNI); cert= and key= present a client certificate;
+ * insecure=1 turns every check off, as an explicit opt-out. An unknown
+ * parameter is VL_EINVAL. The handshake runs on the loop, never blocking,
+ * within the same connect_timeout_ms as the TCP connect; a failed one (a
+ * wrong CA, an expired certificate, a host-name mismatch) fails the connect
+ * with VL_ECONN and OpenSSL's reason ("connect tls://127.0.0.1:7000: TLS:
+ * certificate verify failed: certificate has expired").
+ *
+ * A tls:// server loads cert= and key= (and cacert=/capath=, the clients'
+ * CAs, for verify_client=1, which then refuses a client without a
+ * certificate that leads to them) once, at listen: a missing or bad file
+ * fails the listen with VL_EINVAL naming the file. Each accepted connection
+ * runs its handshake (SSL_accept) on the loop within handshake_timeout_ms;
+ * on_accept is called only once it succeeded. A failed or timed-out
+ * handshake is closed silently; vl_stream_server_handshake_failures counts
+ * them and vl_stream_server_handshake_error tells the last reason.
+ * Connections still in their handshake belong to the server: closing it
+ * closes them.
+ *
+ * Once the handshake is done every rule below holds over TLS: the buffers
+ * and their bounds count plaintext bytes (what the program reads and
+ * writes; OpenSSL holds at most one record more per direction), a reset
+ * gives VL_ECONN ("read tls://...: TLS: read: Connection reset by peer"),
+ * a peer's close_notify or its EOF is the end of the stream, vl_stream_close
+ * sends close_notify (one attempt, never a wait) once the output is out,
+ * vl_stream_abort resets without it. A TLS 1.3 server that refuses the
+ * client's certificate says so after the client's handshake is done: the
+ * client's first read then fails with VL_ECONN and the server's alert.
  *
  * ---- The rules -----------------------------------------------------------------
  * Each has a test in tests/test_stream.c.
@@ -100,6 +137,11 @@ typedef struct vl_stream_options {
     int server_holds_loop;       /* 1: a listening server keeps vl_loop_run
                                   * running; 0: it accepts only while the loop
                                   * runs for another reason (rule 7) */
+    uint64_t handshake_timeout_ms; /* 10000; 0: none. A tls:// server's bound
+                                  * on each accepted connection's handshake;
+                                  * past it the connection is closed (and
+                                  * counted), never early. A program built
+                                  * before this field gets the default */
 } vl_stream_options;
 
 /* Zeroes the first struct_size bytes of `o`, fills the defaults above of
@@ -123,9 +165,9 @@ typedef void (*vl_stream_accept_fn)(vl_stream_server *srv, vl_stream *s, void *u
  * NULL when out of memory, or when loop or on_accept is NULL. Otherwise a
  * server the caller owns and ends with vl_stream_server_close, also when
  * listening failed: vl_stream_server_status then says why (VL_EINVAL for a
- * malformed address, a host name or bad options; VL_EUNSUPPORTED for
- * tls://; VL_ECONN when socket, bind or listen failed, as "listen
- * tcp://127.0.0.1:80: Permission denied"; VL_ECLOSED while the loop is
+ * malformed address, a host name or bad options; VL_ECONN when socket, bind or listen failed, as "listen
+ * tcp://127.0.0.1:80: Permission denied"; VL_EINVAL for a tls:// file that
+ * cannot be loaded, naming it; VL_ECLOSED while the loop is
  * being freed), and the server never calls on_accept. When accept(2) runs
  * out of file descriptors or memory, the server stops accepting for 100 ms
  * and tries again; connections that the library cannot allocate a stream
@@ -141,6 +183,16 @@ VL_EXPORT int vl_stream_server_status(const vl_stream_server *srv);
 /* The detailed message of a failed listen, "" otherwise. Borrowed; valid
  * while the server is. */
 VL_EXPORT const char *vl_stream_server_error(const vl_stream_server *srv);
+
+/* tls:// servers: how many accepted connections failed their handshake
+ * (or its timeout) and were closed without reaching on_accept; 0 for any
+ * other server or NULL. */
+VL_EXPORT uint64_t vl_stream_server_handshake_failures(const vl_stream_server *srv);
+
+/* The last such failure's reason ("tcp://127.0.0.1:41234: TLS: handshake:
+ * wrong version number"), "" when none. Borrowed; valid until the next
+ * failure or the server's close. */
+VL_EXPORT const char *vl_stream_server_handshake_error(const vl_stream_server *srv);
 
 /* The TCP port the server listens on (the kernel's pick for port 0); 0 for
  * a unix socket, a failed server or NULL. */
@@ -158,9 +210,10 @@ VL_EXPORT void vl_stream_server_close(vl_stream_server *srv);
  * completes with VL_OK and a value that is the new vl_stream *: take it
  * with vl_future_take (it is then the caller's, ended with vl_stream_close
  * or vl_stream_free); a stream left in the future is freed with it.
- * Failures: VL_EINVAL (malformed address, no port, bad options),
- * VL_EUNSUPPORTED (tls://), VL_ECONN (name not resolved, refused,
- * unreachable: "connect tcp://127.0.0.1:1: Connection refused"),
+ * Failures: VL_EINVAL (malformed address, no port, bad options, a tls://
+ * file that cannot be loaded), VL_ECONN (name not resolved, refused,
+ * unreachable: "connect tcp://127.0.0.1:1: Connection refused"; a failed
+ * TLS handshake),
  * VL_ETIMEDOUT (connect_timeout_ms passed), VL_ENOMEM, VL_ECLOSED (called
  * while the loop is being freed). Cancelling the future abandons the
  * connect and closes its socket. NULL only when out of memory or loop is
