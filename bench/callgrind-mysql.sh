@@ -77,11 +77,13 @@ if [ -z "${VL_TEST_MYSQL_PORT:-}" ]; then
 fi
 
 # Instructions counted inside bench_MODE_run for one run of N requests.
+# --keep: the table the first run fills serves the others (filling it
+# under valgrind is slow); the bench's tables stay afterwards.
 count() {
     local scenario=$1 mode=$2 n=$3 out=$DIR/cg.$1.$2.$3
     if ! valgrind --tool=callgrind --toggle-collect="bench_${mode}_run" \
         --callgrind-out-file="$out" \
-        "$BIN" --no-fork --once -t "$scenario" -m "$mode" -n "$n" --no-ref -q \
+        "$BIN" --no-fork --once --keep -t "$scenario" -m "$mode" -n "$n" --no-ref -q \
         >"$out.log" 2>&1; then
         cat "$out.log" >&2
         echo "callgrind-mysql.sh: $scenario $mode -n $n failed" >&2
