@@ -15,6 +15,7 @@
  */
 #include "testutil.h"
 #include "tls.h"
+#include "url.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -693,6 +694,73 @@ static void context_errors(void **state)
     ctx_fails(&cfg, "TLS: client key ", "given without its certificate");
 }
 
+/* A server context needs its own certificate and key, a matching pair,
+ * and the clients' CA when it verifies them; a good one loads. */
+static void server_context_errors(void **state)
+{
+    vl__tls_config cfg = {0};
+    vl__tls_ctx *ctx = NULL;
+    char expect[600], why[512] = "";
+
+    (void)state;
+    cfg.server = 1;
+    ctx_fails(&cfg, "TLS: a server needs its certificate (cert=) and key (key=)", "");
+    cfg.cert = "/nonexistent/server.crt";
+    ctx_fails(&cfg, "TLS: cannot load server certificate /nonexistent/server.crt: ", "");
+    cfg.cert = tls_path("server.crt");
+    cfg.key = tls_path("client.key");
+    snprintf(expect, sizeof(expect), "TLS: server key %s does not match its certificate %s",
+             tls_path("client.key"), tls_path("server.crt"));
+    ctx_fails(&cfg, expect, "");
+    cfg.key = tls_path("server.key");
+    cfg.verify_client = 1;
+    ctx_fails(&cfg, "TLS: verify_client needs cacert or capath", "");
+    cfg.cacert = tls_path("ca.crt");
+    assert_int_equal(vl__tls_ctx_new(&ctx, &cfg, why, sizeof(why)), VL_OK);
+    assert_non_null(ctx);
+    vl__tls_ctx_free(ctx);
+    assert_int_equal(ERR_peek_error(), 0);
+    assert_int_equal(tu_alloc_live(), 0);
+}
+
+/* vl__tls_ctx_from_url: 0 or 1 only, and no parameter outside each side's
+ * set (a client has no verify_client, a server no sni). */
+static void context_from_url(void **state)
+{
+    static const struct {
+        const char *url;
+        int server, status;
+        const char *why;
+    } cases[] = {
+        {"tls://127.0.0.1:1?insecure=1", 0, VL_OK, ""},
+        {"tls://127.0.0.1:1?insecure=yes", 0, VL_EINVAL, "insecure must be 0 or 1"},
+        {"tls://127.0.0.1:1?cacer=x", 0, VL_EINVAL, "unknown parameter cacer"},
+        {"tls://127.0.0.1:1?verify_client=1", 0, VL_EINVAL, "unknown parameter verify_client"},
+        {"tls://127.0.0.1:1?sni=x", 1, VL_EINVAL, "unknown parameter sni for a TLS listener"},
+        {"tls://127.0.0.1:1?verify_client=2", 1, VL_EINVAL, "verify_client must be 0 or 1"},
+        {"tls://127.0.0.1:1", 1, VL_EINVAL, "a server needs its certificate"},
+    };
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        vl__tls_ctx *ctx = NULL;
+        char why[512] = "", err[256];
+        vl__url u;
+
+        assert_int_equal(vl__url_parse(cases[i].url, &u, err, sizeof(err)), VL_OK);
+        if (vl__tls_ctx_from_url(&ctx, &u, cases[i].server, why, sizeof(why)) !=
+            cases[i].status)
+            fail_msg("%s: %s", cases[i].url, why);
+        expect_text(why, cases[i].why);
+        assert_true((ctx != NULL) == (cases[i].status == VL_OK));
+        vl__tls_ctx_free(ctx);
+        vl__url_clear(&u);
+    }
+    assert_int_equal(ERR_peek_error(), 0);
+    assert_int_equal(tu_alloc_live(), 0);
+}
+
 /* A key encrypted with a passphrase fails to load; nothing prompts (stdin
  * is a terminal or not, OpenSSL's default callback would read it). */
 static void encrypted_key_never_prompts(void **state)
@@ -1141,6 +1209,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(ca_directory, setup, teardown),
         cmocka_unit_test_setup_teardown(errors_stay_with_their_connection, setup, teardown),
         cmocka_unit_test_setup_teardown(context_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(server_context_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(context_from_url, setup, teardown),
         cmocka_unit_test_setup_teardown(encrypted_key_never_prompts, setup, teardown),
         cmocka_unit_test_setup_teardown(out_of_memory, setup, teardown),
         cmocka_unit_test_setup_teardown(context_reference_counted, setup, teardown),
