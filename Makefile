@@ -251,7 +251,9 @@ test-galera: deps
 # with plain flags, so it links the unsanitized library.
 asan: deps
 	$(MAKE) BUILD=$(ASAN_BUILD) OPT="$(ASAN_OPT)" SAN="$(ASAN_SAN)" all tests-build
-	$(MAKE) lib fuzz-build
+	# The shell suites run the plain build's programs (the bench, the
+	# examples, the README's examples linked against libvolley.a).
+	$(MAKE) all fuzz-build
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	    LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
 	    VOLLEY_BIN=$(CURDIR)/$(ASAN_BUILD)/tools/volley VL_FUZZ_BUILD=$(FUZZ_BUILD) \
