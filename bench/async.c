@@ -615,6 +615,8 @@ int bench_async_run(const bench_env *e, const bench_case *c, bench_run *r)
     int rc = -1;
     if (c->cluster)
         return bench_cluster_run(e, c, r);
+    if (c->loop_group)
+        return bench_group_run(e, c, r);
     memset(&x, 0, sizeof x);
     x.e = e;
     x.c = c;

@@ -81,6 +81,7 @@ typedef struct bench_case {
     int chunk;          /* BENCH_OP_BULK: rows per call (1: row by row) */
     int cluster;        /* async: over the Redis Cluster (cluster.c); conns per node */
     int refresh;        /* cluster-refresh: refreshes back to back during the run */
+    int loop_group;     /* loop-group: 1 the one-loop row, 2 the group row; else 0 */
     int group;          /* scenario index, for the chart */
     int equal;          /* an async row at the load of another mode: BENCH_SYNC + 1 (1 in
                          * flight) or BENCH_THREADS + 1 (as many as the threads); else 0 */
@@ -129,6 +130,7 @@ typedef struct bench_result {
     double iter_extra_ms; /* cluster-refresh: the most of it beyond its replies' share */
     double timer_late_ms; /* cluster-refresh: the worst lateness of a 1 ms timer */
     uint64_t refreshes;   /* cluster-refresh: topology refreshes completed */
+    int loops;            /* loop-group: the loops the row's jobs ran on */
 } bench_result;
 
 /* What a mode function fills in; the driver adds timing and resources. */
@@ -141,6 +143,7 @@ typedef struct bench_run {
     double cpu0, cpu1; /* user + system CPU of the process, us */
     double iter_max_ms, iter_cpu_max_ms, iter_extra_ms, timer_late_ms; /* cluster-refresh */
     uint64_t refreshes;
+    int loops; /* loop-group */
 } bench_run;
 
 /* Mode functions bracket the timed part (after connecting, before closing)
@@ -302,12 +305,26 @@ typedef struct vl_future *(*bench_send_fn)(void *h, int argc, const char **argv,
 int bench_fill(struct vl_loop *loop, const bench_env *e, bench_send_fn send, void *h,
                char *why, size_t cap);
 
+/* The end of a windowed load (cluster.c, group.c): bench_load_begin makes
+ * *finish, a promise of loop that the load's last reply resolves (and sets
+ * to NULL), and returns its future, or NULL when out of memory;
+ * bench_load_wait runs loop until that future completes, frees it and the
+ * promise if still there, and returns 0, or -1 when the loop ended first. */
+struct vl_promise;
+struct vl_future *bench_load_begin(struct vl_loop *loop, struct vl_promise **finish);
+int bench_load_wait(struct vl_loop *loop, struct vl_promise **finish, struct vl_future *finished);
+
 /* The async mode over the Redis Cluster at e->cluster_url (c->cluster):
  * bench_async_run calls it. */
 int bench_cluster_run(const bench_env *e, const bench_case *c, bench_run *r);
 /* Writes the GET keys to the cluster, as bench_redis_setup does to a plain
  * server. Returns 0, or -1 with why. */
 int bench_cluster_fill(const bench_env *e, char *why, size_t cap);
+
+/* The loop-group rows (group.c): `requests` jobs, each a GET of every key
+ * of its own set and the parse of every reply, on one loop or on a
+ * vl_loop_group (c->loop_group); bench_async_run calls it. */
+int bench_group_run(const bench_env *e, const bench_case *c, bench_run *r);
 
 /* Blocking MySQL connection helper shared by setup, sync and threads. */
 struct st_mysql;

@@ -119,19 +119,29 @@ static int bench_cl_load(bench_cl *x, bench_cl_slot *slots, uint64_t w, uint64_t
 {
     x->next = x->done = 0;
     x->goal = n;
-    x->finish = vl_promise_new(x->loop);
-    vl_future *finished = x->finish ? vl_promise_future(x->finish) : NULL;
+    vl_future *finished = bench_load_begin(x->loop, &x->finish);
     if (finished == NULL)
         return -1;
     for (uint64_t k = 0; k < w && x->next < x->goal; k++) {
         slots[k].x = x;
         bench_cl_issue(&slots[k]);
     }
-    int st = vl_loop_run_until(x->loop, finished);
+    return bench_load_wait(x->loop, &x->finish, finished);
+}
+
+vl_future *bench_load_begin(vl_loop *loop, vl_promise **finish)
+{
+    *finish = vl_promise_new(loop);
+    return *finish != NULL ? vl_promise_future(*finish) : NULL;
+}
+
+int bench_load_wait(vl_loop *loop, vl_promise **finish, vl_future *finished)
+{
+    int st = vl_loop_run_until(loop, finished);
     vl_future_free(finished);
-    if (x->finish) {
-        vl_promise_free(x->finish);
-        x->finish = NULL;
+    if (*finish != NULL) {
+        vl_promise_free(*finish);
+        *finish = NULL;
     }
     return st == VL_OK ? 0 : -1;
 }

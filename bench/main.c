@@ -49,6 +49,10 @@ static const char *const bench_usage =
     "                256 in flight) over the 3-primary Redis Cluster\n"
     "                (VL_TEST_CLUSTER_URL) and on one plain server, their ratio\n"
     "                printed\n"
+    "  loop-group    jobs of 20 GETs of 500 comma-separated integers each, every\n"
+    "                reply parsed and aggregated (CPU-bound client), 64 in\n"
+    "                flight, on one loop and on a vl_loop_group of one loop per\n"
+    "                CPU (each with its own pool), their ratio printed\n"
     "  cluster-refresh GET over the cluster, 1000 in flight, while topology\n"
     "                refreshes run back to back, and without: the longest loop\n"
     "                iteration and the worst lateness of a 1 ms timer, in ms\n"
@@ -658,7 +662,7 @@ static void bench_plan_open_loop(bench_plan *p)
                                 : (uint64_t)(O.rate * (O.seconds > 0 ? O.seconds : 5.0) + 0.5);
     for (size_t k = 0; k < p->n; k++) {
         bench_case *c = &p->rs[k].c;
-        if (c->mode == BENCH_RAW || c->mode == BENCH_REF || c->cluster ||
+        if (c->mode == BENCH_RAW || c->mode == BENCH_REF || c->cluster || c->loop_group ||
             c->kind == BENCH_KIND_MEMORY) {
             dropped++;
             continue;
@@ -670,7 +674,26 @@ static void bench_plan_open_loop(bench_plan *p)
     p->n = o;
     if (dropped && !O.quiet)
         fprintf(stderr, "volley-bench: --rate: %zu rows left out (raw, the reference tools, "
-                        "the cluster and memory rows have no open loop)\n", dropped);
+                        "the cluster, loop-group and memory rows have no open loop)\n",
+                dropped);
+}
+
+/* loop-group: the same jobs on one loop (a pool there) and through a
+ * vl_loop_group of one loop per CPU (a pool on each), `window` jobs in
+ * flight in both; requests count jobs. */
+static void bench_plan_loop_group(bench_plan *p)
+{
+    if (!bench_has_test("loop-group") || !O.modes[BENCH_ASYNC])
+        return;
+    for (int k = 2; k >= 1; k--) {
+        bench_result *r = bench_add(p, "loop-group", BENCH_KIND_CPU, BENCH_REDIS, BENCH_OP_GET,
+                                    BENCH_ASYNC);
+        r->c.loop_group = k;
+        r->c.window = bench_pick(O.window, 64);
+        r->c.requests = bench_count(2000);
+        snprintf(r->c.label, sizeof r->c.label, "%s", k == 2 ? "async loop group" : "async 1 loop");
+    }
+    p->group++;
 }
 
 /* The runs of the selected scenarios, in the order of the tables. */
@@ -679,6 +702,7 @@ static void bench_build_plan(bench_plan *p)
     bench_plan_redis_get(p);
     bench_plan_redis_p16(p);
     bench_plan_tls_cluster(p);
+    bench_plan_loop_group(p);
     bench_plan_redis_write(p);
     bench_plan_mysql(p);
     bench_plan_sweeps(p, O.hosts > 0 ? O.hosts : E.nredis);
@@ -742,6 +766,7 @@ static int bench_execute_here(bench_result *res)
     res->iter_extra_ms = run.iter_extra_ms;
     res->timer_late_ms = run.timer_late_ms;
     res->refreshes = run.refreshes;
+    res->loops = run.loops;
     if (c->cluster && c->kind == BENCH_KIND_LATENCY)
         snprintf(res->note, sizeof res->note,
                  "iteration CPU max %.2f, beyond replies %.2f, wall %.2f; timer %.2f late; %" PRIu64
@@ -781,7 +806,8 @@ static int bench_is_target_row(const bench_case *c)
         return c->equal == 0 && c->mode != BENCH_SYNC && c->mode != BENCH_THREADS;
     if (strcmp(name, "redis-get-p1000") == 0 ||
         strcmp(name, "redis-tls-p16") == 0 || strcmp(name, "mysql-bulk") == 0 ||
-        strcmp(name, "cluster-get") == 0 || strcmp(name, "cluster-set") == 0)
+        strcmp(name, "cluster-get") == 0 || strcmp(name, "cluster-set") == 0 ||
+        strcmp(name, "loop-group") == 0)
         return 1;
     /* The MySQL async/raw targets: only those two rows. */
     if (strcmp(name, "mysql-select1") == 0 || strcmp(name, "mysql-point") == 0)
@@ -977,7 +1003,8 @@ static int bench_check_tests(void)
                                         "redis-hash", "mysql-select1", "mysql-point",
                                         "mysql-insert", "mysql-bulk", "mysql-sleep",
                                         "redis-delay", "scale", "soak-window", "soak",
-                                        "cluster-get", "cluster-set", "cluster-refresh"};
+                                        "cluster-get", "cluster-set", "cluster-refresh",
+                                        "loop-group"};
     char buf[sizeof O.tests];
     strcpy(buf, O.tests);
     for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
@@ -1754,6 +1781,9 @@ static void bench_title(const bench_result *r, char *title, size_t cap)
     else if (strcmp(r->c.name, "cluster-refresh") == 0)
         snprintf(title, cap, "%s (%s, redis; over the cluster, %d in flight, with refreshes "
                  "back to back and without)", r->c.name, kind, r->c.window);
+    else if (r->c.loop_group)
+        snprintf(title, cap, "%s (%s, redis; jobs of 20 GETs parsed, %d in flight, through a "
+                 "group of one loop per CPU, and on one loop)", r->c.name, kind, r->c.window);
     else if (strncmp(r->c.name, "cluster-", 8) == 0)
         snprintf(title, cap, "%s (%s, redis; over the 3-primary cluster, and on one server)",
                  r->c.name, kind);
@@ -1879,7 +1909,18 @@ static void bench_print_latency_memory(const bench_plan *plan)
     }
 }
 
-/* Bulk against row by row, and the cluster against one server. */
+/* The loop-group row of one loop (loop_group 1) or of the group (2), or
+ * NULL. */
+static const bench_result *bench_find_loop_group(const bench_plan *p, int loop_group)
+{
+    for (size_t k = 0; k < p->n; k++)
+        if (p->rs[k].c.loop_group == loop_group)
+            return &p->rs[k];
+    return NULL;
+}
+
+/* Bulk against row by row, the cluster against one server, and the loop
+ * group against one loop. */
 static void bench_print_ratios(const bench_plan *plan)
 {
     static const char *const names[] = {"cluster-get", "cluster-set"};
@@ -1898,6 +1939,12 @@ static void bench_print_ratios(const bench_plan *plan)
                    k == 0 ? "\n" : "", names[k], cl->ops_per_sec, srv->ops_per_sec,
                    cl->c.window, cl->c.conns, cl->ops_per_sec / srv->ops_per_sec);
     }
+    const bench_result *grp = bench_find_loop_group(plan, 2);
+    const bench_result *lone = bench_find_loop_group(plan, 1);
+    if (grp && lone && !bench_unusable(grp) && !bench_unusable(lone))
+        printf("\nloop-group: group of %d loops %.0f jobs/s, one loop %.0f jobs/s: %.2fx one "
+               "loop\n", grp->loops, grp->ops_per_sec, lone->ops_per_sec,
+               grp->ops_per_sec / lone->ops_per_sec);
 }
 
 /* Removes the keys and tables the runs wrote, unless --keep. Returns 0 or
