@@ -44,7 +44,7 @@ mysql_tables() {
         -e "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = '$VL_TEST_MYSQL_DB' AND table_name IN ('bench_kv', 'bench_ins')"
 }
 
-echo "1..28"
+echo "1..29"
 IFS=, read -r P1 _ <<<"${VL_TEST_REDIS_PORTS:-}"
 
 # 1-4: run.sh answers --help and bad arguments before any server starts
@@ -107,6 +107,11 @@ bench cl -t cluster-get -n 200 --no-ref
 check "cluster-get -n 200 exits 0" eval 'rc_is cl 0 && row cl "async cluster"'
 check "no bench key is left on any cluster node" \
     eval '[ -n "${VL_TEST_CLUSTER_URL:-}" ] && (for p in $(echo "${VL_TEST_CLUSTER_URL#*://}" | tr , "\n" | sed "s/.*://"); do [ "$(redis_keys "$p")" -eq 0 ] || exit 1; done)'
+
+# The loop group against one loop: both rows, every aggregate checked, a ratio.
+bench lg -t loop-group -n 100 -r 1 --no-ref
+check "loop-group -n 100 exits 0 with its ratio line" \
+    eval 'rc_is lg 0 && grep -qE "^loop-group: group of [0-9]+ loops [0-9]+ jobs/s, one loop [0-9]+ jobs/s: [0-9.]+x one loop$" "$T/lg"'
 
 # 20-22: the open loop.
 bench rate -t redis-get -m sync,async,raw --rate 400 -n 80 --no-ref
