@@ -462,6 +462,13 @@ static vl_redis_cluster *cluster_ready(vl_loop *loop, const vl_redis_cluster_opt
     f = vl_redis_cluster_ready(cl);
     tu_run_cmd(loop, f, VL_OK);
     vl_future_free(f);
+    /* Ready needs the primaries; these tests count every node, and a
+     * replica still syncing after the harness started (or after another
+     * suite's failover) may not be in the first map yet. */
+    for (int i = 0; i < 100 && vl_redis_cluster_nodes(cl) < 6; i++) {
+        vl_future_free(tu_wait_for(loop, vl_redis_cluster_refresh(cl)));
+        tu_sleep_ms(loop, 100);
+    }
     return cl;
 }
 
