@@ -13,10 +13,11 @@
  * cluster-refresh: the GET load with 1000 requests in flight, while
  * vl_redis_cluster_refresh is called again as soon as the previous refresh
  * completed (or, in the baseline row, never). Two clocks watch the loop:
- * the longest iteration (the time from an ev_check, right after the loop
- * woke up, to the next ev_prepare, right before it sleeps again: what one
- * round of callbacks took), in wall-clock time and in the thread's CPU
- * time, with the part of it beyond what the replies it handled cost
+ * the longest iteration (from libev's return from its poll to its next
+ * call of it, caught with ev_set_loop_release_cb: every callback of the
+ * iteration, whatever watcher ran it, in any order), in wall-clock time
+ * and in the thread's CPU time, with the part of it beyond what the
+ * replies it handled cost
  * (bench_cl_extra_ms), and the worst lateness of a repeating 1 ms timer (vl_loop_sleep),
  * which is what a stall costs every other user of the loop. On a machine
  * whose cores are shared with the servers (and other work), wall-clock
@@ -63,13 +64,12 @@ struct bench_cl {
     int stopping;              /* the load is done: the chains below end */
     vl_promise *refresh_end, *timer_end;
     uint64_t timer_t0;         /* when the pending 1 ms sleep started, us */
-    uint64_t iter_t0;          /* the last wake-up (ev_check), us; 0 before */
+    uint64_t iter_t0;          /* the last return from the poll, us; 0 before */
     double iter_cpu0;          /* the thread's CPU time then, us */
     uint32_t iter_replies;     /* replies handled since then */
     bench_cl_iter *iters;      /* every iteration's CPU time and replies */
     size_t niters, iters_cap;
-    ev_prepare prepare;
-    ev_check check;
+    void *ev_data;             /* the loop's userdata, put back at the end */
 };
 
 static void bench_cl_issue(bench_cl_slot *s);
@@ -148,21 +148,19 @@ int bench_load_wait(vl_loop *loop, vl_promise **finish, vl_future *finished)
 
 /* ---- cluster-refresh: the two clocks and the refresh chain ---- */
 
-static void bench_cl_on_check(struct ev_loop *l, ev_check *w, int revents)
+/* libev's poll returned: an iteration starts. */
+static void bench_cl_on_acquire(struct ev_loop *l)
 {
-    bench_cl *x = w->data;
-    (void)l;
-    (void)revents;
+    bench_cl *x = ev_userdata(l);
     x->iter_t0 = bench_now_us();
     x->iter_cpu0 = bench_thread_cpu_us();
     x->iter_replies = 0;
 }
 
-static void bench_cl_on_prepare(struct ev_loop *l, ev_prepare *w, int revents)
+/* libev is about to poll: the iteration ends. */
+static void bench_cl_on_release(struct ev_loop *l)
 {
-    bench_cl *x = w->data;
-    (void)l;
-    (void)revents;
+    bench_cl *x = ev_userdata(l);
     if (x->iter_t0 != 0) {
         double ms = (double)(bench_now_us() - x->iter_t0) / 1000.0;
         double cpu = (bench_thread_cpu_us() - x->iter_cpu0) / 1000.0;
@@ -251,15 +249,9 @@ static int bench_cl_watch_start(bench_cl *x)
         x->refresh_end = vl_promise_new(x->loop);
     if (l == NULL || x->timer_end == NULL || (x->c->refresh && x->refresh_end == NULL))
         return -1;
-    ev_prepare_init(&x->prepare, bench_cl_on_prepare);
-    x->prepare.data = x;
-    ev_check_init(&x->check, bench_cl_on_check);
-    x->check.data = x;
-    ev_prepare_start(l, &x->prepare);
-    ev_check_start(l, &x->check);
-    /* Neither watcher may keep the loop running by itself. */
-    ev_unref(l);
-    ev_unref(l);
+    x->ev_data = ev_userdata(l);
+    ev_set_userdata(l, x);
+    ev_set_loop_release_cb(l, bench_cl_on_release, bench_cl_on_acquire);
     bench_cl_timer_arm(x);
     if (x->c->refresh)
         bench_cl_refresh_arm(x);
@@ -323,10 +315,8 @@ static void bench_cl_watch_stop(bench_cl *x)
     if (x->refresh_end)
         vl_promise_free(x->refresh_end);
     x->timer_end = x->refresh_end = NULL;
-    ev_ref(l);
-    ev_ref(l);
-    ev_prepare_stop(l, &x->prepare);
-    ev_check_stop(l, &x->check);
+    ev_set_loop_release_cb(l, NULL, NULL);
+    ev_set_userdata(l, x->ev_data);
 }
 
 /* ---- the runs ---- */
