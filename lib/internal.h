@@ -105,6 +105,29 @@ struct vl__defer {
 void vl__defer_queue(vl_loop *loop, vl__defer *d);
 void vl__defer_cancel(vl_loop *loop, vl__defer *d);
 
+/* Turns: fair shares of one loop iteration (lib/loop.c). An iteration
+ * handles at most VL__TURN_BUDGET units of work (a Redis reply is one, with
+ * the callbacks it completes), so that no iteration runs long however many
+ * requests are in flight, and the timers and the other connections of the
+ * loop get their turn. A reader asks before it reads (vl__turn_ask) and
+ * takes a unit before each piece of work (vl__turn_take); when the budget is
+ * spent, or others already wait, its turn is queued instead: queued turns
+ * run in order, round robin, from the next iterations' check phase, with a
+ * poll that does not block in between. A queued turn must be cancelled
+ * before its owner goes away. */
+#define VL__TURN_BUDGET 128
+typedef struct vl__turn vl__turn;
+struct vl__turn {
+    vl__turn *next;
+    void (*cb)(vl__turn *t);
+    int queued;
+};
+/* 1: read now. 0: t is queued (its cb reads when its turn comes). */
+int vl__turn_ask(vl_loop *loop, vl__turn *t);
+/* 1: one unit of work may run now. 0: the budget is spent, t is queued. */
+int vl__turn_take(vl_loop *loop, vl__turn *t);
+void vl__turn_cancel(vl_loop *loop, vl__turn *t);
+
 /* Keep a started watcher from holding the loop open, and undo it. */
 void vl__loop_unref(vl_loop *loop);
 void vl__loop_ref(vl_loop *loop);

@@ -18,6 +18,14 @@
  * a chain of callbacks cannot starve I/O. This is libev's "avoid finishing
  * before returning", applied to every operation at once.
  *
+ * Turns (vl__turn, internal.h): readers share each iteration's budget of
+ * work. Once it is spent, or while others wait, a reader queues its turn
+ * and the check callback runs the queue in order, the budget of the next
+ * iteration at a time, with the idle watcher keeping the poll in between
+ * from blocking. libev reports ready descriptors in the same order every
+ * time, so a reader that was cut short goes to the back of the queue, and
+ * the readers it held up go first: nobody starves.
+ *
  * Safe points: every watcher callback of volley runs through a trampoline
  * here that counts its depth. vl_loop_free() inside a callback only marks the
  * loop; the teardown happens when the outermost callback returns.
@@ -45,6 +53,10 @@ struct vl_loop {
     vl__defer *defer_running; /* the rest of the batch prepare_cb is running */
     vl__ready *ready_head;
     vl__ready *ready_tail;
+    vl__turn *turn_head;  /* readers waiting for their turn, in order */
+    vl__turn *turn_tail;
+    unsigned turn_iter;   /* the iteration turn_left belongs to */
+    unsigned turn_left;   /* units of work left in it */
     vl__handle handles;  /* sentinel of the open connections, pools, timers */
     vl__handle *graveyard; /* freed during vl_loop_free, released at its end */
     int closing;         /* vl_loop_free is tearing down */
@@ -115,6 +127,90 @@ static void leave_watcher(vl_loop *loop)
     leave(loop);
 }
 
+/* ---- turns ---- */
+
+/* The budget of the iteration libev is in, refilled on its first use. */
+static unsigned turn_budget(vl_loop *loop)
+{
+    unsigned it = ev_iteration(loop->ev);
+
+    if (it != loop->turn_iter) {
+        loop->turn_iter = it;
+        loop->turn_left = VL__TURN_BUDGET;
+    }
+    return loop->turn_left;
+}
+
+static void turn_queue(vl_loop *loop, vl__turn *t)
+{
+    if (t->queued)
+        return;
+    t->queued = 1;
+    t->next = NULL;
+    if (loop->turn_tail != NULL)
+        loop->turn_tail->next = t;
+    else
+        loop->turn_head = t;
+    loop->turn_tail = t;
+    ready_arm(loop);
+}
+
+int vl__turn_ask(vl_loop *loop, vl__turn *t)
+{
+    if (t->queued)
+        return 0;
+    if (loop->turn_head == NULL && turn_budget(loop) > 0)
+        return 1;
+    turn_queue(loop, t);
+    return 0;
+}
+
+int vl__turn_take(vl_loop *loop, vl__turn *t)
+{
+    if (turn_budget(loop) > 0) {
+        loop->turn_left--;
+        return 1;
+    }
+    turn_queue(loop, t);
+    return 0;
+}
+
+void vl__turn_cancel(vl_loop *loop, vl__turn *t)
+{
+    vl__turn **pp, *prev = NULL;
+
+    if (!t->queued)
+        return;
+    for (pp = &loop->turn_head; *pp != NULL && *pp != t; pp = &(*pp)->next)
+        prev = *pp;
+    if (*pp == t) {
+        *pp = t->next;
+        if (loop->turn_tail == t)
+            loop->turn_tail = prev;
+    }
+    t->queued = 0;
+    t->next = NULL;
+}
+
+/* Runs queued turns, oldest first, while the iteration's budget lasts; the
+ * callbacks each one completes run after it, as after an I/O callback. A
+ * turn cut short again queues itself at the back. */
+static void turns_run(vl_loop *loop)
+{
+    vl__turn *t;
+
+    while ((t = loop->turn_head) != NULL && turn_budget(loop) > 0 && !loop->free_requested) {
+        loop->turn_head = t->next;
+        if (loop->turn_head == NULL)
+            loop->turn_tail = NULL;
+        t->queued = 0;
+        t->next = NULL;
+        t->cb(t);
+        if (loop->ready_head != NULL && !loop->free_requested)
+            dispatch(loop);
+    }
+}
+
 static void check_cb(struct ev_loop *ev, ev_check *w, int revents)
 {
     vl_loop *loop = w->data;
@@ -123,6 +219,14 @@ static void check_cb(struct ev_loop *ev, ev_check *w, int revents)
     VL__UNUSED(revents);
     enter(loop);
     dispatch(loop);
+    if (loop->turn_head != NULL) {
+        turns_run(loop);
+        if (loop->ready_head == NULL && loop->turn_head == NULL && ev_is_active(&loop->check)) {
+            ev_check_stop(loop->ev, &loop->check);
+            ev_idle_stop(loop->ev, &loop->idle);
+            loop->active--;
+        }
+    }
     leave(loop);
 }
 
@@ -319,7 +423,7 @@ static void dispatch(vl_loop *loop)
         if (loop->free_requested)
             break;
     }
-    if (loop->ready_head == NULL && ev_is_active(&loop->check)) {
+    if (loop->ready_head == NULL && loop->turn_head == NULL && ev_is_active(&loop->check)) {
         ev_check_stop(loop->ev, &loop->check);
         ev_idle_stop(loop->ev, &loop->idle);
         loop->active--;

@@ -190,6 +190,9 @@ struct vl_redis {
     vl__io io;
     vl__defer flush;   /* writes the commands of this iteration before the poll */
     vl__defer more;    /* a TLS read with decrypted bytes still pending */
+    vl__turn turn;     /* waiting for its share of an iteration (loop.c) */
+    int yielded;       /* take_replies stopped with replies left in ib */
+    int drain;         /* take every reply now, whatever the budget */
     int io_events;
     int io_unref;
     ctimer connect_timer, retry_timer, cmd_timer;
@@ -806,6 +809,8 @@ static void close_transport(vl_redis *c)
     vl__io_stop(&c->io);
     vl__defer_cancel(c->loop, &c->flush);
     vl__defer_cancel(c->loop, &c->more);
+    vl__turn_cancel(c->loop, &c->turn);
+    c->yielded = 0;
     if (c->sess != NULL) {
         vl__tls_free(c->sess);
         c->sess = NULL;
@@ -1098,15 +1103,22 @@ static void refuse_reply(vl_redis *c)
     drop_with(c, VL_ECONN, "connection closed after a protocol error: ", c->resp.msg);
 }
 
-/* Frames, parses and hands over every complete reply in the input buffer.
+/* Frames, parses and hands over every complete reply in the input buffer,
+ * each for a unit of the loop's budget (vl__turn_take): when it is spent,
+ * c->yielded is set and the connection's turn, queued, takes the rest.
  * ib[ib_at..ib_scan) is the start of a reply the framer has seen;
  * ib[ib_scan..ib_len) is new. */
 static void take_replies(vl_redis *c)
 {
     size_t used, replies;
 
+    c->yielded = 0;
     while (c->ib_scan < c->ib_len && !c->drop_requested && !c->free_requested) {
         int push = c->push_fn != NULL && c->state == S_READY;
+        if (!c->drain && !vl__turn_take(c->loop, &c->turn)) {
+            c->yielded = 1;
+            return;
+        }
         if (!push && c->nwritten == 0) {
             refuse_unexpected(c, c->ib + c->ib_scan, c->ib_len - c->ib_scan);
             return;
@@ -1219,8 +1231,8 @@ static int conn_read(vl_redis *c)
         take_replies(c);
         /* A TLS read returns one record; the session may hold more, read
          * ahead from the socket, which will not announce them: read on
-         * until the session says it would block. */
-        if (c->drop_requested || c->free_requested || c->sess == NULL)
+         * until the session says it would block (or the turn ends). */
+        if (c->drop_requested || c->free_requested || c->sess == NULL || c->yielded)
             return 1;
         if (reads + 1 >= TLS_READS_MAX) {
             if (vl__tls_pending(c->sess) > 0)
@@ -1235,10 +1247,14 @@ static void conn_write_failed(vl_redis *c, const char *why)
     int i;
 
     /* A server that closed on us may have said why first ("-ERR max number
-     * of clients reached"): read what it sent before giving up. */
+     * of clients reached"): read what it sent before giving up, and take
+     * every reply that came before it, budget or not. */
+    c->drain = 1;
+    take_replies(c);
     for (i = 0; i < 16 && !c->drop_requested && c->fd >= 0 && c->sess == NULL; i++)
         if (!conn_read(c))
             break; /* (a TLS session that failed a write reads nothing more) */
+    c->drain = 0;
     if (c->drop_requested)
         return;
     if (c->sess != NULL && c->phase == P_HANDSHAKE && vl__url_param(&c->url, "cert") == NULL) {
@@ -1471,11 +1487,29 @@ static void more_cb(vl__defer *d)
 {
     vl_redis *c = (vl_redis *)(void *)((char *)d - offsetof(vl_redis, more));
 
-    if (c->fd < 0 || c->sess == NULL)
-        return;
+    if (c->fd < 0 || c->sess == NULL || c->turn.queued)
+        return; /* (a queued turn reads on when it runs) */
     c->busy++;
     conn_read(c);
     io_update(c);
+    c->busy--;
+    settle(c);
+}
+
+/* The connection's turn came: the replies left in ib first, then what the
+ * socket has, as the readable event it waited for would have. */
+static void turn_cb(vl__turn *t)
+{
+    vl_redis *c = (vl_redis *)(void *)((char *)t - offsetof(vl_redis, turn));
+
+    if (c->fd < 0)
+        return;
+    c->busy++;
+    take_replies(c);
+    if (!c->yielded && c->fd >= 0 && !c->drop_requested && !c->free_requested)
+        conn_read(c);
+    if (c->fd >= 0)
+        io_update(c);
     c->busy--;
     settle(c);
 }
@@ -1759,7 +1793,9 @@ static void io_cb(vl__io *io, int events, void *ud)
     } else if (c->phase == P_TLS) {
         tls_step(c);
     } else {
-        if ((events & VL__READ) || ((events & VL__WRITE) && c->tls_rw))
+        /* Under load the read waits for the connection's turn (turn_cb). */
+        if (((events & VL__READ) || ((events & VL__WRITE) && c->tls_rw)) &&
+            vl__turn_ask(c->loop, &c->turn))
             conn_read(c);
         if (((events & VL__WRITE) || ((events & VL__READ) && c->tls_wr)) && c->fd >= 0 &&
             !c->drop_requested)
@@ -2910,6 +2946,7 @@ static vl_redis *conn_make(vl_loop *loop, const char *url, const vl_redis_option
     vl__io_init(&c->io, loop, -1, io_cb, c);
     c->flush.cb = flush_cb;
     c->more.cb = more_cb;
+    c->turn.cb = turn_cb;
     vl__timer_init(&c->connect_timer.t, loop, connect_timer_cb, c);
     vl__timer_init(&c->retry_timer.t, loop, retry_timer_cb, c);
     vl__timer_init(&c->cmd_timer.t, loop, cmd_timer_cb, c);
@@ -3009,6 +3046,7 @@ void vl_redis_free(vl_redis *c)
     vl__timer_stop(&c->addr_timer.t);
     vl__io_stop(&c->io);
     vl__defer_cancel(c->loop, &c->flush);
+    vl__turn_cancel(c->loop, &c->turn);
     c->spare = NULL;
     while ((s = c->slabs) != NULL) {
         c->slabs = s->next;

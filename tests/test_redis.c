@@ -7,6 +7,7 @@
 #include "redis_internal.h"
 
 #include <arpa/inet.h>
+#include <ev.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -282,6 +283,137 @@ static void pipelining_in_order(void **state)
     assert_int_equal(s.next, n);
     assert_int_equal(vl_redis_pending(c), 0);
     vl_redis_free(c);
+    tu_finish(loop);
+}
+
+/* ---- sharing the loop ---- */
+
+/* What the callbacks of one connection's commands saw: their order, and
+ * how many ran in each loop iteration (libev's iteration count). */
+typedef struct share {
+    struct ev_loop *ev;
+    long long next;   /* the INCR value expected next */
+    long calls, bad;
+    unsigned iter;    /* the iteration of the last callback */
+    long in_iter;     /* callbacks in it so far */
+    long most;        /* the most callbacks any iteration ran */
+    long iters;       /* iterations that ran at least one */
+} share;
+
+static void share_count(share *s)
+{
+    unsigned it = ev_iteration(s->ev);
+
+    if (s->calls == 0 || it != s->iter) {
+        s->iter = it;
+        s->in_iter = 0;
+        s->iters++;
+    }
+    if (++s->in_iter > s->most)
+        s->most = s->in_iter;
+    s->calls++;
+}
+
+static void share_incr_cb(vl_future *f, void *ud)
+{
+    share *s = ud;
+
+    share_count(s);
+    if (vl_future_status(f) != VL_OK || reply_int(vl_future_redis_reply(f)) != ++s->next)
+        s->bad++;
+}
+
+/* 20,000 replies pipelined on one connection arrive far faster than they
+ * are handled, yet no loop iteration handles more than its budget of them
+ * (VL__TURN_BUDGET): the rest wait for the connection's next turn, so a
+ * timer or another connection waits for at most one budget's worth of
+ * work. Every reply arrives once, in order. */
+static void an_iteration_takes_a_bounded_share(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_redis *c = vl_redis_new(loop, tu_redis_url(0), NULL);
+    share s;
+    int i, n = 20000;
+
+    (void)state;
+    memset(&s, 0, sizeof(s));
+    s.ev = vl_loop_ev(loop);
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(c, "DEL share:n"), VL_OK));
+    for (i = 0; i < n; i++)
+        assert_int_equal(vl_future_then(vl_redis_command(c, "INCR share:n"), share_incr_cb, &s),
+                         VL_OK);
+    for (i = 0; i < 10000 && s.calls < n; i++)
+        tu_sleep_ms(loop, 1);
+    print_message("# %d replies in %ld iterations, at most %ld in one (budget %d)\n", n, s.iters,
+                  s.most, VL__TURN_BUDGET);
+    assert_int_equal(s.calls, n);
+    assert_int_equal(s.bad, 0);
+    assert_true(s.most <= VL__TURN_BUDGET);
+    assert_true(s.iters >= n / VL__TURN_BUDGET);
+    vl_redis_free(c);
+    tu_finish(loop);
+}
+
+/* Connection B's chain of commands, one after the other. */
+typedef struct chain {
+    vl_redis *c;
+    const share *other;
+    int left, failed;
+    long other_done_at; /* how many of the other's replies had run then */
+} chain;
+
+static void chain_cb(vl_future *f, void *ud)
+{
+    chain *ch = ud;
+
+    if (vl_future_status(f) != VL_OK)
+        ch->failed++;
+    if (--ch->left == 0) {
+        ch->other_done_at = ch->other->calls;
+        return;
+    }
+    assert_int_equal(vl_future_then(vl_redis_command(ch->c, "PING"), chain_cb, ch), VL_OK);
+}
+
+/* While connection A's 100,000 pipelined replies take their share of
+ * iteration after iteration, connection B's 10 round trips one after the
+ * other (to another server, so that the servers' own scheduling is not
+ * what is measured) still get their turns: B is not starved until A has
+ * drained. */
+static void a_busy_connection_does_not_starve_another(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_redis *a = vl_redis_new(loop, tu_redis_url(0), NULL);
+    vl_redis *b = vl_redis_new(loop, tu_redis_url(1), NULL);
+    share s;
+    chain ch;
+    int i, n = 100000;
+
+    (void)state;
+    memset(&s, 0, sizeof(s));
+    s.ev = vl_loop_ev(loop);
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(a, "DEL share:a"), VL_OK));
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(b, "PING"), VL_OK));
+    memset(&ch, 0, sizeof(ch));
+    ch.c = b;
+    ch.other = &s;
+    ch.left = 10;
+    ch.other_done_at = -1;
+    for (i = 0; i < n; i++)
+        assert_int_equal(vl_future_then(vl_redis_command(a, "INCR share:a"), share_incr_cb, &s),
+                         VL_OK);
+    assert_int_equal(vl_future_then(vl_redis_command(b, "PING"), chain_cb, &ch), VL_OK);
+    for (i = 0; i < 20000 && (s.calls < n || ch.left > 0); i++)
+        tu_sleep_ms(loop, 1);
+    print_message("# B's 10 round trips ended after %ld of A's %d replies (%ld iterations)\n",
+                  ch.other_done_at, n, s.iters);
+    assert_int_equal(s.calls, n);
+    assert_int_equal(s.bad, 0);
+    assert_int_equal(ch.left, 0);
+    assert_int_equal(ch.failed, 0);
+    assert_true(ch.other_done_at >= 0 && ch.other_done_at < n);
+    vl_redis_free(a);
+    vl_redis_free(b);
     tu_finish(loop);
 }
 
@@ -1319,6 +1451,8 @@ int main(void)
         cmocka_unit_test_setup(binary_safe_argv, tu_setup),
         cmocka_unit_test_setup(reply_stream_changers_refused, tu_setup),
         cmocka_unit_test_setup(pipelining_in_order, tu_setup),
+        cmocka_unit_test_setup(an_iteration_takes_a_bounded_share, tu_setup),
+        cmocka_unit_test_setup(a_busy_connection_does_not_starve_another, tu_setup),
         cmocka_unit_test_setup(gather_1000_across_three, tu_setup),
         cmocka_unit_test_setup(command_timeout_late_reply_dropped, tu_setup),
         cmocka_unit_test_setup(blocking_commands_keep_their_timeout, tu_setup),

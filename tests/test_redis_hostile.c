@@ -348,6 +348,39 @@ static void peer_hangs_up_while_writing(void **state)
     tu_finish(loop);
 }
 
+/* The peer answers 3000 pipelined commands at once and closes: far more
+ * replies than one loop iteration takes (the rest wait for the connection's
+ * next turn), with the close right behind them in the socket. Every reply
+ * that arrived is delivered, none is failed as "connection lost", each
+ * future completes once, and only then is the connection down. */
+static void replies_then_close_all_delivered(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    tu_fixture fx;
+    load l;
+    int i;
+
+    (void)state;
+    tu_fixture_start(&fx, "redis_hostile.py", "flood_close");
+    memset(&l, 0, sizeof(l));
+    l.c = hostile_new(loop, &fx, 0);
+    l.cap = 3000; /* no command beyond the 3000 the peer answers */
+    for (i = 0; i < 3000; i++)
+        load_issue(&l);
+    for (i = 0; i < WAIT_MS / 10 && l.done < l.issued; i++)
+        tu_sleep_ms(loop, 10);
+    fprintf(stdout, "# replies then close: requests %ld completions %ld ok %ld conn %ld\n",
+            l.issued, l.done, l.ok, l.conn);
+    assert_int_equal(l.issued, 3000);
+    assert_int_equal(l.done, 3000);
+    assert_int_equal(l.ok, 3000);
+    assert_int_equal(l.wrong, 0);
+    wait_down(loop, l.c);
+    vl_redis_free(l.c);
+    tu_fixture_stop(&fx);
+    tu_finish(loop);
+}
+
 /* ---- dead peers ---- */
 
 /* The socket connected to `port`, or -1. */
@@ -760,6 +793,7 @@ int main(void)
         cmocka_unit_test_setup(reply_before_request, tu_setup),
         cmocka_unit_test_setup(more_replies_than_requests, tu_setup),
         cmocka_unit_test_setup(peer_hangs_up_while_writing, tu_setup),
+        cmocka_unit_test_setup(replies_then_close_all_delivered, tu_setup),
         cmocka_unit_test_setup(tcp_keepalive_and_user_timeout, tu_setup),
         cmocka_unit_test_setup(reply_memory_bounded, tu_setup),
         cmocka_unit_test_setup(ping_unknown_is_ready, tu_setup),

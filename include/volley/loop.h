@@ -8,6 +8,18 @@
  * belong to the thread that runs the loop. No volley call on those objects is
  * safe from another thread. The one documented cross-thread path is
  * vl_loop_run_in_thread() in volley/future.h.
+ *
+ * Fair shares: one loop iteration handles at most 128 Redis replies (and
+ * the completion callbacks they run), however many requests are in flight
+ * and however fast the servers answer; what arrived beyond that waits in
+ * its connection for the next iterations, whose poll does not block, and
+ * the connections take turns, round robin. A timer, a new connection or a
+ * quiet connection among busy ones waits for one such share of work at
+ * most, never for a whole burst (volley-bench -t cluster-refresh measures
+ * the longest iteration with 1,000 requests in flight over a cluster while
+ * its map is refreshed). Nothing is lost or reordered: replies that
+ * arrived before a connection closed are all delivered before it is seen
+ * to be down.
  */
 #ifndef VOLLEY_LOOP_H
 #define VOLLEY_LOOP_H
