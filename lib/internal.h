@@ -115,7 +115,9 @@ void vl__defer_cancel(vl_loop *loop, vl__defer *d);
  * run in order, round robin, from the next iterations' check phase, with a
  * poll that does not block in between. A queued turn must be cancelled
  * before its owner goes away. */
+#ifndef VL__TURN_BUDGET
 #define VL__TURN_BUDGET 128
+#endif
 typedef struct vl__turn vl__turn;
 struct vl__turn {
     vl__turn *next;

@@ -1011,8 +1011,57 @@ static int map_order(cmap *m)
     return VL_OK;
 }
 
+/* A pool for every node of m: plain for primaries, READONLY for replicas
+ * (a demoted primary's plain connections are dropped once it is idle).
+ * VL_OK or VL_ENOMEM. */
+static int map_pools(const cmap *m)
+{
+    size_t i, j;
+
+    for (i = 0; i < m->n; i++) {
+        if (node_pool(m->shards[i].primary, 0) != VL_OK)
+            return VL_ENOMEM;
+        for (j = 0; j < m->shards[i].nrep; j++) {
+            node *n = m->shards[i].replicas[j];
+            if (n->pool != NULL && !n->readonly_pool && node_idle(n))
+                node_pool_drop(n);
+            if (node_pool(n, 1) != VL_OK)
+                return VL_ENOMEM;
+        }
+    }
+    return VL_OK;
+}
+
+/* 1 when the parsed map is the one in place: the same slots, served by the
+ * same shards in the same order, each with the same nodes (and ids). */
+static int map_same(vl_redis_cluster *cl, const tmap *t)
+{
+    const cmap *m = cl->map;
+    char addr[ADDR_MAX];
+    size_t i, j;
+
+    if (m == NULL || m->n != t->n || memcmp(m->slot, t->slot, sizeof(m->slot)) != 0)
+        return 0;
+    for (i = 0; i < t->n; i++) {
+        const tshard *ts = &t->sh[i];
+        const shard *sh = &m->shards[i];
+        if (ts->n != 1 + sh->nrep)
+            return 0;
+        for (j = 0; j < ts->n; j++) {
+            const node *n = j == 0 ? sh->primary : sh->replicas[j - 1];
+            addr_make(addr, sizeof(addr), ts->nodes[j].host, ts->nodes[j].port);
+            if (strcmp(n->addr, addr) != 0 ||
+                (ts->nodes[j].id[0] != '\0' && strcmp(n->id, ts->nodes[j].id) != 0))
+                return 0;
+        }
+    }
+    return 1;
+}
+
 /* Puts a parsed map in place in one step. VL_OK or VL_ENOMEM (the old map
- * stays). */
+ * stays). A map the same as the one in place changes nothing (no new
+ * epoch): the periodic refresh of a stable cluster costs its parse and one
+ * comparison, not a rebuild. */
 static int map_install(vl_redis_cluster *cl, const tmap *t)
 {
     cmap *m;
@@ -1023,6 +1072,15 @@ static int map_install(vl_redis_cluster *cl, const tmap *t)
         total += t->sh[i].n;
     if (total > MAP_NODES_MAX)
         return VL_EPROTO;
+    if (map_same(cl, t)) {
+        /* A pool dropped since (a failed first connection) is made again,
+         * a demoted primary busy at the last install gets its READONLY
+         * connections now that it is idle. */
+        if (map_pools(cl->map) != VL_OK)
+            return VL_ENOMEM;
+        cl->discovery_failed = 0;
+        return VL_OK;
+    }
     for (i = 0; i < cl->nnodes; i++)
         cl->nodes[i]->mark = 0;
     m = vl__calloc(1, sizeof(*m));
@@ -1056,19 +1114,8 @@ static int map_install(vl_redis_cluster *cl, const tmap *t)
                 s->replicas[s->nrep++] = n;
         }
     }
-    if (map_order(m) != VL_OK)
+    if (map_order(m) != VL_OK || map_pools(m) != VL_OK)
         goto nomem;
-    for (i = 0; i < m->n; i++) {
-        if (node_pool(m->shards[i].primary, 0) != VL_OK)
-            goto nomem;
-        for (j = 0; j < m->shards[i].nrep; j++) {
-            node *n = m->shards[i].replicas[j];
-            if (n->pool != NULL && !n->readonly_pool && node_idle(n))
-                node_pool_drop(n); /* a demoted primary: its connections lack READONLY */
-            if (node_pool(n, 1) != VL_OK)
-                goto nomem;
-        }
-    }
     /* The swap: roles follow the new map. */
     for (i = 0; i < cl->nnodes; i++)
         cl->nodes[i]->role = 0;
