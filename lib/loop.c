@@ -327,6 +327,7 @@ static vl_loop *loop_make(struct ev_loop *ev, int owned)
     loop->owned = owned;
     loop->handles.prev = loop->handles.next = &loop->handles;
     loop->threads = 4;
+    loop->turn_iter = ~0u; /* not an iteration yet: the first refills */
     ev_check_init(&loop->check, check_cb);
     loop->check.data = loop;
     ev_idle_init(&loop->idle, idle_cb);

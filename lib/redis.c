@@ -261,6 +261,7 @@ static void start_attempt(vl_redis *c);
 static void hold_settle(vl_redis *c);
 static void settle(vl_redis *c);
 static void io_update(vl_redis *c);
+static void take_waiting(vl_redis *c);
 
 /* ---- small helpers ---- */
 
@@ -688,6 +689,7 @@ static void cmd_timer_cb(vl__timer *t, void *ud)
     VL__UNUSED(t);
     timer_fired(c, &c->cmd_timer);
     c->busy++;
+    take_waiting(c); /* a reply that came in time is never judged late */
     snprintf(msg, sizeof(msg), "%s: command timed out after %" PRIu64 " ms", c->url.display,
              c->opts.command_timeout_ms);
     /* From the head each time: failing an entry may change the list. */
@@ -1244,7 +1246,7 @@ static int conn_read(vl_redis *c)
 
 static void conn_write_failed(vl_redis *c, const char *why)
 {
-    int i;
+    int i, was = c->drain;
 
     /* A server that closed on us may have said why first ("-ERR max number
      * of clients reached"): read what it sent before giving up, and take
@@ -1254,7 +1256,7 @@ static void conn_write_failed(vl_redis *c, const char *why)
     for (i = 0; i < 16 && !c->drop_requested && c->fd >= 0 && c->sess == NULL; i++)
         if (!conn_read(c))
             break; /* (a TLS session that failed a write reads nothing more) */
-    c->drain = 0;
+    c->drain = was;
     if (c->drop_requested)
         return;
     if (c->sess != NULL && c->phase == P_HANDSHAKE && vl__url_param(&c->url, "cert") == NULL) {
@@ -1494,6 +1496,30 @@ static void more_cb(vl__defer *d)
     io_update(c);
     c->busy--;
     settle(c);
+}
+
+/* A deadline fired while the connection waits for its turn: what already
+ * arrived (the replies left in ib, then what the socket holds) is taken
+ * first, whatever the budget, so that no reply that came in time is judged
+ * late because its turn had not come. */
+static void take_waiting(vl_redis *c)
+{
+    int was = c->drain, reads;
+
+    if (!c->turn.queued || c->fd < 0)
+        return;
+    vl__turn_cancel(c->loop, &c->turn); /* its work is done here */
+    c->drain = 1;
+    take_replies(c);
+    /* Until the socket is empty (bounded: a server that never stops
+     * sending is read again at the connection's next turn). */
+    for (reads = 0; reads < 64 && c->fd >= 0 && !c->drop_requested && !c->free_requested;
+         reads++)
+        if (!conn_read(c))
+            break;
+    c->drain = was;
+    if (c->fd >= 0)
+        io_update(c);
 }
 
 /* The connection's turn came: the replies left in ib first, then what the
@@ -1830,13 +1856,21 @@ static void connect_timer_cb(vl__timer *t, void *ud)
 {
     vl_redis *c = ud;
     char *msg;
+    int dying;
 
     VL__UNUSED(t);
     timer_fired(c, &c->connect_timer);
+    c->busy++;
+    dying = c->dying;
+    take_waiting(c); /* the handshake's replies may have come in time */
+    if (c->state == S_READY || (c->dying && !dying)) { /* ready, or failed on its own */
+        c->busy--;
+        settle(c);
+        return;
+    }
     msg = vl__asprintf("connect %s: timed out after %" PRIu64 " ms%s", c->url.display,
                        c->opts.connect_timeout_ms,
                        c->phase == P_TLS ? " (in the TLS handshake)" : "");
-    c->busy++;
     conn_down(c, VL_ECONN, msg != NULL ? msg : "connect: timed out");
     c->busy--;
     vl__free(msg);

@@ -133,6 +133,7 @@ typedef struct cmap {
     size_t n;
     node **order;            /* primaries by first slot, each with its replicas */
     size_t norder;
+    int order_stale;         /* map_order ran out of memory: order is older */
     int16_t slot[VL__CLUSTER_SLOTS]; /* shard index, -1: not served */
 } cmap;
 
@@ -1008,6 +1009,7 @@ static int map_order(cmap *m)
     vl__free(m->order);
     m->order = order;
     m->norder = k;
+    m->order_stale = 0;
     return VL_OK;
 }
 
@@ -1076,9 +1078,17 @@ static int map_install(vl_redis_cluster *cl, const tmap *t)
         /* A pool dropped since (a failed first connection) is made again,
          * a demoted primary busy at the last install gets its READONLY
          * connections now that it is idle. */
-        if (map_pools(cl->map) != VL_OK)
+        m = cl->map;
+        if (map_pools(m) != VL_OK || (m->order_stale && map_order(m) != VL_OK))
             return VL_ENOMEM;
         cl->discovery_failed = 0;
+        if (cl->o.read_from == VL_REDIS_READ_NEAREST)
+            for (i = 0; i < m->norder; i++)
+                ctl_ensure(m->order[i]); /* retried: out of memory before */
+        /* The watchers still hear of the refresh (a subscriber retries a
+         * channel that waited for one). */
+        cl->notify_due = 1;
+        later(cl);
         return VL_OK;
     }
     for (i = 0; i < cl->nnodes; i++)
@@ -1194,7 +1204,7 @@ static void map_move(vl_redis_cluster *cl, unsigned slot, node *n)
     if (m->shards[i].nslots++ == 0 || slot < m->shards[i].first)
         reorder = 1;
     if (reorder)
-        map_order(m); /* out of memory: the old order stays, still valid */
+        m->order_stale = map_order(m) != VL_OK; /* the old order stays, still valid */
     cl->st.map_epoch++;
     cl->notify_due = 1;
     later(cl);

@@ -62,7 +62,8 @@ vl_loop *vl__cluster_loop(const vl_redis_cluster *cl);
  * cover the slot. Both borrowed until the map next changes. */
 const char *vl__cluster_slot_url(const vl_redis_cluster *cl, unsigned slot, const char **addr);
 
-/* Called after every new map (refresh or MOVED) has replaced the old one,
+/* Called after every refresh (also one that found the map unchanged: a
+ * watcher retries what waited for it) and every MOVED that patched the map,
  * from the loop, never inside a call of the watcher. At most 8 watchers. */
 typedef void (*vl__cluster_map_fn)(vl_redis_cluster *cl, void *ud);
 int vl__cluster_watch(vl_redis_cluster *cl, vl__cluster_map_fn fn, void *ud);

@@ -8,6 +8,7 @@
 
 #include <arpa/inet.h>
 #include <ev.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -17,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 /* The integer of an INTEGER reply; LLONG_MIN (which no test expects) when
@@ -323,6 +325,20 @@ static void share_incr_cb(vl_future *f, void *ud)
         s->bad++;
 }
 
+/* Resets s, then pipelines n INCR of `key` (deleted first) on c, each
+ * completing into cb(s). */
+static void share_start(vl_loop *loop, vl_redis *c, share *s, const char *key, int n,
+                        vl_future_cb cb)
+{
+    int i;
+
+    memset(s, 0, sizeof(*s));
+    s->ev = vl_loop_ev(loop);
+    vl_future_free(tu_run_cmd(loop, vl_redis_command(c, "DEL %s", key), VL_OK));
+    for (i = 0; i < n; i++)
+        assert_int_equal(vl_future_then(vl_redis_command(c, "INCR %s", key), cb, s), VL_OK);
+}
+
 /* 20,000 replies pipelined on one connection arrive far faster than they
  * are handled, yet no loop iteration handles more than its budget of them
  * (VL__TURN_BUDGET): the rest wait for the connection's next turn, so a
@@ -336,12 +352,7 @@ static void an_iteration_takes_a_bounded_share(void **state)
     int i, n = 20000;
 
     (void)state;
-    memset(&s, 0, sizeof(s));
-    s.ev = vl_loop_ev(loop);
-    vl_future_free(tu_run_cmd(loop, vl_redis_command(c, "DEL share:n"), VL_OK));
-    for (i = 0; i < n; i++)
-        assert_int_equal(vl_future_then(vl_redis_command(c, "INCR share:n"), share_incr_cb, &s),
-                         VL_OK);
+    share_start(loop, c, &s, "share:n", n, share_incr_cb);
     for (i = 0; i < 10000 && s.calls < n; i++)
         tu_sleep_ms(loop, 1);
     print_message("# %d replies in %ld iterations, at most %ld in one (budget %d)\n", n, s.iters,
@@ -350,6 +361,59 @@ static void an_iteration_takes_a_bounded_share(void **state)
     assert_int_equal(s.bad, 0);
     assert_true(s.most <= VL__TURN_BUDGET);
     assert_true(s.iters >= n / VL__TURN_BUDGET);
+    vl_redis_free(c);
+    tu_finish(loop);
+}
+
+/* Burns `us` microseconds of the loop's thread. */
+static void spin_us(unsigned us)
+{
+    struct timespec a, b;
+
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    do
+        clock_gettime(CLOCK_MONOTONIC, &b);
+    while ((b.tv_sec - a.tv_sec) * 1000000L + (b.tv_nsec - a.tv_nsec) / 1000 < (long)us);
+}
+
+static void slow_cb(vl_future *f, void *ud)
+{
+    share *s = ud;
+
+    share_count(s);
+    if (vl_future_status(f) != VL_OK || reply_int(vl_future_redis_reply(f)) != ++s->next)
+        s->bad++;
+    spin_us(25);
+}
+
+/* The server answers 20,000 pipelined commands in a few milliseconds, but
+ * their callbacks take 25 us each: the replies wait in the connection for
+ * their turns far longer than the 300 ms command timeout. A reply that came
+ * in time is never judged late: when the timeout fires, what arrived is
+ * taken first, and every command succeeds, in order, on one connection. */
+static void replies_waiting_their_turn_are_not_late(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_redis_options o;
+    vl_redis *c;
+    share s;
+    uint64_t connects, reconnects, errors;
+    int i, n = 20000;
+
+    (void)state;
+    vl_redis_options_init(&o);
+    o.command_timeout_ms = 300;
+    c = vl_redis_new(loop, tu_redis_url(0), &o);
+    share_start(loop, c, &s, "share:slow", n, slow_cb);
+    for (i = 0; i < 20000 && s.calls < n; i++)
+        tu_sleep_ms(loop, 1);
+    vl__redis_counters(c, &connects, &reconnects, &errors);
+    print_message("# %ld of %d callbacks, %ld wrong, in %ld iterations; %" PRIu64
+                  " reconnects\n",
+                  s.calls, n, s.bad, s.iters, reconnects);
+    assert_int_equal(s.calls, n);
+    assert_int_equal(s.bad, 0);
+    assert_int_equal(reconnects, 0);
     vl_redis_free(c);
     tu_finish(loop);
 }
@@ -390,18 +454,13 @@ static void a_busy_connection_does_not_starve_another(void **state)
     int i, n = 100000;
 
     (void)state;
-    memset(&s, 0, sizeof(s));
-    s.ev = vl_loop_ev(loop);
-    vl_future_free(tu_run_cmd(loop, vl_redis_command(a, "DEL share:a"), VL_OK));
     vl_future_free(tu_run_cmd(loop, vl_redis_command(b, "PING"), VL_OK));
     memset(&ch, 0, sizeof(ch));
     ch.c = b;
     ch.other = &s;
     ch.left = 10;
     ch.other_done_at = -1;
-    for (i = 0; i < n; i++)
-        assert_int_equal(vl_future_then(vl_redis_command(a, "INCR share:a"), share_incr_cb, &s),
-                         VL_OK);
+    share_start(loop, a, &s, "share:a", n, share_incr_cb);
     assert_int_equal(vl_future_then(vl_redis_command(b, "PING"), chain_cb, &ch), VL_OK);
     for (i = 0; i < 20000 && (s.calls < n || ch.left > 0); i++)
         tu_sleep_ms(loop, 1);
@@ -1453,6 +1512,7 @@ int main(void)
         cmocka_unit_test_setup(pipelining_in_order, tu_setup),
         cmocka_unit_test_setup(an_iteration_takes_a_bounded_share, tu_setup),
         cmocka_unit_test_setup(a_busy_connection_does_not_starve_another, tu_setup),
+        cmocka_unit_test_setup(replies_waiting_their_turn_are_not_late, tu_setup),
         cmocka_unit_test_setup(gather_1000_across_three, tu_setup),
         cmocka_unit_test_setup(command_timeout_late_reply_dropped, tu_setup),
         cmocka_unit_test_setup(blocking_commands_keep_their_timeout, tu_setup),

@@ -516,6 +516,38 @@ static void clusterdown_then_ok(void **state)
     scene_close(s);
 }
 
+/* A node answers SSUBSCRIBE with LOADING twice: the channel waits for the
+ * next map, and the refreshes it asks for find the map unchanged (no new
+ * epoch). The subscriber still hears of each refresh and asks again, so
+ * the subscription is confirmed on the third SSUBSCRIBE. */
+static void subscribe_loading_then_ok(void **state)
+{
+    scene *s = scene_open("sub_loading");
+    vl_redis_cluster_sub *sub;
+    const char *chans[] = {"news"};
+    uint64_t epoch;
+    vl_future *f;
+
+    (void)state;
+    s->o.refresh_min_interval_ms = 10;
+    scene_ready(s);
+    epoch = cluster_stats(s->cl).map_epoch;
+    sub = vl_redis_cluster_sub_new(s->cl, NULL, NULL, NULL);
+    assert_non_null(sub);
+    f = vl_future_timeout(vl_redis_cluster_ssubscribe(sub, 1, chans), WAIT_MS);
+    tu_await(s->loop, f);
+    print_message("# %d %s; SSUBSCRIBE %lld, refreshes %llu, map requests %lld\n",
+                  vl_future_status(f), vl_future_error(f), stat_of(s, "cmd:SSUBSCRIBE:0"),
+                  (unsigned long long)cluster_stats(s->cl).refreshes, fake_map_requests(s->loop, &s->fk));
+    assert_int_equal(vl_future_status(f), VL_OK);
+    vl_future_free(f);
+    assert_int_equal(stat_of(s, "cmd:SSUBSCRIBE:0"), 3);
+    assert_true(cluster_stats(s->cl).refreshes >= 3);
+    assert_int_equal(cluster_stats(s->cl).map_epoch, epoch);
+    vl_redis_cluster_sub_free(sub);
+    scene_close(s);
+}
+
 /* A command waiting out a TRYAGAIN backoff: cancelled, it completes once
  * with VL_ECANCELED and is never sent again; reaching its deadline, it
  * completes with VL_ETIMEDOUT then, not after the backoff. */
@@ -1494,6 +1526,7 @@ int main(void)
         cmocka_unit_test_setup(ask_then_asking, tu_setup),
         cmocka_unit_test_setup(tryagain_is_bounded, tu_setup),
         cmocka_unit_test_setup(clusterdown_then_ok, tu_setup),
+        cmocka_unit_test_setup(subscribe_loading_then_ok, tu_setup),
         cmocka_unit_test_setup(backoff_cancelled_or_overdue, tu_setup),
         cmocka_unit_test_setup(lost_after_write_is_not_retried, tu_setup),
         cmocka_unit_test_setup(unusable_redirections, tu_setup),
