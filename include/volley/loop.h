@@ -19,7 +19,10 @@
  * the longest iteration with 1,000 requests in flight over a cluster while
  * its map is refreshed). Nothing is lost or reordered: replies that
  * arrived before a connection closed are all delivered before it is seen
- * to be down.
+ * to be down (over TLS, those OpenSSL had not yet decrypted when a write
+ * failed cannot be), and a command or connect deadline that fires while
+ * its connection waits for a turn first takes what has arrived, so a reply
+ * that came in time is never judged late.
  */
 #ifndef VOLLEY_LOOP_H
 #define VOLLEY_LOOP_H
