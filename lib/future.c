@@ -200,6 +200,8 @@ void vl__future_complete(vl_future *f, int status, void *value, int vtype,
     deadline_drop(f);
     if (f->cb != NULL)
         enqueue(f);
+    else if (f->loop != NULL)
+        vl__loop_note_done(f->loop); /* vl_loop_run_until may be its watcher */
 }
 
 void vl__future_fail(vl_future *f, int status, const char *fmt, ...)

@@ -179,6 +179,9 @@ struct vl__ready {
     vl__ready *next;
 };
 void vl__loop_ready(vl_loop *loop, vl__ready *r);
+/* A future of the loop completed with no callback to run: its caller may be
+ * waiting in vl_loop_run_until, which looks only when the poll returns. */
+void vl__loop_note_done(vl_loop *loop);
 void vl__future_run(vl__ready *r);
 
 /* Runs the loop while more(arg) says so. Returns VL_OK once it says no,

@@ -57,6 +57,7 @@ struct vl_loop {
     vl__turn *turn_tail;
     unsigned turn_iter;   /* the iteration turn_left belongs to */
     unsigned turn_left;   /* units of work left in it */
+    int done_uncalled;    /* a future without a callback completed (note_done) */
     vl__handle handles;  /* sentinel of the open connections, pools, timers */
     vl__handle *graveyard; /* freed during vl_loop_free, released at its end */
     int closing;         /* vl_loop_free is tearing down */
@@ -237,12 +238,22 @@ static void idle_cb(struct ev_loop *ev, ev_idle *w, int revents)
     VL__UNUSED(revents);
 }
 
+/* An iteration with nothing else to do: the nudge has done its work. */
+static void nudge_cb(struct ev_loop *ev, ev_idle *w, int revents)
+{
+    VL__UNUSED(revents);
+    ev_idle_stop(ev, w);
+}
+
 /* Runs the defer list, then the callbacks it completed, and again while
  * either produced more: libev does not run a prepare watcher started during
  * the prepare phase before it polls, so a write queued by a callback here
  * would otherwise wait for some other event, perhaps forever. If work is
- * still queued after the bound, the nudge watcher keeps that poll from
- * blocking. */
+ * still queued after the bound, or if a future without a callback completed
+ * here (the one vl_loop_run_until waits for, perhaps: it looks only once
+ * the poll returns; one with a callback has run it already), the nudge
+ * watcher keeps that poll from blocking; it stops itself at the first
+ * iteration with nothing else to do. */
 #define VL_PREPARE_PASSES 16
 
 static void prepare_cb(struct ev_loop *ev, ev_prepare *w, int revents)
@@ -255,6 +266,7 @@ static void prepare_cb(struct ev_loop *ev, ev_prepare *w, int revents)
     if (ev_is_active(&loop->nudge))
         ev_idle_stop(loop->ev, &loop->nudge);
     enter(loop);
+    loop->done_uncalled = 0;
     for (pass = 0; pass < VL_PREPARE_PASSES && !loop->free_requested; pass++) {
         vl__defer *d = loop->defer_head;
 
@@ -277,7 +289,7 @@ static void prepare_cb(struct ev_loop *ev, ev_prepare *w, int revents)
         if (loop->ready_head != NULL)
             dispatch(loop);
     }
-    if (loop->defer_head != NULL && !ev_is_active(&loop->nudge))
+    if ((loop->defer_head != NULL || loop->done_uncalled) && !ev_is_active(&loop->nudge))
         ev_idle_start(loop->ev, &loop->nudge);
     leave(loop);
 }
@@ -334,7 +346,7 @@ static vl_loop *loop_make(struct ev_loop *ev, int owned)
     loop->idle.data = loop;
     ev_prepare_init(&loop->prepare, prepare_cb);
     loop->prepare.data = loop;
-    ev_idle_init(&loop->nudge, idle_cb);
+    ev_idle_init(&loop->nudge, nudge_cb);
     loop->nudge.data = loop;
     return loop;
 }
@@ -378,6 +390,11 @@ uint64_t vl_loop_now_ms(vl_loop *loop)
     VL__UNUSED(loop);
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+void vl__loop_note_done(vl_loop *loop)
+{
+    loop->done_uncalled = 1;
 }
 
 int vl__loop_closing(const vl_loop *loop)

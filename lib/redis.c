@@ -679,6 +679,14 @@ static void arm_for(vl_redis *c, uint64_t deadline)
         arm_cmd_timer(c);
 }
 
+/* "HOST: command timed out after N ms", in buf. */
+static const char *timeout_text(const vl_redis *c, char *buf, size_t n)
+{
+    snprintf(buf, n, "%s: command timed out after %" PRIu64 " ms", c->url.display,
+             c->opts.command_timeout_ms);
+    return buf;
+}
+
 static void cmd_timer_cb(vl__timer *t, void *ud)
 {
     vl_redis *c = ud;
@@ -690,8 +698,7 @@ static void cmd_timer_cb(vl__timer *t, void *ud)
     timer_fired(c, &c->cmd_timer);
     c->busy++;
     take_waiting(c); /* a reply that came in time is never judged late */
-    snprintf(msg, sizeof(msg), "%s: command timed out after %" PRIu64 " ms", c->url.display,
-             c->opts.command_timeout_ms);
+    timeout_text(c, msg, sizeof(msg));
     /* From the head each time: failing an entry may change the list. */
     while ((e = wait_due(c, now)) != NULL) {
         wait_unlink(c, e);
@@ -1441,6 +1448,7 @@ static void submit(vl_redis *c, rentry *e, char *cmd, size_t len, int in_ob)
 static void become_ready(vl_redis *c)
 {
     vl__resp_limits lim;
+    uint64_t now;
     rentry *e;
 
     c->state = S_READY;
@@ -1462,10 +1470,19 @@ static void become_ready(vl_redis *c)
     c->ever_ready = 1;
     c->in_multi = c->watching = c->db_changed = c->dirty = 0;
     timer_stop(c, &c->connect_timer);
-    /* Write what waited for the handshake, in the order it was issued. */
+    /* Write what waited for the handshake, in the order it was issued; a
+     * command whose time ran out meanwhile (its timer had not fired yet)
+     * fails as timed out, never sent. */
+    now = vl_loop_now_ms(c->loop);
     while ((e = c->wait.head) != NULL && c->state == S_READY && !c->dying) {
         char *cmd = e->cmd;
         wait_unlink(c, e);
+        if (e->deadline != 0 && e->deadline <= now) {
+            char msg[256];
+            entry_fail(c, e, VL_ETIMEDOUT, timeout_text(c, msg, sizeof(msg)));
+            entry_put(c, e);
+            continue;
+        }
         e->cmd = NULL;
         submit(c, e, cmd, e->len, 0);
     }
@@ -1498,17 +1515,19 @@ static void more_cb(vl__defer *d)
     settle(c);
 }
 
-/* A deadline fired while the connection waits for its turn: what already
- * arrived (the replies left in ib, then what the socket holds) is taken
- * first, whatever the budget, so that no reply that came in time is judged
- * late because its turn had not come. */
+/* A deadline fired: what already arrived (the replies left in ib while the
+ * connection waits for its turn, then what the socket holds, perhaps in the
+ * very poll that found the deadline due: libev runs timers before I/O) is
+ * taken first, whatever the budget, so that no reply that came in time is
+ * judged late. */
 static void take_waiting(vl_redis *c)
 {
     int was = c->drain, reads;
 
-    if (!c->turn.queued || c->fd < 0)
+    /* (Connecting or in the TLS handshake, nothing is read here.) */
+    if (c->fd < 0 || (c->phase != P_NONE && c->phase != P_HANDSHAKE))
         return;
-    vl__turn_cancel(c->loop, &c->turn); /* its work is done here */
+    vl__turn_cancel(c->loop, &c->turn); /* its work, if queued, is done here */
     c->drain = 1;
     take_replies(c);
     /* Until the socket is empty (bounded: a server that never stops

@@ -1079,8 +1079,10 @@ static int map_install(vl_redis_cluster *cl, const tmap *t)
          * a demoted primary busy at the last install gets its READONLY
          * connections now that it is idle. */
         m = cl->map;
-        if (map_pools(m) != VL_OK || (m->order_stale && map_order(m) != VL_OK))
+        if (map_pools(m) != VL_OK)
             return VL_ENOMEM;
+        if (m->order_stale)
+            (void)map_order(m); /* out of memory again: the old order serves */
         cl->discovery_failed = 0;
         if (cl->o.read_from == VL_REDIS_READ_NEAREST)
             for (i = 0; i < m->norder; i++)

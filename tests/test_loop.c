@@ -524,6 +524,52 @@ static void signal_refusals_and_cancel(void **state)
     tu_loop_finish(other);
 }
 
+/* A deferred callback (the prepare phase, right before the loop polls)
+ * that completes the future vl_loop_run_until waits for. */
+typedef struct resolver {
+    vl__defer d;
+    vl_promise *p;
+} resolver;
+
+static void resolver_cb(vl__defer *d)
+{
+    resolver *r = (resolver *)(void *)d;
+
+    vl_promise_resolve(r->p, NULL, NULL);
+}
+
+/* vl_loop_run_until returns as soon as its future completes, also when it
+ * completes in the prepare phase: the poll after it does not block until
+ * the loop's next event (here a 30 s sleep, still pending when it
+ * returns: no clock is read). Three times, the second and third from a
+ * loop that has run already. */
+static void run_until_sees_a_prepare_phase_completion(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_future *keep = vl_loop_sleep(loop, 30000);
+    resolver r;
+    int k;
+
+    (void)state;
+    for (k = 0; k < 3; k++) {
+        vl_future *f;
+        memset(&r, 0, sizeof(r));
+        r.d.cb = resolver_cb;
+        r.p = vl_promise_new(loop);
+        f = vl_promise_future(r.p);
+        vl__defer_queue(loop, &r.d);
+        assert_int_equal(vl_loop_run_until(loop, f), VL_OK);
+        assert_false(vl_future_done(keep));
+        vl_future_free(f); /* (the resolve ended the promise) */
+    }
+    vl_future_cancel(keep);
+    vl_future_free(keep);
+    /* Nothing left: vl_loop_run returns (the nudge that kept the polls
+     * from blocking is gone too). */
+    assert_int_equal(vl_loop_run(loop), VL_OK);
+    tu_finish(loop);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -538,6 +584,7 @@ int main(void)
         cmocka_unit_test_setup(loop_freed_with_resolutions_queued, tu_setup),
         cmocka_unit_test_setup(connection_freed_while_readable, tu_setup),
         cmocka_unit_test_setup(deferred_write_after_callback_chain, tu_setup),
+        cmocka_unit_test_setup(run_until_sees_a_prepare_phase_completion, tu_setup),
     };
 
     return tu_run("loop", tests, sizeof(tests) / sizeof(tests[0]));
