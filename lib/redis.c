@@ -1515,6 +1515,14 @@ static void more_cb(vl__defer *d)
     settle(c);
 }
 
+/* A TLS write that waited for the socket to be readable goes on, as io_cb
+ * does on a readable event (which io_update may have just dropped). */
+static void tls_write_after_read(vl_redis *c)
+{
+    if (c->tls_wr && c->fd >= 0 && !c->drop_requested && !c->free_requested)
+        conn_write(c);
+}
+
 /* A deadline fired: what already arrived (the replies left in ib while the
  * connection waits for its turn, then what the socket holds, perhaps in the
  * very poll that found the deadline due: libev runs timers before I/O) is
@@ -1537,6 +1545,7 @@ static void take_waiting(vl_redis *c)
         if (!conn_read(c))
             break;
     c->drain = was;
+    tls_write_after_read(c);
     if (c->fd >= 0)
         io_update(c);
 }
@@ -1553,6 +1562,7 @@ static void turn_cb(vl__turn *t)
     take_replies(c);
     if (!c->yielded && c->fd >= 0 && !c->drop_requested && !c->free_requested)
         conn_read(c);
+    tls_write_after_read(c);
     if (c->fd >= 0)
         io_update(c);
     c->busy--;
