@@ -36,15 +36,17 @@ isref(m) = (strstrt(m, "redis-benchmark") == 1 || strstrt(m, "mariadb-slap") == 
 isat1(m) = (m eq "async 1 in flight")
 isatn(m) = (!isat1(m) && strstrt(m, "async ") == 1 && strstrt(m, " in flight") > 0)
 # The async variants of the TLS, cluster and bulk scenarios: the first of
-# each pair takes async's place, the second raw's (those groups have no raw).
+# each pair takes async's place, the second raw's (those groups have no raw);
+# the legend names what the second is in each.
 isfirst(m) = (m eq "async redis" || m eq "async cluster" || m eq "async refreshing" || \
               m eq "async row-by-row")
 issecond(m) = (m eq "async rediss" || m eq "async 1 server" || m eq "async no refresh" || \
                m eq "async bulk x1000")
+VARIANT = "async: rediss, 1 server, no refresh, bulk"
 # The series a row belongs to.
 cls(m) = (m eq "sync") ? "sync" : (m eq "threads") ? "threads" : \
          (m eq "async" || isfirst(m)) ? "async" : (m eq "raw") ? "raw" : \
-         issecond(m) ? "async variant" : isat1(m) ? "async 1 in flight" : \
+         issecond(m) ? VARIANT : isat1(m) ? "async 1 in flight" : \
          isatn(m) ? "async at the threads' load" : (m eq "async conns") ? "async conns" : \
          isref(m) ? "reference tool" : "other"
 slot(m) = (m eq "sync") ? -0.36 : (m eq "threads") ? -0.27 : \
@@ -53,11 +55,11 @@ slot(m) = (m eq "sync") ? -0.36 : (m eq "threads") ? -0.27 : \
           (m eq "redis-benchmark -c 50 -P 16") ? 0.36 : 0.27
 series = "sync threads async raw"
 nextra = 5
-extra(k) = (k == 1) ? "async variant" : (k == 2) ? "async 1 in flight" : \
+extra(k) = (k == 1) ? VARIANT : (k == 2) ? "async 1 in flight" : \
            (k == 3) ? "async at the threads' load" : (k == 4) ? "async conns" : "reference tool"
 # One color per series, the same in every panel.
 color(s) = (s eq "sync") ? "#7f7f7f" : (s eq "threads") ? "#9467bd" : (s eq "async") ? "#1f77b4" : \
-           (s eq "raw") ? "#2ca02c" : (s eq "async variant") ? "#17becf" : \
+           (s eq "raw") ? "#2ca02c" : (s eq VARIANT) ? "#17becf" : \
            (s eq "async 1 in flight") ? "#aec7e8" : (s eq "async at the threads' load") ? "#ff7f0e" : \
            (s eq "async conns") ? "#bcbd22" : "#d62728"
 w = 0.08
