@@ -580,10 +580,14 @@ static void entry_deliver(vl_redis *c, rentry *e, vl_redis_reply *r)
         emit(c, VL__REDIS_EV_DONE, VL_ENOMEM);
     } else if (vl__redis_reply_is_error(r)) {
         /* The reply keeps the server's own text; the message says where. */
-        char *m = entry_msg(c, e, vl__redis_reply_text(r));
+        const char *text = vl__redis_reply_text(r);
+        int not_master = strncmp(text, "READONLY", 8) == 0 || strncmp(text, "MASTERDOWN", 10) == 0;
+        char *m = entry_msg(c, e, text);
         vl__future_complete(f, VL_ESERVER, r, VL__VAL_REDIS, free_reply_value,
-                            m != NULL ? m : vl__redis_reply_text(r));
+                            m != NULL ? m : text);
         vl__free(m);
+        if (not_master)
+            emit(c, VL__REDIS_EV_NOT_MASTER, VL_ESERVER);
         emit(c, VL__REDIS_EV_DONE, VL_ESERVER);
     } else {
         vl__future_complete(f, VL_OK, r, VL__VAL_REDIS, free_reply_value, NULL);

@@ -122,9 +122,12 @@ enum {
     VL__REDIS_EV_DOWN,      /* the connection or an attempt failed */
     VL__REDIS_EV_DONE,      /* a command future completed with `status` */
     VL__REDIS_EV_IDLE,      /* no user command pending any more */
-    VL__REDIS_EV_PONG       /* a vl__redis_ping was answered: status VL_OK
+    VL__REDIS_EV_PONG,      /* a vl__redis_ping was answered: status VL_OK
                              * or VL_ESERVER (a lost connection reports DOWN
                              * instead) */
+    VL__REDIS_EV_NOT_MASTER /* a user command's error reply said the server
+                             * is no master (READONLY, MASTERDOWN): right
+                             * before that command's DONE */
 };
 typedef void (*vl__redis_event_fn)(vl_redis *c, int event, int status, void *ud);
 
@@ -239,7 +242,8 @@ void vl__sentinel_free(vl__sentinel *s);
 /* Why the pool asks again. */
 enum { VL__SENTINEL_LOST = 1, VL__SENTINEL_ERROR_REPLY = 2 };
 /* Something the pool saw may mean that the target moved (a connection
- * lost, an error reply in master mode): ask the sentinels again, at most
+ * lost, a READONLY or MASTERDOWN reply in master mode): ask the sentinels
+ * again, at most
  * once a second and one discovery at a time. Only arms a timer: safe from
  * inside a connection's event. */
 void vl__sentinel_trouble(vl__sentinel *s, int why);

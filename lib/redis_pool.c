@@ -493,10 +493,12 @@ static void pool_event(vl_redis *c, int event, int status, void *ud)
         p->pending--;
         s->touched = 1;
         count_result(p, status);
-        /* The connection does not tell the pool an error reply's text, so
-         * any one (READONLY among them) asks the sentinels whether the
-         * master moved: at most once a second. */
-        if (status == VL_ESERVER && p->sentinel != NULL && !s->retiring)
+        break;
+    case VL__REDIS_EV_NOT_MASTER:
+        /* READONLY or MASTERDOWN: the master may have moved; the sentinels
+         * are asked again (at most once a second). Any other error reply
+         * (WRONGTYPE, a script's error) says nothing of where it is. */
+        if (p->sentinel != NULL && !s->retiring)
             vl__sentinel_trouble(p->sentinel, VL__SENTINEL_ERROR_REPLY);
         break;
     case VL__REDIS_EV_READY:

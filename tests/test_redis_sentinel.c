@@ -273,6 +273,47 @@ static void pool_finds_the_master(void **state)
     tu_finish(loop);
 }
 
+/* An error reply that says the server is no master (READONLY, here from
+ * a script) makes the pool ask the sentinels again; any other (WRONGTYPE)
+ * does not: a service whose commands fail for its own reasons never
+ * storms the sentinels. */
+static void only_readonly_replies_rediscover(void **state)
+{
+    vl_loop *loop = vl_loop_new();
+    vl_redis_pool *p;
+    vl_future *f;
+    uint64_t before;
+    int m, rp, i;
+
+    (void)state;
+    settle(loop, &m, &rp);
+    p = sentinel_pool(loop, pool_url("", master_name(), ""), 0);
+    await_ready(loop, p);
+    before = discoveries(p, NULL);
+    vl_future_free(tu_run_cmd(loop, vl_redis_pool_command(p, "SET sentinel:wt str"), VL_OK));
+    for (i = 0; i < 5; i++) {
+        f = tu_run_cmd(loop, vl_redis_pool_command(p, "LPUSH sentinel:wt x"), VL_ESERVER);
+        assert_non_null(strstr(vl_future_error(f), "WRONGTYPE"));
+        vl_future_free(f);
+    }
+    /* A discovery asked for would have run by now (at most once a second). */
+    tu_sleep_ms(loop, 1500);
+    assert_int_equal(discoveries(p, NULL), before);
+    f = tu_run_cmd(loop,
+                   vl_redis_pool_command(p, "EVAL %s 0",
+                                         "return redis.error_reply('READONLY test reply')"),
+                   VL_ESERVER);
+    assert_non_null(strstr(vl_future_error(f), "READONLY"));
+    vl_future_free(f);
+    for (i = 0; i < 100 && discoveries(p, NULL) == before; i++)
+        tu_sleep_ms(loop, 50);
+    assert_true(discoveries(p, NULL) > before);
+    /* The sentinels still name the same master: the pool stays there. */
+    vl_future_free(tu_run_cmd(loop, vl_redis_pool_command(p, "DEL sentinel:wt"), VL_OK));
+    vl_redis_pool_free(p);
+    tu_finish(loop);
+}
+
 static void commands_issued_before_the_answer_wait_for_it(void **state)
 {
     vl_loop *loop = vl_loop_new();
@@ -1120,6 +1161,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(out_of_memory_during_discovery, setup, teardown),
         cmocka_unit_test_setup_teardown(no_sentinel_answers, setup, teardown),
         cmocka_unit_test_setup_teardown(pool_finds_the_master, setup, teardown),
+        cmocka_unit_test_setup_teardown(only_readonly_replies_rediscover, setup, teardown),
         cmocka_unit_test_setup_teardown(commands_issued_before_the_answer_wait_for_it, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(role_replica_reads_from_the_replica, setup, teardown),
