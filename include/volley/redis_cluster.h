@@ -168,9 +168,10 @@
  * be lost when the old master resyncs as a replica. Releasing such a
  * lease closes its connection (it counts in closed_dirty and
  * vl_redis_lease_release returns 0).
- * A lost connection, any error reply (the pool does not see a reply's
- * text, so READONLY is among them) or a ROLE that does not say "master"
- * also make it ask again: one round at a time, at most one per second. A
+ * A lost connection, an error reply that says the server is no master
+ * (READONLY, MASTERDOWN; other errors, WRONGTYPE say, do not) or a ROLE
+ * that does not say "master" also make it ask again: one round at a time,
+ * at most one per second. A
  * round that finds nothing (no sentinel answers, or a server named
  * disagrees about its role while a failover is under way) keeps the
  * present target and is followed by another 1 s later, then at doubling
