@@ -219,10 +219,8 @@ static void bench_async_tick_cb(vl_future *f, void *ud)
 static void bench_async_tick_arm(bench_async *x)
 {
     vl_future *f = vl_loop_sleep(x->loop, 1);
-    if (f == NULL || vl_future_then(f, bench_async_tick_cb, x) != VL_OK) {
-        fprintf(stderr, "volley-bench: async: out of memory\n");
-        abort();
-    }
+    if (f == NULL || vl_future_then(f, bench_async_tick_cb, x) != VL_OK)
+        bench_oom("async");
 }
 
 static void bench_async_redis_cb(vl_future *f, void *ud)
@@ -248,10 +246,8 @@ static void bench_async_redis_issue(bench_slot *s)
         f = vl_redis_pool_command_argv(x->rp[s->i % (uint64_t)x->nrp], argc, argv, lens);
     else
         f = vl_redis_command_argv(x->rc[s->conn], argc, argv, lens);
-    if (f == NULL || vl_future_then(f, bench_async_redis_cb, s) != VL_OK) {
-        fprintf(stderr, "volley-bench: async: out of memory\n");
-        abort();
-    }
+    if (f == NULL || vl_future_then(f, bench_async_redis_cb, s) != VL_OK)
+        bench_oom("async");
 }
 
 /* Waits until every connection answers a PING, so that connecting is not
@@ -491,10 +487,8 @@ static void bench_async_mysql_send(bench_async *x, bench_slot *s)
     } else {
         f = x->mp ? vl_mysql_pool_query(x->mp, q.sql) : vl_mysql_query(x->mc[s->conn], q.sql);
     }
-    if (f == NULL || vl_future_then(f, bench_async_mysql_cb, s) != VL_OK) {
-        fprintf(stderr, "volley-bench: async: out of memory\n");
-        abort();
-    }
+    if (f == NULL || vl_future_then(f, bench_async_mysql_cb, s) != VL_OK)
+        bench_oom("async");
 }
 
 static void bench_async_mysql_dispatch(bench_async *x)

@@ -256,6 +256,9 @@ int bench_mysql_check(const bench_env *e, int op, uint64_t i, const bench_mreply
 
 /* Reports a transport or server failure (rate-limited). */
 void bench_fail(const char *mode, uint64_t i, const char *what, const char *msg);
+/* Says "volley-bench: MODE: out of memory" and aborts: a run that cannot
+ * keep its requests going has no figure to give. */
+void bench_oom(const char *mode) __attribute__((noreturn));
 
 /* Setup: writes keys and hashes to every host, creates and fills tables. */
 int bench_redis_setup(const bench_env *e, int port);

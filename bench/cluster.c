@@ -107,10 +107,8 @@ static void bench_cl_issue(bench_cl_slot *s)
     int argc = bench_redis_argv(x->e, x->c->op, s->i, argv, lens, x->store);
     s->t0 = bench_now_us();
     vl_future *f = vl_redis_cluster_command_argv(x->cl, argc, argv, lens);
-    if (f == NULL || vl_future_then(f, bench_cl_reply_cb, s) != VL_OK) {
-        fprintf(stderr, "volley-bench: async cluster: out of memory\n");
-        abort();
-    }
+    if (f == NULL || vl_future_then(f, bench_cl_reply_cb, s) != VL_OK)
+        bench_oom("async cluster");
 }
 
 /* Keeps the window full until requests 0..n) have completed. Returns 0, or
@@ -171,10 +169,8 @@ static void bench_cl_on_release(struct ev_loop *l)
         if (x->niters == x->iters_cap) {
             size_t cap = x->iters_cap ? 2 * x->iters_cap : 4096;
             bench_cl_iter *n = realloc(x->iters, cap * sizeof *n);
-            if (n == NULL) {
-                fprintf(stderr, "volley-bench: async cluster: out of memory\n");
-                abort();
-            }
+            if (n == NULL)
+                bench_oom("async cluster");
             x->iters = n;
             x->iters_cap = cap;
         }
@@ -206,10 +202,8 @@ static void bench_cl_timer_arm(bench_cl *x)
 {
     x->timer_t0 = bench_now_us();
     vl_future *f = vl_loop_sleep(x->loop, 1);
-    if (f == NULL || vl_future_then(f, bench_cl_timer_cb, x) != VL_OK) {
-        fprintf(stderr, "volley-bench: async cluster: out of memory\n");
-        abort();
-    }
+    if (f == NULL || vl_future_then(f, bench_cl_timer_cb, x) != VL_OK)
+        bench_oom("async cluster");
 }
 
 static void bench_cl_refresh_arm(bench_cl *x);
@@ -234,10 +228,8 @@ static void bench_cl_refresh_cb(vl_future *f, void *ud)
 static void bench_cl_refresh_arm(bench_cl *x)
 {
     vl_future *f = vl_redis_cluster_refresh(x->cl);
-    if (f == NULL || vl_future_then(f, bench_cl_refresh_cb, x) != VL_OK) {
-        fprintf(stderr, "volley-bench: async cluster: out of memory\n");
-        abort();
-    }
+    if (f == NULL || vl_future_then(f, bench_cl_refresh_cb, x) != VL_OK)
+        bench_oom("async cluster");
 }
 
 /* Starts the clocks (and, for the refreshing row, the refresh chain). */

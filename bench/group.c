@@ -66,12 +66,6 @@ static long long bench_lg_element(int k, int j)
     return ((long long)k * 7919 + (long long)j * 104729) % 1000003;
 }
 
-static void bench_lg_oom(void)
-{
-    fprintf(stderr, "volley-bench: loop-group: out of memory\n");
-    abort();
-}
-
 /* Parses one reply of key k into a; returns 0, or -1 when it is not the
  * key's value. */
 static int bench_lg_parse(const bench_lg_spec *s, int k, vl_future *f, bench_lg_agg *a)
@@ -216,7 +210,7 @@ static void bench_lg_issue(bench_lg_slot *s)
     else
         f = vl_future_chain(bench_lg_gets(x->loop, x->pool), bench_lg_step_home, s);
     if (f == NULL || vl_future_then(f, bench_lg_done_cb, s) != VL_OK)
-        bench_lg_oom();
+        bench_oom("loop-group");
 }
 
 /* Keeps `w` jobs in flight until jobs 0..n) are done. Returns 0, or -1

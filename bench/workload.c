@@ -125,6 +125,12 @@ void bench_fail(const char *mode, uint64_t i, const char *what, const char *msg)
                 msg ? msg : "");
 }
 
+void bench_oom(const char *mode)
+{
+    fprintf(stderr, "volley-bench: %s: out of memory\n", mode);
+    abort();
+}
+
 static int bench_mismatch(const char *mode, uint64_t i, const char *expected, const char *got,
                           size_t got_len)
 {

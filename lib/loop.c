@@ -97,6 +97,16 @@ static void ready_arm(vl_loop *loop)
     }
 }
 
+/* Stops the watchers of ready_arm once neither callbacks nor turns wait. */
+static void ready_disarm(vl_loop *loop)
+{
+    if (loop->ready_head == NULL && loop->turn_head == NULL && ev_is_active(&loop->check)) {
+        ev_check_stop(loop->ev, &loop->check);
+        ev_idle_stop(loop->ev, &loop->idle);
+        loop->active--;
+    }
+}
+
 /* Leaves a callback; at the outermost level a requested free happens now.
  * Futures completed inside it and not yet run get the watchers that run
  * them (see vl__loop_ready). */
@@ -222,11 +232,7 @@ static void check_cb(struct ev_loop *ev, ev_check *w, int revents)
     dispatch(loop);
     if (loop->turn_head != NULL) {
         turns_run(loop);
-        if (loop->ready_head == NULL && loop->turn_head == NULL && ev_is_active(&loop->check)) {
-            ev_check_stop(loop->ev, &loop->check);
-            ev_idle_stop(loop->ev, &loop->idle);
-            loop->active--;
-        }
+        ready_disarm(loop);
     }
     leave(loop);
 }
@@ -441,11 +447,7 @@ static void dispatch(vl_loop *loop)
         if (loop->free_requested)
             break;
     }
-    if (loop->ready_head == NULL && loop->turn_head == NULL && ev_is_active(&loop->check)) {
-        ev_check_stop(loop->ev, &loop->check);
-        ev_idle_stop(loop->ev, &loop->idle);
-        loop->active--;
-    }
+    ready_disarm(loop);
 }
 
 int vl_loop_run(vl_loop *loop)

@@ -191,7 +191,6 @@ struct vl_redis {
     vl__defer flush;   /* writes the commands of this iteration before the poll */
     vl__defer more;    /* a TLS read with decrypted bytes still pending */
     vl__turn turn;     /* waiting for its share of an iteration (loop.c) */
-    int yielded;       /* take_replies stopped with replies left in ib */
     int drain;         /* take every reply now, whatever the budget */
     int io_events;
     int io_unref;
@@ -823,7 +822,6 @@ static void close_transport(vl_redis *c)
     vl__defer_cancel(c->loop, &c->flush);
     vl__defer_cancel(c->loop, &c->more);
     vl__turn_cancel(c->loop, &c->turn);
-    c->yielded = 0;
     if (c->sess != NULL) {
         vl__tls_free(c->sess);
         c->sess = NULL;
@@ -1117,24 +1115,21 @@ static void refuse_reply(vl_redis *c)
 }
 
 /* Frames, parses and hands over every complete reply in the input buffer,
- * each for a unit of the loop's budget (vl__turn_take): when it is spent,
- * c->yielded is set and the connection's turn, queued, takes the rest.
+ * each for a unit of the loop's budget (vl__turn_take). Returns 1 when the
+ * budget ran out first: the connection's turn, queued, takes the rest.
  * ib[ib_at..ib_scan) is the start of a reply the framer has seen;
  * ib[ib_scan..ib_len) is new. */
-static void take_replies(vl_redis *c)
+static int take_replies(vl_redis *c)
 {
     size_t used, replies;
 
-    c->yielded = 0;
     while (c->ib_scan < c->ib_len && !c->drop_requested && !c->free_requested) {
         int push = c->push_fn != NULL && c->state == S_READY;
-        if (!c->drain && !vl__turn_take(c->loop, &c->turn)) {
-            c->yielded = 1;
-            return;
-        }
+        if (!c->drain && !vl__turn_take(c->loop, &c->turn))
+            return 1;
         if (!push && c->nwritten == 0) {
             refuse_unexpected(c, c->ib + c->ib_scan, c->ib_len - c->ib_scan);
-            return;
+            return 0;
         }
         /* One reply at a time: each is parsed once whole, from the bytes
          * the framer has just passed. */
@@ -1149,13 +1144,14 @@ static void take_replies(vl_redis *c)
         if (c->resp.error) {
             if (!c->drop_requested)
                 refuse_reply(c);
-            return;
+            return 0;
         }
         if (replies == 0)
             break; /* the rest is the start of a reply */
     }
     if (c->ib_at == c->ib_len)
         ib_empty(c);
+    return 0;
 }
 
 /* ---- reading and writing ---- */
@@ -1205,7 +1201,7 @@ static int ib_room(vl_redis *c)
 static int conn_read(vl_redis *c)
 {
     char ebuf[160];
-    int reads;
+    int reads, yielded;
 
     for (reads = 0;; reads++) {
         ssize_t n;
@@ -1241,11 +1237,11 @@ static int conn_read(vl_redis *c)
             return reads > 0;
         }
         c->ib_len += (size_t)n;
-        take_replies(c);
+        yielded = take_replies(c);
         /* A TLS read returns one record; the session may hold more, read
          * ahead from the socket, which will not announce them: read on
          * until the session says it would block (or the turn ends). */
-        if (c->drop_requested || c->free_requested || c->sess == NULL || c->yielded)
+        if (c->drop_requested || c->free_requested || c->sess == NULL || yielded)
             return 1;
         if (reads + 1 >= TLS_READS_MAX) {
             if (vl__tls_pending(c->sess) > 0)
@@ -1263,7 +1259,7 @@ static void conn_write_failed(vl_redis *c, const char *why)
      * of clients reached"): read what it sent before giving up, and take
      * every reply that came before it, budget or not. */
     c->drain = 1;
-    take_replies(c);
+    (void)take_replies(c); /* drain: never yields */
     for (i = 0; i < 16 && !c->drop_requested && c->fd >= 0 && c->sess == NULL; i++)
         if (!conn_read(c))
             break; /* (a TLS session that failed a write reads nothing more) */
@@ -1541,7 +1537,7 @@ static void take_waiting(vl_redis *c)
         return;
     vl__turn_cancel(c->loop, &c->turn); /* its work, if queued, is done here */
     c->drain = 1;
-    take_replies(c);
+    (void)take_replies(c); /* drain: never yields */
     /* Until the socket is empty (bounded: a server that never stops
      * sending is read again at the connection's next turn). */
     for (reads = 0; reads < 64 && c->fd >= 0 && !c->drop_requested && !c->free_requested;
@@ -1563,8 +1559,7 @@ static void turn_cb(vl__turn *t)
     if (c->fd < 0)
         return;
     c->busy++;
-    take_replies(c);
-    if (!c->yielded && c->fd >= 0 && !c->drop_requested && !c->free_requested)
+    if (!take_replies(c) && c->fd >= 0 && !c->drop_requested && !c->free_requested)
         conn_read(c);
     tls_write_after_read(c);
     if (c->fd >= 0)
